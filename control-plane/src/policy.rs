@@ -1,0 +1,159 @@
+//! Who may do what. One table (`allowed`) decides every token action from the caller's
+//! role and their relation to the token's owner; org-level actions need an org admin.
+
+use crate::error::{ApiError, ApiResult};
+use crate::model::{Org, Role, User};
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user: User,
+    pub org: Org,
+    /// The id of the API token (or, for an access token, its parent) that authenticated.
+    pub token_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Read,
+    Download,
+    Regenerate,
+    Revoke,
+    RevokeAllOfUser,
+    Edit,
+    Enable,
+    Disable,
+    Delete,
+    ReadAuthLog,
+}
+
+impl Action {
+    pub const ALL: [Action; 11] = [
+        Action::Create,
+        Action::Read,
+        Action::Download,
+        Action::Regenerate,
+        Action::Revoke,
+        Action::RevokeAllOfUser,
+        Action::Edit,
+        Action::Enable,
+        Action::Disable,
+        Action::Delete,
+        Action::ReadAuthLog,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Read => "read",
+            Action::Download => "download",
+            Action::Regenerate => "regenerate",
+            Action::Revoke => "revoke",
+            Action::RevokeAllOfUser => "revoke-all (user)",
+            Action::Edit => "edit",
+            Action::Enable => "enable",
+            Action::Disable => "disable",
+            Action::Delete => "delete",
+            Action::ReadAuthLog => "read auth log",
+        }
+    }
+}
+
+/// How the caller stands to the owner of the token acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// The caller's own token.
+    Own,
+    /// Another user of the caller's organization.
+    SameOrg,
+    /// A user of a customer organization managed by the caller's (partner) organization,
+    /// who has delegated permissions to the partner.
+    DelegatedCustomer,
+    /// Anyone else.
+    Unrelated,
+}
+
+pub fn relation(actor: &Actor, owner: &User, owner_org: &Org) -> Relation {
+    if owner.id == actor.user.id {
+        Relation::Own
+    } else if owner.org_id == actor.org.id {
+        Relation::SameOrg
+    } else if owner.delegated && owner_org.partner_org_id.as_deref() == Some(actor.org.id.as_str())
+    {
+        Relation::DelegatedCustomer
+    } else {
+        Relation::Unrelated
+    }
+}
+
+/// The role × relation × action matrix. `Err` carries the reason given with the 403.
+pub fn allowed(role: Role, relation: Relation, action: Action) -> Result<(), String> {
+    use Action::*;
+    if matches!(action, Download | Regenerate) && relation != Relation::Own {
+        return Err("only the token's own user may download it".into());
+    }
+    let ok = match (role, relation) {
+        (Role::Admin, Relation::Own) => true,
+        (Role::Admin, Relation::SameOrg) => !matches!(action, Download | Regenerate),
+        (Role::User | Role::Partner, Relation::Own) => {
+            matches!(
+                action,
+                Create | Read | Download | Regenerate | Revoke | RevokeAllOfUser | ReadAuthLog
+            )
+        }
+        (Role::Partner, Relation::DelegatedCustomer) => {
+            matches!(action, Create | Read | Revoke | RevokeAllOfUser)
+        }
+        // A specialist may fetch a token an admin made for them, but never mint or change one.
+        (Role::Readonly, Relation::Own) => matches!(action, Read | Download | ReadAuthLog),
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match (role, relation) {
+        (_, Relation::Unrelated) => "the token belongs to a user you cannot act for".into(),
+        (Role::Readonly, _) => format!("the readonly role cannot {}", action.as_str()),
+        (Role::Partner, Relation::SameOrg) => {
+            "partner users act only for delegating customer users".into()
+        }
+        (_, Relation::SameOrg | Relation::DelegatedCustomer) => {
+            format!(
+                "the {} role cannot {} another user's tokens",
+                role.as_str(),
+                action.as_str()
+            )
+        }
+        (_, Relation::Own) => format!(
+            "the {} role cannot {} tokens; ask an org admin",
+            role.as_str(),
+            action.as_str()
+        ),
+    })
+}
+
+pub fn check(actor: &Actor, owner: &User, owner_org: &Org, action: Action) -> ApiResult<()> {
+    allowed(actor.user.role, relation(actor, owner, owner_org), action).map_err(ApiError::forbidden)
+}
+
+/// Org-level management (users, keys, edge credentials, audit log, revoke-all of an org):
+/// an admin of that org. Admins of the root org, and of the partner org managing it, may
+/// manage its users too (`allow_managers`).
+pub fn require_org_admin(actor: &Actor, org: &Org, allow_managers: bool) -> ApiResult<()> {
+    if actor.user.role != Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "the {} role cannot manage the organization",
+            actor.user.role.as_str()
+        )));
+    }
+    let manager = actor.org.is_root || org.partner_org_id.as_deref() == Some(actor.org.id.as_str());
+    if actor.org.id == org.id || (allow_managers && manager) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "you are not an admin of organization {}",
+            org.id
+        )))
+    }
+}

@@ -1,0 +1,794 @@
+//! The API surface: the OpenAPI document matches the router, bad input is a 400 naming
+//! the field on every route, status lists and their change feed, keys, usage and logs.
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{decode_jwt, World, BASE};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tessera_control_plane::api::{routes, Auth};
+use tessera_control_plane::crypto::UntrustedJws;
+use tessera_control_plane::model::KeyAlg;
+
+/// A concrete path for a route template.
+fn concrete(path: &str, token_id: &str, user_id: &str) -> String {
+    path.replace("{org}", "acme").replace(
+        "{id}",
+        if path.starts_with("/v1/users") {
+            user_id
+        } else {
+            token_id
+        },
+    )
+}
+
+#[tokio::test]
+async fn openapi_describes_exactly_the_routes() {
+    let w = World::new().await;
+    let doc = w.call("GET", "/openapi.json", None, None).await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, routes().len());
+    let id = w.token_in_state(&w.uid("ada"), "enabled").await;
+    for r in routes() {
+        let op = &paths[r.path][r.method.as_str().to_ascii_lowercase()];
+        assert!(
+            op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "{} {}",
+            r.method,
+            r.path
+        );
+        assert_eq!(
+            op["requestBody"].is_object(),
+            r.body.is_some(),
+            "{} {}",
+            r.method,
+            r.path
+        );
+        // Every documented operation is routed: the answer is never the router's own
+        // "no route" or "method not allowed".
+        let resp = w
+            .call(
+                r.method.as_str(),
+                &concrete(r.path, &id, &w.uid("ada")),
+                None,
+                None,
+            )
+            .await;
+        let code = serde_json::from_slice::<Value>(&resp.body)
+            .ok()
+            .map(|v| v["error"].clone());
+        assert!(
+            resp.status != 405 && code != Some(json!("no_route")),
+            "{} {} is documented but not routed: {} {}",
+            r.method,
+            r.path,
+            resp.status,
+            resp.text()
+        );
+        // Routes that need a token say so in the document and refuse without one.
+        if r.auth == Auth::Token {
+            assert_eq!(op["security"], json!([{"tessera": []}]));
+            assert_eq!(resp.status, 401, "{} {}", r.method, r.path);
+            assert!(resp.headers.contains_key("www-authenticate"));
+        }
+    }
+    // And what is not documented is not routed.
+    let r = w.call("GET", "/v1/nothing", None, None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].clone()),
+        (404, json!("no_route"))
+    );
+    let r = w.call("PUT", "/v1/tokens", None, None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].clone()),
+        (405, json!("method_not_allowed"))
+    );
+}
+
+#[tokio::test]
+async fn documented_examples_are_accepted_by_the_parser() {
+    let w = World::new().await;
+    let id = w.token_in_state(&w.uid("ada"), "enabled").await;
+    for r in routes().into_iter().filter(|r| r.body.is_some()) {
+        let body = r.body.clone().unwrap_or_default();
+        let resp = w
+            .call(
+                r.method.as_str(),
+                &concrete(r.path, &id, &w.uid("ada")),
+                Some(&w.jwt("ada")),
+                Some(body),
+            )
+            .await;
+        let code = resp.json()["error"].clone();
+        assert_ne!(
+            code,
+            json!("invalid_body"),
+            "{} {}: {}",
+            r.method,
+            r.path,
+            resp.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_body_on_each_route_is_a_400_naming_the_field() {
+    let w = World::new().await;
+    let id = w.token_in_state(&w.uid("ada"), "enabled").await;
+    let ada = w.jwt("ada");
+    let edge = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "e"})),
+        )
+        .await
+        .json();
+    let edge_secret = edge["secret"].as_str().unwrap().to_string();
+    let mut checked = 0;
+    for r in routes() {
+        if r.body.is_none() {
+            continue;
+        }
+        let cred = if r.auth == Auth::Edge {
+            edge_secret.clone()
+        } else {
+            ada.clone()
+        };
+        let path = concrete(r.path, &id, &w.uid("ada"));
+        for (bad, field) in [
+            (b"{\"name\": ".to_vec(), "body"),
+            (b"[1, 2]".to_vec(), "body"),
+            (b"\"text\"".to_vec(), "body"),
+            (b"{\"no_such_field\": 1}".to_vec(), "body"),
+            (vec![0xff, 0xfe], "body"),
+        ] {
+            let resp = w
+                .raw(
+                    r.method.as_str(),
+                    &path,
+                    Some(&cred),
+                    "application/json",
+                    bad.clone(),
+                    &[],
+                )
+                .await;
+            assert_eq!(
+                resp.status,
+                400,
+                "{} {} with {:?}: {}",
+                r.method,
+                r.path,
+                String::from_utf8_lossy(&bad),
+                resp.text()
+            );
+            let v = resp.json();
+            assert!(v["error"].is_string());
+            assert!(
+                v["message"].as_str().unwrap().starts_with(field),
+                "{} {}: {}",
+                r.method,
+                r.path,
+                resp.text()
+            );
+        }
+        // A wrong type inside the example names the path to the field.
+        if let Some(Value::Object(example)) = &r.body {
+            let (k, v) = example.iter().next().unwrap();
+            let wrong = if v.is_array() || v.is_string() {
+                json!(17)
+            } else {
+                json!([true])
+            };
+            let mut body = example.clone();
+            body.insert(k.clone(), wrong);
+            let resp = w
+                .call(
+                    r.method.as_str(),
+                    &path,
+                    Some(&cred),
+                    Some(Value::Object(body)),
+                )
+                .await;
+            assert_eq!(resp.status, 400, "{} {}: {}", r.method, r.path, resp.text());
+            let msg = resp.json()["message"].as_str().unwrap().to_string();
+            assert!(
+                msg.starts_with(&format!("body.{k}")) || msg.starts_with(k.as_str()),
+                "{} {}: {msg}",
+                r.method,
+                r.path
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10);
+}
+
+#[tokio::test]
+async fn odd_input_never_gets_a_500() {
+    let w = World::new().await;
+    let id = w.token_in_state(&w.uid("ada"), "enabled").await;
+    let ada = w.jwt("ada");
+    let odd_bodies = [
+        json!(null),
+        json!({}),
+        json!({"name": "\u{0}"}),
+        json!({"name": "x".repeat(100_000)}),
+        json!({"expires_at": "9999-99-99"}),
+        json!({"expires_at": i64::MAX}),
+        json!({"lifetime_days": i64::MIN}),
+        json!({"ip_allow": ["::/129"]}),
+        json!({"user": "../../etc"}),
+        json!({"events": [{"token_id": "x", "at": -1, "outcome": "allow"}]}),
+        json!({"id": "UPPER"}),
+        json!({"role": "god", "username": "x"}),
+        json!({"refreshToken": "a.b.c"}),
+        json!({"refreshToken": "eyJ9.eyJ9.AA"}),
+    ];
+    let queries = [
+        "?page=-1",
+        "?per_page=99999999999999999999",
+        "?since=%ZZ",
+        "?sort=%27;drop",
+        "?wait=1000",
+        "?format=xml",
+        "?q=%00",
+    ];
+    for r in routes() {
+        let path = concrete(r.path, &id, &w.uid("ada"));
+        for body in &odd_bodies {
+            let resp = w
+                .call(r.method.as_str(), &path, Some(&ada), Some(body.clone()))
+                .await;
+            assert!(
+                resp.status.as_u16() < 500,
+                "{} {} {body}: {} {}",
+                r.method,
+                r.path,
+                resp.status,
+                resp.text()
+            );
+        }
+        for q in queries {
+            let resp = w
+                .call(r.method.as_str(), &format!("{path}{q}"), Some(&ada), None)
+                .await;
+            assert!(
+                resp.status.as_u16() < 500,
+                "{} {path}{q}: {} {}",
+                r.method,
+                resp.status,
+                resp.text()
+            );
+        }
+    }
+    for path in [
+        "/v1/tokens/%00",
+        "/v1/orgs/..%2f/jwks.json",
+        "/v1/users/%E2%80%AE",
+    ] {
+        let resp = w.call("GET", path, Some(&ada), None).await;
+        assert!(resp.status.as_u16() < 500, "{path}");
+    }
+    let resp = w.call("GET", "/v1/me", Some("garbage"), None).await;
+    assert_eq!(resp.status, 401);
+    let resp = w
+        .raw(
+            "GET",
+            "/v1/me",
+            None,
+            "",
+            vec![],
+            &[("authorization", "Basic dXNlcjpwYXNz")],
+        )
+        .await;
+    assert_eq!(resp.status, 401);
+    // `Token <jwt>` is accepted as well as `Bearer <jwt>`.
+    let resp = w
+        .raw(
+            "GET",
+            "/v1/me",
+            None,
+            "",
+            vec![],
+            &[("authorization", &format!("Token {ada}"))],
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+}
+
+#[tokio::test]
+async fn status_list_etag_jwt_and_long_poll() {
+    let w = World::new().await;
+    let r = w.call("GET", "/v1/orgs/acme/status-list", None, None).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["bits"], 2);
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        2,
+        "raw form is exactly bits and lst"
+    );
+    let etag = r.headers["etag"].to_str().unwrap().to_string();
+    let version: i64 = r.headers["tessera-status-version"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = w
+        .raw(
+            "GET",
+            "/v1/orgs/acme/status-list",
+            None,
+            "",
+            vec![],
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, 304);
+    // Signed form, verified with the org's JWKS.
+    let r = w
+        .raw(
+            "GET",
+            "/v1/orgs/acme/status-list",
+            None,
+            "",
+            vec![],
+            &[("accept", "application/statuslist+jwt")],
+        )
+        .await;
+    assert_eq!(r.headers["content-type"], "application/statuslist+jwt");
+    let jwt = r.text();
+    let (h, c) = decode_jwt(&jwt);
+    assert_eq!(h["typ"], "statuslist+jwt");
+    assert_eq!(c["sub"], format!("{BASE}/v1/orgs/acme/status-list"));
+    assert_eq!(c["status_list"], v);
+    let jwks = w
+        .call("GET", "/v1/orgs/acme/jwks.json", None, None)
+        .await
+        .json();
+    UntrustedJws::parse(&jwt)
+        .unwrap()
+        .verify(KeyAlg::EdDSA, &jwks["keys"][0])
+        .unwrap();
+
+    // No change: the poll waits, then answers 304.
+    let start = Instant::now();
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/orgs/acme/status-list?since={version}&wait=1"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 304);
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    // A change answers at once.
+    let id = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let after_mint = w.call("GET", "/v1/orgs/acme/status-list", None, None).await;
+    let version: i64 = after_mint.headers["tessera-status-version"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let poll = {
+        let app = w.app.clone();
+        tokio::spawn(async move {
+            use tower::ServiceExt;
+            let req = axum::http::Request::get(format!(
+                "/v1/orgs/acme/status-list?since={version}&wait=30"
+            ))
+            .body(axum::body::Body::empty())
+            .unwrap();
+            let start = Instant::now();
+            let resp = app.oneshot(req).await.unwrap();
+            (resp.status(), start.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{id}/revoke"),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let (status, took) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // `since` older than now answers immediately.
+    let r = w
+        .call(
+            "GET",
+            "/v1/orgs/acme/status-list?since=0&wait=30",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        w.call("GET", "/v1/orgs/nope/status-list", None, None)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_keys_while_their_tokens_live() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let old = decode_jwt(&ada).0["kid"].as_str().unwrap().to_string();
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/keys/rotate",
+            Some(&ada),
+            Some(json!({"alg": "ES256"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["retired"], json!([old]));
+    let jwks = w
+        .call("GET", "/v1/orgs/acme/jwks.json", None, None)
+        .await
+        .json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2);
+    assert!(kids.contains(&old.as_str()));
+    for k in jwks["keys"].as_array().unwrap() {
+        assert!(k.get("d").is_none(), "no private members");
+        assert_eq!(k["use"], "sig");
+    }
+    // Old tokens still work; new ones are ES256 under the new key.
+    assert_eq!(w.call("GET", "/v1/me", Some(&ada), None).await.status, 200);
+    let fresh = w.login(&w.uid("ula")).await;
+    let (h, _) = decode_jwt(&fresh);
+    assert_eq!(h["alg"], "ES256");
+    assert_ne!(h["kid"], old.as_str());
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == h["kid"])
+        .unwrap();
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    UntrustedJws::parse(&fresh)
+        .unwrap()
+        .verify(KeyAlg::ES256, key)
+        .unwrap();
+    assert_eq!(
+        w.call("GET", "/v1/me", Some(&fresh), None).await.status,
+        200
+    );
+    // Once everything the old key signed has expired, it leaves the JWKS.
+    w.advance(400 * 86_400);
+    let jwks = w
+        .call("GET", "/v1/orgs/acme/jwks.json", None, None)
+        .await
+        .json();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    assert_ne!(jwks["keys"][0]["kid"], old.as_str());
+}
+
+#[tokio::test]
+async fn an_es256_org_signs_es256_tokens() {
+    let w = World::new().await;
+    let root = w.jwt("root-admin");
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs",
+            Some(&root),
+            Some(json!({"id": "p256co", "key_alg": "ES256", "max_lifetime_days": 30})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/p256co/users",
+            Some(&root),
+            Some(json!({"username": "eve", "role": "admin"})),
+        )
+        .await;
+    let eve = w.login(r.json()["id"].as_str().unwrap()).await;
+    assert_eq!(decode_jwt(&eve).0["alg"], "ES256");
+    assert_eq!(
+        w.call("GET", "/v1/me", Some(&eve), None).await.json()["org"]["id"],
+        "p256co"
+    );
+    // The org maximum caps lifetimes.
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&eve),
+            Some(json!({"name": "long", "lifetime_days": 60})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn usage_events_feed_the_auth_log_and_last_used() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let secret = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "edge-1"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ula_tok = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let ned_tok = w.token_in_state(&w.uid("ned"), "enabled").await;
+    let at = |d: i64| tessera_control_plane::timefmt::format(w.now() - d);
+    let batch = json!({"events": [
+        {"token_id": ula_tok, "at": at(30), "ip": "192.0.2.7", "outcome": "allow", "method": "GET", "path": "/x"},
+        {"token_id": ula_tok, "at": at(20), "ip": "192.0.2.8", "outcome": "deny", "reason": "ip_not_allowed"},
+        {"token_id": "at_123", "parent": ned_tok, "at": at(10), "ip": "2001:db8::5", "outcome": "allow"},
+        {"token_id": "tok_unknown", "at": at(5), "outcome": "allow"},
+    ]});
+    let r = w
+        .call("POST", "/v1/usage", Some(&secret), Some(batch))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], 3);
+    assert_eq!(r.json()["unknown_tokens"], json!(["tok_unknown"]));
+    // last used comes from allowed events only.
+    let t = w
+        .call("GET", &format!("/v1/tokens/{ula_tok}"), Some(&ada), None)
+        .await
+        .json();
+    assert_eq!(
+        (t["last_used_at"].as_str(), t["last_used_ip"].as_str()),
+        (Some(at(30).as_str()), Some("192.0.2.7"))
+    );
+    // Per-token log, newest first, with filters.
+    let ula = w.jwt("ula");
+    let log = w
+        .call(
+            "GET",
+            &format!("/v1/tokens/{ula_tok}/auth-log"),
+            Some(&ula),
+            None,
+        )
+        .await
+        .json();
+    let outcomes: Vec<&str> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["deny", "allow"]);
+    let log = w
+        .call(
+            "GET",
+            &format!("/v1/tokens/{ula_tok}/auth-log?outcome=deny"),
+            Some(&ula),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(log["events"][0]["reason"], "ip_not_allowed");
+    // The caller's log: a user sees their own tokens, an admin the org's.
+    let mine = w.call("GET", "/v1/auth-log", Some(&ula), None).await.json();
+    assert_eq!(mine["events"].as_array().unwrap().len(), 2);
+    let all = w
+        .call(
+            "GET",
+            &format!("/v1/auth-log?since={}", at(100)),
+            Some(&ada),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(all["events"].as_array().unwrap().len(), 3);
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/auth-log?user={}", w.uid("ned")),
+            Some(&ula),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // Bad credential, bad event.
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some("tse_nope"),
+            Some(json!({"events": []})),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let r = w.call("POST", "/v1/usage", Some(&secret), Some(json!({"events": [{"token_id": ula_tok, "at": at(1), "ip": "nope", "outcome": "allow"}]}))).await;
+    assert_eq!(
+        (
+            r.status.as_u16(),
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("events[0].ip")
+        ),
+        (400, true)
+    );
+    // An edge of another org cannot write acme's log.
+    let root = w.jwt("root-admin");
+    let other = w
+        .call(
+            "POST",
+            "/v1/orgs/root/edge-credentials",
+            Some(&root),
+            Some(json!({"name": "x"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&other),
+            Some(json!({"events": [{"token_id": ula_tok, "at": at(1), "outcome": "allow"}]})),
+        )
+        .await;
+    assert_eq!(r.json()["accepted"], 0);
+}
+
+#[tokio::test]
+async fn the_audit_log_records_who_did_what_to_which_token() {
+    let w = World::new().await;
+    let (ada, ula) = (w.jwt("ada"), w.jwt("ula"));
+    let id = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "audited", "user": "ula"})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.call(
+        "POST",
+        &format!("/v1/tokens/{id}/download"),
+        Some(&ula),
+        None,
+    )
+    .await;
+    w.call(
+        "POST",
+        &format!("/v1/tokens/{id}/disable"),
+        Some(&ada),
+        None,
+    )
+    .await;
+    w.call("POST", &format!("/v1/tokens/{id}/revoke"), Some(&ula), None)
+        .await;
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/audit-log?target={id}"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let entries: Vec<(String, String)> = r.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let (a, u) = (w.uid("ada"), w.uid("ula"));
+    assert_eq!(
+        entries,
+        [
+            ("token.revoke".to_string(), u.clone()),
+            ("token.disable".to_string(), a.clone()),
+            ("token.download".to_string(), u),
+            ("token.create".to_string(), a),
+        ]
+    );
+    assert_eq!(
+        w.call("GET", "/v1/audit-log", Some(&ula), None)
+            .await
+            .status,
+        403
+    );
+    // A refused action changes nothing and is not recorded as done.
+    w.call("DELETE", &format!("/v1/tokens/{id}"), Some(&ula), None)
+        .await;
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/audit-log?target={id}"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["entries"].as_array().unwrap().len(), 4);
+}
+
+/// One test over a real socket: the app served by axum on port 0, driven by the CLI's client.
+#[tokio::test]
+async fn serves_over_a_real_socket() {
+    let w = World::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = w
+        .app
+        .clone()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client =
+        tessera_control_plane::client::Client::new(&format!("http://{addr}"), Some(w.jwt("ula")))
+            .unwrap();
+    let t = client
+        .json("POST", "/v1/tokens", &json!({"name": "sock"}))
+        .await
+        .unwrap()
+        .ok_json()
+        .unwrap();
+    let id = t["id"].as_str().unwrap();
+    let d = client
+        .json("POST", &format!("/v1/tokens/{id}/download"), &json!({}))
+        .await
+        .unwrap()
+        .ok_json()
+        .unwrap();
+    let api = d["jwt"].as_str().unwrap();
+    let anon = tessera_control_plane::client::Client::new(&format!("http://{addr}"), None).unwrap();
+    let r = anon
+        .json(
+            "POST",
+            "/v1/auth/accesstoken",
+            &json!({"refreshToken": api}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // The exchange recorded the peer address as last used.
+    let t = client
+        .get(&format!("/v1/tokens/{id}"))
+        .await
+        .unwrap()
+        .ok_json()
+        .unwrap();
+    assert_eq!(t["last_used_ip"], "127.0.0.1");
+    server.abort();
+}

@@ -1,0 +1,292 @@
+//! Shared fixtures: an in-memory control plane with a movable clock, a few orgs and users
+//! with Tessera tokens, and a one-call request helper.
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use tessera_control_plane::crypto::MasterKey;
+use tessera_control_plane::model::{KeyAlg, Role};
+use tessera_control_plane::policy::Actor;
+use tessera_control_plane::service;
+use tessera_control_plane::store::sqlite::SqliteStore;
+use tessera_control_plane::store::Tx;
+use tessera_control_plane::{app, AppState, Config};
+use tower::ServiceExt;
+
+pub const BASE: &str = "http://cp.test";
+pub const T0: i64 = 1_800_000_000;
+
+pub struct World {
+    pub state: AppState,
+    pub app: Router,
+    pub clock: Arc<AtomicI64>,
+    /// username → user id
+    pub users: HashMap<String, String>,
+    /// username → a Tessera token of that user
+    pub jwts: HashMap<String, String>,
+    counter: AtomicI64,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Builds an actor for `user_id` straight from the store (fixture setup only).
+pub fn actor(tx: &mut dyn Tx, user_id: &str) -> Actor {
+    let user = tx.get_user(user_id).unwrap().unwrap();
+    let org = tx.get_org(&user.org_id).unwrap().unwrap();
+    Actor {
+        user,
+        org,
+        token_id: String::new(),
+    }
+}
+
+impl World {
+    /// Orgs: `root` (bootstrap; admin `root-admin`), partner org `partnerco` (partner user
+    /// `pat`, user `pam`), customer org `acme` managed by partnerco (admin `ada`, users
+    /// `ula`, `ned`, delegating user `uma`, readonly `rita`).
+    pub async fn new() -> World {
+        let clock = Arc::new(AtomicI64::new(T0));
+        let c = clock.clone();
+        let store = Box::new(SqliteStore::open_in_memory().unwrap());
+        let state = AppState::with_clock(
+            store,
+            Config {
+                base_url: BASE.into(),
+                master: MasterKey::generate().unwrap(),
+                access_ttl: 1800,
+            },
+            Box::new(move || c.load(Ordering::SeqCst)),
+        );
+        let b = state
+            .write(|tx, ctx| {
+                service::bootstrap(tx, ctx, "root", "Root", "root-admin", KeyAlg::EdDSA)
+            })
+            .await
+            .unwrap();
+        let mut w = World {
+            app: app(state.clone()),
+            state,
+            clock,
+            users: HashMap::new(),
+            jwts: HashMap::new(),
+            counter: AtomicI64::new(0),
+        };
+        w.users.insert("root-admin".into(), b.user.id.clone());
+        w.jwts.insert("root-admin".into(), b.jwt);
+        let root = w.jwts["root-admin"].clone();
+        let r = w
+            .call(
+                "POST",
+                "/v1/orgs",
+                Some(&root),
+                Some(json!({"id": "partnerco", "partner": true})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = w
+            .call(
+                "POST",
+                "/v1/orgs",
+                Some(&root),
+                Some(json!({"id": "acme", "managed_by": "partnerco"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        for (org, name, role, delegated) in [
+            ("partnerco", "pat", "partner", false),
+            ("partnerco", "pam", "user", false),
+            ("acme", "ada", "admin", false),
+            ("acme", "ula", "user", false),
+            ("acme", "ned", "user", false),
+            ("acme", "uma", "user", true),
+            ("acme", "rita", "readonly", false),
+        ] {
+            let r = w
+                .call(
+                    "POST",
+                    &format!("/v1/orgs/{org}/users"),
+                    Some(&root),
+                    Some(json!({"username": name, "role": role, "delegated": delegated})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            let id = r.json()["id"].as_str().unwrap().to_string();
+            w.users.insert(name.into(), id.clone());
+            let jwt = w.login(&id).await;
+            w.jwts.insert(name.into(), jwt);
+        }
+        w
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.clock.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    pub fn uid(&self, name: &str) -> String {
+        self.users[name].clone()
+    }
+
+    pub fn jwt(&self, name: &str) -> String {
+        self.jwts[name].clone()
+    }
+
+    pub fn unique(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.counter.fetch_add(1, Ordering::SeqCst))
+    }
+
+    /// A fresh login token for the user: created by the user (an admin for a readonly
+    /// user), downloaded by the user.
+    pub async fn login(&self, user_id: &str) -> String {
+        let id = self.token_in_state(user_id, "pending").await;
+        let uid = user_id.to_string();
+        self.state
+            .write(move |tx, ctx| {
+                let owner = actor(tx, &uid);
+                let d = service::download(tx, ctx, &owner, &id)?;
+                Ok(d["jwt"].as_str().unwrap_or_default().to_string())
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Fixture: a token owned by `user_id` in the given state (`pending`, `enabled`,
+    /// `disabled`), made directly through the service, bypassing the API's policy (an
+    /// admin of the owner's org creates it).
+    pub async fn token_in_state(&self, user_id: &str, state: &str) -> String {
+        let name = self.unique("fixture");
+        let uid = user_id.to_string();
+        let st = state.to_string();
+        self.state
+            .write(move |tx, ctx| {
+                let owner = actor(tx, &uid);
+                let mut admin = owner.clone();
+                admin.user.role = Role::Admin;
+                admin.user.id = format!("fixture-admin-{}", owner.org.id);
+                let t = service::create_token(tx, ctx, &admin, create_body(&name, &uid))?;
+                let id = t["id"].as_str().unwrap_or_default().to_string();
+                if st != "pending" {
+                    service::download(tx, ctx, &owner, &id)?;
+                }
+                if st == "disabled" {
+                    service::disable(tx, ctx, &admin, &id)?;
+                }
+                Ok(id)
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.raw(
+            method,
+            path,
+            token,
+            "application/json",
+            body.unwrap_or_default(),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        ctype: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", ctype);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The org's status list, decoded: one value per index.
+    pub async fn status_values(&self, org: &str) -> Vec<u8> {
+        let r = self
+            .call("GET", &format!("/v1/orgs/{org}/status-list"), None, None)
+            .await;
+        assert_eq!(r.status, 200);
+        tessera_control_plane::statuslist::decode(r.json()["lst"].as_str().unwrap()).unwrap()
+    }
+}
+
+pub fn create_body(name: &str, user: &str) -> service::CreateToken {
+    serde_json::from_value(json!({"name": name, "user": user, "scopes": ["read"]})).unwrap()
+}
+
+/// The decoded header and claims of a compact JWS.
+pub fn decode_jwt(jwt: &str) -> (Value, Value) {
+    use base64::Engine;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let d = |p: &str| -> Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    (d(parts[0]), d(parts[1]))
+}

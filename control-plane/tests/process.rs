@@ -1,0 +1,274 @@
+//! The real `tessera` binary: the CLI against `tessera serve`, and durability of
+//! acknowledged writes across SIGKILL. Every process started here is stopped here.
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera_control_plane::client::Client;
+use tessera_control_plane::store::sqlite::SqliteStore;
+use tessera_control_plane::store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const MASTER: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// Kills the server when dropped, so a failing assertion leaves no process behind.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tessera(dir: &Path, args: &[&str], token: Option<&str>, url: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .env_remove("TESSERA_TOKEN");
+    if let Some(t) = token {
+        cmd.env("TESSERA_TOKEN", t);
+    }
+    if let Some(u) = url {
+        cmd.env("TESSERA_URL", u);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn bootstrap(dir: &Path) -> String {
+    let out = ok(tessera(
+        dir,
+        &[
+            "admin",
+            "bootstrap",
+            "--db",
+            "t.db",
+            "--org",
+            "acme",
+            "--admin",
+            "alice",
+            "--base-url",
+            "http://cp.test",
+            "-o",
+            "json",
+        ],
+        None,
+        None,
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Starts `tessera serve` on a free port and waits for its "listening" line.
+fn serve(dir: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--db", "t.db", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server { child, url }
+}
+
+#[test]
+fn cli_bootstrap_create_download_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = bootstrap(d);
+    let server = serve(d);
+    let run = |args: &[&str], token: &str| tessera(d, args, Some(token), Some(&server.url));
+
+    let me: Value = serde_json::from_str(&ok(run(&["whoami", "-o", "json"], &admin))).unwrap();
+    assert_eq!(me["user"]["username"], "alice");
+    let user: Value = serde_json::from_str(&ok(run(
+        &[
+            "users", "create", "--org", "acme", "bob", "--role", "user", "-o", "json",
+        ],
+        &admin,
+    )))
+    .unwrap();
+    let bob_id = user["id"].as_str().unwrap().to_string();
+
+    // The admin creates a token for bob: Pending, and only bob can download it.
+    let t: Value = serde_json::from_str(&ok(run(
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "bob's, \"first\"",
+            "--user",
+            "bob",
+            "--scope",
+            "read",
+            "--ip",
+            "10.0.0.0/8",
+            "-o",
+            "json",
+        ],
+        &admin,
+    )))
+    .unwrap();
+    let id = t["id"].as_str().unwrap().to_string();
+    assert_eq!(t["status"], "pending");
+    let refused = run(&["tokens", "download", &id], &admin);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
+
+    // The admin's own token: create, download once (table output is just the JWT), revoke.
+    ok(run(
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "mine",
+            "--lifetime-days",
+            "30",
+        ],
+        &admin,
+    ));
+    let list: Value = serde_json::from_str(&ok(run(
+        &["tokens", "list", "--q", "mine", "-o", "json"],
+        &admin,
+    )))
+    .unwrap();
+    let mine = list[0]["id"].as_str().unwrap().to_string();
+    let jwt = ok(run(&["tokens", "download", &mine], &admin))
+        .trim()
+        .to_string();
+    assert_eq!(jwt.split('.').count(), 3);
+    assert!(
+        !run(&["tokens", "download", &mine], &admin).status.success(),
+        "download once"
+    );
+    let me: Value = serde_json::from_str(&ok(run(&["whoami", "-o", "json"], &jwt))).unwrap();
+    assert_eq!(me["token"], mine.as_str());
+    let access = ok(run(&["exchange", &jwt], &admin)).trim().to_string();
+    assert_eq!(access.split('.').count(), 3);
+    ok(run(&["tokens", "revoke", &mine], &admin));
+    assert!(
+        !run(&["whoami"], &jwt).status.success(),
+        "revoked token refused"
+    );
+    assert!(
+        !run(&["whoami"], &access).status.success(),
+        "its access token too"
+    );
+
+    // Table, CSV and edit output.
+    let table = ok(run(&["tokens", "list"], &admin));
+    assert!(table.lines().next().unwrap().starts_with("ID"));
+    assert!(table.contains("revoked"));
+    let csv = ok(run(&["tokens", "export", "--user", &bob_id], &admin));
+    let rows = tessera_control_plane::csv::parse(&csv);
+    assert_eq!(rows.len(), 2);
+    assert!(rows[1].contains(&"bob's, \"first\"".to_string()));
+    let edited = ok(run(
+        &["tokens", "edit", &id, "--description", "new", "-o", "json"],
+        &admin,
+    ));
+    assert_eq!(
+        serde_json::from_str::<Value>(&edited).unwrap()["token"]["description"],
+        "new"
+    );
+    ok(run(&["tokens", "delete", &id], &admin));
+    assert!(!run(&["tokens", "show", &id], &admin).status.success());
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = bootstrap(d);
+    let mut server = serve(d);
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|n| {
+            let client = Client::new(&server.url, Some(admin.clone())).unwrap();
+            let acked = acked.clone();
+            rt.spawn(async move {
+                for i in 0.. {
+                    let body = json!({"name": format!("burst-{n}-{i}")});
+                    match client.json("POST", "/v1/tokens", &body).await {
+                        Ok(r) if r.status == 201 => {
+                            let id = r.json().unwrap()["id"].as_str().unwrap().to_string();
+                            acked.lock().unwrap().push(id);
+                        }
+                        Ok(r) => panic!("unexpected {}", r.error_text()),
+                        Err(_) => break, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill in the middle of the burst.
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < 200 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    for w in writers {
+        rt.block_on(w).unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 200,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    drop(server);
+
+    // Every acknowledged write is in the database.
+    let store: Box<dyn Store> = Box::new(SqliteStore::open(&d.join("t.db")).unwrap());
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| store.read(|tx| tx.get_token(id)).unwrap().is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost",
+        missing.len(),
+        acked.len()
+    );
+    drop(store);
+    // And the service comes back on the same database.
+    let server = serve(d);
+    let client = Client::new(&server.url, Some(admin)).unwrap();
+    let r = rt
+        .block_on(client.get("/v1/tokens?q=burst&per_page=1"))
+        .unwrap();
+    assert!(r.ok_json().unwrap()["total"].as_i64().unwrap() >= acked.len() as i64);
+}

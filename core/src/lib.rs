@@ -1,0 +1,348 @@
+//! Tessera's token verifier: decides whether a request's API token may pass.
+//!
+//! Pure Rust with no host calls, no I/O, no clock and no randomness: hosts (the Envoy
+//! filter, the edge worker, tests) pass the request's headers, the peer address and the
+//! current time, and get back a [`Decision`] with a stable [`Reason`] on refusal.
+//!
+//! ```text
+//! Verifier::from_config_json(json)?  →  verifier.check(&request, now, Some(&mut cache))
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod decision;
+pub mod eddsa;
+pub mod extract;
+pub mod ip;
+pub mod jwks;
+pub mod routes;
+pub mod status;
+pub mod verify;
+
+use std::rc::Rc;
+
+pub use cache::TokenCache;
+pub use config::{Config, ConfigError, FailPolicy};
+pub use decision::{Decision, Deny, Identity, Reason};
+pub use status::{StatusList, TokenStatus};
+pub use verify::VerifiedToken;
+
+/// What the verifier needs to know about one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// HTTP method, upper-case.
+    pub method: &'a str,
+    /// Request path, possibly with a query string.
+    pub path: &'a str,
+    /// All request headers, names in any case, in the order received.
+    pub headers: &'a [(String, String)],
+    /// The connection's peer address as the host reports it (`ip:port`, `[v6]:port`).
+    pub source_address: Option<&'a str>,
+}
+
+/// How the cache took part in a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// No token was verified (missing, ambiguous or too large), or no cache was given.
+    NotUsed,
+    /// The token was found verified in the cache.
+    Hit,
+    /// The token was verified now.
+    Miss,
+}
+
+/// The result of [`Verifier::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Allow or deny.
+    pub decision: Decision,
+    /// The lower-case header that carried the token, if one was found.
+    pub token_header: Option<String>,
+    /// Cache participation, for metrics.
+    pub cache: CacheUse,
+}
+
+/// The result of [`Verifier::begin`].
+#[derive(Debug)]
+pub enum Step {
+    /// Decided without a signature check (cache hit, or refused earlier).
+    Done(Outcome),
+    /// The host must verify this signature, then call [`Verifier::finish`].
+    Verify(SignatureRequest),
+}
+
+/// A signature for the host to check: `signature` over `signing_input` with the key `kid`,
+/// whose algorithm is pinned to `alg`.
+#[derive(Clone, Debug)]
+pub struct SignatureRequest {
+    /// The key's pinned algorithm (the token's `alg` already matched it).
+    pub alg: jwks::KeyAlg,
+    /// The key id in the configured JWKS.
+    pub kid: String,
+    /// `base64url(header) "." base64url(payload)` as bytes.
+    pub signing_input: Vec<u8>,
+    /// The decoded signature (raw `r || s` for ES256, as JWS defines it).
+    pub signature: Vec<u8>,
+    token: String,
+    token_header: String,
+}
+
+/// A configured verifier.
+#[derive(Debug)]
+pub struct Verifier {
+    config: Config,
+}
+
+impl Verifier {
+    /// Parses and validates a plugin configuration.
+    pub fn from_config_json(json: &str) -> Result<Verifier, ConfigError> {
+        Ok(Verifier {
+            config: Config::from_json(json)?,
+        })
+    }
+
+    /// Wraps an already validated configuration.
+    pub fn new(config: Config) -> Verifier {
+        Verifier { config }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A cache sized as configured.
+    pub fn new_cache(&self) -> TokenCache {
+        TokenCache::new(self.config.cache_size)
+    }
+
+    /// Replaces (or adds) the status list published at `uri`.
+    pub fn set_status_list(&mut self, uri: &str, list: StatusList) {
+        match self.config.status_lists.iter_mut().find(|(u, _)| u == uri) {
+            Some((_, l)) => *l = list,
+            None => self.config.status_lists.push((uri.to_string(), list)),
+        }
+    }
+
+    fn deny(&self, reason: Reason, scopes: &[String]) -> Decision {
+        Decision::Deny(Deny::new(reason, &self.config.realm, scopes))
+    }
+
+    /// Decides one request at time `now` (Unix seconds).
+    pub fn check(&self, req: &Request<'_>, now: u64, cache: Option<&mut TokenCache>) -> Outcome {
+        let found = match extract::extract(&self.config.token_sources, req.headers) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Outcome {
+                    decision: self.deny(Reason::TokenMissing, &[]),
+                    token_header: None,
+                    cache: CacheUse::NotUsed,
+                }
+            }
+            Err(reason) => {
+                return Outcome {
+                    decision: self.deny(reason, &[]),
+                    token_header: None,
+                    cache: CacheUse::NotUsed,
+                }
+            }
+        };
+        let token_header = Some(found.header.to_string());
+        if found.token.len() > self.config.max_token_bytes {
+            return Outcome {
+                decision: self.deny(Reason::TokenTooLarge, &[]),
+                token_header,
+                cache: CacheUse::NotUsed,
+            };
+        }
+
+        let (verified, cache_use) = match cache {
+            Some(cache) => {
+                let key = cache::digest(found.token);
+                match cache.get(&key, now) {
+                    Some(v) => (Ok(v), CacheUse::Hit),
+                    None => {
+                        let v = verify::verify(&self.config, found.token, now).map(Rc::new);
+                        if let Ok(v) = &v {
+                            cache.insert(key, Rc::clone(v));
+                        }
+                        (v, CacheUse::Miss)
+                    }
+                }
+            }
+            None => (
+                verify::verify(&self.config, found.token, now).map(Rc::new),
+                CacheUse::NotUsed,
+            ),
+        };
+        let decision = match verified {
+            Ok(v) => self.authorize(&v, req, now),
+            Err(reason) => self.deny(reason, &[]),
+        };
+        Outcome {
+            decision,
+            token_header,
+            cache: cache_use,
+        }
+    }
+
+    /// Starts a check whose signature step the host performs itself (WebCrypto in
+    /// workerd, BoringSSL through Envoy's foreign function). Everything but the signature
+    /// runs here, exactly as in [`Verifier::check`]: a cache hit, or a token refused before
+    /// its signature matters, ends at once with [`Step::Done`].
+    pub fn begin(&self, req: &Request<'_>, now: u64, cache: Option<&mut TokenCache>) -> Step {
+        let found = match extract::extract(&self.config.token_sources, req.headers) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Step::Done(self.early(Reason::TokenMissing, None)),
+            Err(reason) => return Step::Done(self.early(reason, None)),
+        };
+        let token_header = found.header.to_string();
+        if found.token.len() > self.config.max_token_bytes {
+            return Step::Done(self.early(Reason::TokenTooLarge, Some(token_header)));
+        }
+        let key = cache::digest(found.token);
+        if let Some(cache) = cache {
+            if let Some(v) = cache.get(&key, now) {
+                return Step::Done(Outcome {
+                    decision: self.authorize(&v, req, now),
+                    token_header: Some(token_header),
+                    cache: CacheUse::Hit,
+                });
+            }
+        }
+        match verify::prepare(&self.config, found.token) {
+            Err(reason) => Step::Done(Outcome {
+                decision: self.deny(reason, &[]),
+                token_header: Some(token_header),
+                cache: CacheUse::Miss,
+            }),
+            Ok(p) => Step::Verify(SignatureRequest {
+                alg: p.key().alg,
+                kid: p.key().kid.clone(),
+                signing_input: p.signing_input().as_bytes().to_vec(),
+                signature: p.signature().to_vec(),
+                token: found.token.to_string(),
+                token_header,
+            }),
+        }
+    }
+
+    /// Completes a check started by [`Verifier::begin`] with the host's signature verdict.
+    pub fn finish(
+        &self,
+        pending: SignatureRequest,
+        signature_valid: bool,
+        req: &Request<'_>,
+        now: u64,
+        cache: Option<&mut TokenCache>,
+    ) -> Outcome {
+        let verified = verify::prepare(&self.config, &pending.token)
+            .and_then(|p| verify::verify_prepared(&self.config, &p, signature_valid, now))
+            .map(Rc::new);
+        let decision = match verified {
+            Ok(v) => {
+                if let Some(cache) = cache {
+                    cache.insert(cache::digest(&pending.token), Rc::clone(&v));
+                }
+                self.authorize(&v, req, now)
+            }
+            Err(reason) => self.deny(reason, &[]),
+        };
+        Outcome {
+            decision,
+            token_header: Some(pending.token_header),
+            cache: CacheUse::Miss,
+        }
+    }
+
+    fn early(&self, reason: Reason, token_header: Option<String>) -> Outcome {
+        Outcome {
+            decision: self.deny(reason, &[]),
+            token_header,
+            cache: CacheUse::NotUsed,
+        }
+    }
+
+    /// The per-request checks on a verified token: time, status, address and scopes.
+    fn authorize(&self, v: &VerifiedToken, req: &Request<'_>, now: u64) -> Decision {
+        let skew = self.config.clock_skew_secs;
+        if now >= v.exp.saturating_add(skew) {
+            return self.deny(Reason::Expired, &[]);
+        }
+        if let Some(nbf) = v.nbf {
+            if now.saturating_add(skew) < nbf {
+                return self.deny(Reason::NotYetValid, &[]);
+            }
+        }
+
+        let mut status_fail_open = false;
+        if let Some(s) = &v.status {
+            let status = self
+                .config
+                .status_lists
+                .iter()
+                .find(|(uri, _)| *uri == s.uri)
+                .and_then(|(_, list)| list.get(s.idx));
+            match status {
+                Some(TokenStatus::Valid) => {}
+                Some(TokenStatus::Suspended) => return self.deny(Reason::Suspended, &[]),
+                Some(TokenStatus::Revoked | TokenStatus::Reserved) => {
+                    return self.deny(Reason::Revoked, &[])
+                }
+                None => match self.config.fail_policy {
+                    FailPolicy::Closed => return self.deny(Reason::StatusUnavailable, &[]),
+                    FailPolicy::Open => status_fail_open = true,
+                },
+            }
+        }
+
+        if !v.ip_allow.is_empty() {
+            let xff: Vec<&str> = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let client = ip::client_address(self.config.client_ip, req.source_address, &xff);
+            let allowed = client.is_some_and(|c| v.ip_allow.iter().any(|cidr| cidr.contains(c)));
+            if !allowed {
+                return self.deny(Reason::IpNotAllowed, &[]);
+            }
+        }
+
+        if let Some(rule) = routes::find(&self.config.routes, req.method, req.path) {
+            if !rule.scopes.iter().all(|s| v.scopes.contains(s)) {
+                return self.deny(Reason::InsufficientScope, &rule.scopes);
+            }
+        }
+
+        Decision::Allow(Identity {
+            user: v.sub.clone(),
+            org: v.org.clone(),
+            token_id: v.jti.clone(),
+            scopes: v.scopes.clone(),
+            token_type: v.typ.clone(),
+            parent: v.parent.clone(),
+            expires_at: v.exp,
+            status_fail_open,
+        })
+    }
+}
+
+// rsa and ed25519-compact link getrandom even though verification never draws a random
+// number. On wasm32-unknown-unknown there is no entropy source; this backend refuses, so
+// any accidental use fails instead of importing a host function.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod no_entropy {
+    use core::num::NonZeroU32;
+
+    fn refuse(_buf: &mut [u8]) -> Result<(), getrandom::Error> {
+        // CUSTOM_START is the first code reserved for custom backends.
+        match NonZeroU32::new(getrandom::Error::CUSTOM_START) {
+            Some(code) => Err(getrandom::Error::from(code)),
+            None => Err(getrandom::Error::UNSUPPORTED),
+        }
+    }
+    getrandom::register_custom_getrandom!(refuse);
+}
