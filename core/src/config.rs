@@ -42,7 +42,8 @@ impl std::error::Error for ConfigError {}
 struct RawConfig {
     issuers: Vec<String>,
     audiences: Vec<String>,
-    jwks: serde_json::Value,
+    #[serde(default)]
+    jwks: Option<serde_json::Value>,
     #[serde(default)]
     token_types: Option<Vec<String>>,
     #[serde(default)]
@@ -67,6 +68,34 @@ struct RawConfig {
     status: Option<RawStatus>,
     #[serde(default)]
     realm: Option<String>,
+    #[serde(default)]
+    sync: Option<RawSync>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    #[serde(default)]
+    max_staleness_secs: Option<u64>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUsage {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    credential: String,
+    #[serde(default)]
+    flush_interval_ms: Option<u64>,
+    #[serde(default)]
+    max_batch: Option<u64>,
+    #[serde(default)]
+    max_buffer: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +216,34 @@ pub enum FailPolicy {
     Open,
 }
 
+/// Where usage records go, and how they are batched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageSettings {
+    /// Host cluster (Envoy) that reaches the control plane.
+    pub cluster: String,
+    /// `:authority` of the requests.
+    pub authority: String,
+    /// Path of the usage endpoint.
+    pub path: String,
+    /// Edge credential (sent as `Authorization: Bearer`).
+    pub credential: String,
+    /// Longest time a record waits before it is sent.
+    pub flush_interval_ms: u64,
+    /// A batch is sent as soon as it holds this many records.
+    pub max_batch: usize,
+    /// Records beyond this are dropped (and counted) while the control plane lags.
+    pub max_buffer: usize,
+}
+
+/// Live status lists and keys published by the host's sync service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// After this long without a successful sync, status is treated as unknown.
+    pub max_staleness_secs: u64,
+    /// Usage reporting, if configured.
+    pub usage: Option<UsageSettings>,
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -224,6 +281,8 @@ pub struct Config {
     pub status_lists: Vec<(String, StatusList)>,
     /// `WWW-Authenticate` realm.
     pub realm: String,
+    /// Live sync settings; `None` means everything comes from this document.
+    pub sync: Option<SyncSettings>,
 }
 
 /// API token `typ`.
@@ -330,7 +389,16 @@ impl Config {
     fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         non_empty_strings("issuers", &raw.issuers)?;
         non_empty_strings("audiences", &raw.audiences)?;
-        let keys = KeySet::from_jwks(&raw.jwks, "jwks")?;
+        let keys = match (&raw.jwks, &raw.sync) {
+            (Some(j), _) => KeySet::from_jwks(j, "jwks")?,
+            (None, Some(_)) => KeySet::default(),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "jwks",
+                    "is required unless keys come from `sync`",
+                ))
+            }
+        };
 
         let token_types = match raw.token_types {
             Some(t) => {
@@ -585,6 +653,66 @@ impl Config {
             ));
         }
 
+        let sync = match raw.sync {
+            None => None,
+            Some(s) => {
+                let max_staleness_secs = bounded(
+                    "sync.max_staleness_secs",
+                    s.max_staleness_secs,
+                    60,
+                    1,
+                    7 * 86400,
+                )?;
+                let usage = match s.usage {
+                    None => None,
+                    Some(u) => {
+                        if u.cluster.trim().is_empty() {
+                            return Err(ConfigError::new(
+                                "sync.usage.cluster",
+                                "must not be empty",
+                            ));
+                        }
+                        if u.credential.trim().is_empty() {
+                            return Err(ConfigError::new(
+                                "sync.usage.credential",
+                                "must not be empty",
+                            ));
+                        }
+                        let path = u.path.unwrap_or_else(|| "/v1/usage".into());
+                        if !path.starts_with('/') {
+                            return Err(ConfigError::new("sync.usage.path", "must start with '/'"));
+                        }
+                        Some(UsageSettings {
+                            authority: u.authority.unwrap_or_else(|| u.cluster.clone()),
+                            cluster: u.cluster,
+                            path,
+                            credential: u.credential,
+                            flush_interval_ms: bounded(
+                                "sync.usage.flush_interval_ms",
+                                u.flush_interval_ms,
+                                1000,
+                                10,
+                                60_000,
+                            )?,
+                            max_batch: bounded("sync.usage.max_batch", u.max_batch, 500, 1, 10_000)?
+                                as usize,
+                            max_buffer: bounded(
+                                "sync.usage.max_buffer",
+                                u.max_buffer,
+                                10_000,
+                                1,
+                                1_000_000,
+                            )? as usize,
+                        })
+                    }
+                };
+                Some(SyncSettings {
+                    max_staleness_secs,
+                    usage,
+                })
+            }
+        };
+
         Ok(Config {
             issuers: raw.issuers,
             audiences: raw.audiences,
@@ -603,6 +731,7 @@ impl Config {
             fail_policy,
             status_lists,
             realm,
+            sync,
         })
     }
 }

@@ -49,11 +49,13 @@ pub enum Reason {
     InsufficientScope,
     /// The token's status cannot be known and the fail policy is closed.
     StatusUnavailable,
+    /// Keys come from the control plane and none have arrived yet.
+    KeysUnavailable,
 }
 
 impl Reason {
     /// Every reason, in documentation order (used for metrics and tests).
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::TokenMissing,
         Reason::TokenAmbiguous,
         Reason::TokenMalformed,
@@ -75,6 +77,7 @@ impl Reason {
         Reason::IpNotAllowed,
         Reason::InsufficientScope,
         Reason::StatusUnavailable,
+        Reason::KeysUnavailable,
     ];
 
     /// The stable machine-readable code.
@@ -101,6 +104,7 @@ impl Reason {
             Reason::IpNotAllowed => "ip_not_allowed",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::StatusUnavailable => "status_unavailable",
+            Reason::KeysUnavailable => "keys_unavailable",
         }
     }
 
@@ -109,7 +113,7 @@ impl Reason {
         match self {
             Reason::TokenAmbiguous => 400,
             Reason::IpNotAllowed | Reason::InsufficientScope => 403,
-            Reason::StatusUnavailable => 503,
+            Reason::StatusUnavailable | Reason::KeysUnavailable => 503,
             _ => 401,
         }
     }
@@ -121,7 +125,7 @@ impl Reason {
             Reason::TokenAmbiguous => Some("invalid_request"),
             Reason::InsufficientScope => Some("insufficient_scope"),
             Reason::IpNotAllowed => Some("access_denied"),
-            Reason::StatusUnavailable => Some("temporarily_unavailable"),
+            Reason::StatusUnavailable | Reason::KeysUnavailable => Some("temporarily_unavailable"),
             _ => Some("invalid_token"),
         }
     }
@@ -182,7 +186,7 @@ impl Deny {
         let www_authenticate = match reason {
             // A 503 or 403 for the address is not a challenge the client can answer with
             // different credentials.
-            Reason::StatusUnavailable | Reason::IpNotAllowed => None,
+            Reason::StatusUnavailable | Reason::KeysUnavailable | Reason::IpNotAllowed => None,
             _ => {
                 let mut v = format!("Bearer realm=\"{}\"", quote_safe(realm));
                 if reason.challenge_has_error() {

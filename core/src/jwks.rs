@@ -144,6 +144,18 @@ impl KeySet {
         self.keys.iter().find(|k| k.kid == kid)
     }
 
+    /// This set plus the keys of `other` whose `kid` is not already here (keys pinned
+    /// in configuration win over synced ones).
+    pub fn merged_with(&self, other: &KeySet) -> KeySet {
+        let mut keys = self.keys.clone();
+        for k in &other.keys {
+            if self.get(&k.kid).is_none() {
+                keys.push(k.clone());
+            }
+        }
+        KeySet { keys }
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.keys.len()

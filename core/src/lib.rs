@@ -61,6 +61,30 @@ pub struct Outcome {
     pub token_header: Option<String>,
     /// Cache participation, for metrics.
     pub cache: CacheUse,
+    /// The token the decision is about, once its signature verified (for usage records;
+    /// a token refused before that has no trustworthy id).
+    pub subject: Option<Subject>,
+}
+
+/// Who a verified token belongs to, for usage records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject {
+    /// `jti`.
+    pub token_id: String,
+    /// `org`.
+    pub org: String,
+    /// `parent`, for exchanged access tokens.
+    pub parent: Option<String>,
+}
+
+impl Subject {
+    fn of(v: &VerifiedToken) -> Subject {
+        Subject {
+            token_id: v.jti.clone(),
+            org: v.org.clone(),
+            parent: v.parent.clone(),
+        }
+    }
 }
 
 /// The result of [`Verifier::begin`].
@@ -92,19 +116,38 @@ pub struct SignatureRequest {
 #[derive(Debug)]
 pub struct Verifier {
     config: Config,
+    /// Keys from the configuration document, kept apart so synced keys can be replaced.
+    inline_keys: jwks::KeySet,
+    /// Whether the status lists are current (always true without sync).
+    status_fresh: bool,
 }
 
 impl Verifier {
     /// Parses and validates a plugin configuration.
     pub fn from_config_json(json: &str) -> Result<Verifier, ConfigError> {
-        Ok(Verifier {
-            config: Config::from_json(json)?,
-        })
+        Ok(Verifier::new(Config::from_json(json)?))
     }
 
     /// Wraps an already validated configuration.
     pub fn new(config: Config) -> Verifier {
-        Verifier { config }
+        Verifier {
+            inline_keys: config.keys.clone(),
+            // With sync, nothing is known until the first successful sync.
+            status_fresh: config.sync.is_none(),
+            config,
+        }
+    }
+
+    /// Replaces the keys that came from the control plane (configured keys stay).
+    pub fn set_synced_keys(&mut self, synced: &jwks::KeySet) {
+        self.config.keys = self.inline_keys.merged_with(synced);
+    }
+
+    /// Says whether the status lists are current. While they are not (the last successful
+    /// sync is older than `max_staleness`, or there was none), every status look-up is
+    /// unknown and the fail policy decides.
+    pub fn set_status_fresh(&mut self, fresh: bool) {
+        self.status_fresh = fresh;
     }
 
     /// The configuration in force.
@@ -138,6 +181,7 @@ impl Verifier {
                     decision: self.deny(Reason::TokenMissing, &[]),
                     token_header: None,
                     cache: CacheUse::NotUsed,
+                    subject: None,
                 }
             }
             Err(reason) => {
@@ -145,6 +189,7 @@ impl Verifier {
                     decision: self.deny(reason, &[]),
                     token_header: None,
                     cache: CacheUse::NotUsed,
+                    subject: None,
                 }
             }
         };
@@ -154,6 +199,7 @@ impl Verifier {
                 decision: self.deny(Reason::TokenTooLarge, &[]),
                 token_header,
                 cache: CacheUse::NotUsed,
+                subject: None,
             };
         }
 
@@ -176,14 +222,15 @@ impl Verifier {
                 CacheUse::NotUsed,
             ),
         };
-        let decision = match verified {
-            Ok(v) => self.authorize(&v, req, now),
-            Err(reason) => self.deny(reason, &[]),
+        let (decision, subject) = match verified {
+            Ok(v) => (self.authorize(&v, req, now), Some(Subject::of(&v))),
+            Err(reason) => (self.deny(reason, &[]), None),
         };
         Outcome {
             decision,
             token_header,
             cache: cache_use,
+            subject,
         }
     }
 
@@ -208,6 +255,7 @@ impl Verifier {
                     decision: self.authorize(&v, req, now),
                     token_header: Some(token_header),
                     cache: CacheUse::Hit,
+                    subject: Some(Subject::of(&v)),
                 });
             }
         }
@@ -216,6 +264,7 @@ impl Verifier {
                 decision: self.deny(reason, &[]),
                 token_header: Some(token_header),
                 cache: CacheUse::Miss,
+                subject: None,
             }),
             Ok(p) => Step::Verify(SignatureRequest {
                 alg: p.key().alg,
@@ -240,19 +289,20 @@ impl Verifier {
         let verified = verify::prepare(&self.config, &pending.token)
             .and_then(|p| verify::verify_prepared(&self.config, &p, signature_valid, now))
             .map(Rc::new);
-        let decision = match verified {
+        let (decision, subject) = match verified {
             Ok(v) => {
                 if let Some(cache) = cache {
                     cache.insert(cache::digest(&pending.token), Rc::clone(&v));
                 }
-                self.authorize(&v, req, now)
+                (self.authorize(&v, req, now), Some(Subject::of(&v)))
             }
-            Err(reason) => self.deny(reason, &[]),
+            Err(reason) => (self.deny(reason, &[]), None),
         };
         Outcome {
             decision,
             token_header: Some(pending.token_header),
             cache: CacheUse::Miss,
+            subject,
         }
     }
 
@@ -261,6 +311,7 @@ impl Verifier {
             decision: self.deny(reason, &[]),
             token_header,
             cache: CacheUse::NotUsed,
+            subject: None,
         }
     }
 
@@ -278,12 +329,19 @@ impl Verifier {
 
         let mut status_fail_open = false;
         if let Some(s) = &v.status {
-            let status = self
+            let known = self
                 .config
                 .status_lists
                 .iter()
                 .find(|(uri, _)| *uri == s.uri)
                 .and_then(|(_, list)| list.get(s.idx));
+            // A stale list still knows what it refused: revocation is final, and a
+            // suspension is kept until a fresh list says otherwise. Only "valid" is no
+            // longer trusted, so the fail policy decides those.
+            let status = match known {
+                Some(TokenStatus::Valid) if !self.status_fresh => None,
+                other => other,
+            };
             match status {
                 Some(TokenStatus::Valid) => {}
                 Some(TokenStatus::Suspended) => return self.deny(Reason::Suspended, &[]),

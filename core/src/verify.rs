@@ -196,7 +196,12 @@ pub(crate) fn prepare<'c, 't>(
     // RFC 8725 §3.1: the accepted algorithms are fixed by us; `none` and HS* end here.
     let alg = KeyAlg::from_name(untrusted.algorithm()).ok_or(Reason::AlgNotAllowed)?;
     let kid = header.key_id.as_deref().ok_or(Reason::KeyUnknown)?;
-    let key = config.keys.get(kid).ok_or(Reason::KeyUnknown)?;
+    let key = match config.keys.get(kid) {
+        Some(k) => k,
+        // Keys come from sync and none have arrived: not the token's fault.
+        None if config.keys.is_empty() => return Err(Reason::KeysUnavailable),
+        None => return Err(Reason::KeyUnknown),
+    };
     if key.alg != alg {
         return Err(Reason::AlgNotAllowed);
     }

@@ -784,3 +784,119 @@ fn every_reason_code_is_reachable_in_the_table() {
         );
     }
 }
+
+#[test]
+fn sync_mode_keys_and_staleness() {
+    let f = fixture();
+    // Keys come only from sync: before the first sync, tokens meet 503 keys_unavailable.
+    let cfg = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "sync": {"max_staleness_secs": 30}
+    });
+    let mut v = Verifier::from_config_json(&cfg.to_string()).unwrap();
+    let token = TokenBuilder::new(NOW).status_idx(1).sign(&f.es);
+    let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let req = Request {
+        method: "GET",
+        path: "/",
+        headers: &headers,
+        source_address: None,
+    };
+    let reason = |v: &Verifier| v.check(&req, NOW, None).decision.reason();
+    assert_eq!(reason(&v), Some(Reason::KeysUnavailable));
+
+    // Keys arrive, the status list does not yet: status is unknown, fail closed.
+    let synced =
+        tessera_core::jwks::KeySet::from_jwks(&tessera_testkit::jwks(&[&f.es]), "sync").unwrap();
+    v.set_synced_keys(&synced);
+    assert_eq!(reason(&v), Some(Reason::StatusUnavailable));
+
+    // The list arrives and is fresh: index 1 is revoked.
+    let mut list = tessera_core::StatusList::new(4);
+    list.set(1, tessera_core::TokenStatus::Revoked);
+    v.set_status_list(DEFAULT_STATUS_URI, list);
+    v.set_status_fresh(true);
+    assert_eq!(reason(&v), Some(Reason::Revoked));
+
+    // Too old: the last good list still refuses what it revoked (revocation is final)...
+    v.set_status_fresh(false);
+    assert_eq!(reason(&v), Some(Reason::Revoked));
+    // ...but its "valid" is no longer trusted: the closed policy refuses.
+    let valid_token = TokenBuilder::new(NOW).status_idx(0).sign(&f.es);
+    let valid_headers = vec![("authorization".to_string(), format!("Bearer {valid_token}"))];
+    let valid_req = Request {
+        method: "GET",
+        path: "/",
+        headers: &valid_headers,
+        source_address: None,
+    };
+    assert_eq!(
+        v.check(&valid_req, NOW, None).decision.reason(),
+        Some(Reason::StatusUnavailable)
+    );
+    v.set_status_fresh(true);
+    assert_eq!(reason(&v), Some(Reason::Revoked));
+    assert_eq!(v.check(&valid_req, NOW, None).decision.reason(), None);
+
+    // A key that is gone from the synced set no longer verifies.
+    v.set_synced_keys(
+        &tessera_core::jwks::KeySet::from_jwks(&tessera_testkit::jwks(&[&f.ed]), "sync").unwrap(),
+    );
+    assert_eq!(reason(&v), Some(Reason::KeyUnknown));
+}
+
+#[test]
+fn stale_status_with_open_policy_allows_and_says_so() {
+    let f = fixture();
+    let cfg = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": tessera_testkit::jwks(&[&f.ed]),
+        "status": {"fail_policy": "open"},
+        "sync": {"max_staleness_secs": 30}
+    });
+    let v = Verifier::from_config_json(&cfg.to_string()).unwrap();
+    let headers = vec![(
+        "authorization".to_string(),
+        format!("Bearer {}", TokenBuilder::new(NOW).sign(&f.ed)),
+    )];
+    let req = Request {
+        method: "GET",
+        path: "/",
+        headers: &headers,
+        source_address: None,
+    };
+    match v.check(&req, NOW, None).decision {
+        Decision::Allow(id) => assert!(id.status_fail_open),
+        other => panic!("{other:?}"),
+    }
+
+    // With a stale list, fail-open never lets a revoked or suspended token back in.
+    let mut v = v;
+    let mut list = tessera_core::StatusList::new(4);
+    list.set(1, tessera_core::TokenStatus::Revoked);
+    list.set(2, tessera_core::TokenStatus::Suspended);
+    v.set_status_list(DEFAULT_STATUS_URI, list);
+    v.set_status_fresh(false);
+    for (idx, want) in [
+        (0, None),
+        (1, Some(Reason::Revoked)),
+        (2, Some(Reason::Suspended)),
+    ] {
+        let h = vec![(
+            "authorization".to_string(),
+            format!(
+                "Bearer {}",
+                TokenBuilder::new(NOW).status_idx(idx).sign(&f.ed)
+            ),
+        )];
+        let r = Request {
+            method: "GET",
+            path: "/",
+            headers: &h,
+            source_address: None,
+        };
+        assert_eq!(v.check(&r, NOW, None).decision.reason(), want, "idx {idx}");
+    }
+}

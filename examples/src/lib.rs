@@ -2,28 +2,42 @@
 //! the same code the filter uses, so an example can never drift into an invalid state.
 //! Envoy itself validates `envoy/envoy.yaml` in host-tests (`envoy --mode validate`).
 
-/// Extracts the block scalar that follows `value: |` in an Envoy YAML file: the embedded
-/// plugin configuration. Returns `None` when there is no such block.
-pub fn embedded_plugin_config(yaml: &str) -> Option<String> {
-    let mut lines = yaml.lines();
-    lines
-        .by_ref()
-        .find(|l| l.trim_end().ends_with("value: |"))?;
-    let mut block = Vec::new();
-    let mut indent: Option<usize> = None;
-    for line in lines {
-        if line.trim().is_empty() {
-            block.push(String::new());
+/// Extracts every block scalar that follows `value: |` in an Envoy YAML file: the
+/// embedded plugin (and sync service) configurations, in file order.
+pub fn embedded_configs(yaml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !line.trim_end().ends_with("value: |") {
             continue;
         }
-        let this = line.len() - line.trim_start().len();
-        let first = *indent.get_or_insert(this);
-        if this < first {
-            break;
+        let mut block = Vec::new();
+        let mut indent: Option<usize> = None;
+        while let Some(next) = lines.peek() {
+            if next.trim().is_empty() {
+                block.push(String::new());
+                lines.next();
+                continue;
+            }
+            let this = next.len() - next.trim_start().len();
+            let first = *indent.get_or_insert(this);
+            if this < first {
+                break;
+            }
+            block.push(next[first..].to_string());
+            lines.next();
         }
-        block.push(line[first..].to_string());
+        while block.last().is_some_and(|l| l.is_empty()) {
+            block.pop();
+        }
+        out.push(block.join("\n"));
     }
-    Some(block.join("\n"))
+    out
+}
+
+/// The first embedded configuration, if any.
+pub fn embedded_plugin_config(yaml: &str) -> Option<String> {
+    embedded_configs(yaml).into_iter().next()
 }
 
 #[cfg(test)]
@@ -48,6 +62,31 @@ mod tests {
         let b: serde_json::Value =
             serde_json::from_str(PLUGIN).expect("plugin-config.json is JSON");
         assert_eq!(a, b, "envoy.yaml and plugin-config.json disagree");
+    }
+
+    const SYNC_YAML: &str = include_str!("../envoy/envoy-sync.yaml");
+
+    #[test]
+    fn the_sync_example_loads_in_both_roles() {
+        let blocks = embedded_configs(SYNC_YAML);
+        assert_eq!(blocks.len(), 2, "the sync service and the filter");
+        assert!(tessera_filter::sync::is_sync_config(&blocks[0]));
+        let svc = tessera_filter::sync::SyncServiceConfig::from_json(&blocks[0])
+            .unwrap_or_else(|e| panic!("sync service config refused: {e}"));
+        assert!(!svc.status_lists.is_empty());
+        let v = tessera_core::Verifier::from_config_json(&blocks[1])
+            .unwrap_or_else(|e| panic!("filter config refused: {e}"));
+        let sync = v
+            .config()
+            .sync
+            .as_ref()
+            .expect("the filter config has a sync section");
+        assert!(sync.usage.is_some());
+        // The filter's status lists must be the ones the service syncs.
+        assert!(svc
+            .status_lists
+            .iter()
+            .all(|u| u.starts_with("http://127.0.0.1:8080/")));
     }
 
     #[test]

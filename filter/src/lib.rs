@@ -6,15 +6,23 @@
 //! not unwrapped: the module never traps on request input.
 
 pub mod plan;
+pub mod shared;
+pub mod sync;
+pub mod usage;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use tessera_core::{CacheUse, Decision, Reason, Request, TokenCache, Verifier};
+use tessera_core::config::UsageSettings;
+use tessera_core::jwks::KeySet;
+use tessera_core::{
+    CacheUse, Decision, Outcome, Reason, Request, StatusList, TokenCache, Verifier,
+};
 
 use crate::plan::Plan;
 
@@ -37,6 +45,8 @@ struct Metrics {
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
     status_fail_open: Option<u32>,
+    usage_sent: Option<u32>,
+    usage_dropped: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -63,6 +73,14 @@ impl Metrics {
             cache_hit: counter("tessera.cache_hit"),
             cache_miss: counter("tessera.cache_miss"),
             status_fail_open: counter("tessera.status_fail_open"),
+            usage_sent: counter("tessera.usage_sent"),
+            usage_dropped: counter("tessera.usage_dropped"),
+        }
+    }
+
+    fn add(id: Option<u32>, n: usize) {
+        if let (Some(id), true) = (id, n > 0) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
@@ -99,17 +117,88 @@ impl Metrics {
 
 /// State shared by every HTTP context of one VM.
 struct Shared {
-    verifier: Verifier,
+    verifier: RefCell<Verifier>,
     cache: RefCell<TokenCache>,
     metrics: Metrics,
+    /// The shared-data version last applied (sync mode).
+    synced_version: Cell<Option<u64>>,
+    /// The JWKS documents last applied, to clear the cache only when keys change.
+    synced_jwks: RefCell<Vec<String>>,
+    usage: Option<(UsageSettings, RefCell<usage::Buffer>)>,
 }
 
+/// The root context: a filter (one per worker VM) or the sync service (one per process),
+/// decided by the configuration it receives.
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
+    sync: Option<SyncRoot>,
+    /// In-flight usage call (filter role).
+    usage_call: Option<u32>,
 }
 
-impl Context for Root {}
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn call_response() -> (Option<u16>, HashMap<String, String>) {
+    let headers: HashMap<String, String> =
+        match hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+    let status = headers.get(":status").and_then(|s| s.parse::<u16>().ok());
+    (status, headers)
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (status, headers) = call_response();
+        if let Some(sync) = self.sync.as_mut() {
+            let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+                Ok(Some(b)) => b,
+                _ => Vec::new(),
+            };
+            sync.on_response(token_id, status, &headers, &body);
+            return;
+        }
+        if self.usage_call == Some(token_id) {
+            self.usage_call = None;
+            if let Some(shared) = &self.shared {
+                if let Some((_, buffer)) = &shared.usage {
+                    let mut buffer = buffer.borrow_mut();
+                    if status.is_some_and(|s| (200..300).contains(&s)) {
+                        Metrics::add(shared.metrics.usage_sent, buffer.acknowledged());
+                    } else {
+                        log(
+                            LogLevel::Warn,
+                            &format!("tessera: usage report refused or failed: {status:?}"),
+                        );
+                        Metrics::add(shared.metrics.usage_dropped, buffer.failed());
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -138,13 +227,63 @@ impl RootContext for Root {
                 return false;
             }
         };
+        if sync::is_sync_config(text) {
+            return match sync::SyncServiceConfig::from_json(text) {
+                Ok(config) => {
+                    let mut root = SyncRoot {
+                        poller: sync::Poller::new(config),
+                        calls: HashMap::new(),
+                    };
+                    if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(200)) {
+                        log(
+                            LogLevel::Critical,
+                            &format!("tessera: sync service cannot set a tick: {s:?}"),
+                        );
+                        return false;
+                    }
+                    root.dispatch_due();
+                    self.sync = Some(root);
+                    log(LogLevel::Info, "tessera: sync service configured");
+                    true
+                }
+                Err(e) => {
+                    log(
+                        LogLevel::Critical,
+                        &format!("tessera: invalid sync service configuration: {e}"),
+                    );
+                    false
+                }
+            };
+        }
         match Verifier::from_config_json(text) {
             Ok(verifier) => {
                 let cache = RefCell::new(verifier.new_cache());
+                let usage = verifier
+                    .config()
+                    .sync
+                    .as_ref()
+                    .and_then(|s| s.usage.clone())
+                    .map(|u| {
+                        let buffer = usage::Buffer::new(u.max_buffer);
+                        (u, RefCell::new(buffer))
+                    });
+                if let Some((u, _)) = &usage {
+                    let tick = (u.flush_interval_ms / 4).clamp(20, 250);
+                    if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
+                        log(
+                            LogLevel::Critical,
+                            &format!("tessera: cannot set the usage tick: {s:?}"),
+                        );
+                        return false;
+                    }
+                }
                 self.shared = Some(Rc::new(Shared {
-                    verifier,
+                    verifier: RefCell::new(verifier),
                     cache,
                     metrics: Metrics::define(),
+                    synced_version: Cell::new(None),
+                    synced_jwks: RefCell::new(Vec::new()),
+                    usage,
                 }));
                 log(LogLevel::Info, "tessera: plugin configuration loaded");
                 true
@@ -159,7 +298,57 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.dispatch_due();
+            return;
+        }
+        if self.usage_call.is_some() {
+            return;
+        }
+        let Some(shared) = &self.shared else { return };
+        let Some((settings, buffer)) = &shared.usage else {
+            return;
+        };
+        let body = buffer.borrow_mut().take_batch(
+            now_ms(),
+            settings.flush_interval_ms,
+            settings.max_batch,
+        );
+        let Some(body) = body else { return };
+        let auth = format!("Bearer {}", settings.credential);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", settings.path.as_str()),
+            (":authority", settings.authority.as_str()),
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        match hostcalls::dispatch_http_call(
+            &settings.cluster,
+            headers,
+            Some(body.as_bytes()),
+            vec![],
+            Duration::from_secs(5),
+        ) {
+            Ok(token) => self.usage_call = Some(token),
+            Err(s) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "tessera: cannot send usage to cluster {}: {s:?}",
+                        settings.cluster
+                    ),
+                );
+                Metrics::add(shared.metrics.usage_dropped, buffer.borrow_mut().failed());
+            }
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.sync.is_some() {
+            return None;
+        }
         Some(Box::new(Http {
             shared: self.shared.clone(),
         }))
@@ -241,14 +430,19 @@ impl HttpContext for Http {
             source_address: source.as_deref(),
         };
         let now = now_secs();
+        refresh_from_sync(shared, now);
+        let Ok(verifier) = shared.verifier.try_borrow() else {
+            return reply_unavailable();
+        };
         let outcome = match shared.cache.try_borrow_mut() {
-            Ok(mut cache) => shared.verifier.check(&req, now, Some(&mut cache)),
+            Ok(mut cache) => verifier.check(&req, now, Some(&mut cache)),
             // Re-entrancy cannot happen in a single-threaded VM; if it did, skip the cache.
-            Err(_) => shared.verifier.check(&req, now, None),
+            Err(_) => verifier.check(&req, now, None),
         };
         shared.metrics.record(&outcome.decision, outcome.cache);
+        record_usage(shared, &verifier, &req, &outcome, now);
 
-        match plan::plan(shared.verifier.config(), &outcome) {
+        match plan::plan(verifier.config(), &outcome) {
             Plan::Forward { remove, add } => {
                 for name in &remove {
                     if let Err(status) =
@@ -290,5 +484,220 @@ impl HttpContext for Http {
                 Action::Pause
             }
         }
+    }
+}
+
+/// Applies what the sync service published, if it moved since the last request: one
+/// small shared-data read per request, the lists and keys only on change.
+fn refresh_from_sync(shared: &Shared, now: u64) {
+    let Ok(mut verifier) = shared.verifier.try_borrow_mut() else {
+        return;
+    };
+    let Some(max_staleness) = verifier
+        .config()
+        .sync
+        .as_ref()
+        .map(|s| s.max_staleness_secs)
+    else {
+        return;
+    };
+    let meta = match hostcalls::get_shared_data(shared::META) {
+        Ok((Some(b), _)) => shared::Meta::decode(&b),
+        _ => None,
+    };
+    let Some(meta) = meta else {
+        verifier.set_status_fresh(false);
+        return;
+    };
+    if shared.synced_version.get() != Some(meta.version) {
+        let state = match hostcalls::get_shared_data(shared::STATE) {
+            Ok((Some(b), _)) => shared::State::decode(&b),
+            _ => None,
+        };
+        match state {
+            Some(state) => {
+                for l in &state.lists {
+                    match StatusList::from_lst(&l.lst) {
+                        Ok(list) => verifier.set_status_list(&l.uri, list),
+                        Err(e) => log(
+                            LogLevel::Error,
+                            &format!("tessera: published list {}: {e}", l.uri),
+                        ),
+                    }
+                }
+                let mut synced_jwks = shared.synced_jwks.borrow_mut();
+                if *synced_jwks != state.jwks {
+                    let mut keys = KeySet::default();
+                    for text in &state.jwks {
+                        let parsed = serde_json::from_str::<serde_json::Value>(text)
+                            .map_err(|e| e.to_string())
+                            .and_then(|doc| {
+                                KeySet::from_jwks(&doc, "jwks").map_err(|e| e.to_string())
+                            });
+                        match parsed {
+                            Ok(k) => keys = keys.merged_with(&k),
+                            Err(e) => {
+                                log(LogLevel::Error, &format!("tessera: published JWKS: {e}"))
+                            }
+                        }
+                    }
+                    verifier.set_synced_keys(&keys);
+                    if let Ok(mut cache) = shared.cache.try_borrow_mut() {
+                        cache.clear();
+                    }
+                    *synced_jwks = state.jwks;
+                }
+                shared.synced_version.set(Some(meta.version));
+            }
+            None => log(
+                LogLevel::Error,
+                "tessera: published sync state is unreadable",
+            ),
+        }
+    }
+    verifier.set_status_fresh(shared::is_fresh(meta.last_success, now, max_staleness));
+}
+
+/// Queues a usage record for a decision about a verified token. Never blocks: a full
+/// buffer drops the record and counts it.
+fn record_usage(
+    shared: &Shared,
+    verifier: &Verifier,
+    req: &Request<'_>,
+    outcome: &Outcome,
+    now: u64,
+) {
+    let Some((_, buffer)) = &shared.usage else {
+        return;
+    };
+    let Some(subject) = &outcome.subject else {
+        return;
+    };
+    let xff: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let ip =
+        tessera_core::ip::client_address(verifier.config().client_ip, req.source_address, &xff)
+            .map(|ip| ip.to_string());
+    let (result, reason) = match &outcome.decision {
+        Decision::Allow(_) => ("allow", None),
+        Decision::Deny(d) => ("deny", Some(d.reason.as_str())),
+    };
+    let record = usage::Record {
+        token_id: subject.token_id.clone(),
+        parent: subject.parent.clone(),
+        at: now,
+        ip,
+        outcome: result,
+        reason,
+        method: req.method.to_string(),
+        path: req.path.split('?').next().unwrap_or("").to_string(),
+    };
+    let pushed = buffer
+        .try_borrow_mut()
+        .map(|mut b| b.push(record))
+        .unwrap_or(false);
+    if !pushed {
+        Metrics::bump(shared.metrics.usage_dropped);
+    }
+}
+
+/// The sync service's root: drives [`sync::Poller`] with host calls.
+struct SyncRoot {
+    poller: sync::Poller,
+    calls: HashMap<u32, sync::Target>,
+}
+
+impl SyncRoot {
+    fn dispatch_due(&mut self) {
+        let now = now_secs();
+        let cluster = self.poller.config().cluster.clone();
+        let authority = self.poller.config().authority.clone();
+        let before = self.poller.meta();
+        for call in self.poller.due(now) {
+            let mut headers: Vec<(&str, &str)> = vec![
+                (":method", "GET"),
+                (":path", call.path.as_str()),
+                (":authority", authority.as_str()),
+                ("accept", "application/json"),
+            ];
+            for (k, v) in &call.headers {
+                headers.push((k.as_str(), v.as_str()));
+            }
+            match hostcalls::dispatch_http_call(
+                &cluster,
+                headers,
+                None,
+                vec![],
+                Duration::from_millis(call.timeout_ms),
+            ) {
+                Ok(token) => {
+                    self.calls.insert(token, call.target);
+                }
+                Err(s) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!("tessera: sync cannot call cluster {cluster}: {s:?}"),
+                    );
+                    self.poller.on_dispatch_failed(call.target, now);
+                }
+            }
+        }
+        // Dispatching a long poll after a success refreshes freshness: publish it.
+        let after = self.poller.meta();
+        if after != before {
+            if let Err(s) = hostcalls::set_shared_data(shared::META, Some(&after.encode()), None) {
+                log(
+                    LogLevel::Error,
+                    &format!("tessera: sync cannot publish meta: {s:?}"),
+                );
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        token: u32,
+        status: Option<u16>,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) {
+        let Some(target) = self.calls.remove(&token) else {
+            return;
+        };
+        let now = now_secs();
+        let r = sync::Response {
+            status,
+            headers,
+            body,
+        };
+        let (publish, err) = self.poller.on_response(target, &r, now);
+        if let Some(e) = err {
+            log(LogLevel::Warn, &format!("tessera: sync: {e}"));
+        }
+        if publish == sync::Publish::State {
+            let state = self.poller.state().encode();
+            if let Err(s) = hostcalls::set_shared_data(shared::STATE, Some(&state), None) {
+                log(
+                    LogLevel::Error,
+                    &format!("tessera: sync cannot publish state: {s:?}"),
+                );
+            }
+        }
+        if publish != sync::Publish::Nothing {
+            if let Err(s) =
+                hostcalls::set_shared_data(shared::META, Some(&self.poller.meta().encode()), None)
+            {
+                log(
+                    LogLevel::Error,
+                    &format!("tessera: sync cannot publish meta: {s:?}"),
+                );
+            }
+        }
+        // Re-poll at once: a change feed answered means another change may follow.
+        self.dispatch_due();
     }
 }

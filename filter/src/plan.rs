@@ -94,6 +94,7 @@ mod tests {
             }),
             token_header: token_header.map(str::to_string),
             cache: CacheUse::Miss,
+            subject: None,
         }
     }
 
@@ -136,6 +137,7 @@ mod tests {
             decision: Decision::Deny(Deny::new(Reason::Expired, "tessera", &[])),
             token_header: None,
             cache: CacheUse::Miss,
+            subject: None,
         };
         assert_eq!(
             plan(&c, &o),

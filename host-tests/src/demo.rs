@@ -1,15 +1,15 @@
-//! The walk-through behind `cargo xtask demo`: a real Envoy with the Tessera module in
-//! front of an echo upstream, and five requests that show what the filter does.
+//! The walk-through behind `cargo xtask demo`: the real control plane on SQLite issues a
+//! token, a real Envoy with the Tessera module (and its sync service pointed at the
+//! control plane) accepts it, the token is revoked and the same request is refused — the
+//! time to refusal is measured — and the authentication log shows every use.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tessera_testkit::{
-    jwks, now, status_list_json, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
-    DEFAULT_STATUS_URI,
-};
 
-use crate::{EchoUpstream, Envoy, EnvoyOptions, Request, Response};
+use crate::control_plane::{ControlPlane, ControlPlaneOptions, ENV_CP_BIN};
+use crate::{lookup_tool, EchoUpstream, Envoy, EnvoyOptions, Request, Response};
 
 /// The identity headers the filter adds (README defaults).
 const IDENTITY_HEADERS: [&str; 4] = [
@@ -19,172 +19,286 @@ const IDENTITY_HEADERS: [&str; 4] = [
     "x-tessera-scopes",
 ];
 
-struct Step {
-    title: &'static str,
-    request: Request,
-    shown_token: Option<String>,
-    status: u16,
-    reason: Option<&'static str>,
+/// The Envoy cluster that reaches the control plane.
+const CP_CLUSTER: &str = "tessera_control_plane";
+
+/// Runs the walk-through with the control-plane binary from `TESSERA_CP_BIN` (see
+/// [`run_with_control_plane`]).
+pub fn run(envoy: &Path, wasm: &Path) -> Result<(), String> {
+    let cp = lookup_tool(ENV_CP_BIN).map_err(|_| {
+        format!(
+            "{ENV_CP_BIN} does not name the control-plane binary: {}",
+            crate::control_plane::CP_RUN_HINT
+        )
+    })?;
+    run_with_control_plane(envoy, wasm, &cp)
 }
 
-/// Generates an Ed25519 key and a JWKS, starts the echo upstream and Envoy with the
-/// filter, sends five requests (valid token, no token, expired, revoked, missing scope),
-/// prints what happened, and stops everything. `Err` lists the steps whose outcome was not
-/// the expected one (or why nothing could be started).
-pub fn run(envoy: &Path, wasm: &Path) -> Result<(), String> {
-    let t = now();
-    let key = TestKey::generate(Alg::EdDSA, "demo-ed25519");
-    let config = json!({
-        "issuers": [DEFAULT_ISSUER],
-        "audiences": [DEFAULT_AUDIENCE],
-        "jwks": jwks(&[&key]),
-        "routes": [{"path_prefix": "/admin", "scopes": ["admin"]}],
-        // Status list: index 0 valid, index 1 revoked.
-        "status": {"lists": [status_list_json(DEFAULT_STATUS_URI, &[0, 1])]},
-    });
-
+/// Starts the control plane (`cp_bin`) on a fresh SQLite database and bootstraps it,
+/// creates and downloads a token, starts Envoy (two workers) with the filter and the sync
+/// service pointed at the control plane, shows the request accepted, revokes the token,
+/// shows the same request refused with the measured time to refusal, prints the
+/// authentication log, and stops everything. `Err` says which step did not behave as
+/// printed (or why something could not be started).
+pub fn run_with_control_plane(envoy: &Path, wasm: &Path, cp_bin: &Path) -> Result<(), String> {
     let module_size = std::fs::metadata(wasm)
         .map(|m| format!("{:.1} KB", m.len() as f64 / 1024.0))
         .unwrap_or_else(|e| format!("unreadable: {e}"));
-    println!("Tessera demo: real Envoy + the Tessera proxy-wasm module, all on loopback");
-    println!("  envoy:    {}", envoy.display());
-    println!("  module:   {} ({module_size})", wasm.display());
-    println!(
-        "  key:      Ed25519, kid \"{}\", generated just now; its public JWK is the plugin's JWKS",
-        key.kid()
-    );
-    println!("  issuer:   {DEFAULT_ISSUER}");
-    println!("  routes:   /admin needs scope \"admin\"; everything else needs a valid token");
-    println!("  status:   list {DEFAULT_STATUS_URI}: index 0 valid, index 1 revoked");
+    println!("Tessera demo: the control plane, a real Envoy and the Tessera module, on loopback");
+    println!("  control plane: {}", cp_bin.display());
+    println!("  envoy:         {}", envoy.display());
+    println!("  module:        {} ({module_size})", wasm.display());
 
-    let upstream = EchoUpstream::start().map_err(|e| format!("echo upstream: {e}"))?;
-    let options = EnvoyOptions::new(envoy)
-        .filter(wasm, &config)
-        .upstream(upstream.addr());
-    let proxy = Envoy::start(&options).map_err(|e| format!("envoy did not start: {e}"))?;
-    println!("  upstream: echo server on http://{}", upstream.addr());
+    // 1. The control plane.
+    step(1, "Start the control plane on SQLite and bootstrap it");
+    let mut options = ControlPlaneOptions::new(cp_bin);
+    options.admins = vec!["alice".into()];
+    let cp = ControlPlane::start(&options).map_err(|e| format!("control plane: {e}"))?;
+    println!("   $ tessera admin gen-master-key > master.key   # TESSERA_MASTER_KEY_FILE");
     println!(
-        "  envoy:    listening on http://{} (admin http://{}), pid {}",
+        "   $ tessera admin bootstrap --db {} --org acme --admin alice --base-url {}",
+        cp.db_path().display(),
+        cp.url()
+    );
+    println!(
+        "   $ tessera serve --db {} --listen {}",
+        cp.db_path().display(),
+        cp.addr()
+    );
+    println!(
+        "   serving {} (pid {}); org \"acme\", admin \"alice\" (one-time admin token {})",
+        cp.url(),
+        cp.pid().unwrap_or(0),
+        abbreviate(cp.admin_token())
+    );
+    let alice = cp.admin_token().to_owned();
+
+    // 2. A token.
+    step(2, "Create a token and download it");
+    let id = cp
+        .create_token(&alice, &json!({"name": "demo", "scopes": ["read"]}))
+        .map_err(|e| format!("create token: {e}"))?;
+    println!("   POST /v1/tokens {{\"name\":\"demo\",\"scopes\":[\"read\"]}} -> {id} (pending)");
+    let jwt = cp
+        .download(&alice, &id)
+        .map_err(|e| format!("download: {e}"))?;
+    let (header, claims) = decode(&jwt);
+    println!("   POST /v1/tokens/{id}/download -> {}", abbreviate(&jwt));
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!(
+        "      typ {}, kid {}, sub {}, scope \"{}\"",
+        text(&header["typ"]),
+        text(&header["kid"]),
+        text(&claims["sub"]),
+        text(&claims["scope"]),
+    );
+    println!(
+        "      status: index {} of {}",
+        text(&claims["status"]["status_list"]["idx"]),
+        text(&claims["status"]["status_list"]["uri"])
+    );
+    let secret = cp
+        .edge_credential(&alice, "demo-envoy")
+        .map_err(|e| format!("edge credential: {e}"))?;
+    println!(
+        "   POST /v1/orgs/acme/edge-credentials -> {} (Envoy reports usage with it)",
+        abbreviate(&secret)
+    );
+
+    // 3. Envoy.
+    step(
+        3,
+        "Start Envoy with the filter, its sync service pointed at the control plane",
+    );
+    let upstream = EchoUpstream::start().map_err(|e| format!("echo upstream: {e}"))?;
+    let usage = cp.usage_config(CP_CLUSTER, &secret, 10_000);
+    let filter = cp.filter_config("closed", 60, Some(usage));
+    let sync = cp.sync_service_config(CP_CLUSTER, 20);
+    let options = EnvoyOptions::new(envoy)
+        .filter(wasm, &filter)
+        .upstream(upstream.addr())
+        .cluster(CP_CLUSTER, cp.addr())
+        .sync_service(&sync)
+        .concurrency(2);
+    let proxy = Envoy::start(&options).map_err(|e| format!("envoy did not start: {e}"))?;
+    println!(
+        "   envoy: http://{} (admin http://{}), pid {}, 2 worker threads",
         proxy.addr(),
         proxy.admin(),
         proxy.pid()
     );
-
-    let valid = TokenBuilder::new(t).sign(&key);
-    let expired = TokenBuilder::new(t - 7200).sign(&key);
-    let revoked = TokenBuilder::new(t)
-        .claim("jti", "tok_revoked")
-        .status_idx(1)
-        .sign(&key);
-
-    let steps = [
-        Step {
-            title: "A valid token (sub alice, org acme, scope \"read\")",
-            request: Request::get("/api/orders").bearer(&valid),
-            shown_token: Some(valid.clone()),
-            status: 200,
-            reason: None,
-        },
-        Step {
-            title: "No token at all",
-            request: Request::get("/api/orders"),
-            shown_token: None,
-            status: 401,
-            reason: Some("token_missing"),
-        },
-        Step {
-            title: "A token that expired an hour ago",
-            request: Request::get("/api/orders").bearer(&expired),
-            shown_token: Some(expired.clone()),
-            status: 401,
-            reason: Some("expired"),
-        },
-        Step {
-            title: "A token marked revoked in the status list (index 1)",
-            request: Request::get("/api/orders").bearer(&revoked),
-            shown_token: Some(revoked.clone()),
-            status: 401,
-            reason: Some("revoked"),
-        },
-        Step {
-            title: "A valid token on /admin, which needs scope \"admin\"",
-            request: Request::new("POST", "/admin/users").bearer(&valid),
-            shown_token: Some(valid.clone()),
-            status: 403,
-            reason: Some("insufficient_scope"),
-        },
-    ];
+    println!(
+        "   sync service (one per Envoy): long-polls {}?since=<v>&wait=20 and refreshes {}",
+        cp.status_list_uri(),
+        cp.jwks_url()
+    );
+    println!("   filter: keys and status from the sync service; fail closed; usage to /v1/usage");
+    println!("   upstream: echo server on http://{}", upstream.addr());
 
     let mut failures = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        println!();
-        println!("{}. {}", i + 1, step.title);
-        let auth = match &step.shown_token {
-            Some(tok) => format!("   Authorization: Bearer {}", abbreviate(tok)),
-            None => "   (no Authorization header)".into(),
-        };
-        println!(
-            "   -> {} {}{auth}",
-            step.request.method_name(),
-            step.request.target()
-        );
-        match proxy.send(&step.request) {
-            Ok(resp) => {
-                print_response(&resp);
-                let reason = resp.reason();
-                let ok = resp.status == step.status
-                    && (step.reason.is_none() || reason.as_deref() == step.reason);
-                if ok {
-                    println!("   OK: expected {}", expected(step));
-                } else {
-                    println!("   UNEXPECTED: wanted {}", expected(step));
-                    failures.push(format!(
-                        "step {} ({}): wanted {}, got {}",
-                        i + 1,
-                        step.title,
-                        expected(step),
-                        resp.summary()
-                    ));
-                }
-            }
-            Err(e) => {
-                println!("   request failed: {e}");
-                failures.push(format!(
-                    "step {} ({}): request failed: {e}",
-                    i + 1,
-                    step.title
-                ));
-            }
+    let mut sent_with_token = 0usize;
+    let request = Request::get("/api/orders").bearer(&jwt);
+
+    // 4. Accepted.
+    step(4, "The request is accepted");
+    println!(
+        "   -> GET /api/orders   Authorization: Bearer {}",
+        abbreviate(&jwt)
+    );
+    // Until the sync service's first answer, the filter has no keys (503).
+    let start = Instant::now();
+    let first = loop {
+        let r = proxy.send(&request).map_err(|e| format!("request: {e}"))?;
+        if r.status == 200 || r.reason().is_some_and(|x| x == "status_unavailable") {
+            sent_with_token += 1;
         }
+        let syncing = r.status == 503 && start.elapsed() < Duration::from_secs(10);
+        if !syncing {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    print_response(&first);
+    check(&mut failures, 4, &first, 200, None);
+    let admin = Request::new("POST", "/admin/users").bearer(&jwt);
+    println!("   -> POST /admin/users (needs scope \"admin\"; the token has \"read\")");
+    let r = proxy.send(&admin).map_err(|e| format!("request: {e}"))?;
+    sent_with_token += 1;
+    print_response(&r);
+    check(&mut failures, 4, &r, 403, Some("insufficient_scope"));
+
+    // 5. Revoked, refused.
+    step(5, "Revoke the token: the same request is refused");
+    let start = Instant::now();
+    cp.revoke(&alice, &id).map_err(|e| format!("revoke: {e}"))?;
+    let api = start.elapsed();
+    println!("   POST /v1/tokens/{id}/revoke ({api:.1?})");
+    println!("   -> GET /api/orders with the same token, on fresh connections until refused");
+    let mut attempts = 0;
+    let refused = loop {
+        let r = proxy.send(&request).map_err(|e| format!("request: {e}"))?;
+        attempts += 1;
+        sent_with_token += 1;
+        if r.status != 200 || start.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let took = start.elapsed();
+    print_response(&refused);
+    check(&mut failures, 5, &refused, 401, Some("revoked"));
+    println!(
+        "   refused {took:.1?} after the revoke call started (attempt {attempts}; the call \
+         itself took {api:.1?})"
+    );
+    let workers_before = proxy.worker_connections().unwrap_or_default();
+    let mut all_refused = true;
+    for _ in 0..20 {
+        let r = proxy.send(&request).map_err(|e| format!("request: {e}"))?;
+        sent_with_token += 1;
+        all_refused &= r.status == 401 && r.reason().as_deref() == Some("revoked");
+    }
+    let workers_after = proxy.worker_connections().unwrap_or_default();
+    let per_worker: Vec<u64> = workers_after
+        .iter()
+        .zip(workers_before.iter().chain(std::iter::repeat(&0)))
+        .map(|(a, b)| a - b)
+        .collect();
+    println!(
+        "   20 more requests (per worker: {per_worker:?}): {}",
+        if all_refused {
+            "all 401 revoked"
+        } else {
+            "NOT all refused"
+        }
+    );
+    if !all_refused {
+        failures.push("step 5: a later request was not refused with 401 revoked".into());
+    }
+
+    // 6. The authentication log.
+    step(6, "The authentication log");
+    let start = Instant::now();
+    let mut log = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        log = cp
+            .auth_log(&alice, &id)
+            .map_err(|e| format!("auth log: {e}"))?;
+        if log.len() >= sent_with_token {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "   GET /v1/tokens/{id}/auth-log: {} record(s) for the {sent_with_token} request(s) \
+         Envoy decided on (reports are batched every 200 ms)",
+        log.len()
+    );
+    print_log(&log);
+    if log.len() != sent_with_token {
+        failures.push(format!(
+            "step 6: {} log records for {sent_with_token} requests",
+            log.len()
+        ));
+    }
+    if let Ok(t) = cp.token_info(&alice, &id) {
+        let s = |k: &str| t[k].as_str().unwrap_or("-").to_owned();
+        println!(
+            "   the token (GET /v1/tokens/{id}): status {}, last used {} from {}",
+            s("status"),
+            s("last_used_at"),
+            s("last_used_ip")
+        );
     }
 
     println!();
-    match (proxy.counter("tessera.allow"), upstream.request_count()) {
-        (Some(allowed), seen) => println!(
-            "Envoy counted {allowed} allowed request(s) (tessera.allow); the upstream saw {seen}."
+    match (
+        proxy.counter("tessera.usage_sent"),
+        proxy.counter("tessera.usage_dropped"),
+    ) {
+        (Some(sent), Some(dropped)) => println!(
+            "Envoy: {sent} usage record(s) sent, {dropped} dropped (tessera.usage_sent, \
+             tessera.usage_dropped)."
         ),
-        (None, seen) => println!("The upstream saw {seen} request(s)."),
+        _ => println!("Envoy's usage counters were not found."),
     }
     drop(proxy);
+    drop(cp);
     drop(upstream);
-    println!("Stopped Envoy and the echo upstream.");
+    println!("Stopped Envoy, the control plane and the echo upstream.");
     if failures.is_empty() {
-        println!("All {} steps behaved as expected.", steps.len());
+        println!("Every step behaved as expected.");
         Ok(())
     } else {
         Err(format!(
-            "{} of {} demo steps did not behave as expected:\n{}",
+            "{} step(s) did not behave as expected:\n{}",
             failures.len(),
-            steps.len(),
             failures.join("\n")
         ))
     }
 }
 
-fn expected(step: &Step) -> String {
-    match step.reason {
-        Some(r) => format!("{} {r}", step.status),
-        None => step.status.to_string(),
+fn step(n: usize, title: &str) {
+    println!();
+    println!("{n}. {title}");
+}
+
+fn check(failures: &mut Vec<String>, step: usize, r: &Response, status: u16, reason: Option<&str>) {
+    let want = match reason {
+        Some(reason) => format!("{status} {reason}"),
+        None => status.to_string(),
+    };
+    let ok = r.status == status
+        && (reason.is_none() || r.reason().as_deref() == reason)
+        && (reason.is_some() || r.upstream().is_some());
+    if ok {
+        println!("   OK: expected {want}");
+    } else {
+        println!("   UNEXPECTED: wanted {want}");
+        failures.push(format!("step {step}: wanted {want}, got {}", r.summary()));
     }
 }
 
@@ -192,7 +306,18 @@ fn abbreviate(token: &str) -> String {
     if token.len() <= 40 {
         return token.to_owned();
     }
-    format!("{}... ({} bytes)", &token[..32], token.len())
+    format!("{}... ({} bytes)", &token[..24], token.len())
+}
+
+fn decode(jwt: &str) -> (Value, Value) {
+    let part = |i: usize| -> Value {
+        jwt.split('.')
+            .nth(i)
+            .and_then(tessera_testkit::b64url_decode)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    (part(0), part(1))
 }
 
 fn print_response(resp: &Response) {
@@ -226,12 +351,59 @@ fn print_response(resp: &Response) {
     }
 }
 
+/// The log as a table: one row per kind of decision (outcome, reason, method, path,
+/// address, reporter) with its count and first and last time, oldest first. (Records are
+/// stored in the order batches arrive, and each Envoy worker sends its own.)
+fn print_log(log: &[Value]) {
+    let s = |e: &Value, k: &str| e[k].as_str().unwrap_or("-").to_owned();
+    // (first at, last at, outcome, reason, method, path, ip, source) -> count
+    let mut rows: Vec<([String; 8], usize)> = Vec::new();
+    for e in log {
+        let key = [
+            s(e, "outcome"),
+            s(e, "reason"),
+            s(e, "method"),
+            s(e, "path"),
+            s(e, "ip"),
+            s(e, "source"),
+        ];
+        let at = s(e, "at");
+        match rows.iter_mut().find(|(r, _)| r[2..] == key[..]) {
+            Some((r, n)) => {
+                *n += 1;
+                if at < r[0] {
+                    r[0] = at.clone();
+                }
+                if at > r[1] {
+                    r[1] = at;
+                }
+            }
+            None => {
+                let [o, re, m, p, ip, src] = key;
+                rows.push(([at.clone(), at, o, re, m, p, ip, src], 1));
+            }
+        }
+    }
+    rows.sort();
+    println!(
+        "   {:>5}  {:<21} {:<21} {:<8} {:<19} {:<6} {:<13} {:<10} reported by",
+        "count", "first", "last", "outcome", "reason", "method", "path", "ip"
+    );
+    for (r, n) in rows {
+        println!(
+            "   {n:>5}  {:<21} {:<21} {:<8} {:<19} {:<6} {:<13} {:<10} {}",
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+        );
+    }
+}
+
 fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",
     }

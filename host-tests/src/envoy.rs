@@ -12,6 +12,10 @@ use serde_json::Value;
 use crate::client::{Request, Response};
 use crate::tmp::TempDir;
 
+/// The `vm_config.vm_id` of the filter and of the sync service: shared data is scoped by
+/// it, so both must use the same one.
+pub const VM_ID: &str = "tessera";
+
 /// What to start: the Envoy binary, the optional filter, where requests go.
 #[derive(Clone, Debug)]
 pub struct EnvoyOptions {
@@ -36,6 +40,13 @@ pub struct EnvoyOptions {
     /// with its ports set to 0). Its admin must listen on a loopback address and
     /// `listen` must have one entry per listener it declares.
     pub bootstrap: Option<String>,
+    /// Extra `STATIC` clusters `(name, address)`, e.g. one to the control plane for the
+    /// sync service and usage reports.
+    pub clusters: Vec<(String, SocketAddr)>,
+    /// The sync service's plugin configuration (JSON text): adds the same module as a
+    /// singleton `envoy.bootstrap.wasm` service in the filter's `vm_id`, so that both
+    /// share data. Needs [`EnvoyOptions::filter`] (the module comes from there).
+    pub sync_service: Option<String>,
 }
 
 impl EnvoyOptions {
@@ -51,7 +62,22 @@ impl EnvoyOptions {
             log_level: "info".into(),
             ready_timeout: Duration::from_secs(90),
             bootstrap: None,
+            clusters: Vec::new(),
+            sync_service: None,
         }
+    }
+
+    /// Adds a `STATIC` cluster `name` with one endpoint, `addr` (HTTP/1.1).
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyOptions {
+        self.clusters.push((name.to_owned(), addr));
+        self
+    }
+
+    /// Adds the sync service (a singleton bootstrap wasm service running the filter's
+    /// module) with this plugin configuration.
+    pub fn sync_service(mut self, config: &Value) -> EnvoyOptions {
+        self.sync_service = Some(config.to_string());
+        self
     }
 
     /// Uses this bootstrap text as it is instead of generating one.
@@ -110,7 +136,7 @@ impl EnvoyOptions {
               config:
                 name: tessera
                 vm_config:
-                  vm_id: tessera
+                  vm_id: {vm_id}
                   runtime: envoy.wasm.runtime.v8
                   code:
                     local:
@@ -121,6 +147,7 @@ impl EnvoyOptions {
 "#,
                 wasm = q(&wasm.to_string_lossy()),
                 config = q(config),
+                vm_id = q(VM_ID),
             ));
         }
         http_filters.push_str(
@@ -169,28 +196,61 @@ impl EnvoyOptions {
                 ura = self.use_remote_address,
             ));
         }
-        let clusters = match self.upstream {
-            Some(up) => format!(
-                r#"  clusters:
-  - name: echo
+        let mut endpoints: Vec<(String, SocketAddr)> = Vec::new();
+        if let Some(up) = self.upstream {
+            endpoints.push(("echo".into(), up));
+        }
+        endpoints.extend(self.clusters.iter().cloned());
+        let mut clusters = String::new();
+        if !endpoints.is_empty() {
+            clusters.push_str("  clusters:\n");
+        }
+        for (name, addr) in &endpoints {
+            clusters.push_str(&format!(
+                r#"  - name: {name}
     type: STATIC
     connect_timeout: 5s
     load_assignment:
-      cluster_name: echo
+      cluster_name: {name}
       endpoints:
       - lb_endpoints:
         - endpoint:
             address:
               socket_address: {{address: {ip}, port_value: {port}}}
 "#,
-                ip = q(&up.ip().to_string()),
-                port = up.port()
-            ),
-            None => String::new(),
-        };
+                name = q(name),
+                ip = q(&addr.ip().to_string()),
+                port = addr.port()
+            ));
+        }
+        let mut extensions = String::new();
+        if let (Some(service), Some((wasm, _))) = (&self.sync_service, &self.filter) {
+            extensions.push_str(&format!(
+                r#"bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: true
+    config:
+      name: tessera_sync
+      vm_config:
+        vm_id: {vm_id}
+        runtime: envoy.wasm.runtime.v8
+        code:
+          local:
+            filename: {wasm}
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: {config}
+"#,
+                wasm = q(&wasm.to_string_lossy()),
+                config = q(service),
+                vm_id = q(VM_ID),
+            ));
+        }
         format!(
             r#"# Written by tessera-host-tests.
-admin:
+{extensions}admin:
   address:
     socket_address: {{address: "127.0.0.1", port_value: 0}}
 static_resources:
@@ -402,6 +462,26 @@ impl Envoy {
             .into_iter()
             .find(|(name, _)| name.ends_with(suffix))
             .map(|(_, v)| v)
+    }
+
+    /// Connections accepted so far by each worker thread on the IPv4 listener, indexed by
+    /// worker (`listener.<ip>_<port>.worker_<n>.downstream_cx_total`); shows that
+    /// requests were spread over every worker.
+    pub fn worker_connections(&self) -> std::io::Result<Vec<u64>> {
+        // Stat names carry the configured address (port 0), not the bound one.
+        let prefix = format!("listener.{}_", self.addr().ip());
+        let mut per_worker: Vec<(usize, u64)> = self
+            .stats_matching(".downstream_cx_total")?
+            .into_iter()
+            .filter_map(|(name, v)| {
+                let rest = name.strip_prefix(&prefix)?;
+                let (_port, rest) = rest.split_once(".worker_")?;
+                let (n, stat) = rest.split_once('.')?;
+                (stat == "downstream_cx_total").then_some((n.parse().ok()?, v))
+            })
+            .collect();
+        per_worker.sort();
+        Ok(per_worker.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Envoy's log so far.

@@ -7,11 +7,15 @@
 //!   filter and the plugin configuration, waits until it is ready, and kills it on drop;
 //! - [`Request`] / [`Response`] — a tiny HTTP/1.1 client that can choose its local address
 //!   and send any headers, duplicates included;
+//! - [`ControlPlane`] — the real control plane (`tessera serve`, SQLite) bootstrapped in a
+//!   temporary directory, with REST helpers, SIGKILL and restart on the same port;
 //! - [`demo`] — the walk-through behind `cargo xtask demo`.
 //!
 //! The tools come from the environment: `TESSERA_ENVOY` (the Envoy binary) and
 //! `TESSERA_FILTER_WASM` (the built module). `cargo xtask test` installs Envoy, builds the
-//! module and sets both; without them the tests fail and say so.
+//! module and sets both; without them the tests fail and say so. Tests with the control
+//! plane also need `TESSERA_CP_BIN` (the `tessera` binary), which `cargo xtask test` builds
+//! and sets too.
 //!
 //! Every process started here is stopped by the value that started it (kill, then wait),
 //! and every temporary directory is removed on drop (set `TESSERA_KEEP_TMP=1` to keep them
@@ -20,14 +24,19 @@
 use std::path::{Path, PathBuf};
 
 mod client;
+mod control_plane;
 pub mod demo;
 mod envoy;
+mod stalled;
 mod tmp;
 mod upstream;
 mod wire;
+pub mod workerd;
 
 pub use client::{Request, Response};
-pub use envoy::{log_excerpt, Envoy, EnvoyOptions, StartError};
+pub use control_plane::{control_plane_path, ControlPlane, ControlPlaneOptions, ENV_CP_BIN};
+pub use envoy::{log_excerpt, Envoy, EnvoyOptions, StartError, VM_ID};
+pub use stalled::StalledServer;
 pub use tmp::TempDir;
 pub use upstream::EchoUpstream;
 

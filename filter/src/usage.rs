@@ -1,0 +1,234 @@
+//! Usage records: buffered per VM, bounded, and sent in batches so that reporting never
+//! delays a request. What does not fit is dropped and counted.
+
+use std::collections::VecDeque;
+
+/// One decision about a verified token, as the control plane's `/v1/usage` takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// `jti`.
+    pub token_id: String,
+    /// `parent`, for access tokens.
+    pub parent: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
+    /// Client address, if known.
+    pub ip: Option<String>,
+    /// `allow` or `deny`.
+    pub outcome: &'static str,
+    /// Reason code, for denials.
+    pub reason: Option<&'static str>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (query string removed: it may carry secrets).
+    pub path: String,
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+// Written by hand: the module otherwise needs no JSON serializer, and serde_json's would
+// add tens of kilobytes to it.
+impl Record {
+    /// Appends the JSON form `/v1/usage` takes (absent options are left out).
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"token_id\":");
+        json_str(out, &self.token_id);
+        if let Some(p) = &self.parent {
+            out.push_str(",\"parent\":");
+            json_str(out, p);
+        }
+        out.push_str(&format!(",\"at\":{}", self.at));
+        if let Some(ip) = &self.ip {
+            out.push_str(",\"ip\":");
+            json_str(out, ip);
+        }
+        out.push_str(",\"outcome\":");
+        json_str(out, self.outcome);
+        if let Some(r) = self.reason {
+            out.push_str(",\"reason\":");
+            json_str(out, r);
+        }
+        out.push_str(",\"method\":");
+        json_str(out, &self.method);
+        out.push_str(",\"path\":");
+        json_str(out, &self.path);
+        out.push('}');
+    }
+}
+
+/// A bounded queue of records.
+#[derive(Debug)]
+pub struct Buffer {
+    records: VecDeque<Record>,
+    capacity: usize,
+    /// The batch being sent, kept until the control plane acknowledges it.
+    in_flight: Option<Vec<Record>>,
+    last_flush_ms: u64,
+}
+
+impl Buffer {
+    /// A buffer holding at most `capacity` records (beyond a batch in flight).
+    pub fn new(capacity: usize) -> Buffer {
+        Buffer {
+            records: VecDeque::new(),
+            capacity,
+            in_flight: None,
+            last_flush_ms: 0,
+        }
+    }
+
+    /// Adds a record; returns `false` (and drops it) when full.
+    pub fn push(&mut self, r: Record) -> bool {
+        if self.records.len() >= self.capacity {
+            return false;
+        }
+        self.records.push_back(r);
+        true
+    }
+
+    /// Queued records (not counting a batch in flight).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The next batch to send at `now_ms`, if one is due: nothing is in flight, and either
+    /// `max_batch` records wait or the oldest has waited `interval_ms`.
+    pub fn take_batch(
+        &mut self,
+        now_ms: u64,
+        interval_ms: u64,
+        max_batch: usize,
+    ) -> Option<String> {
+        if self.in_flight.is_some() || self.records.is_empty() {
+            return None;
+        }
+        if self.records.len() < max_batch && now_ms.saturating_sub(self.last_flush_ms) < interval_ms
+        {
+            return None;
+        }
+        let n = self.records.len().min(max_batch);
+        let batch: Vec<Record> = self.records.drain(..n).collect();
+        let mut body = String::from("{\"events\":[");
+        for (i, r) in batch.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            r.write_json(&mut body);
+        }
+        body.push_str("]}");
+        self.in_flight = Some(batch);
+        self.last_flush_ms = now_ms;
+        Some(body)
+    }
+
+    /// The control plane took the batch in flight.
+    pub fn acknowledged(&mut self) -> usize {
+        self.in_flight.take().map_or(0, |b| b.len())
+    }
+
+    /// The batch in flight failed: it goes back to the front as far as room allows;
+    /// returns how many records had to be dropped.
+    pub fn failed(&mut self) -> usize {
+        let Some(batch) = self.in_flight.take() else {
+            return 0;
+        };
+        let room = self.capacity.saturating_sub(self.records.len());
+        let keep = batch.len().min(room);
+        let dropped = batch.len() - keep;
+        for r in batch.into_iter().take(keep).rev() {
+            self.records.push_front(r);
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> Record {
+        Record {
+            token_id: format!("tok_{i}"),
+            parent: None,
+            at: i,
+            ip: Some("127.0.0.1".into()),
+            outcome: "allow",
+            reason: None,
+            method: "GET".into(),
+            path: "/".into(),
+        }
+    }
+
+    #[test]
+    fn batches_by_size_or_time_one_at_a_time() {
+        let mut b = Buffer::new(10);
+        for i in 0..3 {
+            assert!(b.push(rec(i)));
+        }
+        // Not enough records, not long enough.
+        b.last_flush_ms = 1000;
+        assert_eq!(b.take_batch(1500, 1000, 5), None);
+        // Long enough.
+        let body = b.take_batch(2000, 1000, 5).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 3);
+        assert_eq!(v["events"][0]["token_id"], "tok_0");
+        assert!(v["events"][0].get("reason").is_none());
+        // One batch in flight at a time.
+        b.push(rec(9));
+        assert_eq!(b.take_batch(9000, 1000, 1), None);
+        assert_eq!(b.acknowledged(), 3);
+        assert!(b.take_batch(9000, 1000, 1).is_some());
+    }
+
+    #[test]
+    fn json_is_escaped_and_parses() {
+        let mut r = rec(1);
+        r.path = "/a\"b\\c\u{1}\u{e9}".into();
+        r.parent = Some("tok_p".into());
+        r.reason = Some("revoked");
+        r.ip = None;
+        let mut s = String::new();
+        r.write_json(&mut s);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["path"], "/a\"b\\c\u{1}\u{e9}");
+        assert_eq!(v["parent"], "tok_p");
+        assert_eq!(v["reason"], "revoked");
+        assert_eq!(v["at"], 1);
+        assert!(v.get("ip").is_none());
+    }
+
+    #[test]
+    fn bounded_and_failed_batches_return() {
+        let mut b = Buffer::new(3);
+        assert!(b.push(rec(0)) && b.push(rec(1)) && b.push(rec(2)));
+        assert!(!b.push(rec(3)), "full buffer drops");
+        assert!(b.take_batch(10_000, 1000, 2).is_some());
+        assert_eq!(b.len(), 1);
+        assert!(b.push(rec(4)));
+        // Only room for one of the two failed records.
+        assert_eq!(b.failed(), 1);
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            b.records.front().map(|r| r.token_id.as_str()),
+            Some("tok_0")
+        );
+    }
+}

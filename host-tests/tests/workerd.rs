@@ -1,0 +1,854 @@
+//! The edge worker bundle in a real workerd, in front of the echo upstream: the filter's
+//! scenario table (minus the Envoy-only cases), the client address from
+//! `CF-Connecting-IP`, refused configurations, status lists fetched from a control-plane
+//! stand-in (revocation within the TTL), and usage reports.
+//!
+//! Needs `TESSERA_WORKERD` and `TESSERA_EDGE_WORKER_DIR`; `cargo xtask test` sets both.
+
+mod common;
+#[allow(dead_code)]
+use tessera_host_tests::workerd;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{finish, Case, Www, ALICE};
+use serde_json::{json, Value};
+// `crate::` names the workerd module uses.
+#[allow(unused_imports)]
+use tessera_host_tests::{repo_root, Response, TempDir};
+use tessera_host_tests::{EchoUpstream, Request};
+use tessera_testkit::{
+    jwks, now, status_list_json, tamper_signature, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER, DEFAULT_STATUS_URI,
+};
+use workerd::{workerd_tools, ControlStub, Origin, Workerd, WorkerdOptions};
+
+fn start(options: &WorkerdOptions) -> Workerd {
+    Workerd::start(options).unwrap_or_else(|e| panic!("workerd with the worker did not start: {e}"))
+}
+
+/// Sends one case to the worker and compares; `Err` describes every mismatch.
+fn check(to: SocketAddr, case: &Case) -> Result<(), String> {
+    let resp = case
+        .request
+        .send(to)
+        .map_err(|e| format!("request failed: {e}"))?;
+    let mut problems = Vec::new();
+    if resp.status != case.status {
+        problems.push(format!("status {} (want {})", resp.status, case.status));
+    }
+    match case.reason {
+        Some(reason) => {
+            if resp.upstream().is_some() {
+                problems.push("the request reached the upstream".into());
+            }
+            // The body is exactly the filter's: {"error": <code>, "reason": <reason>}.
+            let want_body = json!({"error": resp.error(), "reason": reason});
+            if resp.json() != Some(want_body) || resp.error().is_none() {
+                problems.push(format!("body {:?} (want reason {reason:?})", resp.text()));
+            }
+            if resp.header("content-type") != Some("application/json") {
+                problems.push(format!(
+                    "content-type {:?} (want application/json)",
+                    resp.header("content-type")
+                ));
+            }
+            if resp.header("cache-control") != Some("no-store") {
+                problems.push(format!(
+                    "cache-control {:?} (want no-store)",
+                    resp.header("cache-control")
+                ));
+            }
+        }
+        None => {
+            if resp.upstream().is_none() {
+                problems.push("the request did not reach the upstream".into());
+            }
+        }
+    }
+    let www = resp.header_all("www-authenticate");
+    match &case.www {
+        Www::Exact(want) => {
+            if www != [want.as_str()] {
+                problems.push(format!("www-authenticate {www:?} (want [{want:?}])"));
+            }
+        }
+        Www::NoErrorParam => {
+            if www.iter().any(|v| v.contains("error=")) {
+                problems.push(format!(
+                    "www-authenticate {www:?} (want no error parameter)"
+                ));
+            }
+        }
+        Www::Ignore => {}
+    }
+    for (header, want) in &case.upstream {
+        let got = resp.upstream_header(header);
+        if &got != want {
+            problems.push(format!("upstream {header}: {got:?} (want {want:?})"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} | got: {}", problems.join("; "), resp.summary()))
+    }
+}
+
+fn run_table(label: &str, to: SocketAddr, cases: &[Case]) -> Vec<String> {
+    let mut failed = Vec::new();
+    for case in cases {
+        match check(to, case) {
+            Ok(()) => println!("[{label}] ok   {}", case.name),
+            Err(e) => {
+                println!("[{label}] FAIL {}: {e}", case.name);
+                failed.push(format!("[{label}] {}: {e}", case.name));
+            }
+        }
+    }
+    println!(
+        "[{label}] {} of {} scenarios as expected",
+        cases.len() - failed.len(),
+        cases.len()
+    );
+    failed
+}
+
+/// Status list used by the inline configuration: idx 0 valid, 1 revoked, 2 suspended.
+fn status_lists() -> Value {
+    json!([status_list_json(DEFAULT_STATUS_URI, &[0, 1, 2, 0])])
+}
+
+/// The filter's scenario table, through workerd, with the client address from
+/// `CF-Connecting-IP` and the origin as an `ORIGIN` URL.
+#[test]
+fn workerd_scenarios() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let t = now();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-1");
+    let es = TestKey::generate(Alg::ES256, "es-1");
+    let rs = TestKey::generate(Alg::RS256, "rs-1");
+    let impostor = TestKey::generate(Alg::EdDSA, "ed-1");
+    let ghost = TestKey::generate(Alg::EdDSA, "ghost");
+
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed, &es, &rs]),
+        "token_sources": [
+            {"header": "authorization", "schemes": ["Bearer", "Token"]},
+            {"header": "csp-auth-token"}
+        ],
+        "routes": [{"path_prefix": "/admin", "scopes": ["admin"]}],
+        "status": {"lists": status_lists()},
+    });
+
+    let tok = |b: TokenBuilder| b.sign(&ed);
+    let valid = tok(TokenBuilder::new(t));
+    let other_valid = tok(TokenBuilder::new(t).claim("jti", "tok_other"));
+    let get = |path: &str| Request::get(path);
+    let bearer = |token: &str| get("/api/things").bearer(token);
+    let pinned = tok(TokenBuilder::new(t).claim("ip_allow", json!(["127.0.0.1/32"])));
+    let pinned_v6 = tok(TokenBuilder::new(t).claim("ip_allow", json!(["2001:db8::/32"])));
+    let from = |ip: &str, token: &str| bearer(token).header("cf-connecting-ip", ip);
+
+    let cases = vec![
+        // --- allowed, one per algorithm, identity headers as documented ---
+        Case::allow("valid EdDSA token", bearer(&valid), ALICE)
+            .upstream("authorization", &[&format!("Bearer {valid}")]),
+        Case::allow(
+            "valid ES256 token",
+            bearer(&TokenBuilder::new(t).sign(&es)),
+            ALICE,
+        ),
+        Case::allow(
+            "valid RS256 token",
+            bearer(&TokenBuilder::new(t).sign(&rs)),
+            ALICE,
+        ),
+        Case::allow(
+            "identity headers follow the claims",
+            bearer(&tok(TokenBuilder::new(t)
+                .claim("sub", "bob")
+                .claim("org", "globex")
+                .claim("jti", "tok_42")
+                .claim("scope", "read write"))),
+            ["bob", "globex", "tok_42", "read write"],
+        ),
+        Case::allow(
+            "non-ASCII claims reach the origin as UTF-8",
+            bearer(&tok(TokenBuilder::new(t).claim("sub", "b\u{f8}b \u{2603}"))),
+            ["b\u{f8}b \u{2603}", "acme", "tok_1", "read"],
+        ),
+        Case::allow(
+            "Authorization: Token scheme",
+            get("/api/things").header("authorization", &format!("Token {valid}")),
+            ALICE,
+        ),
+        Case::allow(
+            "custom header source csp-auth-token",
+            get("/api/things").header("csp-auth-token", &valid),
+            ALICE,
+        ),
+        Case::allow(
+            "same token in two sources is not ambiguous",
+            bearer(&valid).header("csp-auth-token", &valid),
+            ALICE,
+        ),
+        Case::allow(
+            "same token in two Authorization lines is not ambiguous",
+            bearer(&valid).bearer(&valid),
+            ALICE,
+        ),
+        Case::allow(
+            "spoofed identity headers are replaced",
+            bearer(&valid)
+                .header("x-tessera-user", "mallory")
+                .header("x-tessera-user", "eve")
+                .header("X-Tessera-Org", "evil")
+                .header("x-tessera-token-id", "forged")
+                .header("x-tessera-scopes", "admin"),
+            ALICE,
+        ),
+        Case::allow(
+            "scoped route with the scope",
+            Request::new("POST", "/admin/users")
+                .bearer(&tok(TokenBuilder::new(t).claim("scope", "read admin"))),
+            ["alice", "acme", "tok_1", "read admin"],
+        ),
+        Case::allow(
+            "path prefix matches whole segments only",
+            get("/administrator").bearer(&valid),
+            ALICE,
+        ),
+        // --- the client address is CF-Connecting-IP ---
+        Case::allow(
+            "ip_allow 127.0.0.1/32, CF-Connecting-IP 127.0.0.1",
+            from("127.0.0.1", &pinned),
+            ALICE,
+        )
+        .upstream("cf-connecting-ip", &["127.0.0.1"]),
+        Case::allow(
+            "ip_allow 2001:db8::/32, CF-Connecting-IP 2001:db8::7",
+            from("2001:db8::7", &pinned_v6),
+            ALICE,
+        ),
+        Case::allow(
+            "ip_allow ::1 (bare address), CF-Connecting-IP ::1",
+            from(
+                "::1",
+                &tok(TokenBuilder::new(t).claim("ip_allow", json!(["::1"]))),
+            ),
+            ALICE,
+        ),
+        Case::deny(
+            "ip_allow 127.0.0.1/32, CF-Connecting-IP 127.0.0.2",
+            from("127.0.0.2", &pinned),
+            403,
+            "ip_not_allowed",
+            Www::NoErrorParam,
+        ),
+        Case::deny(
+            "ip_allow 127.0.0.1/32, CF-Connecting-IP ::1",
+            from("::1", &pinned),
+            403,
+            "ip_not_allowed",
+            Www::NoErrorParam,
+        ),
+        Case::deny(
+            "ip_allow without CF-Connecting-IP: address unknown",
+            bearer(&pinned),
+            403,
+            "ip_not_allowed",
+            Www::NoErrorParam,
+        ),
+        Case::deny(
+            "X-Forwarded-For is not trusted",
+            bearer(&pinned).header("x-forwarded-for", "127.0.0.1"),
+            403,
+            "ip_not_allowed",
+            Www::NoErrorParam,
+        ),
+        Case::deny(
+            "unparsable CF-Connecting-IP",
+            from("not-an-ip", &pinned),
+            403,
+            "ip_not_allowed",
+            Www::NoErrorParam,
+        ),
+        // --- token extraction ---
+        Case::deny(
+            "no token",
+            get("/api/things"),
+            401,
+            "token_missing",
+            Www::challenge(),
+        ),
+        Case::deny(
+            "unlisted scheme counts as no token",
+            get("/api/things").header("authorization", "Basic YWxpY2U6c2VjcmV0"),
+            401,
+            "token_missing",
+            Www::challenge(),
+        ),
+        Case::deny(
+            "two different tokens in two sources",
+            bearer(&valid).header("csp-auth-token", &other_valid),
+            400,
+            "token_ambiguous",
+            Www::error("invalid_request"),
+        ),
+        Case::deny(
+            "two different Authorization headers",
+            bearer(&valid).bearer(&other_valid),
+            400,
+            "token_ambiguous",
+            Www::error("invalid_request"),
+        ),
+        // --- 401 invalid_token, one per reason ---
+        Case::invalid("malformed token", bearer("not-a-jwt"), "token_malformed"),
+        Case::invalid(
+            "malformed: three parts of garbage",
+            bearer("a.b.c"),
+            "token_malformed",
+        ),
+        Case::invalid(
+            "signature bytes altered",
+            bearer(&tamper_signature(&valid)),
+            "signature_invalid",
+        ),
+        Case::invalid(
+            "signed by another key with a configured kid",
+            bearer(&TokenBuilder::new(t).sign(&impostor)),
+            "signature_invalid",
+        ),
+        Case::invalid(
+            "unknown kid",
+            bearer(&TokenBuilder::new(t).sign(&ghost)),
+            "key_unknown",
+        ),
+        Case::invalid(
+            "alg none",
+            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).unsigned()),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "HS256 keyed with the Ed25519 public key, real kid",
+            bearer(
+                &TokenBuilder::new(t)
+                    .header("kid", ed.kid())
+                    .sign_hs256(&ed.public_key_bytes()),
+            ),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "HS256 keyed with the RSA public key, real kid",
+            bearer(
+                &TokenBuilder::new(t)
+                    .header("kid", rs.kid())
+                    .sign_hs256(&rs.public_key_bytes()),
+            ),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "ES256 token naming the EdDSA key's kid",
+            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).sign(&es)),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "expired",
+            bearer(&tok(TokenBuilder::new(t - 7200))),
+            "expired",
+        ),
+        Case::invalid(
+            "nbf in the future",
+            bearer(&tok(TokenBuilder::new(t).claim("nbf", t + 1800))),
+            "not_yet_valid",
+        ),
+        Case::invalid(
+            "wrong issuer",
+            bearer(&tok(
+                TokenBuilder::new(t).claim("iss", "https://evil.test/v1/orgs/acme")
+            )),
+            "issuer_mismatch",
+        ),
+        Case::invalid(
+            "wrong audience",
+            bearer(&tok(TokenBuilder::new(t).claim("aud", "someone-else"))),
+            "audience_mismatch",
+        ),
+        Case::invalid(
+            "token larger than 8192 bytes",
+            bearer(&tok(TokenBuilder::new(t).claim("pad", "x".repeat(9000)))),
+            "token_too_large",
+        ),
+        Case::invalid(
+            "exp missing",
+            bearer(&tok(TokenBuilder::new(t).remove_claim("exp"))),
+            "claim_missing",
+        ),
+        Case::invalid(
+            "revoked in the status list",
+            bearer(&tok(TokenBuilder::new(t).status_idx(1))),
+            "revoked",
+        ),
+        Case::invalid(
+            "suspended in the status list",
+            bearer(&tok(TokenBuilder::new(t).status_idx(2))),
+            "suspended",
+        ),
+        Case::deny(
+            "status index beyond the list (fail closed)",
+            bearer(&tok(TokenBuilder::new(t).status_idx(1000))),
+            503,
+            "status_unavailable",
+            Www::NoErrorParam,
+        ),
+        // --- scopes ---
+        Case::deny(
+            "scoped route without the scope",
+            Request::new("POST", "/admin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::deny(
+            "dot segments cannot sidestep a route rule",
+            get("/public/../admin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::deny(
+            "percent-encoded letters cannot sidestep a route rule",
+            get("/%61dmin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::deny(
+            "encoded dot segments cannot sidestep a route rule",
+            get("/public/%2e%2e/admin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::deny(
+            "doubled slashes cannot sidestep a route rule",
+            get("//admin//users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+    ];
+
+    // Signatures checked with WebCrypto (the default), then in Rust only: same table.
+    let mut failures = Vec::new();
+    for webcrypto in ["auto", "off"] {
+        let upstream = EchoUpstream::start().expect("echo upstream");
+        let options = WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var("TESSERA_WEBCRYPTO", webcrypto);
+        let worker = start(&options);
+        let label = format!("workerd, webcrypto {webcrypto}");
+        failures.extend(run_table(&label, worker.addr(), &cases));
+        let allowed = cases.iter().filter(|c| c.reason.is_none()).count();
+        if upstream.request_count() != allowed {
+            failures.push(format!(
+                "[{label}] the upstream saw {} requests, want {allowed} (one per allowed case)",
+                upstream.request_count()
+            ));
+        }
+        // Which path checked the signatures, per key, as the worker logs it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while webcrypto == "auto"
+            && worker.log().matches("verified with WebCrypto").count() < 3
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = worker.log();
+        for line in log.lines().filter(|l| l.contains("tessera: key")) {
+            println!("[{label}] {line}");
+        }
+        for kid in ["ed-1", "es-1", "rs-1"] {
+            let webcrypto_used = log.lines().any(|l| {
+                l.contains(&format!("key {kid} ")) && l.contains("verified with WebCrypto")
+            });
+            if webcrypto_used != (webcrypto == "auto") {
+                failures.push(format!(
+                    "[{label}] key {kid}: WebCrypto used = {webcrypto_used}\n{log}"
+                ));
+            }
+        }
+    }
+    finish(&failures);
+}
+
+/// The origin as a service binding, `forward_token: false`, and the path the origin gets
+/// (normalised as Envoy's `normalize_path` + `merge_slashes` would, query kept).
+#[test]
+fn workerd_service_binding_forwards_normalised_path_without_token() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let t = now();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-svc");
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed]),
+        "forward_token": false,
+        "identity_headers": {"user": "x-user"},
+        "status": {"lists": status_lists()},
+    });
+    let token = TokenBuilder::new(t).sign(&ed);
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = start(&WorkerdOptions::new(
+        &workerd_bin,
+        &bundle,
+        &config,
+        Origin::Service(upstream.addr()),
+    ));
+
+    let resp = Request::new("POST", "/a/./b/../c//d?q=1//2")
+        .bearer(&token)
+        .header("x-user", "mallory")
+        .body("hello")
+        .send(worker.addr())
+        .expect("request");
+    let echo = resp
+        .upstream()
+        .unwrap_or_else(|| panic!("not from the origin: {}", resp.summary()));
+    assert_eq!(resp.status, 200);
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/a/c/d?q=1//2");
+    assert_eq!(echo["body_bytes"], 5);
+    assert_eq!(resp.upstream_header("authorization"), Vec::<String>::new());
+    assert_eq!(resp.upstream_header("x-user"), ["alice"]);
+    assert_eq!(resp.upstream_header("x-tessera-org"), ["acme"]);
+
+    // `forward_token: false` removes a custom-source header too, and denials never
+    // reach the origin.
+    let denied = Request::get("/x").send(worker.addr()).expect("request");
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.reason().as_deref(), Some("token_missing"));
+    assert_eq!(upstream.request_count(), 1);
+}
+
+/// A configuration the worker cannot honour fails closed (500 `filter_error`) and the log
+/// names the field, as the filter's refusal does.
+#[test]
+fn workerd_refuses_bad_configurations_naming_the_field() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-bad");
+    let good = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed]),
+    });
+    let mut xff = good.clone();
+    xff["client_ip"] = json!({"source": "x_forwarded_for", "trusted_hops": 1});
+    let mut bad_key = good.clone();
+    bad_key["jwks"]["keys"][0]["crv"] = json!("P-384");
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let token = TokenBuilder::new(now()).sign(&ed);
+
+    for (config, field) in [(xff, "client_ip.source"), (bad_key, "jwks.keys[0].crv")] {
+        let worker = start(&WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        ));
+        let resp = Request::get("/x")
+            .bearer(&token)
+            .send(worker.addr())
+            .expect("request");
+        assert_eq!(resp.status, 500, "{field}: {}", resp.summary());
+        assert_eq!(resp.reason().as_deref(), Some("filter_error"));
+        assert_eq!(resp.error().as_deref(), Some("server_error"));
+        // console.error reaches the log when the request has been answered.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !worker.log().contains(field) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = worker.log();
+        assert!(
+            log.contains("invalid configuration") && log.contains(field),
+            "the log does not name {field}:\n{log}"
+        );
+    }
+    assert_eq!(upstream.request_count(), 0);
+}
+
+const LIST_URI: &str = "https://cp.tessera.test/v1/orgs/acme/status-list";
+const LIST_PATH: &str = "/v1/orgs/acme/status-list";
+
+fn list_doc(statuses: &[u8]) -> Value {
+    let entry = status_list_json(LIST_URI, statuses);
+    json!({"bits": 2, "lst": entry["lst"]})
+}
+
+/// Revocation through a status list fetched from the control plane: refused within the
+/// worker's TTL (measured and printed), revalidated with ETag in between.
+#[test]
+fn workerd_revocation_within_the_status_ttl() {
+    const TTL_MS: u64 = 1000;
+    let (workerd_bin, bundle) = workerd_tools();
+    let t = now();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-rev");
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed]),
+        "status": {"fail_policy": "closed"},
+    });
+    let stub = ControlStub::start().expect("control stub");
+    stub.set_status_list(LIST_PATH, &list_doc(&[0, 0, 0, 0, 0, 0]));
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var(
+            "TESSERA_STATUS_URLS",
+            &json!({ LIST_URI: stub.url(LIST_PATH) }).to_string(),
+        )
+        .var("TESSERA_STATUS_TTL_MS", &TTL_MS.to_string()),
+    );
+    let token = TokenBuilder::new(t).status(5, LIST_URI).sign(&ed);
+    let send = || {
+        Request::get("/api")
+            .bearer(&token)
+            .send(worker.addr())
+            .expect("request")
+    };
+
+    let first = send();
+    assert_eq!(first.status, 200, "{}", first.summary());
+    // Past the TTL the list is revalidated; unchanged, the stub answers 304.
+    std::thread::sleep(Duration::from_millis(TTL_MS + 300));
+    let second = send();
+    assert_eq!(second.status, 200, "{}", second.summary());
+    let revalidated = stub.requests().iter().any(|r| {
+        r.status == 304 && r.header("if-none-match") == Some("\"1\"") && r.path == LIST_PATH
+    });
+    assert!(
+        revalidated,
+        "no If-None-Match revalidation answered 304: {:?}",
+        stub.requests()
+    );
+
+    // Revoke: refused within the TTL (bound: TTL plus a generous allowance for a loaded
+    // machine).
+    stub.set_status_list(LIST_PATH, &list_doc(&[0, 0, 0, 0, 0, 1]));
+    let revoked_at = Instant::now();
+    let bound = Duration::from_millis(TTL_MS) + Duration::from_secs(5);
+    let refused = loop {
+        let r = send();
+        if r.status != 200 || revoked_at.elapsed() > bound {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let took = revoked_at.elapsed();
+    println!("revoked → refused by workerd after {took:?} (status TTL {TTL_MS} ms)");
+    assert_eq!(refused.status, 401, "{}", refused.summary());
+    assert_eq!(refused.reason().as_deref(), Some("revoked"));
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+
+    // Suspend, then reinstate: both follow the list.
+    stub.set_status_list(LIST_PATH, &list_doc(&[0, 0, 0, 0, 0, 2]));
+    std::thread::sleep(Duration::from_millis(TTL_MS + 100));
+    let suspended = send();
+    assert_eq!(suspended.reason().as_deref(), Some("suspended"));
+    stub.set_status_list(LIST_PATH, &list_doc(&[0, 0, 0, 0, 0, 0]));
+    std::thread::sleep(Duration::from_millis(TTL_MS + 100));
+    assert_eq!(send().status, 200);
+}
+
+/// A status list that cannot be fetched: the fail policy decides, as in the filter.
+#[test]
+fn workerd_unreachable_status_list_follows_the_fail_policy() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-fail");
+    // A port that was just free: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let token = TokenBuilder::new(now()).status(0, LIST_URI).sign(&ed);
+    for (policy, status, reason) in [
+        ("closed", 503, Some("status_unavailable")),
+        ("open", 200, None),
+    ] {
+        let config = json!({
+            "issuers": [DEFAULT_ISSUER],
+            "audiences": [DEFAULT_AUDIENCE],
+            "jwks": jwks(&[&ed]),
+            "status": {"fail_policy": policy},
+        });
+        let worker = start(
+            &WorkerdOptions::new(
+                &workerd_bin,
+                &bundle,
+                &config,
+                Origin::Url(format!("http://{}", upstream.addr())),
+            )
+            .var(
+                "TESSERA_STATUS_URLS",
+                &json!({ LIST_URI: format!("http://{dead}{LIST_PATH}") }).to_string(),
+            ),
+        );
+        let resp = Request::get("/api")
+            .bearer(&token)
+            .send(worker.addr())
+            .expect("request");
+        assert_eq!(resp.status, status, "{policy}: {}", resp.summary());
+        assert_eq!(resp.reason().as_deref(), reason, "{policy}");
+    }
+}
+
+/// Usage reports reach the control plane in batches, after the responses.
+#[test]
+fn workerd_usage_reports_are_batched() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-usage");
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed]),
+        "status": {"lists": status_lists()},
+    });
+    let stub = ControlStub::start().expect("control stub");
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var("TESSERA_USAGE_URL", &stub.url("/v1/usage"))
+        .var("TESSERA_USAGE_TOKEN", "edge-secret")
+        .var("TESSERA_USAGE_BATCH", "3")
+        .var("TESSERA_USAGE_FLUSH_MS", "600000"),
+    );
+    let token = TokenBuilder::new(now()).claim("jti", "tok_u").sign(&ed);
+    // The first event flushes at once (nothing sent yet); then batches of 3.
+    for i in 0..4 {
+        let resp = Request::get(&format!("/items/{i}?secret=x"))
+            .bearer(&token)
+            .header("cf-connecting-ip", "203.0.113.7")
+            .send(worker.addr())
+            .expect("request");
+        assert_eq!(resp.status, 200, "{}", resp.summary());
+    }
+    // Refusals of a verified token are reported too; a token-less one is not.
+    let revoked = TokenBuilder::new(now())
+        .claim("jti", "tok_r")
+        .status_idx(1)
+        .sign(&ed);
+    for i in 0..3 {
+        let resp = Request::get(&format!("/gone/{i}?q=1"))
+            .bearer(&revoked)
+            .send(worker.addr())
+            .expect("request");
+        assert_eq!(resp.reason().as_deref(), Some("revoked"));
+    }
+    let denied = Request::get("/x").send(worker.addr()).expect("request");
+    assert_eq!(denied.status, 401);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let posts: Vec<_> = stub
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect();
+        let events: Vec<Value> = posts
+            .iter()
+            .flat_map(|r| {
+                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                v["events"].as_array().cloned().unwrap_or_default()
+            })
+            .collect();
+        if events.len() >= 7 || Instant::now() > deadline {
+            for p in &posts {
+                assert_eq!(p.path, "/v1/usage");
+                assert_eq!(p.header("authorization"), Some("Bearer edge-secret"));
+                assert_eq!(p.header("content-type"), Some("application/json"));
+            }
+            println!(
+                "{} usage POSTs carried {} events",
+                posts.len(),
+                events.len()
+            );
+            assert_eq!(posts.len(), 3, "batches: 1, then 3, then 3");
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(events.len(), 7, "{events:?}");
+    for (i, e) in events[..4].iter().enumerate() {
+        assert_eq!(e["token_id"], "tok_u");
+        assert_eq!(e["outcome"], "allow");
+        assert_eq!(e["reason"], Value::Null);
+        assert_eq!(e["ip"], "203.0.113.7");
+        assert_eq!(e["method"], "GET");
+        assert_eq!(e["path"], format!("/items/{i}"), "no query string");
+        assert!(e["at"].as_u64().is_some_and(|at| at >= now() - 60));
+    }
+    for (i, e) in events[4..].iter().enumerate() {
+        assert_eq!(e["token_id"], "tok_r");
+        assert_eq!(e["outcome"], "deny");
+        assert_eq!(e["reason"], "revoked");
+        assert_eq!(e["ip"], Value::Null);
+        assert_eq!(e["path"], format!("/gone/{i}"));
+    }
+}
+
+/// The example workerd config (examples/edge-worker/tessera.capnp) runs as it is: copied
+/// beside a copy of the bundle at the same relative path, it serves the example
+/// configuration (a token-less request gets the filter's 401).
+#[test]
+fn example_workerd_config_serves() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let dir = TempDir::new("workerd-example").expect("temp dir");
+    let example = dir.path().join("examples/edge-worker");
+    let built = dir.path().join("target/wasm/edge-worker");
+    std::fs::create_dir_all(&example).expect("mkdir");
+    std::fs::create_dir_all(&built).expect("mkdir");
+    for file in ["tessera.capnp", "tessera-config.json"] {
+        std::fs::copy(
+            repo_root().join("examples/edge-worker").join(file),
+            example.join(file),
+        )
+        .expect("copy example");
+    }
+    for file in workerd::BUNDLE_FILES {
+        std::fs::copy(bundle.join(file), built.join(file)).expect("copy bundle");
+    }
+    let capnp = example.join("tessera.capnp");
+    let worker = Workerd::start_config(&workerd_bin, dir, &capnp, "http")
+        .unwrap_or_else(|e| panic!("the example config did not start: {e}"));
+    let resp = Request::get("/hello").send(worker.addr()).expect("request");
+    assert_eq!(resp.status, 401, "{}", resp.summary());
+    assert_eq!(resp.reason().as_deref(), Some("token_missing"));
+    assert_eq!(
+        resp.header("www-authenticate"),
+        Some(r#"Bearer realm="tessera""#)
+    );
+    let resp = Request::get("/hello")
+        .bearer("not-a-jwt")
+        .send(worker.addr())
+        .expect("request");
+    assert_eq!(resp.reason().as_deref(), Some("token_malformed"));
+}
