@@ -1,6 +1,7 @@
 //! The HTTP API: state, extractors, the route table (also the source of `/openapi.json`)
 //! and the handlers, which authenticate and run one service operation per transaction.
 
+use crate::auth::Verifiers;
 use crate::crypto::MasterKey;
 use crate::error::{ApiError, ApiResult};
 use crate::policy::Actor;
@@ -34,6 +35,8 @@ struct Inner {
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
     /// Bumped after every committed write; wakes status-list long polls.
     changes: watch::Sender<u64>,
+    /// The core verifier API calls are authenticated with.
+    verifiers: Arc<Verifiers>,
 }
 
 pub struct Config {
@@ -65,6 +68,7 @@ impl AppState {
                 access_ttl: config.access_ttl,
                 clock,
                 changes,
+                verifiers: Arc::new(Verifiers::new()),
             }),
         }
     }
@@ -120,14 +124,15 @@ impl AppState {
 // ---------------------------------------------------------------------------------------
 // Extractors
 
-/// The credential from `Authorization: Bearer <token>` (or `Token <token>`).
-pub struct Credential(pub String);
+/// The bare secret from `Authorization: Bearer <secret>` (or `Token <secret>`): the edge
+/// credential of `POST /v1/usage`.
+pub struct BearerSecret(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for Credential {
+impl<S: Send + Sync> FromRequestParts<S> for BearerSecret {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let missing = || ApiError::unauthorized("send Authorization: Bearer <tessera token>");
+        let missing = || ApiError::unauthorized("send Authorization: Bearer <edge credential>");
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -141,22 +146,67 @@ impl<S: Send + Sync> FromRequestParts<S> for Credential {
         if token.is_empty() {
             return Err(missing());
         }
-        Ok(Credential(token.to_string()))
+        Ok(BearerSecret(token.to_string()))
     }
 }
 
-/// The peer address, when served over a socket.
-pub struct PeerIp(pub Option<String>);
+/// What an API call presents to authenticate: its method, path, headers and peer address,
+/// checked in the handler's transaction by [`authenticate`] (core's verifier, then the
+/// database). Extraction refuses only a request with no usable token (core's
+/// `token_missing` or `token_ambiguous`), before the body is read.
+pub struct Credential {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    peer: Option<String>,
+    verifiers: Arc<Verifiers>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+impl FromRequestParts<AppState> for Credential {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let headers = header_pairs(&parts.headers);
+        if let Some(deny) = crate::auth::early_refusal(&headers) {
+            return Err(ApiError::refused(&deny));
+        }
+        Ok(Credential {
+            method: parts.method.as_str().to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+            headers,
+            peer: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string()),
+            verifiers: Arc::clone(&s.inner.verifiers),
+        })
+    }
+}
+
+/// Headers as core takes them; a value that is not visible ASCII is passed as nothing
+/// (a token never contains one).
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// The peer address as `ip:port`, when served over a socket.
+pub struct PeerAddr(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(PeerIp(
+        Ok(PeerAddr(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
+                .map(|c| c.0.to_string()),
         ))
     }
 }
@@ -234,17 +284,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
-fn authenticate(tx: &mut dyn Tx, ctx: &Ctx, cred: &str) -> ApiResult<Actor> {
-    match service::verify_presented(tx, ctx, cred, &[Kind::Api, Kind::Access])? {
+/// Authenticates an API call: `tessera_core::Verifier` (the data plane's code), then the
+/// control plane's database checks (`service::verify_presented`). A refusal keeps core's
+/// status (401, 403 for `ip_not_allowed`, ...) and `WWW-Authenticate`, and names the
+/// reason code in `reason` and in the message.
+fn authenticate(tx: &mut dyn Tx, ctx: &Ctx, cred: &Credential) -> ApiResult<Actor> {
+    let presented = service::Presentation {
+        method: &cred.method,
+        path: &cred.path,
+        headers: &cred.headers,
+        peer: cred.peer.as_deref(),
+    };
+    match service::verify_presented(
+        tx,
+        ctx,
+        &cred.verifiers,
+        &presented,
+        &[Kind::Api, Kind::Access],
+    )? {
         Ok(p) => Ok(Actor {
             token_id: p.token.id.clone(),
             user: p.user,
             org: p.org,
         }),
-        Err(r) => Err(ApiError::unauthorized(format!(
-            "the token was refused: {}",
-            r.reason
-        ))),
+        Err(r) => Err(ApiError::refused(&r.deny)),
     }
 }
 
@@ -404,7 +467,7 @@ async fn openapi(State(s): State<AppState>) -> Json<Value> {
     Json(crate::openapi::document(s.base_url()))
 }
 
-async fn me(State(s): State<AppState>, Credential(c): Credential) -> JsonResult {
+async fn me(State(s): State<AppState>, c: Credential) -> JsonResult {
     s.read(move |tx, ctx| {
         let a = authenticate(tx, ctx, &c)?;
         Ok(json!({"user": service::user_view(&a.user), "org": service::org_view(ctx, &a.org), "token": a.token_id}))
@@ -413,7 +476,7 @@ async fn me(State(s): State<AppState>, Credential(c): Credential) -> JsonResult 
     .map(Json)
 }
 
-async fn orgs_list(State(s): State<AppState>, Credential(c): Credential) -> JsonResult {
+async fn orgs_list(State(s): State<AppState>, c: Credential) -> JsonResult {
     s.read(move |tx, ctx| {
         let a = authenticate(tx, ctx, &c)?;
         let orgs = service::visible_orgs(tx, &a)?;
@@ -425,7 +488,7 @@ async fn orgs_list(State(s): State<AppState>, Credential(c): Credential) -> Json
 
 async fn orgs_create(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     JsonBody(req): JsonBody<service::CreateOrg>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let v = s
@@ -438,11 +501,7 @@ async fn orgs_create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn orgs_get(
-    State(s): State<AppState>,
-    Credential(c): Credential,
-    Path(org): Path<String>,
-) -> JsonResult {
+async fn orgs_get(State(s): State<AppState>, c: Credential, Path(org): Path<String>) -> JsonResult {
     s.read(move |tx, ctx| {
         let a = authenticate(tx, ctx, &c)?;
         let o = service::get_org(tx, &a, &org)?;
@@ -514,7 +573,10 @@ async fn status_list(
     loop {
         let o = org.clone();
         let version = s.read(move |tx, _| service::status_version(tx, &o)).await?;
-        let fresh = p.since.is_none_or(|since| version > since);
+        // Any difference answers at once: a client ahead of us (a database restored from
+        // a backup, another deployment) must get our list, not wait for a version that
+        // may never come.
+        let fresh = p.since.is_none_or(|since| version != since);
         if fresh {
             break;
         }
@@ -565,7 +627,7 @@ fn not_modified(etag: &str, version: i64) -> Response {
 
 async fn keys_rotate(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(org): Path<String>,
     JsonBody(req): JsonBody<service::RotateKey>,
 ) -> JsonResult {
@@ -579,7 +641,7 @@ async fn keys_rotate(
 
 async fn edges_create(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(org): Path<String>,
     JsonBody(req): JsonBody<service::CreateEdge>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -594,7 +656,7 @@ async fn edges_create(
 
 async fn users_list(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(org): Path<String>,
 ) -> JsonResult {
     s.read(move |tx, ctx| {
@@ -608,7 +670,7 @@ async fn users_list(
 
 async fn users_create(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(org): Path<String>,
     JsonBody(req): JsonBody<service::CreateUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -623,11 +685,7 @@ async fn users_create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn users_get(
-    State(s): State<AppState>,
-    Credential(c): Credential,
-    Path(id): Path<String>,
-) -> JsonResult {
+async fn users_get(State(s): State<AppState>, c: Credential, Path(id): Path<String>) -> JsonResult {
     s.read(move |tx, ctx| {
         let a = authenticate(tx, ctx, &c)?;
         Ok(service::user_view(&service::get_user(tx, &a, &id)?))
@@ -638,7 +696,7 @@ async fn users_get(
 
 async fn users_update(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<service::UpdateUser>,
 ) -> JsonResult {
@@ -654,7 +712,7 @@ async fn users_update(
 
 async fn tokens_search(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     QueryParams(p): QueryParams<service::SearchParams>,
 ) -> JsonResult {
     s.read(move |tx, ctx| {
@@ -695,7 +753,7 @@ pub fn cell(v: Option<&Value>) -> String {
 
 async fn tokens_csv(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     QueryParams(p): QueryParams<service::SearchParams>,
 ) -> ApiResult<Response> {
     let csv = s
@@ -720,7 +778,7 @@ async fn tokens_csv(
 
 async fn tokens_create(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     JsonBody(req): JsonBody<service::CreateToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let v = s
@@ -734,7 +792,7 @@ async fn tokens_create(
 
 async fn tokens_revoke_all(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     JsonBody(req): JsonBody<service::RevokeAll>,
 ) -> JsonResult {
     s.write(move |tx, ctx| {
@@ -747,7 +805,7 @@ async fn tokens_revoke_all(
 
 async fn tokens_get(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
 ) -> JsonResult {
     s.read(move |tx, ctx| {
@@ -760,7 +818,7 @@ async fn tokens_get(
 
 async fn tokens_edit(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<service::EditToken>,
 ) -> JsonResult {
@@ -775,7 +833,7 @@ async fn tokens_edit(
 /// The token operations that take only the id.
 type TokenOp = fn(&mut dyn Tx, &Ctx, &Actor, &str) -> ApiResult<Value>;
 
-async fn token_op(s: AppState, c: String, id: String, op: TokenOp) -> JsonResult {
+async fn token_op(s: AppState, c: Credential, id: String, op: TokenOp) -> JsonResult {
     s.write(move |tx, ctx| {
         let a = authenticate(tx, ctx, &c)?;
         op(tx, ctx, &a, &id)
@@ -786,7 +844,7 @@ async fn token_op(s: AppState, c: String, id: String, op: TokenOp) -> JsonResult
 
 async fn tokens_delete(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
 ) -> JsonResult {
     token_op(s, c, id, service::delete).await
@@ -794,7 +852,7 @@ async fn tokens_delete(
 
 async fn tokens_download(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
 ) -> JsonResult {
     token_op(s, c, id, service::download).await
@@ -802,7 +860,7 @@ async fn tokens_download(
 
 async fn tokens_regenerate(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
 ) -> JsonResult {
     token_op(s, c, id, service::regenerate).await
@@ -810,7 +868,7 @@ async fn tokens_regenerate(
 
 async fn tokens_revoke(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
 ) -> JsonResult {
     token_op(s, c, id, service::revoke).await
@@ -818,7 +876,7 @@ async fn tokens_revoke(
 
 async fn tokens_enable(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
 ) -> JsonResult {
     token_op(s, c, id, service::enable).await
@@ -826,7 +884,7 @@ async fn tokens_enable(
 
 async fn tokens_disable(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
 ) -> JsonResult {
     token_op(s, c, id, service::disable).await
@@ -834,7 +892,7 @@ async fn tokens_disable(
 
 async fn tokens_auth_log(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     Path(id): Path<String>,
     QueryParams(p): QueryParams<service::LogParams>,
 ) -> JsonResult {
@@ -848,7 +906,7 @@ async fn tokens_auth_log(
 
 async fn auth_log(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     QueryParams(p): QueryParams<service::LogParams>,
 ) -> JsonResult {
     s.read(move |tx, ctx| {
@@ -861,7 +919,7 @@ async fn auth_log(
 
 async fn audit_log(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    c: Credential,
     QueryParams(p): QueryParams<service::AuditParams>,
 ) -> JsonResult {
     s.read(move |tx, ctx| {
@@ -896,7 +954,7 @@ const SUBJECT_TYPES: [&str; 3] = [
 /// JSON `{"refreshToken"}` or the RFC 8693 form (`grant_type=...token-exchange`).
 async fn exchange(
     State(s): State<AppState>,
-    PeerIp(ip): PeerIp,
+    PeerAddr(peer): PeerAddr,
     req: Request,
 ) -> ApiResult<Response> {
     let form = req
@@ -926,8 +984,9 @@ async fn exchange(
     } else {
         parse_json::<ExchangeJson>(&bytes)?.refresh_token
     };
+    let verifiers = Arc::clone(&s.inner.verifiers);
     let mut v = s
-        .write(move |tx, ctx| service::exchange(tx, ctx, &token, ip))
+        .write(move |tx, ctx| service::exchange(tx, ctx, &verifiers, &token, peer.as_deref()))
         .await??;
     if form {
         if let Value::Object(m) = &mut v {
@@ -945,7 +1004,7 @@ async fn exchange(
 
 async fn usage(
     State(s): State<AppState>,
-    Credential(c): Credential,
+    BearerSecret(c): BearerSecret,
     JsonBody(batch): JsonBody<service::UsageBatch>,
 ) -> JsonResult {
     s.write(move |tx, ctx| service::record_usage(tx, ctx, &c, batch))

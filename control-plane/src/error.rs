@@ -11,6 +11,10 @@ pub struct ApiError {
     /// Stable machine-readable code (`invalid_request`, `forbidden`, ...).
     pub code: &'static str,
     pub message: String,
+    /// For a refused credential: core's reason code, sent as `reason`.
+    pub reason: Option<&'static str>,
+    /// For a refused credential: core's `WWW-Authenticate` challenge.
+    pub challenge: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -21,6 +25,34 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            reason: None,
+            challenge: None,
+        }
+    }
+
+    /// A credential refused by `tessera_core` or by the control plane's own checks on top:
+    /// core's status and challenge, our `error` codes, and the reason code.
+    pub fn refused(deny: &tessera_core::Deny) -> Self {
+        let status = StatusCode::from_u16(deny.status).unwrap_or(StatusCode::UNAUTHORIZED);
+        let code = match deny.status {
+            401 => "unauthorized",
+            403 => "forbidden",
+            400 => "invalid_request",
+            _ => "unavailable",
+        };
+        let reason = deny.reason.as_str();
+        let message = match deny.reason {
+            tessera_core::Reason::TokenMissing => {
+                "send Authorization: Bearer <tessera token> (token_missing)".to_string()
+            }
+            _ => format!("the token was refused: {reason}"),
+        };
+        ApiError {
+            status,
+            code,
+            message,
+            reason: Some(reason),
+            challenge: deny.www_authenticate.clone(),
         }
     }
 
@@ -91,13 +123,28 @@ impl From<rusqlite::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.code, "message": self.message});
+        let mut body = serde_json::json!({"error": self.code, "message": self.message});
+        if let Some(r) = self.reason {
+            body["reason"] = serde_json::json!(r);
+        }
         let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tessera\""),
-            );
+        let challenge = self
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok());
+        match challenge {
+            Some(c) => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            None if self.status == StatusCode::UNAUTHORIZED => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tessera\""),
+                );
+            }
+            None => {}
         }
         resp
     }

@@ -1,6 +1,7 @@
 //! The operations behind the API: each runs inside one store transaction, checks the
 //! policy, changes records and the status list, and writes the audit log.
 
+use crate::auth;
 use crate::crypto::{self, MasterKey, UntrustedJws};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
@@ -15,12 +16,13 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use tessera_core::{Decision, Deny, Reason, Request as CoreRequest};
 
 pub const TYP_API: &str = "tessera-api+jwt";
 pub const TYP_ACCESS: &str = "at+jwt";
 pub const TYP_STATUS_LIST: &str = "statuslist+jwt";
 /// Leeway on `exp`/`nbf` when the control plane checks a presented token.
-const SKEW: i64 = 60;
+pub const SKEW: i64 = 60;
 const DEFAULT_LIFETIME_DAYS: i64 = 90;
 
 /// Per-request context.
@@ -1592,76 +1594,164 @@ pub struct Presented {
     pub claims: serde_json::Map<String, Value>,
 }
 
-/// Why a presented token was refused, with the token record when it could be identified
-/// (so the refusal can be logged against it).
+/// Why a presented token was refused: core's reason code (the data plane would say the
+/// same, or the token passed core and a database check refused it), the refusal core
+/// builds for it (status and `WWW-Authenticate`), and the token record when it could be
+/// identified (so the refusal can be logged against it).
 pub struct Refused {
-    pub reason: &'static str,
+    pub reason: Reason,
+    pub deny: Deny,
     pub token: Option<Token>,
 }
 
-fn refused(reason: &'static str) -> Refused {
+fn refused(reason: Reason, token: Option<Token>) -> Refused {
     Refused {
         reason,
-        token: None,
+        deny: Deny::new(reason, auth::REALM, &[]),
+        token,
     }
 }
 
-/// Checks a Tessera token as the data plane would, plus what only the control plane knows:
-/// the record exists, the JWT is the outstanding one, and its status is Enabled.
+/// What was presented: the request as core sees it.
+pub struct Presentation<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The request headers (only `Authorization` matters to the API's verifier).
+    pub headers: &'a [(String, String)],
+    /// The peer address (`ip:port`), when the request came over a socket.
+    pub peer: Option<&'a str>,
+}
+
+/// The record a verified token speaks for: the API token itself, or an access token's
+/// parent, if it belongs to the token's org and user.
+fn record_of(
+    tx: &mut dyn Tx,
+    org: &str,
+    user: Option<&str>,
+    jti: &str,
+    parent: Option<&str>,
+) -> ApiResult<Option<Token>> {
+    Ok(tx
+        .get_token(parent.unwrap_or(jti))?
+        .filter(|t| t.org_id == org && user.is_none_or(|u| t.user_id == u)))
+}
+
+/// The first address of the presented token's `ip_allow` (unverified: only used to ask
+/// core again, which verifies everything).
+fn first_allowed_address(
+    verifier: &tessera_core::Verifier,
+    headers: &[(String, String)],
+) -> Option<String> {
+    let found = tessera_core::extract::extract(&verifier.config().token_sources, headers)
+        .ok()
+        .flatten()?;
+    let jws = UntrustedJws::parse(found.token).ok()?;
+    let first = jws.claims.get("ip_allow")?.get(0)?.as_str()?;
+    Some(first.split('/').next().unwrap_or(first).to_string())
+}
+
+/// Checks a Tessera token with `tessera_core::Verifier` (exactly what the data plane runs:
+/// signature with the key's pinned algorithm, `typ`, `iss`, `aud`, times, IP filter, and
+/// the org's current status list), then what only the control plane knows: the key belongs
+/// to the token's org and `iss` is that org's, `aud` is that org's audience, the record
+/// exists and is Enabled, the JWT carries the record's current status index, and (for an
+/// API token) its SHA-256 is the stored one.
 pub fn verify_presented(
     tx: &mut dyn Tx,
     ctx: &Ctx,
-    jwt: &str,
+    verifiers: &auth::Verifiers,
+    presented: &Presentation<'_>,
     accept: &[Kind],
 ) -> ApiResult<Result<Presented, Refused>> {
-    if jwt.len() > 8192 {
-        return Ok(Err(refused("token_too_large")));
-    }
-    let Ok(jws) = UntrustedJws::parse(jwt) else {
-        return Ok(Err(refused("token_malformed")));
+    let Some(verifier) = verifiers.current(tx, ctx)? else {
+        // An empty database: no key can verify anything.
+        let has_token = presented
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        let reason = if has_token {
+            Reason::KeyUnknown
+        } else {
+            Reason::TokenMissing
+        };
+        return Ok(Err(refused(reason, None)));
     };
-    let kind = match jws.header_str("typ") {
-        Some(TYP_API) => Kind::Api,
-        Some(TYP_ACCESS) => Kind::Access,
-        _ => return Ok(Err(refused("type_mismatch"))),
+    let req = CoreRequest {
+        method: presented.method,
+        path: presented.path,
+        headers: presented.headers,
+        source_address: presented.peer,
+    };
+    let now = u64::try_from(ctx.now).unwrap_or(0);
+    let mut outcome = verifier.check(&req, now, None);
+    if presented.peer.is_none() && outcome.decision.reason() == Some(Reason::IpNotAllowed) {
+        // No socket, so no client address (an in-process caller; `tessera serve` always
+        // knows the peer): the IP filter cannot apply. Core decides the request as coming
+        // from inside the token's filter; every other check stands.
+        if let Some(inside) = first_allowed_address(&verifier, req.headers) {
+            outcome = verifier.check(
+                &CoreRequest {
+                    source_address: Some(&inside),
+                    ..req
+                },
+                now,
+                None,
+            );
+        }
+    }
+    let identity = match outcome.decision {
+        Decision::Allow(identity) => identity,
+        Decision::Deny(deny) => {
+            // Once the signature verified, the token's record is known: log against it.
+            let token = match &outcome.subject {
+                Some(s) => record_of(tx, &s.org, None, &s.token_id, s.parent.as_deref())?,
+                None => None,
+            };
+            return Ok(Err(Refused {
+                reason: deny.reason,
+                deny,
+                token,
+            }));
+        }
+    };
+    let jwt = match tessera_core::extract::extract(&verifier.config().token_sources, req.headers) {
+        Ok(Some(found)) => found.token,
+        // Core allowed, so it found exactly one token.
+        _ => return Ok(Err(refused(Reason::TokenMalformed, None))),
+    };
+    let kind = match identity.token_type.as_str() {
+        TYP_API => Kind::Api,
+        TYP_ACCESS => Kind::Access,
+        _ => return Ok(Err(refused(Reason::TypeMismatch, None))),
     };
     if !accept.contains(&kind) {
-        return Ok(Err(refused("type_mismatch")));
+        return Ok(Err(refused(Reason::TypeMismatch, None)));
     }
-    let Some(kid) = jws.header_str("kid") else {
-        return Ok(Err(refused("key_unknown")));
+    // Core verified the signature: the header and claims are the issuer's.
+    let Ok(jws) = UntrustedJws::parse(jwt) else {
+        return Ok(Err(refused(Reason::TokenMalformed, None)));
     };
-    let Some(key) = tx.get_key(kid)? else {
-        return Ok(Err(refused("key_unknown")));
-    };
-    if let Err(e) = jws.verify(key.alg, &key.public_jwk) {
-        return Ok(Err(refused(if e.contains("alg") {
-            "alg_not_allowed"
-        } else {
-            "signature_invalid"
-        })));
-    }
     let c = &jws.claims;
-    let s = |n: &str| c.get(n).and_then(Value::as_str);
-    let i = |n: &str| c.get(n).and_then(Value::as_i64);
-    let (Some(iss), Some(sub), Some(org_id), Some(jti), Some(exp)) =
-        (s("iss"), s("sub"), s("org"), s("jti"), i("exp"))
-    else {
-        return Ok(Err(refused("claim_missing")));
+    let org_id = identity.org.as_str();
+    let token = record_of(
+        tx,
+        org_id,
+        Some(&identity.user),
+        &identity.token_id,
+        identity.parent.as_deref(),
+    )?;
+    let with = |reason: Reason| Ok(Err(refused(reason, token.clone())));
+    let key_org = match jws.header_str("kid") {
+        Some(kid) => tx.get_key(kid)?.map(|k| k.org_id),
+        None => None,
     };
-    let idx = c
-        .get("status")
-        .and_then(|v| v.get("status_list"))
-        .and_then(|v| v.get("idx"))
-        .and_then(Value::as_i64);
-    let Some(idx) = idx else {
-        return Ok(Err(refused("claim_missing")));
-    };
-    if org_id != key.org_id || iss != ctx.issuer(org_id) {
-        return Ok(Err(refused("issuer_mismatch")));
+    if key_org.as_deref() != Some(org_id)
+        || c.get("iss").and_then(Value::as_str) != Some(ctx.issuer(org_id).as_str())
+    {
+        return with(Reason::IssuerMismatch);
     }
     let Some(org) = tx.get_org(org_id)? else {
-        return Ok(Err(refused("issuer_mismatch")));
+        return with(Reason::IssuerMismatch);
     };
     let aud_ok = match c.get("aud") {
         Some(Value::String(a)) => *a == org.audience,
@@ -1671,53 +1761,41 @@ pub fn verify_presented(
         _ => false,
     };
     if !aud_ok {
-        return Ok(Err(refused("audience_mismatch")));
+        return with(Reason::AudienceMismatch);
     }
-    let record_id = match kind {
-        Kind::Api => jti,
-        Kind::Access => match s("parent") {
-            Some(p) => p,
-            None => return Ok(Err(refused("claim_missing"))),
-        },
-    };
-    let token = tx
-        .get_token(record_id)?
-        .filter(|t| t.org_id == org.id && t.user_id == sub);
-    let Some(token) = token else {
-        return Ok(Err(refused("revoked")));
-    };
-    let with = |reason: &'static str, token: &Token| Refused {
-        reason,
-        token: Some(token.clone()),
-    };
-    if exp + SKEW <= ctx.now {
-        return Ok(Err(with("expired", &token)));
+    if kind == Kind::Access && identity.parent.is_none() {
+        return with(Reason::ClaimMissing);
     }
-    if i("nbf").is_some_and(|nbf| nbf > ctx.now + SKEW) {
-        return Ok(Err(with("not_yet_valid", &token)));
-    }
-    match token.status(ctx.now) {
+    let Some(record) = token.clone() else {
+        return with(Reason::Revoked);
+    };
+    match record.status(ctx.now) {
         TokenStatus::Enabled => {}
-        TokenStatus::Disabled => return Ok(Err(with("suspended", &token))),
-        TokenStatus::Expired => return Ok(Err(with("expired", &token))),
-        TokenStatus::Revoked | TokenStatus::Pending => return Ok(Err(with("revoked", &token))),
+        TokenStatus::Disabled => return with(Reason::Suspended),
+        TokenStatus::Expired => return with(Reason::Expired),
+        TokenStatus::Revoked | TokenStatus::Pending => return with(Reason::Revoked),
     }
     // An older JWT of a regenerated or edited token carries a retired index.
-    if token.status_idx != Some(idx) {
-        return Ok(Err(with("revoked", &token)));
+    let idx = c
+        .get("status")
+        .and_then(|v| v.get("status_list"))
+        .and_then(|v| v.get("idx"))
+        .and_then(Value::as_i64);
+    if idx.is_none() || record.status_idx != idx {
+        return with(Reason::Revoked);
     }
     if kind == Kind::Api
-        && token.jwt_sha256.as_deref() != Some(crypto::sha256_hex(jwt.as_bytes()).as_str())
+        && record.jwt_sha256.as_deref() != Some(crypto::sha256_hex(jwt.as_bytes()).as_str())
     {
-        return Ok(Err(with("revoked", &token)));
+        return with(Reason::Revoked);
     }
-    let Some(user) = tx.get_user(sub)? else {
-        return Ok(Err(with("revoked", &token)));
+    let Some(user) = tx.get_user(&identity.user)? else {
+        return with(Reason::Revoked);
     };
     let claims = c.clone();
     Ok(Ok(Presented {
         kind,
-        token,
+        token: record,
         user,
         org,
         claims,
@@ -1727,19 +1805,33 @@ pub fn verify_presented(
 /// Exchanges an API token for a short-lived `at+jwt` carrying the parent's status entry.
 /// The outer error aborts the transaction; the inner one is a refusal, committed so that
 /// it stays in the authentication log.
+///
+/// The API token goes through the same verifier as an API credential, presented as
+/// `Authorization: Bearer <api token>` from `peer` (`ip:port`), so its IP filter applies.
 pub fn exchange(
     tx: &mut dyn Tx,
     ctx: &Ctx,
+    verifiers: &auth::Verifiers,
     api_token: &str,
-    ip: Option<String>,
+    peer: Option<&str>,
 ) -> ApiResult<ApiResult<Value>> {
     let invalid_grant =
         |msg: String| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_grant", msg);
-    let p = match verify_presented(tx, ctx, api_token, &[Kind::Api])? {
+    let ip = peer
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string());
+    let headers = [("authorization".to_string(), format!("Bearer {api_token}"))];
+    let presented = Presentation {
+        method: "POST",
+        path: "/v1/auth/accesstoken",
+        headers: &headers,
+        peer,
+    };
+    let p = match verify_presented(tx, ctx, verifiers, &presented, &[Kind::Api])? {
         Ok(p) => p,
         Err(r) => {
             if let Some(t) = &r.token {
-                log_event(tx, ctx, t, ip, "deny", Some(r.reason), "exchange")?;
+                log_event(tx, ctx, t, ip, "deny", Some(r.reason.as_str()), "exchange")?;
             }
             return Ok(Err(invalid_grant(format!(
                 "the API token is not usable: {}",

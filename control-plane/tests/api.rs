@@ -414,6 +414,19 @@ async fn status_list_etag_jwt_and_long_poll() {
         )
         .await;
     assert_eq!(r.status, 200);
+    // So does a `since` ahead of ours (a client that saw a newer database): it gets our
+    // list instead of waiting for a version that may never come.
+    let start = Instant::now();
+    let r = w
+        .call(
+            "GET",
+            "/v1/orgs/acme/status-list?since=999999&wait=30",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(
         w.call("GET", "/v1/orgs/nope/status-list", None, None)
             .await

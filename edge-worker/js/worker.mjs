@@ -12,9 +12,16 @@
 //   ORIGIN_SERVICE               or a service binding to the origin (wins over ORIGIN)
 //   TESSERA_STATUS_URLS          JSON object {"<status list uri in tokens>": "<URL to fetch>"}
 //   TESSERA_STATUS_TTL_MS        how long a fetched list is used before revalidation (30000)
-//   TESSERA_STATUS_MAX_STALE_MS  a list that cannot be revalidated for this long is dropped,
-//                                and status.fail_policy decides (600000)
-//   TESSERA_STATUS_TIMEOUT_MS    timeout of one status list fetch (3000)
+//   TESSERA_STATUS_MAX_STALE_MS  without a `sync` section in TESSERA_CONFIG: once a list has
+//                                not been fetched or revalidated for this long, status is
+//                                stale (600000); with one, sync.max_staleness_secs rules.
+//                                Stale: what the last lists revoked or suspended stays
+//                                refused, status.fail_policy decides the rest (as in Envoy)
+//   TESSERA_STATUS_TIMEOUT_MS    timeout of one status list or JWKS fetch (3000)
+//   TESSERA_JWKS_URLS            JSON array of JWKS URLs; their keys are added to the
+//                                config's `jwks` (which may then be omitted if the config
+//                                has a `sync` section: 503 keys_unavailable until the first)
+//   TESSERA_JWKS_TTL_MS          how long a fetched JWKS is used before revalidation (30000)
 //   TESSERA_USAGE_URL            if set, usage events are POSTed there in batches
 //   TESSERA_USAGE_TOKEN          bearer credential for TESSERA_USAGE_URL
 //   TESSERA_USAGE_BATCH          events per batch (100)
@@ -48,6 +55,19 @@ function jsonText(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
+function jsonArray(value, name) {
+  if (value === undefined || value === null || value === "") return [];
+  const parsed = typeof value === "string" ? JSON.parse(value) : value;
+  if (!Array.isArray(parsed) || parsed.some((u) => typeof u !== "string" || u === "")) {
+    throw new Error(`${name} must be a JSON array of URLs`);
+  }
+  return parsed;
+}
+
+function nowSecs() {
+  return Math.floor(Date.now() / 1000);
+}
+
 function jsonObject(value, name) {
   if (value === undefined || value === null || value === "") return {};
   const parsed = typeof value === "string" ? JSON.parse(value) : value;
@@ -58,34 +78,49 @@ function jsonObject(value, name) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Per-isolate state: the verifier (with its token cache) and the status lists' freshness.
+// Per-isolate state: the verifier (with its token cache), the status lists' and JWKS'
+// fetch state (their freshness is tracked in Rust, by the filter's rule).
 
 let state = null;
 
 function currentState(env) {
   const configText = jsonText(env.TESSERA_CONFIG);
   const statusText = jsonText(env.TESSERA_STATUS_URLS ?? "");
-  if (state && state.configText === configText && state.statusText === statusText) {
+  const jwksText = jsonText(env.TESSERA_JWKS_URLS ?? "");
+  const maxStaleText = String(env.TESSERA_STATUS_MAX_STALE_MS ?? "");
+  if (
+    state &&
+    state.configText === configText &&
+    state.statusText === statusText &&
+    state.jwksText === jwksText &&
+    state.maxStaleText === maxStaleText
+  ) {
     return state;
   }
+  const fetchState = (url) => ({ url: String(url), etag: null, loaded: false, fetchedAt: 0, retryAt: 0, refreshingSince: 0 });
   const next = {
     configText,
     statusText,
+    jwksText,
+    maxStaleText,
     verifier: null,
     error: null,
     lists: new Map(), // status list uri -> { url, etag, loaded, fetchedAt, retryAt, refreshingSince }
+    keySets: new Map(), // JWKS URL -> the same fetch state
     webcrypto: env.TESSERA_WEBCRYPTO !== "off",
-    jwks: new Map(), // kid -> public JWK (from TESSERA_CONFIG)
-    cryptoKeys: new Map(), // kid -> CryptoKey, or null when WebCrypto cannot verify it
+    cryptoKeys: new Map(), // public JWK text (from the verifier) -> CryptoKey, or null
   };
   try {
     if (configText === undefined) throw new Error("TESSERA_CONFIG is not set");
     next.verifier = new EdgeVerifier(configText);
-    for (const jwk of JSON.parse(configText).jwks?.keys ?? []) {
-      if (typeof jwk?.kid === "string") next.jwks.set(jwk.kid, jwk);
-    }
+    next.verifier.set_default_max_staleness_secs(number(env.TESSERA_STATUS_MAX_STALE_MS, 600_000) / 1000);
     for (const [uri, url] of Object.entries(jsonObject(env.TESSERA_STATUS_URLS, "TESSERA_STATUS_URLS"))) {
-      next.lists.set(uri, { url: String(url), etag: null, loaded: false, fetchedAt: 0, retryAt: 0, refreshingSince: 0 });
+      next.lists.set(uri, fetchState(url));
+      next.verifier.track_status_list(uri, nowSecs());
+    }
+    for (const url of jsonArray(env.TESSERA_JWKS_URLS, "TESSERA_JWKS_URLS")) {
+      next.keySets.set(url, fetchState(url));
+      next.verifier.track_jwks(url);
     }
   } catch (e) {
     next.error = e instanceof Error ? e.message : String(e);
@@ -101,7 +136,7 @@ function currentState(env) {
 function settings(env) {
   return {
     ttl: number(env.TESSERA_STATUS_TTL_MS, 30_000),
-    maxStale: number(env.TESSERA_STATUS_MAX_STALE_MS, 600_000),
+    jwksTtl: number(env.TESSERA_JWKS_TTL_MS, 30_000),
     timeout: number(env.TESSERA_STATUS_TIMEOUT_MS, 3_000),
     usageUrl: env.TESSERA_USAGE_URL || null,
     usageToken: env.TESSERA_USAGE_TOKEN || null,
@@ -111,12 +146,14 @@ function settings(env) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Status lists: fetched per isolate, used for `ttl`, revalidated with If-None-Match.
-// Only plain data is shared between requests (never a promise or a response: workerd
-// forbids I/O objects of one request in another). The request that finds a list due
-// revalidates it and waits; requests arriving meanwhile use the list in force.
+// Status lists and JWKS: fetched per isolate, used for their TTL, revalidated with
+// If-None-Match. Only plain data is shared between requests (never a promise or a
+// response: workerd forbids I/O objects of one request in another). The request that
+// finds a document due revalidates it and waits; requests arriving meanwhile use the one
+// in force. A failed or refused fetch keeps what is in force; the verifier tracks the
+// lists' age and applies the staleness policy (sync.max_staleness_secs) itself.
 
-async function refreshList(st, uri, entry, s) {
+async function refreshDocument(kind, name, entry, ttl, s, apply, unchanged) {
   entry.refreshingSince = Date.now();
   try {
     const headers = { accept: "application/json" };
@@ -127,41 +164,71 @@ async function refreshList(st, uri, entry, s) {
     }
     const resp = await fetch(entry.url, init);
     if (resp.status === 304 && entry.loaded) {
+      unchanged();
       entry.fetchedAt = Date.now();
       return;
     }
-    if (resp.status !== 200) throw new Error(`HTTP ${resp.status}`);
-    const text = await resp.text();
-    st.verifier.set_status_list(uri, text);
+    if (resp.status !== 200) {
+      await resp.body?.cancel();
+      throw new Error(`HTTP ${resp.status}`);
+    }
+    apply(await resp.text());
     entry.etag = resp.headers.get("etag");
     entry.loaded = true;
     entry.fetchedAt = Date.now();
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
-    console.error(`tessera: status list ${uri} from ${entry.url}: ${message}`);
-    entry.retryAt = Date.now() + Math.min(s.ttl, 5_000);
-    if (entry.loaded && Date.now() - entry.fetchedAt > s.maxStale) {
-      console.error(`tessera: status list ${uri} is older than ${s.maxStale} ms; dropped (fail policy applies)`);
-      st.verifier.forget_status_list(uri);
-      entry.loaded = false;
-      entry.etag = null;
-    }
+    const from = entry.url === name ? "" : ` from ${entry.url}`;
+    console.error(`tessera: ${kind} ${name}${from}: ${message} (keeping what is in force)`);
+    entry.retryAt = Date.now() + Math.min(ttl, 5_000);
   } finally {
     entry.refreshingSince = 0;
   }
 }
 
-async function refreshStatusLists(st, s) {
+function due(entry, ttl, s, now) {
+  if (entry.loaded && now - entry.fetchedAt < ttl) return false;
+  if (now < entry.retryAt) return false;
+  const inFlight = entry.refreshingSince && now - entry.refreshingSince < s.timeout + 1_000;
+  return !(inFlight && entry.loaded);
+}
+
+async function refreshSources(st, s) {
   const now = Date.now();
-  const due = [];
+  const pending = [];
   for (const [uri, entry] of st.lists) {
-    if (entry.loaded && now - entry.fetchedAt < s.ttl) continue;
-    if (now < entry.retryAt) continue;
-    const inFlight = entry.refreshingSince && now - entry.refreshingSince < s.timeout + 1_000;
-    if (inFlight && entry.loaded) continue;
-    due.push(refreshList(st, uri, entry, s));
+    if (!due(entry, s.ttl, s, now)) continue;
+    pending.push(
+      refreshDocument(
+        "status list",
+        uri,
+        entry,
+        s.ttl,
+        s,
+        (text) => st.verifier.set_status_list(uri, text, nowSecs()),
+        () => st.verifier.status_list_unchanged(uri, nowSecs()),
+      ),
+    );
   }
-  if (due.length) await Promise.all(due);
+  for (const [url, entry] of st.keySets) {
+    if (!due(entry, s.jwksTtl, s, now)) continue;
+    pending.push(
+      refreshDocument(
+        "JWKS",
+        url,
+        entry,
+        s.jwksTtl,
+        s,
+        (text) => {
+          const n = st.verifier.set_jwks(url, text);
+          st.cryptoKeys.clear();
+          if (!entry.loaded) console.log(`tessera: JWKS ${url} loaded; ${n} keys in force`);
+        },
+        () => {},
+      ),
+    );
+  }
+  if (pending.length) await Promise.all(pending);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -188,18 +255,19 @@ function publicJwk(jwk) {
   }
 }
 
-async function cryptoKey(st, alg, kid) {
-  if (st.cryptoKeys.has(kid)) return st.cryptoKeys.get(kid);
+// `jwkText`: the public JWK the verifier holds for the token's kid (configured or fetched),
+// so WebCrypto always uses the very key Rust would.
+async function cryptoKey(st, alg, kid, jwkText) {
+  if (!jwkText) return null;
+  if (st.cryptoKeys.has(jwkText)) return st.cryptoKeys.get(jwkText);
   let key = null;
   try {
-    const jwk = st.jwks.get(kid);
-    if (!jwk) throw new Error("not in TESSERA_CONFIG's jwks");
-    key = await crypto.subtle.importKey("jwk", publicJwk(jwk), WEBCRYPTO[alg].import, false, ["verify"]);
+    key = await crypto.subtle.importKey("jwk", publicJwk(JSON.parse(jwkText)), WEBCRYPTO[alg].import, false, ["verify"]);
     console.log(`tessera: key ${kid} (${alg}): signatures verified with WebCrypto`);
   } catch (e) {
     console.log(`tessera: key ${kid} (${alg}): WebCrypto cannot use it (${e instanceof Error ? e.message : e}); verifying in Rust`);
   }
-  st.cryptoKeys.set(kid, key);
+  st.cryptoKeys.set(jwkText, key);
   return key;
 }
 
@@ -207,7 +275,7 @@ async function cryptoKey(st, alg, kid) {
 async function webcryptoVerify(st, pending) {
   const alg = pending.alg;
   if (!WEBCRYPTO[alg]) return null;
-  const key = await cryptoKey(st, alg, pending.kid);
+  const key = await cryptoKey(st, alg, pending.kid, pending.jwk);
   if (!key) return null;
   try {
     return await crypto.subtle.verify(WEBCRYPTO[alg].verify, key, pending.signature, pending.signing_input);
@@ -276,7 +344,7 @@ export default {
       return failClosed();
     }
     const s = settings(env);
-    if (st.lists.size) await refreshStatusLists(st, s);
+    if (st.lists.size || st.keySets.size) await refreshSources(st, s);
 
     const url = new URL(request.url);
     const clientIp = request.headers.get("cf-connecting-ip");

@@ -10,9 +10,15 @@
 //!   filter runs (dot segments removed, slashes merged), and that path is forwarded;
 //! - token-source headers that the runtime joined with `", "` (the Fetch API joins repeated
 //!   header lines) are split again, so two different tokens stay `token_ambiguous`;
-//! - the decision becomes the same header edits or reply as the filter's `plan`.
+//! - the decision becomes the same header edits or reply as the filter's `plan`;
+//! - status lists and JWKS fetched by the entry are applied as the filter's sync applies
+//!   what its sync service publishes: keys are the union of the configured and fetched
+//!   sets, and status freshness follows `sync.max_staleness_secs` (see
+//!   [`EdgeVerifier::status_fresh`]).
 
+use serde_json::Value;
 use tessera_core::config::ClientIpSource;
+use tessera_core::jwks::KeySet;
 use tessera_core::{
     CacheUse, ConfigError, Decision, Identity, Outcome, Reason, Request, SignatureRequest,
     StatusList, Step, Subject, TokenCache, Verifier,
@@ -20,6 +26,13 @@ use tessera_core::{
 
 /// The field named when a configuration's client address source cannot work at the edge.
 pub const CLIENT_IP_FIELD: &str = "client_ip.source";
+
+/// The field named when a configuration asks for Envoy-only usage reporting.
+pub const SYNC_USAGE_FIELD: &str = "sync.usage";
+
+/// Status-list staleness when the configuration has no `sync` section (the legacy
+/// `TESSERA_STATUS_MAX_STALE_MS` default, 600 s).
+pub const DEFAULT_MAX_STALENESS_SECS: u64 = 600;
 
 /// What to do with one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,10 +105,26 @@ impl Pending {
     }
 }
 
-/// A verifier with its per-isolate token cache.
+/// One fetched JWKS: its validated keys and their JWK objects.
+type FetchedJwks = (KeySet, Vec<Value>);
+
+/// A verifier with its per-isolate token cache, and what the entry fetched for it.
 pub struct EdgeVerifier {
     verifier: Verifier,
     cache: TokenCache,
+    /// The configuration's own `jwks.keys` (public JWK objects), which win over fetched
+    /// keys with the same `kid`, as in core.
+    inline_jwks: Vec<Value>,
+    /// Fetched JWKS documents, in the order their URLs were first tracked or loaded:
+    /// URL → (validated keys, their JWK objects), `None` until the first one arrives.
+    jwks: Vec<(String, Option<FetchedJwks>)>,
+    /// `kid` → the public JWK (JSON text) of every key in force, for the host's WebCrypto.
+    keys_in_force: Vec<(String, String)>,
+    /// Fetched status lists: `uri` → Unix time of the last successful fetch or
+    /// revalidation (`None` before the first).
+    lists: Vec<(String, Option<u64>)>,
+    /// Staleness without a `sync` section.
+    default_max_staleness_secs: u64,
 }
 
 impl EdgeVerifier {
@@ -112,8 +141,37 @@ impl EdgeVerifier {
                     .into(),
             });
         }
+        if verifier
+            .config()
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.usage.is_some())
+        {
+            return Err(ConfigError {
+                field: SYNC_USAGE_FIELD.into(),
+                message: "is Envoy-only (it names an Envoy cluster); the edge worker sends \
+                          usage reports to TESSERA_USAGE_URL with TESSERA_USAGE_TOKEN: remove \
+                          sync.usage and set those bindings"
+                    .into(),
+            });
+        }
+        // Core has validated the document; keep its inline keys as JSON for WebCrypto.
+        let inline_jwks = serde_json::from_str::<Value>(json)
+            .ok()
+            .and_then(|doc| doc.pointer("/jwks/keys").and_then(Value::as_array).cloned())
+            .unwrap_or_default();
         let cache = verifier.new_cache();
-        Ok(EdgeVerifier { verifier, cache })
+        let mut edge = EdgeVerifier {
+            verifier,
+            cache,
+            inline_jwks,
+            jwks: Vec::new(),
+            keys_in_force: Vec::new(),
+            lists: Vec::new(),
+            default_max_staleness_secs: DEFAULT_MAX_STALENESS_SECS,
+        };
+        edge.rebuild_keys();
+        Ok(edge)
     }
 
     /// The verifier (configuration in force).
@@ -121,19 +179,149 @@ impl EdgeVerifier {
         &self.verifier
     }
 
+    /// Declares that the list published at `uri` is fetched by the host, at `now`: its
+    /// freshness counts from now on (see [`EdgeVerifier::status_fresh`]). Without a
+    /// `sync` section, a list the configuration carries inline counts as fetched now
+    /// (the old behaviour: inline lists serve until the fetched one arrives); with one,
+    /// nothing is fresh before the first fetch, as in the filter.
+    pub fn track_status_list(&mut self, uri: &str, now: u64) {
+        if self.lists.iter().any(|(u, _)| u == uri) {
+            return;
+        }
+        let config = self.verifier.config();
+        let inline = config.sync.is_none() && config.status_lists.iter().any(|(u, _)| u == uri);
+        self.lists.push((uri.to_owned(), inline.then_some(now)));
+    }
+
     /// Replaces the status list published at `uri` with the JSON document `text`
-    /// (`{"bits": 2, "lst": "<base64url(zlib(bytes))>"}`, other members ignored).
-    pub fn set_status_list_json(&mut self, uri: &str, text: &str) -> Result<usize, String> {
+    /// (`{"bits": 2, "lst": "<base64url(zlib(bytes))>"}`, other members ignored), fetched
+    /// at `now`. A refused document changes nothing (the old list and its age stay).
+    pub fn set_status_list_json(
+        &mut self,
+        uri: &str,
+        text: &str,
+        now: u64,
+    ) -> Result<usize, String> {
         let list = parse_status_list(text).map_err(|e| format!("status list {uri}: {e}"))?;
         let len = list.len();
         self.verifier.set_status_list(uri, list);
+        self.mark_list(uri, now);
         Ok(len)
     }
 
-    /// Forgets the list published at `uri`: every token naming it has an unknown status
-    /// again, so `status.fail_policy` decides (used when a list has gone stale).
-    pub fn forget_status_list(&mut self, uri: &str) {
-        self.verifier.set_status_list(uri, StatusList::new(0));
+    /// The host revalidated the list at `uri` at `now` and it has not changed (`304`).
+    /// Returns false (and changes nothing) if no list was fetched for `uri` yet.
+    pub fn status_list_unchanged(&mut self, uri: &str, now: u64) -> bool {
+        match self.lists.iter_mut().find(|(u, _)| u == uri) {
+            Some((_, at @ Some(_))) => {
+                *at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn mark_list(&mut self, uri: &str, now: u64) {
+        match self.lists.iter_mut().find(|(u, _)| u == uri) {
+            Some((_, at)) => *at = Some(now),
+            None => self.lists.push((uri.to_owned(), Some(now))),
+        }
+    }
+
+    /// Sets the staleness bound used when the configuration has no `sync` section
+    /// (`TESSERA_STATUS_MAX_STALE_MS`); with one, `sync.max_staleness_secs` rules.
+    pub fn set_default_max_staleness_secs(&mut self, secs: u64) {
+        self.default_max_staleness_secs = secs;
+    }
+
+    /// `sync.max_staleness_secs`, or the default without a `sync` section.
+    pub fn max_staleness_secs(&self) -> u64 {
+        self.verifier
+            .config()
+            .sync
+            .as_ref()
+            .map_or(self.default_max_staleness_secs, |s| s.max_staleness_secs)
+    }
+
+    /// Whether the fetched status lists are current at `now`, by the filter's rule: the
+    /// oldest last success is at most `max_staleness_secs` old, and every list has had
+    /// one. With no fetched lists there is nothing to go stale (the filter's sync with
+    /// keys only). While stale, core keeps refusing what the last lists revoked or
+    /// suspended and `status.fail_policy` decides the rest.
+    pub fn status_fresh(&self, now: u64) -> bool {
+        let max = self.max_staleness_secs();
+        self.lists
+            .iter()
+            .all(|(_, at)| at.is_some_and(|t| now.saturating_sub(t) <= max))
+    }
+
+    /// Declares that the JWKS at `url` is fetched by the host, so the union of fetched
+    /// sets keeps the order of declaration (the first set's key wins on a `kid` clash,
+    /// as in the filter's `jwks_urls`).
+    pub fn track_jwks(&mut self, url: &str) {
+        if !self.jwks.iter().any(|(u, _)| u == url) {
+            self.jwks.push((url.to_owned(), None));
+        }
+    }
+
+    /// Replaces the JWKS fetched from `url` with the document `text`, validated as core
+    /// validates the configuration's `jwks`. The keys in force become the configuration's
+    /// plus the union of every fetched set, and the token cache is cleared. A refused
+    /// document changes nothing (the previous keys stay). Returns the keys in force.
+    pub fn set_jwks_json(&mut self, url: &str, text: &str) -> Result<usize, String> {
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| format!("JWKS {url}: not JSON: {e}"))?;
+        let keys = KeySet::from_jwks(&doc, "jwks").map_err(|e| format!("JWKS {url}: {e}"))?;
+        let raw = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        self.track_jwks(url);
+        if let Some((_, slot)) = self.jwks.iter_mut().find(|(u, _)| u == url) {
+            if slot.as_ref().is_some_and(|(_, r)| *r == raw) {
+                return Ok(self.verifier.config().keys.len());
+            }
+            *slot = Some((keys, raw));
+        }
+        let mut synced = KeySet::default();
+        for (keys, _) in self.jwks.iter().filter_map(|(_, s)| s.as_ref()) {
+            synced = synced.merged_with(keys);
+        }
+        self.verifier.set_synced_keys(&synced);
+        self.cache.clear();
+        self.rebuild_keys();
+        Ok(self.verifier.config().keys.len())
+    }
+
+    /// The public JWK (JSON text) of the key in force with this `kid`: the one core
+    /// verifies with, so the host's WebCrypto uses exactly the same key.
+    pub fn key_jwk(&self, kid: &str) -> Option<&str> {
+        self.keys_in_force
+            .iter()
+            .find(|(k, _)| k == kid)
+            .map(|(_, jwk)| jwk.as_str())
+    }
+
+    /// Recomputes `keys_in_force` by core's rule: configured keys, then each fetched set
+    /// in order, a `kid` already present winning.
+    fn rebuild_keys(&mut self) {
+        let fetched = self
+            .jwks
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .flat_map(|(_, raw)| raw.iter());
+        let mut out: Vec<(String, String)> = Vec::new();
+        for jwk in self.inline_jwks.iter().chain(fetched) {
+            let Some(kid) = jwk.get("kid").and_then(Value::as_str) else {
+                continue;
+            };
+            if out.iter().any(|(k, _)| k == kid) || self.verifier.config().keys.get(kid).is_none() {
+                continue;
+            }
+            out.push((kid.to_owned(), jwk.to_string()));
+        }
+        self.keys_in_force = out;
     }
 
     /// Decides one request at `now` (Unix seconds), signature included (pure Rust).
@@ -147,6 +335,7 @@ impl EdgeVerifier {
         cf_connecting_ip: Option<&str>,
         now: u64,
     ) -> Verdict {
+        self.verifier.set_status_fresh(self.status_fresh(now));
         let path = normalize_path(path);
         let headers = split_joined_token_headers(self.verifier.config(), headers);
         let request = Request {
@@ -170,6 +359,7 @@ impl EdgeVerifier {
         cf_connecting_ip: Option<&str>,
         now: u64,
     ) -> Begun {
+        self.verifier.set_status_fresh(self.status_fresh(now));
         let path = normalize_path(path);
         let headers = split_joined_token_headers(self.verifier.config(), headers);
         let request = Request {
@@ -205,6 +395,7 @@ impl EdgeVerifier {
             client_ip,
             now,
         } = pending;
+        self.verifier.set_status_fresh(self.status_fresh(now));
         let request = Request {
             method: &method,
             path: &path,
@@ -554,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn status_lists_are_replaced_and_forgotten() {
+    fn status_lists_are_replaced_and_refused_documents_change_nothing() {
         let key = TestKey::generate(Alg::EdDSA, "k");
         let uri = "https://cp.test/v1/orgs/acme/status-list";
         let mut edge = EdgeVerifier::from_config_json(&config(
@@ -567,24 +758,241 @@ mod tests {
         let check = |edge: &mut EdgeVerifier| reason(&edge.check("GET", "/", &h, None, now()));
         assert_eq!(check(&mut edge), Some("status_unavailable"));
         let doc = |s: &[u8]| json!({"bits": 2, "lst": status_list_lst(s)}).to_string();
-        assert_eq!(edge.set_status_list_json(uri, &doc(&[0, 0, 0, 0])), Ok(4));
+        assert_eq!(
+            edge.set_status_list_json(uri, &doc(&[0, 0, 0, 0]), now()),
+            Ok(4)
+        );
         assert_eq!(check(&mut edge), None);
-        edge.set_status_list_json(uri, &doc(&[0, 0, 1, 0])).unwrap();
+        edge.set_status_list_json(uri, &doc(&[0, 0, 1, 0]), now())
+            .unwrap();
         assert_eq!(check(&mut edge), Some("revoked"));
-        edge.set_status_list_json(uri, &doc(&[0, 0, 2, 0])).unwrap();
+        edge.set_status_list_json(uri, &doc(&[0, 0, 2, 0]), now())
+            .unwrap();
         assert_eq!(check(&mut edge), Some("suspended"));
-        edge.forget_status_list(uri);
-        assert_eq!(check(&mut edge), Some("status_unavailable"));
 
         let mut bad = |text: &str| edge_err(&mut edge, uri, text);
         assert!(bad("nope").contains("not JSON"));
         assert!(bad(r#"{"bits":1,"lst":"eJwDAAAAAAE"}"#).contains("bits: 1"));
         assert!(bad(r#"{"bits":2}"#).contains("lst: missing"));
         assert!(bad(r#"{"bits":2,"lst":"!!"}"#).contains("lst: "));
+        assert_eq!(check(&mut edge), Some("suspended"));
+    }
+
+    /// Staleness as in the filter: `sync.max_staleness_secs` after the oldest list's last
+    /// success (or before the first), valid entries are unknown and the fail policy
+    /// decides; what the last list revoked or suspended stays refused.
+    #[test]
+    fn stale_status_lists_follow_the_filter() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let a = "https://cp.test/v1/orgs/a/status-list";
+        let b = "https://cp.test/v1/orgs/b/status-list";
+        let t = now();
+        let doc = |s: &[u8]| json!({"bits": 2, "lst": status_list_lst(s)}).to_string();
+        for policy in ["closed", "open"] {
+            let json = config(
+                &key,
+                json!({"status": {"fail_policy": policy}, "sync": {"max_staleness_secs": 10}}),
+            );
+            let mut edge = EdgeVerifier::from_config_json(&json).unwrap();
+            assert_eq!(edge.max_staleness_secs(), 10);
+            edge.set_default_max_staleness_secs(999); // ignored: the config has `sync`
+            assert_eq!(edge.max_staleness_secs(), 10);
+            // The same tokens and lists in core, told the freshness directly (what the
+            // Envoy filter does with the same state).
+            let mut core = Verifier::from_config_json(&json).unwrap();
+            let tokens: Vec<String> = [(0, a), (1, a), (2, a), (0, b)]
+                .iter()
+                .map(|(idx, uri)| TokenBuilder::new(t).status(*idx, uri).sign(&key))
+                .collect();
+            let compare = |edge: &mut EdgeVerifier, core: &mut Verifier, at: u64, fresh| {
+                core.set_status_fresh(fresh);
+                assert_eq!(edge.status_fresh(at), fresh, "{policy} at +{}", at - t);
+                let mut got = Vec::new();
+                for tok in &tokens {
+                    let h = headers(&[("authorization", &format!("Bearer {tok}"))]);
+                    let v = edge.check("GET", "/", &h, None, at);
+                    let req = Request {
+                        method: "GET",
+                        path: "/",
+                        headers: &h,
+                        source_address: None,
+                    };
+                    let want = match core.check(&req, at, None).decision {
+                        Decision::Allow(i) => {
+                            assert!(matches!(&v.plan, Plan::Forward { identity, .. }
+                                if identity.status_fail_open == i.status_fail_open));
+                            None
+                        }
+                        Decision::Deny(d) => Some(d.reason.as_str()),
+                    };
+                    assert_eq!(reason(&v), want, "{policy} at +{}", at - t);
+                    got.push(reason(&v));
+                }
+                got
+            };
+            let unknown = if policy == "closed" {
+                Some("status_unavailable")
+            } else {
+                None
+            };
+            edge.track_status_list(a, t);
+            edge.track_status_list(b, t);
+            // Before the first fetch: nothing is fresh.
+            assert_eq!(
+                compare(&mut edge, &mut core, t, false),
+                [unknown, unknown, unknown, unknown]
+            );
+            assert!(!edge.status_list_unchanged(a, t), "304 before any list");
+            edge.set_status_list_json(a, &doc(&[0, 1, 2]), t).unwrap();
+            core.set_status_list(a, parse_status_list(&doc(&[0, 1, 2])).unwrap());
+            // One list of two: still stale, but a's refusals already hold.
+            assert_eq!(
+                compare(&mut edge, &mut core, t, false),
+                [unknown, Some("revoked"), Some("suspended"), unknown]
+            );
+            edge.set_status_list_json(b, &doc(&[0]), t + 5).unwrap();
+            core.set_status_list(b, parse_status_list(&doc(&[0])).unwrap());
+            let fresh = [None, Some("revoked"), Some("suspended"), None];
+            assert_eq!(compare(&mut edge, &mut core, t + 10, true), fresh);
+            // The oldest (a, at t) is now 11 s old.
+            let stale = [unknown, Some("revoked"), Some("suspended"), unknown];
+            assert_eq!(compare(&mut edge, &mut core, t + 11, false), stale);
+            // A 304 for a counts as a success.
+            assert!(edge.status_list_unchanged(a, t + 12));
+            assert_eq!(compare(&mut edge, &mut core, t + 15, true), fresh);
+            // b last succeeded at t + 5; a refused document is no success.
+            assert!(edge.set_status_list_json(b, "nope", t + 16).is_err());
+            assert_eq!(compare(&mut edge, &mut core, t + 16, false), stale);
+        }
+    }
+
+    /// Without a `sync` section, fetched lists go stale after the default bound
+    /// (`TESSERA_STATUS_MAX_STALE_MS`), and a list carried inline serves from the start.
+    #[test]
+    fn staleness_without_a_sync_section() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let t = now();
+        let mut edge = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        assert_eq!(edge.max_staleness_secs(), DEFAULT_MAX_STALENESS_SECS);
+        assert!(edge.status_fresh(t), "nothing fetched: nothing to go stale");
+        edge.set_default_max_staleness_secs(30);
+        edge.track_status_list(DEFAULT_STATUS_URI, t);
+        let other = "https://cp.test/other";
+        let tok = TokenBuilder::new(t)
+            .status(0, DEFAULT_STATUS_URI)
+            .sign(&key);
+        let h = headers(&[("authorization", &format!("Bearer {tok}"))]);
+        assert!(edge.status_fresh(t + 30));
+        assert_eq!(reason(&edge.check("GET", "/", &h, None, t + 30)), None);
+        assert_eq!(
+            reason(&edge.check("GET", "/", &h, None, t + 31)),
+            Some("status_unavailable")
+        );
+        edge.track_status_list(other, t);
+        assert!(!edge.status_fresh(t), "a list never fetched is stale");
+    }
+
+    #[test]
+    fn sync_usage_is_refused_naming_the_field() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let usage = json!({"sync": {"usage": {"cluster": "cp", "credential": "s"}}});
+        let err = match EdgeVerifier::from_config_json(&config(&key, usage)) {
+            Err(e) => e,
+            Ok(_) => panic!("sync.usage accepted"),
+        };
+        assert_eq!(err.field, SYNC_USAGE_FIELD);
+        assert!(err.message.contains("TESSERA_USAGE_URL"), "{err}");
+        assert!(EdgeVerifier::from_config_json(&config(&key, json!({"sync": {}}))).is_ok());
+    }
+
+    /// Keys from fetched JWKS: none before the first (503 `keys_unavailable`), the union of
+    /// every fetched set, configured keys winning a `kid` clash, a refused document keeping
+    /// the previous keys, and a rotation taking effect on the next document.
+    #[test]
+    fn fetched_jwks_are_applied_like_the_filter() {
+        let old = TestKey::generate(Alg::EdDSA, "old");
+        let new = TestKey::generate(Alg::ES256, "new");
+        let other = TestKey::generate(Alg::RS256, "other");
+        let t = now();
+        let mut c: Value = serde_json::from_str(&config(&old, json!({"sync": {}}))).unwrap();
+        c.as_object_mut().unwrap().remove("jwks");
+        let mut edge = EdgeVerifier::from_config_json(&c.to_string()).unwrap();
+        let check = |edge: &mut EdgeVerifier, key: &TestKey| {
+            let tok = TokenBuilder::new(t).claim("jti", key.kid()).sign(key);
+            let h = headers(&[("authorization", &format!("Bearer {tok}"))]);
+            reason(&edge.check("GET", "/", &h, None, t))
+        };
+        assert_eq!(check(&mut edge, &old), Some("keys_unavailable"));
+        assert_eq!(edge.key_jwk("old"), None);
+
+        let url = "https://cp.test/v1/orgs/acme/jwks.json";
+        let url2 = "https://cp.test/v1/orgs/other/jwks.json";
+        edge.track_jwks(url);
+        edge.track_jwks(url2);
+        assert_eq!(edge.set_jwks_json(url, &jwks(&[&old]).to_string()), Ok(1));
+        assert_eq!(check(&mut edge, &old), None);
+        let jwk: Value = serde_json::from_str(edge.key_jwk("old").unwrap()).unwrap();
+        assert_eq!(jwk, old.public_jwk());
+
+        // Refused documents: named, and the keys in force stay.
+        for (text, what) in [
+            ("nope".to_string(), "not JSON"),
+            (json!({"keys": []}).to_string(), "jwks.keys"),
+            (
+                {
+                    let mut j = jwks(&[&new]);
+                    j["keys"][0]["d"] = json!("AAAA");
+                    j.to_string()
+                },
+                "jwks.keys[0]",
+            ),
+        ] {
+            let err = edge.set_jwks_json(url, &text).unwrap_err();
+            assert!(
+                err.starts_with(&format!("JWKS {url}: ")) && err.contains(what),
+                "{err}"
+            );
+            assert_eq!(check(&mut edge, &old), None, "{err}");
+        }
+
+        // Rotation: the next document has both keys, then only the new one.
+        edge.set_jwks_json(url, &jwks(&[&new, &old]).to_string())
+            .unwrap();
+        assert_eq!(
+            (check(&mut edge, &new), check(&mut edge, &old)),
+            (None, None)
+        );
+        edge.set_jwks_json(url, &jwks(&[&new]).to_string()).unwrap();
+        // The cached verification of `old` is dropped with its key.
+        assert_eq!(check(&mut edge, &old), Some("key_unknown"));
+        assert_eq!(check(&mut edge, &new), None);
+        assert_eq!(edge.key_jwk("old"), None);
+
+        // Union of two URLs; on a kid clash the first declared URL wins.
+        let mut impostor = other.public_jwk();
+        impostor["kid"] = json!("new");
+        let second = json!({"keys": [other.public_jwk(), impostor]}).to_string();
+        assert_eq!(edge.set_jwks_json(url2, &second), Ok(2));
+        assert_eq!(
+            (check(&mut edge, &new), check(&mut edge, &other)),
+            (None, None)
+        );
+        let jwk: Value = serde_json::from_str(edge.key_jwk("new").unwrap()).unwrap();
+        assert_eq!(jwk, new.public_jwk());
+
+        // Configured keys win over fetched ones with the same kid.
+        let pinned = TestKey::generate(Alg::EdDSA, "new");
+        let mut edge =
+            EdgeVerifier::from_config_json(&config(&pinned, json!({"sync": {}}))).unwrap();
+        edge.set_jwks_json(url, &jwks(&[&new]).to_string()).unwrap();
+        assert_eq!(check(&mut edge, &pinned), None);
+        assert_eq!(check(&mut edge, &new), Some("alg_not_allowed"));
+        let jwk: Value = serde_json::from_str(edge.key_jwk("new").unwrap()).unwrap();
+        assert_eq!(jwk, pinned.public_jwk());
     }
 
     fn edge_err(edge: &mut EdgeVerifier, uri: &str, text: &str) -> String {
-        match edge.set_status_list_json(uri, text) {
+        match edge.set_status_list_json(uri, text, now()) {
             Ok(n) => panic!("accepted {text} ({n} entries)"),
             Err(e) => {
                 assert!(e.starts_with(&format!("status list {uri}: ")), "{e}");

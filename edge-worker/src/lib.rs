@@ -90,7 +90,11 @@ impl EdgeVerifier {
             adapter::Begun::Done(verdict) => Ok(verdict_to_js(verdict, ip)),
             adapter::Begun::Verify(pending) => {
                 let out = Object::new();
-                set(&out, "pending", PendingCheck { pending }.into());
+                let jwk = self
+                    .inner
+                    .key_jwk(&pending.signature().kid)
+                    .map(str::to_owned);
+                set(&out, "pending", PendingCheck { pending, jwk }.into());
                 Ok(out)
             }
         }
@@ -103,20 +107,57 @@ impl EdgeVerifier {
         verdict_to_js(verdict, ip.as_deref())
     }
 
+    /// Declares that the list at `uri` is fetched by the caller (from `now_secs` on, its
+    /// age counts toward `sync.max_staleness_secs`).
+    pub fn track_status_list(&mut self, uri: &str, now_secs: f64) {
+        self.inner.track_status_list(uri, unix_secs(now_secs));
+    }
+
     /// Replaces the status list published at `uri` (a token's `status.status_list.uri`)
-    /// with the JSON document `json` (`{"bits": 2, "lst": ...}`). Returns the number of
-    /// entries; throws naming the bad member otherwise (the old list stays in force).
-    pub fn set_status_list(&mut self, uri: &str, json: &str) -> Result<u32, JsError> {
+    /// with the JSON document `json` (`{"bits": 2, "lst": ...}`), fetched at `now_secs`.
+    /// Returns the number of entries; throws naming the bad member otherwise (the old list
+    /// stays in force, and so does its age).
+    pub fn set_status_list(
+        &mut self,
+        uri: &str,
+        json: &str,
+        now_secs: f64,
+    ) -> Result<u32, JsError> {
         self.inner
-            .set_status_list_json(uri, json)
+            .set_status_list_json(uri, json, unix_secs(now_secs))
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             .map_err(|e| JsError::new(&e))
     }
 
-    /// Forgets the list published at `uri`: its tokens' status is unknown again and
-    /// `status.fail_policy` decides.
-    pub fn forget_status_list(&mut self, uri: &str) {
-        self.inner.forget_status_list(uri);
+    /// The list at `uri` was revalidated at `now_secs` and has not changed (`304`).
+    /// Returns false if no list was fetched for `uri` yet.
+    pub fn status_list_unchanged(&mut self, uri: &str, now_secs: f64) -> bool {
+        self.inner.status_list_unchanged(uri, unix_secs(now_secs))
+    }
+
+    /// The staleness bound without a `sync` section (`TESSERA_STATUS_MAX_STALE_MS`).
+    pub fn set_default_max_staleness_secs(&mut self, secs: f64) {
+        self.inner.set_default_max_staleness_secs(unix_secs(secs));
+    }
+
+    /// Whether the fetched status lists are current at `now_secs` (the filter's rule).
+    pub fn status_fresh(&self, now_secs: f64) -> bool {
+        self.inner.status_fresh(unix_secs(now_secs))
+    }
+
+    /// Declares that the JWKS at `url` is fetched by the caller (fixes the union's order).
+    pub fn track_jwks(&mut self, url: &str) {
+        self.inner.track_jwks(url);
+    }
+
+    /// Replaces the JWKS fetched from `url` with the document `json`, validated as the
+    /// configuration's `jwks` is. Returns the number of keys in force; throws naming the
+    /// URL and the bad member otherwise (the previous keys stay).
+    pub fn set_jwks(&mut self, url: &str, json: &str) -> Result<u32, JsError> {
+        self.inner
+            .set_jwks_json(url, json)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .map_err(|e| JsError::new(&e))
     }
 }
 
@@ -124,6 +165,7 @@ impl EdgeVerifier {
 #[wasm_bindgen]
 pub struct PendingCheck {
     pending: adapter::Pending,
+    jwk: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -134,10 +176,16 @@ impl PendingCheck {
         self.pending.signature().alg.name().to_owned()
     }
 
-    /// The key id (in the configuration's `jwks`).
+    /// The key id (in the configuration's `jwks` or a fetched JWKS).
     #[wasm_bindgen(getter)]
     pub fn kid(&self) -> String {
         self.pending.signature().kid.clone()
+    }
+
+    /// The public JWK (JSON text) of the key core would verify with, if known.
+    #[wasm_bindgen(getter)]
+    pub fn jwk(&self) -> Option<String> {
+        self.jwk.clone()
     }
 
     /// The JWS signing input (`base64url(header) "." base64url(payload)`), as bytes.

@@ -46,3 +46,16 @@ fn both_hosts_load_the_built_bundle_and_the_config() {
     assert!(CAPNP.contains("text = embed \"tessera-config.json\""));
     assert!(WRANGLER.contains("main = \"../../target/wasm/edge-worker/worker.mjs\""));
 }
+
+#[test]
+fn wrangler_jwks_urls_is_a_json_array_of_urls() {
+    let line = WRANGLER
+        .lines()
+        .find(|l| l.starts_with("TESSERA_JWKS_URLS = '"))
+        .expect("wrangler.toml sets TESSERA_JWKS_URLS");
+    let value = line
+        .trim_start_matches("TESSERA_JWKS_URLS = '")
+        .trim_end_matches('\'');
+    let urls: Vec<String> = serde_json::from_str(value).expect("a JSON array of strings");
+    assert!(!urls.is_empty() && urls.iter().all(|u| u.starts_with("https://")));
+}

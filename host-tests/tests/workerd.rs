@@ -554,10 +554,17 @@ fn workerd_refuses_bad_configurations_naming_the_field() {
     xff["client_ip"] = json!({"source": "x_forwarded_for", "trusted_hops": 1});
     let mut bad_key = good.clone();
     bad_key["jwks"]["keys"][0]["crv"] = json!("P-384");
+    // Usage reports of the Envoy filter name an Envoy cluster: the worker has bindings.
+    let mut usage = good.clone();
+    usage["sync"] = json!({"usage": {"cluster": "control_plane", "credential": "s"}});
     let upstream = EchoUpstream::start().expect("echo upstream");
     let token = TokenBuilder::new(now()).sign(&ed);
 
-    for (config, field) in [(xff, "client_ip.source"), (bad_key, "jwks.keys[0].crv")] {
+    for (config, field) in [
+        (xff, "client_ip.source"),
+        (bad_key, "jwks.keys[0].crv"),
+        (usage, "sync.usage"),
+    ] {
         let worker = start(&WorkerdOptions::new(
             &workerd_bin,
             &bundle,
@@ -713,6 +720,214 @@ fn workerd_unreachable_status_list_follows_the_fail_policy() {
             .expect("request");
         assert_eq!(resp.status, status, "{policy}: {}", resp.summary());
         assert_eq!(resp.reason().as_deref(), reason, "{policy}");
+    }
+}
+
+const JWKS_PATH: &str = "/v1/orgs/acme/jwks.json";
+
+/// Sends `token` to `/api` until `done(response)` or `bound` passes; returns the last
+/// response and how long it took.
+fn send_until(
+    worker: &Workerd,
+    token: &str,
+    bound: Duration,
+    done: impl Fn(&Response) -> bool,
+) -> (Response, Duration) {
+    let start = Instant::now();
+    loop {
+        let r = Request::get("/api")
+            .bearer(token)
+            .send(worker.addr())
+            .expect("request");
+        if done(&r) || start.elapsed() > bound {
+            return (r, start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Keys only from a fetched JWKS (`TESSERA_JWKS_URLS`, no `jwks` in the config): 503
+/// `keys_unavailable` before the first one, accepted once it arrives, revalidated with
+/// ETag, a refused document keeps the keys, and a rotated key is accepted within the
+/// JWKS TTL (measured and printed).
+#[test]
+fn workerd_keys_from_fetched_jwks() {
+    const TTL_MS: u64 = 1000;
+    let (workerd_bin, bundle) = workerd_tools();
+    let t = now();
+    let old = TestKey::generate(Alg::EdDSA, "ed-old");
+    let new = TestKey::generate(Alg::ES256, "es-new");
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        // Inline lists with `sync` but nothing fetched: nothing goes stale.
+        "status": {"lists": status_lists()},
+        "sync": {"max_staleness_secs": 60},
+    });
+    let stub = ControlStub::start().expect("control stub");
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var(
+            "TESSERA_JWKS_URLS",
+            &json!([stub.url(JWKS_PATH)]).to_string(),
+        )
+        .var("TESSERA_JWKS_TTL_MS", &TTL_MS.to_string()),
+    );
+    let old_token = TokenBuilder::new(t).claim("jti", "old").sign(&old);
+    let new_token = TokenBuilder::new(t).claim("jti", "new").sign(&new);
+
+    // Nothing published yet (the stub answers 404): no keys.
+    let first = Request::get("/api")
+        .bearer(&old_token)
+        .send(worker.addr())
+        .expect("request");
+    assert_eq!(first.status, 503, "{}", first.summary());
+    assert_eq!(first.reason().as_deref(), Some("keys_unavailable"));
+    assert_eq!(first.error().as_deref(), Some("temporarily_unavailable"));
+    assert_eq!(upstream.request_count(), 0);
+
+    stub.set_status_list(JWKS_PATH, &jwks(&[&old]));
+    let bound = Duration::from_millis(TTL_MS) + Duration::from_secs(5);
+    let (ok, took) = send_until(&worker, &old_token, bound, |r| r.status == 200);
+    println!("first JWKS published → accepted by workerd after {took:?}");
+    assert_eq!(ok.status, 200, "{}", ok.summary());
+    assert_eq!(ok.upstream_header("x-tessera-token-id"), ["old"]);
+
+    // Past the TTL the JWKS is revalidated with If-None-Match (304).
+    std::thread::sleep(Duration::from_millis(TTL_MS + 300));
+    let (again, _) = send_until(&worker, &old_token, Duration::ZERO, |_| true);
+    assert_eq!(again.status, 200, "{}", again.summary());
+    assert!(
+        stub.requests().iter().any(|r| r.path == JWKS_PATH
+            && r.status == 304
+            && r.header("if-none-match") == Some("\"1\"")),
+        "no If-None-Match revalidation of the JWKS: {:?}",
+        stub.requests()
+    );
+
+    // A document core refuses (a private member) keeps the keys in force.
+    let mut private = jwks(&[&new]);
+    private["keys"][0]["d"] = json!("AAAA");
+    stub.set_status_list(JWKS_PATH, &private);
+    std::thread::sleep(Duration::from_millis(TTL_MS + 300));
+    let (kept, _) = send_until(&worker, &old_token, Duration::ZERO, |_| true);
+    assert_eq!(kept.status, 200, "{}", kept.summary());
+    let (unknown, _) = send_until(&worker, &new_token, Duration::ZERO, |_| true);
+    assert_eq!(unknown.reason().as_deref(), Some("key_unknown"));
+
+    // Rotation: the new key is accepted within the TTL; once the old one leaves the
+    // JWKS, its tokens are refused (the isolate's token cache does not keep them).
+    stub.set_status_list(JWKS_PATH, &jwks(&[&new, &old]));
+    let rotated_at = Instant::now();
+    let (r, took) = send_until(&worker, &new_token, bound, |r| r.status == 200);
+    println!("rotated key published → accepted by workerd after {took:?} (JWKS TTL {TTL_MS} ms)");
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert!(
+        rotated_at.elapsed() <= bound,
+        "took {took:?}, bound {bound:?}"
+    );
+    assert_eq!(r.upstream_header("x-tessera-token-id"), ["new"]);
+    stub.set_status_list(JWKS_PATH, &jwks(&[&new]));
+    let (gone, took) = send_until(&worker, &old_token, bound, |r| r.status != 200);
+    println!("old key withdrawn → refused by workerd after {took:?}");
+    assert_eq!(gone.status, 401, "{}", gone.summary());
+    assert_eq!(gone.reason().as_deref(), Some("key_unknown"));
+}
+
+/// Stale status lists follow the filter's policy: `sync.max_staleness_secs` after the
+/// last successful fetch, valid entries are unknown (`closed` → 503 `status_unavailable`,
+/// `open` → allowed), while what the last list revoked stays 401 `revoked`.
+#[test]
+fn workerd_stale_status_lists_follow_the_filter() {
+    const TTL_MS: u64 = 300;
+    let (workerd_bin, bundle) = workerd_tools();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-stale");
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let valid = TokenBuilder::new(now()).status(0, LIST_URI).sign(&ed);
+    let revoked = TokenBuilder::new(now())
+        .claim("jti", "gone")
+        .status(1, LIST_URI)
+        .sign(&ed);
+    for (policy, stale_status, stale_reason) in [
+        ("closed", 503, Some("status_unavailable")),
+        ("open", 200, None),
+    ] {
+        let config = json!({
+            "issuers": [DEFAULT_ISSUER],
+            "audiences": [DEFAULT_AUDIENCE],
+            "jwks": jwks(&[&ed]),
+            "status": {"fail_policy": policy},
+            "sync": {"max_staleness_secs": 1},
+        });
+        let stub = ControlStub::start().expect("control stub");
+        stub.set_status_list(LIST_PATH, &list_doc(&[0, 1]));
+        let usage = ControlStub::start().expect("usage stub");
+        let worker = start(
+            &WorkerdOptions::new(
+                &workerd_bin,
+                &bundle,
+                &config,
+                Origin::Url(format!("http://{}", upstream.addr())),
+            )
+            .var(
+                "TESSERA_STATUS_URLS",
+                &json!({ LIST_URI: stub.url(LIST_PATH) }).to_string(),
+            )
+            .var("TESSERA_STATUS_TTL_MS", &TTL_MS.to_string())
+            .var("TESSERA_STATUS_TIMEOUT_MS", "500")
+            .var("TESSERA_USAGE_URL", &usage.url("/v1/usage"))
+            .var("TESSERA_USAGE_BATCH", "1"),
+        );
+        let (fresh, _) = send_until(&worker, &valid, Duration::ZERO, |_| true);
+        assert_eq!(fresh.status, 200, "{policy}: {}", fresh.summary());
+        let (gone, _) = send_until(&worker, &revoked, Duration::ZERO, |_| true);
+        assert_eq!(gone.reason().as_deref(), Some("revoked"), "{policy}");
+
+        // The control plane goes away: after max_staleness_secs the policy decides.
+        drop(stub);
+        let lost_at = Instant::now();
+        let bound = Duration::from_secs(1) + Duration::from_millis(TTL_MS) + Duration::from_secs(5);
+        // `open` allows either way: the usage report says whether the policy did.
+        let fail_open_reported = || {
+            usage.requests().iter().any(|r| {
+                serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| {
+                    v["events"]
+                        .as_array()
+                        .is_some_and(|e| e.iter().any(|e| e["reason"] == "status_fail_open"))
+                })
+            })
+        };
+        let (stale, took) = send_until(&worker, &valid, bound, |r| {
+            r.status != 200 || fail_open_reported()
+        });
+        println!(
+            "{policy}: control plane gone → stale answer after {took:?} ({:?} since)",
+            lost_at.elapsed()
+        );
+        assert_eq!(stale.status, stale_status, "{policy}: {}", stale.summary());
+        assert_eq!(stale.reason().as_deref(), stale_reason, "{policy}");
+        if stale_status == 200 {
+            assert_eq!(stale.upstream_header("x-tessera-token-id").len(), 1);
+            assert!(
+                fail_open_reported(),
+                "open: no status_fail_open usage event"
+            );
+        }
+        // Revocation is final: the stale list still refuses what it revoked.
+        let (still, _) = send_until(&worker, &revoked, Duration::ZERO, |_| true);
+        assert_eq!(still.status, 401, "{policy}: {}", still.summary());
+        assert_eq!(still.reason().as_deref(), Some("revoked"), "{policy}");
+        assert!(
+            worker.log().contains("keeping what is in force"),
+            "{policy}: the failed fetch is not logged:\n{}",
+            worker.log()
+        );
     }
 }
 

@@ -1,7 +1,9 @@
 //! The edge worker in workerd with the real control plane (`tessera serve`): a token the
 //! control plane minted is accepted, revoking it through the REST API refuses it within
 //! the worker's status TTL (measured and printed), and the worker's usage reports land
-//! in the token's authentication log.
+//! in the token's authentication log. Keys can come from the control plane's JWKS alone
+//! (`TESSERA_JWKS_URLS`): 503 `keys_unavailable` until the first arrives, and a rotated
+//! key is accepted within the JWKS TTL (measured and printed).
 //!
 //! Needs TESSERA_WORKERD, TESSERA_EDGE_WORKER_DIR and TESSERA_CP_BIN; `cargo xtask test`
 //! sets them.
@@ -122,5 +124,102 @@ fn workerd_with_the_real_control_plane() {
     );
     assert_eq!(refused.status, 401, "{}", refused.summary());
     assert_eq!(refused.reason().as_deref(), Some("revoked"));
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+}
+
+const JWKS_TTL_MS: u64 = 1000;
+
+/// Keys only from the control plane's JWKS: a hung control plane at start-up gives 503
+/// `keys_unavailable` (as Envoy does before its first sync), the org's token is accepted
+/// once the JWKS arrives, and a token signed with a rotated key is accepted within the
+/// JWKS TTL.
+#[test]
+fn workerd_keys_from_the_control_plane_jwks() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let cp = ControlPlane::start(&ControlPlaneOptions::new(&control_plane_path()))
+        .unwrap_or_else(|e| panic!("the control plane did not start: {e}"));
+    let admin = cp.admin_token().to_owned();
+    let (id, jwt) = cp
+        .create_and_download(&admin, "edge-jwks", &["read"])
+        .unwrap_or_else(|e| panic!("minting a token: {e}"));
+    // No `jwks`: keys come from the control plane (the `sync` section allows that).
+    let config = json!({
+        "issuers": [cp.issuer()],
+        "audiences": ["tessera"],
+        "status": {"required": true, "fail_policy": "closed"},
+        "sync": {"max_staleness_secs": 60},
+    });
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = Workerd::start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var("TESSERA_JWKS_URLS", &json!([cp.jwks_url()]).to_string())
+        .var("TESSERA_JWKS_TTL_MS", &JWKS_TTL_MS.to_string())
+        .var(
+            "TESSERA_STATUS_URLS",
+            &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
+        )
+        .var("TESSERA_STATUS_TTL_MS", "1000")
+        .var("TESSERA_STATUS_TIMEOUT_MS", "500"),
+    )
+    .unwrap_or_else(|e| panic!("workerd did not start: {e}"));
+    let send = |token: &str| {
+        Request::get("/api/items")
+            .bearer(token)
+            .send(worker.addr())
+            .expect("request")
+    };
+
+    // The control plane hangs before the worker's first fetch: no keys yet.
+    cp.pause().unwrap_or_else(|e| panic!("pause: {e}"));
+    let first = send(&jwt);
+    cp.resume().unwrap_or_else(|e| panic!("resume: {e}"));
+    assert_eq!(first.status, 503, "{}", first.summary());
+    assert_eq!(first.reason().as_deref(), Some("keys_unavailable"));
+    assert_eq!(upstream.request_count(), 0);
+
+    let bound = Duration::from_millis(JWKS_TTL_MS) + Duration::from_secs(10);
+    let until_ok = |token: &str| {
+        let start = Instant::now();
+        loop {
+            let r = send(token);
+            if r.status == 200 || start.elapsed() > bound {
+                return (r, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (ok, took) = until_ok(&jwt);
+    println!("control plane resumed → token accepted with its JWKS after {took:?}");
+    assert_eq!(ok.status, 200, "{}\n{}", ok.summary(), worker.log());
+    assert_eq!(ok.upstream_header("x-tessera-token-id"), [id.as_str()]);
+
+    // Rotate the org's key; a token signed with the new key is accepted within the TTL.
+    let kid = cp
+        .rotate_key(&admin)
+        .unwrap_or_else(|e| panic!("rotate: {e}"));
+    let rotated_at = Instant::now();
+    let (new_id, new_jwt) = cp
+        .create_and_download(&admin, "edge-rotated", &["read"])
+        .unwrap_or_else(|e| panic!("minting after rotation: {e}"));
+    let header = new_jwt.split('.').next().unwrap_or_default();
+    assert!(
+        tessera_testkit::b64url_decode(header)
+            .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+            .is_some_and(|h| h["kid"] == kid.as_str()),
+        "the new token is not signed with the rotated key {kid}"
+    );
+    let (r, _) = until_ok(&new_jwt);
+    let took = rotated_at.elapsed();
+    println!(
+        "key rotated in the control plane → new token accepted by workerd after {took:?} \
+         (JWKS TTL {JWKS_TTL_MS} ms)"
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.summary(), worker.log());
+    assert_eq!(r.upstream_header("x-tessera-token-id"), [new_id.as_str()]);
     assert!(took <= bound, "took {took:?}, bound {bound:?}");
 }
