@@ -76,6 +76,28 @@ pub struct Key {
     pub jwk: Value,
 }
 
+impl Key {
+    /// For a P-256 key, its SEC1 uncompressed point (`04 || x || y`), as hosts with native
+    /// crypto import it. Read from the validated JWK, so no curve arithmetic is needed.
+    pub fn p256_point(&self) -> Option<Vec<u8>> {
+        if self.alg != KeyAlg::ES256 {
+            return None;
+        }
+        let coord = |name: &str| {
+            self.jwk
+                .get(name)
+                .and_then(Value::as_str)
+                .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok())
+                .filter(|b| b.len() == 32)
+        };
+        let mut point = Vec::with_capacity(65);
+        point.push(4);
+        point.extend_from_slice(&coord("x")?);
+        point.extend_from_slice(&coord("y")?);
+        Some(point)
+    }
+}
+
 /// The keys a verifier trusts.
 #[derive(Clone, Debug, Default)]
 pub struct KeySet {
@@ -287,6 +309,13 @@ mod tests {
         assert_eq!(set.get("a").unwrap().alg, KeyAlg::EdDSA);
         assert_eq!(set.get("b").unwrap().alg, KeyAlg::ES256);
         assert_eq!(set.get("c").unwrap().alg, KeyAlg::RS256);
+        // The point hosts import for native ES256 equals the key's own encoding.
+        let point = set.get("b").unwrap().p256_point().unwrap();
+        match &set.get("b").unwrap().material {
+            KeyMaterial::Es256(vk) => assert_eq!(point, vk.to_encoded_point(false).as_bytes()),
+            other => panic!("{other:?}"),
+        }
+        assert!(set.get("a").unwrap().p256_point().is_none());
         assert!(set.get("d").is_none());
     }
 

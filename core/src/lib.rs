@@ -277,6 +277,25 @@ impl Verifier {
         }
     }
 
+    /// Checks a pending signature in pure Rust (the same code [`Verifier::check`] runs):
+    /// the fallback for hosts whose native crypto lacks the algorithm or is unavailable.
+    pub fn verify_signature(&self, pending: &SignatureRequest) -> bool {
+        match self.config.keys.get(&pending.kid) {
+            Some(key) if key.alg == pending.alg => {
+                verify::signature_ok(&key.material, &pending.signing_input, &pending.signature)
+            }
+            _ => false,
+        }
+    }
+
+    /// The verification key a pending signature must be checked with.
+    pub fn key_for(&self, pending: &SignatureRequest) -> Option<&jwks::Key> {
+        self.config
+            .keys
+            .get(&pending.kid)
+            .filter(|k| k.alg == pending.alg)
+    }
+
     /// Completes a check started by [`Verifier::begin`] with the host's signature verdict.
     pub fn finish(
         &self,

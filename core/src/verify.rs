@@ -2,7 +2,7 @@
 //! request or on the passing of time, so its result may be cached.
 
 use jwt_compact::alg::{Es256, Rsa};
-use jwt_compact::{AlgorithmExt, Claims, Token, UntrustedToken, ValidationError};
+use jwt_compact::{Algorithm, AlgorithmSignature, Claims, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -59,17 +59,6 @@ fn to_ts<T>(c: &Claims<T>) -> (Option<i64>, Option<i64>, Option<i64>) {
         c.not_before.map(|d| d.timestamp()),
         c.issued_at.map(|d| d.timestamp()),
     )
-}
-
-fn map_validation(e: &ValidationError) -> Reason {
-    match e {
-        ValidationError::AlgorithmMismatch { .. } => Reason::AlgNotAllowed,
-        ValidationError::InvalidSignatureLen { .. }
-        | ValidationError::MalformedSignature(_)
-        | ValidationError::InvalidSignature => Reason::SignatureInvalid,
-        ValidationError::MalformedClaims(_) => Reason::TokenMalformed,
-        _ => Reason::TokenMalformed,
-    }
 }
 
 fn string_claim(m: &Map<String, Value>, name: &str) -> Result<String, Reason> {
@@ -143,16 +132,46 @@ fn status_claim(m: &Map<String, Value>) -> Result<Option<StatusRef>, Reason> {
     Ok(Some(StatusRef { idx, uri }))
 }
 
-fn verify_signature(
-    untrusted: &UntrustedToken<'_, ExtraHeader>,
-    material: &KeyMaterial,
-) -> Result<Token<Map<String, Value>, ExtraHeader>, ValidationError> {
+/// Whether `signature` has the form the key's algorithm requires (length, and values in
+/// range): jwt-compact checks this before it parses the claims, and so do we.
+fn signature_well_formed(material: &KeyMaterial, signature: &[u8]) -> bool {
+    fn form<A: Algorithm>(signature: &[u8]) -> bool {
+        if let Some(len) = A::Signature::LENGTH {
+            if signature.len() != len.get() {
+                return false;
+            }
+        }
+        A::Signature::try_from_slice(signature).is_ok()
+    }
     match material {
-        KeyMaterial::Ed25519(k) => EdDsa.validator::<Map<String, Value>>(k).validate(untrusted),
-        KeyMaterial::Es256(k) => Es256.validator::<Map<String, Value>>(k).validate(untrusted),
-        KeyMaterial::Rs256(k) => Rsa::rs256()
-            .validator::<Map<String, Value>>(k)
-            .validate(untrusted),
+        KeyMaterial::Ed25519(_) => form::<EdDsa>(signature),
+        KeyMaterial::Es256(_) => form::<Es256>(signature),
+        KeyMaterial::Rs256(_) => form::<Rsa>(signature),
+    }
+}
+
+/// Verifies raw JWS signature bytes over `message` with the key's pinned algorithm.
+pub(crate) fn signature_ok(material: &KeyMaterial, message: &[u8], signature: &[u8]) -> bool {
+    fn check<A: Algorithm>(
+        alg: &A,
+        key: &A::VerifyingKey,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        if let Some(len) = A::Signature::LENGTH {
+            if signature.len() != len.get() {
+                return false;
+            }
+        }
+        match A::Signature::try_from_slice(signature) {
+            Ok(sig) => alg.verify_signature(&sig, key, message),
+            Err(_) => false,
+        }
+    }
+    match material {
+        KeyMaterial::Ed25519(k) => check(&EdDsa, k, message, signature),
+        KeyMaterial::Es256(k) => check(&Es256, k, message, signature),
+        KeyMaterial::Rs256(k) => check(&Rsa::rs256(), k, message, signature),
     }
 }
 
@@ -162,6 +181,7 @@ pub(crate) struct Prepared<'c, 't> {
     key: &'c Key,
     typ: String,
     signing_input: &'t str,
+    claims: Claims<Map<String, Value>>,
 }
 
 impl Prepared<'_, '_> {
@@ -210,12 +230,21 @@ pub(crate) fn prepare<'c, 't>(
         .as_deref()
         .map(normalise_typ)
         .ok_or(Reason::TypeMismatch)?;
+    // Same order as jwt-compact's validator, so a host-checked signature and a Rust-checked
+    // one give the same reason: signature form, then claims, then the signature itself.
+    if !signature_well_formed(&key.material, untrusted.signature_bytes()) {
+        return Err(Reason::SignatureInvalid);
+    }
+    let claims = untrusted
+        .deserialize_claims_unchecked::<Map<String, Value>>()
+        .map_err(|_| Reason::TokenMalformed)?;
     let signing_input = token.rsplit_once('.').map(|(a, _)| a).unwrap_or("");
     Ok(Prepared {
         untrusted,
         key,
         typ,
         signing_input,
+        claims,
     })
 }
 
@@ -224,9 +253,10 @@ pub(crate) fn prepare<'c, 't>(
 /// of tokens without `iat`.
 pub fn verify(config: &Config, token: &str, now: u64) -> Result<VerifiedToken, Reason> {
     let p = prepare(config, token)?;
-    let verified =
-        verify_signature(&p.untrusted, &p.key.material).map_err(|e| map_validation(&e))?;
-    static_claims(config, verified.claims(), &p.typ, now)
+    if !signature_ok(&p.key.material, p.signing_input.as_bytes(), p.signature()) {
+        return Err(Reason::SignatureInvalid);
+    }
+    static_claims(config, &p.claims, &p.typ, now)
 }
 
 /// As [`verify`], with the signature already checked by the host (WebCrypto, Envoy's
@@ -240,11 +270,7 @@ pub(crate) fn verify_prepared(
     if !signature_valid {
         return Err(Reason::SignatureInvalid);
     }
-    let claims = p
-        .untrusted
-        .deserialize_claims_unchecked::<Map<String, Value>>()
-        .map_err(|_| Reason::TokenMalformed)?;
-    static_claims(config, &claims, &p.typ, now)
+    static_claims(config, &p.claims, &p.typ, now)
 }
 
 fn static_claims(

@@ -166,6 +166,11 @@ fn two_phase(verifier: &Verifier, req: &Request<'_>) -> tessera_core::Outcome {
                 .expect("begin names a configured key");
             assert_eq!(key.alg, sr.alg);
             let ok = host_verify(key, &sr.signing_input, &sr.signature);
+            assert_eq!(
+                verifier.verify_signature(&sr),
+                ok,
+                "core's own signature check disagrees with the crypto crates"
+            );
             verifier.finish(sr, ok, req, NOW, None)
         }
     }
@@ -898,5 +903,56 @@ fn stale_status_with_open_policy_allows_and_says_so() {
             source_address: None,
         };
         assert_eq!(v.check(&r, NOW, None).decision.reason(), want, "idx {idx}");
+    }
+}
+
+#[test]
+fn forged_tokens_with_broken_claims_get_the_same_reason_on_both_paths() {
+    // jwt-compact reads the claims before it checks the signature, so a forged token whose
+    // claims are not a JSON object is token_malformed; the two-phase path must agree.
+    let f = fixture();
+    let v = Verifier::from_config_json(&config(json!({}))).unwrap();
+    let valid = TokenBuilder::new(NOW).sign(&f.es);
+    let mut parts = valid.split('.');
+    let (hdr, _claims, sig) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    for (name, claims, want) in [
+        (
+            "claims not JSON",
+            tessera_testkit::b64url(b"{\"exp\":"),
+            Reason::TokenMalformed,
+        ),
+        (
+            "claims an array",
+            tessera_testkit::b64url(b"[]"),
+            Reason::TokenMalformed,
+        ),
+        (
+            "claims fine, signature forged",
+            tessera_testkit::b64url(b"{}"),
+            Reason::SignatureInvalid,
+        ),
+    ] {
+        let token = format!("{hdr}.{claims}.{sig}");
+        let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+        let req = Request {
+            method: "GET",
+            path: "/",
+            headers: &headers,
+            source_address: None,
+        };
+        assert_eq!(
+            v.check(&req, NOW, None).decision.reason(),
+            Some(want),
+            "{name}: check"
+        );
+        assert_eq!(
+            two_phase(&v, &req).decision.reason(),
+            Some(want),
+            "{name}: begin/finish"
+        );
     }
 }

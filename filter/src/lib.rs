@@ -5,6 +5,7 @@
 //! context asks core for a decision and applies the [`plan::Plan`]. Host errors are mapped,
 //! not unwrapped: the module never traps on request input.
 
+pub mod native;
 pub mod plan;
 pub mod shared;
 pub mod sync;
@@ -19,9 +20,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use tessera_core::config::UsageSettings;
-use tessera_core::jwks::KeySet;
+use tessera_core::jwks::{KeyAlg, KeySet};
 use tessera_core::{
-    CacheUse, Decision, Outcome, Reason, Request, StatusList, TokenCache, Verifier,
+    CacheUse, Decision, Outcome, Reason, Request, SignatureRequest, StatusList, Step, TokenCache,
+    Verifier,
 };
 
 use crate::plan::Plan;
@@ -125,6 +127,8 @@ struct Shared {
     /// The JWKS documents last applied, to clear the cache only when keys change.
     synced_jwks: RefCell<Vec<String>>,
     usage: Option<(UsageSettings, RefCell<usage::Buffer>)>,
+    /// Envoy's `verify_signature` foreign function answers (cleared on its first error).
+    native_crypto: Cell<bool>,
 }
 
 /// The root context: a filter (one per worker VM) or the sync service (one per process),
@@ -284,6 +288,7 @@ impl RootContext for Root {
                     synced_version: Cell::new(None),
                     synced_jwks: RefCell::new(Vec::new()),
                     usage,
+                    native_crypto: Cell::new(true),
                 }));
                 log(LogLevel::Info, "tessera: plugin configuration loaded");
                 true
@@ -434,11 +439,7 @@ impl HttpContext for Http {
         let Ok(verifier) = shared.verifier.try_borrow() else {
             return reply_unavailable();
         };
-        let outcome = match shared.cache.try_borrow_mut() {
-            Ok(mut cache) => verifier.check(&req, now, Some(&mut cache)),
-            // Re-entrancy cannot happen in a single-threaded VM; if it did, skip the cache.
-            Err(_) => verifier.check(&req, now, None),
-        };
+        let outcome = decide(shared, &verifier, &req, now);
         shared.metrics.record(&outcome.decision, outcome.cache);
         record_usage(shared, &verifier, &req, &outcome, now);
 
@@ -699,5 +700,49 @@ impl SyncRoot {
         }
         // Re-poll at once: a change feed answered means another change may follow.
         self.dispatch_due();
+    }
+}
+
+/// Decides one request: core does everything but the signature, which Envoy's BoringSSL
+/// checks for ES256 (through the `verify_signature` foreign function) and core checks in
+/// Rust otherwise.
+fn decide(shared: &Shared, verifier: &Verifier, req: &Request<'_>, now: u64) -> Outcome {
+    // Re-entrancy cannot happen in a single-threaded VM; if it did, go without the cache.
+    let mut cache = shared.cache.try_borrow_mut().ok();
+    match verifier.begin(req, now, cache.as_deref_mut()) {
+        Step::Done(outcome) => outcome,
+        Step::Verify(pending) => {
+            let ok = native_es256(shared, verifier, &pending)
+                .unwrap_or_else(|| verifier.verify_signature(&pending));
+            verifier.finish(pending, ok, req, now, cache.as_deref_mut())
+        }
+    }
+}
+
+/// The host's verdict on an ES256 signature, or `None` to check it in Rust (another
+/// algorithm, or a host without the foreign function).
+fn native_es256(shared: &Shared, verifier: &Verifier, pending: &SignatureRequest) -> Option<bool> {
+    if pending.alg != KeyAlg::ES256 || !shared.native_crypto.get() {
+        return None;
+    }
+    let key = verifier.key_for(pending)?;
+    let spki = native::p256_spki(&key.p256_point()?)?;
+    let Some(signature) = native::es256_signature_der(&pending.signature) else {
+        // Not 64 bytes: not an ES256 signature at all.
+        return Some(false);
+    };
+    let args = native::verify_args("sha256", &spki, &signature, &pending.signing_input);
+    match hostcalls::call_foreign_function("verify_signature", Some(&args)) {
+        Ok(Some(result)) => native::verify_result(&result),
+        // proto3 encodes `result: false` with no error as zero bytes.
+        Ok(None) => Some(false),
+        Err(status) => {
+            shared.native_crypto.set(false);
+            log(
+                LogLevel::Warn,
+                &format!("tessera: Envoy's verify_signature is unavailable ({status:?}); checking ES256 in wasm"),
+            );
+            None
+        }
     }
 }
