@@ -4,6 +4,9 @@
 //! on the request or the clock (time claims, status, IP, scopes) is checked on every hit.
 //! Two generations give approximate LRU in O(1): when the young map fills, it becomes the
 //! old one and the previous old one is dropped; a hit in the old map moves the entry back.
+//! Each generation holds `cache_size` entries, so the `cache_size` most recently used
+//! tokens are always kept (a working set that size hits on every request) and at most
+//! twice that many are held.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -47,12 +50,13 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// A cache holding at most `capacity` tokens (0 disables it).
+    /// A cache that keeps the `capacity` most recently used tokens, holding at most
+    /// `2 * capacity` (0 disables it).
     pub fn new(capacity: usize) -> TokenCache {
         TokenCache {
             young: Map::default(),
             old: Map::default(),
-            generation_size: capacity.div_ceil(2),
+            generation_size: capacity,
         }
     }
 

@@ -773,7 +773,41 @@ fn the_cache_stays_bounded() {
             source_address: None,
         };
         assert_eq!(v.check(&req, NOW, Some(&mut cache)).decision.reason(), None);
-        assert!(cache.len() <= 10, "cache grew to {}", cache.len());
+        assert!(cache.len() <= 20, "cache grew to {}", cache.len());
+    }
+}
+
+#[test]
+fn a_working_set_of_cache_size_tokens_always_hits() {
+    // Round robin over exactly cache_size tokens: after the first pass, every look-up hits.
+    let f = fixture();
+    let v = Verifier::from_config_json(&config(json!({"cache_size": 10}))).unwrap();
+    let mut cache = v.new_cache();
+    let tokens: Vec<String> = (0..10)
+        .map(|i| {
+            TokenBuilder::new(NOW)
+                .claim("jti", format!("tok_{i}"))
+                .sign(&f.ed)
+        })
+        .collect();
+    for round in 0..5 {
+        for t in &tokens {
+            let headers = vec![("authorization".to_string(), format!("Bearer {t}"))];
+            let req = Request {
+                method: "GET",
+                path: "/",
+                headers: &headers,
+                source_address: None,
+            };
+            let out = v.check(&req, NOW, Some(&mut cache));
+            assert_eq!(out.decision.reason(), None);
+            let want = if round == 0 {
+                CacheUse::Miss
+            } else {
+                CacheUse::Hit
+            };
+            assert_eq!(out.cache, want, "round {round}");
+        }
     }
 }
 

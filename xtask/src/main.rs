@@ -4,8 +4,12 @@
 //! - `test` — installs Envoy if needed, builds the module and the control plane, then fmt,
 //!   clippy and the whole workspace's tests including the Envoy host tests;
 //! - `demo` — installs Envoy if needed, builds the module and the control plane, and walks
-//!   through Tessera: a token issued, accepted in a real Envoy, revoked and refused.
+//!   through Tessera: a token issued, accepted in a real Envoy, revoked and refused;
+//! - `bench` — Envoy throughput and latency of Tessera against no filter, the wasm floor
+//!   and native `jwt_authn`, interleaved rounds, written to BENCHMARKS.md (`--smoke`: each
+//!   configuration once, only 200s checked).
 
+mod bench;
 mod edge;
 mod tools;
 mod wasm;
@@ -27,7 +31,17 @@ tasks:
                -D warnings and cargo test --workspace (including the host tests that run
                the module in Envoy against the real control plane)
   demo         install Envoy if missing, build the module and the control plane, and run
-               the walk-through (issue, accept, revoke, refuse, authentication log)";
+               the walk-through (issue, accept, revoke, refuse, authentication log)
+  bench        install Envoy and wrk if missing, build the modules and the wasm floor
+               (bench/wasm-floor), then measure Envoy throughput and p50/p99 latency on
+               loopback (Envoy --concurrency 1 on core 0, wrk on core 1): no filter, the
+               wasm floor, native jwt_authn with and without its cache, and Tessera
+               (reused, 1,000 distinct and new tokens; Ed25519 and ES256; a 1M status
+               list; an IP filter), interleaved over 3 rounds of 10 s; writes BENCHMARKS.md
+      options: --smoke        each configuration once for ~1 s, checks every response
+                              is a 200 (no speed assertion), writes no BENCHMARKS.md
+               --seconds N    measured seconds per configuration and round (default 10)
+               --rounds N     interleaved rounds (default 3, at least 3)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +55,7 @@ fn main() -> ExitCode {
         ["build-wasm"] => build_wasm(&root),
         ["test"] => test(&root),
         ["demo"] => demo(&root),
+        ["bench", options @ ..] => bench(&root, options),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -106,7 +121,7 @@ fn cargo(root: &Path) -> Command {
 }
 
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 8;
+    const STEPS: usize = 9;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -159,7 +174,25 @@ fn test(root: &Path) -> Result<()> {
             .env(edge::EDGE_WORKER_DIR_ENV, &edge_bundle),
     )?;
 
-    tools::header("[8/8] all checks passed");
+    // The benchmark's code builds in every test run, and each of its configurations is
+    // run once (about 30 s; answers checked, no speed asserted, BENCHMARKS.md untouched).
+    tools::header(&format!(
+        "[8/{STEPS}] bench --smoke: every benchmark configuration once"
+    ));
+    tools::ensure_debs(&["wrk"], "the load generator of `cargo xtask bench`")?;
+    let toolchain = wasm::ensure_toolchain()?;
+    let floor_wasm = wasm::build_module(root, &toolchain, &bench::FLOOR)?;
+    bench::run(
+        &bench::Inputs {
+            root,
+            envoy: &envoy,
+            filter_wasm: &filter_wasm,
+            floor_wasm: &floor_wasm,
+        },
+        &bench::Plan::smoke(),
+    )?;
+
+    tools::header(&format!("[9/{STEPS}] all checks passed"));
     Ok(())
 }
 
@@ -175,4 +208,34 @@ fn demo(root: &Path) -> Result<()> {
     ));
     tessera_host_tests::demo::run_with_control_plane(&envoy, &filter_wasm, &cp_bin)
         .map_err(|e| format!("the demo failed: {e}"))
+}
+
+fn bench(root: &Path, args: &[&str]) -> Result<()> {
+    const STEPS: usize = 4;
+    let plan = bench::Plan::from_args(args)?;
+    let (envoy, filter_wasm) = prepare(root, STEPS)?;
+    tools::header(&format!(
+        "[3/{STEPS}] bench: wrk and the wasm floor ({})",
+        bench::FLOOR.package
+    ));
+    tools::ensure_debs(&["wrk"], "the load generator of `cargo xtask bench`")?;
+    let toolchain = wasm::ensure_toolchain()?;
+    let floor_wasm = wasm::build_module(root, &toolchain, &bench::FLOOR)?;
+    tools::header(&format!(
+        "[4/{STEPS}] bench: {}",
+        if plan.smoke {
+            "smoke run (each configuration once)"
+        } else {
+            "full run"
+        }
+    ));
+    bench::run(
+        &bench::Inputs {
+            root,
+            envoy: &envoy,
+            filter_wasm: &filter_wasm,
+            floor_wasm: &floor_wasm,
+        },
+        &plan,
+    )
 }
