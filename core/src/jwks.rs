@@ -74,27 +74,14 @@ pub struct Key {
     /// The public JWK as configured (no private members: those are refused), for hosts
     /// that import the key into their own crypto (WebCrypto).
     pub jwk: Value,
+    p256_point: Option<Vec<u8>>,
 }
 
 impl Key {
     /// For a P-256 key, its SEC1 uncompressed point (`04 || x || y`), as hosts with native
-    /// crypto import it. Read from the validated JWK, so no curve arithmetic is needed.
-    pub fn p256_point(&self) -> Option<Vec<u8>> {
-        if self.alg != KeyAlg::ES256 {
-            return None;
-        }
-        let coord = |name: &str| {
-            self.jwk
-                .get(name)
-                .and_then(Value::as_str)
-                .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok())
-                .filter(|b| b.len() == 32)
-        };
-        let mut point = Vec::with_capacity(65);
-        point.push(4);
-        point.extend_from_slice(&coord("x")?);
-        point.extend_from_slice(&coord("y")?);
-        Some(point)
+    /// crypto import it; computed once when the JWKS is loaded.
+    pub fn p256_point(&self) -> Option<&[u8]> {
+        self.p256_point.as_deref()
     }
 }
 
@@ -211,6 +198,7 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
         }
     }
     let kty = str_field(obj, path, "kty")?;
+    let mut point = None;
     let (alg, material) = match kty {
         "OKP" => {
             let crv = str_field(obj, path, "crv")?;
@@ -248,6 +236,7 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
             sec1.extend_from_slice(&y);
             let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| ConfigError::new(format!("{path}.x"), "is not a point on P-256"))?;
+            point = Some(sec1);
             (KeyAlg::ES256, KeyMaterial::Es256(vk))
         }
         "RSA" => {
@@ -290,6 +279,7 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
         alg,
         material,
         jwk: k.clone(),
+        p256_point: point,
     })
 }
 

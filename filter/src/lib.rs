@@ -726,7 +726,7 @@ fn native_es256(shared: &Shared, verifier: &Verifier, pending: &SignatureRequest
         return None;
     }
     let key = verifier.key_for(pending)?;
-    let spki = native::p256_spki(&key.p256_point()?)?;
+    let spki = native::p256_spki(key.p256_point()?)?;
     let Some(signature) = native::es256_signature_der(&pending.signature) else {
         // Not 64 bytes: not an ES256 signature at all.
         return Some(false);
