@@ -45,11 +45,102 @@ impl KeyAlg {
 #[derive(Clone)]
 pub enum KeyMaterial {
     /// Ed25519 public key.
-    Ed25519(ed25519_compact::PublicKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
     /// P-256 public key.
     Es256(p256::ecdsa::VerifyingKey),
-    /// RSA public key (at least 2048 bits).
-    Rs256(rsa::RsaPublicKey),
+    /// RSA public key (2048 to 4096 bits).
+    Rs256(RsaKey),
+}
+
+/// An RSA public key: its modulus and exponent (big-endian, no leading zeros), checked
+/// when loaded; with the `rust-rsa` feature also ready for verification in Rust.
+#[derive(Clone)]
+pub struct RsaKey {
+    n: Vec<u8>,
+    e: Vec<u8>,
+    #[cfg(feature = "rust-rsa")]
+    key: rsa::RsaPublicKey,
+}
+
+impl RsaKey {
+    /// The modulus, big-endian.
+    pub fn n(&self) -> &[u8] {
+        &self.n
+    }
+    /// The public exponent, big-endian.
+    pub fn e(&self) -> &[u8] {
+        &self.e
+    }
+    /// The key for Rust verification.
+    #[cfg(feature = "rust-rsa")]
+    pub fn public_key(&self) -> &rsa::RsaPublicKey {
+        &self.key
+    }
+}
+
+/// Accepted RSA sizes (the rsa crate's own limits; the same on every build).
+const RSA_MIN_BITS: usize = 2048;
+const RSA_MAX_BITS: usize = 4096;
+/// Largest public exponent accepted (2^33 - 1, the rsa crate's limit).
+const RSA_MAX_EXPONENT: u64 = (1 << 33) - 1;
+
+fn strip_zeros(v: &[u8]) -> &[u8] {
+    let first = v.iter().position(|b| *b != 0).unwrap_or(v.len());
+    &v[first..]
+}
+
+fn rsa_key(n: &[u8], e: &[u8], path: &str) -> Result<RsaKey, ConfigError> {
+    let n = strip_zeros(n);
+    let e = strip_zeros(e);
+    let bits = match n.first() {
+        Some(top) => (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+        None => 0,
+    };
+    if bits < RSA_MIN_BITS {
+        return Err(ConfigError::new(
+            format!("{path}.n"),
+            format!("RSA modulus of {bits} bits is too small (at least {RSA_MIN_BITS})"),
+        ));
+    }
+    if bits > RSA_MAX_BITS {
+        return Err(ConfigError::new(
+            format!("{path}.n"),
+            format!("RSA modulus of {bits} bits is too large (at most {RSA_MAX_BITS})"),
+        ));
+    }
+    if n.last().is_some_and(|b| b & 1 == 0) {
+        return Err(ConfigError::new(
+            format!("{path}.n"),
+            "RSA modulus must be odd",
+        ));
+    }
+    let exponent = (e.len() <= 8).then(|| e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)));
+    match exponent {
+        Some(x) if (3..=RSA_MAX_EXPONENT).contains(&x) && x & 1 == 1 => {}
+        _ => {
+            return Err(ConfigError::new(
+                format!("{path}.e"),
+                format!("RSA exponent must be odd, from 3 to {RSA_MAX_EXPONENT}"),
+            ))
+        }
+    }
+    #[cfg(feature = "rust-rsa")]
+    let key = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(n),
+        rsa::BigUint::from_bytes_be(e),
+    )
+    .map_err(|err| {
+        ConfigError::new(
+            format!("{path}.n"),
+            format!("invalid RSA public key: {err}"),
+        )
+    })?;
+    Ok(RsaKey {
+        n: n.to_vec(),
+        e: e.to_vec(),
+        #[cfg(feature = "rust-rsa")]
+        key,
+    })
 }
 
 impl fmt::Debug for KeyMaterial {
@@ -209,9 +300,12 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
                 ));
             }
             let x = b64_field(obj, path, "x")?;
-            let pk = ed25519_compact::PublicKey::from_slice(&x).map_err(|_| {
-                ConfigError::new(format!("{path}.x"), "is not a 32-byte Ed25519 public key")
-            })?;
+            let pk = <[u8; 32]>::try_from(x.as_slice())
+                .ok()
+                .and_then(|x| ed25519_dalek::VerifyingKey::from_bytes(&x).ok())
+                .ok_or_else(|| {
+                    ConfigError::new(format!("{path}.x"), "is not a 32-byte Ed25519 public key")
+                })?;
             (KeyAlg::EdDSA, KeyMaterial::Ed25519(pk))
         }
         "EC" => {
@@ -242,22 +336,7 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
         "RSA" => {
             let n = b64_field(obj, path, "n")?;
             let e = b64_field(obj, path, "e")?;
-            let n = rsa::BigUint::from_bytes_be(&n);
-            let e = rsa::BigUint::from_bytes_be(&e);
-            let bits = n.bits();
-            if bits < 2048 {
-                return Err(ConfigError::new(
-                    format!("{path}.n"),
-                    format!("RSA modulus of {bits} bits is too small (at least 2048)"),
-                ));
-            }
-            let pk = rsa::RsaPublicKey::new(n, e).map_err(|err| {
-                ConfigError::new(
-                    format!("{path}.n"),
-                    format!("invalid RSA public key: {err}"),
-                )
-            })?;
-            (KeyAlg::RS256, KeyMaterial::Rs256(pk))
+            (KeyAlg::RS256, KeyMaterial::Rs256(rsa_key(&n, &e, path)?))
         }
         other => {
             return Err(ConfigError::new(

@@ -12,7 +12,6 @@
 pub mod cache;
 pub mod config;
 pub mod decision;
-pub mod eddsa;
 pub mod extract;
 pub mod ip;
 pub mod jwks;
@@ -110,6 +109,8 @@ pub struct SignatureRequest {
     pub signature: Vec<u8>,
     token: String,
     token_header: String,
+    /// The token as parsed by `begin`, so `finish` does not parse it again.
+    parsed: verify::Parsed,
 }
 
 /// A configured verifier.
@@ -204,19 +205,16 @@ impl Verifier {
         }
 
         let (verified, cache_use) = match cache {
-            Some(cache) => {
-                let key = cache::digest(found.token);
-                match cache.get(&key, now) {
-                    Some(v) => (Ok(v), CacheUse::Hit),
-                    None => {
-                        let v = verify::verify(&self.config, found.token, now).map(Rc::new);
-                        if let Ok(v) = &v {
-                            cache.insert(key, Rc::clone(v));
-                        }
-                        (v, CacheUse::Miss)
+            Some(cache) => match cache.get(found.token, now) {
+                Some(v) => (Ok(v), CacheUse::Hit),
+                None => {
+                    let v = verify::verify(&self.config, found.token, now).map(Rc::new);
+                    if let Ok(v) = &v {
+                        cache.insert(found.token, Rc::clone(v));
                     }
+                    (v, CacheUse::Miss)
                 }
-            }
+            },
             None => (
                 verify::verify(&self.config, found.token, now).map(Rc::new),
                 CacheUse::NotUsed,
@@ -248,9 +246,8 @@ impl Verifier {
         if found.token.len() > self.config.max_token_bytes {
             return Step::Done(self.early(Reason::TokenTooLarge, Some(token_header)));
         }
-        let key = cache::digest(found.token);
         if let Some(cache) = cache {
-            if let Some(v) = cache.get(&key, now) {
+            if let Some(v) = cache.get(found.token, now) {
                 return Step::Done(Outcome {
                     decision: self.authorize(&v, req, now),
                     token_header: Some(token_header),
@@ -266,14 +263,21 @@ impl Verifier {
                 cache: CacheUse::Miss,
                 subject: None,
             }),
-            Ok(p) => Step::Verify(SignatureRequest {
-                alg: p.key().alg,
-                kid: p.key().kid.clone(),
-                signing_input: p.signing_input().as_bytes().to_vec(),
-                signature: p.signature().to_vec(),
-                token: found.token.to_string(),
-                token_header,
-            }),
+            Ok(p) => {
+                let alg = p.key().alg;
+                let kid = p.key().kid.clone();
+                let signing_input = p.signing_input().as_bytes().to_vec();
+                let (signature, parsed) = p.into_parts();
+                Step::Verify(SignatureRequest {
+                    alg,
+                    kid,
+                    signing_input,
+                    signature,
+                    token: found.token.to_string(),
+                    token_header,
+                    parsed,
+                })
+            }
         }
     }
 
@@ -305,13 +309,21 @@ impl Verifier {
         now: u64,
         cache: Option<&mut TokenCache>,
     ) -> Outcome {
-        let verified = verify::prepare(&self.config, &pending.token)
-            .and_then(|p| verify::verify_prepared(&self.config, &p, signature_valid, now))
-            .map(Rc::new);
+        // `begin` selected the key from this verifier's keys; if they changed since (a sync
+        // between the two calls), the verdict may be about a key no longer trusted.
+        let key_kept = self.key_for(&pending).is_some();
+        let verified = if key_kept {
+            verify::verify_parsed(&self.config, &pending.parsed, signature_valid, now)
+        } else if self.config.keys.is_empty() {
+            Err(Reason::KeysUnavailable)
+        } else {
+            Err(Reason::KeyUnknown)
+        }
+        .map(Rc::new);
         let (decision, subject) = match verified {
             Ok(v) => {
                 if let Some(cache) = cache {
-                    cache.insert(cache::digest(&pending.token), Rc::clone(&v));
+                    cache.insert(&pending.token, Rc::clone(&v));
                 }
                 (self.authorize(&v, req, now), Some(Subject::of(&v)))
             }
@@ -407,7 +419,7 @@ impl Verifier {
     }
 }
 
-// rsa and ed25519-compact link getrandom even though verification never draws a random
+// rsa links getrandom even though verification never draws a random
 // number. On wasm32-unknown-unknown there is no entropy source; this backend refuses, so
 // any accidental use fails instead of importing a host function.
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]

@@ -63,6 +63,56 @@ impl fmt::Display for StatusListError {
 
 impl std::error::Error for StatusListError {}
 
+/// Inflates zlib data into a vector of exactly its size, in two passes: the first counts
+/// the output through a 32 KiB window, the second fills an allocation of that size. A
+/// growing vector would double past the size (a 10M-entry list, 2.4 MiB, would pass
+/// through 4 MiB, and a realloc holds both): in a wasm VM, whose memory never shrinks,
+/// that peak would stay for good. Decompression runs only when a list changes.
+fn inflate_exact(compressed: &[u8]) -> Result<Vec<u8>, StatusListError> {
+    use miniz_oxide::inflate::core::inflate_flags::{
+        TINFL_FLAG_COMPUTE_ADLER32, TINFL_FLAG_PARSE_ZLIB_HEADER,
+        TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+    };
+    use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
+    use miniz_oxide::inflate::TINFLStatus;
+
+    const WINDOW: usize = 32 * 1024;
+    let flags = TINFL_FLAG_PARSE_ZLIB_HEADER | TINFL_FLAG_COMPUTE_ADLER32;
+    let mut state = DecompressorOxide::new();
+    let mut window = vec![0u8; WINDOW];
+    let (mut in_pos, mut out_pos, mut total) = (0usize, 0usize, 0usize);
+    loop {
+        let input = compressed.get(in_pos..).unwrap_or_default();
+        let (status, read, written) = decompress(&mut state, input, &mut window, out_pos, flags);
+        in_pos += read;
+        total += written;
+        out_pos = (out_pos + written) % WINDOW;
+        if total > MAX_LIST_BYTES {
+            return Err(StatusListError::Zlib);
+        }
+        match status {
+            TINFLStatus::Done => break,
+            TINFLStatus::HasMoreOutput => {}
+            _ => return Err(StatusListError::Zlib),
+        }
+    }
+    drop(window);
+    let mut bytes = vec![0u8; total];
+    let mut state = DecompressorOxide::new();
+    let (status, _, written) = decompress(
+        &mut state,
+        compressed,
+        &mut bytes,
+        0,
+        flags | TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+    );
+    if status == TINFLStatus::Done && written == total {
+        Ok(bytes)
+    } else {
+        Err(StatusListError::Zlib)
+    }
+}
+
 /// A compact 2-bit status array. Entry `i` is in byte `i / 4` at bit offset `2 * (i % 4)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatusList {
@@ -82,10 +132,9 @@ impl StatusList {
         let compressed = URL_SAFE_NO_PAD
             .decode(lst.trim_end_matches('='))
             .map_err(|_| StatusListError::Base64)?;
-        let bytes =
-            miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(&compressed, MAX_LIST_BYTES)
-                .map_err(|_| StatusListError::Zlib)?;
-        Ok(StatusList { bytes })
+        Ok(StatusList {
+            bytes: inflate_exact(&compressed)?,
+        })
     }
 
     /// Encodes as the draft's `lst` value.
@@ -130,6 +179,27 @@ impl StatusList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inflates_to_exactly_the_size() {
+        for len in [0usize, 1, 4, 1000, 32 * 1024 * 4 + 3, 3_000_001] {
+            let mut l = StatusList::new(len);
+            if len > 10 {
+                l.set(len - 1, TokenStatus::Revoked);
+                l.set(len / 2, TokenStatus::Suspended);
+            }
+            let back = StatusList::from_lst(&l.to_lst()).unwrap();
+            assert_eq!(back, l, "{len}");
+            assert_eq!(back.bytes.capacity(), back.bytes.len(), "{len}");
+        }
+        // Corrupt data (bad checksum, truncated) is refused, not returned short.
+        let mut z = miniz_oxide::deflate::compress_to_vec_zlib(&[1, 2, 3, 4, 5], 6);
+        let last = z.len() - 1;
+        z[last] ^= 1;
+        assert_eq!(inflate_exact(&z), Err(StatusListError::Zlib));
+        let z = miniz_oxide::deflate::compress_to_vec_zlib(&[7; 100_000], 6);
+        assert_eq!(inflate_exact(&z[..z.len() / 2]), Err(StatusListError::Zlib));
+    }
 
     #[test]
     fn round_trip_and_layout() {

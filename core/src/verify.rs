@@ -1,20 +1,33 @@
 //! Signature and static-claim checks: everything about a token that does not depend on the
 //! request or on the passing of time, so its result may be cached.
+//!
+//! The compact JWS is parsed here (base64url without padding, strict; JSON header and
+//! payload) and the signature is checked with the key's pinned algorithm by the
+//! primitives' own crates. The order of the checks is fixed and shared with the host
+//! signature path ([`crate::Verifier::begin`]): form and header, key selection, signature
+//! form, claims, then the signature itself.
 
-use jwt_compact::alg::{Es256, Rsa};
-use jwt_compact::{Algorithm, AlgorithmSignature, Claims, UntrustedToken};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::{normalise_typ, Config};
 use crate::decision::Reason;
-use crate::eddsa::EdDsa;
 use crate::ip::Cidr;
 use crate::jwks::{Key, KeyAlg, KeyMaterial};
 
-/// Header parameters we read beyond what jwt-compact parses.
-#[derive(Clone, Debug, Default, Deserialize)]
-struct ExtraHeader {
+/// The protected header parameters we read. Others are ignored (RFC 7515 §4), except
+/// `crit`, which we refuse, and `cty`, which must say JSON.
+#[derive(Debug, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    cty: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
 }
@@ -51,14 +64,6 @@ pub struct VerifiedToken {
     pub status: Option<StatusRef>,
     /// Parent API token, for access tokens.
     pub parent: Option<String>,
-}
-
-fn to_ts<T>(c: &Claims<T>) -> (Option<i64>, Option<i64>, Option<i64>) {
-    (
-        c.expiration.map(|d| d.timestamp()),
-        c.not_before.map(|d| d.timestamp()),
-        c.issued_at.map(|d| d.timestamp()),
-    )
 }
 
 fn string_claim(m: &Map<String, Value>, name: &str) -> Result<String, Reason> {
@@ -132,56 +137,78 @@ fn status_claim(m: &Map<String, Value>) -> Result<Option<StatusRef>, Reason> {
     Ok(Some(StatusRef { idx, uri }))
 }
 
-/// Whether `signature` has the form the key's algorithm requires (length, and values in
-/// range): jwt-compact checks this before it parses the claims, and so do we.
-fn signature_well_formed(material: &KeyMaterial, signature: &[u8]) -> bool {
-    fn form<A: Algorithm>(signature: &[u8]) -> bool {
-        if let Some(len) = A::Signature::LENGTH {
-            if signature.len() != len.get() {
-                return false;
-            }
-        }
-        A::Signature::try_from_slice(signature).is_ok()
-    }
+/// The signature in the form the key's algorithm requires (length, and values in range
+/// for ECDSA), or `None`. Checked before the claims are read, on both signature paths.
+enum Signature {
+    Ed25519(ed25519_dalek::Signature),
+    Es256(#[cfg_attr(not(feature = "rust-ecdsa"), allow(dead_code))] p256::ecdsa::Signature),
+    Rs256,
+}
+
+fn signature_form(material: &KeyMaterial, signature: &[u8]) -> Option<Signature> {
     match material {
-        KeyMaterial::Ed25519(_) => form::<EdDsa>(signature),
-        KeyMaterial::Es256(_) => form::<Es256>(signature),
-        KeyMaterial::Rs256(_) => form::<Rsa>(signature),
+        KeyMaterial::Ed25519(_) => ed25519_dalek::Signature::from_slice(signature)
+            .ok()
+            .map(Signature::Ed25519),
+        KeyMaterial::Es256(_) => p256::ecdsa::Signature::from_slice(signature)
+            .ok()
+            .map(Signature::Es256),
+        KeyMaterial::Rs256(_) => Some(Signature::Rs256),
     }
 }
 
-/// Verifies raw JWS signature bytes over `message` with the key's pinned algorithm.
-pub(crate) fn signature_ok(material: &KeyMaterial, message: &[u8], signature: &[u8]) -> bool {
-    fn check<A: Algorithm>(
-        alg: &A,
-        key: &A::VerifyingKey,
-        message: &[u8],
-        signature: &[u8],
-    ) -> bool {
-        if let Some(len) = A::Signature::LENGTH {
-            if signature.len() != len.get() {
-                return false;
-            }
-        }
-        match A::Signature::try_from_slice(signature) {
-            Ok(sig) => alg.verify_signature(&sig, key, message),
-            Err(_) => false,
-        }
-    }
+/// Whether this build verifies `material`'s algorithm in Rust (Ed25519 always; ES256 and
+/// RS256 with the `rust-ecdsa` and `rust-rsa` features).
+pub fn verifies_in_rust(material: &KeyMaterial) -> bool {
     match material {
-        KeyMaterial::Ed25519(k) => check(&EdDsa, k, message, signature),
-        KeyMaterial::Es256(k) => check(&Es256, k, message, signature),
-        KeyMaterial::Rs256(k) => check(&Rsa::rs256(), k, message, signature),
+        KeyMaterial::Ed25519(_) => true,
+        KeyMaterial::Es256(_) => cfg!(feature = "rust-ecdsa"),
+        KeyMaterial::Rs256(_) => cfg!(feature = "rust-rsa"),
     }
+}
+
+/// Verifies raw JWS signature bytes over `message` with the key's pinned algorithm; false
+/// for an algorithm this build does not verify in Rust ([`verifies_in_rust`]).
+pub(crate) fn signature_ok(material: &KeyMaterial, message: &[u8], signature: &[u8]) -> bool {
+    match (material, signature_form(material, signature)) {
+        // verify_strict: canonical `s`, and no small-order key or `R` (RFC 8032 §5.1.7 plus
+        // the checks that make a signature unmalleable).
+        (KeyMaterial::Ed25519(k), Some(Signature::Ed25519(sig))) => {
+            k.verify_strict(message, &sig).is_ok()
+        }
+        #[cfg(feature = "rust-ecdsa")]
+        (KeyMaterial::Es256(k), Some(Signature::Es256(sig))) => {
+            use p256::ecdsa::signature::Verifier as _;
+            k.verify(message, &sig).is_ok()
+        }
+        #[cfg(feature = "rust-rsa")]
+        (KeyMaterial::Rs256(k), Some(Signature::Rs256)) => {
+            use sha2::{Digest as _, Sha256};
+            let digest = Sha256::digest(message);
+            k.public_key()
+                .verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
+                .is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// What `prepare` learnt from a token that does not borrow from it, kept so that the
+/// signature's verdict can be applied without parsing the token again.
+#[derive(Clone, Debug)]
+pub(crate) struct Parsed {
+    /// Normalised header `typ`.
+    typ: String,
+    /// The payload's members.
+    claims: Map<String, Value>,
 }
 
 /// A token whose form and key selection passed; its signature is still to be checked.
 pub(crate) struct Prepared<'c, 't> {
-    untrusted: UntrustedToken<'t, ExtraHeader>,
     key: &'c Key,
-    typ: String,
     signing_input: &'t str,
-    claims: Claims<Map<String, Value>>,
+    signature: Vec<u8>,
+    parsed: Parsed,
 }
 
 impl Prepared<'_, '_> {
@@ -193,10 +220,17 @@ impl Prepared<'_, '_> {
     pub(crate) fn signing_input(&self) -> &str {
         self.signing_input
     }
-    /// The decoded signature bytes.
-    pub(crate) fn signature(&self) -> &[u8] {
-        self.untrusted.signature_bytes()
+    /// Splits off what the signature's verdict will be applied to.
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Parsed) {
+        (self.signature, self.parsed)
     }
+}
+
+/// Decodes one base64url segment (no padding, canonical trailing bits).
+fn segment(text: &str) -> Result<Vec<u8>, Reason> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| Reason::TokenMalformed)
 }
 
 /// Parses the token and selects its key: everything before the signature check.
@@ -207,15 +241,30 @@ pub(crate) fn prepare<'c, 't>(
     if token.len() > config.max_token_bytes {
         return Err(Reason::TokenTooLarge);
     }
-    let untrusted =
-        UntrustedToken::<ExtraHeader>::try_from(token).map_err(|_| Reason::TokenMalformed)?;
-    let header = untrusted.header();
-    if header.other_fields.crit.is_some() {
+    let (signing_input, signature_b64) = token.rsplit_once('.').ok_or(Reason::TokenMalformed)?;
+    let (header_b64, payload_b64) = signing_input
+        .split_once('.')
+        .ok_or(Reason::TokenMalformed)?;
+    if payload_b64.contains('.') {
+        return Err(Reason::TokenMalformed);
+    }
+    let header: Header =
+        serde_json::from_slice(&segment(header_b64)?).map_err(|_| Reason::TokenMalformed)?;
+    let signature = segment(signature_b64)?;
+    if header
+        .cty
+        .as_deref()
+        .is_some_and(|c| !c.eq_ignore_ascii_case("json"))
+    {
+        return Err(Reason::TokenMalformed);
+    }
+    if header.crit.is_some() {
         return Err(Reason::CritUnsupported);
     }
     // RFC 8725 §3.1: the accepted algorithms are fixed by us; `none` and HS* end here.
-    let alg = KeyAlg::from_name(untrusted.algorithm()).ok_or(Reason::AlgNotAllowed)?;
-    let kid = header.key_id.as_deref().ok_or(Reason::KeyUnknown)?;
+    let alg = KeyAlg::from_name(&header.alg).ok_or(Reason::AlgNotAllowed)?;
+    // RFC 8725 §3.10: `kid` only selects among the configured keys.
+    let kid = header.kid.as_deref().ok_or(Reason::KeyUnknown)?;
     let key = match config.keys.get(kid) {
         Some(k) => k,
         // Keys come from sync and none have arrived: not the token's fault.
@@ -226,25 +275,33 @@ pub(crate) fn prepare<'c, 't>(
         return Err(Reason::AlgNotAllowed);
     }
     let typ = header
-        .token_type
+        .typ
         .as_deref()
         .map(normalise_typ)
         .ok_or(Reason::TypeMismatch)?;
-    // Same order as jwt-compact's validator, so a host-checked signature and a Rust-checked
-    // one give the same reason: signature form, then claims, then the signature itself.
-    if !signature_well_formed(&key.material, untrusted.signature_bytes()) {
+    // Signature form, then claims, then the signature itself: the same order on both
+    // signature paths, so a host-checked signature and a Rust-checked one give the same
+    // reason for every token.
+    if signature_form(&key.material, &signature).is_none() {
         return Err(Reason::SignatureInvalid);
     }
-    let claims = untrusted
-        .deserialize_claims_unchecked::<Map<String, Value>>()
-        .map_err(|_| Reason::TokenMalformed)?;
-    let signing_input = token.rsplit_once('.').map(|(a, _)| a).unwrap_or("");
+    let claims = match serde_json::from_slice::<Value>(&segment(payload_b64)?) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(Reason::TokenMalformed),
+    };
+    // The registered time claims are integers (NumericDate as whole seconds) or absent.
+    for name in ["exp", "nbf", "iat"] {
+        match claims.get(name) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_i64().is_some() => {}
+            Some(_) => return Err(Reason::TokenMalformed),
+        }
+    }
     Ok(Prepared {
-        untrusted,
         key,
-        typ,
         signing_input,
-        claims,
+        signature,
+        parsed: Parsed { typ, claims },
     })
 }
 
@@ -253,45 +310,49 @@ pub(crate) fn prepare<'c, 't>(
 /// of tokens without `iat`.
 pub fn verify(config: &Config, token: &str, now: u64) -> Result<VerifiedToken, Reason> {
     let p = prepare(config, token)?;
-    if !signature_ok(&p.key.material, p.signing_input.as_bytes(), p.signature()) {
+    if !signature_ok(&p.key.material, p.signing_input.as_bytes(), &p.signature) {
         return Err(Reason::SignatureInvalid);
     }
-    static_claims(config, &p.claims, &p.typ, now)
+    static_claims(config, &p.parsed, now)
 }
 
 /// As [`verify`], with the signature already checked by the host (WebCrypto, Envoy's
 /// BoringSSL): `signature_valid` is the host's verdict on `prepare`'s signing input.
-pub(crate) fn verify_prepared(
+pub(crate) fn verify_parsed(
     config: &Config,
-    p: &Prepared<'_, '_>,
+    parsed: &Parsed,
     signature_valid: bool,
     now: u64,
 ) -> Result<VerifiedToken, Reason> {
     if !signature_valid {
         return Err(Reason::SignatureInvalid);
     }
-    static_claims(config, &p.claims, &p.typ, now)
+    static_claims(config, parsed, now)
 }
 
-fn static_claims(
-    config: &Config,
-    claims: &Claims<Map<String, Value>>,
-    typ: &str,
-    now: u64,
-) -> Result<VerifiedToken, Reason> {
+fn time_claim(m: &Map<String, Value>, name: &str) -> Option<i64> {
+    m.get(name).and_then(Value::as_i64)
+}
+
+fn static_claims(config: &Config, parsed: &Parsed, now: u64) -> Result<VerifiedToken, Reason> {
+    let typ = &parsed.typ;
     if !config.token_types.iter().any(|t| t == typ) {
         return Err(Reason::TypeMismatch);
     }
-    let typ = typ.to_string();
+    let typ = typ.clone();
 
-    let m = &claims.custom;
+    let m = &parsed.claims;
     let iss = string_claim(m, "iss")?;
     if !config.issuers.contains(&iss) {
         return Err(Reason::IssuerMismatch);
     }
     audience_ok(m, &config.audiences)?;
 
-    let (exp, nbf, iat) = to_ts(claims);
+    let (exp, nbf, iat) = (
+        time_claim(m, "exp"),
+        time_claim(m, "nbf"),
+        time_claim(m, "iat"),
+    );
     let exp = exp.ok_or(Reason::ClaimMissing)?;
     if exp <= 0 {
         return Err(Reason::Expired);

@@ -20,7 +20,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use tessera_core::config::UsageSettings;
-use tessera_core::jwks::{KeyAlg, KeySet};
+use tessera_core::jwks::{KeyMaterial, KeySet};
 use tessera_core::{
     CacheUse, Decision, Outcome, Reason, Request, SignatureRequest, StatusList, Step, TokenCache,
     Verifier,
@@ -49,6 +49,35 @@ struct Metrics {
     status_fail_open: Option<u32>,
     usage_sent: Option<u32>,
     usage_dropped: Option<u32>,
+    /// Gauge: this VM's linear memory, in bytes (it never shrinks, so it is the peak).
+    vm_memory: Option<u32>,
+    /// Gauge: bytes held by the status lists in force.
+    status_list_bytes: Option<u32>,
+}
+
+fn gauge(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Gauge, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("tessera: cannot define metric {name}: {status:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// The VM's linear memory in bytes.
+fn vm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        (core::arch::wasm32::memory_size(0) as u64) * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -77,6 +106,25 @@ impl Metrics {
             status_fail_open: counter("tessera.status_fail_open"),
             usage_sent: counter("tessera.usage_sent"),
             usage_dropped: counter("tessera.usage_dropped"),
+            vm_memory: gauge("tessera.vm_memory_bytes"),
+            status_list_bytes: gauge("tessera.status_list_bytes"),
+        }
+    }
+
+    /// Sets the memory gauges (after a configuration or a list change). Every VM of the
+    /// plugin writes the same gauges; they read as one VM's figures.
+    fn record_memory(&self, verifier: &Verifier) {
+        let lists: usize = verifier
+            .config()
+            .status_lists
+            .iter()
+            .map(|(_, l)| l.as_bytes().len())
+            .sum();
+        if let Some(id) = self.status_list_bytes {
+            let _ = hostcalls::record_metric(id, lists as u64);
+        }
+        if let Some(id) = self.vm_memory {
+            let _ = hostcalls::record_metric(id, vm_memory_bytes());
         }
     }
 
@@ -281,10 +329,12 @@ impl RootContext for Root {
                         return false;
                     }
                 }
+                let metrics = Metrics::define();
+                metrics.record_memory(&verifier);
                 self.shared = Some(Rc::new(Shared {
                     verifier: RefCell::new(verifier),
                     cache,
-                    metrics: Metrics::define(),
+                    metrics,
                     synced_version: Cell::new(None),
                     synced_jwks: RefCell::new(Vec::new()),
                     usage,
@@ -376,7 +426,12 @@ fn request_headers() -> Vec<(String, String)> {
         // lossy conversion keeps them from being mistaken for one.
         Ok(pairs) => pairs
             .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .map(|(k, v)| {
+                // Valid UTF-8 (nearly always) keeps its buffer: no copy per header.
+                let v = String::from_utf8(v)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                (k, v)
+            })
             .collect(),
         Err(status) => {
             log(
@@ -443,7 +498,7 @@ impl HttpContext for Http {
         shared.metrics.record(&outcome.decision, outcome.cache);
         record_usage(shared, &verifier, &req, &outcome, now);
 
-        match plan::plan(verifier.config(), &outcome) {
+        match plan::plan(verifier.config(), &outcome, &headers) {
             Plan::Forward { remove, add } => {
                 for name in &remove {
                     if let Err(status) =
@@ -549,6 +604,7 @@ fn refresh_from_sync(shared: &Shared, now: u64) {
                     *synced_jwks = state.jwks;
                 }
                 shared.synced_version.set(Some(meta.version));
+                shared.metrics.record_memory(&verifier);
             }
             None => log(
                 LogLevel::Error,
@@ -704,32 +760,49 @@ impl SyncRoot {
 }
 
 /// Decides one request: core does everything but the signature, which Envoy's BoringSSL
-/// checks for ES256 (through the `verify_signature` foreign function) and core checks in
-/// Rust otherwise.
+/// checks for ES256 and RS256 (through the `verify_signature` foreign function) and core
+/// checks in Rust for Ed25519.
 fn decide(shared: &Shared, verifier: &Verifier, req: &Request<'_>, now: u64) -> Outcome {
     // Re-entrancy cannot happen in a single-threaded VM; if it did, go without the cache.
     let mut cache = shared.cache.try_borrow_mut().ok();
     match verifier.begin(req, now, cache.as_deref_mut()) {
         Step::Done(outcome) => outcome,
         Step::Verify(pending) => {
-            let ok = native_es256(shared, verifier, &pending)
+            let ok = native_signature(shared, verifier, &pending)
                 .unwrap_or_else(|| verifier.verify_signature(&pending));
             verifier.finish(pending, ok, req, now, cache.as_deref_mut())
         }
     }
 }
 
-/// The host's verdict on an ES256 signature, or `None` to check it in Rust (another
-/// algorithm, or a host without the foreign function).
-fn native_es256(shared: &Shared, verifier: &Verifier, pending: &SignatureRequest) -> Option<bool> {
-    if pending.alg != KeyAlg::ES256 || !shared.native_crypto.get() {
+/// The host's verdict on an ES256 or RS256 signature, or `None` to check it in Rust
+/// (Ed25519, which Envoy's foreign function does not offer). This build of core has no
+/// Rust ECDSA or RSA verifier (see Cargo.toml): on a host without the foreign function
+/// those signatures cannot be checked and are refused (`signature_invalid`), with an
+/// error logged once.
+fn native_signature(
+    shared: &Shared,
+    verifier: &Verifier,
+    pending: &SignatureRequest,
+) -> Option<bool> {
+    if !shared.native_crypto.get() {
         return None;
     }
     let key = verifier.key_for(pending)?;
-    let spki = native::p256_spki(key.p256_point()?)?;
-    let Some(signature) = native::es256_signature_der(&pending.signature) else {
-        // Not 64 bytes: not an ES256 signature at all.
-        return Some(false);
+    let (spki, signature) = match &key.material {
+        KeyMaterial::Es256(_) => {
+            let spki = native::p256_spki(key.p256_point()?)?;
+            let Some(signature) = native::es256_signature_der(&pending.signature) else {
+                // Not 64 bytes: not an ES256 signature at all.
+                return Some(false);
+            };
+            (spki, signature)
+        }
+        KeyMaterial::Rs256(rsa) => (
+            native::rsa_spki(rsa.n(), rsa.e()),
+            pending.signature.clone(),
+        ),
+        KeyMaterial::Ed25519(_) => return None,
     };
     let args = native::verify_args("sha256", &spki, &signature, &pending.signing_input);
     match hostcalls::call_foreign_function("verify_signature", Some(&args)) {
@@ -739,8 +812,11 @@ fn native_es256(shared: &Shared, verifier: &Verifier, pending: &SignatureRequest
         Err(status) => {
             shared.native_crypto.set(false);
             log(
-                LogLevel::Warn,
-                &format!("tessera: Envoy's verify_signature is unavailable ({status:?}); checking ES256 in wasm"),
+                LogLevel::Error,
+                &format!(
+                    "tessera: Envoy's verify_signature foreign function is unavailable \
+                     ({status:?}): ES256 and RS256 tokens cannot be checked and are refused"
+                ),
             );
             None
         }

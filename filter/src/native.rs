@@ -1,5 +1,6 @@
-//! ES256 signatures checked by Envoy's BoringSSL through the `verify_signature` foreign
-//! function, instead of P-256 arithmetic in wasm (several times slower).
+//! ES256 and RS256 signatures checked by Envoy's BoringSSL through the `verify_signature`
+//! foreign function, instead of P-256 or RSA arithmetic in wasm (several times slower,
+//! and the module would carry both).
 //!
 //! The foreign function takes a protobuf `VerifySignatureArguments` {hash_function = 1,
 //! public_key = 2 (DER SubjectPublicKeyInfo), signature = 3, text = 4} and returns a
@@ -24,6 +25,28 @@ pub fn p256_spki(uncompressed_point: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A DER length (short form below 128, long form above).
+fn der_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let first = bytes
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bytes.len() - 1);
+        out.push(0x80 | (bytes.len() - first) as u8);
+        out.extend_from_slice(&bytes[first..]);
+    }
+}
+
+/// A DER tag-length-value.
+fn der_tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    der_len(out, value.len());
+    out.extend_from_slice(value);
+}
+
 fn der_integer(out: &mut Vec<u8>, big_endian: &[u8]) {
     let mut v = big_endian;
     while v.len() > 1 && v[0] == 0 {
@@ -31,11 +54,34 @@ fn der_integer(out: &mut Vec<u8>, big_endian: &[u8]) {
     }
     let pad = v.first().is_some_and(|b| b & 0x80 != 0);
     out.push(0x02);
-    out.push((v.len() + usize::from(pad)) as u8);
+    der_len(out, v.len() + usize::from(pad));
     if pad {
         out.push(0);
     }
     out.extend_from_slice(v);
+}
+
+/// DER of the AlgorithmIdentifier rsaEncryption (1.2.840.113549.1.1.1) with NULL params.
+const RSA_ALGORITHM: [u8; 15] = [
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+
+/// The DER SubjectPublicKeyInfo of an RSA key given as modulus and exponent (big-endian).
+pub fn rsa_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
+    let mut ints = Vec::with_capacity(n.len() + e.len() + 8);
+    der_integer(&mut ints, n);
+    der_integer(&mut ints, e);
+    let mut rsa_public_key = Vec::with_capacity(ints.len() + 4);
+    der_tlv(&mut rsa_public_key, 0x30, &ints);
+    // BIT STRING: a leading byte of unused bits (0), then the key.
+    let mut bits = Vec::with_capacity(rsa_public_key.len() + 1);
+    bits.push(0);
+    bits.extend_from_slice(&rsa_public_key);
+    let mut body = RSA_ALGORITHM.to_vec();
+    der_tlv(&mut body, 0x03, &bits);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    der_tlv(&mut out, 0x30, &body);
+    out
 }
 
 /// Converts a JWS ES256 signature (`r || s`, 32 bytes each) to DER; `None` for any other
@@ -141,6 +187,28 @@ mod tests {
         let point = sk.verifying_key().to_encoded_point(false);
         let spki = p256_spki(point.as_bytes()).unwrap();
         assert_eq!(spki.len(), 91);
+    }
+
+    #[test]
+    fn rsa_spki_matches_the_rsa_crate() {
+        use base64::Engine as _;
+        use rsa::pkcs8::EncodePublicKey as _;
+        let key = tessera_testkit::TestKey::generate(tessera_testkit::Alg::RS256, "r");
+        let jwks = tessera_testkit::jwks(&[&key]);
+        let b64 = |name: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwks["keys"][0][name].as_str().unwrap())
+                .unwrap()
+        };
+        let (n, e) = (b64("n"), b64("e"));
+        let expected = rsa::RsaPublicKey::new(
+            rsa::BigUint::from_bytes_be(&n),
+            rsa::BigUint::from_bytes_be(&e),
+        )
+        .unwrap()
+        .to_public_key_der()
+        .unwrap();
+        assert_eq!(rsa_spki(&n, &e), expected.as_bytes());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use tessera_core::{Decision, Outcome};
 pub enum Plan {
     /// Forward after editing headers: remove every value of `remove`, then add `add`.
     Forward {
-        /// Header names to remove (all values).
+        /// Header names to remove (all values): the identity headers the client sent, and
+        /// the token's header when it is not forwarded.
         remove: Vec<String>,
         /// Headers to add.
         add: Vec<(String, String)>,
@@ -32,12 +33,20 @@ fn header_safe(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
-/// Plans the host actions for `outcome`.
-pub fn plan(config: &Config, outcome: &Outcome) -> Plan {
+/// Plans the host actions for `outcome` on a request with `headers`. Identity headers
+/// are only removed when the request carries them (one host call each saved per request
+/// otherwise); ours are then added, so exactly our values reach the upstream.
+pub fn plan(config: &Config, outcome: &Outcome, headers: &[(String, String)]) -> Plan {
     match &outcome.decision {
         Decision::Allow(id) => {
             let h = &config.identity_headers;
-            let mut remove: Vec<String> = h.all().iter().map(|s| s.to_string()).collect();
+            let sent = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+            let mut remove: Vec<String> = h
+                .all()
+                .iter()
+                .filter(|name| sent(name))
+                .map(|s| s.to_string())
+                .collect();
             if !config.forward_token {
                 if let Some(t) = &outcome.token_header {
                     remove.push(t.clone());
@@ -98,10 +107,25 @@ mod tests {
         }
     }
 
+    fn sent(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| ((*n).to_owned(), "spoofed".to_owned()))
+            .collect()
+    }
+
     #[test]
     fn allow_strips_then_adds_identity() {
         let c = config("");
-        let p = plan(&c, &allow(Some("authorization")));
+        let spoofed = sent(&[
+            ":path",
+            "x-tessera-user",
+            "X-Tessera-Org",
+            "x-tessera-token-id",
+            "x-tessera-scopes",
+            "x-tessera-user",
+        ]);
+        let p = plan(&c, &allow(Some("authorization")), &spoofed);
         assert_eq!(
             p,
             Plan::Forward {
@@ -122,9 +146,25 @@ mod tests {
     }
 
     #[test]
+    fn only_sent_identity_headers_are_removed() {
+        let c = config("");
+        match plan(&c, &allow(None), &sent(&[":path", "x-tessera-org"])) {
+            Plan::Forward { remove, add } => {
+                assert_eq!(remove, vec!["x-tessera-org".to_string()]);
+                assert_eq!(add.len(), 4);
+            }
+            other => panic!("{other:?}"),
+        }
+        match plan(&c, &allow(None), &sent(&[":path"])) {
+            Plan::Forward { remove, .. } => assert!(remove.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn token_removed_when_not_forwarded() {
         let c = config(r#","forward_token":false"#);
-        match plan(&c, &allow(Some("csp-auth-token"))) {
+        match plan(&c, &allow(Some("csp-auth-token")), &[]) {
             Plan::Forward { remove, .. } => assert!(remove.contains(&"csp-auth-token".to_string())),
             other => panic!("{other:?}"),
         }
@@ -140,7 +180,7 @@ mod tests {
             subject: None,
         };
         assert_eq!(
-            plan(&c, &o),
+            plan(&c, &o, &[]),
             Plan::Reply {
                 status: 401,
                 headers: vec![

@@ -4,7 +4,8 @@
 //!   `esModule`, the `.wasm` as a `wasm` module, the entry `worker.mjs` that imports both
 //!   and calls `initSync({ module })`), starts `workerd serve` on `127.0.0.1:<ephemeral>`
 //!   (the port is read from workerd's `--control-fd` report, so there is no port race) and
-//!   kills it on drop;
+//!   kills it on drop; the origin is a URL, an external server, or (`Origin::Worker`, for
+//!   `cargo xtask bench`) a second worker in the same process;
 //! - [`ControlStub`] is a tiny loopback HTTP server standing in for the control plane: it
 //!   serves status lists with ETags (and answers `If-None-Match` with 304) and collects
 //!   usage report POSTs.
@@ -98,7 +99,18 @@ pub enum Origin {
     Url(String),
     /// The `ORIGIN_SERVICE` service binding to an external HTTP server at this address.
     Service(SocketAddr),
+    /// The `ORIGIN_SERVICE` service binding to a second worker in the same workerd
+    /// process, whose ES module source (`origin.mjs`) is this text: an origin with no
+    /// network hop (the bench answers 200 from one).
+    Worker(String),
 }
+
+/// The capnp `Workerd.Service` entry of an [`Origin::Worker`] named `origin`, running
+/// `origin.mjs` (next to the config); other configs may use it to give a worker the same
+/// origin as [`WorkerdOptions::capnp`] does.
+pub const ORIGIN_WORKER_SERVICE: &str = "(name = \"origin\", worker = (\
+     modules = [(name = \"origin.mjs\", esModule = embed \"origin.mjs\")], \
+     compatibilityDate = \"2025-01-01\"))";
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -168,6 +180,10 @@ impl WorkerdOptions {
                 ));
                 bindings.push("(name = \"ORIGIN_SERVICE\", service = \"origin\")".to_owned());
             }
+            Origin::Worker(_) => {
+                services.push(ORIGIN_WORKER_SERVICE.to_owned());
+                bindings.push("(name = \"ORIGIN_SERVICE\", service = \"origin\")".to_owned());
+            }
         }
         for (name, value) in &self.vars {
             bindings.push(format!("(name = {}, text = {})", q(name), q(value)));
@@ -224,6 +240,10 @@ impl Workerd {
         }
         std::fs::write(dir.path().join("tessera-config.json"), &options.config)
             .map_err(|e| format!("writing the config: {e}"))?;
+        if let Origin::Worker(source) = &options.origin {
+            std::fs::write(dir.path().join("origin.mjs"), source)
+                .map_err(|e| format!("writing origin.mjs: {e}"))?;
+        }
         let capnp = dir.path().join("tessera.capnp");
         std::fs::write(&capnp, options.capnp())
             .map_err(|e| format!("writing {}: {e}", capnp.display()))?;

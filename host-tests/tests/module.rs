@@ -3,11 +3,11 @@
 use tessera_host_tests::wasm_path;
 use wasmparser::{Parser, Payload};
 
-/// Largest module we accept.
-// Regression guard. The product target (issue 6, benchmarks) is 400 KB; the module is
-// about 477 KiB after wasm-opt today (verifier + sync service + usage reports), and this
-// bound keeps it from growing meanwhile.
-const MAX_MODULE_BYTES: u64 = 480 * 1024;
+/// Largest module we accept: the product target (issue 6), 400 KB. The module is about
+/// 380 KB after wasm-opt (verifier + sync service + usage reports; ES256 and RS256 are
+/// checked by the host's BoringSSL, so no ECDSA or RSA verifier is linked in). This is a
+/// size budget, not a speed claim: `cargo xtask bench` reports the figure.
+const MAX_MODULE_BYTES: u64 = 400_000;
 
 #[test]
 fn module_imports_only_the_proxy_wasm_abi_and_is_small() {
@@ -15,10 +15,9 @@ fn module_imports_only_the_proxy_wasm_abi_and_is_small() {
     let bytes = std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
     let size = bytes.len() as u64;
     println!(
-        "module {}: {size} bytes ({:.1} KB, limit {} KB)",
+        "module {}: {size} bytes ({:.1} KiB, limit {MAX_MODULE_BYTES} bytes)",
         wasm.display(),
         size as f64 / 1024.0,
-        MAX_MODULE_BYTES / 1024
     );
 
     let mut imports = Vec::new();
@@ -50,9 +49,8 @@ fn module_imports_only_the_proxy_wasm_abi_and_is_small() {
     }
     if size > MAX_MODULE_BYTES {
         problems.push(format!(
-            "the module is {size} bytes ({:.1} KB), over the {} KB limit",
+            "the module is {size} bytes ({:.1} KiB), over the {MAX_MODULE_BYTES}-byte limit",
             size as f64 / 1024.0,
-            MAX_MODULE_BYTES / 1024
         ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

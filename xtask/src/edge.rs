@@ -5,7 +5,9 @@
 //!   exact version in Cargo.lock into `tools/wasm-bindgen` when missing) and assembles
 //!   `target/wasm/edge-worker/`: the wasm module, its JS glue and the worker entry;
 //! - [`ensure_workerd`] installs workerd from npm into `tools/node` when missing and returns
-//!   the binary.
+//!   the binary;
+//! - [`ensure_jose`] installs `jose` (the bench's JS comparison worker) into the same npm
+//!   prefix when missing.
 //!
 //! The edge build has its own cargo target directory (`target/edge-build`).
 
@@ -265,6 +267,68 @@ pub fn ensure_workerd(root: &Path) -> Result<PathBuf> {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(" or ")
+        )),
+    }
+}
+
+/// The `jose` release the workerd bench compares against (npm package `jose`).
+pub const JOSE_VERSION: &str = "6.2.18";
+
+/// The version of the npm package `jose` installed under the npm prefix `node_dir`.
+fn installed_jose_version(node_dir: &Path) -> Option<String> {
+    let manifest = node_dir.join("node_modules/jose/package.json");
+    json_string_member(&fs::read_to_string(manifest).ok()?, "version")
+}
+
+/// `jose` [`JOSE_VERSION`] in the npm prefix `node_dir` (`tools/node`), installed with
+/// `npm install` when missing or at another version. Returns the package directory
+/// (`<node_dir>/node_modules/jose`), absolute.
+pub fn ensure_jose(node_dir: &Path) -> Result<PathBuf> {
+    let package = tools::absolute(&node_dir.join("node_modules/jose"));
+    let installed = installed_jose_version(node_dir);
+    if installed.as_deref() == Some(JOSE_VERSION) {
+        println!("jose {JOSE_VERSION}: {}", package.display());
+        return Ok(package);
+    }
+    tools::announce(&match &installed {
+        Some(v) => format!(
+            "installing jose {JOSE_VERSION} (npm package jose) over {v} in {} ...",
+            node_dir.display()
+        ),
+        None => format!(
+            "installing jose {JOSE_VERSION} (npm package jose) into {} ...",
+            node_dir.display()
+        ),
+    });
+    fs::create_dir_all(node_dir)
+        .map_err(|e| format!("could not create {}: {e}", node_dir.display()))?;
+    let requirement = format!("jose@{JOSE_VERSION}");
+    tools::run(
+        Command::new("npm")
+            .arg("install")
+            .arg("--prefix")
+            .arg(node_dir)
+            .args(["--no-audit", "--no-fund", "--save-exact", &requirement])
+            .stdin(Stdio::null()),
+    )
+    .map_err(|e| {
+        format!(
+            "{e}\ncould not install jose with npm (Node.js and npm are needed: on Debian \
+             `apt-get install -y nodejs npm`); try by hand:\n    npm install --prefix {} \
+             --save-exact {requirement}",
+            node_dir.display()
+        )
+    })?;
+    match installed_jose_version(node_dir) {
+        Some(v) if v == JOSE_VERSION => {
+            println!("jose {v}: {}", package.display());
+            Ok(package)
+        }
+        other => Err(format!(
+            "npm install {requirement} finished but {} reports version {other:?}; remove \
+             {} and run again",
+            package.join("package.json").display(),
+            package.display()
         )),
     }
 }

@@ -5,9 +5,9 @@
 //!   clippy and the whole workspace's tests including the Envoy host tests;
 //! - `demo` — installs Envoy if needed, builds the module and the control plane, and walks
 //!   through Tessera: a token issued, accepted in a real Envoy, revoked and refused;
-//! - `bench` — Envoy throughput and latency of Tessera against no filter, the wasm floor
-//!   and native `jwt_authn`, interleaved rounds, written to BENCHMARKS.md (`--smoke`: each
-//!   configuration once, only 200s checked).
+//! - `bench` — issue 6's measurements (`bench/` module: Envoy, workerd, propagation,
+//!   control plane, footprint, Ed25519), interleaved rounds, written to BENCHMARKS.md
+//!   (`--smoke`: every part once, answers checked).
 
 mod bench;
 mod edge;
@@ -32,14 +32,21 @@ tasks:
                the module in Envoy against the real control plane)
   demo         install Envoy if missing, build the module and the control plane, and run
                the walk-through (issue, accept, revoke, refuse, authentication log)
-  bench        install Envoy and wrk if missing, build the modules and the wasm floor
-               (bench/wasm-floor), then measure Envoy throughput and p50/p99 latency on
-               loopback (Envoy --concurrency 1 on core 0, wrk on core 1): no filter, the
-               wasm floor, native jwt_authn with and without its cache, and Tessera
-               (reused, 1,000 distinct and new tokens; Ed25519 and ES256; a 1M status
-               list; an IP filter), interleaved over 3 rounds of 10 s; writes BENCHMARKS.md
-      options: --smoke        each configuration once for ~1 s, checks every response
-                              is a 200 (no speed assertion), writes no BENCHMARKS.md
+  bench        install what is missing (Envoy, wrk, workerd, npm jose), build the modules,
+               the wasm floor, the Ed25519 candidates and the control plane (release), then
+               measure on loopback: Envoy throughput and p50/p99 (Envoy --concurrency 1 on
+               core 0, wrk on core 1; no filter, the wasm floor, native jwt_authn with and
+               without its cache, Tessera reused/1,000/new tokens, Ed25519 and ES256, 1M and
+               10M status lists, an IP filter), the edge worker vs jose in workerd,
+               revocation propagation to 4 Envoys, the control plane's throughput, the
+               footprint and the Ed25519 candidates inside V8; interleaved over 3 rounds;
+               writes BENCHMARKS.md
+      options: --smoke        every part once, briefly; checks every answer (no speed
+                              assertion), writes no BENCHMARKS.md
+               --only P,Q     only these parts (envoy, workerd, propagation,
+                              control-plane, footprint, ed25519); writes
+                              target/bench/BENCHMARKS-partial.md
+               --configs A,B  only these Envoy configurations (ids as in BENCHMARKS.md)
                --seconds N    measured seconds per configuration and round (default 10)
                --rounds N     interleaved rounds (default 3, at least 3)";
 
@@ -99,11 +106,28 @@ fn prepare(root: &Path, steps: usize) -> Result<(PathBuf, PathBuf)> {
 /// tests and the demo.
 fn build_control_plane(root: &Path) -> Result<PathBuf> {
     tools::run(cargo(root).args(["build", "-p", "tessera-control-plane", "--bin", "tessera"]))?;
+    control_plane_bin(root, "debug")
+}
+
+/// The release build of the control plane, for the benchmark.
+fn build_control_plane_release(root: &Path) -> Result<PathBuf> {
+    tools::run(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "tessera-control-plane",
+        "--bin",
+        "tessera",
+    ]))?;
+    control_plane_bin(root, "release")
+}
+
+fn control_plane_bin(root: &Path, profile: &str) -> Result<PathBuf> {
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => tools::absolute(&root.join(dir)),
         None => root.join("target"),
     };
-    let bin = target.join("debug").join("tessera");
+    let bin = target.join(profile).join("tessera");
     if bin.is_file() {
         Ok(bin)
     } else {
@@ -182,12 +206,19 @@ fn test(root: &Path) -> Result<()> {
     tools::ensure_debs(&["wrk"], "the load generator of `cargo xtask bench`")?;
     let toolchain = wasm::ensure_toolchain()?;
     let floor_wasm = wasm::build_module(root, &toolchain, &bench::FLOOR)?;
+    let ed25519_wasm = wasm::build_module(root, &toolchain, &bench::ed25519::MODULE)?;
+    let node_dir = edge::node_dir(root);
     bench::run(
         &bench::Inputs {
             root,
             envoy: &envoy,
             filter_wasm: &filter_wasm,
             floor_wasm: &floor_wasm,
+            cp_bin: &cp_bin,
+            workerd: &workerd,
+            edge_bundle: &edge_bundle,
+            node_dir: &node_dir,
+            ed25519_wasm: &ed25519_wasm,
         },
         &bench::Plan::smoke(),
     )?;
@@ -211,7 +242,7 @@ fn demo(root: &Path) -> Result<()> {
 }
 
 fn bench(root: &Path, args: &[&str]) -> Result<()> {
-    const STEPS: usize = 4;
+    const STEPS: usize = 6;
     let plan = bench::Plan::from_args(args)?;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
     tools::header(&format!(
@@ -221,20 +252,53 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
     tools::ensure_debs(&["wrk"], "the load generator of `cargo xtask bench`")?;
     let toolchain = wasm::ensure_toolchain()?;
     let floor_wasm = wasm::build_module(root, &toolchain, &bench::FLOOR)?;
+    let ed25519_wasm = wasm::build_module(root, &toolchain, &bench::ed25519::MODULE)?;
+    let needs = |parts: &[bench::Part]| plan.parts.iter().any(|p| parts.contains(p));
     tools::header(&format!(
-        "[4/{STEPS}] bench: {}",
+        "[4/{STEPS}] edge worker: workerd, wasm-bindgen-cli and the worker bundle"
+    ));
+    let (workerd, edge_bundle) = if needs(&[bench::Part::Workerd]) {
+        (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
+    } else {
+        println!("not needed by the selected parts");
+        (PathBuf::new(), PathBuf::new())
+    };
+    tools::header(&format!(
+        "[5/{STEPS}] control plane: {}",
+        if plan.smoke {
+            "cargo build -p tessera-control-plane --bin tessera"
+        } else {
+            "cargo build --release -p tessera-control-plane --bin tessera"
+        }
+    ));
+    let cp_bin = if !needs(&[bench::Part::Propagation, bench::Part::ControlPlane]) {
+        println!("not needed by the selected parts");
+        PathBuf::new()
+    } else if plan.smoke {
+        build_control_plane(root)?
+    } else {
+        build_control_plane_release(root)?
+    };
+    tools::header(&format!(
+        "[6/{STEPS}] bench: {}",
         if plan.smoke {
             "smoke run (each configuration once)"
         } else {
             "full run"
         }
     ));
+    let node_dir = edge::node_dir(root);
     bench::run(
         &bench::Inputs {
             root,
             envoy: &envoy,
             filter_wasm: &filter_wasm,
             floor_wasm: &floor_wasm,
+            cp_bin: &cp_bin,
+            workerd: &workerd,
+            edge_bundle: &edge_bundle,
+            node_dir: &node_dir,
+            ed25519_wasm: &ed25519_wasm,
         },
         &plan,
     )
