@@ -55,19 +55,6 @@ struct Metrics {
     status_list_bytes: Option<u32>,
 }
 
-fn gauge(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Gauge, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("tessera: cannot define metric {name}: {status:?}"),
-            );
-            None
-        }
-    }
-}
-
 /// The VM's linear memory in bytes.
 fn vm_memory_bytes() -> u64 {
     #[cfg(target_arch = "wasm32")]
@@ -80,8 +67,8 @@ fn vm_memory_bytes() -> u64 {
     }
 }
 
-fn counter(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
+fn metric(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(status) => {
             log(
@@ -91,6 +78,14 @@ fn counter(name: &str) -> Option<u32> {
             None
         }
     }
+}
+
+fn counter(name: &str) -> Option<u32> {
+    metric(MetricType::Counter, name)
+}
+
+fn gauge(name: &str) -> Option<u32> {
+    metric(MetricType::Gauge, name)
 }
 
 impl Metrics {

@@ -21,11 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tessera_host_tests::{Envoy, EnvoyOptions, Request};
-use tessera_testkit::{
-    jwks, now, status_list_json, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
-    DEFAULT_STATUS_URI,
-};
+use tessera_testkit::{jwks, now, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
+use super::tokens;
 use super::wrk::{
     self, disturbed, measure_wrk, pin_server, run_wrk, wrk_command, Sample, CONNECTIONS, SATURATED,
     SERVER_CPU, WRK_CPU,
@@ -306,18 +304,10 @@ impl Fixtures {
         let ed = TestKey::generate(Alg::EdDSA, "bench-ed25519");
         let es = TestKey::generate(Alg::ES256, "bench-p256");
         let t = now();
-        let token = |key: &TestKey, i: usize| {
-            // The list's last entry is revoked; no bench token points to it.
-            let idx = u64::try_from(i % (SMALL_LIST - 1)).unwrap_or(0);
-            TokenBuilder::new(t)
-                .claim("jti", format!("tok_{i}"))
-                .claim("sub", format!("user_{i}"))
-                .status_idx(idx)
-                .sign(key)
-        };
+        let token = |key: &TestKey, i: usize| tokens::token(key, t, i, SMALL_LIST);
         let mut pools = Vec::new();
         for pool in Pool::ALL {
-            let tokens: Vec<String> = match pool {
+            let list: Vec<String> = match pool {
                 Pool::EdReused => vec![token(&ed, 0)],
                 Pool::EsReused => vec![token(&es, 0)],
                 Pool::EdDistinct => (0..DISTINCT).map(|i| token(&ed, i)).collect(),
@@ -331,11 +321,8 @@ impl Fixtures {
                     vec![TokenBuilder::new(t).status_idx(HUGE_LIST_IDX).sign(&ed)]
                 }
             };
-            let path = dir.join(pool.file_name());
-            let mut text = tokens.join("\n");
-            text.push('\n');
-            fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-            pools.push((pool, tools::absolute(&path), tokens));
+            let path = tokens::write_pool(dir, pool.file_name(), &list)?;
+            pools.push((pool, path, list));
         }
         Ok(Fixtures { ed, es, pools })
     }
@@ -355,17 +342,7 @@ impl Fixtures {
     /// Tessera's plugin configuration with a status list of `entries` (all valid but one
     /// revoked index no bench token uses).
     fn tessera_config(&self, entries: usize) -> Value {
-        let mut statuses = vec![0u8; entries];
-        if let Some(last) = statuses.last_mut() {
-            *last = tessera_testkit::status::REVOKED;
-        }
-        json!({
-            "issuers": [DEFAULT_ISSUER],
-            "audiences": [DEFAULT_AUDIENCE],
-            "jwks": self.jwks(),
-            "cache_size": CACHE_SIZE,
-            "status": {"lists": [status_list_json(DEFAULT_STATUS_URI, &statuses)]},
-        })
+        tokens::tessera_config(&[&self.ed, &self.es], entries, Some(CACHE_SIZE))
     }
 }
 

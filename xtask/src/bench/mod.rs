@@ -18,6 +18,7 @@ pub mod ed25519;
 pub mod envoy;
 pub mod footprint;
 pub mod propagation;
+mod tokens;
 pub mod workerd;
 mod wrk;
 

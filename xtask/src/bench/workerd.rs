@@ -31,16 +31,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tessera_host_tests::workerd::{
     Origin, Workerd, WorkerdOptions, BUNDLE_FILES, ORIGIN_WORKER_SERVICE,
 };
 use tessera_host_tests::{Request, TempDir};
 use tessera_testkit::{
-    jwks, now, status_list_json, tamper_signature, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE,
-    DEFAULT_ISSUER, DEFAULT_STATUS_URI,
+    jwks, now, tamper_signature, Alg, TestKey, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
 };
 
+use super::tokens;
 use super::wrk::{
     self, disturbed, measure_wrk, pin_server, run_wrk, wrk_command, Sample, CONNECTIONS, SATURATED,
     SERVER_CPU, WRK_CPU,
@@ -231,27 +231,17 @@ impl Fixtures {
         let ed = TestKey::generate(Alg::EdDSA, "bench-ed25519");
         let es = TestKey::generate(Alg::ES256, "bench-p256");
         let t = now();
-        let token = |key: &TestKey, i: usize| {
-            let idx = u64::try_from(i % (LIST_ENTRIES - 1)).unwrap_or(0);
-            TokenBuilder::new(t)
-                .claim("jti", format!("tok_{i}"))
-                .claim("sub", format!("user_{i}"))
-                .status_idx(idx)
-                .sign(key)
-        };
+        let token = |key: &TestKey, i: usize| tokens::token(key, t, i, LIST_ENTRIES);
         let mut pools = Vec::new();
         for pool in Pool::ALL {
-            let tokens: Vec<String> = match pool {
+            let list: Vec<String> = match pool {
                 Pool::EdReused => vec![token(&ed, 0)],
                 Pool::EsReused => vec![token(&es, 0)],
                 Pool::EdFresh => (0..plan.fresh_tokens).map(|i| token(&ed, i)).collect(),
                 Pool::EsFresh => (0..plan.fresh_tokens).map(|i| token(&es, i)).collect(),
             };
-            let path = dir.join(pool.file_name());
-            let mut text = tokens.join("\n");
-            text.push('\n');
-            fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-            pools.push((pool, tools::absolute(&path), tokens));
+            let path = tokens::write_pool(dir, pool.file_name(), &list)?;
+            pools.push((pool, path, list));
         }
         Ok(Fixtures { ed, es, pools })
     }
@@ -271,16 +261,7 @@ impl Fixtures {
     /// `TESSERA_CONFIG`: both keys inline, the default cache, a status list of
     /// [`LIST_ENTRIES`] entries (the last revoked).
     fn tessera_config(&self) -> Value {
-        let mut statuses = vec![0u8; LIST_ENTRIES];
-        if let Some(last) = statuses.last_mut() {
-            *last = tessera_testkit::status::REVOKED;
-        }
-        json!({
-            "issuers": [DEFAULT_ISSUER],
-            "audiences": [DEFAULT_AUDIENCE],
-            "jwks": self.jwks(),
-            "status": {"lists": [status_list_json(DEFAULT_STATUS_URI, &statuses)]},
-        })
+        tokens::tessera_config(&[&self.ed, &self.es], LIST_ENTRIES, None)
     }
 }
 
