@@ -166,6 +166,7 @@ pub struct Key {
     /// that import the key into their own crypto (WebCrypto).
     pub jwk: Value,
     p256_point: Option<Vec<u8>>,
+    spki: Option<Vec<u8>>,
 }
 
 impl Key {
@@ -173,6 +174,12 @@ impl Key {
     /// crypto import it; computed once when the JWKS is loaded.
     pub fn p256_point(&self) -> Option<&[u8]> {
         self.p256_point.as_deref()
+    }
+
+    /// For a P-256 or RSA key, its DER SubjectPublicKeyInfo, as native crypto (Envoy's
+    /// BoringSSL) imports it; computed once when the JWKS is loaded.
+    pub fn spki(&self) -> Option<&[u8]> {
+        self.spki.as_deref()
     }
 }
 
@@ -353,12 +360,18 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
             ));
         }
     }
+    let spki = match &material {
+        KeyMaterial::Ed25519(_) => None,
+        KeyMaterial::Es256(_) => point.as_deref().and_then(crate::der::p256_spki),
+        KeyMaterial::Rs256(rsa) => Some(crate::der::rsa_spki(rsa.n(), rsa.e())),
+    };
     Ok(Key {
         kid: kid.to_string(),
         alg,
         material,
         jwk: k.clone(),
         p256_point: point,
+        spki,
     })
 }
 

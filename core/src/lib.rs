@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod config;
 pub mod decision;
+pub mod der;
 pub mod extract;
 pub mod ip;
 pub mod jwks;

@@ -784,22 +784,17 @@ fn native_signature(
         return None;
     }
     let key = verifier.key_for(pending)?;
-    let (spki, signature) = match &key.material {
-        KeyMaterial::Es256(_) => {
-            let spki = native::p256_spki(key.p256_point()?)?;
-            let Some(signature) = native::es256_signature_der(&pending.signature) else {
-                // Not 64 bytes: not an ES256 signature at all.
-                return Some(false);
-            };
-            (spki, signature)
-        }
-        KeyMaterial::Rs256(rsa) => (
-            native::rsa_spki(rsa.n(), rsa.e()),
-            pending.signature.clone(),
-        ),
+    let signature = match &key.material {
+        KeyMaterial::Es256(_) => match tessera_core::der::es256_signature_der(&pending.signature) {
+            Some(der) => der,
+            // Not 64 bytes: not an ES256 signature at all.
+            None => return Some(false),
+        },
+        KeyMaterial::Rs256(_) => pending.signature.clone(),
         KeyMaterial::Ed25519(_) => return None,
     };
-    let args = native::verify_args("sha256", &spki, &signature, &pending.signing_input);
+    let spki = key.spki()?;
+    let args = native::verify_args("sha256", spki, &signature, &pending.signing_input);
     match hostcalls::call_foreign_function("verify_signature", Some(&args)) {
         Ok(Some(result)) => native::verify_result(&result),
         // proto3 encodes `result: false` with no error as zero bytes.

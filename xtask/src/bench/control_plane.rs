@@ -833,16 +833,7 @@ fn pairs_run(
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a client thread panicked".into()))
-            })
-            .collect();
-        (results, start.elapsed().as_secs_f64())
+        release_and_join(&barrier, handles, "client")
     });
     let mut run = Run {
         ops: 0,
@@ -1000,16 +991,7 @@ fn usage_run(
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a sender thread panicked".into()))
-            })
-            .collect();
-        (results, start.elapsed().as_secs_f64())
+        release_and_join(&barrier, handles, "sender")
     });
     let mut run = Run {
         ops: 0,
@@ -1569,6 +1551,25 @@ fn cpu_cell(runs: &[Run], pick: fn((f64, f64)) -> f64) -> String {
     } else {
         format!("{:.2}", median(&v))
     }
+}
+
+/// Releases the threads waiting on `barrier` and joins them: their results and the seconds
+/// from the release until the last one ended.
+fn release_and_join<'scope, T>(
+    barrier: &std::sync::Barrier,
+    handles: Vec<std::thread::ScopedJoinHandle<'scope, Result<T>>>,
+    who: &str,
+) -> (Vec<Result<T>>, f64) {
+    barrier.wait();
+    let start = Instant::now();
+    let results = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(format!("a {who} thread panicked")))
+        })
+        .collect();
+    (results, start.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

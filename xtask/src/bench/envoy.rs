@@ -630,42 +630,26 @@ fn report(
         if runs.is_empty() {
             continue;
         }
-        let rps: Vec<f64> = runs.iter().map(|s| s.rps).collect();
         let vs_none = none
             .map(|n| {
                 let r: Vec<f64> = runs.iter().zip(n).map(|(a, b)| a.rps / b.rps).collect();
                 format!("{:.2}×", median(&r))
             })
             .unwrap_or_default();
-        let rounds = runs
-            .iter()
-            .map(|s| {
-                let mark = if disturbed(s) { "*" } else { "" };
-                format!("{:.0}{mark}", s.rps)
-            })
-            .collect::<Vec<_>>()
-            .join(" / ");
-        let cpu = |pick: fn((f64, f64)) -> f64| {
-            let v: Vec<f64> = runs.iter().filter_map(|s| s.cpu.map(pick)).collect();
-            if v.is_empty() {
-                "n/a".to_owned()
-            } else {
-                format!("{:.2}", median(&v))
-            }
-        };
+        let sum = wrk::summarize(runs);
         let _ = writeln!(
             md,
             "| `{}` {} | `{}` | {:.0} | {} | {:.0} | {:.0} | {} | {} | {} |",
             config.id,
             config.what,
             config.pool.file_name(),
-            median(&rps),
+            sum.rps,
             vs_none,
-            median(&runs.iter().map(|s| s.p50_us).collect::<Vec<_>>()),
-            median(&runs.iter().map(|s| s.p99_us).collect::<Vec<_>>()),
-            cpu(|c| c.1),
-            cpu(|c| c.0),
-            rounds
+            sum.p50_us,
+            sum.p99_us,
+            sum.server_cpu,
+            sum.machine_cpu,
+            sum.rounds
         );
     }
     let _ = writeln!(md);

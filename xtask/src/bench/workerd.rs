@@ -686,23 +686,7 @@ fn report(inputs: &Inputs<'_>, plan: &Plan, samples: &[Vec<Sample>], dir: &Path)
     );
     let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---|");
     for (config, runs) in CONFIGS.iter().zip(samples) {
-        let rps: Vec<f64> = runs.iter().map(|s| s.rps).collect();
-        let rounds = runs
-            .iter()
-            .map(|s| {
-                let mark = if disturbed(s) { "*" } else { "" };
-                format!("{:.0}{mark}", s.rps)
-            })
-            .collect::<Vec<_>>()
-            .join(" / ");
-        let cpu = |pick: fn((f64, f64)) -> f64| {
-            let v: Vec<f64> = runs.iter().filter_map(|s| s.cpu.map(pick)).collect();
-            if v.is_empty() {
-                "n/a".to_owned()
-            } else {
-                format!("{:.2}", median(&v))
-            }
-        };
+        let sum = wrk::summarize(runs);
         let _ = writeln!(
             md,
             "| `{}` {} | {} | `{}` | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
@@ -710,12 +694,12 @@ fn report(inputs: &Inputs<'_>, plan: &Plan, samples: &[Vec<Sample>], dir: &Path)
             config.what,
             config.worker.name(),
             config.pool.file_name(),
-            median(&rps),
-            median(&runs.iter().map(|s| s.p50_us).collect::<Vec<_>>()),
-            median(&runs.iter().map(|s| s.p99_us).collect::<Vec<_>>()),
-            cpu(|c| c.1),
-            cpu(|c| c.0),
-            rounds
+            sum.rps,
+            sum.p50_us,
+            sum.p99_us,
+            sum.server_cpu,
+            sum.machine_cpu,
+            sum.rounds
         );
     }
     let _ = writeln!(md);

@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::ChildGuard;
+use super::{median, ChildGuard};
 use crate::tools::{self, Result};
 
 /// The core the server under test (Envoy, workerd) is pinned to.
@@ -181,6 +181,44 @@ pub fn process_ticks(pid: u32) -> Option<u64> {
 
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// One configuration's runs as the report tables show them (medians over rounds).
+pub struct Summary {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Cores the server used, or `n/a`.
+    pub server_cpu: String,
+    /// Cores the whole machine used, or `n/a`.
+    pub machine_cpu: String,
+    /// Requests/s per round, `*` marking a disturbed run.
+    pub rounds: String,
+}
+
+/// Summarises one configuration's runs.
+pub fn summarize(runs: &[Sample]) -> Summary {
+    let med = |pick: fn(&Sample) -> f64| median(&runs.iter().map(pick).collect::<Vec<_>>());
+    let cpu = |pick: fn((f64, f64)) -> f64| {
+        let v: Vec<f64> = runs.iter().filter_map(|s| s.cpu.map(pick)).collect();
+        if v.is_empty() {
+            "n/a".to_owned()
+        } else {
+            format!("{:.2}", median(&v))
+        }
+    };
+    Summary {
+        rps: med(|s| s.rps),
+        p50_us: med(|s| s.p50_us),
+        p99_us: med(|s| s.p99_us),
+        server_cpu: cpu(|c| c.1),
+        machine_cpu: cpu(|c| c.0),
+        rounds: runs
+            .iter()
+            .map(|s| format!("{:.0}{}", s.rps, if disturbed(s) { "*" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(" / "),
+    }
 }
 
 /// Whether the server did not get (or need) a full core during the run.
