@@ -1,8 +1,8 @@
 //! Keys and signatures: the master key that seals org private keys, org key generation,
 //! JWKS entries, and compact-JWS signing and verification (EdDSA and ES256).
 
-use crate::error::{ApiError, ApiResult};
 use crate::model::KeyAlg;
+use crate::service::{Error as ApiError, Result as ApiResult};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};

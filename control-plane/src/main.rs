@@ -4,14 +4,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::PathBuf;
+use tessera_control_plane::api::handlers as api_render;
 use tessera_control_plane::client::{encode, Client};
 use tessera_control_plane::crypto::{self, MasterKey};
-use tessera_control_plane::error::ApiError;
 use tessera_control_plane::model::KeyAlg;
 use tessera_control_plane::service::{self, Ctx};
 use tessera_control_plane::store::sqlite::SqliteStore;
 use tessera_control_plane::store::Store;
-use tessera_control_plane::{api, app, timefmt, AppState, Config};
+use tessera_control_plane::{app, timefmt, AppState, Config};
 
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Tessera control plane and CLI")]
@@ -362,7 +362,7 @@ fn open_store(db: &DbArgs) -> Result<(Box<dyn Store>, MasterKey), String> {
                     .filter_map(|i| u8::from_str_radix(hexed.get(2 * i..2 * i + 2)?, 16).ok())
                     .collect();
                 if master.open("master-key-check", &sealed).is_err() {
-                    return Err(ApiError::bad_request(
+                    return Err(service::Error::bad_request(
                         "the master key does not match the one this database was created with",
                     ));
                 }
@@ -374,14 +374,14 @@ fn open_store(db: &DbArgs) -> Result<(Box<dyn Store>, MasterKey), String> {
         }
         Ok(())
     });
-    check.map_err(|e| e.message)?;
+    check.map_err(|e: service::Error| e.to_string())?;
     Ok((store, master))
 }
 
 fn stored_base_url(store: &dyn Store) -> Result<Option<String>, String> {
     store
         .read(|tx| tx.get_setting("base_url"))
-        .map_err(|e| e.message)
+        .map_err(|e: tessera_control_plane::store::StoreError| e.to_string())
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -389,7 +389,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Admin(AdminCmd::GenMasterKey) => {
-            println!("{}", MasterKey::generate().map_err(|e| e.message)?.to_hex());
+            println!(
+                "{}",
+                MasterKey::generate().map_err(|e| e.to_string())?.to_hex()
+            );
             Ok(())
         }
         Command::Admin(AdminCmd::Bootstrap {
@@ -410,15 +413,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             let b = store
                 .write(|tx| {
                     tx.set_setting("base_url", &base)?;
-                    let ctx = Ctx {
-                        base_url: &base,
-                        master: &master,
-                        now: timefmt::now(),
-                        access_ttl: 1800,
-                    };
-                    service::bootstrap(tx, &ctx, &org, &org_name, &admin, alg)
+                    let ctx = Ctx::new(&base, &master, timefmt::now(), 1800);
+                    service::orgs::bootstrap(tx, &ctx, &org, &org_name, &admin, alg)
                 })
-                .map_err(|e| e.message)?;
+                .map_err(|e: service::Error| e.to_string())?;
             match cli.output {
                 Output::Json => println!(
                     "{}",
@@ -490,7 +488,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let b = b.trim_end_matches('/').to_string();
             store
                 .write(|tx| tx.set_setting("base_url", &b))
-                .map_err(|e| e.message)?;
+                .map_err(|e| e.to_string())?;
             b
         }
         None => stored_base_url(store.as_ref())?.unwrap_or_else(|| format!("http://{addr}")),
@@ -875,7 +873,7 @@ const TOKEN_TABLE: [&str; 7] = [
 fn print_tokens(out: Output, tokens: &[Value]) -> Result<(), String> {
     match out {
         Output::Csv => {
-            print!("{}", api::tokens_to_csv(tokens));
+            print!("{}", api_render::tokens_to_csv(tokens));
             Ok(())
         }
         _ => print_list(out, tokens, &TOKEN_TABLE),
@@ -899,7 +897,10 @@ fn print_one(out: Output, v: &Value) -> Result<(), String> {
             }
             let width = m.keys().map(|k| k.len()).max().unwrap_or(0);
             for (k, val) in m {
-                println!("{k:width$}  {}", api::cell(Some(val)).replace('\n', "\\n"));
+                println!(
+                    "{k:width$}  {}",
+                    api_render::cell(Some(val)).replace('\n', "\\n")
+                );
             }
             Ok(())
         }
@@ -926,7 +927,7 @@ fn print_list(out: Output, rows: &[Value], cols: &[&str]) -> Result<(), String> 
         Output::Csv => {
             let mut s = tessera_control_plane::csv::row(cols);
             for r in rows {
-                let cells: Vec<String> = cols.iter().map(|c| api::cell(r.get(*c))).collect();
+                let cells: Vec<String> = cols.iter().map(|c| api_render::cell(r.get(*c))).collect();
                 s.push_str(&tessera_control_plane::csv::row(&cells));
             }
             print!("{s}");
@@ -936,7 +937,7 @@ fn print_list(out: Output, rows: &[Value], cols: &[&str]) -> Result<(), String> 
                 .iter()
                 .map(|r| {
                     cols.iter()
-                        .map(|c| api::cell(r.get(*c)).replace('\n', "\\n"))
+                        .map(|c| api_render::cell(r.get(*c)).replace('\n', "\\n"))
                         .collect()
                 })
                 .collect();

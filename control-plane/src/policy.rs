@@ -1,8 +1,8 @@
 //! Who may do what. One table (`allowed`) decides every token action from the caller's
 //! role and their relation to the token's owner; org-level actions need an org admin.
 
-use crate::error::{ApiError, ApiResult};
 use crate::model::{Org, Role, User};
+use crate::service::{Error, Result};
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ pub fn relation(actor: &Actor, owner: &User, owner_org: &Org) -> Relation {
 }
 
 /// The role × relation × action matrix. `Err` carries the reason given with the 403.
-pub fn allowed(role: Role, relation: Relation, action: Action) -> Result<(), String> {
+pub fn allowed(role: Role, relation: Relation, action: Action) -> std::result::Result<(), String> {
     use Action::*;
     if matches!(action, Download | Regenerate) && relation != Relation::Own {
         return Err("only the token's own user may download it".into());
@@ -133,16 +133,16 @@ pub fn allowed(role: Role, relation: Relation, action: Action) -> Result<(), Str
     })
 }
 
-pub fn check(actor: &Actor, owner: &User, owner_org: &Org, action: Action) -> ApiResult<()> {
-    allowed(actor.user.role, relation(actor, owner, owner_org), action).map_err(ApiError::forbidden)
+pub fn check(actor: &Actor, owner: &User, owner_org: &Org, action: Action) -> Result<()> {
+    allowed(actor.user.role, relation(actor, owner, owner_org), action).map_err(Error::forbidden)
 }
 
 /// Org-level management (users, keys, edge credentials, audit log, revoke-all of an org):
 /// an admin of that org. Admins of the root org, and of the partner org managing it, may
 /// manage its users too (`allow_managers`).
-pub fn require_org_admin(actor: &Actor, org: &Org, allow_managers: bool) -> ApiResult<()> {
+pub fn require_org_admin(actor: &Actor, org: &Org, allow_managers: bool) -> Result<()> {
     if actor.user.role != Role::Admin {
-        return Err(ApiError::forbidden(format!(
+        return Err(Error::forbidden(format!(
             "the {} role cannot manage the organization",
             actor.user.role.as_str()
         )));
@@ -151,7 +151,7 @@ pub fn require_org_admin(actor: &Actor, org: &Org, allow_managers: bool) -> ApiR
     if actor.org.id == org.id || (allow_managers && manager) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!(
+        Err(Error::forbidden(format!(
             "you are not an admin of organization {}",
             org.id
         )))

@@ -425,27 +425,36 @@ async fn time_is_the_control_planes_clock() {
 }
 
 #[tokio::test]
-async fn the_verifier_is_rebuilt_only_when_keys_or_lists_move() {
-    use std::sync::Arc;
-    use tessera_control_plane::auth::Verifiers;
+async fn an_orgs_verifier_is_updated_in_place_for_lists_and_rebuilt_for_keys() {
+    use std::sync::{Arc, Mutex};
+    use tessera_control_plane::service::verifiers::OrgVerifier;
+    use tessera_control_plane::service::Verifiers;
     let w = World::new().await;
     let vs = Arc::new(Verifiers::new());
     let state = w.state.clone();
-    let get = || {
+    let get = |org: &'static str| {
         let (vs, state) = (Arc::clone(&vs), state.clone());
         async move {
             state
-                .read(move |tx, ctx| vs.current(tx, ctx))
+                .read(move |tx, ctx| {
+                    let org = tx.get_org(org)?.expect("org exists");
+                    vs.for_org(tx, ctx, &org)
+                })
                 .await
-                .unwrap()
                 .unwrap()
         }
     };
-    let a = get().await;
-    assert!(Arc::ptr_eq(&a, &get().await), "nothing moved: reused");
-    let (id, _) = fresh(&w, "ula", json!({"name": "cache"})).await;
-    let b = get().await;
-    assert!(!Arc::ptr_eq(&a, &b), "a new status entry: rebuilt");
+    let same = |a: &Arc<Mutex<OrgVerifier>>, b: &Arc<Mutex<OrgVerifier>>| Arc::ptr_eq(a, b);
+    let a = get("acme").await;
+    let root = get("root").await;
+    assert!(same(&a, &get("acme").await), "nothing moved: reused");
+    let (id, jwt) = fresh(&w, "ula", json!({"name": "cache"})).await;
+    let b = get("acme").await;
+    assert!(
+        same(&a, &b),
+        "a new status entry: the same verifier, updated in place"
+    );
+    assert_eq!(me(&w, Some(&jwt), None).await.status, 200);
     let r = w
         .call(
             "POST",
@@ -455,8 +464,14 @@ async fn the_verifier_is_rebuilt_only_when_keys_or_lists_move() {
         )
         .await;
     assert_eq!(r.status, 200);
-    let c = get().await;
-    assert!(!Arc::ptr_eq(&b, &c), "a revocation: rebuilt");
+    let c = get("acme").await;
+    assert!(same(&b, &c), "a revocation: updated in place");
+    let r = me(&w, Some(&jwt), None).await;
+    assert_eq!(
+        r.status, 401,
+        "the in-place update refuses the revoked token"
+    );
+    assert_eq!(api_reason(&r).as_deref(), Some("revoked"));
     let r = w
         .call(
             "POST",
@@ -466,7 +481,11 @@ async fn the_verifier_is_rebuilt_only_when_keys_or_lists_move() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let d = get().await;
-    assert!(!Arc::ptr_eq(&c, &d), "a new key: rebuilt");
-    assert!(Arc::ptr_eq(&d, &get().await));
+    let d = get("acme").await;
+    assert!(!same(&c, &d), "a new key: rebuilt");
+    assert!(same(&d, &get("acme").await));
+    assert!(
+        same(&root, &get("root").await),
+        "another org's changes leave root alone"
+    );
 }

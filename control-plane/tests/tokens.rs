@@ -868,7 +868,7 @@ async fn csv_export_quotes_fields() {
     let rows = tessera_control_plane::csv::parse(&text);
     assert_eq!(
         rows[0],
-        tessera_control_plane::service::TOKEN_COLUMNS.to_vec()
+        tessera_control_plane::service::views::TOKEN_COLUMNS.to_vec()
     );
     assert_eq!(rows.len(), 1 + tricky.len() + 1);
     let name_col = rows[0].iter().position(|c| c == "name").unwrap();

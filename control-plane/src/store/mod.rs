@@ -4,7 +4,75 @@
 
 pub mod sqlite;
 
-use crate::error::{ApiError, ApiResult};
+/// Why the store could not do what was asked. Says nothing about HTTP: the service maps
+/// it, and only the API turns it into a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A uniqueness or reference constraint refused the change.
+    Conflict(String),
+    /// The database could not be reached or is busy beyond the timeout.
+    Unavailable(String),
+    /// A stored value could not be read back (a column of the wrong shape).
+    Corrupt(String),
+    /// Any other backend failure.
+    Backend(String),
+    /// The caller's closure failed; its own error is kept by [`run`]. Never shown.
+    Aborted,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Conflict(m) => write!(f, "conflict: {m}"),
+            StoreError::Unavailable(m) => write!(f, "database unavailable: {m}"),
+            StoreError::Corrupt(m) => write!(f, "stored value unreadable: {m}"),
+            StoreError::Backend(m) => write!(f, "database error: {m}"),
+            StoreError::Aborted => f.write_str("transaction aborted by its caller"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Runs `f` in one transaction of `store` and returns its value. `f`'s error type only
+/// needs to hold a [`StoreError`]; an error from `f` rolls the transaction back and comes
+/// back unchanged.
+pub fn run<T, E: From<StoreError>>(
+    store: &dyn Store,
+    write: bool,
+    f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut f = Some(f);
+    let mut out: Option<Result<T, E>> = None;
+    let r = store.transaction(write, &mut |tx| {
+        let Some(f) = f.take() else {
+            return Err(StoreError::Backend("transaction body ran twice".into()));
+        };
+        match f(tx) {
+            Ok(v) => {
+                out = Some(Ok(v));
+                Ok(())
+            }
+            Err(e) => {
+                out = Some(Err(e));
+                Err(StoreError::Aborted)
+            }
+        }
+    });
+    match (r, out) {
+        (Ok(()), Some(Ok(v))) => Ok(v),
+        (Err(StoreError::Aborted), Some(Err(e))) => Err(e),
+        // The commit itself failed after the body succeeded.
+        (Err(e), _) => Err(E::from(e)),
+        (Ok(()), _) => Err(E::from(StoreError::Backend(
+            "transaction produced no value".into(),
+        ))),
+    }
+}
+
 use crate::model::{
     AuditEntry, AuthEvent, EdgeCredential, Org, SigningKey, Token, TokenStatus, User,
 };
@@ -57,7 +125,8 @@ impl TokenSort {
 #[derive(Debug, Clone)]
 pub struct TokenQuery {
     pub scope: TokenScope,
-    /// Substring of name, description or username (case-insensitive).
+    /// Words of the name, description, username or display name (case-insensitive, also
+    /// beyond ASCII); each word matches a substring.
     pub q: Option<String>,
     pub status: Option<TokenStatus>,
     /// A user id or username.
@@ -67,8 +136,30 @@ pub struct TokenQuery {
     pub descending: bool,
     pub limit: i64,
     pub offset: i64,
+    /// Keyset paging: only rows after this cursor (a [`TokenHit::cursor`] of an earlier
+    /// call with the same query); `offset` is then ignored.
+    pub after: Option<String>,
+    /// Whether to count all matches (costs a pass over them).
+    pub count: bool,
     /// For the derived status.
     pub now: i64,
+}
+
+/// One row of a token search.
+#[derive(Debug, Clone)]
+pub struct TokenHit {
+    pub token: Token,
+    /// The owner's username.
+    pub username: String,
+    /// Where the next page starts when this is the last row (opaque, for `after`).
+    pub cursor: String,
+}
+
+/// The rows of a token search, and the number of all matches when it was asked for.
+#[derive(Debug, Clone)]
+pub struct TokenHits {
+    pub hits: Vec<TokenHit>,
+    pub total: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,80 +176,95 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 pub trait Tx {
-    fn get_setting(&mut self, key: &str) -> ApiResult<Option<String>>;
-    fn set_setting(&mut self, key: &str, value: &str) -> ApiResult<()>;
+    fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
+    fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 
-    fn insert_org(&mut self, org: &Org) -> ApiResult<()>;
-    fn update_org(&mut self, org: &Org) -> ApiResult<()>;
-    fn get_org(&mut self, id: &str) -> ApiResult<Option<Org>>;
-    fn list_orgs(&mut self) -> ApiResult<Vec<Org>>;
+    fn insert_org(&mut self, org: &Org) -> StoreResult<()>;
+    fn update_org(&mut self, org: &Org) -> StoreResult<()>;
+    fn get_org(&mut self, id: &str) -> StoreResult<Option<Org>>;
+    /// Every org (root admins only list them all).
+    fn list_orgs(&mut self) -> StoreResult<Vec<Org>>;
+    /// The customer orgs a partner org manages.
+    fn list_managed_orgs(&mut self, partner_org_id: &str) -> StoreResult<Vec<Org>>;
+    /// Some org, if there is any (judges tokens whose key is unknown).
+    fn any_org(&mut self) -> StoreResult<Option<Org>>;
 
-    fn insert_key(&mut self, key: &SigningKey) -> ApiResult<()>;
-    fn update_key(&mut self, key: &SigningKey) -> ApiResult<()>;
-    fn get_key(&mut self, kid: &str) -> ApiResult<Option<SigningKey>>;
+    fn insert_key(&mut self, key: &SigningKey) -> StoreResult<()>;
+    fn update_key(&mut self, key: &SigningKey) -> StoreResult<()>;
+    fn get_key(&mut self, kid: &str) -> StoreResult<Option<SigningKey>>;
     /// All keys of the org, newest first.
-    fn list_keys(&mut self, org_id: &str) -> ApiResult<Vec<SigningKey>>;
+    fn list_keys(&mut self, org_id: &str) -> StoreResult<Vec<SigningKey>>;
 
-    fn insert_user(&mut self, user: &User) -> ApiResult<()>;
-    fn update_user(&mut self, user: &User) -> ApiResult<()>;
-    fn get_user(&mut self, id: &str) -> ApiResult<Option<User>>;
-    fn find_user(&mut self, org_id: &str, username: &str) -> ApiResult<Option<User>>;
-    fn list_users(&mut self, org_id: &str) -> ApiResult<Vec<User>>;
+    fn insert_user(&mut self, user: &User) -> StoreResult<()>;
+    fn update_user(&mut self, user: &User) -> StoreResult<()>;
+    fn get_user(&mut self, id: &str) -> StoreResult<Option<User>>;
+    fn find_user(&mut self, org_id: &str, username: &str) -> StoreResult<Option<User>>;
+    fn list_users(&mut self, org_id: &str) -> StoreResult<Vec<User>>;
 
-    fn insert_token(&mut self, token: &Token) -> ApiResult<()>;
-    fn update_token(&mut self, token: &Token) -> ApiResult<()>;
-    fn get_token(&mut self, id: &str) -> ApiResult<Option<Token>>;
-    /// A page of matching tokens and the total number of matches.
-    fn search_tokens(&mut self, query: &TokenQuery) -> ApiResult<(Vec<Token>, i64)>;
+    fn insert_token(&mut self, token: &Token) -> StoreResult<()>;
+    fn update_token(&mut self, token: &Token) -> StoreResult<()>;
+    fn get_token(&mut self, id: &str) -> StoreResult<Option<Token>>;
+    /// A page of matching live tokens with their owners' usernames.
+    fn search_tokens(&mut self, query: &TokenQuery) -> StoreResult<TokenHits>;
+    /// The live tokens of the scope that are not revoked.
+    fn live_unrevoked_tokens(&mut self, scope: &TokenScope) -> StoreResult<Vec<Token>>;
 
-    fn set_status(&mut self, org_id: &str, idx: i64, value: u8, token_id: &str) -> ApiResult<()>;
-    fn status_entries(&mut self, org_id: &str) -> ApiResult<Vec<(i64, u8)>>;
+    /// Sets one status-list entry, remembering the list `version` it was changed at.
+    fn set_status(
+        &mut self,
+        org_id: &str,
+        idx: i64,
+        value: u8,
+        token_id: &str,
+        version: i64,
+    ) -> StoreResult<()>;
+    /// The entries that are not valid (0), for building a whole list.
+    fn status_entries(&mut self, org_id: &str) -> StoreResult<Vec<(i64, u8)>>;
+    /// The entries changed after list version `version`.
+    fn status_changes_since(&mut self, org_id: &str, version: i64) -> StoreResult<Vec<(i64, u8)>>;
 
-    fn insert_auth_event(&mut self, event: &AuthEvent) -> ApiResult<()>;
-    fn list_auth_events(&mut self, query: &AuthEventQuery) -> ApiResult<Vec<AuthEvent>>;
+    fn insert_auth_event(&mut self, event: &AuthEvent) -> StoreResult<()>;
+    fn list_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>>;
 
-    fn insert_audit(&mut self, entry: &AuditEntry) -> ApiResult<()>;
+    fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
     fn list_audit(
         &mut self,
         org_id: &str,
         target: Option<&str>,
         limit: i64,
         offset: i64,
-    ) -> ApiResult<Vec<AuditEntry>>;
+    ) -> StoreResult<Vec<AuditEntry>>;
 
-    fn insert_edge(&mut self, edge: &EdgeCredential) -> ApiResult<()>;
-    fn find_edge_by_secret_hash(&mut self, hash: &str) -> ApiResult<Option<EdgeCredential>>;
+    fn insert_edge(&mut self, edge: &EdgeCredential) -> StoreResult<()>;
+    fn find_edge_by_secret_hash(&mut self, hash: &str) -> StoreResult<Option<EdgeCredential>>;
 }
 
 /// A storage backend. The closure runs inside one transaction, committed only if it
 /// returns `Ok` (a write commit is durable before this returns).
 pub trait Store: Send + Sync {
+    /// Runs `f` in one transaction: a write transaction when `write` (one at a time), a
+    /// read snapshot otherwise. An `Err` from `f` rolls back and is returned as it is.
     fn transaction(
         &self,
         write: bool,
-        f: &mut dyn FnMut(&mut dyn Tx) -> ApiResult<()>,
-    ) -> ApiResult<()>;
+        f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
+    ) -> StoreResult<()>;
 }
 
 impl dyn Store + '_ {
-    pub fn write<T>(&self, f: impl FnOnce(&mut dyn Tx) -> ApiResult<T>) -> ApiResult<T> {
-        self.run(true, f)
+    /// [`run`] in a write transaction.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        run(self, true, f)
     }
 
-    pub fn read<T>(&self, f: impl FnOnce(&mut dyn Tx) -> ApiResult<T>) -> ApiResult<T> {
-        self.run(false, f)
-    }
-
-    fn run<T>(&self, write: bool, f: impl FnOnce(&mut dyn Tx) -> ApiResult<T>) -> ApiResult<T> {
-        let mut f = Some(f);
-        let mut out = None;
-        self.transaction(write, &mut |tx| {
-            let f = f
-                .take()
-                .ok_or_else(|| ApiError::internal("transaction body ran twice"))?;
-            out = Some(f(tx)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| ApiError::internal("transaction produced no value"))
+    /// [`run`] in a read transaction.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        run(self, false, f)
     }
 }

@@ -1,19 +1,23 @@
 //! The SQLite backend: WAL journal, `synchronous=FULL` (a committed write survives a kill
 //! or power loss), migrations tracked in `PRAGMA user_version`.
 
-use super::{AuthEventQuery, Store, TokenQuery, TokenScope, TokenSort, Tx};
-use crate::error::{ApiError, ApiResult};
+use super::{
+    AuthEventQuery, Store, StoreError, StoreResult, TokenHit, TokenHits, TokenQuery, TokenScope,
+    TokenSort, Tx,
+};
 use crate::model::{
     AuditEntry, AuthEvent, EdgeCredential, KeyAlg, Org, Role, SigningKey, Token, User,
 };
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use std::path::Path;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Schema versions, applied in order; version N is `MIGRATIONS[N - 1]`. Never edit a
 /// released entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE orgs (
     id TEXT PRIMARY KEY,
@@ -113,7 +117,39 @@ CREATE TABLE edge_credentials (
     secret_sha256 TEXT NOT NULL UNIQUE,
     created_at INTEGER NOT NULL
 );
-"#];
+"#,
+    // 2: incremental status lists, partner lookups, indexed token search.
+    r#"
+ALTER TABLE status_entries ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX status_entries_version ON status_entries(org_id, version);
+CREATE INDEX orgs_partner ON orgs(partner_org_id);
+CREATE INDEX users_username ON users(username);
+CREATE INDEX tokens_user ON tokens(user_id, created_at);
+-- Token search: a trigram index over each token's name, description and owner. A stable
+-- integer per token keys it (a TEXT-keyed table's rowid may change on VACUUM).
+CREATE TABLE token_search_ids (n INTEGER PRIMARY KEY, token_id TEXT NOT NULL UNIQUE);
+CREATE VIRTUAL TABLE token_text USING fts5(name, description, owner, tokenize = 'trigram');
+INSERT INTO token_search_ids (token_id) SELECT id FROM tokens;
+INSERT INTO token_text (rowid, name, description, owner)
+    SELECT m.n, t.name, t.description, u.username || ' ' || u.display_name
+    FROM tokens t JOIN token_search_ids m ON m.token_id = t.id JOIN users u ON u.id = t.user_id;
+CREATE TRIGGER tokens_text_insert AFTER INSERT ON tokens BEGIN
+    INSERT INTO token_search_ids (token_id) VALUES (new.id);
+    INSERT INTO token_text (rowid, name, description, owner)
+        SELECT m.n, new.name, new.description, u.username || ' ' || u.display_name
+        FROM users u, token_search_ids m WHERE u.id = new.user_id AND m.token_id = new.id;
+END;
+CREATE TRIGGER tokens_text_update AFTER UPDATE OF name, description ON tokens BEGIN
+    UPDATE token_text SET name = new.name, description = new.description
+        WHERE rowid = (SELECT n FROM token_search_ids WHERE token_id = new.id);
+END;
+CREATE TRIGGER users_text_update AFTER UPDATE OF username, display_name ON users BEGIN
+    UPDATE token_text SET owner = new.username || ' ' || new.display_name
+        WHERE rowid IN (SELECT m.n FROM token_search_ids m JOIN tokens t ON t.id = m.token_id
+                        WHERE t.user_id = new.id);
+END;
+"#,
+];
 
 /// The derived token status in SQL; must agree with `Token::status` (tested).
 const STATUS_SQL: &str =
@@ -128,37 +164,101 @@ const TOKEN_COLS: &str =
      t.lifetime_days, t.not_before, t.expires_at, t.ip_allow, t.scopes, t.enabled, t.revoked_at, \
      t.deleted_at, t.minted_at, t.jwt_sha256, t.status_idx, t.kid, t.last_used_at, t.last_used_ip";
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                ErrorCode::ConstraintViolation => {
+                    StoreError::Conflict("the change conflicts with an existing record".into())
+                }
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                    StoreError::Unavailable(format!("sqlite: {e}"))
+                }
+                ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::DiskFull => {
+                    StoreError::Unavailable(format!("sqlite: {e}"))
+                }
+                _ => StoreError::Backend(format!("sqlite: {e}")),
+            },
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..) => {
+                StoreError::Corrupt(format!("sqlite: {e}"))
+            }
+            _ => StoreError::Backend(format!("sqlite: {e}")),
+        }
+    }
+}
+
+/// Readers kept open for reuse; more may be open at once under load (each returned
+/// beyond this is closed).
+const IDLE_READERS: usize = 8;
+
+/// One writer connection (SQLite allows one writer at a time; writes queue on its mutex)
+/// and a pool of reader connections: in WAL mode readers see the last committed state and
+/// neither wait for the writer nor block it. An in-memory database has only the writer.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    path: Option<PathBuf>,
+    readers: Mutex<Vec<Connection>>,
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path) -> ApiResult<Self> {
-        Self::init(Connection::open(path)?)
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let mut s = Self::init(Connection::open(path)?)?;
+        s.path = Some(path.to_path_buf());
+        Ok(s)
     }
 
-    pub fn open_in_memory() -> ApiResult<Self> {
+    pub fn open_in_memory() -> StoreResult<Self> {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(mut conn: Connection) -> ApiResult<Self> {
+    fn init(mut conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // journal_mode answers with a row, so it is queried rather than executed.
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(conn),
+            path: None,
+            readers: Mutex::new(Vec::new()),
         })
     }
 
+    fn open_reader(path: &Path) -> StoreResult<Connection> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
     /// The schema version the database is at.
-    pub fn schema_version(&self) -> ApiResult<i64> {
+    pub fn schema_version(&self) -> StoreResult<i64> {
         let conn = self
-            .conn
+            .writer
             .lock()
-            .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
         Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    fn run_in(
+        conn: &mut Connection,
+        write: bool,
+        f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let behavior = if write {
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = conn.transaction_with_behavior(behavior)?;
+        let mut stx = SqliteTx { tx };
+        f(&mut stx)?;
+        stx.tx.commit()?;
+        Ok(())
     }
 }
 
@@ -166,10 +266,10 @@ pub fn latest_schema_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-fn migrate(conn: &mut Connection) -> ApiResult<()> {
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > MIGRATIONS.len() as i64 {
-        return Err(ApiError::internal(format!(
+        return Err(StoreError::Backend(format!(
             "database schema version {current} is newer than this binary ({})",
             MIGRATIONS.len()
         )));
@@ -187,22 +287,28 @@ impl Store for SqliteStore {
     fn transaction(
         &self,
         write: bool,
-        f: &mut dyn FnMut(&mut dyn Tx) -> ApiResult<()>,
-    ) -> ApiResult<()> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| ApiError::internal("store lock poisoned"))?;
-        let behavior = if write {
-            TransactionBehavior::Immediate
-        } else {
-            TransactionBehavior::Deferred
-        };
-        let tx = conn.transaction_with_behavior(behavior)?;
-        let mut stx = SqliteTx { tx };
-        f(&mut stx)?;
-        stx.tx.commit()?;
-        Ok(())
+        f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let poisoned = || StoreError::Backend("store lock poisoned".into());
+        match (&self.path, write) {
+            (Some(path), false) => {
+                let pooled = self.readers.lock().map_err(|_| poisoned())?.pop();
+                let mut conn = match pooled {
+                    Some(c) => c,
+                    None => Self::open_reader(path)?,
+                };
+                let r = Self::run_in(&mut conn, false, f);
+                let mut idle = self.readers.lock().map_err(|_| poisoned())?;
+                if idle.len() < IDLE_READERS {
+                    idle.push(conn);
+                }
+                r
+            }
+            _ => {
+                let mut conn = self.writer.lock().map_err(|_| poisoned())?;
+                Self::run_in(&mut conn, write, f)
+            }
+        }
     }
 }
 
@@ -310,6 +416,108 @@ fn auth_event_from_row(r: &Row) -> rusqlite::Result<AuthEvent> {
     })
 }
 
+/// The SQL a sort orders by (also the keyset paging key). `last_used_at` is never NULL in
+/// it, so that keyset comparisons work.
+fn sort_key_sql(sort: TokenSort) -> String {
+    match sort {
+        TokenSort::Name => "lower(t.name)".to_string(),
+        TokenSort::CreatedAt => "t.created_at".into(),
+        TokenSort::ExpiresAt => "t.expires_at".into(),
+        TokenSort::LastUsedAt => "coalesce(t.last_used_at, -1)".into(),
+        TokenSort::User => "u.username".into(),
+        TokenSort::Status => format!("({STATUS_SQL})"),
+    }
+}
+
+/// The WHERE clause of a token search and its named arguments.
+fn token_filter(q: &TokenQuery) -> (String, Vec<(&'static str, SqlValue)>) {
+    let mut wh = vec!["t.deleted_at IS NULL".to_string()];
+    let mut args: Vec<(&'static str, SqlValue)> = vec![(":now", SqlValue::Integer(q.now))];
+    match &q.scope {
+        TokenScope::Org(org) => {
+            wh.push("t.org_id = :scope_org".into());
+            args.push((":scope_org", SqlValue::Text(org.clone())));
+        }
+        TokenScope::User(user) => {
+            wh.push("t.user_id = :scope_user".into());
+            args.push((":scope_user", SqlValue::Text(user.clone())));
+        }
+        TokenScope::Partner {
+            user_id,
+            partner_org_id,
+        } => {
+            wh.push(
+                "(t.user_id = :scope_user OR (u.delegated = 1 AND t.org_id IN \
+                 (SELECT id FROM orgs WHERE partner_org_id = :scope_org)))"
+                    .into(),
+            );
+            args.push((":scope_user", SqlValue::Text(user_id.clone())));
+            args.push((":scope_org", SqlValue::Text(partner_org_id.clone())));
+        }
+    }
+    if let Some(text) = &q.q {
+        if text.chars().count() >= 3 {
+            // The trigram index finds substrings of 3 characters or more, case-insensitively
+            // (Unicode case folding); one phrase, so the words must appear as given.
+            wh.push(
+                "t.id IN (SELECT m.token_id FROM token_text JOIN token_search_ids m \
+                 ON m.n = token_text.rowid WHERE token_text MATCH :q)"
+                    .into(),
+            );
+            args.push((
+                ":q",
+                SqlValue::Text(format!("\"{}\"", text.replace('"', "\"\""))),
+            ));
+        } else {
+            wh.push(
+                "(lower(t.name) LIKE :q ESCAPE '\\' OR lower(t.description) LIKE :q ESCAPE '\\' \
+                 OR lower(u.username) LIKE :q ESCAPE '\\' OR lower(u.display_name) LIKE :q ESCAPE '\\')"
+                    .into(),
+            );
+            args.push((":q", SqlValue::Text(like_pattern(text))));
+        }
+    }
+    if let Some(status) = q.status {
+        wh.push(format!("({STATUS_SQL}) = :status"));
+        args.push((":status", SqlValue::Text(status.as_str().into())));
+    }
+    if let Some(user) = &q.user {
+        wh.push("t.user_id IN (SELECT id FROM users WHERE id = :user OR username = :user)".into());
+        args.push((":user", SqlValue::Text(user.clone())));
+    }
+    if let Some(before) = q.expires_before {
+        wh.push("t.expires_at < :expires_before".into());
+        args.push((":expires_before", SqlValue::Integer(before)));
+    }
+    (wh.join(" AND "), args)
+}
+
+/// A keyset cursor: the row's sort key and id, as JSON.
+fn encode_cursor(key: &SqlValue, id: &str) -> String {
+    let k = match key {
+        SqlValue::Integer(n) => serde_json::json!(n),
+        SqlValue::Text(t) => serde_json::json!(t),
+        SqlValue::Real(f) => serde_json::json!(f),
+        _ => serde_json::Value::Null,
+    };
+    serde_json::json!([k, id]).to_string()
+}
+
+fn decode_cursor(cursor: &str) -> StoreResult<(SqlValue, String)> {
+    let bad = || StoreError::Backend("malformed search cursor".into());
+    let v: serde_json::Value = serde_json::from_str(cursor).map_err(|_| bad())?;
+    let key = match v.get(0) {
+        Some(serde_json::Value::Number(n)) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(n.as_f64().ok_or_else(bad)?),
+        },
+        Some(serde_json::Value::String(t)) => SqlValue::Text(t.clone()),
+        _ => return Err(bad()),
+    };
+    let id = v.get(1).and_then(|x| x.as_str()).ok_or_else(bad)?;
+    Ok((key, id.to_string()))
+}
+
 fn like_pattern(q: &str) -> String {
     let escaped = q
         .to_lowercase()
@@ -320,7 +528,7 @@ fn like_pattern(q: &str) -> String {
 }
 
 impl Tx for SqliteTx<'_> {
-    fn get_setting(&mut self, key: &str) -> ApiResult<Option<String>> {
+    fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>> {
         Ok(self
             .tx
             .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
@@ -329,7 +537,7 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn set_setting(&mut self, key: &str, value: &str) -> ApiResult<()> {
+    fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
         self.tx.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [key, value],
@@ -337,7 +545,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn insert_org(&mut self, o: &Org) -> ApiResult<()> {
+    fn insert_org(&mut self, o: &Org) -> StoreResult<()> {
         self.tx.execute(
             &format!("INSERT INTO orgs ({ORG_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
             params![
@@ -348,7 +556,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn update_org(&mut self, o: &Org) -> ApiResult<()> {
+    fn update_org(&mut self, o: &Org) -> StoreResult<()> {
         self.tx.execute(
             "UPDATE orgs SET name = ?2, partner_org_id = ?3, is_partner = ?4, is_root = ?5, max_lifetime_days = ?6, \
              audience = ?7, key_alg = ?8, status_version = ?9, next_status_idx = ?10 WHERE id = ?1",
@@ -360,7 +568,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn get_org(&mut self, id: &str) -> ApiResult<Option<Org>> {
+    fn get_org(&mut self, id: &str) -> StoreResult<Option<Org>> {
         Ok(self
             .tx
             .query_row(
@@ -371,7 +579,7 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn list_orgs(&mut self) -> ApiResult<Vec<Org>> {
+    fn list_orgs(&mut self) -> StoreResult<Vec<Org>> {
         let mut st = self
             .tx
             .prepare(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY id"))?;
@@ -381,7 +589,28 @@ impl Tx for SqliteTx<'_> {
         Ok(rows)
     }
 
-    fn insert_key(&mut self, k: &SigningKey) -> ApiResult<()> {
+    fn list_managed_orgs(&mut self, partner_org_id: &str) -> StoreResult<Vec<Org>> {
+        let mut st = self.tx.prepare(&format!(
+            "SELECT {ORG_COLS} FROM orgs WHERE partner_org_id = ?1 ORDER BY id"
+        ))?;
+        let rows = st
+            .query_map([partner_org_id], org_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn any_org(&mut self) -> StoreResult<Option<Org>> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs ORDER BY is_root DESC, id LIMIT 1"),
+                [],
+                org_from_row,
+            )
+            .optional()?)
+    }
+
+    fn insert_key(&mut self, k: &SigningKey) -> StoreResult<()> {
         self.tx.execute(
             &format!(
                 "INSERT INTO signing_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -400,7 +629,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn update_key(&mut self, k: &SigningKey) -> ApiResult<()> {
+    fn update_key(&mut self, k: &SigningKey) -> StoreResult<()> {
         self.tx.execute(
             "UPDATE signing_keys SET retired_at = ?2, last_exp = ?3 WHERE kid = ?1",
             params![k.kid, k.retired_at, k.last_exp],
@@ -408,7 +637,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn get_key(&mut self, kid: &str) -> ApiResult<Option<SigningKey>> {
+    fn get_key(&mut self, kid: &str) -> StoreResult<Option<SigningKey>> {
         Ok(self
             .tx
             .query_row(
@@ -419,7 +648,7 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn list_keys(&mut self, org_id: &str) -> ApiResult<Vec<SigningKey>> {
+    fn list_keys(&mut self, org_id: &str) -> StoreResult<Vec<SigningKey>> {
         let mut st = self.tx.prepare(&format!(
             "SELECT {KEY_COLS} FROM signing_keys WHERE org_id = ?1 ORDER BY created_at DESC, rowid DESC"
         ))?;
@@ -429,7 +658,7 @@ impl Tx for SqliteTx<'_> {
         Ok(rows)
     }
 
-    fn insert_user(&mut self, u: &User) -> ApiResult<()> {
+    fn insert_user(&mut self, u: &User) -> StoreResult<()> {
         self.tx.execute(
             &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             params![
@@ -445,7 +674,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn update_user(&mut self, u: &User) -> ApiResult<()> {
+    fn update_user(&mut self, u: &User) -> StoreResult<()> {
         self.tx.execute(
             "UPDATE users SET display_name = ?2, role = ?3, delegated = ?4 WHERE id = ?1",
             params![u.id, u.display_name, u.role.as_str(), u.delegated],
@@ -453,7 +682,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn get_user(&mut self, id: &str) -> ApiResult<Option<User>> {
+    fn get_user(&mut self, id: &str) -> StoreResult<Option<User>> {
         Ok(self
             .tx
             .query_row(
@@ -464,7 +693,7 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn find_user(&mut self, org_id: &str, username: &str) -> ApiResult<Option<User>> {
+    fn find_user(&mut self, org_id: &str, username: &str) -> StoreResult<Option<User>> {
         Ok(self
             .tx
             .query_row(
@@ -475,7 +704,7 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn list_users(&mut self, org_id: &str) -> ApiResult<Vec<User>> {
+    fn list_users(&mut self, org_id: &str) -> StoreResult<Vec<User>> {
         let mut st = self.tx.prepare(&format!(
             "SELECT {USER_COLS} FROM users WHERE org_id = ?1 ORDER BY username"
         ))?;
@@ -485,7 +714,7 @@ impl Tx for SqliteTx<'_> {
         Ok(rows)
     }
 
-    fn insert_token(&mut self, t: &Token) -> ApiResult<()> {
+    fn insert_token(&mut self, t: &Token) -> StoreResult<()> {
         self.tx.execute(
             "INSERT INTO tokens (id, org_id, user_id, name, description, created_by, created_at, lifetime_days, \
              not_before, expires_at, ip_allow, scopes, enabled, revoked_at, deleted_at, minted_at, jwt_sha256, \
@@ -501,7 +730,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn update_token(&mut self, t: &Token) -> ApiResult<()> {
+    fn update_token(&mut self, t: &Token) -> StoreResult<()> {
         self.tx.execute(
             "UPDATE tokens SET name = ?2, description = ?3, lifetime_days = ?4, not_before = ?5, expires_at = ?6, \
              ip_allow = ?7, scopes = ?8, enabled = ?9, revoked_at = ?10, deleted_at = ?11, minted_at = ?12, \
@@ -516,7 +745,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn get_token(&mut self, id: &str) -> ApiResult<Option<Token>> {
+    fn get_token(&mut self, id: &str) -> StoreResult<Option<Token>> {
         Ok(self
             .tx
             .query_row(
@@ -527,94 +756,110 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn search_tokens(&mut self, q: &TokenQuery) -> ApiResult<(Vec<Token>, i64)> {
-        let mut wh = vec!["t.deleted_at IS NULL".to_string()];
-        let mut args: Vec<(&str, SqlValue)> = vec![(":now", SqlValue::Integer(q.now))];
-        match &q.scope {
-            TokenScope::Org(org) => {
-                wh.push("t.org_id = :scope_org".into());
-                args.push((":scope_org", SqlValue::Text(org.clone())));
-            }
-            TokenScope::User(user) => {
-                wh.push("t.user_id = :scope_user".into());
-                args.push((":scope_user", SqlValue::Text(user.clone())));
-            }
-            TokenScope::Partner {
-                user_id,
-                partner_org_id,
-            } => {
-                wh.push(
-                    "(t.user_id = :scope_user OR (u.delegated = 1 AND t.org_id IN \
-                     (SELECT id FROM orgs WHERE partner_org_id = :scope_org)))"
-                        .into(),
-                );
-                args.push((":scope_user", SqlValue::Text(user_id.clone())));
-                args.push((":scope_org", SqlValue::Text(partner_org_id.clone())));
-            }
-        }
-        if let Some(text) = &q.q {
-            wh.push(
-                "(lower(t.name) LIKE :q ESCAPE '\\' OR lower(t.description) LIKE :q ESCAPE '\\' \
-                 OR lower(u.username) LIKE :q ESCAPE '\\' OR lower(u.display_name) LIKE :q ESCAPE '\\')"
-                    .into(),
-            );
-            args.push((":q", SqlValue::Text(like_pattern(text))));
-        }
-        if let Some(status) = q.status {
-            wh.push(format!("({STATUS_SQL}) = :status"));
-            args.push((":status", SqlValue::Text(status.as_str().into())));
-        }
-        if let Some(user) = &q.user {
-            wh.push("(t.user_id = :user OR u.username = :user)".into());
-            args.push((":user", SqlValue::Text(user.clone())));
-        }
-        if let Some(before) = q.expires_before {
-            wh.push("t.expires_at < :expires_before".into());
-            args.push((":expires_before", SqlValue::Integer(before)));
-        }
-        let order = match q.sort {
-            TokenSort::Name => "lower(t.name)".to_string(),
-            TokenSort::CreatedAt => "t.created_at".into(),
-            TokenSort::ExpiresAt => "t.expires_at".into(),
-            TokenSort::LastUsedAt => "t.last_used_at".into(),
-            TokenSort::User => "u.username".into(),
-            TokenSort::Status => format!("({STATUS_SQL})"),
-        };
+    fn search_tokens(&mut self, q: &TokenQuery) -> StoreResult<TokenHits> {
+        let (where_sql, args) = token_filter(q);
+        let order = sort_key_sql(q.sort);
         let dir = if q.descending { "DESC" } else { "ASC" };
         let from = "FROM tokens t JOIN users u ON u.id = t.user_id";
-        let where_sql = wh.join(" AND ");
-        // Count first: it needs only the named parameters actually used in WHERE.
-        let count_sql = format!("SELECT count(*) {from} WHERE {where_sql}");
-        let bind = |sql: &str| -> Vec<(&str, &dyn rusqlite::ToSql)> {
-            args.iter()
-                .filter(|(n, _)| sql.contains(n))
+        let bind =
+            |sql: &str, extra: &[(&'static str, SqlValue)]| -> Vec<(&'static str, SqlValue)> {
+                args.iter()
+                    .chain(extra.iter())
+                    .filter(|(n, _)| sql.contains(n))
+                    .map(|(n, v)| (*n, v.clone()))
+                    .collect()
+            };
+        let total = if q.count {
+            let count_sql = format!("SELECT count(*) {from} WHERE {where_sql}");
+            let b = bind(&count_sql, &[]);
+            let refs: Vec<(&str, &dyn rusqlite::ToSql)> = b
+                .iter()
                 .map(|(n, v)| (*n, v as &dyn rusqlite::ToSql))
-                .collect()
+                .collect();
+            Some(
+                self.tx
+                    .query_row(&count_sql, refs.as_slice(), |r| r.get(0))?,
+            )
+        } else {
+            None
         };
-        let total: i64 = self
-            .tx
-            .query_row(&count_sql, bind(&count_sql).as_slice(), |r| r.get(0))?;
+        let mut extra: Vec<(&'static str, SqlValue)> = Vec::new();
+        let mut keyset = String::new();
+        let mut offset = q.offset;
+        if let Some(cursor) = &q.after {
+            let (key, id) = decode_cursor(cursor)?;
+            let cmp = if q.descending { "<" } else { ">" };
+            keyset = format!(" AND ({order}, t.id) {cmp} (:after_key, :after_id)");
+            extra.push((":after_key", key));
+            extra.push((":after_id", SqlValue::Text(id)));
+            offset = 0;
+        }
         let sql = format!(
-            "SELECT {TOKEN_COLS} {from} WHERE {where_sql} ORDER BY {order} {dir}, t.id {dir} LIMIT {} OFFSET {}",
-            q.limit, q.offset
+            "SELECT {TOKEN_COLS}, u.username, {order} {from} WHERE {where_sql}{keyset} \
+             ORDER BY {order} {dir}, t.id {dir} LIMIT {} OFFSET {}",
+            q.limit, offset
         );
+        let b = bind(&sql, &extra);
+        let refs: Vec<(&str, &dyn rusqlite::ToSql)> = b
+            .iter()
+            .map(|(n, v)| (*n, v as &dyn rusqlite::ToSql))
+            .collect();
         let mut st = self.tx.prepare(&sql)?;
-        let rows = st
-            .query_map(bind(&sql).as_slice(), token_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((rows, total))
+        let hits = st
+            .query_map(refs.as_slice(), |r| {
+                let token = token_from_row(r)?;
+                let username: String = r.get(21)?;
+                let key: SqlValue = r.get(22)?;
+                Ok((token, username, key))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|(token, username, key)| TokenHit {
+                cursor: encode_cursor(&key, &token.id),
+                token,
+                username,
+            })
+            .collect();
+        Ok(TokenHits { hits, total })
     }
 
-    fn set_status(&mut self, org_id: &str, idx: i64, value: u8, token_id: &str) -> ApiResult<()> {
+    fn live_unrevoked_tokens(&mut self, scope: &TokenScope) -> StoreResult<Vec<Token>> {
+        let (clause, arg) = match scope {
+            TokenScope::Org(org) => ("t.org_id = ?1", org.clone()),
+            TokenScope::User(user) => ("t.user_id = ?1", user.clone()),
+            TokenScope::Partner { .. } => {
+                return Err(StoreError::Backend(
+                    "revoke-all never spans a partner's customers".into(),
+                ))
+            }
+        };
+        let mut st = self.tx.prepare(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens t WHERE {clause} AND t.deleted_at IS NULL \
+             AND t.revoked_at IS NULL ORDER BY t.created_at, t.id"
+        ))?;
+        let rows = st
+            .query_map([arg], token_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn set_status(
+        &mut self,
+        org_id: &str,
+        idx: i64,
+        value: u8,
+        token_id: &str,
+        version: i64,
+    ) -> StoreResult<()> {
         self.tx.execute(
-            "INSERT INTO status_entries (org_id, idx, value, token_id) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT(org_id, idx) DO UPDATE SET value = excluded.value",
-            params![org_id, idx, value, token_id],
+            "INSERT INTO status_entries (org_id, idx, value, token_id, version) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(org_id, idx) DO UPDATE SET value = excluded.value, version = excluded.version",
+            params![org_id, idx, value, token_id, version],
         )?;
         Ok(())
     }
 
-    fn status_entries(&mut self, org_id: &str) -> ApiResult<Vec<(i64, u8)>> {
+    fn status_entries(&mut self, org_id: &str) -> StoreResult<Vec<(i64, u8)>> {
         let mut st = self
             .tx
             .prepare("SELECT idx, value FROM status_entries WHERE org_id = ?1 AND value != 0")?;
@@ -624,7 +869,17 @@ impl Tx for SqliteTx<'_> {
         Ok(rows)
     }
 
-    fn insert_auth_event(&mut self, e: &AuthEvent) -> ApiResult<()> {
+    fn status_changes_since(&mut self, org_id: &str, version: i64) -> StoreResult<Vec<(i64, u8)>> {
+        let mut st = self
+            .tx
+            .prepare("SELECT idx, value FROM status_entries WHERE org_id = ?1 AND version > ?2")?;
+        let rows = st
+            .query_map(params![org_id, version], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn insert_auth_event(&mut self, e: &AuthEvent) -> StoreResult<()> {
         self.tx.execute(
             "INSERT INTO auth_events (org_id, token_id, user_id, at, ip, outcome, reason, method, path, source) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -633,7 +888,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn list_auth_events(&mut self, q: &AuthEventQuery) -> ApiResult<Vec<AuthEvent>> {
+    fn list_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>> {
         let mut wh = vec!["1 = 1"];
         let mut args: Vec<SqlValue> = Vec::new();
         let mut add = |clause: &'static str, v: SqlValue| {
@@ -672,7 +927,7 @@ impl Tx for SqliteTx<'_> {
         Ok(rows)
     }
 
-    fn insert_audit(&mut self, a: &AuditEntry) -> ApiResult<()> {
+    fn insert_audit(&mut self, a: &AuditEntry) -> StoreResult<()> {
         self.tx.execute(
             "INSERT INTO audit_log (at, org_id, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![a.at, a.org_id, a.actor, a.action, a.target, a.detail.to_string()],
@@ -686,7 +941,7 @@ impl Tx for SqliteTx<'_> {
         target: Option<&str>,
         limit: i64,
         offset: i64,
-    ) -> ApiResult<Vec<AuditEntry>> {
+    ) -> StoreResult<Vec<AuditEntry>> {
         let mut st = self.tx.prepare(
             "SELECT id, at, org_id, actor, action, target, detail FROM audit_log \
              WHERE org_id = ?1 AND (?2 IS NULL OR target = ?2) ORDER BY id DESC LIMIT ?3 OFFSET ?4",
@@ -708,7 +963,7 @@ impl Tx for SqliteTx<'_> {
         Ok(rows)
     }
 
-    fn insert_edge(&mut self, e: &EdgeCredential) -> ApiResult<()> {
+    fn insert_edge(&mut self, e: &EdgeCredential) -> StoreResult<()> {
         self.tx.execute(
             "INSERT INTO edge_credentials (id, org_id, name, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![e.id, e.org_id, e.name, e.secret_sha256, e.created_at],
@@ -716,7 +971,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn find_edge_by_secret_hash(&mut self, hash: &str) -> ApiResult<Option<EdgeCredential>> {
+    fn find_edge_by_secret_hash(&mut self, hash: &str) -> StoreResult<Option<EdgeCredential>> {
         Ok(self
             .tx
             .query_row(
@@ -749,7 +1004,7 @@ mod tests {
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), latest_schema_version());
-        let conn = s.conn.lock().unwrap();
+        let conn = s.writer.lock().unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
@@ -762,12 +1017,15 @@ mod tests {
 
     #[test]
     fn failed_transaction_leaves_nothing() {
-        let s: Box<dyn Store> = Box::new(SqliteStore::open_in_memory().unwrap());
-        let r: ApiResult<()> = s.write(|tx| {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let r: StoreResult<()> = super::super::run(&s, true, |tx| {
             tx.set_setting("a", "1")?;
-            Err(ApiError::bad_request("no"))
+            Err(StoreError::Conflict("no".into()))
         });
-        assert!(r.is_err());
-        assert_eq!(s.read(|tx| tx.get_setting("a")).unwrap(), None);
+        assert_eq!(r, Err(StoreError::Conflict("no".into())));
+        assert_eq!(
+            super::super::run(&s, false, |tx| tx.get_setting("a")).unwrap(),
+            None
+        );
     }
 }

@@ -80,7 +80,7 @@ impl World {
         );
         let b = state
             .write(|tx, ctx| {
-                service::bootstrap(tx, ctx, "root", "Root", "root-admin", KeyAlg::EdDSA)
+                service::orgs::bootstrap(tx, ctx, "root", "Root", "root-admin", KeyAlg::EdDSA)
             })
             .await
             .unwrap();
@@ -167,8 +167,8 @@ impl World {
         self.state
             .write(move |tx, ctx| {
                 let owner = actor(tx, &uid);
-                let d = service::download(tx, ctx, &owner, &id)?;
-                Ok(d["jwt"].as_str().unwrap_or_default().to_string())
+                let d = service::tokens::download(tx, ctx, &owner, &id)?;
+                Ok(d.jwt)
             })
             .await
             .unwrap()
@@ -187,13 +187,13 @@ impl World {
                 let mut admin = owner.clone();
                 admin.user.role = Role::Admin;
                 admin.user.id = format!("fixture-admin-{}", owner.org.id);
-                let t = service::create_token(tx, ctx, &admin, create_body(&name, &uid))?;
-                let id = t["id"].as_str().unwrap_or_default().to_string();
+                let t = service::tokens::create_token(tx, ctx, &admin, create_body(&name, &uid))?;
+                let id = t.id;
                 if st != "pending" {
-                    service::download(tx, ctx, &owner, &id)?;
+                    service::tokens::download(tx, ctx, &owner, &id)?;
                 }
                 if st == "disabled" {
-                    service::disable(tx, ctx, &admin, &id)?;
+                    service::tokens::disable(tx, ctx, &admin, &id)?;
                 }
                 Ok(id)
             })
@@ -267,11 +267,19 @@ impl World {
             .call("GET", &format!("/v1/orgs/{org}/status-list"), None, None)
             .await;
         assert_eq!(r.status, 200);
-        tessera_control_plane::statuslist::decode(r.json()["lst"].as_str().unwrap()).unwrap()
+        let list = tessera_core::StatusList::from_lst(r.json()["lst"].as_str().unwrap()).unwrap();
+        (0..list.len() as u64)
+            .map(|i| match list.get(i) {
+                Some(tessera_core::TokenStatus::Valid) | None => 0,
+                Some(tessera_core::TokenStatus::Revoked) => 1,
+                Some(tessera_core::TokenStatus::Suspended) => 2,
+                Some(tessera_core::TokenStatus::Reserved) => 3,
+            })
+            .collect()
     }
 }
 
-pub fn create_body(name: &str, user: &str) -> service::CreateToken {
+pub fn create_body(name: &str, user: &str) -> service::input::CreateToken {
     serde_json::from_value(json!({"name": name, "user": user, "scopes": ["read"]})).unwrap()
 }
 

@@ -35,10 +35,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tessera_control_plane::crypto::MasterKey;
-use tessera_control_plane::error::{ApiError, ApiResult};
 use tessera_control_plane::model::Role;
 use tessera_control_plane::policy::Actor;
-use tessera_control_plane::service::{self, Ctx};
+use tessera_control_plane::service::{self, Ctx, Error as ServiceError, Result as ServiceResult};
 use tessera_control_plane::store::sqlite::SqliteStore;
 use tessera_control_plane::store::{Store, TokenQuery, TokenScope, TokenSort};
 use tessera_control_plane::timefmt;
@@ -238,8 +237,8 @@ fn searches(seeded: usize, boot: usize, users: usize) -> Vec<Search> {
 // ---------------------------------------------------------------------------------------
 // Small helpers
 
-fn api_err(what: &str) -> impl Fn(ApiError) -> String + '_ {
-    move |e| format!("{what}: {} ({})", e.message, e.code)
+fn api_err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
 }
 
 /// A request to the control plane, with its `Host` and a generous safety timeout.
@@ -471,18 +470,13 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
     let started = Instant::now();
     let sqlite = SqliteStore::open(cp.db_path()).map_err(api_err("opening the database"))?;
     let store: &dyn Store = &sqlite;
-    let ctx_at = |now: i64| Ctx {
-        base_url: &base_url,
-        master: &master,
-        now,
-        access_ttl: 1800,
-    };
+    let ctx_at = |now: i64| Ctx::new(&base_url, &master, now, 1800);
 
     let (admin, boot) = store
         .read(|tx| {
             let user = tx.get_user(&alice_id)?;
             let org = tx.get_org(&org_id)?;
-            let (_, total) = tx.search_tokens(&TokenQuery {
+            let found = tx.search_tokens(&TokenQuery {
                 scope: TokenScope::Org(org_id.clone()),
                 q: None,
                 status: None,
@@ -492,9 +486,11 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
                 descending: true,
                 limit: 1,
                 offset: 0,
+                after: None,
+                count: true,
                 now: timefmt::now(),
             })?;
-            Ok((user.zip(org), total))
+            Ok::<_, ServiceError>((user.zip(org), found.total.unwrap_or(0)))
         })
         .map_err(api_err("reading the bootstrap"))?;
     let (admin_user, org) = admin.ok_or("the bootstrap admin or org is missing")?;
@@ -517,14 +513,14 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
         .write(|tx| {
             let ctx = ctx_at(base - n as i64 - 60);
             (0..sizes.users)
-                .map(|u| -> ApiResult<Actor> {
-                    let req: service::CreateUser = serde_json::from_value(json!({
+                .map(|u| -> ServiceResult<Actor> {
+                    let req: service::input::CreateUser = serde_json::from_value(json!({
                         "username": username(u),
                         "display_name": format!("Seeded user {}", u + 1),
                         "role": Role::User,
                     }))
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                    let user = service::create_user(tx, &ctx, &alice, &org.id, req)?;
+                    .map_err(|e| ServiceError::internal(e.to_string()))?;
+                    let user = service::users::create_user(tx, &ctx, &alice, &org.id, req)?;
                     Ok(Actor {
                         user,
                         org: org.clone(),
@@ -545,32 +541,27 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
                     // As if created one a second, the last one a second ago.
                     let ctx = ctx_at(base - (n - i) as i64);
                     let owner = &owners[seed_user(i, sizes.users)];
-                    let req: service::CreateToken =
+                    let req: service::input::CreateToken =
                         serde_json::from_value(seed_body(i, sizes.users))
-                            .map_err(|e| ApiError::internal(e.to_string()))?;
-                    let view = service::create_token(tx, &ctx, owner, req)?;
-                    let id = view
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| ApiError::internal("create_token gave no id"))?
-                        .to_owned();
+                            .map_err(|e| ServiceError::internal(e.to_string()))?;
+                    let id = service::tokens::create_token(tx, &ctx, owner, req)?.id;
                     match seed_status(i) {
                         SeedStatus::Pending => {}
                         SeedStatus::Enabled => {
-                            service::download(tx, &ctx, owner, &id)?;
+                            service::tokens::download(tx, &ctx, owner, &id)?;
                         }
                         SeedStatus::Disabled => {
-                            service::download(tx, &ctx, owner, &id)?;
-                            service::disable(tx, &ctx, &alice, &id)?;
+                            service::tokens::download(tx, &ctx, owner, &id)?;
+                            service::tokens::disable(tx, &ctx, &alice, &id)?;
                         }
                         SeedStatus::Revoked => {
-                            service::download(tx, &ctx, owner, &id)?;
-                            service::revoke(tx, &ctx, owner, &id)?;
+                            service::tokens::download(tx, &ctx, owner, &id)?;
+                            service::tokens::revoke(tx, &ctx, owner, &id)?;
                         }
                     }
                     out.push(id);
                 }
-                Ok(out)
+                Ok::<_, ServiceError>(out)
             })
             .map_err(api_err("seeding tokens"))?;
         transactions += 1;
@@ -711,7 +702,11 @@ fn measure_search(
         let text = String::from_utf8(body).map_err(|_| "the CSV is not UTF-8")?;
         let rows = tessera_control_plane::csv::parse(&text);
         let header = rows.first().ok_or("the CSV is empty")?;
-        if header.iter().map(String::as_str).ne(service::TOKEN_COLUMNS) {
+        if header
+            .iter()
+            .map(String::as_str)
+            .ne(service::views::TOKEN_COLUMNS)
+        {
             return Err(format!("the CSV header is {header:?}"));
         }
         let ids: HashSet<&str> = rows[1..]
@@ -1603,7 +1598,8 @@ mod tests {
     fn seed_bodies_are_valid_requests() {
         for i in 0..40 {
             let body = seed_body(i, 20);
-            let req: service::CreateToken = serde_json::from_value(body).expect("valid body");
+            let req: service::input::CreateToken =
+                serde_json::from_value(body).expect("valid body");
             assert_eq!(req.name, seed_name(i));
         }
     }

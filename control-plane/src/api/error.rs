@@ -1,7 +1,15 @@
-//! The one error type of the control plane; it renders as `{"error", "message"}`.
+//! The API's error: a service error (or a malformed request) as an HTTP answer,
+//! `{"error", "message"[, "reason"]}`. This is the one place an error becomes a response,
+//! and so the one place it is logged.
 
+use crate::service;
+use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+/// Core's reason code of a refused credential, left on the response for the request log.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalReason(pub Option<&'static str>);
 
 /// An error that reaches an API client. `message` is safe to show: internal detail is
 /// logged, never returned.
@@ -15,6 +23,8 @@ pub struct ApiError {
     pub reason: Option<&'static str>,
     /// For a refused credential: core's `WWW-Authenticate` challenge.
     pub challenge: Option<String>,
+    /// What went wrong inside, for the log only (a 5xx).
+    pub detail: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -27,6 +37,7 @@ impl ApiError {
             message: message.into(),
             reason: None,
             challenge: None,
+            detail: None,
         }
     }
 
@@ -53,6 +64,7 @@ impl ApiError {
             message,
             reason: Some(reason),
             challenge: deny.www_authenticate.clone(),
+            detail: None,
         }
     }
 
@@ -85,14 +97,15 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
-    /// 500: `detail` goes to the log only.
+    /// 500: `detail` goes to the log (when the response is made), never to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        eprintln!("tessera: internal error: {detail}");
-        Self::new(
+        let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; see the server log",
-        )
+        );
+        e.detail = Some(detail.to_string());
+        e
     }
 }
 
@@ -110,19 +123,49 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        if let rusqlite::Error::SqliteFailure(f, _) = &e {
-            if f.code == rusqlite::ErrorCode::ConstraintViolation {
-                return ApiError::conflict("the change conflicts with an existing record");
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
+        use service::Error as E;
+        match e {
+            E::Invalid { field, message } => ApiError::field(&field, message),
+            E::BadRequest(m) => ApiError::bad_request(m),
+            E::Unauthenticated(m) => ApiError::unauthorized(m),
+            E::Refused(deny) => ApiError::refused(&deny),
+            E::Forbidden(m) => ApiError::forbidden(m),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict(m) => ApiError::conflict(m),
+            E::InvalidGrant(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_grant", m),
+            E::UnsupportedGrantType(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", m)
             }
+            E::Store(StoreError::Unavailable(m)) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; try again",
+                );
+                e.detail = Some(m);
+                e
+            }
+            E::Store(other) => ApiError::internal(other),
+            E::Internal(m) => ApiError::internal(m),
         }
-        ApiError::internal(format!("sqlite: {e}"))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The request span (method, route, caller) gives the context.
+        if let Some(detail) = &self.detail {
+            tracing::error!(status = self.status.as_u16(), code = self.code, detail = %detail, "request failed");
+        } else if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
+        } else if let Some(reason) = self.reason {
+            tracing::info!(status = self.status.as_u16(), reason, "credential refused");
+        } else {
+            tracing::debug!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
+        }
+        let refusal = RefusalReason(self.reason);
         let mut body = serde_json::json!({"error": self.code, "message": self.message});
         if let Some(r) = self.reason {
             body["reason"] = serde_json::json!(r);
@@ -146,6 +189,7 @@ impl IntoResponse for ApiError {
             }
             None => {}
         }
+        resp.extensions_mut().insert(refusal);
         resp
     }
 }

@@ -1,0 +1,608 @@
+//! The handlers: each takes its inputs from extractors, runs one service operation in one
+//! transaction, and returns the operation's typed view.
+
+use super::extract::{
+    body_error, parse_json, read_body, BearerSecret, Caller, JsonBody, PeerAddr, QueryParams,
+};
+use super::{ApiError, ApiResult, AppState};
+use crate::service::input::{
+    AuditParams, CreateEdge, CreateOrg, CreateToken, CreateUser, EditToken, LogParams, RevokeAll,
+    RotateKey, SearchParams, UpdateUser, UsageBatch,
+};
+use crate::service::views::{
+    AuditEntries, AuthEvents, Deleted, EdgeCreated, Edited, KeyRotated, Me, Minted, OrgList,
+    OrgView, RevokedAll, TokenPage, TokenView, UsageAccepted, UserList, UserView,
+};
+use crate::service::{self, authn, keys, logs, orgs, tokens, users};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+type Created<T> = ApiResult<(StatusCode, Json<T>)>;
+
+fn created<T>(v: T) -> (StatusCode, Json<T>) {
+    (StatusCode::CREATED, Json(v))
+}
+
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({"ok": true}))
+}
+
+pub(super) async fn openapi(State(s): State<AppState>) -> Json<Value> {
+    Json(crate::openapi::document(s.base_url()))
+}
+
+pub(super) async fn me(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<Me>> {
+    s.read_as(a, |_, ctx, a| {
+        Ok(Me {
+            user: UserView::new(&a.user),
+            org: OrgView::new(ctx, &a.org),
+            token: a.token_id.clone(),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) async fn orgs_list(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<OrgList>> {
+    s.read_as(a, |tx, ctx, a| {
+        let orgs = orgs::visible_orgs(tx, a)?;
+        Ok(OrgList {
+            orgs: orgs.iter().map(|o| OrgView::new(ctx, o)).collect(),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) async fn orgs_create(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    JsonBody(req): JsonBody<CreateOrg>,
+) -> Created<OrgView> {
+    s.write_as(a, |tx, ctx, a| {
+        let org = orgs::create_org(tx, ctx, a, req)?;
+        Ok(OrgView::new(ctx, &org))
+    })
+    .await
+    .map(created)
+}
+
+pub(super) async fn orgs_get(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+) -> ApiResult<Json<OrgView>> {
+    s.read_as(a, move |tx, ctx, a| {
+        Ok(OrgView::new(ctx, &orgs::get_org(tx, a, &org)?))
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) async fn jwks(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
+    let v = s.read(move |tx, ctx| keys::jwks(tx, ctx, &org)).await?;
+    let mut resp = Json(v).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    Ok(resp)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatusParams {
+    #[serde(default)]
+    since: Option<i64>,
+    #[serde(default)]
+    wait: Option<u64>,
+    /// `json` (default) or `jwt`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The longest a status-list long poll is held open.
+const MAX_WAIT_SECS: u64 = 60;
+
+pub(super) async fn status_list(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    QueryParams(p): QueryParams<StatusParams>,
+) -> ApiResult<Response> {
+    let accept_jwt = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/statuslist+jwt"));
+    let jwt = match p.format.as_deref() {
+        None => accept_jwt,
+        Some("json") => false,
+        Some("jwt") => true,
+        Some(_) => return Err(ApiError::field("query.format", "json or jwt")),
+    };
+    let wait = p.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::field(
+            "query.wait",
+            format!("at most {MAX_WAIT_SECS} seconds"),
+        ));
+    }
+    if p.since.is_some_and(|v| v < 0) {
+        return Err(ApiError::field("query.since", "must be >= 0"));
+    }
+    // Subscribe before reading the version so no change slips between the two.
+    let mut rx = s.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let etag_for = |v: i64| format!("\"{v}{}\"", if jwt { "-jwt" } else { "" });
+    loop {
+        let o = org.clone();
+        let version = s.read(move |tx, _| keys::status_version(tx, &o)).await?;
+        // Any difference answers at once: a client ahead of us (a database restored from
+        // a backup, another deployment) must get our list, not wait for a version that
+        // may never come.
+        let fresh = p.since.is_none_or(|since| version != since);
+        if fresh {
+            break;
+        }
+        let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
+        if !matches!(changed, Ok(Ok(()))) {
+            return Ok(not_modified(&etag_for(version), version));
+        }
+    }
+    let (version, body, ctype) = if jwt {
+        let o = org.clone();
+        let (v, j) = s
+            .write(move |tx, ctx| keys::status_list_jwt(tx, ctx, &o))
+            .await?;
+        (v, j, "application/statuslist+jwt")
+    } else {
+        let o = org.clone();
+        let st = s.clone();
+        let (v, lst) = s
+            .read(move |tx, ctx| {
+                let org = crate::service::load_org(tx, &o)?;
+                st.verifiers().encoded_list(tx, ctx, &org)
+            })
+            .await?;
+        (
+            v,
+            json!({"bits": 2, "lst": lst}).to_string(),
+            "application/json",
+        )
+    };
+    let etag = etag_for(version);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return Ok(not_modified(&etag, version));
+    }
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    set_version_headers(h, &etag, version);
+    Ok(resp)
+}
+
+fn set_version_headers(h: &mut HeaderMap, etag: &str, version: i64) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert("tessera-status-version", HeaderValue::from(version));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
+
+fn not_modified(etag: &str, version: i64) -> Response {
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    set_version_headers(resp.headers_mut(), etag, version);
+    resp
+}
+
+pub(super) async fn keys_rotate(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+    JsonBody(req): JsonBody<RotateKey>,
+) -> ApiResult<Json<KeyRotated>> {
+    s.write_as(a, move |tx, ctx, a| orgs::rotate_key(tx, ctx, a, &org, req))
+        .await
+        .map(Json)
+}
+
+pub(super) async fn edges_create(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+    JsonBody(req): JsonBody<CreateEdge>,
+) -> Created<EdgeCreated> {
+    s.write_as(a, move |tx, ctx, a| {
+        orgs::create_edge(tx, ctx, a, &org, req)
+    })
+    .await
+    .map(created)
+}
+
+pub(super) async fn users_list(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+) -> ApiResult<Json<UserList>> {
+    s.read_as(a, move |tx, _, a| {
+        let users = users::list_users(tx, a, &org)?;
+        Ok(UserList {
+            users: users.iter().map(UserView::new).collect(),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) async fn users_create(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+    JsonBody(req): JsonBody<CreateUser>,
+) -> Created<UserView> {
+    s.write_as(a, move |tx, ctx, a| {
+        Ok(UserView::new(&users::create_user(tx, ctx, a, &org, req)?))
+    })
+    .await
+    .map(created)
+}
+
+pub(super) async fn users_get(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    s.read_as(a, move |tx, _, a| {
+        Ok(UserView::new(&users::get_user(tx, a, &id)?))
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) async fn users_update(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UpdateUser>,
+) -> ApiResult<Json<UserView>> {
+    s.write_as(a, move |tx, ctx, a| {
+        Ok(UserView::new(&users::update_user(tx, ctx, a, &id, req)?))
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) async fn tokens_search(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    QueryParams(p): QueryParams<SearchParams>,
+) -> ApiResult<Json<TokenPage>> {
+    s.read_as(a, move |tx, ctx, a| tokens::search(tx, ctx, a, &p))
+        .await
+        .map(Json)
+}
+
+/// Renders token views as CSV in `TOKEN_COLUMNS` order.
+pub fn tokens_to_csv(tokens: &[Value]) -> String {
+    let mut out = crate::csv::row(&service::views::TOKEN_COLUMNS);
+    for t in tokens {
+        let fields: Vec<String> = service::views::TOKEN_COLUMNS
+            .iter()
+            .map(|c| cell(t.get(*c)))
+            .collect();
+        out.push_str(&crate::csv::row(&fields));
+    }
+    out
+}
+
+/// A JSON value as one table or CSV cell (arrays space-separated, null empty).
+pub fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| cell(Some(x)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Every matching row, streamed: the header first, then one short read per batch of rows
+/// (keyset paging, so each batch costs the same), so an export of any size neither holds
+/// the store nor the whole file in memory. A failure after the first bytes ends the body
+/// with an error, which the client sees as a truncated transfer, never as a short file.
+pub(super) async fn tokens_csv(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    QueryParams(p): QueryParams<SearchParams>,
+) -> ApiResult<Response> {
+    let query = s
+        .read_as(a, move |_, ctx, a| tokens::token_query(ctx, a, &p))
+        .await?;
+    let (tx_rows, rx_rows) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let header = crate::csv::row(&service::views::TOKEN_COLUMNS).into_bytes();
+    tokio::spawn(async move {
+        if tx_rows.send(Ok(header)).await.is_err() {
+            return;
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let q = query.clone();
+            let cursor = after.take();
+            let batch = s
+                .read(move |tx, ctx| tokens::export_batch(tx, ctx, &q, cursor))
+                .await;
+            let (rows, next) = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "CSV export failed midway");
+                    let _ = tx_rows
+                        .send(Err(std::io::Error::other("export failed")))
+                        .await;
+                    return;
+                }
+            };
+            let mut chunk = String::new();
+            for r in &rows {
+                chunk.push_str(&crate::csv::row(&r.cells()));
+            }
+            if tx_rows.send(Ok(chunk.into_bytes())).await.is_err() {
+                return;
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => return,
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx_rows));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"tokens.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub(super) async fn tokens_create(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    JsonBody(req): JsonBody<CreateToken>,
+) -> Created<TokenView> {
+    s.write_as(a, move |tx, ctx, a| tokens::create_token(tx, ctx, a, req))
+        .await
+        .map(created)
+}
+
+pub(super) async fn tokens_revoke_all(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    JsonBody(req): JsonBody<RevokeAll>,
+) -> ApiResult<Json<RevokedAll>> {
+    s.write_as(a, move |tx, ctx, a| tokens::revoke_all(tx, ctx, a, req))
+        .await
+        .map(Json)
+}
+
+pub(super) async fn tokens_get(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenView>> {
+    s.read_as(a, move |tx, ctx, a| tokens::get_token(tx, ctx, a, &id))
+        .await
+        .map(Json)
+}
+
+pub(super) async fn tokens_edit(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<EditToken>,
+) -> ApiResult<Json<Edited>> {
+    s.write_as(a, move |tx, ctx, a| tokens::edit(tx, ctx, a, &id, req))
+        .await
+        .map(Json)
+}
+
+/// A token operation that takes only the id.
+type TokenOp<T> =
+    fn(&mut dyn crate::store::Tx, &service::Ctx, &crate::policy::Actor, &str) -> service::Result<T>;
+
+async fn token_op<T: Send + 'static>(
+    s: AppState,
+    a: crate::policy::Actor,
+    id: String,
+    op: TokenOp<T>,
+) -> ApiResult<Json<T>> {
+    s.write_as(a, move |tx, ctx, a| op(tx, ctx, a, &id))
+        .await
+        .map(Json)
+}
+
+pub(super) async fn tokens_delete(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    token_op(s, a, id, tokens::delete).await
+}
+
+pub(super) async fn tokens_download(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Minted>> {
+    token_op(s, a, id, tokens::download).await
+}
+
+pub(super) async fn tokens_regenerate(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Minted>> {
+    token_op(s, a, id, tokens::regenerate).await
+}
+
+pub(super) async fn tokens_revoke(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenView>> {
+    token_op(s, a, id, tokens::revoke).await
+}
+
+pub(super) async fn tokens_enable(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenView>> {
+    token_op(s, a, id, tokens::enable).await
+}
+
+pub(super) async fn tokens_disable(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenView>> {
+    token_op(s, a, id, tokens::disable).await
+}
+
+pub(super) async fn tokens_auth_log(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    QueryParams(p): QueryParams<LogParams>,
+) -> ApiResult<Json<AuthEvents>> {
+    s.read_as(a, move |tx, _, a| logs::token_auth_log(tx, a, &id, &p))
+        .await
+        .map(Json)
+}
+
+pub(super) async fn auth_log(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    QueryParams(p): QueryParams<LogParams>,
+) -> ApiResult<Json<AuthEvents>> {
+    s.read_as(a, move |tx, _, a| logs::auth_log(tx, a, &p))
+        .await
+        .map(Json)
+}
+
+pub(super) async fn audit_log(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    QueryParams(p): QueryParams<AuditParams>,
+) -> ApiResult<Json<AuditEntries>> {
+    s.read_as(a, move |tx, _, a| logs::audit_log(tx, a, &p))
+        .await
+        .map(Json)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExchangeJson {
+    #[serde(rename = "refreshToken")]
+    refresh_token: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ExchangeForm {
+    grant_type: String,
+    subject_token: String,
+    subject_token_type: String,
+}
+
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const SUBJECT_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:access_token",
+    "urn:ietf:params:oauth:token-type:refresh_token",
+];
+
+/// JSON `{"refreshToken"}` or the RFC 8693 form (`grant_type=...token-exchange`).
+pub(super) async fn exchange(
+    State(s): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    req: Request,
+) -> ApiResult<Response> {
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let bytes = read_body(req, &()).await?;
+    let token = if form {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
+        let f: ExchangeForm = serde_path_to_error::deserialize(de)
+            .map_err(|e| body_error(e.path().to_string(), e.inner()))?;
+        if f.grant_type != GRANT_TOKEN_EXCHANGE {
+            return Err(ApiError::from(service::Error::UnsupportedGrantType(
+                format!("grant_type: only {GRANT_TOKEN_EXCHANGE}"),
+            )));
+        }
+        if !SUBJECT_TYPES.contains(&f.subject_token_type.as_str()) {
+            return Err(ApiError::field(
+                "subject_token_type",
+                format!("one of {SUBJECT_TYPES:?}"),
+            ));
+        }
+        f.subject_token
+    } else {
+        parse_json::<ExchangeJson>(&bytes)?.refresh_token
+    };
+    let st = s.clone();
+    let exchanged = s
+        .write(move |tx, ctx| authn::exchange(tx, ctx, st.verifiers(), &token, peer.as_deref()))
+        .await?;
+    let mut v = match exchanged {
+        authn::Exchanged::Issued(v) => v,
+        authn::Exchanged::Refused(reason) => {
+            return Err(ApiError::from(service::Error::InvalidGrant(format!(
+                "the API token is not usable: {reason}"
+            ))))
+        }
+    };
+    if form {
+        v.issued_token_type = Some("urn:ietf:params:oauth:token-type:access_token".into());
+    }
+    let mut resp = Json(v).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+pub(super) async fn usage(
+    State(s): State<AppState>,
+    BearerSecret(c): BearerSecret,
+    JsonBody(batch): JsonBody<UsageBatch>,
+) -> ApiResult<Json<UsageAccepted>> {
+    s.write(move |tx, ctx| logs::record_usage(tx, ctx, &c, batch))
+        .await
+        .map(Json)
+}

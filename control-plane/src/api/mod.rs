@@ -1,0 +1,358 @@
+//! The HTTP API: the state, the route table (also the source of `/openapi.json`) and the
+//! router with its request log. Extractors live in `extract`, handlers in `handlers`,
+//! the mapping of service errors to responses in `error`. Handlers only translate: each
+//! runs one service operation in one store transaction.
+
+pub mod error;
+pub mod extract;
+pub mod handlers;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::crypto::MasterKey;
+use crate::policy::Actor;
+use crate::service::{self, Ctx, Verifiers};
+use crate::store::{Store, Tx};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Everything the service needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Box<dyn Store>,
+    master: MasterKey,
+    base_url: String,
+    access_ttl: i64,
+    clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// Bumped after every commit that changed a status list or a key set; wakes the
+    /// status-list long polls.
+    changes: watch::Sender<u64>,
+    /// The core verifiers API calls are authenticated with.
+    verifiers: Verifiers,
+}
+
+pub struct Config {
+    /// Scheme, host and port the API is reached at, without a trailing slash. Token
+    /// issuers and status-list URIs are built from it.
+    pub base_url: String,
+    pub master: MasterKey,
+    /// Lifetime of exchanged access tokens, seconds.
+    pub access_ttl: i64,
+}
+
+impl AppState {
+    pub fn new(store: Box<dyn Store>, config: Config) -> Self {
+        Self::with_clock(store, config, Box::new(crate::timefmt::now))
+    }
+
+    /// With an injected clock (tests move time forward).
+    pub fn with_clock(
+        store: Box<dyn Store>,
+        config: Config,
+        clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Self {
+        let (changes, _) = watch::channel(0);
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                master: config.master,
+                base_url: config.base_url.trim_end_matches('/').to_string(),
+                access_ttl: config.access_ttl,
+                clock,
+                changes,
+                verifiers: Verifiers::new(),
+            }),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    pub(crate) fn verifiers(&self) -> &Verifiers {
+        &self.inner.verifiers
+    }
+
+    /// Runs `f` in one transaction on a blocking thread. A write that changed a status
+    /// list or a key set wakes the long polls once it is committed.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let st = self.clone();
+        let (result, changed) = tokio::task::spawn_blocking(move || {
+            let i = &st.inner;
+            let ctx = Ctx::new(&i.base_url, &i.master, (i.clock)(), i.access_ttl);
+            let r = crate::store::run(i.store.as_ref(), write, |tx| f(tx, &ctx));
+            let changed = ctx.edges_changed();
+            (r, changed)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("worker: {e}")))?;
+        if changed && result.is_ok() {
+            self.inner.changes.send_modify(|v| *v += 1);
+        }
+        result.map_err(ApiError::from)
+    }
+
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        self.run(true, f).await
+    }
+
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        self.run(false, f).await
+    }
+
+    /// A write on behalf of an authenticated caller. The caller was authenticated before
+    /// the write began (in its own read); the credential is checked again inside the
+    /// write, so a credential revoked in between cannot act.
+    pub async fn write_as<T: Send + 'static>(
+        &self,
+        actor: Actor,
+        f: impl FnOnce(&mut dyn Tx, &Ctx, &Actor) -> service::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        self.write(move |tx, ctx| {
+            service::authn::still_valid(tx, ctx, &actor)?;
+            f(tx, ctx, &actor)
+        })
+        .await
+    }
+
+    /// A read on behalf of an authenticated caller.
+    pub async fn read_as<T: Send + 'static>(
+        &self,
+        actor: Actor,
+        f: impl FnOnce(&mut dyn Tx, &Ctx, &Actor) -> service::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        self.read(move |tx, ctx| f(tx, ctx, &actor)).await
+    }
+
+    /// A receiver of the change counter (long polls wait on it).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The route table
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Public,
+    Token,
+    Edge,
+}
+
+/// One operation: the router and `/openapi.json` are both built from these.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub auth: Auth,
+    /// An example request body; `None` when the operation takes none.
+    pub body: Option<Value>,
+    pub query: &'static [&'static str],
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route(
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    auth: Auth,
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        auth,
+        body: None,
+        query: &[],
+        handler,
+    }
+}
+
+impl Route {
+    fn body(mut self, example: Value) -> Self {
+        self.body = Some(example);
+        self
+    }
+
+    fn query(mut self, q: &'static [&'static str]) -> Self {
+        self.query = q;
+        self
+    }
+}
+
+const SEARCH_QUERY: &[&str] = &[
+    "q",
+    "status",
+    "user",
+    "expires_before",
+    "sort",
+    "page",
+    "per_page",
+];
+const LOG_QUERY: &[&str] = &[
+    "token", "user", "outcome", "since", "until", "page", "per_page",
+];
+
+macro_rules! h {
+    ($m:ident, $f:expr) => {
+        on(MethodFilter::$m, $f)
+    };
+}
+
+pub fn routes() -> Vec<Route> {
+    use Auth::*;
+    vec![
+        route(Method::GET, "/healthz", "Liveness", Public, h!(GET, handlers::health)),
+        route(Method::GET, "/openapi.json", "This description", Public, h!(GET, handlers::openapi)),
+        route(Method::GET, "/v1/me", "The authenticated user and organization", Token, h!(GET, handlers::me)),
+        route(Method::GET, "/v1/orgs", "Organizations visible to the caller", Token, h!(GET, handlers::orgs_list)),
+        route(Method::POST, "/v1/orgs", "Create an organization (root admin; partner admin for customers)", Token, h!(POST, handlers::orgs_create))
+            .body(json!({"id": "acme", "name": "Acme", "partner": false, "managed_by": null, "key_alg": "EdDSA", "max_lifetime_days": 365, "audience": "tessera"})),
+        route(Method::GET, "/v1/orgs/{org}", "One organization", Token, h!(GET, handlers::orgs_get)),
+        route(Method::GET, "/v1/orgs/{org}/jwks.json", "The organization's public keys (JWKS)", Public, h!(GET, handlers::jwks)),
+        route(Method::GET, "/v1/orgs/{org}/status-list", "Token status list (raw JSON, or statuslist+jwt); ETag; long-poll with since/wait", Public, h!(GET, handlers::status_list))
+            .query(&["since", "wait", "format"]),
+        route(Method::POST, "/v1/orgs/{org}/keys/rotate", "Rotate the signing key (org admin)", Token, h!(POST, handlers::keys_rotate))
+            .body(json!({"alg": "ES256"})),
+        route(Method::POST, "/v1/orgs/{org}/edge-credentials", "Create an edge credential for /v1/usage (org admin); the secret is shown once", Token, h!(POST, handlers::edges_create))
+            .body(json!({"name": "edge-eu-1"})),
+        route(Method::GET, "/v1/orgs/{org}/users", "Users of an organization (org admin)", Token, h!(GET, handlers::users_list)),
+        route(Method::POST, "/v1/orgs/{org}/users", "Create a user (org admin)", Token, h!(POST, handlers::users_create))
+            .body(json!({"username": "bob", "display_name": "Bob", "role": "user", "delegated": false})),
+        route(Method::GET, "/v1/users/{id}", "One user (self or org admin)", Token, h!(GET, handlers::users_get)),
+        route(Method::PATCH, "/v1/users/{id}", "Change a user (org admin; self: display_name, delegated)", Token, h!(PATCH, handlers::users_update))
+            .body(json!({"display_name": "Bob B.", "delegated": true})),
+        route(Method::GET, "/v1/tokens", "Search API tokens", Token, h!(GET, handlers::tokens_search)).query(SEARCH_QUERY),
+        route(Method::POST, "/v1/tokens", "Create an API token (Pending until its user downloads it)", Token, h!(POST, handlers::tokens_create))
+            .body(json!({"name": "ci", "description": "CI pipeline", "user": null, "lifetime_days": 90, "not_before": null, "ip_allow": ["10.0.0.0/8"], "scopes": ["read"], "enabled": true})),
+        route(Method::GET, "/v1/tokens.csv", "Export API tokens as CSV (same filters as search)", Token, h!(GET, handlers::tokens_csv)).query(SEARCH_QUERY),
+        route(Method::POST, "/v1/tokens/revoke-all", "Revoke every token of a user, or of an org (org admin)", Token, h!(POST, handlers::tokens_revoke_all))
+            .body(json!({"user": "bob"})),
+        route(Method::GET, "/v1/tokens/{id}", "One API token", Token, h!(GET, handlers::tokens_get)),
+        route(Method::PATCH, "/v1/tokens/{id}", "Edit; changing a field inside the JWT revokes the outstanding JWT (back to Pending)", Token, h!(PATCH, handlers::tokens_edit))
+            .body(json!({"name": "ci-2", "description": "", "ip_allow": [], "expires_at": "2030-01-01T00:00:00Z", "not_before": null, "scopes": ["read"], "enabled": true})),
+        route(Method::DELETE, "/v1/tokens/{id}", "Delete (cannot be undone; the JWT stays revoked)", Token, h!(DELETE, handlers::tokens_delete)),
+        route(Method::POST, "/v1/tokens/{id}/download", "Mint and return the JWT, once (owner only)", Token, h!(POST, handlers::tokens_download)),
+        route(Method::POST, "/v1/tokens/{id}/regenerate", "Mint a new JWT; the previous one is revoked (owner only)", Token, h!(POST, handlers::tokens_regenerate)),
+        route(Method::POST, "/v1/tokens/{id}/revoke", "Revoke (final)", Token, h!(POST, handlers::tokens_revoke)),
+        route(Method::POST, "/v1/tokens/{id}/enable", "Enable a disabled token", Token, h!(POST, handlers::tokens_enable)),
+        route(Method::POST, "/v1/tokens/{id}/disable", "Disable (suspend) a token; reversible", Token, h!(POST, handlers::tokens_disable)),
+        route(Method::GET, "/v1/tokens/{id}/auth-log", "Authentication log of one token", Token, h!(GET, handlers::tokens_auth_log)).query(LOG_QUERY),
+        route(Method::GET, "/v1/auth-log", "Authentication log of the caller's tokens (the org's, for admins)", Token, h!(GET, handlers::auth_log)).query(LOG_QUERY),
+        route(Method::GET, "/v1/audit-log", "Audit log of management actions (org admin)", Token, h!(GET, handlers::audit_log))
+            .query(&["org", "target", "page", "per_page"]),
+        route(Method::POST, "/v1/auth/accesstoken", "Exchange an API token for a short-lived at+jwt (JSON, or RFC 8693 form)", Public, h!(POST, handlers::exchange))
+            .body(json!({"refreshToken": "<api token>"})),
+        route(Method::POST, "/v1/usage", "Usage events from an edge (edge credential)", Edge, h!(POST, handlers::usage))
+            .body(json!({"events": [{"token_id": "tok_0123", "at": "2026-01-01T00:00:00Z", "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]})),
+    ]
+}
+
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for r in routes() {
+        router = router.route(r.path, r.handler);
+    }
+    router
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such route; see /openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route; see /openapi.json",
+            )
+        })
+        .layer(axum::middleware::from_fn(request_log))
+        .with_state(state)
+}
+
+/// Who acted in a request, filled in by the authenticating extractor for the request log.
+#[derive(Clone, Default)]
+pub struct ActingSlot(Arc<Mutex<Option<(String, String)>>>);
+
+impl ActingSlot {
+    pub fn set(&self, user: &str, credential: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some((user.to_string(), credential.to_string()));
+        }
+    }
+
+    fn get(&self) -> Option<(String, String)> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// One log line per request: a request id (the client's `x-request-id` when it sent a
+/// sane one), method, route (never the raw path, which may carry ids), status, latency,
+/// the acting user and credential id, and the refusal reason. Never a token or secret.
+async fn request_log(mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("r{}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed)));
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", |p| p.as_str())
+        .to_string();
+    let slot = ActingSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
+    let _enter = span.enter();
+    drop(_enter);
+    let mut resp = {
+        use tracing::Instrument as _;
+        next.run(req).instrument(span.clone()).await
+    };
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let reason = resp
+        .extensions()
+        .get::<error::RefusalReason>()
+        .and_then(|r| r.0)
+        .unwrap_or("");
+    let (user, credential) = slot.get().unwrap_or_default();
+    let _enter = span.enter();
+    tracing::info!(status, latency_ms, user = %user, credential = %credential, reason, "request");
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,375 @@
+//! Request inputs, as the API deserializes them, and the checks that turn them into values
+//! an operation can trust. Every check names the offending field.
+
+use super::{Error, Result};
+use crate::model::{KeyAlg, Role};
+use crate::timefmt;
+use serde::{Deserialize, Deserializer};
+use std::net::IpAddr;
+
+/// A timestamp in JSON: RFC 3339 string, `YYYY-MM-DD`, or Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub i64);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        let raw = Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected an RFC 3339 timestamp or Unix seconds")
+        })?;
+        match raw {
+            Raw::N(n) if (0..=253_402_300_799).contains(&n) => Ok(Timestamp(n)),
+            Raw::N(_) => Err(serde::de::Error::custom("timestamp out of range")),
+            Raw::S(s) => timefmt::parse(&s)
+                .map(Timestamp)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+pub fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> Result<()> {
+    if !allow_empty && value.trim().is_empty() {
+        return Err(Error::field(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(Error::field(field, format!("at most {max} characters")));
+    }
+    if value.contains('\0') {
+        return Err(Error::field(field, "must not contain NUL"));
+    }
+    Ok(())
+}
+
+pub fn check_org_id(field: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::field(
+            field,
+            "1-63 characters of a-z, 0-9 and '-', not starting with '-'",
+        ))
+    }
+}
+
+pub fn check_username(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::field(
+            field,
+            "1-64 characters of A-Z, a-z, 0-9, '.', '_', '@', '-'",
+        ))
+    }
+}
+
+/// A CIDR or a bare address (a single host).
+pub fn check_cidr(field: &str, s: &str) -> Result<String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| Error::field(field, format!("{s:?} is not an IP address or CIDR")))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if let Some(l) = len {
+        let n: u8 = l
+            .parse()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| Error::field(field, format!("prefix length must be 0..={max}")))?;
+        Ok(format!("{ip}/{n}"))
+    } else {
+        Ok(ip.to_string())
+    }
+}
+
+pub fn check_ip_allow(list: &[String]) -> Result<Vec<String>> {
+    if list.len() > 100 {
+        return Err(Error::field("ip_allow", "at most 100 entries"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| check_cidr(&format!("ip_allow[{i}]"), s))
+        .collect()
+}
+
+/// RFC 6749 scope-token: printable ASCII without space, `"` and `\`.
+pub fn check_scopes(list: &[String]) -> Result<Vec<String>> {
+    if list.len() > 100 {
+        return Err(Error::field("scopes", "at most 100 scopes"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let ok = !s.is_empty()
+            && s.len() <= 200
+            && s.bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !ok {
+            return Err(Error::field(
+                &format!("scopes[{i}]"),
+                "printable ASCII without spaces, '\"' or '\\'",
+            ));
+        }
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrg {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A partner organization (may manage customer organizations).
+    #[serde(default)]
+    pub partner: bool,
+    /// The partner organization that manages this one.
+    #[serde(default)]
+    pub managed_by: Option<String>,
+    #[serde(default)]
+    pub key_alg: Option<KeyAlg>,
+    #[serde(default)]
+    pub max_lifetime_days: Option<i64>,
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    #[serde(default)]
+    pub alg: Option<KeyAlg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEdge {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub role: Role,
+    #[serde(default)]
+    pub delegated: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub delegated: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// User id or username (of the caller's org); default: the caller.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub lifetime_days: Option<i64>,
+    /// A custom expiry instead of `lifetime_days`.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub not_before: Option<Timestamp>,
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub expires_before: Option<String>,
+    /// A column name, `-` first for descending; default `-created_at`.
+    #[serde(default)]
+    pub sort: Option<String>,
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeAll {
+    /// Revoke every token of this user (id or username)...
+    #[serde(default)]
+    pub user: Option<String>,
+    /// ...or of this whole organization (org admins only).
+    #[serde(default)]
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditToken {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub ip_allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub lifetime_days: Option<i64>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub not_before: Option<Option<Timestamp>>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Timestamp>>, D::Error> {
+    Option::<Timestamp>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    pub events: Vec<UsageEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageEvent {
+    /// The `jti` the edge saw.
+    pub token_id: String,
+    /// For access tokens: the API token it was exchanged from.
+    #[serde(default)]
+    pub parent: Option<String>,
+    pub at: Timestamp,
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// `allow` or `deny`.
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<String>,
+    #[serde(default)]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub until: Option<String>,
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+}
+
+/// A page of a listing: `page` (from 1) and `per_page` (1..=`max`, `default` when absent),
+/// checked once here for every listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl Page {
+    pub const MAX_PAGE: i64 = 1_000_000;
+
+    pub fn parse(page: Option<i64>, per_page: Option<i64>, default: i64, max: i64) -> Result<Page> {
+        let per_page = per_page.unwrap_or(default);
+        if !(1..=max).contains(&per_page) {
+            return Err(Error::field("per_page", format!("must be 1..={max}")));
+        }
+        let page = page.unwrap_or(1);
+        if !(1..=Self::MAX_PAGE).contains(&page) {
+            return Err(Error::field(
+                "page",
+                format!("must be 1..={}", Self::MAX_PAGE),
+            ));
+        }
+        Ok(Page { page, per_page })
+    }
+
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * self.per_page
+    }
+}
+
+/// An optional RFC 3339 time given as a query parameter (empty means absent).
+pub fn optional_time(field: &str, v: Option<&str>) -> Result<Option<i64>> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => timefmt::parse(s)
+            .map(Some)
+            .map_err(|e| Error::field(field, e)),
+    }
+}

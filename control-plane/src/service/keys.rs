@@ -1,0 +1,188 @@
+//! Signing and minting with the org's keys, the published key set (JWKS), and the status
+//! lists the edges sync.
+
+use super::{load_org, Ctx, Error, Result, SKEW, TYP_API, TYP_STATUS_LIST};
+use crate::crypto;
+use crate::model::{status_value, KeyAlg, SigningKey, Token};
+use crate::store::Tx;
+use serde_json::{json, Value};
+use tessera_core::{StatusList, TokenStatus};
+
+/// Sets one status-list entry and bumps the org's list version; the entry remembers the
+/// version it was changed at, so a reader holding an older version fetches only what
+/// changed since ([`Tx::status_changes_since`]).
+pub(crate) fn set_status(
+    ctx: &Ctx,
+    tx: &mut dyn Tx,
+    org_id: &str,
+    idx: i64,
+    value: u8,
+    token_id: &str,
+) -> Result<()> {
+    let mut org = load_org(tx, org_id)?;
+    org.status_version += 1;
+    tx.update_org(&org)?;
+    tx.set_status(org_id, idx, value, token_id, org.status_version)?;
+    ctx.mark_edges_changed();
+    Ok(())
+}
+
+fn active_key(tx: &mut dyn Tx, org_id: &str) -> Result<SigningKey> {
+    tx.list_keys(org_id)?
+        .into_iter()
+        .find(|k| k.retired_at.is_none())
+        .ok_or_else(|| Error::internal(format!("organization {org_id} has no active key")))
+}
+
+/// Signs with the org's active key, remembering how long the key must stay published.
+pub(crate) fn sign(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org_id: &str,
+    typ: &str,
+    claims: &Value,
+    exp: i64,
+) -> Result<(String, String)> {
+    let mut key = active_key(tx, org_id)?;
+    let secret = ctx.master.open(&key.kid, &key.private_enc)?;
+    let jws = crypto::sign_jws(key.alg, &key.kid, &secret, typ, claims)?;
+    if exp > key.last_exp {
+        key.last_exp = exp;
+        tx.update_key(&key)?;
+    }
+    Ok((jws, key.kid))
+}
+
+pub(crate) fn new_key(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str, alg: KeyAlg) -> Result<SigningKey> {
+    let g = crypto::generate_key(alg)?;
+    let key = SigningKey {
+        kid: g.kid.clone(),
+        org_id: org_id.to_string(),
+        alg,
+        public_jwk: g.public_jwk,
+        private_enc: ctx.master.seal(&g.kid, &g.secret)?,
+        created_at: ctx.now,
+        retired_at: None,
+        last_exp: ctx.now,
+    };
+    tx.insert_key(&key)?;
+    ctx.mark_edges_changed();
+    Ok(key)
+}
+
+/// Mints the JWT of ARCHITECTURE.md for `token` under a fresh status-list index; only its
+/// hash is kept.
+pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<String> {
+    let mut org = load_org(tx, &token.org_id)?;
+    let idx = org.next_status_idx;
+    org.next_status_idx += 1;
+    tx.update_org(&org)?;
+    set_status(ctx, tx, &org.id, idx, status_value::VALID, &token.id)?;
+    let claims = json!({
+        "iss": ctx.issuer(&org.id),
+        "sub": token.user_id,
+        "org": org.id,
+        "jti": token.id,
+        "aud": org.audience,
+        "iat": ctx.now,
+        "nbf": token.not_before.unwrap_or(ctx.now),
+        "exp": token.expires_at,
+        "scope": token.scopes.join(" "),
+        "ip_allow": token.ip_allow,
+        "status": {"status_list": {"idx": idx, "uri": ctx.status_uri(&org.id)}},
+    });
+    let (jwt, kid) = sign(tx, ctx, &org.id, TYP_API, &claims, token.expires_at)?;
+    token.jwt_sha256 = Some(crypto::sha256_hex(jwt.as_bytes()));
+    token.minted_at = Some(ctx.now);
+    token.status_idx = Some(idx);
+    token.kid = Some(kid);
+    Ok(jwt)
+}
+
+/// Marks the outstanding JWT revoked in the status list and returns the token to Pending.
+pub(crate) fn retire_jwt(ctx: &Ctx, tx: &mut dyn Tx, token: &mut Token) -> Result<bool> {
+    let had = token.jwt_sha256.is_some();
+    if let Some(idx) = token.status_idx {
+        set_status(
+            ctx,
+            tx,
+            &token.org_id,
+            idx,
+            status_value::REVOKED,
+            &token.id,
+        )?;
+    }
+    token.jwt_sha256 = None;
+    token.minted_at = None;
+    token.status_idx = None;
+    token.kid = None;
+    Ok(had)
+}
+
+/// The public keys the org publishes now: active keys, and retired keys whose tokens may
+/// still be alive.
+pub fn jwks_keys(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<Vec<Value>> {
+    Ok(tx
+        .list_keys(org_id)?
+        .into_iter()
+        .filter(|k| k.retired_at.is_none() || k.last_exp + SKEW > ctx.now)
+        .map(|k| k.public_jwk)
+        .collect())
+}
+
+/// The org's JWKS document.
+pub fn jwks(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<Value> {
+    load_org(tx, org_id)?;
+    Ok(json!({"keys": jwks_keys(tx, ctx, org_id)?}))
+}
+
+/// The org's status list at the version the transaction sees, built with core's codec
+/// (the one the edges decode with): `(version, list)`.
+pub fn status_list_of(tx: &mut dyn Tx, org_id: &str) -> Result<(i64, StatusList)> {
+    let org = load_org(tx, org_id)?;
+    let mut list = StatusList::new(usize::try_from(org.next_status_idx).unwrap_or(0).max(1));
+    for (idx, value) in tx.status_entries(org_id)? {
+        apply_entry(&mut list, idx, value);
+    }
+    Ok((org.status_version, list))
+}
+
+/// Sets one stored entry in a list (values as in `model::status_value`).
+pub fn apply_entry(list: &mut StatusList, idx: i64, value: u8) {
+    let status = match value {
+        status_value::VALID => TokenStatus::Valid,
+        status_value::REVOKED => TokenStatus::Revoked,
+        status_value::SUSPENDED => TokenStatus::Suspended,
+        _ => TokenStatus::Reserved,
+    };
+    if let Ok(i) = usize::try_from(idx) {
+        list.set(i, status);
+    }
+}
+
+/// `(version, {"bits": 2, "lst": ...})`.
+pub fn status_list(tx: &mut dyn Tx, org_id: &str) -> Result<(i64, Value)> {
+    let (version, list) = status_list_of(tx, org_id)?;
+    Ok((version, json!({"bits": 2, "lst": list.to_lst()})))
+}
+
+/// The status list as a signed `statuslist+jwt`.
+pub fn status_list_jwt(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<(i64, String)> {
+    let (version, list) = status_list(tx, org_id)?;
+    let ttl = 300;
+    let exp = ctx.now + 86_400;
+    let claims = json!({
+        "iss": ctx.issuer(org_id),
+        "sub": ctx.status_uri(org_id),
+        "iat": ctx.now,
+        "exp": exp,
+        "ttl": ttl,
+        "status_list": list,
+    });
+    let (jwt, _) = sign(tx, ctx, org_id, TYP_STATUS_LIST, &claims, exp)?;
+    Ok((version, jwt))
+}
+
+pub fn status_version(tx: &mut dyn Tx, org_id: &str) -> Result<i64> {
+    Ok(load_org(tx, org_id)?.status_version)
+}

@@ -1,0 +1,136 @@
+//! The operations behind the API, one module per resource. Each operation runs inside one
+//! store transaction (`&mut dyn Tx`), checks the caller's authority (`policy`), validates
+//! its input (`input`), changes records and status lists, writes the audit log, and
+//! returns a typed view (`views`) or a [`Error`]. Nothing here knows HTTP.
+//!
+//! - [`orgs`]: bootstrap, organizations, signing keys, edge credentials;
+//! - [`keys`]: minting and signing, JWKS, status lists;
+//! - [`users`]: users of an organization;
+//! - [`tokens`]: the API-token lifecycle and search;
+//! - [`authn`]: presented tokens (API authentication, token exchange) and the API's
+//!   verifier cache;
+//! - [`logs`]: usage reports from the edges, the authentication and audit logs.
+
+pub mod authn;
+pub mod error;
+pub mod input;
+pub mod keys;
+pub mod logs;
+pub mod orgs;
+pub mod tokens;
+pub mod users;
+pub mod verifiers;
+pub mod views;
+
+pub use error::{Error, Result};
+pub use tessera_core::config::{TYP_ACCESS_TOKEN as TYP_ACCESS, TYP_API_TOKEN as TYP_API};
+pub use verifiers::Verifiers;
+
+use crate::crypto::MasterKey;
+use crate::model::{AuditEntry, Org, Token, User};
+use crate::policy::{self, Action, Actor};
+use crate::store::Tx;
+use serde_json::Value;
+use std::cell::Cell;
+
+/// The `typ` of a signed status list (Token Status List draft).
+pub const TYP_STATUS_LIST: &str = "statuslist+jwt";
+/// Leeway on `exp`/`nbf` when the control plane checks a presented token.
+pub const SKEW: i64 = 60;
+/// A token's lifetime when none is asked for (capped by the org's maximum).
+pub const DEFAULT_LIFETIME_DAYS: i64 = 90;
+
+/// What every operation may read: where the API is reached, the master key, the time.
+pub struct Ctx<'a> {
+    pub base_url: &'a str,
+    pub master: &'a MasterKey,
+    pub now: i64,
+    /// Lifetime of exchanged access tokens, seconds.
+    pub access_ttl: i64,
+    /// Set when the operation changed what the edges sync (a status list or keys), so
+    /// that only such a commit wakes the status-list long polls.
+    edges_changed: Cell<bool>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(base_url: &'a str, master: &'a MasterKey, now: i64, access_ttl: i64) -> Self {
+        Ctx {
+            base_url,
+            master,
+            now,
+            access_ttl,
+            edges_changed: Cell::new(false),
+        }
+    }
+
+    pub fn issuer(&self, org_id: &str) -> String {
+        format!("{}/v1/orgs/{org_id}", self.base_url)
+    }
+
+    pub fn status_uri(&self, org_id: &str) -> String {
+        format!("{}/v1/orgs/{org_id}/status-list", self.base_url)
+    }
+
+    /// Records that this operation changed a status list or a key set.
+    pub fn mark_edges_changed(&self) {
+        self.edges_changed.set(true);
+    }
+
+    /// Whether the operation changed a status list or a key set.
+    pub fn edges_changed(&self) -> bool {
+        self.edges_changed.get()
+    }
+}
+
+/// Writes one audit-log entry in the operation's transaction; `actor` is a user id, or
+/// `bootstrap` for the operator.
+pub(crate) fn audit(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &str,
+    org_id: &str,
+    action: &str,
+    target: &str,
+    detail: Value,
+) -> Result<()> {
+    Ok(tx.insert_audit(&AuditEntry {
+        id: 0,
+        at: ctx.now,
+        org_id: org_id.to_string(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        detail,
+    })?)
+}
+
+pub(crate) fn load_org(tx: &mut dyn Tx, id: &str) -> Result<Org> {
+    tx.get_org(id)?
+        .ok_or_else(|| Error::not_found(format!("no organization {id:?}")))
+}
+
+pub(crate) fn load_user(tx: &mut dyn Tx, id: &str) -> Result<User> {
+    tx.get_user(id)?
+        .ok_or_else(|| Error::not_found(format!("no user {id:?}")))
+}
+
+/// A live (not deleted) token.
+pub(crate) fn load_token(tx: &mut dyn Tx, id: &str) -> Result<Token> {
+    tx.get_token(id)?
+        .filter(|t| t.deleted_at.is_none())
+        .ok_or_else(|| Error::not_found(format!("no token {id:?}")))
+}
+
+/// Loads a token with its owner and the owner's org, and checks `action` for the caller.
+pub(crate) fn token_for(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    id: &str,
+    action: Action,
+) -> Result<(Token, User, Org)> {
+    let token = load_token(tx, id)?;
+    let owner = load_user(tx, &token.user_id)?;
+    let org = load_org(tx, &token.org_id)?;
+    policy::check(actor, &owner, &org, action)?;
+    Ok((token, owner, org))
+}

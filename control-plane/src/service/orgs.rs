@@ -1,0 +1,326 @@
+//! Bootstrap, organizations, key rotation and edge credentials.
+
+use super::input::{check_org_id, check_text, check_username, CreateEdge, CreateOrg, RotateKey};
+use super::keys::{mint, new_key};
+use super::views::{EdgeCreated, KeyRotated};
+use super::{audit, load_org, Ctx, Error, Result, DEFAULT_LIFETIME_DAYS};
+use crate::crypto;
+use crate::model::{EdgeCredential, KeyAlg, Org, Role, Token, User};
+use crate::policy::{self, Actor};
+use crate::store::Tx;
+use crate::timefmt;
+use serde_json::json;
+
+pub struct Bootstrapped {
+    pub org: Org,
+    pub user: User,
+    pub token: Token,
+    pub jwt: String,
+}
+
+/// Creates the organization (the root one if it is the first) and its admin if missing,
+/// and mints a one-time admin token. Run by the operator, with database access.
+pub fn bootstrap(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org_id: &str,
+    org_name: &str,
+    admin: &str,
+    alg: KeyAlg,
+) -> Result<Bootstrapped> {
+    check_org_id("org", org_id)?;
+    check_username("admin", admin)?;
+    let org = match tx.get_org(org_id)? {
+        Some(o) => o,
+        None => {
+            let is_root = tx.list_orgs()?.is_empty();
+            let org = Org {
+                id: org_id.to_string(),
+                name: if org_name.is_empty() {
+                    org_id.to_string()
+                } else {
+                    org_name.to_string()
+                },
+                partner_org_id: None,
+                is_partner: is_root,
+                is_root,
+                max_lifetime_days: 365,
+                audience: "tessera".into(),
+                key_alg: alg,
+                status_version: 0,
+                next_status_idx: 0,
+                created_at: ctx.now,
+            };
+            tx.insert_org(&org)?;
+            new_key(tx, ctx, org_id, alg)?;
+            audit(
+                tx,
+                ctx,
+                "bootstrap",
+                org_id,
+                "org.create",
+                org_id,
+                json!({"root": is_root}),
+            )?;
+            org
+        }
+    };
+    let user = match tx.find_user(org_id, admin)? {
+        Some(u) if u.role == Role::Admin => u,
+        Some(_) => {
+            return Err(Error::conflict(format!(
+                "user {admin} exists and is not an admin"
+            )))
+        }
+        None => {
+            let u = User {
+                id: crypto::new_id("usr")?,
+                org_id: org_id.to_string(),
+                username: admin.to_string(),
+                display_name: admin.to_string(),
+                role: Role::Admin,
+                delegated: false,
+                created_at: ctx.now,
+            };
+            tx.insert_user(&u)?;
+            audit(
+                tx,
+                ctx,
+                "bootstrap",
+                org_id,
+                "user.create",
+                &u.id,
+                json!({"role": "admin"}),
+            )?;
+            u
+        }
+    };
+    let days = DEFAULT_LIFETIME_DAYS.min(org.max_lifetime_days);
+    let mut token = Token {
+        id: crypto::new_id("tok")?,
+        org_id: org_id.to_string(),
+        user_id: user.id.clone(),
+        name: format!("bootstrap {}", timefmt::format(ctx.now)),
+        description: "created by tessera admin bootstrap".into(),
+        created_by: user.id.clone(),
+        created_at: ctx.now,
+        lifetime_days: Some(days),
+        not_before: None,
+        expires_at: ctx.now + days * 86_400,
+        ip_allow: vec![],
+        scopes: vec![],
+        enabled: true,
+        revoked_at: None,
+        deleted_at: None,
+        minted_at: None,
+        jwt_sha256: None,
+        status_idx: None,
+        kid: None,
+        last_used_at: None,
+        last_used_ip: None,
+    };
+    tx.insert_token(&token)?;
+    let jwt = mint(tx, ctx, &mut token)?;
+    tx.update_token(&token)?;
+    audit(
+        tx,
+        ctx,
+        "bootstrap",
+        org_id,
+        "token.bootstrap",
+        &token.id,
+        json!({"user": user.id}),
+    )?;
+    let org = load_org(tx, org_id)?;
+    Ok(Bootstrapped {
+        org,
+        user,
+        token,
+        jwt,
+    })
+}
+
+pub fn create_org(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, req: CreateOrg) -> Result<Org> {
+    check_org_id("id", &req.id)?;
+    if actor.user.role != Role::Admin || !(actor.org.is_root || actor.org.is_partner) {
+        return Err(Error::forbidden(
+            "only admins of the root or a partner organization create organizations",
+        ));
+    }
+    let managed_by = if actor.org.is_root {
+        req.managed_by
+    } else {
+        // A partner admin creates customer organizations of their own partner org only.
+        if req.partner {
+            return Err(Error::forbidden(
+                "only root admins create partner organizations",
+            ));
+        }
+        match req.managed_by {
+            Some(m) if m != actor.org.id => {
+                return Err(Error::forbidden(
+                    "partner admins create customer organizations of their own org",
+                ))
+            }
+            _ => Some(actor.org.id.clone()),
+        }
+    };
+    if let Some(m) = &managed_by {
+        let p = tx
+            .get_org(m)?
+            .ok_or_else(|| Error::field("managed_by", format!("no organization {m:?}")))?;
+        if !p.is_partner {
+            return Err(Error::field(
+                "managed_by",
+                format!("{m} is not a partner organization"),
+            ));
+        }
+    }
+    let max = req.max_lifetime_days.unwrap_or(365);
+    if !(1..=400).contains(&max) {
+        return Err(Error::field("max_lifetime_days", "must be 1..=400"));
+    }
+    let name = req.name.unwrap_or_else(|| req.id.clone());
+    check_text("name", &name, 200, false)?;
+    let audience = req.audience.unwrap_or_else(|| "tessera".into());
+    check_text("audience", &audience, 200, false)?;
+    if tx.get_org(&req.id)?.is_some() {
+        return Err(Error::conflict(format!("organization {} exists", req.id)));
+    }
+    let alg = req.key_alg.unwrap_or(KeyAlg::EdDSA);
+    let org = Org {
+        id: req.id,
+        name,
+        partner_org_id: managed_by,
+        is_partner: req.partner,
+        is_root: false,
+        max_lifetime_days: max,
+        audience,
+        key_alg: alg,
+        status_version: 0,
+        next_status_idx: 0,
+        created_at: ctx.now,
+    };
+    tx.insert_org(&org)?;
+    new_key(tx, ctx, &org.id, alg)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &org.id,
+        "org.create",
+        &org.id,
+        json!({"by_org": actor.org.id}),
+    )?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &actor.org.id,
+        "org.create",
+        &org.id,
+        json!({}),
+    )?;
+    Ok(org)
+}
+
+/// Organizations the caller may see: all for root admins, else their own and the customer
+/// organizations their (partner) organization manages.
+pub fn visible_orgs(tx: &mut dyn Tx, actor: &Actor) -> Result<Vec<Org>> {
+    if actor.org.is_root && actor.user.role == Role::Admin {
+        return Ok(tx.list_orgs()?);
+    }
+    let mut orgs = vec![actor.org.clone()];
+    orgs.extend(tx.list_managed_orgs(&actor.org.id)?);
+    orgs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(orgs)
+}
+
+/// One organization, if the caller may see it.
+pub fn get_org(tx: &mut dyn Tx, actor: &Actor, id: &str) -> Result<Org> {
+    let hidden = || Error::not_found(format!("no organization {id:?} visible to you"));
+    let org = tx.get_org(id)?.ok_or_else(hidden)?;
+    let visible = org.id == actor.org.id
+        || (actor.org.is_root && actor.user.role == Role::Admin)
+        || org.partner_org_id.as_deref() == Some(actor.org.id.as_str());
+    if visible {
+        Ok(org)
+    } else {
+        Err(hidden())
+    }
+}
+
+/// Starts signing with a new key; the old one stays published until what it signed expires.
+pub fn rotate_key(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    org_id: &str,
+    req: RotateKey,
+) -> Result<KeyRotated> {
+    let mut org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, false)?;
+    let mut retired = Vec::new();
+    for mut k in tx.list_keys(org_id)? {
+        if k.retired_at.is_none() {
+            k.retired_at = Some(ctx.now);
+            tx.update_key(&k)?;
+            retired.push(k.kid);
+        }
+    }
+    let alg = req.alg.unwrap_or(org.key_alg);
+    org.key_alg = alg;
+    tx.update_org(&org)?;
+    let key = new_key(tx, ctx, org_id, alg)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        org_id,
+        "key.rotate",
+        &key.kid,
+        json!({"retired": retired, "alg": alg.as_str()}),
+    )?;
+    Ok(KeyRotated {
+        kid: key.kid,
+        alg: alg.as_str().to_string(),
+        retired,
+    })
+}
+
+/// An edge credential for `POST /v1/usage`; the secret is shown once, only its hash kept.
+pub fn create_edge(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    org_id: &str,
+    req: CreateEdge,
+) -> Result<EdgeCreated> {
+    let org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, false)?;
+    check_text("name", &req.name, 200, false)?;
+    let secret = format!("tse_{}", crypto::hex(&crypto::random_bytes::<32>()?));
+    let edge = EdgeCredential {
+        id: crypto::new_id("edge")?,
+        org_id: org_id.to_string(),
+        name: req.name,
+        secret_sha256: crypto::sha256_hex(secret.as_bytes()),
+        created_at: ctx.now,
+    };
+    tx.insert_edge(&edge)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        org_id,
+        "edge.create",
+        &edge.id,
+        json!({"name": edge.name}),
+    )?;
+    Ok(EdgeCreated {
+        id: edge.id,
+        org: org_id.to_string(),
+        name: edge.name,
+        secret,
+    })
+}

@@ -1,0 +1,565 @@
+//! The API-token lifecycle: create (Pending), download once (Enabled), regenerate, edit,
+//! enable and disable, revoke, revoke all, delete; and search.
+
+use super::input::{
+    check_ip_allow, check_scopes, check_text, optional_time, CreateToken, EditToken, Page,
+    RevokeAll, SearchParams, Timestamp,
+};
+use super::keys::{mint, retire_jwt, set_status};
+use super::views::{Deleted, Edited, Minted, RevokedAll, TokenPage, TokenView};
+use super::{audit, load_org, token_for, Ctx, Error, Result, DEFAULT_LIFETIME_DAYS};
+use crate::crypto;
+use crate::model::{status_value, Org, Role, Token, TokenStatus, User, LIFETIMES};
+use crate::policy::{self, Action, Actor};
+use crate::store::{StoreError, TokenQuery, TokenScope, TokenSort, Tx};
+use serde_json::json;
+
+fn resolve_user(tx: &mut dyn Tx, actor: &Actor, who: Option<&str>) -> Result<User> {
+    match who {
+        None => Ok(actor.user.clone()),
+        Some(w) => {
+            if let Some(u) = tx.get_user(w)? {
+                return Ok(u);
+            }
+            tx.find_user(&actor.org.id, w)?
+                .ok_or_else(|| Error::field("user", format!("no user {w:?}")))
+        }
+    }
+}
+
+fn expiry(
+    ctx: &Ctx,
+    org: &Org,
+    lifetime_days: Option<i64>,
+    expires_at: Option<Timestamp>,
+) -> Result<(Option<i64>, i64)> {
+    let max = org.max_lifetime_days * 86_400;
+    match (lifetime_days, expires_at) {
+        (Some(_), Some(_)) => Err(Error::field(
+            "expires_at",
+            "give either lifetime_days or expires_at",
+        )),
+        (None, Some(Timestamp(at))) => {
+            if at <= ctx.now {
+                Err(Error::field("expires_at", "must be in the future"))
+            } else if at - ctx.now > max {
+                Err(Error::field(
+                    "expires_at",
+                    format!(
+                        "at most {} days from now (the org maximum)",
+                        org.max_lifetime_days
+                    ),
+                ))
+            } else {
+                Ok((None, at))
+            }
+        }
+        (days, None) => {
+            let days = days.unwrap_or(DEFAULT_LIFETIME_DAYS.min(org.max_lifetime_days));
+            if !LIFETIMES.contains(&days) {
+                return Err(Error::field(
+                    "lifetime_days",
+                    format!("one of {LIFETIMES:?}, or give expires_at"),
+                ));
+            }
+            if days > org.max_lifetime_days {
+                return Err(Error::field(
+                    "lifetime_days",
+                    format!("the org maximum is {} days", org.max_lifetime_days),
+                ));
+            }
+            Ok((Some(days), ctx.now + days * 86_400))
+        }
+    }
+}
+
+/// Inserts a new token; the store's unique index on (user, live name) decides duplicates,
+/// so no search is needed.
+fn insert_unique(tx: &mut dyn Tx, token: &Token, owner: &User) -> Result<()> {
+    tx.insert_token(token)
+        .map_err(|e| duplicate_name(e, owner, &token.name))
+}
+
+fn duplicate_name(e: StoreError, owner: &User, name: &str) -> Error {
+    match e {
+        StoreError::Conflict(_) => Error::conflict(format!(
+            "{} already has a token named {name:?}",
+            owner.username
+        )),
+        other => Error::from(other),
+    }
+}
+
+/// Creates a Pending token for the caller or (with the authority to) another user.
+pub fn create_token(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    req: CreateToken,
+) -> Result<TokenView> {
+    check_text("name", &req.name, 200, false)?;
+    check_text("description", &req.description, 2000, true)?;
+    let owner = resolve_user(tx, actor, req.user.as_deref())?;
+    let org = load_org(tx, &owner.org_id)?;
+    policy::check(actor, &owner, &org, Action::Create)?;
+    let (lifetime_days, expires_at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+    let not_before = req.not_before.map(|t| t.0);
+    if not_before.is_some_and(|nb| nb >= expires_at) {
+        return Err(Error::field("not_before", "must be before the expiry"));
+    }
+    let token = Token {
+        id: crypto::new_id("tok")?,
+        org_id: org.id.clone(),
+        user_id: owner.id.clone(),
+        name: req.name,
+        description: req.description,
+        created_by: actor.user.id.clone(),
+        created_at: ctx.now,
+        lifetime_days,
+        not_before,
+        expires_at,
+        ip_allow: check_ip_allow(&req.ip_allow)?,
+        scopes: check_scopes(&req.scopes)?,
+        enabled: req.enabled,
+        revoked_at: None,
+        deleted_at: None,
+        minted_at: None,
+        jwt_sha256: None,
+        status_idx: None,
+        kid: None,
+        last_used_at: None,
+        last_used_ip: None,
+    };
+    insert_unique(tx, &token, &owner)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &org.id,
+        "token.create",
+        &token.id,
+        json!({"user": owner.id, "name": token.name}),
+    )?;
+    Ok(TokenView::new(&token, &owner.username, ctx.now))
+}
+
+pub fn get_token(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<TokenView> {
+    let (token, owner, _) = token_for(tx, actor, id, Action::Read)?;
+    Ok(TokenView::new(&token, &owner.username, ctx.now))
+}
+
+/// The largest page of a search.
+pub const MAX_PER_PAGE: i64 = 500;
+/// Rows fetched per store call while streaming an export.
+pub const EXPORT_BATCH: i64 = 1_000;
+
+/// The search the caller's filters describe, within what the caller may see (decided by
+/// the caller's role, never by the client). No paging yet.
+pub fn token_query(ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Result<TokenQuery> {
+    let scope = match actor.user.role {
+        Role::Admin => TokenScope::Org(actor.org.id.clone()),
+        Role::Partner => TokenScope::Partner {
+            user_id: actor.user.id.clone(),
+            partner_org_id: actor.org.id.clone(),
+        },
+        Role::User | Role::Readonly => TokenScope::User(actor.user.id.clone()),
+    };
+    let status = match p.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(TokenStatus::parse(s).ok_or_else(|| {
+            Error::field(
+                "status",
+                "one of pending, enabled, disabled, revoked, expired",
+            )
+        })?),
+    };
+    let expires_before = optional_time("expires_before", p.expires_before.as_deref())?;
+    let sort_text = p
+        .sort
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "-created_at".into());
+    let (descending, col) = match sort_text.strip_prefix('-') {
+        Some(c) => (true, c),
+        None => (false, sort_text.as_str()),
+    };
+    let sort = TokenSort::parse(col).ok_or_else(|| {
+        Error::field(
+            "sort",
+            format!("one of {:?}, optionally prefixed by '-'", TokenSort::NAMES),
+        )
+    })?;
+    if let Some(q) = &p.q {
+        check_text("q", q, 200, true)?;
+    }
+    Ok(TokenQuery {
+        scope,
+        q: p.q.clone().filter(|s| !s.is_empty()),
+        status,
+        user: p.user.clone().filter(|s| !s.is_empty()),
+        expires_before,
+        sort,
+        descending,
+        limit: 50,
+        offset: 0,
+        after: None,
+        count: false,
+        now: ctx.now,
+    })
+}
+
+/// One page of the tokens the caller may see, matching the filters, with the total.
+pub fn search(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Result<TokenPage> {
+    let mut query = token_query(ctx, actor, p)?;
+    let page = Page::parse(p.page, p.per_page, 50, MAX_PER_PAGE)?;
+    query.limit = page.per_page;
+    query.offset = page.offset();
+    query.count = true;
+    let found = tx.search_tokens(&query)?;
+    Ok(TokenPage {
+        tokens: found
+            .hits
+            .iter()
+            .map(|h| TokenView::new(&h.token, &h.username, ctx.now))
+            .collect(),
+        total: found.total.unwrap_or(0),
+        page: page.page,
+        per_page: page.per_page,
+    })
+}
+
+/// The next batch of an export: up to [`EXPORT_BATCH`] rows after `after` (a cursor from
+/// the previous batch), in the query's order, and the cursor of the last row. Each batch
+/// is its own short read, so an export of any size never holds the store.
+pub fn export_batch(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    query: &TokenQuery,
+    after: Option<String>,
+) -> Result<(Vec<TokenView>, Option<String>)> {
+    let mut q = query.clone();
+    q.limit = EXPORT_BATCH;
+    q.offset = 0;
+    q.after = after;
+    q.count = false;
+    let found = tx.search_tokens(&q)?;
+    let next = if found.hits.len() as i64 == EXPORT_BATCH {
+        found.hits.last().map(|h| h.cursor.clone())
+    } else {
+        None
+    };
+    Ok((
+        found
+            .hits
+            .iter()
+            .map(|h| TokenView::new(&h.token, &h.username, ctx.now))
+            .collect(),
+        next,
+    ))
+}
+
+/// Mints the token's JWT once. The owner only; the token becomes Enabled.
+pub fn download(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<Minted> {
+    let (mut token, owner, _) = token_for(tx, actor, id, Action::Download)?;
+    match token.status(ctx.now) {
+        TokenStatus::Pending => {}
+        TokenStatus::Enabled => {
+            return Err(Error::conflict(
+                "the token was already downloaded; regenerate it to get a new JWT",
+            ))
+        }
+        s => return Err(Error::conflict(format!("the token is {}", s.as_str()))),
+    }
+    let jwt = mint(tx, ctx, &mut token)?;
+    tx.update_token(&token)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &token.org_id,
+        "token.download",
+        &token.id,
+        json!({"status_idx": token.status_idx}),
+    )?;
+    Ok(Minted {
+        jwt,
+        token: TokenView::new(&token, &owner.username, ctx.now),
+    })
+}
+
+/// Mints a new JWT for the same record; the previous one is revoked in the status list.
+pub fn regenerate(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<Minted> {
+    let (mut token, owner, _) = token_for(tx, actor, id, Action::Regenerate)?;
+    match token.status(ctx.now) {
+        TokenStatus::Pending | TokenStatus::Enabled => {}
+        s => return Err(Error::conflict(format!("the token is {}", s.as_str()))),
+    }
+    let old_idx = token.status_idx;
+    retire_jwt(ctx, tx, &mut token)?;
+    let jwt = mint(tx, ctx, &mut token)?;
+    tx.update_token(&token)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &token.org_id,
+        "token.regenerate",
+        &token.id,
+        json!({"old_status_idx": old_idx, "status_idx": token.status_idx}),
+    )?;
+    Ok(Minted {
+        jwt,
+        token: TokenView::new(&token, &owner.username, ctx.now),
+    })
+}
+
+fn revoke_one(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
+    token.revoked_at = Some(ctx.now);
+    if let Some(idx) = token.status_idx {
+        set_status(
+            ctx,
+            tx,
+            &token.org_id,
+            idx,
+            status_value::REVOKED,
+            &token.id,
+        )?;
+    }
+    Ok(tx.update_token(token)?)
+}
+
+/// Final: a revoked token never comes back.
+pub fn revoke(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<TokenView> {
+    let (mut token, owner, _) = token_for(tx, actor, id, Action::Revoke)?;
+    if token.revoked_at.is_some() {
+        return Err(Error::conflict("the token is already revoked"));
+    }
+    revoke_one(tx, ctx, &mut token)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &token.org_id,
+        "token.revoke",
+        &token.id,
+        json!({}),
+    )?;
+    Ok(TokenView::new(&token, &owner.username, ctx.now))
+}
+
+pub fn revoke_all(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, req: RevokeAll) -> Result<RevokedAll> {
+    let scope = match (&req.user, &req.org) {
+        (Some(_), Some(_)) => return Err(Error::field("org", "give either user or org")),
+        (None, None) => return Err(Error::field("user", "give user or org")),
+        (Some(u), None) => {
+            let owner = resolve_user(tx, actor, Some(u))?;
+            let org = load_org(tx, &owner.org_id)?;
+            policy::check(actor, &owner, &org, Action::RevokeAllOfUser)?;
+            (TokenScope::User(owner.id), org.id)
+        }
+        (None, Some(o)) => {
+            let org = load_org(tx, o)?;
+            policy::require_org_admin(actor, &org, false)?;
+            (TokenScope::Org(org.id.clone()), org.id)
+        }
+    };
+    let mut ids = Vec::new();
+    for mut t in tx.live_unrevoked_tokens(&scope.0)? {
+        revoke_one(tx, ctx, &mut t)?;
+        ids.push(t.id);
+    }
+    let target = match &scope.0 {
+        TokenScope::User(u) => u.clone(),
+        _ => scope.1.clone(),
+    };
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &scope.1,
+        "token.revoke_all",
+        &target,
+        json!({"revoked": ids}),
+    )?;
+    Ok(RevokedAll {
+        revoked: ids.len(),
+        ids,
+    })
+}
+
+fn set_enabled(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    id: &str,
+    enabled: bool,
+) -> Result<TokenView> {
+    let action = if enabled {
+        Action::Enable
+    } else {
+        Action::Disable
+    };
+    let (mut token, owner, _) = token_for(tx, actor, id, action)?;
+    if token.revoked_at.is_some() {
+        return Err(Error::conflict("the token is revoked; revocation is final"));
+    }
+    apply_enabled(ctx, tx, &mut token, enabled)?;
+    tx.update_token(&token)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &token.org_id,
+        if enabled {
+            "token.enable"
+        } else {
+            "token.disable"
+        },
+        &token.id,
+        json!({}),
+    )?;
+    Ok(TokenView::new(&token, &owner.username, ctx.now))
+}
+
+/// Disabled is "suspended" in the status list: reversible, unlike revoked.
+fn apply_enabled(ctx: &Ctx, tx: &mut dyn Tx, token: &mut Token, enabled: bool) -> Result<()> {
+    if token.enabled != enabled {
+        token.enabled = enabled;
+        if let Some(idx) = token.status_idx {
+            let v = if enabled {
+                status_value::VALID
+            } else {
+                status_value::SUSPENDED
+            };
+            set_status(ctx, tx, &token.org_id, idx, v, &token.id)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn enable(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<TokenView> {
+    set_enabled(tx, ctx, actor, id, true)
+}
+
+pub fn disable(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<TokenView> {
+    set_enabled(tx, ctx, actor, id, false)
+}
+
+/// Changes fields. When a field that lives inside the JWT changes (expiry, not-before, IP
+/// filter, scopes), the outstanding JWT is revoked and the token returns to Pending: its
+/// owner downloads a new one.
+pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken) -> Result<Edited> {
+    let (mut token, owner, org) = token_for(tx, actor, id, Action::Edit)?;
+    if token.revoked_at.is_some() {
+        return Err(Error::conflict("the token is revoked; revocation is final"));
+    }
+    let mut changed: Vec<&str> = Vec::new();
+    let mut in_jwt = false;
+    if let Some(name) = req.name {
+        check_text("name", &name, 200, false)?;
+        if name != token.name {
+            token.name = name;
+            changed.push("name");
+        }
+    }
+    if let Some(d) = req.description {
+        check_text("description", &d, 2000, true)?;
+        if d != token.description {
+            token.description = d;
+            changed.push("description");
+        }
+    }
+    if let Some(list) = req.ip_allow {
+        let list = check_ip_allow(&list)?;
+        if list != token.ip_allow {
+            token.ip_allow = list;
+            changed.push("ip_allow");
+            in_jwt = true;
+        }
+    }
+    if let Some(list) = req.scopes {
+        let list = check_scopes(&list)?;
+        if list != token.scopes {
+            token.scopes = list;
+            changed.push("scopes");
+            in_jwt = true;
+        }
+    }
+    if req.expires_at.is_some() || req.lifetime_days.is_some() {
+        let (days, at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+        if at != token.expires_at {
+            token.lifetime_days = days;
+            token.expires_at = at;
+            changed.push("expires_at");
+            in_jwt = true;
+        }
+    }
+    if let Some(nb) = req.not_before {
+        let nb = nb.map(|t| t.0);
+        if nb != token.not_before {
+            token.not_before = nb;
+            changed.push("not_before");
+            in_jwt = true;
+        }
+    }
+    if token.not_before.is_some_and(|nb| nb >= token.expires_at) {
+        return Err(Error::field("not_before", "must be before the expiry"));
+    }
+    if let Some(e) = req.enabled {
+        if e != token.enabled {
+            changed.push("enabled");
+        }
+        apply_enabled(ctx, tx, &mut token, e)?;
+    }
+    let jwt_revoked = in_jwt && retire_jwt(ctx, tx, &mut token)?;
+    tx.update_token(&token)
+        .map_err(|e| duplicate_name(e, &owner, &token.name))?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &token.org_id,
+        "token.edit",
+        &token.id,
+        json!({"changed": changed, "jwt_revoked": jwt_revoked}),
+    )?;
+    Ok(Edited {
+        token: TokenView::new(&token, &owner.username, ctx.now),
+        changed: changed.into_iter().map(str::to_string).collect(),
+        jwt_revoked,
+    })
+}
+
+/// Cannot be undone: the record disappears from lists, its JWT stays revoked.
+pub fn delete(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<Deleted> {
+    let (mut token, _, _) = token_for(tx, actor, id, Action::Delete)?;
+    if token.revoked_at.is_none() {
+        token.revoked_at = Some(ctx.now);
+    }
+    if let Some(idx) = token.status_idx {
+        set_status(
+            ctx,
+            tx,
+            &token.org_id,
+            idx,
+            status_value::REVOKED,
+            &token.id,
+        )?;
+    }
+    token.deleted_at = Some(ctx.now);
+    tx.update_token(&token)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &token.org_id,
+        "token.delete",
+        &token.id,
+        json!({"name": token.name}),
+    )?;
+    Ok(Deleted {
+        status: token.status(ctx.now).as_str().to_string(),
+        id: token.id,
+        deleted: true,
+    })
+}

@@ -1,0 +1,117 @@
+//! Users of an organization.
+
+use super::input::{check_text, check_username, CreateUser, UpdateUser};
+use super::{audit, load_org, load_user, Ctx, Error, Result};
+use crate::crypto;
+use crate::model::{Role, User};
+use crate::policy::{self, Actor};
+use crate::store::Tx;
+use serde_json::json;
+
+pub fn create_user(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    org_id: &str,
+    req: CreateUser,
+) -> Result<User> {
+    let org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, true)?;
+    check_username("username", &req.username)?;
+    let display_name = req.display_name.unwrap_or_else(|| req.username.clone());
+    check_text("display_name", &display_name, 200, false)?;
+    if req.role == Role::Partner && !org.is_partner {
+        return Err(Error::field(
+            "role",
+            "partner users belong to partner organizations",
+        ));
+    }
+    if tx.find_user(org_id, &req.username)?.is_some() {
+        return Err(Error::conflict(format!(
+            "user {} exists in {org_id}",
+            req.username
+        )));
+    }
+    let user = User {
+        id: crypto::new_id("usr")?,
+        org_id: org_id.to_string(),
+        username: req.username,
+        display_name,
+        role: req.role,
+        delegated: req.delegated,
+        created_at: ctx.now,
+    };
+    tx.insert_user(&user)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        org_id,
+        "user.create",
+        &user.id,
+        json!({"role": user.role.as_str()}),
+    )?;
+    Ok(user)
+}
+
+pub fn list_users(tx: &mut dyn Tx, actor: &Actor, org_id: &str) -> Result<Vec<User>> {
+    let org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, true)?;
+    Ok(tx.list_users(org_id)?)
+}
+
+pub fn get_user(tx: &mut dyn Tx, actor: &Actor, id: &str) -> Result<User> {
+    let user = load_user(tx, id)?;
+    if user.id != actor.user.id {
+        let org = load_org(tx, &user.org_id)?;
+        policy::require_org_admin(actor, &org, true)?;
+    }
+    Ok(user)
+}
+
+/// Admins change anything; a user may change their own display name and delegation.
+pub fn update_user(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    id: &str,
+    req: UpdateUser,
+) -> Result<User> {
+    let mut user = load_user(tx, id)?;
+    let org = load_org(tx, &user.org_id)?;
+    let is_admin = policy::require_org_admin(actor, &org, true).is_ok();
+    if !is_admin && (user.id != actor.user.id || req.role.is_some()) {
+        return Err(Error::forbidden(if user.id == actor.user.id {
+            "only an org admin changes roles"
+        } else {
+            "you may change only your own user"
+        }));
+    }
+    if let Some(name) = req.display_name {
+        check_text("display_name", &name, 200, false)?;
+        user.display_name = name;
+    }
+    if let Some(role) = req.role {
+        if role == Role::Partner && !org.is_partner {
+            return Err(Error::field(
+                "role",
+                "partner users belong to partner organizations",
+            ));
+        }
+        user.role = role;
+    }
+    if let Some(d) = req.delegated {
+        user.delegated = d;
+    }
+    tx.update_user(&user)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &user.org_id,
+        "user.update",
+        &user.id,
+        json!({"role": user.role.as_str(), "delegated": user.delegated}),
+    )?;
+    Ok(user)
+}

@@ -1,0 +1,196 @@
+//! The verifiers the API authenticates with: `tessera_core::Verifier`, the same code the
+//! data plane runs, one per organization, configured from the database (the org's issuer,
+//! audience, published keys and status list).
+//!
+//! A request costs a few point reads, whatever the number of orgs or the size of the
+//! lists: the token's `kid` names its org (a lookup key only: the org's verifier then
+//! checks everything), the org row gives its status-list version, and the org's keys are
+//! listed. A verifier is built once per org; when the list version moved, only the entries
+//! changed since are read and applied to that org's list; when the published keys changed,
+//! that org's verifier is rebuilt. Everything is read in the caller's transaction, so a
+//! request is checked against exactly what the database says at that moment, including
+//! writes made by another process on the same database.
+
+use super::keys::{apply_entry, jwks_keys, status_list_of};
+use super::{Ctx, Error, Result, SKEW, TYP_ACCESS, TYP_API};
+use crate::model::Org;
+use crate::store::Tx;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use tessera_core::config::TokenSource;
+use tessera_core::{Deny, Reason, StatusList, Verifier};
+
+/// The `WWW-Authenticate` realm of the API (also core's default).
+pub const REALM: &str = "tessera";
+
+/// One org's verifier and the state it was built from.
+pub struct OrgVerifier {
+    pub verifier: Verifier,
+    /// The org's audience the verifier accepts.
+    audience: String,
+    /// The kids the verifier holds, in the order the JWKS publishes them.
+    kids: Vec<String>,
+    /// The status-list version `list` is at.
+    version: i64,
+    list: StatusList,
+    /// The list encoded at `version`, once asked for (served to every edge polling).
+    encoded: Option<(i64, String)>,
+}
+
+/// Per-org verifiers, built on first use and kept current incrementally.
+#[derive(Default)]
+pub struct Verifiers {
+    orgs: Mutex<HashMap<String, Arc<Mutex<OrgVerifier>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| Error::internal("verifier cache lock poisoned"))
+}
+
+/// Where the API takes tokens from: `Authorization: Bearer|Token` (core's default).
+fn token_sources() -> &'static [TokenSource] {
+    static SOURCES: LazyLock<Vec<TokenSource>> = LazyLock::new(|| {
+        vec![TokenSource {
+            header: "authorization".into(),
+            schemes: vec!["bearer".into(), "token".into()],
+        }]
+    });
+    &SOURCES
+}
+
+/// Core's refusal of a request that carries no usable token (`token_missing`, or
+/// `token_ambiguous`), decided with core's extractor before anything else is read, so a
+/// call without a credential is a 401 whatever its body.
+pub fn early_refusal(headers: &[(String, String)]) -> Option<Deny> {
+    match tessera_core::extract::extract(token_sources(), headers) {
+        Ok(Some(_)) => None,
+        Ok(None) => Some(Deny::new(Reason::TokenMissing, REALM, &[])),
+        Err(reason) => Some(Deny::new(reason, REALM, &[])),
+    }
+}
+
+/// The presented token's text, as core extracts it.
+pub fn presented_token(headers: &[(String, String)]) -> Option<&str> {
+    tessera_core::extract::extract(token_sources(), headers)
+        .ok()
+        .flatten()
+        .map(|f| f.token)
+}
+
+/// The `kid` of a token's protected header, read without any trust: it only chooses which
+/// org's verifier judges the token.
+pub fn unverified_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    if header.len() > 4096 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(header).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(v.get("kid")?.as_str()?.to_string())
+}
+
+/// The core configuration of one org's verifier: its issuer and audience, its published
+/// keys, both token types, `Authorization: Bearer|Token`, the client address from the
+/// peer, fail closed, no route scopes (the API authorizes by role, see `policy`).
+fn config_json(ctx: &Ctx, org: &Org, keys: &[Value], list: &StatusList) -> Value {
+    json!({
+        "issuers": [ctx.issuer(&org.id)],
+        "audiences": [org.audience],
+        "jwks": {"keys": keys},
+        "token_types": [TYP_API, TYP_ACCESS],
+        "token_sources": token_sources()
+            .iter()
+            .map(|t| json!({"header": t.header, "schemes": t.schemes}))
+            .collect::<Vec<_>>(),
+        "clock_skew_secs": SKEW,
+        "client_ip": {"source": "peer"},
+        "status": {"required": true, "fail_policy": "closed", "lists": [
+            {"uri": ctx.status_uri(&org.id), "bits": 2, "lst": list.to_lst()}
+        ]},
+        "routes": [],
+        "cache_size": 0,
+        "realm": REALM,
+    })
+}
+
+fn kids_of(keys: &[Value]) -> Vec<String> {
+    keys.iter()
+        .map(|k| k["kid"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn build(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, keys: Vec<Value>) -> Result<OrgVerifier> {
+    let (version, list) = status_list_of(tx, &org.id)?;
+    let verifier = Verifier::from_config_json(&config_json(ctx, org, &keys, &list).to_string())
+        .map_err(|e| Error::internal(format!("verifier configuration of {}: {e}", org.id)))?;
+    Ok(OrgVerifier {
+        verifier,
+        audience: org.audience.clone(),
+        kids: kids_of(&keys),
+        version,
+        list,
+        encoded: None,
+    })
+}
+
+impl Verifiers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The verifier of `org` as `tx` sees the database, brought up to date: rebuilt when
+    /// the org's published keys or audience changed, else only the status-list entries
+    /// changed since its version are applied.
+    pub fn for_org(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &Ctx,
+        org: &Org,
+    ) -> Result<Arc<Mutex<OrgVerifier>>> {
+        let keys = jwks_keys(tx, ctx, &org.id)?;
+        let cached = lock(&self.orgs)?.get(&org.id).cloned();
+        if let Some(entry) = cached {
+            let mut v = lock(&entry)?;
+            if v.kids == kids_of(&keys) && v.audience == org.audience {
+                if v.version != org.status_version {
+                    if v.version > org.status_version {
+                        // Another process restored an older database: start over.
+                        *v = build(tx, ctx, org, keys)?;
+                    } else {
+                        for (idx, value) in tx.status_changes_since(&org.id, v.version)? {
+                            apply_entry(&mut v.list, idx, value);
+                        }
+                        v.version = org.status_version;
+                        let list = v.list.clone();
+                        v.verifier.set_status_list(&ctx.status_uri(&org.id), list);
+                    }
+                }
+                drop(v);
+                return Ok(entry);
+            }
+        }
+        let entry = Arc::new(Mutex::new(build(tx, ctx, org, keys)?));
+        lock(&self.orgs)?.insert(org.id.clone(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// The org's status list encoded (`lst`) at the version `tx` sees, with that version;
+    /// encoded once per version however many edges ask.
+    pub fn encoded_list(&self, tx: &mut dyn Tx, ctx: &Ctx, org: &Org) -> Result<(i64, String)> {
+        let entry = self.for_org(tx, ctx, org)?;
+        let mut v = lock(&entry)?;
+        let version = v.version;
+        if let Some((at, lst)) = &v.encoded {
+            if *at == version {
+                return Ok((version, lst.clone()));
+            }
+        }
+        let lst = v.list.to_lst();
+        v.encoded = Some((version, lst.clone()));
+        Ok((version, lst))
+    }
+}

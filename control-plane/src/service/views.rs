@@ -1,0 +1,347 @@
+//! What the API returns, as typed values: one struct per shape, built from the model by a
+//! constructor. The CLI, the CSV export and `/openapi.json` all read these same types.
+
+use super::Ctx;
+use crate::model::{AuditEntry, AuthEvent, Org, Token, User};
+use crate::timefmt;
+use serde::Serialize;
+use serde_json::Value;
+
+fn ts(v: Option<i64>) -> Option<String> {
+    v.map(timefmt::format)
+}
+
+/// An organization.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgView {
+    pub id: String,
+    pub name: String,
+    pub partner: bool,
+    pub root: bool,
+    pub managed_by: Option<String>,
+    pub max_lifetime_days: i64,
+    pub audience: String,
+    pub key_alg: String,
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub status_list_uri: String,
+    pub created_at: String,
+}
+
+impl OrgView {
+    pub fn new(ctx: &Ctx, o: &Org) -> Self {
+        let issuer = ctx.issuer(&o.id);
+        OrgView {
+            id: o.id.clone(),
+            name: o.name.clone(),
+            partner: o.is_partner,
+            root: o.is_root,
+            managed_by: o.partner_org_id.clone(),
+            max_lifetime_days: o.max_lifetime_days,
+            audience: o.audience.clone(),
+            key_alg: o.key_alg.as_str().to_string(),
+            jwks_uri: format!("{issuer}/jwks.json"),
+            issuer,
+            status_list_uri: ctx.status_uri(&o.id),
+            created_at: timefmt::format(o.created_at),
+        }
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub org: String,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub delegated: bool,
+    pub created_at: String,
+}
+
+impl UserView {
+    pub fn new(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            org: u.org_id.clone(),
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role.as_str().to_string(),
+            delegated: u.delegated,
+            created_at: timefmt::format(u.created_at),
+        }
+    }
+}
+
+/// Token columns, in table and CSV order (every field of [`TokenView`] but `deleted`).
+pub const TOKEN_COLUMNS: [&str; 19] = [
+    "id",
+    "org",
+    "user",
+    "username",
+    "name",
+    "description",
+    "status",
+    "enabled",
+    "scopes",
+    "ip_allow",
+    "lifetime_days",
+    "not_before",
+    "expires_at",
+    "created_by",
+    "created_at",
+    "downloaded_at",
+    "status_idx",
+    "last_used_at",
+    "last_used_ip",
+];
+
+/// An API token record (never its JWT).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub org: String,
+    pub user: String,
+    pub username: String,
+    pub name: String,
+    pub description: String,
+    /// `pending`, `enabled`, `disabled`, `revoked` or `expired`.
+    pub status: String,
+    pub enabled: bool,
+    pub scopes: Vec<String>,
+    pub ip_allow: Vec<String>,
+    pub lifetime_days: Option<i64>,
+    pub not_before: Option<String>,
+    pub expires_at: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub downloaded_at: Option<String>,
+    pub status_idx: Option<i64>,
+    pub last_used_at: Option<String>,
+    pub last_used_ip: Option<String>,
+    pub deleted: bool,
+}
+
+impl TokenView {
+    pub fn new(t: &Token, username: &str, now: i64) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            org: t.org_id.clone(),
+            user: t.user_id.clone(),
+            username: username.to_string(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            status: t.status(now).as_str().to_string(),
+            enabled: t.enabled,
+            scopes: t.scopes.clone(),
+            ip_allow: t.ip_allow.clone(),
+            lifetime_days: t.lifetime_days,
+            not_before: ts(t.not_before),
+            expires_at: timefmt::format(t.expires_at),
+            created_by: t.created_by.clone(),
+            created_at: timefmt::format(t.created_at),
+            downloaded_at: ts(t.minted_at),
+            status_idx: t.status_idx,
+            last_used_at: ts(t.last_used_at),
+            last_used_ip: t.last_used_ip.clone(),
+            deleted: t.deleted_at.is_some(),
+        }
+    }
+
+    /// The cells of one CSV or table row, in [`TOKEN_COLUMNS`] order (lists joined by
+    /// spaces, absent values empty).
+    pub fn cells(&self) -> [String; 19] {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+        [
+            self.id.clone(),
+            self.org.clone(),
+            self.user.clone(),
+            self.username.clone(),
+            self.name.clone(),
+            self.description.clone(),
+            self.status.clone(),
+            self.enabled.to_string(),
+            self.scopes.join(" "),
+            self.ip_allow.join(" "),
+            num(self.lifetime_days),
+            opt(&self.not_before),
+            self.expires_at.clone(),
+            self.created_by.clone(),
+            self.created_at.clone(),
+            opt(&self.downloaded_at),
+            num(self.status_idx),
+            opt(&self.last_used_at),
+            opt(&self.last_used_ip),
+        ]
+    }
+}
+
+/// One page of a token search.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenPage {
+    pub tokens: Vec<TokenView>,
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+/// A freshly minted JWT, shown once, with its record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Minted {
+    pub jwt: String,
+    pub token: TokenView,
+}
+
+/// The result of an edit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Edited {
+    pub token: TokenView,
+    /// The fields that changed.
+    pub changed: Vec<String>,
+    /// Whether the outstanding JWT was revoked (a field inside it changed).
+    pub jwt_revoked: bool,
+}
+
+/// The result of a delete.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+    pub status: String,
+}
+
+/// The result of revoke-all.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevokedAll {
+    pub revoked: usize,
+    pub ids: Vec<String>,
+}
+
+/// A key rotation.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRotated {
+    pub kid: String,
+    pub alg: String,
+    pub retired: Vec<String>,
+}
+
+/// A new edge credential; the secret is shown this once.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeCreated {
+    pub id: String,
+    pub org: String,
+    pub name: String,
+    pub secret: String,
+}
+
+/// An access token from `/v1/auth/accesstoken`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    /// RFC 8693 answers (form requests) name the issued token type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
+}
+
+/// What `/v1/usage` did with a batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageAccepted {
+    pub accepted: usize,
+    pub unknown_tokens: Vec<String>,
+}
+
+/// One authentication-log record.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthEventView {
+    pub id: i64,
+    pub token: String,
+    pub user: String,
+    pub org: String,
+    pub at: String,
+    pub ip: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub source: String,
+}
+
+impl AuthEventView {
+    pub fn new(e: &AuthEvent) -> Self {
+        AuthEventView {
+            id: e.id,
+            token: e.token_id.clone(),
+            user: e.user_id.clone(),
+            org: e.org_id.clone(),
+            at: timefmt::format(e.at),
+            ip: e.ip.clone(),
+            outcome: e.outcome.clone(),
+            reason: e.reason.clone(),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            source: e.source.clone(),
+        }
+    }
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntryView {
+    pub id: i64,
+    pub at: String,
+    pub org: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: Value,
+}
+
+impl AuditEntryView {
+    pub fn new(a: AuditEntry) -> Self {
+        AuditEntryView {
+            id: a.id,
+            at: timefmt::format(a.at),
+            org: a.org_id,
+            actor: a.actor,
+            action: a.action,
+            target: a.target,
+            detail: a.detail,
+        }
+    }
+}
+
+/// The authenticated caller (`/v1/me`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Me {
+    pub user: UserView,
+    pub org: OrgView,
+    pub token: String,
+}
+
+/// A list of organizations.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgList {
+    pub orgs: Vec<OrgView>,
+}
+
+/// A list of users.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+}
+
+/// A page of the authentication log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthEvents {
+    pub events: Vec<AuthEventView>,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntries {
+    pub entries: Vec<AuditEntryView>,
+}
