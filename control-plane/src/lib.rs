@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod csv;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod service;
 pub mod statuslist;
 pub mod store;
+pub mod telemetry;
 pub mod timefmt;
 
 pub use api::{app, AppState, Config};
