@@ -1,16 +1,17 @@
-//! A small HTTP/1.1 client for the CLI and the tests (plain `http://` only).
+//! The HTTP client of the CLI and the tests: `http://` and `https://` (rustls, ring), built
+//! on `reqwest`.
+//!
+//! Server certificates are checked against the system's roots, or, when a CA certificate is
+//! given ([`Client::with_ca_cert`], the CLI's `--ca-cert` / `TESSERA_CA_CERT`), against that
+//! CA alone, as `curl --cacert` does. Proxy variables are not read: the CLI talks straight to
+//! `--url`.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub struct Client {
     base: String,
     token: Option<String>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: reqwest::Client,
 }
 
 #[derive(Debug)]
@@ -53,16 +54,52 @@ impl Reply {
 }
 
 impl Client {
+    /// A client for `base` (`http://…` or `https://…`), trusting the system's CA roots.
     pub fn new(base: &str, token: Option<String>) -> Result<Self, String> {
-        if !base.starts_with("http://") {
+        Self::with_ca_cert(base, token, None)
+    }
+
+    /// A client for `base` that, when `ca_pem` is given, trusts only the CA certificates in
+    /// that PEM text (a private CA, a self-signed server).
+    pub fn with_ca_cert(
+        base: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(format!(
-                "--url must start with http:// (got {base:?}); put TLS in front with a proxy"
+                "--url must start with http:// or https:// (got {base:?})"
             ));
         }
+        // reqwest is built without a crypto provider of its own: it uses the process default,
+        // which is ring here. Installing fails harmlessly when one already is.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // No redirects: the old client followed none, and a token stays with `--url`.
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("--ca-cert: not a PEM certificate ({})", chain(&e)))?;
+            if certs.is_empty() {
+                return Err("--ca-cert: no certificate in the PEM file".into());
+            }
+            builder = builder.tls_certs_only(certs);
+        } else if base.starts_with("http://") {
+            // Plain http never verifies a certificate: skip loading the system's roots
+            // (slow, and absent on a minimal machine).
+            builder = builder.tls_certs_only(Vec::new());
+        }
+        let http = builder.build().map_err(|e| {
+            format!(
+                "cannot set up the HTTP client: {} (for https with a private CA, pass --ca-cert)",
+                chain(&e)
+            )
+        })?;
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+            http,
         })
     }
 
@@ -74,34 +111,28 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<Reply, String> {
         let uri = format!("{}{}", self.base, path);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(&uri)
-            .header("content-type", content_type);
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("{uri}: {e}"))?;
-        let resp = self
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| format!("{uri}: {e}"))?;
+        let mut req = self
             .http
-            .request(req)
-            .await
-            .map_err(|e| format!("{uri}: {e}"))?;
+            .request(method, &uri)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| transport_error(&uri, &e))?;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
-            .get("content-type")
+            .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
         let body = resp
-            .into_body()
-            .collect()
+            .bytes()
             .await
-            .map_err(|e| format!("{uri}: {e}"))?
-            .to_bytes()
+            .map_err(|e| transport_error(&uri, &e))?
             .to_vec();
         Ok(Reply {
             status,
@@ -123,6 +154,36 @@ impl Client {
         )
         .await
     }
+}
+
+/// `<url>: <cause>`, with a hint when the cause is the server's certificate. The URL, not
+/// the request: the token travels in a header and never reaches the message.
+fn transport_error(uri: &str, e: &reqwest::Error) -> String {
+    // reqwest's own message repeats the URL; its causes say what happened.
+    let why = match std::error::Error::source(e) {
+        Some(cause) => chain(cause),
+        None => chain(e),
+    };
+    let hint = if why.contains("certificate") || why.contains("UnknownIssuer") {
+        " (is the server's CA trusted? pass it with --ca-cert or TESSERA_CA_CERT)"
+    } else {
+        ""
+    };
+    format!("{uri}: {why}{hint}")
+}
+
+/// The error and its causes, `a: b: c`, without repeats (reqwest's own message is generic).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }
 
 /// Percent-encodes a query value.

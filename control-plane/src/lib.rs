@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod csv;
@@ -16,6 +17,7 @@ pub mod openapi;
 pub mod policy;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod timefmt;
 
 pub use api::{app, AppState, Config};

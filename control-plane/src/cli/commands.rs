@@ -1,0 +1,398 @@
+//! The client commands: each builds its API request, sends it, and renders the answer.
+
+use super::render::{self, Output};
+use super::{encode, CliResult, Client, Command, EdgesCmd, OrgsCmd, TokensCmd, UsersCmd};
+use serde_json::{json, Map, Value};
+use std::io::{self, Write};
+
+/// Runs a client command. `client(token)` makes the API client (with or without a token).
+pub(super) async fn run(
+    client: impl Fn(Option<String>) -> Result<Client, String>,
+    token: Option<String>,
+    out: Output,
+    command: Command,
+) -> CliResult {
+    match command {
+        Command::Tokens(cmd) => tokens(&client(token)?, out, cmd).await,
+        Command::Orgs(cmd) => orgs(&client(token)?, out, cmd).await,
+        Command::Users(cmd) => users(&client(token)?, out, cmd).await,
+        Command::Edges(EdgesCmd::Create { org, name }) => {
+            let v = client(token)?
+                .json(
+                    "POST",
+                    &format!("/v1/orgs/{}/edge-credentials", encode(&org)),
+                    &json!({"name": name}),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        Command::Exchange { api_token } => {
+            let t = api_token
+                .or(token)
+                .ok_or("give the API token (or --token)")?;
+            let c = client(None)?;
+            let v = c
+                .json("POST", "/v1/auth/accesstoken", &json!({"refreshToken": t}))
+                .await?
+                .ok_json()?;
+            match out {
+                Output::Table => {
+                    show_line(v.get("access_token").and_then(Value::as_str).unwrap_or(""))
+                }
+                o => show(o, &v),
+            }
+        }
+        Command::Whoami => {
+            let v = client(token)?.get("/v1/me").await?.ok_json()?;
+            show(out, &v)
+        }
+        Command::Serve(_) | Command::Admin(_) => {
+            Err("serve and admin commands run in this process, not against --url".into())
+        }
+    }
+}
+
+fn show(out: Output, v: &Value) -> CliResult {
+    Ok(render::one(&mut io::stdout().lock(), out, v)?)
+}
+
+fn show_list(out: Output, rows: &[Value], cols: &[&str]) -> CliResult {
+    Ok(render::list(&mut io::stdout().lock(), out, rows, cols)?)
+}
+
+fn show_token(out: Output, token: &Value) -> CliResult {
+    Ok(render::token(&mut io::stdout().lock(), out, token)?)
+}
+
+fn show_tokens(out: Output, tokens: &[Value]) -> CliResult {
+    Ok(render::tokens(&mut io::stdout().lock(), out, tokens)?)
+}
+
+fn show_line(text: &str) -> CliResult {
+    Ok(render::line(&mut io::stdout().lock(), text)?)
+}
+
+fn id_path(id: &str, suffix: &str) -> String {
+    format!("/v1/tokens/{}{suffix}", encode(id))
+}
+
+async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
+    match cmd {
+        TokensCmd::Create {
+            name,
+            description,
+            user,
+            lifetime_days,
+            expires_at,
+            not_before,
+            scopes,
+            ips,
+            disabled,
+        } => {
+            let mut body = json!({"name": name, "description": description, "scopes": scopes, "ip_allow": ips, "enabled": !disabled});
+            let m = body.as_object_mut().ok_or("internal")?;
+            if let Some(u) = user {
+                m.insert("user".into(), json!(u));
+            }
+            if let Some(d) = lifetime_days {
+                m.insert("lifetime_days".into(), json!(d));
+            }
+            if let Some(e) = expires_at {
+                m.insert("expires_at".into(), json!(e));
+            }
+            if let Some(n) = not_before {
+                m.insert("not_before".into(), json!(n));
+            }
+            let v = c.json("POST", "/v1/tokens", &body).await?.ok_json()?;
+            show_token(out, &v)
+        }
+        TokensCmd::List(f) => {
+            let v = c
+                .get(&format!("/v1/tokens{}", f.query()))
+                .await?
+                .ok_json()?;
+            let list = v
+                .get("tokens")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            show_tokens(out, &list)?;
+            if out == Output::Table {
+                render::note(&format!(
+                    "{} of {} (page {})",
+                    list.len(),
+                    v.get("total").and_then(Value::as_i64).unwrap_or(0),
+                    v.get("page").and_then(Value::as_i64).unwrap_or(1)
+                ));
+            }
+            Ok(())
+        }
+        TokensCmd::Export(f) => {
+            let r = c.get(&format!("/v1/tokens.csv{}", f.query())).await?;
+            if r.status != 200 {
+                return Err(r.error_text().into());
+            }
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(&r.body)?;
+            Ok(stdout.flush()?)
+        }
+        TokensCmd::Show { id } => {
+            let v = c.get(&id_path(&id, "")).await?.ok_json()?;
+            show_token(out, &v)
+        }
+        TokensCmd::Download { id } => mint_cmd(c, out, &id_path(&id, "/download")).await,
+        TokensCmd::Regenerate { id } => mint_cmd(c, out, &id_path(&id, "/regenerate")).await,
+        TokensCmd::Revoke { id } => simple(c, out, "POST", &id_path(&id, "/revoke")).await,
+        TokensCmd::Enable { id } => simple(c, out, "POST", &id_path(&id, "/enable")).await,
+        TokensCmd::Disable { id } => simple(c, out, "POST", &id_path(&id, "/disable")).await,
+        TokensCmd::Delete { id } => {
+            let v = c
+                .send("DELETE", &id_path(&id, ""), "application/json", Vec::new())
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        TokensCmd::RevokeAll { user, org } => {
+            let body = match (user, org) {
+                (Some(u), _) => json!({"user": u}),
+                (None, Some(o)) => json!({"org": o}),
+                (None, None) => return Err("give --user or --org".into()),
+            };
+            let v = c
+                .json("POST", "/v1/tokens/revoke-all", &body)
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        TokensCmd::Edit {
+            id,
+            name,
+            description,
+            expires_at,
+            lifetime_days,
+            not_before,
+            scopes,
+            clear_scopes,
+            ips,
+            clear_ips,
+            enable,
+            disable,
+        } => {
+            let mut m = Map::new();
+            if let Some(v) = name {
+                m.insert("name".into(), json!(v));
+            }
+            if let Some(v) = description {
+                m.insert("description".into(), json!(v));
+            }
+            if let Some(v) = expires_at {
+                m.insert("expires_at".into(), json!(v));
+            }
+            if let Some(v) = lifetime_days {
+                m.insert("lifetime_days".into(), json!(v));
+            }
+            if let Some(v) = not_before {
+                m.insert("not_before".into(), json!(v));
+            }
+            if clear_scopes || !scopes.is_empty() {
+                m.insert("scopes".into(), json!(scopes));
+            }
+            if clear_ips || !ips.is_empty() {
+                m.insert("ip_allow".into(), json!(ips));
+            }
+            if enable || disable {
+                m.insert("enabled".into(), json!(enable));
+            }
+            let v = c
+                .json("PATCH", &id_path(&id, ""), &Value::Object(m))
+                .await?
+                .ok_json()?;
+            if out == Output::Table && v.get("jwt_revoked") == Some(&json!(true)) {
+                render::note("The outstanding JWT was revoked: the token is Pending until its user downloads it again.");
+            }
+            let token = v.get("token").cloned().unwrap_or(Value::Null);
+            match out {
+                Output::Json => show(out, &v),
+                _ => show_token(out, &token),
+            }
+        }
+        TokensCmd::AuthLog { id } => {
+            let v = c.get(&id_path(&id, "/auth-log")).await?.ok_json()?;
+            let list = v
+                .get("events")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            show_list(
+                out,
+                &list,
+                &["at", "outcome", "reason", "ip", "method", "path", "source"],
+            )
+        }
+    }
+}
+
+/// Download or regenerate: the table output is only the JWT, for `$(tessera tokens download ...)`.
+async fn mint_cmd(c: &Client, out: Output, path: &str) -> CliResult {
+    let v = c.json("POST", path, &json!({})).await?.ok_json()?;
+    match out {
+        Output::Table => {
+            render::note("This JWT is shown once; store it now.");
+            show_line(v.get("jwt").and_then(Value::as_str).unwrap_or(""))
+        }
+        o => show(o, &v),
+    }
+}
+
+async fn simple(c: &Client, out: Output, method: &str, path: &str) -> CliResult {
+    let v = c.json(method, path, &json!({})).await?.ok_json()?;
+    show_token(out, &v)
+}
+
+async fn orgs(c: &Client, out: Output, cmd: OrgsCmd) -> CliResult {
+    let cols = [
+        "id",
+        "name",
+        "partner",
+        "managed_by",
+        "key_alg",
+        "max_lifetime_days",
+        "issuer",
+    ];
+    match cmd {
+        OrgsCmd::List => {
+            let v = c.get("/v1/orgs").await?.ok_json()?;
+            show_list(
+                out,
+                v.get("orgs")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &cols,
+            )
+        }
+        OrgsCmd::Show { id } => show(
+            out,
+            &c.get(&format!("/v1/orgs/{}", encode(&id)))
+                .await?
+                .ok_json()?,
+        ),
+        OrgsCmd::Create {
+            id,
+            name,
+            partner,
+            managed_by,
+            alg,
+            max_lifetime_days,
+            audience,
+        } => {
+            let mut m = Map::new();
+            m.insert("id".into(), json!(id));
+            m.insert("partner".into(), json!(partner));
+            for (k, v) in [
+                ("name", name),
+                ("managed_by", managed_by),
+                ("key_alg", alg),
+                ("audience", audience),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.into(), json!(v));
+                }
+            }
+            if let Some(d) = max_lifetime_days {
+                m.insert("max_lifetime_days".into(), json!(d));
+            }
+            show(
+                out,
+                &c.json("POST", "/v1/orgs", &Value::Object(m))
+                    .await?
+                    .ok_json()?,
+            )
+        }
+        OrgsCmd::RotateKey { id, alg } => {
+            let body = match alg {
+                Some(a) => json!({"alg": a}),
+                None => json!({}),
+            };
+            let v = c
+                .json(
+                    "POST",
+                    &format!("/v1/orgs/{}/keys/rotate", encode(&id)),
+                    &body,
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+    }
+}
+
+async fn users(c: &Client, out: Output, cmd: UsersCmd) -> CliResult {
+    let cols = ["id", "org", "username", "display_name", "role", "delegated"];
+    match cmd {
+        UsersCmd::List { org } => {
+            let v = c
+                .get(&format!("/v1/orgs/{}/users", encode(&org)))
+                .await?
+                .ok_json()?;
+            show_list(
+                out,
+                v.get("users")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &cols,
+            )
+        }
+        UsersCmd::Show { id } => show(
+            out,
+            &c.get(&format!("/v1/users/{}", encode(&id)))
+                .await?
+                .ok_json()?,
+        ),
+        UsersCmd::Create {
+            org,
+            username,
+            role,
+            display_name,
+            delegated,
+        } => {
+            let mut body = json!({"username": username, "role": role, "delegated": delegated});
+            if let (Some(d), Some(m)) = (display_name, body.as_object_mut()) {
+                m.insert("display_name".into(), json!(d));
+            }
+            let v = c
+                .json("POST", &format!("/v1/orgs/{}/users", encode(&org)), &body)
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        UsersCmd::Update {
+            id,
+            role,
+            display_name,
+            delegated,
+        } => {
+            let mut m = Map::new();
+            if let Some(r) = role {
+                m.insert("role".into(), json!(r));
+            }
+            if let Some(d) = display_name {
+                m.insert("display_name".into(), json!(d));
+            }
+            if let Some(d) = delegated {
+                m.insert("delegated".into(), json!(d));
+            }
+            let v = c
+                .json(
+                    "PATCH",
+                    &format!("/v1/users/{}", encode(&id)),
+                    &Value::Object(m),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+    }
+}

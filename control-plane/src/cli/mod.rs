@@ -1,0 +1,381 @@
+//! The `tessera` command line: its arguments, and the dispatch of each command.
+//!
+//! `serve` and `admin` work on the database in this process ([`server`]); every other
+//! command is a client of the REST API ([`commands`], over [`crate::client`]) and shows the
+//! answer through [`render`]. `main.rs` only parses, runs and turns errors into exit codes.
+
+mod commands;
+pub mod render;
+mod server;
+
+use crate::client::{encode, Client};
+use crate::telemetry::LogFormat;
+use clap::{Args, Parser, Subcommand};
+use render::Output;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// A message for stderr (`tessera: <message>`, exit 1).
+    Msg(String),
+    /// Writing the output failed; a closed pipe (`| head`) is an ordinary end (exit 0).
+    Output(io::Error),
+    /// Already reported through the log (`tessera serve`); exit 1.
+    Reported,
+}
+
+impl From<String> for CliError {
+    fn from(m: String) -> Self {
+        CliError::Msg(m)
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(m: &str) -> Self {
+        CliError::Msg(m.to_string())
+    }
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        CliError::Output(e)
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+/// Runs one command to its end.
+pub async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Serve(args) => server::serve(args).await,
+        Command::Admin(AdminCmd::GenMasterKey) => server::gen_master_key(),
+        Command::Admin(AdminCmd::Bootstrap {
+            db,
+            org,
+            org_name,
+            admin,
+            alg,
+            base_url,
+        }) => server::bootstrap(cli.output, &db, &org, &org_name, &admin, &alg, base_url),
+        command => {
+            let ca = match &cli.ca_cert {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| format!("--ca-cert {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let client =
+                |token: Option<String>| Client::with_ca_cert(&cli.url, token, ca.as_deref());
+            commands::run(client, cli.token.clone(), cli.output, command).await
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tessera control plane and CLI")]
+pub struct Cli {
+    /// The control plane's URL (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// A PEM file of the CA certificate(s) that signed the server's certificate, for
+    /// `--url https://...` with a private CA; only these are trusted then (client commands).
+    #[arg(long, global = true, env = "TESSERA_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// A Tessera token to authenticate with (client commands).
+    #[arg(long, global = true, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane.
+    Serve(ServeArgs),
+    /// Operator commands that work on the database directly.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+    /// Organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCmd),
+    /// Users.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Edge credentials (for POST /v1/usage).
+    #[command(subcommand)]
+    Edges(EdgesCmd),
+    /// Exchange an API token for a short-lived access token.
+    Exchange {
+        /// The API token (default: --token).
+        api_token: Option<String>,
+    },
+    /// Show the authenticated user.
+    Whoami,
+}
+
+#[derive(Args)]
+struct DbArgs {
+    #[arg(long, default_value = "./tessera.db")]
+    db: PathBuf,
+    /// A file holding the master key (64 hex digits or base64 of 32 bytes).
+    #[arg(long, env = "TESSERA_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The URL clients and edges reach this service at (token issuers derive from it).
+    /// Default: the one stored by bootstrap, else http://<listen>.
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Lifetime of exchanged access tokens, seconds.
+    #[arg(long, default_value_t = 1800)]
+    access_ttl: i64,
+    /// Log lines on stderr as text or JSON (level: TESSERA_LOG or RUST_LOG, default info).
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Create the first organization and its admin, and print a one-time admin token.
+    /// Run again with another --org to onboard a further organization's admin.
+    Bootstrap {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "")]
+        org_name: String,
+        #[arg(long)]
+        admin: String,
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+        /// Stored for `serve`; default: the stored one, else http://127.0.0.1:8080.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Print a new random master key (hex).
+    GenMasterKey,
+}
+
+#[derive(Args, Default)]
+struct Filters {
+    /// Text in name, description or user.
+    #[arg(long)]
+    q: Option<String>,
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    expires_before: Option<String>,
+    /// name, created_at, expires_at, last_used_at, user, status; '-' first for descending.
+    #[arg(long, allow_hyphen_values = true)]
+    sort: Option<String>,
+    #[arg(long)]
+    page: Option<i64>,
+    #[arg(long)]
+    per_page: Option<i64>,
+}
+
+impl Filters {
+    fn query(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k}={}", encode(&v)));
+            }
+        };
+        add("q", self.q.clone());
+        add("status", self.status.clone());
+        add("user", self.user.clone());
+        add("expires_before", self.expires_before.clone());
+        add("sort", self.sort.clone());
+        add("page", self.page.map(|p| p.to_string()));
+        add("per_page", self.per_page.map(|p| p.to_string()));
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The owner (user id or username); default: you.
+        #[arg(long)]
+        user: Option<String>,
+        /// 30, 60, 90, 180 or 365.
+        #[arg(long, conflicts_with = "expires_at")]
+        lifetime_days: Option<i64>,
+        /// A custom expiry (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        not_before: Option<String>,
+        /// Repeatable.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Allowed client CIDR; repeatable.
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        #[arg(long)]
+        disabled: bool,
+    },
+    List(Filters),
+    Show {
+        id: String,
+    },
+    /// Print the JWT (once).
+    Download {
+        id: String,
+    },
+    Regenerate {
+        id: String,
+    },
+    Revoke {
+        id: String,
+    },
+    RevokeAll {
+        #[arg(long, required_unless_present = "org", conflicts_with = "org")]
+        user: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    Edit {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        lifetime_days: Option<i64>,
+        #[arg(long)]
+        not_before: Option<String>,
+        /// Replaces the scopes; repeatable.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        clear_scopes: bool,
+        /// Replaces the IP filter; repeatable.
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        #[arg(long)]
+        clear_ips: bool,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    Enable {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// CSV of the matching tokens.
+    Export(Filters),
+    /// Authentication log of one token.
+    AuthLog {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgsCmd {
+    List,
+    Show {
+        id: String,
+    },
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        partner: bool,
+        #[arg(long)]
+        managed_by: Option<String>,
+        #[arg(long)]
+        alg: Option<String>,
+        #[arg(long)]
+        max_lifetime_days: Option<i64>,
+        #[arg(long)]
+        audience: Option<String>,
+    },
+    RotateKey {
+        id: String,
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    Show {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        org: String,
+        username: String,
+        /// admin, user, partner or readonly.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        delegated: bool,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        delegated: Option<bool>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdgesCmd {
+    Create {
+        #[arg(long)]
+        org: String,
+        name: String,
+    },
+}

@@ -1,0 +1,217 @@
+//! The commands that work on the database in this process: `serve` and `admin`.
+
+use super::render::{self, Output};
+use super::{CliError, CliResult, DbArgs, ServeArgs};
+use crate::crypto::{self, MasterKey};
+use crate::model::KeyAlg;
+use crate::service::{self, Ctx};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::store::StoreError;
+use crate::{app, telemetry, timefmt, AppState, Config};
+use serde_json::json;
+use std::io::{self, Write};
+
+fn load_master_key(db: &DbArgs) -> Result<MasterKey, String> {
+    if let Some(path) = &db.master_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return MasterKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    if let Ok(text) = std::env::var("TESSERA_MASTER_KEY") {
+        return MasterKey::parse(&text).map_err(|e| format!("TESSERA_MASTER_KEY: {e}"));
+    }
+    Err("no master key: pass --master-key-file or set TESSERA_MASTER_KEY (make one with `tessera admin gen-master-key`)".into())
+}
+
+/// An open database, checked against the master key it was first used with.
+struct Opened {
+    store: Box<dyn Store>,
+    master: MasterKey,
+    schema_version: i64,
+}
+
+fn open_store(db: &DbArgs) -> Result<Opened, String> {
+    let master = load_master_key(db)?;
+    let sqlite = SqliteStore::open(&db.db).map_err(|e| format!("{}: {e}", db.db.display()))?;
+    let schema_version = sqlite
+        .schema_version()
+        .map_err(|e| format!("{}: {e}", db.db.display()))?;
+    let store: Box<dyn Store> = Box::new(sqlite);
+    let check = store.write(|tx| {
+        match tx.get_setting("master_key_check")? {
+            Some(hexed) => {
+                let sealed: Vec<u8> = (0..hexed.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(hexed.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect();
+                if master.open("master-key-check", &sealed).is_err() {
+                    return Err(service::Error::bad_request(
+                        "the master key does not match the one this database was created with",
+                    ));
+                }
+            }
+            None => {
+                let sealed = master.seal("master-key-check", b"tessera")?;
+                tx.set_setting("master_key_check", &crypto::hex(&sealed))?;
+            }
+        }
+        Ok(())
+    });
+    check.map_err(|e: service::Error| e.to_string())?;
+    Ok(Opened {
+        store,
+        master,
+        schema_version,
+    })
+}
+
+fn stored_base_url(store: &dyn Store) -> Result<Option<String>, String> {
+    store
+        .read(|tx| tx.get_setting("base_url"))
+        .map_err(|e: StoreError| e.to_string())
+}
+
+/// `tessera admin gen-master-key`.
+pub(super) fn gen_master_key() -> CliResult {
+    let key = MasterKey::generate().map_err(|e| e.to_string())?;
+    Ok(render::line(&mut io::stdout().lock(), &key.to_hex())?)
+}
+
+/// `tessera admin bootstrap`.
+pub(super) fn bootstrap(
+    out: Output,
+    db: &DbArgs,
+    org: &str,
+    org_name: &str,
+    admin: &str,
+    alg: &str,
+    base_url: Option<String>,
+) -> CliResult {
+    let alg = KeyAlg::parse(alg).ok_or("--alg: EdDSA or ES256")?;
+    let Opened { store, master, .. } = open_store(db)?;
+    let base = match base_url {
+        Some(b) => b.trim_end_matches('/').to_string(),
+        None => stored_base_url(store.as_ref())?.unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+    };
+    let b = store
+        .write(|tx| {
+            tx.set_setting("base_url", &base)?;
+            let ctx = Ctx::new(&base, &master, timefmt::now(), 1800);
+            service::orgs::bootstrap(tx, &ctx, org, org_name, admin, alg)
+        })
+        .map_err(|e: service::Error| e.to_string())?;
+    let mut stdout = io::stdout().lock();
+    match out {
+        Output::Json => writeln!(
+            stdout,
+            "{}",
+            json!({"org": b.org.id, "user": b.user.id, "username": b.user.username, "token_id": b.token.id, "token": b.jwt, "base_url": base})
+        )?,
+        _ => {
+            render::note(&format!(
+                "Organization {} (issuer {base}/v1/orgs/{}), admin {} ({}).\nThis admin token is shown once; it expires {}:",
+                b.org.id,
+                b.org.id,
+                b.user.username,
+                b.user.id,
+                timefmt::format(b.token.expires_at)
+            ));
+            writeln!(stdout, "{}", b.jwt)?;
+        }
+    }
+    Ok(())
+}
+
+/// `tessera serve`: logs go to stderr through `tracing`; the one stdout line
+/// `tessera: listening on http://<addr> (base URL <url>)` tells scripts and tests the port.
+pub(super) async fn serve(args: ServeArgs) -> CliResult {
+    telemetry::init_logging(args.log_format);
+    match serve_logged(args).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "tessera serve stopped");
+            Err(CliError::Reported)
+        }
+    }
+}
+
+async fn serve_logged(args: ServeArgs) -> Result<(), String> {
+    if args.access_ttl < 60 || args.access_ttl > 86_400 {
+        return Err("--access-ttl: 60..=86400 seconds".into());
+    }
+    let Opened {
+        store,
+        master,
+        schema_version,
+    } = open_store(&args.db)?;
+    tracing::info!(db = %args.db.db.display(), schema_version, "database opened");
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let base_url = match args.base_url {
+        Some(b) => {
+            let b = b.trim_end_matches('/').to_string();
+            store
+                .write(|tx| tx.set_setting("base_url", &b))
+                .map_err(|e: StoreError| e.to_string())?;
+            b
+        }
+        None => stored_base_url(store.as_ref())?.unwrap_or_else(|| format!("http://{addr}")),
+    };
+    let state = AppState::new(
+        store,
+        Config {
+            base_url: base_url.clone(),
+            master,
+            access_ttl: args.access_ttl,
+        },
+    );
+    tracing::info!(
+        %addr,
+        base_url,
+        access_ttl = args.access_ttl,
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+    {
+        let mut stdout = io::stdout().lock();
+        writeln!(
+            stdout,
+            "tessera: listening on http://{addr} (base URL {base_url})"
+        )
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("stdout: {e}"))?;
+    }
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    tracing::info!("interrupted; finishing the requests in flight");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal; finishing the requests in flight");
+}

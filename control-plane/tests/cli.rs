@@ -1,0 +1,506 @@
+//! The `tessera` CLI as a user runs it: over https with a private CA, into a pipe that
+//! closes early, and the logs of `tessera serve`. Every server started here is stopped here.
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::World;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use tessera_control_plane::client::Client;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const MASTER: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+// ---------------------------------------------------------------------------------------
+// https
+
+/// A CA made at run time, and a server certificate it signed for 127.0.0.1 and localhost.
+struct Pki {
+    ca_pem: String,
+    server: rustls::ServerConfig,
+}
+
+fn make_pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Tessera test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "tessera test server");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &ca).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone(), ca.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        server,
+    }
+}
+
+/// Accepts TCP connections and completes the TLS handshake before axum sees them; a client
+/// that refuses the certificate is dropped here.
+struct TlsListener {
+    tcp: TcpListener,
+    tls: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.tls.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The control plane of `World`, served over https on a loopback port; aborted on drop.
+struct HttpsServer {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_https(w: &World, pki: &Pki) -> HttpsServer {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = TlsListener {
+        tcp,
+        tls: TlsAcceptor::from(Arc::new(pki.server.clone())),
+    };
+    let app = w.app.clone();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    HttpsServer {
+        url: format!("https://127.0.0.1:{port}"),
+        task,
+    }
+}
+
+/// Runs the real binary off the async runtime.
+async fn tessera_async(args: Vec<String>, envs: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("TESSERA_TOKEN")
+            .env_remove("TESSERA_URL")
+            .env_remove("TESSERA_CA_CERT")
+            .envs(envs)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_speaks_https_to_a_trusted_ca_only() {
+    let w = World::new().await;
+    let pki = make_pki();
+    let server = serve_https(&w, &pki).await;
+    let jwt = w.jwt("ula");
+
+    // The library client: trusted CA → the real API answers.
+    let c =
+        Client::with_ca_cert(&server.url, Some(jwt.clone()), Some(pki.ca_pem.as_bytes())).unwrap();
+    let me = c.get("/v1/me").await.unwrap().ok_json().unwrap();
+    assert_eq!(me["user"]["username"], "ula");
+
+    // Not trusted: the system roots, or another CA, refuse the certificate clearly.
+    let other = make_pki();
+    for c in [
+        Client::new(&server.url, Some(jwt.clone())).unwrap(),
+        Client::with_ca_cert(
+            &server.url,
+            Some(jwt.clone()),
+            Some(other.ca_pem.as_bytes()),
+        )
+        .unwrap(),
+    ] {
+        let e = c.get("/v1/me").await.unwrap_err();
+        assert!(e.contains("certificate"), "{e}");
+        assert!(e.contains("--ca-cert"), "{e}");
+        assert!(e.starts_with(&server.url), "{e}");
+        assert!(!e.contains(&jwt), "the token leaked into {e}");
+    }
+
+    // Not PEM at all.
+    let e = Client::with_ca_cert(&server.url, None, Some(b"not a certificate"))
+        .err()
+        .unwrap();
+    assert!(e.starts_with("--ca-cert"), "{e}");
+    // Neither http nor https.
+    let e = Client::new("ftp://127.0.0.1", None).err().unwrap();
+    assert!(e.contains("https://"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_https_with_ca_cert() {
+    let w = World::new().await;
+    let pki = make_pki();
+    let server = serve_https(&w, &pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca = ca_file.to_str().unwrap().to_string();
+    let jwt = w.jwt("ula");
+    let token = || ("TESSERA_TOKEN", jwt.clone());
+    let args = |extra: &[&str]| {
+        let mut a = vec!["--url".to_string(), server.url.clone()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+
+    // --ca-cert, and the same through TESSERA_CA_CERT.
+    for (extra, env) in [
+        (
+            vec!["whoami", "-o", "json", "--ca-cert", ca.as_str()],
+            vec![token()],
+        ),
+        (
+            vec!["whoami", "-o", "json"],
+            vec![token(), ("TESSERA_CA_CERT", ca.clone())],
+        ),
+    ] {
+        let out = tessera_async(args(&extra), env).await;
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let me: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(me["user"]["username"], "ula");
+    }
+
+    // Without the CA: exit 1 and a message that says what to do, no stack trace.
+    let out = tessera_async(args(&["whoami"]), vec![token()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("tessera: https://127.0.0.1:"), "{err}");
+    assert!(
+        err.contains("certificate") && err.contains("--ca-cert"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked") && !err.contains(&jwt), "{err}");
+    assert!(out.stdout.is_empty());
+
+    // A CA file that is missing names the option.
+    let out = tessera_async(
+        args(&["whoami", "--ca-cert", "/nonexistent/ca.pem"]),
+        vec![token()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-cert /nonexistent/ca.pem"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The real `tessera serve`, for pipes and logs
+
+/// Kills the server when dropped, so a failing assertion leaves no process behind.
+struct Server {
+    child: Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    /// What the server wrote to stderr so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server (SIGKILL) and returns its log.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tessera(dir: &Path, args: &[&str], token: Option<&str>, url: Option<&str>) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .env_remove("TESSERA_TOKEN")
+        .env_remove("TESSERA_URL")
+        .env_remove("TESSERA_CA_CERT");
+    if let Some(t) = token {
+        cmd.env("TESSERA_TOKEN", t);
+    }
+    if let Some(u) = url {
+        cmd.env("TESSERA_URL", u);
+    }
+    cmd
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn bootstrap(dir: &Path) -> String {
+    let out = ok(tessera(
+        dir,
+        &[
+            "admin",
+            "bootstrap",
+            "--db",
+            "t.db",
+            "--org",
+            "acme",
+            "--admin",
+            "alice",
+            "-o",
+            "json",
+        ],
+        None,
+        None,
+    )
+    .output()
+    .unwrap());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Starts `tessera serve` on a free port with its stderr in a file, and waits for the
+/// stdout line that names the address.
+fn serve(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+    let log = dir.join(format!("serve-{}.log", rand_suffix()));
+    let mut cmd = tessera(
+        dir,
+        &["serve", "--db", "t.db", "--listen", "127.0.0.1:0"],
+        None,
+        None,
+    );
+    cmd.args(extra)
+        .env_remove("RUST_LOG")
+        .env_remove("TESSERA_LOG")
+        .env_remove("TESSERA_LOG_FORMAT")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let mut server = Server {
+        child,
+        url: String::new(),
+        log,
+    };
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}; log:\n{}", server.log()))
+        .to_string();
+    server.url = url;
+    server
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = bootstrap(d);
+    let server = serve(d, &[], &[]);
+    for i in 0..3 {
+        ok(tessera(
+            d,
+            &["tokens", "create", "--name", &format!("piped-{i}")],
+            Some(&admin),
+            Some(&server.url),
+        )
+        .output()
+        .unwrap());
+    }
+    for args in [
+        &["tokens", "list"][..],
+        &["tokens", "list", "-o", "json"],
+        &["tokens", "list", "-o", "csv"],
+        &["tokens", "export"],
+        &["whoami"],
+        &["orgs", "list"],
+    ] {
+        // The reading end is closed before the command writes: every write is EPIPE, as
+        // with `tessera tokens list | head -0`.
+        let mut child = tessera(d, args, Some(&admin), Some(&server.url))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // And through a real `head`: the first lines arrive, the command still succeeds.
+    let script = format!(
+        "\"{BIN}\" tokens list --per-page 3; echo \"exit=$?\" >&2",
+        BIN = BIN
+    );
+    let out = Command::new("sh")
+        .args(["-c", &format!("{{ {script}; }} | head -n 1")])
+        .current_dir(d)
+        .env("TESSERA_TOKEN", &admin)
+        .env("TESSERA_URL", &server.url)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ID"));
+    assert!(err.contains("exit=0"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    drop(server);
+}
+
+#[test]
+fn serve_logs_start_up_to_stderr_as_text_or_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = bootstrap(d);
+
+    // Default: text at info, with the address, the database and its schema version.
+    let server = serve(d, &[], &[]);
+    let url = server.url.clone();
+    ok(tessera(d, &["whoami"], Some(&admin), Some(&url))
+        .output()
+        .unwrap());
+    let log = server.stop();
+    let addr = url.trim_start_matches("http://");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("listening") && l.contains(addr)),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("database opened")
+            && l.contains("t.db")
+            && l.contains("schema_version=")),
+        "{log}"
+    );
+    assert!(!log.contains(&admin), "the token reached the log");
+
+    // --log-format json: one JSON object per line, with level, message and fields.
+    let server = serve(d, &["--log-format", "json"], &[]);
+    let log = server.stop();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let listening = lines
+        .iter()
+        .find(|v| v["message"] == "listening")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(listening["level"], "INFO");
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    assert!(addr.ip().is_loopback(), "{listening}");
+    assert!(lines
+        .iter()
+        .any(|v| v["message"] == "database opened" && v["schema_version"].is_i64()));
+
+    // TESSERA_LOG (or RUST_LOG) raises the level: nothing at info.
+    for var in ["TESSERA_LOG", "RUST_LOG"] {
+        let server = serve(d, &[], &[(var, "warn")]);
+        let log = server.stop();
+        assert!(!log.contains("listening"), "{var}: {log}");
+    }
+    // A filter that does not parse falls back to info and says so.
+    let server = serve(d, &[], &[("TESSERA_LOG", "=!bad[")]);
+    let log = server.stop();
+    assert!(
+        log.contains("TESSERA_LOG") && log.contains("listening"),
+        "{log}"
+    );
+
+    // A start-up failure is logged and exits 1.
+    let out = tessera(
+        d,
+        &[
+            "serve",
+            "--db",
+            "t.db",
+            "--listen",
+            "127.0.0.1:0",
+            "--access-ttl",
+            "5",
+        ],
+        None,
+        None,
+    )
+    .env_remove("TESSERA_LOG")
+    .env_remove("RUST_LOG")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERROR") && err.contains("--access-ttl"),
+        "{err}"
+    );
+}
