@@ -914,6 +914,104 @@ fn measure_rebuild(cp: &ControlPlane, reps: usize) -> Result<Rebuild> {
     Ok(out)
 }
 
+/// Whether an API call's cost stays flat as the data grows: `GET /v1/me` with many
+/// organizations in the database, and while CSV exports of every seeded token run.
+struct Scale {
+    orgs: usize,
+    /// `GET /v1/me` (alice) with `orgs` more organizations, seconds.
+    me_many_orgs: Vec<f64>,
+    /// Concurrent exports running meanwhile.
+    exports: usize,
+    /// `GET /v1/me` (bench-1) while the exports run, seconds.
+    me_during_exports: Vec<f64>,
+    /// Rows each export returned (all of them, every time).
+    export_rows: Vec<usize>,
+}
+
+fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
+    let alice = cp.token_of("alice").ok_or("no bootstrap admin alice")?;
+    // Every token of the org, as the export must return them (nothing writes meanwhile).
+    let (r, _) = timed(cp, &request(cp, "GET", "/v1/tokens?per_page=1", alice), 200)?;
+    let expected_rows = total_of(&json_of(&r, "token count")?, "token count")?;
+    let other = cp.token_of("bench-1").ok_or("no bootstrap admin bench-1")?;
+    let (orgs, reps) = if plan.smoke { (10, 20) } else { (1_000, 500) };
+    for i in 0..orgs {
+        let body = json!({"id": format!("scale-{i:04}"), "name": format!("Scale {i}")});
+        timed(cp, &json_request(cp, "POST", "/v1/orgs", alice, body.to_string()), 201)?;
+    }
+    let me = request(cp, "GET", "/v1/me", alice);
+    let mut me_many_orgs = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        me_many_orgs.push(timed(cp, &me, 200)?.1);
+    }
+    println!(
+        "  GET /v1/me with {orgs} more organizations: p50 {:.2} ms, p99 {:.2} ms ({reps} calls)",
+        1000.0 * percentile(&me_many_orgs, 50.0),
+        1000.0 * percentile(&me_many_orgs, 99.0)
+    );
+    let exports = 4;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (me_during_exports, export_rows) = std::thread::scope(|scope| -> Result<_> {
+        let workers: Vec<_> = (0..exports)
+            .map(|_| {
+                let stop = &stop;
+                scope.spawn(move || -> Result<Vec<usize>> {
+                    let mut rows = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (body, _) = get_large(cp, "/v1/tokens.csv", alice)?;
+                        // Header line excluded.
+                        rows.push(body.iter().filter(|&&b| b == b'\n').count().saturating_sub(1));
+                    }
+                    Ok(rows)
+                })
+            })
+            .collect();
+        // Let every export start before timing.
+        std::thread::sleep(Duration::from_millis(300));
+        let me = request(cp, "GET", "/v1/me", other);
+        let mut lat = Vec::with_capacity(reps);
+        let mut failed = None;
+        for _ in 0..reps {
+            match timed(cp, &me, 200) {
+                Ok((_, t)) => lat.push(t),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut rows = Vec::new();
+        for w in workers {
+            rows.extend(w.join().map_err(|_| "an export thread panicked")??);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok((lat, rows))
+    })?;
+    if let Some(short) = export_rows.iter().find(|&&r| r != expected_rows) {
+        return Err(format!(
+            "an export returned {short} rows, not {expected_rows}"
+        ));
+    }
+    println!(
+        "  GET /v1/me while {exports} CSV exports of {} rows run: p50 {:.2} ms, p99 {:.2} ms \
+         ({} exports completed meanwhile)",
+        count(expected_rows),
+        1000.0 * percentile(&me_during_exports, 50.0),
+        1000.0 * percentile(&me_during_exports, 99.0),
+        export_rows.len()
+    );
+    Ok(Scale {
+        orgs,
+        me_many_orgs,
+        exports,
+        me_during_exports,
+        export_rows,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Usage
 
@@ -1154,6 +1252,8 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     let create = measure_create(&cp, plan, &sizes).map_err(|e| format!("{e}\n{}", tail(&cp)))?;
     let rebuild = measure_rebuild(&cp, if plan.smoke { 2 } else { 20 })
         .map_err(|e| format!("{e}\n{}", tail(&cp)))?;
+    println!("cost against the size of the data:");
+    let scale = measure_scale(&cp, plan).map_err(|e| format!("{e}\n{}", tail(&cp)))?;
     println!("usage ingestion (batches of {BATCH}):");
     let usage =
         measure_usage(&cp, plan, &sizes, &seeded.ids).map_err(|e| format!("{e}\n{}", tail(&cp)))?;
@@ -1171,9 +1271,32 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     std::fs::write(&raw_path, format!("{raw:#}\n"))
         .map_err(|e| format!("writing {}: {e}", raw_path.display()))?;
     println!("  per-run figures in {}", raw_path.display());
-    Ok(report(
+    let mut section = report(
         inputs, plan, &sizes, &fs_type, &seeded, &search, &create, &rebuild, &usage,
-    ))
+    );
+    section.body.push_str(&scale_report(&scale));
+    Ok(section)
+}
+
+fn scale_report(s: &Scale) -> String {
+    let ms = |v: &[f64], p: f64| format!("{:.2}", 1000.0 * percentile(v, p));
+    format!(
+        "\n### Cost against the size of the data\n\n\
+         | measure | p50 ms | p99 ms | calls |\n|---|---:|---:|---:|\n\
+         | `GET /v1/me` with {} more organizations | {} | {} | {} |\n\
+         | `GET /v1/me` (another user) while {} CSV exports of every token run | {} | {} | {} |\n\n\
+         Every export meanwhile returned every row ({} exports, {} rows each).\n",
+        s.orgs,
+        ms(&s.me_many_orgs, 50.0),
+        ms(&s.me_many_orgs, 99.0),
+        s.me_many_orgs.len(),
+        s.exports,
+        ms(&s.me_during_exports, 50.0),
+        ms(&s.me_during_exports, 99.0),
+        s.me_during_exports.len(),
+        s.export_rows.len(),
+        s.export_rows.first().copied().map(count).unwrap_or_default(),
+    )
 }
 
 /// Every run's figures, written next to the report (`results.json`).
