@@ -165,8 +165,8 @@ pub struct Claims {
     /// Space-separated scopes; see [`scopes`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// The IP filter; empty means any address.
-    #[serde(default, with = "cidr_list")]
+    /// The IP filter; empty (left out) means any address.
+    #[serde(default, with = "cidr_list", skip_serializing_if = "Vec::is_empty")]
     pub ip_allow: Vec<Cidr>,
     /// The status-list entry (required unless the verifier is configured otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
