@@ -1,5 +1,6 @@
 //! Keys and signatures: the master key that seals org private keys, org key generation,
-//! JWKS entries, and compact-JWS signing and verification (EdDSA and ES256).
+//! JWKS entries, and JWT signing (EdDSA and ES256) with jwt-compact. Tokens are checked by
+//! core's verifier only (`auth`), never by a second implementation here.
 
 use crate::model::KeyAlg;
 use crate::service::{Error as ApiError, Result as ApiResult};
@@ -7,9 +8,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use jwt_compact::AlgorithmExt as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tessera_core::{Claims, TokenType};
 
 pub fn random_bytes<const N: usize>() -> ApiResult<[u8; N]> {
     let mut buf = [0u8; N];
@@ -170,7 +172,49 @@ pub fn generate_key(alg: KeyAlg) -> ApiResult<GeneratedKey> {
     })
 }
 
-/// Signs `claims` as a compact JWS with header `{alg, kid, typ}`.
+/// jwt-compact's signing key for `alg` from the stored 32-byte secret (Ed25519 seed or
+/// P-256 scalar), and the signature over `header.claims` as a compact JWS.
+fn jwt_compact_sign<C: serde::Serialize>(
+    alg: KeyAlg,
+    secret: &[u8],
+    header: &jwt_compact::Header,
+    claims: &C,
+) -> ApiResult<String> {
+    let claims = jwt_compact::Claims::new(claims);
+    let token = match alg {
+        KeyAlg::EdDSA => {
+            let seed: [u8; 32] = secret
+                .try_into()
+                .map_err(|_| ApiError::internal("bad Ed25519 seed"))?;
+            let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+            jwt_compact::alg::Ed25519.token(header, &claims, &sk)
+        }
+        KeyAlg::ES256 => {
+            let sk = p256::ecdsa::SigningKey::from_slice(secret)
+                .map_err(|_| ApiError::internal("bad P-256 key"))?;
+            jwt_compact::alg::Es256.token(header, &claims, &sk)
+        }
+    };
+    token.map_err(|e| ApiError::internal(format!("cannot sign a JWT: {e}")))
+}
+
+/// Signs a Tessera token: header `{alg, kid, typ}` and the shared claims type
+/// ([`tessera_core::Claims`], what core's verifier checks), with jwt-compact.
+pub fn sign_token(
+    alg: KeyAlg,
+    kid: &str,
+    secret: &[u8],
+    typ: TokenType,
+    claims: &Claims,
+) -> ApiResult<String> {
+    let header = jwt_compact::Header::empty()
+        .with_key_id(kid)
+        .with_token_type(typ.as_str());
+    jwt_compact_sign(alg, secret, &header, claims)
+}
+
+/// Signs any JSON-object `claims` (e.g. a `statuslist+jwt`) as a compact JWS with header
+/// `{alg, kid, typ}`, with jwt-compact. Tessera tokens go through [`sign_token`].
 pub fn sign_jws(
     alg: KeyAlg,
     kid: &str,
@@ -178,42 +222,26 @@ pub fn sign_jws(
     typ: &str,
     claims: &Value,
 ) -> ApiResult<String> {
-    let header = json!({"alg": alg.as_str(), "kid": kid, "typ": typ});
-    let input = format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    );
-    let sig: Vec<u8> = match alg {
-        KeyAlg::EdDSA => {
-            let seed: [u8; 32] = secret
-                .try_into()
-                .map_err(|_| ApiError::internal("bad Ed25519 seed"))?;
-            let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
-            kp.sk.sign(input.as_bytes(), None).to_vec()
-        }
-        KeyAlg::ES256 => {
-            let sk = p256::ecdsa::SigningKey::from_slice(secret)
-                .map_err(|_| ApiError::internal("bad P-256 key"))?;
-            let sig: p256::ecdsa::Signature = sk.sign(input.as_bytes());
-            sig.to_bytes().to_vec()
-        }
-    };
-    Ok(format!("{input}.{}", b64url(&sig)))
+    if !claims.is_object() {
+        return Err(ApiError::internal("JWT claims must be a JSON object"));
+    }
+    let header = jwt_compact::Header::empty()
+        .with_key_id(kid)
+        .with_token_type(typ);
+    jwt_compact_sign(alg, secret, &header, claims)
 }
 
-/// A compact JWS split and decoded, signature not yet checked.
-pub struct UntrustedJws<'a> {
+/// A compact JWS split and decoded, signature not checked: for reading a token that core's
+/// verifier has already accepted. It verifies nothing.
+pub struct UntrustedJws {
     pub header: serde_json::Map<String, Value>,
     pub claims: serde_json::Map<String, Value>,
-    signing_input: &'a str,
-    signature: Vec<u8>,
 }
 
-impl<'a> UntrustedJws<'a> {
-    pub fn parse(token: &'a str) -> Result<Self, &'static str> {
+impl UntrustedJws {
+    pub fn parse(token: &str) -> Result<Self, &'static str> {
         let mut parts = token.splitn(4, '.');
-        let (Some(h), Some(c), Some(s), None) =
+        let (Some(h), Some(c), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err("not a compact JWS");
@@ -226,53 +254,16 @@ impl<'a> UntrustedJws<'a> {
         let (Value::Object(header), Value::Object(claims)) = (header, claims) else {
             return Err("header and claims must be JSON objects");
         };
-        Ok(UntrustedJws {
-            header,
-            claims,
-            signing_input: &token[..h.len() + 1 + c.len()],
-            signature: decode(s)?,
-        })
+        Ok(UntrustedJws { header, claims })
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header.get(name).and_then(Value::as_str)
     }
 
-    /// Verifies with `jwk`, whose algorithm is pinned to `alg`: the header must agree.
-    pub fn verify(&self, alg: KeyAlg, jwk: &Value) -> Result<(), &'static str> {
-        if self.header_str("alg") != Some(alg.as_str()) {
-            return Err("alg does not match the key");
-        }
-        if self.header.contains_key("crit") {
-            return Err("crit is not supported");
-        }
-        let member = |name: &str| -> Result<Vec<u8>, &'static str> {
-            let s = jwk
-                .get(name)
-                .and_then(Value::as_str)
-                .ok_or("key member missing")?;
-            URL_SAFE_NO_PAD.decode(s).map_err(|_| "bad key member")
-        };
-        let msg = self.signing_input.as_bytes();
-        match alg {
-            KeyAlg::EdDSA => {
-                let pk =
-                    ed25519_compact::PublicKey::from_slice(&member("x")?).map_err(|_| "bad key")?;
-                let sig = ed25519_compact::Signature::from_slice(&self.signature)
-                    .map_err(|_| "bad signature")?;
-                pk.verify(msg, &sig).map_err(|_| "bad signature")
-            }
-            KeyAlg::ES256 => {
-                let mut sec1 = vec![4u8];
-                sec1.extend(member("x")?);
-                sec1.extend(member("y")?);
-                let vk =
-                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "bad key")?;
-                let sig = p256::ecdsa::Signature::from_slice(&self.signature)
-                    .map_err(|_| "bad signature")?;
-                vk.verify(msg, &sig).map_err(|_| "bad signature")
-            }
-        }
+    /// The claims as the shared Tessera type.
+    pub fn tessera_claims(&self) -> Result<Claims, serde_json::Error> {
+        serde_json::from_value(Value::Object(self.claims.clone()))
     }
 }
 
@@ -280,37 +271,100 @@ impl<'a> UntrustedJws<'a> {
 mod tests {
     use super::*;
 
+    use tessera_core::config::Config;
+    use tessera_core::token::{Status, StatusListRef};
+    use tessera_core::{Decision, Reason, Request, Verifier};
+
+    fn claims(now: i64) -> Claims {
+        Claims {
+            iss: "https://cp/v1/orgs/acme".into(),
+            sub: "usr_1".into(),
+            org: "acme".into(),
+            jti: "tok_1".into(),
+            aud: "tessera".into(),
+            iat: Some(now),
+            nbf: Some(now),
+            exp: now + 60,
+            scope: Some("read".into()),
+            ip_allow: vec![],
+            status: Some(Status {
+                status_list: StatusListRef {
+                    idx: 0,
+                    uri: "https://cp/v1/orgs/acme/status-list".into(),
+                },
+            }),
+            parent: None,
+            client_id: None,
+        }
+    }
+
+    /// Core's decision on `jwt` with the public JWK `jwk` (pinned to its `alg`).
+    fn decide(jwk: &Value, jwt: &str, now: i64) -> Decision {
+        let config = Config::builder()
+            .issuer("https://cp/v1/orgs/acme")
+            .audience("tessera")
+            .jwks(json!({ "keys": [jwk] }))
+            .status_list(
+                "https://cp/v1/orgs/acme/status-list",
+                tessera_core::StatusList::new(4),
+            )
+            .build()
+            .unwrap();
+        let headers = [("authorization".to_string(), format!("Bearer {jwt}"))];
+        let req = Request {
+            method: "GET",
+            path: "/",
+            headers: &headers,
+            source_address: None,
+        };
+        Verifier::new(config).check(&req, now as u64, None).decision
+    }
+
     #[test]
-    fn sign_and_verify_both_algorithms() {
+    fn minted_tokens_pass_cores_verifier_for_both_algorithms() {
+        let now = 1_800_000_000;
         for alg in [KeyAlg::EdDSA, KeyAlg::ES256] {
             let k = generate_key(alg).unwrap();
-            let jws = sign_jws(
+            let c = claims(now);
+            let jwt = sign_token(alg, &k.kid, &k.secret, TokenType::Api, &c).unwrap();
+            assert!(matches!(
+                decide(&k.public_jwk, &jwt, now),
+                Decision::Allow(_)
+            ));
+            let parsed = UntrustedJws::parse(&jwt).unwrap();
+            assert_eq!(parsed.header_str("kid"), Some(k.kid.as_str()));
+            assert_eq!(parsed.header_str("alg"), Some(alg.as_str()));
+            assert_eq!(parsed.header_str("typ"), Some("tessera-api+jwt"));
+            assert_eq!(parsed.tessera_claims().unwrap(), c);
+            // The token never chooses the algorithm: the other algorithm's key refuses it.
+            let other = generate_key(match alg {
+                KeyAlg::EdDSA => KeyAlg::ES256,
+                KeyAlg::ES256 => KeyAlg::EdDSA,
+            })
+            .unwrap();
+            let mut other_jwk = other.public_jwk.clone();
+            other_jwk["kid"] = json!(k.kid);
+            assert_eq!(
+                decide(&other_jwk, &jwt, now).reason(),
+                Some(Reason::AlgNotAllowed)
+            );
+            // A flipped signature bit fails.
+            let tampered = tessera_testkit::tamper_signature(&jwt);
+            assert_eq!(
+                decide(&k.public_jwk, &tampered, now).reason(),
+                Some(Reason::SignatureInvalid)
+            );
+            // Untyped claims sign the same way (the status list JWT).
+            let raw = sign_jws(
                 alg,
                 &k.kid,
                 &k.secret,
-                "tessera-api+jwt",
+                "statuslist+jwt",
                 &json!({"sub": "u"}),
-            )
-            .unwrap();
-            let parsed = UntrustedJws::parse(&jws).unwrap();
-            assert_eq!(parsed.header_str("kid"), Some(k.kid.as_str()));
-            parsed.verify(alg, &k.public_jwk).unwrap();
-            // The token never chooses the algorithm.
-            let other = if alg == KeyAlg::EdDSA {
-                KeyAlg::ES256
-            } else {
-                KeyAlg::EdDSA
-            };
-            assert!(parsed.verify(other, &k.public_jwk).is_err());
-            // A flipped signature bit fails.
-            let mut bad = jws.clone().into_bytes();
-            let last = bad.len() - 3;
-            bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-            let bad = String::from_utf8(bad).unwrap();
-            assert!(UntrustedJws::parse(&bad)
-                .unwrap()
-                .verify(alg, &k.public_jwk)
-                .is_err());
+            );
+            let raw = UntrustedJws::parse(&raw.unwrap()).unwrap();
+            assert_eq!(raw.claims.get("sub"), Some(&json!("u")));
+            assert!(sign_jws(alg, &k.kid, &k.secret, "x", &json!([1])).is_err());
         }
     }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::jwks::KeySet;
 use crate::status::StatusList;
+use crate::token::is_scope_token;
 
 /// A refused configuration: which field, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +73,7 @@ struct RawConfig {
     sync: Option<RawSync>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSync {
     #[serde(default)]
@@ -81,7 +82,7 @@ struct RawSync {
     usage: Option<RawUsage>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUsage {
     cluster: String,
@@ -123,7 +124,7 @@ struct RawRoute {
     scopes: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIdentityHeaders {
     #[serde(default)]
@@ -245,7 +246,7 @@ pub struct SyncSettings {
 }
 
 /// The validated configuration.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Allowed `iss` values.
     pub issuers: Vec<String>,
@@ -285,20 +286,7 @@ pub struct Config {
     pub sync: Option<SyncSettings>,
 }
 
-/// API token `typ`.
-pub const TYP_API_TOKEN: &str = "tessera-api+jwt";
-/// Exchanged access token `typ` (RFC 9068).
-pub const TYP_ACCESS_TOKEN: &str = "at+jwt";
-
-/// Normalises a `typ` value as RFC 7515 §4.1.9 suggests: case-insensitive, and an
-/// `application/` prefix may be omitted.
-pub fn normalise_typ(t: &str) -> String {
-    let lower = t.trim().to_ascii_lowercase();
-    match lower.strip_prefix("application/") {
-        Some(rest) => rest.to_string(),
-        None => lower,
-    }
-}
+pub use crate::token::{normalise_typ, TYP_ACCESS_TOKEN, TYP_API_TOKEN};
 
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
@@ -355,13 +343,6 @@ fn bounded(
     Ok(v)
 }
 
-fn is_scope_token(s: &str) -> bool {
-    // RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-}
-
 impl Config {
     /// Parses and validates a configuration document.
     pub fn from_json(json: &str) -> Result<Config, ConfigError> {
@@ -383,14 +364,383 @@ impl Config {
             // serde_json messages end with "at line X column Y"; keep them, they help.
             ConfigError::new(field, inner)
         })?;
-        Config::from_raw(raw)
+        ConfigBuilder::from_raw(raw).build()
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        non_empty_strings("issuers", &raw.issuers)?;
-        non_empty_strings("audiences", &raw.audiences)?;
-        let keys = match (&raw.jwks, &raw.sync) {
-            (Some(j), _) => KeySet::from_jwks(j, "jwks")?,
+    /// A builder for a configuration assembled in code (the control plane's API verifier),
+    /// validated exactly as [`Config::from_json`] validates a document: the same checks,
+    /// the same field names (`issuers[0]`, `status.lists[1].uri`, ...) and messages.
+    ///
+    /// ```
+    /// use tessera_core::config::{ClientIpSource, Config, FailPolicy};
+    /// use tessera_core::{StatusList, TokenStatus, TokenType, Verifier};
+    ///
+    /// # let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1",
+    /// #     "alg": "EdDSA", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]});
+    /// let keys = tessera_core::jwks::KeySet::from_jwks(&jwks, "jwks")?;
+    /// let mut list = StatusList::new(16);
+    /// list.set(3, TokenStatus::Revoked);
+    /// let config = Config::builder()
+    ///     .issuer("https://cp.example/v1/orgs/acme")
+    ///     .audience("tessera")
+    ///     .keys(keys)
+    ///     .token_types([TokenType::Api, TokenType::Access])
+    ///     .clock_skew_secs(60)
+    ///     .client_ip(ClientIpSource::Peer)
+    ///     .fail_policy(FailPolicy::Closed)
+    ///     .status_list("https://cp.example/v1/orgs/acme/status-list", list)
+    ///     .cache_size(0)
+    ///     .realm("tessera")
+    ///     .build()?;
+    /// let verifier = Verifier::new(config);
+    /// # assert_eq!(verifier.config().issuers.len(), 1);
+    /// # Ok::<(), tessera_core::ConfigError>(())
+    /// ```
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+}
+
+/// Keys given to the builder: a JWKS document to parse at `build`, or a parsed key set.
+#[derive(Clone, Debug)]
+enum KeysInput {
+    Jwks(serde_json::Value),
+    Set(KeySet),
+}
+
+#[derive(Clone, Debug)]
+struct DraftSource {
+    header: String,
+    schemes: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+struct DraftRoute {
+    path_prefix: String,
+    methods: Option<Vec<String>>,
+    scopes: Vec<String>,
+}
+
+/// Builds a [`Config`] in code; see [`Config::builder`]. Every setter has the default of the
+/// document's field when it is not called. A value a document could not express typed
+/// (an unknown `fail_policy` text, a bad `lst`) is kept as the error it is, and reported
+/// by [`ConfigBuilder::build`] at the point a document's validation would report it.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigBuilder {
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    keys: Option<KeysInput>,
+    token_types: Option<Vec<String>>,
+    token_sources: Option<Vec<DraftSource>>,
+    max_token_bytes: Option<u64>,
+    clock_skew_secs: Option<u64>,
+    max_lifetime_secs: Option<u64>,
+    client_ip: Option<Result<ClientIpSource, ConfigError>>,
+    routes: Vec<DraftRoute>,
+    identity_headers: Option<RawIdentityHeaders>,
+    forward_token: Option<bool>,
+    cache_size: Option<u64>,
+    status_required: Option<bool>,
+    fail_policy: Option<Result<FailPolicy, ConfigError>>,
+    status_lists: Vec<(String, Result<StatusList, ConfigError>)>,
+    realm: Option<String>,
+    sync: Option<RawSync>,
+}
+
+impl ConfigBuilder {
+    /// An empty builder (the same as [`Config::builder`]).
+    pub fn new() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// Adds an allowed `iss`.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Replaces the allowed `iss` values.
+    pub fn issuers<S: Into<String>>(mut self, issuers: impl IntoIterator<Item = S>) -> Self {
+        self.issuers = issuers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds an accepted audience.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Replaces the accepted audiences.
+    pub fn audiences<S: Into<String>>(mut self, audiences: impl IntoIterator<Item = S>) -> Self {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The verification keys, already parsed (`jwks` in a document). Must not be empty
+    /// unless keys come from `sync`.
+    pub fn keys(mut self, keys: KeySet) -> Self {
+        self.keys = Some(KeysInput::Set(keys));
+        self
+    }
+
+    /// The verification keys as a JWKS document, parsed and checked by `build` (errors
+    /// name `jwks.keys[i]...`).
+    pub fn jwks(mut self, jwks: serde_json::Value) -> Self {
+        self.keys = Some(KeysInput::Jwks(jwks));
+        self
+    }
+
+    /// The accepted header `typ` values (default: both Tessera types); normalised.
+    pub fn token_types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
+        self.token_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Where tokens are taken from, in order (default: `Authorization: Bearer|Token`).
+    /// A source with no schemes takes the whole header value.
+    pub fn token_sources(mut self, sources: impl IntoIterator<Item = TokenSource>) -> Self {
+        self.token_sources = Some(
+            sources
+                .into_iter()
+                .map(|s| DraftSource {
+                    header: s.header,
+                    schemes: (!s.schemes.is_empty()).then_some(s.schemes),
+                })
+                .collect(),
+        );
+        self
+    }
+
+    /// Longest accepted token, 1..=65536 bytes (default 8192).
+    pub fn max_token_bytes(mut self, bytes: u64) -> Self {
+        self.max_token_bytes = Some(bytes);
+        self
+    }
+
+    /// Clock skew, 0..=600 seconds (default 60).
+    pub fn clock_skew_secs(mut self, secs: u64) -> Self {
+        self.clock_skew_secs = Some(secs);
+        self
+    }
+
+    /// Longest accepted `exp - iat`, up to ten years (default 400 days).
+    pub fn max_lifetime_secs(mut self, secs: u64) -> Self {
+        self.max_lifetime_secs = Some(secs);
+        self
+    }
+
+    /// Where the client address comes from (default: the peer). `trusted_hops` must be
+    /// 1..=16.
+    pub fn client_ip(mut self, source: ClientIpSource) -> Self {
+        self.client_ip = Some(Ok(source));
+        self
+    }
+
+    /// Adds a scope rule. Its methods are upper-case (none: any method), its scopes RFC 6749
+    /// scope-tokens; a trailing `/` of the prefix is dropped.
+    pub fn route(mut self, rule: RouteRule) -> Self {
+        self.routes.push(DraftRoute {
+            path_prefix: rule.path_prefix,
+            methods: (!rule.methods.is_empty()).then_some(rule.methods),
+            scopes: rule.scopes,
+        });
+        self
+    }
+
+    /// Replaces the scope rules.
+    pub fn routes(mut self, rules: impl IntoIterator<Item = RouteRule>) -> Self {
+        self.routes.clear();
+        rules.into_iter().fold(self, ConfigBuilder::route)
+    }
+
+    /// The identity header names (default: `x-tessera-user`, `-org`, `-token-id`, `-scopes`).
+    pub fn identity_headers(mut self, headers: IdentityHeaders) -> Self {
+        self.identity_headers = Some(RawIdentityHeaders {
+            user: Some(headers.user),
+            org: Some(headers.org),
+            token_id: Some(headers.token_id),
+            scopes: Some(headers.scopes),
+        });
+        self
+    }
+
+    /// Whether the token header is forwarded upstream (default true).
+    pub fn forward_token(mut self, forward: bool) -> Self {
+        self.forward_token = Some(forward);
+        self
+    }
+
+    /// Verified-token cache capacity, 0..=1,000,000 (default 1024).
+    pub fn cache_size(mut self, entries: u64) -> Self {
+        self.cache_size = Some(entries);
+        self
+    }
+
+    /// Whether tokens must carry a `status` claim (default true).
+    pub fn status_required(mut self, required: bool) -> Self {
+        self.status_required = Some(required);
+        self
+    }
+
+    /// What an unknown status means (default [`FailPolicy::Closed`]).
+    pub fn fail_policy(mut self, policy: FailPolicy) -> Self {
+        self.fail_policy = Some(Ok(policy));
+        self
+    }
+
+    /// Adds the status list published at `uri` (each uri once).
+    pub fn status_list(mut self, uri: impl Into<String>, list: StatusList) -> Self {
+        self.status_lists.push((uri.into(), Ok(list)));
+        self
+    }
+
+    /// Replaces the status lists.
+    pub fn status_lists<S: Into<String>>(
+        mut self,
+        lists: impl IntoIterator<Item = (S, StatusList)>,
+    ) -> Self {
+        self.status_lists = lists
+            .into_iter()
+            .map(|(uri, list)| (uri.into(), Ok(list)))
+            .collect();
+        self
+    }
+
+    /// The `WWW-Authenticate` realm (default `tessera`).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// Live sync: keys and status lists arrive later through the host (then keys may be
+    /// left out).
+    pub fn sync(mut self, sync: SyncSettings) -> Self {
+        self.sync = Some(RawSync {
+            max_staleness_secs: Some(sync.max_staleness_secs),
+            usage: sync.usage.map(|u| RawUsage {
+                cluster: u.cluster,
+                authority: Some(u.authority),
+                path: Some(u.path),
+                credential: u.credential,
+                flush_interval_ms: Some(u.flush_interval_ms),
+                max_batch: Some(u.max_batch as u64),
+                max_buffer: Some(u.max_buffer as u64),
+            }),
+        });
+        self
+    }
+
+    /// A document's fields, with what only text can get wrong turned into errors kept for
+    /// `build` to report in order.
+    fn from_raw(raw: RawConfig) -> ConfigBuilder {
+        let client_ip = raw.client_ip.map(|c| match c.source.as_str() {
+            "peer" => match c.trusted_hops {
+                Some(_) => Err(ConfigError::new(
+                    "client_ip.trusted_hops",
+                    "only applies to source \"x_forwarded_for\"",
+                )),
+                None => Ok(ClientIpSource::Peer),
+            },
+            "x_forwarded_for" => match c.trusted_hops {
+                // Range-checked here, before the conversion could truncate (wasm32).
+                Some(h) if (1..=16).contains(&h) => Ok(ClientIpSource::XForwardedFor {
+                    trusted_hops: h as usize,
+                }),
+                Some(h) => Err(ConfigError::new(
+                    "client_ip.trusted_hops",
+                    format!("{h} is out of range 1..=16"),
+                )),
+                None => Err(ConfigError::new(
+                    "client_ip.trusted_hops",
+                    "required for source \"x_forwarded_for\"",
+                )),
+            },
+            other => Err(ConfigError::new(
+                "client_ip.source",
+                format!("{other:?} is not one of \"peer\", \"x_forwarded_for\""),
+            )),
+        });
+        let (status_required, fail_policy, status_lists) = match raw.status {
+            None => (None, None, Vec::new()),
+            Some(s) => {
+                let policy = match s.fail_policy.as_deref() {
+                    None => None,
+                    Some("closed") => Some(Ok(FailPolicy::Closed)),
+                    Some("open") => Some(Ok(FailPolicy::Open)),
+                    Some(other) => Some(Err(ConfigError::new(
+                        "status.fail_policy",
+                        format!("{other:?} is not one of \"closed\", \"open\""),
+                    ))),
+                };
+                let lists = s
+                    .lists
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        let list = if l.bits != 2 {
+                            Err(ConfigError::new(
+                                format!("status.lists[{i}].bits"),
+                                format!("{} is not supported (only 2)", l.bits),
+                            ))
+                        } else {
+                            StatusList::from_lst(&l.lst).map_err(|e| {
+                                ConfigError::new(format!("status.lists[{i}].lst"), e.to_string())
+                            })
+                        };
+                        (l.uri, list)
+                    })
+                    .collect();
+                (s.required, policy, lists)
+            }
+        };
+        ConfigBuilder {
+            issuers: raw.issuers,
+            audiences: raw.audiences,
+            keys: raw.jwks.map(KeysInput::Jwks),
+            token_types: raw.token_types,
+            token_sources: raw.token_sources.map(|list| {
+                list.into_iter()
+                    .map(|s| DraftSource {
+                        header: s.header,
+                        schemes: s.schemes,
+                    })
+                    .collect()
+            }),
+            max_token_bytes: raw.max_token_bytes,
+            clock_skew_secs: raw.clock_skew_secs,
+            max_lifetime_secs: raw.max_lifetime_secs,
+            client_ip,
+            routes: raw
+                .routes
+                .into_iter()
+                .map(|r| DraftRoute {
+                    path_prefix: r.path_prefix,
+                    methods: r.methods,
+                    scopes: r.scopes,
+                })
+                .collect(),
+            identity_headers: raw.identity_headers,
+            forward_token: raw.forward_token,
+            cache_size: raw.cache_size,
+            status_required,
+            fail_policy,
+            status_lists,
+            realm: raw.realm,
+            sync: raw.sync,
+        }
+    }
+
+    /// Validates and compiles the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        non_empty_strings("issuers", &self.issuers)?;
+        non_empty_strings("audiences", &self.audiences)?;
+        let keys = match (self.keys, &self.sync) {
+            (Some(KeysInput::Jwks(j)), _) => KeySet::from_jwks(&j, "jwks")?,
+            (Some(KeysInput::Set(k)), _) if k.is_empty() => {
+                return Err(ConfigError::new("jwks.keys", "must not be empty"))
+            }
+            (Some(KeysInput::Set(k)), _) => k,
             (None, Some(_)) => KeySet::default(),
             (None, None) => {
                 return Err(ConfigError::new(
@@ -400,7 +750,7 @@ impl Config {
             }
         };
 
-        let token_types = match raw.token_types {
+        let token_types = match self.token_types {
             Some(t) => {
                 non_empty_strings("token_types", &t)?;
                 t.iter().map(|s| normalise_typ(s)).collect()
@@ -408,7 +758,7 @@ impl Config {
             None => vec![TYP_API_TOKEN.to_string(), TYP_ACCESS_TOKEN.to_string()],
         };
 
-        let token_sources = match raw.token_sources {
+        let token_sources = match self.token_sources {
             None => vec![TokenSource {
                 header: "authorization".into(),
                 schemes: vec!["bearer".into(), "token".into()],
@@ -449,57 +799,33 @@ impl Config {
             }
         };
 
-        let max_token_bytes = bounded("max_token_bytes", raw.max_token_bytes, 8192, 1, 65536)?;
-        let clock_skew_secs = bounded("clock_skew_secs", raw.clock_skew_secs, 60, 0, 600)?;
+        let max_token_bytes = bounded("max_token_bytes", self.max_token_bytes, 8192, 1, 65536)?;
+        let clock_skew_secs = bounded("clock_skew_secs", self.clock_skew_secs, 60, 0, 600)?;
         let max_lifetime_secs = bounded(
             "max_lifetime_secs",
-            raw.max_lifetime_secs,
+            self.max_lifetime_secs,
             400 * 86400,
             1,
             10 * 366 * 86400,
         )?;
 
-        let client_ip = match raw.client_ip {
+        let client_ip = match self.client_ip {
             None => ClientIpSource::Peer,
-            Some(c) => match c.source.as_str() {
-                "peer" => {
-                    if c.trusted_hops.is_some() {
-                        return Err(ConfigError::new(
-                            "client_ip.trusted_hops",
-                            "only applies to source \"x_forwarded_for\"",
-                        ));
-                    }
-                    ClientIpSource::Peer
-                }
-                "x_forwarded_for" => {
-                    let hops = match c.trusted_hops {
-                        Some(h) if (1..=16).contains(&h) => h as usize,
-                        Some(h) => {
-                            return Err(ConfigError::new(
-                                "client_ip.trusted_hops",
-                                format!("{h} is out of range 1..=16"),
-                            ))
-                        }
-                        None => {
-                            return Err(ConfigError::new(
-                                "client_ip.trusted_hops",
-                                "required for source \"x_forwarded_for\"",
-                            ))
-                        }
-                    };
-                    ClientIpSource::XForwardedFor { trusted_hops: hops }
-                }
-                other => {
+            Some(c) => match c? {
+                ClientIpSource::XForwardedFor { trusted_hops }
+                    if !(1..=16).contains(&trusted_hops) =>
+                {
                     return Err(ConfigError::new(
-                        "client_ip.source",
-                        format!("{other:?} is not one of \"peer\", \"x_forwarded_for\""),
+                        "client_ip.trusted_hops",
+                        format!("{trusted_hops} is out of range 1..=16"),
                     ))
                 }
+                source => source,
             },
         };
 
-        let mut routes = Vec::with_capacity(raw.routes.len());
-        for (i, r) in raw.routes.into_iter().enumerate() {
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, r) in self.routes.into_iter().enumerate() {
             if !r.path_prefix.starts_with('/') {
                 return Err(ConfigError::new(
                     format!("routes[{i}].path_prefix"),
@@ -555,7 +881,7 @@ impl Config {
         }
 
         let identity_headers = {
-            let h = raw.identity_headers.unwrap_or(RawIdentityHeaders {
+            let h = self.identity_headers.unwrap_or(RawIdentityHeaders {
                 user: None,
                 org: None,
                 token_id: None,
@@ -597,51 +923,32 @@ impl Config {
             ih
         };
 
-        let cache_size = bounded("cache_size", raw.cache_size, 1024, 0, 1_000_000)? as usize;
+        let cache_size = bounded("cache_size", self.cache_size, 1024, 0, 1_000_000)? as usize;
 
-        let (status_required, fail_policy, status_lists) = match raw.status {
-            None => (true, FailPolicy::Closed, Vec::new()),
-            Some(s) => {
-                let policy = match s.fail_policy.as_deref() {
-                    None | Some("closed") => FailPolicy::Closed,
-                    Some("open") => FailPolicy::Open,
-                    Some(other) => {
-                        return Err(ConfigError::new(
-                            "status.fail_policy",
-                            format!("{other:?} is not one of \"closed\", \"open\""),
-                        ))
-                    }
-                };
-                let mut lists: Vec<(String, StatusList)> = Vec::new();
-                for (i, l) in s.lists.into_iter().enumerate() {
-                    if l.uri.is_empty() {
-                        return Err(ConfigError::new(
-                            format!("status.lists[{i}].uri"),
-                            "must not be empty",
-                        ));
-                    }
-                    if lists.iter().any(|(u, _)| *u == l.uri) {
-                        return Err(ConfigError::new(
-                            format!("status.lists[{i}].uri"),
-                            format!("{:?} appears twice", l.uri),
-                        ));
-                    }
-                    if l.bits != 2 {
-                        return Err(ConfigError::new(
-                            format!("status.lists[{i}].bits"),
-                            format!("{} is not supported (only 2)", l.bits),
-                        ));
-                    }
-                    let list = StatusList::from_lst(&l.lst).map_err(|e| {
-                        ConfigError::new(format!("status.lists[{i}].lst"), e.to_string())
-                    })?;
-                    lists.push((l.uri, list));
-                }
-                (s.required.unwrap_or(true), policy, lists)
-            }
+        let fail_policy = match self.fail_policy {
+            None => FailPolicy::Closed,
+            Some(p) => p?,
         };
+        let mut status_lists: Vec<(String, StatusList)> =
+            Vec::with_capacity(self.status_lists.len());
+        for (i, (uri, list)) in self.status_lists.into_iter().enumerate() {
+            if uri.is_empty() {
+                return Err(ConfigError::new(
+                    format!("status.lists[{i}].uri"),
+                    "must not be empty",
+                ));
+            }
+            if status_lists.iter().any(|(u, _)| *u == uri) {
+                return Err(ConfigError::new(
+                    format!("status.lists[{i}].uri"),
+                    format!("{uri:?} appears twice"),
+                ));
+            }
+            status_lists.push((uri, list?));
+        }
+        let status_required = self.status_required.unwrap_or(true);
 
-        let realm = raw.realm.unwrap_or_else(|| "tessera".into());
+        let realm = self.realm.unwrap_or_else(|| "tessera".into());
         if realm.is_empty()
             || realm
                 .chars()
@@ -653,7 +960,7 @@ impl Config {
             ));
         }
 
-        let sync = match raw.sync {
+        let sync = match self.sync {
             None => None,
             Some(s) => {
                 let max_staleness_secs = bounded(
@@ -714,8 +1021,8 @@ impl Config {
         };
 
         Ok(Config {
-            issuers: raw.issuers,
-            audiences: raw.audiences,
+            issuers: self.issuers,
+            audiences: self.audiences,
             keys,
             token_types,
             token_sources,
@@ -725,7 +1032,7 @@ impl Config {
             client_ip,
             routes,
             identity_headers,
-            forward_token: raw.forward_token.unwrap_or(true),
+            forward_token: self.forward_token.unwrap_or(true),
             cache_size,
             status_required,
             fail_policy,
@@ -903,5 +1210,158 @@ mod tests {
         );
         let c = Config::from_json(&json).unwrap();
         assert_eq!(c.routes[0].path_prefix, "/admin");
+    }
+
+    #[test]
+    fn the_builder_validates_like_a_document() {
+        let key = TestKey::generate(Alg::EdDSA, "k1");
+        let jwks = tessera_testkit::jwks(&[&key]);
+        let keys = KeySet::from_jwks(&jwks, "jwks").unwrap();
+        let lst = tessera_testkit::status_list_lst(&[0, 1, 2]);
+        let list = StatusList::from_lst(&lst).unwrap();
+        let ok = || {
+            Config::builder()
+                .issuer("https://iss")
+                .audience("tessera")
+                .keys(keys.clone())
+        };
+        let doc = |extra: serde_json::Value| {
+            let mut v = json!({"issuers": ["https://iss"], "audiences": ["tessera"], "jwks": jwks});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v.to_string()
+        };
+        let route = |prefix: &str, methods: &[&str], scopes: &[&str]| RouteRule {
+            path_prefix: prefix.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            scopes: scopes.iter().map(|m| m.to_string()).collect(),
+        };
+        let cases: Vec<(ConfigBuilder, String)> = vec![
+            (ok(), doc(json!({}))),
+            (
+                Config::builder().audience("tessera").keys(keys.clone()),
+                json!({"issuers": [], "audiences": ["tessera"], "jwks": jwks}).to_string(),
+            ),
+            (ok().issuer(" "), doc(json!({"issuers": ["https://iss", " "]}))),
+            (
+                Config::builder().issuer("https://iss").audience("tessera"),
+                json!({"issuers": ["https://iss"], "audiences": ["tessera"]}).to_string(),
+            ),
+            (
+                ok().keys(KeySet::default()),
+                doc(json!({"jwks": {"keys": []}})),
+            ),
+            (
+                ok().jwks(json!({"keys": [{"kty": "OKP"}]})),
+                doc(json!({"jwks": {"keys": [{"kty": "OKP"}]}})),
+            ),
+            (ok().token_types(["JWT", ""]), doc(json!({"token_types": ["JWT", ""]}))),
+            (
+                ok().token_types([crate::TokenType::Access]),
+                doc(json!({"token_types": ["application/AT+JWT"]})),
+            ),
+            (
+                ok().token_sources([TokenSource {
+                    header: "x-token".into(),
+                    schemes: vec![],
+                }]),
+                doc(json!({"token_sources": [{"header": "X-Token"}]})),
+            ),
+            (
+                ok().token_sources([TokenSource {
+                    header: "x-token".into(),
+                    schemes: vec!["bad scheme".into()],
+                }]),
+                doc(json!({"token_sources": [{"header": "x-token", "schemes": ["bad scheme"]}]})),
+            ),
+            (ok().max_token_bytes(0), doc(json!({"max_token_bytes": 0}))),
+            (ok().clock_skew_secs(601), doc(json!({"clock_skew_secs": 601}))),
+            (ok().max_lifetime_secs(30), doc(json!({"max_lifetime_secs": 30}))),
+            (
+                ok().client_ip(ClientIpSource::XForwardedFor { trusted_hops: 17 }),
+                doc(json!({"client_ip": {"source": "x_forwarded_for", "trusted_hops": 17}})),
+            ),
+            (
+                ok().client_ip(ClientIpSource::XForwardedFor { trusted_hops: 2 }),
+                doc(json!({"client_ip": {"source": "x_forwarded_for", "trusted_hops": 2}})),
+            ),
+            (
+                ok().route(route("/admin/", &["GET"], &["admin"])),
+                doc(json!({"routes": [{"path_prefix": "/admin/", "methods": ["GET"], "scopes": ["admin"]}]})),
+            ),
+            (
+                ok().route(route("/a", &[], &["a b"])),
+                doc(json!({"routes": [{"path_prefix": "/a", "scopes": ["a b"]}]})),
+            ),
+            (
+                ok().route(route("/a", &["get"], &[])),
+                doc(json!({"routes": [{"path_prefix": "/a", "methods": ["get"], "scopes": []}]})),
+            ),
+            (
+                ok().identity_headers(IdentityHeaders {
+                    user: "x-u".into(),
+                    org: "x-o".into(),
+                    token_id: "x-u".into(),
+                    scopes: "x-s".into(),
+                }),
+                doc(json!({"identity_headers": {"user": "x-u", "org": "x-o", "token_id": "x-u", "scopes": "x-s"}})),
+            ),
+            (ok().cache_size(2_000_000), doc(json!({"cache_size": 2_000_000}))),
+            (
+                ok().fail_policy(FailPolicy::Open)
+                    .status_required(false)
+                    .status_list("https://cp/l1", list.clone()),
+                doc(json!({"status": {"fail_policy": "open", "required": false,
+                    "lists": [{"uri": "https://cp/l1", "bits": 2, "lst": lst}]}})),
+            ),
+            (
+                ok().status_list("u", list.clone()).status_list("u", list.clone()),
+                doc(json!({"status": {"lists": [{"uri": "u", "bits": 2, "lst": lst}, {"uri": "u", "bits": 2, "lst": lst}]}})),
+            ),
+            (
+                ok().status_list("", list.clone()),
+                doc(json!({"status": {"lists": [{"uri": "", "bits": 2, "lst": lst}]}})),
+            ),
+            (ok().realm("a\"b"), doc(json!({"realm": "a\"b"}))),
+            (
+                Config::builder().issuer("https://iss").audience("tessera").sync(SyncSettings {
+                    max_staleness_secs: 0,
+                    usage: None,
+                }),
+                json!({"issuers": ["https://iss"], "audiences": ["tessera"], "sync": {"max_staleness_secs": 0}}).to_string(),
+            ),
+            (
+                Config::builder().issuer("https://iss").audience("tessera").sync(SyncSettings {
+                    max_staleness_secs: 30,
+                    usage: Some(UsageSettings {
+                        cluster: "cp".into(),
+                        authority: "cp.example".into(),
+                        path: "/v1/usage".into(),
+                        credential: "tse_1".into(),
+                        flush_interval_ms: 500,
+                        max_batch: 10,
+                        max_buffer: 100,
+                    }),
+                }),
+                json!({"issuers": ["https://iss"], "audiences": ["tessera"], "sync": {"max_staleness_secs": 30,
+                    "usage": {"cluster": "cp", "authority": "cp.example", "credential": "tse_1",
+                        "flush_interval_ms": 500, "max_batch": 10, "max_buffer": 100}}}).to_string(),
+            ),
+        ];
+        let mut refused = 0;
+        for (builder, json) in cases {
+            let built = builder.build();
+            let parsed = Config::from_json(&json);
+            match (&built, &parsed) {
+                (Ok(b), Ok(p)) => assert_eq!(format!("{b:?}"), format!("{p:?}"), "{json}"),
+                (Err(b), Err(p)) => {
+                    refused += 1;
+                    assert_eq!(b, p, "{json}");
+                }
+                _ => panic!("builder {built:?} vs document {parsed:?} for {json}"),
+            }
+        }
+        assert!(refused >= 15, "{refused}");
     }
 }

@@ -1,65 +1,160 @@
 //! CIDR matching and client-address resolution for the token's IP filter.
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 
 use crate::config::ClientIpSource;
 
-/// An address block, IPv4 or IPv6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An address block, IPv4 or IPv6, normalised: host bits below the prefix are cleared when
+/// parsed, so `10.0.0.1/8` is the block `10.0.0.0/8` (which is what it matches anyway).
+/// [`fmt::Display`] writes that normalised form, with a single host (a full-length prefix)
+/// as a bare address: `10.0.0.0/8`, `2001:db8::/32`, `127.0.0.1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cidr {
     addr: IpAddr,
     prefix: u8,
 }
 
+/// Why a text is not a [`Cidr`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CidrError {
+    /// The address part is not an IPv4 or IPv6 address.
+    Address,
+    /// The prefix length is not a decimal number (without sign or leading zero) within the
+    /// address family's bits.
+    Prefix {
+        /// 32 or 128.
+        max: u8,
+    },
+}
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrError::Address => f.write_str("is not an IP address or CIDR"),
+            CidrError::Prefix { max } => write!(f, "prefix length must be 0..={max}"),
+        }
+    }
+}
+
+impl std::error::Error for CidrError {}
+
 impl Cidr {
-    /// Parses `a.b.c.d/n`, `v6::/n`, or a bare address (a single host).
+    /// Parses `a.b.c.d/n`, `v6::/n`, or a bare address (a single host), ignoring
+    /// surrounding whitespace, as the verifier reads `ip_allow`.
     pub fn parse(s: &str) -> Option<Cidr> {
-        let s = s.trim();
+        Cidr::parse_strict(s.trim()).ok()
+    }
+
+    /// As [`Cidr::parse`], without trimming, saying what is wrong (also [`str::parse`]).
+    pub fn parse_strict(s: &str) -> Result<Cidr, CidrError> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => {
+                let addr = a.parse::<IpAddr>().map_err(|_| CidrError::Address)?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
                 // Leading zeros and signs are refused so that "/08" cannot mean two things.
-                if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
+                if p.is_empty()
+                    || p.len() > 3
+                    || !p.bytes().all(|b| b.is_ascii_digit())
+                    || (p.len() > 1 && p.starts_with('0'))
+                {
+                    return Err(CidrError::Prefix { max });
                 }
-                if p.len() > 1 && p.starts_with('0') {
-                    return None;
-                }
-                (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?)
+                let prefix = p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| *n <= max)
+                    .ok_or(CidrError::Prefix { max })?;
+                (addr, prefix)
             }
             None => {
-                let a = s.parse::<IpAddr>().ok()?;
+                let a = s.parse::<IpAddr>().map_err(|_| CidrError::Address)?;
                 (a, if a.is_ipv4() { 32 } else { 128 })
             }
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return None;
-        }
-        Some(Cidr { addr, prefix })
+        Ok(Cidr {
+            addr: network(addr, prefix),
+            prefix,
+        })
     }
 
-    /// Whether `ip` lies inside this block. IPv4-mapped IPv6 addresses are compared as IPv4.
+    /// The block's first address (host bits cleared).
+    pub fn address(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` lies inside this block. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`)
+    /// are the IPv4 addresses they map, on either side.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (canonical(self.addr), ip) {
+        let v6 = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.prefix.min(32)))
-                };
+                let mask = v4_mask(self.prefix);
                 (u32::from(net) & mask) == (u32::from(a) & mask)
             }
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.prefix))
-                };
-                (u128::from(net) & mask) == (u128::from(a) & mask)
+            (IpAddr::V6(net), a) => {
+                // An IPv4 client only lies inside the IPv4-mapped part of IPv6.
+                let mapped_net = self.prefix >= 96 && net.to_ipv4_mapped().is_some();
+                if a.is_ipv4() && !mapped_net {
+                    return false;
+                }
+                let mask = v6_mask(self.prefix);
+                (v6(self.addr) & mask) == (v6(a) & mask)
             }
-            _ => false,
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
+    }
+}
+
+fn v4_mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+fn v6_mask(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix.min(128)))
+    }
+}
+
+/// `ip` with the bits below `prefix` cleared.
+fn network(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & v4_mask(prefix))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & v6_mask(prefix))),
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix == full {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        Cidr::parse_strict(s)
     }
 }
 
@@ -129,11 +224,43 @@ mod tests {
             ("2001:db8::/32", "2001:db9::1", false),
             ("192.0.2.0/24", "::ffff:192.0.2.7", true),
             ("192.0.2.0/25", "192.0.2.128", false),
+            ("::ffff:192.0.2.0/120", "192.0.2.77", true),
+            ("::ffff:192.0.2.0/120", "192.0.3.1", false),
+            ("::ffff:192.0.2.9", "::ffff:192.0.2.9", true),
+            ("::ffff:192.0.2.9", "192.0.2.9", true),
+            ("10.0.0.1/8", "10.200.0.1", true),
+            ("::/0", "10.0.0.1", false),
         ];
         for (cidr, ip, want) in cases {
             let c = Cidr::parse(cidr).unwrap_or_else(|| panic!("parse {cidr}"));
             assert_eq!(c.contains(ip.parse().unwrap()), *want, "{cidr} ∋ {ip}");
         }
+    }
+
+    #[test]
+    fn normalised_form() {
+        let cases = [
+            ("10.0.0.1/8", "10.0.0.0/8"),
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("127.0.0.1/32", "127.0.0.1"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("2001:db8::1/32", "2001:db8::/32"),
+            ("::1/128", "::1"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("192.0.2.255/0", "0.0.0.0/0"),
+        ];
+        for (input, shown) in cases {
+            let c: Cidr = input.parse().unwrap();
+            assert_eq!(c.to_string(), shown, "{input}");
+            assert_eq!(shown.parse::<Cidr>(), Ok(c), "{input} round trip");
+        }
+        assert_eq!(" 10.0.0.0/8".parse::<Cidr>(), Err(CidrError::Address));
+        assert_eq!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::Prefix { max: 32 })
+        );
+        assert_eq!("::/08".parse::<Cidr>(), Err(CidrError::Prefix { max: 128 }));
+        assert_eq!(Cidr::parse(" 10.0.0.0/8 ").map(|c| c.prefix()), Some(8));
     }
 
     #[test]

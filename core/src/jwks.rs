@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::config::ConfigError;
 
-/// The algorithms a key can be pinned to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The algorithms a key can be pinned to; serialised as the JOSE `alg` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum KeyAlg {
     /// Ed25519 (RFC 8037).
     EdDSA,

@@ -18,6 +18,7 @@ pub mod ip;
 pub mod jwks;
 pub mod routes;
 pub mod status;
+pub mod token;
 pub mod verify;
 
 use std::rc::Rc;
@@ -26,6 +27,7 @@ pub use cache::TokenCache;
 pub use config::{Config, ConfigError, FailPolicy};
 pub use decision::{Decision, Deny, Identity, Reason};
 pub use status::{StatusList, TokenStatus};
+pub use token::{Claims, TokenType, TYP_ACCESS_TOKEN, TYP_API_TOKEN};
 pub use verify::VerifiedToken;
 
 /// What the verifier needs to know about one request.
@@ -114,8 +116,9 @@ pub struct SignatureRequest {
     parsed: verify::Parsed,
 }
 
-/// A configured verifier.
-#[derive(Debug)]
+/// A configured verifier. Cloning copies its keys and status lists (for copy-on-write
+/// updates behind an `Arc`).
+#[derive(Clone, Debug)]
 pub struct Verifier {
     config: Config,
     /// Keys from the configuration document, kept apart so synced keys can be replaced.
@@ -167,6 +170,49 @@ impl Verifier {
         match self.config.status_lists.iter_mut().find(|(u, _)| u == uri) {
             Some((_, l)) => *l = list,
             None => self.config.status_lists.push((uri.to_string(), list)),
+        }
+    }
+
+    /// Removes the status list published at `uri`; whether there was one. Tokens pointing
+    /// to it then have an unknown status (the fail policy decides).
+    pub fn remove_status_list(&mut self, uri: &str) -> bool {
+        let before = self.config.status_lists.len();
+        self.config.status_lists.retain(|(u, _)| u != uri);
+        self.config.status_lists.len() != before
+    }
+
+    /// Sets one entry of the status list at `uri` in place (no re-encoding), growing the
+    /// list to cover `idx`. Returns false, changing nothing, when there is no list at `uri`
+    /// (add it with [`Verifier::set_status_list`]).
+    pub fn set_status(&mut self, uri: &str, idx: usize, status: TokenStatus) -> bool {
+        match self.config.status_lists.iter_mut().find(|(u, _)| u == uri) {
+            Some((_, list)) => {
+                list.set(idx, status);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replaces every key, configured and synced, with `keys`. An empty set makes every
+    /// token `keys_unavailable`.
+    pub fn set_keys(&mut self, keys: jwks::KeySet) {
+        self.inline_keys = keys.clone();
+        self.config.keys = keys;
+    }
+
+    /// Adds an allowed issuer (an org created after the verifier was built); no-op if it
+    /// is there.
+    pub fn add_issuer(&mut self, issuer: &str) {
+        if !self.config.issuers.iter().any(|i| i == issuer) {
+            self.config.issuers.push(issuer.to_string());
+        }
+    }
+
+    /// Adds an accepted audience; no-op if it is there.
+    pub fn add_audience(&mut self, audience: &str) {
+        if !self.config.audiences.iter().any(|a| a == audience) {
+            self.config.audiences.push(audience.to_string());
         }
     }
 

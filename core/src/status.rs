@@ -22,7 +22,8 @@ pub enum TokenStatus {
 }
 
 impl TokenStatus {
-    fn from_bits(b: u8) -> TokenStatus {
+    /// The status a 2-bit value stands for (higher bits are ignored).
+    pub fn from_bits(b: u8) -> TokenStatus {
         match b & 0b11 {
             0 => TokenStatus::Valid,
             1 => TokenStatus::Revoked,
@@ -31,7 +32,8 @@ impl TokenStatus {
         }
     }
 
-    fn bits(self) -> u8 {
+    /// The 2-bit value.
+    pub fn bits(self) -> u8 {
         match self {
             TokenStatus::Valid => 0,
             TokenStatus::Revoked => 1,
@@ -127,6 +129,20 @@ impl StatusList {
         }
     }
 
+    /// A list of at least `len` entries with the given `(index, status)` entries set, the
+    /// others valid (the control plane's list from its stored entries). An index at or
+    /// beyond `len` grows the list.
+    pub fn from_entries(
+        len: usize,
+        entries: impl IntoIterator<Item = (usize, TokenStatus)>,
+    ) -> StatusList {
+        let mut list = StatusList::new(len);
+        for (idx, status) in entries {
+            list.set(idx, status);
+        }
+        list
+    }
+
     /// Decodes the draft's `lst` value (base64url of zlib-compressed bytes).
     pub fn from_lst(lst: &str) -> Result<StatusList, StatusListError> {
         let compressed = URL_SAFE_NO_PAD
@@ -199,6 +215,25 @@ mod tests {
         assert_eq!(inflate_exact(&z), Err(StatusListError::Zlib));
         let z = miniz_oxide::deflate::compress_to_vec_zlib(&[7; 100_000], 6);
         assert_eq!(inflate_exact(&z[..z.len() / 2]), Err(StatusListError::Zlib));
+    }
+
+    #[test]
+    fn from_entries_packs_like_the_testkit() {
+        let statuses = [1u8, 2, 0, 0, 0, 1, 3];
+        let l = StatusList::from_entries(
+            10,
+            statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, TokenStatus::from_bits(*s))),
+        );
+        assert_eq!(l.len(), 12);
+        let mut want = statuses.to_vec();
+        want.resize(10, 0);
+        assert_eq!(l.to_lst(), tessera_testkit::status_list_lst(&want));
+        let grown = StatusList::from_entries(0, [(9, TokenStatus::Revoked)]);
+        assert_eq!(grown.get(9), Some(TokenStatus::Revoked));
+        assert_eq!(grown.get(8), Some(TokenStatus::Valid));
     }
 
     #[test]

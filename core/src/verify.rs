@@ -6,19 +6,32 @@
 //! primitives' own crates. The order of the checks is fixed and shared with the host
 //! signature path ([`crate::Verifier::begin`]): form and header, key selection, signature
 //! form, claims, then the signature itself.
+//!
+//! The token's shape is [`crate::token`]'s ([`crate::token::Header`], [`crate::token::Claims`]),
+//! but it is read here member by member rather than through the derived `Deserialize`: a
+//! derived reader would stop at the first member that fails and could not say *which* fault
+//! it met, while each has a stable reason code in a fixed order (a wrong `iss` is
+//! `issuer_mismatch` even when `sub` is also missing; a claim of the wrong type is
+//! `claim_missing`; a non-integer time is `token_malformed`). Strings bound for upstream
+//! headers must also be free of control characters. The members read, and the sub-types
+//! built ([`StatusListRef`], [`Cidr`], scopes), are the shared ones; a test checks that every
+//! payload accepted here deserialises into [`crate::token::Claims`].
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::{normalise_typ, Config};
+use crate::config::Config;
 use crate::decision::Reason;
 use crate::ip::Cidr;
 use crate::jwks::{Key, KeyAlg, KeyMaterial};
+use crate::token::{self, normalise_typ, StatusListRef};
 
 /// The protected header parameters we read. Others are ignored (RFC 7515 §4), except
-/// `crit`, which we refuse, and `cty`, which must say JSON.
+/// `crit`, which we refuse, and `cty`, which must say JSON. Members are optional here so
+/// that a missing `kid` is `key_unknown` and a missing `typ` is `type_mismatch`; the form
+/// minted is [`crate::token::Header`].
 #[derive(Debug, Deserialize)]
 struct Header {
     alg: String,
@@ -32,14 +45,8 @@ struct Header {
     crit: Option<Value>,
 }
 
-/// Where a token's status lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusRef {
-    /// Index in the list.
-    pub idx: u64,
-    /// The list's uri.
-    pub uri: String,
-}
+/// Where a token's status lives (the shared [`StatusListRef`]).
+pub type StatusRef = StatusListRef;
 
 /// A token whose signature and static claims passed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -381,11 +388,7 @@ fn static_claims(config: &Config, parsed: &Parsed, now: u64) -> Result<VerifiedT
     let org = string_claim(m, "org")?;
     let jti = string_claim(m, "jti")?;
     let scopes = match optional_string(m, "scope")? {
-        Some(s) => s
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+        Some(s) => token::scopes(&s).map(str::to_string).collect(),
         None => Vec::new(),
     };
     let ip_allow = match m.get("ip_allow") {

@@ -5,6 +5,12 @@
 //! Nothing here is checked in: every key is generated fresh, so no test depends on a
 //! fixture file, and no private key ever lands in the repository.
 //!
+//! Well-formed tokens are minted from the shared token types (`tessera_core::token`) and
+//! signed by `jwt-compact` ([`TestKey::mint`], [`TokenBuilder::sign`]), an implementation
+//! independent of core's parser. The hostile ones (forged `alg`, `none`, HS256 keyed with
+//! public key bytes, arbitrary signature bytes, raw segments) are put together by hand here,
+//! because no library will produce them.
+//!
 //! ```
 //! use tessera_testkit::{jwks, now, Alg, TestKey, TokenBuilder};
 //!
@@ -22,11 +28,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use jwt_compact::AlgorithmExt as _;
 use rand_core::OsRng;
 use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use tessera_core::token::{Claims, Status, StatusListRef, TokenType};
 
 /// The issuer every default token carries (`<control-plane-base>/v1/orgs/<org-id>`).
 pub const DEFAULT_ISSUER: &str = "https://cp.tessera.test/v1/orgs/acme";
@@ -34,10 +42,10 @@ pub const DEFAULT_ISSUER: &str = "https://cp.tessera.test/v1/orgs/acme";
 pub const DEFAULT_AUDIENCE: &str = "tessera";
 /// The status list URI every default token points to.
 pub const DEFAULT_STATUS_URI: &str = "https://cp.tessera.test/v1/orgs/acme/status-list";
-/// The `typ` of a Tessera API token.
-pub const API_TOKEN_TYPE: &str = "tessera-api+jwt";
-/// The `typ` of a short-lived access token (RFC 9068).
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The `typ` of a Tessera API token (core's constant).
+pub const API_TOKEN_TYPE: &str = tessera_core::token::TYP_API_TOKEN;
+/// The `typ` of a short-lived access token (RFC 9068; core's constant).
+pub const ACCESS_TOKEN_TYPE: &str = tessera_core::token::TYP_ACCESS_TOKEN;
 /// RSA modulus size used for every generated RSA key.
 pub const RSA_BITS: usize = 2048;
 
@@ -269,6 +277,34 @@ impl TestKey {
         }
     }
 
+    /// A well-formed Tessera token: header `{alg, kid, typ}` and the shared [`Claims`],
+    /// signed by jwt-compact with this key.
+    pub fn mint(&self, typ: TokenType, claims: &Claims) -> String {
+        let header = jwt_compact::Header::empty()
+            .with_key_id(self.kid.clone())
+            .with_token_type(typ.as_str());
+        self.sign_with_jwt_compact(&header, &jwt_compact::Claims::new(claims))
+    }
+
+    /// Signs any header and claims with jwt-compact (the algorithm, hence `alg`, is the
+    /// key's).
+    fn sign_with_jwt_compact<H: serde::Serialize, C: serde::Serialize>(
+        &self,
+        header: &jwt_compact::Header<H>,
+        claims: &jwt_compact::Claims<C>,
+    ) -> String {
+        let token = match &self.material {
+            KeyMaterial::Ed25519(kp) => {
+                let seed: [u8; 32] = *kp.sk.seed();
+                let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+                jwt_compact::alg::Ed25519.token(header, claims, &sk)
+            }
+            KeyMaterial::P256(sk) => jwt_compact::alg::Es256.token(header, claims, sk),
+            KeyMaterial::Rsa(sk) => jwt_compact::alg::Rsa::rs256().token(header, claims, sk),
+        };
+        token.expect("jwt-compact signs JSON-object headers and claims")
+    }
+
     /// Public key bytes an attacker could know, for the HS256 key-confusion attack:
     /// Ed25519 raw 32 bytes, P-256 SEC1 uncompressed point (65 bytes), RSA PKCS#1
     /// `RSAPublicKey` DER.
@@ -295,8 +331,36 @@ pub fn jwks(keys: &[&TestKey]) -> Value {
     json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() })
 }
 
-/// Builds Tessera tokens: starts from a valid API token and lets a test change any header
-/// member or claim.
+/// The claims of the default valid API token at `now` (Unix seconds): `iss`
+/// [`DEFAULT_ISSUER`], `sub` "alice", `org` "acme", `jti` "tok_1", `aud`
+/// [`DEFAULT_AUDIENCE`], `iat` and `nbf` now, `exp` now+3600, `scope` "read", `status`
+/// index 0 of [`DEFAULT_STATUS_URI`].
+pub fn default_claims(now: u64) -> Claims {
+    let now = i64::try_from(now).expect("a Unix time fits i64");
+    Claims {
+        iss: DEFAULT_ISSUER.into(),
+        sub: "alice".into(),
+        org: "acme".into(),
+        jti: "tok_1".into(),
+        aud: DEFAULT_AUDIENCE.into(),
+        iat: Some(now),
+        nbf: Some(now),
+        exp: now + 3600,
+        scope: Some("read".into()),
+        ip_allow: Vec::new(),
+        status: Some(Status {
+            status_list: StatusListRef {
+                idx: 0,
+                uri: DEFAULT_STATUS_URI.into(),
+            },
+        }),
+        parent: None,
+        client_id: None,
+    }
+}
+
+/// Builds Tessera tokens: starts from a valid API token ([`default_claims`]) and lets a test
+/// change any header member or claim, including into something no valid token has.
 #[derive(Clone, Debug)]
 pub struct TokenBuilder {
     header: Map<String, Value>,
@@ -312,20 +376,14 @@ impl TokenBuilder {
     /// `exp` now+3600, `scope` "read",
     /// `status {"status_list": {"idx": 0, "uri": DEFAULT_STATUS_URI}}`.
     pub fn new(now: u64) -> Self {
+        TokenBuilder::from_claims(TokenType::Api, &default_claims(now))
+    }
+
+    /// Starts from the given header `typ` and claims.
+    pub fn from_claims(typ: TokenType, claims: &Claims) -> Self {
         let mut header = Map::new();
-        header.insert("typ".into(), Value::String(API_TOKEN_TYPE.into()));
-        let claims = match json!({
-            "iss": DEFAULT_ISSUER,
-            "sub": "alice",
-            "org": "acme",
-            "jti": "tok_1",
-            "aud": DEFAULT_AUDIENCE,
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-            "scope": "read",
-            "status": {"status_list": {"idx": 0, "uri": DEFAULT_STATUS_URI}},
-        }) {
+        header.insert("typ".into(), Value::String(typ.as_str().into()));
+        let claims = match serde_json::to_value(claims).expect("claims serialise") {
             Value::Object(map) => map,
             _ => Map::new(),
         };
@@ -416,15 +474,40 @@ impl TokenBuilder {
         format!("{}.{}", b64url(&header), b64url(&claims))
     }
 
-    /// The JWS signing input `b64(header).b64(claims)` that [`TokenBuilder::sign`] with
-    /// `key` would sign.
+    /// The JWS signing input `b64(header).b64(claims)` that [`TokenBuilder::sign_by_hand`]
+    /// with `key` signs.
     pub fn signing_input(&self, key: &TestKey) -> String {
         self.signing_input_for(&self.final_header(key.alg().name(), Some(key.kid())))
     }
 
     /// Signs with `key`. Header `alg` and `kid` come from the key unless they were set (or
     /// removed) explicitly with [`TokenBuilder::header`] / [`TokenBuilder::remove_header`].
+    /// jwt-compact signs, unless `alg` was set or removed (a forged `alg` no library
+    /// writes): then it is signed by hand, as [`TokenBuilder::sign_by_hand`].
     pub fn sign(&self, key: &TestKey) -> String {
+        if self.explicit_header.contains("alg") {
+            return self.sign_by_hand(key);
+        }
+        let mut other = self.final_header(key.alg().name(), Some(key.kid()));
+        other.remove("alg");
+        let mut header = jwt_compact::Header::new(Map::new());
+        // jwt-compact writes `kid` and `typ` from its own fields; strings go there, anything
+        // else (a hostile `"kid": 5`) stays a plain member.
+        if let Some(Value::String(kid)) = other.get("kid").cloned() {
+            other.remove("kid");
+            header = header.with_key_id(kid);
+        }
+        if let Some(Value::String(typ)) = other.get("typ").cloned() {
+            other.remove("typ");
+            header = header.with_token_type(typ);
+        }
+        header.other_fields = other;
+        key.sign_with_jwt_compact(&header, &jwt_compact::Claims::new(&self.claims))
+    }
+
+    /// Signs with `key` by hand (header and claims serialised here, signature from the
+    /// key's crate): the forging path, for tokens whose header a library would not write.
+    pub fn sign_by_hand(&self, key: &TestKey) -> String {
         let input = self.signing_input(key);
         let sig = key.sign(input.as_bytes());
         format!("{input}.{}", b64url(&sig))
@@ -577,6 +660,31 @@ mod tests {
                 !verify_with_jwk(&other.public_jwk(), input.as_bytes(), &sig),
                 "{alg}"
             );
+        }
+    }
+
+    #[test]
+    fn minted_tokens_carry_exactly_the_shared_types() {
+        let claims = default_claims(1_700_000_000);
+        for alg in Alg::ALL {
+            let key = TestKey::generate(alg, "k");
+            let token = key.mint(TokenType::Access, &claims);
+            let (header, payload, sig, input) = parts(&token);
+            let header: tessera_core::token::Header = serde_json::from_value(header).expect("h");
+            assert_eq!(header.alg.name(), alg.name());
+            assert_eq!(header.kid, "k");
+            assert_eq!(header.typ, TokenType::Access);
+            assert_eq!(
+                serde_json::from_value::<Claims>(payload).expect("claims"),
+                claims
+            );
+            assert!(
+                verify_with_jwk(&key.public_jwk(), input.as_bytes(), &sig),
+                "{alg}"
+            );
+            // The builder's default token is the same claims, signed the same way.
+            let (_, built, _, _) = parts(&TokenBuilder::new(1_700_000_000).sign(&key));
+            assert_eq!(serde_json::from_value::<Claims>(built).expect("c"), claims);
         }
     }
 

@@ -2,14 +2,15 @@
 //! token. Both go through core's `Verifier` first (exactly what the data plane runs), then
 //! through what only the control plane knows (the record, its current JWT, the key's org).
 
-use super::keys::sign;
+use super::keys::sign_claims;
 use super::views::AccessToken;
 use super::{Ctx, Error, Result, TYP_ACCESS, TYP_API};
 use crate::crypto::{self, UntrustedJws};
 use crate::model::{AuthEvent, Org, Token, TokenStatus, User};
 use crate::policy::Actor;
 use crate::store::Tx;
-use serde_json::{json, Value};
+use serde_json::Value;
+use tessera_core::token::{Claims, TokenType};
 use tessera_core::{Decision, Deny, Reason, Request as CoreRequest};
 
 pub use super::verifiers::{early_refusal, presented_token, unverified_kid, Verifiers, REALM};
@@ -33,7 +34,8 @@ pub struct Presented {
     pub token: Token,
     pub user: User,
     pub org: Org,
-    pub claims: serde_json::Map<String, Value>,
+    /// The token's claims (core verified them).
+    pub claims: Claims,
 }
 
 /// Why a presented token was refused: core's reason code (the data plane would say the
@@ -246,7 +248,9 @@ pub fn verify_presented(
     let Some(user) = tx.get_user(&identity.user)? else {
         return with(Reason::Revoked);
     };
-    let claims = c.clone();
+    let Ok(claims) = jws.tessera_claims() else {
+        return with(Reason::ClaimMissing);
+    };
     Ok(Verdict::Accepted(Box::new(Presented {
         kind,
         token: record,
@@ -334,14 +338,15 @@ pub fn exchange(
         }
     };
     let exp = (ctx.now + ctx.access_ttl).min(p.token.expires_at);
+    // The parent's claims (its scopes, IP filter and status entry), as a fresh token.
     let mut claims = p.claims.clone();
-    claims.insert("jti".into(), json!(crypto::new_id("at")?));
-    claims.insert("iat".into(), json!(ctx.now));
-    claims.insert("nbf".into(), json!(ctx.now));
-    claims.insert("exp".into(), json!(exp));
-    claims.insert("parent".into(), json!(p.token.id));
-    claims.insert("client_id".into(), json!(p.token.id));
-    let (jwt, _) = sign(tx, ctx, &p.org.id, TYP_ACCESS, &Value::Object(claims), exp)?;
+    claims.jti = crypto::new_id("at")?;
+    claims.iat = Some(ctx.now);
+    claims.nbf = Some(ctx.now);
+    claims.exp = exp;
+    claims.parent = Some(p.token.id.clone());
+    claims.client_id = Some(p.token.id.clone());
+    let (jwt, _) = sign_claims(tx, ctx, &p.org.id, TokenType::Access, &claims)?;
     let mut token = p.token.clone();
     log_event(tx, ctx, &token, ip.clone(), "allow", None, "exchange")?;
     token.last_used_at = Some(ctx.now);

@@ -5,7 +5,7 @@ use super::{Error, Result};
 use crate::model::{KeyAlg, Role};
 use crate::timefmt;
 use serde::{Deserialize, Deserializer};
-use std::net::IpAddr;
+use tessera_core::token::{is_scope_token, Cidr};
 
 /// A timestamp in JSON: RFC 3339 string, `YYYY-MM-DD`, or Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,26 +78,13 @@ pub fn check_username(field: &str, name: &str) -> Result<()> {
     }
 }
 
-/// A CIDR or a bare address (a single host).
+/// A CIDR or a bare address (a single host), parsed by core (the verifier's own parser):
+/// host bits are cleared (`10.0.0.1/8` is stored as `10.0.0.0/8`), a single host is shown
+/// bare.
 pub fn check_cidr(field: &str, s: &str) -> Result<String> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let ip: IpAddr = addr
-        .parse()
-        .map_err(|_| Error::field(field, format!("{s:?} is not an IP address or CIDR")))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    if let Some(l) = len {
-        let n: u8 = l
-            .parse()
-            .ok()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| Error::field(field, format!("prefix length must be 0..={max}")))?;
-        Ok(format!("{ip}/{n}"))
-    } else {
-        Ok(ip.to_string())
-    }
+    s.parse::<Cidr>()
+        .map(|c| c.to_string())
+        .map_err(|e| Error::field(field, format!("{s:?} {e}")))
 }
 
 pub fn check_ip_allow(list: &[String]) -> Result<Vec<String>> {
@@ -110,18 +97,15 @@ pub fn check_ip_allow(list: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-/// RFC 6749 scope-token: printable ASCII without space, `"` and `\`.
+/// RFC 6749 §3.3 scope-tokens (core's definition), at most 100 of at most 200 bytes;
+/// duplicates are dropped.
 pub fn check_scopes(list: &[String]) -> Result<Vec<String>> {
     if list.len() > 100 {
         return Err(Error::field("scopes", "at most 100 scopes"));
     }
     let mut out: Vec<String> = Vec::new();
     for (i, s) in list.iter().enumerate() {
-        let ok = !s.is_empty()
-            && s.len() <= 200
-            && s.bytes()
-                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
-        if !ok {
+        if s.len() > 200 || !is_scope_token(s) {
             return Err(Error::field(
                 &format!("scopes[{i}]"),
                 "printable ASCII without spaces, '\"' or '\\'",

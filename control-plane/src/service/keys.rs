@@ -1,11 +1,12 @@
 //! Signing and minting with the org's keys, the published key set (JWKS), and the status
 //! lists the edges sync.
 
-use super::{load_org, Ctx, Error, Result, SKEW, TYP_API, TYP_STATUS_LIST};
+use super::{load_org, Ctx, Error, Result, SKEW, TYP_STATUS_LIST};
 use crate::crypto;
 use crate::model::{status_value, KeyAlg, SigningKey, Token};
 use crate::store::Tx;
 use serde_json::{json, Value};
+use tessera_core::token::{Audience, Cidr, Claims, Status, StatusListRef, TokenType};
 use tessera_core::{StatusList, TokenStatus};
 
 /// Sets one status-list entry and bumps the org's list version; the entry remembers the
@@ -53,6 +54,24 @@ pub(crate) fn sign(
     Ok((jws, key.kid))
 }
 
+/// Signs a Tessera token (the shared claims type core checks) with the org's active key.
+pub(crate) fn sign_claims(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org_id: &str,
+    typ: TokenType,
+    claims: &Claims,
+) -> Result<(String, String)> {
+    let mut key = active_key(tx, org_id)?;
+    let secret = ctx.master.open(&key.kid, &key.private_enc)?;
+    let jws = crypto::sign_token(key.alg, &key.kid, &secret, typ, claims)?;
+    if claims.exp > key.last_exp {
+        key.last_exp = claims.exp;
+        tx.update_key(&key)?;
+    }
+    Ok((jws, key.kid))
+}
+
 pub(crate) fn new_key(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str, alg: KeyAlg) -> Result<SigningKey> {
     let g = crypto::generate_key(alg)?;
     let key = SigningKey {
@@ -78,20 +97,33 @@ pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<Stri
     org.next_status_idx += 1;
     tx.update_org(&org)?;
     set_status(ctx, tx, &org.id, idx, status_value::VALID, &token.id)?;
-    let claims = json!({
-        "iss": ctx.issuer(&org.id),
-        "sub": token.user_id,
-        "org": org.id,
-        "jti": token.id,
-        "aud": org.audience,
-        "iat": ctx.now,
-        "nbf": token.not_before.unwrap_or(ctx.now),
-        "exp": token.expires_at,
-        "scope": token.scopes.join(" "),
-        "ip_allow": token.ip_allow,
-        "status": {"status_list": {"idx": idx, "uri": ctx.status_uri(&org.id)}},
-    });
-    let (jwt, kid) = sign(tx, ctx, &org.id, TYP_API, &claims, token.expires_at)?;
+    let ip_allow = token
+        .ip_allow
+        .iter()
+        .map(|c| c.parse::<Cidr>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::internal(format!("stored ip_allow of {}: {e}", token.id)))?;
+    let claims = Claims {
+        iss: ctx.issuer(&org.id),
+        sub: token.user_id.clone(),
+        org: org.id.clone(),
+        jti: token.id.clone(),
+        aud: Audience::One(org.audience.clone()),
+        iat: Some(ctx.now),
+        nbf: Some(token.not_before.unwrap_or(ctx.now)),
+        exp: token.expires_at,
+        scope: Some(token.scopes.join(" ")),
+        ip_allow,
+        status: Some(Status {
+            status_list: StatusListRef {
+                idx: u64::try_from(idx).map_err(|_| Error::internal("negative status index"))?,
+                uri: ctx.status_uri(&org.id),
+            },
+        }),
+        parent: None,
+        client_id: None,
+    };
+    let (jwt, kid) = sign_claims(tx, ctx, &org.id, TokenType::Api, &claims)?;
     token.jwt_sha256 = Some(crypto::sha256_hex(jwt.as_bytes()));
     token.minted_at = Some(ctx.now);
     token.status_idx = Some(idx);
@@ -140,23 +172,23 @@ pub fn jwks(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<Value> {
 /// (the one the edges decode with): `(version, list)`.
 pub fn status_list_of(tx: &mut dyn Tx, org_id: &str) -> Result<(i64, StatusList)> {
     let org = load_org(tx, org_id)?;
-    let mut list = StatusList::new(usize::try_from(org.next_status_idx).unwrap_or(0).max(1));
-    for (idx, value) in tx.status_entries(org_id)? {
-        apply_entry(&mut list, idx, value);
-    }
+    let entries = tx.status_entries(org_id)?;
+    let list = StatusList::from_entries(
+        usize::try_from(org.next_status_idx).unwrap_or(0).max(1),
+        entries
+            .into_iter()
+            .filter_map(|(i, v)| Some((usize::try_from(i).ok()?, status_of(v)))),
+    );
     Ok((org.status_version, list))
 }
 
-/// Sets one stored entry in a list (values as in `model::status_value`).
-pub fn apply_entry(list: &mut StatusList, idx: i64, value: u8) {
-    let status = match value {
+/// A stored entry's value (`model::status_value`) as core's status.
+pub fn status_of(value: u8) -> TokenStatus {
+    match value {
         status_value::VALID => TokenStatus::Valid,
         status_value::REVOKED => TokenStatus::Revoked,
         status_value::SUSPENDED => TokenStatus::Suspended,
         _ => TokenStatus::Reserved,
-    };
-    if let Ok(i) = usize::try_from(idx) {
-        list.set(i, status);
     }
 }
 

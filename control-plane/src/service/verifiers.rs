@@ -11,8 +11,8 @@
 //! request is checked against exactly what the database says at that moment, including
 //! writes made by another process on the same database.
 
-use super::keys::{apply_entry, jwks_keys, status_list_of};
-use super::{Ctx, Error, Result, SKEW, TYP_ACCESS, TYP_API};
+use super::keys::{jwks_keys, status_list_of, status_of};
+use super::{Ctx, Error, Result, SKEW};
 use crate::model::Org;
 use crate::store::Tx;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,8 +20,10 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use tessera_core::config::TokenSource;
-use tessera_core::{Deny, Reason, StatusList, Verifier};
+use tessera_core::config::{ClientIpSource, TokenSource};
+use tessera_core::jwks::KeySet;
+use tessera_core::token::TokenType;
+use tessera_core::{Config, Deny, FailPolicy, Reason, Verifier};
 
 /// The `WWW-Authenticate` realm of the API (also core's default).
 pub const REALM: &str = "tessera";
@@ -33,9 +35,8 @@ pub struct OrgVerifier {
     audience: String,
     /// The kids the verifier holds, in the order the JWKS publishes them.
     kids: Vec<String>,
-    /// The status-list version `list` is at.
+    /// The status-list version the verifier's list is at.
     version: i64,
-    list: StatusList,
     /// The list encoded at `version`, once asked for (served to every edge polling).
     encoded: Option<(i64, String)>,
 }
@@ -93,27 +94,36 @@ pub fn unverified_kid(token: &str) -> Option<String> {
     Some(v.get("kid")?.as_str()?.to_string())
 }
 
-/// The core configuration of one org's verifier: its issuer and audience, its published
-/// keys, both token types, `Authorization: Bearer|Token`, the client address from the
-/// peer, fail closed, no route scopes (the API authorizes by role, see `policy`).
-fn config_json(ctx: &Ctx, org: &Org, keys: &[Value], list: &StatusList) -> Value {
-    json!({
-        "issuers": [ctx.issuer(&org.id)],
-        "audiences": [org.audience],
-        "jwks": {"keys": keys},
-        "token_types": [TYP_API, TYP_ACCESS],
-        "token_sources": token_sources()
-            .iter()
-            .map(|t| json!({"header": t.header, "schemes": t.schemes}))
-            .collect::<Vec<_>>(),
-        "clock_skew_secs": SKEW,
-        "client_ip": {"source": "peer"},
-        "status": {"required": true, "fail_policy": "closed", "lists": [
-            {"uri": ctx.status_uri(&org.id), "bits": 2, "lst": list.to_lst()}
-        ]},
-        "routes": [],
-        "cache_size": 0,
-        "realm": REALM,
+/// One org's verifier, from core's configuration builder: its issuer and audience, its
+/// published keys, both token types, `Authorization: Bearer|Token`, the client address from
+/// the peer, its status list (fail closed), no route scopes (the API authorizes by role,
+/// see `policy`), no cache (every call is checked against the database anyway).
+fn build(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, keys: Vec<Value>) -> Result<OrgVerifier> {
+    let (version, list) = status_list_of(tx, &org.id)?;
+    let kids = kids_of(&keys);
+    let key_set = KeySet::from_jwks(&json!({ "keys": keys }), "jwks")
+        .map_err(|e| Error::internal(format!("published keys of {}: {e}", org.id)))?;
+    let config = Config::builder()
+        .issuer(ctx.issuer(&org.id))
+        .audience(org.audience.clone())
+        .keys(key_set)
+        .token_types([TokenType::Api, TokenType::Access])
+        .token_sources(token_sources().iter().cloned())
+        .clock_skew_secs(SKEW.unsigned_abs())
+        .client_ip(ClientIpSource::Peer)
+        .status_required(true)
+        .fail_policy(FailPolicy::Closed)
+        .status_list(ctx.status_uri(&org.id), list)
+        .cache_size(0)
+        .realm(REALM)
+        .build()
+        .map_err(|e| Error::internal(format!("verifier configuration of {}: {e}", org.id)))?;
+    Ok(OrgVerifier {
+        verifier: Verifier::new(config),
+        audience: org.audience.clone(),
+        kids,
+        version,
+        encoded: None,
     })
 }
 
@@ -121,20 +131,6 @@ fn kids_of(keys: &[Value]) -> Vec<String> {
     keys.iter()
         .map(|k| k["kid"].as_str().unwrap_or("").to_string())
         .collect()
-}
-
-fn build(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, keys: Vec<Value>) -> Result<OrgVerifier> {
-    let (version, list) = status_list_of(tx, &org.id)?;
-    let verifier = Verifier::from_config_json(&config_json(ctx, org, &keys, &list).to_string())
-        .map_err(|e| Error::internal(format!("verifier configuration of {}: {e}", org.id)))?;
-    Ok(OrgVerifier {
-        verifier,
-        audience: org.audience.clone(),
-        kids: kids_of(&keys),
-        version,
-        list,
-        encoded: None,
-    })
 }
 
 impl Verifiers {
@@ -161,12 +157,14 @@ impl Verifiers {
                         // Another process restored an older database: start over.
                         *v = build(tx, ctx, org, keys)?;
                     } else {
+                        let uri = ctx.status_uri(&org.id);
                         for (idx, value) in tx.status_changes_since(&org.id, v.version)? {
-                            apply_entry(&mut v.list, idx, value);
+                            let Ok(i) = usize::try_from(idx) else {
+                                continue;
+                            };
+                            v.verifier.set_status(&uri, i, status_of(value));
                         }
                         v.version = org.status_version;
-                        let list = v.list.clone();
-                        v.verifier.set_status_list(&ctx.status_uri(&org.id), list);
                     }
                 }
                 drop(v);
@@ -189,7 +187,15 @@ impl Verifiers {
                 return Ok((version, lst.clone()));
             }
         }
-        let lst = v.list.to_lst();
+        let uri = ctx.status_uri(&org.id);
+        let lst = v
+            .verifier
+            .config()
+            .status_lists
+            .iter()
+            .find(|(u, _)| *u == uri)
+            .map(|(_, l)| l.to_lst())
+            .ok_or_else(|| Error::internal(format!("no status list for {}", org.id)))?;
         v.encoded = Some((version, lst.clone()));
         Ok((version, lst))
     }

@@ -298,3 +298,28 @@ pub fn decode_jwt(jwt: &str) -> (Value, Value) {
     };
     (d(parts[0]), d(parts[1]))
 }
+
+/// Whether `jwt`'s signature verifies with core's verifier against the JWKS document
+/// `jwks` (its key selected by `kid`, the algorithm pinned by the key). Only the signature
+/// is judged: the claims are left to the tests that are about them.
+pub fn signature_verifies(jwks: &Value, jwt: &str) -> bool {
+    use tessera_core::{Request as CoreRequest, Step, Verifier};
+    let config = tessera_core::Config::builder()
+        .issuer("-")
+        .audience("-")
+        .jwks(jwks.clone())
+        .build()
+        .expect("a published JWKS is a valid key set");
+    let verifier = Verifier::new(config);
+    let headers = [("authorization".to_string(), format!("Bearer {jwt}"))];
+    let req = CoreRequest {
+        method: "GET",
+        path: "/",
+        headers: &headers,
+        source_address: None,
+    };
+    match verifier.begin(&req, 0, None) {
+        Step::Verify(pending) => verifier.verify_signature(&pending),
+        Step::Done(_) => false,
+    }
+}

@@ -937,7 +937,11 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
     let (orgs, reps) = if plan.smoke { (10, 20) } else { (1_000, 500) };
     for i in 0..orgs {
         let body = json!({"id": format!("scale-{i:04}"), "name": format!("Scale {i}")});
-        timed(cp, &json_request(cp, "POST", "/v1/orgs", alice, body.to_string()), 201)?;
+        timed(
+            cp,
+            &json_request(cp, "POST", "/v1/orgs", alice, body.to_string()),
+            201,
+        )?;
     }
     let me = request(cp, "GET", "/v1/me", alice);
     let mut me_many_orgs = Vec::with_capacity(reps);
@@ -960,7 +964,12 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let (body, _) = get_large(cp, "/v1/tokens.csv", alice)?;
                         // Header line excluded.
-                        rows.push(body.iter().filter(|&&b| b == b'\n').count().saturating_sub(1));
+                        rows.push(
+                            body.iter()
+                                .filter(|&&b| b == b'\n')
+                                .count()
+                                .saturating_sub(1),
+                        );
                     }
                     Ok(rows)
                 })
@@ -1295,7 +1304,11 @@ fn scale_report(s: &Scale) -> String {
         ms(&s.me_during_exports, 99.0),
         s.me_during_exports.len(),
         s.export_rows.len(),
-        s.export_rows.first().copied().map(count).unwrap_or_default(),
+        s.export_rows
+            .first()
+            .copied()
+            .map(count)
+            .unwrap_or_default(),
     )
 }
 
