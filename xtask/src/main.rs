@@ -7,13 +7,19 @@
 //!   through Tessera: a token issued, accepted in a real Envoy, revoked and refused;
 //! - `bench` — issue 6's measurements (`bench/` module: Envoy, workerd, propagation,
 //!   control plane, footprint, Ed25519), interleaved rounds, written to BENCHMARKS.md
-//!   (`--smoke`: every part once, answers checked).
+//!   (`--smoke`: every part once, answers checked);
+//! - `dist` — the release artifacts and the filter's two OCI image layouts in
+//!   `target/dist/` (`dist` module), checked by skopeo and a local registry in `test`
+//!   (`registry` module).
 
 mod bench;
+mod dist;
 mod edge;
+mod registry;
 mod tools;
 mod wasm;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -29,7 +35,14 @@ tasks:
                missing, build the modules, the edge-worker bundle and the
                control plane (target/debug/tessera), then cargo fmt --check, cargo clippy
                -D warnings and cargo test --workspace (including the host tests that run
-               the module in Envoy against the real control plane)
+               the module in Envoy against the real control plane), the bench smoke
+               run, then dist, with both images read by skopeo and pushed to and pulled
+               from a loopback docker-registry (Debian skopeo and docker-registry are
+               installed if missing)
+  dist         build the release artifacts into target/dist/: tessera_filter.wasm,
+               the edge-worker bundle and the tessera binary (.tar.gz), each with a
+               .sha256, and the filter as two OCI image layouts (oci/: the Wasm artifact,
+               compat/: one plugin.wasm layer), reproducible byte for byte
   demo         install Envoy if missing, build the module and the control plane, and run
                the walk-through (issue, accept, revoke, refuse, authentication log)
   bench        install what is missing (Envoy, wrk, workerd, npm jose), build the modules,
@@ -62,6 +75,7 @@ fn main() -> ExitCode {
         ["build-wasm"] => build_wasm(&root),
         ["test"] => test(&root),
         ["demo"] => demo(&root),
+        ["dist"] => dist_task(&root).map(|_| ()),
         ["bench", options @ ..] => bench(&root, options),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
@@ -145,7 +159,7 @@ fn cargo(root: &Path) -> Command {
 }
 
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 9;
+    const STEPS: usize = 10;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -223,8 +237,72 @@ fn test(root: &Path) -> Result<()> {
         &bench::Plan::smoke(),
     )?;
 
-    tools::header(&format!("[9/{STEPS}] all checks passed"));
+    tools::header(&format!(
+        "[9/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
+    ));
+    tools::ensure_debs(
+        &registry::DEBS,
+        "to read the OCI images and push them through a local registry",
+    )?;
+    let dist = dist_task(root)?;
+    // Reproducible: imaging the same module again gives the same digests.
+    let scratch = root.join("target").join("dist-check");
+    fs::create_dir_all(&scratch)
+        .map_err(|e| format!("could not create {}: {e}", scratch.display()))?;
+    let module = dist.dir.join(dist::FILTER_NAME);
+    let module =
+        fs::read(&module).map_err(|e| format!("could not read {}: {e}", module.display()))?;
+    for first in [&dist.oci, &dist.compat] {
+        let again = dist::write_image(&scratch.join("again"), &module, first.variant)?;
+        if again.manifest_digest != first.manifest_digest
+            || again.layer_digest != first.layer_digest
+        {
+            return Err(format!(
+                "imaging the module twice gave different {} images: {} then {}",
+                first.variant.dir_name(),
+                first.manifest_digest,
+                again.manifest_digest
+            ));
+        }
+        println!(
+            "{}: imaged twice, same manifest {}",
+            first.variant.dir_name(),
+            again.manifest_digest
+        );
+    }
+    let checked = registry::check(&dist, &scratch)?;
+    for (variant, summary, digest) in &checked.images {
+        println!(
+            "{}: skopeo: {summary}; registry digest {digest}",
+            variant.dir_name()
+        );
+    }
+    let _ = fs::remove_dir_all(&scratch);
+
+    tools::header(&format!("[10/{STEPS}] all checks passed"));
     Ok(())
+}
+
+/// Builds the filter, the edge-worker bundle and the release control plane, and writes
+/// `target/dist/`.
+fn dist_task(root: &Path) -> Result<dist::Dist> {
+    tools::header("dist: building the wasm modules (release)");
+    wasm::build_wasm(root)?;
+    tools::header("dist: the edge-worker bundle");
+    let edge_bundle = edge::build_edge_worker(root)?;
+    tools::header("dist: cargo build --release -p tessera-control-plane --bin tessera");
+    let cp_bin = build_control_plane_release(root)?;
+    tools::header("dist: writing target/dist/");
+    let dist = dist::write_dist(
+        &dist::dist_dir(root),
+        &dist::Inputs {
+            filter_wasm: &wasm::filter_wasm_path(root),
+            edge_bundle: &edge_bundle,
+            cp_bin: &cp_bin,
+        },
+    )?;
+    dist::report(&dist);
+    Ok(dist)
 }
 
 fn demo(root: &Path) -> Result<()> {
