@@ -40,6 +40,16 @@ fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
+/// Loads a filter plugin configuration exactly as `on_configure` does: the lease-mode
+/// poller settings (`"sync": {"mode": "lease", ...}`) are the filter's own, core reads the
+/// rest. Errors name the field.
+pub fn load_filter_config(
+    text: &str,
+) -> Result<(Verifier, Option<lease::LeaseConfig>), tessera_core::ConfigError> {
+    let (rest, lease) = lease::split_filter_config(text)?;
+    Ok((Verifier::from_config_json(&rest)?, lease))
+}
+
 /// Counter ids, defined once per VM.
 #[derive(Default)]
 struct Metrics {
@@ -310,19 +320,8 @@ impl RootContext for Root {
                 }
             };
         }
-        // Lease mode's poller settings are the filter's own; core reads the rest.
-        let (text, lease) = match lease::split_filter_config(text) {
-            Ok(split) => split,
-            Err(e) => {
-                log(
-                    LogLevel::Critical,
-                    &format!("tessera: invalid plugin configuration: {e}"),
-                );
-                return false;
-            }
-        };
-        match Verifier::from_config_json(&text) {
-            Ok(verifier) => {
+        match load_filter_config(text) {
+            Ok((verifier, lease)) => {
                 let cache = RefCell::new(verifier.new_cache());
                 let usage = verifier
                     .config()

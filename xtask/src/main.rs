@@ -39,10 +39,13 @@ tasks:
                run, then dist, with both images read by skopeo and pushed to and pulled
                from a loopback docker-registry (Debian skopeo and docker-registry are
                installed if missing)
-  dist         build the release artifacts into target/dist/: tessera_filter.wasm,
+  dist [--check]
+               build the release artifacts into target/dist/: tessera_filter.wasm,
                the edge-worker bundle and the tessera binary (.tar.gz), each with a
                .sha256, and the filter as two OCI image layouts (oci/: the Wasm artifact,
-               compat/: one plugin.wasm layer), reproducible byte for byte
+               compat/: one plugin.wasm layer), reproducible byte for byte; with
+               --check, also image it again (same digests), read both layouts with
+               skopeo and push and pull them through a loopback docker-registry
   demo         install Envoy if missing, build the module and the control plane, and run
                the walk-through (issue, accept, revoke, refuse, authentication log)
   bench        install what is missing (Envoy, wrk, workerd, npm jose), build the modules,
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         ["test"] => test(&root),
         ["demo"] => demo(&root),
         ["dist"] => dist_task(&root).map(|_| ()),
+        ["dist", "--check"] => dist_task(&root).and_then(|d| check_dist(&root, &d)),
         ["bench", options @ ..] => bench(&root, options),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
@@ -189,6 +193,12 @@ fn test(root: &Path) -> Result<()> {
         "warnings",
     ]))?;
 
+    // The examples' systemd unit is verified by `systemd-analyze verify`, which must be
+    // there (the test says so and fails when it is not, with this variable set).
+    tools::ensure_debs(
+        &["systemd"],
+        "`systemd-analyze verify` for examples/systemd",
+    )?;
     tools::header(&format!(
         "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={} and {}={})",
         tools::ENVOY_ENV,
@@ -209,7 +219,8 @@ fn test(root: &Path) -> Result<()> {
             .env(tools::FILTER_WASM_ENV, &filter_wasm)
             .env(tessera_host_tests::ENV_CP_BIN, &cp_bin)
             .env(edge::WORKERD_ENV, &workerd)
-            .env(edge::EDGE_WORKER_DIR_ENV, &edge_bundle),
+            .env(edge::EDGE_WORKER_DIR_ENV, &edge_bundle)
+            .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1"),
     )?;
 
     // The benchmark's code builds in every test run, and each of its configurations is
@@ -240,11 +251,21 @@ fn test(root: &Path) -> Result<()> {
     tools::header(&format!(
         "[9/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
     ));
+    let dist = dist_task(root)?;
+    check_dist(root, &dist)?;
+
+    tools::header(&format!("[10/{STEPS}] all checks passed"));
+    Ok(())
+}
+
+/// Images the module a second time (same digests required), then has skopeo read both
+/// layouts and push them through a loopback docker-registry and back.
+fn check_dist(root: &Path, dist: &dist::Dist) -> Result<()> {
+    tools::header("dist --check: reproducibility, skopeo and a local docker-registry");
     tools::ensure_debs(
         &registry::DEBS,
         "to read the OCI images and push them through a local registry",
     )?;
-    let dist = dist_task(root)?;
     // Reproducible: imaging the same module again gives the same digests.
     let scratch = root.join("target").join("dist-check");
     fs::create_dir_all(&scratch)
@@ -270,16 +291,14 @@ fn test(root: &Path) -> Result<()> {
             again.manifest_digest
         );
     }
-    let checked = registry::check(&dist, &scratch)?;
-    for (variant, summary, digest) in &checked.images {
+    let checked = registry::check(dist, &scratch);
+    let _ = fs::remove_dir_all(&scratch);
+    for (variant, summary, digest) in &checked?.images {
         println!(
             "{}: skopeo: {summary}; registry digest {digest}",
             variant.dir_name()
         );
     }
-    let _ = fs::remove_dir_all(&scratch);
-
-    tools::header(&format!("[10/{STEPS}] all checks passed"));
     Ok(())
 }
 
