@@ -237,7 +237,17 @@ fn summary(inspect: &Value) -> String {
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            // Older skopeo (Debian 12's 1.9) lists layer digests only.
+            inspect["Layers"]
+                .as_array()
+                .map(|ls| {
+                    ls.iter()
+                        .filter_map(|l| l.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
     format!(
         "Digest {} Architecture {} Os {} Layers [{}]",
         inspect["Digest"].as_str().unwrap_or("?"),
