@@ -5,6 +5,7 @@
 //! context asks core for a decision and applies the [`plan::Plan`]. Host errors are mapped,
 //! not unwrapped: the module never traps on request input.
 
+pub mod lease;
 pub mod native;
 pub mod plan;
 pub mod shared;
@@ -37,6 +38,16 @@ proxy_wasm::main! {{
 fn log(level: LogLevel, msg: &str) {
     // Logging failures cannot be reported anywhere else; ignore them.
     let _ = hostcalls::log(level, msg);
+}
+
+/// Loads a filter plugin configuration exactly as `on_configure` does: the lease-mode
+/// poller settings (`"sync": {"mode": "lease", ...}`) are the filter's own, core reads the
+/// rest. Errors name the field.
+pub fn load_filter_config(
+    text: &str,
+) -> Result<(Verifier, Option<lease::LeaseConfig>), tessera_core::ConfigError> {
+    let (rest, lease) = lease::split_filter_config(text)?;
+    Ok((Verifier::from_config_json(&rest)?, lease))
 }
 
 /// Counter ids, defined once per VM.
@@ -180,6 +191,8 @@ struct Shared {
 struct Root {
     shared: Option<Rc<Shared>>,
     sync: Option<SyncRoot>,
+    /// Lease-mode sync (filter role with `"sync": {"mode": "lease"}`).
+    lease: Option<LeaseRoot>,
     /// In-flight usage call (filter role).
     usage_call: Option<u32>,
 }
@@ -219,7 +232,12 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         let (status, headers) = call_response();
-        if let Some(sync) = self.sync.as_mut() {
+        let poller = match (self.sync.as_mut(), self.lease.as_mut()) {
+            (Some(sync), _) => Some(sync),
+            (None, Some(lease)) if self.usage_call != Some(token_id) => lease.poller.as_mut(),
+            _ => None,
+        };
+        if let Some(sync) = poller {
             let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
                 Ok(Some(b)) => b,
                 _ => Vec::new(),
@@ -302,8 +320,8 @@ impl RootContext for Root {
                 }
             };
         }
-        match Verifier::from_config_json(text) {
-            Ok(verifier) => {
+        match load_filter_config(text) {
+            Ok((verifier, lease)) => {
                 let cache = RefCell::new(verifier.new_cache());
                 let usage = verifier
                     .config()
@@ -314,16 +332,26 @@ impl RootContext for Root {
                         let buffer = usage::Buffer::new(u.max_buffer);
                         (u, RefCell::new(buffer))
                     });
-                if let Some((u, _)) = &usage {
-                    let tick = (u.flush_interval_ms / 4).clamp(20, 250);
+                let usage_tick = usage
+                    .as_ref()
+                    .map(|(u, _)| (u.flush_interval_ms / 4).clamp(20, 250));
+                let lease_tick = lease.as_ref().map(|_| lease::TICK_MS);
+                let tick = match (usage_tick, lease_tick) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(tick) = tick {
                     if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
                         log(
                             LogLevel::Critical,
-                            &format!("tessera: cannot set the usage tick: {s:?}"),
+                            &format!("tessera: cannot set the tick: {s:?}"),
                         );
                         return false;
                     }
                 }
+                // The lease is first looked at on the first tick, not here: Envoy also
+                // configures the plugin in short-lived VMs to validate it.
+                self.lease = lease.map(LeaseRoot::new);
                 let metrics = Metrics::define();
                 metrics.record_memory(&verifier);
                 self.shared = Some(Rc::new(Shared {
@@ -352,6 +380,9 @@ impl RootContext for Root {
         if let Some(sync) = self.sync.as_mut() {
             sync.dispatch_due();
             return;
+        }
+        if let Some(lease) = self.lease.as_mut() {
+            lease.tick();
         }
         if self.usage_call.is_some() {
             return;
@@ -751,6 +782,158 @@ impl SyncRoot {
         }
         // Re-poll at once: a change feed answered means another change may follow.
         self.dispatch_due();
+    }
+}
+
+/// Lease-mode sync in one root context: looks at the shared lease each tick, and while it
+/// holds it, runs the poller (see [`lease`]).
+struct LeaseRoot {
+    config: lease::LeaseConfig,
+    /// This root context's holder id; 0 until one is allocated.
+    me: u64,
+    /// The poller, while this root context holds the lease.
+    poller: Option<SyncRoot>,
+    /// Counter: leases taken (the first one and every takeover).
+    acquired: Option<u32>,
+    /// Gauge: the holder id of the root context that took the lease last.
+    holder: Option<u32>,
+}
+
+/// Allocates a holder id from the shared counter (compare-and-swap, a few attempts).
+fn allocate_holder_id() -> Option<u64> {
+    for _ in 0..16 {
+        match hostcalls::get_shared_data(lease::SEQ) {
+            Ok((None, _)) => {
+                // Created only if still missing; the next attempt counts from it.
+                let _ =
+                    hostcalls::set_shared_data(lease::SEQ, Some(b"0"), Some(lease::CREATE_ONLY));
+            }
+            Ok((Some(bytes), Some(cas))) => {
+                let next = lease::next_seq(Some(&bytes)).unwrap_or(1);
+                let text = next.to_string();
+                if hostcalls::set_shared_data(lease::SEQ, Some(text.as_bytes()), Some(cas)).is_ok()
+                {
+                    return Some(next);
+                }
+            }
+            Ok((Some(_), None)) | Err(_) => return None,
+        }
+    }
+    None
+}
+
+impl LeaseRoot {
+    fn new(config: lease::LeaseConfig) -> LeaseRoot {
+        LeaseRoot {
+            config,
+            me: 0,
+            poller: None,
+            acquired: counter("tessera.sync.lease_acquired"),
+            holder: gauge("tessera.sync.lease_holder"),
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.me == 0 {
+            match allocate_holder_id() {
+                Some(id) => self.me = id,
+                None => {
+                    log(
+                        LogLevel::Warn,
+                        "tessera: sync lease: no holder id yet (shared data busy); retrying",
+                    );
+                    return;
+                }
+            }
+        }
+        let now = now_ms();
+        let read = match hostcalls::get_shared_data(lease::LEASE) {
+            Ok((Some(bytes), Some(cas))) => Some((bytes, cas)),
+            Ok(_) => None,
+            Err(s) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("tessera: sync lease unreadable: {s:?}"),
+                );
+                return;
+            }
+        };
+        let previous = read
+            .as_ref()
+            .and_then(|(b, _)| lease::Record::decode(b))
+            .map(|r| r.holder)
+            .unwrap_or(0);
+        let action = lease::decide(
+            self.me,
+            read.as_ref().map(|(b, c)| (b.as_slice(), *c)),
+            now,
+            self.config.lease_ms,
+        );
+        match action {
+            lease::Action::Create => {
+                let _ = hostcalls::set_shared_data(
+                    lease::LEASE,
+                    Some(&lease::Record::EMPTY.encode()),
+                    Some(lease::CREATE_ONLY),
+                );
+                self.step_down(previous);
+            }
+            lease::Action::Follow => self.step_down(previous),
+            lease::Action::Write { cas, record, .. } => {
+                match hostcalls::set_shared_data(lease::LEASE, Some(&record.encode()), Some(cas)) {
+                    Ok(()) => {
+                        if self.poller.is_none() {
+                            self.take_over(previous);
+                        }
+                        if let Some(poller) = self.poller.as_mut() {
+                            poller.dispatch_due();
+                        }
+                    }
+                    // Another VM wrote first: it holds the lease now.
+                    Err(_) => self.step_down(previous),
+                }
+            }
+        }
+    }
+
+    fn take_over(&mut self, previous: u64) {
+        let meta = match hostcalls::get_shared_data(shared::META) {
+            Ok((Some(b), _)) => shared::Meta::decode(&b),
+            _ => None,
+        };
+        let state = match hostcalls::get_shared_data(shared::STATE) {
+            Ok((Some(b), _)) => shared::State::decode(&b),
+            _ => None,
+        };
+        let mut poller = sync::Poller::new(self.config.poller.clone());
+        poller.resume(meta, state.as_ref());
+        self.poller = Some(SyncRoot {
+            poller,
+            calls: HashMap::new(),
+        });
+        Metrics::bump(self.acquired);
+        if let Some(id) = self.holder {
+            let _ = hostcalls::record_metric(id, self.me);
+        }
+        log(
+            LogLevel::Info,
+            &format!(
+                "tessera: sync lease taken by holder {} (previous holder {previous}); polling the control plane",
+                self.me
+            ),
+        );
+    }
+
+    fn step_down(&mut self, holder: u64) {
+        if self.poller.take().is_some() {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "tessera: sync lease of holder {} lost to holder {holder}; polling stopped",
+                    self.me
+                ),
+            );
+        }
     }
 }
 

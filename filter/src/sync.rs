@@ -250,6 +250,29 @@ impl Poller {
         }
     }
 
+    /// Continues from what an earlier poller of the same process published (lease mode,
+    /// on takeover): versions go on above `published.version`, and the published lists and
+    /// key sets are the starting point, so an unchanged list or JWKS publishes no new
+    /// state and workers keep what they have. Each list is still fetched in full once.
+    pub fn resume(&mut self, published: Option<Meta>, state: Option<&State>) {
+        if let Some(meta) = published {
+            self.version = self.version.max(meta.version);
+        }
+        let Some(state) = state else { return };
+        for (l, uri) in self.lists.iter_mut().zip(&self.config.status_lists) {
+            if let Some(p) = state.lists.iter().find(|p| &p.uri == uri) {
+                l.lst = Some(p.lst.clone());
+            }
+        }
+        // `state()` lists the documents of the JWKS URLs in order, skipping those not yet
+        // fetched; only a complete set can be matched to the URLs.
+        if state.jwks.len() == self.jwks.len() {
+            for (j, doc) in self.jwks.iter_mut().zip(&state.jwks) {
+                j.doc = Some(doc.clone());
+            }
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &SyncServiceConfig {
         &self.config
@@ -633,6 +656,72 @@ mod tests {
         );
         assert_eq!(publish, Publish::Nothing);
         assert!(err.is_some());
+    }
+
+    #[test]
+    fn a_resumed_poller_continues_versions_and_publishes_only_changes() {
+        let none = HashMap::new();
+        let lst = tessera_core::StatusList::new(8).to_lst();
+        let body = format!(r#"{{"bits":2,"lst":"{lst}"}}"#);
+        let key = tessera_testkit::TestKey::generate(tessera_testkit::Alg::EdDSA, "k");
+        let doc = tessera_testkit::jwks(&[&key]).to_string();
+        let published = State {
+            lists: vec![PublishedList {
+                uri: "http://cp:8080/v1/orgs/acme/status-list".into(),
+                lst: lst.clone(),
+            }],
+            jwks: vec![doc.clone()],
+        };
+        let mut p = Poller::new(config());
+        p.resume(
+            Some(Meta {
+                version: 9,
+                last_success: 50,
+            }),
+            Some(&published),
+        );
+        assert_eq!(p.state(), published);
+        // Not fresh until its own first answer.
+        assert_eq!(p.meta().version, 9);
+        assert_eq!(p.meta().last_success, 0);
+        let calls = p.due(100);
+        // The list is fetched in full once (no `since` yet).
+        assert_eq!(calls[0].path, "/v1/orgs/acme/status-list");
+        let (publish, _) = p.on_response(
+            Target::List(0),
+            &resp(Some(200), &none, body.as_bytes()),
+            100,
+        );
+        assert_eq!(publish, Publish::Meta, "the same list is no new state");
+        let (publish, _) = p.on_response(
+            Target::Jwks(0),
+            &resp(Some(200), &none, doc.as_bytes()),
+            100,
+        );
+        assert_eq!(publish, Publish::Nothing, "the same keys are no new state");
+        assert_eq!(p.meta().version, 9);
+        // A change moves the version past the one the earlier poller published.
+        let mut changed = tessera_core::StatusList::new(8);
+        changed.set(1, tessera_core::TokenStatus::Revoked);
+        let body = format!(r#"{{"bits":2,"lst":"{}"}}"#, changed.to_lst());
+        p.due(101);
+        let (publish, _) = p.on_response(
+            Target::List(0),
+            &resp(Some(200), &none, body.as_bytes()),
+            101,
+        );
+        assert_eq!(publish, Publish::State);
+        assert_eq!(p.meta().version, 10);
+        // A partial key publication cannot be matched to the URLs and is not used.
+        let mut q = Poller::new(config());
+        q.resume(
+            None,
+            Some(&State {
+                lists: vec![],
+                jwks: vec![],
+            }),
+        );
+        assert!(q.state().jwks.is_empty());
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct EnvoyOptions {
     /// singleton `envoy.bootstrap.wasm` service in the filter's `vm_id`, so that both
     /// share data. Needs [`EnvoyOptions::filter`] (the module comes from there).
     pub sync_service: Option<String>,
+    /// Further Envoy command-line arguments (e.g. `--drain-time-s 1`).
+    pub extra_args: Vec<String>,
 }
 
 impl EnvoyOptions {
@@ -64,7 +66,14 @@ impl EnvoyOptions {
             bootstrap: None,
             clusters: Vec::new(),
             sync_service: None,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Adds Envoy command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> EnvoyOptions {
+        self.extra_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
     }
 
     /// Adds a `STATIC` cluster `name` with one endpoint, `addr` (HTTP/1.1).
@@ -325,6 +334,7 @@ impl Envoy {
             .arg("--log-level")
             .arg(&options.log_level)
             .arg("--disable-hot-restart")
+            .args(&options.extra_args)
             .arg("--admin-address-path")
             .arg(&admin_file)
             .stdin(Stdio::null())

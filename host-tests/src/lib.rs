@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 mod client;
 mod control_plane;
+pub mod counting_proxy;
 pub mod demo;
 mod envoy;
 mod stalled;
@@ -35,6 +36,7 @@ pub mod workerd;
 
 pub use client::{Request, Response};
 pub use control_plane::{control_plane_path, ControlPlane, ControlPlaneOptions, ENV_CP_BIN};
+pub use counting_proxy::CountingProxy;
 pub use envoy::{log_excerpt, Envoy, EnvoyOptions, StartError, VM_ID};
 pub use stalled::StalledServer;
 pub use tmp::TempDir;

@@ -7,13 +7,19 @@
 //!   through Tessera: a token issued, accepted in a real Envoy, revoked and refused;
 //! - `bench` — issue 6's measurements (`bench/` module: Envoy, workerd, propagation,
 //!   control plane, footprint, Ed25519), interleaved rounds, written to BENCHMARKS.md
-//!   (`--smoke`: every part once, answers checked).
+//!   (`--smoke`: every part once, answers checked);
+//! - `dist` — the release artifacts and the filter's two OCI image layouts in
+//!   `target/dist/` (`dist` module), checked by skopeo and a local registry in `test`
+//!   (`registry` module).
 
 mod bench;
+mod dist;
 mod edge;
+mod registry;
 mod tools;
 mod wasm;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -29,7 +35,17 @@ tasks:
                missing, build the modules, the edge-worker bundle and the
                control plane (target/debug/tessera), then cargo fmt --check, cargo clippy
                -D warnings and cargo test --workspace (including the host tests that run
-               the module in Envoy against the real control plane)
+               the module in Envoy against the real control plane), the bench smoke
+               run, then dist, with both images read by skopeo and pushed to and pulled
+               from a loopback docker-registry (Debian skopeo and docker-registry are
+               installed if missing)
+  dist [--check]
+               build the release artifacts into target/dist/: tessera_filter.wasm,
+               the edge-worker bundle and the tessera binary (.tar.gz), each with a
+               .sha256, and the filter as two OCI image layouts (oci/: the Wasm artifact,
+               compat/: one plugin.wasm layer), reproducible byte for byte; with
+               --check, also image it again (same digests), read both layouts with
+               skopeo and push and pull them through a loopback docker-registry
   demo         install Envoy if missing, build the module and the control plane, and run
                the walk-through (issue, accept, revoke, refuse, authentication log)
   bench        install what is missing (Envoy, wrk, workerd, npm jose), build the modules,
@@ -62,6 +78,8 @@ fn main() -> ExitCode {
         ["build-wasm"] => build_wasm(&root),
         ["test"] => test(&root),
         ["demo"] => demo(&root),
+        ["dist"] => dist_task(&root).map(|_| ()),
+        ["dist", "--check"] => dist_task(&root).and_then(|d| check_dist(&root, &d)),
         ["bench", options @ ..] => bench(&root, options),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
@@ -145,7 +163,7 @@ fn cargo(root: &Path) -> Command {
 }
 
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 9;
+    const STEPS: usize = 10;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -175,6 +193,12 @@ fn test(root: &Path) -> Result<()> {
         "warnings",
     ]))?;
 
+    // The examples' systemd unit is verified by `systemd-analyze verify`, which must be
+    // there (the test says so and fails when it is not, with this variable set).
+    tools::ensure_debs(
+        &["systemd"],
+        "`systemd-analyze verify` for examples/systemd",
+    )?;
     tools::header(&format!(
         "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={} and {}={})",
         tools::ENVOY_ENV,
@@ -195,7 +219,8 @@ fn test(root: &Path) -> Result<()> {
             .env(tools::FILTER_WASM_ENV, &filter_wasm)
             .env(tessera_host_tests::ENV_CP_BIN, &cp_bin)
             .env(edge::WORKERD_ENV, &workerd)
-            .env(edge::EDGE_WORKER_DIR_ENV, &edge_bundle),
+            .env(edge::EDGE_WORKER_DIR_ENV, &edge_bundle)
+            .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1"),
     )?;
 
     // The benchmark's code builds in every test run, and each of its configurations is
@@ -223,8 +248,80 @@ fn test(root: &Path) -> Result<()> {
         &bench::Plan::smoke(),
     )?;
 
-    tools::header(&format!("[9/{STEPS}] all checks passed"));
+    tools::header(&format!(
+        "[9/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
+    ));
+    let dist = dist_task(root)?;
+    check_dist(root, &dist)?;
+
+    tools::header(&format!("[10/{STEPS}] all checks passed"));
     Ok(())
+}
+
+/// Images the module a second time (same digests required), then has skopeo read both
+/// layouts and push them through a loopback docker-registry and back.
+fn check_dist(root: &Path, dist: &dist::Dist) -> Result<()> {
+    tools::header("dist --check: reproducibility, skopeo and a local docker-registry");
+    tools::ensure_debs(
+        &registry::DEBS,
+        "to read the OCI images and push them through a local registry",
+    )?;
+    // Reproducible: imaging the same module again gives the same digests.
+    let scratch = root.join("target").join("dist-check");
+    fs::create_dir_all(&scratch)
+        .map_err(|e| format!("could not create {}: {e}", scratch.display()))?;
+    let module = dist.dir.join(dist::FILTER_NAME);
+    let module =
+        fs::read(&module).map_err(|e| format!("could not read {}: {e}", module.display()))?;
+    for first in [&dist.oci, &dist.compat] {
+        let again = dist::write_image(&scratch.join("again"), &module, first.variant)?;
+        if again.manifest_digest != first.manifest_digest
+            || again.layer_digest != first.layer_digest
+        {
+            return Err(format!(
+                "imaging the module twice gave different {} images: {} then {}",
+                first.variant.dir_name(),
+                first.manifest_digest,
+                again.manifest_digest
+            ));
+        }
+        println!(
+            "{}: imaged twice, same manifest {}",
+            first.variant.dir_name(),
+            again.manifest_digest
+        );
+    }
+    let checked = registry::check(dist, &scratch);
+    let _ = fs::remove_dir_all(&scratch);
+    for (variant, summary, digest) in &checked?.images {
+        println!(
+            "{}: skopeo: {summary}; registry digest {digest}",
+            variant.dir_name()
+        );
+    }
+    Ok(())
+}
+
+/// Builds the filter, the edge-worker bundle and the release control plane, and writes
+/// `target/dist/`.
+fn dist_task(root: &Path) -> Result<dist::Dist> {
+    tools::header("dist: building the wasm modules (release)");
+    wasm::build_wasm(root)?;
+    tools::header("dist: the edge-worker bundle");
+    let edge_bundle = edge::build_edge_worker(root)?;
+    tools::header("dist: cargo build --release -p tessera-control-plane --bin tessera");
+    let cp_bin = build_control_plane_release(root)?;
+    tools::header("dist: writing target/dist/");
+    let dist = dist::write_dist(
+        &dist::dist_dir(root),
+        &dist::Inputs {
+            filter_wasm: &wasm::filter_wasm_path(root),
+            edge_bundle: &edge_bundle,
+            cp_bin: &cp_bin,
+        },
+    )?;
+    dist::report(&dist);
+    Ok(dist)
 }
 
 fn demo(root: &Path) -> Result<()> {
