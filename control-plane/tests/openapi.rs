@@ -773,7 +773,8 @@ async fn the_document_names_real_statuses_types_and_security() {
     assert!(by_name("per_page")["schema"]["type"]
         .to_string()
         .contains("integer"));
-    // The timestamp a request takes is documented as the three forms it accepts.
+    // A request timestamp is documented as what it accepts: a string (RFC 3339 or
+    // YYYY-MM-DD) or Unix seconds.
     let ts = &doc["components"]["schemas"]["Timestamp"]["oneOf"];
     assert_eq!(ts.as_array().map(Vec::len), Some(2));
 }
