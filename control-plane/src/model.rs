@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a user may do; see `policy` for the full matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Org admin / API-token manager.
@@ -34,7 +34,7 @@ impl Role {
 }
 
 /// A signing algorithm; each key pins exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum KeyAlg {
     EdDSA,
     ES256,

@@ -1,69 +1,156 @@
-//! `/openapi.json`, generated from the same route table the router is built from.
+//! `/openapi.json`, built from the route table the router is built from: the request,
+//! query and answer types each route names there are the handler's own types, and their
+//! schemas are derived from those types (`utoipa::ToSchema`).
 
-use crate::api::{routes, Auth};
-use serde_json::{json, Map, Value};
+use crate::api::{routes, schema_ref, Auth, Body, ErrorBody, Schemas};
+use axum::http::Method;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, Paths,
+    Required, ResponseBuilder, ServerBuilder,
+};
+use utoipa::PartialSchema;
 
-fn path_params(path: &str) -> Vec<Value> {
-    path.split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-        .collect()
+fn http_method(m: &Method) -> Option<HttpMethod> {
+    Some(match *m {
+        Method::GET => HttpMethod::Get,
+        Method::POST => HttpMethod::Post,
+        Method::PUT => HttpMethod::Put,
+        Method::PATCH => HttpMethod::Patch,
+        Method::DELETE => HttpMethod::Delete,
+        _ => return None,
+    })
 }
 
-pub fn document(base_url: &str) -> Value {
-    let mut paths: Map<String, Value> = Map::new();
-    for r in routes() {
-        let mut params = path_params(r.path);
-        params.extend(r.query.iter().map(
-            |q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}}),
-        ));
-        let mut op = json!({
-            "summary": r.summary,
-            "operationId": format!("{} {}", r.method, r.path),
-            "parameters": params,
-            "responses": {
-                "200": {"description": "OK"},
-                "400": {"$ref": "#/components/responses/Error"},
-                "401": {"$ref": "#/components/responses/Error"},
-                "403": {"$ref": "#/components/responses/Error"},
-                "404": {"$ref": "#/components/responses/Error"},
-                "409": {"$ref": "#/components/responses/Error"},
-            },
-        });
-        match r.auth {
-            Auth::Public => op["security"] = json!([]),
-            Auth::Token => op["security"] = json!([{"tessera": []}]),
-            Auth::Edge => op["security"] = json!([{"edge": []}]),
-        }
-        if let Some(example) = r.body {
-            op["requestBody"] = json!({
-                "required": true,
-                "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
-            });
-        }
-        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
-        entry[r.method.as_str().to_ascii_lowercase()] = op;
+fn content(b: &Body, schemas: &mut Schemas) -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some((b.schema)(schemas)))
+        .build()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad request: the message names the offending field or parameter",
+        401 => "No usable credential; `reason` names why, `WWW-Authenticate` the challenge",
+        403 => "Forbidden: the caller may not do this, or the token may not be used from here",
+        404 => "Not found",
+        409 => "Conflict with the current state (a duplicate name, a revoked token, ...)",
+        413 => "The body is larger than 1 MiB",
+        500 => "Internal error (the detail is in the server log)",
+        503 => "The database is unavailable; try again",
+        _ => "Error",
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Tessera control plane", "version": env!("CARGO_PKG_VERSION")},
-        "servers": [{"url": base_url}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "tessera": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (tessera-api+jwt or at+jwt)"},
-                "edge": {"type": "http", "scheme": "bearer", "description": "an edge credential (tse_...)"},
-            },
-            "responses": {
-                "Error": {
-                    "description": "An error",
-                    "content": {"application/json": {"schema": {
-                        "type": "object",
-                        "required": ["error", "message"],
-                        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-                    }}},
-                },
-            },
-        },
-    })
+}
+
+/// The document as a typed value.
+pub fn openapi(base_url: &str) -> OpenApi {
+    let mut schemas: Schemas = Vec::new();
+    let error_schema = schema_ref::<ErrorBody>;
+    let mut paths = Paths::new();
+    for r in routes() {
+        let Some(method) = http_method(&r.method) else {
+            continue;
+        };
+        let mut op = OperationBuilder::new()
+            .summary(Some(r.summary))
+            .operation_id(Some(format!("{} {}", r.method, r.path)));
+        for name in r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(String::schema())),
+            );
+        }
+        if let Some(query) = r.query {
+            op = op.parameters(Some(query()));
+        }
+        if !r.request.is_empty() {
+            let mut body = RequestBodyBuilder::new().required(Some(Required::True));
+            for b in &r.request {
+                let mut c = content(b, &mut schemas);
+                if b.media_type == "application/json" {
+                    c.example = r.body.clone();
+                }
+                body = body.content(b.media_type, c);
+            }
+            op = op.request_body(Some(body.build()));
+        }
+        for a in &r.answers {
+            let mut resp = ResponseBuilder::new().description(a.description);
+            for b in &a.bodies {
+                resp = resp.content(b.media_type, content(b, &mut schemas));
+            }
+            op = op.response(a.status.to_string(), resp.build());
+        }
+        for status in &r.errors {
+            let resp = ResponseBuilder::new()
+                .description(reason(*status))
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(error_schema(&mut schemas)))
+                        .build(),
+                )
+                .build();
+            op = op.response(status.to_string(), resp);
+        }
+        let security = match r.auth {
+            Auth::Public => vec![],
+            Auth::Token => vec![SecurityRequirement::new("tessera", Vec::<String>::new())],
+            Auth::Edge => vec![SecurityRequirement::new("edge", Vec::<String>::new())],
+        };
+        op = op.securities(Some(security));
+        let item = PathItem::new(method, op.build());
+        match paths.paths.get_mut(r.path) {
+            Some(existing) => existing.merge_operations(item),
+            None => {
+                paths.paths.insert(r.path.to_string(), item);
+            }
+        }
+    }
+    let mut components = ComponentsBuilder::new()
+        .security_scheme(
+            "tessera",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT (tessera-api+jwt or at+jwt)")
+                    .description(Some(
+                        "A Tessera API token, or an access token exchanged for one",
+                    ))
+                    .build(),
+            ),
+        )
+        .security_scheme(
+            "edge",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An edge credential (tse_...)"))
+                    .build(),
+            ),
+        );
+    schemas.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, schema) in schemas {
+        components = components.schema(name, schema);
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Tessera control plane")
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .servers(Some([ServerBuilder::new().url(base_url).build()]))
+        .paths(paths)
+        .components(Some(components.build()))
+        .build()
 }

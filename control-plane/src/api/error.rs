@@ -29,6 +29,21 @@ pub struct ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The body of every error answer. `ApiError` is rendered through this type, and
+/// `/openapi.json` documents this type, so the two cannot drift.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code: `invalid_request`, `invalid_body`, `unauthorized`,
+    /// `forbidden`, `not_found`, `conflict`, `invalid_grant`, `unsupported_grant_type`,
+    /// `no_route`, `method_not_allowed`, `unavailable`, `internal`.
+    pub error: String,
+    /// What went wrong, for a person; names the offending field.
+    pub message: String,
+    /// For a refused credential: the verifier's reason code (`token_expired`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
@@ -166,10 +181,11 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
         }
         let refusal = RefusalReason(self.reason);
-        let mut body = serde_json::json!({"error": self.code, "message": self.message});
-        if let Some(r) = self.reason {
-            body["reason"] = serde_json::json!(r);
-        }
+        let body = ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+            reason: self.reason.map(str::to_string),
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         let challenge = self
             .challenge

@@ -10,15 +10,16 @@ use crate::service::input::{
     RotateKey, SearchParams, UpdateUser, UsageBatch,
 };
 use crate::service::views::{
-    AuditEntries, AuthEvents, Deleted, EdgeCreated, Edited, KeyRotated, Me, Minted, OrgList,
-    OrgView, RevokedAll, TokenPage, TokenView, UsageAccepted, UserList, UserView,
+    AuditEntries, AuthEvents, Deleted, EdgeCreated, Edited, Health, KeyRotated, Me, Minted,
+    OrgList, OrgView, RevokedAll, StatusListView, TokenPage, TokenView, UsageAccepted, UserList,
+    UserView,
 };
 use crate::service::{self, authn, keys, logs, orgs, tokens, users};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 type Created<T> = ApiResult<(StatusCode, Json<T>)>;
@@ -27,12 +28,12 @@ fn created<T>(v: T) -> (StatusCode, Json<T>) {
     (StatusCode::CREATED, Json(v))
 }
 
-pub(super) async fn health() -> Json<Value> {
-    Json(json!({"ok": true}))
+pub(super) async fn health() -> Json<Health> {
+    Json(Health { ok: true })
 }
 
-pub(super) async fn openapi(State(s): State<AppState>) -> Json<Value> {
-    Json(crate::openapi::document(s.base_url()))
+pub(super) async fn openapi(State(s): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::openapi(s.base_url()))
 }
 
 pub(super) async fn me(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<Me>> {
@@ -103,11 +104,14 @@ pub(super) async fn jwks(
     Ok(resp)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StatusParams {
+    /// The version the client has: answer only once the list differs (long poll).
     #[serde(default)]
     since: Option<i64>,
+    /// Seconds to wait for a change after `since` (at most 60); 304 when none came.
     #[serde(default)]
     wait: Option<u64>,
     /// `json` (default) or `jwt`.
@@ -178,11 +182,9 @@ pub(super) async fn status_list(
                 st.verifiers().encoded_list(tx, ctx, &org)
             })
             .await?;
-        (
-            v,
-            json!({"bits": 2, "lst": lst}).to_string(),
-            "application/json",
-        )
+        let body =
+            serde_json::to_string(&StatusListView { bits: 2, lst }).map_err(ApiError::internal)?;
+        (v, body, "application/json")
     };
     let etag = etag_for(version);
     if headers
@@ -524,15 +526,17 @@ pub(super) async fn audit_log(
         .map(Json)
 }
 
-#[derive(serde::Deserialize)]
+/// The JSON form of the exchange: the API token to exchange.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ExchangeJson {
+pub(super) struct ExchangeJson {
     #[serde(rename = "refreshToken")]
     refresh_token: String,
 }
 
-#[derive(serde::Deserialize)]
-struct ExchangeForm {
+/// The RFC 8693 form of the exchange.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub(super) struct ExchangeForm {
     grant_type: String,
     subject_token: String,
     subject_token_type: String,

@@ -7,7 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 
-pub use error::{ApiError, ApiResult};
+pub use error::{ApiError, ApiResult, ErrorBody};
 
 use crate::crypto::MasterKey;
 use crate::policy::Actor;
@@ -23,6 +23,10 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 /// Everything the service needs; cheap to clone.
 #[derive(Clone)]
@@ -162,7 +166,31 @@ pub enum Auth {
     Edge,
 }
 
-/// One operation: the router and `/openapi.json` are both built from these.
+/// Named schemas a schema refers to, collected for `components.schemas`.
+pub type Schemas = Vec<(String, RefOr<Schema>)>;
+
+/// The schema of a body: a reference to a named schema (registered in `Schemas`), or an
+/// inline one.
+pub type SchemaFn = fn(&mut Schemas) -> RefOr<Schema>;
+
+/// A body the route takes or answers with: its media type and schema.
+#[derive(Clone, Copy)]
+pub struct Body {
+    pub media_type: &'static str,
+    pub schema: SchemaFn,
+}
+
+/// One documented answer of a route.
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub description: &'static str,
+    /// Empty for an answer without a body (304).
+    pub bodies: Vec<Body>,
+}
+
+/// One operation: the router and `/openapi.json` are both built from these, and the
+/// request, query and response types named here are the ones the handler uses.
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
@@ -170,8 +198,40 @@ pub struct Route {
     pub auth: Auth,
     /// An example request body; `None` when the operation takes none.
     pub body: Option<Value>,
-    pub query: &'static [&'static str],
+    /// The request bodies the operation accepts, by media type.
+    pub request: Vec<Body>,
+    /// The query parameters, from the handler's query type.
+    pub query: Option<fn() -> Vec<Parameter>>,
+    /// Successful answers.
+    pub answers: Vec<Answer>,
+    /// Error statuses the operation can answer with; each carries an [`ErrorBody`].
+    pub errors: Vec<u16>,
     pub handler: MethodRouter<AppState>,
+}
+
+/// A reference to `T`'s named schema, registering it and what it refers to.
+pub fn schema_ref<T: ToSchema>(out: &mut Schemas) -> RefOr<Schema> {
+    let name = T::name().into_owned();
+    if !out.iter().any(|(n, _)| *n == name) {
+        out.push((name.clone(), T::schema()));
+        T::schemas(out);
+    }
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn string_schema(_: &mut Schemas) -> RefOr<Schema> {
+    String::schema()
+}
+
+fn any_object(_: &mut Schemas) -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::Object).into()
+}
+
+fn json<T: ToSchema>() -> Body {
+    Body {
+        media_type: "application/json",
+        schema: schema_ref::<T>,
+    }
 }
 
 fn route(
@@ -181,41 +241,92 @@ fn route(
     auth: Auth,
     handler: MethodRouter<AppState>,
 ) -> Route {
+    // Every route reads the store (503 when it is unavailable, 500 when it fails); an
+    // authenticated one may be refused (401; 403 for a token used from a refused
+    // address or for a forbidden action), and a path names something that may not exist.
+    let mut errors = vec![500, 503];
+    match auth {
+        Auth::Public => {}
+        Auth::Token => errors.extend([401, 403]),
+        Auth::Edge => errors.push(401),
+    }
+    if path.contains('{') {
+        errors.push(404);
+    }
+    if auth == Auth::Token && method != Method::GET {
+        errors.push(409);
+    }
     Route {
         method,
         path,
         summary,
         auth,
         body: None,
-        query: &[],
+        request: Vec::new(),
+        query: None,
+        answers: Vec::new(),
+        errors,
         handler,
     }
 }
 
 impl Route {
-    fn body(mut self, example: Value) -> Self {
+    /// A JSON request body of type `T`, with an example. A bad body is a 400 (413 when
+    /// too large); an authenticated caller's body may name something that does not
+    /// exist (404).
+    fn body<T: ToSchema>(mut self, example: Value) -> Self {
         self.body = Some(example);
+        self.request.push(json::<T>());
+        let names = if self.auth == Auth::Token { 404 } else { 400 };
+        self.error(&[400, 413, names])
+    }
+
+    /// An `application/x-www-form-urlencoded` request body of type `T`.
+    fn form<T: ToSchema>(mut self) -> Self {
+        self.request.push(Body {
+            media_type: "application/x-www-form-urlencoded",
+            schema: schema_ref::<T>,
+        });
         self
     }
 
-    fn query(mut self, q: &'static [&'static str]) -> Self {
-        self.query = q;
+    /// Query parameters from the handler's query type; bad ones are a 400.
+    fn query<T: IntoParams>(mut self) -> Self {
+        self.query = Some(|| T::into_params(|| Some(ParameterIn::Query)));
+        self.error(&[400])
+    }
+
+    /// A JSON answer of type `T` with this status.
+    fn ok<T: ToSchema>(self, status: u16) -> Self {
+        let description = if status == 201 { "Created" } else { "OK" };
+        self.answer(status, description, vec![json::<T>()])
+    }
+
+    fn answer(mut self, status: u16, description: &'static str, bodies: Vec<Body>) -> Self {
+        self.answers.push(Answer {
+            status,
+            description,
+            bodies,
+        });
+        self
+    }
+
+    fn error(mut self, statuses: &[u16]) -> Self {
+        for s in statuses {
+            if !self.errors.contains(s) {
+                self.errors.push(*s);
+            }
+        }
+        self.errors.sort_unstable();
+        self
+    }
+
+    /// A route that touches nothing and cannot fail.
+    fn infallible(mut self) -> Self {
+        self.errors.clear();
         self
     }
 }
-
-const SEARCH_QUERY: &[&str] = &[
-    "q",
-    "status",
-    "user",
-    "expires_before",
-    "sort",
-    "page",
-    "per_page",
-];
-const LOG_QUERY: &[&str] = &[
-    "token", "user", "outcome", "since", "until", "page", "per_page",
-];
 
 macro_rules! h {
     ($m:ident, $f:expr) => {
@@ -224,51 +335,107 @@ macro_rules! h {
 }
 
 pub fn routes() -> Vec<Route> {
+    use handlers::{ExchangeForm, ExchangeJson, StatusParams};
+    use service::input::*;
+    use service::views::*;
     use Auth::*;
+    let csv = Body {
+        media_type: "text/csv",
+        schema: string_schema,
+    };
+    let status_jwt = Body {
+        media_type: "application/statuslist+jwt",
+        schema: string_schema,
+    };
+    let jwk_set = Body {
+        media_type: "application/jwk-set+json",
+        schema: schema_ref::<Jwks>,
+    };
+    let openapi = Body {
+        media_type: "application/json",
+        schema: any_object,
+    };
     vec![
-        route(Method::GET, "/healthz", "Liveness", Public, h!(GET, handlers::health)),
-        route(Method::GET, "/openapi.json", "This description", Public, h!(GET, handlers::openapi)),
-        route(Method::GET, "/v1/me", "The authenticated user and organization", Token, h!(GET, handlers::me)),
-        route(Method::GET, "/v1/orgs", "Organizations visible to the caller", Token, h!(GET, handlers::orgs_list)),
+        route(Method::GET, "/healthz", "Liveness", Public, h!(GET, handlers::health))
+            .ok::<Health>(200).infallible(),
+        route(Method::GET, "/openapi.json", "This description", Public, h!(GET, handlers::openapi))
+            .answer(200, "The OpenAPI 3.1 document", vec![openapi]).infallible(),
+        route(Method::GET, "/v1/me", "The authenticated user and organization", Token, h!(GET, handlers::me))
+            .ok::<Me>(200),
+        route(Method::GET, "/v1/orgs", "Organizations visible to the caller", Token, h!(GET, handlers::orgs_list))
+            .ok::<OrgList>(200),
         route(Method::POST, "/v1/orgs", "Create an organization (root admin; partner admin for customers)", Token, h!(POST, handlers::orgs_create))
-            .body(json!({"id": "acme", "name": "Acme", "partner": false, "managed_by": null, "key_alg": "EdDSA", "max_lifetime_days": 365, "audience": "tessera"})),
-        route(Method::GET, "/v1/orgs/{org}", "One organization", Token, h!(GET, handlers::orgs_get)),
-        route(Method::GET, "/v1/orgs/{org}/jwks.json", "The organization's public keys (JWKS)", Public, h!(GET, handlers::jwks)),
+            .body::<CreateOrg>(json!({"id": "acme", "name": "Acme", "partner": false, "managed_by": null, "key_alg": "EdDSA", "max_lifetime_days": 365, "audience": "tessera"}))
+            .ok::<OrgView>(201),
+        route(Method::GET, "/v1/orgs/{org}", "One organization", Token, h!(GET, handlers::orgs_get))
+            .ok::<OrgView>(200),
+        route(Method::GET, "/v1/orgs/{org}/jwks.json", "The organization's public keys (JWKS)", Public, h!(GET, handlers::jwks))
+            .answer(200, "The JWK Set", vec![jwk_set]),
         route(Method::GET, "/v1/orgs/{org}/status-list", "Token status list (raw JSON, or statuslist+jwt); ETag; long-poll with since/wait", Public, h!(GET, handlers::status_list))
-            .query(&["since", "wait", "format"]),
+            .query::<StatusParams>()
+            .answer(200, "The list: JSON, or a signed statuslist+jwt (`format=jwt` or `Accept: application/statuslist+jwt`)", vec![json::<StatusListView>(), status_jwt])
+            .answer(304, "Not modified: the list is still at version `since` (or matches `If-None-Match`)", vec![]),
         route(Method::POST, "/v1/orgs/{org}/keys/rotate", "Rotate the signing key (org admin)", Token, h!(POST, handlers::keys_rotate))
-            .body(json!({"alg": "ES256"})),
+            .body::<RotateKey>(json!({"alg": "ES256"}))
+            .ok::<KeyRotated>(200),
         route(Method::POST, "/v1/orgs/{org}/edge-credentials", "Create an edge credential for /v1/usage (org admin); the secret is shown once", Token, h!(POST, handlers::edges_create))
-            .body(json!({"name": "edge-eu-1"})),
-        route(Method::GET, "/v1/orgs/{org}/users", "Users of an organization (org admin)", Token, h!(GET, handlers::users_list)),
+            .body::<CreateEdge>(json!({"name": "edge-eu-1"}))
+            .ok::<EdgeCreated>(201),
+        route(Method::GET, "/v1/orgs/{org}/users", "Users of an organization (org admin)", Token, h!(GET, handlers::users_list))
+            .ok::<UserList>(200),
         route(Method::POST, "/v1/orgs/{org}/users", "Create a user (org admin)", Token, h!(POST, handlers::users_create))
-            .body(json!({"username": "bob", "display_name": "Bob", "role": "user", "delegated": false})),
-        route(Method::GET, "/v1/users/{id}", "One user (self or org admin)", Token, h!(GET, handlers::users_get)),
+            .body::<CreateUser>(json!({"username": "bob", "display_name": "Bob", "role": "user", "delegated": false}))
+            .ok::<UserView>(201),
+        route(Method::GET, "/v1/users/{id}", "One user (self or org admin)", Token, h!(GET, handlers::users_get))
+            .ok::<UserView>(200),
         route(Method::PATCH, "/v1/users/{id}", "Change a user (org admin; self: display_name, delegated)", Token, h!(PATCH, handlers::users_update))
-            .body(json!({"display_name": "Bob B.", "delegated": true})),
-        route(Method::GET, "/v1/tokens", "Search API tokens", Token, h!(GET, handlers::tokens_search)).query(SEARCH_QUERY),
+            .body::<UpdateUser>(json!({"display_name": "Bob B.", "delegated": true}))
+            .ok::<UserView>(200),
+        route(Method::GET, "/v1/tokens", "Search API tokens", Token, h!(GET, handlers::tokens_search))
+            .query::<SearchParams>()
+            .ok::<TokenPage>(200),
         route(Method::POST, "/v1/tokens", "Create an API token (Pending until its user downloads it)", Token, h!(POST, handlers::tokens_create))
-            .body(json!({"name": "ci", "description": "CI pipeline", "user": null, "lifetime_days": 90, "not_before": null, "ip_allow": ["10.0.0.0/8"], "scopes": ["read"], "enabled": true})),
-        route(Method::GET, "/v1/tokens.csv", "Export API tokens as CSV (same filters as search)", Token, h!(GET, handlers::tokens_csv)).query(SEARCH_QUERY),
+            .body::<CreateToken>(json!({"name": "ci", "description": "CI pipeline", "user": null, "lifetime_days": 90, "not_before": null, "ip_allow": ["10.0.0.0/8"], "scopes": ["read"], "enabled": true}))
+            .ok::<TokenView>(201),
+        route(Method::GET, "/v1/tokens.csv", "Export API tokens as CSV (same filters as search)", Token, h!(GET, handlers::tokens_csv))
+            .query::<SearchParams>()
+            .answer(200, "Every matching token, one row each, streamed (columns as in `TokenView`)", vec![csv]),
         route(Method::POST, "/v1/tokens/revoke-all", "Revoke every token of a user, or of an org (org admin)", Token, h!(POST, handlers::tokens_revoke_all))
-            .body(json!({"user": "bob"})),
-        route(Method::GET, "/v1/tokens/{id}", "One API token", Token, h!(GET, handlers::tokens_get)),
+            .body::<RevokeAll>(json!({"user": "bob"}))
+            .ok::<RevokedAll>(200),
+        route(Method::GET, "/v1/tokens/{id}", "One API token", Token, h!(GET, handlers::tokens_get))
+            .ok::<TokenView>(200),
         route(Method::PATCH, "/v1/tokens/{id}", "Edit; changing a field inside the JWT revokes the outstanding JWT (back to Pending)", Token, h!(PATCH, handlers::tokens_edit))
-            .body(json!({"name": "ci-2", "description": "", "ip_allow": [], "expires_at": "2030-01-01T00:00:00Z", "not_before": null, "scopes": ["read"], "enabled": true})),
-        route(Method::DELETE, "/v1/tokens/{id}", "Delete (cannot be undone; the JWT stays revoked)", Token, h!(DELETE, handlers::tokens_delete)),
-        route(Method::POST, "/v1/tokens/{id}/download", "Mint and return the JWT, once (owner only)", Token, h!(POST, handlers::tokens_download)),
-        route(Method::POST, "/v1/tokens/{id}/regenerate", "Mint a new JWT; the previous one is revoked (owner only)", Token, h!(POST, handlers::tokens_regenerate)),
-        route(Method::POST, "/v1/tokens/{id}/revoke", "Revoke (final)", Token, h!(POST, handlers::tokens_revoke)),
-        route(Method::POST, "/v1/tokens/{id}/enable", "Enable a disabled token", Token, h!(POST, handlers::tokens_enable)),
-        route(Method::POST, "/v1/tokens/{id}/disable", "Disable (suspend) a token; reversible", Token, h!(POST, handlers::tokens_disable)),
-        route(Method::GET, "/v1/tokens/{id}/auth-log", "Authentication log of one token", Token, h!(GET, handlers::tokens_auth_log)).query(LOG_QUERY),
-        route(Method::GET, "/v1/auth-log", "Authentication log of the caller's tokens (the org's, for admins)", Token, h!(GET, handlers::auth_log)).query(LOG_QUERY),
+            .body::<EditToken>(json!({"name": "ci-2", "description": "", "ip_allow": [], "expires_at": "2030-01-01T00:00:00Z", "not_before": null, "scopes": ["read"], "enabled": true}))
+            .ok::<Edited>(200),
+        route(Method::DELETE, "/v1/tokens/{id}", "Delete (cannot be undone; the JWT stays revoked)", Token, h!(DELETE, handlers::tokens_delete))
+            .ok::<Deleted>(200),
+        route(Method::POST, "/v1/tokens/{id}/download", "Mint and return the JWT, once (owner only)", Token, h!(POST, handlers::tokens_download))
+            .ok::<Minted>(200),
+        route(Method::POST, "/v1/tokens/{id}/regenerate", "Mint a new JWT; the previous one is revoked (owner only)", Token, h!(POST, handlers::tokens_regenerate))
+            .ok::<Minted>(200),
+        route(Method::POST, "/v1/tokens/{id}/revoke", "Revoke (final)", Token, h!(POST, handlers::tokens_revoke))
+            .ok::<TokenView>(200),
+        route(Method::POST, "/v1/tokens/{id}/enable", "Enable a disabled token", Token, h!(POST, handlers::tokens_enable))
+            .ok::<TokenView>(200),
+        route(Method::POST, "/v1/tokens/{id}/disable", "Disable (suspend) a token; reversible", Token, h!(POST, handlers::tokens_disable))
+            .ok::<TokenView>(200),
+        route(Method::GET, "/v1/tokens/{id}/auth-log", "Authentication log of one token", Token, h!(GET, handlers::tokens_auth_log))
+            .query::<LogParams>()
+            .ok::<AuthEvents>(200),
+        route(Method::GET, "/v1/auth-log", "Authentication log of the caller's tokens (the org's, for admins)", Token, h!(GET, handlers::auth_log))
+            .query::<LogParams>()
+            .ok::<AuthEvents>(200),
         route(Method::GET, "/v1/audit-log", "Audit log of management actions (org admin)", Token, h!(GET, handlers::audit_log))
-            .query(&["org", "target", "page", "per_page"]),
+            .query::<AuditParams>()
+            .ok::<AuditEntries>(200),
         route(Method::POST, "/v1/auth/accesstoken", "Exchange an API token for a short-lived at+jwt (JSON, or RFC 8693 form)", Public, h!(POST, handlers::exchange))
-            .body(json!({"refreshToken": "<api token>"})),
+            .body::<ExchangeJson>(json!({"refreshToken": "<api token>"}))
+            .form::<ExchangeForm>()
+            .ok::<AccessToken>(200),
         route(Method::POST, "/v1/usage", "Usage events from an edge (edge credential)", Edge, h!(POST, handlers::usage))
-            .body(json!({"events": [{"token_id": "tok_0123", "at": "2026-01-01T00:00:00Z", "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]})),
+            .body::<UsageBatch>(json!({"events": [{"token_id": "tok_0123", "at": "2026-01-01T00:00:00Z", "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]}))
+            .ok::<UsageAccepted>(200),
     ]
 }
 

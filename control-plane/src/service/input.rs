@@ -5,7 +5,11 @@ use super::{Error, Result};
 use crate::model::{KeyAlg, Role};
 use crate::timefmt;
 use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
 use tessera_core::token::{is_scope_token, Cidr};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 /// A timestamp in JSON: RFC 3339 string, `YYYY-MM-DD`, or Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,35 @@ impl<'de> Deserialize<'de> for Timestamp {
                 .map(Timestamp)
                 .map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// Written by hand because the `Deserialize` above is: the same three forms.
+impl PartialSchema for Timestamp {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .description(Some(
+                "An RFC 3339 timestamp, a date (YYYY-MM-DD, midnight UTC), or Unix seconds",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("RFC 3339 (2030-01-01T00:00:00Z) or YYYY-MM-DD")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("Unix seconds"))
+                    .minimum(Some(0_i64))
+                    .maximum(Some(253_402_300_799_i64)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for Timestamp {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Timestamp")
     }
 }
 
@@ -118,7 +151,7 @@ pub fn check_scopes(list: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
     pub id: String,
@@ -138,20 +171,20 @@ pub struct CreateOrg {
     pub audience: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     #[serde(default)]
     pub alg: Option<KeyAlg>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEdge {
     pub name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
@@ -162,7 +195,7 @@ pub struct CreateUser {
     pub delegated: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default)]
@@ -173,7 +206,7 @@ pub struct UpdateUser {
     pub delegated: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
@@ -201,8 +234,9 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     #[serde(default)]
     pub q: Option<String>,
@@ -221,7 +255,7 @@ pub struct SearchParams {
     pub per_page: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeAll {
     /// Revoke every token of this user (id or username)...
@@ -232,7 +266,7 @@ pub struct RevokeAll {
     pub org: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditToken {
     #[serde(default)]
@@ -247,6 +281,7 @@ pub struct EditToken {
     pub lifetime_days: Option<i64>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Timestamp>)]
     pub not_before: Option<Option<Timestamp>>,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
@@ -258,13 +293,13 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Timest
     Option::<Timestamp>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageBatch {
     pub events: Vec<UsageEvent>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageEvent {
     /// The `jti` the edge saw.
@@ -285,8 +320,9 @@ pub struct UsageEvent {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
     #[serde(default)]
     pub token: Option<String>,
@@ -304,8 +340,9 @@ pub struct LogParams {
     pub per_page: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     #[serde(default)]
     pub org: Option<String>,

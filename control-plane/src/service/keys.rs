@@ -163,9 +163,11 @@ pub fn jwks_keys(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<Vec<Value>>
 }
 
 /// The org's JWKS document.
-pub fn jwks(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<Value> {
+pub fn jwks(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<super::views::Jwks> {
     load_org(tx, org_id)?;
-    Ok(json!({"keys": jwks_keys(tx, ctx, org_id)?}))
+    Ok(super::views::Jwks {
+        keys: jwks_keys(tx, ctx, org_id)?,
+    })
 }
 
 /// The org's status list at the version the transaction sees, built with core's codec

@@ -3,16 +3,18 @@
 
 use super::Ctx;
 use crate::model::{AuditEntry, AuthEvent, Org, Token, User};
+use crate::model::{KeyAlg, Role};
 use crate::timefmt;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 fn ts(v: Option<i64>) -> Option<String> {
     v.map(timefmt::format)
 }
 
 /// An organization.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrgView {
     pub id: String,
     pub name: String,
@@ -21,6 +23,7 @@ pub struct OrgView {
     pub managed_by: Option<String>,
     pub max_lifetime_days: i64,
     pub audience: String,
+    #[schema(value_type = KeyAlg)]
     pub key_alg: String,
     pub issuer: String,
     pub jwks_uri: String,
@@ -49,12 +52,13 @@ impl OrgView {
 }
 
 /// A user.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserView {
     pub id: String,
     pub org: String,
     pub username: String,
     pub display_name: String,
+    #[schema(value_type = Role)]
     pub role: String,
     pub delegated: bool,
     pub created_at: String,
@@ -98,7 +102,7 @@ pub const TOKEN_COLUMNS: [&str; 19] = [
 ];
 
 /// An API token record (never its JWT).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub org: String,
@@ -179,7 +183,7 @@ impl TokenView {
 }
 
 /// One page of a token search.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TokenPage {
     pub tokens: Vec<TokenView>,
     pub total: i64,
@@ -188,14 +192,14 @@ pub struct TokenPage {
 }
 
 /// A freshly minted JWT, shown once, with its record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Minted {
     pub jwt: String,
     pub token: TokenView,
 }
 
 /// The result of an edit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Edited {
     pub token: TokenView,
     /// The fields that changed.
@@ -205,7 +209,7 @@ pub struct Edited {
 }
 
 /// The result of a delete.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Deleted {
     pub id: String,
     pub deleted: bool,
@@ -213,22 +217,23 @@ pub struct Deleted {
 }
 
 /// The result of revoke-all.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RevokedAll {
     pub revoked: usize,
     pub ids: Vec<String>,
 }
 
 /// A key rotation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyRotated {
     pub kid: String,
+    #[schema(value_type = KeyAlg)]
     pub alg: String,
     pub retired: Vec<String>,
 }
 
 /// A new edge credential; the secret is shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EdgeCreated {
     pub id: String,
     pub org: String,
@@ -237,7 +242,7 @@ pub struct EdgeCreated {
 }
 
 /// An access token from `/v1/auth/accesstoken`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AccessToken {
     pub access_token: String,
     pub token_type: String,
@@ -248,14 +253,14 @@ pub struct AccessToken {
 }
 
 /// What `/v1/usage` did with a batch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UsageAccepted {
     pub accepted: usize,
     pub unknown_tokens: Vec<String>,
 }
 
 /// One authentication-log record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuthEventView {
     pub id: i64,
     pub token: String,
@@ -289,7 +294,7 @@ impl AuthEventView {
 }
 
 /// One audit-log entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuditEntryView {
     pub id: i64,
     pub at: String,
@@ -297,6 +302,8 @@ pub struct AuditEntryView {
     pub actor: String,
     pub action: String,
     pub target: String,
+    /// What changed, as recorded by the action.
+    #[schema(value_type = Object)]
     pub detail: Value,
 }
 
@@ -315,7 +322,7 @@ impl AuditEntryView {
 }
 
 /// The authenticated caller (`/v1/me`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Me {
     pub user: UserView,
     pub org: OrgView,
@@ -323,25 +330,47 @@ pub struct Me {
 }
 
 /// A list of organizations.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrgList {
     pub orgs: Vec<OrgView>,
 }
 
 /// A list of users.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserList {
     pub users: Vec<UserView>,
 }
 
 /// A page of the authentication log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuthEvents {
     pub events: Vec<AuthEventView>,
 }
 
 /// A page of the audit log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuditEntries {
     pub entries: Vec<AuditEntryView>,
+}
+
+/// Liveness (`/healthz`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub ok: bool,
+}
+
+/// An organization's public keys, as a JWK Set (RFC 7517).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Jwks {
+    /// Public JWKs (`kty`, `kid`, `alg`, `use` and the key's own members).
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<Value>,
+}
+
+/// A token status list in JSON (draft-ietf-oauth-status-list): `lst` is the
+/// base64url-encoded, DEFLATE-compressed list of `bits`-bit statuses.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusListView {
+    pub bits: u8,
+    pub lst: String,
 }

@@ -1,0 +1,780 @@
+//! `/openapi.json` against the real router: every route is called for a success and for an
+//! error, and every answer must be documented for that route and status and match the
+//! documented schema (JSON Schema 2020-12, as OpenAPI 3.1 uses it).
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Resp, World};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use tessera_control_plane::api::routes;
+
+/// The document, with its named schemas ready to resolve `$ref`s against.
+struct Doc {
+    doc: Value,
+    /// `components.schemas`, with references rewritten to `#/$defs/...`.
+    defs: Value,
+}
+
+fn rewrite_refs(v: &Value) -> Value {
+    let text = v
+        .to_string()
+        .replace("\"#/components/schemas/", "\"#/$defs/");
+    serde_json::from_str(&text).unwrap()
+}
+
+impl Doc {
+    fn new(doc: Value) -> Doc {
+        let defs = rewrite_refs(&doc["components"]["schemas"]);
+        Doc { doc, defs }
+    }
+
+    /// Checks one answer of `method template` against the document.
+    fn check(&self, method: &str, template: &str, resp: &Resp) -> Result<(), String> {
+        let op = &self.doc["paths"][template][method.to_ascii_lowercase()];
+        if !op.is_object() {
+            return Err(format!("{method} {template} is not documented"));
+        }
+        let status = resp.status.as_u16().to_string();
+        let documented = &op["responses"][&status];
+        if !documented.is_object() {
+            return Err(format!(
+                "{method} {template} answered {status}, which is not documented: {}",
+                resp.text()
+            ));
+        }
+        let Some(content) = documented["content"].as_object() else {
+            return if resp.body.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{method} {template} {status}: documented without a body, got {}",
+                    resp.text()
+                ))
+            };
+        };
+        let ctype = resp
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let Some(media) = content.get(&ctype) else {
+            return Err(format!(
+                "{method} {template} {status}: content type {ctype:?} is not documented (documented: {:?})",
+                content.keys().collect::<Vec<_>>()
+            ));
+        };
+        let instance = if ctype.ends_with("json") {
+            serde_json::from_slice::<Value>(&resp.body)
+                .map_err(|e| format!("{method} {template} {status}: not JSON: {e}"))?
+        } else {
+            Value::String(resp.text())
+        };
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$defs": self.defs,
+            "allOf": [rewrite_refs(&media["schema"])],
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&schema)
+            .map_err(|e| format!("{method} {template} {status}: bad schema: {e}"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{method} {template} {status} does not match its schema: {errors:?}\nbody: {}",
+                resp.text()
+            ))
+        }
+    }
+}
+
+/// Calls routes and checks every answer, remembering which routes answered a success
+/// (2xx/304) and which an error.
+struct Run<'a> {
+    w: &'a World,
+    doc: &'a Doc,
+    seen: BTreeMap<(String, String), (usize, usize)>,
+    failures: Vec<String>,
+    answers: usize,
+}
+
+impl Run<'_> {
+    #[allow(clippy::too_many_arguments)]
+    async fn raw(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        token: Option<&str>,
+        ctype: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+        expect: u16,
+    ) -> Resp {
+        let resp = self.w.raw(method, path, token, ctype, body, headers).await;
+        if resp.status.as_u16() != expect {
+            self.failures.push(format!(
+                "{method} {path}: expected {expect}, got {} {}",
+                resp.status,
+                resp.text()
+            ));
+        }
+        if let Err(e) = self.doc.check(method, template, &resp) {
+            self.failures.push(e);
+        }
+        self.answers += 1;
+        let entry = self
+            .seen
+            .entry((method.to_string(), template.to_string()))
+            .or_default();
+        if resp.status.is_success() || resp.status == 304 {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+        resp
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        expect: u16,
+    ) -> Resp {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.raw(
+            method,
+            template,
+            path,
+            token,
+            "application/json",
+            body,
+            &[],
+            expect,
+        )
+        .await
+    }
+}
+
+fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_ascii_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_answer_matches_its_documented_schema() {
+    let w = World::new().await;
+    let raw = w.call("GET", "/openapi.json", None, None).await.json();
+    assert_eq!(raw["openapi"], "3.1.0");
+    let doc = Doc::new(raw.clone());
+
+    // The router and the document name the same operations.
+    let routed: BTreeSet<(String, String)> = routes()
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    assert_eq!(routed, documented_operations(&raw));
+    assert_eq!(routed.len(), routes().len(), "a route is listed twice");
+
+    let mut run = Run {
+        w: &w,
+        doc: &doc,
+        seen: BTreeMap::new(),
+        failures: Vec::new(),
+        answers: 0,
+    };
+    let root = w.jwt("root-admin");
+    let ada = w.jwt("ada");
+    let ula = w.jwt("ula");
+    let ula_id = w.uid("ula");
+
+    // Public routes.
+    run.call("GET", "/healthz", "/healthz", None, None, 200)
+        .await;
+    run.call("GET", "/openapi.json", "/openapi.json", None, None, 200)
+        .await;
+    let t = "/v1/orgs/{org}/jwks.json";
+    run.call("GET", t, "/v1/orgs/acme/jwks.json", None, None, 200)
+        .await;
+    run.call("GET", t, "/v1/orgs/nope/jwks.json", None, None, 404)
+        .await;
+    let t = "/v1/orgs/{org}/status-list";
+    let r = run
+        .call("GET", t, "/v1/orgs/acme/status-list", None, None, 200)
+        .await;
+    let version = r.headers["tessera-status-version"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    run.call(
+        "GET",
+        t,
+        "/v1/orgs/acme/status-list?format=jwt",
+        None,
+        None,
+        200,
+    )
+    .await;
+    run.raw(
+        "GET",
+        t,
+        "/v1/orgs/acme/status-list",
+        None,
+        "",
+        vec![],
+        &[("accept", "application/statuslist+jwt")],
+        200,
+    )
+    .await;
+    run.call(
+        "GET",
+        t,
+        &format!("/v1/orgs/acme/status-list?since={version}&wait=0"),
+        None,
+        None,
+        304,
+    )
+    .await;
+    run.call(
+        "GET",
+        t,
+        "/v1/orgs/acme/status-list?format=xml",
+        None,
+        None,
+        400,
+    )
+    .await;
+    run.call("GET", t, "/v1/orgs/nope/status-list", None, None, 404)
+        .await;
+
+    // Organizations.
+    run.call("GET", "/v1/me", "/v1/me", Some(&ada), None, 200)
+        .await;
+    run.call("GET", "/v1/me", "/v1/me", Some("garbage"), None, 401)
+        .await;
+    run.call("GET", "/v1/orgs", "/v1/orgs", Some(&root), None, 200)
+        .await;
+    run.call("GET", "/v1/orgs", "/v1/orgs", None, None, 401)
+        .await;
+    let create_org = json!({"id": "newco", "managed_by": "partnerco", "key_alg": "ES256"});
+    run.call(
+        "POST",
+        "/v1/orgs",
+        "/v1/orgs",
+        Some(&root),
+        Some(create_org.clone()),
+        201,
+    )
+    .await;
+    run.call(
+        "POST",
+        "/v1/orgs",
+        "/v1/orgs",
+        Some(&root),
+        Some(create_org),
+        409,
+    )
+    .await;
+    run.call(
+        "POST",
+        "/v1/orgs",
+        "/v1/orgs",
+        Some(&ula),
+        Some(json!({"id": "ulaco"})),
+        403,
+    )
+    .await;
+    run.call(
+        "POST",
+        "/v1/orgs",
+        "/v1/orgs",
+        Some(&root),
+        Some(json!({"id": "UPPER"})),
+        400,
+    )
+    .await;
+    let t = "/v1/orgs/{org}";
+    run.call("GET", t, "/v1/orgs/acme", Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, "/v1/orgs/acme", None, None, 401).await;
+    let t = "/v1/orgs/{org}/keys/rotate";
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/keys/rotate",
+        Some(&ada),
+        Some(json!({"alg": "ES256"})),
+        200,
+    )
+    .await;
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/keys/rotate",
+        Some(&ula),
+        Some(json!({})),
+        403,
+    )
+    .await;
+    let t = "/v1/orgs/{org}/edge-credentials";
+    let edge = run
+        .call(
+            "POST",
+            t,
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "edge-1"})),
+            201,
+        )
+        .await
+        .json();
+    let edge_secret = edge["secret"].as_str().unwrap().to_string();
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/edge-credentials",
+        Some(&ada),
+        Some(json!({"name": 7})),
+        400,
+    )
+    .await;
+
+    // Users.
+    let t = "/v1/orgs/{org}/users";
+    run.call("GET", t, "/v1/orgs/acme/users", Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, "/v1/orgs/acme/users", Some(&ula), None, 403)
+        .await;
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/users",
+        Some(&ada),
+        Some(json!({"username": "zed", "display_name": "Zed", "role": "readonly"})),
+        201,
+    )
+    .await;
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/users",
+        Some(&ada),
+        Some(json!({"username": "zed", "role": "user"})),
+        409,
+    )
+    .await;
+    let t = "/v1/users/{id}";
+    let user_path = format!("/v1/users/{ula_id}");
+    run.call("GET", t, &user_path, Some(&ada), None, 200).await;
+    run.call("GET", t, "/v1/users/nobody", Some(&ada), None, 404)
+        .await;
+    run.call(
+        "PATCH",
+        t,
+        &user_path,
+        Some(&ada),
+        Some(json!({"display_name": "Ula", "role": "user"})),
+        200,
+    )
+    .await;
+    run.call(
+        "PATCH",
+        t,
+        &user_path,
+        Some(&ada),
+        Some(json!({"role": "god"})),
+        400,
+    )
+    .await;
+
+    // Tokens.
+    let r = run
+        .call(
+            "POST",
+            "/v1/tokens",
+            "/v1/tokens",
+            Some(&ada),
+            Some(
+                json!({"name": "ci", "description": "CI", "lifetime_days": 30,
+                "not_before": "2020-01-01", "ip_allow": ["10.0.0.0/8"], "scopes": ["read"]}),
+            ),
+            201,
+        )
+        .await;
+    let tid = r.json()["id"].as_str().unwrap().to_string();
+    run.call(
+        "POST",
+        "/v1/tokens",
+        "/v1/tokens",
+        Some(&ada),
+        Some(json!({"name": "ci"})),
+        409,
+    )
+    .await;
+    run.call(
+        "POST",
+        "/v1/tokens",
+        "/v1/tokens",
+        Some(&ada),
+        Some(json!({"name": "x", "expires_at": "9999-99-99"})),
+        400,
+    )
+    .await;
+    for template in ["/v1/tokens", "/v1/tokens.csv"] {
+        run.call(
+            "GET",
+            template,
+            &format!("{template}?q=ci&sort=name&per_page=5"),
+            Some(&ada),
+            None,
+            200,
+        )
+        .await;
+        run.call(
+            "GET",
+            template,
+            &format!("{template}?sort=nope"),
+            Some(&ada),
+            None,
+            400,
+        )
+        .await;
+    }
+    let tok = |suffix: &str| format!("/v1/tokens/{tid}{suffix}");
+    let t = "/v1/tokens/{id}";
+    run.call("GET", t, &tok(""), Some(&ada), None, 200).await;
+    run.call("GET", t, "/v1/tokens/tok_none", Some(&ada), None, 404)
+        .await;
+    run.call(
+        "PATCH",
+        t,
+        &tok(""),
+        Some(&ada),
+        Some(json!({"description": "CI, nightly", "not_before": null,
+            "expires_at": common::T0 + 60 * 86_400})),
+        200,
+    )
+    .await;
+    run.call(
+        "PATCH",
+        t,
+        &tok(""),
+        Some(&ada),
+        Some(json!({"ip_allow": ["::/129"]})),
+        400,
+    )
+    .await;
+    let t = "/v1/tokens/{id}/download";
+    let minted = run
+        .call("POST", t, &tok("/download"), Some(&ada), None, 200)
+        .await
+        .json();
+    let api_token = minted["jwt"].as_str().unwrap().to_string();
+    run.call("POST", t, &tok("/download"), Some(&ada), None, 409)
+        .await;
+    let t = "/v1/tokens/{id}/regenerate";
+    run.call("POST", t, &tok("/regenerate"), Some(&ada), None, 200)
+        .await;
+    run.call("POST", t, &tok("/regenerate"), Some(&ula), None, 403)
+        .await;
+    let t = "/v1/tokens/{id}/disable";
+    run.call("POST", t, &tok("/disable"), Some(&ada), None, 200)
+        .await;
+    run.call("POST", t, &tok("/disable"), None, None, 401).await;
+    let t = "/v1/tokens/{id}/enable";
+    run.call("POST", t, &tok("/enable"), Some(&ada), None, 200)
+        .await;
+    run.call("POST", t, &tok("/enable"), None, None, 401).await;
+    let t = "/v1/tokens/{id}/auth-log";
+    run.call(
+        "GET",
+        t,
+        &tok("/auth-log?per_page=10"),
+        Some(&ada),
+        None,
+        200,
+    )
+    .await;
+    run.call("GET", t, &tok("/auth-log?page=0"), Some(&ada), None, 400)
+        .await;
+
+    // The exchange, by JSON and by the RFC 8693 form; the fresh JWT is the API token.
+    let regenerated = run
+        .call("GET", "/v1/tokens/{id}", &tok(""), Some(&ada), None, 200)
+        .await;
+    assert_eq!(regenerated.json()["status"], "enabled");
+    let t = "/v1/auth/accesstoken";
+    let fresh = w.login(&w.uid("ada")).await;
+    run.call(
+        "POST",
+        t,
+        t,
+        None,
+        Some(json!({"refreshToken": fresh})),
+        200,
+    )
+    .await;
+    let form = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange\
+         &subject_token={fresh}\
+         &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt"
+    );
+    run.raw(
+        "POST",
+        t,
+        t,
+        None,
+        "application/x-www-form-urlencoded",
+        form.into_bytes(),
+        &[],
+        200,
+    )
+    .await;
+    // The regenerated token's first JWT was revoked by the regeneration.
+    run.call(
+        "POST",
+        t,
+        t,
+        None,
+        Some(json!({"refreshToken": api_token})),
+        400,
+    )
+    .await;
+    run.raw(
+        "POST",
+        t,
+        t,
+        None,
+        "application/x-www-form-urlencoded",
+        b"grant_type=password&subject_token=x&subject_token_type=y".to_vec(),
+        &[],
+        400,
+    )
+    .await;
+
+    // Usage from an edge, and the logs.
+    let t = "/v1/usage";
+    run.call(
+        "POST",
+        t,
+        t,
+        Some(&edge_secret),
+        Some(json!({"events": [
+            {"token_id": tid, "at": "2027-01-01T00:00:00Z", "ip": "192.0.2.1",
+             "outcome": "allow", "method": "GET", "path": "/v1/things"},
+            {"token_id": tid, "at": common::T0 - 60, "outcome": "deny", "reason": "token_expired"},
+            {"token_id": "tok_unknown", "at": "2027-01-02", "outcome": "allow"},
+        ]})),
+        200,
+    )
+    .await;
+    run.call("POST", t, t, None, Some(json!({"events": []})), 401)
+        .await;
+    run.call(
+        "POST",
+        t,
+        t,
+        Some(&edge_secret),
+        Some(json!({"events": [{"token_id": tid}]})),
+        400,
+    )
+    .await;
+    let t = "/v1/auth-log";
+    let events = run
+        .call("GET", t, "/v1/auth-log?outcome=deny", Some(&ada), None, 200)
+        .await;
+    assert!(!events.json()["events"].as_array().unwrap().is_empty());
+    run.call("GET", t, "/v1/auth-log?since=never", Some(&ada), None, 400)
+        .await;
+    let t = "/v1/audit-log";
+    let audit = run
+        .call("GET", t, "/v1/audit-log?org=acme", Some(&ada), None, 200)
+        .await;
+    assert!(!audit.json()["entries"].as_array().unwrap().is_empty());
+    run.call("GET", t, "/v1/audit-log", Some(&ula), None, 403)
+        .await;
+
+    // Revocations and the delete, last.
+    // ned has the fixture's login token.
+    let ned = w.uid("ned");
+    let t = "/v1/tokens/revoke-all";
+    let r = run
+        .call("POST", t, t, Some(&ada), Some(json!({"user": ned})), 200)
+        .await;
+    assert_eq!(r.json()["revoked"], 1, "{}", r.text());
+    run.call(
+        "POST",
+        t,
+        t,
+        Some(&ada),
+        Some(json!({"user": "nobody"})),
+        400,
+    )
+    .await;
+    let t = "/v1/tokens/{id}/revoke";
+    run.call("POST", t, &tok("/revoke"), Some(&ada), None, 200)
+        .await;
+    run.call("POST", t, &tok("/revoke"), Some(&ada), None, 409)
+        .await;
+    let t = "/v1/tokens/{id}";
+    run.call("DELETE", t, &tok(""), Some(&ada), None, 200).await;
+    run.call("DELETE", t, &tok(""), Some(&ula), None, 404).await;
+
+    let Run {
+        seen,
+        failures,
+        answers,
+        ..
+    } = run;
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Every documented operation answered a success, and an error when it documents one.
+    for (method, path) in documented_operations(&raw) {
+        let (ok, err) = seen
+            .get(&(method.clone(), path.clone()))
+            .copied()
+            .unwrap_or_default();
+        let responses = raw["paths"][&path][method.to_ascii_lowercase()]["responses"]
+            .as_object()
+            .unwrap();
+        let documents_error = responses.keys().any(|s| s.starts_with('4'));
+        assert!(ok > 0, "{method} {path}: no success answer was checked");
+        assert!(
+            err > 0 || !documents_error,
+            "{method} {path}: no error answer was checked"
+        );
+    }
+    assert!(answers >= 2 * routes().len(), "{answers}");
+}
+
+#[tokio::test]
+async fn a_response_that_does_not_match_its_schema_is_caught() {
+    let w = World::new().await;
+    let raw = w.call("GET", "/openapi.json", None, None).await.json();
+    let ada = w.jwt("ada");
+    let org = w.call("GET", "/v1/orgs/acme", Some(&ada), None).await;
+    let refused = w.call("GET", "/v1/orgs/acme", None, None).await;
+    let doc = Doc::new(raw.clone());
+    doc.check("GET", "/v1/orgs/{org}", &org).unwrap();
+    doc.check("GET", "/v1/orgs/{org}", &refused).unwrap();
+
+    // A view that says `root` is a string: the real `true` no longer matches.
+    let mut mutated = raw.clone();
+    mutated["components"]["schemas"]["OrgView"]["properties"]["root"] = json!({"type": "string"});
+    let e = Doc::new(mutated)
+        .check("GET", "/v1/orgs/{org}", &org)
+        .unwrap_err();
+    assert!(e.contains("does not match") && e.contains("/root"), "{e}");
+
+    // An error body that requires a field the API does not send.
+    let mut mutated = raw.clone();
+    mutated["components"]["schemas"]["ErrorBody"]["required"] = json!(["error", "code"]);
+    let e = Doc::new(mutated)
+        .check("GET", "/v1/orgs/{org}", &refused)
+        .unwrap_err();
+    assert!(e.contains("does not match") && e.contains("code"), "{e}");
+
+    // A status the route does not document, and a content type it does not.
+    let mut mutated = raw.clone();
+    mutated["paths"]["/v1/orgs/{org}"]["get"]["responses"]
+        .as_object_mut()
+        .unwrap()
+        .remove("401");
+    let e = Doc::new(mutated)
+        .check("GET", "/v1/orgs/{org}", &refused)
+        .unwrap_err();
+    assert!(e.contains("not documented"), "{e}");
+    let csv = w.call("GET", "/v1/tokens.csv", Some(&ada), None).await;
+    let e = doc.check("GET", "/v1/tokens", &csv).unwrap_err();
+    assert!(e.contains("content type"), "{e}");
+}
+
+#[tokio::test]
+async fn the_document_names_real_statuses_types_and_security() {
+    let w = World::new().await;
+    let doc = w.call("GET", "/openapi.json", None, None).await.json();
+    let responses = |method: &str, path: &str| -> Vec<String> {
+        let mut v: Vec<String> = doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    };
+    for path in [
+        "/v1/orgs",
+        "/v1/orgs/{org}/users",
+        "/v1/orgs/{org}/edge-credentials",
+        "/v1/tokens",
+    ] {
+        let r = responses("post", path);
+        assert!(
+            r.contains(&"201".to_string()) && !r.contains(&"200".to_string()),
+            "{path}: {r:?}"
+        );
+    }
+    assert!(responses("get", "/v1/orgs/{org}/status-list").contains(&"304".to_string()));
+    let ok = |method: &str, path: &str, status: &str| -> Value {
+        doc["paths"][path][method]["responses"][status]["content"].clone()
+    };
+    assert!(ok("get", "/v1/tokens.csv", "200")["text/csv"].is_object());
+    assert!(ok("get", "/v1/orgs/{org}/jwks.json", "200")["application/jwk-set+json"].is_object());
+    assert!(
+        ok("get", "/v1/orgs/{org}/status-list", "200")["application/statuslist+jwt"].is_object()
+    );
+    assert_eq!(
+        ok("get", "/v1/me", "401")["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
+    let request = &doc["paths"]["/v1/auth/accesstoken"]["post"]["requestBody"]["content"];
+    assert!(request["application/json"]["schema"]["$ref"].is_string());
+    assert!(request["application/x-www-form-urlencoded"]["schema"]["$ref"].is_string());
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["tessera"]["scheme"], "bearer");
+    assert_eq!(schemes["edge"]["scheme"], "bearer");
+    assert_eq!(
+        doc["paths"]["/v1/usage"]["post"]["security"],
+        json!([{"edge": []}])
+    );
+    // Path and query parameters are typed.
+    let params = doc["paths"]["/v1/tokens/{id}/auth-log"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let by_name = |n: &str| params.iter().find(|p| p["name"] == n).unwrap().clone();
+    assert_eq!(by_name("id")["in"], "path");
+    assert_eq!(by_name("id")["required"], true);
+    assert_eq!(by_name("per_page")["in"], "query");
+    assert!(by_name("per_page")["schema"]["type"]
+        .to_string()
+        .contains("integer"));
+    // A request timestamp is documented as what it accepts: a string (RFC 3339 or
+    // YYYY-MM-DD) or Unix seconds.
+    let ts = &doc["components"]["schemas"]["Timestamp"]["oneOf"];
+    assert_eq!(ts.as_array().map(Vec::len), Some(2));
+}
