@@ -13,7 +13,7 @@
 //!    100,000 tokens over HTTP would cost one fsync'd commit each (see the create figures);
 //! 3. time searches (`GET /v1/tokens`), a walk over every page and the CSV export
 //!    (`GET /v1/tokens.csv`) while the org holds exactly that many tokens — the export
-//!    answers at most 100,000 rows per request, so the count must not grow before it;
+//!    streams every row;
 //! 4. time create + download pairs (`POST /v1/tokens`, `POST /v1/tokens/{id}/download`)
 //!    with 1 and N concurrent clients, then the cost of the API verifier's rebuild after a
 //!    status-list change (`GET /v1/me` right after a download, and again);
@@ -887,8 +887,9 @@ fn measure_create(cp: &ControlPlane, plan: &Plan, sizes: &Sizes) -> Result<Vec<V
 }
 
 /// The cost of the API's verifier rebuild: `GET /v1/me` right after a download (which
-/// moves the status list, so the next authenticated call rebuilds the verifier from every
-/// status list, `control-plane/src/auth.rs`), then again (cached). Seconds, per pair.
+/// moves the status list, so the next authenticated call applies the changed entries to
+/// the org's verifier, `control-plane/src/service/verifiers.rs`), then again. Seconds, per
+/// pair.
 struct Rebuild {
     after_change: Vec<f64>,
     cached: Vec<f64>,
@@ -1411,8 +1412,8 @@ fn report(
          (`alice`, who searches and exports, and `bench-1`…`bench-{maxc}`, one per \
          concurrent client), then `tessera serve`. The SQLite database (WAL, \
          `synchronous=FULL`) is in a temporary directory on the machine's disk \
-         ({fs_type}). The store has one SQLite connection behind a mutex, so every \
-         transaction — read or write — runs one at a time.\n\
+         ({fs_type}). The store has one writer connection (write transactions run one at a \
+         time) and a pool of reader connections (WAL: reads run beside the writer).\n\
          - The client is the host tests' HTTP/1.1 client: one TCP connection per request \
          (`Connection: close`); a latency is connect to last byte of the answer, measured by \
          the client. The clients run on the same {cores}-core machine as the server, with \
@@ -1436,13 +1437,12 @@ fn report(
          scope). Each search is sent {reps} times per round (plus one untimed request first); \
          every answer's `total` must equal the number the seed defines and the page must \
          hold tokens. `q` is a case-insensitive substring of name, description, username or \
-         display name (SQL `LIKE '%q%'`, so every search reads every token of the org). The \
+         display name, found through a trigram full-text index (3 characters or more). The \
          page walk reads every page of {walk_pp} (`per_page` maximum) in the default order \
          (newest first) and must see every token exactly once. The CSV export \
          (`GET /v1/tokens.csv`, no filter) must parse (RFC 4180) to the documented header \
-         and one row per token. Note: the export answers at most 100,000 rows per request \
-         (`per_page` ≤ 100,000; more needs `page=2`), which is why these run before the \
-         create benchmark adds tokens.\n\
+         and one row per token (the export streams every row, in batches read with keyset \
+         paging).\n\
          - **Create + download.** Each client (a thread, its own admin) repeats: `POST \
          /v1/tokens` (`{{\"name\":\"bench-<n>\",\"scopes\":[\"read\"],\"lifetime_days\":90}}`, \
          must be 201 and `pending`), then `POST /v1/tokens/<id>/download` (must be 200 with a \
@@ -1452,8 +1452,7 @@ fn report(
          configuration and round). **Each create and each download is its own write \
          transaction, committed with an fsync (`synchronous=FULL`)**, so a pair is at least \
          two durable commits; the download also signs the JWT (Ed25519) and allocates a \
-         status-list index. Create also checks that the user has no token of that name \
-         (a search of that user's tokens).\n\
+         status-list index. A duplicate name is refused by the store's unique index.\n\
          - **Usage.** Each sender (a thread) posts batches of {batch} events (`POST \
          /v1/usage` with an edge credential from `POST /v1/orgs/acme/edge-credentials`), \
          each event for a random seeded token, stamped with the current second, 90 % \
@@ -1559,19 +1558,19 @@ fn report(
          org. Server CPU well under one core means the server spent the time waiting — on \
          its commits, on the clients, or for a CPU that the clients and other work on the \
          machine held — rather than computing; with more clients the calls queue for the \
-         one SQLite connection, so latency grows faster than throughput.\n",
+         one writer connection (each commit waits for its fsync), so latency grows faster than throughput.\n",
         count(total)
     );
 
     let _ = writeln!(
         md,
-        "Why a create costs more than a download: every download (and every revoke, \
-         disable or enable) moves the org's status list, and the API's own verifier \
-         (`control-plane/src/auth.rs`) is rebuilt from every status list on the next \
-         authenticated call — here the create of the next pair. Measured directly \
+        "The API's verifier after a status-list change: every download (and every revoke, \
+         disable or enable) moves the org's status list; the API's verifier of that org \
+         (`control-plane/src/service/verifiers.rs`) applies only the entries changed since \
+         its version on the next authenticated call. Measured directly \
          ({} times: create + download as `bench-1`, then `GET /v1/me` twice): the first \
-         `GET /v1/me` took {} ms (median, range), the second {} ms. The rebuild grows with \
-         the status list (the seed alone allocated {} indices).\n",
+         `GET /v1/me` took {} ms (median, range), the second {} ms, with {} indices \
+         allocated by the seed alone.\n",
         rebuild.cached.len(),
         med_range(&ms(&rebuild.after_change), 1),
         med_range(&ms(&rebuild.cached), 1),
