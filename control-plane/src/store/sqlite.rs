@@ -139,11 +139,15 @@ CREATE TRIGGER tokens_text_insert AFTER INSERT ON tokens BEGIN
         SELECT m.n, new.name, new.description, u.username || ' ' || u.display_name
         FROM users u, token_search_ids m WHERE u.id = new.user_id AND m.token_id = new.id;
 END;
-CREATE TRIGGER tokens_text_update AFTER UPDATE OF name, description ON tokens BEGIN
+-- Only when the text changed: every update writes every column (last use, status), and an
+-- FTS update costs far more than the row's.
+CREATE TRIGGER tokens_text_update AFTER UPDATE OF name, description ON tokens
+    WHEN old.name IS NOT new.name OR old.description IS NOT new.description BEGIN
     UPDATE token_text SET name = new.name, description = new.description
         WHERE rowid = (SELECT n FROM token_search_ids WHERE token_id = new.id);
 END;
-CREATE TRIGGER users_text_update AFTER UPDATE OF username, display_name ON users BEGIN
+CREATE TRIGGER users_text_update AFTER UPDATE OF username, display_name ON users
+    WHEN old.username IS NOT new.username OR old.display_name IS NOT new.display_name BEGIN
     UPDATE token_text SET owner = new.username || ' ' || new.display_name
         WHERE rowid IN (SELECT m.n FROM token_search_ids m JOIN tokens t ON t.id = m.token_id
                         WHERE t.user_id = new.id);
