@@ -19,7 +19,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::Value;
 use std::time::Duration;
 
 type Created<T> = ApiResult<(StatusCode, Json<T>)>;
@@ -300,33 +299,6 @@ pub(super) async fn tokens_search(
     s.read_as(a, move |tx, ctx, a| tokens::search(tx, ctx, a, &p))
         .await
         .map(Json)
-}
-
-/// Renders token views as CSV in `TOKEN_COLUMNS` order.
-pub fn tokens_to_csv(tokens: &[Value]) -> String {
-    let mut out = crate::csv::row(&service::views::TOKEN_COLUMNS);
-    for t in tokens {
-        let fields: Vec<String> = service::views::TOKEN_COLUMNS
-            .iter()
-            .map(|c| cell(t.get(*c)))
-            .collect();
-        out.push_str(&crate::csv::row(&fields));
-    }
-    out
-}
-
-/// A JSON value as one table or CSV cell (arrays space-separated, null empty).
-pub fn cell(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| cell(Some(x)))
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some(other) => other.to_string(),
-    }
 }
 
 /// Every matching row, streamed: the header first, then one short read per batch of rows

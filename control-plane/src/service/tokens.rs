@@ -313,8 +313,12 @@ pub fn regenerate(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result
     })
 }
 
-fn revoke_one(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
-    token.revoked_at = Some(ctx.now);
+/// Marks the token revoked (keeping an earlier revocation time) and its JWT revoked in the
+/// status list; the caller stores the record.
+fn mark_revoked(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
+    if token.revoked_at.is_none() {
+        token.revoked_at = Some(ctx.now);
+    }
     if let Some(idx) = token.status_idx {
         set_status(
             ctx,
@@ -325,6 +329,11 @@ fn revoke_one(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
             &token.id,
         )?;
     }
+    Ok(())
+}
+
+fn revoke_one(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
+    mark_revoked(tx, ctx, token)?;
     Ok(tx.update_token(token)?)
 }
 
@@ -533,19 +542,7 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
 /// Cannot be undone: the record disappears from lists, its JWT stays revoked.
 pub fn delete(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<Deleted> {
     let (mut token, _, _) = token_for(tx, actor, id, Action::Delete)?;
-    if token.revoked_at.is_none() {
-        token.revoked_at = Some(ctx.now);
-    }
-    if let Some(idx) = token.status_idx {
-        set_status(
-            ctx,
-            tx,
-            &token.org_id,
-            idx,
-            status_value::REVOKED,
-            &token.id,
-        )?;
-    }
+    mark_revoked(tx, ctx, &mut token)?;
     token.deleted_at = Some(ctx.now);
     tx.update_token(&token)?;
     audit(
