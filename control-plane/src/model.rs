@@ -220,6 +220,9 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     pub detail: serde_json::Value,
+    /// The credential that acted (`session:<id>`, `token:<id>`, ...); empty for the
+    /// operator's commands and entries written before it was recorded.
+    pub credential: String,
 }
 
 #[derive(Debug, Clone)]

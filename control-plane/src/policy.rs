@@ -9,8 +9,45 @@ use crate::service::{Error, Result};
 pub struct Actor {
     pub user: User,
     pub org: Org,
-    /// The id of the API token (or, for an access token, its parent) that authenticated.
+    /// The id of the API token (or, for an access token, its parent) that authenticated;
+    /// empty for a session or an in-process caller.
     pub token_id: String,
+    /// The credential the caller acts with (its kind decides what it may manage:
+    /// `service::authority`).
+    pub credential: Credential,
+}
+
+/// What authenticated the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An in-process caller: the operator's `tessera admin` commands, fixtures.
+    Internal,
+    /// A person signed in to the web page (a session kept in the store).
+    Session { id: String },
+    /// An API token (`tessera-api+jwt`): its verified scopes, IP filter and expiry bound
+    /// what it may create.
+    ApiToken {
+        id: String,
+        scopes: Vec<String>,
+        ip_allow: Vec<String>,
+        expires_at: i64,
+    },
+    /// An access token from exchange (`at+jwt`): calls the APIs behind the data plane,
+    /// never manages anything.
+    Access { id: String, parent: String },
+}
+
+impl Credential {
+    /// How the audit log and the request log name it: `session:<id>`, `token:<id>`,
+    /// `access:<id>` (of `token:<parent>`), `internal`.
+    pub fn label(&self) -> String {
+        match self {
+            Credential::Internal => "internal".into(),
+            Credential::Session { id } => format!("session:{id}"),
+            Credential::ApiToken { id, .. } => format!("token:{id}"),
+            Credential::Access { id, parent } => format!("access:{id} (token:{parent})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -309,6 +309,8 @@ fn bootstrap(dir: &Path) -> String {
             "acme",
             "--admin",
             "alice",
+            "--scopes",
+            "read write admin",
             "-o",
             "json",
         ],

@@ -10,6 +10,7 @@ use common::{Resp, World};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_control_plane::api::routes;
+use tessera_control_plane::service;
 
 /// The document, with its named schemas ready to resolve `$ref`s against.
 struct Doc {
@@ -618,6 +619,162 @@ async fn every_answer_matches_its_documented_schema() {
     assert!(!audit.json()["entries"].as_array().unwrap().is_empty());
     run.call("GET", t, "/v1/audit-log", Some(&ula), None, 403)
         .await;
+
+    // Sessions, links, users' states, edge credentials, the page's choices.
+    let link = {
+        let uid = w.uid("rita");
+        w.state
+            .write(move |tx, ctx| {
+                let user = tx.get_user(&uid)?.unwrap();
+                service::accounts::issue_link(tx, ctx, &user, "reset", 3600)
+            })
+            .await
+            .unwrap()
+    };
+    let secret = link.url.rsplit('/').next().unwrap().to_string();
+    let t = "/v1/links/accept";
+    let body = json!({"secret": secret, "password": "rita's long password"});
+    let r = run.call("POST", t, t, None, Some(body.clone()), 200).await;
+    let cookie = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = r.json()["csrf"].as_str().unwrap().to_string();
+    run.call("POST", t, t, None, Some(body), 400).await;
+    let t = "/v1/session";
+    let session = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    run.raw("GET", t, t, None, "application/json", vec![], &session, 200)
+        .await;
+    run.call("GET", t, t, Some(&ada), None, 400).await;
+    let sign_in = |pw: &str| Some(json!({"org": "acme", "username": "rita", "password": pw}));
+    run.call("POST", t, t, None, sign_in("rita's long password"), 200)
+        .await;
+    run.call("POST", t, t, None, sign_in("wrong password"), 401)
+        .await;
+    run.raw(
+        "DELETE",
+        t,
+        t,
+        None,
+        "application/json",
+        vec![],
+        &session,
+        200,
+    )
+    .await;
+    run.call("DELETE", t, t, Some(&ada), None, 400).await;
+    let rita_id = w.uid("rita");
+    let t = "/v1/users/{id}/reset-link";
+    run.call(
+        "POST",
+        t,
+        &format!("/v1/users/{ula_id}/reset-link"),
+        Some(&ada),
+        None,
+        200,
+    )
+    .await;
+    run.call(
+        "POST",
+        t,
+        &format!("/v1/users/{rita_id}/reset-link"),
+        Some(&ula),
+        None,
+        403,
+    )
+    .await;
+    for (t, op) in [
+        ("/v1/users/{id}/disable", "disable"),
+        ("/v1/users/{id}/enable", "enable"),
+    ] {
+        let p = format!("/v1/users/{rita_id}/{op}");
+        run.call("POST", t, &p, Some(&ada), None, 200).await;
+        run.call("POST", t, &p, Some(&ada), None, 409).await;
+    }
+    let gone = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/users",
+            Some(&ada),
+            Some(json!({"username": "gone", "role": "user"})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = "/v1/users/{id}";
+    run.call(
+        "DELETE",
+        t,
+        &format!("/v1/users/{gone}"),
+        Some(&ada),
+        None,
+        200,
+    )
+    .await;
+    run.call(
+        "DELETE",
+        t,
+        &format!("/v1/users/{gone}"),
+        Some(&ada),
+        None,
+        404,
+    )
+    .await;
+    let t = "/v1/orgs/{org}/edge-credentials";
+    run.call(
+        "GET",
+        t,
+        "/v1/orgs/acme/edge-credentials",
+        Some(&ada),
+        None,
+        200,
+    )
+    .await;
+    run.call(
+        "GET",
+        t,
+        "/v1/orgs/acme/edge-credentials",
+        Some(&ula),
+        None,
+        403,
+    )
+    .await;
+    let edge_id = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "to-revoke"})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = "/v1/orgs/{org}/edge-credentials/{id}/revoke";
+    let p = format!("/v1/orgs/acme/edge-credentials/{edge_id}/revoke");
+    run.call("POST", t, &p, Some(&ada), None, 200).await;
+    run.call("POST", t, &p, Some(&ada), None, 409).await;
+    let t = "/v1/me/prefs";
+    run.call(
+        "PUT",
+        t,
+        t,
+        Some(&ada),
+        Some(json!({"prefs": {"hidden_columns": ["scopes"]}})),
+        200,
+    )
+    .await;
+    run.call("PUT", t, t, Some(&ada), Some(json!({"prefs": 1})), 400)
+        .await;
+    let r = run.call("GET", t, t, Some(&ada), None, 200).await;
+    assert_eq!(r.json()["prefs"]["hidden_columns"], json!(["scopes"]));
+    run.call("GET", t, t, None, None, 401).await;
 
     // Revocations and the delete, last.
     // ned has the fixture's login token.

@@ -65,6 +65,8 @@ fn bootstrap(dir: &Path) -> String {
             "acme",
             "--admin",
             "alice",
+            "--scopes",
+            "read write admin",
             "--base-url",
             "http://cp.test",
             "-o",

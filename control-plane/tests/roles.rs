@@ -1,10 +1,12 @@
-//! The role × action matrix, through the HTTP API: one expectation per cell.
+//! The role × relation × action matrix, through the HTTP API, with every kind of
+//! credential (session, API token with and without `tessera:manage`, access token): one
+//! expectation per cell.
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::World;
+use common::{Auth, Cred, World};
 use serde_json::json;
 
 const ACTIONS: [&str; 11] = [
@@ -48,7 +50,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
 
 /// Performs `action` as `actor_jwt` on a fresh token of `owner` in the state the action
 /// needs; returns (status, error code).
-async fn perform(w: &World, actor_jwt: &str, owner: &str, action: &str) -> (u16, String) {
+async fn perform(w: &World, auth: &Auth, owner: &str, action: &str) -> (u16, String) {
     let needs = match action {
         "create" | "revoke-all" => None,
         "download" => Some("pending"),
@@ -59,10 +61,10 @@ async fn perform(w: &World, actor_jwt: &str, owner: &str, action: &str) -> (u16,
         Some(state) => w.token_in_state(owner, state).await,
         None => String::new(),
     };
-    let t = Some(actor_jwt);
+    let t = auth;
     let r = match action {
         "create" => {
-            w.call(
+            w.call_as(
                 "POST",
                 "/v1/tokens",
                 t,
@@ -70,9 +72,9 @@ async fn perform(w: &World, actor_jwt: &str, owner: &str, action: &str) -> (u16,
             )
             .await
         }
-        "read" => w.call("GET", &format!("/v1/tokens/{id}"), t, None).await,
+        "read" => w.call_as("GET", &format!("/v1/tokens/{id}"), t, None).await,
         "revoke-all" => {
-            w.call(
+            w.call_as(
                 "POST",
                 "/v1/tokens/revoke-all",
                 t,
@@ -81,7 +83,7 @@ async fn perform(w: &World, actor_jwt: &str, owner: &str, action: &str) -> (u16,
             .await
         }
         "edit" => {
-            w.call(
+            w.call_as(
                 "PATCH",
                 &format!("/v1/tokens/{id}"),
                 t,
@@ -89,64 +91,96 @@ async fn perform(w: &World, actor_jwt: &str, owner: &str, action: &str) -> (u16,
             )
             .await
         }
-        "delete" => w.call("DELETE", &format!("/v1/tokens/{id}"), t, None).await,
+        "delete" => {
+            w.call_as("DELETE", &format!("/v1/tokens/{id}"), t, None)
+                .await
+        }
         "auth-log" => {
-            w.call("GET", &format!("/v1/tokens/{id}/auth-log"), t, None)
+            w.call_as("GET", &format!("/v1/tokens/{id}/auth-log"), t, None)
                 .await
         }
         op => {
-            w.call("POST", &format!("/v1/tokens/{id}/{op}"), t, Some(json!({})))
+            w.call_as("POST", &format!("/v1/tokens/{id}/{op}"), t, Some(json!({})))
                 .await
         }
     };
-    let code = r.json()["error"].as_str().unwrap_or("").to_string();
+    let v = r.json();
+    let code = v["reason"]
+        .as_str()
+        .or(v["error"].as_str())
+        .unwrap_or("")
+        .to_string();
     (r.status.as_u16(), code)
 }
 
+/// What a cell expects of a credential kind: sessions and management tokens follow the
+/// role matrix; a token without the management scope and an access token are refused on
+/// every management route, with their stable reasons.
+fn want(kind: Cred, e: &str, action: &str) -> (u16, String) {
+    match (kind, e, action) {
+        (Cred::NoManage, _, _) => (403, "management_scope_required".into()),
+        (Cred::Access, _, _) => (403, "access_token_not_allowed".into()),
+        (_, "y", "create") => (201, String::new()),
+        (_, "y", _) => (200, String::new()),
+        _ => (403, "forbidden".to_string()),
+    }
+}
+
 #[tokio::test]
-async fn every_role_action_cell() {
+async fn every_role_action_credential_cell() {
     let w = World::new().await;
-    let mut cells = 0;
+    let mut cells = std::collections::BTreeMap::<String, usize>::new();
     let mut wrong = Vec::new();
-    for (actor, owner, row) in MATRIX {
-        let expect: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(expect.len(), ACTIONS.len(), "row {actor}/{owner}");
-        let owner_id = if *owner == "own" {
-            w.uid(actor)
-        } else {
-            w.uid(owner)
-        };
-        for (action, e) in ACTIONS.iter().zip(expect) {
-            // A fresh login per cell: revoke-all may have revoked the previous one.
-            let jwt = w.login(&w.uid(actor)).await;
-            let got = perform(&w, &jwt, &owner_id, action).await;
-            let want = match (e, *action) {
-                ("y", "create") => (201, String::new()),
-                ("y", _) => (200, String::new()),
-                _ => (403, "forbidden".to_string()),
+    for kind in Cred::ALL {
+        for (actor, owner, row) in MATRIX {
+            let expect: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(expect.len(), ACTIONS.len(), "row {actor}/{owner}");
+            let owner_id = if *owner == "own" {
+                w.uid(actor)
+            } else {
+                w.uid(owner)
             };
-            cells += 1;
-            if got != want {
-                wrong.push(format!(
-                    "{actor} {action} token of {owner}: got {got:?}, want {want:?}"
-                ));
+            // A session survives revoke-all and refused credentials change nothing, so
+            // one serves the row; an API token is made fresh per cell (revoke-all may have
+            // revoked the previous one).
+            let shared = if kind == Cred::Manage {
+                None
+            } else {
+                Some(w.credential(kind, &w.uid(actor)).await)
+            };
+            for (action, e) in ACTIONS.iter().zip(expect) {
+                let auth = match &shared {
+                    Some(a) => a.clone(),
+                    None => w.credential(kind, &w.uid(actor)).await,
+                };
+                let got = perform(&w, &auth, &owner_id, action).await;
+                let want = want(kind, e, action);
+                *cells.entry(format!("{kind:?}")).or_default() += 1;
+                if got != want {
+                    wrong.push(format!(
+                        "{kind:?}: {actor} {action} token of {owner}: got {got:?}, want {want:?}"
+                    ));
+                }
             }
         }
     }
-    assert_eq!(cells, MATRIX.len() * ACTIONS.len());
+    for kind in Cred::ALL {
+        assert_eq!(cells[&format!("{kind:?}")], MATRIX.len() * ACTIONS.len());
+    }
     assert!(
         wrong.is_empty(),
-        "{} of {cells} cells wrong:\n{}",
+        "{} cells wrong:\n{}",
         wrong.len(),
         wrong.join("\n")
     );
 }
 
-/// Org-level actions on acme: only acme's admin.
+/// Org-level actions on acme: only acme's admin, with a session or a management token;
+/// every cell with each kind of credential.
 #[tokio::test]
 async fn org_actions_need_an_org_admin() {
     let w = World::new().await;
-    let actions: [(&str, &str, &str, Option<serde_json::Value>); 6] = [
+    let actions: [(&str, &str, &str, Option<serde_json::Value>); 7] = [
         (
             "rotate-key",
             "POST",
@@ -167,6 +201,7 @@ async fn org_actions_need_an_org_admin() {
             "/v1/orgs/acme/edge-credentials",
             Some(json!({"name": "e"})),
         ),
+        ("list-edges", "GET", "/v1/orgs/acme/edge-credentials", None),
         (
             "revoke-all-org",
             "POST",
@@ -175,22 +210,39 @@ async fn org_actions_need_an_org_admin() {
         ),
     ];
     let mut wrong = Vec::new();
-    for actor in ["ula", "rita", "pat", "ada"] {
-        for (name, method, path, body) in &actions {
-            let jwt = w.login(&w.uid(actor)).await;
-            let body = body.clone().map(|mut b| {
-                if b.get("username").is_some() {
-                    b["username"] = json!(w.unique("new"));
+    let mut cells = 0;
+    for kind in Cred::ALL {
+        for actor in ["ula", "rita", "pat", "ada"] {
+            for (name, method, path, body) in &actions {
+                let auth = w.credential(kind, &w.uid(actor)).await;
+                let body = body.clone().map(|mut b| {
+                    if b.get("username").is_some() {
+                        b["username"] = json!(w.unique("new"));
+                    }
+                    b
+                });
+                let r = w.call_as(method, path, &auth, body).await;
+                let reason = r.json()["reason"].as_str().unwrap_or("").to_string();
+                let ok = match kind {
+                    Cred::Session | Cred::Manage => {
+                        r.status.is_success() == (actor == "ada")
+                            && (r.status.is_success() || r.status == 403)
+                    }
+                    Cred::NoManage => r.status == 403 && reason == "management_scope_required",
+                    Cred::Access => r.status == 403 && reason == "access_token_not_allowed",
+                };
+                cells += 1;
+                if !ok {
+                    wrong.push(format!(
+                        "{kind:?} {actor} {name}: {} {}",
+                        r.status,
+                        r.text()
+                    ));
                 }
-                b
-            });
-            let r = w.call(method, path, Some(&jwt), body).await;
-            let ok = r.status.is_success();
-            if ok != (actor == "ada") || (!ok && r.status != 403) {
-                wrong.push(format!("{actor} {name}: {} {}", r.status, r.text()));
             }
         }
     }
+    assert_eq!(cells, 4 * 4 * actions.len());
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 

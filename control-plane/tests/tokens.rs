@@ -499,7 +499,7 @@ async fn exchange_for_access_tokens() {
             "POST",
             "/v1/tokens",
             Some(&ula),
-            Some(json!({"name": "x", "scopes": ["s1"]})),
+            Some(json!({"name": "x", "scopes": ["write"]})),
         )
         .await
         .json()["id"]

@@ -25,6 +25,9 @@ pub const ENV_CP_BIN: &str = "TESSERA_CP_BIN";
 
 /// The control-plane binary from `TESSERA_CP_BIN`. Panics (failing the test) when it is
 /// missing, naming `cargo xtask test`, which builds it and sets the variable.
+/// The scopes a bootstrapped admin's token carries besides `tessera:manage`.
+pub const ADMIN_SCOPES: &str = "read write admin update wrk";
+
 pub fn control_plane_path() -> PathBuf {
     match lookup_tool(ENV_CP_BIN) {
         Ok(p) => p,
@@ -73,6 +76,8 @@ pub struct ControlPlane {
     db: PathBuf,
     /// `(username, user id, admin token)` in bootstrap order.
     admins: Vec<(String, String, String)>,
+    /// `(username, one-time sign-in link)` for the web page, in bootstrap order.
+    links: Vec<(String, String)>,
 }
 
 /// A free loopback port (bound and released: a small race, acceptable in tests; the caller
@@ -108,6 +113,7 @@ impl ControlPlane {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             db: PathBuf::new(),
             admins: Vec::new(),
+            links: Vec::new(),
         };
         // The port is chosen before `serve` binds it (the base URL, and so every issuer,
         // derives from it): if another process takes it in between, start over with a
@@ -120,6 +126,7 @@ impl ControlPlane {
             ));
             cp.db = cp.dir.path().join(format!("tessera-{attempt}.db"));
             cp.admins.clear();
+            cp.links.clear();
             for admin in &options.admins {
                 cp.bootstrap_admin(admin)?;
             }
@@ -136,7 +143,10 @@ impl ControlPlane {
             .command()
             .args(["admin", "bootstrap", "--db"])
             .arg(&self.db)
-            .args(["--org", &self.options.org, "--admin", admin, "--base-url"])
+            .args(["--org", &self.options.org, "--admin", admin])
+            // The scopes the tests' tokens carry: a token the admin's token makes may
+            // carry only scopes the admin's has (besides `tessera:manage`).
+            .args(["--scopes", ADMIN_SCOPES, "--base-url"])
             .arg(self.url())
             .args(["-o", "json"])
             .output()
@@ -157,6 +167,7 @@ impl ControlPlane {
         };
         self.admins
             .push((admin.to_owned(), field("user")?, field("token")?));
+        self.links.push((admin.to_owned(), field("sign_in_link")?));
         Ok(())
     }
 
@@ -321,6 +332,14 @@ impl ControlPlane {
     }
 
     /// The bootstrap token of admin `username`.
+    /// The bootstrapped admin's one-time sign-in link for the web page.
+    pub fn sign_in_link_of(&self, username: &str) -> Option<&str> {
+        self.links
+            .iter()
+            .find(|(u, _)| u == username)
+            .map(|(_, l)| l.as_str())
+    }
+
     pub fn token_of(&self, username: &str) -> Option<&str> {
         self.admins
             .iter()

@@ -41,6 +41,18 @@ pub fn run(envoy: &Path, wasm: &Path) -> Result<(), String> {
 /// authentication log, and stops everything. `Err` says which step did not behave as
 /// printed (or why something could not be started).
 pub fn run_with_control_plane(envoy: &Path, wasm: &Path, cp_bin: &Path) -> Result<(), String> {
+    run_and_hold(envoy, wasm, cp_bin, None)
+}
+
+/// [`run_with_control_plane`], ending with the web page's address and a one-time sign-in
+/// link; with `hold`, everything keeps running until `hold` returns (`cargo xtask demo
+/// --serve` waits for Ctrl-C there), then stops.
+pub fn run_and_hold(
+    envoy: &Path,
+    wasm: &Path,
+    cp_bin: &Path,
+    hold: Option<&dyn Fn()>,
+) -> Result<(), String> {
     let module_size = std::fs::metadata(wasm)
         .map(|m| format!("{:.1} KB", m.len() as f64 / 1024.0))
         .unwrap_or_else(|e| format!("unreadable: {e}"));
@@ -264,6 +276,24 @@ pub fn run_with_control_plane(envoy: &Path, wasm: &Path, cp_bin: &Path) -> Resul
              tessera.usage_dropped)."
         ),
         _ => println!("Envoy's usage counters were not found."),
+    }
+    step(7, "The web page");
+    println!(
+        "   {}/  (the same REST API as the CLI; every asset is in the binary)",
+        cp.url()
+    );
+    match cp.sign_in_link_of("alice") {
+        Some(link) => println!("   sign in as alice, once, with: {link}"),
+        None => failures.push("step 7: no sign-in link from the bootstrap".into()),
+    }
+    if let Some(hold) = hold {
+        println!(
+            "   Envoy: http://{}  (try: curl -H 'Authorization: Bearer <token>' http://{}/api/orders)",
+            proxy.addr(),
+            proxy.addr()
+        );
+        println!("   Everything keeps running; press Ctrl-C to stop.");
+        hold();
     }
     drop(proxy);
     drop(cp);

@@ -13,6 +13,7 @@
 //!   (`registry` module).
 
 mod bench;
+mod browser;
 mod dist;
 mod edge;
 mod registry;
@@ -46,8 +47,11 @@ tasks:
                compat/: one plugin.wasm layer), reproducible byte for byte; with
                --check, also image it again (same digests), read both layouts with
                skopeo and push and pull them through a loopback docker-registry
-  demo         install Envoy if missing, build the module and the control plane, and run
-               the walk-through (issue, accept, revoke, refuse, authentication log)
+  demo [--serve]
+               install Envoy if missing, build the module and the control plane, and run
+               the walk-through (issue, accept, revoke, refuse, authentication log); ends
+               with the web page's address and a one-time sign-in link; with --serve, the
+               control plane, Envoy and the page keep running until Ctrl-C
   bench        install what is missing (Envoy, wrk, workerd, npm jose), build the modules,
                the wasm floor, the Ed25519 candidates and the control plane (release), then
                measure on loopback: Envoy throughput and p50/p99 (Envoy --concurrency 1 on
@@ -77,7 +81,8 @@ fn main() -> ExitCode {
     {
         ["build-wasm"] => build_wasm(&root),
         ["test"] => test(&root),
-        ["demo"] => demo(&root),
+        ["demo"] => demo(&root, false),
+        ["demo", "--serve"] => demo(&root, true),
         ["dist"] => dist_task(&root).map(|_| ()),
         ["dist", "--check"] => dist_task(&root).and_then(|d| check_dist(&root, &d)),
         ["bench", options @ ..] => bench(&root, options),
@@ -199,8 +204,11 @@ fn test(root: &Path) -> Result<()> {
         &["systemd"],
         "`systemd-analyze verify` for examples/systemd",
     )?;
+    // The web page's tests drive real Chromium and check every page with axe-core.
+    let (chromium, chromedriver) = browser::ensure_chromium()?;
+    let axe = browser::ensure_axe(&edge::node_dir(root))?;
     tools::header(&format!(
-        "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={} and {}={})",
+        "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={} and {}={})",
         tools::ENVOY_ENV,
         envoy.display(),
         tools::FILTER_WASM_ENV,
@@ -210,7 +218,13 @@ fn test(root: &Path) -> Result<()> {
         edge::WORKERD_ENV,
         workerd.display(),
         edge::EDGE_WORKER_DIR_ENV,
-        edge_bundle.display()
+        edge_bundle.display(),
+        browser::CHROMIUM_ENV,
+        chromium.display(),
+        browser::CHROMEDRIVER_ENV,
+        chromedriver.display(),
+        browser::AXE_ENV,
+        axe.display()
     ));
     tools::run(
         cargo(root)
@@ -220,6 +234,9 @@ fn test(root: &Path) -> Result<()> {
             .env(tessera_host_tests::ENV_CP_BIN, &cp_bin)
             .env(edge::WORKERD_ENV, &workerd)
             .env(edge::EDGE_WORKER_DIR_ENV, &edge_bundle)
+            .env(browser::CHROMIUM_ENV, &chromium)
+            .env(browser::CHROMEDRIVER_ENV, &chromedriver)
+            .env(browser::AXE_ENV, &axe)
             .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1"),
     )?;
 
@@ -324,7 +341,7 @@ fn dist_task(root: &Path) -> Result<dist::Dist> {
     Ok(dist)
 }
 
-fn demo(root: &Path) -> Result<()> {
+fn demo(root: &Path, serve: bool) -> Result<()> {
     const STEPS: usize = 4;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
     tools::header(&format!(
@@ -334,8 +351,25 @@ fn demo(root: &Path) -> Result<()> {
     tools::header(&format!(
         "[4/{STEPS}] demo: the control plane and Tessera in a real Envoy"
     ));
-    tessera_host_tests::demo::run_with_control_plane(&envoy, &filter_wasm, &cp_bin)
-        .map_err(|e| format!("the demo failed: {e}"))
+    // With --serve, Ctrl-C ends the wait (not the process), so every process the demo
+    // started is stopped on the way out.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    if serve {
+        ctrlc::set_handler(move || {
+            let _ = stop_tx.send(());
+        })
+        .map_err(|e| format!("could not catch Ctrl-C: {e}"))?;
+    }
+    let hold = move || {
+        let _ = stop_rx.recv();
+    };
+    tessera_host_tests::demo::run_and_hold(
+        &envoy,
+        &filter_wasm,
+        &cp_bin,
+        if serve { Some(&hold) } else { None },
+    )
+    .map_err(|e| format!("the demo failed: {e}"))
 }
 
 fn bench(root: &Path, args: &[&str]) -> Result<()> {

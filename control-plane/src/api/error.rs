@@ -147,6 +147,20 @@ impl From<service::Error> for ApiError {
             E::Unauthenticated(m) => ApiError::unauthorized(m),
             E::Refused(deny) => ApiError::refused(&deny),
             E::Forbidden(m) => ApiError::forbidden(m),
+            E::Denied { reason, message } => {
+                let mut e = ApiError::forbidden(message);
+                e.reason = Some(reason);
+                e
+            }
+            E::Throttled { retry_after } => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    format!("too many failed sign-ins; try again in {retry_after} s"),
+                );
+                e.reason = Some("sign_in_throttled");
+                e
+            }
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => ApiError::conflict(m),
             E::InvalidGrant(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_grant", m),

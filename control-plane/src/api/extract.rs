@@ -48,6 +48,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        // No Authorization but a session cookie: a person on the web page.
+        if let Some(actor) = super::accounts::session_caller(parts, s).await {
+            return Ok(Caller(super::accounts::admitted(parts, actor?)?));
+        }
         let headers = header_pairs(&parts.headers);
         if let Some(deny) = authn::early_refusal(&headers) {
             return Err(ApiError::refused(&deny));
@@ -76,7 +80,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(slot) = parts.extensions.get::<ActingSlot>() {
             slot.set(&actor.user.id, &actor.token_id);
         }
-        Ok(Caller(actor))
+        Ok(Caller(super::accounts::admitted(parts, actor)?))
     }
 }
 

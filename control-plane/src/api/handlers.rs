@@ -245,9 +245,7 @@ pub(super) async fn users_list(
 ) -> ApiResult<Json<UserList>> {
     s.read_as(a, move |tx, _, a| {
         let users = users::list_users(tx, a, &org)?;
-        Ok(UserList {
-            users: users.iter().map(UserView::new).collect(),
-        })
+        Ok(UserList { users })
     })
     .await
     .map(Json)
@@ -260,7 +258,7 @@ pub(super) async fn users_create(
     JsonBody(req): JsonBody<CreateUser>,
 ) -> Created<UserView> {
     s.write_as(a, move |tx, ctx, a| {
-        Ok(UserView::new(&users::create_user(tx, ctx, a, &org, req)?))
+        users::create_user(tx, ctx, a, &org, req)
     })
     .await
     .map(created)

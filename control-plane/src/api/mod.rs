@@ -3,9 +3,11 @@
 //! the mapping of service errors to responses in `error`. Handlers only translate: each
 //! runs one service operation in one store transaction.
 
+pub mod accounts;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod web;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
 
@@ -135,7 +137,8 @@ impl AppState {
         f: impl FnOnce(&mut dyn Tx, &Ctx, &Actor) -> service::Result<T> + Send + 'static,
     ) -> ApiResult<T> {
         self.write(move |tx, ctx| {
-            service::authn::still_valid(tx, ctx, &actor)?;
+            service::authority::still_valid(tx, ctx, &actor)?;
+            ctx.act_with(actor.credential.label());
             f(tx, ctx, &actor)
         })
         .await
@@ -355,7 +358,7 @@ pub fn routes() -> Vec<Route> {
         media_type: "application/json",
         schema: any_object,
     };
-    vec![
+    let mut routes = vec![
         route(Method::GET, "/healthz", "Liveness", Public, h!(GET, handlers::health))
             .ok::<Health>(200).infallible(),
         route(Method::GET, "/openapi.json", "This description", Public, h!(GET, handlers::openapi))
@@ -436,7 +439,9 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/usage", "Usage events from an edge (edge credential)", Edge, h!(POST, handlers::usage))
             .body::<UsageBatch>(json!({"events": [{"token_id": "tok_0123", "at": "2026-01-01T00:00:00Z", "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]}))
             .ok::<UsageAccepted>(200),
-    ]
+    ];
+    routes.extend(accounts::routes());
+    routes
 }
 
 pub fn app(state: AppState) -> Router {
@@ -445,6 +450,7 @@ pub fn app(state: AppState) -> Router {
         router = router.route(r.path, r.handler);
     }
     router
+        .merge(web::router())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -58,7 +58,13 @@ pub async fn run(cli: Cli) -> CliResult {
             admin,
             alg,
             base_url,
-        }) => server::bootstrap(cli.output, &db, &org, &org_name, &admin, &alg, base_url),
+            scopes,
+        }) => server::bootstrap(
+            cli.output,
+            &db,
+            (&org, &org_name, &admin, &alg, &scopes),
+            base_url,
+        ),
         command => {
             let ca = match &cli.ca_cert {
                 Some(path) => Some(
@@ -172,6 +178,10 @@ enum AdminCmd {
         /// Stored for `serve`; default: the stored one, else http://127.0.0.1:8080.
         #[arg(long)]
         base_url: Option<String>,
+        /// Scopes the admin's token carries besides `tessera:manage` (space- or
+        /// comma-separated): a token made with it carries only scopes it has.
+        #[arg(long, default_value = "")]
+        scopes: String,
     },
     /// Print a new random master key (hex).
     GenMasterKey,

@@ -80,12 +80,14 @@ pub(super) fn gen_master_key() -> CliResult {
 pub(super) fn bootstrap(
     out: Output,
     db: &DbArgs,
-    org: &str,
-    org_name: &str,
-    admin: &str,
-    alg: &str,
+    (org, org_name, admin, alg, scopes): (&str, &str, &str, &str, &str),
     base_url: Option<String>,
 ) -> CliResult {
+    let scopes: Vec<String> = scopes
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let alg = KeyAlg::parse(alg).ok_or("--alg: EdDSA or ES256")?;
     let Opened { store, master, .. } = open_store(db)?;
     let base = match base_url {
@@ -96,7 +98,7 @@ pub(super) fn bootstrap(
         .write(|tx| {
             tx.set_setting("base_url", &base)?;
             let ctx = Ctx::new(&base, &master, timefmt::now(), 1800);
-            service::orgs::bootstrap(tx, &ctx, org, org_name, admin, alg)
+            service::orgs::bootstrap_scoped(tx, &ctx, (org, org_name, admin, alg), &scopes)
         })
         .map_err(|e: service::Error| e.to_string())?;
     let mut stdout = io::stdout().lock();
@@ -104,7 +106,7 @@ pub(super) fn bootstrap(
         Output::Json => writeln!(
             stdout,
             "{}",
-            json!({"org": b.org.id, "user": b.user.id, "username": b.user.username, "token_id": b.token.id, "token": b.jwt, "base_url": base})
+            json!({"org": b.org.id, "user": b.user.id, "username": b.user.username, "token_id": b.token.id, "token": b.jwt, "base_url": base, "sign_in_link": b.link.url, "sign_in_link_expires_at": b.link.expires_at})
         )?,
         _ => {
             render::note(&format!(
@@ -116,6 +118,11 @@ pub(super) fn bootstrap(
                 timefmt::format(b.token.expires_at)
             ));
             writeln!(stdout, "{}", b.jwt)?;
+            render::note(&format!(
+                "One-time sign-in link for the web page (set a password; expires {}):",
+                b.link.expires_at
+            ));
+            writeln!(stdout, "{}", b.link.url)?;
         }
     }
     Ok(())

@@ -271,10 +271,12 @@ pub fn authenticate(
     match verify_presented(tx, ctx, verifiers, presented, &[Kind::Api, Kind::Access])? {
         Verdict::Accepted(p) => {
             let p = *p;
+            let credential = super::authority::credential_of(&p);
             Ok(Actor {
                 token_id: p.token.id,
                 user: p.user,
                 org: p.org,
+                credential,
             })
         }
         Verdict::Refused(r) => Err(Error::Refused(Box::new(r.deny))),

@@ -19,6 +19,14 @@ pub enum Error {
     Refused(Box<Deny>),
     /// The caller is known but may not do this.
     Forbidden(String),
+    /// The caller's credential may not do this, for a stable reason code
+    /// (`service::authority`: `access_token_not_allowed`, `management_scope_required`, ...).
+    Denied {
+        reason: &'static str,
+        message: String,
+    },
+    /// Too many failed sign-ins: try again after `retry_after` seconds.
+    Throttled { retry_after: i64 },
     /// The record does not exist (or is not visible to the caller).
     NotFound(String),
     /// The change conflicts with the current state (a duplicate name, a final state).
@@ -50,6 +58,14 @@ impl Error {
 
     pub fn forbidden(message: impl Into<String>) -> Self {
         Error::Forbidden(message.into())
+    }
+
+    /// Refused for a stable reason code (403).
+    pub fn denied(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::Denied {
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -103,6 +119,10 @@ impl std::fmt::Display for Error {
             | Error::InvalidGrant(m)
             | Error::UnsupportedGrantType(m) => f.write_str(m),
             Error::Refused(d) => write!(f, "the token was refused: {}", d.reason.as_str()),
+            Error::Denied { message, .. } => f.write_str(message),
+            Error::Throttled { retry_after } => {
+                write!(f, "too many failed sign-ins; try again in {retry_after} s")
+            }
             Error::Store(e) => write!(f, "{e}"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
         }

@@ -193,6 +193,9 @@ pub struct CreateUser {
     pub role: Role,
     #[serde(default)]
     pub delegated: bool,
+    /// Days the invitation link stays usable (1 to 30; default 7).
+    #[serde(default)]
+    pub invite_days: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -246,6 +249,9 @@ pub struct SearchParams {
     pub user: Option<String>,
     #[serde(default)]
     pub expires_before: Option<String>,
+    /// Only tokens expiring at or after this time (RFC 3339).
+    #[serde(default)]
+    pub expires_after: Option<String>,
     /// A column name, `-` first for descending; default `-created_at`.
     #[serde(default)]
     pub sort: Option<String>,

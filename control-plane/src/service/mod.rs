@@ -9,14 +9,20 @@
 //! - [`tokens`]: the API-token lifecycle and search;
 //! - [`authn`]: presented tokens (API authentication, token exchange) and the API's
 //!   verifier cache;
-//! - [`logs`]: usage reports from the edges, the authentication and audit logs.
+//! - [`logs`]: usage reports from the edges, the authentication and audit logs;
+//! - [`authority`]: what a credential may do (management scope, access tokens, bounds);
+//! - [`accounts`]: passwords, invitation and reset links, sessions, sign-in throttling,
+//!   disabling and deleting users, edge credentials' list and revocation.
 
+pub mod accounts;
 pub mod authn;
+pub mod authority;
 pub mod error;
 pub mod input;
 pub mod keys;
 pub mod logs;
 pub mod orgs;
+pub mod sessions;
 pub mod tokens;
 pub mod users;
 pub mod verifiers;
@@ -31,7 +37,7 @@ use crate::model::{AuditEntry, Org, Token, User};
 use crate::policy::{self, Action, Actor};
 use crate::store::Tx;
 use serde_json::Value;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// The `typ` of a signed status list (Token Status List draft).
 pub const TYP_STATUS_LIST: &str = "statuslist+jwt";
@@ -50,6 +56,8 @@ pub struct Ctx<'a> {
     /// Set when the operation changed what the edges sync (a status list or keys), so
     /// that only such a commit wakes the status-list long polls.
     edges_changed: Cell<bool>,
+    /// The acting credential (`Credential::label`), written into every audit entry.
+    credential: RefCell<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -60,6 +68,7 @@ impl<'a> Ctx<'a> {
             now,
             access_ttl,
             edges_changed: Cell::new(false),
+            credential: RefCell::new(String::new()),
         }
     }
 
@@ -74,6 +83,16 @@ impl<'a> Ctx<'a> {
     /// Records that this operation changed a status list or a key set.
     pub fn mark_edges_changed(&self) {
         self.edges_changed.set(true);
+    }
+
+    /// Names the credential the operation acts with, for the audit log.
+    pub fn act_with(&self, credential: String) {
+        *self.credential.borrow_mut() = credential;
+    }
+
+    /// The credential the operation acts with (empty when none was named).
+    pub fn credential(&self) -> String {
+        self.credential.borrow().clone()
     }
 
     /// Whether the operation changed a status list or a key set.
@@ -101,6 +120,7 @@ pub(crate) fn audit(
         action: action.to_string(),
         target: target.to_string(),
         detail,
+        credential: ctx.credential(),
     })?)
 }
 

@@ -3,7 +3,7 @@
 use super::input::{check_org_id, check_text, check_username, CreateEdge, CreateOrg, RotateKey};
 use super::keys::{mint, new_key};
 use super::views::{EdgeCreated, KeyRotated};
-use super::{audit, load_org, Ctx, Error, Result, DEFAULT_LIFETIME_DAYS};
+use super::{audit, load_org, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{EdgeCredential, KeyAlg, Org, Role, Token, User};
 use crate::policy::{self, Actor};
@@ -16,6 +16,8 @@ pub struct Bootstrapped {
     pub user: User,
     pub token: Token,
     pub jwt: String,
+    /// A one-time link for the admin to set a password and sign in to the web page.
+    pub link: super::views::LinkView,
 }
 
 /// Creates the organization (the root one if it is the first) and its admin if missing,
@@ -28,6 +30,21 @@ pub fn bootstrap(
     admin: &str,
     alg: KeyAlg,
 ) -> Result<Bootstrapped> {
+    bootstrap_scoped(tx, ctx, (org_id, org_name, admin, alg), &[])
+}
+
+/// [`bootstrap`], the admin's token carrying `scopes` besides the management scope (a
+/// token it makes may carry only scopes it has).
+pub fn bootstrap_scoped(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    (org_id, org_name, admin, alg): (&str, &str, &str, KeyAlg),
+    scopes: &[String],
+) -> Result<Bootstrapped> {
+    let mut scopes = super::input::check_scopes(scopes)?;
+    if !scopes.iter().any(|s| s == super::authority::MANAGE_SCOPE) {
+        scopes.insert(0, super::authority::MANAGE_SCOPE.to_string());
+    }
     check_org_id("org", org_id)?;
     check_username("admin", admin)?;
     let org = match tx.get_org(org_id)? {
@@ -95,7 +112,9 @@ pub fn bootstrap(
             u
         }
     };
-    let days = DEFAULT_LIFETIME_DAYS.min(org.max_lifetime_days);
+    // The operator's credential lives as long as the org allows, so that the tokens it
+    // makes may too (a token never makes one that outlives it).
+    let days = org.max_lifetime_days;
     let mut token = Token {
         id: crypto::new_id("tok")?,
         org_id: org_id.to_string(),
@@ -104,11 +123,12 @@ pub fn bootstrap(
         description: "created by tessera admin bootstrap".into(),
         created_by: user.id.clone(),
         created_at: ctx.now,
-        lifetime_days: Some(days),
+        lifetime_days: crate::model::LIFETIMES.contains(&days).then_some(days),
         not_before: None,
         expires_at: ctx.now + days * 86_400,
         ip_allow: vec![],
-        scopes: vec![],
+        // The operator's first credential manages the control plane.
+        scopes,
         enabled: true,
         revoked_at: None,
         deleted_at: None,
@@ -132,11 +152,15 @@ pub fn bootstrap(
         json!({"user": user.id}),
     )?;
     let org = load_org(tx, org_id)?;
+    // The admin's way in to the web page: a one-time link to set a password.
+    let link =
+        super::accounts::issue_link(tx, ctx, &user, "bootstrap", super::accounts::RESET_SECS)?;
     Ok(Bootstrapped {
         org,
         user,
         token,
         jwt,
+        link,
     })
 }
 

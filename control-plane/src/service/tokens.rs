@@ -7,7 +7,7 @@ use super::input::{
 };
 use super::keys::{mint, retire_jwt, set_status};
 use super::views::{Deleted, Edited, Minted, RevokedAll, TokenPage, TokenView};
-use super::{audit, load_org, token_for, Ctx, Error, Result, DEFAULT_LIFETIME_DAYS};
+use super::{audit, authority, load_org, token_for, Ctx, Error, Result, DEFAULT_LIFETIME_DAYS};
 use crate::crypto;
 use crate::model::{status_value, Org, Role, Token, TokenStatus, User, LIFETIMES};
 use crate::policy::{self, Action, Actor};
@@ -107,6 +107,9 @@ pub fn create_token(
     if not_before.is_some_and(|nb| nb >= expires_at) {
         return Err(Error::field("not_before", "must be before the expiry"));
     }
+    let ip_allow = check_ip_allow(&req.ip_allow)?;
+    let scopes = check_scopes(&req.scopes)?;
+    authority::bound_token(actor, &scopes, &ip_allow, expires_at)?;
     let token = Token {
         id: crypto::new_id("tok")?,
         org_id: org.id.clone(),
@@ -118,8 +121,8 @@ pub fn create_token(
         lifetime_days,
         not_before,
         expires_at,
-        ip_allow: check_ip_allow(&req.ip_allow)?,
-        scopes: check_scopes(&req.scopes)?,
+        ip_allow,
+        scopes,
         enabled: req.enabled,
         revoked_at: None,
         deleted_at: None,
@@ -164,16 +167,27 @@ pub fn token_query(ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Result<TokenQu
         },
         Role::User | Role::Readonly => TokenScope::User(actor.user.id.clone()),
     };
-    let status = match p.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(TokenStatus::parse(s).ok_or_else(|| {
+    // One status, or several separated by commas.
+    let mut statuses = Vec::new();
+    for s in p
+        .status
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let st = TokenStatus::parse(s.trim()).ok_or_else(|| {
             Error::field(
                 "status",
-                "one of pending, enabled, disabled, revoked, expired",
+                "one or more (comma-separated) of pending, enabled, disabled, revoked, expired",
             )
-        })?),
-    };
+        })?;
+        if !statuses.contains(&st) {
+            statuses.push(st);
+        }
+    }
     let expires_before = optional_time("expires_before", p.expires_before.as_deref())?;
+    let expires_after = optional_time("expires_after", p.expires_after.as_deref())?;
     let sort_text = p
         .sort
         .clone()
@@ -195,9 +209,10 @@ pub fn token_query(ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Result<TokenQu
     Ok(TokenQuery {
         scope,
         q: p.q.clone().filter(|s| !s.is_empty()),
-        status,
+        statuses,
         user: p.user.clone().filter(|s| !s.is_empty()),
         expires_before,
+        expires_after,
         sort,
         descending,
         limit: 50,
@@ -332,7 +347,7 @@ fn mark_revoked(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
     Ok(())
 }
 
-fn revoke_one(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
+pub(crate) fn revoke_one(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<()> {
     mark_revoked(tx, ctx, token)?;
     Ok(tx.update_token(token)?)
 }
@@ -431,7 +446,12 @@ fn set_enabled(
 }
 
 /// Disabled is "suspended" in the status list: reversible, unlike revoked.
-fn apply_enabled(ctx: &Ctx, tx: &mut dyn Tx, token: &mut Token, enabled: bool) -> Result<()> {
+pub(crate) fn apply_enabled(
+    ctx: &Ctx,
+    tx: &mut dyn Tx,
+    token: &mut Token,
+    enabled: bool,
+) -> Result<()> {
     if token.enabled != enabled {
         token.enabled = enabled;
         if let Some(idx) = token.status_idx {
@@ -513,6 +533,9 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     }
     if token.not_before.is_some_and(|nb| nb >= token.expires_at) {
         return Err(Error::field("not_before", "must be before the expiry"));
+    }
+    if in_jwt {
+        authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
     }
     if let Some(e) = req.enabled {
         if e != token.enabled {

@@ -1,20 +1,23 @@
 //! Users of an organization.
 
 use super::input::{check_text, check_username, CreateUser, UpdateUser};
-use super::{audit, load_org, load_user, Ctx, Error, Result};
+use super::views::UserView;
+use super::{accounts, audit, load_org, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{Role, User};
 use crate::policy::{self, Actor};
+use crate::store::accounts::Account;
 use crate::store::Tx;
 use serde_json::json;
 
+/// Creates a user with a one-time invitation link (in the answer only).
 pub fn create_user(
     tx: &mut dyn Tx,
     ctx: &Ctx,
     actor: &Actor,
     org_id: &str,
     req: CreateUser,
-) -> Result<User> {
+) -> Result<UserView> {
     let org = load_org(tx, org_id)?;
     policy::require_org_admin(actor, &org, true)?;
     check_username("username", &req.username)?;
@@ -51,17 +54,36 @@ pub fn create_user(
         &user.id,
         json!({"role": user.role.as_str()}),
     )?;
-    Ok(user)
+    let link = accounts::invite(tx, ctx, &user, req.invite_days)?;
+    let mut view = accounts::user_view(tx, &user)?;
+    view.link = Some(link);
+    Ok(view)
 }
 
-pub fn list_users(tx: &mut dyn Tx, actor: &Actor, org_id: &str) -> Result<Vec<User>> {
+/// The org's users that are not deleted, with their account state.
+pub fn list_users(tx: &mut dyn Tx, actor: &Actor, org_id: &str) -> Result<Vec<UserView>> {
     let org = load_org(tx, org_id)?;
     policy::require_org_admin(actor, &org, true)?;
-    Ok(tx.list_users(org_id)?)
+    let accounts: std::collections::HashMap<String, Account> = tx
+        .org_accounts(org_id)?
+        .into_iter()
+        .map(|a| (a.user_id.clone(), a))
+        .collect();
+    let mut out = Vec::new();
+    for u in tx.list_users(org_id)? {
+        let state = accounts.get(&u.id).map_or("invited", accounts::state_of);
+        if state == "deleted" {
+            continue;
+        }
+        let mut v = UserView::new(&u);
+        v.state = Some(state.to_string());
+        out.push(v);
+    }
+    Ok(out)
 }
 
 pub fn get_user(tx: &mut dyn Tx, actor: &Actor, id: &str) -> Result<User> {
-    let user = load_user(tx, id)?;
+    let user = accounts::live_user(tx, id)?;
     if user.id != actor.user.id {
         let org = load_org(tx, &user.org_id)?;
         policy::require_org_admin(actor, &org, true)?;
@@ -77,9 +99,19 @@ pub fn update_user(
     id: &str,
     req: UpdateUser,
 ) -> Result<User> {
-    let mut user = load_user(tx, id)?;
+    let mut user = accounts::live_user(tx, id)?;
     let org = load_org(tx, &user.org_id)?;
     let is_admin = policy::require_org_admin(actor, &org, true).is_ok();
+    // Delegation is the customer's: the user, or an admin of their own org, gives or
+    // withdraws it; the partner it is given to (or the root org) never can.
+    if req.delegated.is_some_and(|d| d != user.delegated)
+        && user.id != actor.user.id
+        && policy::require_org_admin(actor, &org, false).is_err()
+    {
+        return Err(Error::forbidden(
+            "delegation is given or withdrawn only by the user or an admin of their own organization",
+        ));
+    }
     if !is_admin && (user.id != actor.user.id || req.role.is_some()) {
         return Err(Error::forbidden(if user.id == actor.user.id {
             "only an org admin changes roles"

@@ -62,6 +62,22 @@ pub struct UserView {
     pub role: String,
     pub delegated: bool,
     pub created_at: String,
+    /// `invited` (no password yet), `active`, `disabled` or `deleted`; absent where the
+    /// answer did not look it up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// A one-time link (invitation or password reset), only in the answer that made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkView>,
+}
+
+/// A one-time sign-in link: shown once, only its hash is kept.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LinkView {
+    /// `invite`, `reset` or `bootstrap`.
+    pub kind: String,
+    pub url: String,
+    pub expires_at: String,
 }
 
 impl UserView {
@@ -74,6 +90,8 @@ impl UserView {
             role: u.role.as_str().to_string(),
             delegated: u.delegated,
             created_at: timefmt::format(u.created_at),
+            state: None,
+            link: None,
         }
     }
 }
@@ -305,6 +323,9 @@ pub struct AuditEntryView {
     /// What changed, as recorded by the action.
     #[schema(value_type = Object)]
     pub detail: Value,
+    /// The credential that acted: `session:<id>`, `token:<id>`, `access:<id> (token:<id>)`,
+    /// or empty for the operator's commands.
+    pub credential: String,
 }
 
 impl AuditEntryView {
@@ -317,6 +338,7 @@ impl AuditEntryView {
             action: a.action,
             target: a.target,
             detail: a.detail,
+            credential: a.credential,
         }
     }
 }

@@ -2,7 +2,10 @@
 //! do. All business logic runs against `dyn Tx`, so a PostgreSQL backend only has to
 //! implement these two traits. Every API change runs in exactly one transaction.
 
+pub mod accounts;
 pub mod sqlite;
+
+pub use accounts::AccountsTx;
 
 /// Why the store could not do what was asked. Says nothing about HTTP: the service maps
 /// it, and only the API turns it into a response.
@@ -128,10 +131,13 @@ pub struct TokenQuery {
     /// Words of the name, description, username or display name (case-insensitive, also
     /// beyond ASCII); each word matches a substring.
     pub q: Option<String>,
-    pub status: Option<TokenStatus>,
+    /// Tokens in any of these statuses; empty: any status.
+    pub statuses: Vec<TokenStatus>,
     /// A user id or username.
     pub user: Option<String>,
     pub expires_before: Option<i64>,
+    /// Only tokens expiring at or after this time.
+    pub expires_after: Option<i64>,
     pub sort: TokenSort,
     pub descending: bool,
     pub limit: i64,
@@ -175,7 +181,8 @@ pub struct AuthEventQuery {
 }
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
-pub trait Tx {
+/// What concerns people signing in is in the supertrait [`AccountsTx`].
+pub trait Tx: AccountsTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

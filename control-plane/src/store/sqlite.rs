@@ -13,6 +13,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod accounts;
+
 /// Schema versions, applied in order; version N is `MIGRATIONS[N - 1]`. Never edit a
 /// released entry: append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -152,6 +154,45 @@ CREATE TRIGGER users_text_update AFTER UPDATE OF username, display_name ON users
         WHERE rowid IN (SELECT m.n FROM token_search_ids m JOIN tokens t ON t.id = m.token_id
                         WHERE t.user_id = new.id);
 END;
+"#,
+    // Accounts and sessions (people signing in), the acting credential in the audit log,
+    // revocable edge credentials.
+    r#"
+ALTER TABLE audit_log ADD COLUMN credential TEXT NOT NULL DEFAULT '';
+ALTER TABLE edge_credentials ADD COLUMN revoked_at INTEGER;
+CREATE INDEX edge_credentials_org ON edge_credentials(org_id);
+CREATE TABLE accounts (
+    user_id TEXT PRIMARY KEY REFERENCES users(id),
+    password_hash TEXT,
+    disabled_at INTEGER,
+    deleted_at INTEGER,
+    suspended_tokens TEXT NOT NULL DEFAULT '[]',
+    prefs TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE sign_in_links (
+    secret_sha256 TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    ended_at INTEGER
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE sign_in_throttle (
+    key TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL,
+    last_at INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -481,9 +522,14 @@ fn token_filter(q: &TokenQuery) -> (String, Vec<(&'static str, SqlValue)>) {
             args.push((":q", SqlValue::Text(like_pattern(text))));
         }
     }
-    if let Some(status) = q.status {
-        wh.push(format!("({STATUS_SQL}) = :status"));
-        args.push((":status", SqlValue::Text(status.as_str().into())));
+    const STATUS_ARGS: [&str; 5] = [":status0", ":status1", ":status2", ":status3", ":status4"];
+    let mut names = Vec::new();
+    for (name, status) in STATUS_ARGS.iter().zip(&q.statuses) {
+        names.push(*name);
+        args.push((name, SqlValue::Text(status.as_str().into())));
+    }
+    if !names.is_empty() {
+        wh.push(format!("({STATUS_SQL}) IN ({})", names.join(", ")));
     }
     if let Some(user) = &q.user {
         wh.push("t.user_id IN (SELECT id FROM users WHERE id = :user OR username = :user)".into());
@@ -492,6 +538,10 @@ fn token_filter(q: &TokenQuery) -> (String, Vec<(&'static str, SqlValue)>) {
     if let Some(before) = q.expires_before {
         wh.push("t.expires_at < :expires_before".into());
         args.push((":expires_before", SqlValue::Integer(before)));
+    }
+    if let Some(after) = q.expires_after {
+        wh.push("t.expires_at >= :expires_after".into());
+        args.push((":expires_after", SqlValue::Integer(after)));
     }
     (wh.join(" AND "), args)
 }
@@ -933,8 +983,8 @@ impl Tx for SqliteTx<'_> {
 
     fn insert_audit(&mut self, a: &AuditEntry) -> StoreResult<()> {
         self.tx.execute(
-            "INSERT INTO audit_log (at, org_id, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.at, a.org_id, a.actor, a.action, a.target, a.detail.to_string()],
+            "INSERT INTO audit_log (at, org_id, actor, action, target, detail, credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![a.at, a.org_id, a.actor, a.action, a.target, a.detail.to_string(), a.credential],
         )?;
         Ok(())
     }
@@ -947,7 +997,7 @@ impl Tx for SqliteTx<'_> {
         offset: i64,
     ) -> StoreResult<Vec<AuditEntry>> {
         let mut st = self.tx.prepare(
-            "SELECT id, at, org_id, actor, action, target, detail FROM audit_log \
+            "SELECT id, at, org_id, actor, action, target, detail, credential FROM audit_log \
              WHERE org_id = ?1 AND (?2 IS NULL OR target = ?2) ORDER BY id DESC LIMIT ?3 OFFSET ?4",
         )?;
         let rows = st
@@ -961,6 +1011,7 @@ impl Tx for SqliteTx<'_> {
                     action: r.get(4)?,
                     target: r.get(5)?,
                     detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                    credential: r.get(7)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tessera_control_plane::crypto::MasterKey;
 use tessera_control_plane::model::{KeyAlg, Role};
-use tessera_control_plane::policy::Actor;
+use tessera_control_plane::policy::{Actor, Credential};
 use tessera_control_plane::service;
 use tessera_control_plane::store::sqlite::SqliteStore;
 use tessera_control_plane::store::Tx;
@@ -58,6 +58,7 @@ pub fn actor(tx: &mut dyn Tx, user_id: &str) -> Actor {
         user,
         org,
         token_id: String::new(),
+        credential: Credential::Internal,
     }
 }
 
@@ -187,7 +188,9 @@ impl World {
                 let mut admin = owner.clone();
                 admin.user.role = Role::Admin;
                 admin.user.id = format!("fixture-admin-{}", owner.org.id);
-                let t = service::tokens::create_token(tx, ctx, &admin, create_body(&name, &uid))?;
+                let mut body = create_body(&name, &uid);
+                body.lifetime_days = Some(longest_lifetime(&owner.org));
+                let t = service::tokens::create_token(tx, ctx, &admin, body)?;
                 let id = t.id;
                 if st != "pending" {
                     service::tokens::download(tx, ctx, &owner, &id)?;
@@ -279,8 +282,166 @@ impl World {
     }
 }
 
+/// The kinds of credential a caller can present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cred {
+    /// A web session: cookie plus CSRF header.
+    Session,
+    /// An API token carrying `tessera:manage`.
+    Manage,
+    /// An API token without it.
+    NoManage,
+    /// An access token from exchange.
+    Access,
+}
+
+impl Cred {
+    pub const ALL: [Cred; 4] = [Cred::Session, Cred::Manage, Cred::NoManage, Cred::Access];
+}
+
+/// What a request presents: a bearer token, or session headers.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub bearer: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl World {
+    /// A signed-in session of the user (a reset link issued in-process, used through the
+    /// API): (cookie header value, CSRF token).
+    pub async fn session(&self, user_id: &str) -> (String, String) {
+        let uid = user_id.to_string();
+        let link = self
+            .state
+            .write(move |tx, ctx| {
+                let user = tx.get_user(&uid)?.unwrap();
+                service::accounts::issue_link(tx, ctx, &user, "reset", 3600)
+            })
+            .await
+            .unwrap();
+        let secret = link.url.rsplit('/').next().unwrap().to_string();
+        let r = self
+            .call(
+                "POST",
+                "/v1/links/accept",
+                None,
+                Some(json!({"secret": secret, "password": "a long enough password"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let set = r.headers["set-cookie"].to_str().unwrap().to_string();
+        let cookie = set.split(';').next().unwrap().to_string();
+        (cookie, r.json()["csrf"].as_str().unwrap().to_string())
+    }
+
+    /// An API token of the user with scope `read` only (no `tessera:manage`).
+    pub async fn no_manage_token(&self, user_id: &str) -> String {
+        let name = self.unique("nomanage");
+        let uid = user_id.to_string();
+        self.state
+            .write(move |tx, ctx| {
+                let owner = actor(tx, &uid);
+                let mut body = create_body(&name, &uid);
+                body.scopes = vec!["read".into()];
+                let t = service::tokens::create_token(tx, ctx, &owner_as_admin(&owner), body)?;
+                Ok(service::tokens::download(tx, ctx, &owner, &t.id)?.jwt)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// An access token exchanged for `jwt`.
+    pub async fn access_token(&self, jwt: &str) -> String {
+        let r = self
+            .call(
+                "POST",
+                "/v1/auth/accesstoken",
+                None,
+                Some(json!({"refreshToken": jwt})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// A fresh credential of the given kind for the user.
+    pub async fn credential(&self, kind: Cred, user_id: &str) -> Auth {
+        match kind {
+            Cred::Session => {
+                let (cookie, csrf) = self.session(user_id).await;
+                Auth {
+                    bearer: None,
+                    headers: vec![("cookie".into(), cookie), ("x-csrf-token".into(), csrf)],
+                }
+            }
+            Cred::Manage => Auth {
+                bearer: Some(self.login(user_id).await),
+                headers: vec![],
+            },
+            Cred::NoManage => Auth {
+                bearer: Some(self.no_manage_token(user_id).await),
+                headers: vec![],
+            },
+            Cred::Access => {
+                let jwt = self.login(user_id).await;
+                Auth {
+                    bearer: Some(self.access_token(&jwt).await),
+                    headers: vec![],
+                }
+            }
+        }
+    }
+
+    /// A JSON call presenting `auth`.
+    pub async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> Resp {
+        let headers: Vec<(&str, &str)> = auth
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.raw(
+            method,
+            path,
+            auth.bearer.as_deref(),
+            "application/json",
+            body,
+            &headers,
+        )
+        .await
+    }
+}
+
+/// The owner's org admin, for fixtures made past the policy.
+pub fn owner_as_admin(owner: &Actor) -> Actor {
+    let mut admin = owner.clone();
+    admin.user.role = Role::Admin;
+    admin.user.id = format!("fixture-admin-{}", owner.org.id);
+    admin
+}
+
 pub fn create_body(name: &str, user: &str) -> service::input::CreateToken {
-    serde_json::from_value(json!({"name": name, "user": user, "scopes": ["read"]})).unwrap()
+    // Fixture credentials manage, and carry the scopes the tests give the tokens they make
+    // with them (a token may make only tokens within its own bounds).
+    serde_json::from_value(json!({"name": name, "user": user,
+        "scopes": ["read", "write", "admin", "tessera:manage"]}))
+    .unwrap()
+}
+
+/// The longest lifetime the org allows: fixture credentials live that long, so that the
+/// tokens the tests make with them may too.
+pub fn longest_lifetime(org: &tessera_control_plane::model::Org) -> i64 {
+    tessera_control_plane::model::LIFETIMES
+        .into_iter()
+        .filter(|d| *d <= org.max_lifetime_days)
+        .max()
+        .unwrap_or(30)
 }
 
 /// The decoded header and claims of a compact JWS.

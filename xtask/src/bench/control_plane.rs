@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tessera_control_plane::crypto::MasterKey;
 use tessera_control_plane::model::Role;
-use tessera_control_plane::policy::Actor;
+use tessera_control_plane::policy::{Actor, Credential};
 use tessera_control_plane::service::{self, Ctx, Error as ServiceError, Result as ServiceResult};
 use tessera_control_plane::store::sqlite::SqliteStore;
 use tessera_control_plane::store::{Store, TokenQuery, TokenScope, TokenSort};
@@ -479,9 +479,10 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
             let found = tx.search_tokens(&TokenQuery {
                 scope: TokenScope::Org(org_id.clone()),
                 q: None,
-                status: None,
+                statuses: Vec::new(),
                 user: None,
                 expires_before: None,
+                expires_after: None,
                 sort: TokenSort::CreatedAt,
                 descending: true,
                 limit: 1,
@@ -498,6 +499,7 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
         user: admin_user,
         org: org.clone(),
         token_id: String::new(),
+        credential: Credential::Internal,
     };
     let boot = usize::try_from(boot).unwrap_or(0);
     let n = sizes
@@ -520,11 +522,15 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
                         "role": Role::User,
                     }))
                     .map_err(|e| ServiceError::internal(e.to_string()))?;
-                    let user = service::users::create_user(tx, &ctx, &alice, &org.id, req)?;
+                    let made = service::users::create_user(tx, &ctx, &alice, &org.id, req)?;
+                    let user = tx
+                        .get_user(&made.id)?
+                        .ok_or_else(|| ServiceError::internal("a seeded user vanished"))?;
                     Ok(Actor {
                         user,
                         org: org.clone(),
                         token_id: String::new(),
+                        credential: Credential::Internal,
                     })
                 })
                 .collect()

@@ -1,0 +1,490 @@
+//! Routes for people and credentials: signing in and out (the session cookie), one-time
+//! links, disabling and deleting users, reset links, edge credentials' list and
+//! revocation, and the web page's remembered choices. Also the session half of the
+//! `Caller` extractor and the credential admission every authenticated route goes through.
+
+use super::extract::{Caller, JsonBody, PeerAddr};
+use super::{route, ActingSlot, ApiError, ApiResult, AppState, Auth, Route};
+use crate::policy::Actor;
+use crate::service::accounts::{self, EdgeList, EdgeView, Prefs};
+use crate::service::sessions::{self, Started};
+use crate::service::views::{OrgView, UserView};
+use crate::service::{authority, Ctx, Error};
+use axum::extract::{MatchedPath, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+/// Sign in with a password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub org: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// Use a one-time link (invitation, password reset, bootstrap): set the password and sign in.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptLink {
+    /// The secret from the link's fragment (`#/invite/<secret>`).
+    pub secret: String,
+    pub password: String,
+}
+
+/// The signed-in session (the cookie carries its secret; this is everything else).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// The session's id (named in the audit log).
+    pub session: String,
+    pub user: UserView,
+    pub org: OrgView,
+    /// Send this in `X-CSRF-Token` with every state-changing request.
+    pub csrf: String,
+    pub idle_timeout_secs: i64,
+    pub expires_at: String,
+}
+
+/// A signed-out session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedOut {
+    pub signed_out: bool,
+}
+
+macro_rules! h {
+    ($m:ident, $f:expr) => {
+        on(MethodFilter::$m, $f)
+    };
+}
+
+pub(super) fn routes() -> Vec<Route> {
+    use Auth::*;
+    vec![
+        route(
+            Method::POST,
+            "/v1/session",
+            "Sign in with a password (sets the session cookie); throttled: 429 with Retry-After",
+            Public,
+            h!(POST, sign_in),
+        )
+        .body::<SignIn>(
+            json!({"org": "acme", "username": "bob", "password": "correct horse battery"}),
+        )
+        .ok::<SessionView>(200)
+        .error(&[401, 429]),
+        route(
+            Method::GET,
+            "/v1/session",
+            "The signed-in session and its CSRF token (session cookie)",
+            Token,
+            h!(GET, session_get),
+        )
+        .ok::<SessionView>(200)
+        .error(&[400]),
+        route(
+            Method::DELETE,
+            "/v1/session",
+            "Sign out: ends the session on the server",
+            Token,
+            h!(DELETE, sign_out),
+        )
+        .ok::<SignedOut>(200)
+        .error(&[400]),
+        route(
+            Method::POST,
+            "/v1/links/accept",
+            "Use a one-time link: set the password and sign in",
+            Public,
+            h!(POST, accept_link),
+        )
+        .body::<AcceptLink>(
+            json!({"secret": "<from the link>", "password": "correct horse battery"}),
+        )
+        .ok::<SessionView>(200),
+        route(
+            Method::POST,
+            "/v1/users/{id}/reset-link",
+            "Issue a one-time password-reset link (org admin)",
+            Token,
+            h!(POST, reset_link),
+        )
+        .ok::<UserView>(200),
+        route(
+            Method::POST,
+            "/v1/users/{id}/disable",
+            "Disable a user: sessions end, enabled tokens suspended (org admin)",
+            Token,
+            h!(POST, user_disable),
+        )
+        .ok::<UserView>(200),
+        route(
+            Method::POST,
+            "/v1/users/{id}/enable",
+            "Enable a disabled user and the tokens disabling suspended (org admin)",
+            Token,
+            h!(POST, user_enable),
+        )
+        .ok::<UserView>(200),
+        route(
+            Method::DELETE,
+            "/v1/users/{id}",
+            "Delete a user: every token revoked (org admin; cannot be undone)",
+            Token,
+            h!(DELETE, user_delete),
+        )
+        .ok::<UserView>(200),
+        route(
+            Method::GET,
+            "/v1/orgs/{org}/edge-credentials",
+            "Edge credentials of an organization (org admin)",
+            Token,
+            h!(GET, edges_list),
+        )
+        .ok::<EdgeList>(200),
+        route(
+            Method::POST,
+            "/v1/orgs/{org}/edge-credentials/{id}/revoke",
+            "Revoke an edge credential: its usage reports are refused at once (org admin)",
+            Token,
+            h!(POST, edge_revoke),
+        )
+        .ok::<EdgeView>(200),
+        route(
+            Method::GET,
+            "/v1/me/prefs",
+            "The web page's remembered choices for the caller",
+            Token,
+            h!(GET, prefs_get),
+        )
+        .ok::<Prefs>(200),
+        route(
+            Method::PUT,
+            "/v1/me/prefs",
+            "Remember the web page's choices for the caller",
+            Token,
+            h!(PUT, prefs_put),
+        )
+        .body::<Prefs>(json!({"prefs": {"hidden_columns": ["description"]}}))
+        .ok::<Prefs>(200),
+    ]
+}
+
+/// The session cookie's secret, when the request has no `Authorization` (a token always
+/// wins) and carries our cookie.
+fn cookie_secret(headers: &HeaderMap) -> Option<String> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == sessions::COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The caller a session cookie names (`None` when the request is not a session's). A
+/// state-changing method must carry the session's CSRF token. The session's last use is
+/// written at most once a minute.
+pub(super) async fn session_caller(parts: &Parts, s: &AppState) -> Option<ApiResult<Actor>> {
+    let secret = cookie_secret(&parts.headers)?;
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let csrf = parts
+        .headers
+        .get(sessions::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let r = s
+        .read(move |tx, ctx| {
+            let check = if safe { None } else { Some(csrf.as_deref()) };
+            sessions::authenticate(tx, ctx, &secret, check)
+        })
+        .await;
+    let (actor, touch) = match r {
+        Ok(v) => v,
+        Err(e) => return Some(Err(e)),
+    };
+    if touch {
+        let a = actor.clone();
+        if let Err(e) = s.write(move |tx, ctx| sessions::touch(tx, ctx, &a)).await {
+            return Some(Err(e));
+        }
+    }
+    if let Some(slot) = parts.extensions.get::<ActingSlot>() {
+        slot.set(&actor.user.id, &actor.credential.label());
+    }
+    Some(Ok(actor))
+}
+
+/// Every authenticated route: the credential must be allowed to call it at all
+/// (`service::authority::admit`).
+pub(super) fn admitted(parts: &Parts, actor: Actor) -> ApiResult<Actor> {
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or("", |p| p.as_str());
+    authority::admit(&actor, route)?;
+    Ok(actor)
+}
+
+fn client_ip(peer: Option<String>) -> Option<String> {
+    peer.and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string())
+}
+
+/// The answer that starts a session: the view and the cookie.
+fn started(s: &AppState, (secret, view): (String, SessionView)) -> ApiResult<Response> {
+    let secure = if s.base_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        sessions::COOKIE,
+        secret,
+        sessions::ABSOLUTE_SECS
+    );
+    let mut resp = Json(view).into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+fn session_view(ctx: &Ctx, a: &Actor, csrf: String, created_at: i64) -> SessionView {
+    let id = match &a.credential {
+        crate::policy::Credential::Session { id } => id.clone(),
+        _ => String::new(),
+    };
+    SessionView {
+        session: id,
+        user: UserView::new(&a.user),
+        org: OrgView::new(ctx, &a.org),
+        csrf,
+        idle_timeout_secs: sessions::IDLE_SECS,
+        expires_at: crate::timefmt::format(created_at + sessions::ABSOLUTE_SECS),
+    }
+}
+
+/// The cookie's secret and the view of a session just started.
+fn opened(ctx: &Ctx, st: Started) -> (String, SessionView) {
+    let view = session_view(
+        ctx,
+        &st.actor,
+        st.session.csrf.clone(),
+        st.session.created_at,
+    );
+    (st.secret, view)
+}
+
+fn check_len(field: &str, v: &str, max: usize) -> ApiResult<()> {
+    if v.is_empty() || v.len() > max {
+        return Err(ApiError::field(field, format!("1 to {max} bytes")));
+    }
+    Ok(())
+}
+
+async fn sign_in(
+    State(s): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    JsonBody(req): JsonBody<SignIn>,
+) -> ApiResult<Response> {
+    check_len("org", &req.org, 200)?;
+    check_len("username", &req.username, 200)?;
+    check_len("password", &req.password, accounts::PASSWORD_MAX)?;
+    let ip = client_ip(peer);
+    let (org, user, addr) = (req.org.clone(), req.username.clone(), ip.clone());
+    let found = s
+        .read(move |tx, ctx| {
+            match sessions::find_candidate(tx, ctx, &org, &user, addr.as_deref()) {
+                Ok(c) => Ok(Ok(c)),
+                Err(Error::Throttled { retry_after }) => Ok(Err(retry_after)),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    let candidate = match found {
+        Ok(c) => c,
+        Err(wait) => return Ok(too_many(wait)),
+    };
+    let password = req.password;
+    let (candidate, ok) = tokio::task::spawn_blocking(move || {
+        let ok = sessions::password_matches(&candidate, &password);
+        (candidate, ok)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("worker: {e}")))?;
+    let (org, user) = (req.org, req.username);
+    let outcome = s
+        .write(move |tx, ctx| {
+            let st = sessions::finish_sign_in(tx, ctx, &candidate, &org, &user, ip.as_deref(), ok)?;
+            Ok(st.map(|st| opened(ctx, st)))
+        })
+        .await?;
+    match outcome {
+        Some(st) => started(&s, st),
+        None => Err(ApiError::unauthorized(sessions::WRONG_CREDENTIALS)),
+    }
+}
+
+/// 429 with `Retry-After`.
+fn too_many(wait: i64) -> Response {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        format!("too many failed sign-ins; try again in {wait} s"),
+    );
+    e.reason = Some("sign_in_throttled");
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+    resp
+}
+
+async fn session_get(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<SessionView>> {
+    s.read_as(a, move |tx, ctx, a| {
+        let csrf = sessions::csrf_of(tx, a)?;
+        let created = match &a.credential {
+            crate::policy::Credential::Session { id } => {
+                tx.session_by_id(id)?.map_or(0, |x| x.created_at)
+            }
+            _ => 0,
+        };
+        Ok(session_view(ctx, a, csrf, created))
+    })
+    .await
+    .map(Json)
+}
+
+async fn sign_out(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Response> {
+    s.write_as(a, |tx, ctx, a| sessions::sign_out(tx, ctx, a))
+        .await?;
+    let mut resp = Json(SignedOut { signed_out: true }).into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("tessera_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(resp)
+}
+
+async fn accept_link(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<AcceptLink>,
+) -> ApiResult<Response> {
+    check_len("secret", &req.secret, 200)?;
+    accounts::check_password("password", &req.password)?;
+    let password = req.password;
+    let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal(format!("worker: {e}")))??;
+    let secret = req.secret;
+    let st = s
+        .write(move |tx, ctx| {
+            let user = accounts::accept_link(tx, ctx, &secret, hash)?;
+            let st = sessions::start_session(tx, ctx, &user)?;
+            ctx.act_with(st.actor.credential.label());
+            crate::service::audit(
+                tx,
+                ctx,
+                &user.id,
+                &user.org_id,
+                "session.sign_in",
+                &user.id,
+                json!({"link": true}),
+            )?;
+            Ok(opened(ctx, st))
+        })
+        .await?;
+    started(&s, st)
+}
+
+async fn reset_link(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    s.write_as(a, move |tx, ctx, a| accounts::reset_link(tx, ctx, a, &id))
+        .await
+        .map(Json)
+}
+
+async fn user_disable(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    s.write_as(a, move |tx, ctx, a| accounts::disable_user(tx, ctx, a, &id))
+        .await
+        .map(Json)
+}
+
+async fn user_enable(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    s.write_as(a, move |tx, ctx, a| accounts::enable_user(tx, ctx, a, &id))
+        .await
+        .map(Json)
+}
+
+async fn user_delete(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    s.write_as(a, move |tx, ctx, a| accounts::delete_user(tx, ctx, a, &id))
+        .await
+        .map(Json)
+}
+
+async fn edges_list(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+) -> ApiResult<Json<EdgeList>> {
+    s.read_as(a, move |tx, _, a| accounts::list_edges(tx, a, &org))
+        .await
+        .map(Json)
+}
+
+async fn edge_revoke(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<Json<EdgeView>> {
+    s.write_as(a, move |tx, ctx, a| {
+        accounts::revoke_edge(tx, ctx, a, &org, &id)
+    })
+    .await
+    .map(Json)
+}
+
+async fn prefs_get(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<Prefs>> {
+    s.read_as(a, |tx, _, a| accounts::get_prefs(tx, a))
+        .await
+        .map(Json)
+}
+
+async fn prefs_put(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    JsonBody(p): JsonBody<Prefs>,
+) -> ApiResult<Json<Prefs>> {
+    s.write_as(a, move |tx, _, a| accounts::put_prefs(tx, a, p))
+        .await
+        .map(Json)
+}

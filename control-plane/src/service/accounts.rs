@@ -1,0 +1,409 @@
+//! People's accounts: argon2id passwords, one-time links (invitation, password reset,
+//! bootstrap sign-in; only their hashes are kept), disabling and deleting users, and the
+//! edge credentials' list and revocation.
+
+use super::tokens::{apply_enabled, revoke_one};
+use super::views::{LinkView, UserView};
+use super::{audit, load_org, load_user, Ctx, Error, Result};
+use crate::crypto;
+use crate::model::User;
+use crate::policy::{self, Actor};
+use crate::store::accounts::{Account, SignInLink};
+use crate::store::{TokenScope, Tx};
+use crate::timefmt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+/// How long an invitation stays usable when the admin does not say.
+pub const INVITE_DAYS_DEFAULT: i64 = 7;
+/// The longest an invitation may stay usable.
+pub const INVITE_DAYS_MAX: i64 = 30;
+/// How long a password-reset or bootstrap link stays usable.
+pub const RESET_SECS: i64 = 24 * 3600;
+pub const PASSWORD_MIN: usize = 10;
+pub const PASSWORD_MAX: usize = 1024;
+
+/// An argon2id PHC string for `password` (the crate's default cost: 19 MiB, t=2, p=1,
+/// OWASP's first recommendation). Slow by design: callers run it off the store's
+/// transaction.
+pub fn hash_password(password: &str) -> Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(&crypto::random_bytes::<16>().map_err(Error::internal)?)
+        .map_err(Error::internal)?;
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(Error::internal)?
+        .to_string())
+}
+
+/// Whether `password` matches the PHC string; `None` checks against a fixed throwaway
+/// hash so an unknown user costs the same time as a wrong password.
+pub fn verify_password(password: &str, phc: Option<&str>) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| hash_password("not a password of anyone").unwrap_or_default());
+    let (phc, real) = match phc {
+        Some(p) => (p, true),
+        None => (dummy.as_str(), false),
+    };
+    let ok = PasswordHash::new(phc)
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    ok && real
+}
+
+pub fn check_password(field: &str, password: &str) -> Result<()> {
+    let n = password.chars().count();
+    if n < PASSWORD_MIN {
+        return Err(Error::field(
+            field,
+            format!("at least {PASSWORD_MIN} characters"),
+        ));
+    }
+    if password.len() > PASSWORD_MAX {
+        return Err(Error::field(field, format!("at most {PASSWORD_MAX} bytes")));
+    }
+    Ok(())
+}
+
+/// The account of a user (a default one when none is stored yet).
+pub fn account_of(tx: &mut dyn Tx, user_id: &str) -> Result<Account> {
+    Ok(tx.get_account(user_id)?.unwrap_or_else(|| Account {
+        user_id: user_id.to_string(),
+        prefs: json!({}),
+        ..Account::default()
+    }))
+}
+
+/// `invited`, `active`, `disabled` or `deleted`.
+pub fn state_of(a: &Account) -> &'static str {
+    if a.deleted_at.is_some() {
+        "deleted"
+    } else if a.disabled_at.is_some() {
+        "disabled"
+    } else if a.password_hash.is_some() {
+        "active"
+    } else {
+        "invited"
+    }
+}
+
+/// A user as seen by an admin: with their account state.
+pub fn user_view(tx: &mut dyn Tx, user: &User) -> Result<UserView> {
+    let mut v = UserView::new(user);
+    v.state = Some(state_of(&account_of(tx, &user.id)?).to_string());
+    Ok(v)
+}
+
+/// Issues a one-time link for `user`: a random secret in the URL's fragment (never sent
+/// to a server log or a `Referer`), its SHA-256 in the store.
+pub fn issue_link(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    user: &User,
+    kind: &str,
+    ttl: i64,
+) -> Result<LinkView> {
+    let secret = crypto::hex(&crypto::random_bytes::<32>().map_err(Error::internal)?);
+    let link = SignInLink {
+        secret_sha256: crypto::sha256_hex(secret.as_bytes()),
+        user_id: user.id.clone(),
+        kind: kind.to_string(),
+        created_at: ctx.now,
+        expires_at: ctx.now + ttl,
+        used_at: None,
+    };
+    tx.insert_link(&link)?;
+    Ok(LinkView {
+        kind: kind.to_string(),
+        url: format!("{}/#/{kind}/{secret}", ctx.base_url),
+        expires_at: timefmt::format(link.expires_at),
+    })
+}
+
+/// The invitation a new user gets (`users::create_user` calls this).
+pub fn invite(tx: &mut dyn Tx, ctx: &Ctx, user: &User, days: Option<i64>) -> Result<LinkView> {
+    let days = days.unwrap_or(INVITE_DAYS_DEFAULT);
+    if !(1..=INVITE_DAYS_MAX).contains(&days) {
+        return Err(Error::field(
+            "invite_days",
+            format!("1 to {INVITE_DAYS_MAX} days"),
+        ));
+    }
+    issue_link(tx, ctx, user, "invite", days * 86_400)
+}
+
+/// An admin of the user's org (or of the org managing it) issues a password-reset link.
+pub fn reset_link(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
+    let user = live_user(tx, user_id)?;
+    let org = load_org(tx, &user.org_id)?;
+    policy::require_org_admin(actor, &org, true)?;
+    let link = issue_link(tx, ctx, &user, "reset", RESET_SECS)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &org.id,
+        "user.reset_link",
+        &user.id,
+        json!({"expires_at": link.expires_at}),
+    )?;
+    let mut v = user_view(tx, &user)?;
+    v.link = Some(link);
+    Ok(v)
+}
+
+/// A user that is not deleted.
+pub fn live_user(tx: &mut dyn Tx, user_id: &str) -> Result<User> {
+    let user = load_user(tx, user_id)?;
+    if tx
+        .get_account(user_id)?
+        .is_some_and(|a| a.deleted_at.is_some())
+    {
+        return Err(Error::not_found(format!("no user {user_id:?}")));
+    }
+    Ok(user)
+}
+
+/// Why a link cannot be used (the same words whether it never existed or was used).
+pub const LINK_UNUSABLE: &str = "this link is not valid: it was already used or never issued";
+pub const LINK_EXPIRED: &str = "this link has expired; ask an admin for a new one";
+
+/// Consumes a one-time link and sets the password; the caller then starts a session.
+/// `hash` was computed off the transaction.
+pub fn accept_link(tx: &mut dyn Tx, ctx: &Ctx, secret: &str, hash: String) -> Result<User> {
+    let h = crypto::sha256_hex(secret.as_bytes());
+    let link = tx
+        .get_link(&h)?
+        .filter(|l| l.used_at.is_none())
+        .ok_or_else(|| Error::field("secret", LINK_UNUSABLE))?;
+    if link.expires_at <= ctx.now {
+        return Err(Error::field("secret", LINK_EXPIRED));
+    }
+    let user = load_user(tx, &link.user_id)?;
+    let mut account = account_of(tx, &user.id)?;
+    if account.deleted_at.is_some() || account.disabled_at.is_some() {
+        return Err(Error::field("secret", LINK_UNUSABLE));
+    }
+    if !tx.use_link(&h, ctx.now)? {
+        return Err(Error::field("secret", LINK_UNUSABLE));
+    }
+    account.password_hash = Some(hash);
+    tx.put_account(&account)?;
+    // A new password ends the sessions made with the old one.
+    tx.end_user_sessions(&user.id, ctx.now)?;
+    audit(
+        tx,
+        ctx,
+        &user.id,
+        &user.org_id,
+        "user.password_set",
+        &user.id,
+        json!({"link": link.kind}),
+    )?;
+    Ok(user)
+}
+
+/// Disables a user: their sessions end, their enabled tokens are suspended (and come back
+/// when the user is enabled again), they cannot sign in.
+pub fn disable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
+    let (user, mut account) = managed_user(tx, actor, user_id)?;
+    if account.disabled_at.is_some() {
+        return Err(Error::conflict("the user is already disabled"));
+    }
+    let mut suspended = Vec::new();
+    for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
+        if t.enabled {
+            apply_enabled(ctx, tx, &mut t, false)?;
+            tx.update_token(&t)?;
+            suspended.push(t.id);
+        }
+    }
+    account.disabled_at = Some(ctx.now);
+    account.suspended_tokens = suspended.clone();
+    tx.put_account(&account)?;
+    tx.end_user_sessions(&user.id, ctx.now)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &user.org_id,
+        "user.disable",
+        &user.id,
+        json!({"suspended": suspended}),
+    )?;
+    user_view(tx, &user)
+}
+
+/// Enables a disabled user, and the tokens disabling them suspended.
+pub fn enable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
+    let (user, mut account) = managed_user(tx, actor, user_id)?;
+    if account.disabled_at.is_none() {
+        return Err(Error::conflict("the user is not disabled"));
+    }
+    let mut resumed = Vec::new();
+    for id in std::mem::take(&mut account.suspended_tokens) {
+        if let Some(mut t) = tx.get_token(&id)? {
+            if t.revoked_at.is_none() && t.deleted_at.is_none() && !t.enabled {
+                apply_enabled(ctx, tx, &mut t, true)?;
+                tx.update_token(&t)?;
+                resumed.push(t.id);
+            }
+        }
+    }
+    account.disabled_at = None;
+    tx.put_account(&account)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &user.org_id,
+        "user.enable",
+        &user.id,
+        json!({"resumed": resumed}),
+    )?;
+    user_view(tx, &user)
+}
+
+/// Deletes a user: every token revoked, sessions ended, links unusable, sign-in refused.
+/// The record stays (the logs name it), hidden from listings.
+pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
+    let (user, mut account) = managed_user(tx, actor, user_id)?;
+    let mut revoked = Vec::new();
+    for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
+        revoke_one(tx, ctx, &mut t)?;
+        revoked.push(t.id);
+    }
+    account.deleted_at = Some(ctx.now);
+    account.password_hash = None;
+    account.suspended_tokens.clear();
+    tx.put_account(&account)?;
+    tx.end_user_sessions(&user.id, ctx.now)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &user.org_id,
+        "user.delete",
+        &user.id,
+        json!({"revoked": revoked}),
+    )?;
+    user_view(tx, &user)
+}
+
+/// A live user the caller administers (never the caller themselves).
+fn managed_user(tx: &mut dyn Tx, actor: &Actor, user_id: &str) -> Result<(User, Account)> {
+    let user = live_user(tx, user_id)?;
+    let org = load_org(tx, &user.org_id)?;
+    policy::require_org_admin(actor, &org, true)?;
+    if user.id == actor.user.id {
+        return Err(Error::forbidden("you cannot disable or delete yourself"));
+    }
+    let account = account_of(tx, &user.id)?;
+    Ok((user, account))
+}
+
+/// An edge credential as listed (never its secret).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EdgeView {
+    pub id: String,
+    pub org: String,
+    pub name: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+/// An org's edge credentials.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EdgeList {
+    pub edges: Vec<EdgeView>,
+}
+
+fn edge_view(r: crate::store::accounts::EdgeRecord) -> EdgeView {
+    EdgeView {
+        id: r.edge.id,
+        org: r.edge.org_id,
+        name: r.edge.name,
+        created_at: timefmt::format(r.edge.created_at),
+        revoked_at: r.revoked_at.map(timefmt::format),
+    }
+}
+
+pub fn list_edges(tx: &mut dyn Tx, actor: &Actor, org_id: &str) -> Result<EdgeList> {
+    let org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, false)?;
+    Ok(EdgeList {
+        edges: tx.list_edges(org_id)?.into_iter().map(edge_view).collect(),
+    })
+}
+
+/// Revokes an edge credential: its secret stops authenticating in this commit, so its
+/// next usage report is refused.
+pub fn revoke_edge(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    org_id: &str,
+    id: &str,
+) -> Result<EdgeView> {
+    let org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, false)?;
+    let found = tx
+        .get_edge(id)?
+        .filter(|e| e.edge.org_id == org.id)
+        .ok_or_else(|| Error::not_found(format!("no edge credential {id:?}")))?;
+    if found.revoked_at.is_some() {
+        return Err(Error::conflict("the edge credential is already revoked"));
+    }
+    tx.revoke_edge(id, ctx.now)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &org.id,
+        "edge.revoke",
+        id,
+        json!({"name": found.edge.name}),
+    )?;
+    let r = tx
+        .get_edge(id)?
+        .ok_or_else(|| Error::internal("revoked edge credential vanished"))?;
+    Ok(edge_view(r))
+}
+
+/// The web page's remembered choices for the caller (hidden columns, page size).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Prefs {
+    /// Any JSON object the page keeps (at most 4 KiB).
+    #[schema(value_type = Object)]
+    pub prefs: serde_json::Value,
+}
+
+pub fn get_prefs(tx: &mut dyn Tx, actor: &Actor) -> Result<Prefs> {
+    let a = account_of(tx, &actor.user.id)?;
+    let prefs = if a.prefs.is_object() {
+        a.prefs
+    } else {
+        json!({})
+    };
+    Ok(Prefs { prefs })
+}
+
+pub fn put_prefs(tx: &mut dyn Tx, actor: &Actor, prefs: Prefs) -> Result<Prefs> {
+    if !prefs.prefs.is_object() {
+        return Err(Error::field("prefs", "a JSON object"));
+    }
+    if prefs.prefs.to_string().len() > 4096 {
+        return Err(Error::field("prefs", "at most 4096 bytes"));
+    }
+    let mut a = account_of(tx, &actor.user.id)?;
+    a.prefs = prefs.prefs.clone();
+    tx.put_account(&a)?;
+    Ok(prefs)
+}

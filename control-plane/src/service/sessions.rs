@@ -1,0 +1,354 @@
+//! Web sessions: signing in with a password (throttled per account and per client
+//! address, every attempt in the audit log), the session a cookie names (idle and absolute
+//! timeouts, CSRF token), and signing out. Sessions live in the store, so replicas share
+//! them.
+
+use super::accounts::{account_of, verify_password};
+use super::{audit, Ctx, Error, Result};
+use crate::crypto;
+use crate::model::{Org, User};
+use crate::policy::{Actor, Credential};
+use crate::store::accounts::{Session, Throttle};
+use crate::store::Tx;
+use serde_json::json;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "tessera_session";
+/// The header every state-changing request made with a session cookie carries.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// A session ends after this long without a request.
+pub const IDLE_SECS: i64 = 30 * 60;
+/// A session ends this long after sign-in, whatever its use.
+pub const ABSOLUTE_SECS: i64 = 12 * 3600;
+/// A session's last use is written at most this often (a request within it only reads).
+pub const TOUCH_EVERY_SECS: i64 = 60;
+
+/// Free failures per account before delays start, and per client address.
+pub const ACCOUNT_FREE_FAILURES: i64 = 3;
+pub const ADDRESS_FREE_FAILURES: i64 = 10;
+/// The longest delay; delays double from 1 s after the free failures.
+pub const MAX_DELAY_SECS: i64 = 15 * 60;
+/// Failures older than this are forgotten.
+pub const FORGET_SECS: i64 = 3600;
+
+/// The one answer to a wrong organization, username or password, an account without a
+/// password, and a disabled one.
+pub const WRONG_CREDENTIALS: &str = "wrong organization, username or password";
+
+/// The throttle keys of an attempt: the account as named (existing or not) and the address.
+pub fn throttle_keys(org: &str, username: &str, ip: Option<&str>) -> Vec<String> {
+    let mut keys = vec![format!("user:{org}/{username}")];
+    if let Some(ip) = ip {
+        keys.push(format!("addr:{ip}"));
+    }
+    keys
+}
+
+/// Seconds until the attempt may be made, if it is being delayed.
+pub fn throttled(tx: &mut dyn Tx, ctx: &Ctx, keys: &[String]) -> Result<Option<i64>> {
+    let mut wait = 0;
+    for k in keys {
+        if let Some(t) = tx.get_throttle(k)? {
+            wait = wait.max(t.locked_until - ctx.now);
+        }
+    }
+    Ok((wait > 0).then_some(wait))
+}
+
+/// The delay after `failures` failures with `free` free ones: none, then 1, 2, 4, ... s.
+pub fn delay_after(failures: i64, free: i64) -> i64 {
+    if failures < free {
+        0
+    } else {
+        let exp = (failures - free).min(20) as u32;
+        (1i64 << exp).min(MAX_DELAY_SECS)
+    }
+}
+
+fn record_failure(tx: &mut dyn Tx, ctx: &Ctx, keys: &[String]) -> Result<()> {
+    for k in keys {
+        let free = if k.starts_with("addr:") {
+            ADDRESS_FREE_FAILURES
+        } else {
+            ACCOUNT_FREE_FAILURES
+        };
+        let mut t = tx
+            .get_throttle(k)?
+            .filter(|t| ctx.now - t.last_at < FORGET_SECS)
+            .unwrap_or(Throttle {
+                key: k.clone(),
+                failures: 0,
+                locked_until: 0,
+                last_at: ctx.now,
+            });
+        t.failures += 1;
+        t.last_at = ctx.now;
+        t.locked_until = ctx.now + delay_after(t.failures, free);
+        tx.put_throttle(&t)?;
+    }
+    Ok(())
+}
+
+/// What the sign-in read found: the user and their password hash, if any.
+pub struct Candidate {
+    pub org: Option<Org>,
+    pub user: Option<User>,
+    pub hash: Option<String>,
+    /// Why it cannot succeed whatever the password (for the audit log only).
+    pub blocked: Option<&'static str>,
+}
+
+/// Phase 1 (a read): the throttle, then the account. The password is checked off the
+/// transaction (argon2 is slow by design), then [`finish_sign_in`] records the outcome.
+pub fn find_candidate(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org: &str,
+    username: &str,
+    ip: Option<&str>,
+) -> Result<Candidate> {
+    if let Some(wait) = throttled(tx, ctx, &throttle_keys(org, username, ip))? {
+        return Err(Error::Throttled { retry_after: wait });
+    }
+    let org = tx.get_org(org)?;
+    let user = match &org {
+        Some(o) => tx.find_user(&o.id, username)?,
+        None => None,
+    };
+    let (hash, blocked) = match &user {
+        None => (None, Some("unknown user")),
+        Some(u) => {
+            let a = account_of(tx, &u.id)?;
+            if a.deleted_at.is_some() {
+                (None, Some("deleted"))
+            } else if a.disabled_at.is_some() {
+                (None, Some("disabled"))
+            } else if a.password_hash.is_none() {
+                (None, Some("no password set"))
+            } else {
+                (a.password_hash, None)
+            }
+        }
+    };
+    Ok(Candidate {
+        org,
+        user,
+        hash,
+        blocked,
+    })
+}
+
+/// Checks the password against the candidate (an unknown user costs the same).
+pub fn password_matches(c: &Candidate, password: &str) -> bool {
+    let ok = verify_password(password, c.hash.as_deref());
+    ok && c.blocked.is_none()
+}
+
+/// A new session: the cookie's secret (shown once, to set the cookie) and the record.
+pub struct Started {
+    pub secret: String,
+    pub session: Session,
+    pub actor: Actor,
+}
+
+/// Starts a session for `user` (after a password or a one-time link).
+pub fn start_session(tx: &mut dyn Tx, ctx: &Ctx, user: &User) -> Result<Started> {
+    let secret = crypto::hex(&crypto::random_bytes::<32>().map_err(Error::internal)?);
+    let session = Session {
+        id: crypto::new_id("ses").map_err(Error::internal)?,
+        secret_sha256: crypto::sha256_hex(secret.as_bytes()),
+        user_id: user.id.clone(),
+        csrf: crypto::hex(&crypto::random_bytes::<32>().map_err(Error::internal)?),
+        created_at: ctx.now,
+        last_seen_at: ctx.now,
+        ended_at: None,
+    };
+    tx.insert_session(&session)?;
+    let org = super::load_org(tx, &user.org_id)?;
+    let actor = Actor {
+        user: user.clone(),
+        org,
+        token_id: String::new(),
+        credential: Credential::Session {
+            id: session.id.clone(),
+        },
+    };
+    Ok(Started {
+        secret,
+        session,
+        actor,
+    })
+}
+
+/// Phase 3 (a write): records the outcome in the throttle and the audit log and, on
+/// success, starts the session. A failure is returned as `Ok(None)` so it is committed.
+pub fn finish_sign_in(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    c: &Candidate,
+    org_id: &str,
+    username: &str,
+    ip: Option<&str>,
+    ok: bool,
+) -> Result<Option<Started>> {
+    let keys = throttle_keys(org_id, username, ip);
+    let audit_org = match &c.org {
+        Some(o) => Some(o.id.clone()),
+        // An org that does not exist: the attempt goes to the root org's log.
+        None => tx
+            .list_orgs()?
+            .into_iter()
+            .find(|o| o.is_root)
+            .map(|o| o.id),
+    };
+    let target = c
+        .user
+        .as_ref()
+        .map_or_else(|| username.to_string(), |u| u.id.clone());
+    match (&c.user, ok) {
+        (Some(user), true) => {
+            tx.clear_throttle(&keys[0])?;
+            let started = start_session(tx, ctx, user)?;
+            ctx.act_with(started.actor.credential.label());
+            audit(
+                tx,
+                ctx,
+                &user.id,
+                &user.org_id,
+                "session.sign_in",
+                &user.id,
+                json!({"ip": ip}),
+            )?;
+            Ok(Some(started))
+        }
+        _ => {
+            record_failure(tx, ctx, &keys)?;
+            if let Some(org) = audit_org {
+                let why = c.blocked.unwrap_or("wrong password");
+                audit(
+                    tx,
+                    ctx,
+                    "anonymous",
+                    &org,
+                    "session.sign_in_failed",
+                    &target,
+                    json!({"ip": ip, "org": org_id, "username": username, "why": why}),
+                )?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The caller a session cookie names: the session must be open, used within the idle
+/// timeout and younger than the absolute one, its user live; a state-changing request
+/// must carry the session's CSRF token (`csrf` is `None` for a safe method). Answers the
+/// actor and whether the session's last use should be written.
+pub fn authenticate(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    secret: &str,
+    csrf: Option<Option<&str>>,
+) -> Result<(Actor, bool)> {
+    let gone = || Error::Unauthenticated("the session has ended; sign in again".into());
+    let s = tx
+        .get_session(&crypto::sha256_hex(secret.as_bytes()))?
+        .ok_or_else(gone)?;
+    if s.ended_at.is_some()
+        || ctx.now - s.last_seen_at >= IDLE_SECS
+        || ctx.now - s.created_at >= ABSOLUTE_SECS
+    {
+        return Err(gone());
+    }
+    if let Some(sent) = csrf {
+        // Compared through their hashes, so the time taken says nothing about the token.
+        let same = sent.is_some_and(|t| {
+            crypto::sha256_hex(t.as_bytes()) == crypto::sha256_hex(s.csrf.as_bytes())
+        });
+        if !same {
+            return Err(Error::denied(
+                "csrf_token_invalid",
+                format!("send the session's CSRF token in {CSRF_HEADER}"),
+            ));
+        }
+    }
+    let user = tx.get_user(&s.user_id)?.ok_or_else(gone)?;
+    let a = account_of(tx, &user.id)?;
+    if a.disabled_at.is_some() || a.deleted_at.is_some() {
+        return Err(gone());
+    }
+    let org = super::load_org(tx, &user.org_id)?;
+    let touch = ctx.now - s.last_seen_at >= TOUCH_EVERY_SECS;
+    Ok((
+        Actor {
+            user,
+            org,
+            token_id: String::new(),
+            credential: Credential::Session { id: s.id },
+        },
+        touch,
+    ))
+}
+
+/// Checks, inside a write, that a session the caller authenticated with is still open.
+pub fn still_open(tx: &mut dyn Tx, ctx: &Ctx, id: &str) -> Result<()> {
+    let open = tx.session_by_id(id)?.is_some_and(|s| {
+        s.ended_at.is_none()
+            && ctx.now - s.last_seen_at < IDLE_SECS
+            && ctx.now - s.created_at < ABSOLUTE_SECS
+    });
+    if open {
+        Ok(())
+    } else {
+        Err(Error::Unauthenticated(
+            "the session has ended; sign in again".into(),
+        ))
+    }
+}
+
+pub fn touch(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor) -> Result<()> {
+    if let Credential::Session { id } = &actor.credential {
+        tx.touch_session(id, ctx.now)?;
+    }
+    Ok(())
+}
+
+/// Ends the caller's session on the server.
+pub fn sign_out(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor) -> Result<()> {
+    let Credential::Session { id } = &actor.credential else {
+        return Err(Error::bad_request("not signed in with a session"));
+    };
+    tx.end_session(id, ctx.now)?;
+    audit(
+        tx,
+        ctx,
+        &actor.user.id,
+        &actor.user.org_id,
+        "session.sign_out",
+        &actor.user.id,
+        json!({}),
+    )?;
+    Ok(())
+}
+
+/// The CSRF token of the caller's session.
+pub fn csrf_of(tx: &mut dyn Tx, actor: &Actor) -> Result<String> {
+    let Credential::Session { id } = &actor.credential else {
+        return Err(Error::bad_request("not signed in with a session"));
+    };
+    tx.session_by_id(id)?
+        .map(|s| s.csrf)
+        .ok_or_else(|| Error::Unauthenticated("the session has ended".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_cap() {
+        let got: Vec<i64> = (0..8).map(|f| delay_after(f, 3)).collect();
+        assert_eq!(got, [0, 0, 0, 1, 2, 4, 8, 16]);
+        assert_eq!(delay_after(100, 3), MAX_DELAY_SECS);
+    }
+}

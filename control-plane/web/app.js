@@ -1,0 +1,797 @@
+// Tessera's web page: one ES module, no framework, no build step. Every action is a call
+// to the same REST API the CLI uses (see /openapi.json); the session cookie is HttpOnly,
+// and the CSRF token from GET /v1/session goes with every state-changing call.
+
+const STATUSES = ["pending", "enabled", "disabled", "revoked", "expired"];
+const LIFETIMES = [30, 60, 90, 180, 365];
+const COLUMNS = [
+  ["name", "Name"], ["owner", "Owner"], ["status", "Status"], ["scopes", "Scopes"],
+  ["ip", "IP filter"], ["created", "Created"], ["expires", "Expires"], ["used", "Last used"],
+];
+const PER_PAGE = 20;
+
+let session = null;   // SessionView
+let prefs = {};       // remembered choices (GET/PUT /v1/me/prefs)
+
+// ---------------------------------------------------------------------------------------
+// DOM and API helpers
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else if (v === true) e.setAttribute(k, "");
+    else e.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+
+class ApiError extends Error {
+  constructor(status, body, headers) {
+    super((body && body.message) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body || {};
+    this.headers = headers;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { "accept": "application/json" };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (method !== "GET" && session) headers["x-csrf-token"] = session.csrf;
+  const r = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  const text = await r.text();
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (!r.ok) {
+    if (r.status === 401 && session && !path.startsWith("/v1/session") && !path.startsWith("/v1/links")) {
+      session = null;
+      showSignIn("Your session has ended. Please sign in again.");
+    }
+    throw new ApiError(r.status, data, r.headers);
+  }
+  return data;
+}
+
+function toast(msg) {
+  const t = document.getElementById("toast");
+  t.textContent = msg;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.textContent = ""; }, 5000);
+}
+
+function main() { return document.getElementById("main"); }
+
+/// Renders a page of the signed-in app; does nothing once the session has ended (the
+/// sign-in page is showing).
+function render(title, ...content) {
+  if (!session) return;
+  renderPublic(title, ...content);
+}
+
+function renderPublic(title, ...content) {
+  const m = main();
+  m.replaceChildren(el("h1", {}, title), ...content);
+  document.title = `${title} · Tessera`;
+}
+
+function errorBox(e) {
+  return el("p", { class: "error", role: "alert" }, e instanceof ApiError ? e.message : String(e));
+}
+
+/// A scrollable table, reachable by keyboard (a narrow window scrolls it sideways).
+function tableWrap(table) {
+  const label = { tokens: "API tokens", "auth-log": "Authentication events", users: "Users", audit: "Audit entries", edges: "Edge credentials" }[table.id] || "Tokens";
+  return el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": label }, table);
+}
+
+function fmtTime(s) { return s ? s.replace("T", " ").replace("Z", " UTC") : "—"; }
+
+function badge(status) {
+  const label = status.charAt(0).toUpperCase() + status.slice(1);
+  return el("span", { class: `badge ${status}` }, label);
+}
+
+function qs(params) {
+  const u = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") u.set(k, v);
+  const s = u.toString();
+  return s ? `?${s}` : "";
+}
+
+/// A modal dialog; resolves with the value `onSubmit` returns, or null when cancelled.
+function modal(title, body, { submit = "OK", danger = false, onSubmit } = {}) {
+  return new Promise((resolve) => {
+    const err = el("div");
+    const form = el("form", { method: "dialog" });
+    const cancel = el("button", { type: "button", onclick: () => { d.close(); resolve(null); } }, "Cancel");
+    const ok = el("button", { type: "submit", class: danger ? "primary danger" : "primary" }, submit);
+    form.append(el("h2", { id: "dlg-title" }, title), ...[body].flat(), err, el("div", { class: "buttons" }, cancel, ok));
+    const d = el("dialog", { "aria-labelledby": "dlg-title" }, form);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      err.replaceChildren();
+      try {
+        const v = onSubmit ? await onSubmit(err) : true;
+        if (v === undefined) return; // stay open (field errors shown)
+        d.close();
+        resolve(v);
+      } catch (e) {
+        err.replaceChildren(errorBox(e));
+      }
+    });
+    d.addEventListener("cancel", () => resolve(null));
+    d.addEventListener("close", () => d.remove());
+    document.body.append(d);
+    d.showModal();
+  });
+}
+
+function confirmAction(title, text, submit) {
+  return modal(title, el("p", {}, text), { submit, danger: true });
+}
+
+/// Shows a secret once, with Copy and Save as file.
+function showSecret(title, secret, filename, note) {
+  const area = el("textarea", { class: "secret", readonly: true, rows: 6, "aria-label": title, id: "secret-value" });
+  area.value = secret;
+  const copy = el("button", {
+    type: "button", onclick: async () => {
+      try { await navigator.clipboard.writeText(secret); toast("Copied."); }
+      catch { area.select(); toast("Select and copy the text."); }
+    },
+  }, "Copy");
+  const save = el("a", {
+    class: "button", download: filename,
+    href: "data:text/plain;charset=utf-8," + encodeURIComponent(secret),
+  }, "Save as file");
+  return modal(title, [
+    el("p", { class: "notice", role: "alert" }, note || "You will not see this again: copy it or save it now."),
+    area, el("div", { class: "actions" }, copy, save),
+  ], { submit: "Done" });
+}
+
+/// Puts a server validation message (`field: message`) next to its field, or in `box`.
+function showFieldError(form, box, e) {
+  const msg = e instanceof ApiError ? e.message : String(e);
+  const m = /^(?:body\.)?([a-z_]+)(?:\[\d+\])?: (.*)$/s.exec(msg);
+  const input = m && form.querySelector(`[name="${m[1]}"]`);
+  if (input) {
+    const id = `${input.id || m[1]}-error`;
+    const p = el("p", { class: "field-error", id, role: "alert" }, msg);
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", id);
+    input.insertAdjacentElement("afterend", p);
+    input.focus();
+  } else {
+    box.replaceChildren(errorBox(e));
+  }
+}
+
+function clearFieldErrors(form) {
+  form.querySelectorAll(".field-error").forEach((p) => p.remove());
+  form.querySelectorAll("[aria-invalid]").forEach((i) => { i.removeAttribute("aria-invalid"); i.removeAttribute("aria-describedby"); });
+}
+
+function field(label, attrs, hint) {
+  const id = attrs.id || `f-${attrs.name}`;
+  const input = attrs.tag === "select"
+    ? el("select", { id, name: attrs.name }, ...(attrs.options || []).map(([v, t]) => el("option", { value: v, selected: v === attrs.value }, t)))
+    : attrs.tag === "textarea"
+      ? el("textarea", { id, name: attrs.name, rows: attrs.rows || 3 })
+      : el("input", { id, type: attrs.type || "text", name: attrs.name, value: attrs.value, required: attrs.required, autocomplete: attrs.autocomplete || "off", min: attrs.min, max: attrs.max });
+  if (attrs.tag === "textarea" && attrs.value) input.value = attrs.value;
+  return el("div", {}, el("label", { for: id }, label, hint ? el("span", { class: "hint" }, ` (${hint})`) : null), input);
+}
+
+// ---------------------------------------------------------------------------------------
+// Signing in
+
+function showSignIn(message) {
+  setNav();
+  const box = el("div");
+  if (message) box.append(el("p", { class: "error", role: "alert" }, message));
+  const form = el("form", { class: "card" },
+    field("Organization", { name: "org", required: true, autocomplete: "organization" }),
+    field("Username", { name: "username", required: true, autocomplete: "username" }),
+    field("Password", { name: "password", type: "password", required: true, autocomplete: "current-password" }),
+    box,
+    el("p", {}, el("button", { type: "submit", class: "primary" }, "Sign in")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    box.replaceChildren();
+    const f = new FormData(form);
+    try {
+      session = await api("POST", "/v1/session", { org: f.get("org"), username: f.get("username"), password: f.get("password") });
+      await afterSignIn();
+    } catch (e) {
+      let msg = e.message;
+      if (e.status === 429) msg = `${e.message} (wait ${e.headers.get("retry-after")} s)`;
+      box.replaceChildren(el("p", { class: "error", role: "alert" }, msg));
+    }
+  });
+  renderPublic("Sign in", form);
+  if (location.hash && !location.hash.startsWith("#/signin")) history.replaceState(null, "", "#/signin");
+  form.querySelector("input").focus();
+}
+
+function showSetPassword(kind, secret) {
+  setNav();
+  const titles = { invite: "Accept your invitation", reset: "Reset your password", bootstrap: "Set the admin password" };
+  const box = el("div");
+  const form = el("form", { class: "card" },
+    el("p", {}, "Choose a password (at least 10 characters). This link works once."),
+    field("New password", { name: "password", type: "password", required: true, autocomplete: "new-password" }),
+    field("Repeat the password", { name: "again", id: "f-again", type: "password", required: true, autocomplete: "new-password" }),
+    box,
+    el("p", {}, el("button", { type: "submit", class: "primary" }, "Set password and sign in")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(form);
+    box.replaceChildren();
+    const f = new FormData(form);
+    if (f.get("password") !== f.get("again")) {
+      box.replaceChildren(el("p", { class: "error", role: "alert" }, "The two passwords differ."));
+      return;
+    }
+    try {
+      session = await api("POST", "/v1/links/accept", { secret, password: f.get("password") });
+      history.replaceState(null, "", "#/tokens");
+      await afterSignIn();
+    } catch (e) {
+      showFieldError(form, box, e);
+    }
+  });
+  renderPublic(titles[kind] || "Set your password", form);
+  form.querySelector("input").focus();
+}
+
+async function afterSignIn() {
+  try { prefs = (await api("GET", "/v1/me/prefs")).prefs || {}; } catch { prefs = {}; }
+  setNav();
+  if (!location.hash || location.hash.startsWith("#/signin") || /^#\/(invite|reset|bootstrap)\//.test(location.hash)) {
+    history.replaceState(null, "", "#/tokens");
+  }
+  route();
+}
+
+async function signOut() {
+  try { await api("DELETE", "/v1/session"); } catch { /* already ended */ }
+  session = null;
+  history.replaceState(null, "", "#/signin");
+  showSignIn("You are signed out.");
+}
+
+function isAdmin() { return session && session.user.role === "admin"; }
+function isPartner() { return session && session.user.role === "partner"; }
+function isReadonly() { return session && session.user.role === "readonly"; }
+
+function setNav() {
+  const nav = document.getElementById("nav");
+  const who = document.getElementById("who");
+  if (!session) { nav.hidden = true; nav.replaceChildren(); who.replaceChildren(); return; }
+  const links = [["#/tokens", "API tokens"], ["#/auth-log", "Authentication log"]];
+  if (isPartner()) links.push(["#/partner", "Customers"]);
+  if (isAdmin()) links.push(["#/users", "Users"], ["#/audit", "Audit log"], ["#/org", "Organization"]);
+  nav.replaceChildren(...links.map(([h, t]) => el("a", { href: h, "aria-current": location.hash.startsWith(h) ? "page" : null }, t)));
+  nav.hidden = false;
+  who.replaceChildren(
+    el("span", {}, `${session.user.username} · ${session.org.id} · ${session.user.role}`),
+    el("button", { type: "button", onclick: signOut }, "Sign out"));
+}
+
+// ---------------------------------------------------------------------------------------
+// API tokens
+
+/// The role × relation table of `policy::allowed`, for showing only what the API allows.
+function can(action, t) {
+  const role = session.user.role;
+  const own = t.user === session.user.id;
+  const sameOrg = t.org === session.org.id;
+  if (action === "download" || action === "regenerate") return own;
+  if (role === "admin") return own || sameOrg;
+  if (role === "user" || role === "partner") {
+    if (own) return ["revoke", "authlog"].includes(action);
+    if (role === "partner" && !sameOrg) return action === "revoke";
+    return false;
+  }
+  return own && action === "authlog";
+}
+
+function tokenFilters() {
+  const p = new URLSearchParams(location.hash.split("?")[1] || "");
+  return {
+    q: p.get("q") || "", status: p.get("status") || "", user: p.get("user") || "",
+    expires_after: p.get("expires_after") || "", expires_before: p.get("expires_before") || "",
+    page: Number(p.get("page") || 1),
+  };
+}
+
+function setTokenFilters(f) {
+  const { page, ...rest } = f;
+  history.replaceState(null, "", `#/tokens${qs({ ...rest, page: page > 1 ? page : "" })}`);
+}
+
+function dateToRfc3339(d, endOfDay) { return d ? `${d}T${endOfDay ? "23:59:59" : "00:00:00"}Z` : ""; }
+
+function hiddenColumns() { return new Set(prefs.hidden_columns || []); }
+
+async function saveHiddenColumns(set) {
+  prefs = { ...prefs, hidden_columns: [...set] };
+  try { await api("PUT", "/v1/me/prefs", { prefs }); } catch (e) { toast(e.message); }
+}
+
+async function showTokens() {
+  const f = tokenFilters();
+  const query = {
+    q: f.q, status: f.status, user: f.user,
+    expires_after: dateToRfc3339(f.expires_after, false), expires_before: dateToRfc3339(f.expires_before, true),
+  };
+  const search = el("input", { id: "q", type: "search", name: "q", value: f.q, placeholder: "name, description, owner" });
+  const owner = el("input", { id: "owner", name: "user", value: f.user, placeholder: "username or id" });
+  const after = el("input", { id: "exp-after", type: "date", value: f.expires_after });
+  const before = el("input", { id: "exp-before", type: "date", value: f.expires_before });
+  const chosen = new Set(f.status ? f.status.split(",") : []);
+  const statusBoxes = STATUSES.map((s) => el("label", {}, el("input", { type: "checkbox", value: s, checked: chosen.has(s) }), s.charAt(0).toUpperCase() + s.slice(1)));
+  const apply = (page = 1) => {
+    setTokenFilters({
+      q: search.value.trim(), user: owner.value.trim(),
+      status: statusBoxes.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value).join(","),
+      expires_after: after.value, expires_before: before.value, page,
+    });
+    showTokens();
+  };
+  const filters = el("form", { class: "toolbar", role: "search", onsubmit: (ev) => { ev.preventDefault(); apply(); } },
+    el("div", {}, el("label", { for: "q" }, "Search"), search),
+    el("fieldset", {}, el("legend", {}, "Status"), ...statusBoxes),
+    el("div", {}, el("label", { for: "owner" }, "Owner"), owner),
+    el("div", {}, el("label", { for: "exp-after" }, "Expires from"), after),
+    el("div", {}, el("label", { for: "exp-before" }, "Expires until"), before),
+    el("button", { type: "submit" }, "Apply"));
+  statusBoxes.forEach((l) => l.firstChild.addEventListener("change", () => apply()));
+
+  const hidden = hiddenColumns();
+  const columnsMenu = el("details", { class: "columns" }, el("summary", { class: "button" }, "Columns"),
+    el("div", {}, ...COLUMNS.map(([key, label]) => el("label", {},
+      el("input", {
+        type: "checkbox", checked: !hidden.has(key), "data-column": key, onchange: async (ev) => {
+          const h = hiddenColumns();
+          if (ev.target.checked) h.delete(key); else h.add(key);
+          await saveHiddenColumns(h);
+          showTokens();
+        },
+      }), label))));
+  const csv = el("a", { class: "button", id: "csv", href: `/v1/tokens.csv${qs(query)}`, download: "tokens.csv" }, "CSV");
+  const buttons = el("div", { class: "toolbar" },
+    isReadonly() ? null : el("button", { type: "button", class: "primary", id: "new-token", onclick: newTokenDialog }, "New API token"),
+    el("button", { type: "button", id: "refresh", onclick: () => showTokens() }, "Refresh"),
+    csv, columnsMenu,
+    isReadonly() ? null : el("button", { type: "button", class: "danger", id: "revoke-all", onclick: revokeAllDialog }, "Revoke all"));
+
+  let page;
+  try {
+    page = await api("GET", `/v1/tokens${qs({ ...query, page: f.page, per_page: PER_PAGE })}`);
+  } catch (e) {
+    render("API tokens", buttons, filters, errorBox(e));
+    return;
+  }
+  const cols = COLUMNS.filter(([k]) => !hidden.has(k));
+  const head = el("tr", {}, ...cols.map(([, l]) => el("th", { scope: "col" }, l)), el("th", { scope: "col" }, "Actions"));
+  const rows = page.tokens.map((t) => el("tr", { "data-token": t.id },
+    ...cols.map(([k]) => el("td", { "data-column": k }, ...cell(k, t))),
+    el("td", {}, el("div", { class: "actions" }, ...rowActions(t)))));
+  const pages = Math.max(1, Math.ceil(page.total / page.per_page));
+  const pager = el("nav", { class: "pager", "aria-label": "Pages" },
+    el("button", { type: "button", disabled: f.page <= 1, onclick: () => apply(f.page - 1) }, "Previous"),
+    el("span", {}, `Page ${page.page} of ${pages} · ${page.total} tokens`),
+    el("button", { type: "button", disabled: f.page >= pages, onclick: () => apply(f.page + 1) }, "Next"));
+  const table = tableWrap(el("table", { id: "tokens" },
+    el("caption", { class: "skip" }, "API tokens"), el("thead", {}, head), el("tbody", {}, ...rows)));
+  render("API tokens", buttons, filters,
+    page.tokens.length ? table : el("p", { class: "notice" }, "No token matches."), pager);
+}
+
+function cell(k, t) {
+  switch (k) {
+    case "name": return [el("strong", {}, t.name), t.description ? el("div", { class: "sub" }, t.description) : null];
+    case "owner": return [t.username];
+    case "status": return [badge(t.status)];
+    case "scopes": return [t.scopes.length ? t.scopes.join(" ") : "—"];
+    case "ip": return [t.ip_allow.length ? t.ip_allow.join(", ") : "any address"];
+    case "created": return [fmtTime(t.created_at)];
+    case "expires": return [fmtTime(t.expires_at)];
+    case "used": return t.last_used_at ? [fmtTime(t.last_used_at), el("div", { class: "sub" }, `from ${t.last_used_ip || "?"}`)] : ["never"];
+    default: return [];
+  }
+}
+
+function act(label, handler, cls) {
+  return el("button", { type: "button", class: cls, "data-action": label.toLowerCase(), onclick: handler }, label);
+}
+
+function rowActions(t) {
+  const out = [];
+  const live = t.status !== "revoked";
+  if (t.status === "pending" && can("download", t)) out.push(act("Download", () => download(t, "download")));
+  if (["enabled", "disabled"].includes(t.status) && can("regenerate", t) && !isReadonly()) out.push(act("Regenerate", () => regenerate(t)));
+  if (t.status === "enabled" && can("disable", t)) out.push(act("Disable", () => simple(t, "disable")));
+  if (t.status === "disabled" && can("enable", t)) out.push(act("Enable", () => simple(t, "enable")));
+  if (live && can("edit", t)) out.push(act("Edit", () => editDialog(t)));
+  if (live && can("revoke", t)) out.push(act("Revoke", () => revoke(t), "danger"));
+  if (can("delete", t)) out.push(act("Delete", () => del(t), "danger"));
+  if (can("authlog", t)) out.push(el("a", { class: "button", href: `#/auth-log?token=${encodeURIComponent(t.id)}` }, "Log"));
+  if (!out.length) out.push(el("span", { class: "sub" }, t.id));
+  return out;
+}
+
+async function download(t, what) {
+  try {
+    const m = await api("POST", `/v1/tokens/${encodeURIComponent(t.id)}/${what}`);
+    await showSecret(`Your API token “${t.name}”`, m.jwt, `${t.name}.jwt`,
+      "You will not see this token again: copy it or save it as a file now. Afterwards only its id is shown.");
+  } catch (e) { toast(e.message); }
+  showTokens();
+}
+
+async function regenerate(t) {
+  const ok = await confirmAction("Regenerate the token?", `The current JWT of “${t.name}” stops working at once; a new one is shown once.`, "Regenerate");
+  if (ok) await download(t, "regenerate");
+}
+
+async function simple(t, what) {
+  try { await api("POST", `/v1/tokens/${encodeURIComponent(t.id)}/${what}`); toast(`Token ${what}d.`); }
+  catch (e) { toast(e.message); }
+  showTokens();
+}
+
+async function revoke(t) {
+  const ok = await confirmAction("Revoke the token?", `Revoking “${t.name}” is final: the token stops working everywhere within seconds.`, "Revoke");
+  if (ok) await simple(t, "revoke");
+}
+
+async function del(t) {
+  const ok = await confirmAction("Delete the token?",
+    `Deleting “${t.name}” cannot be undone: the record disappears and its JWT stays revoked. To keep the record, revoke it instead.`, "Delete");
+  if (!ok) return;
+  try { await api("DELETE", `/v1/tokens/${encodeURIComponent(t.id)}`); toast("Token deleted."); }
+  catch (e) { toast(e.message); }
+  showTokens();
+}
+
+async function revokeAllDialog() {
+  const own = !isAdmin();
+  const ok = await confirmAction("Revoke all tokens?",
+    own ? "Every one of your tokens is revoked. This is final." : `Every token of organization ${session.org.id} is revoked. This is final.`, "Revoke all");
+  if (!ok) return;
+  try {
+    const r = await api("POST", "/v1/tokens/revoke-all", own ? { user: session.user.id } : { org: session.org.id });
+    toast(`${r.revoked} tokens revoked.`);
+  } catch (e) { toast(e.message); }
+  showTokens();
+}
+
+function tokenForm(t) {
+  const lifetime = field("Lifetime", {
+    tag: "select", name: "lifetime_days", id: "f-lifetime",
+    options: [...LIFETIMES.map((d) => [String(d), `${d} days`]), ["custom", "Custom date"]], value: t ? "custom" : "90",
+  });
+  const custom = field("Expires on", { name: "expires_at", type: "date", id: "f-expires", value: t ? t.expires_at.slice(0, 10) : "" });
+  const sel = lifetime.querySelector("select");
+  const toggle = () => { custom.hidden = sel.value !== "custom"; };
+  sel.addEventListener("change", toggle);
+  toggle();
+  const parts = [
+    field("Name", { name: "name", required: true, value: t && t.name }),
+    field("Description", { name: "description", tag: "textarea", rows: 2, value: t && t.description }),
+  ];
+  if (!t && (isAdmin() || isPartner())) parts.push(field("For user", { name: "user", id: "f-user" }, "username or user id; empty: yourself"));
+  parts.push(lifetime, custom,
+    field("Scopes", { name: "scopes", value: t ? t.scopes.join(" ") : "" }, "separated by spaces"),
+    field("IP filter", { name: "ip_allow", tag: "textarea", rows: 2, value: t ? t.ip_allow.join("\n") : "" }, "addresses or CIDRs, one per line; empty: any address"));
+  return parts;
+}
+
+/// The body of a create, or of an edit (`t`: only what changed, so that an edit of the
+/// name does not revoke the JWT).
+function tokenBody(form, t) {
+  const f = new FormData(form);
+  const list = (v, re) => String(v || "").split(re).map((s) => s.trim()).filter(Boolean);
+  const body = {
+    name: f.get("name"), description: f.get("description") || "",
+    scopes: list(f.get("scopes"), /\s+/), ip_allow: list(f.get("ip_allow"), /[\s,]+/),
+  };
+  const lt = f.get("lifetime_days");
+  if (lt === "custom") body.expires_at = f.get("expires_at") ? dateToRfc3339(f.get("expires_at"), true) : "";
+  else body.lifetime_days = Number(lt);
+  if (!t) {
+    if (f.get("user")) body.user = f.get("user");
+    return body;
+  }
+  const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  if (body.name === t.name) delete body.name;
+  if (body.description === t.description) delete body.description;
+  if (same(body.scopes, t.scopes)) delete body.scopes;
+  if (same(body.ip_allow, t.ip_allow)) delete body.ip_allow;
+  if (lt === "custom" && f.get("expires_at") === t.expires_at.slice(0, 10)) delete body.expires_at;
+  return body;
+}
+
+async function newTokenDialog() {
+  const parts = tokenForm(null);
+  const wrap = el("div", {}, ...parts);
+  const made = await modal("New API token", wrap, {
+    submit: "Create", onSubmit: async (box) => {
+      const form = wrap.closest("form");
+      clearFieldErrors(form);
+      try { return await api("POST", "/v1/tokens", tokenBody(form, null)); }
+      catch (e) { showFieldError(form, box, e); return undefined; }
+    },
+  });
+  if (made) toast(`Token “${made.name}” created: Pending until its owner downloads it.`);
+  showTokens();
+}
+
+async function editDialog(t) {
+  const wrap = el("div", {}, ...tokenForm(t));
+  const r = await modal(`Edit “${t.name}”`, wrap, {
+    submit: "Save", onSubmit: async (box) => {
+      const form = wrap.closest("form");
+      clearFieldErrors(form);
+      try { return await api("PATCH", `/v1/tokens/${encodeURIComponent(t.id)}`, tokenBody(form, t)); }
+      catch (e) { showFieldError(form, box, e); return undefined; }
+    },
+  });
+  if (r) toast(r.jwt_revoked ? "Saved; the JWT was revoked: its owner downloads a new one." : "Saved.");
+  showTokens();
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication log
+
+function csvCell(v) {
+  let s = v === null || v === undefined ? "" : String(v);
+  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`; // never a formula in a spreadsheet
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+async function showAuthLog() {
+  const p = new URLSearchParams(location.hash.split("?")[1] || "");
+  const f = { token: p.get("token") || "", user: p.get("user") || "", outcome: p.get("outcome") || "", since: p.get("since") || "", until: p.get("until") || "", page: Number(p.get("page") || 1) };
+  const form = el("form", { class: "toolbar", role: "search" },
+    field("Outcome", { tag: "select", name: "outcome", options: [["", "any"], ["allow", "allow"], ["deny", "deny"]], value: f.outcome }),
+    field("Token", { name: "token", value: f.token }), field("User", { name: "user", value: f.user }),
+    field("From", { name: "since", type: "date", value: f.since }), field("Until", { name: "until", type: "date", value: f.until }),
+    el("button", { type: "submit" }, "Apply"));
+  const go = (page) => {
+    const d = new FormData(form);
+    history.replaceState(null, "", `#/auth-log${qs({ outcome: d.get("outcome"), token: d.get("token"), user: d.get("user"), since: d.get("since"), until: d.get("until"), page: page > 1 ? page : "" })}`);
+    showAuthLog();
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); go(1); });
+  const query = { user: f.user, outcome: f.outcome, since: dateToRfc3339(f.since, false), until: dateToRfc3339(f.until, true) };
+  const path = f.token ? `/v1/tokens/${encodeURIComponent(f.token)}/auth-log` : "/v1/auth-log";
+  let events;
+  try { events = (await api("GET", `${path}${qs({ ...(f.token ? { outcome: f.outcome, since: query.since, until: query.until } : query), page: f.page, per_page: 50 })}`)).events; }
+  catch (e) { render("Authentication log", form, errorBox(e)); return; }
+  const cols = ["at", "outcome", "reason", "token_id", "user_id", "ip", "method", "path", "source"];
+  const csv = el("button", {
+    type: "button", id: "auth-csv", onclick: () => {
+      const text = [cols.join(","), ...events.map((e) => cols.map((c) => csvCell(e[c])).join(","))].join("\r\n") + "\r\n";
+      const a = el("a", { href: "data:text/csv;charset=utf-8," + encodeURIComponent(text), download: "auth-log.csv" });
+      document.body.append(a); a.click(); a.remove();
+    },
+  }, "CSV");
+  const table = tableWrap(el("table", { id: "auth-log" },
+    el("thead", {}, el("tr", {}, ...["When", "Outcome", "Token", "User", "From", "Request", "Source"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...events.map((e) => el("tr", {},
+      el("td", {}, fmtTime(e.at)), el("td", {}, e.outcome, e.reason ? el("div", { class: "sub" }, e.reason) : null),
+      el("td", {}, el("code", {}, e.token_id)), el("td", {}, e.user_id), el("td", { "data-column": "ip" }, e.ip || "—"),
+      el("td", {}, [e.method, e.path].filter(Boolean).join(" ") || "—"), el("td", {}, e.source))))));
+  const pager = el("nav", { class: "pager", "aria-label": "Pages" },
+    el("button", { type: "button", disabled: f.page <= 1, onclick: () => go(f.page - 1) }, "Previous"),
+    el("span", {}, `Page ${f.page}`),
+    el("button", { type: "button", disabled: events.length < 50, onclick: () => go(f.page + 1) }, "Next"));
+  render(f.token ? `Authentication log of ${f.token}` : "Authentication log", form, el("div", { class: "toolbar" }, csv),
+    events.length ? table : el("p", { class: "notice" }, "No event matches."), pager);
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin pages
+
+async function showUsers() {
+  const org = session.org.id;
+  let users;
+  try { users = (await api("GET", `/v1/orgs/${encodeURIComponent(org)}/users`)).users; }
+  catch (e) { render("Users", errorBox(e)); return; }
+  const roles = [["admin", "admin"], ["user", "user"], ["readonly", "readonly"]];
+  if (session.org.partner) roles.push(["partner", "partner"]);
+  const linkOf = async (what, u) => {
+    try {
+      const r = await api("POST", `/v1/users/${encodeURIComponent(u.id)}/${what}`);
+      await showSecret(`Password-reset link for ${u.username}`, r.link.url, `reset-${u.username}.txt`, `Give this link to ${u.username}; it works once, until ${fmtTime(r.link.expires_at)}.`);
+    } catch (e) { toast(e.message); }
+  };
+  const rows = users.map((u) => el("tr", { "data-user": u.username },
+    el("td", {}, el("strong", {}, u.username), el("div", { class: "sub" }, u.display_name)),
+    el("td", {}, u.id === session.user.id ? u.role : el("select", {
+      "aria-label": `Role of ${u.username}`, onchange: async (ev) => {
+        try { await api("PATCH", `/v1/users/${encodeURIComponent(u.id)}`, { role: ev.target.value }); toast("Role changed."); }
+        catch (e) { toast(e.message); }
+        showUsers();
+      },
+    }, ...roles.map(([v, t]) => el("option", { value: v, selected: v === u.role }, t)))),
+    el("td", {}, u.state), el("td", {}, u.delegated ? "yes" : "no"),
+    el("td", {}, u.id === session.user.id ? "you" : el("div", { class: "actions" },
+      u.state === "disabled"
+        ? act("Enable", async () => { try { await api("POST", `/v1/users/${encodeURIComponent(u.id)}/enable`); } catch (e) { toast(e.message); } showUsers(); })
+        : act("Disable", async () => {
+          if (await confirmAction(`Disable ${u.username}?`, "Their sessions end and their tokens are suspended until you enable them again.", "Disable")) {
+            try { await api("POST", `/v1/users/${encodeURIComponent(u.id)}/disable`); } catch (e) { toast(e.message); }
+            showUsers();
+          }
+        }),
+      act("Reset password", () => linkOf("reset-link", u)),
+      act("Delete", async () => {
+        if (await confirmAction(`Delete ${u.username}?`, "This cannot be undone: every token of theirs is revoked. To keep them, disable instead.", "Delete")) {
+          try { await api("DELETE", `/v1/users/${encodeURIComponent(u.id)}`); } catch (e) { toast(e.message); }
+          showUsers();
+        }
+      }, "danger")))));
+  const create = el("button", {
+    type: "button", class: "primary", id: "new-user", onclick: async () => {
+      const wrap = el("div", {},
+        field("Username", { name: "username", required: true }), field("Display name", { name: "display_name" }),
+        field("Role", { tag: "select", name: "role", options: roles, value: "user" }),
+        field("Invitation valid for (days)", { name: "invite_days", type: "number", value: "7", min: 1, max: 30 }));
+      const made = await modal("New user", wrap, {
+        submit: "Create and invite", onSubmit: async (box) => {
+          const form = wrap.closest("form");
+          clearFieldErrors(form);
+          const d = new FormData(form);
+          const body = { username: d.get("username"), role: d.get("role"), invite_days: Number(d.get("invite_days") || 7) };
+          if (d.get("display_name")) body.display_name = d.get("display_name");
+          try { return await api("POST", `/v1/orgs/${encodeURIComponent(org)}/users`, body); }
+          catch (e) { showFieldError(form, box, e); return undefined; }
+        },
+      });
+      if (made) await showSecret(`Invitation for ${made.username}`, made.link.url, `invite-${made.username}.txt`, `Give this link to ${made.username}; it works once, until ${fmtTime(made.link.expires_at)}.`);
+      showUsers();
+    },
+  }, "New user");
+  render("Users", el("div", { class: "toolbar" }, create), tableWrap(el("table", { id: "users" },
+    el("thead", {}, el("tr", {}, ...["User", "Role", "State", "Delegates", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...rows))));
+}
+
+async function showAudit() {
+  const p = new URLSearchParams(location.hash.split("?")[1] || "");
+  const page = Number(p.get("page") || 1);
+  let entries;
+  try { entries = (await api("GET", `/v1/audit-log${qs({ page, per_page: 50 })}`)).entries; }
+  catch (e) { render("Audit log", errorBox(e)); return; }
+  const go = (n) => { history.replaceState(null, "", `#/audit${qs({ page: n > 1 ? n : "" })}`); showAudit(); };
+  render("Audit log", tableWrap(el("table", { id: "audit" },
+    el("thead", {}, el("tr", {}, ...["When", "Action", "Actor", "Credential", "Target", "Detail"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...entries.map((a) => el("tr", {},
+      el("td", {}, fmtTime(a.at)), el("td", {}, a.action), el("td", {}, a.actor), el("td", {}, el("code", {}, a.credential || "—")),
+      el("td", {}, el("code", {}, a.target)), el("td", {}, el("code", {}, JSON.stringify(a.detail)))))))),
+  el("nav", { class: "pager", "aria-label": "Pages" },
+    el("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous"),
+    el("span", {}, `Page ${page}`),
+    el("button", { type: "button", disabled: entries.length < 50, onclick: () => go(page + 1) }, "Next")));
+}
+
+async function showOrg() {
+  const org = session.org;
+  let edges = [], keys = [];
+  try {
+    edges = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/edge-credentials`)).edges;
+    keys = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/jwks.json`)).keys || [];
+  } catch (e) { render("Organization", errorBox(e)); return; }
+  const rotate = el("button", {
+    type: "button", id: "rotate", onclick: async () => {
+      const wrap = el("div", {}, field("Algorithm", { tag: "select", name: "alg", options: [["EdDSA", "EdDSA"], ["ES256", "ES256"]], value: org.key_alg }));
+      const r = await modal("Rotate the signing key?", [el("p", {}, "New tokens are signed with a new key; the old key stays published until its tokens expire."), wrap], {
+        submit: "Rotate", onSubmit: async () => api("POST", `/v1/orgs/${encodeURIComponent(org.id)}/keys/rotate`, { alg: new FormData(wrap.closest("form")).get("alg") }),
+      });
+      if (r) toast(`New key ${r.kid}.`);
+      showOrg();
+    },
+  }, "Rotate key");
+  const newEdge = el("button", {
+    type: "button", class: "primary", id: "new-edge", onclick: async () => {
+      const wrap = el("div", {}, field("Name", { name: "name", required: true }));
+      const r = await modal("New edge credential", wrap, {
+        submit: "Create", onSubmit: async (box) => {
+          const form = wrap.closest("form");
+          clearFieldErrors(form);
+          try { return await api("POST", `/v1/orgs/${encodeURIComponent(org.id)}/edge-credentials`, { name: new FormData(form).get("name") }); }
+          catch (e) { showFieldError(form, box, e); return undefined; }
+        },
+      });
+      if (r) await showSecret(`Edge credential ${r.name}`, r.secret, `${r.name}.secret`, "This secret is shown once: configure your edges with it now.");
+      showOrg();
+    },
+  }, "New edge credential");
+  render(`Organization ${org.name}`,
+    el("dl", {},
+      el("dt", {}, "Id"), el("dd", {}, org.id),
+      el("dt", {}, "Issuer"), el("dd", {}, el("code", {}, org.issuer)),
+      el("dt", {}, "Audience"), el("dd", {}, org.audience),
+      el("dt", {}, "Maximum token lifetime"), el("dd", {}, `${org.max_lifetime_days} days`),
+      el("dt", {}, "Public keys"), el("dd", {}, el("a", { href: org.jwks_uri }, "JWKS"))),
+    el("h2", {}, "Signing keys"),
+    el("ul", {}, ...keys.map((k) => el("li", {}, el("code", {}, k.kid), ` ${k.alg || k.kty}`))),
+    el("div", { class: "toolbar" }, rotate),
+    el("h2", {}, "Edge credentials"),
+    el("div", { class: "toolbar" }, newEdge),
+    edges.length ? tableWrap(el("table", { id: "edges" },
+      el("thead", {}, el("tr", {}, ...["Name", "Id", "Created", "State", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...edges.map((e) => el("tr", {},
+        el("td", {}, e.name), el("td", {}, el("code", {}, e.id)), el("td", {}, fmtTime(e.created_at)),
+        el("td", {}, e.revoked_at ? `revoked ${fmtTime(e.revoked_at)}` : "active"),
+        el("td", {}, e.revoked_at ? "" : act("Revoke", async () => {
+          if (await confirmAction(`Revoke ${e.name}?`, "Its usage reports are refused from now on. This is final.", "Revoke")) {
+            try { await api("POST", `/v1/orgs/${encodeURIComponent(org.id)}/edge-credentials/${encodeURIComponent(e.id)}/revoke`); } catch (x) { toast(x.message); }
+            showOrg();
+          }
+        }, "danger"))))))) : el("p", { class: "notice" }, "No edge credential yet."));
+}
+
+async function showPartner() {
+  let orgs, tokens;
+  try {
+    orgs = (await api("GET", "/v1/orgs")).orgs.filter((o) => o.managed_by === session.org.id);
+    tokens = (await api("GET", `/v1/tokens${qs({ per_page: 200 })}`)).tokens.filter((t) => t.org !== session.org.id);
+  } catch (e) { render("Customers", errorBox(e)); return; }
+  const sections = orgs.map((o) => {
+    const mine = tokens.filter((t) => t.org === o.id);
+    const users = [...new Map(mine.map((t) => [t.user, t.username])).entries()];
+    return el("section", { "data-org": o.id }, el("h2", {}, `${o.name} (${o.id})`),
+      users.length ? el("p", {}, "Delegating users: ", users.map(([, n]) => n).join(", ")) : el("p", { class: "notice" }, "No delegating user has a token yet."),
+      mine.length ? tableWrap(el("table", {},
+        el("thead", {}, el("tr", {}, ...["Token", "Owner", "Status", "Expires", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ...mine.map((t) => el("tr", { "data-token": t.id },
+          el("td", {}, t.name), el("td", {}, t.username), el("td", {}, badge(t.status)), el("td", {}, fmtTime(t.expires_at)),
+          el("td", {}, el("div", { class: "actions" }, ...rowActions(t)))))))) : null);
+  });
+  render("Customers", el("p", {}, "Tokens of delegating users of the organizations you manage. You may create and revoke them, never download them."),
+    el("div", { class: "toolbar" }, el("button", { type: "button", class: "primary", onclick: newTokenDialog }, "New API token for a customer user")),
+    ...(sections.length ? sections : [el("p", { class: "notice" }, "You manage no customer organization.")]));
+}
+
+// ---------------------------------------------------------------------------------------
+// Routing
+
+async function route() {
+  const h = location.hash || "#/tokens";
+  const link = /^#\/(invite|reset|bootstrap)\/([0-9a-f]+)$/.exec(h);
+  if (link) { showSetPassword(link[1], link[2]); return; }
+  if (!session) { showSignIn(); return; }
+  setNav();
+  const page = h.split("?")[0];
+  const pages = {
+    "#/tokens": showTokens, "#/auth-log": showAuthLog, "#/users": showUsers, "#/audit": showAudit,
+    "#/org": showOrg, "#/partner": showPartner,
+  };
+  await (pages[page] || showTokens)();
+  main().focus();
+}
+
+async function start() {
+  try { session = await api("GET", "/v1/session"); } catch { session = null; }
+  if (session) { try { prefs = (await api("GET", "/v1/me/prefs")).prefs || {}; } catch { prefs = {}; } }
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

@@ -1,0 +1,794 @@
+//! The web page in real Chromium (Debian's, driven through chromedriver over WebDriver),
+//! against a real `tessera serve` on SQLite and a real Envoy with the Tessera module: the
+//! ten scenarios of issue 11, a screenshot of every page visited under
+//! `target/ui-screenshots/`, and axe-core on every page (no serious or critical
+//! violation). Every process it starts (control plane, Envoy, upstream, chromedriver and
+//! the browsers it runs) is stopped when the test ends, also on failure.
+// Test code may fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tessera_host_tests::{
+    control_plane_path, lookup_tool, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
+    EnvoyOptions, Request, TempDir,
+};
+
+const CHROMIUM_ENV: &str = "TESSERA_CHROMIUM";
+const CHROMEDRIVER_ENV: &str = "TESSERA_CHROMEDRIVER";
+const AXE_ENV: &str = "TESSERA_AXE";
+const CP_CLUSTER: &str = "tessera_control_plane";
+
+/// chromedriver in its own process group: dropping it kills the group, so the browsers it
+/// started go with it even when the test fails before closing its session.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: TempDir,
+}
+
+impl Driver {
+    fn start(driver: &Path) -> Driver {
+        use std::os::unix::process::CommandExt;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", driver.display()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            child,
+            port,
+            _profile: TempDir::new("chrome").unwrap(),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The browser session, the pages' screenshots and axe-core's findings.
+struct Ui {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+    axe: String,
+    n: usize,
+    /// page → serious or critical violations found there.
+    violations: BTreeMap<String, Vec<String>>,
+    pages: Vec<(String, PathBuf)>,
+}
+
+impl Ui {
+    async fn open(driver: &Driver, chromium: &Path, base: &str, axe: String) -> Ui {
+        let profile = driver._profile.path().display().to_string();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium.display().to_string(),
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage", format!("--user-data-dir={profile}"), "--window-size=1280,900"],
+            }),
+        );
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("a WebDriver session in Chromium");
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+        let _ = std::fs::remove_dir_all(&shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        Ui {
+            c,
+            base: base.to_string(),
+            shots,
+            axe,
+            n: 0,
+            violations: BTreeMap::new(),
+            pages: Vec::new(),
+        }
+    }
+
+    async fn goto(&mut self, path: &str) {
+        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        self.c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    async fn has(&self, css: &str) -> bool {
+        self.c.find(Locator::Css(css)).await.is_ok()
+    }
+
+    /// Waits until the page's `h1` reads `title` (the page finished rendering).
+    async fn title(&self, title: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = match self.c.find(Locator::Css("main h1")).await {
+                Ok(h) => h.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if got == title {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "page title {got:?}, want {title:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn text_of(&self, css: &str) -> String {
+        self.find(css).await.text().await.unwrap()
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let e = self.find(css).await;
+        e.clear().await.unwrap();
+        e.send_keys(value).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    /// Runs `script` (with `arguments`) in the page and returns its value.
+    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.c.execute(script, args).await.unwrap()
+    }
+
+    /// A screenshot of the current page, and axe-core's serious and critical findings.
+    async fn page(&mut self, name: &str) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        self.n += 1;
+        let path = self.shots.join(format!("{:02}-{name}.png", self.n));
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(&path, png).unwrap();
+        self.pages.push((name.to_string(), path));
+        if self.js("return typeof window.axe", vec![]).await != json!("object") {
+            self.c.execute(&self.axe, vec![]).await.unwrap();
+        }
+        let found = self
+            .c
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document).then(r => done(r.violations
+                     .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => v.id + ' (' + v.impact + '): ' + v.nodes.map(n => n.target.join(' ')).join(', '))));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let list: Vec<String> = serde_json::from_value(found).unwrap();
+        if !list.is_empty() {
+            self.violations.insert(name.to_string(), list);
+        }
+    }
+
+    /// `fetch` from the page (the session cookie goes along), with the session's CSRF
+    /// token for a state-changing method: (status, body).
+    async fn fetch(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let v = self
+            .c
+            .execute_async(
+                "const [method, path, body, done] = arguments;
+                 (async () => {
+                   const s = await (await fetch('/v1/session')).json();
+                   const r = await fetch(path, { method, body: body === null ? undefined : JSON.stringify(body),
+                     headers: { 'content-type': 'application/json', 'x-csrf-token': s.csrf } });
+                   done([r.status, await r.text()]);
+                 })().catch(e => done([0, String(e)]));",
+                vec![json!(method), json!(path), body.unwrap_or(Value::Null)],
+            )
+            .await
+            .unwrap();
+        let status = v[0].as_u64().unwrap() as u16;
+        let body = serde_json::from_str(v[1].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn sign_out(&self) {
+        self.click("#who button").await;
+        self.title("Sign in").await;
+    }
+
+    async fn sign_in(&self, org: &str, user: &str, password: &str) {
+        self.fill("#f-org", org).await;
+        self.fill("#f-username", user).await;
+        self.fill("#f-password", password).await;
+        self.click("main form button[type=submit]").await;
+    }
+
+    /// Opens a one-time link and sets the password.
+    async fn use_link(&mut self, url: &str, password: &str) {
+        self.c.goto(url).await.unwrap();
+        self.fill("#f-password", password).await;
+        self.fill("#f-again", password).await;
+        self.click("main form button[type=submit]").await;
+    }
+
+    /// The secret shown in the open dialog, then closes it.
+    async fn take_secret(&self) -> String {
+        let area = self.find("dialog[open] #secret-value").await;
+        let v = area.prop("value").await.unwrap().unwrap_or_default();
+        self.click("dialog[open] button[type=submit]").await;
+        v
+    }
+
+    /// The status badge of a token's row.
+    async fn badge(&self, id: &str) -> String {
+        self.text_of(&format!("tr[data-token='{id}'] .badge")).await
+    }
+}
+
+fn db_exec(db: &Path, sql: &str, param: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let n = conn.execute(sql, [param]).unwrap();
+    assert!(n > 0, "{sql} changed nothing");
+}
+
+#[tokio::test]
+async fn the_web_page_in_chromium() {
+    let started = Instant::now();
+    let need = |var: &str| {
+        lookup_tool(var).unwrap_or_else(|e| {
+            panic!("{e} (cargo xtask test installs Chromium, chromedriver and axe-core)")
+        })
+    };
+    let (chromium, chromedriver, axe) = (need(CHROMIUM_ENV), need(CHROMEDRIVER_ENV), need(AXE_ENV));
+    let (envoy_bin, wasm) = tools();
+    let mut options = ControlPlaneOptions::new(&control_plane_path());
+    options.admins = vec!["alice".into()];
+    let cp = ControlPlane::start(&options).unwrap();
+    let alice = cp.admin_token().to_string();
+    let driver = Driver::start(&chromedriver);
+    let mut ui = Ui::open(
+        &driver,
+        &chromium,
+        &cp.url(),
+        std::fs::read_to_string(&axe).unwrap(),
+    )
+    .await;
+    let result = scenarios(&mut ui, &cp, &alice, &envoy_bin, &wasm).await;
+    let _ = ui.c.clone().close().await;
+    drop(driver);
+    println!("web UI test: {:.1} s", started.elapsed().as_secs_f64());
+    for (page, path) in &ui.pages {
+        println!("  page {page}: {}", path.display());
+    }
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(
+        ui.violations.is_empty(),
+        "axe-core found serious or critical violations: {:#?}",
+        ui.violations
+    );
+}
+
+async fn scenarios(
+    ui: &mut Ui,
+    cp: &ControlPlane,
+    alice: &str,
+    envoy_bin: &Path,
+    wasm: &Path,
+) -> Result<(), String> {
+    let pw = "correct horse battery staple";
+    // 1. The admin signs in with the bootstrap link and invites bob; bob accepts, sets a
+    //    password and signs in.
+    ui.goto("/").await;
+    ui.title("Sign in").await;
+    ui.page("sign-in").await;
+    let link = cp
+        .sign_in_link_of("alice")
+        .ok_or("no bootstrap link")?
+        .to_string();
+    ui.use_link(&link, pw).await;
+    ui.title("API tokens").await;
+    ui.goto("/#/users").await;
+    ui.title("Users").await;
+    ui.click("#new-user").await;
+    ui.fill("dialog[open] #f-username", "bob").await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.find("dialog[open] #secret-value").await;
+    ui.page("invitation").await;
+    let invite = ui.take_secret().await;
+    if !invite.contains("/#/invite/") {
+        return Err(format!("1: the invitation is not a link: {invite}"));
+    }
+    ui.title("Users").await;
+    ui.page("users").await;
+    ui.sign_out().await;
+    ui.c.goto(&invite).await.unwrap();
+    ui.title("Accept your invitation").await;
+    ui.page("accept-invitation").await;
+    ui.use_link(&invite, pw).await;
+    ui.title("API tokens").await;
+    ui.sign_out().await;
+    ui.sign_in("acme", "bob", pw).await;
+    ui.title("API tokens").await;
+    ui.page("tokens-empty").await;
+
+    // 2. Bob creates a token: 30 days, scope read, an IP filter. It shows Pending.
+    ui.click("#new-token").await;
+    ui.fill("dialog[open] #f-name", "bob-ci").await;
+    // The server's own message for a bad field is shown next to it.
+    ui.fill("dialog[open] #f-ip_allow", "not-an-address").await;
+    ui.find("dialog[open] #f-lifetime option[value='30']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.fill("dialog[open] #f-scopes", "read").await;
+    ui.click("dialog[open] button[type=submit]").await;
+    let msg = ui.text_of("dialog[open] .field-error").await;
+    if !msg.starts_with("ip_allow[0]:") {
+        return Err(format!("2: the IP filter's error: {msg:?}"));
+    }
+    ui.page("new-token-error").await;
+    ui.fill("dialog[open] #f-ip_allow", "127.0.0.1").await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.title("API tokens").await;
+    let row = ui.find("#tokens tbody tr").await;
+    let id = row
+        .attr("data-token")
+        .await
+        .unwrap()
+        .ok_or("2: no token row")?;
+    let t = cp.api("GET", &format!("/v1/tokens/{id}"), Some(alice), None)?;
+    if t["scopes"] != json!(["read"])
+        || t["ip_allow"] != json!(["127.0.0.1"])
+        || t["lifetime_days"] != json!(30)
+    {
+        return Err(format!("2: the token made is {t}"));
+    }
+    if ui.badge(&id).await != "Pending" {
+        return Err(format!("2: badge {}", ui.badge(&id).await));
+    }
+    ui.page("tokens-pending").await;
+
+    // 3. He downloads it: the JWT is shown once; the status becomes Enabled; a reload does
+    //    not show it again.
+    ui.click(&format!(
+        "tr[data-token='{id}'] button[data-action='download']"
+    ))
+    .await;
+    ui.find("dialog[open] #secret-value").await;
+    let note = ui.text_of("dialog[open] .notice").await;
+    if !note.contains("You will not see this token again") {
+        return Err(format!("3: the download note: {note}"));
+    }
+    ui.page("download-once").await;
+    let jwt = ui.take_secret().await;
+    if jwt.split('.').count() != 3 {
+        return Err(format!("3: not a JWT: {jwt}"));
+    }
+    ui.title("API tokens").await;
+    wait_for(|| async { ui.badge(&id).await == "Enabled" }, "3: Enabled").await?;
+    ui.c.refresh().await.unwrap();
+    ui.title("API tokens").await;
+    let page_text = ui.text_of("main").await;
+    if page_text.contains(&jwt[..40])
+        || ui
+            .has(&format!(
+                "tr[data-token='{id}'] button[data-action='download']"
+            ))
+            .await
+    {
+        return Err("3: the JWT or a download control is still offered after a reload".into());
+    }
+    ui.page("tokens-enabled").await;
+
+    // 4. Search, hide a column (still hidden after a reload), CSV equals the table.
+    cp.api(
+        "POST",
+        "/v1/tokens",
+        Some(alice),
+        Some(&json!({"name": "alice-other", "scopes": ["read"]})),
+    )?;
+    ui.fill("#q", "bob-ci").await;
+    ui.click("form[role=search] button[type=submit]").await;
+    wait_for(
+        || async {
+            ui.js(
+                "return document.querySelectorAll('#tokens tbody tr').length",
+                vec![],
+            )
+            .await
+                == json!(1)
+        },
+        "4: one row",
+    )
+    .await?;
+    ui.click(".columns summary").await;
+    ui.click(".columns input[data-column='scopes']").await;
+    wait_for(|| async { ui.js("return document.querySelectorAll('th').length && !document.querySelector('td[data-column=scopes]')", vec![]).await == json!(true) }, "4: scopes hidden").await?;
+    ui.c.refresh().await.unwrap();
+    ui.title("API tokens").await;
+    ui.find("#tokens").await;
+    if ui.has("td[data-column='scopes']").await {
+        return Err("4: the hidden column is back after a reload".into());
+    }
+    ui.page("tokens-search-columns").await;
+    let csv = ui
+        .c
+        .execute_async("const done = arguments[0]; fetch(document.getElementById('csv').href).then(r => r.text()).then(done);", vec![])
+        .await
+        .unwrap();
+    let csv = csv.as_str().unwrap_or("");
+    let table_ids: Vec<String> = serde_json::from_value(
+        ui.js(
+            "return [...document.querySelectorAll('#tokens tbody tr')].map(r => r.dataset.token)",
+            vec![],
+        )
+        .await,
+    )
+    .unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let csv_ids: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    if csv_ids != table_ids {
+        return Err(format!("4: CSV rows {csv_ids:?}, table rows {table_ids:?}"));
+    }
+
+    // 5. A request with the token through Envoy: 200, and the authentication log page shows
+    //    it with its address.
+    let secret = cp.edge_credential(alice, "ui-envoy")?;
+    let upstream = EchoUpstream::start().map_err(|e| format!("upstream: {e}"))?;
+    let filter = cp.filter_config(
+        "closed",
+        60,
+        Some(cp.usage_config(CP_CLUSTER, &secret, 10_000)),
+    );
+    let sync = cp.sync_service_config(CP_CLUSTER, 20);
+    let options = EnvoyOptions::new(envoy_bin)
+        .filter(wasm, &filter)
+        .upstream(upstream.addr())
+        .cluster(CP_CLUSTER, cp.addr())
+        .sync_service(&sync)
+        .concurrency(1);
+    let proxy = Envoy::start(&options).map_err(|e| format!("envoy: {e}"))?;
+    let request = Request::get("/api/orders").bearer(&jwt);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let r = proxy.send(&request).map_err(|e| format!("request: {e}"))?;
+        if r.status != 503 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if first.status != 200 {
+        return Err(format!(
+            "5: through Envoy: {} {}",
+            first.status,
+            first.text()
+        ));
+    }
+    ui.goto("/#/auth-log").await;
+    ui.title("Authentication log").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        ui.click("form[role=search] button[type=submit]").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = ui.js("return [...document.querySelectorAll('#auth-log td[data-column=ip]')].map(t => t.textContent)", vec![]).await;
+        if seen
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "127.0.0.1"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "5: the log page never showed the use from 127.0.0.1: {seen}"
+            ));
+        }
+    }
+    ui.page("auth-log").await;
+
+    // 6. The admin revokes it; bob's Refresh shows Revoked; Envoy refuses the token.
+    ui.goto("/#/tokens").await;
+    ui.title("API tokens").await;
+    let revoked_at = Instant::now();
+    cp.revoke(alice, &id)?;
+    ui.click("#refresh").await;
+    wait_for(
+        || async { ui.badge(&id).await == "Revoked" },
+        "6: Revoked after Refresh",
+    )
+    .await?;
+    ui.page("tokens-revoked").await;
+    let refused = loop {
+        let r = proxy.send(&request).map_err(|e| format!("request: {e}"))?;
+        if r.status != 200 || revoked_at.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    if refused.status != 401 {
+        return Err(format!(
+            "6: Envoy still accepts the revoked token: {}",
+            refused.status
+        ));
+    }
+    println!(
+        "6: Envoy refused the revoked token {:.0} ms after the revoke call",
+        revoked_at.elapsed().as_secs_f64() * 1000.0
+    );
+    drop(proxy);
+    drop(upstream);
+
+    // 7. A partner sees a delegating customer user's token and revokes it; no download
+    //    control, and the API refuses one.
+    cp.api(
+        "POST",
+        "/v1/orgs",
+        Some(alice),
+        Some(&json!({"id": "cust", "name": "Customer", "managed_by": "acme"})),
+    )?;
+    let carl = cp.api(
+        "POST",
+        "/v1/orgs/cust/users",
+        Some(alice),
+        Some(&json!({"username": "carl", "role": "user", "delegated": true})),
+    )?;
+    let pete = cp.api(
+        "POST",
+        &format!("/v1/orgs/{}/users", cp.org()),
+        Some(alice),
+        Some(&json!({"username": "pete", "role": "partner"})),
+    )?;
+    ui.sign_out().await;
+    ui.use_link(pete["link"]["url"].as_str().unwrap_or(""), pw)
+        .await;
+    ui.title("API tokens").await;
+    let (status, made) = ui
+        .fetch(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "carl-ci", "user": carl["id"], "scopes": ["read"]})),
+        )
+        .await;
+    if status != 201 {
+        return Err(format!("7: the partner creates for carl: {status} {made}"));
+    }
+    let carl_token = made["id"].as_str().unwrap_or("").to_string();
+    ui.goto("/#/partner").await;
+    ui.title("Customers").await;
+    let row = format!("section[data-org='cust'] tr[data-token='{carl_token}']");
+    ui.find(&row).await;
+    if ui
+        .has(&format!("{row} button[data-action='download']"))
+        .await
+    {
+        return Err("7: a download control is offered to the partner".into());
+    }
+    ui.page("partner").await;
+    let (status, body) = ui
+        .fetch("POST", &format!("/v1/tokens/{carl_token}/download"), None)
+        .await;
+    if status != 403 {
+        return Err(format!(
+            "7: the API let the partner download: {status} {body}"
+        ));
+    }
+    ui.click(&format!("{row} button[data-action='revoke']"))
+        .await;
+    ui.find("dialog[open]").await;
+    ui.page("confirm-revoke").await;
+    ui.click("dialog[open] button[type=submit]").await;
+    wait_for(
+        || async { ui.badge(&carl_token).await == "Revoked" },
+        "7: Revoked",
+    )
+    .await?;
+
+    // 8. A readonly user: no New API token control, and the API answers 403.
+    let rita = cp.api(
+        "POST",
+        &format!("/v1/orgs/{}/users", cp.org()),
+        Some(alice),
+        Some(&json!({"username": "rita", "role": "readonly"})),
+    )?;
+    ui.sign_out().await;
+    ui.use_link(rita["link"]["url"].as_str().unwrap_or(""), pw)
+        .await;
+    ui.title("API tokens").await;
+    if ui.has("#new-token").await || ui.has("#revoke-all").await {
+        return Err("8: the readonly user is offered a create or revoke control".into());
+    }
+    ui.page("readonly").await;
+    let (status, _) = ui
+        .fetch(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "nope", "scopes": ["read"]})),
+        )
+        .await;
+    if status != 403 {
+        return Err(format!("8: the API answered {status} to a readonly create"));
+    }
+
+    // 9. Failures as they happen: a wrong password, an expired invitation, a session that
+    //    times out.
+    ui.sign_out().await;
+    ui.sign_in("acme", "bob", "not bob's password").await;
+    let err = ui.text_of("main .error").await;
+    if err != "wrong organization, username or password" {
+        return Err(format!("9: wrong password shows {err:?}"));
+    }
+    ui.page("wrong-password").await;
+    let late = cp.api(
+        "POST",
+        &format!("/v1/orgs/{}/users", cp.org()),
+        Some(alice),
+        Some(&json!({"username": "late", "role": "user"})),
+    )?;
+    // Time passes: the link's expiry is moved into the past in the database.
+    db_exec(
+        cp.db_path(),
+        "UPDATE sign_in_links SET expires_at = 0 WHERE user_id = ?1",
+        late["id"].as_str().unwrap_or(""),
+    );
+    ui.use_link(late["link"]["url"].as_str().unwrap_or(""), pw)
+        .await;
+    let err = ui.text_of("main .error, main .field-error").await;
+    if !err.contains("expired") {
+        return Err(format!("9: an expired invitation shows {err:?}"));
+    }
+    ui.page("expired-invitation").await;
+    ui.goto("/").await;
+    ui.sign_in("acme", "bob", pw).await;
+    ui.title("API tokens").await;
+    let bob = cp.api(
+        "GET",
+        &format!("/v1/orgs/{}/users", cp.org()),
+        Some(alice),
+        None,
+    )?;
+    let bob_id = bob["users"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["username"] == "bob"))
+        .map(|u| u["id"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    // 31 idle minutes pass.
+    db_exec(cp.db_path(), "UPDATE sessions SET last_seen_at = last_seen_at - 1860 WHERE user_id = ?1 AND ended_at IS NULL", &bob_id);
+    ui.click("#refresh").await;
+    ui.title("Sign in").await;
+    let err = ui.text_of("main .error").await;
+    if !err.contains("session has ended") {
+        return Err(format!("9: a timed-out session shows {err:?}"));
+    }
+    ui.page("session-timed-out").await;
+
+    // The admin's pages (10: axe-core ran on every page above and runs on these).
+    ui.sign_in("acme", "alice", pw).await;
+    ui.title("API tokens").await;
+    ui.page("tokens-admin").await;
+    for (hash, title, name) in [
+        ("#/audit", "Audit log", "audit-log"),
+        ("#/org", "Organization acme", "organization"),
+    ] {
+        ui.goto(&format!("/{hash}")).await;
+        ui.title(title).await;
+        ui.page(name).await;
+    }
+    ui.click("#new-edge").await;
+    ui.fill("dialog[open] #f-name", "edge-ui").await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.find("dialog[open] #secret-value").await;
+    ui.page("edge-secret").await;
+    ui.take_secret().await;
+    // A narrow (mobile) window.
+    ui.c.set_window_size(390, 844).await.unwrap();
+    ui.goto("/#/tokens").await;
+    ui.title("API tokens").await;
+    ui.page("tokens-narrow").await;
+    // Keyboard only: Tab reaches the New API token button, Enter opens the dialog, Escape
+    // closes it.
+    ui.c.set_window_size(1280, 900).await.unwrap();
+    ui.goto("/#/tokens").await;
+    ui.title("API tokens").await;
+    let reached =
+        ui.c.execute_async(
+            "const done = arguments[0]; document.getElementById('main').focus(); done(true);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let _ = reached;
+    let mut found = false;
+    for _ in 0..40 {
+        ui.c.active_element()
+            .await
+            .unwrap()
+            .send_keys("\u{E004}")
+            .await
+            .unwrap();
+        if ui
+            .js(
+                "return document.activeElement && document.activeElement.id",
+                vec![],
+            )
+            .await
+            == json!("new-token")
+        {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        return Err("keyboard: Tab never reached New API token".into());
+    }
+    ui.c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    ui.find("dialog[open] #f-name").await;
+    ui.c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E00C}")
+        .await
+        .unwrap();
+    wait_for(
+        || async { !ui.has("dialog[open]").await },
+        "keyboard: Escape closes the dialog",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Polls `cond` for up to 10 s.
+async fn wait_for<F, Fut>(mut cond: F, what: &str) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        if Instant::now() > deadline {
+            return Err(format!("{what}: not reached in 10 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
