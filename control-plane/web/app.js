@@ -439,7 +439,7 @@ async function download(t, what) {
     await showSecret(`Your API token “${t.name}”`, m.jwt, `${t.name}.jwt`,
       "You will not see this token again: copy it or save it as a file now. Afterwards only its id is shown.");
   } catch (e) { toast(e.message); }
-  showTokens();
+  route();
 }
 
 async function regenerate(t) {
@@ -450,7 +450,7 @@ async function regenerate(t) {
 async function simple(t, what) {
   try { await api("POST", `/v1/tokens/${encodeURIComponent(t.id)}/${what}`); toast(`Token ${what}d.`); }
   catch (e) { toast(e.message); }
-  showTokens();
+  route();
 }
 
 async function revoke(t) {
@@ -464,7 +464,7 @@ async function del(t) {
   if (!ok) return;
   try { await api("DELETE", `/v1/tokens/${encodeURIComponent(t.id)}`); toast("Token deleted."); }
   catch (e) { toast(e.message); }
-  showTokens();
+  route();
 }
 
 async function revokeAllDialog() {
@@ -476,7 +476,7 @@ async function revokeAllDialog() {
     const r = await api("POST", "/v1/tokens/revoke-all", own ? { user: session.user.id } : { org: session.org.id });
     toast(`${r.revoked} tokens revoked.`);
   } catch (e) { toast(e.message); }
-  showTokens();
+  route();
 }
 
 function tokenForm(t) {
@@ -537,7 +537,7 @@ async function newTokenDialog() {
     },
   });
   if (made) toast(`Token “${made.name}” created: Pending until its owner downloads it.`);
-  showTokens();
+  route();
 }
 
 async function editDialog(t) {
@@ -551,7 +551,7 @@ async function editDialog(t) {
     },
   });
   if (r) toast(r.jwt_revoked ? "Saved; the JWT was revoked: its owner downloads a new one." : "Saved.");
-  showTokens();
+  route();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -236,6 +236,8 @@ impl Ui {
     /// Opens a one-time link and sets the password.
     async fn use_link(&mut self, url: &str, password: &str) {
         self.c.goto(url).await.unwrap();
+        // The set-password form (not the sign-in form it may replace).
+        self.find("#f-again").await;
         self.fill("#f-password", password).await;
         self.fill("#f-again", password).await;
         self.click("main form button[type=submit]").await;
