@@ -152,18 +152,43 @@ impl Ui {
         }
     }
 
+    /// The page re-renders after every answer, so an element found may be replaced before
+    /// it is used: each use finds it again until it works (10 s at most).
+    async fn with<T, F, Fut>(&self, css: &str, what: &str, op: F) -> T
+    where
+        F: Fn(Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let last = match self.c.find(Locator::Css(css)).await {
+                Ok(e) => match op(e).await {
+                    Ok(v) => return v,
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            assert!(Instant::now() < deadline, "{what} {css}: {last}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn text_of(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
+        self.with(css, "text of", |e| async move { e.text().await })
+            .await
     }
 
     async fn fill(&self, css: &str, value: &str) {
-        let e = self.find(css).await;
-        e.clear().await.unwrap();
-        e.send_keys(value).await.unwrap();
+        self.with(css, "fill", |e| async move {
+            e.clear().await?;
+            e.send_keys(value).await
+        })
+        .await
     }
 
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        self.with(css, "click", |e| async move { e.click().await })
+            .await
     }
 
     /// Runs `script` (with `arguments`) in the page and returns its value.
@@ -245,8 +270,12 @@ impl Ui {
 
     /// The secret shown in the open dialog, then closes it.
     async fn take_secret(&self) -> String {
-        let area = self.find("dialog[open] #secret-value").await;
-        let v = area.prop("value").await.unwrap().unwrap_or_default();
+        let v = self
+            .with("dialog[open] #secret-value", "value of", |e| async move {
+                e.prop("value").await
+            })
+            .await
+            .unwrap_or_default();
         self.click("dialog[open] button[type=submit]").await;
         v
     }
