@@ -677,10 +677,23 @@ fn measure_search(
         // Every page of 500, in the default order; every token exactly once.
         let t = Instant::now();
         let mut seen: HashSet<String> = HashSet::with_capacity(total);
+        // Each page after the first starts at the previous page's `next` cursor (keyset
+        // paging: no page costs more than the first).
+        let mut next: Option<String> = None;
         for page in 1..=out.walk_pages {
-            let target = format!("/v1/tokens?per_page={WALK_PER_PAGE}&page={page}");
+            let target = match &next {
+                None => format!("/v1/tokens?per_page={WALK_PER_PAGE}"),
+                Some(cursor) => format!("/v1/tokens?per_page={WALK_PER_PAGE}&after={cursor}"),
+            };
             let (r, _) = timed(cp, &request(cp, "GET", &target, admin), 200)?;
             let v = json_of(&r, &target)?;
+            next = v.get("next").and_then(Value::as_str).map(str::to_owned);
+            if (page < out.walk_pages) != next.is_some() {
+                return Err(format!(
+                    "page walk: page {page} of {} came with next = {next:?}",
+                    out.walk_pages
+                ));
+            }
             for tok in tokens_of(&v, &target)? {
                 let id = tok.get("id").and_then(Value::as_str).unwrap_or_default();
                 if !seen.insert(id.to_owned()) {
@@ -1406,7 +1419,7 @@ fn report(
     let _ = writeln!(md, "### Method\n");
     let _ = writeln!(
         md,
-        "- One real `tessera serve` (`{bin}`, release profile: `opt-level = \"z\"`, LTO) on \
+        "- One real `tessera serve` (`{bin}`, release profile: `opt-level = 3`, LTO) on \
          loopback, started by `tessera_host_tests::ControlPlane`: `tessera admin \
          gen-master-key`, then `tessera admin bootstrap` for org `acme` and {admins} admins \
          (`alice`, who searches and exports, and `bench-1`…`bench-{maxc}`, one per \
@@ -1439,7 +1452,8 @@ fn report(
          hold tokens. `q` is a case-insensitive substring of name, description, username or \
          display name, found through a trigram full-text index (3 characters or more). The \
          page walk reads every page of {walk_pp} (`per_page` maximum) in the default order \
-         (newest first) and must see every token exactly once. The CSV export \
+         (newest first), each after the first from the previous page's `next` cursor \
+         (`after=`, keyset paging), and must see every token exactly once. The CSV export \
          (`GET /v1/tokens.csv`, no filter) must parse (RFC 4180) to the documented header \
          and one row per token (the export streams every row, in batches read with keyset \
          paging).\n\
@@ -1503,7 +1517,7 @@ fn report(
          \n\
          # then, over HTTP/1.1 with Authorization: Bearer <admin token>:\n\
          GET  /v1/tokens?<query>                        # the searches below\n\
-         GET  /v1/tokens?per_page={WALK_PER_PAGE}&page=1..{pages}\n\
+         GET  /v1/tokens?per_page={WALK_PER_PAGE}  then  &after=<next> ({pages} pages)\n\
          GET  /v1/tokens.csv\n\
          POST /v1/tokens  +  POST /v1/tokens/<id>/download     # per client, in a loop\n\
          POST /v1/usage  (Authorization: Bearer <edge credential>, {BATCH} events)\n\
