@@ -369,7 +369,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
     tools::header(&format!(
         "[4/{STEPS}] edge worker: workerd, wasm-bindgen-cli and the worker bundle"
     ));
-    let (workerd, edge_bundle) = if needs(&[bench::Part::Workerd]) {
+    let (workerd, edge_bundle) = if needs(&[bench::Part::Workerd, bench::Part::Soak]) {
         (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
     } else {
         println!("not needed by the selected parts");
@@ -383,7 +383,11 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
             "cargo build --release -p tessera-control-plane --bin tessera"
         }
     ));
-    let cp_bin = if !needs(&[bench::Part::Propagation, bench::Part::ControlPlane]) {
+    let cp_bin = if !needs(&[
+        bench::Part::Propagation,
+        bench::Part::ControlPlane,
+        bench::Part::Soak,
+    ]) {
         println!("not needed by the selected parts");
         PathBuf::new()
     } else if plan.smoke {

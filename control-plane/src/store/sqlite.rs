@@ -159,6 +159,15 @@ CREATE TRIGGER users_text_update AFTER UPDATE OF username, display_name ON users
                         WHERE t.user_id = new.id);
 END;
 "#,
+    // 3: the live tokens of an org or user in creation order, ids included: listings,
+    // keyset pages and counts are read from the index alone (no temp B-tree for the id
+    // tie-break, no table rows to count).
+    r#"
+CREATE INDEX tokens_org_live ON tokens(org_id, deleted_at, created_at, id);
+CREATE INDEX tokens_user_live ON tokens(user_id, deleted_at, created_at, id);
+DROP INDEX tokens_org;
+DROP INDEX tokens_user;
+"#,
 ];
 
 /// The ids of the tokens whose text matches the FTS5 phrase `:q`.
@@ -588,8 +597,17 @@ const FTS_DRIVE_MAX: i64 = 1000;
 
 /// The WHERE clause of a token search and its named arguments. With `fts_driven`, the
 /// text condition is left to the FROM clause (see [`FTS_DRIVE_MAX`]).
-fn token_filter(q: &TokenQuery, fts_driven: bool) -> (String, Vec<(&'static str, SqlValue)>) {
+/// A token search's WHERE clause, its named arguments, and whether it reads the owner's
+/// row (`u`).
+struct TokenFilter {
+    sql: String,
+    args: Vec<(&'static str, SqlValue)>,
+    needs_owner: bool,
+}
+
+fn token_filter(q: &TokenQuery, fts_driven: bool) -> TokenFilter {
     let mut wh = vec!["t.deleted_at IS NULL".to_string()];
+    let mut needs_owner = false;
     let mut args: Vec<(&'static str, SqlValue)> = vec![(":now", SqlValue::Integer(q.now))];
     match &q.scope {
         TokenScope::Org(org) => {
@@ -604,6 +622,7 @@ fn token_filter(q: &TokenQuery, fts_driven: bool) -> (String, Vec<(&'static str,
             user_id,
             partner_org_id,
         } => {
+            needs_owner = true;
             wh.push(
                 "(t.user_id = :scope_user OR (u.delegated = 1 AND t.org_id IN \
                  (SELECT id FROM orgs WHERE partner_org_id = :scope_org)))"
@@ -622,6 +641,7 @@ fn token_filter(q: &TokenQuery, fts_driven: bool) -> (String, Vec<(&'static str,
             }
             args.push((":q", SqlValue::Text(phrase)));
         } else {
+            needs_owner = true;
             wh.push(
                 "(lower(t.name) LIKE :q ESCAPE '\\' OR lower(t.description) LIKE :q ESCAPE '\\' \
                  OR lower(u.username) LIKE :q ESCAPE '\\' OR lower(u.display_name) LIKE :q ESCAPE '\\')"
@@ -642,7 +662,11 @@ fn token_filter(q: &TokenQuery, fts_driven: bool) -> (String, Vec<(&'static str,
         wh.push("t.expires_at < :expires_before".into());
         args.push((":expires_before", SqlValue::Integer(before)));
     }
-    (wh.join(" AND "), args)
+    TokenFilter {
+        sql: wh.join(" AND "),
+        args,
+        needs_owner,
+    }
 }
 
 /// A keyset cursor: the row's sort key and id, as base64url of JSON (opaque to clients).
@@ -922,7 +946,11 @@ impl Tx for SqliteTx<'_> {
             }
             None => false,
         };
-        let (where_sql, args) = token_filter(q, fts_driven);
+        let TokenFilter {
+            sql: where_sql,
+            args,
+            needs_owner,
+        } = token_filter(q, fts_driven);
         let order = sort_key_sql(q.sort);
         let dir = if q.descending { "DESC" } else { "ASC" };
         // CROSS JOIN keeps the matches as the outer loop (SQLite never reorders it).
@@ -944,7 +972,13 @@ impl Tx for SqliteTx<'_> {
                     .collect()
             };
         let total = if q.count {
-            let count_sql = format!("SELECT count(*) {from} WHERE {where_sql}");
+            // The owner's row is joined only when a condition needs it.
+            let count_from = if fts_driven || needs_owner {
+                from
+            } else {
+                "FROM tokens t"
+            };
+            let count_sql = format!("SELECT count(*) {count_from} WHERE {where_sql}");
             let b = bind(&count_sql, &[]);
             let refs: Vec<(&str, &dyn rusqlite::ToSql)> = b
                 .iter()

@@ -940,6 +940,24 @@ struct Scale {
     me_during_exports: Vec<f64>,
     /// Rows each export returned (all of them, every time).
     export_rows: Vec<usize>,
+    /// The server's resident memory (KiB) before the exports, and the most seen while
+    /// they ran (sampled every 50 ms).
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+    /// Bytes of one export.
+    export_bytes: usize,
+}
+
+/// Resident memory of process `pid` (KiB), from `/proc/<pid>/status`.
+fn rss_kib(pid: Option<u32>) -> u64 {
+    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
@@ -969,14 +987,27 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
     );
     let exports = 4;
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let rss_before_kib = rss_kib(cp.pid());
+    let rss_peak = std::sync::atomic::AtomicU64::new(rss_before_kib);
+    let export_bytes = std::sync::atomic::AtomicUsize::new(0);
     let (me_during_exports, export_rows) = std::thread::scope(|scope| -> Result<_> {
+        {
+            let (stop, rss_peak) = (&stop, &rss_peak);
+            scope.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rss_peak.fetch_max(rss_kib(cp.pid()), std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
         let workers: Vec<_> = (0..exports)
             .map(|_| {
-                let stop = &stop;
+                let (stop, export_bytes) = (&stop, &export_bytes);
                 scope.spawn(move || -> Result<Vec<usize>> {
                     let mut rows = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let (body, _) = get_large(cp, "/v1/tokens.csv", alice)?;
+                        export_bytes.store(body.len(), std::sync::atomic::Ordering::Relaxed);
                         // Header line excluded.
                         rows.push(
                             body.iter()
@@ -1026,12 +1057,22 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
         1000.0 * percentile(&me_during_exports, 99.0),
         export_rows.len()
     );
+    let rss_peak_kib = rss_peak.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "  server memory: {} KiB before the exports, at most {} KiB during them (one export is {} bytes)",
+        count(rss_before_kib as usize),
+        count(rss_peak_kib as usize),
+        count(export_bytes.load(std::sync::atomic::Ordering::Relaxed))
+    );
     Ok(Scale {
         orgs,
         me_many_orgs,
         exports,
         me_during_exports,
         export_rows,
+        rss_before_kib,
+        rss_peak_kib,
+        export_bytes: export_bytes.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -1308,7 +1349,10 @@ fn scale_report(s: &Scale) -> String {
          | measure | p50 ms | p99 ms | calls |\n|---|---:|---:|---:|\n\
          | `GET /v1/me` with {} more organizations | {} | {} | {} |\n\
          | `GET /v1/me` (another user) while {} CSV exports of every token run | {} | {} | {} |\n\n\
-         Every export meanwhile returned every row ({} exports, {} rows each).\n",
+         Every export meanwhile returned every row ({} exports, {} rows each). The server's \
+         resident memory was {:.1} MiB before the exports and at most {:.1} MiB while {} of \
+         them ({:.1} MiB each) streamed at once: the export holds one batch per stream, not \
+         the file.\n",
         s.orgs,
         ms(&s.me_many_orgs, 50.0),
         ms(&s.me_many_orgs, 99.0),
@@ -1323,6 +1367,10 @@ fn scale_report(s: &Scale) -> String {
             .copied()
             .map(count)
             .unwrap_or_default(),
+        s.rss_before_kib as f64 / 1024.0,
+        s.rss_peak_kib as f64 / 1024.0,
+        s.exports,
+        s.export_bytes as f64 / 1_048_576.0,
     )
 }
 
