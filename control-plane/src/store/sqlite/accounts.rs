@@ -54,7 +54,7 @@ fn edge(r: &Row) -> rusqlite::Result<EdgeRecord> {
 impl AccountsTx for SqliteTx<'_> {
     fn get_account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 &format!("SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.user_id = ?1"),
                 [user_id],
@@ -70,7 +70,7 @@ impl AccountsTx for SqliteTx<'_> {
         } else {
             "{}".into()
         };
-        self.tx.execute(
+        self.conn.execute(
             "INSERT OR REPLACE INTO accounts (user_id, password_hash, disabled_at, deleted_at, suspended_tokens, prefs) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![a.user_id, a.password_hash, a.disabled_at, a.deleted_at, suspended, prefs],
@@ -79,7 +79,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn org_accounts(&mut self, org_id: &str) -> StoreResult<Vec<Account>> {
-        let mut st = self.tx.prepare(&format!(
+        let mut st = self.conn.prepare(&format!(
             "SELECT {ACCOUNT_COLS} FROM accounts a JOIN users u ON u.id = a.user_id WHERE u.org_id = ?1"
         ))?;
         let rows = st.query_map([org_id], account)?;
@@ -87,7 +87,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn insert_link(&mut self, l: &SignInLink) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO sign_in_links (secret_sha256, user_id, kind, created_at, expires_at, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![l.secret_sha256, l.user_id, l.kind, l.created_at, l.expires_at, l.used_at],
         )?;
@@ -95,8 +95,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn get_link(&mut self, hash: &str) -> StoreResult<Option<SignInLink>> {
-        Ok(self
-            .tx
+        Ok(self.conn
             .query_row(
                 "SELECT secret_sha256, user_id, kind, created_at, expires_at, used_at FROM sign_in_links WHERE secret_sha256 = ?1",
                 [hash],
@@ -115,7 +114,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn use_link(&mut self, hash: &str, at: i64) -> StoreResult<bool> {
-        let n = self.tx.execute(
+        let n = self.conn.execute(
             "UPDATE sign_in_links SET used_at = ?2 WHERE secret_sha256 = ?1 AND used_at IS NULL",
             params![hash, at],
         )?;
@@ -123,7 +122,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn insert_session(&mut self, s: &Session) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             params![
                 s.id,
@@ -140,7 +139,7 @@ impl AccountsTx for SqliteTx<'_> {
 
     fn get_session(&mut self, hash: &str) -> StoreResult<Option<Session>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 &format!("SELECT {SESSION_COLS} FROM sessions WHERE secret_sha256 = ?1"),
                 [hash],
@@ -151,7 +150,7 @@ impl AccountsTx for SqliteTx<'_> {
 
     fn session_by_id(&mut self, id: &str) -> StoreResult<Option<Session>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"),
                 [id],
@@ -161,7 +160,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn touch_session(&mut self, id: &str, at: i64) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1",
             params![id, at],
         )?;
@@ -169,7 +168,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn end_session(&mut self, id: &str, at: i64) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE sessions SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
             params![id, at],
         )?;
@@ -177,7 +176,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn end_user_sessions(&mut self, user_id: &str, at: i64) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE sessions SET ended_at = ?2 WHERE user_id = ?1 AND ended_at IS NULL",
             params![user_id, at],
         )?;
@@ -186,7 +185,7 @@ impl AccountsTx for SqliteTx<'_> {
 
     fn get_throttle(&mut self, key: &str) -> StoreResult<Option<Throttle>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 "SELECT key, failures, locked_until, last_at FROM sign_in_throttle WHERE key = ?1",
                 [key],
@@ -203,7 +202,7 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn put_throttle(&mut self, t: &Throttle) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT OR REPLACE INTO sign_in_throttle (key, failures, locked_until, last_at) VALUES (?1, ?2, ?3, ?4)",
             params![t.key, t.failures, t.locked_until, t.last_at],
         )?;
@@ -211,13 +210,13 @@ impl AccountsTx for SqliteTx<'_> {
     }
 
     fn clear_throttle(&mut self, key: &str) -> StoreResult<()> {
-        self.tx
+        self.conn
             .execute("DELETE FROM sign_in_throttle WHERE key = ?1", [key])?;
         Ok(())
     }
 
     fn list_edges(&mut self, org_id: &str) -> StoreResult<Vec<EdgeRecord>> {
-        let mut st = self.tx.prepare(&format!(
+        let mut st = self.conn.prepare(&format!(
             "SELECT {EDGE_COLS} FROM edge_credentials WHERE org_id = ?1 ORDER BY created_at, id"
         ))?;
         let rows = st.query_map([org_id], edge)?;
@@ -226,7 +225,7 @@ impl AccountsTx for SqliteTx<'_> {
 
     fn get_edge(&mut self, id: &str) -> StoreResult<Option<EdgeRecord>> {
         Ok(self
-            .tx
+            .conn
             .query_row(
                 &format!("SELECT {EDGE_COLS} FROM edge_credentials WHERE id = ?1"),
                 [id],
@@ -238,7 +237,7 @@ impl AccountsTx for SqliteTx<'_> {
     fn revoke_edge(&mut self, id: &str, at: i64) -> StoreResult<()> {
         // The stored hash is replaced by a value no SHA-256 hex can equal, so the secret
         // stops authenticating in the same commit.
-        self.tx.execute(
+        self.conn.execute(
             "UPDATE edge_credentials SET revoked_at = ?2, secret_sha256 = 'revoked:' || id \
              WHERE id = ?1 AND revoked_at IS NULL",
             params![id, at],
