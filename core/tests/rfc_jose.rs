@@ -401,7 +401,7 @@ fn rfc7515_s5_2_step3_header_is_a_utf8_json_object() {
         b"\"EdDSA\"".to_vec(),
         format!("{h} x").into_bytes(),
         format!("{h}{h}").into_bytes(),
-        h[..h.len() - 1].as_bytes().to_vec(),
+        h.as_bytes()[..h.len() - 1].to_vec(),
         // Invalid UTF-8 inside a string member.
         [&h.as_bytes()[..h.len() - 1], b",\"x\":\"\xff\xfe\"}"].concat(),
         // A lone surrogate is not a Unicode scalar value.
