@@ -41,7 +41,7 @@ tasks:
                the module in Envoy against the real control plane), the bench smoke
                run, then dist, with both images read by skopeo and pushed to and pulled
                from a loopback docker-registry (Debian skopeo and docker-registry are
-               installed if missing), then every fuzz target for 20 s (as `fuzz`)
+               installed if missing), then the data-plane fuzz targets for 20 s each (cp_bodies only in `fuzz`)
   dist [--check]
                build the release artifacts into target/dist/: tessera_filter.wasm,
                the edge-worker bundle and the tessera binary (.tar.gz), each with a
@@ -278,11 +278,19 @@ fn test(root: &Path) -> Result<()> {
     )?;
     check_dist(root, &dist)?;
 
-    // Each fuzz target briefly; BENCHMARKS.md records the long run (`cargo xtask fuzz`).
+    // Each data-plane fuzz target briefly; BENCHMARKS.md records the long run (`cargo
+    // xtask fuzz`). `cp_bodies` is left to `cargo xtask fuzz`: it instruments the whole
+    // control plane, a build of over 20 minutes on this machine, which CI cannot afford.
+    let ci_targets: Vec<String> = fuzz::TARGETS
+        .iter()
+        .filter(|(t, _)| *t != "cp_bodies")
+        .map(|(t, _)| (*t).to_string())
+        .collect();
     tools::header(&format!(
-        "[10/{STEPS}] fuzz: every cargo-fuzz target for {TEST_FUZZ_SECONDS} s"
+        "[10/{STEPS}] fuzz: {} for {TEST_FUZZ_SECONDS} s each",
+        ci_targets.join(", ")
     ));
-    let stats = fuzz::run(root, TEST_FUZZ_SECONDS, None)?;
+    let stats = fuzz::run(root, TEST_FUZZ_SECONDS, Some(&ci_targets))?;
     println!("\n{}", fuzz::table(&stats));
 
     tools::header(&format!("[11/{STEPS}] all checks passed"));
