@@ -8,6 +8,8 @@
 //! - `bench` — issue 6's measurements (`bench/` module: Envoy, workerd, propagation,
 //!   control plane, footprint, Ed25519), interleaved rounds, written to BENCHMARKS.md
 //!   (`--smoke`: every part once, answers checked);
+//! - `fuzz` — builds the cargo-fuzz targets in `fuzz/` and runs each for `--seconds N`
+//!   (`fuzz` module; `test` runs each for 20 s);
 //! - `dist` — the release artifacts and the filter's two OCI image layouts in
 //!   `target/dist/` (`dist` module), checked by skopeo and a local registry in `test`
 //!   (`registry` module).
@@ -16,6 +18,7 @@ mod bench;
 mod browser;
 mod dist;
 mod edge;
+mod fuzz;
 mod registry;
 mod tools;
 mod wasm;
@@ -39,7 +42,7 @@ tasks:
                the module in Envoy against the real control plane), the bench smoke
                run, then dist, with both images read by skopeo and pushed to and pulled
                from a loopback docker-registry (Debian skopeo and docker-registry are
-               installed if missing)
+               installed if missing), then the data-plane fuzz targets for 20 s each (cp_bodies only in `fuzz`)
   dist [--check]
                build the release artifacts into target/dist/: tessera_filter.wasm,
                the edge-worker bundle and the tessera binary (.tar.gz), each with a
@@ -47,6 +50,14 @@ tasks:
                compat/: one plugin.wasm layer), reproducible byte for byte; with
                --check, also image it again (same digests), read both layouts with
                skopeo and push and pull them through a loopback docker-registry
+  fuzz [--seconds N] [--only T,U] [--record]
+               install cargo-fuzz into tools/cargo-fuzz if missing, build the fuzz
+               targets in fuzz/ (libFuzzer, no sanitizer, debug assertions) into
+               target/fuzz/, write the seed corpora (testkit keys and tokens), then run
+               each target for N seconds (default 60), one at a time: token, config,
+               status_list, headers, cp_bodies; prints executions and coverage per
+               target as a table; a crash fails with the input's path; --record
+               writes the rows into BENCHMARKS.md's fuzzing section
   demo [--serve]
                install Envoy if missing, build the module and the control plane, and run
                the walk-through (issue, accept, revoke, refuse, authentication log); ends
@@ -88,6 +99,7 @@ fn main() -> ExitCode {
             dist_task(&root, &dist::dist_dir(&root), None).and_then(|d| check_dist(&root, &d))
         }
         ["bench", options @ ..] => bench(&root, options),
+        ["fuzz", options @ ..] => fuzz_task(&root, options),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -169,8 +181,11 @@ fn cargo(root: &Path) -> Command {
     cmd
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u64 = 20;
+
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 10;
+    const STEPS: usize = 11;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -280,7 +295,22 @@ fn test(root: &Path) -> Result<()> {
     )?;
     check_dist(root, &dist)?;
 
-    tools::header(&format!("[10/{STEPS}] all checks passed"));
+    // Each data-plane fuzz target briefly; BENCHMARKS.md records the long run (`cargo
+    // xtask fuzz`). `cp_bodies` is left to `cargo xtask fuzz`: it instruments the whole
+    // control plane, a build of over 20 minutes on this machine, which CI cannot afford.
+    let ci_targets: Vec<String> = fuzz::TARGETS
+        .iter()
+        .filter(|(t, _)| *t != "cp_bodies")
+        .map(|(t, _)| (*t).to_string())
+        .collect();
+    tools::header(&format!(
+        "[10/{STEPS}] fuzz: {} for {TEST_FUZZ_SECONDS} s each",
+        ci_targets.join(", ")
+    ));
+    let stats = fuzz::run(root, TEST_FUZZ_SECONDS, Some(&ci_targets))?;
+    println!("\n{}", fuzz::table(&stats));
+
+    tools::header(&format!("[11/{STEPS}] all checks passed"));
     Ok(())
 }
 
@@ -354,6 +384,37 @@ fn dist_task(root: &Path, out: &Path, cp_bin: Option<&Path>) -> Result<dist::Dis
     )?;
     dist::report(&dist);
     Ok(dist)
+}
+
+fn fuzz_task(root: &Path, args: &[&str]) -> Result<()> {
+    let mut seconds = 60;
+    let mut only: Option<Vec<String>> = None;
+    let mut record = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--seconds" => {
+                let n = it.next().copied().unwrap_or_default();
+                seconds =
+                    n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("--seconds wants a positive whole number, not {n:?}")
+                    })?;
+            }
+            "--only" => {
+                let list = it.next().copied().unwrap_or_default();
+                only = Some(list.split(',').map(str::to_string).collect());
+            }
+            "--record" => record = true,
+            other => return Err(format!("unknown fuzz option `{other}`\n\n{USAGE}")),
+        }
+    }
+    tools::header(&format!("fuzz: every target for {seconds} s"));
+    let stats = fuzz::run(root, seconds, only.as_deref())?;
+    println!("\n{}", fuzz::table(&stats));
+    if record {
+        fuzz::record(root, &stats)?;
+    }
+    Ok(())
 }
 
 fn demo(root: &Path, serve: bool) -> Result<()> {

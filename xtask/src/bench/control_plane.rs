@@ -1479,8 +1479,10 @@ fn report(
          (`alice`, who searches and exports, and `bench-1`…`bench-{maxc}`, one per \
          concurrent client), then `tessera serve`. The SQLite database (WAL, \
          `synchronous=FULL`) is in a temporary directory on the machine's disk \
-         ({fs_type}). The store has one writer connection (write transactions run one at a \
-         time) and a pool of reader connections (WAL: reads run beside the writer).\n\
+         ({fs_type}). The store has one writer connection, whose concurrent writes are \
+         group-committed (each in a savepoint of a batch; one fsync per batch; a call \
+         answers only after its batch's commit is durable), and a pool of reader \
+         connections (WAL: reads run beside the writer).\n\
          - The client is the host tests' HTTP/1.1 client: one TCP connection per request \
          (`Connection: close`); a latency is connect to last byte of the answer, measured by \
          the client. The clients run on the same {cores}-core machine as the server, with \
@@ -1517,9 +1519,10 @@ fn report(
          JWT and status `enabled`). A pair is both calls; pairs/s is pairs completed by all \
          clients divided by the wall time from the common start until the last client's \
          last pair ({seconds} s measured after {warmup} s of untimed warm-up, per \
-         configuration and round). **Each create and each download is its own write \
-         transaction, committed with an fsync (`synchronous=FULL`)**, so a pair is at least \
-         two durable commits; the download also signs the JWT (Ed25519) and allocates a \
+         configuration and round). **Each create and each download is its own write, \
+         answered only once it is committed and fsync'd (`synchronous=FULL`)**; concurrent \
+         writes share a commit, so one client waits for two fsyncs per pair and eight \
+         clients share them; the download also signs the JWT (Ed25519) and allocates a \
          status-list index. A duplicate name is refused by the store's unique index.\n\
          - **Usage.** Each sender (a thread) posts batches of {batch} events (`POST \
          /v1/usage` with an edge credential from `POST /v1/orgs/acme/edge-credentials`), \
@@ -1625,8 +1628,9 @@ fn report(
          second are twice that. These ran after the seed, with {} tokens already in the \
          org. Server CPU well under one core means the server spent the time waiting — on \
          its commits, on the clients, or for a CPU that the clients and other work on the \
-         machine held — rather than computing; with more clients the calls queue for the \
-         one writer connection (each commit waits for its fsync), so latency grows faster than throughput.\n",
+         machine held — rather than computing. One client is bound by the fsync of each \
+         commit; with more clients, writes that arrive during a commit share the next one, \
+         so throughput grows until the CPU is spent.\n",
         count(total)
     );
 

@@ -451,6 +451,15 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan) -> Result<()> {
     } else {
         dir.join("BENCHMARKS-partial.md")
     };
+    // The fuzzing section is written by `cargo xtask fuzz --record`; keep it.
+    let mut md = md;
+    if let Some(kept) = fs::read_to_string(&path)
+        .ok()
+        .as_deref()
+        .and_then(crate::fuzz::recorded_section)
+    {
+        md = format!("{}\n\n{kept}\n", md.trim_end());
+    }
     fs::write(&path, &md).map_err(|e| format!("writing {}: {e}", path.display()))?;
     println!("\n{md}\nwritten to {}", path.display());
     Ok(())
