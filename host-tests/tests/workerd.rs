@@ -9,110 +9,22 @@ mod common;
 #[allow(dead_code)]
 use tessera_host_tests::workerd;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{finish, Case, Www, ALICE};
+use common::{finish, run_table, scenario_table, Case, ScenarioKeys, Www, ALICE};
 use serde_json::{json, Value};
 // `crate::` names the workerd module uses.
 #[allow(unused_imports)]
 use tessera_host_tests::{repo_root, Response, TempDir};
 use tessera_host_tests::{EchoUpstream, Request};
 use tessera_testkit::{
-    jwks, now, status_list_json, tamper_signature, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE,
-    DEFAULT_ISSUER, DEFAULT_STATUS_URI,
+    jwks, now, status_list_json, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
+    DEFAULT_STATUS_URI,
 };
 use workerd::{workerd_tools, ControlStub, Origin, Workerd, WorkerdOptions};
 
 fn start(options: &WorkerdOptions) -> Workerd {
     Workerd::start(options).unwrap_or_else(|e| panic!("workerd with the worker did not start: {e}"))
-}
-
-/// Sends one case to the worker and compares; `Err` describes every mismatch.
-fn check(to: SocketAddr, case: &Case) -> Result<(), String> {
-    let resp = case
-        .request
-        .send(to)
-        .map_err(|e| format!("request failed: {e}"))?;
-    let mut problems = Vec::new();
-    if resp.status != case.status {
-        problems.push(format!("status {} (want {})", resp.status, case.status));
-    }
-    match case.reason {
-        Some(reason) => {
-            if resp.upstream().is_some() {
-                problems.push("the request reached the upstream".into());
-            }
-            // The body is exactly the filter's: {"error": <code>, "reason": <reason>}.
-            let want_body = json!({"error": resp.error(), "reason": reason});
-            if resp.json() != Some(want_body) || resp.error().is_none() {
-                problems.push(format!("body {:?} (want reason {reason:?})", resp.text()));
-            }
-            if resp.header("content-type") != Some("application/json") {
-                problems.push(format!(
-                    "content-type {:?} (want application/json)",
-                    resp.header("content-type")
-                ));
-            }
-            if resp.header("cache-control") != Some("no-store") {
-                problems.push(format!(
-                    "cache-control {:?} (want no-store)",
-                    resp.header("cache-control")
-                ));
-            }
-        }
-        None => {
-            if resp.upstream().is_none() {
-                problems.push("the request did not reach the upstream".into());
-            }
-        }
-    }
-    let www = resp.header_all("www-authenticate");
-    match &case.www {
-        Www::Exact(want) => {
-            if www != [want.as_str()] {
-                problems.push(format!("www-authenticate {www:?} (want [{want:?}])"));
-            }
-        }
-        Www::NoErrorParam => {
-            if www.iter().any(|v| v.contains("error=")) {
-                problems.push(format!(
-                    "www-authenticate {www:?} (want no error parameter)"
-                ));
-            }
-        }
-        Www::Ignore => {}
-    }
-    for (header, want) in &case.upstream {
-        let got = resp.upstream_header(header);
-        if &got != want {
-            problems.push(format!("upstream {header}: {got:?} (want {want:?})"));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{} | got: {}", problems.join("; "), resp.summary()))
-    }
-}
-
-fn run_table(label: &str, to: SocketAddr, cases: &[Case]) -> Vec<String> {
-    let mut failed = Vec::new();
-    for case in cases {
-        match check(to, case) {
-            Ok(()) => println!("[{label}] ok   {}", case.name),
-            Err(e) => {
-                println!("[{label}] FAIL {}: {e}", case.name);
-                failed.push(format!("[{label}] {}: {e}", case.name));
-            }
-        }
-    }
-    println!(
-        "[{label}] {} of {} scenarios as expected",
-        cases.len() - failed.len(),
-        cases.len()
-    );
-    failed
 }
 
 /// Status list used by the inline configuration: idx 0 valid, 1 revoked, 2 suspended.
@@ -126,102 +38,15 @@ fn status_lists() -> Value {
 fn workerd_scenarios() {
     let (workerd_bin, bundle) = workerd_tools();
     let t = now();
-    let ed = TestKey::generate(Alg::EdDSA, "ed-1");
-    let es = TestKey::generate(Alg::ES256, "es-1");
-    let rs = TestKey::generate(Alg::RS256, "rs-1");
-    let impostor = TestKey::generate(Alg::EdDSA, "ed-1");
-    let ghost = TestKey::generate(Alg::EdDSA, "ghost");
-
-    let config = json!({
-        "issuers": [DEFAULT_ISSUER],
-        "audiences": [DEFAULT_AUDIENCE],
-        "jwks": jwks(&[&ed, &es, &rs]),
-        "token_sources": [
-            {"header": "authorization", "schemes": ["Bearer", "Token"]},
-            {"header": "csp-auth-token"}
-        ],
-        "routes": [{"path_prefix": "/admin", "scopes": ["admin"]}],
-        "status": {"lists": status_lists()},
-    });
-
-    let tok = |b: TokenBuilder| b.sign(&ed);
-    let valid = tok(TokenBuilder::new(t));
-    let other_valid = tok(TokenBuilder::new(t).claim("jti", "tok_other"));
-    let get = |path: &str| Request::get(path);
-    let bearer = |token: &str| get("/api/things").bearer(token);
+    let keys = ScenarioKeys::generate();
+    let config = keys.config(status_lists());
+    let tok = |b: TokenBuilder| b.sign(&keys.ed);
+    let bearer = |token: &str| Request::get("/api/things").bearer(token);
     let pinned = tok(TokenBuilder::new(t).claim("ip_allow", json!(["127.0.0.1/32"])));
     let pinned_v6 = tok(TokenBuilder::new(t).claim("ip_allow", json!(["2001:db8::/32"])));
     let from = |ip: &str, token: &str| bearer(token).header("cf-connecting-ip", ip);
-
-    let cases = vec![
-        // --- allowed, one per algorithm, identity headers as documented ---
-        Case::allow("valid EdDSA token", bearer(&valid), ALICE)
-            .upstream("authorization", &[&format!("Bearer {valid}")]),
-        Case::allow(
-            "valid ES256 token",
-            bearer(&TokenBuilder::new(t).sign(&es)),
-            ALICE,
-        ),
-        Case::allow(
-            "valid RS256 token",
-            bearer(&TokenBuilder::new(t).sign(&rs)),
-            ALICE,
-        ),
-        Case::allow(
-            "identity headers follow the claims",
-            bearer(&tok(TokenBuilder::new(t)
-                .claim("sub", "bob")
-                .claim("org", "globex")
-                .claim("jti", "tok_42")
-                .claim("scope", "read write"))),
-            ["bob", "globex", "tok_42", "read write"],
-        ),
-        Case::allow(
-            "non-ASCII claims reach the origin as UTF-8",
-            bearer(&tok(TokenBuilder::new(t).claim("sub", "b\u{f8}b \u{2603}"))),
-            ["b\u{f8}b \u{2603}", "acme", "tok_1", "read"],
-        ),
-        Case::allow(
-            "Authorization: Token scheme",
-            get("/api/things").header("authorization", &format!("Token {valid}")),
-            ALICE,
-        ),
-        Case::allow(
-            "custom header source csp-auth-token",
-            get("/api/things").header("csp-auth-token", &valid),
-            ALICE,
-        ),
-        Case::allow(
-            "same token in two sources is not ambiguous",
-            bearer(&valid).header("csp-auth-token", &valid),
-            ALICE,
-        ),
-        Case::allow(
-            "same token in two Authorization lines is not ambiguous",
-            bearer(&valid).bearer(&valid),
-            ALICE,
-        ),
-        Case::allow(
-            "spoofed identity headers are replaced",
-            bearer(&valid)
-                .header("x-tessera-user", "mallory")
-                .header("x-tessera-user", "eve")
-                .header("X-Tessera-Org", "evil")
-                .header("x-tessera-token-id", "forged")
-                .header("x-tessera-scopes", "admin"),
-            ALICE,
-        ),
-        Case::allow(
-            "scoped route with the scope",
-            Request::new("POST", "/admin/users")
-                .bearer(&tok(TokenBuilder::new(t).claim("scope", "read admin"))),
-            ["alice", "acme", "tok_1", "read admin"],
-        ),
-        Case::allow(
-            "path prefix matches whole segments only",
-            get("/administrator").bearer(&valid),
-            ALICE,
-        ),
+    let mut cases = scenario_table(t, &keys);
+    cases.extend(vec![
         // --- the client address is CF-Connecting-IP ---
         Case::allow(
             "ip_allow 127.0.0.1/32, CF-Connecting-IP 127.0.0.1",
@@ -277,171 +102,7 @@ fn workerd_scenarios() {
             "ip_not_allowed",
             Www::NoErrorParam,
         ),
-        // --- token extraction ---
-        Case::deny(
-            "no token",
-            get("/api/things"),
-            401,
-            "token_missing",
-            Www::challenge(),
-        ),
-        Case::deny(
-            "unlisted scheme counts as no token",
-            get("/api/things").header("authorization", "Basic YWxpY2U6c2VjcmV0"),
-            401,
-            "token_missing",
-            Www::challenge(),
-        ),
-        Case::deny(
-            "two different tokens in two sources",
-            bearer(&valid).header("csp-auth-token", &other_valid),
-            400,
-            "token_ambiguous",
-            Www::error("invalid_request"),
-        ),
-        Case::deny(
-            "two different Authorization headers",
-            bearer(&valid).bearer(&other_valid),
-            400,
-            "token_ambiguous",
-            Www::error("invalid_request"),
-        ),
-        // --- 401 invalid_token, one per reason ---
-        Case::invalid("malformed token", bearer("not-a-jwt"), "token_malformed"),
-        Case::invalid(
-            "malformed: three parts of garbage",
-            bearer("a.b.c"),
-            "token_malformed",
-        ),
-        Case::invalid(
-            "signature bytes altered",
-            bearer(&tamper_signature(&valid)),
-            "signature_invalid",
-        ),
-        Case::invalid(
-            "signed by another key with a configured kid",
-            bearer(&TokenBuilder::new(t).sign(&impostor)),
-            "signature_invalid",
-        ),
-        Case::invalid(
-            "unknown kid",
-            bearer(&TokenBuilder::new(t).sign(&ghost)),
-            "key_unknown",
-        ),
-        Case::invalid(
-            "alg none",
-            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).unsigned()),
-            "alg_not_allowed",
-        ),
-        Case::invalid(
-            "HS256 keyed with the Ed25519 public key, real kid",
-            bearer(
-                &TokenBuilder::new(t)
-                    .header("kid", ed.kid())
-                    .sign_hs256(&ed.public_key_bytes()),
-            ),
-            "alg_not_allowed",
-        ),
-        Case::invalid(
-            "HS256 keyed with the RSA public key, real kid",
-            bearer(
-                &TokenBuilder::new(t)
-                    .header("kid", rs.kid())
-                    .sign_hs256(&rs.public_key_bytes()),
-            ),
-            "alg_not_allowed",
-        ),
-        Case::invalid(
-            "ES256 token naming the EdDSA key's kid",
-            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).sign(&es)),
-            "alg_not_allowed",
-        ),
-        Case::invalid(
-            "expired",
-            bearer(&tok(TokenBuilder::new(t - 7200))),
-            "expired",
-        ),
-        Case::invalid(
-            "nbf in the future",
-            bearer(&tok(TokenBuilder::new(t).claim("nbf", t + 1800))),
-            "not_yet_valid",
-        ),
-        Case::invalid(
-            "wrong issuer",
-            bearer(&tok(
-                TokenBuilder::new(t).claim("iss", "https://evil.test/v1/orgs/acme")
-            )),
-            "issuer_mismatch",
-        ),
-        Case::invalid(
-            "wrong audience",
-            bearer(&tok(TokenBuilder::new(t).claim("aud", "someone-else"))),
-            "audience_mismatch",
-        ),
-        Case::invalid(
-            "token larger than 8192 bytes",
-            bearer(&tok(TokenBuilder::new(t).claim("pad", "x".repeat(9000)))),
-            "token_too_large",
-        ),
-        Case::invalid(
-            "exp missing",
-            bearer(&tok(TokenBuilder::new(t).remove_claim("exp"))),
-            "claim_missing",
-        ),
-        Case::invalid(
-            "revoked in the status list",
-            bearer(&tok(TokenBuilder::new(t).status_idx(1))),
-            "revoked",
-        ),
-        Case::invalid(
-            "suspended in the status list",
-            bearer(&tok(TokenBuilder::new(t).status_idx(2))),
-            "suspended",
-        ),
-        Case::deny(
-            "status index beyond the list (fail closed)",
-            bearer(&tok(TokenBuilder::new(t).status_idx(1000))),
-            503,
-            "status_unavailable",
-            Www::NoErrorParam,
-        ),
-        // --- scopes ---
-        Case::deny(
-            "scoped route without the scope",
-            Request::new("POST", "/admin/users").bearer(&valid),
-            403,
-            "insufficient_scope",
-            Www::insufficient_scope("admin"),
-        ),
-        Case::deny(
-            "dot segments cannot sidestep a route rule",
-            get("/public/../admin/users").bearer(&valid),
-            403,
-            "insufficient_scope",
-            Www::insufficient_scope("admin"),
-        ),
-        Case::deny(
-            "percent-encoded letters cannot sidestep a route rule",
-            get("/%61dmin/users").bearer(&valid),
-            403,
-            "insufficient_scope",
-            Www::insufficient_scope("admin"),
-        ),
-        Case::deny(
-            "encoded dot segments cannot sidestep a route rule",
-            get("/public/%2e%2e/admin/users").bearer(&valid),
-            403,
-            "insufficient_scope",
-            Www::insufficient_scope("admin"),
-        ),
-        Case::deny(
-            "doubled slashes cannot sidestep a route rule",
-            get("//admin//users").bearer(&valid),
-            403,
-            "insufficient_scope",
-            Www::insufficient_scope("admin"),
-        ),
-    ];
+    ]);
 
     // Signatures checked with WebCrypto (the default), then in Rust only: same table.
     let mut failures = Vec::new();
@@ -456,7 +117,7 @@ fn workerd_scenarios() {
         .var("TESSERA_WEBCRYPTO", webcrypto);
         let worker = start(&options);
         let label = format!("workerd, webcrypto {webcrypto}");
-        failures.extend(run_table(&label, worker.addr(), &cases));
+        failures.extend(run_table(&label, &worker, &cases).0);
         let allowed = cases.iter().filter(|c| c.reason.is_none()).count();
         if upstream.request_count() != allowed {
             failures.push(format!(
