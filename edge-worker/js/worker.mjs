@@ -12,8 +12,9 @@
 //   ORIGIN_SERVICE               or a service binding to the origin (wins over ORIGIN)
 //   TESSERA_STATUS_URLS          JSON object {"<status list uri in tokens>": "<URL to fetch>"}
 //   TESSERA_STATUS_TTL_MS        a list is revalidated (If-None-Match) by the first request
-//                                at least this long after the last fetch started (1000):
-//                                in the background, so no request waits for it
+//                                at least this long after the last fetch started (900):
+//                                in the background, so no request waits for it, and a
+//                                revocation is refused within a second (900 ms + one fetch)
 //   TESSERA_STATUS_MAX_STALE_MS  without a `sync` section in TESSERA_CONFIG: once a list has
 //                                not been fetched or revalidated for this long, status is
 //                                stale (600000); with one, sync.max_staleness_secs rules.
@@ -139,7 +140,7 @@ function currentState(env) {
 
 function settings(env) {
   return {
-    ttl: number(env.TESSERA_STATUS_TTL_MS, 1_000),
+    ttl: number(env.TESSERA_STATUS_TTL_MS, 900),
     jwksTtl: number(env.TESSERA_JWKS_TTL_MS, 30_000),
     timeout: number(env.TESSERA_STATUS_TIMEOUT_MS, 3_000),
     usageUrl: env.TESSERA_USAGE_URL || null,
