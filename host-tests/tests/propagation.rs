@@ -473,7 +473,7 @@ fn unknown_kid_refreshes_the_keys_at_once_without_restarting_envoy() {
     );
     let took = converge(&envoy, &get(&new), &Seen::Allow, start, PROPAGATION_BOUND);
     println!(
-        "[propagation] key rotation: the first token with the new kid refused key_unknown,          then accepted on both workers {took:?} later (regular JWKS refresh: 3600 s)"
+        "[propagation] key rotation: the first token with the new kid refused key_unknown, then accepted on both workers {took:?} later (regular JWKS refresh: 3600 s)"
     );
     expect(
         &envoy,
