@@ -78,8 +78,10 @@ fn main() -> ExitCode {
         ["build-wasm"] => build_wasm(&root),
         ["test"] => test(&root),
         ["demo"] => demo(&root),
-        ["dist"] => dist_task(&root).map(|_| ()),
-        ["dist", "--check"] => dist_task(&root).and_then(|d| check_dist(&root, &d)),
+        ["dist"] => dist_task(&root, &dist::dist_dir(&root), None).map(|_| ()),
+        ["dist", "--check"] => {
+            dist_task(&root, &dist::dist_dir(&root), None).and_then(|d| check_dist(&root, &d))
+        }
         ["bench", options @ ..] => bench(&root, options),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
@@ -251,7 +253,14 @@ fn test(root: &Path) -> Result<()> {
     tools::header(&format!(
         "[9/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
     ));
-    let dist = dist_task(root)?;
+    // The packaging is what is checked here, so the debug control plane built in step 4
+    // stands in for the release one (a release build costs minutes), and the artifacts
+    // go to a scratch folder, never to target/dist/.
+    let dist = dist_task(
+        root,
+        &root.join("target").join("dist-check").join("dist"),
+        Some(&cp_bin),
+    )?;
     check_dist(root, &dist)?;
 
     tools::header(&format!("[10/{STEPS}] all checks passed"));
@@ -302,18 +311,24 @@ fn check_dist(root: &Path, dist: &dist::Dist) -> Result<()> {
     Ok(())
 }
 
-/// Builds the filter, the edge-worker bundle and the release control plane, and writes
-/// `target/dist/`.
-fn dist_task(root: &Path) -> Result<dist::Dist> {
+/// Builds the filter, the edge-worker bundle and (unless `cp_bin` is given) the release
+/// control plane, and writes the artifacts to `out` (`target/dist/` for `cargo xtask
+/// dist`).
+fn dist_task(root: &Path, out: &Path, cp_bin: Option<&Path>) -> Result<dist::Dist> {
     tools::header("dist: building the wasm modules (release)");
     wasm::build_wasm(root)?;
     tools::header("dist: the edge-worker bundle");
     let edge_bundle = edge::build_edge_worker(root)?;
-    tools::header("dist: cargo build --release -p tessera-control-plane --bin tessera");
-    let cp_bin = build_control_plane_release(root)?;
-    tools::header("dist: writing target/dist/");
+    let cp_bin = match cp_bin {
+        Some(bin) => bin.to_path_buf(),
+        None => {
+            tools::header("dist: cargo build --release -p tessera-control-plane --bin tessera");
+            build_control_plane_release(root)?
+        }
+    };
+    tools::header(&format!("dist: writing {}", out.display()));
     let dist = dist::write_dist(
-        &dist::dist_dir(root),
+        out,
         &dist::Inputs {
             filter_wasm: &wasm::filter_wasm_path(root),
             edge_bundle: &edge_bundle,
@@ -354,7 +369,11 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
     tools::header(&format!(
         "[4/{STEPS}] edge worker: workerd, wasm-bindgen-cli and the worker bundle"
     ));
-    let (workerd, edge_bundle) = if needs(&[bench::Part::Workerd, bench::Part::Propagation]) {
+    let (workerd, edge_bundle) = if needs(&[
+        bench::Part::Workerd,
+        bench::Part::Soak,
+        bench::Part::Propagation,
+    ]) {
         (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
     } else {
         println!("not needed by the selected parts");
@@ -368,7 +387,11 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
             "cargo build --release -p tessera-control-plane --bin tessera"
         }
     ));
-    let cp_bin = if !needs(&[bench::Part::Propagation, bench::Part::ControlPlane]) {
+    let cp_bin = if !needs(&[
+        bench::Part::Propagation,
+        bench::Part::ControlPlane,
+        bench::Part::Soak,
+    ]) {
         println!("not needed by the selected parts");
         PathBuf::new()
     } else if plan.smoke {
