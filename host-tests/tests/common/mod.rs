@@ -353,12 +353,12 @@ pub fn scenario_table(t: u64, keys: &ScenarioKeys) -> Vec<Case> {
             .upstream("authorization", &[&format!("Bearer {valid}")]),
         Case::allow(
             "valid ES256 token",
-            bearer(&TokenBuilder::new(t).sign(&es)),
+            bearer(&TokenBuilder::new(t).sign(es)),
             ALICE,
         ),
         Case::allow(
             "valid RS256 token",
-            bearer(&TokenBuilder::new(t).sign(&rs)),
+            bearer(&TokenBuilder::new(t).sign(rs)),
             ALICE,
         ),
         Case::allow(
@@ -442,12 +442,12 @@ pub fn scenario_table(t: u64, keys: &ScenarioKeys) -> Vec<Case> {
         ),
         Case::invalid(
             "signed by another key with a configured kid",
-            bearer(&TokenBuilder::new(t).sign(&impostor)),
+            bearer(&TokenBuilder::new(t).sign(impostor)),
             "signature_invalid",
         ),
         Case::invalid(
             "unknown kid",
-            bearer(&TokenBuilder::new(t).sign(&ghost)),
+            bearer(&TokenBuilder::new(t).sign(ghost)),
             "key_unknown",
         ),
         Case::invalid(
@@ -475,7 +475,7 @@ pub fn scenario_table(t: u64, keys: &ScenarioKeys) -> Vec<Case> {
         ),
         Case::invalid(
             "ES256 token naming the EdDSA key's kid",
-            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).sign(&es)),
+            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).sign(es)),
             "alg_not_allowed",
         ),
         Case::invalid(
