@@ -16,16 +16,20 @@ pub mod der;
 pub mod extract;
 pub mod ip;
 pub mod jwks;
+pub mod plan;
 pub mod routes;
 pub mod status;
+pub mod synced;
 pub mod token;
 pub mod verify;
 
+use std::net::IpAddr;
 use std::rc::Rc;
 
 pub use cache::TokenCache;
 pub use config::{Config, ConfigError, FailPolicy};
 pub use decision::{Decision, Deny, Identity, Reason};
+pub use plan::{Plan, Reply, UsageRecord};
 pub use status::{StatusList, TokenStatus};
 pub use token::{Claims, TokenType, TYP_ACCESS_TOKEN, TYP_API_TOKEN};
 pub use verify::VerifiedToken;
@@ -220,63 +224,38 @@ impl Verifier {
         Decision::Deny(Deny::new(reason, &self.config.realm, scopes))
     }
 
-    /// Decides one request at time `now` (Unix seconds).
+    /// Decides one request at time `now` (Unix seconds), the signature checked in Rust:
+    /// [`Verifier::begin`], [`Verifier::verify_signature`], then [`Verifier::finish`].
     pub fn check(&self, req: &Request<'_>, now: u64, cache: Option<&mut TokenCache>) -> Outcome {
-        let found = match extract::extract(&self.config.token_sources, req.headers) {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                return Outcome {
-                    decision: self.deny(Reason::TokenMissing, &[]),
-                    token_header: None,
-                    cache: CacheUse::NotUsed,
-                    subject: None,
-                }
+        let mut cache = cache;
+        match self.begin(req, now, cache.as_deref_mut()) {
+            Step::Done(outcome) => outcome,
+            Step::Verify(pending) => {
+                let ok = self.verify_signature(&pending);
+                self.finish(pending, ok, req, now, cache)
             }
-            Err(reason) => {
-                return Outcome {
-                    decision: self.deny(reason, &[]),
-                    token_header: None,
-                    cache: CacheUse::NotUsed,
-                    subject: None,
-                }
-            }
-        };
-        let token_header = Some(found.header.to_string());
-        if found.token.len() > self.config.max_token_bytes {
-            return Outcome {
-                decision: self.deny(Reason::TokenTooLarge, &[]),
-                token_header,
-                cache: CacheUse::NotUsed,
-                subject: None,
-            };
         }
+    }
 
-        let (verified, cache_use) = match cache {
-            Some(cache) => match cache.get(found.token, now) {
-                Some(v) => (Ok(v), CacheUse::Hit),
-                None => {
-                    let v = verify::verify(&self.config, found.token, now).map(Rc::new);
-                    if let Ok(v) = &v {
-                        cache.insert(found.token, Rc::clone(v));
-                    }
-                    (v, CacheUse::Miss)
-                }
-            },
-            None => (
-                verify::verify(&self.config, found.token, now).map(Rc::new),
-                CacheUse::NotUsed,
-            ),
+    /// What the host must do with `outcome` (see [`plan`]).
+    pub fn plan(&self, outcome: &Outcome) -> Plan {
+        plan::plan(&self.config, outcome)
+    }
+
+    /// The client address of `req` by the configured `client_ip` rule: the peer address,
+    /// or the trusted entry of `X-Forwarded-For`. The IP filter and usage records both
+    /// use this one answer.
+    pub fn client_address(&self, req: &Request<'_>) -> Option<IpAddr> {
+        let xff: Vec<&str> = match self.config.client_ip {
+            config::ClientIpSource::Peer => Vec::new(),
+            config::ClientIpSource::XForwardedFor { .. } => req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+                .map(|(_, v)| v.as_str())
+                .collect(),
         };
-        let (decision, subject) = match verified {
-            Ok(v) => (self.authorize(&v, req, now), Some(Subject::of(&v))),
-            Err(reason) => (self.deny(reason, &[]), None),
-        };
-        Outcome {
-            decision,
-            token_header,
-            cache: cache_use,
-            subject,
-        }
+        ip::client_address(self.config.client_ip, req.source_address, &xff)
     }
 
     /// Starts a check whose signature step the host performs itself (WebCrypto in
@@ -293,6 +272,11 @@ impl Verifier {
         if found.token.len() > self.config.max_token_bytes {
             return Step::Done(self.early(Reason::TokenTooLarge, Some(token_header)));
         }
+        let miss = if cache.is_some() {
+            CacheUse::Miss
+        } else {
+            CacheUse::NotUsed
+        };
         if let Some(cache) = cache {
             if let Some(v) = cache.get(found.token, now) {
                 return Step::Done(Outcome {
@@ -307,7 +291,7 @@ impl Verifier {
             Err(reason) => Step::Done(Outcome {
                 decision: self.deny(reason, &[]),
                 token_header: Some(token_header),
-                cache: CacheUse::Miss,
+                cache: miss,
                 subject: None,
             }),
             Ok(p) => {
@@ -367,6 +351,11 @@ impl Verifier {
             Err(Reason::KeyUnknown)
         }
         .map(Rc::new);
+        let cache_use = if cache.is_some() {
+            CacheUse::Miss
+        } else {
+            CacheUse::NotUsed
+        };
         let (decision, subject) = match verified {
             Ok(v) => {
                 if let Some(cache) = cache {
@@ -379,7 +368,7 @@ impl Verifier {
         Outcome {
             decision,
             token_header: Some(pending.token_header),
-            cache: CacheUse::Miss,
+            cache: cache_use,
             subject,
         }
     }
@@ -434,13 +423,7 @@ impl Verifier {
         }
 
         if !v.ip_allow.is_empty() {
-            let xff: Vec<&str> = req
-                .headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-                .map(|(_, v)| v.as_str())
-                .collect();
-            let client = ip::client_address(self.config.client_ip, req.source_address, &xff);
+            let client = self.client_address(req);
             let allowed = client.is_some_and(|c| v.ip_allow.iter().any(|cidr| cidr.contains(c)));
             if !allowed {
                 return self.deny(Reason::IpNotAllowed, &[]);

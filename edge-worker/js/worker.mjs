@@ -11,7 +11,10 @@
 //   ORIGIN                       origin base URL, e.g. "https://api.internal.example"
 //   ORIGIN_SERVICE               or a service binding to the origin (wins over ORIGIN)
 //   TESSERA_STATUS_URLS          JSON object {"<status list uri in tokens>": "<URL to fetch>"}
-//   TESSERA_STATUS_TTL_MS        how long a fetched list is used before revalidation (30000)
+//   TESSERA_STATUS_TTL_MS        a list is revalidated (If-None-Match) by the first request
+//                                at least this long after the last fetch started (900):
+//                                in the background, so no request waits for it, and a
+//                                revocation is refused within a second (900 ms + one fetch)
 //   TESSERA_STATUS_MAX_STALE_MS  without a `sync` section in TESSERA_CONFIG: once a list has
 //                                not been fetched or revalidated for this long, status is
 //                                stale (600000); with one, sync.max_staleness_secs rules.
@@ -21,7 +24,9 @@
 //   TESSERA_JWKS_URLS            JSON array of JWKS URLs; their keys are added to the
 //                                config's `jwks` (which may then be omitted if the config
 //                                has a `sync` section: 503 keys_unavailable until the first)
-//   TESSERA_JWKS_TTL_MS          how long a fetched JWKS is used before revalidation (30000)
+//   TESSERA_JWKS_TTL_MS          how long a fetched JWKS is used before revalidation (30000);
+//                                a token with an unknown kid revalidates it at once (in the
+//                                background, at most once a second per JWKS URL)
 //   TESSERA_USAGE_URL            if set, usage events are POSTed there in batches
 //   TESSERA_USAGE_TOKEN          bearer credential for TESSERA_USAGE_URL
 //   TESSERA_USAGE_BATCH          events per batch (100)
@@ -97,7 +102,7 @@ function currentState(env) {
   ) {
     return state;
   }
-  const fetchState = (url) => ({ url: String(url), etag: null, loaded: false, fetchedAt: 0, retryAt: 0, refreshingSince: 0 });
+  const fetchState = (url) => ({ url: String(url), etag: null, loaded: false, fetchedAt: 0, retryAt: 0, refreshingSince: 0, forcedAt: 0 });
   const next = {
     configText,
     statusText,
@@ -105,7 +110,7 @@ function currentState(env) {
     maxStaleText,
     verifier: null,
     error: null,
-    lists: new Map(), // status list uri -> { url, etag, loaded, fetchedAt, retryAt, refreshingSince }
+    lists: new Map(), // status list uri -> { url, etag, loaded, fetchedAt, retryAt, refreshingSince, forcedAt }
     keySets: new Map(), // JWKS URL -> the same fetch state
     webcrypto: env.TESSERA_WEBCRYPTO !== "off",
     cryptoKeys: new Map(), // public JWK text (from the verifier) -> CryptoKey, or null
@@ -135,7 +140,7 @@ function currentState(env) {
 
 function settings(env) {
   return {
-    ttl: number(env.TESSERA_STATUS_TTL_MS, 30_000),
+    ttl: number(env.TESSERA_STATUS_TTL_MS, 900),
     jwksTtl: number(env.TESSERA_JWKS_TTL_MS, 30_000),
     timeout: number(env.TESSERA_STATUS_TIMEOUT_MS, 3_000),
     usageUrl: env.TESSERA_USAGE_URL || null,
@@ -146,15 +151,19 @@ function settings(env) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Status lists and JWKS: fetched per isolate, used for their TTL, revalidated with
-// If-None-Match. Only plain data is shared between requests (never a promise or a
-// response: workerd forbids I/O objects of one request in another). The request that
-// finds a document due revalidates it and waits; requests arriving meanwhile use the one
-// in force. A failed or refused fetch keeps what is in force; the verifier tracks the
-// lists' age and applies the staleness policy (sync.max_staleness_secs) itself.
+// Status lists and JWKS: fetched per isolate, revalidated with If-None-Match. Only plain
+// data is shared between requests (never a promise or a response: workerd forbids I/O
+// objects of one request in another). A document that was never loaded is fetched by the
+// request that finds it missing, and that request (and any arriving meanwhile) waits for
+// it: the only wait there is. Once loaded, a due document is revalidated in the
+// background (ctx.waitUntil) while requests go on with the one in force; at most one
+// fetch per document is in flight. A failed or refused fetch keeps what is in force; the
+// verifier tracks the lists' age and applies the staleness policy
+// (sync.max_staleness_secs) itself.
 
 async function refreshDocument(kind, name, entry, ttl, s, apply, unchanged) {
-  entry.refreshingSince = Date.now();
+  const started = Date.now();
+  entry.refreshingSince = started;
   try {
     const headers = { accept: "application/json" };
     if (entry.etag && entry.loaded) headers["if-none-match"] = entry.etag;
@@ -165,7 +174,8 @@ async function refreshDocument(kind, name, entry, ttl, s, apply, unchanged) {
     const resp = await fetch(entry.url, init);
     if (resp.status === 304 && entry.loaded) {
       unchanged();
-      entry.fetchedAt = Date.now();
+      // The document is as of when the request left.
+      entry.fetchedAt = started;
       return;
     }
     if (resp.status !== 200) {
@@ -175,7 +185,7 @@ async function refreshDocument(kind, name, entry, ttl, s, apply, unchanged) {
     apply(await resp.text());
     entry.etag = resp.headers.get("etag");
     entry.loaded = true;
-    entry.fetchedAt = Date.now();
+    entry.fetchedAt = started;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     const from = entry.url === name ? "" : ` from ${entry.url}`;
@@ -186,49 +196,76 @@ async function refreshDocument(kind, name, entry, ttl, s, apply, unchanged) {
   }
 }
 
+function inFlight(entry, s, now) {
+  return entry.refreshingSince !== 0 && now - entry.refreshingSince < s.timeout + 1_000;
+}
+
 function due(entry, ttl, s, now) {
   if (entry.loaded && now - entry.fetchedAt < ttl) return false;
   if (now < entry.retryAt) return false;
-  const inFlight = entry.refreshingSince && now - entry.refreshingSince < s.timeout + 1_000;
-  return !(inFlight && entry.loaded);
+  return !inFlight(entry, s, now);
 }
 
-async function refreshSources(st, s) {
+// Waits (without sharing any I/O object) until another request's first fetch of `entry`
+// ends, or the fetch timeout passes.
+async function loaded(entry, s) {
+  while (!entry.loaded && inFlight(entry, s, Date.now())) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function listFetch(st, s, uri, entry) {
+  return refreshDocument(
+    "status list",
+    uri,
+    entry,
+    s.ttl,
+    s,
+    (text) => st.verifier.set_status_list(uri, text, nowSecs()),
+    () => st.verifier.status_list_unchanged(uri, nowSecs()),
+  );
+}
+
+function jwksFetch(st, s, url, entry) {
+  return refreshDocument(
+    "JWKS",
+    url,
+    entry,
+    s.jwksTtl,
+    s,
+    (text) => {
+      const n = st.verifier.set_jwks(url, text);
+      st.cryptoKeys.clear();
+      console.log(`tessera: JWKS ${url} loaded; ${n} keys in force`);
+    },
+    () => {},
+  );
+}
+
+async function refreshSources(st, s, ctx) {
   const now = Date.now();
-  const pending = [];
-  for (const [uri, entry] of st.lists) {
-    if (!due(entry, s.ttl, s, now)) continue;
-    pending.push(
-      refreshDocument(
-        "status list",
-        uri,
-        entry,
-        s.ttl,
-        s,
-        (text) => st.verifier.set_status_list(uri, text, nowSecs()),
-        () => st.verifier.status_list_unchanged(uri, nowSecs()),
-      ),
-    );
-  }
+  const first = [];
+  const start = (entry, ttl, fetchIt) => {
+    if (!entry.loaded) {
+      first.push(due(entry, ttl, s, now) ? fetchIt() : loaded(entry, s));
+    } else if (due(entry, ttl, s, now)) {
+      ctx.waitUntil(fetchIt());
+    }
+  };
+  for (const [uri, entry] of st.lists) start(entry, s.ttl, () => listFetch(st, s, uri, entry));
+  for (const [url, entry] of st.keySets) start(entry, s.jwksTtl, () => jwksFetch(st, s, url, entry));
+  if (first.length) await Promise.all(first);
+}
+
+// A token named a kid no key in force has: a key rotated since the last fetch, or a forged
+// kid. Revalidate every JWKS now, in the background, at most once a second per URL.
+function keysMayHaveRotated(st, s, ctx) {
+  const now = Date.now();
   for (const [url, entry] of st.keySets) {
-    if (!due(entry, s.jwksTtl, s, now)) continue;
-    pending.push(
-      refreshDocument(
-        "JWKS",
-        url,
-        entry,
-        s.jwksTtl,
-        s,
-        (text) => {
-          const n = st.verifier.set_jwks(url, text);
-          st.cryptoKeys.clear();
-          if (!entry.loaded) console.log(`tessera: JWKS ${url} loaded; ${n} keys in force`);
-        },
-        () => {},
-      ),
-    );
+    if (!entry.loaded || inFlight(entry, s, now) || now - entry.forcedAt < 1_000) continue;
+    entry.forcedAt = now;
+    ctx.waitUntil(jwksFetch(st, s, url, entry));
   }
-  if (pending.length) await Promise.all(pending);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,13 +335,14 @@ async function decide(st, method, pathAndQuery, headers, clientIp, nowSecs) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Usage reports: batched per isolate, sent with ctx.waitUntil so no request waits.
+// Usage reports: core's records (JSON text), batched per isolate, sent with ctx.waitUntil
+// so no request waits.
 
 const usage = { events: [], lastFlush: 0 };
 
-function recordUsage(s, ctx, event) {
+function recordUsage(s, ctx, record) {
   if (!s.usageUrl) return;
-  usage.events.push(event);
+  usage.events.push(record);
   const now = Date.now();
   if (usage.events.length < s.usageBatch && now - usage.lastFlush < s.usageFlushMs) return;
   const events = usage.events.splice(0, 1000);
@@ -312,7 +350,7 @@ function recordUsage(s, ctx, event) {
   const headers = { "content-type": "application/json" };
   if (s.usageToken) headers.authorization = `Bearer ${s.usageToken}`;
   ctx.waitUntil(
-    fetch(s.usageUrl, { method: "POST", headers, body: JSON.stringify({ events }) })
+    fetch(s.usageUrl, { method: "POST", headers, body: `{"events":[${events.join(",")}]}` })
       .then((resp) => {
         if (!resp.ok) console.error(`tessera: usage report: HTTP ${resp.status}`);
         return resp.body?.cancel();
@@ -326,7 +364,7 @@ function recordUsage(s, ctx, event) {
 function forward(request, env, verdict) {
   const headers = new Headers(request.headers);
   for (const name of verdict.headers_to_remove) headers.delete(name);
-  for (const [name, value] of verdict.headers_to_add) headers.append(name, value);
+  for (const [name, value] of verdict.headers_to_set) headers.set(name, value);
   const init = { method: request.method, headers, redirect: "manual" };
   if (request.method !== "GET" && request.method !== "HEAD") init.body = request.body;
   if (env.ORIGIN_SERVICE) {
@@ -344,7 +382,7 @@ export default {
       return failClosed();
     }
     const s = settings(env);
-    if (st.lists.size || st.keySets.size) await refreshSources(st, s);
+    if (st.lists.size || st.keySets.size) await refreshSources(st, s, ctx);
 
     const url = new URL(request.url);
     const clientIp = request.headers.get("cf-connecting-ip");
@@ -357,20 +395,9 @@ export default {
       return failClosed();
     }
 
-    // Usage: every decision about a token whose signature verified (a token refused
-    // before that has no trustworthy id).
-    if (verdict.token_id) {
-      recordUsage(s, ctx, {
-        token_id: verdict.token_id,
-        parent: verdict.parent,
-        at: nowSecs,
-        ip: verdict.client_ip,
-        outcome: verdict.allow ? "allow" : "deny",
-        reason: verdict.allow ? (verdict.status_fail_open ? "status_fail_open" : null) : verdict.reason,
-        method: request.method,
-        path: (verdict.allow ? verdict.path : url.pathname).split("?")[0].slice(0, 2048),
-      });
-    }
+    // Usage: every decision about a token whose signature verified (core's record).
+    if (verdict.usage) recordUsage(s, ctx, verdict.usage);
+    if (!verdict.allow && verdict.reason === "key_unknown" && st.keySets.size) keysMayHaveRotated(st, s, ctx);
     if (!verdict.allow) {
       return new Response(verdict.body, { status: verdict.status, headers: verdict.headers });
     }

@@ -6,11 +6,13 @@
 //! [`EdgeVerifier::check`] for every request. The answer is a plain object:
 //!
 //! ```text
-//! {allow: true,  path, headers_to_remove: [name...], headers_to_add: [[name, value]...],
-//!  user, org, status_fail_open, token_id, parent, client_ip, cache}
-//! {allow: false, status, headers: [[name, value]...], body, reason,
-//!  token_id, parent, client_ip, cache}        (token_id: null until the signature verified)
+//! {allow: true,  path, headers_to_set: [[name, value]...], headers_to_remove: [name...],
+//!  user, org, status_fail_open, usage, cache}
+//! {allow: false, status, headers: [[name, value]...], body, reason, usage, cache}
 //! ```
+//!
+//! `usage` is core's usage record as JSON text (`null` when no token's signature
+//! verified): the entry joins records into `{"events": [...]}` unchanged.
 //!
 //! `begin` / `finish` split the same check around the signature, so the entry can verify
 //! it with WebCrypto (`crypto.subtle`) and fall back to `check` (pure Rust) when the
@@ -28,11 +30,9 @@
 pub mod adapter;
 
 use js_sys::{Array, Object, Reflect};
-use tessera_core::CacheUse;
+use tessera_core::{CacheUse, Plan};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-
-use adapter::Plan;
 
 /// One verifier and its token cache (keep one per isolate).
 #[wasm_bindgen]
@@ -67,7 +67,7 @@ impl EdgeVerifier {
         let verdict = self
             .inner
             .check(method, path, &headers, ip, unix_secs(now_secs));
-        Ok(verdict_to_js(verdict, ip))
+        Ok(verdict_to_js(verdict))
     }
 
     /// Like `check`, but leaves the signature to the caller (WebCrypto): returns either
@@ -87,7 +87,7 @@ impl EdgeVerifier {
             .inner
             .begin(method, path, &headers, ip, unix_secs(now_secs))
         {
-            adapter::Begun::Done(verdict) => Ok(verdict_to_js(verdict, ip)),
+            adapter::Begun::Done(verdict) => Ok(verdict_to_js(verdict)),
             adapter::Begun::Verify(pending) => {
                 let out = Object::new();
                 let jwk = self
@@ -102,9 +102,7 @@ impl EdgeVerifier {
 
     /// Completes a `begin` with the caller's verdict on the signature. Consumes `pending`.
     pub fn finish(&mut self, pending: PendingCheck, signature_valid: bool) -> Object {
-        let ip = pending.pending.client_ip().map(str::to_owned);
-        let verdict = self.inner.finish(pending.pending, signature_valid);
-        verdict_to_js(verdict, ip.as_deref())
+        verdict_to_js(self.inner.finish(pending.pending, signature_valid))
     }
 
     /// Declares that the list at `uri` is fetched by the caller (from `now_secs` on, its
@@ -201,17 +199,16 @@ impl PendingCheck {
     }
 }
 
-fn verdict_to_js(verdict: adapter::Verdict, cf_connecting_ip: Option<&str>) -> Object {
+fn verdict_to_js(verdict: adapter::Verdict) -> Object {
     let out = Object::new();
     match verdict.plan {
         Plan::Forward {
-            path,
+            set: to_set,
             remove,
-            add,
-            identity,
         } => {
             set(&out, "allow", true.into());
-            set(&out, "path", path.into());
+            set(&out, "path", verdict.path.into());
+            set(&out, "headers_to_set", pairs(&to_set).into());
             set(
                 &out,
                 "headers_to_remove",
@@ -221,43 +218,26 @@ fn verdict_to_js(verdict: adapter::Verdict, cf_connecting_ip: Option<&str>) -> O
                     .collect::<Array>()
                     .into(),
             );
-            set(&out, "headers_to_add", pairs(&add).into());
-            set(&out, "user", identity.user.into());
-            set(&out, "org", identity.org.into());
-            set(&out, "status_fail_open", identity.status_fail_open.into());
+            if let Some(identity) = verdict.identity {
+                set(&out, "user", identity.user.into());
+                set(&out, "org", identity.org.into());
+                set(&out, "status_fail_open", identity.status_fail_open.into());
+            }
         }
-        Plan::Reply {
-            status,
-            headers,
-            body,
-            reason,
-        } => {
+        Plan::Reply(reply) => {
             set(&out, "allow", false.into());
-            set(&out, "status", status.into());
-            set(&out, "headers", pairs(&headers).into());
-            set(&out, "body", body.into());
-            set(&out, "reason", reason.as_str().into());
+            set(&out, "status", reply.status.into());
+            set(&out, "headers", pairs(&reply.headers).into());
+            set(&out, "body", reply.body.into());
+            set(&out, "reason", reply.reason.as_str().into());
         }
     }
-    // Who the token belongs to, once its signature verified (null otherwise): usage
-    // reports carry it, for refusals too (revoked, expired, wrong scope, ...).
-    let (token_id, parent) = match verdict.subject {
-        Some(s) => (
-            JsValue::from(s.token_id),
-            s.parent.map_or(JsValue::NULL, JsValue::from),
-        ),
-        None => (JsValue::NULL, JsValue::NULL),
-    };
-    set(&out, "token_id", token_id);
-    set(&out, "parent", parent);
-    // The client address as core understood it (for usage reports), or null.
-    set(
-        &out,
-        "client_ip",
-        cf_connecting_ip
-            .and_then(tessera_core::ip::parse_address)
-            .map_or(JsValue::NULL, |ip| JsValue::from(ip.to_string())),
-    );
+    let usage = verdict.usage.map_or(JsValue::NULL, |r| {
+        let mut json = String::new();
+        r.write_json(&mut json);
+        JsValue::from(json)
+    });
+    set(&out, "usage", usage);
     let cache = match verdict.cache {
         CacheUse::Hit => "hit",
         CacheUse::Miss => "miss",

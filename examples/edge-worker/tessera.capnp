@@ -33,7 +33,7 @@ const tesseraWorker :Workerd.Worker = (
     (name = "ORIGIN", text = "http://127.0.0.1:8081"),
     # Live status lists from the control plane (uncomment and point at it):
     # (name = "TESSERA_STATUS_URLS", text = "{\"https://cp.example.com/v1/orgs/acme/status-list\": \"http://127.0.0.1:8700/v1/orgs/acme/status-list\"}"),
-    # (name = "TESSERA_STATUS_TTL_MS", text = "30000"),
+    # (name = "TESSERA_STATUS_TTL_MS", text = "900"),
     # Keys from the control plane's JWKS, added to the config's `jwks`:
     # (name = "TESSERA_JWKS_URLS", text = "[\"http://127.0.0.1:8700/v1/orgs/acme/jwks.json\"]"),
     # (name = "TESSERA_JWKS_TTL_MS", text = "30000"),

@@ -1,18 +1,20 @@
 //! Tessera's proxy-wasm filter: adapts Envoy's host calls to `tessera-core`.
 //!
 //! The root context reads and validates the plugin configuration once (`on_configure`,
-//! refusing a bad one) and owns the per-VM verified-token cache and metrics; each HTTP
-//! context asks core for a decision and applies the [`plan::Plan`]. Host errors are mapped,
-//! not unwrapped: the module never traps on request input.
+//! refusing a bad one) and owns the per-VM state ([`request::Vm`]: verifier, token cache,
+//! counters, usage buffer); each HTTP context runs [`request::Vm::on_request_headers`]
+//! through [`ProxyHost`], the proxy-wasm implementation of [`request::Host`]. The root
+//! context's tick adds the counters to Envoy's metrics and sends usage. Host errors are
+//! mapped, not unwrapped: the module never traps on request input.
 
 pub mod lease;
 pub mod native;
-pub mod plan;
+pub mod request;
 pub mod shared;
 pub mod sync;
 pub mod usage;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -20,14 +22,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use tessera_core::config::UsageSettings;
-use tessera_core::jwks::{KeyMaterial, KeySet};
-use tessera_core::{
-    CacheUse, Decision, Outcome, Reason, Request, SignatureRequest, StatusList, Step, TokenCache,
-    Verifier,
-};
+use tessera_core::{Reason, Verifier};
 
-use crate::plan::Plan;
+use crate::request::{Counters, Host, Level, Next, Vm};
 
 proxy_wasm::main! {{
     // Also installs the SDK's panic hook, which logs panics at critical level.
@@ -60,6 +57,7 @@ struct Metrics {
     status_fail_open: Option<u32>,
     usage_sent: Option<u32>,
     usage_dropped: Option<u32>,
+    jwks_refresh_requested: Option<u32>,
     /// Gauge: this VM's linear memory, in bytes (it never shrinks, so it is the peak).
     vm_memory: Option<u32>,
     /// Gauge: bytes held by the status lists in force.
@@ -112,6 +110,7 @@ impl Metrics {
             status_fail_open: counter("tessera.status_fail_open"),
             usage_sent: counter("tessera.usage_sent"),
             usage_dropped: counter("tessera.usage_dropped"),
+            jwks_refresh_requested: counter("tessera.jwks_refresh_requested"),
             vm_memory: gauge("tessera.vm_memory_bytes"),
             status_list_bytes: gauge("tessera.status_list_bytes"),
         }
@@ -146,43 +145,33 @@ impl Metrics {
         }
     }
 
-    fn record(&self, decision: &Decision, cache: CacheUse) {
-        match cache {
-            CacheUse::Hit => Metrics::bump(self.cache_hit),
-            CacheUse::Miss => Metrics::bump(self.cache_miss),
-            CacheUse::NotUsed => {}
+    /// Adds the counters gathered in wasm memory since the last flush.
+    fn flush(&self, c: &Counters) {
+        Metrics::add64(self.allow, c.allow);
+        for ((_, id), n) in self.deny.iter().zip(c.deny.iter()) {
+            Metrics::add64(*id, *n);
         }
-        match decision {
-            Decision::Allow(id) => {
-                Metrics::bump(self.allow);
-                if id.status_fail_open {
-                    Metrics::bump(self.status_fail_open);
-                }
-            }
-            Decision::Deny(d) => {
-                let id = self
-                    .deny
-                    .iter()
-                    .find(|(r, _)| *r == d.reason)
-                    .and_then(|(_, id)| *id);
-                Metrics::bump(id);
-            }
+        Metrics::add64(self.cache_hit, c.cache_hit);
+        Metrics::add64(self.cache_miss, c.cache_miss);
+        Metrics::add64(self.status_fail_open, c.status_fail_open);
+        Metrics::add64(self.usage_dropped, c.usage_dropped);
+        Metrics::add64(self.jwks_refresh_requested, c.jwks_refresh_requested);
+    }
+
+    fn add64(id: Option<u32>, n: u64) {
+        if let (Some(id), true) = (id, n > 0) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }
 
+/// How often the filter role's root context flushes its counters to Envoy's metrics.
+pub const METRICS_FLUSH_MS: u64 = 100;
+
 /// State shared by every HTTP context of one VM.
 struct Shared {
-    verifier: RefCell<Verifier>,
-    cache: RefCell<TokenCache>,
+    vm: RefCell<Vm>,
     metrics: Metrics,
-    /// The shared-data version last applied (sync mode).
-    synced_version: Cell<Option<u64>>,
-    /// The JWKS documents last applied, to clear the cache only when keys change.
-    synced_jwks: RefCell<Vec<String>>,
-    usage: Option<(UsageSettings, RefCell<usage::Buffer>)>,
-    /// Envoy's `verify_signature` foreign function answers (cleared on its first error).
-    native_crypto: Cell<bool>,
 }
 
 /// The root context: a filter (one per worker VM) or the sync service (one per process),
@@ -248,8 +237,10 @@ impl Context for Root {
         if self.usage_call == Some(token_id) {
             self.usage_call = None;
             if let Some(shared) = &self.shared {
-                if let Some((_, buffer)) = &shared.usage {
-                    let mut buffer = buffer.borrow_mut();
+                let Ok(mut vm) = shared.vm.try_borrow_mut() else {
+                    return;
+                };
+                if let Some(buffer) = vm.usage.as_mut() {
                     if status.is_some_and(|s| (200..300).contains(&s)) {
                         Metrics::add(shared.metrics.usage_sent, buffer.acknowledged());
                     } else {
@@ -298,6 +289,7 @@ impl RootContext for Root {
                     let mut root = SyncRoot {
                         poller: sync::Poller::new(config),
                         calls: HashMap::new(),
+                        kick: None,
                     };
                     if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(200)) {
                         log(
@@ -322,32 +314,24 @@ impl RootContext for Root {
         }
         match load_filter_config(text) {
             Ok((verifier, lease)) => {
-                let cache = RefCell::new(verifier.new_cache());
-                let usage = verifier
+                let usage_tick = verifier
                     .config()
                     .sync
                     .as_ref()
-                    .and_then(|s| s.usage.clone())
-                    .map(|u| {
-                        let buffer = usage::Buffer::new(u.max_buffer);
-                        (u, RefCell::new(buffer))
-                    });
-                let usage_tick = usage
-                    .as_ref()
-                    .map(|(u, _)| (u.flush_interval_ms / 4).clamp(20, 250));
+                    .and_then(|s| s.usage.as_ref())
+                    .map(|u| (u.flush_interval_ms / 4).clamp(20, 250));
                 let lease_tick = lease.as_ref().map(|_| lease::TICK_MS);
-                let tick = match (usage_tick, lease_tick) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                if let Some(tick) = tick {
-                    if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
-                        log(
-                            LogLevel::Critical,
-                            &format!("tessera: cannot set the tick: {s:?}"),
-                        );
-                        return false;
-                    }
+                // The tick also flushes the counters kept in wasm memory.
+                let tick = [usage_tick, lease_tick]
+                    .into_iter()
+                    .flatten()
+                    .fold(METRICS_FLUSH_MS, u64::min);
+                if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
+                    log(
+                        LogLevel::Critical,
+                        &format!("tessera: cannot set the tick: {s:?}"),
+                    );
+                    return false;
                 }
                 // The lease is first looked at on the first tick, not here: Envoy also
                 // configures the plugin in short-lived VMs to validate it.
@@ -355,13 +339,8 @@ impl RootContext for Root {
                 let metrics = Metrics::define();
                 metrics.record_memory(&verifier);
                 self.shared = Some(Rc::new(Shared {
-                    verifier: RefCell::new(verifier),
-                    cache,
+                    vm: RefCell::new(Vm::new(verifier)),
                     metrics,
-                    synced_version: Cell::new(None),
-                    synced_jwks: RefCell::new(Vec::new()),
-                    usage,
-                    native_crypto: Cell::new(true),
                 }));
                 log(LogLevel::Info, "tessera: plugin configuration loaded");
                 true
@@ -384,19 +363,35 @@ impl RootContext for Root {
         if let Some(lease) = self.lease.as_mut() {
             lease.tick();
         }
+        let Some(shared) = &self.shared else { return };
+        let Ok(mut vm) = shared.vm.try_borrow_mut() else {
+            return;
+        };
+        let counters = std::mem::take(&mut vm.counters);
+        shared.metrics.flush(&counters);
+        if std::mem::take(&mut vm.lists_changed) {
+            shared.metrics.record_memory(&vm.verifier);
+        }
         if self.usage_call.is_some() {
             return;
         }
-        let Some(shared) = &self.shared else { return };
-        let Some((settings, buffer)) = &shared.usage else {
+        let Some(settings) = vm
+            .verifier
+            .config()
+            .sync
+            .as_ref()
+            .and_then(|s| s.usage.clone())
+        else {
             return;
         };
-        let body = buffer.borrow_mut().take_batch(
-            now_ms(),
-            settings.flush_interval_ms,
-            settings.max_batch,
-        );
-        let Some(body) = body else { return };
+        let Some(buffer) = vm.usage.as_mut() else {
+            return;
+        };
+        let Some(body) =
+            buffer.take_batch(now_ms(), settings.flush_interval_ms, settings.max_batch)
+        else {
+            return;
+        };
         let auth = format!("Bearer {}", settings.credential);
         let headers = vec![
             (":method", "POST"),
@@ -421,7 +416,7 @@ impl RootContext for Root {
                         settings.cluster
                     ),
                 );
-                Metrics::add(shared.metrics.usage_dropped, buffer.borrow_mut().failed());
+                Metrics::add(shared.metrics.usage_dropped, buffer.failed());
             }
         }
     }
@@ -446,33 +441,94 @@ struct Http {
 
 impl Context for Http {}
 
-fn request_headers() -> Vec<(String, String)> {
-    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-        // Header values may hold any octets; non-UTF-8 ones can never be valid tokens, and
-        // lossy conversion keeps them from being mistaken for one.
-        Ok(pairs) => pairs
-            .into_iter()
-            .map(|(k, v)| {
-                // Valid UTF-8 (nearly always) keeps its buffer: no copy per header.
-                let v = String::from_utf8(v)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                (k, v)
-            })
-            .collect(),
-        Err(status) => {
-            log(
-                LogLevel::Error,
-                &format!("tessera: cannot read request headers: {status:?}"),
-            );
-            Vec::new()
-        }
-    }
+/// [`Host`] over proxy-wasm calls, for one HTTP context.
+pub struct ProxyHost;
+
+fn status_text(s: proxy_wasm::types::Status) -> String {
+    format!("{s:?}")
 }
 
-fn source_address() -> Option<String> {
-    match hostcalls::get_property(vec!["source", "address"]) {
-        Ok(Some(b)) => String::from_utf8(b).ok(),
-        _ => None,
+impl Host for ProxyHost {
+    fn now_secs(&mut self) -> u64 {
+        now_secs()
+    }
+
+    fn request_headers(&mut self) -> Result<Vec<(String, String)>, String> {
+        // Header values may hold any octets; non-UTF-8 ones can never be valid tokens,
+        // and lossy conversion keeps them from being mistaken for one.
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .map(|pairs| {
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| {
+                        // Valid UTF-8 (nearly always) keeps its buffer: no copy per header.
+                        let v = String::from_utf8(v)
+                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                        (k, v)
+                    })
+                    .collect()
+            })
+            .map_err(status_text)
+    }
+
+    fn source_address(&mut self) -> Option<String> {
+        match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(Some(b)) => String::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+
+    fn shared_data(&mut self, key: &str) -> Option<Vec<u8>> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(b), _)) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn set_shared_data(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        hostcalls::set_shared_data(key, Some(value), None).map_err(status_text)
+    }
+
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+            .map_err(status_text)
+    }
+
+    fn remove_header(&mut self, name: &str) -> Result<(), String> {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).map_err(status_text)
+    }
+
+    fn send_reply(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<(), String> {
+        hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body.as_bytes()))
+            .map_err(status_text)
+    }
+
+    fn verify_signature(
+        &mut self,
+        spki: &[u8],
+        signature: &[u8],
+        text: &[u8],
+    ) -> Result<Option<bool>, String> {
+        let args = native::verify_args("sha256", spki, signature, text);
+        match hostcalls::call_foreign_function("verify_signature", Some(&args)) {
+            Ok(Some(result)) => Ok(native::verify_result(&result)),
+            // proto3 encodes `result: false` with no error as zero bytes.
+            Ok(None) => Ok(Some(false)),
+            Err(status) => Err(status_text(status)),
+        }
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+        };
+        log(level, message);
     }
 }
 
@@ -484,207 +540,18 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn reply_unavailable() -> Action {
-    let _ = hostcalls::send_http_response(
-        500,
-        vec![("content-type", "application/json")],
-        Some(b"{\"error\":\"server_error\",\"reason\":\"filter_error\"}"),
-    );
-    Action::Pause
-}
-
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.as_ref() else {
-            // Envoy does not route traffic through a filter whose configure failed; this is
-            // only a guard so the module fails closed if it ever happened.
-            return reply_unavailable();
+        // Envoy does not route traffic through a filter whose configure failed, and a
+        // single-threaded VM never re-enters; both guards fail closed if it ever happened.
+        let next = match self.shared.as_ref().map(|s| s.vm.try_borrow_mut()) {
+            Some(Ok(mut vm)) => vm.on_request_headers(&mut ProxyHost),
+            _ => request::reply_unavailable(&mut ProxyHost),
         };
-        let headers = request_headers();
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
-        let source = source_address();
-        let req = Request {
-            method: find(":method"),
-            path: find(":path"),
-            headers: &headers,
-            source_address: source.as_deref(),
-        };
-        let now = now_secs();
-        refresh_from_sync(shared, now);
-        let Ok(verifier) = shared.verifier.try_borrow() else {
-            return reply_unavailable();
-        };
-        let outcome = decide(shared, &verifier, &req, now);
-        shared.metrics.record(&outcome.decision, outcome.cache);
-        record_usage(shared, &verifier, &req, &outcome, now);
-
-        match plan::plan(verifier.config(), &outcome, &headers) {
-            Plan::Forward { remove, add } => {
-                for name in &remove {
-                    if let Err(status) =
-                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
-                    {
-                        // A client-sent identity header that cannot be removed must not
-                        // reach the upstream: fail closed.
-                        log(
-                            LogLevel::Error,
-                            &format!("tessera: cannot remove header {name}: {status:?}"),
-                        );
-                        return reply_unavailable();
-                    }
-                }
-                for (name, value) in &add {
-                    if let Err(status) =
-                        hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
-                    {
-                        log(
-                            LogLevel::Error,
-                            &format!("tessera: cannot add header {name}: {status:?}"),
-                        );
-                    }
-                }
-                Action::Continue
-            }
-            Plan::Reply {
-                status,
-                headers,
-                body,
-            } => {
-                let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                if let Err(s) = hostcalls::send_http_response(status, hs, Some(body.as_bytes())) {
-                    log(
-                        LogLevel::Error,
-                        &format!("tessera: cannot send local reply: {s:?}"),
-                    );
-                }
-                Action::Pause
-            }
+        match next {
+            Next::Continue => Action::Continue,
+            Next::Stop => Action::Pause,
         }
-    }
-}
-
-/// Applies what the sync service published, if it moved since the last request: one
-/// small shared-data read per request, the lists and keys only on change.
-fn refresh_from_sync(shared: &Shared, now: u64) {
-    let Ok(mut verifier) = shared.verifier.try_borrow_mut() else {
-        return;
-    };
-    let Some(max_staleness) = verifier
-        .config()
-        .sync
-        .as_ref()
-        .map(|s| s.max_staleness_secs)
-    else {
-        return;
-    };
-    let meta = match hostcalls::get_shared_data(shared::META) {
-        Ok((Some(b), _)) => shared::Meta::decode(&b),
-        _ => None,
-    };
-    let Some(meta) = meta else {
-        verifier.set_status_fresh(false);
-        return;
-    };
-    if shared.synced_version.get() != Some(meta.version) {
-        let state = match hostcalls::get_shared_data(shared::STATE) {
-            Ok((Some(b), _)) => shared::State::decode(&b),
-            _ => None,
-        };
-        match state {
-            Some(state) => {
-                for l in &state.lists {
-                    match StatusList::from_lst(&l.lst) {
-                        Ok(list) => verifier.set_status_list(&l.uri, list),
-                        Err(e) => log(
-                            LogLevel::Error,
-                            &format!("tessera: published list {}: {e}", l.uri),
-                        ),
-                    }
-                }
-                let mut synced_jwks = shared.synced_jwks.borrow_mut();
-                if *synced_jwks != state.jwks {
-                    let mut keys = KeySet::default();
-                    for text in &state.jwks {
-                        let parsed = serde_json::from_str::<serde_json::Value>(text)
-                            .map_err(|e| e.to_string())
-                            .and_then(|doc| {
-                                KeySet::from_jwks(&doc, "jwks").map_err(|e| e.to_string())
-                            });
-                        match parsed {
-                            Ok(k) => keys = keys.merged_with(&k),
-                            Err(e) => {
-                                log(LogLevel::Error, &format!("tessera: published JWKS: {e}"))
-                            }
-                        }
-                    }
-                    verifier.set_synced_keys(&keys);
-                    if let Ok(mut cache) = shared.cache.try_borrow_mut() {
-                        cache.clear();
-                    }
-                    *synced_jwks = state.jwks;
-                }
-                shared.synced_version.set(Some(meta.version));
-                shared.metrics.record_memory(&verifier);
-            }
-            None => log(
-                LogLevel::Error,
-                "tessera: published sync state is unreadable",
-            ),
-        }
-    }
-    verifier.set_status_fresh(shared::is_fresh(meta.last_success, now, max_staleness));
-}
-
-/// Queues a usage record for a decision about a verified token. Never blocks: a full
-/// buffer drops the record and counts it.
-fn record_usage(
-    shared: &Shared,
-    verifier: &Verifier,
-    req: &Request<'_>,
-    outcome: &Outcome,
-    now: u64,
-) {
-    let Some((_, buffer)) = &shared.usage else {
-        return;
-    };
-    let Some(subject) = &outcome.subject else {
-        return;
-    };
-    let xff: Vec<&str> = req
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-        .map(|(_, v)| v.as_str())
-        .collect();
-    let ip =
-        tessera_core::ip::client_address(verifier.config().client_ip, req.source_address, &xff)
-            .map(|ip| ip.to_string());
-    let (result, reason) = match &outcome.decision {
-        Decision::Allow(_) => ("allow", None),
-        Decision::Deny(d) => ("deny", Some(d.reason.as_str())),
-    };
-    let record = usage::Record {
-        token_id: subject.token_id.clone(),
-        parent: subject.parent.clone(),
-        at: now,
-        ip,
-        outcome: result,
-        reason,
-        method: req.method.to_string(),
-        path: req.path.split('?').next().unwrap_or("").to_string(),
-    };
-    let pushed = buffer
-        .try_borrow_mut()
-        .map(|mut b| b.push(record))
-        .unwrap_or(false);
-    if !pushed {
-        Metrics::bump(shared.metrics.usage_dropped);
     }
 }
 
@@ -692,11 +559,27 @@ fn record_usage(
 struct SyncRoot {
     poller: sync::Poller,
     calls: HashMap<u32, sync::Target>,
+    /// The value seen under [`request::JWKS_KICK`] at the last look (`None` before the
+    /// first look: a kick older than this poller asks for nothing).
+    kick: Option<Option<Vec<u8>>>,
 }
 
 impl SyncRoot {
     fn dispatch_due(&mut self) {
         let now = now_secs();
+        // A worker met an unknown kid since the last look: refresh the keys now.
+        let kick = hostcalls::get_shared_data(request::JWKS_KICK)
+            .ok()
+            .and_then(|(v, _)| v);
+        if self.kick.as_ref().is_some_and(|seen| *seen != kick)
+            && self.poller.refresh_jwks_now(now) > 0
+        {
+            log(
+                LogLevel::Info,
+                "tessera: sync: a token named an unknown kid; refreshing the JWKS",
+            );
+        }
+        self.kick = Some(kick);
         let cluster = self.poller.config().cluster.clone();
         let authority = self.poller.config().authority.clone();
         let before = self.poller.meta();
@@ -910,6 +793,7 @@ impl LeaseRoot {
         self.poller = Some(SyncRoot {
             poller,
             calls: HashMap::new(),
+            kick: None,
         });
         Metrics::bump(self.acquired);
         if let Some(id) = self.holder {
@@ -933,65 +817,6 @@ impl LeaseRoot {
                     self.me
                 ),
             );
-        }
-    }
-}
-
-/// Decides one request: core does everything but the signature, which Envoy's BoringSSL
-/// checks for ES256 and RS256 (through the `verify_signature` foreign function) and core
-/// checks in Rust for Ed25519.
-fn decide(shared: &Shared, verifier: &Verifier, req: &Request<'_>, now: u64) -> Outcome {
-    // Re-entrancy cannot happen in a single-threaded VM; if it did, go without the cache.
-    let mut cache = shared.cache.try_borrow_mut().ok();
-    match verifier.begin(req, now, cache.as_deref_mut()) {
-        Step::Done(outcome) => outcome,
-        Step::Verify(pending) => {
-            let ok = native_signature(shared, verifier, &pending)
-                .unwrap_or_else(|| verifier.verify_signature(&pending));
-            verifier.finish(pending, ok, req, now, cache.as_deref_mut())
-        }
-    }
-}
-
-/// The host's verdict on an ES256 or RS256 signature, or `None` to check it in Rust
-/// (Ed25519, which Envoy's foreign function does not offer). This build of core has no
-/// Rust ECDSA or RSA verifier (see Cargo.toml): on a host without the foreign function
-/// those signatures cannot be checked and are refused (`signature_invalid`), with an
-/// error logged once.
-fn native_signature(
-    shared: &Shared,
-    verifier: &Verifier,
-    pending: &SignatureRequest,
-) -> Option<bool> {
-    if !shared.native_crypto.get() {
-        return None;
-    }
-    let key = verifier.key_for(pending)?;
-    let signature = match &key.material {
-        KeyMaterial::Es256(_) => match tessera_core::der::es256_signature_der(&pending.signature) {
-            Some(der) => der,
-            // Not 64 bytes: not an ES256 signature at all.
-            None => return Some(false),
-        },
-        KeyMaterial::Rs256(_) => pending.signature.clone(),
-        KeyMaterial::Ed25519(_) => return None,
-    };
-    let spki = key.spki()?;
-    let args = native::verify_args("sha256", spki, &signature, &pending.signing_input);
-    match hostcalls::call_foreign_function("verify_signature", Some(&args)) {
-        Ok(Some(result)) => native::verify_result(&result),
-        // proto3 encodes `result: false` with no error as zero bytes.
-        Ok(None) => Some(false),
-        Err(status) => {
-            shared.native_crypto.set(false);
-            log(
-                LogLevel::Error,
-                &format!(
-                    "tessera: Envoy's verify_signature foreign function is unavailable \
-                     ({status:?}): ES256 and RS256 tokens cannot be checked and are refused"
-                ),
-            );
-            None
         }
     }
 }

@@ -198,6 +198,8 @@ struct JwksState {
     etag: Option<String>,
     busy: bool,
     next_attempt: u64,
+    /// When a refresh was last brought forward for an unknown `kid`.
+    forced_at: Option<u64>,
 }
 
 /// The sync state machine.
@@ -336,6 +338,23 @@ impl Poller {
             });
         }
         calls
+    }
+
+    /// A worker met a token whose `kid` no key in force has (a key rotated since the last
+    /// refresh, or a forged kid): refresh every JWKS at the next [`Poller::due`], at most
+    /// once a second per JWKS URL whoever asks, so forged kids cannot flood the control
+    /// plane. Returns how many refreshes were brought forward.
+    pub fn refresh_jwks_now(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        for j in &mut self.jwks {
+            if j.busy || j.forced_at.is_some_and(|t| now < t + 1) || j.next_attempt <= now {
+                continue;
+            }
+            j.forced_at = Some(now);
+            j.next_attempt = now;
+            n += 1;
+        }
+        n
     }
 
     /// The host could not even dispatch the call (unknown cluster, ...): retry later.
@@ -722,6 +741,34 @@ mod tests {
             }),
         );
         assert!(q.state().jwks.is_empty());
+    }
+
+    #[test]
+    fn unknown_kid_brings_the_jwks_refresh_forward_at_most_once_a_second() {
+        let none = HashMap::new();
+        let key = tessera_testkit::TestKey::generate(tessera_testkit::Alg::EdDSA, "k");
+        let doc = tessera_testkit::jwks(&[&key]).to_string();
+        let mut p = Poller::new(config());
+        // Busy with the first fetch: nothing to bring forward.
+        assert_eq!(p.due(100).len(), 2);
+        assert_eq!(p.refresh_jwks_now(100), 0);
+        p.on_response(
+            Target::Jwks(0),
+            &resp(Some(200), &none, doc.as_bytes()),
+            100,
+        );
+        // Next refresh in 30 s; an unknown kid brings it forward to now.
+        assert!(p.due(100).iter().all(|c| c.target != Target::Jwks(0)));
+        assert_eq!(p.refresh_jwks_now(100), 1);
+        let calls = p.due(100);
+        assert!(calls.iter().any(|c| c.target == Target::Jwks(0)));
+        p.on_response(Target::Jwks(0), &resp(Some(304), &none, b""), 100);
+        // Within the same second, more unknown kids change nothing.
+        assert_eq!(p.refresh_jwks_now(100), 0);
+        assert!(p.due(100).iter().all(|c| c.target != Target::Jwks(0)));
+        // A second later, one more refresh.
+        assert_eq!(p.refresh_jwks_now(101), 1);
+        assert!(p.due(101).iter().any(|c| c.target == Target::Jwks(0)));
     }
 
     #[test]

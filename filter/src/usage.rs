@@ -1,72 +1,10 @@
 //! Usage records: buffered per VM, bounded, and sent in batches so that reporting never
-//! delays a request. What does not fit is dropped and counted.
+//! delays a request. What does not fit is dropped and counted. The record is core's
+//! [`tessera_core::UsageRecord`], the one wire type every host sends.
 
 use std::collections::VecDeque;
 
-/// One decision about a verified token, as the control plane's `/v1/usage` takes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    /// `jti`.
-    pub token_id: String,
-    /// `parent`, for access tokens.
-    pub parent: Option<String>,
-    /// Unix seconds.
-    pub at: u64,
-    /// Client address, if known.
-    pub ip: Option<String>,
-    /// `allow` or `deny`.
-    pub outcome: &'static str,
-    /// Reason code, for denials.
-    pub reason: Option<&'static str>,
-    /// HTTP method.
-    pub method: String,
-    /// Request path (query string removed: it may carry secrets).
-    pub path: String,
-}
-
-/// Appends `s` as a JSON string literal.
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-// Written by hand: the module otherwise needs no JSON serializer, and serde_json's would
-// add tens of kilobytes to it.
-impl Record {
-    /// Appends the JSON form `/v1/usage` takes (absent options are left out).
-    pub fn write_json(&self, out: &mut String) {
-        out.push_str("{\"token_id\":");
-        json_str(out, &self.token_id);
-        if let Some(p) = &self.parent {
-            out.push_str(",\"parent\":");
-            json_str(out, p);
-        }
-        out.push_str(&format!(",\"at\":{}", self.at));
-        if let Some(ip) = &self.ip {
-            out.push_str(",\"ip\":");
-            json_str(out, ip);
-        }
-        out.push_str(",\"outcome\":");
-        json_str(out, self.outcome);
-        if let Some(r) = self.reason {
-            out.push_str(",\"reason\":");
-            json_str(out, r);
-        }
-        out.push_str(",\"method\":");
-        json_str(out, &self.method);
-        out.push_str(",\"path\":");
-        json_str(out, &self.path);
-        out.push('}');
-    }
-}
+use tessera_core::UsageRecord as Record;
 
 /// A bounded queue of records.
 #[derive(Debug)]
@@ -125,14 +63,7 @@ impl Buffer {
         }
         let n = self.records.len().min(max_batch);
         let batch: Vec<Record> = self.records.drain(..n).collect();
-        let mut body = String::from("{\"events\":[");
-        for (i, r) in batch.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            r.write_json(&mut body);
-        }
-        body.push_str("]}");
+        let body = Record::batch_json(&batch);
         self.in_flight = Some(batch);
         self.last_flush_ms = now_ms;
         Some(body)
@@ -162,6 +93,7 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_core::plan::UsageOutcome;
 
     fn rec(i: u64) -> Record {
         Record {
@@ -169,7 +101,7 @@ mod tests {
             parent: None,
             at: i,
             ip: Some("127.0.0.1".into()),
-            outcome: "allow",
+            outcome: UsageOutcome::Allow,
             reason: None,
             method: "GET".into(),
             path: "/".into(),

@@ -12,6 +12,9 @@ use serde_json::Value;
 use crate::client::{Request, Response};
 use crate::tmp::TempDir;
 
+/// The filter's counter flush period (`tessera_filter::METRICS_FLUSH_MS`).
+const FILTER_METRICS_FLUSH_MS: u64 = 100;
+
 /// The `vm_config.vm_id` of the filter and of the sync service: shared data is scoped by
 /// it, so both must use the same one.
 pub const VM_ID: &str = "tessera";
@@ -451,7 +454,13 @@ impl Envoy {
     }
 
     /// Every stat line (`name: value`) whose name contains `needle`, as `(name, value)`.
+    /// The filter counts in wasm memory and adds its counts to Envoy's on its tick
+    /// (`tessera_filter::METRICS_FLUSH_MS`), so a read of `tessera.` counters first
+    /// waits for three ticks: decisions answered before the call are then counted.
     pub fn stats_matching(&self, needle: &str) -> std::io::Result<Vec<(String, u64)>> {
+        if needle.contains("tessera.") {
+            std::thread::sleep(Duration::from_millis(3 * FILTER_METRICS_FLUSH_MS));
+        }
         Ok(self
             .stats()?
             .lines()

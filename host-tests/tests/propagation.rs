@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_host_tests::{
-    control_plane_path, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
-    EnvoyOptions, Request, Response, StalledServer,
+    control_plane_path, tools, ControlPlane, ControlPlaneOptions, CountingProxy, EchoUpstream,
+    Envoy, EnvoyOptions, Request, Response, StalledServer,
 };
 use tessera_testkit::b64url_decode;
 
@@ -48,6 +48,10 @@ struct EdgeSpec<'a> {
     usage: Option<(&'a str, u64)>,
     /// Send usage reports here instead of to the control plane (a stalled endpoint).
     usage_to: Option<SocketAddr>,
+    /// The sync service's regular JWKS refresh period.
+    jwks_refresh_secs: u64,
+    /// Reach the control plane through this address (a [`CountingProxy`]) instead.
+    cp_via: Option<SocketAddr>,
 }
 
 impl Default for EdgeSpec<'_> {
@@ -58,6 +62,8 @@ impl Default for EdgeSpec<'_> {
             poll_wait_secs: 20,
             usage: None,
             usage_to: None,
+            jwks_refresh_secs: 1,
+            cp_via: None,
         }
     }
 }
@@ -73,11 +79,13 @@ fn start_envoy(cp: &ControlPlane, upstream: &EchoUpstream, spec: &EdgeSpec<'_>) 
         cp.usage_config(cluster, secret, max_buffer)
     });
     let filter = cp.filter_config(spec.fail_policy, spec.max_staleness_secs, usage);
+    let mut sync = cp.sync_service_config(CP_CLUSTER, spec.poll_wait_secs);
+    sync["jwks_refresh_secs"] = serde_json::Value::from(spec.jwks_refresh_secs);
     let mut options = EnvoyOptions::new(&envoy)
         .filter(&wasm, &filter)
         .upstream(upstream.addr())
-        .cluster(CP_CLUSTER, cp.addr())
-        .sync_service(&cp.sync_service_config(CP_CLUSTER, spec.poll_wait_secs))
+        .cluster(CP_CLUSTER, spec.cp_via.unwrap_or(cp.addr()))
+        .sync_service(&sync)
         .concurrency(2);
     if let Some(sink) = spec.usage_to {
         options = options.cluster("usage_sink", sink);
@@ -417,11 +425,22 @@ fn revoke_all_and_exchanged_access_tokens() {
     );
 }
 
+/// A token signed by a freshly rotated key names a `kid` the edge does not know yet: with
+/// the regular JWKS refresh an hour away, that token is refused `key_unknown` and makes
+/// the sync service refresh the JWKS at once; the tokens after it are accepted. Forged
+/// kids cannot flood the control plane: JWKS fetches stay at about one a second.
 #[test]
-fn rotated_signing_key_is_used_without_restarting_envoy() {
+fn unknown_kid_refreshes_the_keys_at_once_without_restarting_envoy() {
     let cp = control_plane();
     let upstream = EchoUpstream::start().expect("echo upstream");
-    let envoy = start_envoy(&cp, &upstream, &EdgeSpec::default());
+    // Every call of the sync service to the control plane is recorded.
+    let proxy = CountingProxy::start(cp.addr()).expect("counting proxy");
+    let spec = EdgeSpec {
+        jwks_refresh_secs: 3600,
+        cp_via: Some(proxy.addr()),
+        ..EdgeSpec::default()
+    };
+    let envoy = start_envoy(&cp, &upstream, &spec);
     let alice = cp.admin_token().to_owned();
     let pid = envoy.pid();
 
@@ -439,25 +458,60 @@ fn rotated_signing_key_is_used_without_restarting_envoy() {
         "token signed by the first key",
     );
 
-    let start = Instant::now();
     let new_kid = cp.rotate_key(&alice).expect("rotate");
     let (_, new) = cp
         .create_and_download(&alice, "after", &["read"])
         .expect("create + download");
     assert_eq!(decode(&new).0["kid"], new_kid.as_str());
     assert_ne!(new_kid, old_kid);
+    let start = Instant::now();
     let first = send(&envoy, &get(&new));
+    assert_eq!(
+        first,
+        Seen::Deny(401, "key_unknown".into()),
+        "the token that names the new kid first is refused"
+    );
     let took = converge(&envoy, &get(&new), &Seen::Allow, start, PROPAGATION_BOUND);
     println!(
-        "[propagation] key rotation: a token signed by the new key accepted on both workers \
-         {took:?} after the rotation started (first answer right after minting: {first:?}; \
-         the JWKS is refreshed every second)"
+        "[propagation] key rotation: the first token with the new kid refused key_unknown, then accepted on both workers {took:?} later (regular JWKS refresh: 3600 s)"
     );
     expect(
         &envoy,
         &get(&old),
         &Seen::Allow,
         "token signed by the retired key still accepted",
+    );
+
+    // Forged kids, as fast as one client sends them for two seconds: the JWKS is fetched
+    // at most about once a second.
+    let fetches = || {
+        proxy
+            .records()
+            .iter()
+            .filter(|r| r.path.contains("jwks.json"))
+            .count()
+    };
+    let before = fetches();
+    let forged_at = Instant::now();
+    let mut forged = 0;
+    while forged_at.elapsed() < Duration::from_secs(2) {
+        let token = tessera_testkit::TokenBuilder::new(tessera_testkit::now())
+            .header("kid", format!("forged-{forged}"))
+            .with_signature("EdDSA", &[7; 64]);
+        assert_eq!(
+            send(&envoy, &get(&token)),
+            Seen::Deny(401, "key_unknown".into())
+        );
+        forged += 1;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let elapsed = forged_at.elapsed().as_secs() + 1;
+    let fetched = fetches() - before;
+    println!("[propagation] {forged} forged kids in 2 s → {fetched} JWKS fetches");
+    assert!(fetched >= 1, "forged kids asked for no JWKS refresh at all");
+    assert!(
+        fetched as u64 <= elapsed + 1,
+        "{fetched} JWKS fetches for {forged} forged kids in {elapsed} s"
     );
     assert_eq!(envoy.pid(), pid, "same Envoy process");
     assert_eq!(envoy.counter("wasm.tessera.vm_reload_success"), Some(0));

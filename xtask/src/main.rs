@@ -464,7 +464,11 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
     tools::header(&format!(
         "[4/{STEPS}] edge worker: workerd, wasm-bindgen-cli and the worker bundle"
     ));
-    let (workerd, edge_bundle) = if needs(&[bench::Part::Workerd, bench::Part::Soak]) {
+    let (workerd, edge_bundle) = if needs(&[
+        bench::Part::Workerd,
+        bench::Part::Soak,
+        bench::Part::Propagation,
+    ]) {
         (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
     } else {
         println!("not needed by the selected parts");

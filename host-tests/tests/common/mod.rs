@@ -1,12 +1,44 @@
-//! The scenario table machinery shared by the scenario tests: a [`Case`] says what to
-//! send and what must come back; [`run_table`] sends every case and reports every
+//! The scenario table machinery shared by the scenario tests of both hosts: a [`Case`]
+//! says what to send and what must come back; [`run_table`] sends every case to a
+//! [`Target`] (Envoy or workerd: one checker, the host a parameter) and reports every
 //! mismatch at once.
 
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
 
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+use tessera_host_tests::workerd::Workerd;
 use tessera_host_tests::{Envoy, Request};
+use tessera_testkit::{
+    jwks, tamper_signature, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
+};
+
+/// A host the scenario tables run against.
+pub trait Target {
+    /// Where to send a case, or `None` if this host has no such listener.
+    fn addr(&self, via: Via) -> Option<SocketAddr>;
+}
+
+impl Target for Envoy {
+    fn addr(&self, via: Via) -> Option<SocketAddr> {
+        match via {
+            Via::V4 => Some(Envoy::addr(self)),
+            Via::V6 => self.addr_v6(),
+        }
+    }
+}
+
+impl Target for Workerd {
+    fn addr(&self, via: Via) -> Option<SocketAddr> {
+        match via {
+            Via::V4 => Some(Workerd::addr(self)),
+            Via::V6 => None,
+        }
+    }
+}
 
 /// `WWW-Authenticate` expectations.
 #[derive(Clone, Debug)]
@@ -137,18 +169,17 @@ pub enum Outcome {
 
 /// Sends one case and compares. Returns what happened, and `Err` describing every
 /// mismatch.
-pub fn check(envoy: &Envoy, case: &Case) -> (Outcome, Result<(), String>) {
-    let (outcome, result) = check_inner(envoy, case);
+pub fn check(host: &impl Target, case: &Case) -> (Outcome, Result<(), String>) {
+    let (outcome, result) = check_inner(host, case);
     (outcome.unwrap_or(Outcome::Other), result)
 }
 
-fn check_inner(envoy: &Envoy, case: &Case) -> (Option<Outcome>, Result<(), String>) {
-    let to = match case.via {
-        Via::V4 => envoy.addr(),
-        Via::V6 => match envoy.addr_v6() {
-            Some(a) => a,
-            None => return (None, Err("this Envoy has no IPv6 listener".into())),
-        },
+fn check_inner(host: &impl Target, case: &Case) -> (Option<Outcome>, Result<(), String>) {
+    let Some(to) = host.addr(case.via) else {
+        return (
+            None,
+            Err(format!("this host has no {:?} listener", case.via)),
+        );
     };
     let resp = match case.request.send(to) {
         Ok(r) => r,
@@ -168,15 +199,22 @@ fn check_inner(envoy: &Envoy, case: &Case) -> (Option<Outcome>, Result<(), Strin
             if resp.upstream().is_some() {
                 problems.push("the request reached the upstream".into());
             }
-            if resp.reason().as_deref() != Some(reason) {
-                problems.push(format!("reason {:?} (want {reason:?})", resp.reason()));
+            // The body is exactly {"error": <code>, "reason": <reason>}.
+            let want_body = json!({"error": resp.error(), "reason": reason});
+            if resp.json() != Some(want_body) || resp.error().is_none() {
+                problems.push(format!("body {:?} (want reason {reason:?})", resp.text()));
             }
-            if resp.error().is_none() {
-                problems.push("deny body has no \"error\" member".into());
+            if resp.header("content-type") != Some("application/json") {
+                problems.push(format!(
+                    "content-type {:?} (want application/json)",
+                    resp.header("content-type")
+                ));
             }
-            let ct = resp.header("content-type").unwrap_or_default();
-            if !ct.starts_with("application/json") {
-                problems.push(format!("content-type {ct:?} (want application/json)"));
+            if resp.header("cache-control") != Some("no-store") {
+                problems.push(format!(
+                    "cache-control {:?} (want no-store)",
+                    resp.header("cache-control")
+                ));
             }
         }
         None => {
@@ -217,11 +255,11 @@ fn check_inner(envoy: &Envoy, case: &Case) -> (Option<Outcome>, Result<(), Strin
 
 /// Runs every case, prints one line per case and returns one line per failed case and
 /// the outcome of every request.
-pub fn run_table(label: &str, envoy: &Envoy, cases: &[Case]) -> (Vec<String>, Vec<Outcome>) {
+pub fn run_table(label: &str, host: &impl Target, cases: &[Case]) -> (Vec<String>, Vec<Outcome>) {
     let mut failed = Vec::new();
     let mut outcomes = Vec::new();
     for case in cases {
-        let (outcome, result) = check(envoy, case);
+        let (outcome, result) = check(host, case);
         outcomes.push(outcome);
         match result {
             Ok(()) => println!("[{label}] ok   {}", case.name),
@@ -248,4 +286,349 @@ pub fn finish(failures: &[String]) {
         }
         panic!("{msg}");
     }
+}
+
+/// The keys the scenario tables sign with.
+pub struct ScenarioKeys {
+    /// EdDSA, kid `ed-1`: signs the default tokens.
+    pub ed: TestKey,
+    /// ES256, kid `es-1`.
+    pub es: TestKey,
+    /// RS256, kid `rs-1`.
+    pub rs: TestKey,
+    /// A different key with `ed`'s kid (the wrong key).
+    pub impostor: TestKey,
+    /// A key whose kid the verifier does not know.
+    pub ghost: TestKey,
+}
+
+impl ScenarioKeys {
+    /// Fresh keys.
+    pub fn generate() -> ScenarioKeys {
+        ScenarioKeys {
+            ed: TestKey::generate(Alg::EdDSA, "ed-1"),
+            es: TestKey::generate(Alg::ES256, "es-1"),
+            rs: TestKey::generate(Alg::RS256, "rs-1"),
+            impostor: TestKey::generate(Alg::EdDSA, "ed-1"),
+            ghost: TestKey::generate(Alg::EdDSA, "ghost"),
+        }
+    }
+
+    /// The configuration both hosts run the table with: these keys, `Bearer`/`Token`
+    /// schemes and `csp-auth-token`, `/admin` needing scope `admin`, and `lists`.
+    pub fn config(&self, lists: Value) -> Value {
+        json!({
+            "issuers": [DEFAULT_ISSUER],
+            "audiences": [DEFAULT_AUDIENCE],
+            "jwks": jwks(&[&self.ed, &self.es, &self.rs]),
+            "token_sources": [
+                {"header": "authorization", "schemes": ["Bearer", "Token"]},
+                {"header": "csp-auth-token"}
+            ],
+            "routes": [{"path_prefix": "/admin", "scopes": ["admin"]}],
+            "status": {"lists": lists},
+        })
+    }
+}
+
+/// The scenario table both hosts must answer alike (at time `t`, with `ScenarioKeys::config`);
+/// each host's test adds only the cases about its own client address.
+pub fn scenario_table(t: u64, keys: &ScenarioKeys) -> Vec<Case> {
+    let ScenarioKeys {
+        ed,
+        es,
+        rs,
+        impostor,
+        ghost,
+    } = keys;
+    let tok = |b: TokenBuilder| b.sign(ed);
+    let valid = tok(TokenBuilder::new(t));
+    let other_valid = tok(TokenBuilder::new(t).claim("jti", "tok_other"));
+    let get = |path: &str| Request::get(path);
+    let bearer = |token: &str| get("/api/things").bearer(token);
+
+    vec![
+        // --- allowed, one per algorithm, identity headers as documented ---
+        Case::allow("valid EdDSA token", bearer(&valid), ALICE)
+            .upstream("authorization", &[&format!("Bearer {valid}")]),
+        Case::allow(
+            "valid ES256 token",
+            bearer(&TokenBuilder::new(t).sign(es)),
+            ALICE,
+        ),
+        Case::allow(
+            "valid RS256 token",
+            bearer(&TokenBuilder::new(t).sign(rs)),
+            ALICE,
+        ),
+        Case::allow(
+            "identity headers follow the claims",
+            bearer(&tok(TokenBuilder::new(t)
+                .claim("sub", "bob")
+                .claim("org", "globex")
+                .claim("jti", "tok_42")
+                .claim("scope", "read write"))),
+            ["bob", "globex", "tok_42", "read write"],
+        ),
+        Case::allow(
+            "Authorization: Token scheme",
+            get("/api/things").header("authorization", &format!("Token {valid}")),
+            ALICE,
+        ),
+        Case::allow(
+            "custom header source csp-auth-token",
+            get("/api/things").header("csp-auth-token", &valid),
+            ALICE,
+        ),
+        Case::allow(
+            "same token in two sources is not ambiguous",
+            bearer(&valid).header("csp-auth-token", &valid),
+            ALICE,
+        ),
+        Case::allow(
+            "spoofed identity headers are replaced",
+            bearer(&valid)
+                .header("x-tessera-user", "mallory")
+                .header("x-tessera-user", "eve")
+                .header("X-Tessera-Org", "evil")
+                .header("x-tessera-token-id", "forged")
+                .header("x-tessera-scopes", "admin"),
+            ALICE,
+        ),
+        Case::allow(
+            "scoped route with the scope",
+            Request::new("POST", "/admin/users")
+                .bearer(&tok(TokenBuilder::new(t).claim("scope", "read admin"))),
+            ["alice", "acme", "tok_1", "read admin"],
+        ),
+        Case::allow(
+            "path prefix matches whole segments only",
+            get("/administrator").bearer(&valid),
+            ALICE,
+        ),
+        // --- token extraction ---
+        Case::deny(
+            "no token",
+            get("/api/things"),
+            401,
+            "token_missing",
+            Www::challenge(),
+        ),
+        Case::deny(
+            "unlisted scheme counts as no token",
+            get("/api/things").header("authorization", "Basic YWxpY2U6c2VjcmV0"),
+            401,
+            "token_missing",
+            Www::challenge(),
+        ),
+        Case::deny(
+            "two different tokens in two sources",
+            bearer(&valid).header("csp-auth-token", &other_valid),
+            400,
+            "token_ambiguous",
+            Www::error("invalid_request"),
+        ),
+        // --- 401 invalid_token, one per reason ---
+        Case::invalid("malformed token", bearer("not-a-jwt"), "token_malformed"),
+        Case::invalid(
+            "malformed: three parts of garbage",
+            bearer("a.b.c"),
+            "token_malformed",
+        ),
+        Case::invalid(
+            "signature bytes altered",
+            bearer(&tamper_signature(&valid)),
+            "signature_invalid",
+        ),
+        Case::invalid(
+            "signed by another key with a configured kid",
+            bearer(&TokenBuilder::new(t).sign(impostor)),
+            "signature_invalid",
+        ),
+        Case::invalid(
+            "unknown kid",
+            bearer(&TokenBuilder::new(t).sign(ghost)),
+            "key_unknown",
+        ),
+        Case::invalid(
+            "alg none",
+            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).unsigned()),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "HS256 keyed with the Ed25519 public key, real kid",
+            bearer(
+                &TokenBuilder::new(t)
+                    .header("kid", ed.kid())
+                    .sign_hs256(&ed.public_key_bytes()),
+            ),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "HS256 keyed with the RSA public key, real kid",
+            bearer(
+                &TokenBuilder::new(t)
+                    .header("kid", rs.kid())
+                    .sign_hs256(&rs.public_key_bytes()),
+            ),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "ES256 token naming the EdDSA key's kid",
+            bearer(&TokenBuilder::new(t).header("kid", ed.kid()).sign(es)),
+            "alg_not_allowed",
+        ),
+        Case::invalid(
+            "expired",
+            bearer(&tok(TokenBuilder::new(t - 7200))),
+            "expired",
+        ),
+        Case::invalid(
+            "nbf in the future",
+            bearer(&tok(TokenBuilder::new(t).claim("nbf", t + 1800))),
+            "not_yet_valid",
+        ),
+        Case::invalid(
+            "wrong issuer",
+            bearer(&tok(
+                TokenBuilder::new(t).claim("iss", "https://evil.test/v1/orgs/acme")
+            )),
+            "issuer_mismatch",
+        ),
+        Case::invalid(
+            "wrong audience",
+            bearer(&tok(TokenBuilder::new(t).claim("aud", "someone-else"))),
+            "audience_mismatch",
+        ),
+        Case::invalid(
+            "token larger than 8192 bytes",
+            bearer(&tok(TokenBuilder::new(t).claim("pad", "x".repeat(9000)))),
+            "token_too_large",
+        ),
+        Case::invalid(
+            "exp missing",
+            bearer(&tok(TokenBuilder::new(t).remove_claim("exp"))),
+            "claim_missing",
+        ),
+        Case::invalid(
+            "revoked in the status list",
+            bearer(&tok(TokenBuilder::new(t).status_idx(1))),
+            "revoked",
+        ),
+        Case::invalid(
+            "suspended in the status list",
+            bearer(&tok(TokenBuilder::new(t).status_idx(2))),
+            "suspended",
+        ),
+        Case::deny(
+            "status index beyond the list (fail closed)",
+            bearer(&tok(TokenBuilder::new(t).status_idx(1000))),
+            503,
+            "status_unavailable",
+            Www::NoErrorParam,
+        ),
+        // --- scopes ---
+        Case::deny(
+            "scoped route without the scope",
+            Request::new("POST", "/admin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::deny(
+            "dot segments cannot sidestep a route rule",
+            get("/public/../admin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::deny(
+            "doubled slashes cannot sidestep a route rule",
+            get("//admin//users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::allow(
+            "access token (typ at+jwt) exchanged from an API token",
+            bearer(&tok(TokenBuilder::access_token(t, "tok_1"))),
+            ["alice", "acme", "at_1", "read"],
+        ),
+        Case::allow(
+            "typ compared case-insensitively, application/ prefix ignored",
+            bearer(&tok(
+                TokenBuilder::new(t).header("typ", "application/Tessera-API+JWT")
+            )),
+            ALICE,
+        ),
+        Case::allow(
+            "same token in two Authorization headers is not ambiguous",
+            bearer(&valid).bearer(&valid),
+            ALICE,
+        ),
+        Case::deny(
+            "two different csp-auth-token headers",
+            get("/api/things")
+                .header("csp-auth-token", &valid)
+                .header("csp-auth-token", &other_valid),
+            400,
+            "token_ambiguous",
+            Www::error("invalid_request"),
+        ),
+        Case::deny(
+            // Envoy joins repeated Authorization headers into one value with ","
+            // ("Bearer A,Bearer B"): the filter sees a single, comma-separated value.
+            "two different Authorization headers",
+            bearer(&valid).bearer(&other_valid),
+            400,
+            "token_ambiguous",
+            Www::error("invalid_request"),
+        ),
+        Case::invalid(
+            "status claim missing (status.required defaults to true)",
+            bearer(&tok(TokenBuilder::new(t).remove_claim("status"))),
+            "claim_missing",
+        ),
+        Case::invalid(
+            "crit header",
+            bearer(&tok(TokenBuilder::new(t).header("crit", json!(["exp"])))),
+            "crit_unsupported",
+        ),
+        Case::invalid(
+            "typ JWT is not a Tessera token type",
+            bearer(&tok(TokenBuilder::new(t).header("typ", "JWT"))),
+            "type_mismatch",
+        ),
+        Case::invalid(
+            "iat in the future",
+            bearer(&tok(TokenBuilder::new(t)
+                .claim("iat", t + 1800)
+                .remove_claim("nbf"))),
+            "issued_in_future",
+        ),
+        Case::invalid(
+            "lifetime over the 400-day maximum",
+            bearer(&tok(TokenBuilder::new(t).claim("exp", t + 401 * 86_400))),
+            "lifetime_too_long",
+        ),
+        Case::allow(
+            "non-ASCII claims reach the origin as UTF-8",
+            bearer(&tok(TokenBuilder::new(t).claim("sub", "b\u{f8}b \u{2603}"))),
+            ["b\u{f8}b \u{2603}", "acme", "tok_1", "read"],
+        ),
+        Case::deny(
+            "percent-encoded letters cannot sidestep a route rule",
+            get("/%61dmin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+        Case::deny(
+            "encoded dot segments cannot sidestep a route rule",
+            get("/public/%2e%2e/admin/users").bearer(&valid),
+            403,
+            "insufficient_scope",
+            Www::insufficient_scope("admin"),
+        ),
+    ]
 }

@@ -1,16 +1,18 @@
 //! The propagation part of `cargo xtask bench`: how long a revocation takes to reach the
 //! data plane.
 //!
-//! One real control plane (`tessera serve`, SQLite) and four separate Envoy processes,
-//! each running the Tessera filter and its singleton sync service, which long-polls the
-//! control plane's status-list change feed. For each of N tokens (100 in the full run, 5
-//! in the smoke run): every Envoy must answer 200 for it; then one thread per Envoy polls
-//! it with that token in a tight loop while the token is revoked through the API, and
-//! each thread records when the first `401 revoked` arrived. The measure is that instant
-//! minus the instant the revoke API's answer arrived (t0), per Envoy.
+//! One real control plane (`tessera serve`, SQLite), four separate Envoy processes, each
+//! running the Tessera filter and its singleton sync service, which long-polls the
+//! control plane's status-list change feed, and two workerd processes running the edge
+//! worker, which revalidates the status list in the background with its default period.
+//! For each of N tokens (100 in the full run, 5 in the smoke run): every edge must answer
+//! 200 for it; then one thread per edge polls it with that token in a tight loop while
+//! the token is revoked through the API, and each thread records when the first `401
+//! revoked` arrived. The measure is that instant minus the instant the revoke API's
+//! answer arrived (t0), per edge.
 //!
-//! Everything runs on loopback; the control plane and every Envoy are stopped when their
-//! guards drop, whatever happens. The raw samples go to
+//! Everything runs on loopback; the control plane, every Envoy and every workerd are
+//! stopped when their guards drop, whatever happens. The raw samples go to
 //! `target/bench/propagation/samples.csv` and the Envoy bootstraps next to it.
 
 use std::fmt::Write as _;
@@ -21,13 +23,30 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tessera_host_tests::{ControlPlane, ControlPlaneOptions, Envoy, EnvoyOptions, Request};
+use serde_json::json;
+use tessera_host_tests::workerd::{Origin, Workerd, WorkerdOptions};
+use tessera_host_tests::{
+    ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy, EnvoyOptions, Request,
+};
 
 use super::{Inputs, Plan, Section, TargetRow};
 use crate::tools::Result;
 
 /// Envoy processes, each with its own sync service.
 const ENVOYS: usize = 4;
+/// workerd processes, each running the edge worker with its default status refresh.
+const WORKERDS: usize = 2;
+/// Every edge: the Envoys first, then the workerds.
+const EDGES: usize = ENVOYS + WORKERDS;
+
+/// The name of edge `e` in the report.
+fn edge_name(e: usize) -> String {
+    if e < ENVOYS {
+        format!("Envoy {}", e + 1)
+    } else {
+        format!("workerd {}", e - ENVOYS + 1)
+    }
+}
 /// Revocations measured in the full run.
 const FULL_REVOKES: usize = 100;
 /// Revocations in the smoke run.
@@ -54,8 +73,8 @@ const PATH: &str = "/api/orders";
 struct Sample {
     /// Which revocation (0-based).
     revoke: usize,
-    /// Which Envoy (0-based).
-    envoy: usize,
+    /// Which edge (0-based: the Envoys, then the workerds).
+    edge: usize,
     /// First 401 minus t0, or zero when the first 401 arrived before t0.
     after_answer: Duration,
     /// Whether the first 401 arrived before the revoke API's answer.
@@ -230,7 +249,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         FULL_REVOKES
     };
     let load_before = load_average();
-    println!("propagation: starting the control plane and {ENVOYS} Envoys");
+    println!("propagation: starting the control plane, {ENVOYS} Envoys and {WORKERDS} workerds");
     let cp = ControlPlane::start(&ControlPlaneOptions::new(inputs.cp_bin))
         .map_err(|e| format!("propagation: control plane: {e}"))?;
     let admin = cp.admin_token().to_owned();
@@ -265,7 +284,37 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         .enumerate()
         .map(|(i, r)| r.map_err(|e| format!("propagation: Envoy {} did not start: {e}", i + 1)))
         .collect::<Result<_>>()?;
-    let addrs: Vec<SocketAddr> = envoys.iter().map(Envoy::addr).collect();
+    // The edge workers: keys and the status list from the same control plane, fetched
+    // by the worker itself (status refresh at its default period).
+    let origin = EchoUpstream::start().map_err(|e| format!("propagation: origin: {e}"))?;
+    let worker_config = json!({
+        "issuers": [cp.issuer()],
+        "audiences": ["tessera"],
+        "status": {"required": true, "fail_policy": "closed"},
+        "sync": {"max_staleness_secs": MAX_STALENESS_SECS},
+    });
+    let worker_options = WorkerdOptions::new(
+        inputs.workerd,
+        inputs.edge_bundle,
+        &worker_config,
+        Origin::Url(format!("http://{}", origin.addr())),
+    )
+    .var("TESSERA_JWKS_URLS", &json!([cp.jwks_url()]).to_string())
+    .var(
+        "TESSERA_STATUS_URLS",
+        &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
+    );
+    let workers: Vec<Workerd> = (0..WORKERDS)
+        .map(|i| {
+            Workerd::start(&worker_options)
+                .map_err(|e| format!("propagation: workerd {} did not start: {e}", i + 1))
+        })
+        .collect::<Result<_>>()?;
+    let addrs: Vec<SocketAddr> = envoys
+        .iter()
+        .map(Envoy::addr)
+        .chain(workers.iter().map(Workerd::addr))
+        .collect();
 
     // Every token up front; then each Envoy must accept the newest one (first sync done,
     // keys known, a list covering every index).
@@ -295,11 +344,11 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         }
     }
     println!(
-        "propagation: {revokes} tokens created in {}; {ENVOYS} Envoys accept them; revoking",
+        "propagation: {revokes} tokens created in {}; {EDGES} edges accept them; revoking",
         fmt_duration(created)
     );
 
-    let mut samples = Vec::with_capacity(revokes * ENVOYS);
+    let mut samples = Vec::with_capacity(revokes * EDGES);
     let measured = Instant::now();
     for (r, (id, jwt)) in tokens.iter().enumerate() {
         let request = data_plane_request(jwt);
@@ -310,10 +359,9 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
                 Seen::Other(what) => what,
             };
             return Err(format!(
-                "propagation: before revoke {}, Envoy {} did not answer 200 for the token: \
-                 {what}",
+                "propagation: before revoke {}, {} did not answer 200 for the token: {what}",
                 r + 1,
-                e + 1
+                edge_name(e)
             ));
         }
         let ready = AtomicUsize::new(0);
@@ -328,7 +376,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
                 .collect();
             // Revoke only once every poller has had its first 200.
             let wait = Instant::now();
-            while ready.load(Ordering::SeqCst) < ENVOYS {
+            while ready.load(Ordering::SeqCst) < EDGES {
                 if handles.iter().any(|h| h.is_finished()) || wait.elapsed() > LIMIT {
                     abort.store(true, Ordering::SeqCst);
                     break;
@@ -360,7 +408,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
                         .iter()
                         .enumerate()
                         .filter_map(|(i, p)| {
-                            p.as_ref().err().map(|e| format!("Envoy {}: {e}", i + 1))
+                            p.as_ref().err().map(|e| format!("{}: {e}", edge_name(i)))
                         })
                         .collect();
                     return Err(format!("{e}; {}", why.join("; ")));
@@ -373,16 +421,16 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         for (e, p) in polled.into_iter().enumerate() {
             let p = p.map_err(|why| {
                 format!(
-                    "propagation: revoke {} (token {id}), Envoy {} ({}): {why}",
+                    "propagation: revoke {} (token {id}), {} ({}): {why}",
                     r + 1,
-                    e + 1,
+                    edge_name(e),
                     addrs[e]
                 )
             })?;
             let before_answer = p.first_revoked < t0;
             samples.push(Sample {
                 revoke: r,
-                envoy: e,
+                edge: e,
                 after_answer: p.first_revoked.saturating_duration_since(t0),
                 before_answer,
                 after_call_start: p.first_revoked.saturating_duration_since(start),
@@ -400,13 +448,15 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     for (e, addr) in addrs.iter().enumerate() {
         if let Seen::Allow | Seen::Other(_) = classify(*addr, &first) {
             return Err(format!(
-                "propagation: Envoy {} no longer refuses the first revoked token",
-                e + 1
+                "propagation: {} no longer refuses the first revoked token",
+                edge_name(e)
             ));
         }
     }
     let load_after = load_average();
     drop(envoys);
+    drop(workers);
+    drop(origin);
     drop(cp);
 
     write_samples(dir, &samples)?;
@@ -416,7 +466,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     )
     .unwrap_or_default();
     println!(
-        "propagation: {revokes} revokes × {ENVOYS} Envoys measured in {}; p99 {}",
+        "propagation: {revokes} revokes × {EDGES} edges measured in {}; p99 {}",
         fmt_duration(measured),
         fmt_duration(p99)
     );
@@ -432,7 +482,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
 
 fn write_samples(dir: &Path, samples: &[Sample]) -> Result<()> {
     let mut csv = String::from(
-        "revoke,envoy,after_answer_us,before_answer,after_call_start_us,revoke_call_us,\
+        "revoke,edge,after_answer_us,before_answer,after_call_start_us,revoke_call_us,\
          gap_us,requests,polled_us\n",
     );
     for s in samples {
@@ -440,7 +490,7 @@ fn write_samples(dir: &Path, samples: &[Sample]) -> Result<()> {
             csv,
             "{},{},{},{},{},{},{},{},{}",
             s.revoke + 1,
-            s.envoy + 1,
+            edge_name(s.edge),
             s.after_answer.as_micros(),
             s.before_answer,
             s.after_call_start.as_micros(),
@@ -470,10 +520,18 @@ fn report(
     };
     let pick = |f: fn(&Sample) -> Duration| samples.iter().map(f).collect::<Vec<_>>();
     let all = pick(|s| s.after_answer);
+    let of = |envoy: bool| {
+        samples
+            .iter()
+            .filter(|s| (s.edge < ENVOYS) == envoy)
+            .map(|s| s.after_answer)
+            .collect::<Vec<_>>()
+    };
+    let (envoy_all, workerd_all) = (of(true), of(false));
     // The revoke call's duration once per revocation (the samples repeat it per Envoy).
     let calls: Vec<Duration> = samples
         .iter()
-        .filter(|s| s.envoy == 0)
+        .filter(|s| s.edge == 0)
         .map(|s| s.call)
         .collect();
     let early = samples.iter().filter(|s| s.before_answer).count();
@@ -507,6 +565,12 @@ fn report(
          answers the long poll at once on a change and the service re-polls at once; \
          `jwks_refresh_secs` 1, `retry_secs` 1). Envoy answers allowed requests with a \
          direct 200 (no upstream).\n\
+         - And {WORKERDS} workerd processes running the edge worker (`edge-worker`, \
+         fail policy `closed`, keys from the control plane's JWKS, the status list fetched \
+         by the worker itself with its default refresh: revalidated with `If-None-Match` \
+         in the background by the first request at least 900 ms after the last fetch \
+         started, one fetch in flight). The worker forwards allowed requests to a loopback \
+         echo origin.\n\
          - {revokes} tokens are created and downloaded up front; every Envoy must accept \
          the newest before the first revoke. Then, for each token in turn: each Envoy \
          must answer 200 for it; one thread per Envoy starts polling it with that token \
@@ -515,7 +579,7 @@ fn report(
          instant the revoke call's answer had been read (the call's own duration is \
          reported too). Each thread stops at its first `401` with reason `revoked`; the \
          sample is the arrival of that 401 minus t0: {} samples ({revokes} revokes × \
-         {ENVOYS} Envoys). Any other answer, or no 401 within {} s, fails the run.\n\
+         {EDGES} edges). Any other answer, or no 401 within {} s, fails the run.\n\
          - Polling uses the harness client, which opens a fresh TCP connection per \
          request (`Connection: close`, no keep-alive). Poll resolution: a request took \
          {} on average while polling ({requests} requests), and the gap between the \
@@ -568,20 +632,28 @@ fn report(
         "{}",
         stats_row(
             &format!("**revoke answer → first 401, all {ENVOYS} Envoys**"),
-            &all
+            &envoy_all
         )
     );
-    for e in 0..ENVOYS {
+    let _ = writeln!(
+        md,
+        "{}",
+        stats_row(
+            &format!("**revoke answer → first 401, all {WORKERDS} workerds**"),
+            &workerd_all
+        )
+    );
+    for e in 0..EDGES {
         let mine: Vec<Duration> = samples
             .iter()
-            .filter(|s| s.envoy == e)
+            .filter(|s| s.edge == e)
             .map(|s| s.after_answer)
             .collect();
         let _ = writeln!(
             md,
             "{}",
             stats_row(
-                &format!("revoke answer → first 401, Envoy {}", e + 1),
+                &format!("revoke answer → first 401, {}", edge_name(e)),
                 &mine
             )
         );
@@ -590,7 +662,7 @@ fn report(
         md,
         "{}",
         stats_row(
-            "revoke call start → first 401, all Envoys",
+            "revoke call start → first 401, all edges",
             &pick(|s| s.after_call_start)
         )
     );
@@ -603,7 +675,7 @@ fn report(
         md,
         "{}",
         stats_row(
-            "poll resolution: last 200 → first 401 at one Envoy",
+            "poll resolution: last 200 → first 401 at one edge",
             &pick(|s| s.gap)
         )
     );
@@ -634,13 +706,19 @@ fn report(
     }
     let _ = writeln!(md);
 
-    let p99 = percentile(&all, 99).unwrap_or_default();
-    let targets = vec![TargetRow {
-        measure: format!("Propagation p99 (revoke answer → first 401, {ENVOYS} Envoys)"),
-        measured: fmt_duration(p99),
-        target: "≤ 1 s".into(),
-        met: (!plan.smoke).then_some(p99 <= TARGET),
-    }];
+    let row = |what: String, values: &[Duration]| {
+        let p99 = percentile(values, 99).unwrap_or_default();
+        TargetRow {
+            measure: format!("Propagation p99 (revoke answer → first 401, {what})"),
+            measured: fmt_duration(p99),
+            target: "≤ 1 s".into(),
+            met: (!plan.smoke).then_some(p99 <= TARGET),
+        }
+    };
+    let targets = vec![
+        row(format!("{ENVOYS} Envoys"), &envoy_all),
+        row(format!("{WORKERDS} workerds"), &workerd_all),
+    ];
     Section {
         title: "Revocation propagation".into(),
         body: md,
@@ -685,17 +763,17 @@ mod tests {
     }
 
     #[test]
-    fn report_has_the_target_and_every_envoy() {
+    fn report_has_the_targets_and_every_edge() {
         let root = Path::new("/repo");
         let inputs = Inputs::example(root);
         let samples: Vec<Sample> = (0..10)
             .flat_map(|r| {
-                (0..ENVOYS).map(move |e| Sample {
+                (0..EDGES).map(move |e| Sample {
                     revoke: r,
-                    envoy: e,
-                    after_answer: ms((r * ENVOYS + e) as u64),
+                    edge: e,
+                    after_answer: ms((r * EDGES + e) as u64),
                     before_answer: r == 0 && e == 0,
-                    after_call_start: ms((r * ENVOYS + e) as u64 + 3),
+                    after_call_start: ms((r * EDGES + e) as u64 + 3),
                     call: ms(3),
                     gap: Duration::from_micros(500),
                     requests: 10,
@@ -709,19 +787,23 @@ mod tests {
         for heading in ["### Method", "### Commands", "### Results"] {
             assert!(section.body.contains(heading), "{heading}");
         }
-        for e in 1..=ENVOYS {
-            assert!(section.body.contains(&format!("Envoy {e} |")), "Envoy {e}");
+        for e in 0..EDGES {
+            let name = edge_name(e);
+            assert!(section.body.contains(&format!("{name} |")), "{name}");
         }
+        assert!(section.body.contains("workerd 2 |"));
         assert!(section
             .body
             .contains("target/bench/propagation/envoy-<n>.yaml"));
-        assert!(section.body.contains("1 of 40"));
+        assert!(section.body.contains("1 of 60"));
         assert!(section.body.contains("took 3.00 ms; its first 401s"));
-        assert_eq!(section.targets.len(), 1);
-        let row = &section.targets[0];
-        // 40 samples 0..=39 ms: p99 is the 40th, 39 ms.
-        assert_eq!(row.measured, "39.0 ms");
-        assert_eq!(row.met, Some(true));
+        assert_eq!(section.targets.len(), 2);
+        // Envoys: r·6 + 0..=3 ms, the largest 57 ms; workerds: r·6 + 4..=5, up to 59 ms.
+        assert_eq!(section.targets[0].measured, "57.0 ms");
+        assert!(section.targets[0].measure.contains("4 Envoys"));
+        assert_eq!(section.targets[1].measured, "59.0 ms");
+        assert!(section.targets[1].measure.contains("2 workerds"));
+        assert_eq!(section.targets[0].met, Some(true));
         let smoke = Plan {
             smoke: true,
             ..Plan::full()

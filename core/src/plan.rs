@@ -1,0 +1,388 @@
+//! What a host does with an [`Outcome`]: the one plan every host (the Envoy filter, the
+//! edge worker) carries out with its own calls, so the hosts cannot drift apart.
+//!
+//! - a refusal is a [`Reply`]: status, headers (RFC 6750 `WWW-Authenticate`,
+//!   `cache-control: no-store`) and the JSON body;
+//! - an allowed request gets the identity headers *set*: every value the client sent
+//!   under those names is replaced by ours, so exactly our values reach the upstream
+//!   (one rule, one host call per header whether or not the client sent it), and the
+//!   token's header is removed when it is not forwarded;
+//! - a decision about a verified token becomes one [`UsageRecord`], the wire type every
+//!   host reports to the control plane.
+
+use std::net::IpAddr;
+
+use crate::config::Config;
+use crate::decision::{Decision, Reason};
+use crate::{Outcome, Request};
+
+/// What to do with the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Forward after editing headers.
+    Forward {
+        /// Headers to set, replacing every value the request carries under that name.
+        set: Vec<(String, String)>,
+        /// Header names to remove (all values): the token's header when not forwarded.
+        remove: Vec<String>,
+    },
+    /// Answer locally.
+    Reply(Reply),
+}
+
+/// A local reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Response body: `{"error": <RFC 6750 code>, "reason": <stable reason>}`.
+    pub body: String,
+    /// The stable reason code.
+    pub reason: Reason,
+}
+
+/// Keeps a value that came from a signed token safe to put in a header: control
+/// characters cannot appear (core refuses such claims), but a host must never be handed
+/// a header that could split a request, so they are dropped here too.
+fn header_safe(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// The plan for `outcome` under `config`.
+pub fn plan(config: &Config, outcome: &Outcome) -> Plan {
+    match &outcome.decision {
+        Decision::Allow(id) => {
+            let h = &config.identity_headers;
+            let set = vec![
+                (h.user.clone(), header_safe(&id.user)),
+                (h.org.clone(), header_safe(&id.org)),
+                (h.token_id.clone(), header_safe(&id.token_id)),
+                (h.scopes.clone(), header_safe(&id.scopes.join(" "))),
+            ];
+            let remove = match (&outcome.token_header, config.forward_token) {
+                (Some(t), false) => vec![t.clone()],
+                _ => Vec::new(),
+            };
+            Plan::Forward { set, remove }
+        }
+        Decision::Deny(d) => {
+            let mut headers = vec![
+                ("content-type", "application/json".to_string()),
+                ("cache-control", "no-store".to_string()),
+            ];
+            if let Some(w) = &d.www_authenticate {
+                headers.push(("www-authenticate", w.clone()));
+            }
+            Plan::Reply(Reply {
+                status: d.status,
+                headers,
+                body: d.body(),
+                reason: d.reason,
+            })
+        }
+    }
+}
+
+/// Allowed or refused, as usage reports say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageOutcome {
+    /// `"allow"`.
+    Allow,
+    /// `"deny"`.
+    Deny,
+}
+
+impl UsageOutcome {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageOutcome::Allow => "allow",
+            UsageOutcome::Deny => "deny",
+        }
+    }
+}
+
+/// The reason a usage record gives for an allow that only passed because the token's
+/// status was unknown and the fail policy is open.
+pub const STATUS_FAIL_OPEN: &str = "status_fail_open";
+
+/// The longest path a usage record carries (the control plane's limit), in bytes.
+pub const MAX_USAGE_PATH: usize = 2048;
+
+/// One decision about a verified token, as the control plane's `POST /v1/usage` takes it
+/// (`{"events": [record...]}`). The filter and the edge worker both produce exactly this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// `jti`.
+    pub token_id: String,
+    /// `parent`, for exchanged access tokens.
+    pub parent: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
+    /// The client address the decision used, if known.
+    pub ip: Option<String>,
+    /// Allow or deny.
+    pub outcome: UsageOutcome,
+    /// The reason code of a refusal, or [`STATUS_FAIL_OPEN`] for a fail-open allow.
+    pub reason: Option<&'static str>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path, without the query string (it may carry secrets), at most
+    /// [`MAX_USAGE_PATH`] bytes.
+    pub path: String,
+}
+
+impl UsageRecord {
+    /// The record for `outcome` on `req` at `now`; `None` when no token's signature
+    /// verified (a token refused before that has no trustworthy id). `client` is the
+    /// address the host resolved ([`crate::Verifier::client_address`]).
+    pub fn of(
+        outcome: &Outcome,
+        req: &Request<'_>,
+        client: Option<IpAddr>,
+        now: u64,
+    ) -> Option<UsageRecord> {
+        let subject = outcome.subject.as_ref()?;
+        let (result, reason) = match &outcome.decision {
+            Decision::Allow(id) => (
+                UsageOutcome::Allow,
+                id.status_fail_open.then_some(STATUS_FAIL_OPEN),
+            ),
+            Decision::Deny(d) => (UsageOutcome::Deny, Some(d.reason.as_str())),
+        };
+        let path = req.path.split('?').next().unwrap_or("");
+        let mut end = path.len().min(MAX_USAGE_PATH);
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(UsageRecord {
+            token_id: subject.token_id.clone(),
+            parent: subject.parent.clone(),
+            at: now,
+            ip: client.map(|ip| ip.to_string()),
+            outcome: result,
+            reason,
+            method: req.method.to_string(),
+            path: path[..end].to_string(),
+        })
+    }
+
+    /// Appends the JSON form (absent options are left out).
+    // Written by hand: the filter module otherwise needs no JSON serializer, and
+    // serde_json's would add tens of kilobytes to it.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"token_id\":");
+        json_str(out, &self.token_id);
+        if let Some(p) = &self.parent {
+            out.push_str(",\"parent\":");
+            json_str(out, p);
+        }
+        out.push_str(",\"at\":");
+        out.push_str(&self.at.to_string());
+        if let Some(ip) = &self.ip {
+            out.push_str(",\"ip\":");
+            json_str(out, ip);
+        }
+        out.push_str(",\"outcome\":");
+        json_str(out, self.outcome.as_str());
+        if let Some(r) = self.reason {
+            out.push_str(",\"reason\":");
+            json_str(out, r);
+        }
+        out.push_str(",\"method\":");
+        json_str(out, &self.method);
+        out.push_str(",\"path\":");
+        json_str(out, &self.path);
+        out.push('}');
+    }
+
+    /// A batch as `POST /v1/usage` takes it: `{"events":[...]}`.
+    pub fn batch_json(records: &[UsageRecord]) -> String {
+        let mut out = String::from("{\"events\":[");
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            r.write_json(&mut out);
+        }
+        out.push_str("]}");
+        out
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{Deny, Identity};
+    use crate::{CacheUse, Subject};
+
+    fn config(extra: &str) -> Config {
+        let key = tessera_testkit::TestKey::generate(tessera_testkit::Alg::EdDSA, "k");
+        let jwks = tessera_testkit::jwks(&[&key]);
+        let json = format!(r#"{{"issuers":["i"],"audiences":["a"],"jwks":{jwks}{extra}}}"#);
+        match Config::from_json(&json) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn allow(token_header: Option<&str>, fail_open: bool) -> Outcome {
+        Outcome {
+            decision: Decision::Allow(Identity {
+                user: "alice\r\nx-evil: 1".into(),
+                org: "acme".into(),
+                token_id: "tok_1".into(),
+                scopes: vec!["read".into(), "write".into()],
+                token_type: "tessera-api+jwt".into(),
+                parent: None,
+                expires_at: 0,
+                status_fail_open: fail_open,
+            }),
+            token_header: token_header.map(str::to_string),
+            cache: CacheUse::Miss,
+            subject: Some(Subject {
+                token_id: "tok_1".into(),
+                org: "acme".into(),
+                parent: Some("tok_0".into()),
+            }),
+        }
+    }
+
+    fn deny(reason: Reason) -> Outcome {
+        Outcome {
+            decision: Decision::Deny(Deny::new(reason, "tessera", &[])),
+            token_header: None,
+            cache: CacheUse::Miss,
+            subject: None,
+        }
+    }
+
+    #[test]
+    fn allow_sets_identity_and_keeps_the_token() {
+        let p = plan(&config(""), &allow(Some("authorization"), false));
+        assert_eq!(
+            p,
+            Plan::Forward {
+                set: vec![
+                    ("x-tessera-user".into(), "alicex-evil: 1".into()),
+                    ("x-tessera-org".into(), "acme".into()),
+                    ("x-tessera-token-id".into(), "tok_1".into()),
+                    ("x-tessera-scopes".into(), "read write".into()),
+                ],
+                remove: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn token_removed_when_not_forwarded() {
+        let c = config(r#","forward_token":false"#);
+        match plan(&c, &allow(Some("csp-auth-token"), false)) {
+            Plan::Forward { remove, .. } => assert_eq!(remove, vec!["csp-auth-token".to_string()]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deny_replies_with_challenge_and_body() {
+        assert_eq!(
+            plan(&config(""), &deny(Reason::Expired)),
+            Plan::Reply(Reply {
+                status: 401,
+                headers: vec![
+                    ("content-type", "application/json".into()),
+                    ("cache-control", "no-store".into()),
+                    (
+                        "www-authenticate",
+                        "Bearer realm=\"tessera\", error=\"invalid_token\"".into()
+                    ),
+                ],
+                body: "{\"error\":\"invalid_token\",\"reason\":\"expired\"}".into(),
+                reason: Reason::Expired,
+            })
+        );
+        match plan(&config(""), &deny(Reason::StatusUnavailable)) {
+            Plan::Reply(r) => {
+                assert_eq!(r.status, 503);
+                assert!(r.headers.iter().all(|(n, _)| *n != "www-authenticate"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn request<'a>(path: &'a str, headers: &'a [(String, String)]) -> Request<'a> {
+        Request {
+            method: "GET",
+            path,
+            headers,
+            source_address: None,
+        }
+    }
+
+    #[test]
+    fn usage_records() {
+        let ip: Option<IpAddr> = "192.0.2.7".parse().ok();
+        let r = UsageRecord::of(
+            &allow(None, true),
+            &request("/a/b?secret=1", &[]),
+            ip,
+            1_700_000_000,
+        );
+        let Some(r) = r else {
+            panic!("a verified token has a record")
+        };
+        let mut json = String::new();
+        r.write_json(&mut json);
+        assert_eq!(
+            json,
+            "{\"token_id\":\"tok_1\",\"parent\":\"tok_0\",\"at\":1700000000,\
+             \"ip\":\"192.0.2.7\",\"outcome\":\"allow\",\"reason\":\"status_fail_open\",\
+             \"method\":\"GET\",\"path\":\"/a/b\"}"
+        );
+        // A refusal before the signature verified reports nothing.
+        assert!(UsageRecord::of(&deny(Reason::Expired), &request("/", &[]), None, 0).is_none());
+        // A refusal of a verified token carries its reason.
+        let mut revoked = allow(None, false);
+        revoked.decision = Decision::Deny(Deny::new(Reason::Revoked, "r", &[]));
+        let r = UsageRecord::of(&revoked, &request("/", &[]), None, 0);
+        assert_eq!(
+            r.map(|r| (r.outcome, r.reason)),
+            Some((UsageOutcome::Deny, Some("revoked")))
+        );
+    }
+
+    #[test]
+    fn usage_path_is_bounded_at_a_char_boundary() {
+        let long = format!("/{}", "é".repeat(3000));
+        let r = UsageRecord::of(&allow(None, false), &request(&long, &[]), None, 0);
+        let Some(r) = r else { panic!("record") };
+        assert!(r.path.len() <= MAX_USAGE_PATH && r.path.len() >= MAX_USAGE_PATH - 1);
+    }
+
+    #[test]
+    fn usage_json_escapes() {
+        let mut out = String::new();
+        json_str(&mut out, "a\"b\\c\u{1}\u{7f}é");
+        assert_eq!(out, "\"a\\\"b\\\\c\\u0001\\u007fé\"");
+        let batch = UsageRecord::batch_json(&[]);
+        assert_eq!(batch, "{\"events\":[]}");
+    }
+}

@@ -1,0 +1,688 @@
+//! The filter's request path behind a small [`Host`] trait, so that everything the filter
+//! does with a request — sync pick-up, the decision, counters, usage, the header edits or
+//! the local reply — is unit-tested natively with a mock host. `lib.rs` implements
+//! [`Host`] with proxy-wasm calls and does nothing else per request.
+
+use tessera_core::jwks::KeyMaterial;
+use tessera_core::synced::SyncedKeys;
+use tessera_core::{
+    CacheUse, Decision, Outcome, Plan, Reason, Reply, Request, SignatureRequest, StatusList, Step,
+    TokenCache, UsageRecord, Verifier,
+};
+
+use crate::shared;
+use crate::usage;
+
+/// Log levels the request path uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Something to fix.
+    Error,
+    /// Worth knowing.
+    Warn,
+}
+
+/// What the request path needs from the host, one method per host call.
+pub trait Host {
+    /// Unix seconds.
+    fn now_secs(&mut self) -> u64;
+    /// The request headers as received (names lower-case), or an error to log.
+    fn request_headers(&mut self) -> Result<Vec<(String, String)>, String>;
+    /// The connection's peer address (`source.address`).
+    fn source_address(&mut self) -> Option<String>;
+    /// A shared-data value.
+    fn shared_data(&mut self, key: &str) -> Option<Vec<u8>>;
+    /// Writes a shared-data value.
+    fn set_shared_data(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// Sets request header `name` to `value`, replacing every value it had.
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), String>;
+    /// Removes every value of request header `name`.
+    fn remove_header(&mut self, name: &str) -> Result<(), String>;
+    /// Answers locally.
+    fn send_reply(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<(), String>;
+    /// Envoy's `verify_signature` foreign function: SHA-256 with the DER
+    /// SubjectPublicKeyInfo `spki`. `Ok(None)`: the answer could not be read.
+    fn verify_signature(
+        &mut self,
+        spki: &[u8],
+        signature: &[u8],
+        text: &[u8],
+    ) -> Result<Option<bool>, String>;
+    /// Logs.
+    fn log(&mut self, level: Level, message: &str);
+}
+
+/// What the host does with the stream after the request headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Forward upstream.
+    Continue,
+    /// A local reply was sent (or the request is refused).
+    Stop,
+}
+
+/// The counters, kept in wasm memory and added to the host's metrics on the tick (a host
+/// call per request and counter cost more than the rest of a cache hit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `tessera.allow`.
+    pub allow: u64,
+    /// `tessera.deny.<reason>`, indexed as [`Reason::ALL`].
+    pub deny: [u64; Reason::ALL.len()],
+    /// `tessera.cache_hit`.
+    pub cache_hit: u64,
+    /// `tessera.cache_miss`.
+    pub cache_miss: u64,
+    /// `tessera.status_fail_open`.
+    pub status_fail_open: u64,
+    /// `tessera.usage_dropped` (records that did not fit the buffer).
+    pub usage_dropped: u64,
+    /// `tessera.jwks_refresh_requested`: unknown `kid`s that asked the sync for keys.
+    pub jwks_refresh_requested: u64,
+}
+
+impl Counters {
+    fn record(&mut self, outcome: &Outcome) {
+        match outcome.cache {
+            CacheUse::Hit => self.cache_hit += 1,
+            CacheUse::Miss => self.cache_miss += 1,
+            CacheUse::NotUsed => {}
+        }
+        match &outcome.decision {
+            Decision::Allow(id) => {
+                self.allow += 1;
+                if id.status_fail_open {
+                    self.status_fail_open += 1;
+                }
+            }
+            Decision::Deny(d) => {
+                if let Some(i) = Reason::ALL.iter().position(|r| *r == d.reason) {
+                    self.deny[i] += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Shared-data key a worker VM writes when a token names a `kid` it does not know: the
+/// poller (sync service or lease holder) sees the value change and refreshes the JWKS.
+pub const JWKS_KICK: &str = "tessera.sync.jwks_kick";
+
+/// The per-VM state of the filter role.
+pub struct Vm {
+    /// The verifier in force.
+    pub verifier: Verifier,
+    /// The verified-token cache.
+    pub cache: TokenCache,
+    /// Counters not yet flushed to the host.
+    pub counters: Counters,
+    /// Usage buffer, when usage is reported.
+    pub usage: Option<usage::Buffer>,
+    /// Envoy's `verify_signature` answers (cleared on its first error).
+    pub native_crypto: bool,
+    /// The shared-data version last applied (sync mode).
+    synced_version: Option<u64>,
+    /// The synced JWKS documents applied.
+    synced_keys: SyncedKeys,
+    /// When this VM last asked for a JWKS refresh (Unix seconds).
+    last_kick: Option<u64>,
+    /// Whether the status-list gauge must be re-recorded (lists changed).
+    pub lists_changed: bool,
+}
+
+impl Vm {
+    /// A VM's state for `verifier`.
+    pub fn new(verifier: Verifier) -> Vm {
+        let usage = verifier
+            .config()
+            .sync
+            .as_ref()
+            .and_then(|s| s.usage.as_ref())
+            .map(|u| usage::Buffer::new(u.max_buffer));
+        Vm {
+            cache: verifier.new_cache(),
+            verifier,
+            counters: Counters::default(),
+            usage,
+            native_crypto: true,
+            synced_version: None,
+            synced_keys: SyncedKeys::default(),
+            last_kick: None,
+            lists_changed: false,
+        }
+    }
+
+    /// Handles one request's headers.
+    pub fn on_request_headers(&mut self, host: &mut impl Host) -> Next {
+        let headers = match host.request_headers() {
+            Ok(h) => h,
+            Err(e) => {
+                host.log(
+                    Level::Error,
+                    &format!("tessera: cannot read request headers: {e}"),
+                );
+                Vec::new()
+            }
+        };
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let now = host.now_secs();
+        self.refresh_from_sync(host, now);
+        // The peer address costs a host call: read it up front only when a usage record
+        // will carry it; otherwise only when a token's IP filter needs it (below).
+        let peer_first = self.usage.is_some() && self.wants_peer();
+        let first_source = if peer_first {
+            host.source_address()
+        } else {
+            None
+        };
+        let req = Request {
+            method: find(":method"),
+            path: find(":path"),
+            headers: &headers,
+            source_address: first_source.as_deref(),
+        };
+        let mut outcome = self.decide(host, &req, now);
+        let late_source = if outcome.decision.reason() == Some(Reason::IpNotAllowed)
+            && !peer_first
+            && self.wants_peer()
+        {
+            host.source_address()
+        } else {
+            None
+        };
+        let req = Request {
+            source_address: late_source.as_deref().or(req.source_address),
+            ..req
+        };
+        if late_source.is_some() {
+            let first_cache = outcome.cache;
+            outcome = self.decide(host, &req, now);
+            outcome.cache = first_cache;
+        }
+        self.counters.record(&outcome);
+        if outcome.decision.reason() == Some(Reason::KeyUnknown) {
+            self.request_jwks_refresh(host, now);
+        }
+        if let Some(buffer) = &mut self.usage {
+            let client = self.verifier.client_address(&req);
+            if let Some(record) = UsageRecord::of(&outcome, &req, client, now) {
+                if !buffer.push(record) {
+                    self.counters.usage_dropped += 1;
+                }
+            }
+        }
+        match self.verifier.plan(&outcome) {
+            Plan::Forward { set, remove } => {
+                for name in &remove {
+                    if let Err(e) = host.remove_header(name) {
+                        host.log(
+                            Level::Error,
+                            &format!("tessera: cannot remove header {name}: {e}"),
+                        );
+                        return reply_unavailable(host);
+                    }
+                }
+                for (name, value) in &set {
+                    // A client-sent identity header that cannot be replaced must not reach
+                    // the upstream: fail closed.
+                    if let Err(e) = host.set_header(name, value) {
+                        host.log(
+                            Level::Error,
+                            &format!("tessera: cannot set header {name}: {e}"),
+                        );
+                        return reply_unavailable(host);
+                    }
+                }
+                Next::Continue
+            }
+            Plan::Reply(reply) => send(host, &reply),
+        }
+    }
+
+    fn wants_peer(&self) -> bool {
+        self.verifier.config().client_ip == tessera_core::config::ClientIpSource::Peer
+    }
+
+    /// Decides one request: core does everything but the signature, which Envoy's
+    /// BoringSSL checks for ES256 and RS256 (through the `verify_signature` foreign
+    /// function) and core checks in Rust for Ed25519.
+    fn decide(&mut self, host: &mut impl Host, req: &Request<'_>, now: u64) -> Outcome {
+        match self.verifier.begin(req, now, Some(&mut self.cache)) {
+            Step::Done(outcome) => outcome,
+            Step::Verify(pending) => {
+                let ok = self
+                    .native_signature(host, &pending)
+                    .unwrap_or_else(|| self.verifier.verify_signature(&pending));
+                self.verifier
+                    .finish(pending, ok, req, now, Some(&mut self.cache))
+            }
+        }
+    }
+
+    /// The host's verdict on an ES256 or RS256 signature, or `None` to check it in Rust
+    /// (Ed25519, which Envoy's foreign function does not offer). This build of core has
+    /// no Rust ECDSA or RSA verifier (see Cargo.toml): on a host without the foreign
+    /// function those signatures cannot be checked and are refused
+    /// (`signature_invalid`), with an error logged once.
+    fn native_signature(
+        &mut self,
+        host: &mut impl Host,
+        pending: &SignatureRequest,
+    ) -> Option<bool> {
+        if !self.native_crypto {
+            return None;
+        }
+        let key = self.verifier.key_for(pending)?;
+        let signature = match &key.material {
+            KeyMaterial::Es256(_) => {
+                match tessera_core::der::es256_signature_der(&pending.signature) {
+                    Some(der) => der,
+                    // Not 64 bytes: not an ES256 signature at all.
+                    None => return Some(false),
+                }
+            }
+            KeyMaterial::Rs256(_) => pending.signature.clone(),
+            KeyMaterial::Ed25519(_) => return None,
+        };
+        let spki = key.spki()?;
+        match host.verify_signature(spki, &signature, &pending.signing_input) {
+            Ok(Some(valid)) => Some(valid),
+            Ok(None) => Some(false),
+            Err(e) => {
+                self.native_crypto = false;
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "tessera: Envoy's verify_signature foreign function is unavailable \
+                         ({e}): ES256 and RS256 tokens cannot be checked and are refused"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A token named a `kid` this VM does not know: if keys are synced, ask the poller for
+    /// a JWKS refresh at once — at most once a second from this VM; the poller itself
+    /// refreshes each JWKS URL at most once a second however many VMs ask.
+    fn request_jwks_refresh(&mut self, host: &mut impl Host, now: u64) {
+        if self.verifier.config().sync.is_none() || self.last_kick == Some(now) {
+            return;
+        }
+        self.last_kick = Some(now);
+        let stamp = format!("{now} {}", self.counters.jwks_refresh_requested);
+        match host.set_shared_data(JWKS_KICK, stamp.as_bytes()) {
+            Ok(()) => self.counters.jwks_refresh_requested += 1,
+            Err(e) => host.log(
+                Level::Warn,
+                &format!("tessera: cannot ask for a JWKS refresh: {e}"),
+            ),
+        }
+    }
+
+    /// Applies what the sync service published, if it moved since the last request: one
+    /// small shared-data read per request, the lists and keys only on change.
+    pub fn refresh_from_sync(&mut self, host: &mut impl Host, now: u64) {
+        let Some(max_staleness) = self
+            .verifier
+            .config()
+            .sync
+            .as_ref()
+            .map(|s| s.max_staleness_secs)
+        else {
+            return;
+        };
+        let Some(meta) = host
+            .shared_data(shared::META)
+            .and_then(|b| shared::Meta::decode(&b))
+        else {
+            self.verifier.set_status_fresh(false);
+            return;
+        };
+        if self.synced_version != Some(meta.version) {
+            match host
+                .shared_data(shared::STATE)
+                .and_then(|b| shared::State::decode(&b))
+            {
+                Some(state) => {
+                    for l in &state.lists {
+                        match StatusList::from_lst(&l.lst) {
+                            Ok(list) => self.verifier.set_status_list(&l.uri, list),
+                            Err(e) => host.log(
+                                Level::Error,
+                                &format!("tessera: published list {}: {e}", l.uri),
+                            ),
+                        }
+                    }
+                    let (changed, errors) =
+                        self.synced_keys.apply_all(&mut self.verifier, &state.jwks);
+                    for e in errors {
+                        host.log(Level::Error, &format!("tessera: published {e}"));
+                    }
+                    if changed {
+                        self.cache.clear();
+                    }
+                    self.synced_version = Some(meta.version);
+                    self.lists_changed = true;
+                }
+                None => host.log(Level::Error, "tessera: published sync state is unreadable"),
+            }
+        }
+        self.verifier
+            .set_status_fresh(shared::is_fresh(meta.last_success, now, max_staleness));
+    }
+}
+
+fn send(host: &mut impl Host, reply: &Reply) -> Next {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    if let Err(e) = host.send_reply(reply.status, &headers, &reply.body) {
+        host.log(
+            Level::Error,
+            &format!("tessera: cannot send local reply: {e}"),
+        );
+    }
+    Next::Stop
+}
+
+/// Fails closed when the filter itself cannot act (500, `filter_error`).
+pub fn reply_unavailable(host: &mut impl Host) -> Next {
+    let headers = [
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ];
+    let body = "{\"error\":\"server_error\",\"reason\":\"filter_error\"}";
+    if let Err(e) = host.send_reply(500, &headers, body) {
+        host.log(
+            Level::Error,
+            &format!("tessera: cannot send local reply: {e}"),
+        );
+    }
+    Next::Stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+    use tessera_testkit::{
+        jwks, now, status_list_json, status_list_lst, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE,
+        DEFAULT_ISSUER, DEFAULT_STATUS_URI,
+    };
+
+    type Sent = (u16, Vec<(String, String)>, String);
+
+    /// A host that records every call.
+    #[derive(Default)]
+    struct Mock {
+        now: u64,
+        headers: Vec<(String, String)>,
+        source: Option<String>,
+        shared: HashMap<String, Vec<u8>>,
+        set: Vec<(String, String)>,
+        removed: Vec<String>,
+        reply: Option<Sent>,
+        source_reads: usize,
+        fail_set: bool,
+        logs: Vec<String>,
+    }
+
+    impl Host for Mock {
+        fn now_secs(&mut self) -> u64 {
+            self.now
+        }
+        fn request_headers(&mut self) -> Result<Vec<(String, String)>, String> {
+            Ok(self.headers.clone())
+        }
+        fn source_address(&mut self) -> Option<String> {
+            self.source_reads += 1;
+            self.source.clone()
+        }
+        fn shared_data(&mut self, key: &str) -> Option<Vec<u8>> {
+            self.shared.get(key).cloned()
+        }
+        fn set_shared_data(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.shared.insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+        fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+            if self.fail_set {
+                return Err("BadArgument".into());
+            }
+            self.set.push((name.to_owned(), value.to_owned()));
+            Ok(())
+        }
+        fn remove_header(&mut self, name: &str) -> Result<(), String> {
+            self.removed.push(name.to_owned());
+            Ok(())
+        }
+        fn send_reply(
+            &mut self,
+            status: u16,
+            headers: &[(&str, &str)],
+            body: &str,
+        ) -> Result<(), String> {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            self.reply = Some((status, headers, body.to_owned()));
+            Ok(())
+        }
+        fn verify_signature(
+            &mut self,
+            _: &[u8],
+            _: &[u8],
+            _: &[u8],
+        ) -> Result<Option<bool>, String> {
+            // No BoringSSL here: the tests use Ed25519, which never reaches the host.
+            Err("Unimplemented".into())
+        }
+        fn log(&mut self, _: Level, message: &str) {
+            self.logs.push(message.to_owned());
+        }
+    }
+
+    fn vm(key: &TestKey, extra: serde_json::Value) -> Vm {
+        let mut c = json!({
+            "issuers": [DEFAULT_ISSUER],
+            "audiences": [DEFAULT_AUDIENCE],
+            "jwks": jwks(&[key]),
+        });
+        if extra.get("sync").is_none() {
+            c["status"] = json!({"lists": [status_list_json(DEFAULT_STATUS_URI, &[0, 1])]});
+        }
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        Vm::new(Verifier::from_config_json(&c.to_string()).unwrap())
+    }
+
+    fn request(token: Option<&str>) -> Mock {
+        let mut headers = vec![
+            (":method".to_owned(), "GET".to_owned()),
+            (":path".to_owned(), "/things?q=1".to_owned()),
+            ("x-tessera-user".to_owned(), "spoofed".to_owned()),
+        ];
+        if let Some(t) = token {
+            headers.push(("authorization".to_owned(), format!("Bearer {t}")));
+        }
+        Mock {
+            now: now(),
+            headers,
+            source: Some("192.0.2.7:5555".into()),
+            ..Mock::default()
+        }
+    }
+
+    fn deny_count(vm: &Vm, reason: Reason) -> u64 {
+        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap();
+        vm.counters.deny[i]
+    }
+
+    #[test]
+    fn allow_sets_identity_and_counts_in_memory() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut vm = vm(&key, json!({}));
+        let token = TokenBuilder::new(now()).sign(&key);
+        let mut host = request(Some(&token));
+        assert_eq!(vm.on_request_headers(&mut host), Next::Continue);
+        let names: Vec<&str> = host.set.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-tessera-user",
+                "x-tessera-org",
+                "x-tessera-token-id",
+                "x-tessera-scopes"
+            ]
+        );
+        assert_ne!(host.set[0].1, "spoofed");
+        assert!(host.removed.is_empty() && host.reply.is_none());
+        // No IP filter and no usage: the peer address is never read.
+        assert_eq!(host.source_reads, 0);
+        let mut again = request(Some(&token));
+        vm.on_request_headers(&mut again);
+        assert_eq!(
+            (
+                vm.counters.allow,
+                vm.counters.cache_miss,
+                vm.counters.cache_hit
+            ),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn refusals_reply_and_count_by_reason() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut vm = vm(&key, json!({}));
+        let mut host = request(None);
+        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        let (status, headers, body) = host.reply.clone().unwrap();
+        assert_eq!(status, 401);
+        assert!(headers.contains(&("www-authenticate".into(), "Bearer realm=\"tessera\"".into())));
+        assert_eq!(
+            body,
+            "{\"error\":\"invalid_request\",\"reason\":\"token_missing\"}"
+        );
+        assert_eq!(deny_count(&vm, Reason::TokenMissing), 1);
+        assert!(host.set.is_empty());
+    }
+
+    #[test]
+    fn peer_address_is_read_only_for_an_ip_filter() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut vm = vm(&key, json!({}));
+        let inside = TokenBuilder::new(now())
+            .claim("ip_allow", json!(["192.0.2.0/24"]))
+            .sign(&key);
+        let mut host = request(Some(&inside));
+        assert_eq!(vm.on_request_headers(&mut host), Next::Continue);
+        assert_eq!(host.source_reads, 1);
+        let outside = TokenBuilder::new(now())
+            .claim("ip_allow", json!(["198.51.100.0/24"]))
+            .sign(&key);
+        let mut host = request(Some(&outside));
+        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        assert_eq!(host.reply.as_ref().map(|r| r.0), Some(403));
+        assert_eq!(deny_count(&vm, Reason::IpNotAllowed), 1);
+        assert_eq!(vm.counters.allow, 1);
+    }
+
+    #[test]
+    fn identity_header_that_cannot_be_set_fails_closed() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut vm = vm(&key, json!({}));
+        let mut host = request(Some(&TokenBuilder::new(now()).sign(&key)));
+        host.fail_set = true;
+        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        assert_eq!(host.reply.as_ref().map(|r| r.0), Some(500));
+    }
+
+    fn publish(host: &mut Mock, version: u64, keys: &[&TestKey], lst: &str) {
+        let state = shared::State {
+            lists: vec![shared::PublishedList {
+                uri: DEFAULT_STATUS_URI.into(),
+                lst: lst.into(),
+            }],
+            jwks: vec![jwks(keys).to_string()],
+        };
+        host.shared.insert(shared::STATE.into(), state.encode());
+        let meta = shared::Meta {
+            version,
+            last_success: host.now,
+        };
+        host.shared.insert(shared::META.into(), meta.encode());
+    }
+
+    #[test]
+    fn synced_keys_lists_usage_and_unknown_kid() {
+        let inline = TestKey::generate(Alg::EdDSA, "inline");
+        let synced = TestKey::generate(Alg::EdDSA, "synced");
+        let rotated = TestKey::generate(Alg::EdDSA, "rotated");
+        let usage = json!({"cluster": "cp", "credential": "edge-secret"});
+        let mut vm = vm(
+            &inline,
+            json!({"sync": {"max_staleness_secs": 30, "usage": usage}}),
+        );
+        let revoked = TokenBuilder::new(now()).status_idx(1).sign(&synced);
+        let mut host = request(Some(&revoked));
+        // Nothing published yet: the synced key is unknown, and a refresh is asked for.
+        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        assert_eq!(deny_count(&vm, Reason::KeyUnknown), 1);
+        assert!(host.shared.contains_key(JWKS_KICK));
+        // At most once a second per VM.
+        host.shared.remove(JWKS_KICK);
+        vm.on_request_headers(&mut host);
+        assert!(!host.shared.contains_key(JWKS_KICK));
+        assert_eq!(vm.counters.jwks_refresh_requested, 1);
+
+        // The poller publishes the keys and the list: index 1 is revoked.
+        publish(&mut host, 1, &[&synced], &status_list_lst(&[0, 1]));
+        vm.on_request_headers(&mut host);
+        assert_eq!(deny_count(&vm, Reason::Revoked), 1);
+        let fine = TokenBuilder::new(now()).status_idx(0).sign(&synced);
+        let mut ok = request(Some(&fine));
+        ok.shared = host.shared.clone();
+        assert_eq!(vm.on_request_headers(&mut ok), Next::Continue);
+        // Usage: the verified token's decisions, with the peer address, query removed.
+        let body = vm
+            .usage
+            .as_mut()
+            .unwrap()
+            .take_batch(u64::MAX, 0, 10)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let events = v["events"].as_array().unwrap();
+        assert_eq!(events.len(), 2, "{body}");
+        assert_eq!(events[0]["reason"], "revoked");
+        assert_eq!(events[1]["outcome"], "allow");
+        assert_eq!(events[1]["ip"], "192.0.2.7");
+        assert_eq!(events[1]["path"], "/things");
+
+        // A rotated key: a later version replaces the synced set, the cache is cleared.
+        publish(&mut ok, 2, &[&rotated], &status_list_lst(&[0, 1]));
+        let mut gone = request(Some(&fine));
+        gone.shared = ok.shared.clone();
+        gone.now += 1;
+        assert_eq!(vm.on_request_headers(&mut gone), Next::Stop);
+        assert_eq!(deny_count(&vm, Reason::KeyUnknown), 3);
+        assert_eq!(vm.counters.jwks_refresh_requested, 2);
+    }
+}
