@@ -16,6 +16,7 @@ mod bench;
 mod dist;
 mod edge;
 mod registry;
+mod schemathesis;
 mod tools;
 mod wasm;
 
@@ -35,8 +36,8 @@ tasks:
                missing, build the modules, the edge-worker bundle and the
                control plane (target/debug/tessera), then cargo fmt --check, cargo clippy
                -D warnings and cargo test --workspace (including the host tests that run
-               the module in Envoy against the real control plane), the bench smoke
-               run, then dist, with both images read by skopeo and pushed to and pulled
+               the module in Envoy against the real control plane), schemathesis against
+               a real `tessera serve`, the bench smoke run, then dist, with both images read by skopeo and pushed to and pulled
                from a loopback docker-registry (Debian skopeo and docker-registry are
                installed if missing)
   dist [--check]
@@ -46,6 +47,9 @@ tasks:
                compat/: one plugin.wasm layer), reproducible byte for byte; with
                --check, also image it again (same digests), read both layouts with
                skopeo and push and pull them through a loopback docker-registry
+  schemathesis build the control plane, install schemathesis (PyPI) into tools/venv if
+               missing, and run it against a real `tessera serve`'s /openapi.json: no
+               5xx, every answer as documented
   demo         install Envoy if missing, build the module and the control plane, and run
                the walk-through (issue, accept, revoke, refuse, authentication log)
   bench        install what is missing (Envoy, wrk, workerd, npm jose), build the modules,
@@ -78,6 +82,9 @@ fn main() -> ExitCode {
         ["build-wasm"] => build_wasm(&root),
         ["test"] => test(&root),
         ["demo"] => demo(&root),
+        ["schemathesis"] => {
+            build_control_plane(&root).and_then(|bin| schemathesis::run(&root, &bin))
+        }
         ["dist"] => dist_task(&root).map(|_| ()),
         ["dist", "--check"] => dist_task(&root).and_then(|d| check_dist(&root, &d)),
         ["bench", options @ ..] => bench(&root, options),
@@ -163,7 +170,7 @@ fn cargo(root: &Path) -> Command {
 }
 
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 10;
+    const STEPS: usize = 11;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -223,10 +230,15 @@ fn test(root: &Path) -> Result<()> {
             .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1"),
     )?;
 
+    tools::header(&format!(
+        "[8/{STEPS}] schemathesis against a real `tessera serve` and its /openapi.json"
+    ));
+    schemathesis::run(root, &cp_bin)?;
+
     // The benchmark's code builds in every test run, and each of its configurations is
     // run once (about 30 s; answers checked, no speed asserted, BENCHMARKS.md untouched).
     tools::header(&format!(
-        "[8/{STEPS}] bench --smoke: every benchmark configuration once"
+        "[9/{STEPS}] bench --smoke: every benchmark configuration once"
     ));
     tools::ensure_debs(&["wrk"], "the load generator of `cargo xtask bench`")?;
     let toolchain = wasm::ensure_toolchain()?;
@@ -249,12 +261,12 @@ fn test(root: &Path) -> Result<()> {
     )?;
 
     tools::header(&format!(
-        "[9/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
+        "[10/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
     ));
     let dist = dist_task(root)?;
     check_dist(root, &dist)?;
 
-    tools::header(&format!("[10/{STEPS}] all checks passed"));
+    tools::header(&format!("[11/{STEPS}] all checks passed"));
     Ok(())
 }
 

@@ -268,7 +268,13 @@ pub fn authenticate(
     verifiers: &Verifiers,
     presented: &Presentation<'_>,
 ) -> Result<Actor> {
-    match verify_presented(tx, ctx, verifiers, presented, &[Kind::Api, Kind::Access])? {
+    let verdict = verify_presented(tx, ctx, verifiers, presented, &[Kind::Api, Kind::Access])?;
+    actor_of(verdict).map_err(|deny| Error::Refused(Box::new(deny)))
+}
+
+/// The caller a verdict admits, or core's refusal.
+pub fn actor_of(verdict: Verdict) -> std::result::Result<Actor, Deny> {
+    match verdict {
         Verdict::Accepted(p) => {
             let p = *p;
             Ok(Actor {
@@ -277,7 +283,7 @@ pub fn authenticate(
                 org: p.org,
             })
         }
-        Verdict::Refused(r) => Err(Error::Refused(Box::new(r.deny))),
+        Verdict::Refused(r) => Err(r.deny),
     }
 }
 

@@ -130,6 +130,7 @@ pub fn create_token(
         last_used_at: None,
         last_used_ip: None,
     };
+    super::keys::check_mintable(tx, ctx, &token)?;
     insert_unique(tx, &token, &owner)?;
     audit(
         tx,
@@ -513,6 +514,9 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     }
     if token.not_before.is_some_and(|nb| nb >= token.expires_at) {
         return Err(Error::field("not_before", "must be before the expiry"));
+    }
+    if in_jwt {
+        super::keys::check_mintable(tx, ctx, &token)?;
     }
     if let Some(e) = req.enabled {
         if e != token.enabled {

@@ -1,6 +1,6 @@
 //! Users of an organization.
 
-use super::input::{check_text, check_username, CreateUser, UpdateUser};
+use super::input::{check_text, check_username, CreateUser, Page, PageParams, UpdateUser};
 use super::{audit, load_org, load_user, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{Role, User};
@@ -54,10 +54,24 @@ pub fn create_user(
     Ok(user)
 }
 
-pub fn list_users(tx: &mut dyn Tx, actor: &Actor, org_id: &str) -> Result<Vec<User>> {
+/// The largest page of the users listing.
+pub const MAX_USERS_PAGE: i64 = 1000;
+
+/// One page of an org's users (by username), and how many there are.
+pub fn list_users(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org_id: &str,
+    p: &PageParams,
+) -> Result<(Vec<User>, i64, Page)> {
     let org = load_org(tx, org_id)?;
     policy::require_org_admin(actor, &org, true)?;
-    Ok(tx.list_users(org_id)?)
+    let page = Page::parse(p.page, p.per_page, 100, MAX_USERS_PAGE)?;
+    let all = tx.list_users(org_id)?;
+    let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
+    let skip = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.per_page).unwrap_or(0);
+    Ok((all.into_iter().skip(skip).take(take).collect(), total, page))
 }
 
 pub fn get_user(tx: &mut dyn Tx, actor: &Actor, id: &str) -> Result<User> {
@@ -97,6 +111,22 @@ pub fn update_user(
                 "role",
                 "partner users belong to partner organizations",
             ));
+        }
+        if user.role == Role::Admin && role != Role::Admin {
+            let admins = tx
+                .list_users(&user.org_id)?
+                .iter()
+                .filter(|u| u.role == Role::Admin)
+                .count();
+            if admins <= 1 {
+                return Err(Error::field(
+                    "role",
+                    format!(
+                        "{} is the last admin of {}; make another user admin first",
+                        user.username, user.org_id
+                    ),
+                ));
+            }
         }
         user.role = role;
     }

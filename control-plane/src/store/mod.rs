@@ -225,6 +225,10 @@ pub trait Tx {
 
     fn insert_auth_event(&mut self, event: &AuthEvent) -> StoreResult<()>;
     fn list_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>>;
+    /// How many events the query matches, ignoring its limit and offset.
+    fn count_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<i64>;
+    /// How many audit entries `list_audit` pages through.
+    fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64>;
 
     fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
     fn list_audit(

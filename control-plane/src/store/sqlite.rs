@@ -219,6 +219,7 @@ impl SqliteStore {
 
     fn init(mut conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        add_functions(&conn)?;
         // journal_mode answers with a row, so it is queried rather than executed.
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
@@ -236,6 +237,7 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        add_functions(&conn)?;
         Ok(conn)
     }
 
@@ -474,8 +476,8 @@ fn token_filter(q: &TokenQuery) -> (String, Vec<(&'static str, SqlValue)>) {
             ));
         } else {
             wh.push(
-                "(lower(t.name) LIKE :q ESCAPE '\\' OR lower(t.description) LIKE :q ESCAPE '\\' \
-                 OR lower(u.username) LIKE :q ESCAPE '\\' OR lower(u.display_name) LIKE :q ESCAPE '\\')"
+                "(unicode_lower(t.name) LIKE :q ESCAPE '\\' OR unicode_lower(t.description) LIKE :q ESCAPE '\\' \
+                 OR unicode_lower(u.username) LIKE :q ESCAPE '\\' OR unicode_lower(u.display_name) LIKE :q ESCAPE '\\')"
                     .into(),
             );
             args.push((":q", SqlValue::Text(like_pattern(text))));
@@ -520,6 +522,48 @@ fn decode_cursor(cursor: &str) -> StoreResult<(SqlValue, String)> {
     };
     let id = v.get(1).and_then(|x| x.as_str()).ok_or_else(bad)?;
     Ok((key, id.to_string()))
+}
+
+/// `unicode_lower(text)`: Rust's Unicode lower case (SQLite's `lower` folds ASCII only), so
+/// that a short search matches `É` as `é`, as the trigram index does for longer ones.
+fn add_functions(conn: &Connection) -> StoreResult<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "unicode_lower",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|s| s.to_lowercase())),
+    )?;
+    Ok(())
+}
+
+/// The WHERE clause and arguments of an authentication-log query.
+fn auth_event_filter(q: &AuthEventQuery) -> (String, Vec<SqlValue>) {
+    let mut wh = vec!["1 = 1"];
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut add = |clause: &'static str, v: SqlValue| {
+        wh.push(clause);
+        args.push(v);
+    };
+    if let Some(v) = &q.org_id {
+        add("org_id = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = &q.token_id {
+        add("token_id = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = &q.user_id {
+        add("user_id = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = &q.outcome {
+        add("outcome = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = q.since {
+        add("at >= ?", SqlValue::Integer(v));
+    }
+    if let Some(v) = q.until {
+        add("at < ?", SqlValue::Integer(v));
+    }
+    (wh.join(" AND "), args)
 }
 
 fn like_pattern(q: &str) -> String {
@@ -893,34 +937,11 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn list_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>> {
-        let mut wh = vec!["1 = 1"];
-        let mut args: Vec<SqlValue> = Vec::new();
-        let mut add = |clause: &'static str, v: SqlValue| {
-            wh.push(clause);
-            args.push(v);
-        };
-        if let Some(v) = &q.org_id {
-            add("org_id = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &q.token_id {
-            add("token_id = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &q.user_id {
-            add("user_id = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &q.outcome {
-            add("outcome = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = q.since {
-            add("at >= ?", SqlValue::Integer(v));
-        }
-        if let Some(v) = q.until {
-            add("at < ?", SqlValue::Integer(v));
-        }
+        let (wh, args) = auth_event_filter(q);
         let sql = format!(
             "SELECT id, org_id, token_id, user_id, at, ip, outcome, reason, method, path, source FROM auth_events \
              WHERE {} ORDER BY at DESC, id DESC LIMIT {} OFFSET {}",
-            wh.join(" AND "),
+            wh,
             q.limit,
             q.offset
         );
@@ -965,6 +986,22 @@ impl Tx for SqliteTx<'_> {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn count_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<i64> {
+        let (wh, args) = auth_event_filter(q);
+        let sql = format!("SELECT count(*) FROM auth_events WHERE {wh}");
+        Ok(self
+            .tx
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
+    }
+
+    fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64> {
+        Ok(self.tx.query_row(
+            "SELECT count(*) FROM audit_log WHERE org_id = ?1 AND (?2 IS NULL OR target = ?2)",
+            params![org_id, target],
+            |r| r.get(0),
+        )?)
     }
 
     fn insert_edge(&mut self, e: &EdgeCredential) -> StoreResult<()> {
