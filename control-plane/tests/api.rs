@@ -169,10 +169,13 @@ async fn a_malformed_body_on_each_route_is_a_400_naming_the_field() {
             assert!(v["error"].is_string());
             assert!(
                 // A truncated object whose first member the route does not take is refused
-            // for that member, which the parser meets first.
-            v["message"].as_str().unwrap().starts_with(field)
-                || (field == "body"
-                    && v["message"].as_str().unwrap().starts_with("name: unknown field")),
+                // for that member, which the parser meets first.
+                v["message"].as_str().unwrap().starts_with(field)
+                    || (field == "body"
+                        && v["message"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("name: unknown field")),
                 "{} {}: {}",
                 r.method,
                 r.path,

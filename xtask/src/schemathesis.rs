@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 pub const REQUIREMENT: &str = "schemathesis==4.32.5";
 const VERSION: &str = "4.32.5";
 /// Generated requests per operation and phase.
-const MAX_EXAMPLES: &str = "25";
+const MAX_EXAMPLES: &str = "10";
 /// The checks that matter here: no server error, and every answer as documented.
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
 /// A throwaway master key for the throwaway database.

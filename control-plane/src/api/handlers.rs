@@ -591,9 +591,9 @@ pub(super) async fn usage(
     credential: Result<BearerSecret, ApiError>,
     JsonBody(batch): JsonBody<UsageBatch>,
 ) -> Result<Json<UsageAccepted>, Response> {
-    let refused = |e: ApiError| match s.address_limit().map(|l| l.check(peer)) {
-        Some(Err(too_many)) => too_many,
-        _ => e.into_response(),
+    let refused = |e: ApiError| match s.address_limit().and_then(|l| l.check(peer)) {
+        Some(too_many) => too_many,
+        None => e.into_response(),
     };
     let BearerSecret(c) = credential.map_err(refused)?;
     s.write(move |tx, ctx| logs::record_usage(tx, ctx, &c, batch))

@@ -92,16 +92,16 @@ impl AddressLimit {
     }
 
     /// Counts one request from `peer` against the same buckets (for a request that is
-    /// limited only when it fails, such as a refused edge credential).
-    pub fn check(&self, peer: Option<SocketAddr>) -> Result<(), Response<Body>> {
+    /// limited only when it fails, such as a refused edge credential); past the rate, the
+    /// 429 to answer with.
+    pub fn check(&self, peer: Option<SocketAddr>) -> Option<Response<Body>> {
         let ip = bucket(peer.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |p| p.ip()));
-        self.config.limiter().check_key(&ip).map_err(|not_until| {
-            too_many(
-                not_until
-                    .wait_time_from(DefaultClock::default().now())
-                    .as_secs(),
-            )
-        })
+        let not_until = self.config.limiter().check_key(&ip).err()?;
+        Some(too_many(
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs(),
+        ))
     }
 
     /// Forgets the buckets of addresses that are back to full (call now and then, so

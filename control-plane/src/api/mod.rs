@@ -519,7 +519,9 @@ pub fn routes() -> Vec<Route> {
             .ok::<AuthEvents>(200),
         route(Method::GET, "/v1/audit-log", "Audit log of management actions (org admin)", Token, h!(GET, handlers::audit_log))
             .query::<AuditParams>()
-            .ok::<AuditEntries>(200),
+            .ok::<AuditEntries>(200)
+            // `org` names an organization that may not exist.
+            .error(&[404]),
         route(Method::POST, "/v1/auth/accesstoken", "Exchange an API token for a short-lived at+jwt (JSON, or RFC 8693 form)", Public, h!(POST, handlers::exchange))
             .body::<ExchangeJson>(json!({"refreshToken": "<api token>"}))
             .form::<ExchangeForm>()
