@@ -407,7 +407,8 @@ async fn the_ip_filter_applies_to_the_peer() {
     let r = me(&w, Some(&jwt), Some("192.0.2.1:4000")).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(api_reason(&r).as_deref(), Some("ip_not_allowed"));
-    assert!(!r.headers.contains_key("www-authenticate"));
+    // RFC 6750 §3: the token does not enable access from here: a challenge, no error code.
+    assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"tessera\"");
     assert_eq!(me(&w, Some(&jwt), Some("10.1.2.3:4000")).await.status, 200);
     // In-process calls with no socket have no client address: the filter cannot apply.
     assert_eq!(me(&w, Some(&jwt), None).await.status, 200);

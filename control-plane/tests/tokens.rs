@@ -770,6 +770,18 @@ async fn search_filters_sorts_and_pages() {
         ),
         ["charlie", "delta"]
     );
+    // Keyset pages: `next` leads to the following page, the last page has none.
+    let first = get("q=a&status=pending&sort=name&per_page=3").await.json();
+    assert_eq!(names(&first), ["alpha", "Bravo", "charlie"]);
+    let next = first["next"].as_str().expect("a next cursor").to_string();
+    let second = get(&format!(
+        "q=a&status=pending&sort=name&per_page=3&after={next}"
+    ))
+    .await
+    .json();
+    assert_eq!(names(&second), ["delta"]);
+    assert_eq!(second["total"], 4);
+    assert!(second.get("next").is_none(), "{second}");
     // Visibility: a user sees only their own; a partner their own and delegating customers'.
     let mine = w
         .call("GET", "/v1/tokens?per_page=500", Some(&ula), None)
@@ -800,6 +812,9 @@ async fn search_filters_sorts_and_pages() {
         ("page=abc", "page"),
         ("expires_before=soon", "expires_before"),
         ("colour=red", "colour"),
+        ("after=bm90LWEtY3Vyc29y", "after"),
+        ("after=%E2%9C%93", "after"),
+        ("page=2&after=W10", "page"),
     ] {
         let r = get(q).await;
         assert_eq!(r.status, 400, "{q}");

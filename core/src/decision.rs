@@ -184,9 +184,11 @@ impl Deny {
     /// scopes the route required (used for `insufficient_scope` only).
     pub fn new(reason: Reason, realm: &str, required_scopes: &[String]) -> Deny {
         let www_authenticate = match reason {
-            // A 503 or 403 for the address is not a challenge the client can answer with
-            // different credentials.
-            Reason::StatusUnavailable | Reason::KeysUnavailable | Reason::IpNotAllowed => None,
+            // A 503 says nothing about the credentials: the server cannot decide yet.
+            // Every other refusal is a request whose token does not enable access, which
+            // RFC 6750 §3 answers with a challenge (`ip_not_allowed` without an error
+            // code: none of the three fits).
+            Reason::StatusUnavailable | Reason::KeysUnavailable => None,
             _ => {
                 let mut v = format!("Bearer realm=\"{}\"", quote_safe(realm));
                 if reason.challenge_has_error() {
@@ -286,7 +288,7 @@ mod tests {
             (
                 Reason::IpNotAllowed,
                 403,
-                None,
+                Some("Bearer realm=\"r\""),
                 "{\"error\":\"access_denied\",\"reason\":\"ip_not_allowed\"}",
             ),
             (

@@ -165,6 +165,11 @@ pub struct Key {
     /// The public JWK as configured (no private members: those are refused), for hosts
     /// that import the key into their own crypto (WebCrypto).
     pub jwk: Value,
+    /// The issuer this key belongs to, from the JWK's `iss` member (Tessera's own member;
+    /// RFC 7517 §4 lets a JWK carry members others ignore). A token signed with a key
+    /// that names an issuer must carry that `iss` (RFC 8725 §3.8); a key without one may
+    /// sign for any configured issuer (a single-issuer configuration).
+    pub issuer: Option<String>,
     p256_point: Option<Vec<u8>>,
     spki: Option<Vec<u8>>,
 }
@@ -290,6 +295,16 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
     if kid.is_empty() {
         return Err(ConfigError::new(format!("{path}.kid"), "must not be empty"));
     }
+    let issuer = match obj.get("iss") {
+        None => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{path}.iss"),
+                "must be a non-empty string (the issuer the key belongs to)",
+            ))
+        }
+    };
     if let Some(u) = obj.get("use") {
         if u.as_str() != Some("sig") {
             return Err(ConfigError::new(format!("{path}.use"), "must be \"sig\""));
@@ -370,6 +385,7 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
         alg,
         material,
         jwk: k.clone(),
+        issuer,
         p256_point: point,
         spki,
     })

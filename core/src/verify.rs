@@ -19,7 +19,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -43,6 +46,41 @@ struct Header {
     cty: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
+}
+
+/// A JSON object whose member names are unique: RFC 7515 §4 and RFC 7519 §4 let a parser
+/// either refuse duplicate names or keep the last one; we refuse them, in the header and
+/// in the claims, so no two readers of one token can see different values.
+struct UniqueObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<UniqueObject, A::Error> {
+                let mut m = Map::new();
+                while let Some(name) = a.next_key::<String>()? {
+                    let value: Value = a.next_value()?;
+                    if m.insert(name, value).is_some() {
+                        return Err(de::Error::custom("duplicate member name"));
+                    }
+                }
+                Ok(UniqueObject(m))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// Parses one JSON object with unique member names, or `token_malformed`.
+fn unique_object(bytes: &[u8]) -> Result<Map<String, Value>, Reason> {
+    serde_json::from_slice::<UniqueObject>(bytes)
+        .map(|o| o.0)
+        .map_err(|_| Reason::TokenMalformed)
 }
 
 /// Where a token's status lives (the shared [`StatusListRef`]).
@@ -101,22 +139,21 @@ fn audience_ok(m: &Map<String, Value>, audiences: &[String]) -> Result<(), Reaso
             }
         }
         Some(Value::Array(list)) => {
-            let mut any_string = false;
+            // RFC 7519 §4.1.3: an array of strings. Every entry is checked, so the answer
+            // does not depend on where a bad entry sits.
+            let mut names = Vec::with_capacity(list.len());
             for v in list {
                 match v {
-                    Value::String(a) => {
-                        any_string = true;
-                        if audiences.iter().any(|x| x == a) {
-                            return Ok(());
-                        }
-                    }
+                    Value::String(a) => names.push(a),
                     _ => return Err(Reason::ClaimMissing),
                 }
             }
-            if any_string {
-                Err(Reason::AudienceMismatch)
-            } else {
+            if names.is_empty() {
                 Err(Reason::ClaimMissing)
+            } else if names.iter().any(|a| audiences.contains(a)) {
+                Ok(())
+            } else {
+                Err(Reason::AudienceMismatch)
             }
         }
         _ => Err(Reason::ClaimMissing),
@@ -208,6 +245,8 @@ pub(crate) struct Parsed {
     typ: String,
     /// The payload's members.
     claims: Map<String, Value>,
+    /// The issuer the selected key belongs to, if its JWK names one.
+    key_issuer: Option<String>,
 }
 
 /// A token whose form and key selection passed; its signature is still to be checked.
@@ -255,13 +294,15 @@ pub(crate) fn prepare<'c, 't>(
     if payload_b64.contains('.') {
         return Err(Reason::TokenMalformed);
     }
-    let header: Header =
-        serde_json::from_slice(&segment(header_b64)?).map_err(|_| Reason::TokenMalformed)?;
+    let header = unique_object(&segment(header_b64)?)?;
+    let header = Header::deserialize(Value::Object(header)).map_err(|_| Reason::TokenMalformed)?;
     let signature = segment(signature_b64)?;
+    // RFC 7515 §4.1.10: `json` means `application/json`. Anything else (a nested `JWT`
+    // above all) is refused: Tessera tokens are never nested.
     if header
         .cty
         .as_deref()
-        .is_some_and(|c| !c.eq_ignore_ascii_case("json"))
+        .is_some_and(|c| normalise_typ(c) != "json")
     {
         return Err(Reason::TokenMalformed);
     }
@@ -292,10 +333,7 @@ pub(crate) fn prepare<'c, 't>(
     if signature_form(&key.material, &signature).is_none() {
         return Err(Reason::SignatureInvalid);
     }
-    let claims = match serde_json::from_slice::<Value>(&segment(payload_b64)?) {
-        Ok(Value::Object(m)) => m,
-        _ => return Err(Reason::TokenMalformed),
-    };
+    let claims = unique_object(&segment(payload_b64)?)?;
     // The registered time claims are integers (NumericDate as whole seconds) or absent.
     for name in ["exp", "nbf", "iat"] {
         match claims.get(name) {
@@ -308,7 +346,11 @@ pub(crate) fn prepare<'c, 't>(
         key,
         signing_input,
         signature,
-        parsed: Parsed { typ, claims },
+        parsed: Parsed {
+            typ,
+            claims,
+            key_issuer: key.issuer.clone(),
+        },
     })
 }
 
@@ -351,6 +393,10 @@ fn static_claims(config: &Config, parsed: &Parsed, now: u64) -> Result<VerifiedT
     let m = &parsed.claims;
     let iss = string_claim(m, "iss")?;
     if !config.issuers.contains(&iss) {
+        return Err(Reason::IssuerMismatch);
+    }
+    // RFC 8725 §3.8: the key must belong to the issuer the token names.
+    if parsed.key_issuer.as_ref().is_some_and(|k| *k != iss) {
         return Err(Reason::IssuerMismatch);
     }
     audience_ok(m, &config.audiences)?;

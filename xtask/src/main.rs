@@ -8,6 +8,8 @@
 //! - `bench` — issue 6's measurements (`bench/` module: Envoy, workerd, propagation,
 //!   control plane, footprint, Ed25519), interleaved rounds, written to BENCHMARKS.md
 //!   (`--smoke`: every part once, answers checked);
+//! - `fuzz` — builds the cargo-fuzz targets in `fuzz/` and runs each for `--seconds N`
+//!   (`fuzz` module; `test` runs each for 20 s);
 //! - `dist` — the release artifacts and the filter's two OCI image layouts in
 //!   `target/dist/` (`dist` module), checked by skopeo and a local registry in `test`
 //!   (`registry` module).
@@ -15,6 +17,7 @@
 mod bench;
 mod dist;
 mod edge;
+mod fuzz;
 mod registry;
 mod schemathesis;
 mod tools;
@@ -39,7 +42,7 @@ tasks:
                the module in Envoy against the real control plane), schemathesis against
                a real `tessera serve`, the bench smoke run, then dist, with both images read by skopeo and pushed to and pulled
                from a loopback docker-registry (Debian skopeo and docker-registry are
-               installed if missing)
+               installed if missing), then the data-plane fuzz targets for 20 s each (cp_bodies only in `fuzz`)
   dist [--check]
                build the release artifacts into target/dist/: tessera_filter.wasm,
                the edge-worker bundle and the tessera binary (.tar.gz), each with a
@@ -50,6 +53,14 @@ tasks:
   schemathesis build the control plane, install schemathesis (PyPI) into tools/venv if
                missing, and run it against a real `tessera serve`'s /openapi.json: no
                5xx, every answer as documented
+  fuzz [--seconds N] [--only T,U] [--record]
+               install cargo-fuzz into tools/cargo-fuzz if missing, build the fuzz
+               targets in fuzz/ (libFuzzer, no sanitizer, debug assertions) into
+               target/fuzz/, write the seed corpora (testkit keys and tokens), then run
+               each target for N seconds (default 60), one at a time: token, config,
+               status_list, headers, cp_bodies; prints executions and coverage per
+               target as a table; a crash fails with the input's path; --record
+               writes the rows into BENCHMARKS.md's fuzzing section
   demo         install Envoy if missing, build the module and the control plane, and run
                the walk-through (issue, accept, revoke, refuse, authentication log)
   bench        install what is missing (Envoy, wrk, workerd, npm jose), build the modules,
@@ -85,9 +96,12 @@ fn main() -> ExitCode {
         ["schemathesis"] => {
             build_control_plane(&root).and_then(|bin| schemathesis::run(&root, &bin))
         }
-        ["dist"] => dist_task(&root).map(|_| ()),
-        ["dist", "--check"] => dist_task(&root).and_then(|d| check_dist(&root, &d)),
+        ["dist"] => dist_task(&root, &dist::dist_dir(&root), None).map(|_| ()),
+        ["dist", "--check"] => {
+            dist_task(&root, &dist::dist_dir(&root), None).and_then(|d| check_dist(&root, &d))
+        }
         ["bench", options @ ..] => bench(&root, options),
+        ["fuzz", options @ ..] => fuzz_task(&root, options),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -169,8 +183,11 @@ fn cargo(root: &Path) -> Command {
     cmd
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u64 = 20;
+
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 11;
+    const STEPS: usize = 12;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -263,10 +280,32 @@ fn test(root: &Path) -> Result<()> {
     tools::header(&format!(
         "[10/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
     ));
-    let dist = dist_task(root)?;
+    // The packaging is what is checked here, so the debug control plane built in step 4
+    // stands in for the release one (a release build costs minutes), and the artifacts
+    // go to a scratch folder, never to target/dist/.
+    let dist = dist_task(
+        root,
+        &root.join("target").join("dist-check").join("dist"),
+        Some(&cp_bin),
+    )?;
     check_dist(root, &dist)?;
 
-    tools::header(&format!("[11/{STEPS}] all checks passed"));
+    // Each data-plane fuzz target briefly; BENCHMARKS.md records the long run (`cargo
+    // xtask fuzz`). `cp_bodies` is left to `cargo xtask fuzz`: it instruments the whole
+    // control plane, a build of over 20 minutes on this machine, which CI cannot afford.
+    let ci_targets: Vec<String> = fuzz::TARGETS
+        .iter()
+        .filter(|(t, _)| *t != "cp_bodies")
+        .map(|(t, _)| (*t).to_string())
+        .collect();
+    tools::header(&format!(
+        "[11/{STEPS}] fuzz: {} for {TEST_FUZZ_SECONDS} s each",
+        ci_targets.join(", ")
+    ));
+    let stats = fuzz::run(root, TEST_FUZZ_SECONDS, Some(&ci_targets))?;
+    println!("\n{}", fuzz::table(&stats));
+
+    tools::header(&format!("[12/{STEPS}] all checks passed"));
     Ok(())
 }
 
@@ -314,18 +353,24 @@ fn check_dist(root: &Path, dist: &dist::Dist) -> Result<()> {
     Ok(())
 }
 
-/// Builds the filter, the edge-worker bundle and the release control plane, and writes
-/// `target/dist/`.
-fn dist_task(root: &Path) -> Result<dist::Dist> {
+/// Builds the filter, the edge-worker bundle and (unless `cp_bin` is given) the release
+/// control plane, and writes the artifacts to `out` (`target/dist/` for `cargo xtask
+/// dist`).
+fn dist_task(root: &Path, out: &Path, cp_bin: Option<&Path>) -> Result<dist::Dist> {
     tools::header("dist: building the wasm modules (release)");
     wasm::build_wasm(root)?;
     tools::header("dist: the edge-worker bundle");
     let edge_bundle = edge::build_edge_worker(root)?;
-    tools::header("dist: cargo build --release -p tessera-control-plane --bin tessera");
-    let cp_bin = build_control_plane_release(root)?;
-    tools::header("dist: writing target/dist/");
+    let cp_bin = match cp_bin {
+        Some(bin) => bin.to_path_buf(),
+        None => {
+            tools::header("dist: cargo build --release -p tessera-control-plane --bin tessera");
+            build_control_plane_release(root)?
+        }
+    };
+    tools::header(&format!("dist: writing {}", out.display()));
     let dist = dist::write_dist(
-        &dist::dist_dir(root),
+        out,
         &dist::Inputs {
             filter_wasm: &wasm::filter_wasm_path(root),
             edge_bundle: &edge_bundle,
@@ -334,6 +379,37 @@ fn dist_task(root: &Path) -> Result<dist::Dist> {
     )?;
     dist::report(&dist);
     Ok(dist)
+}
+
+fn fuzz_task(root: &Path, args: &[&str]) -> Result<()> {
+    let mut seconds = 60;
+    let mut only: Option<Vec<String>> = None;
+    let mut record = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--seconds" => {
+                let n = it.next().copied().unwrap_or_default();
+                seconds =
+                    n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("--seconds wants a positive whole number, not {n:?}")
+                    })?;
+            }
+            "--only" => {
+                let list = it.next().copied().unwrap_or_default();
+                only = Some(list.split(',').map(str::to_string).collect());
+            }
+            "--record" => record = true,
+            other => return Err(format!("unknown fuzz option `{other}`\n\n{USAGE}")),
+        }
+    }
+    tools::header(&format!("fuzz: every target for {seconds} s"));
+    let stats = fuzz::run(root, seconds, only.as_deref())?;
+    println!("\n{}", fuzz::table(&stats));
+    if record {
+        fuzz::record(root, &stats)?;
+    }
+    Ok(())
 }
 
 fn demo(root: &Path) -> Result<()> {
@@ -366,7 +442,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
     tools::header(&format!(
         "[4/{STEPS}] edge worker: workerd, wasm-bindgen-cli and the worker bundle"
     ));
-    let (workerd, edge_bundle) = if needs(&[bench::Part::Workerd]) {
+    let (workerd, edge_bundle) = if needs(&[bench::Part::Workerd, bench::Part::Soak]) {
         (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
     } else {
         println!("not needed by the selected parts");
@@ -380,7 +456,11 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
             "cargo build --release -p tessera-control-plane --bin tessera"
         }
     ));
-    let cp_bin = if !needs(&[bench::Part::Propagation, bench::Part::ControlPlane]) {
+    let cp_bin = if !needs(&[
+        bench::Part::Propagation,
+        bench::Part::ControlPlane,
+        bench::Part::Soak,
+    ]) {
         println!("not needed by the selected parts");
         PathBuf::new()
     } else if plan.smoke {

@@ -40,8 +40,15 @@ pub fn venv_dir(root: &Path) -> PathBuf {
 }
 
 /// Prints a step header.
+/// Prints a section title, with the time since the first title (so a run's log shows
+/// where its minutes went).
 pub fn header(title: &str) {
-    println!("\n==> {title}");
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let t = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    println!("\n==> [{}:{:02}] {title}", t / 60, t % 60);
 }
 
 /// Prints an announcement of something about to be installed or changed.

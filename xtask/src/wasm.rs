@@ -188,7 +188,9 @@ pub(crate) fn cargo_build(root: &Path, toolchain: &Toolchain, package: &str) -> 
         ])
         .arg("--target-dir")
         .arg(build_dir(root))
-        .args(["--config", "profile.release.strip=\"debuginfo\""]);
+        .args(["--config", "profile.release.strip=\"debuginfo\""])
+        // Size over speed for the modules (the native release profile is opt-level 3).
+        .args(["--config", "profile.release.opt-level=\"z\""]);
     if matches!(toolchain, Toolchain::Debian) {
         cmd.arg("-Zbuild-std=std,panic_abort");
     }

@@ -332,10 +332,19 @@ pub(super) async fn tokens_csv(
         loop {
             let q = query.clone();
             let cursor = after.take();
+            // Rendered on the blocking pool with the read, so a large export never keeps
+            // the async workers from other requests.
             let batch = s
-                .read(move |tx, ctx| tokens::export_batch(tx, ctx, &q, cursor))
+                .read(move |tx, ctx| {
+                    let (rows, next) = tokens::export_batch(tx, ctx, &q, cursor)?;
+                    let mut chunk = String::new();
+                    for r in &rows {
+                        chunk.push_str(&crate::csv::row(&r.cells()));
+                    }
+                    Ok((chunk, next))
+                })
                 .await;
-            let (rows, next) = match batch {
+            let (chunk, next) = match batch {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "CSV export failed midway");
@@ -345,10 +354,6 @@ pub(super) async fn tokens_csv(
                     return;
                 }
             };
-            let mut chunk = String::new();
-            for r in &rows {
-                chunk.push_str(&crate::csv::row(&r.cells()));
-            }
             if tx_rows.send(Ok(chunk.into_bytes())).await.is_err() {
                 return;
             }

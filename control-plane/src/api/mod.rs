@@ -181,6 +181,9 @@ impl AppState {
         })
         .await
         .map_err(|e| ApiError::internal(format!("worker: {e}")))?;
+        if write && matches!(result, Err(service::Error::Store(_))) {
+            self.inner.verifiers.forget_all();
+        }
         if changed && result.is_ok() {
             self.inner.changes.send_modify(|v| *v += 1);
         }

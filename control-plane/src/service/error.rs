@@ -86,6 +86,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => Error::Conflict(m),
+            StoreError::BadCursor => Error::field("after", "not a cursor of this listing"),
             other => Error::Store(other),
         }
     }

@@ -268,6 +268,10 @@ pub struct SearchParams {
     pub page: Option<i64>,
     #[serde(default)]
     pub per_page: Option<i64>,
+    /// The `next` of the previous page: the page after it, found by the index (its cost
+    /// does not grow with the depth, unlike `page`). Same filters and sort as that page.
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -187,13 +187,22 @@ pub(crate) fn retire_jwt(ctx: &Ctx, tx: &mut dyn Tx, token: &mut Token) -> Resul
 }
 
 /// The public keys the org publishes now: active keys, and retired keys whose tokens may
-/// still be alive.
+/// still be alive. Each names the org's issuer (`iss`, a member core reads and RFC 7517
+/// lets others ignore), so a verifier trusting several orgs accepts a key only for its own
+/// org's tokens (RFC 8725 §3.8).
 pub fn jwks_keys(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<Vec<Value>> {
+    let issuer = Value::String(ctx.issuer(org_id));
     Ok(tx
         .list_keys(org_id)?
         .into_iter()
         .filter(|k| k.retired_at.is_none() || k.last_exp + SKEW > ctx.now)
-        .map(|k| k.public_jwk)
+        .map(|k| {
+            let mut jwk = k.public_jwk;
+            if let Some(m) = jwk.as_object_mut() {
+                m.insert("iss".into(), issuer.clone());
+            }
+            jwk
+        })
         .collect())
 }
 

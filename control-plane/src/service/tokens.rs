@@ -213,10 +213,22 @@ pub fn token_query(ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Result<TokenQu
 pub fn search(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Result<TokenPage> {
     let mut query = token_query(ctx, actor, p)?;
     let page = Page::parse(p.page, p.per_page, 50, MAX_PER_PAGE)?;
-    query.limit = page.per_page;
+    if let Some(after) = p.after.as_deref().filter(|a| !a.is_empty()) {
+        if page.page != 1 {
+            return Err(Error::field(
+                "page",
+                "not with after (after chooses the page)",
+            ));
+        }
+        query.after = Some(after.to_string());
+    }
+    // One row more than the page tells whether a next page exists.
+    query.limit = page.per_page + 1;
     query.offset = page.offset();
     query.count = true;
-    let found = tx.search_tokens(&query)?;
+    let mut found = tx.search_tokens(&query)?;
+    let more = found.hits.len() as i64 > page.per_page;
+    found.hits.truncate(page.per_page as usize);
     Ok(TokenPage {
         tokens: found
             .hits
@@ -226,6 +238,11 @@ pub fn search(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Re
         total: found.total.unwrap_or(0),
         page: page.page,
         per_page: page.per_page,
+        next: if more {
+            found.hits.last().map(|h| h.cursor.clone())
+        } else {
+            None
+        },
     })
 }
 

@@ -176,6 +176,15 @@ impl Verifiers {
         Ok(entry)
     }
 
+    /// Drops every cached verifier; each is rebuilt from the database on its next use.
+    /// Called after a write failed in the store: a verifier brought up to date inside
+    /// that write may hold status entries that never committed.
+    pub fn forget_all(&self) {
+        if let Ok(mut orgs) = self.orgs.lock() {
+            orgs.clear();
+        }
+    }
+
     /// The org's status list encoded (`lst`) at the version `tx` sees, with that version;
     /// encoded once per version however many edges ask.
     pub fn encoded_list(&self, tx: &mut dyn Tx, ctx: &Ctx, org: &Org) -> Result<(i64, String)> {

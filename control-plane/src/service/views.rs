@@ -189,6 +189,9 @@ pub struct TokenPage {
     pub total: i64,
     pub page: i64,
     pub per_page: i64,
+    /// Where the next page starts (pass it as `after`); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// A freshly minted JWT, shown once, with its record.

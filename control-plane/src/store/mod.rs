@@ -17,6 +17,8 @@ pub enum StoreError {
     Corrupt(String),
     /// Any other backend failure.
     Backend(String),
+    /// A paging cursor that no listing of this store produced.
+    BadCursor,
     /// The caller's closure failed; its own error is kept by [`run`]. Never shown.
     Aborted,
 }
@@ -30,6 +32,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Unavailable(m) => write!(f, "database unavailable: {m}"),
             StoreError::Corrupt(m) => write!(f, "stored value unreadable: {m}"),
             StoreError::Backend(m) => write!(f, "database error: {m}"),
+            StoreError::BadCursor => f.write_str("not a paging cursor of this listing"),
             StoreError::Aborted => f.write_str("transaction aborted by its caller"),
         }
     }

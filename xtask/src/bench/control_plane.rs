@@ -677,10 +677,23 @@ fn measure_search(
         // Every page of 500, in the default order; every token exactly once.
         let t = Instant::now();
         let mut seen: HashSet<String> = HashSet::with_capacity(total);
+        // Each page after the first starts at the previous page's `next` cursor (keyset
+        // paging: no page costs more than the first).
+        let mut next: Option<String> = None;
         for page in 1..=out.walk_pages {
-            let target = format!("/v1/tokens?per_page={WALK_PER_PAGE}&page={page}");
+            let target = match &next {
+                None => format!("/v1/tokens?per_page={WALK_PER_PAGE}"),
+                Some(cursor) => format!("/v1/tokens?per_page={WALK_PER_PAGE}&after={cursor}"),
+            };
             let (r, _) = timed(cp, &request(cp, "GET", &target, admin), 200)?;
             let v = json_of(&r, &target)?;
+            next = v.get("next").and_then(Value::as_str).map(str::to_owned);
+            if (page < out.walk_pages) != next.is_some() {
+                return Err(format!(
+                    "page walk: page {page} of {} came with next = {next:?}",
+                    out.walk_pages
+                ));
+            }
             for tok in tokens_of(&v, &target)? {
                 let id = tok.get("id").and_then(Value::as_str).unwrap_or_default();
                 if !seen.insert(id.to_owned()) {
@@ -927,6 +940,24 @@ struct Scale {
     me_during_exports: Vec<f64>,
     /// Rows each export returned (all of them, every time).
     export_rows: Vec<usize>,
+    /// The server's resident memory (KiB) before the exports, and the most seen while
+    /// they ran (sampled every 50 ms).
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+    /// Bytes of one export.
+    export_bytes: usize,
+}
+
+/// Resident memory of process `pid` (KiB), from `/proc/<pid>/status`.
+fn rss_kib(pid: Option<u32>) -> u64 {
+    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
@@ -956,14 +987,27 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
     );
     let exports = 4;
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let rss_before_kib = rss_kib(cp.pid());
+    let rss_peak = std::sync::atomic::AtomicU64::new(rss_before_kib);
+    let export_bytes = std::sync::atomic::AtomicUsize::new(0);
     let (me_during_exports, export_rows) = std::thread::scope(|scope| -> Result<_> {
+        {
+            let (stop, rss_peak) = (&stop, &rss_peak);
+            scope.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rss_peak.fetch_max(rss_kib(cp.pid()), std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
         let workers: Vec<_> = (0..exports)
             .map(|_| {
-                let stop = &stop;
+                let (stop, export_bytes) = (&stop, &export_bytes);
                 scope.spawn(move || -> Result<Vec<usize>> {
                     let mut rows = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let (body, _) = get_large(cp, "/v1/tokens.csv", alice)?;
+                        export_bytes.store(body.len(), std::sync::atomic::Ordering::Relaxed);
                         // Header line excluded.
                         rows.push(
                             body.iter()
@@ -1013,12 +1057,22 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
         1000.0 * percentile(&me_during_exports, 99.0),
         export_rows.len()
     );
+    let rss_peak_kib = rss_peak.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "  server memory: {} KiB before the exports, at most {} KiB during them (one export is {} bytes)",
+        count(rss_before_kib as usize),
+        count(rss_peak_kib as usize),
+        count(export_bytes.load(std::sync::atomic::Ordering::Relaxed))
+    );
     Ok(Scale {
         orgs,
         me_many_orgs,
         exports,
         me_during_exports,
         export_rows,
+        rss_before_kib,
+        rss_peak_kib,
+        export_bytes: export_bytes.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -1304,7 +1358,10 @@ fn scale_report(s: &Scale) -> String {
          | measure | p50 ms | p99 ms | calls |\n|---|---:|---:|---:|\n\
          | `GET /v1/me` with {} more organizations | {} | {} | {} |\n\
          | `GET /v1/me` (another user) while {} CSV exports of every token run | {} | {} | {} |\n\n\
-         Every export meanwhile returned every row ({} exports, {} rows each).\n",
+         Every export meanwhile returned every row ({} exports, {} rows each). The server's \
+         resident memory was {:.1} MiB before the exports and at most {:.1} MiB while {} of \
+         them ({:.1} MiB each) streamed at once: the export holds one batch per stream, not \
+         the file.\n",
         s.orgs,
         ms(&s.me_many_orgs, 50.0),
         ms(&s.me_many_orgs, 99.0),
@@ -1319,6 +1376,10 @@ fn scale_report(s: &Scale) -> String {
             .copied()
             .map(count)
             .unwrap_or_default(),
+        s.rss_before_kib as f64 / 1024.0,
+        s.rss_peak_kib as f64 / 1024.0,
+        s.exports,
+        s.export_bytes as f64 / 1_048_576.0,
     )
 }
 
@@ -1415,14 +1476,16 @@ fn report(
     let _ = writeln!(md, "### Method\n");
     let _ = writeln!(
         md,
-        "- One real `tessera serve` (`{bin}`, release profile: `opt-level = \"z\"`, LTO) on \
+        "- One real `tessera serve` (`{bin}`, release profile: `opt-level = 3`, LTO) on \
          loopback, started by `tessera_host_tests::ControlPlane`: `tessera admin \
          gen-master-key`, then `tessera admin bootstrap` for org `acme` and {admins} admins \
          (`alice`, who searches and exports, and `bench-1`…`bench-{maxc}`, one per \
          concurrent client), then `tessera serve`. The SQLite database (WAL, \
          `synchronous=FULL`) is in a temporary directory on the machine's disk \
-         ({fs_type}). The store has one writer connection (write transactions run one at a \
-         time) and a pool of reader connections (WAL: reads run beside the writer).\n\
+         ({fs_type}). The store has one writer connection, whose concurrent writes are \
+         group-committed (each in a savepoint of a batch; one fsync per batch; a call \
+         answers only after its batch's commit is durable), and a pool of reader \
+         connections (WAL: reads run beside the writer).\n\
          - The client is the host tests' HTTP/1.1 client: one TCP connection per request \
          (`Connection: close`); a latency is connect to last byte of the answer, measured by \
          the client. The clients run on the same {cores}-core machine as the server, with \
@@ -1448,7 +1511,8 @@ fn report(
          hold tokens. `q` is a case-insensitive substring of name, description, username or \
          display name, found through a trigram full-text index (3 characters or more). The \
          page walk reads every page of {walk_pp} (`per_page` maximum) in the default order \
-         (newest first) and must see every token exactly once. The CSV export \
+         (newest first), each after the first from the previous page's `next` cursor \
+         (`after=`, keyset paging), and must see every token exactly once. The CSV export \
          (`GET /v1/tokens.csv`, no filter) must parse (RFC 4180) to the documented header \
          and one row per token (the export streams every row, in batches read with keyset \
          paging).\n\
@@ -1458,9 +1522,10 @@ fn report(
          JWT and status `enabled`). A pair is both calls; pairs/s is pairs completed by all \
          clients divided by the wall time from the common start until the last client's \
          last pair ({seconds} s measured after {warmup} s of untimed warm-up, per \
-         configuration and round). **Each create and each download is its own write \
-         transaction, committed with an fsync (`synchronous=FULL`)**, so a pair is at least \
-         two durable commits; the download also signs the JWT (Ed25519) and allocates a \
+         configuration and round). **Each create and each download is its own write, \
+         answered only once it is committed and fsync'd (`synchronous=FULL`)**; concurrent \
+         writes share a commit, so one client waits for two fsyncs per pair and eight \
+         clients share them; the download also signs the JWT (Ed25519) and allocates a \
          status-list index. A duplicate name is refused by the store's unique index.\n\
          - **Usage.** Each sender (a thread) posts batches of {batch} events (`POST \
          /v1/usage` with an edge credential from `POST /v1/orgs/acme/edge-credentials`), \
@@ -1512,7 +1577,7 @@ fn report(
          \n\
          # then, over HTTP/1.1 with Authorization: Bearer <admin token>:\n\
          GET  /v1/tokens?<query>                        # the searches below\n\
-         GET  /v1/tokens?per_page={WALK_PER_PAGE}&page=1..{pages}\n\
+         GET  /v1/tokens?per_page={WALK_PER_PAGE}  then  &after=<next> ({pages} pages)\n\
          GET  /v1/tokens.csv\n\
          POST /v1/tokens  +  POST /v1/tokens/<id>/download     # per client, in a loop\n\
          POST /v1/usage  (Authorization: Bearer <edge credential>, {BATCH} events)\n\
@@ -1566,8 +1631,9 @@ fn report(
          second are twice that. These ran after the seed, with {} tokens already in the \
          org. Server CPU well under one core means the server spent the time waiting — on \
          its commits, on the clients, or for a CPU that the clients and other work on the \
-         machine held — rather than computing; with more clients the calls queue for the \
-         one writer connection (each commit waits for its fsync), so latency grows faster than throughput.\n",
+         machine held — rather than computing. One client is bound by the fsync of each \
+         commit; with more clients, writes that arrive during a commit share the next one, \
+         so throughput grows until the CPU is spent.\n",
         count(total)
     );
 

@@ -18,6 +18,7 @@ pub mod ed25519;
 pub mod envoy;
 pub mod footprint;
 pub mod propagation;
+mod soak;
 mod tokens;
 pub mod workerd;
 mod wrk;
@@ -41,16 +42,18 @@ pub enum Part {
     ControlPlane,
     Footprint,
     Ed25519,
+    Soak,
 }
 
 impl Part {
-    pub const ALL: [Part; 6] = [
+    pub const ALL: [Part; 7] = [
         Part::Envoy,
         Part::Workerd,
         Part::Propagation,
         Part::ControlPlane,
         Part::Footprint,
         Part::Ed25519,
+        Part::Soak,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Part {
             Part::ControlPlane => "control-plane",
             Part::Footprint => "footprint",
             Part::Ed25519 => "ed25519",
+            Part::Soak => "soak",
         }
     }
 
@@ -413,6 +417,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan) -> Result<()> {
             Part::ControlPlane => control_plane::run(inputs, plan, &part_dir)?,
             Part::Footprint => footprint::run(inputs, plan, &part_dir)?,
             Part::Ed25519 => ed25519::run(inputs, plan, &part_dir)?,
+            Part::Soak => soak::run(inputs, plan, &part_dir)?,
         };
         println!(
             "bench part {} done in {:.0} s",
@@ -446,6 +451,15 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan) -> Result<()> {
     } else {
         dir.join("BENCHMARKS-partial.md")
     };
+    // The fuzzing section is written by `cargo xtask fuzz --record`; keep it.
+    let mut md = md;
+    if let Some(kept) = fs::read_to_string(&path)
+        .ok()
+        .as_deref()
+        .and_then(crate::fuzz::recorded_section)
+    {
+        md = format!("{}\n\n{kept}\n", md.trim_end());
+    }
     fs::write(&path, &md).map_err(|e| format!("writing {}: {e}", path.display()))?;
     println!("\n{md}\nwritten to {}", path.display());
     Ok(())
