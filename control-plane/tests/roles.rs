@@ -23,7 +23,9 @@ const ACTIONS: [&str; 11] = [
     "auth-log",
 ];
 
-/// (actor, token owner, expectation per action in `ACTIONS` order: `y` allowed, `-` 403).
+/// (actor, token owner, expectation per action in `ACTIONS` order: `y` allowed, `-` 403,
+/// `n` 404 — a token of an owner the actor has no relation to is answered like an id that
+/// does not exist, so that its existence does not leak).
 /// Actors: ada = acme admin, ula = acme user, rita = acme readonly, pat = partner super
 /// user of partnerco, which manages acme. uma (acme) delegates to the partner, ned (acme)
 /// does not; pam is pat's colleague; root-admin is in an unrelated org.
@@ -32,20 +34,20 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("ada", "own", /*     */ "y y y y y y y y y y y"),
     ("ada", "ned", /*     */ "y y - - y y y y y y y"),
     ("ada", "uma", /*     */ "y y - - y y y y y y y"),
-    ("ada", "root-admin", /* */ "- - - - - - - - - - -"),
+    ("ada", "root-admin", /* */ "- n n n n - n n n n n"),
     ("ula", "own", /*     */ "y y y y y y - - - - y"),
     ("ula", "ned", /*     */ "- - - - - - - - - - -"),
     ("ula", "uma", /*     */ "- - - - - - - - - - -"),
-    ("ula", "root-admin", /* */ "- - - - - - - - - - -"),
+    ("ula", "root-admin", /* */ "- n n n n - n n n n n"),
     ("rita", "own", /*    */ "- y y - - - - - - - y"),
     ("rita", "ned", /*    */ "- - - - - - - - - - -"),
     ("rita", "uma", /*    */ "- - - - - - - - - - -"),
-    ("rita", "root-admin", /**/ "- - - - - - - - - - -"),
+    ("rita", "root-admin", /**/ "- n n n n - n n n n n"),
     ("pat", "own", /*     */ "y y y y y y - - - - y"),
     ("pat", "pam", /*     */ "- - - - - - - - - - -"),
-    ("pat", "ned", /*     */ "- - - - - - - - - - -"),
+    ("pat", "ned", /*     */ "- n n n n - n n n n n"),
     ("pat", "uma", /*     */ "y y - - y y - - - - -"),
-    ("pat", "root-admin", /* */ "- - - - - - - - - - -"),
+    ("pat", "root-admin", /* */ "- n n n n - n n n n n"),
 ];
 
 /// Performs `action` as `actor_jwt` on a fresh token of `owner` in the state the action
@@ -122,6 +124,7 @@ fn want(kind: Cred, e: &str, action: &str) -> (u16, String) {
         (Cred::Access, _, _) => (403, "access_token_not_allowed".into()),
         (_, "y", "create") => (201, String::new()),
         (_, "y", _) => (200, String::new()),
+        (_, "n", _) => (404, "not_found".to_string()),
         _ => (403, "forbidden".to_string()),
     }
 }

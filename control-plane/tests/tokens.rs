@@ -643,6 +643,7 @@ async fn exchange_for_access_tokens() {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| e["source"] == "exchange")
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, vec!["deny", "allow", "allow"]);
@@ -808,9 +809,9 @@ async fn search_filters_sorts_and_pages() {
         ("status=lost", "status"),
         ("page=0", "page"),
         ("per_page=100000", "per_page"),
-        ("page=abc", "query.page"),
+        ("page=abc", "page"),
         ("expires_before=soon", "expires_before"),
-        ("colour=red", "query"),
+        ("colour=red", "colour"),
         ("after=bm90LWEtY3Vyc29y", "after"),
         ("after=%E2%9C%93", "after"),
         ("page=2&after=W10", "page"),
@@ -829,12 +830,8 @@ async fn search_filters_sorts_and_pages() {
 async fn csv_export_quotes_fields() {
     let w = World::new().await;
     let ada = w.jwt("ada");
-    let tricky = [
-        "comma, inside",
-        "say \"hi\"",
-        "two\nlines",
-        "all, \"three\"\r\nkinds",
-    ];
+    // (Line breaks are control characters, refused in names since the hardening issue.)
+    let tricky = ["comma, inside", "say \"hi\"", "all, \"three\" kinds"];
     for name in tricky {
         let r = w
             .call(
@@ -889,7 +886,7 @@ async fn csv_export_quotes_fields() {
         .all(|r| r[desc_col] == "csv test, ok" && r.len() == rows[0].len()));
     // Same filters as search.
     let r = w
-        .call("GET", "/v1/tokens.csv?q=two", Some(&ada), None)
+        .call("GET", "/v1/tokens.csv?q=three", Some(&ada), None)
         .await;
     assert_eq!(tessera_control_plane::csv::parse(&r.text()).len(), 2);
     assert_eq!(

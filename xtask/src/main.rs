@@ -20,6 +20,7 @@ mod dist;
 mod edge;
 mod fuzz;
 mod registry;
+mod schemathesis;
 mod tools;
 mod wasm;
 
@@ -39,8 +40,8 @@ tasks:
                missing, build the modules, the edge-worker bundle and the
                control plane (target/debug/tessera), then cargo fmt --check, cargo clippy
                -D warnings and cargo test --workspace (including the host tests that run
-               the module in Envoy against the real control plane), the bench smoke
-               run, then dist, with both images read by skopeo and pushed to and pulled
+               the module in Envoy against the real control plane), schemathesis against
+               a real `tessera serve`, the bench smoke run, then dist, with both images read by skopeo and pushed to and pulled
                from a loopback docker-registry (Debian skopeo and docker-registry are
                installed if missing), then the data-plane fuzz targets for 20 s each (cp_bodies only in `fuzz`)
   dist [--check]
@@ -50,6 +51,9 @@ tasks:
                compat/: one plugin.wasm layer), reproducible byte for byte; with
                --check, also image it again (same digests), read both layouts with
                skopeo and push and pull them through a loopback docker-registry
+  schemathesis build the control plane, install schemathesis (PyPI) into tools/venv if
+               missing, and run it against a real `tessera serve`'s /openapi.json: no
+               5xx, every answer as documented
   fuzz [--seconds N] [--only T,U] [--record]
                install cargo-fuzz into tools/cargo-fuzz if missing, build the fuzz
                targets in fuzz/ (libFuzzer, no sanitizer, debug assertions) into
@@ -94,6 +98,9 @@ fn main() -> ExitCode {
         ["test"] => test(&root),
         ["demo"] => demo(&root, false),
         ["demo", "--serve"] => demo(&root, true),
+        ["schemathesis"] => {
+            build_control_plane(&root).and_then(|bin| schemathesis::run(&root, &bin))
+        }
         ["dist"] => dist_task(&root, &dist::dist_dir(&root), None).map(|_| ()),
         ["dist", "--check"] => {
             dist_task(&root, &dist::dist_dir(&root), None).and_then(|d| check_dist(&root, &d))
@@ -185,7 +192,7 @@ fn cargo(root: &Path) -> Command {
 const TEST_FUZZ_SECONDS: u64 = 20;
 
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 11;
+    const STEPS: usize = 12;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -257,10 +264,15 @@ fn test(root: &Path) -> Result<()> {
             .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1"),
     )?;
 
+    tools::header(&format!(
+        "[8/{STEPS}] schemathesis against a real `tessera serve` and its /openapi.json"
+    ));
+    schemathesis::run(root, &cp_bin)?;
+
     // The benchmark's code builds in every test run, and each of its configurations is
     // run once (about 30 s; answers checked, no speed asserted, BENCHMARKS.md untouched).
     tools::header(&format!(
-        "[8/{STEPS}] bench --smoke: every benchmark configuration once"
+        "[9/{STEPS}] bench --smoke: every benchmark configuration once"
     ));
     tools::ensure_debs(&["wrk"], "the load generator of `cargo xtask bench`")?;
     let toolchain = wasm::ensure_toolchain()?;
@@ -283,7 +295,7 @@ fn test(root: &Path) -> Result<()> {
     )?;
 
     tools::header(&format!(
-        "[9/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
+        "[10/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
     ));
     // The packaging is what is checked here, so the debug control plane built in step 4
     // stands in for the release one (a release build costs minutes), and the artifacts
@@ -304,13 +316,13 @@ fn test(root: &Path) -> Result<()> {
         .map(|(t, _)| (*t).to_string())
         .collect();
     tools::header(&format!(
-        "[10/{STEPS}] fuzz: {} for {TEST_FUZZ_SECONDS} s each",
+        "[11/{STEPS}] fuzz: {} for {TEST_FUZZ_SECONDS} s each",
         ci_targets.join(", ")
     ));
     let stats = fuzz::run(root, TEST_FUZZ_SECONDS, Some(&ci_targets))?;
     println!("\n{}", fuzz::table(&stats));
 
-    tools::header(&format!("[11/{STEPS}] all checks passed"));
+    tools::header(&format!("[12/{STEPS}] all checks passed"));
     Ok(())
 }
 

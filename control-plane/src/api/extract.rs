@@ -3,7 +3,7 @@
 
 use super::{ActingSlot, ApiError, ApiResult, AppState};
 use crate::policy::Actor;
-use crate::service::authn;
+use crate::service::{authn, logs};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -66,7 +66,7 @@ impl FromRequestParts<AppState> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.to_string());
         let st = s.clone();
-        let actor = s
+        let (actor, used) = s
             .read(move |tx, ctx| {
                 let presented = authn::Presentation {
                     method: &method,
@@ -74,9 +74,19 @@ impl FromRequestParts<AppState> for Caller {
                     headers: &headers,
                     peer: peer.as_deref(),
                 };
-                authn::authenticate(tx, ctx, st.verifiers(), &presented)
+                let accept = [authn::Kind::Api, authn::Kind::Access];
+                let verdict =
+                    authn::verify_presented(tx, ctx, st.verifiers(), &presented, &accept)?;
+                let used = logs::api_use(&verdict, ctx.now, peer.as_deref(), &method, &path);
+                Ok((authn::actor_of(verdict), used))
             })
             .await?;
+        // Every use, and every refusal of a known token, goes to the authentication log
+        // (written in batches, off the request's path).
+        if let Some(e) = used {
+            s.note_api_use(e);
+        }
+        let actor = actor.map_err(|deny| ApiError::refused(&deny))?;
         if let Some(slot) = parts.extensions.get::<ActingSlot>() {
             slot.set(&actor.user.id, &actor.token_id);
         }
@@ -109,18 +119,49 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     }
 }
 
+/// The peer's socket address, when served over a socket.
+pub struct ConnectInfoOpt(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ConnectInfoOpt {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(ConnectInfoOpt(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
 const BODY_LIMIT: usize = 1 << 20;
 
-pub(crate) fn body_error(path: String, e: impl std::fmt::Display) -> ApiError {
-    let field = if path == "." || path.is_empty() {
-        "body".to_string()
+/// The field a deserializer's path names, as every error names it: the bare member path
+/// (`ip_allow[0]`, `per_page`), the same as the service's own checks; `whole` (`body`,
+/// `query`) when the path names no member. serde's `?` (a position it could not name) is
+/// left out.
+pub(crate) fn field_name(path: &str, whole: &str) -> String {
+    if path.starts_with('[') {
+        // An element of a body that is an array where an object belongs.
+        return format!("{whole}{path}");
+    }
+    let named: Vec<&str> = path
+        .split('.')
+        .filter(|seg| !seg.is_empty() && *seg != "?")
+        .collect();
+    if named.is_empty() {
+        whole.to_string()
     } else {
-        format!("body.{path}")
-    };
+        named.join(".")
+    }
+}
+
+pub(crate) fn body_error(path: String, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_body",
-        format!("{field}: {e}"),
+        format!("{}: {e}", field_name(&path, "body")),
     )
 }
 
@@ -138,13 +179,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Bytes> {
     let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, BODY_LIMIT)));
-    Bytes::from_request(req, state).await.map_err(|_| {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if timed_out(&e) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "body: not received in time",
+            );
+        }
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_body",
             format!("body: larger than {BODY_LIMIT} bytes or unreadable"),
         )
     })
+}
+
+/// Whether reading the body failed because it stalled (the server's body timeout).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
@@ -154,8 +214,15 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         bytes
     };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let v = serde_path_to_error::deserialize(de)
-        .map_err(|e| body_error(e.path().to_string(), e.inner()))?;
+    let v = serde_path_to_error::deserialize(de).map_err(|e| {
+        // A body cut short is the body's fault, wherever the parser stopped.
+        let path = if e.inner().is_eof() {
+            String::new()
+        } else {
+            e.path().to_string()
+        };
+        body_error(path, e.inner())
+    })?;
     Ok(v)
 }
 
@@ -170,14 +237,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(QueryParams)
-            .map_err(|e| {
-                let p = e.path().to_string();
-                let field = if p == "." {
-                    "query".to_string()
-                } else {
-                    format!("query.{p}")
-                };
-                ApiError::field(&field, e.inner())
-            })
+            .map_err(|e| ApiError::field(&field_name(&e.path().to_string(), "query"), e.inner()))
     }
 }

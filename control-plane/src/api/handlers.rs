@@ -2,12 +2,13 @@
 //! transaction, and returns the operation's typed view.
 
 use super::extract::{
-    body_error, parse_json, read_body, BearerSecret, Caller, JsonBody, PeerAddr, QueryParams,
+    body_error, parse_json, read_body, BearerSecret, Caller, ConnectInfoOpt, JsonBody, PeerAddr,
+    QueryParams,
 };
 use super::{ApiError, ApiResult, AppState};
 use crate::service::input::{
-    AuditParams, CreateEdge, CreateOrg, CreateToken, CreateUser, EditToken, LogParams, RevokeAll,
-    RotateKey, SearchParams, UpdateUser, UsageBatch,
+    AuditParams, CreateEdge, CreateOrg, CreateToken, CreateUser, EditToken, LogParams, PageParams,
+    RevokeAll, RotateKey, SearchParams, UpdateUser, UsageBatch,
 };
 use crate::service::views::{
     AuditEntries, AuthEvents, Deleted, EdgeCreated, Edited, Health, KeyRotated, Me, Minted,
@@ -135,17 +136,17 @@ pub(super) async fn status_list(
         None => accept_jwt,
         Some("json") => false,
         Some("jwt") => true,
-        Some(_) => return Err(ApiError::field("query.format", "json or jwt")),
+        Some(_) => return Err(ApiError::field("format", "json or jwt")),
     };
     let wait = p.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
         return Err(ApiError::field(
-            "query.wait",
+            "wait",
             format!("at most {MAX_WAIT_SECS} seconds"),
         ));
     }
     if p.since.is_some_and(|v| v < 0) {
-        return Err(ApiError::field("query.since", "must be >= 0"));
+        return Err(ApiError::field("since", "must be >= 0"));
     }
     // Subscribe before reading the version so no change slips between the two.
     let mut rx = s.subscribe();
@@ -161,8 +162,12 @@ pub(super) async fn status_list(
         if fresh {
             break;
         }
-        let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
-        if !matches!(changed, Ok(Ok(()))) {
+        let changed = tokio::select! {
+            c = tokio::time::timeout_at(deadline, rx.changed()) => matches!(c, Ok(Ok(()))),
+            // The server is shutting down: answer now, the client polls again elsewhere.
+            () = s.closing() => false,
+        };
+        if !changed {
             return Ok(not_modified(&etag_for(version), version));
         }
     }
@@ -242,10 +247,16 @@ pub(super) async fn users_list(
     State(s): State<AppState>,
     Caller(a): Caller,
     Path(org): Path<String>,
+    QueryParams(p): QueryParams<PageParams>,
 ) -> ApiResult<Json<UserList>> {
     s.read_as(a, move |tx, _, a| {
-        let users = users::list_users(tx, a, &org)?;
-        Ok(UserList { users })
+        let (users, total, page) = users::list_users(tx, a, &org, &p)?;
+        Ok(UserList {
+            users,
+            total,
+            page: page.page,
+            per_page: page.per_page,
+        })
     })
     .await
     .map(Json)
@@ -476,6 +487,7 @@ pub(super) async fn tokens_auth_log(
     Path(id): Path<String>,
     QueryParams(p): QueryParams<LogParams>,
 ) -> ApiResult<Json<AuthEvents>> {
+    s.flush_api_uses().await?;
     s.read_as(a, move |tx, _, a| logs::token_auth_log(tx, a, &id, &p))
         .await
         .map(Json)
@@ -486,6 +498,7 @@ pub(super) async fn auth_log(
     Caller(a): Caller,
     QueryParams(p): QueryParams<LogParams>,
 ) -> ApiResult<Json<AuthEvents>> {
+    s.flush_api_uses().await?;
     s.read_as(a, move |tx, _, a| logs::auth_log(tx, a, &p))
         .await
         .map(Json)
@@ -576,12 +589,26 @@ pub(super) async fn exchange(
     Ok(resp)
 }
 
+/// A refused edge credential counts against the per-address rate: past it, 429.
 pub(super) async fn usage(
     State(s): State<AppState>,
-    BearerSecret(c): BearerSecret,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
+    credential: Result<BearerSecret, ApiError>,
     JsonBody(batch): JsonBody<UsageBatch>,
-) -> ApiResult<Json<UsageAccepted>> {
+) -> Result<Json<UsageAccepted>, Response> {
+    let refused = |e: ApiError| match s.address_limit().and_then(|l| l.check(peer)) {
+        Some(too_many) => too_many,
+        None => e.into_response(),
+    };
+    let BearerSecret(c) = credential.map_err(refused)?;
     s.write(move |tx, ctx| logs::record_usage(tx, ctx, &c, batch))
         .await
         .map(Json)
+        .map_err(|e| {
+            if e.status == StatusCode::UNAUTHORIZED {
+                refused(e)
+            } else {
+                e.into_response()
+            }
+        })
 }

@@ -7,6 +7,8 @@ pub mod accounts;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod limit;
+pub mod server;
 pub mod web;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
@@ -47,7 +49,17 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// The core verifiers API calls are authenticated with.
     verifiers: Verifiers,
+    /// Set once the server begins to shut down: long polls answer at once.
+    closing: watch::Sender<bool>,
+    /// The per-address limit of unauthenticated requests (`tessera serve` sets one).
+    limit: Option<limit::AddressLimit>,
+    /// Uses of tokens against this API not yet in the authentication log.
+    api_uses: Mutex<Vec<crate::model::AuthEvent>>,
 }
+
+/// Noted API uses that make the next one write them at once (else the periodic flush of
+/// `tessera serve`, or a read of the log, does).
+const API_USES_BATCH: usize = 500;
 
 pub struct Config {
     /// Scheme, host and port the API is reached at, without a trailing slash. Token
@@ -70,6 +82,7 @@ impl AppState {
         clock: Box<dyn Fn() -> i64 + Send + Sync>,
     ) -> Self {
         let (changes, _) = watch::channel(0);
+        let (closing, _) = watch::channel(false);
         AppState {
             inner: Arc::new(Inner {
                 store,
@@ -79,8 +92,70 @@ impl AppState {
                 clock,
                 changes,
                 verifiers: Verifiers::new(),
+                closing,
+                limit: None,
+                api_uses: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// Limits unauthenticated requests per client address (see [`limit`]). Call it on a
+    /// new state, before it is cloned; on a shared one it changes nothing.
+    pub fn with_rate_limit(mut self, rate: limit::RateLimit) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limit = limit::AddressLimit::new(rate);
+        }
+        self
+    }
+
+    pub fn address_limit(&self) -> Option<&limit::AddressLimit> {
+        self.inner.limit.as_ref()
+    }
+
+    /// Notes a use of a token against this API for the authentication log; a full batch
+    /// is written at once, in the background.
+    pub(crate) fn note_api_use(&self, e: crate::model::AuthEvent) {
+        let full = match self.inner.api_uses.lock() {
+            Ok(mut v) => {
+                v.push(e);
+                v.len() >= API_USES_BATCH
+            }
+            Err(_) => false,
+        };
+        if full {
+            let st = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = st.flush_api_uses().await {
+                    tracing::error!(error = %e, "writing API uses to the authentication log failed");
+                }
+            });
+        }
+    }
+
+    /// Writes the noted API uses to the authentication log (and last-use data), in one
+    /// transaction. `tessera serve` calls it every second and at shutdown; reads of the
+    /// authentication log call it first, so they see every use before them.
+    pub async fn flush_api_uses(&self) -> ApiResult<()> {
+        let batch = match self.inner.api_uses.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => return Err(ApiError::internal("API-use buffer lock poisoned")),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx, _| service::logs::record_api_uses(tx, &batch))
+            .await
+    }
+
+    /// The server stops: long polls answer now instead of at their deadline.
+    pub fn begin_shutdown(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Self::begin_shutdown`] was called.
+    pub(crate) async fn closing(&self) {
+        let mut rx = self.inner.closing.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     pub fn base_url(&self) -> &str {
@@ -156,6 +231,12 @@ impl AppState {
         self.read(move |tx, ctx| f(tx, ctx, &actor)).await
     }
 
+    /// How many commits have woken the long polls so far (each changed a status list or
+    /// a key set).
+    pub fn edge_changes(&self) -> u64 {
+        *self.inner.changes.borrow()
+    }
+
     /// A receiver of the change counter (long polls wait on it).
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
@@ -212,6 +293,8 @@ pub struct Route {
     pub answers: Vec<Answer>,
     /// Error statuses the operation can answer with; each carries an [`ErrorBody`].
     pub errors: Vec<u16>,
+    /// Whole route under the per-address rate limit of unauthenticated requests.
+    pub limited: bool,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -272,6 +355,7 @@ fn route(
         query: None,
         answers: Vec::new(),
         errors,
+        limited: false,
         handler,
     }
 }
@@ -325,6 +409,12 @@ impl Route {
         }
         self.errors.sort_unstable();
         self
+    }
+
+    /// Under the per-address rate limit (429 with `Retry-After` past it).
+    pub fn limited(mut self) -> Self {
+        self.limited = true;
+        self.error(&[429])
     }
 
     /// A route that touches nothing and cannot fail.
@@ -388,6 +478,7 @@ pub fn routes() -> Vec<Route> {
             .body::<CreateEdge>(json!({"name": "edge-eu-1"}))
             .ok::<EdgeCreated>(201),
         route(Method::GET, "/v1/orgs/{org}/users", "Users of an organization (org admin)", Token, h!(GET, handlers::users_list))
+            .query::<PageParams>()
             .ok::<UserList>(200),
         route(Method::POST, "/v1/orgs/{org}/users", "Create a user (org admin)", Token, h!(POST, handlers::users_create))
             .body::<CreateUser>(json!({"username": "bob", "display_name": "Bob", "role": "user", "delegated": false}))
@@ -434,14 +525,19 @@ pub fn routes() -> Vec<Route> {
             .ok::<AuthEvents>(200),
         route(Method::GET, "/v1/audit-log", "Audit log of management actions (org admin)", Token, h!(GET, handlers::audit_log))
             .query::<AuditParams>()
-            .ok::<AuditEntries>(200),
+            .ok::<AuditEntries>(200)
+            // `org` names an organization that may not exist.
+            .error(&[404]),
         route(Method::POST, "/v1/auth/accesstoken", "Exchange an API token for a short-lived at+jwt (JSON, or RFC 8693 form)", Public, h!(POST, handlers::exchange))
             .body::<ExchangeJson>(json!({"refreshToken": "<api token>"}))
             .form::<ExchangeForm>()
-            .ok::<AccessToken>(200),
+            .ok::<AccessToken>(200)
+            .limited(),
         route(Method::POST, "/v1/usage", "Usage events from an edge (edge credential)", Edge, h!(POST, handlers::usage))
             .body::<UsageBatch>(json!({"events": [{"token_id": "tok_0123", "at": "2026-01-01T00:00:00Z", "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]}))
-            .ok::<UsageAccepted>(200),
+            .ok::<UsageAccepted>(200)
+            // A refused edge credential counts against the per-address rate.
+            .error(&[429]),
     ];
     routes.extend(accounts::routes());
     routes
@@ -450,7 +546,11 @@ pub fn routes() -> Vec<Route> {
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for r in routes() {
-        router = router.route(r.path, r.handler);
+        let handler = match state.address_limit() {
+            Some(limit) if r.limited => r.handler.layer(limit.layer()),
+            _ => r.handler,
+        };
+        router = router.route(r.path, handler);
     }
     router
         .merge(web::router())

@@ -75,9 +75,40 @@ pub async fn run(cli: Cli) -> CliResult {
             };
             let client =
                 |token: Option<String>| Client::with_ca_cert(&cli.url, token, ca.as_deref());
-            commands::run(client, cli.token.clone(), cli.output, command).await
+            let token = match &cli.token_file {
+                Some(path) => Some(read_secret(path, "--token-file")?),
+                None => cli.token.clone(),
+            };
+            let command = match command {
+                Command::Exchange {
+                    api_token: Some(dash),
+                } if dash == "-" => Command::Exchange {
+                    api_token: Some(read_secret(std::path::Path::new("-"), "stdin")?),
+                },
+                c => c,
+            };
+            commands::run(client, token, cli.output, command).await
         }
     }
+}
+
+/// A secret from a file, or from stdin for `-`: its first line, without surrounding
+/// whitespace.
+fn read_secret(path: &std::path::Path, what: &str) -> Result<String, String> {
+    let text = if path == std::path::Path::new("-") {
+        let mut line = String::new();
+        io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("{what}: {e}"))?;
+        line
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))?
+    };
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
+        return Err(format!("{what}: no token in it"));
+    }
+    Ok(secret)
 }
 
 #[derive(Parser)]
@@ -95,9 +126,19 @@ pub struct Cli {
     /// `--url https://...` with a private CA; only these are trusted then (client commands).
     #[arg(long, global = true, env = "TESSERA_CA_CERT")]
     ca_cert: Option<PathBuf>,
-    /// A Tessera token to authenticate with (client commands).
+    /// A Tessera token to authenticate with (client commands). Prefer TESSERA_TOKEN or
+    /// --token-file: a command line is visible to every local user (ps, /proc).
     #[arg(long, global = true, env = "TESSERA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the token to authenticate with; `-` reads it from stdin.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_TOKEN_FILE",
+        conflicts_with = "token",
+        value_name = "PATH"
+    )]
+    token_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -126,7 +167,8 @@ enum Command {
     Edges(EdgesCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
-        /// The API token (default: --token).
+        /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
+        /// --token-file or --token). Given here it shows in the process list: prefer `-`.
         api_token: Option<String>,
     },
     /// Show the authenticated user.
@@ -155,6 +197,23 @@ struct ServeArgs {
     /// Lifetime of exchanged access tokens, seconds.
     #[arg(long, default_value_t = 1800)]
     access_ttl: i64,
+    /// Seconds a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+    /// Seconds a request body may stall between two chunks before the request ends (408).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout: u64,
+    /// Connections open at once; further clients wait until one closes.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Unauthenticated requests (token exchange, usage with a refused edge credential)
+    /// per minute from one address, after a burst; past it, 429 with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 30)]
+    unauth_rate: u32,
+    /// The burst of unauthenticated requests one address may send before the rate applies.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    unauth_burst: u32,
     /// Log lines on stderr as text or JSON (level: TESSERA_LOG or RUST_LOG, default info).
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,

@@ -2,6 +2,8 @@
 
 use super::render::{self, Output};
 use super::{CliError, CliResult, DbArgs, ServeArgs};
+use crate::api::limit::RateLimit;
+use crate::api::server::ServerOptions;
 use crate::crypto::{self, MasterKey};
 use crate::model::KeyAlg;
 use crate::service::{self, Ctx};
@@ -30,8 +32,32 @@ struct Opened {
     schema_version: i64,
 }
 
+/// Creates a new database file readable by its owner only, before SQLite opens it (SQLite
+/// gives the `-wal` and `-shm` files the database file's mode). An existing file is left
+/// as it is.
+fn create_private(path: &std::path::Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match made {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn open_store(db: &DbArgs) -> Result<Opened, String> {
     let master = load_master_key(db)?;
+    create_private(&db.db)?;
     let sqlite = SqliteStore::open(&db.db).map_err(|e| format!("{}: {e}", db.db.display()))?;
     let schema_version = sqlite
         .schema_version()
@@ -172,7 +198,11 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
             master,
             access_ttl: args.access_ttl,
         },
-    );
+    )
+    .with_rate_limit(RateLimit {
+        per_minute: args.unauth_rate,
+        burst: args.unauth_burst,
+    });
     tracing::info!(
         %addr,
         base_url,
@@ -189,13 +219,45 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("stdout: {e}"))?;
     }
-    axum::serve(
+    if let Some(limit) = state.address_limit().cloned() {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                limit.forget_idle();
+            }
+        });
+    }
+    {
+        // Uses of tokens against the API reach the authentication log within a second.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if let Err(e) = st.flush_api_uses().await {
+                    tracing::error!(error = %e, "writing API uses to the authentication log failed");
+                }
+            }
+        });
+    }
+    let options = ServerOptions {
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        ..ServerOptions::default()
+    };
+    crate::api::server::serve(
         listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app(state.clone()),
+        state.clone(),
+        options,
+        shutdown(),
     )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .map_err(|e| e.to_string())?;
+    .await;
+    if let Err(e) = state.flush_api_uses().await {
+        tracing::error!(error = %e, "writing API uses to the authentication log failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

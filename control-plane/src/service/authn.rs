@@ -268,7 +268,13 @@ pub fn authenticate(
     verifiers: &Verifiers,
     presented: &Presentation<'_>,
 ) -> Result<Actor> {
-    match verify_presented(tx, ctx, verifiers, presented, &[Kind::Api, Kind::Access])? {
+    let verdict = verify_presented(tx, ctx, verifiers, presented, &[Kind::Api, Kind::Access])?;
+    actor_of(verdict).map_err(|deny| Error::Refused(Box::new(deny)))
+}
+
+/// The caller a verdict admits, or core's refusal.
+pub fn actor_of(verdict: Verdict) -> std::result::Result<Actor, Deny> {
+    match verdict {
         Verdict::Accepted(p) => {
             let p = *p;
             let credential = super::authority::credential_of(&p);
@@ -279,7 +285,7 @@ pub fn authenticate(
                 credential,
             })
         }
-        Verdict::Refused(r) => Err(Error::Refused(Box::new(r.deny))),
+        Verdict::Refused(r) => Err(r.deny),
     }
 }
 
@@ -349,11 +355,8 @@ pub fn exchange(
     claims.parent = Some(p.token.id.clone());
     claims.client_id = Some(p.token.id.clone());
     let (jwt, _) = sign_claims(tx, ctx, &p.org.id, TokenType::Access, &claims)?;
-    let mut token = p.token.clone();
-    log_event(tx, ctx, &token, ip.clone(), "allow", None, "exchange")?;
-    token.last_used_at = Some(ctx.now);
-    token.last_used_ip = ip;
-    tx.update_token(&token)?;
+    log_event(tx, ctx, &p.token, ip.clone(), "allow", None, "exchange")?;
+    tx.set_last_used(&p.token.id, ctx.now, ip.as_deref())?;
     Ok(Exchanged::Issued(AccessToken {
         access_token: jwt,
         token_type: "Bearer".into(),

@@ -72,10 +72,25 @@ pub fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> Re
     if value.chars().count() > max {
         return Err(Error::field(field, format!("at most {max} characters")));
     }
-    if value.contains('\0') {
-        return Err(Error::field(field, "must not contain NUL"));
+    if let Some((at, c)) = value.chars().enumerate().find(|(_, c)| is_control(*c)) {
+        return Err(Error::field(
+            field,
+            format!(
+                "must not contain control characters (U+{:04X} at character {})",
+                c as u32,
+                at + 1
+            ),
+        ));
     }
     Ok(())
+}
+
+/// Characters a name must not carry to a terminal or a page: C0 (also CR, LF, TAB, ESC,
+/// BEL), DEL, C1, and the bidirectional marks, embeddings, overrides and isolates (which
+/// reorder the text after them).
+pub fn is_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 pub fn check_org_id(field: &str, id: &str) -> Result<()> {
@@ -344,6 +359,17 @@ pub struct LogParams {
     pub since: Option<String>,
     #[serde(default)]
     pub until: Option<String>,
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+}
+
+/// Paging of a listing that has no other filter.
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
     #[serde(default)]
     pub page: Option<i64>,
     #[serde(default)]

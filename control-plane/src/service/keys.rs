@@ -97,13 +97,54 @@ pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<Stri
     org.next_status_idx += 1;
     tx.update_org(&org)?;
     set_status(ctx, tx, &org.id, idx, status_value::VALID, &token.id)?;
+    let claims = claims_of(ctx, &org, token, idx)?;
+    let (jwt, kid) = sign_claims(tx, ctx, &org.id, TokenType::Api, &claims)?;
+    token.jwt_sha256 = Some(crypto::sha256_hex(jwt.as_bytes()));
+    token.minted_at = Some(ctx.now);
+    token.status_idx = Some(idx);
+    token.kid = Some(kid);
+    Ok(jwt)
+}
+
+/// The longest token the verifiers accept by default (core's `max_token_bytes`).
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// Refuses a token whose JWT would be longer than the verifiers accept: a trial JWT is
+/// signed with the org's active key, at the largest status index and with the claims an
+/// exchanged access token adds, and measured. The
+/// error names the larger of the two lists that make a JWT long (`scopes`, `ip_allow`).
+pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, token: &Token) -> Result<()> {
+    let org = load_org(tx, &token.org_id)?;
+    // An access token exchanged from it carries the same claims and its parent's id twice.
+    let mut claims = claims_of(ctx, &org, token, i64::from(u32::MAX))?;
+    claims.parent = Some(token.id.clone());
+    claims.client_id = Some(token.id.clone());
+    let key = active_key(tx, &org.id)?;
+    let secret = ctx.master.open(&key.kid, &key.private_enc)?;
+    let len = crypto::sign_token(key.alg, &key.kid, &secret, TokenType::Api, &claims)?.len();
+    if len <= MAX_TOKEN_BYTES {
+        return Ok(());
+    }
+    let scopes: usize = token.scopes.iter().map(|s| s.len() + 1).sum();
+    let ips: usize = token.ip_allow.iter().map(|s| s.len() + 3).sum();
+    let field = if scopes >= ips { "scopes" } else { "ip_allow" };
+    Err(Error::field(
+        field,
+        format!(
+            "the token would be {len} bytes, over the verifiers' limit of {MAX_TOKEN_BYTES}; use fewer or shorter scopes or ip_allow entries"
+        ),
+    ))
+}
+
+/// The claims of `token`'s JWT under status index `idx`.
+fn claims_of(ctx: &Ctx, org: &crate::model::Org, token: &Token, idx: i64) -> Result<Claims> {
     let ip_allow = token
         .ip_allow
         .iter()
         .map(|c| c.parse::<Cidr>())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::internal(format!("stored ip_allow of {}: {e}", token.id)))?;
-    let claims = Claims {
+    Ok(Claims {
         iss: ctx.issuer(&org.id),
         sub: token.user_id.clone(),
         org: org.id.clone(),
@@ -122,13 +163,7 @@ pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<Stri
         }),
         parent: None,
         client_id: None,
-    };
-    let (jwt, kid) = sign_claims(tx, ctx, &org.id, TokenType::Api, &claims)?;
-    token.jwt_sha256 = Some(crypto::sha256_hex(jwt.as_bytes()));
-    token.minted_at = Some(ctx.now);
-    token.status_idx = Some(idx);
-    token.kid = Some(kid);
-    Ok(jwt)
+    })
 }
 
 /// Marks the outstanding JWT revoked in the status list and returns the token to Pending.

@@ -2,7 +2,7 @@
 
 use super::input::{check_text, optional_time, AuditParams, LogParams, Page, UsageBatch};
 use super::views::{AuditEntries, AuditEntryView, AuthEventView, AuthEvents, UsageAccepted};
-use super::{load_org, token_for, Ctx, Error, Result};
+use super::{load_org, token_for, Ctx, Error, Result, SKEW};
 use crate::crypto;
 use crate::model::{AuthEvent, Role};
 use crate::policy::{self, Action, Actor};
@@ -25,8 +25,11 @@ pub fn record_usage(
     let (mut accepted, mut unknown) = (0, Vec::new());
     for (n, e) in batch.events.into_iter().enumerate() {
         let f = |name: &str| format!("events[{n}].{name}");
-        if e.at.0 > ctx.now + 300 {
-            return Err(Error::field(&f("at"), "more than 5 minutes in the future"));
+        if e.at.0 > ctx.now + SKEW {
+            return Err(Error::field(
+                &f("at"),
+                format!("more than {SKEW} s in the future"),
+            ));
         }
         if e.outcome != "allow" && e.outcome != "deny" {
             return Err(Error::field(&f("outcome"), "allow or deny"));
@@ -50,7 +53,7 @@ pub fn record_usage(
         }
         let record = e.parent.as_deref().unwrap_or(&e.token_id);
         let token = tx.get_token(record)?.filter(|t| t.org_id == edge.org_id);
-        let Some(mut token) = token else {
+        let Some(token) = token else {
             unknown.push(e.token_id);
             continue;
         };
@@ -67,10 +70,15 @@ pub fn record_usage(
             path: e.path,
             source: format!("edge:{}", edge.id),
         })?;
-        if e.outcome == "allow" && token.last_used_at.is_none_or(|l| l < e.at.0) {
-            token.last_used_at = Some(e.at.0);
-            token.last_used_ip = ip;
-            tx.update_token(&token)?;
+        // Last use: only what a usable JWT did (never a pending, revoked or deleted
+        // token's), and never later than now, so that an edge's clock ahead of ours cannot
+        // hide the real uses that follow.
+        let at = e.at.0.min(ctx.now);
+        let usable = token.deleted_at.is_none()
+            && token.jwt_sha256.is_some()
+            && token.revoked_at.is_none_or(|r| at < r);
+        if e.outcome == "allow" && usable && token.last_used_at.is_none_or(|l| l < at) {
+            tx.set_last_used(&token.id, at, ip.as_deref())?;
         }
         accepted += 1;
     }
@@ -83,14 +91,14 @@ pub fn record_usage(
 /// The largest page of a log listing.
 pub const MAX_LOG_PAGE: i64 = 1000;
 
-fn log_query(p: &LogParams) -> Result<AuthEventQuery> {
+fn log_query(p: &LogParams) -> Result<(AuthEventQuery, Page)> {
     if let Some(o) = p.outcome.as_deref().filter(|s| !s.is_empty()) {
         if o != "allow" && o != "deny" {
             return Err(Error::field("outcome", "allow or deny"));
         }
     }
     let page = Page::parse(p.page, p.per_page, 100, MAX_LOG_PAGE)?;
-    Ok(AuthEventQuery {
+    let q = AuthEventQuery {
         org_id: None,
         token_id: p.token.clone().filter(|s| !s.is_empty()),
         user_id: p.user.clone().filter(|s| !s.is_empty()),
@@ -99,16 +107,20 @@ fn log_query(p: &LogParams) -> Result<AuthEventQuery> {
         until: optional_time("until", p.until.as_deref())?,
         limit: page.per_page,
         offset: page.offset(),
-    })
+    };
+    Ok((q, page))
 }
 
-fn events(tx: &mut dyn Tx, q: &AuthEventQuery) -> Result<AuthEvents> {
+fn events(tx: &mut dyn Tx, q: &AuthEventQuery, page: Page) -> Result<AuthEvents> {
     Ok(AuthEvents {
         events: tx
             .list_auth_events(q)?
             .iter()
             .map(AuthEventView::new)
             .collect(),
+        total: tx.count_auth_events(q)?,
+        page: page.page,
+        per_page: page.per_page,
     })
 }
 
@@ -120,14 +132,14 @@ pub fn token_auth_log(
     p: &LogParams,
 ) -> Result<AuthEvents> {
     let (token, _, _) = token_for(tx, actor, id, Action::ReadAuthLog)?;
-    let mut q = log_query(p)?;
+    let (mut q, page) = log_query(p)?;
     q.token_id = Some(token.id);
-    events(tx, &q)
+    events(tx, &q, page)
 }
 
 /// All of the caller's tokens; an admin sees the whole org.
 pub fn auth_log(tx: &mut dyn Tx, actor: &Actor, p: &LogParams) -> Result<AuthEvents> {
-    let mut q = log_query(p)?;
+    let (mut q, page) = log_query(p)?;
     q.org_id = Some(actor.org.id.clone());
     if actor.user.role != Role::Admin {
         if q.user_id.as_deref().is_some_and(|u| u != actor.user.id) {
@@ -138,7 +150,7 @@ pub fn auth_log(tx: &mut dyn Tx, actor: &Actor, p: &LogParams) -> Result<AuthEve
         }
         q.user_id = Some(actor.user.id.clone());
     }
-    events(tx, &q)
+    events(tx, &q, page)
 }
 
 /// The audit log of an org: its own admins only (not the partner or root admins
@@ -154,5 +166,70 @@ pub fn audit_log(tx: &mut dyn Tx, actor: &Actor, p: &AuditParams) -> Result<Audi
             .into_iter()
             .map(AuditEntryView::new)
             .collect(),
+        total: tx.count_audit(&org_id, p.target.as_deref())?,
+        page: page.page,
+        per_page: page.per_page,
     })
+}
+
+/// A use of a token against the control plane's own API, from an authentication (`allow`)
+/// or a refusal that identified the token (`deny`, with core's reason), for the
+/// authentication log (source `api`). The path is given without its query.
+pub fn api_use(
+    verdict: &super::authn::Verdict,
+    now: i64,
+    peer: Option<&str>,
+    method: &str,
+    path: &str,
+) -> Option<AuthEvent> {
+    use super::authn::Verdict;
+    let (token, outcome, reason) = match verdict {
+        Verdict::Accepted(p) => (&p.token, "allow", None),
+        Verdict::Refused(r) => (
+            r.token.as_ref()?,
+            "deny",
+            Some(r.reason.as_str().to_string()),
+        ),
+    };
+    let ip = peer
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string());
+    Some(AuthEvent {
+        id: 0,
+        org_id: token.org_id.clone(),
+        token_id: token.id.clone(),
+        user_id: token.user_id.clone(),
+        at: now,
+        ip,
+        outcome: outcome.into(),
+        reason,
+        method: Some(method.to_string()),
+        path: Some(path.split('?').next().unwrap_or(path).to_string()),
+        source: "api".into(),
+    })
+}
+
+/// Writes a batch of API uses: one authentication-log row each, and each token's last use
+/// from its latest allowed one (never for a revoked or deleted token).
+pub fn record_api_uses(tx: &mut dyn Tx, uses: &[AuthEvent]) -> Result<()> {
+    let mut latest: std::collections::HashMap<&str, &AuthEvent> = std::collections::HashMap::new();
+    for e in uses {
+        tx.insert_auth_event(e)?;
+        if e.outcome == "allow" {
+            let slot = latest.entry(e.token_id.as_str()).or_insert(e);
+            if e.at >= slot.at {
+                *slot = e;
+            }
+        }
+    }
+    for (id, e) in latest {
+        let Some(token) = tx.get_token(id)? else {
+            continue;
+        };
+        let usable = token.deleted_at.is_none() && token.revoked_at.is_none();
+        if usable && token.last_used_at.is_none_or(|l| l < e.at) {
+            tx.set_last_used(&token.id, e.at, e.ip.as_deref())?;
+        }
+    }
+    Ok(())
 }

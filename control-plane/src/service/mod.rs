@@ -151,6 +151,13 @@ pub(crate) fn token_for(
     let token = load_token(tx, id)?;
     let owner = load_user(tx, &token.user_id)?;
     let org = load_org(tx, &token.org_id)?;
-    policy::check(actor, &owner, &org, action)?;
+    if let Err(e) = policy::check(actor, &owner, &org, action) {
+        // A token the caller has no relation to is answered like an unknown one, so that
+        // its id's existence does not leak across organizations.
+        if policy::relation(actor, &owner, &org) == policy::Relation::Unrelated {
+            return Err(Error::not_found(format!("no token {id:?}")));
+        }
+        return Err(e);
+    }
     Ok((token, owner, org))
 }

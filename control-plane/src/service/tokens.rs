@@ -133,6 +133,7 @@ pub fn create_token(
         last_used_at: None,
         last_used_ip: None,
     };
+    super::keys::check_mintable(tx, ctx, &token)?;
     insert_unique(tx, &token, &owner)?;
     audit(
         tx,
@@ -553,6 +554,7 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     }
     if in_jwt {
         authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
+        super::keys::check_mintable(tx, ctx, &token)?;
     }
     if let Some(e) = req.enabled {
         if e != token.enabled {

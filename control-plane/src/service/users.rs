@@ -1,6 +1,6 @@
 //! Users of an organization.
 
-use super::input::{check_text, check_username, CreateUser, UpdateUser};
+use super::input::{check_text, check_username, CreateUser, Page, PageParams, UpdateUser};
 use super::views::UserView;
 use super::{accounts, audit, load_org, Ctx, Error, Result};
 use crate::crypto;
@@ -60,16 +60,26 @@ pub fn create_user(
     Ok(view)
 }
 
-/// The org's users that are not deleted, with their account state.
-pub fn list_users(tx: &mut dyn Tx, actor: &Actor, org_id: &str) -> Result<Vec<UserView>> {
+/// The largest page of the users listing.
+pub const MAX_USERS_PAGE: i64 = 1000;
+
+/// One page of the org's users that are not deleted (by username), with their account
+/// state, and how many there are.
+pub fn list_users(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    org_id: &str,
+    p: &PageParams,
+) -> Result<(Vec<UserView>, i64, Page)> {
     let org = load_org(tx, org_id)?;
     policy::require_org_admin(actor, &org, true)?;
+    let page = Page::parse(p.page, p.per_page, 100, MAX_USERS_PAGE)?;
     let accounts: std::collections::HashMap<String, Account> = tx
         .org_accounts(org_id)?
         .into_iter()
         .map(|a| (a.user_id.clone(), a))
         .collect();
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     for u in tx.list_users(org_id)? {
         let state = accounts.get(&u.id).map_or("invited", accounts::state_of);
         if state == "deleted" {
@@ -77,9 +87,12 @@ pub fn list_users(tx: &mut dyn Tx, actor: &Actor, org_id: &str) -> Result<Vec<Us
         }
         let mut v = UserView::new(&u);
         v.state = Some(state.to_string());
-        out.push(v);
+        all.push(v);
     }
-    Ok(out)
+    let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
+    let skip = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.per_page).unwrap_or(0);
+    Ok((all.into_iter().skip(skip).take(take).collect(), total, page))
 }
 
 pub fn get_user(tx: &mut dyn Tx, actor: &Actor, id: &str) -> Result<User> {
@@ -129,6 +142,22 @@ pub fn update_user(
                 "role",
                 "partner users belong to partner organizations",
             ));
+        }
+        if user.role == Role::Admin && role != Role::Admin {
+            let admins = tx
+                .list_users(&user.org_id)?
+                .iter()
+                .filter(|u| u.role == Role::Admin)
+                .count();
+            if admins <= 1 {
+                return Err(Error::field(
+                    "role",
+                    format!(
+                        "{} is the last admin of {}; make another user admin first",
+                        user.username, user.org_id
+                    ),
+                ));
+            }
         }
         user.role = role;
     }

@@ -364,18 +364,30 @@ pub struct OrgList {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserList {
     pub users: Vec<UserView>,
+    /// How many match, over all pages.
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
 }
 
 /// A page of the authentication log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuthEvents {
     pub events: Vec<AuthEventView>,
+    /// How many match, over all pages.
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
 }
 
 /// A page of the audit log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuditEntries {
     pub entries: Vec<AuditEntryView>,
+    /// How many match, over all pages.
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
 }
 
 /// Liveness (`/healthz`).

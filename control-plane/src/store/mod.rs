@@ -214,6 +214,9 @@ pub trait Tx: AccountsTx {
     fn insert_token(&mut self, token: &Token) -> StoreResult<()>;
     fn update_token(&mut self, token: &Token) -> StoreResult<()>;
     fn get_token(&mut self, id: &str) -> StoreResult<Option<Token>>;
+    /// Sets only a token's last use (every allowed use reports one; rewriting the whole
+    /// row for it would also move its index entries).
+    fn set_last_used(&mut self, id: &str, at: i64, ip: Option<&str>) -> StoreResult<()>;
     /// A page of matching live tokens with their owners' usernames.
     fn search_tokens(&mut self, query: &TokenQuery) -> StoreResult<TokenHits>;
     /// The live tokens of the scope that are not revoked.
@@ -235,6 +238,10 @@ pub trait Tx: AccountsTx {
 
     fn insert_auth_event(&mut self, event: &AuthEvent) -> StoreResult<()>;
     fn list_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>>;
+    /// How many events the query matches, ignoring its limit and offset.
+    fn count_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<i64>;
+    /// How many audit entries `list_audit` pages through.
+    fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64>;
 
     fn insert_audit(&mut self, entry: &AuditEntry) -> StoreResult<()>;
     fn list_audit(

@@ -295,6 +295,7 @@ impl SqliteStore {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
                 c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                add_functions(c)?;
                 c.busy_timeout(BUSY_TIMEOUT)
             });
         let pool = Pool::builder()
@@ -313,6 +314,7 @@ impl SqliteStore {
     fn init(mut conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        add_functions(&conn)?;
         // journal_mode answers with a row, so it is queried rather than executed.
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
@@ -684,8 +686,8 @@ fn token_filter(q: &TokenQuery, fts_driven: bool) -> TokenFilter {
         } else {
             needs_owner = true;
             wh.push(
-                "(lower(t.name) LIKE :q ESCAPE '\\' OR lower(t.description) LIKE :q ESCAPE '\\' \
-                 OR lower(u.username) LIKE :q ESCAPE '\\' OR lower(u.display_name) LIKE :q ESCAPE '\\')"
+                "(unicode_lower(t.name) LIKE :q ESCAPE '\\' OR unicode_lower(t.description) LIKE :q ESCAPE '\\' \
+                 OR unicode_lower(u.username) LIKE :q ESCAPE '\\' OR unicode_lower(u.display_name) LIKE :q ESCAPE '\\')"
                     .into(),
             );
             args.push((":q", SqlValue::Text(like_pattern(text))));
@@ -744,6 +746,47 @@ fn decode_cursor(cursor: &str) -> StoreResult<(SqlValue, String)> {
     };
     let id = v.get(1).and_then(|x| x.as_str()).ok_or_else(bad)?;
     Ok((key, id.to_string()))
+}
+
+/// `unicode_lower(text)`: Rust's Unicode lower case (SQLite's `lower` folds ASCII only), so
+/// that a short search matches `É` as `é`, as the trigram index does for longer ones.
+fn add_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "unicode_lower",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|s| s.to_lowercase())),
+    )
+}
+
+/// The WHERE clause and arguments of an authentication-log query.
+fn auth_event_filter(q: &AuthEventQuery) -> (String, Vec<SqlValue>) {
+    let mut wh = vec!["1 = 1"];
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut add = |clause: &'static str, v: SqlValue| {
+        wh.push(clause);
+        args.push(v);
+    };
+    if let Some(v) = &q.org_id {
+        add("org_id = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = &q.token_id {
+        add("token_id = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = &q.user_id {
+        add("user_id = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = &q.outcome {
+        add("outcome = ?", SqlValue::Text(v.clone()));
+    }
+    if let Some(v) = q.since {
+        add("at >= ?", SqlValue::Integer(v));
+    }
+    if let Some(v) = q.until {
+        add("at < ?", SqlValue::Integer(v));
+    }
+    (wh.join(" AND "), args)
 }
 
 fn like_pattern(q: &str) -> String {
@@ -984,6 +1027,14 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
+    fn set_last_used(&mut self, id: &str, at: i64, ip: Option<&str>) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE tokens SET last_used_at = ?2, last_used_ip = ?3 WHERE id = ?1",
+            params![id, at, ip],
+        )?;
+        Ok(())
+    }
+
     fn search_tokens(&mut self, q: &TokenQuery) -> StoreResult<TokenHits> {
         let fts_driven = match fts_phrase(q) {
             Some(phrase) => {
@@ -1147,34 +1198,11 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn list_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>> {
-        let mut wh = vec!["1 = 1"];
-        let mut args: Vec<SqlValue> = Vec::new();
-        let mut add = |clause: &'static str, v: SqlValue| {
-            wh.push(clause);
-            args.push(v);
-        };
-        if let Some(v) = &q.org_id {
-            add("org_id = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &q.token_id {
-            add("token_id = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &q.user_id {
-            add("user_id = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = &q.outcome {
-            add("outcome = ?", SqlValue::Text(v.clone()));
-        }
-        if let Some(v) = q.since {
-            add("at >= ?", SqlValue::Integer(v));
-        }
-        if let Some(v) = q.until {
-            add("at < ?", SqlValue::Integer(v));
-        }
+        let (wh, args) = auth_event_filter(q);
         let sql = format!(
             "SELECT id, org_id, token_id, user_id, at, ip, outcome, reason, method, path, source FROM auth_events \
              WHERE {} ORDER BY at DESC, id DESC LIMIT {} OFFSET {}",
-            wh.join(" AND "),
+            wh,
             q.limit,
             q.offset
         );
@@ -1220,6 +1248,22 @@ impl Tx for SqliteTx<'_> {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn count_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<i64> {
+        let (wh, args) = auth_event_filter(q);
+        let sql = format!("SELECT count(*) FROM auth_events WHERE {wh}");
+        Ok(self
+            .conn
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
+    }
+
+    fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM audit_log WHERE org_id = ?1 AND (?2 IS NULL OR target = ?2)",
+            params![org_id, target],
+            |r| r.get(0),
+        )?)
     }
 
     fn insert_edge(&mut self, e: &EdgeCredential) -> StoreResult<()> {

@@ -1179,7 +1179,7 @@ struct UsageResults {
     count_secs: f64,
 }
 
-/// Events in the org's authentication log with `since <= at < until`, through
+/// Edge-reported events in the org's authentication log with `since <= at < until`, through
 /// `GET /v1/auth-log`, one second at a time (each second paged with `per_page=1000`).
 fn count_auth_log(cp: &ControlPlane, since: i64, until: i64) -> Result<usize> {
     let mut total = 0;
@@ -1191,12 +1191,21 @@ fn count_auth_log(cp: &ControlPlane, since: i64, until: i64) -> Result<usize> {
             );
             let (r, _) = timed(cp, &request(cp, "GET", &target, cp.admin_token()), 200)?;
             let v = json_of(&r, &target)?;
-            let n = v
+            let events = v
                 .get("events")
                 .and_then(Value::as_array)
-                .ok_or_else(|| format!("{target}: no events"))?
-                .len();
-            total += n;
+                .ok_or_else(|| format!("{target}: no events"))?;
+            let n = events.len();
+            // Only the edges' reports: the log also holds the uses of tokens against the
+            // API itself (source `api`), this walk's own requests among them.
+            total += events
+                .iter()
+                .filter(|e| {
+                    e.get("source")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s.starts_with("edge:"))
+                })
+                .count();
             if n < LOG_PER_PAGE {
                 break;
             }

@@ -3,8 +3,8 @@
 //!
 //! One real control plane (`tessera serve`, SQLite), two Envoys with the filter (sync
 //! service and usage reports to the control plane) and one workerd with the edge worker
-//! (keys from the control plane's JWKS, its status list refreshed every second, usage
-//! reports on). After a short calibration that finds the rate the three edges saturate
+//! (keys from the control plane's JWKS, its status list revalidated at the worker's
+//! default interval, usage reports on). After a short calibration that finds the rate the three edges saturate
 //! at, load threads send requests with live tokens at half that rate. Meanwhile a new
 //! token is created and downloaded every 100 ms (it joins the live pool once every edge
 //! accepts it) and the oldest live token is revoked every second (it leaves the pool
@@ -55,8 +55,6 @@ const INITIAL_TOKENS: usize = 20;
 const REFUSE_LIMIT: Duration = Duration::from_secs(10);
 /// How long a new token may take to be accepted at every edge.
 const ACCEPT_LIMIT: Duration = Duration::from_secs(10);
-/// The workerd status-list refresh interval (ms).
-const WORKER_STATUS_TTL_MS: u64 = 1000;
 /// The Envoy cluster that reaches the control plane.
 const CP_CLUSTER: &str = "tessera_control_plane";
 /// The request path (no route needs a scope for it).
@@ -236,7 +234,6 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
             "TESSERA_STATUS_URLS",
             &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
         )
-        .var("TESSERA_STATUS_TTL_MS", &WORKER_STATUS_TTL_MS.to_string())
         .var("TESSERA_USAGE_URL", &format!("{}/v1/usage", cp.url()))
         .var("TESSERA_USAGE_TOKEN", &worker_secret),
     )
@@ -621,7 +618,8 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         body,
         "One real control plane (`tessera serve`, SQLite, `{bin}`), two Envoys with the filter \
          (sync service, usage reports on) and one workerd with the edge worker (keys from the \
-         control plane's JWKS, status list refreshed every {ttl} ms, usage reports on), all on \
+         control plane's JWKS, status list revalidated in the background at the worker's default \
+         interval, usage reports on), all on \
          loopback. A {cal} s calibration with {threads} closed-loop threads ({tpe} per edge) \
          found the saturating rate ({saturating:.0} requests/s); the soak then ran \
          {secs:.0} s at half of it ({rate:.0}/s, paced). Meanwhile a token was created and \
@@ -642,7 +640,6 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
          **Resident memory** (MiB; baseline: the sample nearest minute 2)\n\n\
          | process | at minute 2 | at the end | max | growth |\n|---|---:|---:|---:|---:|\n{mem_rows}",
         bin = inputs.cp_bin.display(),
-        ttl = WORKER_STATUS_TTL_MS,
         cal = CALIBRATION.as_secs(),
         tpe = THREADS_PER_EDGE,
         secs = ran.as_secs_f64(),

@@ -1,0 +1,113 @@
+//! The listener of `tessera serve`: HTTP/1.1 connections served by hyper with its
+//! header-read timeout, tower-http's request-body timeout, a cap on open connections, and
+//! a graceful shutdown bounded in time (hyper-util's `GracefulShutdown`).
+//!
+//! hyper starts its header-read timer whenever a connection waits for a request head, so
+//! the same timeout drops a client that sends its headers too slowly and a keep-alive
+//! connection left idle after its last answer. A body that stalls longer than the body
+//! timeout between two chunks ends the request (408).
+
+use super::AppState;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+/// How connections are held.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Longest wait for a complete request head, also the idle keep-alive timeout.
+    pub header_timeout: Duration,
+    /// Longest wait for the next chunk of a request body.
+    pub body_timeout: Duration,
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// After the shutdown signal: the longest wait for requests in flight to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            shutdown_grace: Duration::from_secs(4),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; then stops accepting, ends
+/// the long polls (`AppState::begin_shutdown`), lets the requests in flight finish, and
+/// returns within `shutdown_grace`, closing whatever is still open (a half-sent request).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it was accepted:
+                    // pause briefly instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = ServiceBuilder::new()
+            .map_request(move |mut req: axum::http::Request<_>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            })
+            .layer(RequestBodyTimeoutLayer::new(opts.body_timeout))
+            .service(router.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    state.begin_shutdown();
+    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = opts.shutdown_grace.as_millis() as u64,
+            "connections still open after the shutdown grace; closing them"
+        );
+    }
+}

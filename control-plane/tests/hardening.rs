@@ -1,0 +1,503 @@
+//! A real `tessera serve` against slow, idle and hostile clients on real sockets: the
+//! header, idle and body timeouts, the connection cap, the shutdown on SIGTERM with a
+//! half-sent request open, the per-address rate limit, and the database files' modes.
+//! Every server started here is stopped here (a guard kills it, also on failure).
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const MASTER: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// Kills the server when dropped, so a failing assertion leaves no process behind.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tessera(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .env_remove("TESSERA_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// Bootstraps `acme` with admin `alice` in `dir/t.db`; the admin token.
+fn bootstrap(dir: &Path) -> String {
+    let out = tessera(
+        dir,
+        &[
+            "admin",
+            "bootstrap",
+            "--db",
+            "t.db",
+            "--org",
+            "acme",
+            "--admin",
+            "alice",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn serve(dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--db", "t.db", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(dir)
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server { child, addr }
+}
+
+fn connect(s: &Server) -> TcpStream {
+    let c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c
+}
+
+/// Reads until the server closes the connection; the time it took. A server that keeps
+/// the connection open past the read timeout fails the test.
+fn closed_after(mut c: TcpStream) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`): status, headers
+/// (lower-cased names) and body.
+fn http(s: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    let mut c = connect(s);
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        s.addr,
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    c.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    parse(&raw)
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+fn parse(raw: &str) -> Resp {
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {raw:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM failed");
+}
+
+#[test]
+fn slow_headers_and_idle_connections_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap(dir.path());
+    let server = serve(dir.path(), &["--header-timeout", "1"]);
+
+    // Half a request head, then nothing: dropped after the header timeout.
+    let mut slow = connect(&server);
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let took = closed_after(slow);
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // A connection that never sends a byte: the same.
+    let took = closed_after(connect(&server));
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // A keep-alive connection left idle after its answer: the same.
+    let mut idle = connect(&server);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let took = closed_after(idle);
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // The server still answers.
+    assert_eq!(http(&server, "GET", "/healthz", &[], "").status, 200);
+}
+
+#[test]
+fn a_stalled_body_ends_the_request_with_408() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap(dir.path());
+    let server = serve(dir.path(), &["--body-timeout", "1"]);
+    let mut c = connect(&server);
+    c.write_all(
+        b"POST /v1/auth/accesstoken HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"refreshToken\":",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    let resp = parse(&String::from_utf8_lossy(&raw));
+    assert_eq!(resp.status, 408, "{}", resp.body);
+    assert_eq!(resp.json()["error"], "timeout");
+}
+
+#[test]
+fn connections_past_the_cap_wait_for_a_free_one() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap(dir.path());
+    let server = serve(
+        dir.path(),
+        &["--max-connections", "2", "--header-timeout", "60"],
+    );
+    let idle1 = connect(&server);
+    let idle2 = connect(&server);
+    // A third client is not served while both slots are held...
+    let mut third = connect(&server);
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    match third.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("served past the cap: {other:?}"),
+    }
+    // ...and is, as soon as one closes.
+    drop(idle1);
+    third
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut raw = String::new();
+    third.read_to_string(&mut raw).unwrap();
+    assert_eq!(parse(&raw).status, 200);
+    drop(idle2);
+}
+
+#[test]
+fn sigterm_ends_long_polls_and_exits_despite_a_half_sent_request() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap(dir.path());
+    let mut server = serve(dir.path(), &[]);
+    let first = http(&server, "GET", "/v1/orgs/acme/status-list", &[], "");
+    let version = first.header("tessera-status-version").unwrap().to_string();
+
+    // A long poll in flight, and a request whose head is half sent.
+    let mut poll = connect(&server);
+    poll.write_all(
+        format!(
+            "GET /v1/orgs/acme/status-list?since={version}&wait=60 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut half = connect(&server);
+    half.write_all(b"POST /v1/usage HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let signalled = Instant::now();
+    sigterm(&server.child);
+    // The long poll is answered (not modified), not cut off.
+    let mut raw = String::new();
+    poll.read_to_string(&mut raw).unwrap();
+    assert_eq!(parse(&raw).status, 304, "{raw}");
+    // The process exits by itself, within 5 s of the signal.
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(half);
+}
+
+#[test]
+fn unauthenticated_requests_past_the_rate_get_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap(dir.path());
+    let server = serve(dir.path(), &["--unauth-rate", "6", "--unauth-burst", "3"]);
+    let auth = format!("Bearer {admin}");
+    let edge = http(
+        &server,
+        "POST",
+        "/v1/orgs/acme/edge-credentials",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name":"edge-1"}"#,
+    );
+    assert_eq!(edge.status, 201, "{}", edge.body);
+    let edge_secret = edge.json()["secret"].as_str().unwrap().to_string();
+
+    let exchange = || {
+        http(
+            &server,
+            "POST",
+            "/v1/auth/accesstoken",
+            &[("content-type", "application/json")],
+            r#"{"refreshToken":"not-a-token"}"#,
+        )
+    };
+    for _ in 0..3 {
+        let r = exchange();
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.json()["error"], "invalid_grant");
+    }
+    let r = exchange();
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"], "rate_limited");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+
+    // A refused edge credential from the same address: 429 too.
+    let usage = |secret: &str| {
+        http(
+            &server,
+            "POST",
+            "/v1/usage",
+            &[
+                ("authorization", &format!("Bearer {secret}")),
+                ("content-type", "application/json"),
+            ],
+            r#"{"events":[]}"#,
+        )
+    };
+    let r = usage("wrong");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    // A valid edge credential is not limited.
+    for _ in 0..5 {
+        let r = usage(&edge_secret);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Nor are authenticated API calls.
+    for _ in 0..5 {
+        let r = http(&server, "GET", "/v1/me", &[("authorization", &auth)], "");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let _ = json!(null);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_and_its_wal_and_shm_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap(dir.path());
+    let server = serve(dir.path(), &[]);
+    let r = http(
+        &server,
+        "GET",
+        "/v1/me",
+        &[("authorization", &format!("Bearer {admin}"))],
+        "",
+    );
+    assert_eq!(r.status, 200);
+    for name in ["t.db", "t.db-wal", "t.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} is {:o}", mode & 0o777);
+    }
+}
+
+/// Runs the CLI with `stdin` as its standard input.
+fn tessera_in(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TESSERA_TOKEN")
+        .env_remove("TESSERA_TOKEN_FILE")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn secrets_reach_the_cli_without_process_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = bootstrap(d);
+    let server = serve(d, &[]);
+    let url = format!("http://{}", server.addr);
+    let base = [("TESSERA_URL", url.as_str())];
+
+    // The API token on stdin: `tessera exchange -`.
+    let out = tessera_in(d, &["exchange", "-"], &base, &format!("{admin}\n"));
+    let at = succeeded(&out);
+    assert!(at.trim().starts_with("eyJ"), "{at}");
+    // From a file, for any command: --token-file, and TESSERA_TOKEN_FILE.
+    let file = d.join("token");
+    std::fs::write(&file, format!("{admin}\n")).unwrap();
+    let f = file.to_str().unwrap();
+    let out = tessera_in(d, &["whoami", "-o", "json", "--token-file", f], &base, "");
+    assert!(succeeded(&out).contains("alice"));
+    let out = tessera_in(
+        d,
+        &["whoami", "-o", "json"],
+        &[base[0], ("TESSERA_TOKEN_FILE", f)],
+        "",
+    );
+    assert!(succeeded(&out).contains("alice"));
+    // From stdin with `--token-file -`, and from TESSERA_TOKEN.
+    let out = tessera_in(d, &["whoami", "--token-file", "-"], &base, &admin);
+    succeeded(&out);
+    let out = tessera_in(d, &["whoami"], &[base[0], ("TESSERA_TOKEN", &admin)], "");
+    succeeded(&out);
+    // The old forms keep working.
+    let out = tessera_in(d, &["exchange", &admin], &base, "");
+    succeeded(&out);
+    let out = tessera_in(d, &["whoami", "--token", &admin], &base, "");
+    succeeded(&out);
+    // An empty file is a clear error, not an anonymous call.
+    std::fs::write(&file, "\n").unwrap();
+    let out = tessera_in(d, &["whoami", "--token-file", f], &base, "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("no token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_readme_exchange_example_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("/v1/auth/accesstoken"))
+        .expect("README has a curl example of the exchange");
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrap(dir.path());
+    let server = serve(dir.path(), &[]);
+    assert!(
+        line.contains("eyJ…") && line.contains("http://127.0.0.1:8080"),
+        "{line}"
+    );
+    let command = line
+        .replace("eyJ…", &admin)
+        .replace("http://127.0.0.1:8080", &format!("http://{}", server.addr));
+    let out = Command::new("sh").args(["-c", &command]).output().unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{command}: {body}"));
+    assert!(
+        v["access_token"].as_str().unwrap().starts_with("eyJ"),
+        "{v}"
+    );
+    assert_eq!(v["token_type"], "Bearer");
+}

@@ -1,0 +1,609 @@
+//! Hardening of the API, in process: names that would reach a terminal, tokens too large
+//! for the verifiers, impossible usage reports, the last admin, paging with totals,
+//! uniform error fields, Unicode search, ids of other orgs, and what wakes long polls.
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::World;
+use serde_json::{json, Value};
+
+const HOSTILE: [&str; 7] = [
+    "legit\u{1b}[2K\r\u{1b}[1Afake",
+    "bell\u{7}",
+    "line\nbreak",
+    "tab\there",
+    "c1\u{85}next",
+    "del\u{7f}",
+    "bidi\u{202e}txt.exe",
+];
+
+fn assert_field_error(r: &common::Resp, field: &str) {
+    assert_eq!(r.status, 400, "{}", r.text());
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with(&format!("{field}:")) && msg.contains("control characters"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_in_names_naming_the_field() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let root = w.jwt("root-admin");
+    let ula = w.uid("ula");
+    let id = w.token_in_state(&ula, "enabled").await;
+    for bad in HOSTILE {
+        let r = w
+            .call("POST", "/v1/tokens", Some(&ada), Some(json!({"name": bad})))
+            .await;
+        assert_field_error(&r, "name");
+        let r = w
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(&ada),
+                Some(json!({"name": "ok", "description": bad})),
+            )
+            .await;
+        assert_field_error(&r, "description");
+        let r = w
+            .call(
+                "PATCH",
+                &format!("/v1/tokens/{id}"),
+                Some(&ada),
+                Some(json!({"name": bad})),
+            )
+            .await;
+        assert_field_error(&r, "name");
+        let r = w
+            .call(
+                "POST",
+                "/v1/orgs/acme/users",
+                Some(&ada),
+                Some(json!({"username": w.unique("u"), "display_name": bad, "role": "user"})),
+            )
+            .await;
+        assert_field_error(&r, "display_name");
+        let r = w
+            .call(
+                "PATCH",
+                &format!("/v1/users/{ula}"),
+                Some(&ada),
+                Some(json!({"display_name": bad})),
+            )
+            .await;
+        assert_field_error(&r, "display_name");
+        let r = w
+            .call(
+                "POST",
+                "/v1/orgs",
+                Some(&root),
+                Some(json!({"id": w.unique("org"), "name": bad})),
+            )
+            .await;
+        assert_field_error(&r, "name");
+        let r = w
+            .call(
+                "POST",
+                "/v1/orgs/acme/edge-credentials",
+                Some(&ada),
+                Some(json!({"name": bad})),
+            )
+            .await;
+        assert_field_error(&r, "name");
+    }
+    // Ordinary Unicode is fine.
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "Zoë's CI — 東京", "description": "Ωmega"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+#[tokio::test]
+async fn tokens_too_large_for_the_verifiers_are_refused_at_create_and_edit() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let scope = |i: usize| format!("{i:03}{}", "s".repeat(147));
+    // Grow the scopes until creation is refused; the last accepted token fits.
+    let mut accepted = None;
+    let mut refused = None;
+    for n in 1..=100 {
+        let scopes: Vec<String> = (0..n).map(scope).collect();
+        let r = w
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(&ada),
+                Some(json!({"name": w.unique("big"), "scopes": scopes})),
+            )
+            .await;
+        if r.status == 201 {
+            accepted = Some(r.json()["id"].as_str().unwrap().to_string());
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("100 scopes of 150 bytes were accepted");
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    let msg = refused.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.starts_with("scopes:") && msg.contains("8192"), "{msg}");
+
+    // The largest accepted one downloads to at most 8 KiB, and works, exchanged too.
+    let id = accepted.unwrap();
+    let d = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{id}/download"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(d.status, 200, "{}", d.text());
+    let jwt = d.json()["jwt"].as_str().unwrap().to_string();
+    assert!(jwt.len() <= 8192, "{}", jwt.len());
+    assert_eq!(w.call("GET", "/v1/me", Some(&jwt), None).await.status, 200);
+    let x = w
+        .call(
+            "POST",
+            "/v1/auth/accesstoken",
+            None,
+            Some(json!({"refreshToken": jwt})),
+        )
+        .await;
+    assert_eq!(x.status, 200, "{}", x.text());
+    let at = x.json()["access_token"].as_str().unwrap().to_string();
+    assert!(at.len() <= 8192, "{}", at.len());
+    assert_eq!(w.call("GET", "/v1/me", Some(&at), None).await.status, 200);
+
+    // Editing a token past the limit is refused the same way.
+    let small = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "small"})),
+        )
+        .await;
+    let small = small.json()["id"].as_str().unwrap().to_string();
+    let scopes: Vec<String> = (0..100).map(scope).collect();
+    let r = w
+        .call(
+            "PATCH",
+            &format!("/v1/tokens/{small}"),
+            Some(&ada),
+            Some(json!({"scopes": scopes})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().starts_with("scopes:"));
+}
+
+async fn last_used(w: &World, id: &str) -> Value {
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/tokens/{id}"),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["last_used_at"].clone()
+}
+
+#[tokio::test]
+async fn usage_reports_cannot_set_impossible_last_use() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let e = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "edge"})),
+        )
+        .await;
+    let secret = e.json()["secret"].as_str().unwrap().to_string();
+    let report = |token: String, at: i64| {
+        let secret = secret.clone();
+        let w = &w;
+        async move {
+            w.raw(
+                "POST",
+                "/v1/usage",
+                None,
+                "application/json",
+                json!({"events": [{"token_id": token, "at": at, "outcome": "allow"}]})
+                    .to_string()
+                    .into_bytes(),
+                &[("authorization", &format!("Bearer {secret}"))],
+            )
+            .await
+        }
+    };
+    let ula = w.uid("ula");
+    let live = w.token_in_state(&ula, "enabled").await;
+
+    // Far in the future: refused, naming the event's field.
+    let r = report(live.clone(), w.now() + 120).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("events[0].at:"));
+    // A little ahead (clock skew): accepted, but last use is never later than now...
+    let r = report(live.clone(), w.now() + 30).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let now_text = last_used(&w, &live).await;
+    assert!(now_text.is_string());
+    // ...so that a real use a bit later still moves it.
+    w.advance(10);
+    let r = report(live.clone(), w.now()).await;
+    assert_eq!(r.status, 200);
+    let later = last_used(&w, &live).await;
+    assert_ne!(later, now_text, "a later real use did not replace it");
+
+    // Pending, revoked and deleted tokens get no last use.
+    let pending = w.token_in_state(&ula, "pending").await;
+    let revoked = w.token_in_state(&ula, "enabled").await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{revoked}/revoke"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deleted = w.token_in_state(&ula, "enabled").await;
+    let r = w
+        .call("DELETE", &format!("/v1/tokens/{deleted}"), Some(&ada), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    w.advance(5);
+    for id in [&pending, &revoked] {
+        let r = report(id.clone(), w.now()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(last_used(&w, id).await, Value::Null, "{id}");
+    }
+    let r = report(deleted.clone(), w.now()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let row = w
+        .state
+        .read(move |tx, _| Ok(tx.get_token(&deleted)?.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(row.last_used_at, None);
+}
+
+#[tokio::test]
+async fn the_last_admin_of_an_org_keeps_the_role() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let ada_id = w.uid("ada");
+    let demote = json!({"role": "user"});
+    let r = w
+        .call(
+            "PATCH",
+            &format!("/v1/users/{ada_id}"),
+            Some(&ada),
+            Some(demote.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().starts_with("role:"));
+    // Not by a managing admin either.
+    let r = w
+        .call(
+            "PATCH",
+            &format!("/v1/users/{ada_id}"),
+            Some(&w.jwt("root-admin")),
+            Some(demote.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // With a second admin, it can go.
+    let ned = w.uid("ned");
+    let r = w
+        .call(
+            "PATCH",
+            &format!("/v1/users/{ned}"),
+            Some(&ada),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call(
+            "PATCH",
+            &format!("/v1/users/{ada_id}"),
+            Some(&ada),
+            Some(demote),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn listings_page_with_totals() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    // acme: ada, ula, ned, uma, rita.
+    let all = w.call("GET", "/v1/orgs/acme/users", Some(&ada), None).await;
+    assert_eq!(all.status, 200, "{}", all.text());
+    assert_eq!(all.json()["total"], 5);
+    let p2 = w
+        .call(
+            "GET",
+            "/v1/orgs/acme/users?per_page=2&page=2",
+            Some(&ada),
+            None,
+        )
+        .await;
+    let v = p2.json();
+    assert_eq!(
+        (v["total"].clone(), v["page"].clone(), v["per_page"].clone()),
+        (json!(5), json!(2), json!(2))
+    );
+    let names = |v: &Value| -> Vec<String> {
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&v), names(&all.json())[2..4].to_vec());
+
+    let audit = w
+        .call("GET", "/v1/audit-log?per_page=1", Some(&ada), None)
+        .await
+        .json();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
+    assert!(audit["total"].as_i64().unwrap() > 1, "{audit}");
+    assert_eq!(audit["per_page"], 1);
+
+    // Authentication-log entries: two refused exchanges of one real token.
+    let ula = w.uid("ula");
+    let jwt = w.login(&ula).await;
+    let (_, claims) = common::decode_jwt(&jwt);
+    let path = format!("/v1/tokens/{}/disable", claims["jti"].as_str().unwrap());
+    let r = w.call("POST", &path, Some(&ada), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..2 {
+        let r = w
+            .call(
+                "POST",
+                "/v1/auth/accesstoken",
+                None,
+                Some(json!({"refreshToken": jwt})),
+            )
+            .await;
+        assert_eq!(r.status, 400);
+    }
+    let log = w
+        .call("GET", "/v1/auth-log?per_page=1", Some(&ada), None)
+        .await
+        .json();
+    assert_eq!(log["events"].as_array().unwrap().len(), 1);
+    assert!(log["total"].as_i64().unwrap() >= 2, "{log}");
+}
+
+#[tokio::test]
+async fn errors_name_fields_one_way() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let cases: Vec<(&str, &str, Option<Value>, &str)> = vec![
+        ("GET", "/v1/tokens?page=abc", None, "page:"),
+        ("GET", "/v1/tokens?per_page=0", None, "per_page:"),
+        ("GET", "/v1/tokens?nope=1", None, "nope:"),
+        ("GET", "/v1/auth-log?page=x", None, "page:"),
+        ("GET", "/v1/orgs/acme/status-list?wait=61", None, "wait:"),
+        ("POST", "/v1/tokens", Some(json!({"name": 5})), "name:"),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "x", "ip_allow": [1]})),
+            "ip_allow[0]:",
+        ),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "x", "ip_allow": ["nope"]})),
+            "ip_allow[0]:",
+        ),
+        (
+            "POST",
+            "/v1/orgs/acme/users",
+            Some(json!({"username": "zed", "role": "wizard"})),
+            "role:",
+        ),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "x", "expires_at": true})),
+            "expires_at:",
+        ),
+    ];
+    for (method, path, body, prefix) in cases {
+        let r = w.call(method, path, Some(&ada), body).await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(msg.starts_with(prefix), "{method} {path}: {msg}");
+        assert!(
+            !msg.starts_with("body.") && !msg.starts_with("query.") && !msg.contains(".?"),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn search_folds_non_ascii_capitals() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "ÉCOLE Ωmega"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for q in ["é", "éc", "école", "ωmeg", "ÉCOLE"] {
+        let r = w
+            .call(
+                "GET",
+                &format!("/v1/tokens?q={}", tessera_control_plane::client::encode(q)),
+                Some(&ada),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["total"], 1, "q={q}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn another_orgs_token_id_answers_like_an_unknown_one() {
+    let w = World::new().await;
+    let acme_token = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let pam = w.jwt("pam");
+    for (method, suffix) in [
+        ("GET", ""),
+        ("POST", "/revoke"),
+        ("POST", "/disable"),
+        ("DELETE", ""),
+        ("GET", "/auth-log"),
+    ] {
+        let theirs = w
+            .call(
+                method,
+                &format!("/v1/tokens/{acme_token}{suffix}"),
+                Some(&pam),
+                None,
+            )
+            .await;
+        let unknown = w
+            .call(
+                method,
+                &format!("/v1/tokens/tok_nope{suffix}"),
+                Some(&pam),
+                None,
+            )
+            .await;
+        assert_eq!(theirs.status, 404, "{method} {suffix}: {}", theirs.text());
+        assert_eq!(theirs.json()["error"], unknown.json()["error"]);
+    }
+}
+
+#[tokio::test]
+async fn refused_exchanges_and_signed_list_reads_do_not_wake_long_polls() {
+    let w = World::new().await;
+    let before = w.state.edge_changes();
+    let r = w
+        .call(
+            "POST",
+            "/v1/auth/accesstoken",
+            None,
+            Some(json!({"refreshToken": "garbage"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let revoked_jwt = w.login(&w.uid("ned")).await;
+    let (_, c) = common::decode_jwt(&revoked_jwt);
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{}/revoke", c["jti"].as_str().unwrap()),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let after_revoke = w.state.edge_changes();
+    assert!(after_revoke > before, "a revoke must wake the long polls");
+    let r = w
+        .call(
+            "POST",
+            "/v1/auth/accesstoken",
+            None,
+            Some(json!({"refreshToken": revoked_jwt})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    for _ in 0..3 {
+        let r = w
+            .call("GET", "/v1/orgs/acme/status-list?format=jwt", None, None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = w.call("GET", "/v1/me", Some(&w.jwt("ada")), None).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(w.state.edge_changes(), after_revoke);
+}
+
+#[tokio::test]
+async fn api_uses_and_refusals_reach_the_auth_log_and_last_use() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let ula = w.uid("ula");
+    let jwt = w.login(&ula).await;
+    let (_, claims) = common::decode_jwt(&jwt);
+    let id = claims["jti"].as_str().unwrap().to_string();
+    assert_eq!(last_used(&w, &id).await, Value::Null);
+    w.advance(3);
+    let r = w.call("GET", "/v1/me?x=1", Some(&jwt), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = w
+        .call(
+            "GET",
+            &format!("/v1/tokens/{id}/auth-log"),
+            Some(&ada),
+            None,
+        )
+        .await
+        .json();
+    let events = log["events"].as_array().unwrap();
+    let used = events
+        .iter()
+        .find(|e| e["source"] == "api" && e["path"] == "/v1/me")
+        .unwrap_or_else(|| panic!("no API use in {log}"));
+    assert_eq!(used["outcome"], "allow");
+    assert_eq!(used["method"], "GET");
+    assert!(last_used(&w, &id).await.is_string());
+
+    // A refused credential that names a known token: logged with core's reason.
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{id}/disable"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = w.call("GET", "/v1/me", Some(&jwt), None).await;
+    assert_eq!(r.status, 401);
+    let log = w
+        .call(
+            "GET",
+            &format!("/v1/auth-log?token={id}&outcome=deny"),
+            Some(&ada),
+            None,
+        )
+        .await
+        .json();
+    let refused = &log["events"][0];
+    assert_eq!(refused["source"], "api", "{log}");
+    assert_eq!(refused["reason"], "suspended", "{log}");
+}
