@@ -379,6 +379,7 @@ pub fn revoke_edge(
 
 /// The web page's remembered choices for the caller (hidden columns, page size).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Prefs {
     /// Any JSON object the page keeps (at most 4 KiB).
     #[schema(value_type = Object)]
