@@ -1,10 +1,10 @@
 //! What the web page's browser tests need: Debian's Chromium and its WebDriver
 //! (`chromium`, `chromium-driver`) and axe-core from npm for the accessibility check.
 
+use crate::edge;
 use crate::tools::{self, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The browser the UI tests drive (read by `host-tests/tests/web_ui.rs`).
 pub const CHROMIUM_ENV: &str = "TESSERA_CHROMIUM";
@@ -61,32 +61,14 @@ pub fn ensure_axe(node_dir: &Path) -> Result<PathBuf> {
         "installing axe-core {AXE_VERSION} (npm package axe-core) into {} ...",
         node_dir.display()
     ));
-    fs::create_dir_all(node_dir)
-        .map_err(|e| format!("could not create {}: {e}", node_dir.display()))?;
-    let requirement = format!("axe-core@{AXE_VERSION}");
-    tools::run(
-        Command::new("npm")
-            .arg("install")
-            .arg("--prefix")
-            .arg(node_dir)
-            .args(["--no-audit", "--no-fund", "--save-exact", &requirement])
-            .stdin(Stdio::null()),
-    )
-    .map_err(|e| {
-        format!(
-            "{e}\ncould not install axe-core with npm (Node.js and npm are needed: on Debian \
-             `apt-get install -y nodejs npm`); try by hand:\n    npm install --prefix {} \
-             --save-exact {requirement}",
-            node_dir.display()
-        )
-    })?;
+    edge::npm_install_exact(node_dir, "axe-core", AXE_VERSION)?;
     match installed_axe_version(node_dir) {
         Some(v) if v == AXE_VERSION && script.exists() => {
             println!("axe-core {v}: {}", script.display());
             Ok(script)
         }
         other => Err(format!(
-            "npm install {requirement} finished but axe-core reports version {other:?} \
+            "npm install axe-core@{AXE_VERSION} finished but axe-core reports version {other:?} \
              (or {} is missing); remove {} and run again",
             script.display(),
             node_dir.join("node_modules/axe-core").display()

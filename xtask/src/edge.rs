@@ -300,9 +300,27 @@ pub fn ensure_jose(node_dir: &Path) -> Result<PathBuf> {
             node_dir.display()
         ),
     });
+    npm_install_exact(node_dir, "jose", JOSE_VERSION)?;
+    match installed_jose_version(node_dir) {
+        Some(v) if v == JOSE_VERSION => {
+            println!("jose {v}: {}", package.display());
+            Ok(package)
+        }
+        other => Err(format!(
+            "npm install jose@{JOSE_VERSION} finished but {} reports version {other:?}; remove \
+             {} and run again",
+            package.join("package.json").display(),
+            package.display()
+        )),
+    }
+}
+
+/// `npm install --save-exact <package>@<version>` into the npm prefix `node_dir`, failing
+/// loudly with what to do when npm is missing or the install fails.
+pub fn npm_install_exact(node_dir: &Path, package: &str, version: &str) -> Result<()> {
     fs::create_dir_all(node_dir)
         .map_err(|e| format!("could not create {}: {e}", node_dir.display()))?;
-    let requirement = format!("jose@{JOSE_VERSION}");
+    let requirement = format!("{package}@{version}");
     tools::run(
         Command::new("npm")
             .arg("install")
@@ -313,24 +331,12 @@ pub fn ensure_jose(node_dir: &Path) -> Result<PathBuf> {
     )
     .map_err(|e| {
         format!(
-            "{e}\ncould not install jose with npm (Node.js and npm are needed: on Debian \
+            "{e}\ncould not install {package} with npm (Node.js and npm are needed: on Debian \
              `apt-get install -y nodejs npm`); try by hand:\n    npm install --prefix {} \
              --save-exact {requirement}",
             node_dir.display()
         )
-    })?;
-    match installed_jose_version(node_dir) {
-        Some(v) if v == JOSE_VERSION => {
-            println!("jose {v}: {}", package.display());
-            Ok(package)
-        }
-        other => Err(format!(
-            "npm install {requirement} finished but {} reports version {other:?}; remove \
-             {} and run again",
-            package.join("package.json").display(),
-            package.display()
-        )),
-    }
+    })
 }
 
 #[cfg(test)]
