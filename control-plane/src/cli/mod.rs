@@ -177,11 +177,19 @@ enum Command {
 
 #[derive(Args)]
 struct DbArgs {
-    #[arg(long, default_value = "./tessera.db")]
-    db: PathBuf,
+    /// The database: a SQLite file (a path or sqlite:///path), or PostgreSQL
+    /// (postgres://user@host:port/db).
+    #[arg(long, env = "TESSERA_DB", default_value = "./tessera.db")]
+    db: String,
     /// A file holding the master key (64 hex digits or base64 of 32 bytes).
     #[arg(long, env = "TESSERA_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+}
+
+impl DbArgs {
+    fn location(&self) -> Result<crate::store::DbLocation, String> {
+        crate::store::DbLocation::parse(&self.db)
+    }
 }
 
 #[derive(Args)]

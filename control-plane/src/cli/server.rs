@@ -7,9 +7,8 @@ use crate::api::server::ServerOptions;
 use crate::crypto::{self, MasterKey};
 use crate::model::KeyAlg;
 use crate::service::{self, Ctx};
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
 use crate::store::StoreError;
+use crate::store::{self, Store};
 use crate::{app, telemetry, timefmt, AppState, Config};
 use serde_json::json;
 use std::io::{self, Write};
@@ -32,37 +31,13 @@ struct Opened {
     schema_version: i64,
 }
 
-/// Creates a new database file readable by its owner only, before SQLite opens it (SQLite
-/// gives the `-wal` and `-shm` files the database file's mode). An existing file is left
-/// as it is.
-fn create_private(path: &std::path::Path) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let made = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path);
-        match made {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
 fn open_store(db: &DbArgs) -> Result<Opened, String> {
     let master = load_master_key(db)?;
-    create_private(&db.db)?;
-    let sqlite = SqliteStore::open(&db.db).map_err(|e| format!("{}: {e}", db.db.display()))?;
-    let schema_version = sqlite
+    let location = db.location()?;
+    let store = store::open(&location).map_err(|e| format!("{}: {e}", location.describe()))?;
+    let schema_version = store
         .schema_version()
-        .map_err(|e| format!("{}: {e}", db.db.display()))?;
-    let store: Box<dyn Store> = Box::new(sqlite);
+        .map_err(|e| format!("{}: {e}", location.describe()))?;
     let check = store.write(|tx| {
         match tx.get_setting("master_key_check")? {
             Some(hexed) => {
@@ -176,7 +151,7 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         master,
         schema_version,
     } = open_store(&args.db)?;
-    tracing::info!(db = %args.db.db.display(), schema_version, "database opened");
+    tracing::info!(db = %args.db.location()?.describe(), schema_version, "database opened");
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", args.listen))?;

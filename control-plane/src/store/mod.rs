@@ -7,6 +7,87 @@ pub mod sqlite;
 
 pub use accounts::AccountsTx;
 
+use std::path::PathBuf;
+
+/// Where the data lives: the `--db` value (or `TESSERA_DB`) of the commands that open the
+/// database themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbLocation {
+    /// `sqlite:///abs/path.db`, `sqlite://rel/path.db`, or a bare path (the default).
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`, kept whole for the driver.
+    Postgres(String),
+}
+
+impl DbLocation {
+    /// Reads a `--db` value. A bare path (no `scheme://`) is a SQLite file.
+    pub fn parse(s: &str) -> Result<DbLocation, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("--db: empty; give a file path, sqlite:///path or postgres://…".into());
+        }
+        if let Some(rest) = s.strip_prefix("sqlite://") {
+            if rest.is_empty() {
+                return Err("--db: sqlite:// names no file".into());
+            }
+            return Ok(DbLocation::Sqlite(PathBuf::from(rest)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(DbLocation::Postgres(s.to_string()));
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(format!(
+                "--db: unknown scheme `{scheme}://`; use a file path, sqlite:///path or postgres://user@host:port/db"
+            ));
+        }
+        Ok(DbLocation::Sqlite(PathBuf::from(s)))
+    }
+
+    /// For logs and errors: a PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            DbLocation::Sqlite(p) => p.display().to_string(),
+            DbLocation::Postgres(url) => redact_password(url),
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DbLocation::Sqlite(_) => "sqlite",
+            DbLocation::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, tail) = match rest.find('@') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{tail}"),
+        None => url.to_string(),
+    }
+}
+
+/// Opens (and migrates) the database `db` names. A new SQLite file is created readable by
+/// its owner only.
+pub fn open(db: &DbLocation) -> StoreResult<Box<dyn Store>> {
+    match db {
+        DbLocation::Sqlite(path) => {
+            sqlite::create_private(path)?;
+            Ok(Box::new(sqlite::SqliteStore::open(path)?))
+        }
+        DbLocation::Postgres(_) => Err(StoreError::Unavailable(
+            "this build has no PostgreSQL backend yet".into(),
+        )),
+    }
+}
+
 /// Why the store could not do what was asked. Says nothing about HTTP: the service maps
 /// it, and only the API turns it into a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +340,9 @@ pub trait Tx: AccountsTx {
 /// A storage backend. The closure runs inside one transaction, committed only if it
 /// returns `Ok` (a write commit is durable before this returns).
 pub trait Store: Send + Sync {
+    /// The schema version (the number of migrations applied).
+    fn schema_version(&self) -> StoreResult<i64>;
+
     /// Runs `f` in one transaction: a write transaction when `write` (one at a time), a
     /// read snapshot otherwise. An `Err` from `f` rolls back and is returned as it is.
     fn transaction(

@@ -439,6 +439,29 @@ impl SqliteStore {
     }
 }
 
+/// Creates a new database file readable by its owner only, before SQLite opens it (SQLite
+/// gives the `-wal` and `-shm` files the database file's mode). An existing file is left
+/// as it is.
+pub fn create_private(path: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match made {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::Unavailable(format!("{}: {e}", path.display()))),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 pub fn latest_schema_version() -> i64 {
     MIGRATIONS.len() as i64
 }
@@ -461,6 +484,10 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 }
 
 impl Store for SqliteStore {
+    fn schema_version(&self) -> StoreResult<i64> {
+        SqliteStore::schema_version(self)
+    }
+
     fn transaction(
         &self,
         write: bool,
