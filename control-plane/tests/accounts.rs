@@ -602,10 +602,10 @@ async fn csrf_and_session_timeouts() {
 #[tokio::test]
 async fn the_cookie_is_secure_behind_https() {
     use tessera_control_plane::crypto::MasterKey;
-    use tessera_control_plane::store::sqlite::SqliteStore;
     use tessera_control_plane::{app, AppState, Config};
+    let (store, _db) = common::backend::world_store().await;
     let state = AppState::new(
-        Box::new(SqliteStore::open_in_memory().unwrap()),
+        store,
         Config {
             base_url: "https://cp.example".into(),
             master: MasterKey::generate().unwrap(),

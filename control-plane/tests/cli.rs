@@ -5,10 +5,10 @@
 
 mod common;
 
+use common::backend::Scratch;
 use common::World;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use tessera_control_plane::client::Client;
@@ -185,7 +185,7 @@ async fn the_cli_speaks_https_with_ca_cert() {
     let w = World::new().await;
     let pki = make_pki();
     let server = serve_https(&w, &pki).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
     let ca = ca_file.to_str().unwrap().to_string();
@@ -271,10 +271,9 @@ impl Drop for Server {
     }
 }
 
-fn tessera(dir: &Path, args: &[&str], token: Option<&str>, url: Option<&str>) -> Command {
-    let mut cmd = Command::new(BIN);
+fn tessera(dir: &Scratch, args: &[&str], token: Option<&str>, url: Option<&str>) -> Command {
+    let mut cmd = dir.command(BIN);
     cmd.args(args)
-        .current_dir(dir)
         .env("TESSERA_MASTER_KEY", MASTER)
         .env_remove("TESSERA_TOKEN")
         .env_remove("TESSERA_URL")
@@ -297,14 +296,12 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn bootstrap(dir: &Path) -> String {
+fn bootstrap(dir: &Scratch) -> String {
     let out = ok(tessera(
         dir,
         &[
             "admin",
             "bootstrap",
-            "--db",
-            "t.db",
             "--org",
             "acme",
             "--admin",
@@ -325,14 +322,9 @@ fn bootstrap(dir: &Path) -> String {
 
 /// Starts `tessera serve` on a free port with its stderr in a file, and waits for the
 /// stdout line that names the address.
-fn serve(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+fn serve(dir: &Scratch, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let log = dir.join(format!("serve-{}.log", rand_suffix()));
-    let mut cmd = tessera(
-        dir,
-        &["serve", "--db", "t.db", "--listen", "127.0.0.1:0"],
-        None,
-        None,
-    );
+    let mut cmd = tessera(dir, &["serve", "--listen", "127.0.0.1:0"], None, None);
     cmd.args(extra)
         .env_remove("RUST_LOG")
         .env_remove("TESSERA_LOG")
@@ -366,8 +358,8 @@ fn rand_suffix() -> u64 {
 
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let dir = Scratch::new();
+    let d = &dir;
     let admin = bootstrap(d);
     let server = serve(d, &[], &[]);
     for i in 0..3 {
@@ -408,7 +400,7 @@ fn output_into_a_closed_pipe_ends_quietly() {
     );
     let out = Command::new("sh")
         .args(["-c", &format!("{{ {script}; }} | head -n 1")])
-        .current_dir(d)
+        .current_dir(d.path())
         .env("TESSERA_TOKEN", &admin)
         .env("TESSERA_URL", &server.url)
         .stderr(Stdio::piped())
@@ -423,8 +415,8 @@ fn output_into_a_closed_pipe_ends_quietly() {
 
 #[test]
 fn serve_logs_start_up_to_stderr_as_text_or_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let dir = Scratch::new();
+    let d = &dir;
     let admin = bootstrap(d);
 
     // Default: text at info, with the address, the database and its schema version.
@@ -442,7 +434,7 @@ fn serve_logs_start_up_to_stderr_as_text_or_json() {
     );
     assert!(
         log.lines().any(|l| l.contains("database opened")
-            && l.contains("t.db")
+            && l.contains(&dir.db.location().describe())
             && l.contains("schema_version=")),
         "{log}"
     );
@@ -483,15 +475,7 @@ fn serve_logs_start_up_to_stderr_as_text_or_json() {
     // A start-up failure is logged and exits 1.
     let out = tessera(
         d,
-        &[
-            "serve",
-            "--db",
-            "t.db",
-            "--listen",
-            "127.0.0.1:0",
-            "--access-ttl",
-            "5",
-        ],
+        &["serve", "--listen", "127.0.0.1:0", "--access-ttl", "5"],
         None,
         None,
     )

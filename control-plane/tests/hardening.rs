@@ -5,10 +5,12 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::backend::Scratch;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,25 +30,22 @@ impl Drop for Server {
     }
 }
 
-fn tessera(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
+fn tessera(dir: &Scratch, args: &[&str]) -> Output {
+    dir.command(BIN)
         .args(args)
-        .current_dir(dir)
         .env("TESSERA_MASTER_KEY", MASTER)
         .env_remove("TESSERA_TOKEN")
         .output()
         .unwrap()
 }
 
-/// Bootstraps `acme` with admin `alice` in `dir/t.db`; the admin token.
-fn bootstrap(dir: &Path) -> String {
+/// Bootstraps `acme` with admin `alice` on the scratch database; the admin token.
+fn bootstrap(dir: &Scratch) -> String {
     let out = tessera(
         dir,
         &[
             "admin",
             "bootstrap",
-            "--db",
-            "t.db",
             "--org",
             "acme",
             "--admin",
@@ -64,11 +63,11 @@ fn bootstrap(dir: &Path) -> String {
     v["token"].as_str().unwrap().to_string()
 }
 
-fn serve(dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--db", "t.db", "--listen", "127.0.0.1:0"])
+fn serve(dir: &Scratch, extra: &[&str]) -> Server {
+    let mut child = dir
+        .command(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
-        .current_dir(dir)
         .env("TESSERA_MASTER_KEY", MASTER)
         .env("TESSERA_LOG", "warn")
         .stdout(Stdio::piped())
@@ -181,9 +180,9 @@ fn sigterm(child: &Child) {
 
 #[test]
 fn slow_headers_and_idle_connections_are_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    bootstrap(dir.path());
-    let server = serve(dir.path(), &["--header-timeout", "1"]);
+    let dir = Scratch::new();
+    bootstrap(&dir);
+    let server = serve(&dir, &["--header-timeout", "1"]);
 
     // Half a request head, then nothing: dropped after the header timeout.
     let mut slow = connect(&server);
@@ -212,9 +211,9 @@ fn slow_headers_and_idle_connections_are_dropped() {
 
 #[test]
 fn a_stalled_body_ends_the_request_with_408() {
-    let dir = tempfile::tempdir().unwrap();
-    bootstrap(dir.path());
-    let server = serve(dir.path(), &["--body-timeout", "1"]);
+    let dir = Scratch::new();
+    bootstrap(&dir);
+    let server = serve(&dir, &["--body-timeout", "1"]);
     let mut c = connect(&server);
     c.write_all(
         b"POST /v1/auth/accesstoken HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"refreshToken\":",
@@ -229,12 +228,9 @@ fn a_stalled_body_ends_the_request_with_408() {
 
 #[test]
 fn connections_past_the_cap_wait_for_a_free_one() {
-    let dir = tempfile::tempdir().unwrap();
-    bootstrap(dir.path());
-    let server = serve(
-        dir.path(),
-        &["--max-connections", "2", "--header-timeout", "60"],
-    );
+    let dir = Scratch::new();
+    bootstrap(&dir);
+    let server = serve(&dir, &["--max-connections", "2", "--header-timeout", "60"]);
     let idle1 = connect(&server);
     let idle2 = connect(&server);
     // A third client is not served while both slots are held...
@@ -263,9 +259,9 @@ fn connections_past_the_cap_wait_for_a_free_one() {
 
 #[test]
 fn sigterm_ends_long_polls_and_exits_despite_a_half_sent_request() {
-    let dir = tempfile::tempdir().unwrap();
-    bootstrap(dir.path());
-    let mut server = serve(dir.path(), &[]);
+    let dir = Scratch::new();
+    bootstrap(&dir);
+    let mut server = serve(&dir, &[]);
     let first = http(&server, "GET", "/v1/orgs/acme/status-list", &[], "");
     let version = first.header("tessera-status-version").unwrap().to_string();
 
@@ -306,9 +302,9 @@ fn sigterm_ends_long_polls_and_exits_despite_a_half_sent_request() {
 
 #[test]
 fn unauthenticated_requests_past_the_rate_get_429() {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = bootstrap(dir.path());
-    let server = serve(dir.path(), &["--unauth-rate", "6", "--unauth-burst", "3"]);
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &["--unauth-rate", "6", "--unauth-burst", "3"]);
     let auth = format!("Bearer {admin}");
     let edge = http(
         &server,
@@ -376,9 +372,9 @@ fn unauthenticated_requests_past_the_rate_get_429() {
 #[test]
 fn the_database_and_its_wal_and_shm_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = bootstrap(dir.path());
-    let server = serve(dir.path(), &[]);
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[]);
     let r = http(
         &server,
         "GET",
@@ -387,6 +383,12 @@ fn the_database_and_its_wal_and_shm_are_private() {
         "",
     );
     assert_eq!(r.status, 200);
+    if dir.db.is_postgres() {
+        // The data lives in PostgreSQL: nothing of it may land in the working directory.
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert!(files.is_empty(), "{files:?}");
+        return;
+    }
     for name in ["t.db", "t.db-wal", "t.db-shm"] {
         let mode = std::fs::metadata(dir.path().join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -397,10 +399,10 @@ fn the_database_and_its_wal_and_shm_are_private() {
 }
 
 /// Runs the CLI with `stdin` as its standard input.
-fn tessera_in(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
+fn tessera_in(dir: &Scratch, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+    let mut child = dir
+        .command(BIN)
         .args(args)
-        .current_dir(dir)
         .env_remove("TESSERA_TOKEN")
         .env_remove("TESSERA_TOKEN_FILE")
         .envs(envs.iter().copied())
@@ -429,8 +431,8 @@ fn succeeded(out: &Output) -> String {
 
 #[test]
 fn secrets_reach_the_cli_without_process_arguments() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let dir = Scratch::new();
+    let d = &dir;
     let admin = bootstrap(d);
     let server = serve(d, &[]);
     let url = format!("http://{}", server.addr);
@@ -482,9 +484,9 @@ fn the_readme_exchange_example_runs_as_written() {
         .lines()
         .find(|l| l.starts_with("curl ") && l.contains("/v1/auth/accesstoken"))
         .expect("README has a curl example of the exchange");
-    let dir = tempfile::tempdir().unwrap();
-    let admin = bootstrap(dir.path());
-    let server = serve(dir.path(), &[]);
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[]);
     assert!(
         line.contains("eyJ…") && line.contains("http://127.0.0.1:8080"),
         "{line}"

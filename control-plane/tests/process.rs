@@ -3,14 +3,15 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::backend::Scratch;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_control_plane::client::Client;
-use tessera_control_plane::store::sqlite::SqliteStore;
 use tessera_control_plane::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
@@ -29,10 +30,9 @@ impl Drop for Server {
     }
 }
 
-fn tessera(dir: &Path, args: &[&str], token: Option<&str>, url: Option<&str>) -> Output {
-    let mut cmd = Command::new(BIN);
+fn tessera(dir: &Scratch, args: &[&str], token: Option<&str>, url: Option<&str>) -> Output {
+    let mut cmd = dir.command(BIN);
     cmd.args(args)
-        .current_dir(dir)
         .env("TESSERA_MASTER_KEY", MASTER)
         .env_remove("TESSERA_TOKEN");
     if let Some(t) = token {
@@ -53,14 +53,12 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn bootstrap(dir: &Path) -> String {
+fn bootstrap(dir: &Scratch) -> String {
     let out = ok(tessera(
         dir,
         &[
             "admin",
             "bootstrap",
-            "--db",
-            "t.db",
             "--org",
             "acme",
             "--admin",
@@ -80,10 +78,10 @@ fn bootstrap(dir: &Path) -> String {
 }
 
 /// Starts `tessera serve` on a free port and waits for its "listening" line.
-fn serve(dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--db", "t.db", "--listen", "127.0.0.1:0"])
-        .current_dir(dir)
+fn serve(dir: &Scratch) -> Server {
+    let mut child = dir
+        .command(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .env("TESSERA_MASTER_KEY", MASTER)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -102,8 +100,8 @@ fn serve(dir: &Path) -> Server {
 
 #[test]
 fn cli_bootstrap_create_download_revoke() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let dir = Scratch::new();
+    let d = &dir;
     let admin = bootstrap(d);
     let server = serve(d);
     let run = |args: &[&str], token: &str| tessera(d, args, Some(token), Some(&server.url));
@@ -206,8 +204,8 @@ fn cli_bootstrap_create_download_revoke() {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let dir = Scratch::new();
+    let d = &dir;
     let admin = bootstrap(d);
     let mut server = serve(d);
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -254,7 +252,7 @@ fn acknowledged_writes_survive_sigkill() {
     drop(server);
 
     // Every acknowledged write is in the database.
-    let store: Box<dyn Store> = Box::new(SqliteStore::open(&d.join("t.db")).unwrap());
+    let store: Box<dyn Store> = d.db.open();
     let missing: Vec<&String> = acked
         .iter()
         .filter(|id| store.read(|tx| tx.get_token(id)).unwrap().is_none())

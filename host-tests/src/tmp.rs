@@ -16,12 +16,17 @@ pub struct TempDir {
 impl TempDir {
     /// Creates `<tmp>/tessera-<prefix>-<pid>-<n>-<nanos>`.
     pub fn new(prefix: &str) -> std::io::Result<TempDir> {
+        Self::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// Creates `<parent>/tessera-<prefix>-<pid>-<n>-<nanos>`.
+    pub fn new_in(parent: &Path, prefix: &str) -> std::io::Result<TempDir> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
+        let path = parent.join(format!(
             "tessera-{prefix}-{}-{n}-{nanos}",
             std::process::id()
         ));

@@ -19,6 +19,7 @@ mod browser;
 mod dist;
 mod edge;
 mod fuzz;
+mod postgres;
 mod registry;
 mod schemathesis;
 mod tools;
@@ -192,7 +193,7 @@ fn cargo(root: &Path) -> Command {
 const TEST_FUZZ_SECONDS: u64 = 20;
 
 fn test(root: &Path) -> Result<()> {
-    const STEPS: usize = 12;
+    const STEPS: usize = 13;
     let (envoy, filter_wasm) = prepare(root, STEPS)?;
 
     tools::header(&format!(
@@ -231,6 +232,9 @@ fn test(root: &Path) -> Result<()> {
     // The web page's tests drive real Chromium and check every page with axe-core.
     let (chromium, chromedriver) = browser::ensure_chromium()?;
     let axe = browser::ensure_axe(&edge::node_dir(root))?;
+    // The control plane's PostgreSQL backend: its suite again on a real server (step 8),
+    // and host tests that start their own clusters (replicas, a killed server).
+    let pg_bin = postgres::ensure_postgres()?;
     tools::header(&format!(
         "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={} and {}={})",
         tools::ENVOY_ENV,
@@ -261,18 +265,52 @@ fn test(root: &Path) -> Result<()> {
             .env(browser::CHROMIUM_ENV, &chromium)
             .env(browser::CHROMEDRIVER_ENV, &chromedriver)
             .env(browser::AXE_ENV, &axe)
-            .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1"),
+            .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1")
+            .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin),
     )?;
 
     tools::header(&format!(
-        "[8/{STEPS}] schemathesis against a real `tessera serve` and its /openapi.json"
+        "[8/{STEPS}] the control plane's suite on PostgreSQL ({}=<a throwaway cluster>)",
+        tessera_host_tests::postgres::ENV_TEST_POSTGRES
+    ));
+    {
+        // fsync off: the tests kill processes, never the machine, and every acknowledged
+        // commit is in the WAL the server wrote before answering.
+        let cluster = postgres::start_cluster(
+            root,
+            &tessera_host_tests::PgOptions {
+                fsync: false,
+                ..Default::default()
+            },
+        )?;
+        tools::run(
+            cargo(root)
+                .args([
+                    "test",
+                    "-p",
+                    "tessera-control-plane",
+                    "--no-fail-fast",
+                    "--",
+                    "--include-ignored",
+                ])
+                .env(
+                    tessera_host_tests::postgres::ENV_TEST_POSTGRES,
+                    cluster.admin_url(),
+                )
+                .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin),
+        )
+        .map_err(|e| format!("{e}\nPostgreSQL server log:\n{}", cluster.log()))?;
+    }
+
+    tools::header(&format!(
+        "[9/{STEPS}] schemathesis against a real `tessera serve` and its /openapi.json"
     ));
     schemathesis::run(root, &cp_bin)?;
 
     // The benchmark's code builds in every test run, and each of its configurations is
     // run once (about 30 s; answers checked, no speed asserted, BENCHMARKS.md untouched).
     tools::header(&format!(
-        "[9/{STEPS}] bench --smoke: every benchmark configuration once"
+        "[10/{STEPS}] bench --smoke: every benchmark configuration once"
     ));
     tools::ensure_debs(&["wrk"], "the load generator of `cargo xtask bench`")?;
     let toolchain = wasm::ensure_toolchain()?;
@@ -295,7 +333,7 @@ fn test(root: &Path) -> Result<()> {
     )?;
 
     tools::header(&format!(
-        "[10/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
+        "[11/{STEPS}] dist: release artifacts and OCI images, checked with skopeo and docker-registry"
     ));
     // The packaging is what is checked here, so the debug control plane built in step 4
     // stands in for the release one (a release build costs minutes), and the artifacts
@@ -316,13 +354,13 @@ fn test(root: &Path) -> Result<()> {
         .map(|(t, _)| (*t).to_string())
         .collect();
     tools::header(&format!(
-        "[11/{STEPS}] fuzz: {} for {TEST_FUZZ_SECONDS} s each",
+        "[12/{STEPS}] fuzz: {} for {TEST_FUZZ_SECONDS} s each",
         ci_targets.join(", ")
     ));
     let stats = fuzz::run(root, TEST_FUZZ_SECONDS, Some(&ci_targets))?;
     println!("\n{}", fuzz::table(&stats));
 
-    tools::header(&format!("[12/{STEPS}] all checks passed"));
+    tools::header(&format!("[13/{STEPS}] all checks passed"));
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 //! with Tessera tokens, and a one-call request helper.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
@@ -14,7 +16,6 @@ use tessera_control_plane::crypto::MasterKey;
 use tessera_control_plane::model::{KeyAlg, Role};
 use tessera_control_plane::policy::{Actor, Credential};
 use tessera_control_plane::service;
-use tessera_control_plane::store::sqlite::SqliteStore;
 use tessera_control_plane::store::Tx;
 use tessera_control_plane::{app, AppState, Config};
 use tower::ServiceExt;
@@ -31,6 +32,8 @@ pub struct World {
     /// username → a Tessera token of that user
     pub jwts: HashMap<String, String>,
     counter: AtomicI64,
+    /// The PostgreSQL database of this world (dropped last, after the store).
+    _db: Option<backend::TestDb>,
 }
 
 pub struct Resp {
@@ -69,7 +72,7 @@ impl World {
     pub async fn new() -> World {
         let clock = Arc::new(AtomicI64::new(T0));
         let c = clock.clone();
-        let store = Box::new(SqliteStore::open_in_memory().unwrap());
+        let (store, db) = backend::world_store().await;
         let state = AppState::with_clock(
             store,
             Config {
@@ -92,6 +95,7 @@ impl World {
             users: HashMap::new(),
             jwts: HashMap::new(),
             counter: AtomicI64::new(0),
+            _db: db,
         };
         w.users.insert("root-admin".into(), b.user.id.clone());
         w.jwts.insert("root-admin".into(), b.jwt);
