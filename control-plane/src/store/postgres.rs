@@ -63,15 +63,39 @@ const PARTITIONS_AHEAD: i64 = 7;
 const DAY: i64 = 86_400;
 
 pub struct PostgresStore {
-    pool: Pool<Manager>,
+    /// `None` only while dropping.
+    pool: Option<Pool<Manager>>,
     config: postgres::Config,
     /// Set on drop: the LISTEN thread ends.
     stop: Arc<AtomicBool>,
+    /// This store's NOTIFY payload: its own notifications are not remote changes (its
+    /// process already woke its long polls).
+    instance: String,
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Closing the connections closes their client runtimes, which tokio forbids on
+        // an async thread: it is done on a thread of its own (and waited for, so that
+        // the connections are closed when the store is gone).
+        if let Some(pool) = self.pool.take() {
+            off_runtime(move || drop(pool));
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own when called on a tokio runtime's thread: the
+/// synchronous client runs its own small runtime, which cannot start (or stop) inside
+/// another. Store calls from `spawn_blocking` threads and plain threads run in place.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    } else {
+        f()
     }
 }
 
@@ -124,6 +148,10 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/db`), migrates the schema
     /// and opens the pool.
     pub fn open(url: &str) -> StoreResult<Self> {
+        off_runtime(|| Self::open_here(url))
+    }
+
+    fn open_here(url: &str) -> StoreResult<Self> {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("--db: not a PostgreSQL URL: {e}")))?;
@@ -145,15 +173,21 @@ impl PostgresStore {
             .connection_timeout(CHECKOUT_TIMEOUT)
             .test_on_check_out(true)
             .build_unchecked(manager);
+        let mut id = [0u8; 12];
+        getrandom::getrandom(&mut id)
+            .map_err(|e| StoreError::Backend(format!("getrandom: {e}")))?;
         Ok(PostgresStore {
-            pool,
+            pool: Some(pool),
             config,
             stop: Arc::new(AtomicBool::new(false)),
+            instance: URL_SAFE_NO_PAD.encode(id),
         })
     }
 
     fn checkout(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
         self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("postgres: the store is closing".into()))?
             .get()
             .map_err(|e| unavailable("no connection to the database", e))
     }
@@ -233,11 +267,50 @@ fn schema_version_of(client: &mut Client) -> StoreResult<i64> {
 
 impl Store for PostgresStore {
     fn schema_version(&self) -> StoreResult<i64> {
-        let mut c = self.checkout()?;
-        schema_version_of(&mut c)
+        off_runtime(|| schema_version_of(&mut *self.checkout()?))
     }
 
     fn transaction(
+        &self,
+        write: bool,
+        f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.transaction_here(write, f)
+    }
+    fn watch_remote_changes(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let config = self.config.clone();
+        let stop = self.stop.clone();
+        let instance = self.instance.clone();
+        // The first LISTEN is in place before this returns: a change committed after it
+        // is never missed. (If it fails, the thread retries, and wakes once it listens.)
+        let first = off_runtime(|| match config.connect(NoTls) {
+            Ok(mut c) => match c.batch_execute(&format!("LISTEN {CHANNEL}")) {
+                Ok(()) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "postgres: LISTEN failed; retrying");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "postgres: LISTEN connection failed; retrying");
+                None
+            }
+        });
+        let spawned = std::thread::Builder::new()
+            .name("tessera-pg-listen".into())
+            .spawn(move || listen(config, stop, instance, wake, first));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "postgres: cannot start the LISTEN thread");
+        }
+    }
+
+    fn prune_auth_log(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
+        off_runtime(|| self.prune_here(now, keep_days))
+    }
+}
+
+impl PostgresStore {
+    fn transaction_here(
         &self,
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
@@ -252,6 +325,7 @@ impl Store for PostgresStore {
             c: &mut conn,
             write,
             failed: None,
+            instance: &self.instance,
         };
         let r = f(&mut tx);
         let failed = tx.failed.take();
@@ -270,18 +344,7 @@ impl Store for PostgresStore {
         }
     }
 
-    fn watch_remote_changes(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        let config = self.config.clone();
-        let stop = self.stop.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tessera-pg-listen".into())
-            .spawn(move || listen(config, stop, wake));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "postgres: cannot start the LISTEN thread");
-        }
-    }
-
-    fn prune_auth_log(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
+    fn prune_here(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
         let mut c = self.checkout()?;
         self.ensure_partitions(&mut c, now)?;
         let cutoff = now.saturating_sub(keep_days.saturating_mul(DAY));
@@ -317,82 +380,97 @@ impl Store for PostgresStore {
     }
 }
 
-/// The LISTEN loop of [`Store::watch_remote_changes`]: wakes on every notification, and
-/// also whenever notifications may have been missed (after connecting, and when the
-/// connection is lost), reconnecting with a backoff until the store is dropped.
-fn listen(config: postgres::Config, stop: Arc<AtomicBool>, wake: Box<dyn Fn() + Send + Sync>) {
+/// The LISTEN loop of [`Store::watch_remote_changes`]: wakes on every notification from
+/// another store, and also whenever notifications may have been missed (the connection
+/// was lost, and again once listening anew), reconnecting with a backoff until the store
+/// is dropped.
+fn listen(
+    config: postgres::Config,
+    stop: Arc<AtomicBool>,
+    instance: String,
+    wake: Box<dyn Fn() + Send + Sync>,
+    mut first: Option<Client>,
+) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    const TICK: Duration = Duration::from_millis(250);
-    const PING: Duration = Duration::from_secs(10);
     let mut backoff = MIN_BACKOFF;
-    let mut lost = false;
+    let mut lost = first.is_none();
     while !stop.load(Ordering::SeqCst) {
-        let mut client = match config.connect(NoTls) {
-            Ok(c) => c,
+        let mut client = match first.take() {
+            Some(c) => c,
+            None => {
+                let connected = config.connect(NoTls).and_then(|mut c| {
+                    c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                    Ok(c)
+                });
+                match connected {
+                    Ok(c) => {
+                        tracing::info!("postgres: listening for other replicas' changes");
+                        backoff = MIN_BACKOFF;
+                        lost = false;
+                        // Changes made while nobody listened are not replayed: re-read.
+                        wake();
+                        c
+                    }
+                    Err(e) => {
+                        if !lost {
+                            tracing::warn!(error = %e, "postgres: LISTEN connection failed; retrying");
+                        }
+                        lost = true;
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+        };
+        match watch(&mut client, &stop, &instance, &*wake) {
+            Ok(()) => return,
             Err(e) => {
-                if !lost {
-                    tracing::warn!(error = %e, "postgres: LISTEN connection failed; retrying");
-                    lost = true;
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
+                tracing::warn!(error = %e, "postgres: LISTEN connection lost; reconnecting");
+                lost = true;
+                // Notifications may have been missed.
+                wake();
             }
-        };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
-            tracing::warn!(error = %e, "postgres: LISTEN failed; retrying");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
         }
-        if lost {
-            tracing::info!("postgres: LISTEN connection back");
+    }
+}
+
+/// Waits for notifications on a listening connection until the store is dropped (`Ok`)
+/// or the connection fails. An idle connection is checked every few seconds, so that a
+/// server gone without closing the socket is noticed.
+fn watch(
+    client: &mut Client,
+    stop: &AtomicBool,
+    instance: &str,
+    wake: &(dyn Fn() + Send + Sync),
+) -> Result<(), postgres::Error> {
+    const TICK: Duration = Duration::from_millis(250);
+    const PING: Duration = Duration::from_secs(5);
+    let mut pinged = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
         }
-        backoff = MIN_BACKOFF;
-        // Changes made while nobody listened are not replayed: wake to re-read.
-        wake();
-        let mut pinged = Instant::now();
-        let error = loop {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let got = {
-                let mut n = client.notifications();
-                let first = n.timeout_iter(TICK).next();
-                match first {
-                    Ok(Some(_)) => {
-                        // Drain what else is buffered: one wake covers them all.
-                        let mut more = n.iter();
-                        loop {
-                            match more.next() {
-                                Ok(Some(_)) => {}
-                                Ok(None) => break Ok(true),
-                                Err(e) => break Err(e),
-                            }
-                        }
-                    }
-                    Ok(None) => Ok(false),
-                    Err(e) => Err(e),
+        let mut remote = false;
+        {
+            let mut n = client.notifications();
+            let first = n.timeout_iter(TICK).next()?;
+            if let Some(first) = first {
+                remote |= first.payload() != instance;
+                // Drain what else is buffered: one wake covers them all.
+                let mut more = n.iter();
+                while let Some(m) = more.next()? {
+                    remote |= m.payload() != instance;
                 }
-            };
-            match got {
-                Ok(true) => wake(),
-                Ok(false) => {
-                    if pinged.elapsed() >= PING {
-                        if let Err(e) = client.batch_execute("SELECT 1") {
-                            break e;
-                        }
-                        pinged = Instant::now();
-                    }
-                }
-                Err(e) => break e,
             }
-        };
-        tracing::warn!(error = %error, "postgres: LISTEN connection lost; reconnecting");
-        lost = true;
-        // Notifications may have been missed.
-        wake();
+        }
+        if remote {
+            wake();
+        } else if pinged.elapsed() >= PING {
+            client.batch_execute("SELECT 1")?;
+            pinged = Instant::now();
+        }
     }
 }
 
@@ -402,6 +480,8 @@ pub(crate) struct PgTx<'a> {
     write: bool,
     /// The first statement error, kept even when the body ignored it.
     failed: Option<StoreError>,
+    /// The store's NOTIFY payload.
+    instance: &'a str,
 }
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
@@ -427,11 +507,24 @@ impl PgTx<'_> {
     }
 
     fn rows(&mut self, sql: &str, p: &Params) -> StoreResult<Vec<Row>> {
+        if has_nul(p) {
+            // No stored text holds a NUL (PostgreSQL refuses them), so nothing matches;
+            // sending it would abort the transaction.
+            return Ok(Vec::new());
+        }
         let r = self.c.query(sql, p);
         self.note(r)
     }
 
     fn exec(&mut self, sql: &str, p: &Params) -> StoreResult<u64> {
+        if has_nul(p) {
+            if sql.trim_start().starts_with("INSERT") {
+                return Err(StoreError::Conflict(
+                    "text with a NUL character cannot be stored".into(),
+                ));
+            }
+            return Ok(0);
+        }
         let r = self.c.execute(sql, p);
         self.note(r)
     }
@@ -453,6 +546,18 @@ impl PgTx<'_> {
     ) -> StoreResult<Vec<T>> {
         self.rows(sql, p)?.iter().map(f).collect()
     }
+}
+
+/// Whether a text parameter holds a NUL character (PostgreSQL's text cannot; SQLite's can).
+fn has_nul(p: &Params) -> bool {
+    let mut buf = bytes::BytesMut::new();
+    p.iter().any(|v| {
+        buf.clear();
+        matches!(
+            v.to_sql_checked(&postgres::types::Type::TEXT, &mut buf),
+            Ok(postgres::types::IsNull::No)
+        ) && buf.contains(&0)
+    })
 }
 
 /// The derived token status in SQL; must agree with `Token::status` (tested, as SQLite's).
@@ -591,14 +696,14 @@ impl Args {
 }
 
 /// The SQL a sort orders by (also the keyset key), and whether that key is text.
-fn sort_key_sql(sort: TokenSort, now: &str) -> (String, bool) {
+fn sort_key_sql(sort: TokenSort, args: &mut Args, now: i64) -> (String, bool) {
     match sort {
         TokenSort::Name => ("lower(t.name)".into(), true),
         TokenSort::CreatedAt => ("t.created_at".into(), false),
         TokenSort::ExpiresAt => ("t.expires_at".into(), false),
         TokenSort::LastUsedAt => ("coalesce(t.last_used_at, -1)".into(), false),
         TokenSort::User => ("u.username".into(), true),
-        TokenSort::Status => (status_sql(now), true),
+        TokenSort::Status => (status_sql(&args.add(now)), true),
     }
 }
 
@@ -612,7 +717,7 @@ fn like_pattern(q: &str) -> String {
 }
 
 /// A token search's WHERE clause (its arguments go to `args`).
-fn token_filter(q: &TokenQuery, args: &mut Args, now: &str) -> String {
+fn token_filter(q: &TokenQuery, args: &mut Args) -> String {
     let mut wh = vec!["t.deleted_at IS NULL".to_string()];
     match &q.scope {
         TokenScope::Org(org) => wh.push(format!("t.org_id = {}", args.add(org.clone()))),
@@ -653,7 +758,8 @@ fn token_filter(q: &TokenQuery, args: &mut Args, now: &str) -> String {
             .iter()
             .map(|s| args.add(s.as_str().to_string()))
             .collect();
-        wh.push(format!("{} IN ({})", status_sql(now), names.join(", ")));
+        let now = args.add(q.now);
+        wh.push(format!("{} IN ({})", status_sql(&now), names.join(", ")));
     }
     if let Some(user) = &q.user {
         let u = args.add(user.clone());
@@ -942,15 +1048,15 @@ impl Tx for PgTx<'_> {
 
     fn search_tokens(&mut self, q: &TokenQuery) -> StoreResult<TokenHits> {
         let mut args = Args::default();
-        let now = args.add(q.now);
-        let where_sql = token_filter(q, &mut args, &now);
-        let (order, text_key) = sort_key_sql(q.sort, &now);
+        let where_sql = token_filter(q, &mut args);
+        let count_args = args.values.len();
+        let (order, text_key) = sort_key_sql(q.sort, &mut args, q.now);
         let dir = if q.descending { "DESC" } else { "ASC" };
         let from = "FROM tokens t JOIN users u ON u.id = t.user_id";
         let total = if q.count {
             let sql = format!("SELECT count(*) {from} WHERE {where_sql}");
-            let refs = args.refs();
-            let row = self.rows(&sql, &refs)?;
+            let refs = &args.refs()[..count_args];
+            let row = self.rows(&sql, refs)?;
             Some(match row.first() {
                 Some(r) => get::<i64>(r, 0)?,
                 None => 0,
@@ -1197,7 +1303,8 @@ impl Tx for PgTx<'_> {
     }
 
     fn announce_edges_changed(&mut self) -> StoreResult<()> {
-        self.exec("SELECT pg_notify($1, '')", &[&CHANNEL])?;
+        let instance = self.instance;
+        self.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &instance])?;
         Ok(())
     }
 }
