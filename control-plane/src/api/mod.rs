@@ -84,17 +84,17 @@ impl AppState {
         let (changes, _) = watch::channel(0);
         let (closing, _) = watch::channel(false);
         let inner = Arc::new(Inner {
-                store,
-                master: config.master,
-                base_url: config.base_url.trim_end_matches('/').to_string(),
-                access_ttl: config.access_ttl,
-                clock,
-                changes,
-                verifiers: Verifiers::new(),
-                closing,
-                limit: None,
-                api_uses: Mutex::new(Vec::new()),
-            });
+            store,
+            master: config.master,
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            access_ttl: config.access_ttl,
+            clock,
+            changes,
+            verifiers: Verifiers::new(),
+            closing,
+            limit: None,
+            api_uses: Mutex::new(Vec::new()),
+        });
         // Changes committed by other processes on the same database wake the long polls
         // too (PostgreSQL replicas). Weak: the watcher does not keep the state alive.
         let weak = Arc::downgrade(&inner);

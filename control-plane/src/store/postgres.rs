@@ -50,9 +50,9 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long opening one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The advisory lock migrations run under (any constant; "tessera" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7465_7373_6572_61;
+const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261;
 /// The advisory lock creating and dropping authentication-log partitions runs under.
-const PARTITION_LOCK: i64 = 0x7465_7373_6572_62;
+const PARTITION_LOCK: i64 = 0x0074_6573_7365_7262;
 /// The NOTIFY channel of status-list and key-set changes.
 pub const CHANNEL: &str = "tessera_edges";
 /// Rows per multi-row INSERT of authentication events (10 parameters each; PostgreSQL
@@ -108,9 +108,7 @@ impl From<postgres::Error> for StoreError {
         if let Some(db) = e.as_db_error() {
             let code = db.code().code();
             if code.starts_with("23") {
-                return StoreError::Conflict(
-                    "the change conflicts with an existing record".into(),
-                );
+                return StoreError::Conflict("the change conflicts with an existing record".into());
             }
             if code == "40P01" || code == "40001" {
                 return StoreError::Unavailable(format!(
@@ -193,21 +191,27 @@ impl PostgresStore {
     }
 
     /// Creates the daily authentication-log partitions from yesterday to
-    /// [`PARTITIONS_AHEAD`] days ahead, where missing. A day whose events already sit in
-    /// the default partition keeps them there (creating its partition would fail).
+    /// [`PARTITIONS_AHEAD`] days ahead, where missing. Events of such a day already in
+    /// the default partition (written before its partition existed) move into it.
     fn ensure_partitions(&self, client: &mut Client, now: i64) -> StoreResult<()> {
         let today = now.div_euclid(DAY);
         for day in today - 1..=today + PARTITIONS_AHEAD {
-            let sql = format!(
-                "CREATE TABLE IF NOT EXISTS auth_events_d{day} PARTITION OF auth_events \
-                 FOR VALUES FROM ({}) TO ({})",
-                day * DAY,
-                (day + 1) * DAY
-            );
+            let name = format!("auth_events_d{day}");
+            let (lo, hi) = (day * DAY, (day + 1) * DAY);
             let mut tx = client.transaction()?;
             tx.batch_execute("SET LOCAL lock_timeout = '5s'")?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
-            match tx.batch_execute(&sql) {
+            let exists: bool = get(
+                &tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])?,
+                0,
+            )?;
+            if exists {
+                continue;
+            }
+            let made = tx.batch_execute(&format!(
+                "CREATE TABLE {name} (LIKE auth_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);                  WITH moved AS (DELETE FROM auth_events_default WHERE at >= {lo} AND at < {hi} RETURNING *)                  INSERT INTO {name} SELECT * FROM moved;                  ALTER TABLE auth_events ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
+            ));
+            match made {
                 Ok(()) => tx.commit()?,
                 Err(e) => {
                     drop(tx);
@@ -368,7 +372,10 @@ impl PostgresStore {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL lock_timeout = '5s'")?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
-            let n: i64 = get(&tx.query_one(&format!("SELECT count(*) FROM {name}"), &[])?, 0)?;
+            let n: i64 = get(
+                &tx.query_one(&format!("SELECT count(*) FROM {name}"), &[])?,
+                0,
+            )?;
             tx.batch_execute(&format!("DROP TABLE IF EXISTS {name}"))?;
             tx.commit()?;
             tracing::info!(partition = %name, events = n, "auth_events: partition dropped");
@@ -407,7 +414,6 @@ fn listen(
                     Ok(c) => {
                         tracing::info!("postgres: listening for other replicas' changes");
                         backoff = MIN_BACKOFF;
-                        lost = false;
                         // Changes made while nobody listened are not replayed: re-read.
                         wake();
                         c
@@ -862,8 +868,16 @@ impl Tx for PgTx<'_> {
              max_lifetime_days = $6, audience = $7, key_alg = $8, status_version = $9, \
              next_status_idx = $10 WHERE id = $1",
             &[
-                &o.id, &o.name, &o.partner_org_id, &o.is_partner, &o.is_root, &o.max_lifetime_days,
-                &o.audience, &o.key_alg.as_str(), &o.status_version, &o.next_status_idx,
+                &o.id,
+                &o.name,
+                &o.partner_org_id,
+                &o.is_partner,
+                &o.is_root,
+                &o.max_lifetime_days,
+                &o.audience,
+                &o.key_alg.as_str(),
+                &o.status_version,
+                &o.next_status_idx,
             ],
         )?;
         Ok(())
@@ -900,7 +914,9 @@ impl Tx for PgTx<'_> {
 
     fn insert_key(&mut self, k: &SigningKey) -> StoreResult<()> {
         self.exec(
-            &format!("INSERT INTO signing_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &format!(
+                "INSERT INTO signing_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
             &[
                 &k.kid,
                 &k.org_id,
@@ -943,7 +959,9 @@ impl Tx for PgTx<'_> {
 
     fn insert_user(&mut self, u: &User) -> StoreResult<()> {
         self.exec(
-            &format!("INSERT INTO users ({USER_COLS}, owner_lc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &format!(
+                "INSERT INTO users ({USER_COLS}, owner_lc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
             &[
                 &u.id,
                 &u.org_id,
@@ -1182,8 +1200,16 @@ impl Tx for PgTx<'_> {
                     b + 10
                 ));
                 params.extend_from_slice(&[
-                    &e.org_id, &e.token_id, &e.user_id, &e.at, &e.ip, &e.outcome, &e.reason,
-                    &e.method, &e.path, &e.source,
+                    &e.org_id,
+                    &e.token_id,
+                    &e.user_id,
+                    &e.at,
+                    &e.ip,
+                    &e.outcome,
+                    &e.reason,
+                    &e.method,
+                    &e.path,
+                    &e.source,
                 ]);
             }
             self.exec(&sql, &params)?;

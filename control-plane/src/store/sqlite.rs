@@ -22,7 +22,6 @@ use std::time::Duration;
 
 mod accounts;
 
-
 /// The ids of the tokens whose text matches the FTS5 phrase `:q`.
 const FTS_IDS: &str = "SELECT m.token_id FROM token_text JOIN token_search_ids m \
                        ON m.n = token_text.rowid WHERE token_text MATCH :q";
