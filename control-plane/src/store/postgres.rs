@@ -153,6 +153,13 @@ impl PostgresStore {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("--db: not a PostgreSQL URL: {e}")))?;
+        if config.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(StoreError::Backend(
+                "--db: sslmode=require, but this build speaks to PostgreSQL without TLS \
+                 (use a Unix socket, loopback or a private network)"
+                    .into(),
+            ));
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -279,7 +286,15 @@ impl Store for PostgresStore {
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        self.transaction_here(write, f)
+        // The client blocks on a runtime of its own: on a worker of a multi-threaded
+        // runtime (a CLI command's setup code), step out of the worker first.
+        // `spawn_blocking` threads and plain threads run it in place.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.transaction_here(write, f))
+            }
+            _ => self.transaction_here(write, f),
+        }
     }
     fn watch_remote_changes(&self, wake: Box<dyn Fn() + Send + Sync>) {
         let config = self.config.clone();
