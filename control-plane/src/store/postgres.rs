@@ -414,7 +414,9 @@ fn listen(
     mut first: Option<Client>,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    // Short: while nobody listens, a change on another replica reaches this one's long
+    // polls only once listening resumes (with a wake).
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     let mut lost = first.is_none();
     while !stop.load(Ordering::SeqCst) {
