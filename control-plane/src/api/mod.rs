@@ -52,7 +52,7 @@ struct Inner {
     /// Set once the server begins to shut down: long polls answer at once.
     closing: watch::Sender<bool>,
     /// The per-address limit of unauthenticated requests (`tessera serve` sets one).
-    limit: Option<limit::AddressLimit>,
+    limit: std::sync::OnceLock<limit::AddressLimit>,
     /// Uses of tokens against this API not yet in the authentication log.
     api_uses: Mutex<Vec<crate::model::AuthEvent>>,
 }
@@ -92,7 +92,7 @@ impl AppState {
             changes,
             verifiers: Verifiers::new(),
             closing,
-            limit: None,
+            limit: std::sync::OnceLock::new(),
             api_uses: Mutex::new(Vec::new()),
         });
         // Changes committed by other processes on the same database wake the long polls
@@ -106,17 +106,17 @@ impl AppState {
         AppState { inner }
     }
 
-    /// Limits unauthenticated requests per client address (see [`limit`]). Call it on a
-    /// new state, before it is cloned; on a shared one it changes nothing.
-    pub fn with_rate_limit(mut self, rate: limit::RateLimit) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.limit = limit::AddressLimit::new(rate);
+    /// Limits unauthenticated requests per client address (see [`limit`]). Set once,
+    /// before the router is built (`app` reads it); a second call changes nothing.
+    pub fn with_rate_limit(self, rate: limit::RateLimit) -> Self {
+        if let Some(l) = limit::AddressLimit::new(rate) {
+            let _ = self.inner.limit.set(l);
         }
         self
     }
 
     pub fn address_limit(&self) -> Option<&limit::AddressLimit> {
-        self.inner.limit.as_ref()
+        self.inner.limit.get()
     }
 
     /// Notes a use of a token against this API for the authentication log; a full batch

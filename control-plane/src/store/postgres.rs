@@ -215,8 +215,12 @@ impl PostgresStore {
             if exists {
                 continue;
             }
+            // ATTACH alone locks the parent only against other schema changes: an insert
+            // routed by the old partition map to the default partition would wait for it
+            // and then fail the default's narrowed constraint. Inserts wait here instead
+            // (milliseconds, once a day) and route by the new map.
             let made = tx.batch_execute(&format!(
-                "CREATE TABLE {name} (LIKE auth_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);                  WITH moved AS (DELETE FROM auth_events_default WHERE at >= {lo} AND at < {hi} RETURNING *)                  INSERT INTO {name} SELECT * FROM moved;                  ALTER TABLE auth_events ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
+                "LOCK TABLE auth_events IN ACCESS EXCLUSIVE MODE; CREATE TABLE {name} (LIKE auth_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);                  WITH moved AS (DELETE FROM auth_events_default WHERE at >= {lo} AND at < {hi} RETURNING *)                  INSERT INTO {name} SELECT * FROM moved;                  ALTER TABLE auth_events ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
             ));
             match made {
                 Ok(()) => tx.commit()?,
