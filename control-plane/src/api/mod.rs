@@ -83,20 +83,27 @@ impl AppState {
     ) -> Self {
         let (changes, _) = watch::channel(0);
         let (closing, _) = watch::channel(false);
-        AppState {
-            inner: Arc::new(Inner {
-                store,
-                master: config.master,
-                base_url: config.base_url.trim_end_matches('/').to_string(),
-                access_ttl: config.access_ttl,
-                clock,
-                changes,
-                verifiers: Verifiers::new(),
-                closing,
-                limit: None,
-                api_uses: Mutex::new(Vec::new()),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            store,
+            master: config.master,
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            access_ttl: config.access_ttl,
+            clock,
+            changes,
+            verifiers: Verifiers::new(),
+            closing,
+            limit: None,
+            api_uses: Mutex::new(Vec::new()),
+        });
+        // Changes committed by other processes on the same database wake the long polls
+        // too (PostgreSQL replicas). Weak: the watcher does not keep the state alive.
+        let weak = Arc::downgrade(&inner);
+        inner.store.watch_remote_changes(Box::new(move || {
+            if let Some(i) = weak.upgrade() {
+                i.changes.send_modify(|v| *v += 1);
+            }
+        }));
+        AppState { inner }
     }
 
     /// Limits unauthenticated requests per client address (see [`limit`]). Call it on a
@@ -147,6 +154,19 @@ impl AppState {
             .await
     }
 
+    /// Removes authentication-log events older than `keep_days` days (and, on
+    /// PostgreSQL, creates the coming days' partitions). Returns how many were removed.
+    pub async fn prune_auth_log(&self, keep_days: i64) -> ApiResult<u64> {
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = (st.inner.clock)();
+            st.inner.store.prune_auth_log(now, keep_days)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("worker: {e}")))?
+        .map_err(|e| ApiError::from(service::Error::from(e)))
+    }
+
     /// The server stops: long polls answer now instead of at their deadline.
     pub fn begin_shutdown(&self) {
         self.inner.closing.send_replace(true);
@@ -177,7 +197,14 @@ impl AppState {
         let (result, changed) = tokio::task::spawn_blocking(move || {
             let i = &st.inner;
             let ctx = Ctx::new(&i.base_url, &i.master, (i.clock)(), i.access_ttl);
-            let r = crate::store::run(i.store.as_ref(), write, |tx| f(tx, &ctx));
+            let r = crate::store::run(i.store.as_ref(), write, |tx| {
+                let v = f(tx, &ctx)?;
+                if ctx.edges_changed() {
+                    // Other replicas' long polls learn of it on commit.
+                    tx.announce_edges_changed()?;
+                }
+                Ok(v)
+            });
             let changed = ctx.edges_changed();
             (r, changed)
         })

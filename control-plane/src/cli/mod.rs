@@ -222,6 +222,10 @@ struct ServeArgs {
     /// The burst of unauthenticated requests one address may send before the rate applies.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     unauth_burst: u32,
+    /// Days of authentication-log events kept; older ones are removed at start and every
+    /// hour (PostgreSQL drops whole daily partitions).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i64).range(1..=36_500))]
+    auth_log_retention_days: i64,
     /// Log lines on stderr as text or JSON (level: TESSERA_LOG or RUST_LOG, default info).
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,

@@ -204,6 +204,23 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         });
     }
     {
+        // Authentication-log retention: now, then every hour.
+        let st = state.clone();
+        let keep_days = args.auth_log_retention_days;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                match st.prune_auth_log(keep_days).await {
+                    Ok(n) => tracing::info!(removed = n, keep_days, "authentication log pruned"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "pruning the authentication log failed")
+                    }
+                }
+            }
+        });
+    }
+    {
         // Uses of tokens against the API reach the authentication log within a second.
         let st = state.clone();
         tokio::spawn(async move {

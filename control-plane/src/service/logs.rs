@@ -23,6 +23,11 @@ pub fn record_usage(
         return Err(Error::field("events", "at most 1000 events per batch"));
     }
     let (mut accepted, mut unknown) = (0, Vec::new());
+    // Each token is read once per batch (its last use kept current here), and the
+    // events are written together at the end (one multi-row insert on PostgreSQL).
+    let mut tokens: std::collections::HashMap<String, Option<crate::model::Token>> =
+        std::collections::HashMap::new();
+    let mut events = Vec::with_capacity(batch.events.len());
     for (n, e) in batch.events.into_iter().enumerate() {
         let f = |name: &str| format!("events[{n}].{name}");
         if e.at.0 > ctx.now + SKEW {
@@ -52,12 +57,15 @@ pub fn record_usage(
             }
         }
         let record = e.parent.as_deref().unwrap_or(&e.token_id);
-        let token = tx.get_token(record)?.filter(|t| t.org_id == edge.org_id);
-        let Some(token) = token else {
+        if !tokens.contains_key(record) {
+            let t = tx.get_token(record)?.filter(|t| t.org_id == edge.org_id);
+            tokens.insert(record.to_string(), t);
+        }
+        let Some(token) = tokens.get_mut(record).and_then(Option::as_mut) else {
             unknown.push(e.token_id);
             continue;
         };
-        tx.insert_auth_event(&AuthEvent {
+        events.push(AuthEvent {
             id: 0,
             org_id: token.org_id.clone(),
             token_id: token.id.clone(),
@@ -69,7 +77,7 @@ pub fn record_usage(
             method: e.method,
             path: e.path,
             source: format!("edge:{}", edge.id),
-        })?;
+        });
         // Last use: only what a usable JWT did (never a pending, revoked or deleted
         // token's), and never later than now, so that an edge's clock ahead of ours cannot
         // hide the real uses that follow.
@@ -79,9 +87,12 @@ pub fn record_usage(
             && token.revoked_at.is_none_or(|r| at < r);
         if e.outcome == "allow" && usable && token.last_used_at.is_none_or(|l| l < at) {
             tx.set_last_used(&token.id, at, ip.as_deref())?;
+            token.last_used_at = Some(at);
+            token.last_used_ip = ip;
         }
         accepted += 1;
     }
+    tx.insert_auth_events(&events)?;
     Ok(UsageAccepted {
         accepted,
         unknown_tokens: unknown,
@@ -213,8 +224,8 @@ pub fn api_use(
 /// from its latest allowed one (never for a revoked or deleted token).
 pub fn record_api_uses(tx: &mut dyn Tx, uses: &[AuthEvent]) -> Result<()> {
     let mut latest: std::collections::HashMap<&str, &AuthEvent> = std::collections::HashMap::new();
+    tx.insert_auth_events(uses)?;
     for e in uses {
-        tx.insert_auth_event(e)?;
         if e.outcome == "allow" {
             let slot = latest.entry(e.token_id.as_str()).or_insert(e);
             if e.at >= slot.at {

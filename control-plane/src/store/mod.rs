@@ -3,6 +3,8 @@
 //! implement these two traits. Every API change runs in exactly one transaction.
 
 pub mod accounts;
+pub mod migrations;
+pub mod postgres;
 pub mod sqlite;
 
 pub use accounts::AccountsTx;
@@ -82,9 +84,7 @@ pub fn open(db: &DbLocation) -> StoreResult<Box<dyn Store>> {
             sqlite::create_private(path)?;
             Ok(Box::new(sqlite::SqliteStore::open(path)?))
         }
-        DbLocation::Postgres(_) => Err(StoreError::Unavailable(
-            "this build has no PostgreSQL backend yet".into(),
-        )),
+        DbLocation::Postgres(url) => Ok(Box::new(postgres::PostgresStore::open(url)?)),
     }
 }
 
@@ -318,6 +318,15 @@ pub trait Tx: AccountsTx {
     fn status_changes_since(&mut self, org_id: &str, version: i64) -> StoreResult<Vec<(i64, u8)>>;
 
     fn insert_auth_event(&mut self, event: &AuthEvent) -> StoreResult<()>;
+    /// Many events at once (PostgreSQL: multi-row INSERTs). Their `id`s are ignored.
+    fn insert_auth_events(&mut self, events: &[AuthEvent]) -> StoreResult<()> {
+        for e in events {
+            self.insert_auth_event(e)?;
+        }
+        Ok(())
+    }
+    /// Deletes at most `limit` events older than `cutoff` (retention); returns how many.
+    fn delete_auth_events_before(&mut self, cutoff: i64, limit: u64) -> StoreResult<u64>;
     fn list_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>>;
     /// How many events the query matches, ignoring its limit and offset.
     fn count_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<i64>;
@@ -335,6 +344,13 @@ pub trait Tx: AccountsTx {
 
     fn insert_edge(&mut self, edge: &EdgeCredential) -> StoreResult<()>;
     fn find_edge_by_secret_hash(&mut self, hash: &str) -> StoreResult<Option<EdgeCredential>>;
+
+    /// Tells the other processes on this database, once this transaction commits, that a
+    /// status list or key set changed (PostgreSQL: `NOTIFY` inside the transaction, so it
+    /// is delivered only on commit). A single-process backend has no one to tell.
+    fn announce_edges_changed(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// A storage backend. The closure runs inside one transaction, committed only if it
@@ -350,6 +366,19 @@ pub trait Store: Send + Sync {
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
     ) -> StoreResult<()>;
+
+    /// Calls `wake` whenever another process may have committed a change announced with
+    /// [`Tx::announce_edges_changed`], and whenever such a change may have been missed
+    /// (a lost connection). Returns at once; the watching runs in the background for the
+    /// life of the store. A single-process backend never calls it.
+    fn watch_remote_changes(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = wake;
+    }
+
+    /// Removes the authentication-log events older than `keep_days` days before `now`
+    /// (Unix seconds) and prepares for the days ahead (PostgreSQL: drops whole daily
+    /// partitions, creates the next days' ones). Returns how many events were removed.
+    fn prune_auth_log(&self, now: i64, keep_days: i64) -> StoreResult<u64>;
 }
 
 impl dyn Store + '_ {

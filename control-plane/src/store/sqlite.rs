@@ -1,6 +1,7 @@
 //! The SQLite backend: WAL journal, `synchronous=FULL` (a committed write survives a kill
 //! or power loss), migrations tracked in `PRAGMA user_version`.
 
+use super::migrations::MIGRATIONS;
 use super::{
     AuthEventQuery, Store, StoreError, StoreResult, TokenHit, TokenHits, TokenQuery, TokenScope,
     TokenSort, Tx,
@@ -20,196 +21,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 mod accounts;
-
-/// Schema versions, applied in order; version N is `MIGRATIONS[N - 1]`. Never edit a
-/// released entry: append a new one.
-const MIGRATIONS: &[&str] = &[
-    // 1: the first schema.
-    r#"
-CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE orgs (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    partner_org_id TEXT REFERENCES orgs(id),
-    is_partner INTEGER NOT NULL,
-    is_root INTEGER NOT NULL,
-    max_lifetime_days INTEGER NOT NULL,
-    audience TEXT NOT NULL,
-    key_alg TEXT NOT NULL,
-    status_version INTEGER NOT NULL,
-    next_status_idx INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE signing_keys (
-    kid TEXT PRIMARY KEY,
-    org_id TEXT NOT NULL REFERENCES orgs(id),
-    alg TEXT NOT NULL,
-    public_jwk TEXT NOT NULL,
-    private_enc BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    retired_at INTEGER,
-    last_exp INTEGER NOT NULL
-);
-CREATE INDEX signing_keys_org ON signing_keys(org_id);
-CREATE TABLE users (
-    id TEXT PRIMARY KEY,
-    org_id TEXT NOT NULL REFERENCES orgs(id),
-    username TEXT NOT NULL,
-    display_name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    delegated INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    UNIQUE (org_id, username)
-);
-CREATE TABLE tokens (
-    id TEXT PRIMARY KEY,
-    org_id TEXT NOT NULL REFERENCES orgs(id),
-    user_id TEXT NOT NULL REFERENCES users(id),
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    lifetime_days INTEGER,
-    not_before INTEGER,
-    expires_at INTEGER NOT NULL,
-    ip_allow TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
-    revoked_at INTEGER,
-    deleted_at INTEGER,
-    minted_at INTEGER,
-    jwt_sha256 TEXT,
-    status_idx INTEGER,
-    kid TEXT,
-    last_used_at INTEGER,
-    last_used_ip TEXT
-);
-CREATE UNIQUE INDEX tokens_user_name ON tokens(user_id, name) WHERE deleted_at IS NULL;
-CREATE INDEX tokens_org ON tokens(org_id, created_at);
-CREATE TABLE status_entries (
-    org_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    value INTEGER NOT NULL,
-    token_id TEXT NOT NULL,
-    PRIMARY KEY (org_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE auth_events (
-    id INTEGER PRIMARY KEY,
-    org_id TEXT NOT NULL,
-    token_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    ip TEXT,
-    outcome TEXT NOT NULL,
-    reason TEXT,
-    method TEXT,
-    path TEXT,
-    source TEXT NOT NULL
-);
-CREATE INDEX auth_events_token ON auth_events(token_id, at);
-CREATE INDEX auth_events_org ON auth_events(org_id, at);
-CREATE TABLE audit_log (
-    id INTEGER PRIMARY KEY,
-    at INTEGER NOT NULL,
-    org_id TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX audit_log_org ON audit_log(org_id, at);
-CREATE TABLE edge_credentials (
-    id TEXT PRIMARY KEY,
-    org_id TEXT NOT NULL REFERENCES orgs(id),
-    name TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL
-);
-"#,
-    // 2: incremental status lists, partner lookups, indexed token search.
-    r#"
-ALTER TABLE status_entries ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX status_entries_version ON status_entries(org_id, version);
-CREATE INDEX orgs_partner ON orgs(partner_org_id);
-CREATE INDEX users_username ON users(username);
-CREATE INDEX tokens_user ON tokens(user_id, created_at);
--- Token search: a trigram index over each token's name, description and owner. A stable
--- integer per token keys it (a TEXT-keyed table's rowid may change on VACUUM).
-CREATE TABLE token_search_ids (n INTEGER PRIMARY KEY, token_id TEXT NOT NULL UNIQUE);
-CREATE VIRTUAL TABLE token_text USING fts5(name, description, owner, tokenize = 'trigram');
-INSERT INTO token_search_ids (token_id) SELECT id FROM tokens;
-INSERT INTO token_text (rowid, name, description, owner)
-    SELECT m.n, t.name, t.description, u.username || ' ' || u.display_name
-    FROM tokens t JOIN token_search_ids m ON m.token_id = t.id JOIN users u ON u.id = t.user_id;
-CREATE TRIGGER tokens_text_insert AFTER INSERT ON tokens BEGIN
-    INSERT INTO token_search_ids (token_id) VALUES (new.id);
-    INSERT INTO token_text (rowid, name, description, owner)
-        SELECT m.n, new.name, new.description, u.username || ' ' || u.display_name
-        FROM users u, token_search_ids m WHERE u.id = new.user_id AND m.token_id = new.id;
-END;
--- Only when the text changed: every update writes every column (last use, status), and an
--- FTS update costs far more than the row's.
-CREATE TRIGGER tokens_text_update AFTER UPDATE OF name, description ON tokens
-    WHEN old.name IS NOT new.name OR old.description IS NOT new.description BEGIN
-    UPDATE token_text SET name = new.name, description = new.description
-        WHERE rowid = (SELECT n FROM token_search_ids WHERE token_id = new.id);
-END;
-CREATE TRIGGER users_text_update AFTER UPDATE OF username, display_name ON users
-    WHEN old.username IS NOT new.username OR old.display_name IS NOT new.display_name BEGIN
-    UPDATE token_text SET owner = new.username || ' ' || new.display_name
-        WHERE rowid IN (SELECT m.n FROM token_search_ids m JOIN tokens t ON t.id = m.token_id
-                        WHERE t.user_id = new.id);
-END;
-"#,
-    // 3: the live tokens of an org or user in creation order, ids included: listings,
-    // keyset pages and counts are read from the index alone (no temp B-tree for the id
-    // tie-break, no table rows to count).
-    r#"
-CREATE INDEX tokens_org_live ON tokens(org_id, deleted_at, created_at, id);
-CREATE INDEX tokens_user_live ON tokens(user_id, deleted_at, created_at, id);
-DROP INDEX tokens_org;
-DROP INDEX tokens_user;
-"#,
-    // Accounts and sessions (people signing in), the acting credential in the audit log,
-    // revocable edge credentials.
-    r#"
-ALTER TABLE audit_log ADD COLUMN credential TEXT NOT NULL DEFAULT '';
-ALTER TABLE edge_credentials ADD COLUMN revoked_at INTEGER;
-CREATE INDEX edge_credentials_org ON edge_credentials(org_id);
-CREATE TABLE accounts (
-    user_id TEXT PRIMARY KEY REFERENCES users(id),
-    password_hash TEXT,
-    disabled_at INTEGER,
-    deleted_at INTEGER,
-    suspended_tokens TEXT NOT NULL DEFAULT '[]',
-    prefs TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE sign_in_links (
-    secret_sha256 TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id),
-    kind TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used_at INTEGER
-);
-CREATE TABLE sessions (
-    id TEXT PRIMARY KEY,
-    secret_sha256 TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL REFERENCES users(id),
-    csrf TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    last_seen_at INTEGER NOT NULL,
-    ended_at INTEGER
-);
-CREATE INDEX sessions_user ON sessions(user_id);
-CREATE TABLE sign_in_throttle (
-    key TEXT PRIMARY KEY,
-    failures INTEGER NOT NULL,
-    locked_until INTEGER NOT NULL,
-    last_at INTEGER NOT NULL
-);
-"#,
-];
 
 /// The ids of the tokens whose text matches the FTS5 phrase `:q`.
 const FTS_IDS: &str = "SELECT m.token_id FROM token_text JOIN token_search_ids m \
@@ -252,6 +63,9 @@ impl From<rusqlite::Error> for StoreError {
         }
     }
 }
+
+/// Authentication-log events one pruning transaction deletes at most.
+const PRUNE_SLICE: u64 = 10_000;
 
 /// Reader connections the pool keeps (more requests wait for one; a read is short).
 const READERS: u32 = 8;
@@ -463,20 +277,20 @@ pub fn create_private(path: &Path) -> StoreResult<()> {
 }
 
 pub fn latest_schema_version() -> i64 {
-    MIGRATIONS.len() as i64
+    super::migrations::latest()
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current > MIGRATIONS.len() as i64 {
+    if current > latest_schema_version() {
         return Err(StoreError::Backend(format!(
             "database schema version {current} is newer than this binary ({})",
-            MIGRATIONS.len()
+            latest_schema_version()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(m.sqlite)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -486,6 +300,21 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 impl Store for SqliteStore {
     fn schema_version(&self) -> StoreResult<i64> {
         SqliteStore::schema_version(self)
+    }
+
+    fn prune_auth_log(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
+        let cutoff = now.saturating_sub(keep_days.saturating_mul(86_400));
+        // In slices, so that the writer is never held long.
+        let mut removed = 0u64;
+        loop {
+            let n = super::run::<_, StoreError>(self, true, |tx| {
+                tx.delete_auth_events_before(cutoff, PRUNE_SLICE)
+            })?;
+            removed += n;
+            if n < PRUNE_SLICE {
+                return Ok(removed);
+            }
+        }
     }
 
     fn transaction(
@@ -1213,6 +1042,15 @@ impl Tx for SqliteTx<'_> {
             .query_map(params![org_id, version], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn delete_auth_events_before(&mut self, cutoff: i64, limit: u64) -> StoreResult<u64> {
+        let n = self.conn.execute(
+            "DELETE FROM auth_events WHERE id IN \
+             (SELECT id FROM auth_events WHERE at < ?1 LIMIT ?2)",
+            params![cutoff, limit as i64],
+        )?;
+        Ok(n as u64)
     }
 
     fn insert_auth_event(&mut self, e: &AuthEvent) -> StoreResult<()> {

@@ -1,0 +1,395 @@
+//! The schema, as numbered migrations that both backends run: version N is
+//! `MIGRATIONS[N - 1]`, with one text for SQLite and one for PostgreSQL that give the same
+//! tables, columns and meaning. Never edit a released entry: append a new one.
+//!
+//! Differences by design: PostgreSQL uses BOOLEAN, BIGINT and BYTEA, sorts text bytewise
+//! (`COLLATE "C"`, as SQLite's BINARY), partitions the authentication log by day, and
+//! searches token text with `pg_trgm` over lower-cased copies (SQLite: an FTS5 trigram
+//! table).
+
+/// One schema version.
+pub struct Migration {
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    // 1: the first schema.
+    Migration {
+        sqlite: r#"
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE orgs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    partner_org_id TEXT REFERENCES orgs(id),
+    is_partner INTEGER NOT NULL,
+    is_root INTEGER NOT NULL,
+    max_lifetime_days INTEGER NOT NULL,
+    audience TEXT NOT NULL,
+    key_alg TEXT NOT NULL,
+    status_version INTEGER NOT NULL,
+    next_status_idx INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    alg TEXT NOT NULL,
+    public_jwk TEXT NOT NULL,
+    private_enc BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER,
+    last_exp INTEGER NOT NULL
+);
+CREATE INDEX signing_keys_org ON signing_keys(org_id);
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    username TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    delegated INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (org_id, username)
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    lifetime_days INTEGER,
+    not_before INTEGER,
+    expires_at INTEGER NOT NULL,
+    ip_allow TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    revoked_at INTEGER,
+    deleted_at INTEGER,
+    minted_at INTEGER,
+    jwt_sha256 TEXT,
+    status_idx INTEGER,
+    kid TEXT,
+    last_used_at INTEGER,
+    last_used_ip TEXT
+);
+CREATE UNIQUE INDEX tokens_user_name ON tokens(user_id, name) WHERE deleted_at IS NULL;
+CREATE INDEX tokens_org ON tokens(org_id, created_at);
+CREATE TABLE status_entries (
+    org_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    token_id TEXT NOT NULL,
+    PRIMARY KEY (org_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE auth_events (
+    id INTEGER PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    ip TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    method TEXT,
+    path TEXT,
+    source TEXT NOT NULL
+);
+CREATE INDEX auth_events_token ON auth_events(token_id, at);
+CREATE INDEX auth_events_org ON auth_events(org_id, at);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    org_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_org ON audit_log(org_id, at);
+CREATE TABLE edge_credentials (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+"#,
+        postgres: r#"
+CREATE TABLE settings (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE orgs (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    partner_org_id TEXT COLLATE "C" REFERENCES orgs(id),
+    is_partner BOOLEAN NOT NULL,
+    is_root BOOLEAN NOT NULL,
+    max_lifetime_days BIGINT NOT NULL,
+    audience TEXT COLLATE "C" NOT NULL,
+    key_alg TEXT COLLATE "C" NOT NULL,
+    status_version BIGINT NOT NULL,
+    next_status_idx BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE signing_keys (
+    kid TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    alg TEXT COLLATE "C" NOT NULL,
+    public_jwk TEXT NOT NULL,
+    private_enc BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    retired_at BIGINT,
+    last_exp BIGINT NOT NULL,
+    -- SQLite's rowid: the insertion order breaks ties of equal creation times.
+    seq BIGSERIAL NOT NULL
+);
+CREATE INDEX signing_keys_org ON signing_keys(org_id);
+CREATE TABLE users (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    username TEXT COLLATE "C" NOT NULL,
+    display_name TEXT COLLATE "C" NOT NULL,
+    role TEXT COLLATE "C" NOT NULL,
+    delegated BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (org_id, username)
+);
+CREATE TABLE tokens (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    user_id TEXT COLLATE "C" NOT NULL REFERENCES users(id),
+    name TEXT COLLATE "C" NOT NULL,
+    description TEXT COLLATE "C" NOT NULL,
+    created_by TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    lifetime_days BIGINT,
+    not_before BIGINT,
+    expires_at BIGINT NOT NULL,
+    ip_allow TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    revoked_at BIGINT,
+    deleted_at BIGINT,
+    minted_at BIGINT,
+    jwt_sha256 TEXT COLLATE "C",
+    status_idx BIGINT,
+    kid TEXT COLLATE "C",
+    last_used_at BIGINT,
+    last_used_ip TEXT
+);
+CREATE UNIQUE INDEX tokens_user_name ON tokens(user_id, name) WHERE deleted_at IS NULL;
+CREATE INDEX tokens_org ON tokens(org_id, created_at);
+CREATE TABLE status_entries (
+    org_id TEXT COLLATE "C" NOT NULL,
+    idx BIGINT NOT NULL,
+    value SMALLINT NOT NULL,
+    token_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (org_id, idx)
+);
+-- The authentication log grows with every request through every edge: partitioned by
+-- day on `at` (Unix seconds), so retention drops whole partitions. Days without a
+-- partition (late or early events) land in the default partition.
+CREATE SEQUENCE auth_events_id_seq AS BIGINT;
+CREATE TABLE auth_events (
+    id BIGINT NOT NULL DEFAULT nextval('auth_events_id_seq'),
+    org_id TEXT COLLATE "C" NOT NULL,
+    token_id TEXT COLLATE "C" NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    at BIGINT NOT NULL,
+    ip TEXT,
+    outcome TEXT COLLATE "C" NOT NULL,
+    reason TEXT,
+    method TEXT,
+    path TEXT,
+    source TEXT NOT NULL
+) PARTITION BY RANGE (at);
+CREATE TABLE auth_events_default PARTITION OF auth_events DEFAULT;
+CREATE INDEX auth_events_token ON auth_events(token_id, at);
+CREATE INDEX auth_events_org ON auth_events(org_id, at);
+CREATE TABLE audit_log (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    org_id TEXT COLLATE "C" NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT COLLATE "C" NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_org ON audit_log(org_id, at);
+CREATE TABLE edge_credentials (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    secret_sha256 TEXT COLLATE "C" NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+"#,
+    },
+    // 2: incremental status lists, partner lookups, indexed token search.
+    Migration {
+        sqlite: r#"
+ALTER TABLE status_entries ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX status_entries_version ON status_entries(org_id, version);
+CREATE INDEX orgs_partner ON orgs(partner_org_id);
+CREATE INDEX users_username ON users(username);
+CREATE INDEX tokens_user ON tokens(user_id, created_at);
+-- Token search: a trigram index over each token's name, description and owner. A stable
+-- integer per token keys it (a TEXT-keyed table's rowid may change on VACUUM).
+CREATE TABLE token_search_ids (n INTEGER PRIMARY KEY, token_id TEXT NOT NULL UNIQUE);
+CREATE VIRTUAL TABLE token_text USING fts5(name, description, owner, tokenize = 'trigram');
+INSERT INTO token_search_ids (token_id) SELECT id FROM tokens;
+INSERT INTO token_text (rowid, name, description, owner)
+    SELECT m.n, t.name, t.description, u.username || ' ' || u.display_name
+    FROM tokens t JOIN token_search_ids m ON m.token_id = t.id JOIN users u ON u.id = t.user_id;
+CREATE TRIGGER tokens_text_insert AFTER INSERT ON tokens BEGIN
+    INSERT INTO token_search_ids (token_id) VALUES (new.id);
+    INSERT INTO token_text (rowid, name, description, owner)
+        SELECT m.n, new.name, new.description, u.username || ' ' || u.display_name
+        FROM users u, token_search_ids m WHERE u.id = new.user_id AND m.token_id = new.id;
+END;
+-- Only when the text changed: every update writes every column (last use, status), and an
+-- FTS update costs far more than the row's.
+CREATE TRIGGER tokens_text_update AFTER UPDATE OF name, description ON tokens
+    WHEN old.name IS NOT new.name OR old.description IS NOT new.description BEGIN
+    UPDATE token_text SET name = new.name, description = new.description
+        WHERE rowid = (SELECT n FROM token_search_ids WHERE token_id = new.id);
+END;
+CREATE TRIGGER users_text_update AFTER UPDATE OF username, display_name ON users
+    WHEN old.username IS NOT new.username OR old.display_name IS NOT new.display_name BEGIN
+    UPDATE token_text SET owner = new.username || ' ' || new.display_name
+        WHERE rowid IN (SELECT m.n FROM token_search_ids m JOIN tokens t ON t.id = m.token_id
+                        WHERE t.user_id = new.id);
+END;
+"#,
+        postgres: r#"
+ALTER TABLE status_entries ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX status_entries_version ON status_entries(org_id, version);
+CREATE INDEX orgs_partner ON orgs(partner_org_id);
+CREATE INDEX users_username ON users(username);
+CREATE INDEX tokens_user ON tokens(user_id, created_at);
+-- Token search: trigram indexes (pg_trgm, a trusted extension) over lower-cased copies of
+-- the searched text. The store writes the copies with Rust's Unicode lower case, as
+-- SQLite's search folds case, whatever the database's locale.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+ALTER TABLE tokens ADD COLUMN name_lc TEXT NOT NULL DEFAULT '';
+ALTER TABLE tokens ADD COLUMN description_lc TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN owner_lc TEXT NOT NULL DEFAULT '';
+UPDATE tokens SET name_lc = lower(name), description_lc = lower(description);
+UPDATE users SET owner_lc = lower(username || ' ' || display_name);
+CREATE INDEX tokens_name_trgm ON tokens USING gin (name_lc gin_trgm_ops);
+CREATE INDEX tokens_description_trgm ON tokens USING gin (description_lc gin_trgm_ops);
+CREATE INDEX users_owner_trgm ON users USING gin (owner_lc gin_trgm_ops);
+"#,
+    },
+    // 3: the live tokens of an org or user in creation order, ids included: listings,
+    // keyset pages and counts are read from the index alone (no temp B-tree for the id
+    // tie-break, no table rows to count).
+    Migration {
+        sqlite: r#"
+CREATE INDEX tokens_org_live ON tokens(org_id, deleted_at, created_at, id);
+CREATE INDEX tokens_user_live ON tokens(user_id, deleted_at, created_at, id);
+DROP INDEX tokens_org;
+DROP INDEX tokens_user;
+"#,
+        postgres: r#"
+CREATE INDEX tokens_org_live ON tokens(org_id, deleted_at, created_at, id);
+CREATE INDEX tokens_user_live ON tokens(user_id, deleted_at, created_at, id);
+DROP INDEX tokens_org;
+DROP INDEX tokens_user;
+"#,
+    },
+    // Accounts and sessions (people signing in), the acting credential in the audit log,
+    // revocable edge credentials.
+    Migration {
+        sqlite: r#"
+ALTER TABLE audit_log ADD COLUMN credential TEXT NOT NULL DEFAULT '';
+ALTER TABLE edge_credentials ADD COLUMN revoked_at INTEGER;
+CREATE INDEX edge_credentials_org ON edge_credentials(org_id);
+CREATE TABLE accounts (
+    user_id TEXT PRIMARY KEY REFERENCES users(id),
+    password_hash TEXT,
+    disabled_at INTEGER,
+    deleted_at INTEGER,
+    suspended_tokens TEXT NOT NULL DEFAULT '[]',
+    prefs TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE sign_in_links (
+    secret_sha256 TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    ended_at INTEGER
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE sign_in_throttle (
+    key TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL,
+    last_at INTEGER NOT NULL
+);
+"#,
+        postgres: r#"
+ALTER TABLE audit_log ADD COLUMN credential TEXT NOT NULL DEFAULT '';
+ALTER TABLE edge_credentials ADD COLUMN revoked_at BIGINT;
+CREATE INDEX edge_credentials_org ON edge_credentials(org_id);
+CREATE TABLE accounts (
+    user_id TEXT COLLATE "C" PRIMARY KEY REFERENCES users(id),
+    password_hash TEXT,
+    disabled_at BIGINT,
+    deleted_at BIGINT,
+    suspended_tokens TEXT NOT NULL DEFAULT '[]',
+    prefs TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE sign_in_links (
+    secret_sha256 TEXT COLLATE "C" PRIMARY KEY,
+    user_id TEXT COLLATE "C" NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE TABLE sessions (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    secret_sha256 TEXT COLLATE "C" NOT NULL UNIQUE,
+    user_id TEXT COLLATE "C" NOT NULL REFERENCES users(id),
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    ended_at BIGINT
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE sign_in_throttle (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    locked_until BIGINT NOT NULL,
+    last_at BIGINT NOT NULL
+);
+"#,
+    },
+    // 5: the authentication log indexed per user, and by time alone (retention).
+    Migration {
+        sqlite: r#"
+CREATE INDEX auth_events_user ON auth_events(user_id, at);
+CREATE INDEX auth_events_at ON auth_events(at);
+"#,
+        postgres: r#"
+CREATE INDEX auth_events_user ON auth_events(user_id, at);
+"#,
+    },
+];
+
+/// The schema version this binary migrates to.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}

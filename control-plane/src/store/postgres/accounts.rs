@@ -1,0 +1,245 @@
+//! `AccountsTx` on PostgreSQL (tables from the accounts migration). Getters lock the row
+//! they read inside a write transaction (see the module above).
+
+use super::{get, PgTx};
+use crate::model::EdgeCredential;
+use crate::store::accounts::{Account, AccountsTx, EdgeRecord, Session, SignInLink, Throttle};
+use crate::store::StoreResult;
+use postgres::Row;
+
+const ACCOUNT_COLS: &str =
+    "a.user_id, a.password_hash, a.disabled_at, a.deleted_at, a.suspended_tokens, a.prefs";
+
+fn account(r: &Row) -> StoreResult<Account> {
+    let suspended: String = get(r, 4)?;
+    let prefs: String = get(r, 5)?;
+    Ok(Account {
+        user_id: get(r, 0)?,
+        password_hash: get(r, 1)?,
+        disabled_at: get(r, 2)?,
+        deleted_at: get(r, 3)?,
+        suspended_tokens: serde_json::from_str(&suspended).unwrap_or_default(),
+        prefs: serde_json::from_str(&prefs).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+const SESSION_COLS: &str = "id, secret_sha256, user_id, csrf, created_at, last_seen_at, ended_at";
+
+fn session(r: &Row) -> StoreResult<Session> {
+    Ok(Session {
+        id: get(r, 0)?,
+        secret_sha256: get(r, 1)?,
+        user_id: get(r, 2)?,
+        csrf: get(r, 3)?,
+        created_at: get(r, 4)?,
+        last_seen_at: get(r, 5)?,
+        ended_at: get(r, 6)?,
+    })
+}
+
+fn link(r: &Row) -> StoreResult<SignInLink> {
+    Ok(SignInLink {
+        secret_sha256: get(r, 0)?,
+        user_id: get(r, 1)?,
+        kind: get(r, 2)?,
+        created_at: get(r, 3)?,
+        expires_at: get(r, 4)?,
+        used_at: get(r, 5)?,
+    })
+}
+
+fn throttle(r: &Row) -> StoreResult<Throttle> {
+    Ok(Throttle {
+        key: get(r, 0)?,
+        failures: get(r, 1)?,
+        locked_until: get(r, 2)?,
+        last_at: get(r, 3)?,
+    })
+}
+
+const EDGE_COLS: &str = "id, org_id, name, secret_sha256, created_at, revoked_at";
+
+fn edge(r: &Row) -> StoreResult<EdgeRecord> {
+    Ok(EdgeRecord {
+        edge: EdgeCredential {
+            id: get(r, 0)?,
+            org_id: get(r, 1)?,
+            name: get(r, 2)?,
+            secret_sha256: get(r, 3)?,
+            created_at: get(r, 4)?,
+        },
+        revoked_at: get(r, 5)?,
+    })
+}
+
+impl AccountsTx for PgTx<'_> {
+    fn get_account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
+        let sql = format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.user_id = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&user_id], account)
+    }
+
+    fn put_account(&mut self, a: &Account) -> StoreResult<()> {
+        let suspended = serde_json::to_string(&a.suspended_tokens).unwrap_or_else(|_| "[]".into());
+        let prefs = if a.prefs.is_object() {
+            a.prefs.to_string()
+        } else {
+            "{}".into()
+        };
+        self.exec(
+            "INSERT INTO accounts (user_id, password_hash, disabled_at, deleted_at, suspended_tokens, prefs) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET \
+             password_hash = excluded.password_hash, disabled_at = excluded.disabled_at, \
+             deleted_at = excluded.deleted_at, suspended_tokens = excluded.suspended_tokens, \
+             prefs = excluded.prefs",
+            &[&a.user_id, &a.password_hash, &a.disabled_at, &a.deleted_at, &suspended, &prefs],
+        )?;
+        Ok(())
+    }
+
+    fn org_accounts(&mut self, org_id: &str) -> StoreResult<Vec<Account>> {
+        self.all(
+            &format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts a JOIN users u ON u.id = a.user_id WHERE u.org_id = $1"
+            ),
+            &[&org_id],
+            account,
+        )
+    }
+
+    fn insert_link(&mut self, l: &SignInLink) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO sign_in_links (secret_sha256, user_id, kind, created_at, expires_at, used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&l.secret_sha256, &l.user_id, &l.kind, &l.created_at, &l.expires_at, &l.used_at],
+        )?;
+        Ok(())
+    }
+
+    fn get_link(&mut self, hash: &str) -> StoreResult<Option<SignInLink>> {
+        let sql = format!(
+            "SELECT secret_sha256, user_id, kind, created_at, expires_at, used_at FROM sign_in_links \
+             WHERE secret_sha256 = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&hash], link)
+    }
+
+    fn use_link(&mut self, hash: &str, at: i64) -> StoreResult<bool> {
+        let n = self.exec(
+            "UPDATE sign_in_links SET used_at = $2 WHERE secret_sha256 = $1 AND used_at IS NULL",
+            &[&hash, &at],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn insert_session(&mut self, s: &Session) -> StoreResult<()> {
+        self.exec(
+            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &[
+                &s.id,
+                &s.secret_sha256,
+                &s.user_id,
+                &s.csrf,
+                &s.created_at,
+                &s.last_seen_at,
+                &s.ended_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_session(&mut self, hash: &str) -> StoreResult<Option<Session>> {
+        let sql = format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE secret_sha256 = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&hash], session)
+    }
+
+    fn session_by_id(&mut self, id: &str) -> StoreResult<Option<Session>> {
+        let sql = format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE id = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&id], session)
+    }
+
+    fn touch_session(&mut self, id: &str, at: i64) -> StoreResult<()> {
+        self.exec(
+            "UPDATE sessions SET last_seen_at = greatest(last_seen_at, $2) WHERE id = $1",
+            &[&id, &at],
+        )?;
+        Ok(())
+    }
+
+    fn end_session(&mut self, id: &str, at: i64) -> StoreResult<()> {
+        self.exec(
+            "UPDATE sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL",
+            &[&id, &at],
+        )?;
+        Ok(())
+    }
+
+    fn end_user_sessions(&mut self, user_id: &str, at: i64) -> StoreResult<()> {
+        self.exec(
+            "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
+            &[&user_id, &at],
+        )?;
+        Ok(())
+    }
+
+    fn get_throttle(&mut self, key: &str) -> StoreResult<Option<Throttle>> {
+        let sql = format!(
+            "SELECT key, failures, locked_until, last_at FROM sign_in_throttle WHERE key = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&key], throttle)
+    }
+
+    fn put_throttle(&mut self, t: &Throttle) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO sign_in_throttle (key, failures, locked_until, last_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, \
+             locked_until = excluded.locked_until, last_at = excluded.last_at",
+            &[&t.key, &t.failures, &t.locked_until, &t.last_at],
+        )?;
+        Ok(())
+    }
+
+    fn clear_throttle(&mut self, key: &str) -> StoreResult<()> {
+        self.exec("DELETE FROM sign_in_throttle WHERE key = $1", &[&key])?;
+        Ok(())
+    }
+
+    fn list_edges(&mut self, org_id: &str) -> StoreResult<Vec<EdgeRecord>> {
+        self.all(
+            &format!(
+                "SELECT {EDGE_COLS} FROM edge_credentials WHERE org_id = $1 ORDER BY created_at, id"
+            ),
+            &[&org_id],
+            edge,
+        )
+    }
+
+    fn get_edge(&mut self, id: &str) -> StoreResult<Option<EdgeRecord>> {
+        let sql = format!(
+            "SELECT {EDGE_COLS} FROM edge_credentials WHERE id = $1{}",
+            self.lock()
+        );
+        self.one(&sql, &[&id], edge)
+    }
+
+    fn revoke_edge(&mut self, id: &str, at: i64) -> StoreResult<()> {
+        // The stored hash is replaced by a value no SHA-256 hex can equal, so the secret
+        // stops authenticating in the same commit.
+        self.exec(
+            "UPDATE edge_credentials SET revoked_at = $2, secret_sha256 = 'revoked:' || id \
+             WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &at],
+        )?;
+        Ok(())
+    }
+}

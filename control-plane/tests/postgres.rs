@@ -1,0 +1,368 @@
+//! What only the PostgreSQL backend has to show: several stores (replicas) on one
+//! database. Each test makes its own database on the cluster `TESSERA_TEST_POSTGRES`
+//! names (an admin URL, e.g. postgres://postgres@127.0.0.1:PORT/postgres) and drops it at
+//! the end. `cargo xtask test` starts a throwaway cluster and runs them; a plain
+//! `cargo test` lists them as ignored.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use tessera_control_plane::model::{AuthEvent, KeyAlg, Org};
+use tessera_control_plane::store::migrations;
+use tessera_control_plane::store::postgres::PostgresStore;
+use tessera_control_plane::store::{run, AuthEventQuery, Store, StoreError, StoreResult};
+
+const NEEDS: &str = "needs PostgreSQL: run through cargo xtask test";
+
+/// A database of its own, dropped (with its connections) at the end, also on failure.
+struct Db {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Db {
+    fn new() -> Db {
+        let admin = std::env::var("TESSERA_TEST_POSTGRES")
+            .unwrap_or_else(|_| panic!("TESSERA_TEST_POSTGRES is not set: these tests {NEEDS}"));
+        let name = format!(
+            "tessera_pgtest_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let base = admin
+            .split('?')
+            .next()
+            .and_then(|a| a.rsplit_once('/'))
+            .map(|(b, _)| b.to_string())
+            .expect("admin URL ends in /database");
+        let url = format!("{base}/{name}");
+        Db { admin, name, url }
+    }
+
+    fn store(&self) -> PostgresStore {
+        PostgresStore::open(&self.url).expect("open store")
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+
+    fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(&self.admin, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "ALTER DATABASE {0} ALLOW_CONNECTIONS true; DROP DATABASE IF EXISTS {0} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn org(id: &str) -> Org {
+    Org {
+        id: id.into(),
+        name: id.into(),
+        partner_org_id: None,
+        is_partner: false,
+        is_root: false,
+        max_lifetime_days: 365,
+        audience: "aud".into(),
+        key_alg: KeyAlg::EdDSA,
+        status_version: 0,
+        next_status_idx: 0,
+        created_at: 0,
+    }
+}
+
+fn event(token: &str, at: i64) -> AuthEvent {
+    AuthEvent {
+        id: 0,
+        org_id: "o".into(),
+        token_id: token.into(),
+        user_id: "u".into(),
+        at,
+        ip: Some("127.0.0.1".into()),
+        outcome: "allow".into(),
+        reason: None,
+        method: Some("GET".into()),
+        path: Some("/".into()),
+        source: "api".into(),
+    }
+}
+
+/// Two stores (two replicas) allocate status-list indices on one org row from 8 threads:
+/// the read-modify-write of `next_status_idx` (as token downloads do it) never hands out
+/// an index twice and loses no increment.
+#[test]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+fn concurrent_status_index_allocation_never_repeats_an_index() {
+    let db = Db::new();
+    let stores: Vec<Arc<PostgresStore>> = (0..2).map(|_| Arc::new(db.store())).collect();
+    run::<_, StoreError>(stores[0].as_ref(), true, |tx| tx.insert_org(&org("o"))).unwrap();
+    const THREADS: usize = 8;
+    const EACH: usize = 25;
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = stores[t % 2].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut got = Vec::new();
+                for i in 0..EACH {
+                    let idx = run::<_, StoreError>(store.as_ref(), true, |tx| {
+                        let mut o = tx.get_org("o")?.expect("org");
+                        let idx = o.next_status_idx;
+                        o.next_status_idx += 1;
+                        o.status_version += 1;
+                        tx.update_org(&o)?;
+                        tx.set_status("o", idx, 0, &format!("t{t}-{i}"), o.status_version)?;
+                        Ok(idx)
+                    })
+                    .expect("allocation");
+                    got.push(idx);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    let want: Vec<i64> = (0..(THREADS * EACH) as i64).collect();
+    assert_eq!(all, want, "every index handed out exactly once");
+    let o = run::<_, StoreError>(stores[1].as_ref(), false, |tx| tx.get_org("o"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.next_status_idx, (THREADS * EACH) as i64, "no lost update");
+    assert_eq!(
+        o.status_version,
+        (THREADS * EACH) as i64,
+        "no lost version bump"
+    );
+    let entries: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM status_entries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, (THREADS * EACH) as i64);
+}
+
+/// A change announced in a committed transaction of store A wakes store B's watcher; A's
+/// own watcher is not woken by it (A's process already knows), and a rolled-back
+/// transaction announces nothing.
+#[test]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+fn a_notify_from_one_store_wakes_the_other() {
+    let db = Db::new();
+    let a = db.store();
+    let b = db.store();
+    let (a_tx, a_rx) = mpsc::channel::<()>();
+    let (b_tx, b_rx) = mpsc::channel::<()>();
+    let a_tx = std::sync::Mutex::new(a_tx);
+    let b_tx = std::sync::Mutex::new(b_tx);
+    a.watch_remote_changes(Box::new(move || {
+        let _ = a_tx.lock().unwrap().send(());
+    }));
+    b.watch_remote_changes(Box::new(move || {
+        let _ = b_tx.lock().unwrap().send(());
+    }));
+    // Rolled back: nothing is delivered.
+    let r: StoreResult<()> = run(&a, true, |tx| {
+        tx.announce_edges_changed()?;
+        Err(StoreError::Conflict("no".into()))
+    });
+    assert!(r.is_err());
+    assert!(
+        b_rx.recv_timeout(Duration::from_millis(700)).is_err(),
+        "a rolled-back change woke B"
+    );
+    for round in 0..3 {
+        run::<_, StoreError>(&a, true, |tx| {
+            tx.set_setting("k", &round.to_string())?;
+            tx.announce_edges_changed()
+        })
+        .unwrap();
+        b_rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("round {round}: B was not woken"));
+        while b_rx.try_recv().is_ok() {}
+    }
+    assert!(
+        a_rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "A was woken by its own change"
+    );
+    // And the other way round.
+    run::<_, StoreError>(&b, true, |tx| tx.announce_edges_changed()).unwrap();
+    a_rx.recv_timeout(Duration::from_secs(10))
+        .expect("A was not woken by B's change");
+}
+
+/// Four stores opening a new database at once: every open succeeds, and each migration
+/// was applied once (the advisory lock serialises them; without it the second CREATE
+/// TABLE would fail).
+#[test]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+fn replicas_starting_together_migrate_once() {
+    let db = Db::new();
+    let barrier = Arc::new(Barrier::new(4));
+    let url = db.url.clone();
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let url = url.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                PostgresStore::open(&url).map(|s| s.schema_version())
+            })
+        })
+        .collect();
+    for h in opened {
+        let version = h.join().unwrap().expect("open").expect("schema version");
+        assert_eq!(version, migrations::latest());
+    }
+    let rows = db
+        .client()
+        .query(
+            "SELECT version FROM tessera_migrations ORDER BY version",
+            &[],
+        )
+        .unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let want: Vec<i64> = (1..=migrations::latest()).collect();
+    assert_eq!(versions, want, "each migration recorded once");
+}
+
+/// Retention drops whole daily partitions older than the kept days and deletes old events
+/// of the default partition; recent events stay. Batches go in as multi-row inserts.
+#[test]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+fn pruning_drops_old_partitions_and_keeps_recent_events() {
+    const DAY: i64 = 86_400;
+    let db = Db::new();
+    let s = db.store();
+    let now: i64 = 1_800_000_000;
+    let old = now - 100 * DAY;
+    // Partitions around `old`, as a server running then made them. (Events of now go
+    // to the default partition until now's partitions exist.)
+    assert_eq!(s.prune_auth_log(old, 90).unwrap(), 0);
+    let old_part = format!("auth_events_d{}", old.div_euclid(DAY));
+    let partitions = |c: &mut postgres::Client| -> Vec<String> {
+        c.query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'auth_events'::regclass ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let mut c = db.client();
+    assert!(
+        partitions(&mut c).contains(&old_part),
+        "{:?}",
+        partitions(&mut c)
+    );
+    let mut batch: Vec<AuthEvent> = (0..1500).map(|i| event("old", old + i)).collect();
+    batch.push(event("older", old - 20 * DAY)); // no partition: the default one
+    batch.extend((0..3).map(|i| event("new", now - i)));
+    run::<_, StoreError>(&s, true, |tx| tx.insert_auth_events(&batch)).unwrap();
+    let in_old: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {old_part}"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(in_old, 1500, "the old day's events are in its partition");
+    let removed = s.prune_auth_log(now, 90).unwrap();
+    assert_eq!(removed, 1501);
+    let after = partitions(&mut c);
+    assert!(
+        !after.contains(&old_part),
+        "old partition dropped: {after:?}"
+    );
+    let today = format!("auth_events_d{}", now.div_euclid(DAY));
+    assert!(after.contains(&today), "today's partition made: {after:?}");
+    let in_today: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {today}"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        in_today, 3,
+        "today's events moved from the default partition"
+    );
+    let left = run::<_, StoreError>(&s, false, |tx| {
+        tx.list_auth_events(&AuthEventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    let tokens: Vec<&str> = left.iter().map(|e| e.token_id.as_str()).collect();
+    assert_eq!(tokens, ["new", "new", "new"]);
+    assert!(left.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
+}
+
+/// A server that cannot be reached answers `Unavailable` (the API's 503) with the reason,
+/// and once it accepts connections again the same store works without a restart; its
+/// watcher is woken when its connection is lost (changes may have been missed).
+#[test]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+fn unreachable_database_is_unavailable_and_the_store_recovers() {
+    // Nothing listens on port 1.
+    match PostgresStore::open("postgres://postgres@127.0.0.1:1/none") {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("postgres"), "{m}"),
+        Err(e) => panic!("want Unavailable, got {e}"),
+        Ok(_) => panic!("opened a store on a closed port"),
+    }
+    let db = Db::new();
+    let s = db.store();
+    let (tx, rx) = mpsc::channel::<()>();
+    let tx = std::sync::Mutex::new(tx);
+    s.watch_remote_changes(Box::new(move || {
+        let _ = tx.lock().unwrap().send(());
+    }));
+    run::<_, StoreError>(&s, true, |tx| tx.set_setting("k", "1")).unwrap();
+    // The database refuses new connections and its open ones are ended.
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+            db.name
+        ))
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(15))
+        .expect("the watcher was not woken by the lost connection");
+    let r = run::<_, StoreError>(&s, false, |tx| tx.get_setting("k"));
+    match r {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("postgres"), "{m}"),
+        other => panic!("want Unavailable, got {other:?}"),
+    }
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .unwrap();
+    let got = run::<_, StoreError>(&s, false, |tx| tx.get_setting("k")).expect("recovered");
+    assert_eq!(got.as_deref(), Some("1"));
+    // The watcher listens again and says so with a wake.
+    rx.recv_timeout(Duration::from_secs(15))
+        .expect("the watcher did not reconnect");
+    drop(s);
+}
