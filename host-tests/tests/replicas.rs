@@ -32,6 +32,7 @@ use tessera_host_tests::{
     control_plane_path, repo_root, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, PgCluster, PgOptions, Request, Response,
 };
+use tessera_testkit::b64url_decode;
 
 /// The Envoy cluster listing the replicas.
 const CP_CLUSTER: &str = "tessera_control_plane";
@@ -46,6 +47,8 @@ const BOUND: Duration = Duration::from_secs(30);
 const ACKS_BEFORE_KILL: usize = 24;
 const ACKS_AFTER_KILL: usize = 24;
 const WRITERS: usize = 3;
+/// Token downloads through each replica at once (status-index allocation).
+const DOWNLOADS_PER_REPLICA: usize = 8;
 
 /// What a request through an Envoy got.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +104,43 @@ fn until_all(envoys: &[Envoy], jwt: &str, want: &Seen, since: Instant) -> Vec<Du
         assert_eq!(&ask(envoy, jwt), want, "the answer did not stay");
     }
     took.into_iter().flatten().collect()
+}
+
+/// The sync service's warnings in `envoy`'s log from line `from` on (failed calls to
+/// the replicas), and the log's line count.
+fn sync_warnings(envoy: &Envoy, from: usize) -> (Vec<String>, usize) {
+    let log = envoy.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let warnings = lines
+        .iter()
+        .skip(from)
+        .filter(|l| l.contains("tessera: sync:"))
+        .map(|l| {
+            l.rsplit_once("tessera: sync:")
+                .map_or(*l, |(_, m)| m)
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    (warnings, lines.len())
+}
+
+fn print_sync_warnings(envoys: &[Envoy], from: &mut [usize], when: &str) {
+    for ((envoy, from), policy) in envoys.iter().zip(from.iter_mut()).zip(["closed", "open"]) {
+        let (warnings, end) = sync_warnings(envoy, *from);
+        *from = end;
+        println!(
+            "[replicas] {when}: the {policy} Envoy's sync logged {} failed call(s): {warnings:?}",
+            warnings.len()
+        );
+    }
+}
+
+/// The status-list index a JWT carries (`status.status_list.idx`).
+fn status_idx(jwt: &str) -> Option<i64> {
+    let payload = b64url_decode(jwt.split('.').nth(1)?)?;
+    let claims: Value = serde_json::from_slice(&payload).ok()?;
+    claims["status"]["status_list"]["idx"].as_i64()
 }
 
 fn fail_open_count(envoy: &Envoy) -> u64 {
@@ -271,6 +311,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         .expect("create + download");
     until_all(&envoys, &later_jwt, &Seen::Allow, Instant::now());
     let fail_open_before = fail_open_count(&envoys[1]);
+    let mut log_from: Vec<usize> = envoys.iter().map(|e| sync_warnings(e, 0).1).collect();
     let stop_writers = AtomicBool::new(false);
     let stop_probe = AtomicBool::new(false);
     let acked: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
@@ -386,6 +427,10 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
             stat(&before, target, "cx_connect_fail"),
             stat(&cut, target, "cx_connect_fail"),
         );
+        assert!(
+            stat(&cut, target, "rq_error") > stat(&before, target, "rq_error"),
+            "the long poll on the killed replica did not fail: before {before:?}, after {cut:?}"
+        );
         wait_acks(acks_at_kill + ACKS_AFTER_KILL);
         stop_writers.store(true, Ordering::Relaxed);
 
@@ -434,6 +479,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         refused_alive.iter().take(3).collect::<Vec<_>>(),
         probes.into_inner().unwrap(),
     );
+    print_sync_warnings(&envoys, &mut log_from, "replica kill");
     let survivor = (k + 1) % replicas.len();
     check_present(
         &replicas[survivor],
@@ -603,6 +649,57 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
             "[{policy}] after the restart: valid"
         );
     }
+    print_sync_warnings(&envoys, &mut log_from, "PostgreSQL kill and restart");
+
+    // Concurrent downloads through all three replicas get distinct status-list indices.
+    let started = Instant::now();
+    let minted: Vec<(String, String, i64)> = std::thread::scope(|s| {
+        let calls: Vec<_> = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, cp)| {
+                let alice = &alice;
+                s.spawn(move || {
+                    (0..DOWNLOADS_PER_REPLICA)
+                        .map(|n| {
+                            let name = format!("download-{i}-{n}");
+                            let (id, jwt) = cp
+                                .create_and_download(alice, &name, &["read"])
+                                .unwrap_or_else(|e| panic!("replica {}: {e}", i + 1));
+                            let idx = status_idx(&jwt)
+                                .unwrap_or_else(|| panic!("no status index in {jwt}"));
+                            (id, jwt, idx)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        calls
+            .into_iter()
+            .flat_map(|c| c.join().expect("downloads"))
+            .collect()
+    });
+    let mut indices: Vec<i64> = minted.iter().map(|(_, _, idx)| *idx).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(
+        indices.len(),
+        minted.len(),
+        "two downloads got the same status-list index: {:?}",
+        minted
+            .iter()
+            .map(|(id, _, idx)| (id, idx))
+            .collect::<Vec<_>>()
+    );
+    let newest = &minted[minted.len() - 1].1;
+    until_all(&envoys, newest, &Seen::Allow, Instant::now());
+    println!(
+        "[replicas] {} concurrent downloads through the 3 replicas got {} distinct status \
+         indices in {:?}",
+        minted.len(),
+        indices.len(),
+        started.elapsed()
+    );
     let mut all = acked;
     all.extend(after_restart);
     check_present(&replicas[0], &alice, &all, "after PostgreSQL's restart");
