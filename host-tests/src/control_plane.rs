@@ -7,6 +7,11 @@
 //! kills the server and waits for it. [`ControlPlane::kill`] and [`ControlPlane::restart`]
 //! stop it hard (SIGKILL) and start it again on the same database and the same port, for
 //! outage tests.
+//!
+//! With [`ControlPlaneOptions::database`] set (a `postgres://` URL) the server runs on that
+//! database instead of a SQLite file, and [`ControlPlane::replica`] starts further
+//! `tessera serve` processes on the same database, with the same master key and base URL
+//! (so one issuer), each on its own port.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -52,6 +57,9 @@ pub struct ControlPlaneOptions {
     pub admins: Vec<String>,
     /// How long to wait for `/healthz` (a safety net, default 30 s).
     pub ready_timeout: Duration,
+    /// An external database URL (`postgres://…`, created and empty); `None`: a SQLite
+    /// file in the temporary directory.
+    pub database: Option<String>,
 }
 
 impl ControlPlaneOptions {
@@ -62,7 +70,14 @@ impl ControlPlaneOptions {
             org: "acme".into(),
             admins: vec!["alice".into(), "bob".into()],
             ready_timeout: Duration::from_secs(30),
+            database: None,
         }
+    }
+
+    /// Runs on the database at `url` (e.g. [`crate::PgCluster::create_database`]'s).
+    pub fn database(mut self, url: &str) -> ControlPlaneOptions {
+        self.database = Some(url.to_owned());
+        self
     }
 }
 
@@ -73,6 +88,10 @@ pub struct ControlPlane {
     child: Option<Child>,
     dir: TempDir,
     addr: SocketAddr,
+    /// The URL tokens are issued under: `http://<addr>` of the first process, shared by
+    /// its replicas.
+    base_url: String,
+    /// The SQLite file, or the external database URL.
     db: PathBuf,
     /// `(username, user id, admin token)` in bootstrap order.
     admins: Vec<(String, String, String)>,
@@ -111,24 +130,39 @@ impl ControlPlane {
             child: None,
             dir,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            base_url: String::new(),
             db: PathBuf::new(),
             admins: Vec::new(),
             links: Vec::new(),
         };
         // The port is chosen before `serve` binds it (the base URL, and so every issuer,
         // derives from it): if another process takes it in between, start over with a
-        // fresh database on another port.
+        // fresh database on another port. An external database is bootstrapped once; a
+        // later attempt keeps its base URL and only listens elsewhere.
         let mut last = String::new();
         for attempt in 0..5 {
             cp.addr = SocketAddr::from((
                 Ipv4Addr::LOCALHOST,
                 free_port().map_err(|e| format!("free port: {e}"))?,
             ));
-            cp.db = cp.dir.path().join(format!("tessera-{attempt}.db"));
-            cp.admins.clear();
-            cp.links.clear();
-            for admin in &options.admins {
-                cp.bootstrap_admin(admin)?;
+            match &options.database {
+                Some(url) if attempt > 0 => cp.db = PathBuf::from(url),
+                Some(url) => {
+                    cp.db = PathBuf::from(url);
+                    cp.base_url = cp.url();
+                    for admin in &options.admins {
+                        cp.bootstrap_admin(admin)?;
+                    }
+                }
+                None => {
+                    cp.db = cp.dir.path().join(format!("tessera-{attempt}.db"));
+                    cp.base_url = cp.url();
+                    cp.admins.clear();
+                    cp.links.clear();
+                    for admin in &options.admins {
+                        cp.bootstrap_admin(admin)?;
+                    }
+                }
             }
             match cp.spawn() {
                 Ok(()) => return Ok(cp),
@@ -136,6 +170,45 @@ impl ControlPlane {
             }
         }
         Err(format!("the control plane did not start: {last}"))
+    }
+
+    /// Starts one more `tessera serve` on this one's external database, with the same
+    /// master key and base URL (so the same issuer), on its own free port; no bootstrap.
+    /// The admins' tokens work on every replica.
+    pub fn replica(&self) -> Result<ControlPlane, String> {
+        if self.options.database.is_none() {
+            return Err(
+                "replicas need an external database (ControlPlaneOptions::database)".into(),
+            );
+        }
+        let dir = TempDir::new("cp-replica").map_err(|e| format!("temp dir: {e}"))?;
+        std::fs::copy(
+            self.dir.path().join("master.key"),
+            dir.path().join("master.key"),
+        )
+        .map_err(|e| format!("copying the master key: {e}"))?;
+        let mut cp = ControlPlane {
+            options: self.options.clone(),
+            child: None,
+            dir,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            base_url: self.base_url.clone(),
+            db: self.db.clone(),
+            admins: self.admins.clone(),
+            links: self.links.clone(),
+        };
+        let mut last = String::new();
+        for _ in 0..5 {
+            cp.addr = SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                free_port().map_err(|e| format!("free port: {e}"))?,
+            ));
+            match cp.spawn() {
+                Ok(()) => return Ok(cp),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("the replica did not start: {last}"))
     }
 
     fn bootstrap_admin(&mut self, admin: &str) -> Result<(), String> {
@@ -147,7 +220,7 @@ impl ControlPlane {
             // The scopes the tests' tokens carry: a token the admin's token makes may
             // carry only scopes the admin's has (besides `tessera:manage`).
             .args(["--scopes", ADMIN_SCOPES, "--base-url"])
-            .arg(self.url())
+            .arg(&self.base_url)
             .args(["-o", "json"])
             .output()
             .map_err(|e| format!("tessera admin bootstrap: {e}"))?;
@@ -197,7 +270,7 @@ impl ControlPlane {
             .args(["serve", "--db"])
             .arg(&self.db)
             .args(["--listen", &self.addr.to_string(), "--base-url"])
-            .arg(self.url())
+            .arg(&self.base_url)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -301,9 +374,15 @@ impl ControlPlane {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>` (also the base URL tokens are issued under).
+    /// `http://127.0.0.1:<port>` (also the base URL tokens are issued under, except on a
+    /// replica: see [`ControlPlane::base_url`]).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The base URL tokens are issued under (the first process's URL, also on replicas).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The organization id.
@@ -313,7 +392,7 @@ impl ControlPlane {
 
     /// The issuer of the org's tokens.
     pub fn issuer(&self) -> String {
-        format!("{}/v1/orgs/{}", self.url(), self.org())
+        format!("{}/v1/orgs/{}", self.base_url, self.org())
     }
 
     /// The status list URI exactly as the org's tokens carry it.
@@ -355,7 +434,7 @@ impl ControlPlane {
             .map(|(_, id, _)| id.as_str())
     }
 
-    /// The database file.
+    /// The database file (the URL for an external database).
     pub fn db_path(&self) -> &Path {
         &self.db
     }

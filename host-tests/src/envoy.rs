@@ -43,9 +43,10 @@ pub struct EnvoyOptions {
     /// with its ports set to 0). Its admin must listen on a loopback address and
     /// `listen` must have one entry per listener it declares.
     pub bootstrap: Option<String>,
-    /// Extra `STATIC` clusters `(name, address)`, e.g. one to the control plane for the
-    /// sync service and usage reports.
-    pub clusters: Vec<(String, SocketAddr)>,
+    /// Extra `STATIC` clusters `(name, endpoints)`, e.g. one to the control plane (or to
+    /// several of its replicas, balanced round robin) for the sync service and usage
+    /// reports.
+    pub clusters: Vec<(String, Vec<SocketAddr>)>,
     /// The sync service's plugin configuration (JSON text): adds the same module as a
     /// singleton `envoy.bootstrap.wasm` service in the filter's `vm_id`, so that both
     /// share data. Needs [`EnvoyOptions::filter`] (the module comes from there).
@@ -81,7 +82,14 @@ impl EnvoyOptions {
 
     /// Adds a `STATIC` cluster `name` with one endpoint, `addr` (HTTP/1.1).
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyOptions {
-        self.clusters.push((name.to_owned(), addr));
+        self.clusters.push((name.to_owned(), vec![addr]));
+        self
+    }
+
+    /// Adds a `STATIC` cluster `name` with every address of `endpoints` as an endpoint
+    /// (HTTP/1.1, round robin), e.g. the control plane's replicas.
+    pub fn cluster_endpoints(mut self, name: &str, endpoints: &[SocketAddr]) -> EnvoyOptions {
+        self.clusters.push((name.to_owned(), endpoints.to_vec()));
         self
     }
 
@@ -208,32 +216,38 @@ impl EnvoyOptions {
                 ura = self.use_remote_address,
             ));
         }
-        let mut endpoints: Vec<(String, SocketAddr)> = Vec::new();
+        let mut endpoints: Vec<(String, Vec<SocketAddr>)> = Vec::new();
         if let Some(up) = self.upstream {
-            endpoints.push(("echo".into(), up));
+            endpoints.push(("echo".into(), vec![up]));
         }
         endpoints.extend(self.clusters.iter().cloned());
         let mut clusters = String::new();
         if !endpoints.is_empty() {
             clusters.push_str("  clusters:\n");
         }
-        for (name, addr) in &endpoints {
+        for (name, addrs) in &endpoints {
             clusters.push_str(&format!(
                 r#"  - name: {name}
     type: STATIC
     connect_timeout: 5s
+    lb_policy: ROUND_ROBIN
     load_assignment:
       cluster_name: {name}
       endpoints:
       - lb_endpoints:
-        - endpoint:
+"#,
+                name = q(name),
+            ));
+            for addr in addrs {
+                clusters.push_str(&format!(
+                    r#"        - endpoint:
             address:
               socket_address: {{address: {ip}, port_value: {port}}}
 "#,
-                name = q(name),
-                ip = q(&addr.ip().to_string()),
-                port = addr.port()
-            ));
+                    ip = q(&addr.ip().to_string()),
+                    port = addr.port()
+                ));
+            }
         }
         let mut extensions = String::new();
         if let (Some(service), Some((wasm, _))) = (&self.sync_service, &self.filter) {
@@ -481,6 +495,25 @@ impl Envoy {
             .into_iter()
             .find(|(name, _)| name.ends_with(suffix))
             .map(|(_, v)| v)
+    }
+
+    /// The per-endpoint statistics of cluster `cluster` from the admin `/clusters` page:
+    /// `(endpoint, stat name, value)` for every numeric line
+    /// `<cluster>::<ip>:<port>::<stat>::<value>` (e.g. `rq_active`, `rq_total`,
+    /// `rq_success`, `rq_error`, `cx_connect_fail`).
+    pub fn endpoint_stats(&self, cluster: &str) -> std::io::Result<Vec<(SocketAddr, String, u64)>> {
+        let text = self.admin_get("/clusters")?.text();
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(cluster)?.strip_prefix("::")?;
+                let mut parts = rest.splitn(3, "::");
+                let addr: SocketAddr = parts.next()?.parse().ok()?;
+                let stat = parts.next()?.to_owned();
+                let value = parts.next()?.trim().parse().ok()?;
+                Some((addr, stat, value))
+            })
+            .collect())
     }
 
     /// Connections accepted so far by each worker thread on the IPv4 listener, indexed by
