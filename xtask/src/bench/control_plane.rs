@@ -359,7 +359,7 @@ fn json_of(r: &Response, what: &str) -> Result<Value> {
 }
 
 /// The `p`-th percentile (nearest rank) of `values`.
-fn percentile(values: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(values: &[f64], p: f64) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return f64::NAN;
@@ -402,7 +402,10 @@ fn count(n: usize) -> String {
 }
 
 /// CPU used while `f` runs: (cores used by the server, cores busy on the machine).
-fn with_cpu<T>(pid: Option<u32>, f: impl FnOnce() -> Result<T>) -> Result<(T, Option<(f64, f64)>)> {
+pub(super) fn with_cpu<T>(
+    pid: Option<u32>,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<(T, Option<(f64, f64)>)> {
     let before = (cpu_ticks(), pid.and_then(process_ticks));
     let out = f()?;
     let cpu = match (before, cpu_ticks(), pid.and_then(process_ticks)) {
@@ -767,19 +770,19 @@ fn measure_search(
 // Create + download
 
 /// One timed run of concurrent clients.
-struct Run {
+pub(super) struct Run {
     /// Completed operations (pairs, or events).
-    ops: usize,
-    secs: f64,
+    pub(super) ops: usize,
+    pub(super) secs: f64,
     /// Latencies, seconds: create and download, or one batch.
-    lat_a: Vec<f64>,
+    pub(super) lat_a: Vec<f64>,
     lat_b: Vec<f64>,
     /// (server cores, machine cores busy) during the run.
-    cpu: Option<(f64, f64)>,
+    pub(super) cpu: Option<(f64, f64)>,
 }
 
 impl Run {
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.ops as f64 / self.secs
     }
 }
@@ -818,8 +821,9 @@ fn create_download_pair(cp: &ControlPlane, token: &str) -> Result<(f64, f64)> {
 
 /// `clients` threads, each its own admin, doing pairs until `until` passes (or `pairs`
 /// each); returns every pair's latencies and the wall time until the last one finished.
-fn pairs_run(
-    cp: &ControlPlane,
+/// Client `k` talks to `cps[k % cps.len()]` (replicas of one database).
+pub(super) fn pairs_run(
+    cps: &[&ControlPlane],
     tokens: &[&str],
     seconds: f64,
     pairs: Option<usize>,
@@ -828,8 +832,10 @@ fn pairs_run(
     let (results, secs) = std::thread::scope(|s| {
         let handles: Vec<_> = tokens
             .iter()
-            .map(|token| {
+            .enumerate()
+            .map(|(k, token)| {
                 let barrier = &barrier;
+                let cp = cps[k % cps.len()];
                 s.spawn(move || -> Result<Vec<(f64, f64)>> {
                     barrier.wait();
                     let start = Instant::now();
@@ -878,10 +884,10 @@ fn measure_create(cp: &ControlPlane, plan: &Plan, sizes: &Sizes) -> Result<Vec<V
         for (k, &clients) in sizes.clients.iter().enumerate() {
             let tokens = &tokens[..clients];
             if plan.warmup > 0 {
-                pairs_run(cp, tokens, plan.warmup as f64, None)?;
+                pairs_run(&[cp], tokens, plan.warmup as f64, None)?;
             }
             let (mut run, cpu) = with_cpu(cp.pid(), || {
-                pairs_run(cp, tokens, plan.seconds as f64, sizes.pairs_per_client)
+                pairs_run(&[cp], tokens, plan.seconds as f64, sizes.pairs_per_client)
             })?;
             run.cpu = cpu;
             println!(
@@ -1105,8 +1111,9 @@ fn usage_batch(rng: &mut Rng, ids: &[String]) -> String {
     json!({ "events": events }).to_string()
 }
 
-fn usage_run(
-    cp: &ControlPlane,
+/// Sender `k` talks to `cps[k % cps.len()]` (replicas of one database).
+pub(super) fn usage_run(
+    cps: &[&ControlPlane],
     secret: &str,
     ids: &[String],
     senders: usize,
@@ -1119,6 +1126,7 @@ fn usage_run(
         let handles: Vec<_> = (0..senders)
             .map(|k| {
                 let barrier = &barrier;
+                let cp = cps[k % cps.len()];
                 s.spawn(move || -> Result<Vec<f64>> {
                     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k as u64 + 1));
                     barrier.wait();
@@ -1229,12 +1237,13 @@ fn measure_usage(
         for (k, &senders) in sizes.senders.iter().enumerate() {
             if plan.warmup > 0 {
                 seed += 1;
-                sent += usage_run(cp, &secret, ids, senders, plan.warmup as f64, None, seed)?.ops;
+                sent +=
+                    usage_run(&[cp], &secret, ids, senders, plan.warmup as f64, None, seed)?.ops;
             }
             seed += 1;
             let (mut run, cpu) = with_cpu(cp.pid(), || {
                 usage_run(
-                    cp,
+                    &[cp],
                     &secret,
                     ids,
                     senders,

@@ -5,6 +5,8 @@
 //! - [`workerd`]: the edge worker against a `jose` worker in workerd;
 //! - [`propagation`]: revoke → first 401 at each of 4 Envoys;
 //! - [`control_plane`]: the control plane's throughput;
+//! - `replicas`: the control plane on SQLite, on PostgreSQL, and as 3 replicas on one
+//!   PostgreSQL, and 1,000 long polls over the replicas answered after one revoke;
 //! - [`footprint`]: module size, VM start time, memory per VM with a 10M-index list;
 //! - [`ed25519`]: the Ed25519 candidates for the filter, timed inside V8.
 //!
@@ -16,8 +18,10 @@
 pub mod control_plane;
 pub mod ed25519;
 pub mod envoy;
+mod fanout;
 pub mod footprint;
 pub mod propagation;
+mod replicas;
 mod soak;
 mod tokens;
 pub mod workerd;
@@ -40,17 +44,19 @@ pub enum Part {
     Workerd,
     Propagation,
     ControlPlane,
+    Replicas,
     Footprint,
     Ed25519,
     Soak,
 }
 
 impl Part {
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 8] = [
         Part::Envoy,
         Part::Workerd,
         Part::Propagation,
         Part::ControlPlane,
+        Part::Replicas,
         Part::Footprint,
         Part::Ed25519,
         Part::Soak,
@@ -62,6 +68,7 @@ impl Part {
             Part::Workerd => "workerd",
             Part::Propagation => "propagation",
             Part::ControlPlane => "control-plane",
+            Part::Replicas => "replicas",
             Part::Footprint => "footprint",
             Part::Ed25519 => "ed25519",
             Part::Soak => "soak",
@@ -415,6 +422,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan) -> Result<()> {
             Part::Workerd => workerd::run(inputs, plan, &part_dir)?,
             Part::Propagation => propagation::run(inputs, plan, &part_dir)?,
             Part::ControlPlane => control_plane::run(inputs, plan, &part_dir)?,
+            Part::Replicas => replicas::run(inputs, plan, &part_dir)?,
             Part::Footprint => footprint::run(inputs, plan, &part_dir)?,
             Part::Ed25519 => ed25519::run(inputs, plan, &part_dir)?,
             Part::Soak => soak::run(inputs, plan, &part_dir)?,
