@@ -33,9 +33,9 @@ use super::{Inputs, Plan, Section, TargetRow};
 use crate::tools::Result;
 
 /// Envoy processes, each with its own sync service.
-const ENVOYS: usize = 4;
+pub(super) const ENVOYS: usize = 4;
 /// workerd processes, each running the edge worker with its default status refresh.
-const WORKERDS: usize = 2;
+pub(super) const WORKERDS: usize = 2;
 /// Every edge: the Envoys first, then the workerds.
 const EDGES: usize = ENVOYS + WORKERDS;
 
@@ -48,9 +48,9 @@ fn edge_name(e: usize) -> String {
     }
 }
 /// Revocations measured in the full run.
-const FULL_REVOKES: usize = 100;
+pub(super) const FULL_REVOKES: usize = 100;
 /// Revocations in the smoke run.
-const SMOKE_REVOKES: usize = 5;
+pub(super) const SMOKE_REVOKES: usize = 5;
 /// The Envoy cluster that reaches the control plane.
 const CP_CLUSTER: &str = "tessera_control_plane";
 /// The sync service's long-poll wait (its default): the control plane answers at once
@@ -70,13 +70,13 @@ const PATH: &str = "/api/orders";
 
 /// One Envoy's view of one revocation.
 #[derive(Clone, Copy, Debug)]
-struct Sample {
+pub(super) struct Sample {
     /// Which revocation (0-based).
     revoke: usize,
     /// Which edge (0-based: the Envoys, then the workerds).
-    edge: usize,
+    pub(super) edge: usize,
     /// First 401 minus t0, or zero when the first 401 arrived before t0.
-    after_answer: Duration,
+    pub(super) after_answer: Duration,
     /// Whether the first 401 arrived before the revoke API's answer.
     before_answer: bool,
     /// First 401 minus the instant the revoke call was started.
@@ -252,12 +252,35 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     println!("propagation: starting the control plane, {ENVOYS} Envoys and {WORKERDS} workerds");
     let cp = ControlPlane::start(&ControlPlaneOptions::new(inputs.cp_bin))
         .map_err(|e| format!("propagation: control plane: {e}"))?;
+    let samples = measure(inputs, revokes, dir, &[&cp])?;
+    drop(cp);
+    let load_after = load_average();
+    Ok(report(
+        inputs,
+        plan,
+        dir,
+        &samples,
+        revokes,
+        (&load_before, &load_after),
+    ))
+}
+
+/// Revokes through the first of `replicas` (one database) while every edge is polled;
+/// each Envoy's sync cluster lists all of them. One sample per revoke and edge.
+pub(super) fn measure(
+    inputs: &Inputs<'_>,
+    revokes: usize,
+    dir: &Path,
+    replicas: &[&ControlPlane],
+) -> Result<Vec<Sample>> {
+    let cp = *replicas.first().ok_or("propagation: no control plane")?;
     let admin = cp.admin_token().to_owned();
 
     let filter = cp.filter_config("closed", MAX_STALENESS_SECS, None);
+    let endpoints: Vec<SocketAddr> = replicas.iter().map(|r| r.addr()).collect();
     let mut options = EnvoyOptions::new(inputs.envoy)
         .filter(inputs.filter_wasm, &filter)
-        .cluster(CP_CLUSTER, cp.addr())
+        .cluster_endpoints(CP_CLUSTER, &endpoints)
         .sync_service(&cp.sync_service_config(CP_CLUSTER, POLL_WAIT_SECS))
         .concurrency(1);
     options.log_level = "warn".into();
@@ -453,11 +476,9 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
             ));
         }
     }
-    let load_after = load_average();
     drop(envoys);
     drop(workers);
     drop(origin);
-    drop(cp);
 
     write_samples(dir, &samples)?;
     let p99 = percentile(
@@ -470,14 +491,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         fmt_duration(measured),
         fmt_duration(p99)
     );
-    Ok(report(
-        inputs,
-        plan,
-        dir,
-        &samples,
-        revokes,
-        (&load_before, &load_after),
-    ))
+    Ok(samples)
 }
 
 fn write_samples(dir: &Path, samples: &[Sample]) -> Result<()> {
