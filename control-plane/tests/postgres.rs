@@ -64,10 +64,18 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            // One statement per call: DROP DATABASE refuses to run in a multi-statement
+            // (implicitly transactional) query.
             let _ = c.batch_execute(&format!(
-                "ALTER DATABASE {0} ALLOW_CONNECTIONS true; DROP DATABASE IF EXISTS {0} WITH (FORCE)",
+                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
                 self.name
             ));
+            if let Err(e) = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )) {
+                eprintln!("dropping test database {}: {e}", self.name);
+            }
         }
     }
 }
