@@ -799,7 +799,7 @@ fn like_pattern(q: &str) -> String {
 }
 
 /// A token search's WHERE clause (its arguments go to `args`).
-fn token_filter(q: &TokenQuery, args: &mut Args) -> String {
+fn token_filter(q: &TokenQuery, args: &mut Args, driven: bool) -> String {
     let mut wh = vec!["t.deleted_at IS NULL".to_string()];
     match &q.scope {
         TokenScope::Org(org) => wh.push(format!("t.org_id = {}", args.add(org.clone()))),
@@ -818,7 +818,10 @@ fn token_filter(q: &TokenQuery, args: &mut Args) -> String {
     }
     if let Some(text) = &q.q {
         let p = args.add(like_pattern(text));
-        if text.chars().count() >= 3 {
+        if driven {
+            // Few matches: looked up through the trigram indexes (see TEXT_DRIVE_MAX).
+            wh.push(format!("t.id IN ({})", text_ids(&p, false)));
+        } else if text.chars().count() >= 3 {
             // As SQLite's trigram index: the text as given, case-insensitively, within the
             // name, the description, or the owner's "username display name".
             wh.push(format!(
@@ -856,6 +859,25 @@ fn token_filter(q: &TokenQuery, args: &mut Args) -> String {
         wh.push(format!("t.expires_at >= {}", args.add(after)));
     }
     wh.join(" AND ")
+}
+
+/// A text search matching at most this many tokens is driven from the trigram indexes (the
+/// few matches looked up, then sorted); more matches are filtered while walking the scope
+/// in sort order. Measured on 300k tokens in one org, page of 50: a narrow term 313 ms
+/// walked, 12 ms driven (+ 20 ms to probe); a term matching every token 296 ms walked,
+/// 1313 ms driven. (As SQLite's `FTS_DRIVE_MAX`.)
+const TEXT_DRIVE_MAX: i64 = 1000;
+
+/// The ids of the tokens whose name, description or owner text contains pattern `p`
+/// (each part through its trigram index); `all` keeps duplicates (for a cheap probe).
+fn text_ids(p: &str, all: bool) -> String {
+    let union = if all { "UNION ALL" } else { "UNION" };
+    format!(
+        "SELECT id FROM tokens WHERE name_lc LIKE {p} ESCAPE '\\' \
+         {union} SELECT id FROM tokens WHERE description_lc LIKE {p} ESCAPE '\\' \
+         {union} SELECT id FROM tokens WHERE user_id IN \
+         (SELECT id FROM users WHERE owner_lc LIKE {p} ESCAPE '\\')"
+    )
 }
 
 /// A keyset cursor: the row's sort key and id, as base64url of JSON (opaque to clients).
@@ -1142,7 +1164,20 @@ impl Tx for PgTx<'_> {
 
     fn search_tokens(&mut self, q: &TokenQuery) -> StoreResult<TokenHits> {
         let mut args = Args::default();
-        let where_sql = token_filter(q, &mut args);
+        let driven = match q.q.as_deref() {
+            Some(text) if text.chars().count() >= 3 => {
+                let probe = format!(
+                    "SELECT count(*) FROM ({} LIMIT {}) m",
+                    text_ids("$1", true),
+                    TEXT_DRIVE_MAX + 1
+                );
+                let pattern = like_pattern(text);
+                let n = self.one(&probe, &[&pattern], |r| get::<i64>(r, 0))?;
+                n.unwrap_or(0) <= TEXT_DRIVE_MAX
+            }
+            _ => false,
+        };
+        let where_sql = token_filter(q, &mut args, driven);
         let count_args = args.values.len();
         let (order, text_key) = sort_key_sql(q.sort, &mut args, q.now);
         let dir = if q.descending { "DESC" } else { "ASC" };
