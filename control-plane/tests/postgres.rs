@@ -492,3 +492,42 @@ fn text_search_plans_agree_and_cursors_page_through_both() {
     });
     assert_eq!(bad.unwrap_err(), StoreError::BadCursor);
 }
+
+/// Two control planes (replicas) on one database: a commit through A that changes a key
+/// set wakes B's long polls (B's change counter moves), and A counts its own change once
+/// (its own notification is not taken for a remote one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+async fn a_change_through_one_replica_wakes_the_others_long_polls() {
+    use tessera_control_plane::crypto::MasterKey;
+    use tessera_control_plane::{service, AppState, Config};
+    let db = tokio::task::spawn_blocking(Db::new).await.unwrap();
+    let master = MasterKey::generate().unwrap();
+    let state = |store: PostgresStore, master: &MasterKey| {
+        AppState::new(
+            Box::new(store),
+            Config {
+                base_url: "http://cp.test".into(),
+                master: MasterKey::parse(&master.to_hex()).unwrap(),
+                access_ttl: 1800,
+            },
+        )
+    };
+    let a = state(db.store(), &master);
+    let b = state(db.store(), &master);
+    let (a0, b0) = (a.edge_changes(), b.edge_changes());
+    a.write(|tx, ctx| service::orgs::bootstrap(tx, ctx, "root", "Root", "admin", KeyAlg::EdDSA))
+        .await
+        .unwrap();
+    assert_eq!(a.edge_changes(), a0 + 1, "A woke its own long polls");
+    let mut waited = 0;
+    while b.edge_changes() == b0 {
+        assert!(waited < 10_000, "B's long polls were never woken");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 10;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.edge_changes(), a0 + 1, "A counted its own notification");
+    drop((a, b));
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
