@@ -518,6 +518,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
         bench::Part::Workerd,
         bench::Part::Soak,
         bench::Part::Propagation,
+        bench::Part::Replicas,
     ]) {
         (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
     } else {
@@ -535,6 +536,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
     let cp_bin = if !needs(&[
         bench::Part::Propagation,
         bench::Part::ControlPlane,
+        bench::Part::Replicas,
         bench::Part::Soak,
     ]) {
         println!("not needed by the selected parts");
