@@ -171,8 +171,10 @@ impl From<service::Error> for ApiError {
                 let mut e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "the database is unavailable; try again",
+                    "the database is unavailable (unreachable or busy); try again",
                 );
+                // A stable reason in the body; the driver's own words go to the log only.
+                e.reason = Some("database_unavailable");
                 e.detail = Some(m);
                 e
             }
