@@ -3,8 +3,11 @@
 //! base URL, so one issuer), and two Envoys with the Tessera filter whose sync cluster
 //! lists all three replicas (round robin). One Envoy fails closed, the other open.
 //!
-//! 1. A revoke through replica 1 is refused by both Envoys (the time from the revoke's
-//!    answer to the refusal at each Envoy is printed).
+//! 1. A revoke through one replica is refused by both Envoys (the time from the revoke's
+//!    answer to the refusal at each Envoy is printed). It goes through a replica that
+//!    holds neither Envoy's long poll (replica 1 unless it holds one), so both refusals
+//!    need the other replicas to wake their polls (LISTEN/NOTIFY); a poll left asleep
+//!    would answer only after its wait.
 //! 2. In the middle of a burst of token creations through all replicas, the replica
 //!    holding the closed Envoy's long poll (found from that Envoy's own per-endpoint
 //!    `rq_active`) is SIGKILLed. The Envoy fails over: requests probed all along are
@@ -133,6 +136,17 @@ fn print_sync_warnings(envoys: &[Envoy], from: &mut [usize], when: &str) {
             "[replicas] {when}: the {policy} Envoy's sync logged {} failed call(s): {warnings:?}",
             warnings.len()
         );
+    }
+}
+
+/// Sets its flags when dropped (also while unwinding from a failed assertion).
+struct StopOnDrop<'a, const N: usize>([&'a AtomicBool; N]);
+
+impl<const N: usize> Drop for StopOnDrop<'_, N> {
+    fn drop(&mut self) {
+        for flag in self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -281,7 +295,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         began.elapsed()
     );
 
-    // --- 1. A revoke through replica 1 reaches both Envoys. ------------------------------
+    // --- 1. A revoke through one replica reaches both Envoys. ----------------------------
     let alice = replicas[0].admin_token().to_owned();
     let (_, valid) = replicas[1]
         .create_and_download(&alice, "valid", &["read"])
@@ -291,16 +305,26 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         .expect("create + download through replica 3");
     until_all(&envoys, &valid, &Seen::Allow, Instant::now());
     until_all(&envoys, &first_jwt, &Seen::Allow, Instant::now());
+    let polls: Vec<SocketAddr> = envoys.iter().map(|e| poll_endpoint(e).0).collect();
+    let via = (0..replicas.len())
+        .find(|i| !polls.contains(&addrs[*i]))
+        .expect("3 replicas, 2 long polls");
     let call = Instant::now();
-    replicas[0]
+    replicas[via]
         .revoke(&alice, &first_id)
-        .expect("revoke through replica 1");
+        .expect("revoke through a replica without a long poll");
     let answered = Instant::now();
     let took = until_all(&envoys, &first_jwt, &revoked(), answered);
     println!(
-        "[replicas] revoke through replica 1 (call {:?}): refused at the closed Envoy {:?} \
-         and at the open Envoy {:?} after its answer",
+        "[replicas] revoke through replica {} (call {:?}; the long polls are on replicas {:?}, \
+         wait {POLL_WAIT_SECS} s): refused at the closed Envoy {:?} and at the open Envoy {:?} \
+         after its answer",
+        via + 1,
         answered - call,
+        polls
+            .iter()
+            .map(|p| addrs.iter().position(|a| a == p).map_or(0, |i| i + 1))
+            .collect::<Vec<_>>(),
         took[0],
         took[1]
     );
@@ -321,6 +345,8 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
     let alive: Mutex<Vec<SocketAddr>> = Mutex::new(addrs.clone());
     let mut killed = None;
     std::thread::scope(|s| {
+        // A failing assertion below must not leave the scope waiting for these threads.
+        let _stop = StopOnDrop([&stop_writers, &stop_probe]);
         // Valid-token requests through both Envoys all along: a stale closed Envoy would
         // answer 503 status_unavailable.
         s.spawn(|| {
@@ -434,8 +460,11 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         wait_acks(acks_at_kill + ACKS_AFTER_KILL);
         stop_writers.store(true, Ordering::Relaxed);
 
-        // A revoke after the kill, through a surviving replica, reaches both Envoys.
-        let via = (k + 1) % replicas.len();
+        // A revoke after the kill, through the surviving replica that does not hold the
+        // closed Envoy's new long poll, reaches both Envoys.
+        let via = (0..replicas.len())
+            .find(|i| *i != k && addrs[*i] != next)
+            .expect("a third replica");
         let call = Instant::now();
         replicas[via]
             .revoke(&alice, &later_id)
