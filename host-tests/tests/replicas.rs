@@ -266,7 +266,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         .unwrap_or_else(|e| panic!("replica 1: {e}"));
     let second = first.replica().unwrap_or_else(|e| panic!("replica 2: {e}"));
     let third = first.replica().unwrap_or_else(|e| panic!("replica 3: {e}"));
-    let mut replicas = vec![first, second, third];
+    let mut replicas = [first, second, third];
     let addrs: Vec<SocketAddr> = replicas.iter().map(ControlPlane::addr).collect();
     for r in &replicas[1..] {
         assert_eq!(r.issuer(), replicas[0].issuer(), "one issuer");
