@@ -33,14 +33,63 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, ToSql};
 use postgres::{Client, NoTls, Row};
 use r2d2::Pool;
-use r2d2_postgres::PostgresConnectionManager;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod accounts;
 
-type Manager = PostgresConnectionManager<NoTls>;
+/// Statements kept prepared per connection (each is parsed and planned once, and a query
+/// then costs one round trip instead of two).
+const STATEMENT_CACHE: usize = 128;
+
+/// A pooled connection and its prepared statements.
+pub(crate) struct PgConn {
+    client: Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+impl PgConn {
+    /// The prepared statement of `sql`, prepared on first use.
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        if self.statements.len() >= STATEMENT_CACHE {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+}
+
+/// The pool's connections: `r2d2_postgres`'s manager keeps no prepared statements, so
+/// this one (the same three calls) wraps each client with its statement cache.
+pub(crate) struct Manager {
+    config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn {
+            client: self.config.connect(NoTls)?,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
 
 /// Connections one process keeps at most.
 const POOL_SIZE: u32 = 16;
@@ -169,7 +218,9 @@ impl PostgresStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         migrate(&config)?;
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = Manager {
+            config: config.clone(),
+        };
         // Every checkout is tested (a connection broken by a restart of the server is
         // discarded, and a new one opened), and fails after CHECKOUT_TIMEOUT.
         let pool = Pool::builder()
@@ -278,7 +329,7 @@ fn schema_version_of(client: &mut Client) -> StoreResult<i64> {
 
 impl Store for PostgresStore {
     fn schema_version(&self) -> StoreResult<i64> {
-        off_runtime(|| schema_version_of(&mut *self.checkout()?))
+        off_runtime(|| schema_version_of(&mut self.checkout()?.client))
     }
 
     fn transaction(
@@ -334,14 +385,15 @@ impl PostgresStore {
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        let mut conn = self.checkout()?;
-        conn.batch_execute(if write {
+        let mut pooled = self.checkout()?;
+        let conn = &mut *pooled;
+        conn.client.batch_execute(if write {
             "BEGIN ISOLATION LEVEL READ COMMITTED"
         } else {
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
         })?;
         let mut tx = PgTx {
-            c: &mut conn,
+            c: conn,
             write,
             failed: None,
             instance: &self.instance,
@@ -349,23 +401,24 @@ impl PostgresStore {
         let r = f(&mut tx);
         let failed = tx.failed.take();
         match (r, failed) {
-            (Ok(()), None) => Ok(conn.batch_execute("COMMIT")?),
+            (Ok(()), None) => Ok(conn.client.batch_execute("COMMIT")?),
             (Ok(()), Some(e)) => {
                 // A statement failed and the body went on: PostgreSQL has aborted the
                 // transaction, so nothing of it may be reported as committed.
-                let _ = conn.batch_execute("ROLLBACK");
+                let _ = conn.client.batch_execute("ROLLBACK");
                 Err(e)
             }
             (Err(e), _) => {
-                let _ = conn.batch_execute("ROLLBACK");
+                let _ = conn.client.batch_execute("ROLLBACK");
                 Err(e)
             }
         }
     }
 
     fn prune_here(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
-        let mut c = self.checkout()?;
-        self.ensure_partitions(&mut c, now)?;
+        let mut pooled = self.checkout()?;
+        let c = &mut pooled.client;
+        self.ensure_partitions(c, now)?;
         let cutoff = now.saturating_sub(keep_days.saturating_mul(DAY));
         let rows = c.query(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -499,7 +552,7 @@ fn watch(
 
 /// One transaction on one pooled connection.
 pub(crate) struct PgTx<'a> {
-    c: &'a mut Client,
+    c: &'a mut PgConn,
     write: bool,
     /// The first statement error, kept even when the body ignored it.
     failed: Option<StoreError>,
@@ -535,7 +588,10 @@ impl PgTx<'_> {
             // sending it would abort the transaction.
             return Ok(Vec::new());
         }
-        let r = self.c.query(sql, p);
+        let r = self
+            .c
+            .statement(sql)
+            .and_then(|st| self.c.client.query(&st, p));
         self.note(r)
     }
 
@@ -548,7 +604,10 @@ impl PgTx<'_> {
             }
             return Ok(0);
         }
-        let r = self.c.execute(sql, p);
+        let r = self
+            .c
+            .statement(sql)
+            .and_then(|st| self.c.client.execute(&st, p));
         self.note(r)
     }
 
@@ -740,7 +799,7 @@ fn like_pattern(q: &str) -> String {
 }
 
 /// A token search's WHERE clause (its arguments go to `args`).
-fn token_filter(q: &TokenQuery, args: &mut Args) -> String {
+fn token_filter(q: &TokenQuery, args: &mut Args, driven: bool) -> String {
     let mut wh = vec!["t.deleted_at IS NULL".to_string()];
     match &q.scope {
         TokenScope::Org(org) => wh.push(format!("t.org_id = {}", args.add(org.clone()))),
@@ -759,7 +818,10 @@ fn token_filter(q: &TokenQuery, args: &mut Args) -> String {
     }
     if let Some(text) = &q.q {
         let p = args.add(like_pattern(text));
-        if text.chars().count() >= 3 {
+        if driven {
+            // Few matches: looked up through the trigram indexes (see TEXT_DRIVE_MAX).
+            wh.push(format!("t.id IN ({})", text_ids(&p, false)));
+        } else if text.chars().count() >= 3 {
             // As SQLite's trigram index: the text as given, case-insensitively, within the
             // name, the description, or the owner's "username display name".
             wh.push(format!(
@@ -797,6 +859,25 @@ fn token_filter(q: &TokenQuery, args: &mut Args) -> String {
         wh.push(format!("t.expires_at >= {}", args.add(after)));
     }
     wh.join(" AND ")
+}
+
+/// A text search matching at most this many tokens is driven from the trigram indexes (the
+/// few matches looked up, then sorted); more matches are filtered while walking the scope
+/// in sort order. Measured on 300k tokens in one org, page of 50: a narrow term 313 ms
+/// walked, 12 ms driven (+ 20 ms to probe); a term matching every token 296 ms walked,
+/// 1313 ms driven. (As SQLite's `FTS_DRIVE_MAX`.)
+const TEXT_DRIVE_MAX: i64 = 1000;
+
+/// The ids of the tokens whose name, description or owner text contains pattern `p`
+/// (each part through its trigram index); `all` keeps duplicates (for a cheap probe).
+fn text_ids(p: &str, all: bool) -> String {
+    let union = if all { "UNION ALL" } else { "UNION" };
+    format!(
+        "SELECT id FROM tokens WHERE name_lc LIKE {p} ESCAPE '\\' \
+         {union} SELECT id FROM tokens WHERE description_lc LIKE {p} ESCAPE '\\' \
+         {union} SELECT id FROM tokens WHERE user_id IN \
+         (SELECT id FROM users WHERE owner_lc LIKE {p} ESCAPE '\\')"
+    )
 }
 
 /// A keyset cursor: the row's sort key and id, as base64url of JSON (opaque to clients).
@@ -1083,7 +1164,20 @@ impl Tx for PgTx<'_> {
 
     fn search_tokens(&mut self, q: &TokenQuery) -> StoreResult<TokenHits> {
         let mut args = Args::default();
-        let where_sql = token_filter(q, &mut args);
+        let driven = match q.q.as_deref() {
+            Some(text) if text.chars().count() >= 3 => {
+                let probe = format!(
+                    "SELECT count(*) FROM ({} LIMIT {}) m",
+                    text_ids("$1", true),
+                    TEXT_DRIVE_MAX + 1
+                );
+                let pattern = like_pattern(text);
+                let n = self.one(&probe, &[&pattern], |r| get::<i64>(r, 0))?;
+                n.unwrap_or(0) <= TEXT_DRIVE_MAX
+            }
+            _ => false,
+        };
+        let where_sql = token_filter(q, &mut args, driven);
         let count_args = args.values.len();
         let (order, text_key) = sort_key_sql(q.sort, &mut args, q.now);
         let dir = if q.descending { "DESC" } else { "ASC" };
@@ -1112,11 +1206,11 @@ impl Tx for PgTx<'_> {
             keyset = format!(" AND ({order}, t.id) {cmp} ({k}, {i})");
             offset = 0;
         }
+        let limit = args.add(q.limit.max(0));
+        let offset = args.add(offset.max(0));
         let sql = format!(
             "SELECT {TOKEN_COLS}, u.username, {order} {from} WHERE {where_sql}{keyset} \
-             ORDER BY {order} {dir}, t.id {dir} LIMIT {} OFFSET {}",
-            q.limit.max(0),
-            offset.max(0)
+             ORDER BY {order} {dir}, t.id {dir} LIMIT {limit} OFFSET {offset}"
         );
         let refs = args.refs();
         let rows = self.rows(&sql, &refs)?;
@@ -1229,7 +1323,14 @@ impl Tx for PgTx<'_> {
                     &e.source,
                 ]);
             }
-            self.exec(&sql, &params)?;
+            // Not kept prepared: its text varies with the batch size.
+            if has_nul(&params) {
+                return Err(StoreError::Conflict(
+                    "text with a NUL character cannot be stored".into(),
+                ));
+            }
+            let r = self.c.client.execute(sql.as_str(), &params);
+            self.note(r)?;
         }
         Ok(())
     }
@@ -1246,11 +1347,11 @@ impl Tx for PgTx<'_> {
     fn list_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>> {
         let mut args = Args::default();
         let wh = auth_event_filter(q, &mut args);
+        let limit = args.add(q.limit.max(0));
+        let offset = args.add(q.offset.max(0));
         let sql = format!(
             "SELECT id, {AUTH_EVENT_COLS} FROM auth_events WHERE {wh} \
-             ORDER BY at DESC, id DESC LIMIT {} OFFSET {}",
-            q.limit.max(0),
-            q.offset.max(0)
+             ORDER BY at DESC, id DESC LIMIT {limit} OFFSET {offset}"
         );
         let refs = args.refs();
         self.all(&sql, &refs, auth_event_from_row)

@@ -1334,6 +1334,42 @@ mod tests {
         assert_eq!(bad.unwrap_err(), StoreError::BadCursor);
     }
 
+    /// Retention deletes the events older than the kept days (in slices), and only them.
+    #[test]
+    fn pruning_deletes_only_events_older_than_the_kept_days() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let now = 1_800_000_000;
+        let event = |at: i64| AuthEvent {
+            id: 0,
+            org_id: "o".into(),
+            token_id: "t".into(),
+            user_id: "u".into(),
+            at,
+            ip: None,
+            outcome: "allow".into(),
+            reason: None,
+            method: None,
+            path: None,
+            source: "api".into(),
+        };
+        let old: Vec<AuthEvent> = (0..PRUNE_SLICE as i64 + 5)
+            .map(|i| event(now - 91 * 86_400 - i))
+            .collect();
+        let recent: Vec<AuthEvent> = (0..3).map(|i| event(now - 89 * 86_400 - i)).collect();
+        super::super::run::<_, StoreError>(&s, true, |tx| {
+            tx.insert_auth_events(&old)?;
+            tx.insert_auth_events(&recent)
+        })
+        .unwrap();
+        assert_eq!(s.prune_auth_log(now, 90).unwrap(), old.len() as u64);
+        let left = super::super::run::<_, StoreError>(&s, false, |tx| {
+            tx.count_auth_events(&AuthEventQuery::default())
+        })
+        .unwrap();
+        assert_eq!(left, 3);
+        assert_eq!(s.prune_auth_log(now, 90).unwrap(), 0);
+    }
+
     #[test]
     fn failed_transaction_leaves_nothing() {
         let s = SqliteStore::open_in_memory().unwrap();
