@@ -43,7 +43,8 @@ use tessera_testkit::b64url_decode;
 const CP_CLUSTER: &str = "tessera_control_plane";
 /// Long polls last this long without a change. A failed poll is retried after a second
 /// as a long poll again, which proves freshness only when it answers: the staleness bound
-/// must exceed the retry plus one poll wait (here 3 of them, as in production layouts).
+/// must exceed the retry plus one poll wait (here three poll waits, as in production
+/// layouts).
 const POLL_WAIT_SECS: u64 = 5;
 const MAX_STALENESS_SECS: u64 = 15;
 /// A safety net for everything that waits (times are printed, not asserted).
@@ -393,8 +394,11 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
     std::thread::scope(|s| {
         // A failing assertion below must not leave the scope waiting for these threads.
         let _stop = StopOnDrop([&burst.stop, &stop_probe]);
-        // Valid-token requests through both Envoys all along: a stale closed Envoy would
-        // answer 503 status_unavailable.
+        // Valid-token requests through both Envoys from before the kill until the revoke
+        // made after it is refused: a stale closed Envoy would answer 503
+        // status_unavailable, a stale open one would count a fail-open. That refusal is an
+        // answer from a live replica, which makes the sync fresh again, so no staleness
+        // can start in a window the probe did not see.
         s.spawn(|| {
             while !stop_probe.load(Ordering::Relaxed) {
                 for (i, envoy) in envoys.iter().enumerate() {
