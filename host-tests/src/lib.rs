@@ -8,7 +8,10 @@
 //! - [`Request`] / [`Response`] — a tiny HTTP/1.1 client that can choose its local address
 //!   and send any headers, duplicates included;
 //! - [`ControlPlane`] — the real control plane (`tessera serve`, SQLite) bootstrapped in a
-//!   temporary directory, with REST helpers, SIGKILL and restart on the same port;
+//!   temporary directory, with REST helpers, SIGKILL and restart on the same port; or on
+//!   an external PostgreSQL database, with further replicas ([`ControlPlane::replica`]);
+//! - [`PgCluster`] — a throwaway PostgreSQL cluster (`initdb` in a directory, its own
+//!   port, SIGKILL and restart);
 //! - [`demo`] — the walk-through behind `cargo xtask demo`.
 //!
 //! The tools come from the environment: `TESSERA_ENVOY` (the Envoy binary) and

@@ -3,17 +3,22 @@
 //! base URL, so one issuer), and two Envoys with the Tessera filter whose sync cluster
 //! lists all three replicas (round robin). One Envoy fails closed, the other open.
 //!
-//! 1. A revoke through replica 1 is refused by both Envoys (the time from the revoke's
-//!    answer to the refusal at each Envoy is printed).
+//! 1. A revoke through one replica is refused by both Envoys (the time from the revoke's
+//!    answer to the refusal at each Envoy is printed). It goes through a replica that
+//!    holds neither Envoy's long poll (replica 1 unless it holds one), so both refusals
+//!    need the other replicas to wake their polls (LISTEN/NOTIFY); a poll left asleep
+//!    would answer only after its wait.
 //! 2. In the middle of a burst of token creations through all replicas, the replica
 //!    holding the closed Envoy's long poll (found from that Envoy's own per-endpoint
 //!    `rq_active`) is SIGKILLed. The Envoy fails over: requests probed all along are
 //!    never refused as stale and the open Envoy never fails open, a token revoked after
 //!    the kill is refused by both, and every acknowledged creation is there afterwards.
-//! 3. PostgreSQL itself is SIGKILLed, then restarted. While it is down the replicas
-//!    answer 503 with a reason (body and log) and both Envoys keep their last lists (a
-//!    valid token passes, a revoked one is refused); after the restart the same replica
-//!    processes answer again, and a revoke made then reaches both Envoys.
+//! 3. PostgreSQL itself is SIGKILLed in the middle of a second burst, then restarted.
+//!    While it is down the replicas answer 503 with a reason (body and log) and both
+//!    Envoys keep their last lists (a valid token passes, a revoked one is refused); after
+//!    the restart the same replica processes answer again, a revoke made then reaches both
+//!    Envoys, concurrent downloads through all three replicas get distinct status-list
+//!    indices, and every creation acknowledged in either burst is there.
 //!
 //! Times are printed, never asserted (deadlines are generous safety nets).
 //!
@@ -38,7 +43,8 @@ use tessera_testkit::b64url_decode;
 const CP_CLUSTER: &str = "tessera_control_plane";
 /// Long polls last this long without a change. A failed poll is retried after a second
 /// as a long poll again, which proves freshness only when it answers: the staleness bound
-/// must exceed the retry plus one poll wait (here 3 of them, as in production layouts).
+/// must exceed the retry plus one poll wait (here three poll waits, as in production
+/// layouts).
 const POLL_WAIT_SECS: u64 = 5;
 const MAX_STALENESS_SECS: u64 = 15;
 /// A safety net for everything that waits (times are printed, not asserted).
@@ -136,6 +142,17 @@ fn print_sync_warnings(envoys: &[Envoy], from: &mut [usize], when: &str) {
     }
 }
 
+/// Sets its flags when dropped (also while unwinding from a failed assertion).
+struct StopOnDrop<'a, const N: usize>([&'a AtomicBool; N]);
+
+impl<const N: usize> Drop for StopOnDrop<'_, N> {
+    fn drop(&mut self) {
+        for flag in self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The status-list index a JWT carries (`status.status_list.idx`).
 fn status_idx(jwt: &str) -> Option<i64> {
     let payload = b64url_decode(jwt.split('.').nth(1)?)?;
@@ -207,6 +224,53 @@ fn create_at(addr: SocketAddr, token: &str, name: &str) -> Result<String, String
         .ok_or_else(|| format!("no id in {}", r.text()))
 }
 
+/// A burst of token creations from several threads, each through every replica in
+/// turn, remembering every acknowledged one.
+struct Burst {
+    stop: AtomicBool,
+    acked: Mutex<Vec<(String, String)>>,
+    refused: Mutex<Vec<(SocketAddr, String)>>,
+}
+
+impl Burst {
+    fn new() -> Burst {
+        Burst {
+            stop: AtomicBool::new(false),
+            acked: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Writer `w`: creates `<prefix>-<w>-<n>` through `addrs[(w + n) % len]` until
+    /// stopped; a dead replica is tried too (a client that does not know yet), and its
+    /// refusals are not acknowledged.
+    fn write(&self, w: usize, prefix: &str, addrs: &[SocketAddr], token: &str) {
+        let mut n = 0usize;
+        while !self.stop.load(Ordering::Relaxed) {
+            let at = addrs[(w + n) % addrs.len()];
+            let name = format!("{prefix}-{w}-{n}");
+            n += 1;
+            match create_at(at, token, &name) {
+                Ok(id) => self.acked.lock().unwrap().push((id, name)),
+                Err(e) => self.refused.lock().unwrap().push((at, e)),
+            }
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `n` creations were acknowledged.
+    fn wait_acks(&self, n: usize) {
+        let start = Instant::now();
+        while self.acked() < n {
+            assert!(start.elapsed() < BOUND, "the burst made no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// Every acknowledged `(id, name)` is there, read through `cp`.
 fn check_present(cp: &ControlPlane, token: &str, acked: &[(String, String)], when: &str) {
     let mut missing = Vec::new();
@@ -252,7 +316,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         .unwrap_or_else(|e| panic!("replica 1: {e}"));
     let second = first.replica().unwrap_or_else(|e| panic!("replica 2: {e}"));
     let third = first.replica().unwrap_or_else(|e| panic!("replica 3: {e}"));
-    let mut replicas = vec![first, second, third];
+    let mut replicas = [first, second, third];
     let addrs: Vec<SocketAddr> = replicas.iter().map(ControlPlane::addr).collect();
     for r in &replicas[1..] {
         assert_eq!(r.issuer(), replicas[0].issuer(), "one issuer");
@@ -281,7 +345,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         began.elapsed()
     );
 
-    // --- 1. A revoke through replica 1 reaches both Envoys. ------------------------------
+    // --- 1. A revoke through one replica reaches both Envoys. ----------------------------
     let alice = replicas[0].admin_token().to_owned();
     let (_, valid) = replicas[1]
         .create_and_download(&alice, "valid", &["read"])
@@ -291,16 +355,26 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         .expect("create + download through replica 3");
     until_all(&envoys, &valid, &Seen::Allow, Instant::now());
     until_all(&envoys, &first_jwt, &Seen::Allow, Instant::now());
+    let polls: Vec<SocketAddr> = envoys.iter().map(|e| poll_endpoint(e).0).collect();
+    let via = (0..replicas.len())
+        .find(|i| !polls.contains(&addrs[*i]))
+        .expect("3 replicas, 2 long polls");
     let call = Instant::now();
-    replicas[0]
+    replicas[via]
         .revoke(&alice, &first_id)
-        .expect("revoke through replica 1");
+        .expect("revoke through a replica without a long poll");
     let answered = Instant::now();
     let took = until_all(&envoys, &first_jwt, &revoked(), answered);
     println!(
-        "[replicas] revoke through replica 1 (call {:?}): refused at the closed Envoy {:?} \
-         and at the open Envoy {:?} after its answer",
+        "[replicas] revoke through replica {} (call {:?}; the long polls are on replicas {:?}, \
+         wait {POLL_WAIT_SECS} s): refused at the closed Envoy {:?} and at the open Envoy {:?} \
+         after its answer",
+        via + 1,
         answered - call,
+        polls
+            .iter()
+            .map(|p| addrs.iter().position(|a| a == p).map_or(0, |i| i + 1))
+            .collect::<Vec<_>>(),
         took[0],
         took[1]
     );
@@ -312,17 +386,19 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
     until_all(&envoys, &later_jwt, &Seen::Allow, Instant::now());
     let fail_open_before = fail_open_count(&envoys[1]);
     let mut log_from: Vec<usize> = envoys.iter().map(|e| sync_warnings(e, 0).1).collect();
-    let stop_writers = AtomicBool::new(false);
+    let burst = Burst::new();
     let stop_probe = AtomicBool::new(false);
-    let acked: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    let refused_writes = Mutex::new(Vec::<String>::new());
     let probe_bad = Mutex::new(Vec::<(usize, Seen)>::new());
     let probes = Mutex::new(0u64);
-    let alive: Mutex<Vec<SocketAddr>> = Mutex::new(addrs.clone());
     let mut killed = None;
     std::thread::scope(|s| {
-        // Valid-token requests through both Envoys all along: a stale closed Envoy would
-        // answer 503 status_unavailable.
+        // A failing assertion below must not leave the scope waiting for these threads.
+        let _stop = StopOnDrop([&burst.stop, &stop_probe]);
+        // Valid-token requests through both Envoys from before the kill until the revoke
+        // made after it is refused: a stale closed Envoy would answer 503
+        // status_unavailable, a stale open one would count a fail-open. That refusal is an
+        // answer from a live replica, which makes the sync fresh again, so no staleness
+        // can start in a window the probe did not see.
         s.spawn(|| {
             while !stop_probe.load(Ordering::Relaxed) {
                 for (i, envoy) in envoys.iter().enumerate() {
@@ -336,43 +412,10 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
             }
         });
         for w in 0..WRITERS {
-            let (alice, stop, acked, refused, alive, addrs) = (
-                &alice,
-                &stop_writers,
-                &acked,
-                &refused_writes,
-                &alive,
-                &addrs,
-            );
-            s.spawn(move || {
-                let mut n = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    // Every replica in turn, the killed one too once it is dead (a
-                    // client that does not know yet): its refusals are not acknowledged.
-                    let at = addrs[(w + n) % addrs.len()];
-                    let name = format!("burst-{w}-{n}");
-                    n += 1;
-                    match create_at(at, alice, &name) {
-                        Ok(id) => acked.lock().unwrap().push((id, name)),
-                        Err(e) => {
-                            let up = alive.lock().unwrap().contains(&at);
-                            refused
-                                .lock()
-                                .unwrap()
-                                .push(format!("{at} (alive: {up}): {e}"));
-                        }
-                    }
-                }
-            });
+            let (burst, addrs, alice) = (&burst, &addrs, &alice);
+            s.spawn(move || burst.write(w, "burst", addrs, alice));
         }
-        let wait_acks = |n: usize| {
-            let start = Instant::now();
-            while acked.lock().unwrap().len() < n {
-                assert!(start.elapsed() < BOUND, "the burst made no progress");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
-        wait_acks(ACKS_BEFORE_KILL);
+        burst.wait_acks(ACKS_BEFORE_KILL);
 
         // The replica the closed Envoy's long poll is on, from that Envoy's own view.
         let (target, before) = poll_endpoint(&envoys[0]);
@@ -381,8 +424,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
             .position(|a| *a == target)
             .expect("the poll is on one of the replicas");
         let other_poll = poll_endpoint(&envoys[1]).0;
-        let acks_at_kill = acked.lock().unwrap().len();
-        alive.lock().unwrap().retain(|a| *a != target);
+        let acks_at_kill = burst.acked();
         replicas[k].kill();
         let kill_at = Instant::now();
         let after = endpoint_stats(&envoys[0]);
@@ -431,11 +473,14 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
             stat(&cut, target, "rq_error") > stat(&before, target, "rq_error"),
             "the long poll on the killed replica did not fail: before {before:?}, after {cut:?}"
         );
-        wait_acks(acks_at_kill + ACKS_AFTER_KILL);
-        stop_writers.store(true, Ordering::Relaxed);
+        burst.wait_acks(acks_at_kill + ACKS_AFTER_KILL);
+        burst.stop.store(true, Ordering::Relaxed);
 
-        // A revoke after the kill, through a surviving replica, reaches both Envoys.
-        let via = (k + 1) % replicas.len();
+        // A revoke after the kill, through the surviving replica that does not hold the
+        // closed Envoy's new long poll, reaches both Envoys.
+        let via = (0..replicas.len())
+            .find(|i| *i != k && addrs[*i] != next)
+            .expect("a third replica");
         let call = Instant::now();
         replicas[via]
             .revoke(&alice, &later_id)
@@ -464,12 +509,11 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         fail_open_before,
         "the open Envoy failed open: its status went stale during the failover"
     );
-    let acked = acked.into_inner().unwrap();
-    let refused = refused_writes.into_inner().unwrap();
-    let refused_alive: Vec<&String> = refused
-        .iter()
-        .filter(|e| e.contains("alive: true"))
-        .collect();
+    let dead = addrs[k];
+    let acked = burst.acked.into_inner().unwrap();
+    let refused = burst.refused.into_inner().unwrap();
+    let refused_alive: Vec<&(SocketAddr, String)> =
+        refused.iter().filter(|(at, _)| *at != dead).collect();
     println!(
         "[replicas] burst: {} creations acknowledged, {} refused ({} by live replicas: {:?}); \
          {} probes of both Envoys, all allowed; tessera.status_fail_open stayed {fail_open_before}",
@@ -492,134 +536,159 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
 
     // --- 3. SIGKILL PostgreSQL, then restart it. ----------------------------------------
     let pids: Vec<Option<u32>> = replicas.iter().map(ControlPlane::pid).collect();
-    let pg_killed = Instant::now();
-    pg.kill().expect("SIGKILL PostgreSQL");
-    println!(
-        "[replicas] PostgreSQL SIGKILLed (down {:?} after the signal)",
-        pg_killed.elapsed()
-    );
-    // Every replica, a read and a write at once (each waits for a pool connection up to
-    // the backend's checkout timeout before it answers 503).
-    let down_answers: Vec<(usize, &str, Response, Duration)> = std::thread::scope(|s| {
-        let mut calls = Vec::new();
-        for (i, cp) in replicas.iter().enumerate() {
-            for kind in ["read", "write"] {
-                let (alice, later_id) = (&alice, &later_id);
-                calls.push(s.spawn(move || {
-                    let start = Instant::now();
-                    loop {
-                        let r = if kind == "read" {
-                            cp.call("GET", &format!("/v1/tokens/{later_id}"), Some(alice), None)
-                        } else {
-                            let body =
-                                json!({"name": format!("while-down-{i}"), "scopes": ["read"]});
-                            cp.call("POST", "/v1/tokens", Some(alice), Some(&body))
-                        }
-                        .expect("the replica answers");
-                        if r.status == 503 {
-                            return (i, kind, r, start.elapsed());
-                        }
-                        assert!(
-                            start.elapsed() < BOUND,
-                            "replica {} still answers a {kind} {} with PostgreSQL down: {}",
-                            i + 1,
-                            r.status,
-                            r.text()
-                        );
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }));
-            }
-        }
-        calls
-            .into_iter()
-            .map(|c| c.join().expect("a call with PostgreSQL down"))
-            .collect()
-    });
-    for (i, kind, r, took) in &down_answers {
-        let body = r.json().unwrap_or_default();
-        assert_eq!(body["error"], "unavailable", "503 body: {}", r.text());
-        assert!(
-            body["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("database is unavailable")),
-            "the 503 body names the reason: {}",
-            r.text()
-        );
-        println!(
-            "[replicas] replica {} answers a {kind} 503 {} {took:?} after the call",
-            i + 1,
-            r.text().trim()
-        );
-    }
-    for (i, cp) in replicas.iter().enumerate() {
-        let log = cp.log();
-        let line = log
-            .lines()
-            .rev()
-            .find(|l| l.contains("status=503") && l.contains("database"))
-            .unwrap_or_else(|| panic!("replica {}'s log names the reason:\n{log}", i + 1));
-        println!("[replicas] replica {}'s log: {}", i + 1, line.trim());
-    }
-    for (envoy, policy) in envoys.iter().zip(policies) {
-        assert_eq!(
-            ask(envoy, &valid),
-            Seen::Allow,
-            "[{policy}] PostgreSQL down: valid"
-        );
-        assert_eq!(
-            ask(envoy, &first_jwt),
-            revoked(),
-            "[{policy}] PostgreSQL down: revoked"
-        );
-        assert_eq!(
-            ask(envoy, &later_jwt),
-            revoked(),
-            "[{policy}] PostgreSQL down: revoked"
-        );
-    }
-    println!(
-        "[replicas] PostgreSQL down {:?}: both Envoys still allow the valid token and refuse \
-         the two revoked ones",
-        pg_killed.elapsed()
-    );
-    let restarted = Instant::now();
-    pg.restart().expect("restart PostgreSQL");
-    println!(
-        "[replicas] PostgreSQL restarted in {:?} ({:?} after the kill)",
-        restarted.elapsed(),
-        pg_killed.elapsed()
-    );
+    let pg_burst = Burst::new();
     let mut after_restart = Vec::new();
-    for (i, cp) in replicas.iter().enumerate() {
-        let start = Instant::now();
-        loop {
-            let r = cp
-                .call("GET", &format!("/v1/tokens/{later_id}"), Some(&alice), None)
-                .expect("the replica answers");
-            if r.status == 200 {
-                break;
-            }
-            assert!(
-                start.elapsed() < BOUND,
-                "replica {} has not recovered {BOUND:?} after PostgreSQL's restart: {}",
-                i + 1,
-                r.summary()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop([&pg_burst.stop]);
+        for w in 0..WRITERS {
+            let (burst, addrs, alice) = (&pg_burst, &addrs, &alice);
+            s.spawn(move || burst.write(w, "pg-burst", addrs, alice));
         }
-        let recovered = restarted.elapsed();
-        let name = format!("after-restart-{i}");
-        let id = create_at(cp.addr(), &alice, &name)
-            .unwrap_or_else(|e| panic!("replica {} write after the restart: {e}", i + 1));
-        after_restart.push((id, name));
+        pg_burst.wait_acks(ACKS_BEFORE_KILL);
+        let acks_at_kill = pg_burst.acked();
+        let pg_killed = Instant::now();
+        pg.kill().expect("SIGKILL PostgreSQL");
         println!(
-            "[replicas] replica {} (same process) reads {recovered:?} and writes {:?} after \
-             PostgreSQL's restart began",
-            i + 1,
-            restarted.elapsed()
+            "[replicas] PostgreSQL SIGKILLed (down {:?} after the signal) after {acks_at_kill} \
+             acknowledged creations of a second burst",
+            pg_killed.elapsed()
         );
-    }
+        // Every replica, a read and a write at once (each waits for a pool connection up to
+        // the backend's checkout timeout before it answers 503).
+        let down_answers: Vec<(usize, &str, Response, Duration)> = std::thread::scope(|s| {
+            let mut calls = Vec::new();
+            for (i, cp) in replicas.iter().enumerate() {
+                for kind in ["read", "write"] {
+                    let (alice, later_id) = (&alice, &later_id);
+                    calls.push(s.spawn(move || {
+                        let start = Instant::now();
+                        loop {
+                            let r = if kind == "read" {
+                                cp.call("GET", &format!("/v1/tokens/{later_id}"), Some(alice), None)
+                            } else {
+                                let body =
+                                    json!({"name": format!("while-down-{i}"), "scopes": ["read"]});
+                                cp.call("POST", "/v1/tokens", Some(alice), Some(&body))
+                            }
+                            .expect("the replica answers");
+                            if r.status == 503 {
+                                return (i, kind, r, start.elapsed());
+                            }
+                            assert!(
+                                start.elapsed() < BOUND,
+                                "replica {} still answers a {kind} {} with PostgreSQL down: {}",
+                                i + 1,
+                                r.status,
+                                r.text()
+                            );
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }));
+                }
+            }
+            calls
+                .into_iter()
+                .map(|c| c.join().expect("a call with PostgreSQL down"))
+                .collect()
+        });
+        for (i, kind, r, took) in &down_answers {
+            let body = r.json().unwrap_or_default();
+            assert_eq!(body["error"], "unavailable", "503 body: {}", r.text());
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("database is unavailable")),
+                "the 503 body names the reason: {}",
+                r.text()
+            );
+            println!(
+                "[replicas] replica {} answers a {kind} 503 {} {took:?} after the call",
+                i + 1,
+                r.text().trim()
+            );
+        }
+        for (i, cp) in replicas.iter().enumerate() {
+            let log = cp.log();
+            let line = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("status=503") && l.contains("database"))
+                .unwrap_or_else(|| panic!("replica {}'s log names the reason:\n{log}", i + 1));
+            println!("[replicas] replica {}'s log: {}", i + 1, line.trim());
+        }
+        for (envoy, policy) in envoys.iter().zip(policies) {
+            assert_eq!(
+                ask(envoy, &valid),
+                Seen::Allow,
+                "[{policy}] PostgreSQL down: valid"
+            );
+            assert_eq!(
+                ask(envoy, &first_jwt),
+                revoked(),
+                "[{policy}] PostgreSQL down: revoked"
+            );
+            assert_eq!(
+                ask(envoy, &later_jwt),
+                revoked(),
+                "[{policy}] PostgreSQL down: revoked"
+            );
+        }
+        println!(
+            "[replicas] PostgreSQL down {:?}: both Envoys still allow the valid token and refuse \
+             the two revoked ones",
+            pg_killed.elapsed()
+        );
+        let restarted = Instant::now();
+        pg.restart().expect("restart PostgreSQL");
+        println!(
+            "[replicas] PostgreSQL restarted in {:?} ({:?} after the kill)",
+            restarted.elapsed(),
+            pg_killed.elapsed()
+        );
+        for (i, cp) in replicas.iter().enumerate() {
+            let start = Instant::now();
+            loop {
+                let r = cp
+                    .call("GET", &format!("/v1/tokens/{later_id}"), Some(&alice), None)
+                    .expect("the replica answers");
+                if r.status == 200 {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < BOUND,
+                    "replica {} has not recovered {BOUND:?} after PostgreSQL's restart: {}",
+                    i + 1,
+                    r.summary()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let recovered = restarted.elapsed();
+            let name = format!("after-restart-{i}");
+            let id = create_at(cp.addr(), &alice, &name)
+                .unwrap_or_else(|e| panic!("replica {} write after the restart: {e}", i + 1));
+            after_restart.push((id, name));
+            println!(
+                "[replicas] replica {} (same process) reads {recovered:?} and writes {:?} after \
+                 PostgreSQL's restart began",
+                i + 1,
+                restarted.elapsed()
+            );
+        }
+        // The burst goes on through the recovered replicas.
+        pg_burst.wait_acks(pg_burst.acked() + ACKS_AFTER_KILL);
+        pg_burst.stop.store(true, Ordering::Relaxed);
+    });
+    let pg_acked = pg_burst.acked.into_inner().unwrap();
+    let pg_refused = pg_burst.refused.into_inner().unwrap();
+    let unavailable = pg_refused
+        .iter()
+        .filter(|(_, e)| e.starts_with("503 "))
+        .count();
+    println!(
+        "[replicas] second burst: {} creations acknowledged, {} refused ({unavailable} with 503)",
+        pg_acked.len(),
+        pg_refused.len()
+    );
     assert_eq!(
         replicas.iter().map(ControlPlane::pid).collect::<Vec<_>>(),
         pids,
@@ -701,6 +770,7 @@ fn three_replicas_on_postgres_two_envoys_survive_replica_and_database_kills() {
         started.elapsed()
     );
     let mut all = acked;
+    all.extend(pg_acked);
     all.extend(after_restart);
     check_present(&replicas[0], &alice, &all, "after PostgreSQL's restart");
     println!("[replicas] whole test: {:?}", began.elapsed());
