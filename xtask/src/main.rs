@@ -202,10 +202,15 @@ fn test(root: &Path) -> Result<()> {
     let workerd = edge::ensure_workerd(root)?;
     let edge_bundle = edge::build_edge_worker(root)?;
 
+    // One build for everything that follows: the tests and the `tessera` binary they run
+    // (built for the control plane's integration tests). A separate `cargo build -p
+    // tessera-control-plane` resolves dependency features without the workspace's
+    // dev-dependencies and so compiled many dependencies a second time.
     tools::header(&format!(
-        "[4/{STEPS}] control plane: cargo build -p tessera-control-plane --bin tessera"
+        "[4/{STEPS}] build: cargo test --workspace --no-run (the tests and the control plane)"
     ));
-    let cp_bin = build_control_plane(root)?;
+    tools::run(cargo(root).args(["test", "--workspace", "--no-run"]))?;
+    let cp_bin = control_plane_bin(root, "debug")?;
 
     tools::header(&format!("[5/{STEPS}] cargo fmt --all -- --check"));
     tools::run(cargo(root).args(["fmt", "--all", "--", "--check"]))

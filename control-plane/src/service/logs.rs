@@ -27,6 +27,19 @@ pub fn record_usage(
     // events are written together at the end (one multi-row insert on PostgreSQL).
     let mut tokens: std::collections::HashMap<String, Option<crate::model::Token>> =
         std::collections::HashMap::new();
+    // Read (and, on PostgreSQL, lock) the batch's tokens in one global order, so that
+    // concurrent batches naming the same tokens wait for each other instead of deadlocking.
+    let mut named: Vec<&str> = batch
+        .events
+        .iter()
+        .map(|e| e.parent.as_deref().unwrap_or(&e.token_id))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    for id in named {
+        let t = tx.get_token(id)?.filter(|t| t.org_id == edge.org_id);
+        tokens.insert(id.to_string(), t);
+    }
     let mut events = Vec::with_capacity(batch.events.len());
     for (n, e) in batch.events.into_iter().enumerate() {
         let f = |name: &str| format!("events[{n}].{name}");
@@ -57,10 +70,6 @@ pub fn record_usage(
             }
         }
         let record = e.parent.as_deref().unwrap_or(&e.token_id);
-        if !tokens.contains_key(record) {
-            let t = tx.get_token(record)?.filter(|t| t.org_id == edge.org_id);
-            tokens.insert(record.to_string(), t);
-        }
         let Some(token) = tokens.get_mut(record).and_then(Option::as_mut) else {
             unknown.push(e.token_id);
             continue;
@@ -223,7 +232,10 @@ pub fn api_use(
 /// Writes a batch of API uses: one authentication-log row each, and each token's last use
 /// from its latest allowed one (never for a revoked or deleted token).
 pub fn record_api_uses(tx: &mut dyn Tx, uses: &[AuthEvent]) -> Result<()> {
-    let mut latest: std::collections::HashMap<&str, &AuthEvent> = std::collections::HashMap::new();
+    // Ordered: tokens are read (and locked, on PostgreSQL) in one global order, so the
+    // flushes of several replicas cannot deadlock.
+    let mut latest: std::collections::BTreeMap<&str, &AuthEvent> =
+        std::collections::BTreeMap::new();
     tx.insert_auth_events(uses)?;
     for e in uses {
         if e.outcome == "allow" {
