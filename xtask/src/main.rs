@@ -189,6 +189,45 @@ fn cargo(root: &Path) -> Command {
     cmd
 }
 
+/// The test executables of the workspace member in `dir` (e.g. `control-plane`) that
+/// `cargo test --workspace` builds (already built by then: cargo only lists them).
+fn test_executables(root: &Path, dir: &str) -> Result<Vec<PathBuf>> {
+    let out = cargo(root)
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo test --no-run: {e}"))?;
+    if !out.status.success() {
+        return Err("cargo test --workspace --no-run failed".into());
+    }
+    let manifest = root.join(dir).join("Cargo.toml");
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = v
+            .pointer("/profile/test")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true);
+        let ours = v
+            .get("manifest_path")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|m| Path::new(m) == manifest);
+        if let (true, true, Some(exe)) = (
+            is_test,
+            ours,
+            v.get("executable").and_then(serde_json::Value::as_str),
+        ) {
+            exes.push(PathBuf::from(exe));
+        }
+    }
+    if exes.is_empty() {
+        return Err(format!("cargo listed no test executable of {dir}"));
+    }
+    Ok(exes)
+}
+
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const TEST_FUZZ_SECONDS: u64 = 20;
 
@@ -288,23 +327,31 @@ fn test(root: &Path) -> Result<()> {
                 ..Default::default()
             },
         )?;
-        tools::run(
-            cargo(root)
-                .args([
-                    "test",
-                    "-p",
-                    "tessera-control-plane",
-                    "--no-fail-fast",
-                    "--",
-                    "--include-ignored",
-                ])
-                .env(
-                    tessera_host_tests::postgres::ENV_TEST_POSTGRES,
-                    cluster.admin_url(),
-                )
-                .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin),
-        )
-        .map_err(|e| format!("{e}\nPostgreSQL server log:\n{}", cluster.log()))?;
+        // The test executables step 4 built, run again: `cargo test -p` would resolve
+        // dependency features for that package alone and rebuild dozens of crates.
+        let mut failed = Vec::new();
+        for exe in test_executables(root, "control-plane")? {
+            let ok = tools::run(
+                Command::new(&exe)
+                    .arg("--include-ignored")
+                    .current_dir(root.join("control-plane"))
+                    .env(
+                        tessera_host_tests::postgres::ENV_TEST_POSTGRES,
+                        cluster.admin_url(),
+                    )
+                    .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin),
+            );
+            if let Err(e) = ok {
+                failed.push(e);
+            }
+        }
+        if !failed.is_empty() {
+            return Err(format!(
+                "{}\nPostgreSQL server log:\n{}",
+                failed.join("\n"),
+                cluster.log()
+            ));
+        }
     }
 
     tools::header(&format!(
