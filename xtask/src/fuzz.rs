@@ -61,7 +61,7 @@ pub fn ensure_cargo_fuzz(root: &Path) -> Result<PathBuf> {
         }
     }
     tools::announce(&format!(
-        "installing cargo-fuzz {CARGO_FUZZ_VERSION} into {} (about 1 minute) ...",
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION} into {} (about 30 seconds) ...",
         local.display()
     ));
     tools::run(
