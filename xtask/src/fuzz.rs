@@ -256,26 +256,55 @@ pub fn record(root: &Path, stats: &[Stats]) -> Result<()> {
         .unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let rustc = first_line(Command::new("rustc").arg("--version"));
-    let mut rows: Vec<String> = recorded_section(&text)
-        .map(|sec| {
-            sec.lines()
-                .filter(|l| l.starts_with("| `"))
+    let machine = format!("{cpu} ({cores} logical cores, shared with other work); {rustc}");
+    let updated = with_rows(&text, stats, &date, &commit, &machine);
+    fs::write(&path, updated).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!("recorded in {}", path.display());
+    Ok(())
+}
+
+/// `text` with its fuzzing section rewritten: the rows of the targets in `stats` replaced
+/// by new ones, every other row of the section's own table kept, and whatever was written
+/// by hand after that table (notes on the runs) kept as it is. Only the lines of the table
+/// that follows [`ROW_HEADER`] are rows: a table elsewhere in the section, or in the rest of
+/// the file, is never read as one.
+fn with_rows(text: &str, stats: &[Stats], date: &str, commit: &str, machine: &str) -> String {
+    let old = recorded_section(text);
+    let (mut rows, notes) = match old.and_then(|sec| sec.split_once(ROW_HEADER)) {
+        Some((_, after)) => {
+            let after = after.strip_prefix('\n').unwrap_or(after);
+            let body = after.strip_suffix(SECTION_END).unwrap_or(after);
+            let table_len = body
+                .lines()
+                .take_while(|l| l.starts_with("| `"))
+                .map(|l| l.len() + 1)
+                .sum::<usize>()
+                .min(body.len());
+            let rows: Vec<String> = body[..table_len]
+                .lines()
                 .filter(|l| {
                     !stats
                         .iter()
                         .any(|s| l.starts_with(&format!("| `{}` |", s.target)))
                 })
                 .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    rows.extend(stats.iter().map(|s| row(s, &date, &commit)));
+                .collect();
+            (rows, body[table_len..].trim().to_string())
+        }
+        None => (Vec::new(), String::new()),
+    };
+    rows.extend(stats.iter().map(|s| row(s, date, commit)));
     let order = |l: &String| {
         TARGETS
             .iter()
             .position(|(t, _)| l.starts_with(&format!("| `{t}` |")))
     };
     rows.sort_by_key(order);
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("\n{notes}\n")
+    };
     let section = format!(
         "{SECTION_BEGIN}\n## Fuzzing (cargo-fuzz, libFuzzer)\n\n\
          Written by `cargo xtask fuzz --seconds N --record` (xtask/src/fuzz.rs), one target at a \
@@ -285,17 +314,14 @@ pub fn record(root: &Path, stats: &[Stats]) -> Result<()> {
          runs in `target/fuzz/corpus/`. Coverage is libFuzzer's: `cov` (edges of the \
          instrumented code reached) and `ft` (features: edges with hit counts and compared \
          values). A crash fails the run; none was found in the runs below.\n\n\
-         Machine: {cpu} ({cores} logical cores, shared with other work); {rustc}.\n\n\
-         {ROW_HEADER}\n{}\n{SECTION_END}",
+         Machine: {machine}.\n\n\
+         {ROW_HEADER}\n{}\n{notes}{SECTION_END}",
         rows.join("\n")
     );
-    let updated = match recorded_section(&text) {
+    match old {
         Some(old) => text.replacen(old, &section, 1),
         None => format!("{}\n\n{section}\n", text.trim_end()),
-    };
-    fs::write(&path, updated).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    println!("recorded in {}", path.display());
-    Ok(())
+    }
 }
 
 /// The results as a Markdown table (for BENCHMARKS.md).
@@ -386,6 +412,51 @@ mod tests {
         assert!(sec.starts_with(super::SECTION_BEGIN) && sec.ends_with(super::SECTION_END));
         assert!(sec.contains("| `token` |"));
         assert_eq!(super::recorded_section("# B"), None);
+    }
+
+    fn stats(target: &str, executions: u64) -> super::Stats {
+        super::Stats {
+            target: target.to_string(),
+            seconds: 600,
+            executions,
+            exec_per_sec: executions / 600,
+            edges: 1,
+            features: 2,
+            corpus: 3,
+        }
+    }
+
+    #[test]
+    fn recording_replaces_only_the_rows_of_the_targets_run() {
+        let first = super::with_rows("# B\n\nintro\n", &[stats("token", 600)], "d1", "c1", "m");
+        assert!(first.starts_with("# B\n\nintro\n"));
+        assert!(first.contains("| `token` | d1 | `c1` | 600 | 600 |"));
+        // Hand-written notes after the table, and a foreign table in them, and a table
+        // before the section.
+        let by_hand = first.replace(
+            super::SECTION_END,
+            "\nNotes by hand.\n\n| `config` | not a row |\n".to_string().as_str(),
+        ) + super::SECTION_END;
+        let by_hand = format!("| `status_list` | elsewhere |\n{by_hand}\n## After\n");
+        let second = super::with_rows(&by_hand, &[stats("headers", 900)], "d2", "c2", "m");
+        let sec = super::recorded_section(&second).unwrap();
+        let table: Vec<&str> = sec
+            .split_once(super::ROW_HEADER)
+            .unwrap()
+            .1
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("| `"))
+            .collect();
+        assert_eq!(table.len(), 2, "{sec}");
+        assert!(table[0].starts_with("| `token` | d1 |"));
+        assert!(table[1].starts_with("| `headers` | d2 | `c2` | 600 | 900 |"));
+        assert!(sec.contains("Notes by hand.\n\n| `config` | not a row |\n"));
+        assert!(second.starts_with("| `status_list` | elsewhere |\n# B"));
+        assert!(second.ends_with("\n## After\n"));
+        // Recording again changes nothing else.
+        let third = super::with_rows(&second, &[stats("headers", 900)], "d2", "c2", "m");
+        assert_eq!(third, second);
     }
 
     #[test]
