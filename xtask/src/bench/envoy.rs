@@ -131,7 +131,7 @@ const CONFIGS: &[Config] = &[
     },
     Config {
         id: "floor-calls",
-        what: "wasm floor making Tessera's cache-hit host calls (headers, source address, clock, 2 counters, 4 added headers)",
+        what: "wasm floor making Tessera's cache-hit host calls (headers, clock, 4 identity headers set)",
         auth: Auth::FloorCalls,
         pool: Pool::EdReused,
     },
