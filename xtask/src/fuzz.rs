@@ -435,7 +435,9 @@ mod tests {
         // before the section.
         let by_hand = first.replace(
             super::SECTION_END,
-            "\nNotes by hand.\n\n| `config` | not a row |\n".to_string().as_str(),
+            "\nNotes by hand.\n\n| `config` | not a row |\n"
+                .to_string()
+                .as_str(),
         ) + super::SECTION_END;
         let by_hand = format!("| `status_list` | elsewhere |\n{by_hand}\n## After\n");
         let second = super::with_rows(&by_hand, &[stats("headers", 900)], "d2", "c2", "m");
