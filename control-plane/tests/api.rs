@@ -558,12 +558,14 @@ async fn usage_events_feed_the_auth_log_and_last_used() {
         .to_string();
     let ula_tok = w.token_in_state(&w.uid("ula"), "enabled").await;
     let ned_tok = w.token_in_state(&w.uid("ned"), "enabled").await;
-    let at = |d: i64| tessera_control_plane::timefmt::format(w.now() - d);
+    // Usage records carry Unix seconds; the API shows them in RFC 3339.
+    let ago = |d: i64| w.now() - d;
+    let at = |d: i64| tessera_control_plane::timefmt::format(ago(d));
     let batch = json!({"events": [
-        {"token_id": ula_tok, "at": at(30), "ip": "192.0.2.7", "outcome": "allow", "method": "GET", "path": "/x"},
-        {"token_id": ula_tok, "at": at(20), "ip": "192.0.2.8", "outcome": "deny", "reason": "ip_not_allowed"},
-        {"token_id": "at_123", "parent": ned_tok, "at": at(10), "ip": "2001:db8::5", "outcome": "allow"},
-        {"token_id": "tok_unknown", "at": at(5), "outcome": "allow"},
+        {"token_id": ula_tok, "at": ago(30), "ip": "192.0.2.7", "outcome": "allow", "method": "GET", "path": "/x"},
+        {"token_id": ula_tok, "at": ago(20), "ip": "192.0.2.8", "outcome": "deny", "reason": "ip_not_allowed", "method": "GET", "path": "/x"},
+        {"token_id": "at_123", "parent": ned_tok, "at": ago(10), "ip": "2001:db8::5", "outcome": "allow", "method": "POST", "path": "/y"},
+        {"token_id": "tok_unknown", "at": ago(5), "outcome": "allow", "method": "GET", "path": "/"},
     ]});
     let r = w
         .call("POST", "/v1/usage", Some(&secret), Some(batch))
@@ -649,7 +651,7 @@ async fn usage_events_feed_the_auth_log_and_last_used() {
         )
         .await;
     assert_eq!(r.status, 401);
-    let r = w.call("POST", "/v1/usage", Some(&secret), Some(json!({"events": [{"token_id": ula_tok, "at": at(1), "ip": "nope", "outcome": "allow"}]}))).await;
+    let r = w.call("POST", "/v1/usage", Some(&secret), Some(json!({"events": [{"token_id": ula_tok, "at": ago(1), "ip": "nope", "outcome": "allow", "method": "GET", "path": "/"}]}))).await;
     assert_eq!(
         (
             r.status.as_u16(),
@@ -679,7 +681,7 @@ async fn usage_events_feed_the_auth_log_and_last_used() {
             "POST",
             "/v1/usage",
             Some(&other),
-            Some(json!({"events": [{"token_id": ula_tok, "at": at(1), "outcome": "allow"}]})),
+            Some(json!({"events": [{"token_id": ula_tok, "at": ago(1), "outcome": "allow", "method": "GET", "path": "/"}]})),
         )
         .await;
     assert_eq!(r.json()["accepted"], 0);

@@ -227,6 +227,39 @@ fn a_stalled_body_ends_the_request_with_408() {
 }
 
 #[test]
+fn a_body_dripped_inside_the_stall_timeout_ends_at_the_body_deadline() {
+    let dir = Scratch::new();
+    bootstrap(&dir);
+    let server = serve(&dir, &["--body-timeout", "3", "--body-deadline", "2"]);
+    let mut c = connect(&server);
+    c.write_all(
+        b"POST /v1/auth/accesstoken HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .unwrap();
+    // One byte every 500 ms: never a stall of the 3 s body timeout, and 100 bytes would
+    // take 50 s; the answer comes at the 2 s deadline, while the client is still sending.
+    let start = Instant::now();
+    let mut reader = c.try_clone().unwrap();
+    let dripper = std::thread::spawn(move || {
+        for _ in 0..99 {
+            std::thread::sleep(Duration::from_millis(500));
+            if c.write_all(b" ").is_err() {
+                break;
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    let _ = reader.read_to_end(&mut raw);
+    let took = start.elapsed();
+    let resp = parse(&String::from_utf8_lossy(&raw));
+    assert_eq!(resp.status, 408, "{}", resp.body);
+    assert_eq!(resp.json()["error"], "timeout");
+    assert!(took < Duration::from_secs(20), "answered after {took:?}");
+    drop(reader);
+    dripper.join().unwrap();
+}
+
+#[test]
 fn connections_past_the_cap_wait_for_a_free_one() {
     let dir = Scratch::new();
     bootstrap(&dir);

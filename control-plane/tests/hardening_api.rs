@@ -225,7 +225,7 @@ async fn usage_reports_cannot_set_impossible_last_use() {
                 "/v1/usage",
                 None,
                 "application/json",
-                json!({"events": [{"token_id": token, "at": at, "outcome": "allow"}]})
+                json!({"events": [{"token_id": token, "at": at, "outcome": "allow", "method": "GET", "path": "/"}]})
                     .to_string()
                     .into_bytes(),
                 &[("authorization", &format!("Bearer {secret}"))],

@@ -586,10 +586,12 @@ async fn every_answer_matches_its_documented_schema() {
         t,
         Some(&edge_secret),
         Some(json!({"events": [
-            {"token_id": tid, "at": "2027-01-01T00:00:00Z", "ip": "192.0.2.1",
+            {"token_id": tid, "at": common::T0 - 120, "ip": "192.0.2.1",
              "outcome": "allow", "method": "GET", "path": "/v1/things"},
-            {"token_id": tid, "at": common::T0 - 60, "outcome": "deny", "reason": "token_expired"},
-            {"token_id": "tok_unknown", "at": "2027-01-02", "outcome": "allow"},
+            {"token_id": tid, "at": common::T0 - 60, "outcome": "deny", "reason": "token_expired",
+             "method": "GET", "path": "/v1/things"},
+            {"token_id": "tok_unknown", "at": common::T0 - 30, "outcome": "allow",
+             "method": "POST", "path": "/"},
         ]})),
         200,
     )

@@ -10,7 +10,10 @@
 //! - a decision about a verified token becomes one [`UsageRecord`], the wire type every
 //!   host reports to the control plane.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+
+use serde::Deserialize;
 
 use crate::config::Config;
 use crate::decision::{Decision, Reason};
@@ -86,7 +89,9 @@ pub fn plan(config: &Config, outcome: &Outcome) -> Plan {
 }
 
 /// Allowed or refused, as usage reports say it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
 pub enum UsageOutcome {
     /// `"allow"`.
     Allow,
@@ -112,26 +117,44 @@ pub const STATUS_FAIL_OPEN: &str = "status_fail_open";
 pub const MAX_USAGE_PATH: usize = 2048;
 
 /// One decision about a verified token, as the control plane's `POST /v1/usage` takes it
-/// (`{"events": [record...]}`). The filter and the edge worker both produce exactly this.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (`{"events": [record...]}`, [`UsageBatch`]). The filter and the edge worker write
+/// exactly this ([`UsageRecord::write_json`]), and the control plane's ingest reads it with
+/// this same type's `Deserialize`: one wire type for all three.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct UsageRecord {
     /// `jti`.
     pub token_id: String,
     /// `parent`, for exchanged access tokens.
+    #[serde(default)]
     pub parent: Option<String>,
     /// Unix seconds.
     pub at: u64,
     /// The client address the decision used, if known.
+    #[serde(default)]
     pub ip: Option<String>,
     /// Allow or deny.
     pub outcome: UsageOutcome,
     /// The reason code of a refusal, or [`STATUS_FAIL_OPEN`] for a fail-open allow.
-    pub reason: Option<&'static str>,
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
+    pub reason: Option<Cow<'static, str>>,
     /// HTTP method.
     pub method: String,
     /// Request path, without the query string (it may carry secrets), at most
     /// [`MAX_USAGE_PATH`] bytes.
     pub path: String,
+}
+
+/// A batch of usage records: the body of `POST /v1/usage` ([`UsageRecord::batch_json`]
+/// writes it).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    /// The records, oldest first.
+    pub events: Vec<UsageRecord>,
 }
 
 impl UsageRecord {
@@ -148,9 +171,10 @@ impl UsageRecord {
         let (result, reason) = match &outcome.decision {
             Decision::Allow(id) => (
                 UsageOutcome::Allow,
-                id.status_fail_open.then_some(STATUS_FAIL_OPEN),
+                id.status_fail_open
+                    .then_some(Cow::Borrowed(STATUS_FAIL_OPEN)),
             ),
-            Decision::Deny(d) => (UsageOutcome::Deny, Some(d.reason.as_str())),
+            Decision::Deny(d) => (UsageOutcome::Deny, Some(Cow::Borrowed(d.reason.as_str()))),
         };
         let path = req.path.split('?').next().unwrap_or("");
         let mut end = path.len().min(MAX_USAGE_PATH);
@@ -187,7 +211,7 @@ impl UsageRecord {
         }
         out.push_str(",\"outcome\":");
         json_str(out, self.outcome.as_str());
-        if let Some(r) = self.reason {
+        if let Some(r) = &self.reason {
             out.push_str(",\"reason\":");
             json_str(out, r);
         }
@@ -365,7 +389,7 @@ mod tests {
         let r = UsageRecord::of(&revoked, &request("/", &[]), None, 0);
         assert_eq!(
             r.map(|r| (r.outcome, r.reason)),
-            Some((UsageOutcome::Deny, Some("revoked")))
+            Some((UsageOutcome::Deny, Some(Cow::Borrowed("revoked"))))
         );
     }
 
@@ -384,5 +408,47 @@ mod tests {
         assert_eq!(out, "\"a\\\"b\\\\c\\u0001\\u007fé\"");
         let batch = UsageRecord::batch_json(&[]);
         assert_eq!(batch, "{\"events\":[]}");
+    }
+
+    /// What the hosts write is what the ingest reads: every record shape survives
+    /// `write_json` → `Deserialize` unchanged, and the reader refuses what no host writes.
+    #[test]
+    fn usage_records_read_back_as_written() {
+        let record = |outcome, reason: Option<&'static str>| UsageRecord {
+            token_id: "tok_1".into(),
+            parent: None,
+            at: 1_800_000_000,
+            ip: None,
+            outcome,
+            reason: reason.map(Cow::Borrowed),
+            method: "GET".into(),
+            path: "/".into(),
+        };
+        let mut full = record(UsageOutcome::Allow, None);
+        full.parent = Some("tok_0".into());
+        full.ip = Some("2001:db8::7".into());
+        full.path = "/caf\u{e9}/\"q\"\\x\u{1}\u{7f}".into();
+        let records = vec![
+            full,
+            record(UsageOutcome::Allow, Some(STATUS_FAIL_OPEN)),
+            record(UsageOutcome::Deny, Some(Reason::Revoked.as_str())),
+            record(UsageOutcome::Deny, Some(Reason::InsufficientScope.as_str())),
+        ];
+        let json = UsageRecord::batch_json(&records);
+        let read: UsageBatch = match serde_json::from_str(&json) {
+            Ok(b) => b,
+            Err(e) => panic!("{json}: {e}"),
+        };
+        assert_eq!(read.events, records);
+        for bad in [
+            r#"{"events":[{"token_id":"t","at":1,"outcome":"maybe","method":"GET","path":"/"}]}"#,
+            r#"{"events":[{"token_id":"t","at":-1,"outcome":"allow","method":"GET","path":"/"}]}"#,
+            r#"{"events":[{"token_id":"t","at":"2030-01-01","outcome":"allow","method":"GET","path":"/"}]}"#,
+            r#"{"events":[{"token_id":"t","at":1,"outcome":"allow","path":"/"}]}"#,
+            r#"{"events":[{"token_id":"t","at":1,"outcome":"allow","method":"GET","path":"/","x":1}]}"#,
+            r#"{"events":[],"more":[]}"#,
+        ] {
+            assert!(serde_json::from_str::<UsageBatch>(bad).is_err(), "{bad}");
+        }
     }
 }

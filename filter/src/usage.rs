@@ -135,7 +135,7 @@ mod tests {
         let mut r = rec(1);
         r.path = "/a\"b\\c\u{1}\u{e9}".into();
         r.parent = Some("tok_p".into());
-        r.reason = Some("revoked");
+        r.reason = Some("revoked".into());
         r.ip = None;
         let mut s = String::new();
         r.write_json(&mut s);

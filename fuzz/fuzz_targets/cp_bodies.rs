@@ -64,7 +64,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         _ => {
             if let Ok(v) = from_slice::<UsageBatch>(body) {
                 for e in &v.events {
-                    let _ = input::check_text("outcome", &e.outcome, 20, false);
+                    let _ = input::check_text("method", &e.method, 20, true);
+                    let _ = input::check_text("path", &e.path, 2048, true);
+                    if let Some(reason) = &e.reason {
+                        let _ = input::check_text("reason", reason, 100, true);
+                    }
                     if let Some(ip) = &e.ip {
                         let _ = input::check_cidr("ip", ip);
                     }

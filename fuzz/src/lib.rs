@@ -369,7 +369,7 @@ pub fn cp_body_seeds() -> Vec<Vec<u8>> {
         json!({"name": "ci", "description": "d", "lifetime_days": 30, "ip_allow": ["10.0.0.0/8"], "scopes": ["read", "admin:write"], "not_before": "2026-11-29T12:00:00Z"}),
         json!({"user": "alice"}),
         json!({"name": "n", "not_before": null, "expires_at": 1_900_000_000, "enabled": false}),
-        json!({"events": [{"token_id": "tok_1", "at": "2026-11-29T12:00:00Z", "outcome": "deny", "reason": "expired", "ip": "10.0.0.1", "method": "GET", "path": "/a"}]}),
+        json!({"events": [{"token_id": "tok_1", "at": 1_795_953_600, "outcome": "deny", "reason": "expired", "ip": "10.0.0.1", "method": "GET", "path": "/a"}]}),
     ];
     bodies
         .iter()

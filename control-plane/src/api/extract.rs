@@ -178,14 +178,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Bytes> {
+    let deadline = req
+        .extensions()
+        .get::<super::server::BodyDeadline>()
+        .map(|d| d.0);
     let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, BODY_LIMIT)));
-    Bytes::from_request(req, state).await.map_err(|e| {
+    let too_slow = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "body: not received in time",
+        )
+    };
+    let read = Bytes::from_request(req, state);
+    let read = match deadline {
+        Some(at) => match tokio::time::timeout_at(at, read).await {
+            Ok(r) => r,
+            Err(_) => return Err(too_slow()),
+        },
+        None => read.await,
+    };
+    read.map_err(|e| {
         if timed_out(&e) {
-            return ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "body: not received in time",
-            );
+            return too_slow();
         }
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -561,7 +561,7 @@ pub fn routes() -> Vec<Route> {
             .ok::<AccessToken>(200)
             .limited(),
         route(Method::POST, "/v1/usage", "Usage events from an edge (edge credential)", Edge, h!(POST, handlers::usage))
-            .body::<UsageBatch>(json!({"events": [{"token_id": "tok_0123", "at": "2026-01-01T00:00:00Z", "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]}))
+            .body::<UsageBatch>(json!({"events": [{"token_id": "tok_0123", "at": 1_767_225_600, "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]}))
             .ok::<UsageAccepted>(200)
             // A refused edge credential counts against the per-address rate.
             .error(&[429]),

@@ -5,7 +5,9 @@
 //! hyper starts its header-read timer whenever a connection waits for a request head, so
 //! the same timeout drops a client that sends its headers too slowly and a keep-alive
 //! connection left idle after its last answer. A body that stalls longer than the body
-//! timeout between two chunks ends the request (408).
+//! timeout between two chunks ends the request (408), and so does a body still arriving
+//! when the body deadline, counted from the request head, has passed: a client dripping a
+//! byte just inside every stall timeout cannot hold a connection for long.
 
 use super::AppState;
 use axum::extract::ConnectInfo;
@@ -21,6 +23,11 @@ use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+/// When a request's body must have arrived in full (request extension; `read_body`
+/// answers 408 past it).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub tokio::time::Instant);
+
 /// How connections are held.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerOptions {
@@ -28,6 +35,8 @@ pub struct ServerOptions {
     pub header_timeout: Duration,
     /// Longest wait for the next chunk of a request body.
     pub body_timeout: Duration,
+    /// Longest time to receive a whole request body, from the request head.
+    pub body_deadline: Duration,
     /// Connections open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// After the shutdown signal: the longest wait for requests in flight to finish.
@@ -39,6 +48,7 @@ impl Default for ServerOptions {
         ServerOptions {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            body_deadline: Duration::from_secs(30),
             max_connections: 512,
             shutdown_grace: Duration::from_secs(4),
         }
@@ -86,6 +96,9 @@ pub async fn serve(
         let svc = ServiceBuilder::new()
             .map_request(move |mut req: axum::http::Request<_>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(BodyDeadline(
+                    tokio::time::Instant::now() + opts.body_deadline,
+                ));
                 req
             })
             .layer(RequestBodyTimeoutLayer::new(opts.body_timeout))

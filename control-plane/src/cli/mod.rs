@@ -212,6 +212,10 @@ struct ServeArgs {
     /// Seconds a request body may stall between two chunks before the request ends (408).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout: u64,
+    /// Seconds a client may take to send a whole request body, from its request head; a
+    /// body still arriving then ends the request (408).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_deadline: u64,
     /// Connections open at once; further clients wait until one closes.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,

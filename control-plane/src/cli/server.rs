@@ -236,6 +236,7 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
     let options = ServerOptions {
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         body_timeout: std::time::Duration::from_secs(args.body_timeout),
+        body_deadline: std::time::Duration::from_secs(args.body_deadline),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         ..ServerOptions::default()
     };

@@ -318,32 +318,9 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Timest
     Option::<Timestamp>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageBatch {
-    pub events: Vec<UsageEvent>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageEvent {
-    /// The `jti` the edge saw.
-    pub token_id: String,
-    /// For access tokens: the API token it was exchanged from.
-    #[serde(default)]
-    pub parent: Option<String>,
-    pub at: Timestamp,
-    #[serde(default)]
-    pub ip: Option<String>,
-    /// `allow` or `deny`.
-    pub outcome: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-}
+/// The body of `POST /v1/usage`: core's usage wire type, the one the filter and the edge
+/// worker write (`tessera_core::plan`), read as it is.
+pub use tessera_core::plan::{UsageBatch, UsageOutcome, UsageRecord};
 
 #[derive(Debug, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,8 @@
 //! Usage reports from the edges, and the authentication and audit logs.
 
-use super::input::{check_text, optional_time, AuditParams, LogParams, Page, UsageBatch};
+use super::input::{
+    check_text, optional_time, AuditParams, LogParams, Page, UsageBatch, UsageOutcome,
+};
 use super::views::{AuditEntries, AuditEntryView, AuthEventView, AuthEvents, UsageAccepted};
 use super::{load_org, token_for, Ctx, Error, Result, SKEW};
 use crate::crypto;
@@ -43,15 +45,15 @@ pub fn record_usage(
     let mut events = Vec::with_capacity(batch.events.len());
     for (n, e) in batch.events.into_iter().enumerate() {
         let f = |name: &str| format!("events[{n}].{name}");
-        if e.at.0 > ctx.now + SKEW {
-            return Err(Error::field(
-                &f("at"),
-                format!("more than {SKEW} s in the future"),
-            ));
-        }
-        if e.outcome != "allow" && e.outcome != "deny" {
-            return Err(Error::field(&f("outcome"), "allow or deny"));
-        }
+        let at = match i64::try_from(e.at) {
+            Ok(at) if at <= ctx.now + SKEW => at,
+            _ => {
+                return Err(Error::field(
+                    &f("at"),
+                    format!("more than {SKEW} s in the future"),
+                ))
+            }
+        };
         let ip = match &e.ip {
             Some(ip) => Some(
                 ip.parse::<IpAddr>()
@@ -60,15 +62,16 @@ pub fn record_usage(
             ),
             None => None,
         };
-        for (name, v, max) in [
-            ("reason", &e.reason, 100),
-            ("method", &e.method, 20),
-            ("path", &e.path, 2048),
-        ] {
-            if let Some(v) = v {
-                check_text(&f(name), v, max, true)?;
-            }
+        if let Some(reason) = &e.reason {
+            check_text(&f("reason"), reason, 100, true)?;
         }
+        check_text(&f("method"), &e.method, 20, true)?;
+        check_text(
+            &f("path"),
+            &e.path,
+            tessera_core::plan::MAX_USAGE_PATH,
+            true,
+        )?;
         let record = e.parent.as_deref().unwrap_or(&e.token_id);
         let Some(token) = tokens.get_mut(record).and_then(Option::as_mut) else {
             unknown.push(e.token_id);
@@ -79,22 +82,22 @@ pub fn record_usage(
             org_id: token.org_id.clone(),
             token_id: token.id.clone(),
             user_id: token.user_id.clone(),
-            at: e.at.0,
+            at,
             ip: ip.clone(),
-            outcome: e.outcome.clone(),
-            reason: e.reason,
-            method: e.method,
-            path: e.path,
+            outcome: e.outcome.as_str().to_string(),
+            reason: e.reason.map(|r| r.into_owned()),
+            method: Some(e.method),
+            path: Some(e.path),
             source: format!("edge:{}", edge.id),
         });
         // Last use: only what a usable JWT did (never a pending, revoked or deleted
         // token's), and never later than now, so that an edge's clock ahead of ours cannot
         // hide the real uses that follow.
-        let at = e.at.0.min(ctx.now);
+        let at = at.min(ctx.now);
         let usable = token.deleted_at.is_none()
             && token.jwt_sha256.is_some()
             && token.revoked_at.is_none_or(|r| at < r);
-        if e.outcome == "allow" && usable && token.last_used_at.is_none_or(|l| l < at) {
+        if e.outcome == UsageOutcome::Allow && usable && token.last_used_at.is_none_or(|l| l < at) {
             tx.set_last_used(&token.id, at, ip.as_deref())?;
             token.last_used_at = Some(at);
             token.last_used_ip = ip;

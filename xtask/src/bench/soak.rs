@@ -103,13 +103,22 @@ struct Revocation {
 /// Resident memory of each process at one instant.
 struct MemorySample {
     at: Duration,
+    /// `VmRSS`.
     kib: Vec<Option<u64>>,
+    /// `RssAnon`: the part of it that is heap and stacks (the rest is mapped files and
+    /// shared memory), to tell allocator growth from mapped pages.
+    anon: Vec<Option<u64>>,
+}
+
+/// A `kB` figure of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    status_kib(pid, "VmRSS:")
 }
 
 fn send(edge: &Edge, jwt: &str) -> std::io::Result<tessera_host_tests::Response> {
@@ -469,8 +478,12 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
             loop {
                 let at = started.elapsed();
                 let kib = pids.iter().map(|(_, pid)| pid.and_then(rss_kib)).collect();
+                let anon = pids
+                    .iter()
+                    .map(|(_, pid)| pid.and_then(|p| status_kib(p, "RssAnon:")))
+                    .collect();
                 if let Ok(mut m) = memory.lock() {
-                    m.push(MemorySample { at, kib });
+                    m.push(MemorySample { at, kib, anon });
                 }
                 if at >= length || stop.load(Ordering::Relaxed) {
                     stop.store(true, Ordering::Relaxed);
@@ -509,10 +522,13 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     for (name, _) in &pids {
         let _ = write!(csv, ",{name} KiB");
     }
+    for (name, _) in &pids {
+        let _ = write!(csv, ",{name} anon KiB");
+    }
     csv.push('\n');
     for m in &memory {
         let _ = write!(csv, "{:.1}", m.at.as_secs_f64());
-        for k in &m.kib {
+        for k in m.kib.iter().chain(&m.anon) {
             let _ = write!(csv, ",{}", k.map_or(String::new(), |k| k.to_string()));
         }
         csv.push('\n');
@@ -557,12 +573,11 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
             ms(times.iter().copied().max())
         );
     }
-    let baseline = memory
-        .iter()
-        .min_by_key(|m| m.at.abs_diff(BASELINE_AT))
-        .map(|m| m.kib.clone())
-        .unwrap_or_default();
+    let baseline_sample = memory.iter().min_by_key(|m| m.at.abs_diff(BASELINE_AT));
+    let baseline = baseline_sample.map(|m| m.kib.clone()).unwrap_or_default();
+    let baseline_anon = baseline_sample.map(|m| m.anon.clone()).unwrap_or_default();
     let last = memory.last().map(|m| m.kib.clone()).unwrap_or_default();
+    let last_anon = memory.last().map(|m| m.anon.clone()).unwrap_or_default();
     let mut growth_worst: f64 = 0.0;
     let mut mem_rows = String::new();
     for (i, (name, _)) in pids.iter().enumerate() {
@@ -580,11 +595,13 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         let mib = |k: Option<u64>| k.map_or("—".into(), |k| format!("{:.1}", k as f64 / 1024.0));
         let _ = writeln!(
             mem_rows,
-            "| {name} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} → {} |",
             mib(b),
             mib(l),
             mib(max),
-            growth.map_or("—".into(), |g| format!("{:+.1} %", g * 100.0))
+            growth.map_or("—".into(), |g| format!("{:+.1} %", g * 100.0)),
+            mib(baseline_anon.get(i).copied().flatten()),
+            mib(last_anon.get(i).copied().flatten()),
         );
     }
     let accept_p99 = percentile(&accept_times, 99.0);
@@ -638,7 +655,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
          **Time from the revoke's answer to the first 401**\n\n\
          | edge | revocations | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n{edge_rows}\n\
          **Resident memory** (MiB; baseline: the sample nearest minute 2)\n\n\
-         | process | at minute 2 | at the end | max | growth |\n|---|---:|---:|---:|---:|\n{mem_rows}",
+         | process | at minute 2 | at the end | max | growth | of which anonymous (heap, stacks), minute 2 → end |\n|---|---:|---:|---:|---:|---:|\n{mem_rows}",
         bin = inputs.cp_bin.display(),
         cal = CALIBRATION.as_secs(),
         tpe = THREADS_PER_EDGE,
