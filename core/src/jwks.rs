@@ -45,7 +45,7 @@ impl KeyAlg {
 #[derive(Clone)]
 pub enum KeyMaterial {
     /// Ed25519 public key.
-    Ed25519(ed25519_dalek::VerifyingKey),
+    Ed25519(crate::ed25519::Ed25519Key),
     /// P-256 public key.
     Es256(p256::ecdsa::VerifyingKey),
     /// RSA public key (2048 to 4096 bits).
@@ -324,9 +324,12 @@ fn parse_key(k: &Value, path: &str) -> Result<Key, ConfigError> {
             let x = b64_field(obj, path, "x")?;
             let pk = <[u8; 32]>::try_from(x.as_slice())
                 .ok()
-                .and_then(|x| ed25519_dalek::VerifyingKey::from_bytes(&x).ok())
+                .and_then(|x| crate::ed25519::Ed25519Key::from_bytes(&x))
                 .ok_or_else(|| {
-                    ConfigError::new(format!("{path}.x"), "is not a 32-byte Ed25519 public key")
+                    ConfigError::new(
+                        format!("{path}.x"),
+                        "is not a 32-byte Ed25519 public key of large order",
+                    )
                 })?;
             (KeyAlg::EdDSA, KeyMaterial::Ed25519(pk))
         }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod decision;
 pub mod der;
+pub mod ed25519;
 pub mod extract;
 pub mod ip;
 pub mod jwks;

@@ -184,16 +184,14 @@ fn status_claim(m: &Map<String, Value>) -> Result<Option<StatusRef>, Reason> {
 /// The signature in the form the key's algorithm requires (length, and values in range
 /// for ECDSA), or `None`. Checked before the claims are read, on both signature paths.
 enum Signature {
-    Ed25519(ed25519_dalek::Signature),
+    Ed25519([u8; 64]),
     Es256(#[cfg_attr(not(feature = "rust-ecdsa"), allow(dead_code))] p256::ecdsa::Signature),
     Rs256,
 }
 
 fn signature_form(material: &KeyMaterial, signature: &[u8]) -> Option<Signature> {
     match material {
-        KeyMaterial::Ed25519(_) => ed25519_dalek::Signature::from_slice(signature)
-            .ok()
-            .map(Signature::Ed25519),
+        KeyMaterial::Ed25519(_) => <[u8; 64]>::try_from(signature).ok().map(Signature::Ed25519),
         KeyMaterial::Es256(_) => p256::ecdsa::Signature::from_slice(signature)
             .ok()
             .map(Signature::Es256),
@@ -215,11 +213,9 @@ pub fn verifies_in_rust(material: &KeyMaterial) -> bool {
 /// for an algorithm this build does not verify in Rust ([`verifies_in_rust`]).
 pub(crate) fn signature_ok(material: &KeyMaterial, message: &[u8], signature: &[u8]) -> bool {
     match (material, signature_form(material, signature)) {
-        // verify_strict: canonical `s`, and no small-order key or `R` (RFC 8032 §5.1.7 plus
-        // the checks that make a signature unmalleable).
-        (KeyMaterial::Ed25519(k), Some(Signature::Ed25519(sig))) => {
-            k.verify_strict(message, &sig).is_ok()
-        }
+        // As ed25519-dalek's verify_strict: canonical `s`, and no small-order key or `R`
+        // (RFC 8032 §5.1.7 plus the checks that make a signature unmalleable).
+        (KeyMaterial::Ed25519(k), Some(Signature::Ed25519(sig))) => k.verify(message, &sig),
         #[cfg(feature = "rust-ecdsa")]
         (KeyMaterial::Es256(k), Some(Signature::Es256(sig))) => {
             use p256::ecdsa::signature::Verifier as _;
