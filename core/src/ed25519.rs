@@ -1,10 +1,12 @@
 //! Ed25519 verification (RFC 8032) with a per-key table, as strict as ed25519-dalek's
 //! `verify_strict`.
 //!
-//! A JWKS key verifies many tokens, so the work that depends only on the key is done once,
-//! when the key loads: `A` is decompressed, refused when of small order, and a radix-16
-//! table of `-A` is built (curve25519-dalek's `EdwardsBasepointTable`, the kind of table
-//! it ships for the base point `B`). A verify then computes `R' = [s]B + [k](-A)` with two
+//! A JWKS key verifies many tokens, so the work that depends only on the key is done once:
+//! when the key loads, `A` is decompressed and refused when of small order; on the key's
+//! first verify, a radix-16 table of `-A` is built (curve25519-dalek's
+//! `EdwardsBasepointTable`, the kind of table it ships for the base point `B`) and kept,
+//! shared by the key's clones. Built lazily, a JWKS of many keys (one or two per
+//! organization) costs neither load time nor memory for the keys no token uses. A verify then computes `R' = [s]B + [k](-A)` with two
 //! table multiplications instead of one double-scalar multiplication, and compares `R'`'s
 //! encoding with the signature's `R` bytes. The table of `B` is built once, on first use,
 //! rather than linked from curve25519-dalek's constant (30 KB more in every module).
@@ -34,8 +36,11 @@ fn b_table() -> &'static EdwardsBasepointTable {
 pub struct Ed25519Key {
     /// The key as published (`A`'s encoding, hashed into every `k`).
     bytes: [u8; 32],
-    /// Multiples of `-A` (30,720 bytes), shared by the key's clones.
-    minus_a: Arc<EdwardsBasepointTable>,
+    /// `-A`, decoded and checked at load.
+    point: EdwardsPoint,
+    /// Multiples of `-A` (30,720 bytes), built on the first verify and shared by the key's
+    /// clones.
+    minus_a: Arc<OnceLock<Box<EdwardsBasepointTable>>>,
 }
 
 impl Ed25519Key {
@@ -48,7 +53,8 @@ impl Ed25519Key {
         }
         Some(Self {
             bytes: *bytes,
-            minus_a: Arc::new(EdwardsBasepointTable::create(&-a)),
+            point: -a,
+            minus_a: Arc::new(OnceLock::new()),
         })
     }
 
@@ -73,7 +79,10 @@ impl Ed25519Key {
                 .finalize()
                 .into(),
         );
-        let r_prime: EdwardsPoint = b_table().mul_base(&s) + self.minus_a.mul_base(&k);
+        let minus_a = self
+            .minus_a
+            .get_or_init(|| Box::new(EdwardsBasepointTable::create(&self.point)));
+        let r_prime: EdwardsPoint = b_table().mul_base(&s) + minus_a.mul_base(&k);
         r_prime.compress().as_bytes()[..] == *r && !r_prime.is_small_order()
     }
 }
