@@ -377,7 +377,9 @@ async fn invitation_password_sign_in_and_out() {
         .await;
     assert_eq!(short.status, 400);
     assert!(
-        short.text().contains("password: at least 10"),
+        short
+            .text()
+            .contains("password: too short: at least 10 characters"),
         "{}",
         short.text()
     );

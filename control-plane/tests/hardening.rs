@@ -536,3 +536,367 @@ fn the_readme_exchange_example_runs_as_written() {
     );
     assert_eq!(v["token_type"], "Bearer");
 }
+
+// ---- Sign-in under attack (issue 23) ----
+
+/// A strong password for the tests' accounts.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Bootstraps `acme`/`alice`, starts the server and sets her password through the
+/// bootstrap's sign-in link: the server and the admin token.
+fn ready(dir: &Scratch, extra: &[&str]) -> (Server, String) {
+    let out = tessera(
+        dir,
+        &[
+            "admin",
+            "bootstrap",
+            "--org",
+            "acme",
+            "--admin",
+            "alice",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = v["sign_in_link"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let server = serve(dir, extra);
+    let r = post_json(
+        &server,
+        "/v1/links/accept",
+        &json!({"secret": secret, "password": PASSWORD}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    (server, v["token"].as_str().unwrap().to_string())
+}
+
+fn post_json(s: &Server, path: &str, body: &Value) -> Resp {
+    http(
+        s,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    )
+}
+
+fn sign_in(s: &Server, org: &str, username: &str, password: &str) -> Resp {
+    post_json(
+        s,
+        "/v1/session",
+        &json!({"org": org, "username": username, "password": password}),
+    )
+}
+
+/// The server's resident memory, KiB.
+fn rss_kib(s: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The admin's view of the audit log: the actions of its entries.
+fn audit_actions(s: &Server, admin: &str) -> Vec<Value> {
+    let r = http(
+        s,
+        "GET",
+        "/v1/audit-log?per_page=100",
+        &[("authorization", &format!("Bearer {admin}"))],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    v["entries"].as_array().unwrap().clone()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_flood_of_junk_link_accepts_and_sign_ins_does_no_password_work() {
+    let dir = Scratch::new();
+    let (server, _) = ready(&dir, &["--max-connections-per-address", "1000"]);
+    let idle = rss_kib(&server);
+    let peak = std::sync::atomic::AtomicU64::new(idle);
+    let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
+    std::thread::scope(|sc| {
+        for i in 0..64 {
+            let (server, statuses) = (&server, &statuses);
+            sc.spawn(move || {
+                for j in 0..4 {
+                    // Junk link secrets with a strong password: refused before argon2.
+                    let r = post_json(
+                        server,
+                        "/v1/links/accept",
+                        &json!({"secret": format!("junk-{i}-{j}"), "password": PASSWORD}),
+                    );
+                    *statuses.lock().unwrap().entry(r.status).or_default() += 1;
+                    // Wrong passwords for the real account: reserved, then throttled.
+                    let r = sign_in(server, "acme", "alice", &format!("wrong guess {i} {j}"));
+                    *statuses.lock().unwrap().entry(r.status).or_default() += 1;
+                }
+            });
+        }
+        let (server, peak) = (&server, &peak);
+        sc.spawn(move || {
+            for _ in 0..100 {
+                peak.fetch_max(rss_kib(server), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    });
+    let after = rss_kib(&server);
+    let peak = peak.into_inner().max(after);
+    let statuses = statuses.into_inner().unwrap();
+    // Every answer is a refusal: 400 (no such link), 401 (a wrong password that was
+    // checked), 429 (throttled or rate-limited); none is a server error.
+    assert!(
+        statuses.keys().all(|s| [400, 401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    // Wrong passwords checked for the account: the allowance (3), then one per doubling
+    // delay (1 s, 2 s, 4 s) while the flood lasts.
+    assert!(
+        statuses.get(&401).copied().unwrap_or(0) <= 6,
+        "{statuses:?}"
+    );
+    let grew_mib = peak.saturating_sub(idle) / 1024;
+    assert!(
+        grew_mib <= 64,
+        "the flood grew the server from {idle} KiB to {peak} KiB"
+    );
+    // And the memory goes back: what the flood left is small.
+    assert!(
+        after.saturating_sub(idle) / 1024 <= 16,
+        "after the flood the server kept {after} KiB (idle: {idle} KiB)"
+    );
+}
+
+#[test]
+fn a_burst_of_wrong_passwords_is_counted_in_full_and_locks_the_owner_out_briefly() {
+    let dir = Scratch::new();
+    let (server, admin) = ready(&dir, &[]);
+    let codes: Vec<u16> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..24)
+            .map(|i| {
+                let server = &server;
+                sc.spawn(move || {
+                    sign_in(server, "acme", "alice", &format!("guess number {i}")).status
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = codes.iter().filter(|c| **c == 401).count();
+    let throttled = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!(checked + throttled, 24, "{codes:?}");
+    assert!(
+        checked <= 3,
+        "{checked} wrong passwords were checked: {codes:?}"
+    );
+    let failed = audit_actions(&server, &admin)
+        .into_iter()
+        .filter(|e| e["action"] == "session.sign_in_failed")
+        .count();
+    assert_eq!(failed, checked, "every checked attempt is in the audit log");
+    // The owner is locked out for the short delay the allowance sets, not the longest.
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = sign_in(&server, "acme", "alice", PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_cross_site_form_cannot_sign_a_browser_in() {
+    let dir = Scratch::new();
+    let (server, _) = ready(&dir, &[]);
+    let body = json!({"org": "acme", "username": "alice", "password": PASSWORD}).to_string();
+    // A form posted as text/plain is not JSON, whatever its body looks like.
+    let r = http(
+        &server,
+        "POST",
+        "/v1/session",
+        &[("content-type", "text/plain")],
+        &body,
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_body");
+    let r = http(
+        &server,
+        "POST",
+        "/v1/links/accept",
+        &[],
+        r#"{"secret":"x","password":"y"}"#,
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    // A browser's cross-site request, by Origin or by Sec-Fetch-Site.
+    for h in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = http(
+            &server,
+            "POST",
+            "/v1/session",
+            &[("content-type", "application/json"), h],
+            &body,
+        );
+        assert_eq!(r.status, 403, "{h:?}: {}", r.body);
+        assert_eq!(r.json()["reason"], "cross_site_request");
+    }
+    // The page's own origin signs in, and the session's answer is not cached.
+    let origin = format!("http://{}", server.addr);
+    let r = http(
+        &server,
+        "POST",
+        "/v1/session",
+        &[
+            ("content-type", "application/json"),
+            ("origin", &origin),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn one_address_gets_only_its_share_of_connections_and_long_polls() {
+    let dir = Scratch::new();
+    bootstrap(&dir);
+    let server = serve(&dir, &["--max-connections-per-address", "4"]);
+    // Half the share may wait in status-list long polls.
+    let r = http(&server, "GET", "/v1/orgs/acme/status-list", &[], "");
+    let version = r.header("tessera-status-version").unwrap().to_string();
+    let path = format!("/v1/orgs/acme/status-list?since={version}&wait=30");
+    let poll = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut polls: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = connect(&server);
+            c.write_all(poll.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = http(&server, "GET", &path, &[], "");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["reason"], "too_many_long_polls");
+    assert!(r.header("retry-after").is_some());
+    // Holding the whole connection share, the next connection is answered 429 and closed.
+    let held: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = http(&server, "GET", "/healthz", &[], "");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["reason"], "too_many_connections");
+    // Freed, the address is served again.
+    drop(held);
+    polls.clear();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = http(&server, "GET", "/healthz", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn sign_in_fields_refuse_invisible_characters_and_unknown_orgs_stay_out_of_the_log() {
+    let dir = Scratch::new();
+    let (server, admin) = ready(&dir, &[]);
+    for (org, user, field) in [
+        ("acme\u{202E}", "alice", "org"),
+        ("acme", "ali\u{061C}ce", "username"),
+        ("acme", "alice\u{200B}", "username"),
+        ("acme", "ali\u{0}ce", "username"),
+        ("ac\nme", "alice", "org"),
+    ] {
+        let r = sign_in(&server, org, user, "whatever it is");
+        assert_eq!(r.status, 400, "{org:?}/{user:?}: {}", r.body);
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(msg.starts_with(&format!("{field}: ")), "{msg}");
+        assert!(msg.contains("control characters"), "{msg}");
+    }
+    let r = sign_in(&server, "no-such-org", "mallory", "whatever it is");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let log = audit_actions(&server, &admin);
+    assert!(
+        !log.iter().any(|e| e.to_string().contains("no-such-org")),
+        "an attempt on an org that does not exist is in acme's log: {log:?}"
+    );
+}
+
+#[test]
+fn a_weak_password_is_refused_with_the_rule_and_leaves_the_link_usable() {
+    let dir = Scratch::new();
+    let server = serve(&dir, &[]);
+    let out = tessera(
+        &dir,
+        &[
+            "admin",
+            "bootstrap",
+            "--org",
+            "acme",
+            "--admin",
+            "alice",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = v["sign_in_link"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    for weak in ["aaaaaaaaaa", "1234567890", "password12"] {
+        let r = post_json(
+            &server,
+            "/v1/links/accept",
+            &json!({"secret": secret, "password": weak}),
+        );
+        assert_eq!(r.status, 400, "{weak}: {}", r.body);
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(msg.starts_with("password: too"), "{msg}");
+        assert!(msg.contains("not a common password"), "{msg}");
+    }
+    let r = post_json(
+        &server,
+        "/v1/links/accept",
+        &json!({"secret": secret, "password": PASSWORD}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn the_signed_status_list_counts_against_the_unauthenticated_rate() {
+    let dir = Scratch::new();
+    bootstrap(&dir);
+    let server = serve(&dir, &["--unauth-rate", "6", "--unauth-burst", "3"]);
+    let codes: Vec<u16> = (0..5)
+        .map(|_| {
+            http(
+                &server,
+                "GET",
+                "/v1/orgs/acme/status-list?format=jwt",
+                &[],
+                "",
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(&codes[..3], &[200, 200, 200], "{codes:?}");
+    assert!(codes[3..].iter().all(|c| *c == 429), "{codes:?}");
+    // The raw list is not limited (the edges poll it).
+    let r = http(&server, "GET", "/v1/orgs/acme/status-list", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -229,8 +229,8 @@ function showSetPassword(kind, secret) {
   const titles = { invite: "Accept your invitation", reset: "Reset your password", bootstrap: "Set the admin password" };
   const box = el("div");
   const form = el("form", { class: "card" },
-    el("p", {}, "Choose a password (at least 10 characters). This link works once."),
-    field("New password", { name: "password", type: "password", required: true, autocomplete: "new-password" }),
+    el("p", { id: "password-rule" }, "Choose a password of at least 10 characters that is not a common password, a word with a few changes, your name, or a pattern such as aaaa or 1234. A few unrelated words make a good one. This link works once."),
+    field("New password", { name: "password", type: "password", required: true, minlength: "10", autocomplete: "new-password", "aria-describedby": "password-rule" }),
     field("Repeat the password", { name: "again", id: "f-again", type: "password", required: true, autocomplete: "new-password" }),
     box,
     el("p", {}, el("button", { type: "submit", class: "primary" }, "Set password and sign in")));

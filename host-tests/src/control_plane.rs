@@ -271,6 +271,9 @@ impl ControlPlane {
             .arg(&self.db)
             .args(["--listen", &self.addr.to_string(), "--base-url"])
             .arg(&self.base_url)
+            // Every edge and client of a host test or bench is 127.0.0.1: no per-address
+            // share (the bench holds 1,000 long polls from it).
+            .args(["--max-connections-per-address", "100000"])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -3,13 +3,13 @@
 //! revocation, and the web page's remembered choices. Also the session half of the
 //! `Caller` extractor and the credential admission every authenticated route goes through.
 
-use super::extract::{Caller, JsonBody, PeerAddr};
+use super::extract::{Caller, ConnectInfoOpt, JsonBody, PeerAddr};
 use super::{route, ActingSlot, ApiError, ApiResult, AppState, Auth, Route};
 use crate::policy::Actor;
 use crate::service::accounts::{self, EdgeList, EdgeView, Prefs};
 use crate::service::sessions::{self, Started};
 use crate::service::views::{OrgView, UserView};
-use crate::service::{authority, Ctx, Error};
+use crate::service::{authority, input, Ctx, Error};
 use axum::extract::{MatchedPath, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -302,14 +302,17 @@ async fn sign_in(
     PeerAddr(peer): PeerAddr,
     JsonBody(req): JsonBody<SignIn>,
 ) -> ApiResult<Response> {
-    check_len("org", &req.org, 200)?;
-    check_len("username", &req.username, 200)?;
+    // The cheap checks first: sizes, and no control or invisible characters (they would
+    // reach the audit log, and a NUL cannot be stored at all).
+    input::check_text("org", &req.org, 200, false)?;
+    input::check_text("username", &req.username, 200, false)?;
     check_len("password", &req.password, accounts::PASSWORD_MAX)?;
     let ip = client_ip(peer);
     let (org, user, addr) = (req.org.clone(), req.username.clone(), ip.clone());
+    // Then the throttle reservation, committed before any password work.
     let found = s
-        .read(move |tx, ctx| {
-            match sessions::find_candidate(tx, ctx, &org, &user, addr.as_deref()) {
+        .write(move |tx, ctx| {
+            match sessions::begin_sign_in(tx, ctx, &org, &user, addr.as_deref()) {
                 Ok(c) => Ok(Ok(c)),
                 Err(Error::Throttled { retry_after }) => Ok(Err(retry_after)),
                 Err(e) => Err(e),
@@ -321,12 +324,12 @@ async fn sign_in(
         Err(wait) => return Ok(too_many(wait)),
     };
     let password = req.password;
-    let (candidate, ok) = tokio::task::spawn_blocking(move || {
-        let ok = sessions::password_matches(&candidate, &password);
-        (candidate, ok)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("worker: {e}")))?;
+    let (candidate, ok) = s
+        .password_work(move || {
+            let ok = sessions::password_matches(&candidate, &password);
+            (candidate, ok)
+        })
+        .await?;
     let (org, user) = (req.org, req.username);
     let outcome = s
         .write(move |tx, ctx| {
@@ -382,14 +385,32 @@ async fn sign_out(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Res
 
 async fn accept_link(
     State(s): State<AppState>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
     JsonBody(req): JsonBody<AcceptLink>,
 ) -> ApiResult<Response> {
     check_len("secret", &req.secret, 200)?;
-    accounts::check_password("password", &req.password)?;
+    check_len("password", &req.password, accounts::PASSWORD_MAX)?;
+    // The link first (a read): an unknown, used or expired secret is refused before any
+    // password work, and counts against the address's rate of unauthenticated requests.
+    let secret = req.secret.clone();
+    let looked = s
+        .read(move |tx, ctx| accounts::usable_link(tx, ctx, &secret))
+        .await;
+    let (_, words) = match looked {
+        Ok(found) => found,
+        Err(e) => {
+            if let Some(limited) = s.address_limit().and_then(|l| l.check(peer)) {
+                return Ok(limited);
+            }
+            return Err(e);
+        }
+    };
+    let own: Vec<&str> = words.iter().map(String::as_str).collect();
+    accounts::check_password("password", &req.password, &own)?;
     let password = req.password;
-    let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::internal(format!("worker: {e}")))??;
+    let hash = s
+        .password_work(move || accounts::hash_password(&password))
+        .await??;
     let secret = req.secret;
     let st = s
         .write(move |tx, ctx| {

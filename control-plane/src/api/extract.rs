@@ -165,16 +165,50 @@ pub(crate) fn body_error(path: String, e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// A JSON body; a bad one is a 400 naming the field.
+/// A JSON body; a bad one is a 400 naming the field. A body must be sent as
+/// `application/json` (or a `+json` type): a browser form can post `text/plain` across
+/// sites without asking, so a JSON route that read any type could be driven by another
+/// site (a sign-in CSRF). An empty body needs no type.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(req.headers());
         let bytes = read_body(req, state).await?;
+        if !json && !bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(not_json());
+        }
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Whether the request says its body is JSON: `application/json` or `application/*+json`,
+/// with or without parameters.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
+}
+
+/// 415: a body sent as anything but JSON.
+pub(crate) fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "invalid_body",
+        "body: send it as JSON, with Content-Type: application/json",
+    )
 }
 
 pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Bytes> {

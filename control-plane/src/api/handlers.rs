@@ -124,6 +124,7 @@ const MAX_WAIT_SECS: u64 = 60;
 
 pub(super) async fn status_list(
     State(s): State<AppState>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
     Path(org): Path<String>,
     headers: HeaderMap,
     QueryParams(p): QueryParams<StatusParams>,
@@ -152,6 +153,8 @@ pub(super) async fn status_list(
     let mut rx = s.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let etag_for = |v: i64| format!("\"{v}{}\"", if jwt { "-jwt" } else { "" });
+    // Held while this poll waits: one address holds at most its share of long polls.
+    let mut place = None;
     loop {
         let o = org.clone();
         let version = s.read(move |tx, _| keys::status_version(tx, &o)).await?;
@@ -162,6 +165,12 @@ pub(super) async fn status_list(
         if fresh {
             break;
         }
+        if place.is_none() && wait > 0 {
+            match s.long_poll_place(peer) {
+                Some(p) => place = Some(p),
+                None => return Ok(too_many_polls()),
+            }
+        }
         let changed = tokio::select! {
             c = tokio::time::timeout_at(deadline, rx.changed()) => matches!(c, Ok(Ok(()))),
             // The server is shutting down: answer now, the client polls again elsewhere.
@@ -171,7 +180,13 @@ pub(super) async fn status_list(
             return Ok(not_modified(&etag_for(version), version));
         }
     }
+    drop(place);
     let (version, body, ctype) = if jwt {
+        // A signed list costs a signature and a write: unauthenticated, so it counts
+        // against the address's rate like the other public routes.
+        if let Some(limited) = s.address_limit().and_then(|l| l.check(peer)) {
+            return Ok(limited);
+        }
         let o = org.clone();
         let (v, j) = s
             .write(move |tx, ctx| keys::status_list_jwt(tx, ctx, &o))
@@ -203,6 +218,20 @@ pub(super) async fn status_list(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     set_version_headers(h, &etag, version);
     Ok(resp)
+}
+
+/// 429: the address already holds its share of waiting long polls.
+fn too_many_polls() -> Response {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "too many status-list long polls from this address are waiting; retry in 1 s",
+    );
+    e.reason = Some("too_many_long_polls");
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 fn set_version_headers(h: &mut HeaderMap, etag: &str, version: i64) {

@@ -10,7 +10,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
@@ -33,16 +33,7 @@ pub struct PeerAddress;
 
 /// An address as the limit counts it: IPv4 whole, IPv6 by its /64.
 pub fn bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
+    crate::service::sessions::address_bucket(ip)
 }
 
 impl KeyExtractor for PeerAddress {

@@ -55,7 +55,17 @@ struct Inner {
     limit: std::sync::OnceLock<limit::AddressLimit>,
     /// Uses of tokens against this API not yet in the authentication log.
     api_uses: Mutex<Vec<crate::model::AuthEvent>>,
+    /// Status-list long polls held per client address, and how many one may hold
+    /// (`tessera serve` sets half its per-address connection share).
+    long_polls: server::Shares,
+    long_poll_share: std::sync::OnceLock<usize>,
+    /// Password hashes computed or checked at once (argon2id takes 19 MiB and a core
+    /// each): one per core, so a flood of sign-ins queues instead of growing memory.
+    hashing: tokio::sync::Semaphore,
 }
+
+/// How long a password check waits for a free core before answering 503.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Noted API uses that make the next one write them at once (else the periodic flush of
 /// `tessera serve`, or a read of the log, does).
@@ -94,6 +104,11 @@ impl AppState {
             closing,
             limit: std::sync::OnceLock::new(),
             api_uses: Mutex::new(Vec::new()),
+            long_polls: server::Shares::default(),
+            long_poll_share: std::sync::OnceLock::new(),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         });
         // Changes committed by other processes on the same database wake the long polls
         // too (PostgreSQL replicas). Weak: the watcher does not keep the state alive.
@@ -113,6 +128,52 @@ impl AppState {
             let _ = self.inner.limit.set(l);
         }
         self
+    }
+
+    /// Status-list long polls one client address may hold at once; past it, a poll that
+    /// would wait is answered 429. Set once; unset means no share.
+    pub fn with_long_poll_share(self, share: usize) -> Self {
+        let _ = self.inner.long_poll_share.set(share.max(1));
+        self
+    }
+
+    /// A place for a long poll of `peer`, or `None` past its address's share.
+    pub(crate) fn long_poll_place(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Option<Option<server::Share>> {
+        let Some(share) = self.inner.long_poll_share.get() else {
+            return Some(None);
+        };
+        let ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |p| {
+            p.ip()
+        });
+        self.inner.long_polls.take(ip, *share).map(Some)
+    }
+
+    /// Runs password work (argon2id hashing or checking) on a blocking thread, at most one
+    /// per core at a time; past [`HASHING_WAIT`] in the queue, 503 `busy`.
+    pub(crate) async fn password_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> ApiResult<T> {
+        let permit = tokio::time::timeout(HASHING_WAIT, self.inner.hashing.acquire())
+            .await
+            .map_err(|_| {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "too many sign-ins are being checked right now; try again in a few seconds",
+                );
+                e.reason = Some("busy");
+                e
+            })?
+            .map_err(ApiError::internal)?;
+        let out = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("worker: {e}")))?;
+        drop(permit);
+        Ok(out)
     }
 
     pub fn address_limit(&self) -> Option<&limit::AddressLimit> {
@@ -395,7 +456,7 @@ impl Route {
         self.body = Some(example);
         self.request.push(json::<T>());
         let names = if self.auth == Auth::Token { 404 } else { 400 };
-        self.error(&[400, 413, names])
+        self.error(&[400, 413, 415, names])
     }
 
     /// An `application/x-www-form-urlencoded` request body of type `T`.
@@ -497,7 +558,9 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/v1/orgs/{org}/status-list", "Token status list (raw JSON, or statuslist+jwt); ETag; long-poll with since/wait", Public, h!(GET, handlers::status_list))
             .query::<StatusParams>()
             .answer(200, "The list: JSON, or a signed statuslist+jwt (`format=jwt` or `Accept: application/statuslist+jwt`)", vec![json::<StatusListView>(), status_jwt])
-            .answer(304, "Not modified: the list is still at version `since` (or matches `If-None-Match`)", vec![]),
+            .answer(304, "Not modified: the list is still at version `since` (or matches `If-None-Match`)", vec![])
+            // Past the address's share of waiting polls, or its rate of signed lists.
+            .error(&[429]),
         route(Method::POST, "/v1/orgs/{org}/keys/rotate", "Rotate the signing key (org admin)", Token, h!(POST, handlers::keys_rotate))
             .body::<RotateKey>(json!({"alg": "ES256"}))
             .ok::<KeyRotated>(200),
@@ -595,8 +658,69 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed on this route; see /openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_writes,
+        ))
         .layer(axum::middleware::from_fn(request_log))
         .with_state(state)
+}
+
+/// Stable reason: a state-changing request a browser sent from another site.
+pub const CROSS_SITE: &str = "cross_site_request";
+
+/// A state-changing request (any method but GET, HEAD, OPTIONS) that a browser marks as
+/// sent from another site is refused before anything runs: `Sec-Fetch-Site` other than
+/// `same-origin` or `none` (typed by the user), or an `Origin` that is neither this
+/// service's base URL nor the `Host` the request was sent to. Clients that are not
+/// browsers (the CLI, the edges) send neither header. This stands beside the session's
+/// CSRF token and the JSON-only bodies, so a sign-in form on another site cannot sign a
+/// browser in.
+async fn same_origin_writes(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::response::IntoResponse as _;
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        if let Some(why) = cross_site(req.headers(), s.base_url()) {
+            let mut e = ApiError::new(StatusCode::FORBIDDEN, "forbidden", why);
+            e.reason = Some(CROSS_SITE);
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Why the request is a cross-site one, if it is.
+fn cross_site(h: &axum::http::HeaderMap, base_url: &str) -> Option<String> {
+    let text = |n: &str| {
+        h.get(n)
+            .map(|v| v.to_str().unwrap_or("?").trim().to_string())
+    };
+    if let Some(site) = text("sec-fetch-site") {
+        if !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")) {
+            return Some(format!(
+                "this request came from another site (Sec-Fetch-Site: {site}); changes are accepted only from this service's own page"
+            ));
+        }
+    }
+    let origin = text("origin")?;
+    let host = text("host").unwrap_or_default();
+    let same = |o: &str| {
+        let o = o.trim_end_matches('/');
+        o.eq_ignore_ascii_case(base_url)
+            || o.split_once("://")
+                .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(&host))
+    };
+    if same(&origin) {
+        None
+    } else {
+        Some(format!(
+            "this request came from another origin ({origin}); changes are accepted only from {base_url}"
+        ))
+    }
 }
 
 /// Who acted in a request, filled in by the authenticating extractor for the request log.
@@ -657,5 +781,11 @@ async fn request_log(mut req: Request, next: Next) -> Response {
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    // An answer that says nothing of caching is never stored: many carry a secret (a JWT
+    // downloaded once, a link, an edge secret, a CSRF token) or a person's data. Lists
+    // and keys meant for caches (status lists, JWKS, the page's files) say their own.
+    resp.headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
     resp
 }

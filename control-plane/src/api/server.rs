@@ -1,6 +1,12 @@
 //! The listener of `tessera serve`: HTTP/1.1 connections served by hyper with its
-//! header-read timeout, tower-http's request-body timeout, a cap on open connections, and
-//! a graceful shutdown bounded in time (hyper-util's `GracefulShutdown`).
+//! header-read timeout, tower-http's request-body timeout, a cap on open connections with
+//! a share per client address, and a graceful shutdown bounded in time (hyper-util's
+//! `GracefulShutdown`).
+//!
+//! One address (an IPv6 client by its /64) holds at most `max_connections_per_address`
+//! of the open connections: past its share, a new connection of that address gets one
+//! 429 answer and is closed, so a single client can neither take every connection nor
+//! starve `/healthz` and the edges' status-list polls.
 //!
 //! hyper starts its header-read timer whenever a connection waits for a request head, so
 //! the same timeout drops a client that sends its headers too slowly and a keep-alive
@@ -15,8 +21,10 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -39,6 +47,9 @@ pub struct ServerOptions {
     pub body_deadline: Duration,
     /// Connections open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one client address (IPv6: its /64) may hold open at once; past it, a
+    /// new connection is answered 429 and closed.
+    pub max_connections_per_address: usize,
     /// After the shutdown signal: the longest wait for requests in flight to finish.
     pub shutdown_grace: Duration,
 }
@@ -50,6 +61,7 @@ impl Default for ServerOptions {
             body_timeout: Duration::from_secs(10),
             body_deadline: Duration::from_secs(30),
             max_connections: 512,
+            max_connections_per_address: 64,
             shutdown_grace: Duration::from_secs(4),
         }
     }
@@ -66,6 +78,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let shares = Shares::default();
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -93,6 +106,20 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Some(share) = shares.take(peer.ip(), opts.max_connections_per_address) else {
+            drop(permit);
+            let conn = http.serve_connection(
+                TokioIo::new(stream),
+                hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(over_share())
+                }),
+            );
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+            });
+            continue;
+        };
         let svc = ServiceBuilder::new()
             .map_request(move |mut req: axum::http::Request<_>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
@@ -109,6 +136,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
+            drop(share);
             drop(permit);
         });
     }
@@ -122,5 +150,75 @@ pub async fn serve(
             grace_ms = opts.shutdown_grace.as_millis() as u64,
             "connections still open after the shutdown grace; closing them"
         );
+    }
+}
+
+/// The answer to a connection past its address's share: 429, then the connection closes.
+fn over_share() -> hyper::Response<axum::body::Body> {
+    let mut resp = hyper::Response::new(axum::body::Body::from(
+        r#"{"error":"too_many_requests","reason":"too_many_connections","message":"too many open connections from this address; close some and retry"}"#,
+    ));
+    *resp.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
+    let h = resp.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
+/// Open connections per client address (IPv6 by its /64, as the rate limit counts).
+#[derive(Clone, Default)]
+pub struct Shares(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection counted against its address; dropping it gives the place back.
+pub struct Share {
+    shares: Shares,
+    key: IpAddr,
+}
+
+impl Shares {
+    /// Counts one more for `ip`, unless it already holds `max`.
+    pub fn take(&self, ip: IpAddr, max: usize) -> Option<Share> {
+        let key = super::limit::bucket(ip);
+        let mut map = self.0.lock().ok()?;
+        let n = map.entry(key).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(Share {
+            shares: self.clone(),
+            key,
+        })
+    }
+
+    /// How many `ip`'s address holds now.
+    pub fn held(&self, ip: IpAddr) -> usize {
+        let key = super::limit::bucket(ip);
+        self.0
+            .lock()
+            .map_or(0, |m| m.get(&key).copied().unwrap_or(0))
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.shares.0.lock() {
+            if let Some(n) = map.get_mut(&self.key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.key);
+                }
+            }
+        }
     }
 }

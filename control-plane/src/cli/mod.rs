@@ -219,6 +219,10 @@ struct ServeArgs {
     /// Connections open at once; further clients wait until one closes.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Connections one client address (IPv6: its /64) may hold open at once; past it, new
+    /// ones are answered 429 and closed, so one client cannot take them all.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_address: u64,
     /// Unauthenticated requests (token exchange, usage with a refused edge credential)
     /// per minute from one address, after a burst; past it, 429 with Retry-After. 0: no limit.
     #[arg(long, default_value_t = 30)]

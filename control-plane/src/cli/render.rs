@@ -34,11 +34,10 @@ pub const TOKEN_TABLE: [&str; 7] = [
     "last_used_at",
 ];
 
-/// Whether `c` must not reach a terminal raw: C0, DEL, C1, and the bidirectional
-/// embedding, override and isolate controls (which reorder what follows them).
+/// Whether `c` must not reach a terminal raw: the service's one rule for names
+/// (`service::input::is_control`: Cc, Cf, Zl, Zp and invisible fillers).
 fn is_terminal_control(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    crate::service::input::is_control(c)
 }
 
 /// `s` with every terminal control written as an escape (`\n`, `\r`, `\t`, else `\u{..}`).

@@ -177,7 +177,11 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
     .with_rate_limit(RateLimit {
         per_minute: args.unauth_rate,
         burst: args.unauth_burst,
-    });
+    })
+    // Half an address's connections may wait in long polls: the rest stay for requests.
+    .with_long_poll_share(
+        usize::try_from(args.max_connections_per_address / 2).unwrap_or(usize::MAX),
+    );
     tracing::info!(
         %addr,
         base_url,
@@ -238,6 +242,8 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         body_timeout: std::time::Duration::from_secs(args.body_timeout),
         body_deadline: std::time::Duration::from_secs(args.body_deadline),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        max_connections_per_address: usize::try_from(args.max_connections_per_address)
+            .unwrap_or(usize::MAX),
         ..ServerOptions::default()
     };
     crate::api::server::serve(

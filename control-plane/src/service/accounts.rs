@@ -57,18 +57,41 @@ pub fn verify_password(password: &str, phc: Option<&str>) -> bool {
     ok && real
 }
 
-pub fn check_password(field: &str, password: &str) -> Result<()> {
+/// The least zxcvbn score (0 to 4) a new password must reach: 3 is "safely unguessable:
+/// moderate protection from an offline slow-hash scenario" (about 10^8 guesses or more).
+pub const PASSWORD_MIN_SCORE: u8 = 3;
+
+/// What a new password must be, said the same way on the page, the API and the CLI.
+pub const PASSWORD_RULE: &str =
+    "at least 10 characters, and not a common password, a word with a few changes, or a pattern such as aaaa or 1234";
+
+/// Checks a new password: its length, then its strength as zxcvbn estimates it (common
+/// passwords, dictionary words, names, keyboard patterns, repeats and sequences), with
+/// the user's own names as words an attacker would try first. The refusal says what is
+/// wrong in words and the rule.
+pub fn check_password(field: &str, password: &str, own_words: &[&str]) -> Result<()> {
     let n = password.chars().count();
     if n < PASSWORD_MIN {
-        return Err(Error::field(
-            field,
-            format!("at least {PASSWORD_MIN} characters"),
-        ));
+        return Err(Error::field(field, format!("too short: {PASSWORD_RULE}")));
     }
     if password.len() > PASSWORD_MAX {
         return Err(Error::field(field, format!("at most {PASSWORD_MAX} bytes")));
     }
-    Ok(())
+    let estimate = zxcvbn::zxcvbn(password, own_words);
+    if u8::from(estimate.score()) >= PASSWORD_MIN_SCORE {
+        return Ok(());
+    }
+    let why = estimate
+        .feedback()
+        .and_then(|f| f.warning())
+        .map(|w| w.to_string())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "this password is easy to guess".to_string());
+    let why = why.trim_end_matches('.');
+    Err(Error::field(
+        field,
+        format!("too weak ({why}): {PASSWORD_RULE}"),
+    ))
 }
 
 /// The account of a user (a default one when none is stored yet).
@@ -173,6 +196,32 @@ pub fn live_user(tx: &mut dyn Tx, user_id: &str) -> Result<User> {
 /// Why a link cannot be used (the same words whether it never existed or was used).
 pub const LINK_UNUSABLE: &str = "this link is not valid: it was already used or never issued";
 pub const LINK_EXPIRED: &str = "this link has expired; ask an admin for a new one";
+
+/// The user a link is for, if the link can be used now, and the words a password for
+/// them must not be built from (their username, display name and organization). A
+/// read, done before any password work.
+pub fn usable_link(tx: &mut dyn Tx, ctx: &Ctx, secret: &str) -> Result<(User, Vec<String>)> {
+    let link = tx
+        .get_link(&crypto::sha256_hex(secret.as_bytes()))?
+        .filter(|l| l.used_at.is_none())
+        .ok_or_else(|| Error::field("secret", LINK_UNUSABLE))?;
+    if link.expires_at <= ctx.now {
+        return Err(Error::field("secret", LINK_EXPIRED));
+    }
+    let user = load_user(tx, &link.user_id)?;
+    let account = account_of(tx, &user.id)?;
+    if account.deleted_at.is_some() || account.disabled_at.is_some() {
+        return Err(Error::field("secret", LINK_UNUSABLE));
+    }
+    let org = super::load_org(tx, &user.org_id)?;
+    let words = vec![
+        user.username.clone(),
+        user.display_name.clone(),
+        org.name,
+        org.id,
+    ];
+    Ok((user, words))
+}
 
 /// Consumes a one-time link and sets the password; the caller then starts a session.
 /// `hash` was computed off the transaction.
@@ -407,4 +456,44 @@ pub fn put_prefs(tx: &mut dyn Tx, actor: &Actor, prefs: Prefs) -> Result<Prefs> 
     a.prefs = prefs.prefs.clone();
     tx.put_account(&a)?;
     Ok(prefs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_passwords_are_refused_with_the_rule() {
+        for weak in [
+            "aaaaaaaaaa",
+            "1234567890",
+            "password123",
+            "qwertyuiop",
+            "Password1!",
+            "bob-the-user",
+        ] {
+            let e = check_password("password", weak, &["bob-the-user", "acme"]).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(PASSWORD_RULE), "{weak}: {msg}");
+            assert!(msg.starts_with("password: too"), "{weak}: {msg}");
+        }
+        assert!(check_password("password", "short", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("too short"));
+    }
+
+    #[test]
+    fn the_passwords_the_suites_use_are_strong_enough() {
+        for strong in [
+            "correct horse battery",
+            "a long enough password",
+            "bob's long password",
+            "a long password",
+            "the admin's password",
+            "rita's long password",
+        ] {
+            check_password("password", strong, &[]).unwrap_or_else(|e| panic!("{strong}: {e}"));
+        }
+    }
 }

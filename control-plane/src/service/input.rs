@@ -85,12 +85,21 @@ pub fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> Re
     Ok(())
 }
 
-/// Characters a name must not carry to a terminal or a page: C0 (also CR, LF, TAB, ESC,
-/// BEL), DEL, C1, and the bidirectional marks, embeddings, overrides and isolates (which
-/// reorder the text after them).
+/// Characters no name, description or logged field may carry (one rule for the whole
+/// service): the Unicode general categories Cc (C0, DEL, C1: also CR, LF, TAB, ESC),
+/// Cf (format characters: the bidirectional marks, embeddings, overrides and isolates
+/// that reorder the text after them, U+061C, zero-width spaces and joiners, U+FEFF),
+/// Zl and Zp (line and paragraph separators), and the Hangul fillers, which are letters
+/// by category but draw nothing.
 pub fn is_control(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    ) || matches!(c, '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}')
 }
 
 pub fn check_org_id(field: &str, id: &str) -> Result<()> {

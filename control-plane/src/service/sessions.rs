@@ -8,9 +8,10 @@ use super::{audit, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{Org, User};
 use crate::policy::{Actor, Credential};
-use crate::store::accounts::{Session, Throttle};
+use crate::store::accounts::Session;
 use crate::store::Tx;
 use serde_json::json;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "tessera_session";
@@ -35,24 +36,37 @@ pub const FORGET_SECS: i64 = 3600;
 /// password, and a disabled one.
 pub const WRONG_CREDENTIALS: &str = "wrong organization, username or password";
 
-/// The throttle keys of an attempt: the account as named (existing or not) and the address.
-pub fn throttle_keys(org: &str, username: &str, ip: Option<&str>) -> Vec<String> {
-    let mut keys = vec![format!("user:{org}/{username}")];
-    if let Some(ip) = ip {
-        keys.push(format!("addr:{ip}"));
+/// The address a throttle or a rate limit counts: an IPv4 address whole, an IPv6 one by
+/// its /64 (one subscriber's usual allocation, so rotating through it gains nothing), an
+/// IPv4-mapped IPv6 address as the IPv4 one.
+pub fn address_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
-    keys
 }
 
-/// Seconds until the attempt may be made, if it is being delayed.
-pub fn throttled(tx: &mut dyn Tx, ctx: &Ctx, keys: &[String]) -> Result<Option<i64>> {
-    let mut wait = 0;
-    for k in keys {
-        if let Some(t) = tx.get_throttle(k)? {
-            wait = wait.max(t.locked_until - ctx.now);
-        }
+/// The throttle keys of an attempt, each with its free failures: the client address
+/// first (by [`address_bucket`]), then the account as named (existing or not). The
+/// address comes first so that one client's burst is stopped by its own limit before it
+/// can push the account's delay up: a stranger locks the real user out for seconds, not
+/// the longest delay.
+pub fn throttle_keys(org: &str, username: &str, ip: Option<&str>) -> Vec<(String, i64)> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some(ip) = ip {
+        let addr = ip
+            .parse::<IpAddr>()
+            .map_or_else(|_| ip.to_string(), |a| address_bucket(a).to_string());
+        keys.push((format!("addr:{addr}"), ADDRESS_FREE_FAILURES));
     }
-    Ok((wait > 0).then_some(wait))
+    keys.push((format!("user:{org}/{username}"), ACCOUNT_FREE_FAILURES));
+    keys
 }
 
 /// The delay after `failures` failures with `free` free ones: none, then 1, 2, 4, ... s.
@@ -65,25 +79,49 @@ pub fn delay_after(failures: i64, free: i64) -> i64 {
     }
 }
 
-fn record_failure(tx: &mut dyn Tx, ctx: &Ctx, keys: &[String]) -> Result<()> {
-    for k in keys {
-        let free = if k.starts_with("addr:") {
-            ADDRESS_FREE_FAILURES
-        } else {
-            ACCOUNT_FREE_FAILURES
-        };
-        let mut t = tx
-            .get_throttle(k)?
-            .filter(|t| ctx.now - t.last_at < FORGET_SECS)
-            .unwrap_or(Throttle {
-                key: k.clone(),
-                failures: 0,
-                locked_until: 0,
-                last_at: ctx.now,
-            });
+/// Reserves one attempt, atomically on both backends and across replicas: the throttle
+/// rows are locked (address, then account, always in that order), and if any of them is
+/// delaying, the attempt is refused without being counted; otherwise it is counted as a
+/// failure on every key *before* the password is checked, so a burst of simultaneous
+/// attempts is counted in full. A success gives the reservation back
+/// ([`finish_sign_in`]).
+pub fn reserve_attempt(tx: &mut dyn Tx, ctx: &Ctx, keys: &[(String, i64)]) -> Result<()> {
+    let mut rows = Vec::with_capacity(keys.len());
+    let mut wait = 0;
+    for (k, free) in keys {
+        let mut t = tx.lock_throttle(k, ctx.now)?;
+        if ctx.now - t.last_at >= FORGET_SECS {
+            t.failures = 0;
+            t.locked_until = 0;
+        }
+        wait = wait.max(t.locked_until - ctx.now);
+        rows.push((t, *free));
+    }
+    if wait > 0 {
+        return Err(Error::Throttled { retry_after: wait });
+    }
+    for (mut t, free) in rows {
         t.failures += 1;
         t.last_at = ctx.now;
         t.locked_until = ctx.now + delay_after(t.failures, free);
+        tx.put_throttle(&t)?;
+    }
+    Ok(())
+}
+
+/// Gives back a successful attempt's reservation: the account's failures are cleared,
+/// the address's count loses the one this attempt added.
+fn release_attempt(tx: &mut dyn Tx, ctx: &Ctx, keys: &[(String, i64)]) -> Result<()> {
+    for (k, free) in keys {
+        if k.starts_with("user:") {
+            tx.clear_throttle(k)?;
+            continue;
+        }
+        let mut t = tx.lock_throttle(k, ctx.now)?;
+        t.failures = (t.failures - 1).max(0);
+        if delay_after(t.failures, *free) == 0 {
+            t.locked_until = 0;
+        }
         tx.put_throttle(&t)?;
     }
     Ok(())
@@ -98,18 +136,17 @@ pub struct Candidate {
     pub blocked: Option<&'static str>,
 }
 
-/// Phase 1 (a read): the throttle, then the account. The password is checked off the
-/// transaction (argon2 is slow by design), then [`finish_sign_in`] records the outcome.
-pub fn find_candidate(
+/// Phase 1 (a write): reserves the attempt in the throttle ([`reserve_attempt`]), then
+/// finds the account. The password is checked off the transaction (argon2 is slow by
+/// design, and bounded by the caller), then [`finish_sign_in`] records the outcome.
+pub fn begin_sign_in(
     tx: &mut dyn Tx,
     ctx: &Ctx,
     org: &str,
     username: &str,
     ip: Option<&str>,
 ) -> Result<Candidate> {
-    if let Some(wait) = throttled(tx, ctx, &throttle_keys(org, username, ip))? {
-        return Err(Error::Throttled { retry_after: wait });
-    }
+    reserve_attempt(tx, ctx, &throttle_keys(org, username, ip))?;
     let org = tx.get_org(org)?;
     let user = match &org {
         Some(o) => tx.find_user(&o.id, username)?,
@@ -180,34 +217,22 @@ pub fn start_session(tx: &mut dyn Tx, ctx: &Ctx, user: &User) -> Result<Started>
     })
 }
 
-/// Phase 3 (a write): records the outcome in the throttle and the audit log and, on
-/// success, starts the session. A failure is returned as `Ok(None)` so it is committed.
+/// Phase 3 (a write): records the outcome and, on success, gives the throttle
+/// reservation back and starts the session. A failure is returned as `Ok(None)` so it is
+/// committed. A failure against an existing org is in that org's audit log; one naming
+/// no org is logged by the service only (it belongs to no organization).
 pub fn finish_sign_in(
     tx: &mut dyn Tx,
     ctx: &Ctx,
     c: &Candidate,
-    org_id: &str,
+    org_name: &str,
     username: &str,
     ip: Option<&str>,
     ok: bool,
 ) -> Result<Option<Started>> {
-    let keys = throttle_keys(org_id, username, ip);
-    let audit_org = match &c.org {
-        Some(o) => Some(o.id.clone()),
-        // An org that does not exist: the attempt goes to the root org's log.
-        None => tx
-            .list_orgs()?
-            .into_iter()
-            .find(|o| o.is_root)
-            .map(|o| o.id),
-    };
-    let target = c
-        .user
-        .as_ref()
-        .map_or_else(|| username.to_string(), |u| u.id.clone());
     match (&c.user, ok) {
         (Some(user), true) => {
-            tx.clear_throttle(&keys[0])?;
+            release_attempt(tx, ctx, &throttle_keys(org_name, username, ip))?;
             let started = start_session(tx, ctx, user)?;
             ctx.act_with(started.actor.credential.label());
             audit(
@@ -222,18 +247,29 @@ pub fn finish_sign_in(
             Ok(Some(started))
         }
         _ => {
-            record_failure(tx, ctx, &keys)?;
-            if let Some(org) = audit_org {
-                let why = c.blocked.unwrap_or("wrong password");
-                audit(
-                    tx,
-                    ctx,
-                    "anonymous",
-                    &org,
-                    "session.sign_in_failed",
-                    &target,
-                    json!({"ip": ip, "org": org_id, "username": username, "why": why}),
-                )?;
+            let why = c.blocked.unwrap_or("wrong password");
+            match &c.org {
+                Some(org) => {
+                    let target = c
+                        .user
+                        .as_ref()
+                        .map_or_else(|| username.to_string(), |u| u.id.clone());
+                    audit(
+                        tx,
+                        ctx,
+                        "anonymous",
+                        &org.id,
+                        "session.sign_in_failed",
+                        &target,
+                        json!({"ip": ip, "org": org_name, "username": username, "why": why}),
+                    )?;
+                }
+                None => tracing::info!(
+                    ip = ip.unwrap_or("-"),
+                    org = %org_name.escape_debug(),
+                    username = %username.escape_debug(),
+                    "sign-in failed: no such organization"
+                ),
             }
             Ok(None)
         }
@@ -344,6 +380,17 @@ pub fn csrf_of(tx: &mut dyn Tx, actor: &Actor) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_is_counted_by_its_64() {
+        let a = throttle_keys("o", "u", Some("2001:db8:1:2:aaaa::1"));
+        let b = throttle_keys("o", "u", Some("2001:db8:1:2:bbbb::7"));
+        assert_eq!(a[0].0, "addr:2001:db8:1:2::");
+        assert_eq!(a, b);
+        let v4 = throttle_keys("o", "u", Some("::ffff:192.0.2.1"));
+        assert_eq!(v4[0].0, "addr:192.0.2.1");
+        assert_eq!(v4[1], ("user:o/u".to_string(), ACCOUNT_FREE_FAILURES));
+    }
 
     #[test]
     fn delays_grow_and_cap() {

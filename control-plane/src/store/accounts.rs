@@ -83,6 +83,10 @@ pub trait AccountsTx {
     fn session_by_id(&mut self, id: &str) -> StoreResult<Option<Session>>;
 
     fn get_throttle(&mut self, key: &str) -> StoreResult<Option<Throttle>>;
+    /// The throttle row of `key`, created empty (no failures, `last_at` = `now`) when
+    /// there is none, and locked for the rest of this write: concurrent sign-ins for the
+    /// same key reserve their attempts one after the other, on every backend and replica.
+    fn lock_throttle(&mut self, key: &str, now: i64) -> StoreResult<Throttle>;
     fn put_throttle(&mut self, t: &Throttle) -> StoreResult<()>;
     fn clear_throttle(&mut self, key: &str) -> StoreResult<()>;
 

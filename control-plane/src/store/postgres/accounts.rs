@@ -4,7 +4,7 @@
 use super::{get, PgTx};
 use crate::model::EdgeCredential;
 use crate::store::accounts::{Account, AccountsTx, EdgeRecord, Session, SignInLink, Throttle};
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 use postgres::Row;
 
 const ACCOUNT_COLS: &str =
@@ -197,6 +197,18 @@ impl AccountsTx for PgTx<'_> {
             self.lock()
         );
         self.one(&sql, &[&key], throttle)
+    }
+
+    fn lock_throttle(&mut self, key: &str, now: i64) -> StoreResult<Throttle> {
+        // A concurrent insert of the same key waits for the other transaction, then does
+        // nothing; the SELECT ... FOR UPDATE that follows takes the row's lock.
+        self.exec(
+            "INSERT INTO sign_in_throttle (key, failures, locked_until, last_at) VALUES ($1, 0, 0, $2) \
+             ON CONFLICT (key) DO NOTHING",
+            &[&key, &now],
+        )?;
+        self.get_throttle(key)?
+            .ok_or_else(|| StoreError::Backend("throttle row vanished".into()))
     }
 
     fn put_throttle(&mut self, t: &Throttle) -> StoreResult<()> {

@@ -3,7 +3,7 @@
 use super::SqliteTx;
 use crate::model::EdgeCredential;
 use crate::store::accounts::{Account, AccountsTx, EdgeRecord, Session, SignInLink, Throttle};
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 use rusqlite::{params, OptionalExtension, Row};
 
 const ACCOUNT_COLS: &str =
@@ -199,6 +199,17 @@ impl AccountsTx for SqliteTx<'_> {
                 },
             )
             .optional()?)
+    }
+
+    fn lock_throttle(&mut self, key: &str, now: i64) -> StoreResult<Throttle> {
+        // The single writer connection already serialises writes.
+        self.conn.execute(
+            "INSERT INTO sign_in_throttle (key, failures, locked_until, last_at) VALUES (?1, 0, 0, ?2) \
+             ON CONFLICT (key) DO NOTHING",
+            params![key, now],
+        )?;
+        self.get_throttle(key)?
+            .ok_or_else(|| StoreError::Backend("throttle row vanished".into()))
     }
 
     fn put_throttle(&mut self, t: &Throttle) -> StoreResult<()> {
