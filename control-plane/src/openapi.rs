@@ -6,7 +6,9 @@ use crate::api::{routes, schema_ref, Auth, Body, ErrorBody, Schemas};
 use axum::http::Method;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, Paths,
     Required, ResponseBuilder, ServerBuilder,
@@ -102,10 +104,18 @@ pub fn openapi(base_url: &str) -> OpenApi {
                 .build();
             op = op.response(status.to_string(), resp);
         }
+        let none = Vec::<String>::new;
+        // A session's state-changing request also carries the session's CSRF token.
+        let session = if r.method == Method::GET {
+            SecurityRequirement::new("session", none())
+        } else {
+            SecurityRequirement::new("session", none()).add("csrf", none())
+        };
         let security = match r.auth {
             Auth::Public => vec![],
-            Auth::Token => vec![SecurityRequirement::new("tessera", Vec::<String>::new())],
-            Auth::Edge => vec![SecurityRequirement::new("edge", Vec::<String>::new())],
+            Auth::Token => vec![SecurityRequirement::new("tessera", none()), session],
+            Auth::Session => vec![session],
+            Auth::Edge => vec![SecurityRequirement::new("edge", none())],
         };
         op = op.securities(Some(security));
         let item = PathItem::new(method, op.build());
@@ -128,6 +138,22 @@ pub fn openapi(base_url: &str) -> OpenApi {
                     ))
                     .build(),
             ),
+        )
+        .security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::service::sessions::COOKIE,
+                "The web page's session: set by POST /v1/session or POST /v1/links/accept \
+                 (HttpOnly, SameSite=Strict); ends after 30 min idle or 12 h",
+            ))),
+        )
+        .security_scheme(
+            "csrf",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                crate::service::sessions::CSRF_HEADER,
+                "The session's CSRF token (from GET /v1/session), required with the \
+                 session cookie on every request that changes something",
+            ))),
         )
         .security_scheme(
             "edge",

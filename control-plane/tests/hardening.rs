@@ -900,3 +900,88 @@ fn the_signed_status_list_counts_against_the_unauthenticated_rate() {
     let r = http(&server, "GET", "/v1/orgs/acme/status-list", &[], "");
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[test]
+fn quotas_bound_tokens_per_user_users_per_org_and_orgs_per_partner() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(
+        &dir,
+        &[
+            "--max-tokens-per-user",
+            "2",
+            "--max-users-per-org",
+            "2",
+            "--max-orgs-per-partner",
+            "1",
+        ],
+    );
+    let auth = format!("Bearer {admin}");
+    let call = |method: &str, path: &str, body: Value| {
+        http(
+            &server,
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            &body.to_string(),
+        )
+    };
+    let refused = |r: &Resp, words: &str| {
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert_eq!(r.json()["reason"], "quota_exceeded");
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(words), "{msg}");
+    };
+    // alice holds her bootstrap token: one more, then the quota.
+    let r = call("POST", "/v1/tokens", json!({"name": "ci"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ci = r.json()["id"].as_str().unwrap().to_string();
+    refused(
+        &call("POST", "/v1/tokens", json!({"name": "more"})),
+        "alice already holds the most tokens one user may hold (2)",
+    );
+    // A deleted token frees its place.
+    let r = call("DELETE", &format!("/v1/tokens/{ci}"), json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call("POST", "/v1/tokens", json!({"name": "more"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    // acme has alice: one more user, then the quota.
+    let r = call(
+        "POST",
+        "/v1/orgs/acme/users",
+        json!({"username": "bob", "role": "user"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    refused(
+        &call(
+            "POST",
+            "/v1/orgs/acme/users",
+            json!({"username": "carol", "role": "user"}),
+        ),
+        "acme already has the most users one organization may have (2)",
+    );
+    // A partner manages one customer organization.
+    let r = call(
+        "POST",
+        "/v1/orgs",
+        json!({"id": "reseller", "partner": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = call(
+        "POST",
+        "/v1/orgs",
+        json!({"id": "shop-1", "managed_by": "reseller"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    refused(
+        &call(
+            "POST",
+            "/v1/orgs",
+            json!({"id": "shop-2", "managed_by": "reseller"}),
+        ),
+        "reseller already manages the most organizations one partner may manage (1)",
+    );
+}

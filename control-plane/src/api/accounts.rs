@@ -82,7 +82,7 @@ pub(super) fn routes() -> Vec<Route> {
             Method::GET,
             "/v1/session",
             "The signed-in session and its CSRF token (session cookie)",
-            Token,
+            Session,
             h!(GET, session_get),
         )
         .ok::<SessionView>(200)
@@ -91,7 +91,7 @@ pub(super) fn routes() -> Vec<Route> {
             Method::DELETE,
             "/v1/session",
             "Sign out: ends the session on the server",
-            Token,
+            Session,
             h!(DELETE, sign_out),
         )
         .ok::<SignedOut>(200)

@@ -62,6 +62,8 @@ struct Inner {
     /// Password hashes computed or checked at once (argon2id takes 19 MiB and a core
     /// each): one per core, so a flood of sign-ins queues instead of growing memory.
     hashing: tokio::sync::Semaphore,
+    /// Tokens per user, users per org, orgs per partner (`tessera serve` sets them).
+    quotas: std::sync::OnceLock<service::quotas::Quotas>,
 }
 
 /// How long a password check waits for a free core before answering 503.
@@ -106,6 +108,7 @@ impl AppState {
             api_uses: Mutex::new(Vec::new()),
             long_polls: server::Shares::default(),
             long_poll_share: std::sync::OnceLock::new(),
+            quotas: std::sync::OnceLock::new(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -132,6 +135,12 @@ impl AppState {
 
     /// Status-list long polls one client address may hold at once; past it, a poll that
     /// would wait is answered 429. Set once; unset means no share.
+    /// Sets the quotas (once; the defaults otherwise).
+    pub fn with_quotas(self, quotas: service::quotas::Quotas) -> Self {
+        let _ = self.inner.quotas.set(quotas);
+        self
+    }
+
     pub fn with_long_poll_share(self, share: usize) -> Self {
         let _ = self.inner.long_poll_share.set(share.max(1));
         self
@@ -257,7 +266,8 @@ impl AppState {
         let st = self.clone();
         let (result, changed) = tokio::task::spawn_blocking(move || {
             let i = &st.inner;
-            let ctx = Ctx::new(&i.base_url, &i.master, (i.clock)(), i.access_ttl);
+            let ctx = Ctx::new(&i.base_url, &i.master, (i.clock)(), i.access_ttl)
+                .with_quotas(i.quotas.get().copied().unwrap_or_default());
             let r = crate::store::run(i.store.as_ref(), write, |tx| {
                 let v = f(tx, &ctx)?;
                 if ctx.edges_changed() {
@@ -337,8 +347,20 @@ impl AppState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     Public,
+    /// A Tessera token (bearer), or the web page's session cookie (with the CSRF header
+    /// on a state-changing request).
     Token,
+    /// The session cookie only (the session's own routes).
+    Session,
     Edge,
+}
+
+impl Auth {
+    /// Authenticated as a person (token or session): refusals are 401 and 403, and a
+    /// path or body may name what the caller cannot see (404).
+    pub fn personal(self) -> bool {
+        matches!(self, Auth::Token | Auth::Session)
+    }
 }
 
 /// Named schemas a schema refers to, collected for `components.schemas`.
@@ -424,13 +446,17 @@ fn route(
     let mut errors = vec![500, 503];
     match auth {
         Auth::Public => {}
-        Auth::Token => errors.extend([401, 403]),
+        Auth::Token | Auth::Session => errors.extend([401, 403]),
         Auth::Edge => errors.push(401),
+    }
+    // A state-changing request a browser sent from another site: 403 before anything.
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) && !errors.contains(&403) {
+        errors.push(403);
     }
     if path.contains('{') {
         errors.push(404);
     }
-    if auth == Auth::Token && method != Method::GET {
+    if auth.personal() && method != Method::GET {
         errors.push(409);
     }
     Route {
@@ -455,7 +481,7 @@ impl Route {
     fn body<T: ToSchema>(mut self, example: Value) -> Self {
         self.body = Some(example);
         self.request.push(json::<T>());
-        let names = if self.auth == Auth::Token { 404 } else { 400 };
+        let names = if self.auth.personal() { 404 } else { 400 };
         self.error(&[400, 413, 415, names])
     }
 

@@ -223,6 +223,15 @@ struct ServeArgs {
     /// ones are answered 429 and closed, so one client cannot take them all.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections_per_address: u64,
+    /// Tokens one user may hold (any state but deleted); past it, 403 quota_exceeded.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
+    max_tokens_per_user: i64,
+    /// Users one organization may have (deleted ones do not count).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
+    max_users_per_org: i64,
+    /// Customer organizations one partner organization may manage.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
+    max_orgs_per_partner: i64,
     /// Unauthenticated requests (token exchange, usage with a refused edge credential)
     /// per minute from one address, after a burst; past it, 429 with Retry-After. 0: no limit.
     #[arg(long, default_value_t = 30)]

@@ -181,7 +181,12 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
     // Half an address's connections may wait in long polls: the rest stay for requests.
     .with_long_poll_share(
         usize::try_from(args.max_connections_per_address / 2).unwrap_or(usize::MAX),
-    );
+    )
+    .with_quotas(crate::service::quotas::Quotas {
+        tokens_per_user: args.max_tokens_per_user,
+        users_per_org: args.max_users_per_org,
+        orgs_per_partner: args.max_orgs_per_partner,
+    });
     tracing::info!(
         %addr,
         base_url,

@@ -22,6 +22,7 @@ pub mod input;
 pub mod keys;
 pub mod logs;
 pub mod orgs;
+pub mod quotas;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -58,6 +59,8 @@ pub struct Ctx<'a> {
     edges_changed: Cell<bool>,
     /// The acting credential (`Credential::label`), written into every audit entry.
     credential: RefCell<String>,
+    /// How many tokens, users and customer orgs may be held.
+    pub quotas: quotas::Quotas,
 }
 
 impl<'a> Ctx<'a> {
@@ -69,7 +72,14 @@ impl<'a> Ctx<'a> {
             access_ttl,
             edges_changed: Cell::new(false),
             credential: RefCell::new(String::new()),
+            quotas: quotas::Quotas::default(),
         }
+    }
+
+    /// The same context with these quotas.
+    pub fn with_quotas(mut self, quotas: quotas::Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     pub fn issuer(&self, org_id: &str) -> String {

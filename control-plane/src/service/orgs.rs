@@ -199,6 +199,7 @@ pub fn create_org(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, req: CreateOrg) -> 
                 format!("{m} is not a partner organization"),
             ));
         }
+        super::quotas::check_orgs(tx, ctx, &p)?;
     }
     let max = req.max_lifetime_days.unwrap_or(365);
     if !(1..=400).contains(&max) {

@@ -102,6 +102,7 @@ pub fn create_token(
     let owner = resolve_user(tx, actor, req.user.as_deref())?;
     let org = load_org(tx, &owner.org_id)?;
     policy::check(actor, &owner, &org, Action::Create)?;
+    super::quotas::check_tokens(tx, ctx, &owner)?;
     let (lifetime_days, expires_at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
     let not_before = req.not_before.map(|t| t.0);
     if not_before.is_some_and(|nb| nb >= expires_at) {

@@ -35,6 +35,7 @@ pub fn create_user(
             req.username
         )));
     }
+    super::quotas::check_users(tx, ctx, &org)?;
     let user = User {
         id: crypto::new_id("usr")?,
         org_id: org_id.to_string(),
