@@ -302,8 +302,12 @@ async fn the_last_admin_of_an_org_keeps_the_role() {
             Some(demote.clone()),
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.json()["message"].as_str().unwrap().starts_with("role:"));
+    // 409 since issue 22 (a conflict with the org's state, not a bad field).
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("is the last enabled admin of acme"));
     // Not by a managing admin either.
     let r = w
         .call(
@@ -313,7 +317,7 @@ async fn the_last_admin_of_an_org_keeps_the_role() {
             Some(demote.clone()),
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 409, "{}", r.text());
     // With a second admin, it can go.
     let ned = w.uid("ned");
     let r = w

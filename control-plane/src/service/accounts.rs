@@ -216,6 +216,7 @@ pub fn disable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) ->
     if account.disabled_at.is_some() {
         return Err(Error::conflict("the user is already disabled"));
     }
+    super::users::keep_an_admin(tx, &user, "disabled")?;
     let mut suspended = Vec::new();
     for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
         if t.enabled {
@@ -274,6 +275,7 @@ pub fn enable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
 /// The record stays (the logs name it), hidden from listings.
 pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
     let (user, mut account) = managed_user(tx, actor, user_id)?;
+    super::users::keep_an_admin(tx, &user, "deleted")?;
     let mut revoked = Vec::new();
     for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
         revoke_one(tx, ctx, &mut t)?;

@@ -73,6 +73,21 @@ fn expiry(
     }
 }
 
+/// A token is made or enabled only for a user who may use it: not deleted, not disabled.
+fn usable_owner(tx: &mut dyn Tx, owner: &User) -> Result<()> {
+    let account = super::accounts::account_of(tx, &owner.id)?;
+    if account.deleted_at.is_some() {
+        return Err(Error::not_found(format!("no user {:?}", owner.id)));
+    }
+    if account.disabled_at.is_some() {
+        return Err(Error::conflict(format!(
+            "{} is disabled; enable the user first (that also enables the tokens disabling suspended)",
+            owner.username
+        )));
+    }
+    Ok(())
+}
+
 /// Inserts a new token; the store's unique index on (user, live name) decides duplicates,
 /// so no search is needed.
 fn insert_unique(tx: &mut dyn Tx, token: &Token, owner: &User) -> Result<()> {
@@ -102,6 +117,7 @@ pub fn create_token(
     let owner = resolve_user(tx, actor, req.user.as_deref())?;
     let org = load_org(tx, &owner.org_id)?;
     policy::check(actor, &owner, &org, Action::Create)?;
+    usable_owner(tx, &owner)?;
     let (lifetime_days, expires_at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
     let not_before = req.not_before.map(|t| t.0);
     if not_before.is_some_and(|nb| nb >= expires_at) {
@@ -445,6 +461,9 @@ fn set_enabled(
     if token.revoked_at.is_some() {
         return Err(Error::conflict("the token is revoked; revocation is final"));
     }
+    if enabled {
+        usable_owner(tx, &owner)?;
+    }
     apply_enabled(ctx, tx, &mut token, enabled)?;
     tx.update_token(&token)?;
     audit(
@@ -558,6 +577,9 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     }
     if let Some(e) = req.enabled {
         if e != token.enabled {
+            if e {
+                usable_owner(tx, &owner)?;
+            }
             changed.push("enabled");
         }
         apply_enabled(ctx, tx, &mut token, e)?;

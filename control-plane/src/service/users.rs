@@ -60,6 +60,37 @@ pub fn create_user(
     Ok(view)
 }
 
+/// The org's admins that are neither disabled nor deleted.
+pub(crate) fn enabled_admins(tx: &mut dyn Tx, org_id: &str) -> Result<Vec<User>> {
+    let gone: std::collections::HashSet<String> = tx
+        .org_accounts(org_id)?
+        .into_iter()
+        .filter(|a| a.disabled_at.is_some() || a.deleted_at.is_some())
+        .map(|a| a.user_id)
+        .collect();
+    Ok(tx
+        .list_users(org_id)?
+        .into_iter()
+        .filter(|u| u.role == Role::Admin && !gone.contains(&u.id))
+        .collect())
+}
+
+/// Refuses (409) to take away the org's last enabled admin: demoted, disabled or deleted
+/// (`change` says which).
+pub(crate) fn keep_an_admin(tx: &mut dyn Tx, user: &User, change: &str) -> Result<()> {
+    if user.role != Role::Admin {
+        return Ok(());
+    }
+    let admins = enabled_admins(tx, &user.org_id)?;
+    if admins.len() == 1 && admins[0].id == user.id {
+        return Err(Error::conflict(format!(
+            "{} is the last enabled admin of {} and cannot be {change}; make another user admin first",
+            user.username, user.org_id
+        )));
+    }
+    Ok(())
+}
+
 /// The largest page of the users listing.
 pub const MAX_USERS_PAGE: i64 = 1000;
 
@@ -144,20 +175,7 @@ pub fn update_user(
             ));
         }
         if user.role == Role::Admin && role != Role::Admin {
-            let admins = tx
-                .list_users(&user.org_id)?
-                .iter()
-                .filter(|u| u.role == Role::Admin)
-                .count();
-            if admins <= 1 {
-                return Err(Error::field(
-                    "role",
-                    format!(
-                        "{} is the last admin of {}; make another user admin first",
-                        user.username, user.org_id
-                    ),
-                ));
-            }
+            keep_an_admin(tx, &user, "demoted")?;
         }
         user.role = role;
     }
