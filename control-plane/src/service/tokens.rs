@@ -118,7 +118,12 @@ pub fn create_token(
     let org = load_org(tx, &owner.org_id)?;
     policy::check(actor, &owner, &org, Action::Create)?;
     usable_owner(tx, &owner)?;
-    let (lifetime_days, expires_at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+    let (mut lifetime_days, mut expires_at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+    if req.expires_at.is_none() {
+        if let Some(at) = authority::clamp_preset(actor, expires_at, req.lifetime_days.is_some()) {
+            (lifetime_days, expires_at) = (None, at);
+        }
+    }
     let not_before = req.not_before.map(|t| t.0);
     if not_before.is_some_and(|nb| nb >= expires_at) {
         return Err(Error::field("not_before", "must be before the expiry"));
@@ -319,6 +324,9 @@ pub fn download(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<M
         }
         s => return Err(Error::conflict(format!("the token is {}", s.as_str()))),
     }
+    // A limited token never brings down a JWT stronger than itself: refused, naming the
+    // field and the most it may be (download it with a session, or edit it first).
+    authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
     let jwt = mint(tx, ctx, &mut token)?;
     tx.update_token(&token)?;
     audit(
@@ -343,6 +351,7 @@ pub fn regenerate(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result
         TokenStatus::Pending | TokenStatus::Enabled => {}
         s => return Err(Error::conflict(format!("the token is {}", s.as_str()))),
     }
+    authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
     let old_idx = token.status_idx;
     retire_jwt(ctx, tx, &mut token)?;
     let jwt = mint(tx, ctx, &mut token)?;
@@ -552,7 +561,12 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
         }
     }
     if req.expires_at.is_some() || req.lifetime_days.is_some() {
-        let (days, at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+        let (mut days, mut at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+        if req.expires_at.is_none() {
+            if let Some(clamped) = authority::clamp_preset(actor, at, true) {
+                (days, at) = (None, clamped);
+            }
+        }
         if at != token.expires_at {
             token.lifetime_days = days;
             token.expires_at = at;

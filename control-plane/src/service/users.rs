@@ -2,7 +2,7 @@
 
 use super::input::{check_text, check_username, CreateUser, Page, PageParams, UpdateUser};
 use super::views::UserView;
-use super::{accounts, audit, load_org, Ctx, Error, Result};
+use super::{accounts, audit, authority, load_org, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{Role, User};
 use crate::policy::{self, Actor};
@@ -29,6 +29,13 @@ pub fn create_user(
             "partner users belong to partner organizations",
         ));
     }
+    // The invitation sets a password: never through a limited token.
+    authority::require_unlimited(
+        tx,
+        actor,
+        "link",
+        "the invitation link sets a password, which",
+    )?;
     if tx.find_user(org_id, &req.username)?.is_some() {
         return Err(Error::conflict(format!(
             "user {} exists in {org_id}",
@@ -176,6 +183,15 @@ pub fn update_user(
         }
         if user.role == Role::Admin && role != Role::Admin {
             keep_an_admin(tx, &user, "demoted")?;
+        }
+        if role == Role::Admin && user.role != Role::Admin {
+            // The user's password and sessions are bound only by the role.
+            authority::require_unlimited(
+                tx,
+                actor,
+                "role",
+                "the admin role, with the user's password,",
+            )?;
         }
         user.role = role;
     }
