@@ -29,6 +29,7 @@ pub fn create_user(
             "partner users belong to partner organizations",
         ));
     }
+    let days = accounts::invite_days(req.invite_days)?;
     // The invitation sets a password: never through a limited token.
     authority::require_unlimited(
         tx,
@@ -42,6 +43,9 @@ pub fn create_user(
             req.username
         )));
     }
+    // The org's own admins receive the invitation; its managers only while it has no
+    // enabled admin (otherwise an admin of the org issues it: `reset_link`).
+    let reaches = accounts::link_reaches(tx, actor, &org)?;
     let user = User {
         id: crypto::new_id("usr")?,
         org_id: org_id.to_string(),
@@ -59,11 +63,15 @@ pub fn create_user(
         org_id,
         "user.create",
         &user.id,
-        json!({"role": user.role.as_str()}),
+        json!({"role": user.role.as_str(), "link": reaches}),
     )?;
-    let link = accounts::invite(tx, ctx, &user, req.invite_days)?;
+    let link = if reaches {
+        Some(accounts::invite(tx, ctx, &user, Some(days))?)
+    } else {
+        None
+    };
     let mut view = accounts::user_view(tx, &user)?;
-    view.link = Some(link);
+    view.link = link;
     Ok(view)
 }
 
