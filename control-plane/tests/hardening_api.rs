@@ -140,15 +140,11 @@ async fn tokens_too_large_for_the_verifiers_are_refused_at_create_and_edit() {
     let msg = refused.json()["message"].as_str().unwrap().to_string();
     assert!(msg.starts_with("scopes:") && msg.contains("8192"), "{msg}");
 
-    // The largest accepted one downloads to at most 8 KiB, and works, exchanged too.
+    // The largest accepted one downloads to at most 8 KiB, and works, exchanged too
+    // (downloaded through the session: ada's token lacks these scopes, issue 22).
     let id = accepted.unwrap();
     let d = w
-        .call(
-            "POST",
-            &format!("/v1/tokens/{id}/download"),
-            Some(&ada),
-            None,
-        )
+        .call_as("POST", &format!("/v1/tokens/{id}/download"), &session, None)
         .await;
     assert_eq!(d.status, 200, "{}", d.text());
     let jwt = d.json()["jwt"].as_str().unwrap().to_string();
@@ -302,8 +298,12 @@ async fn the_last_admin_of_an_org_keeps_the_role() {
             Some(demote.clone()),
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.json()["message"].as_str().unwrap().starts_with("role:"));
+    // 409 since issue 22 (a conflict with the org's state, not a bad field).
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("is the last enabled admin of acme"));
     // Not by a managing admin either.
     let r = w
         .call(
@@ -313,7 +313,7 @@ async fn the_last_admin_of_an_org_keeps_the_role() {
             Some(demote.clone()),
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 409, "{}", r.text());
     // With a second admin, it can go.
     let ned = w.uid("ned");
     let r = w

@@ -297,3 +297,713 @@ async fn a_forbidden_answer_gives_a_reason() {
         .await;
     assert_eq!(r.status, 403);
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 22: a credential never creates a credential that outlives or outranks it.
+
+use tessera_control_plane::service;
+
+/// The acting credentials of the credential-creating matrix: a session, an unlimited
+/// management token (no IP filter, the org's longest lifetime), three limited ones (an IP
+/// filter; 30 days; only the management scope), a token without the management scope
+/// and an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acting {
+    Session,
+    Unlimited,
+    LimitedIp,
+    Limited30Days,
+    LimitedScopes,
+    NoManage,
+    Access,
+}
+
+const ACTING: [Acting; 7] = [
+    Acting::Session,
+    Acting::Unlimited,
+    Acting::LimitedIp,
+    Acting::Limited30Days,
+    Acting::LimitedScopes,
+    Acting::NoManage,
+    Acting::Access,
+];
+
+/// A downloaded token of `user`, made in-process with these bounds.
+async fn token_of(w: &World, user: &str, scopes: &[&str], ip: &[&str], days: i64) -> String {
+    let uid = w.uid(user);
+    let name = w.unique("acting");
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let ip: Vec<String> = ip.iter().map(|s| s.to_string()).collect();
+    w.state
+        .write(move |tx, ctx| {
+            let owner = common::actor(tx, &uid);
+            let mut body = common::create_body(&name, &uid);
+            body.scopes = scopes;
+            body.ip_allow = ip;
+            body.lifetime_days = Some(days);
+            let t = service::tokens::create_token(tx, ctx, &common::owner_as_admin(&owner), body)?;
+            Ok(service::tokens::download(tx, ctx, &owner, &t.id)?.jwt)
+        })
+        .await
+        .unwrap()
+}
+
+const ALL_SCOPES: [&str; 4] = ["read", "write", "admin", "tessera:manage"];
+
+async fn acting(w: &World, kind: Acting, user: &str) -> Auth {
+    let bearer = |t: String| Auth {
+        bearer: Some(t),
+        headers: vec![],
+    };
+    match kind {
+        Acting::Session => w.credential(Cred::Session, &w.uid(user)).await,
+        Acting::Unlimited => bearer(token_of(w, user, &ALL_SCOPES, &[], 365).await),
+        Acting::LimitedIp => bearer(token_of(w, user, &ALL_SCOPES, &["10.0.0.0/8"], 365).await),
+        Acting::Limited30Days => bearer(token_of(w, user, &ALL_SCOPES, &[], 30).await),
+        Acting::LimitedScopes => bearer(token_of(w, user, &["tessera:manage"], &[], 365).await),
+        Acting::NoManage => w.credential(Cred::NoManage, &w.uid(user)).await,
+        Acting::Access => w.credential(Cred::Access, &w.uid(user)).await,
+    }
+}
+
+/// The credential-creating routes, performed by ada (acme's admin): (status, reason, the
+/// start of the message).
+async fn create_as(w: &World, auth: &Auth, route: &str) -> (u16, String, String) {
+    let ada = w.uid("ada");
+    let r = match route {
+        "create-token" => {
+            w.call_as(
+                "POST",
+                "/v1/tokens",
+                auth,
+                Some(json!({"name": w.unique("c"), "scopes": ["read"], "lifetime_days": 365})),
+            )
+            .await
+        }
+        "create-token-for-user" => {
+            w.call_as(
+                "POST",
+                "/v1/tokens",
+                auth,
+                Some(json!({"name": w.unique("c"), "user": w.uid("ula"), "scopes": ["read"], "lifetime_days": 365})),
+            )
+            .await
+        }
+        "download" => {
+            let id = w.token_in_state(&ada, "pending").await;
+            w.call_as("POST", &format!("/v1/tokens/{id}/download"), auth, None)
+                .await
+        }
+        "regenerate" => {
+            let id = w.token_in_state(&ada, "enabled").await;
+            w.call_as("POST", &format!("/v1/tokens/{id}/regenerate"), auth, None)
+                .await
+        }
+        "create-user" => {
+            w.call_as(
+                "POST",
+                "/v1/orgs/acme/users",
+                auth,
+                Some(json!({"username": w.unique("new"), "role": "user"})),
+            )
+            .await
+        }
+        "reset-link" => {
+            w.call_as(
+                "POST",
+                &format!("/v1/users/{}/reset-link", w.uid("ned")),
+                auth,
+                None,
+            )
+            .await
+        }
+        "create-edge" => {
+            w.call_as(
+                "POST",
+                "/v1/orgs/acme/edge-credentials",
+                auth,
+                Some(json!({"name": w.unique("edge")})),
+            )
+            .await
+        }
+        "grant-admin" => {
+            let fresh = w.unique("promoted");
+            let r = w
+                .call(
+                    "POST",
+                    "/v1/orgs/acme/users",
+                    Some(&w.jwt("ada")),
+                    Some(json!({"username": fresh, "role": "user"})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            let id = r.json()["id"].as_str().unwrap().to_string();
+            w.call_as(
+                "PATCH",
+                &format!("/v1/users/{id}"),
+                auth,
+                Some(json!({"role": "admin"})),
+            )
+            .await
+        }
+        other => panic!("no route {other}"),
+    };
+    let v = r.json();
+    (
+        r.status.as_u16(),
+        v["reason"].as_str().unwrap_or("").to_string(),
+        v["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Every route that creates a credential, with every acting credential: a limited token
+/// never makes, downloads or regenerates a stronger token, and never makes what only the
+/// role bounds (a sign-in link, an edge credential, an admin). `ok` is the success status;
+/// a limited cell names the field it exceeds (`-` when the credential passes).
+#[tokio::test]
+async fn every_credential_creating_route_with_limited_and_unlimited_credentials() {
+    let w = World::new().await;
+    //                          route,  ok,  Session, Unlimited, IP, 30 days, scopes
+    let routes: [(&str, u16, [&str; 5]); 8] = [
+        (
+            "create-token",
+            201,
+            ["-", "-", "ip_allow", "expires_at", "scopes"],
+        ),
+        (
+            "create-token-for-user",
+            201,
+            ["-", "-", "ip_allow", "expires_at", "scopes"],
+        ),
+        (
+            "download",
+            200,
+            ["-", "-", "ip_allow", "expires_at", "scopes"],
+        ),
+        (
+            "regenerate",
+            200,
+            ["-", "-", "ip_allow", "expires_at", "scopes"],
+        ),
+        ("create-user", 201, ["-", "-", "link", "link", "-"]),
+        ("reset-link", 200, ["-", "-", "link", "link", "-"]),
+        (
+            "create-edge",
+            201,
+            ["-", "-", "edge_credential", "edge_credential", "-"],
+        ),
+        ("grant-admin", 200, ["-", "-", "role", "role", "-"]),
+    ];
+    let mut wrong = Vec::new();
+    let mut cells = 0;
+    for kind in ACTING {
+        for (route, ok, fields) in &routes {
+            let auth = acting(&w, kind, "ada").await;
+            let got = create_as(&w, &auth, route).await;
+            let col = ACTING.iter().position(|k| *k == kind).unwrap();
+            let want: (u16, &str, String) = match kind {
+                Acting::NoManage => (403, "management_scope_required", String::new()),
+                Acting::Access => (403, "access_token_not_allowed", String::new()),
+                _ if fields[col] == "-" => (*ok, "", String::new()),
+                _ => (403, "exceeds_creator", format!("{}: ", fields[col])),
+            };
+            cells += 1;
+            if got.0 != want.0 || got.1 != want.1 || !got.2.starts_with(&want.2) {
+                wrong.push(format!("{kind:?} {route}: got {got:?}, want {want:?}"));
+            }
+        }
+    }
+    assert_eq!(cells, ACTING.len() * routes.len());
+    assert!(
+        wrong.is_empty(),
+        "{} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Exchange is bounded by the token exchanged: the access token never lives longer,
+/// carries no other scope and no wider IP filter, whatever the token's limits.
+#[tokio::test]
+async fn an_exchanged_token_never_exceeds_its_parent() {
+    let w = World::new().await;
+    for (scopes, ip, days) in [
+        (&ALL_SCOPES[..], &[][..], 365),
+        (&ALL_SCOPES[..], &["10.0.0.0/8"][..], 365),
+        (&["read"][..], &[][..], 30),
+    ] {
+        let parent = token_of(&w, "ula", scopes, ip, days).await;
+        // Close to the parent's expiry, the access token ends with it.
+        let (_, pc) = common::decode_jwt(&parent);
+        w.advance(pc["exp"].as_i64().unwrap() - w.now() - 60);
+        let at = w.access_token(&parent).await;
+        let (_, c) = common::decode_jwt(&at);
+        assert!(c["exp"].as_i64().unwrap() <= pc["exp"].as_i64().unwrap());
+        assert_eq!(c["scope"], pc["scope"]);
+        assert_eq!(c["ip_allow"], pc["ip_allow"]);
+        w.clock
+            .store(common::T0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A 30-day management token makes a 30-day token (the preset would land seconds past
+/// its own expiry: it ends with it), and a refusal gives the maximum.
+#[tokio::test]
+async fn a_thirty_day_token_makes_a_thirty_day_token() {
+    let w = World::new().await;
+    let t30 = token_of(&w, "ada", &ALL_SCOPES, &[], 30).await;
+    let own_exp = common::decode_jwt(&t30).1["exp"].as_i64().unwrap();
+    w.advance(10);
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&t30),
+            Some(json!({"name": "thirty", "scopes": ["read"], "lifetime_days": 30})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let at = tessera_control_plane::timefmt::parse(r.json()["expires_at"].as_str().unwrap());
+    assert_eq!(at, Ok(own_exp));
+    // No lifetime asked: the default ends with the acting token too.
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&t30),
+            Some(json!({"name": "default", "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Longer: refused, naming the field and the most allowed.
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&t30),
+            Some(json!({"name": "sixty", "scopes": ["read"], "lifetime_days": 60})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["reason"], "exceeds_creator");
+    let want = format!(
+        "expires_at: at most {}, the expiry of the token you are using",
+        tessera_control_plane::timefmt::format(own_exp)
+    );
+    assert_eq!(r.json()["message"], want.as_str());
+}
+
+/// A limited token downloads or regenerates its owner's token only within its bounds:
+/// the 365-day, any-address JWT is refused, naming the limit; a session downloads it.
+#[tokio::test]
+async fn a_limited_token_never_downloads_or_regenerates_a_stronger_jwt() {
+    let w = World::new().await;
+    let limited = token_of(&w, "ula", &ALL_SCOPES, &["10.0.0.0/8"], 30).await;
+    let pending = w.token_in_state(&w.uid("ula"), "pending").await;
+    let enabled = w.token_in_state(&w.uid("ula"), "enabled").await;
+    for (id, op) in [(&pending, "download"), (&enabled, "regenerate")] {
+        let r = w
+            .call(
+                "POST",
+                &format!("/v1/tokens/{id}/{op}"),
+                Some(&limited),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 403, "{op}: {}", r.text());
+        assert_eq!(r.json()["reason"], "exceeds_creator");
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("ip_allow: at most 10.0.0.0/8"),
+            "{}",
+            r.text()
+        );
+    }
+    let session = w.credential(Cred::Session, &w.uid("ula")).await;
+    let r = w
+        .call_as(
+            "POST",
+            &format!("/v1/tokens/{pending}/download"),
+            &session,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+// Links reach only their user.
+
+/// A partner admin (or the root's) never receives a link for a customer's user once the
+/// customer has an admin of its own; the customer's admin does.
+#[tokio::test]
+async fn a_manager_never_receives_a_link_for_a_customers_user() {
+    let w = World::new().await;
+    // pia: an admin of partnerco, which manages acme.
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/partnerco/users",
+            Some(&w.jwt("root-admin")),
+            Some(json!({"username": "pia", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let pia_id = r.json()["id"].as_str().unwrap().to_string();
+    let pia = w.login(&pia_id).await;
+    for (who, jwt) in [("pia", &pia), ("root-admin", &w.jwt("root-admin"))] {
+        for target in ["ada", "ula"] {
+            let r = w
+                .call(
+                    "POST",
+                    &format!("/v1/users/{}/reset-link", w.uid(target)),
+                    Some(jwt),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 403, "{who} → {target}: {}", r.text());
+            assert!(r.json().get("link").is_none());
+        }
+        // A user the manager creates in acme gets no link in the manager's answer.
+        let r = w
+            .call(
+                "POST",
+                "/v1/orgs/acme/users",
+                Some(jwt),
+                Some(json!({"username": w.unique("made"), "role": "admin"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert!(r.json()["link"].is_null(), "{who}: {}", r.text());
+    }
+    // acme's own admin issues acme's links.
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/users/{}/reset-link", w.uid("ula")),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["link"]["kind"], "reset");
+}
+
+fn secret_of(v: &serde_json::Value) -> String {
+    v["link"]["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn token_status(w: &World, id: &str) -> String {
+    w.call(
+        "GET",
+        &format!("/v1/tokens/{id}"),
+        Some(&w.jwt("ada")),
+        None,
+    )
+    .await
+    .json()["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A reset link issued by ada for `user`: its secret.
+async fn reset(w: &World, user: &str) -> String {
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/users/{user}/reset-link"),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    secret_of(&r.json())
+}
+
+async fn accept(w: &World, secret: &str) -> u16 {
+    w.call(
+        "POST",
+        "/v1/links/accept",
+        None,
+        Some(json!({"secret": secret, "password": "a long enough password 2"})),
+    )
+    .await
+    .status
+    .as_u16()
+}
+
+/// An admin's reset of an existing account ends the user's sessions, revokes the tokens
+/// waiting for the user's download (so the admin, signed in through the link, finds none
+/// to take), and is in the audit log.
+#[tokio::test]
+async fn an_admin_reset_ends_sessions_and_voids_pending_downloads() {
+    let w = World::new().await;
+    let ula = w.uid("ula");
+    let session = w.credential(Cred::Session, &ula).await;
+    assert_eq!(
+        w.call_as("GET", "/v1/session", &session, None).await.status,
+        200
+    );
+    let pending = w.token_in_state(&ula, "pending").await;
+    let enabled = w.token_in_state(&ula, "enabled").await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/users/{ula}/reset-link"),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let secret = secret_of(&r.json());
+    // The user's session is over.
+    assert_eq!(
+        w.call_as("GET", "/v1/session", &session, None).await.status,
+        401
+    );
+    // The pending token is revoked; the downloaded one is untouched.
+    assert_eq!(token_status(&w, &pending).await, "revoked");
+    assert_eq!(token_status(&w, &enabled).await, "enabled");
+    // The admin, signed in as ula through the link, cannot download it.
+    let r = w
+        .call(
+            "POST",
+            "/v1/links/accept",
+            None,
+            Some(json!({"secret": secret, "password": "the admin's guess 123"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let as_ula = Auth {
+        bearer: None,
+        headers: vec![
+            ("cookie".into(), cookie),
+            (
+                "x-csrf-token".into(),
+                r.json()["csrf"].as_str().unwrap().to_string(),
+            ),
+        ],
+    };
+    let r = w
+        .call_as(
+            "POST",
+            &format!("/v1/tokens/{pending}/download"),
+            &as_ula,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    // In the audit log, with what it did.
+    let log = w
+        .call(
+            "GET",
+            "/v1/audit-log?org=acme&per_page=200",
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await
+        .json();
+    let entry = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "user.reset_link" && e["target"] == ula.as_str())
+        .expect("the reset is in the audit log")
+        .clone();
+    assert_eq!(entry["detail"]["sessions_ended"], true);
+    assert_eq!(entry["detail"]["pending_revoked"], json!([pending]));
+}
+
+/// A link is voided by a newer link of the same kind, a password change (through another
+/// link), disabling (also after enabling again) and deleting.
+#[tokio::test]
+async fn links_are_voided_by_newer_links_password_changes_disable_and_delete() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    // A newer reset link voids the older one.
+    let ned = w.uid("ned");
+    let older = reset(&w, &ned).await;
+    let newer = reset(&w, &ned).await;
+    assert_eq!(accept(&w, &older).await, 400);
+    assert_eq!(accept(&w, &newer).await, 200);
+    // A password set through one link voids the others (the invitation here).
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/users",
+            Some(&ada),
+            Some(json!({"username": "bob", "role": "user"})),
+        )
+        .await;
+    let invitation = secret_of(&r.json());
+    let bob = r.json()["id"].as_str().unwrap().to_string();
+    let bob_reset = reset(&w, &bob).await;
+    assert_eq!(accept(&w, &bob_reset).await, 200);
+    assert_eq!(accept(&w, &invitation).await, 400);
+    // Disabling voids it, and enabling does not bring it back.
+    let uma = w.uid("uma");
+    let link = reset(&w, &uma).await;
+    for op in ["disable", "enable"] {
+        let r = w
+            .call("POST", &format!("/v1/users/{uma}/{op}"), Some(&ada), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(accept(&w, &link).await, 400);
+    // Deleting voids it.
+    let link = reset(&w, &bob).await;
+    let r = w
+        .call("DELETE", &format!("/v1/users/{bob}"), Some(&ada), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(accept(&w, &link).await, 400);
+}
+
+// Lifecycle.
+
+/// A token authenticates only while its user is enabled: an admin cannot enable a
+/// disabled user's token, and a token enabled anyway (in the store) is refused at the API
+/// and at exchange.
+#[tokio::test]
+async fn a_disabled_users_token_never_authenticates() {
+    let w = World::new().await;
+    let ula = w.uid("ula");
+    let jwt = w.login(&ula).await;
+    assert_eq!(w.call("GET", "/v1/me", Some(&jwt), None).await.status, 200);
+    let (_, claims) = common::decode_jwt(&jwt);
+    let id = claims["jti"].as_str().unwrap().to_string();
+    let ada = w.jwt("ada");
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/users/{ula}/disable"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The admin may not enable the token while its user is disabled.
+    for (method, path, body) in [
+        ("POST", format!("/v1/tokens/{id}/enable"), None),
+        (
+            "PATCH",
+            format!("/v1/tokens/{id}"),
+            Some(json!({"enabled": true})),
+        ),
+    ] {
+        let r = w.call(method, &path, Some(&ada), body).await;
+        assert_eq!(r.status, 409, "{path}: {}", r.text());
+    }
+    // Enabled in the store regardless: still refused while the user is disabled.
+    let tid = id.clone();
+    w.state
+        .write(move |tx, _| {
+            let mut t = tx.get_token(&tid)?.unwrap();
+            t.enabled = true;
+            tx.update_token(&t)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let r = w.call("GET", "/v1/me", Some(&jwt), None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["reason"], "suspended");
+    let r = w
+        .call(
+            "POST",
+            "/v1/auth/accesstoken",
+            None,
+            Some(json!({"refreshToken": jwt})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // No token is made for a disabled or deleted user.
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "for-disabled", "user": ula})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let ned = w.uid("ned");
+    let r = w
+        .call("DELETE", &format!("/v1/users/{ned}"), Some(&ada), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "for-deleted", "user": ned})),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+/// The last enabled admin of an org is neither demoted, disabled nor deleted (409), and
+/// disabled or deleted admins do not count.
+#[tokio::test]
+async fn the_last_enabled_admin_stays() {
+    let w = World::new().await;
+    let ada = w.uid("ada");
+    let root = w.jwt("root-admin");
+    // ned becomes an admin, then is deleted; uma becomes an admin, then is disabled.
+    for (name, op) in [("ned", "DELETE"), ("uma", "POST")] {
+        let id = w.uid(name);
+        let r = w
+            .call(
+                "PATCH",
+                &format!("/v1/users/{id}"),
+                Some(&w.jwt("ada")),
+                Some(json!({"role": "admin"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let path = if op == "DELETE" {
+            format!("/v1/users/{id}")
+        } else {
+            format!("/v1/users/{id}/disable")
+        };
+        let r = w.call(op, &path, Some(&w.jwt("ada")), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let refusals = [
+        (
+            "PATCH",
+            format!("/v1/users/{ada}"),
+            Some(json!({"role": "user"})),
+        ),
+        ("POST", format!("/v1/users/{ada}/disable"), None),
+        ("DELETE", format!("/v1/users/{ada}"), None),
+    ];
+    for (method, path, body) in refusals {
+        let r = w.call(method, &path, Some(&root), body).await;
+        assert_eq!(r.status, 409, "{method} {path}: {}", r.text());
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("is the last enabled admin of acme"),
+            "{}",
+            r.text()
+        );
+    }
+}

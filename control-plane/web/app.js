@@ -639,7 +639,9 @@ async function showUsers() {
             showUsers();
           }
         }),
-      act("Reset password", () => linkOf("reset-link", u)),
+      act("Reset password", async () => {
+        if (await confirmAction(`Reset the password of ${u.username}?`, "Their sessions end, and the tokens waiting for their download are revoked. Give the link to them only.", "Reset password")) await linkOf("reset-link", u);
+      }),
       act("Delete", async () => {
         if (await confirmAction(`Delete ${u.username}?`, "This cannot be undone: every token of theirs is revoked. To keep them, disable instead.", "Delete")) {
           try { await api("DELETE", `/v1/users/${encodeURIComponent(u.id)}`); } catch (e) { toast(e.message); }
@@ -663,7 +665,8 @@ async function showUsers() {
           catch (e) { showFieldError(form, box, e); return undefined; }
         },
       });
-      if (made) await showSecret(`Invitation for ${made.username}`, made.link.url, `invite-${made.username}.txt`, `Give this link to ${made.username}; it works once, until ${fmtTime(made.link.expires_at)}.`);
+      if (made && !made.link) toast(`${made.username} was created; an admin of their organization sends the invitation.`);
+      else if (made) await showSecret(`Invitation for ${made.username}`, made.link.url, `invite-${made.username}.txt`, `Give this link to ${made.username}; it works once, until ${fmtTime(made.link.expires_at)}.`);
       showUsers();
     },
   }, "New user");

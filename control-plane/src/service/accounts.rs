@@ -124,7 +124,8 @@ pub fn user_view(tx: &mut dyn Tx, user: &User) -> Result<UserView> {
 }
 
 /// Issues a one-time link for `user`: a random secret in the URL's fragment (never sent
-/// to a server log or a `Referer`), its SHA-256 in the store.
+/// to a server log or a `Referer`), its SHA-256 in the store. It voids the user's older
+/// unused links of the same kind.
 pub fn issue_link(
     tx: &mut dyn Tx,
     ctx: &Ctx,
@@ -141,6 +142,7 @@ pub fn issue_link(
         expires_at: ctx.now + ttl,
         used_at: None,
     };
+    tx.void_links(&user.id, Some(kind), ctx.now)?;
     tx.insert_link(&link)?;
     Ok(LinkView {
         kind: kind.to_string(),
@@ -151,6 +153,12 @@ pub fn issue_link(
 
 /// The invitation a new user gets (`users::create_user` calls this).
 pub fn invite(tx: &mut dyn Tx, ctx: &Ctx, user: &User, days: Option<i64>) -> Result<LinkView> {
+    let days = invite_days(days)?;
+    issue_link(tx, ctx, user, "invite", days * 86_400)
+}
+
+/// How many days an invitation stays usable (the default when not given).
+pub fn invite_days(days: Option<i64>) -> Result<i64> {
     let days = days.unwrap_or(INVITE_DAYS_DEFAULT);
     if !(1..=INVITE_DAYS_MAX).contains(&days) {
         return Err(Error::field(
@@ -158,14 +166,50 @@ pub fn invite(tx: &mut dyn Tx, ctx: &Ctx, user: &User, days: Option<i64>) -> Res
             format!("1 to {INVITE_DAYS_MAX} days"),
         ));
     }
-    issue_link(tx, ctx, user, "invite", days * 86_400)
+    Ok(days)
 }
 
-/// An admin of the user's org (or of the org managing it) issues a password-reset link.
+/// Whether the caller may receive a link for a user of `org`: only an admin of that org
+/// (a link is the user's password). The admins of the org managing it (a partner, the
+/// root) receive one only while the org has no enabled admin of its own, to set it up.
+pub fn link_reaches(tx: &mut dyn Tx, actor: &Actor, org: &crate::model::Org) -> Result<bool> {
+    Ok(actor.org.id == org.id || super::users::enabled_admins(tx, &org.id)?.is_empty())
+}
+
+/// An admin of the user's org issues a password-reset link (the admins of the org
+/// managing it only while the org has no enabled admin). Resetting another user's
+/// existing account also ends every session of that user and revokes the tokens waiting
+/// for their download, so that the admin never signs in as them and takes those; all of
+/// it is in the audit log.
 pub fn reset_link(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
     let user = live_user(tx, user_id)?;
     let org = load_org(tx, &user.org_id)?;
     policy::require_org_admin(actor, &org, true)?;
+    if !link_reaches(tx, actor, &org)? {
+        return Err(Error::forbidden(format!(
+            "a reset link for a user of {} is issued only by an admin of {}",
+            org.id, org.id
+        )));
+    }
+    super::authority::require_unlimited(tx, actor, "link", "a reset link sets a password, which")?;
+    let account = account_of(tx, &user.id)?;
+    if account.disabled_at.is_some() {
+        return Err(Error::conflict(format!(
+            "{} is disabled; enable the user first",
+            user.username
+        )));
+    }
+    let mut voided = Vec::new();
+    let takeover = user.id != actor.user.id && account.password_hash.is_some();
+    if takeover {
+        tx.end_user_sessions(&user.id, ctx.now)?;
+        for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
+            if t.jwt_sha256.is_none() {
+                revoke_one(tx, ctx, &mut t)?;
+                voided.push(t.id);
+            }
+        }
+    }
     let link = issue_link(tx, ctx, &user, "reset", RESET_SECS)?;
     audit(
         tx,
@@ -174,7 +218,7 @@ pub fn reset_link(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> R
         &org.id,
         "user.reset_link",
         &user.id,
-        json!({"expires_at": link.expires_at}),
+        json!({"expires_at": link.expires_at, "sessions_ended": takeover, "pending_revoked": voided}),
     )?;
     let mut v = user_view(tx, &user)?;
     v.link = Some(link);
@@ -244,8 +288,9 @@ pub fn accept_link(tx: &mut dyn Tx, ctx: &Ctx, secret: &str, hash: String) -> Re
     }
     account.password_hash = Some(hash);
     tx.put_account(&account)?;
-    // A new password ends the sessions made with the old one.
+    // A new password ends the sessions made with the old one, and voids every other link.
     tx.end_user_sessions(&user.id, ctx.now)?;
+    tx.void_links(&user.id, None, ctx.now)?;
     audit(
         tx,
         ctx,
@@ -265,6 +310,7 @@ pub fn disable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) ->
     if account.disabled_at.is_some() {
         return Err(Error::conflict("the user is already disabled"));
     }
+    super::users::keep_an_admin(tx, &user, "disabled")?;
     let mut suspended = Vec::new();
     for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
         if t.enabled {
@@ -277,6 +323,7 @@ pub fn disable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) ->
     account.suspended_tokens = suspended.clone();
     tx.put_account(&account)?;
     tx.end_user_sessions(&user.id, ctx.now)?;
+    tx.void_links(&user.id, None, ctx.now)?;
     audit(
         tx,
         ctx,
@@ -323,6 +370,7 @@ pub fn enable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
 /// The record stays (the logs name it), hidden from listings.
 pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
     let (user, mut account) = managed_user(tx, actor, user_id)?;
+    super::users::keep_an_admin(tx, &user, "deleted")?;
     let mut revoked = Vec::new();
     for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
         revoke_one(tx, ctx, &mut t)?;
@@ -333,6 +381,7 @@ pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
     account.suspended_tokens.clear();
     tx.put_account(&account)?;
     tx.end_user_sessions(&user.id, ctx.now)?;
+    tx.void_links(&user.id, None, ctx.now)?;
     audit(
         tx,
         ctx,

@@ -248,6 +248,11 @@ pub fn verify_presented(
     let Some(user) = tx.get_user(&identity.user)? else {
         return with(Reason::Revoked);
     };
+    // A token authenticates only while its user is enabled too (an admin may have
+    // enabled the token itself).
+    if let Some(reason) = user_refusal(tx, &user.id)? {
+        return with(reason);
+    }
     let Ok(claims) = jws.tessera_claims() else {
         return with(Reason::ClaimMissing);
     };
@@ -258,6 +263,20 @@ pub fn verify_presented(
         org,
         claims,
     })))
+}
+
+/// Why a user's tokens must be refused now: `revoked` once the user is deleted,
+/// `suspended` while disabled.
+fn user_refusal(tx: &mut dyn Tx, user_id: &str) -> Result<Option<Reason>> {
+    Ok(tx.get_account(user_id)?.and_then(|a| {
+        if a.deleted_at.is_some() {
+            Some(Reason::Revoked)
+        } else if a.disabled_at.is_some() {
+            Some(Reason::Suspended)
+        } else {
+            None
+        }
+    }))
 }
 
 /// Authenticates an API call: [`verify_presented`] with API and access tokens. A refusal
@@ -296,6 +315,9 @@ pub fn still_valid(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor) -> Result<()> {
     if actor.token_id.is_empty() {
         // An in-process caller (bootstrap, tests): no credential to re-check.
         return Ok(());
+    }
+    if let Some(reason) = user_refusal(tx, &actor.user.id)? {
+        return Err(Error::refused(reason));
     }
     let reason = match tx.get_token(&actor.token_id)?.map(|t| t.status(ctx.now)) {
         Some(TokenStatus::Enabled) => return Ok(()),

@@ -324,6 +324,7 @@ pub fn create_edge(
     let org = load_org(tx, org_id)?;
     policy::require_org_admin(actor, &org, false)?;
     check_text("name", &req.name, 200, false)?;
+    super::authority::require_unlimited(tx, actor, "edge_credential", "an edge credential")?;
     let secret = format!("tse_{}", crypto::hex(&crypto::random_bytes::<32>()?));
     let edge = EdgeCredential {
         id: crypto::new_id("edge")?,

@@ -73,6 +73,21 @@ fn expiry(
     }
 }
 
+/// A token is made or enabled only for a user who may use it: not deleted, not disabled.
+fn usable_owner(tx: &mut dyn Tx, owner: &User) -> Result<()> {
+    let account = super::accounts::account_of(tx, &owner.id)?;
+    if account.deleted_at.is_some() {
+        return Err(Error::not_found(format!("no user {:?}", owner.id)));
+    }
+    if account.disabled_at.is_some() {
+        return Err(Error::conflict(format!(
+            "{} is disabled; enable the user first (that also enables the tokens disabling suspended)",
+            owner.username
+        )));
+    }
+    Ok(())
+}
+
 /// Inserts a new token; the store's unique index on (user, live name) decides duplicates,
 /// so no search is needed.
 fn insert_unique(tx: &mut dyn Tx, token: &Token, owner: &User) -> Result<()> {
@@ -102,8 +117,14 @@ pub fn create_token(
     let owner = resolve_user(tx, actor, req.user.as_deref())?;
     let org = load_org(tx, &owner.org_id)?;
     policy::check(actor, &owner, &org, Action::Create)?;
+    usable_owner(tx, &owner)?;
     super::quotas::check_tokens(tx, ctx, &owner)?;
-    let (lifetime_days, expires_at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+    let (mut lifetime_days, mut expires_at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+    if req.expires_at.is_none() {
+        if let Some(at) = authority::clamp_preset(actor, expires_at, req.lifetime_days.is_some()) {
+            (lifetime_days, expires_at) = (None, at);
+        }
+    }
     let not_before = req.not_before.map(|t| t.0);
     if not_before.is_some_and(|nb| nb >= expires_at) {
         return Err(Error::field("not_before", "must be before the expiry"));
@@ -304,6 +325,9 @@ pub fn download(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<M
         }
         s => return Err(Error::conflict(format!("the token is {}", s.as_str()))),
     }
+    // A limited token never brings down a JWT stronger than itself: refused, naming the
+    // field and the most it may be (download it with a session, or edit it first).
+    authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
     let jwt = mint(tx, ctx, &mut token)?;
     tx.update_token(&token)?;
     audit(
@@ -328,6 +352,7 @@ pub fn regenerate(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result
         TokenStatus::Pending | TokenStatus::Enabled => {}
         s => return Err(Error::conflict(format!("the token is {}", s.as_str()))),
     }
+    authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
     let old_idx = token.status_idx;
     retire_jwt(ctx, tx, &mut token)?;
     let jwt = mint(tx, ctx, &mut token)?;
@@ -446,6 +471,9 @@ fn set_enabled(
     if token.revoked_at.is_some() {
         return Err(Error::conflict("the token is revoked; revocation is final"));
     }
+    if enabled {
+        usable_owner(tx, &owner)?;
+    }
     apply_enabled(ctx, tx, &mut token, enabled)?;
     tx.update_token(&token)?;
     audit(
@@ -534,7 +562,12 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
         }
     }
     if req.expires_at.is_some() || req.lifetime_days.is_some() {
-        let (days, at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+        let (mut days, mut at) = expiry(ctx, &org, req.lifetime_days, req.expires_at)?;
+        if req.expires_at.is_none() {
+            if let Some(clamped) = authority::clamp_preset(actor, at, true) {
+                (days, at) = (None, clamped);
+            }
+        }
         if at != token.expires_at {
             token.lifetime_days = days;
             token.expires_at = at;
@@ -559,6 +592,9 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     }
     if let Some(e) = req.enabled {
         if e != token.enabled {
+            if e {
+                usable_owner(tx, &owner)?;
+            }
             changed.push("enabled");
         }
         apply_enabled(ctx, tx, &mut token, e)?;

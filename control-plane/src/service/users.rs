@@ -2,7 +2,7 @@
 
 use super::input::{check_text, check_username, CreateUser, Page, PageParams, UpdateUser};
 use super::views::UserView;
-use super::{accounts, audit, load_org, Ctx, Error, Result};
+use super::{accounts, audit, authority, load_org, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{Role, User};
 use crate::policy::{self, Actor};
@@ -29,6 +29,14 @@ pub fn create_user(
             "partner users belong to partner organizations",
         ));
     }
+    let days = accounts::invite_days(req.invite_days)?;
+    // The invitation sets a password: never through a limited token.
+    authority::require_unlimited(
+        tx,
+        actor,
+        "link",
+        "the invitation link sets a password, which",
+    )?;
     if tx.find_user(org_id, &req.username)?.is_some() {
         return Err(Error::conflict(format!(
             "user {} exists in {org_id}",
@@ -36,6 +44,9 @@ pub fn create_user(
         )));
     }
     super::quotas::check_users(tx, ctx, &org)?;
+    // The org's own admins receive the invitation; its managers only while it has no
+    // enabled admin (otherwise an admin of the org issues it: `reset_link`).
+    let reaches = accounts::link_reaches(tx, actor, &org)?;
     let user = User {
         id: crypto::new_id("usr")?,
         org_id: org_id.to_string(),
@@ -53,12 +64,47 @@ pub fn create_user(
         org_id,
         "user.create",
         &user.id,
-        json!({"role": user.role.as_str()}),
+        json!({"role": user.role.as_str(), "link": reaches}),
     )?;
-    let link = accounts::invite(tx, ctx, &user, req.invite_days)?;
+    let link = if reaches {
+        Some(accounts::invite(tx, ctx, &user, Some(days))?)
+    } else {
+        None
+    };
     let mut view = accounts::user_view(tx, &user)?;
-    view.link = Some(link);
+    view.link = link;
     Ok(view)
+}
+
+/// The org's admins that are neither disabled nor deleted.
+pub(crate) fn enabled_admins(tx: &mut dyn Tx, org_id: &str) -> Result<Vec<User>> {
+    let gone: std::collections::HashSet<String> = tx
+        .org_accounts(org_id)?
+        .into_iter()
+        .filter(|a| a.disabled_at.is_some() || a.deleted_at.is_some())
+        .map(|a| a.user_id)
+        .collect();
+    Ok(tx
+        .list_users(org_id)?
+        .into_iter()
+        .filter(|u| u.role == Role::Admin && !gone.contains(&u.id))
+        .collect())
+}
+
+/// Refuses (409) to take away the org's last enabled admin: demoted, disabled or deleted
+/// (`change` says which).
+pub(crate) fn keep_an_admin(tx: &mut dyn Tx, user: &User, change: &str) -> Result<()> {
+    if user.role != Role::Admin {
+        return Ok(());
+    }
+    let admins = enabled_admins(tx, &user.org_id)?;
+    if admins.len() == 1 && admins[0].id == user.id {
+        return Err(Error::conflict(format!(
+            "{} is the last enabled admin of {} and cannot be {change}; make another user admin first",
+            user.username, user.org_id
+        )));
+    }
+    Ok(())
 }
 
 /// The largest page of the users listing.
@@ -145,20 +191,16 @@ pub fn update_user(
             ));
         }
         if user.role == Role::Admin && role != Role::Admin {
-            let admins = tx
-                .list_users(&user.org_id)?
-                .iter()
-                .filter(|u| u.role == Role::Admin)
-                .count();
-            if admins <= 1 {
-                return Err(Error::field(
-                    "role",
-                    format!(
-                        "{} is the last admin of {}; make another user admin first",
-                        user.username, user.org_id
-                    ),
-                ));
-            }
+            keep_an_admin(tx, &user, "demoted")?;
+        }
+        if role == Role::Admin && user.role != Role::Admin {
+            // The user's password and sessions are bound only by the role.
+            authority::require_unlimited(
+                tx,
+                actor,
+                "role",
+                "the admin role, with the user's password,",
+            )?;
         }
         user.role = role;
     }

@@ -73,6 +73,9 @@ pub trait AccountsTx {
     fn get_link(&mut self, secret_sha256: &str) -> StoreResult<Option<SignInLink>>;
     /// Marks an unused link used; `false` if it was already used.
     fn use_link(&mut self, secret_sha256: &str, at: i64) -> StoreResult<bool>;
+    /// Voids (marks used at `at`) every unused link of the user, or only those of `kind`;
+    /// answers how many.
+    fn void_links(&mut self, user_id: &str, kind: Option<&str>, at: i64) -> StoreResult<u64>;
 
     fn insert_session(&mut self, session: &Session) -> StoreResult<()>;
     fn get_session(&mut self, secret_sha256: &str) -> StoreResult<Option<Session>>;

@@ -387,6 +387,16 @@ CREATE INDEX auth_events_at ON auth_events(at);
 CREATE INDEX auth_events_user ON auth_events(user_id, at);
 "#,
     },
+    // 6: a user's sign-in links, so that a newer link, a password change, disabling and
+    // deleting void the older ones.
+    Migration {
+        sqlite: r#"
+CREATE INDEX sign_in_links_user ON sign_in_links(user_id, kind);
+"#,
+        postgres: r#"
+CREATE INDEX sign_in_links_user ON sign_in_links(user_id, kind);
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

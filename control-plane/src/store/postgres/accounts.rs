@@ -135,6 +135,20 @@ impl AccountsTx for PgTx<'_> {
         Ok(n == 1)
     }
 
+    fn void_links(&mut self, user_id: &str, kind: Option<&str>, at: i64) -> StoreResult<u64> {
+        match kind {
+            Some(k) => self.exec(
+                "UPDATE sign_in_links SET used_at = $2 \
+                 WHERE user_id = $1 AND used_at IS NULL AND kind = $3",
+                &[&user_id, &at, &k],
+            ),
+            None => self.exec(
+                "UPDATE sign_in_links SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+                &[&user_id, &at],
+            ),
+        }
+    }
+
     fn insert_session(&mut self, s: &Session) -> StoreResult<()> {
         self.exec(
             &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),

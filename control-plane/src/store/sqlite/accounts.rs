@@ -121,6 +121,15 @@ impl AccountsTx for SqliteTx<'_> {
         Ok(n == 1)
     }
 
+    fn void_links(&mut self, user_id: &str, kind: Option<&str>, at: i64) -> StoreResult<u64> {
+        let n = self.conn.execute(
+            "UPDATE sign_in_links SET used_at = ?2 \
+             WHERE user_id = ?1 AND used_at IS NULL AND (?3 IS NULL OR kind = ?3)",
+            params![user_id, at, kind],
+        )?;
+        Ok(n as u64)
+    }
+
     fn insert_session(&mut self, s: &Session) -> StoreResult<()> {
         self.conn.execute(
             &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
