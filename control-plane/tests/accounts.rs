@@ -644,3 +644,49 @@ async fn the_cookie_is_secure_behind_https() {
         "{set}"
     );
 }
+
+#[tokio::test]
+async fn ended_sessions_old_throttles_and_links_are_pruned() {
+    use tessera_control_plane::service::sessions;
+    let w = World::new().await;
+    let (cookie, _) = w.session(&w.uid("ula")).await;
+    async fn me(w: &World, cookie: String) -> u16 {
+        w.raw(
+            "GET",
+            "/v1/me",
+            None,
+            "",
+            Vec::new(),
+            &[("cookie", &cookie)],
+        )
+        .await
+        .status
+        .as_u16()
+    }
+    async fn throttles(w: &World) -> usize {
+        w.state
+            .read(|tx, _| {
+                let mut n = 0;
+                for k in ["user:acme/ula", "addr:127.0.0.1"] {
+                    n += usize::from(tx.get_throttle(k)?.is_some());
+                }
+                Ok(n)
+            })
+            .await
+            .unwrap()
+    }
+    // A failed sign-in leaves throttle rows.
+    let r = sign_in(&w, "acme", "ula", "not ula's password at all").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(throttles(&w).await >= 1);
+    // Nothing is pruned while it is in use.
+    assert_eq!(w.state.write(sessions::prune).await.unwrap(), 0);
+    assert_eq!(me(&w, cookie.clone()).await, 200);
+    // Past the absolute timeout, the forget time and the links' keep time, all of it goes:
+    // the session, the throttle rows, the used link.
+    w.advance(sessions::KEEP_LINKS_SECS + 86_400);
+    let n = w.state.write(sessions::prune).await.unwrap();
+    assert!(n >= 3, "pruned {n} rows");
+    assert_eq!(throttles(&w).await, 0);
+    assert_eq!(me(&w, cookie).await, 401);
+}

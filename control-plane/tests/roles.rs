@@ -1007,3 +1007,72 @@ async fn the_last_enabled_admin_stays() {
         );
     }
 }
+
+#[tokio::test]
+async fn another_orgs_user_id_is_answered_like_an_unknown_one() {
+    let w = World::new().await;
+    let root = w.jwt("root-admin");
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs",
+            Some(&root),
+            Some(json!({"id": "globex"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/globex/users",
+            Some(&root),
+            Some(json!({"username": "gus", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let gus = r.json()["user"]["id"]
+        .as_str()
+        .or(r.json()["id"].as_str())
+        .unwrap()
+        .to_string();
+    // ada administers acme, which has nothing to do with globex: every route that takes
+    // a user id answers as it does for an id that was never issued.
+    let ada = w.jwt("ada");
+    for (method, path, body) in [
+        ("GET", format!("/v1/users/{gus}"), None),
+        (
+            "PATCH",
+            format!("/v1/users/{gus}"),
+            Some(json!({"display_name": "G"})),
+        ),
+        (
+            "POST",
+            format!("/v1/users/{gus}/reset-link"),
+            Some(json!({})),
+        ),
+        ("POST", format!("/v1/users/{gus}/disable"), Some(json!({}))),
+        ("DELETE", format!("/v1/users/{gus}"), None),
+    ] {
+        let r = w.call(method, &path, Some(&ada), body.clone()).await;
+        let unknown = w
+            .call(
+                method,
+                &path.replace(&gus, "usr_never_issued"),
+                Some(&ada),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+        assert_eq!(unknown.status, 404, "{method} {path}: {}", unknown.text());
+        assert!(
+            !r.text().contains("globex"),
+            "{method} {path}: {}",
+            r.text()
+        );
+    }
+    // The root admin and globex's own admins still see gus.
+    let r = w
+        .call("GET", &format!("/v1/users/{gus}"), Some(&root), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

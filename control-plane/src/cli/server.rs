@@ -213,7 +213,8 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         });
     }
     {
-        // Authentication-log retention: now, then every hour.
+        // Authentication-log retention, and the sign-in rows no longer needed: now, then
+        // every hour.
         let st = state.clone();
         let keep_days = args.auth_log_retention_days;
         tokio::spawn(async move {
@@ -224,6 +225,15 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
                     Ok(n) => tracing::info!(removed = n, keep_days, "authentication log pruned"),
                     Err(e) => {
                         tracing::error!(error = %e, "pruning the authentication log failed")
+                    }
+                }
+                match st.write(crate::service::sessions::prune).await {
+                    Ok(n) => tracing::info!(
+                        removed = n,
+                        "ended sessions, old throttles and links pruned"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e.message, "pruning sessions and links failed")
                     }
                 }
             }

@@ -182,7 +182,7 @@ pub fn link_reaches(tx: &mut dyn Tx, actor: &Actor, org: &crate::model::Org) -> 
 /// for their download, so that the admin never signs in as them and takes those; all of
 /// it is in the audit log.
 pub fn reset_link(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
-    let user = live_user(tx, user_id)?;
+    let user = user_for(tx, actor, user_id)?;
     let org = load_org(tx, &user.org_id)?;
     policy::require_org_admin(actor, &org, true)?;
     if !link_reaches(tx, actor, &org)? {
@@ -233,6 +233,21 @@ pub fn live_user(tx: &mut dyn Tx, user_id: &str) -> Result<User> {
         .is_some_and(|a| a.deleted_at.is_some())
     {
         return Err(Error::not_found(format!("no user {user_id:?}")));
+    }
+    Ok(user)
+}
+
+/// A user that is not deleted, looked up for `actor`: a user of an organization the
+/// caller has nothing to do with (not theirs, not managed by their partner org, and the
+/// caller not in the root org) is answered like an unknown id, 404, as a token id is, so
+/// ids do not tell which organization they belong to.
+pub fn user_for(tx: &mut dyn Tx, actor: &Actor, user_id: &str) -> Result<User> {
+    let user = live_user(tx, user_id)?;
+    if user.org_id != actor.org.id && !actor.org.is_root {
+        let org = load_org(tx, &user.org_id)?;
+        if org.partner_org_id.as_deref() != Some(actor.org.id.as_str()) {
+            return Err(Error::not_found(format!("no user {user_id:?}")));
+        }
     }
     Ok(user)
 }
@@ -396,7 +411,7 @@ pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
 
 /// A live user the caller administers (never the caller themselves).
 fn managed_user(tx: &mut dyn Tx, actor: &Actor, user_id: &str) -> Result<(User, Account)> {
-    let user = live_user(tx, user_id)?;
+    let user = user_for(tx, actor, user_id)?;
     let org = load_org(tx, &user.org_id)?;
     policy::require_org_admin(actor, &org, true)?;
     if user.id == actor.user.id {

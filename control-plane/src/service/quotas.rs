@@ -68,15 +68,12 @@ pub fn check_tokens(tx: &mut dyn Tx, ctx: &Ctx, owner: &User) -> Result<()> {
 /// Refuses a new user of `org` once it has the most allowed.
 pub fn check_users(tx: &mut dyn Tx, ctx: &Ctx, org: &Org) -> Result<()> {
     let max = ctx.quotas.users_per_org;
-    let mut live = 0;
-    for u in tx.list_users(&org.id)? {
-        if tx
-            .get_account(&u.id)?
-            .is_none_or(|a| a.deleted_at.is_none())
-        {
-            live += 1;
-        }
-    }
+    let deleted = tx
+        .org_accounts(&org.id)?
+        .into_iter()
+        .filter(|a| a.deleted_at.is_some())
+        .count();
+    let live = tx.list_users(&org.id)?.len().saturating_sub(deleted) as i64;
     if live >= max {
         return Err(Error::denied(
             QUOTA_EXCEEDED,

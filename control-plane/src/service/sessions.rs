@@ -8,7 +8,7 @@ use super::{audit, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{Org, User};
 use crate::policy::{Actor, Credential};
-use crate::store::accounts::Session;
+use crate::store::accounts::{Session, SignInCutoffs};
 use crate::store::Tx;
 use serde_json::json;
 use std::net::{IpAddr, Ipv6Addr};
@@ -274,6 +274,22 @@ pub fn finish_sign_in(
             Ok(None)
         }
     }
+}
+
+/// How long a used or expired link is kept (so that using it again says "expired" or
+/// "already used" rather than nothing) before it is pruned.
+pub const KEEP_LINKS_SECS: i64 = 30 * 86_400;
+
+/// Deletes ended and timed-out sessions, throttle rows forgotten and no longer delaying,
+/// and links used or expired more than [`KEEP_LINKS_SECS`] ago (`tessera serve`, hourly).
+pub fn prune(tx: &mut dyn Tx, ctx: &Ctx) -> Result<u64> {
+    Ok(tx.prune_sign_in(&SignInCutoffs {
+        now: ctx.now,
+        sessions_before: ctx.now - IDLE_SECS,
+        started_before: ctx.now - ABSOLUTE_SECS,
+        throttles_before: ctx.now - FORGET_SECS,
+        links_before: ctx.now - KEEP_LINKS_SECS,
+    })?)
 }
 
 /// The caller a session cookie names: the session must be open, used within the idle

@@ -143,7 +143,7 @@ pub fn list_users(
 }
 
 pub fn get_user(tx: &mut dyn Tx, actor: &Actor, id: &str) -> Result<User> {
-    let user = accounts::live_user(tx, id)?;
+    let user = accounts::user_for(tx, actor, id)?;
     if user.id != actor.user.id {
         let org = load_org(tx, &user.org_id)?;
         policy::require_org_admin(actor, &org, true)?;
@@ -159,7 +159,7 @@ pub fn update_user(
     id: &str,
     req: UpdateUser,
 ) -> Result<User> {
-    let mut user = accounts::live_user(tx, id)?;
+    let mut user = accounts::user_for(tx, actor, id)?;
     let org = load_org(tx, &user.org_id)?;
     let is_admin = policy::require_org_admin(actor, &org, true).is_ok();
     // Delegation is the customer's: the user, or an admin of their own org, gives or

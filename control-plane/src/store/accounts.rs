@@ -92,9 +92,26 @@ pub trait AccountsTx {
     fn lock_throttle(&mut self, key: &str, now: i64) -> StoreResult<Throttle>;
     fn put_throttle(&mut self, t: &Throttle) -> StoreResult<()>;
     fn clear_throttle(&mut self, key: &str) -> StoreResult<()>;
+    /// Deletes what sign-in no longer needs: sessions last used, started or ended
+    /// before `sessions_before`/`started_before`, throttle rows untouched since
+    /// `throttles_before` and no longer delaying at `now`, links that expired or were used
+    /// before `links_before`. Answers how many rows went.
+    fn prune_sign_in(&mut self, cut: &SignInCutoffs) -> StoreResult<u64>;
 
     fn list_edges(&mut self, org_id: &str) -> StoreResult<Vec<EdgeRecord>>;
     fn get_edge(&mut self, id: &str) -> StoreResult<Option<EdgeRecord>>;
     /// Revokes: the secret no longer matches anything (usage reports stop at once).
     fn revoke_edge(&mut self, id: &str, at: i64) -> StoreResult<()>;
+}
+
+/// The cutoffs of [`AccountsTx::prune_sign_in`] (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInCutoffs {
+    pub now: i64,
+    /// Sessions idle, or ended, since before this.
+    pub sessions_before: i64,
+    /// Sessions started before this (past their absolute timeout).
+    pub started_before: i64,
+    pub throttles_before: i64,
+    pub links_before: i64,
 }

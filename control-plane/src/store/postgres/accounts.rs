@@ -3,7 +3,9 @@
 
 use super::{get, PgTx};
 use crate::model::EdgeCredential;
-use crate::store::accounts::{Account, AccountsTx, EdgeRecord, Session, SignInLink, Throttle};
+use crate::store::accounts::{
+    Account, AccountsTx, EdgeRecord, Session, SignInCutoffs, SignInLink, Throttle,
+};
 use crate::store::{StoreError, StoreResult};
 use postgres::Row;
 
@@ -238,6 +240,22 @@ impl AccountsTx for PgTx<'_> {
     fn clear_throttle(&mut self, key: &str) -> StoreResult<()> {
         self.exec("DELETE FROM sign_in_throttle WHERE key = $1", &[&key])?;
         Ok(())
+    }
+
+    fn prune_sign_in(&mut self, cut: &SignInCutoffs) -> StoreResult<u64> {
+        let mut n = self.exec(
+            "DELETE FROM sessions WHERE last_seen_at < $1 OR created_at < $2 OR ended_at < $1",
+            &[&cut.sessions_before, &cut.started_before],
+        )?;
+        n += self.exec(
+            "DELETE FROM sign_in_throttle WHERE last_at < $1 AND locked_until < $2",
+            &[&cut.throttles_before, &cut.now],
+        )?;
+        n += self.exec(
+            "DELETE FROM sign_in_links WHERE expires_at < $1 OR used_at < $1",
+            &[&cut.links_before],
+        )?;
+        Ok(n)
     }
 
     fn list_edges(&mut self, org_id: &str) -> StoreResult<Vec<EdgeRecord>> {

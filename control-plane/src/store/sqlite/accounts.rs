@@ -2,7 +2,9 @@
 
 use super::SqliteTx;
 use crate::model::EdgeCredential;
-use crate::store::accounts::{Account, AccountsTx, EdgeRecord, Session, SignInLink, Throttle};
+use crate::store::accounts::{
+    Account, AccountsTx, EdgeRecord, Session, SignInCutoffs, SignInLink, Throttle,
+};
 use crate::store::{StoreError, StoreResult};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -233,6 +235,22 @@ impl AccountsTx for SqliteTx<'_> {
         self.conn
             .execute("DELETE FROM sign_in_throttle WHERE key = ?1", [key])?;
         Ok(())
+    }
+
+    fn prune_sign_in(&mut self, cut: &SignInCutoffs) -> StoreResult<u64> {
+        let mut n = self.conn.execute(
+            "DELETE FROM sessions WHERE last_seen_at < ?1 OR created_at < ?2 OR ended_at < ?1",
+            params![cut.sessions_before, cut.started_before],
+        )?;
+        n += self.conn.execute(
+            "DELETE FROM sign_in_throttle WHERE last_at < ?1 AND locked_until < ?2",
+            params![cut.throttles_before, cut.now],
+        )?;
+        n += self.conn.execute(
+            "DELETE FROM sign_in_links WHERE expires_at < ?1 OR used_at < ?1",
+            params![cut.links_before],
+        )?;
+        Ok(n as u64)
     }
 
     fn list_edges(&mut self, org_id: &str) -> StoreResult<Vec<EdgeRecord>> {
