@@ -687,12 +687,26 @@ fn a_flood_of_junk_link_accepts_and_sign_ins_does_no_password_work() {
 fn a_burst_of_wrong_passwords_is_counted_in_full_and_locks_the_owner_out_briefly() {
     let dir = Scratch::new();
     let (server, admin) = ready(&dir, &[]);
+    // 24 connections opened first, then every request sent at the same moment.
+    let start = std::sync::Barrier::new(24);
     let codes: Vec<u16> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..24)
             .map(|i| {
-                let server = &server;
+                let (server, start) = (&server, &start);
                 sc.spawn(move || {
-                    sign_in(server, "acme", "alice", &format!("guess number {i}")).status
+                    let mut c = connect(server);
+                    let body = json!({"org": "acme", "username": "alice", "password": format!("guess number {i}")})
+                        .to_string();
+                    let req = format!(
+                        "POST /v1/session HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        server.addr,
+                        body.len()
+                    );
+                    start.wait();
+                    c.write_all(req.as_bytes()).unwrap();
+                    let mut raw = String::new();
+                    c.read_to_string(&mut raw).unwrap();
+                    parse(&raw).status
                 })
             })
             .collect();
@@ -794,6 +808,8 @@ fn one_address_gets_only_its_share_of_connections_and_long_polls() {
     assert_eq!(r.json()["reason"], "too_many_long_polls");
     assert!(r.header("retry-after").is_some());
     // Holding the whole connection share, the next connection is answered 429 and closed.
+    // (The refused poll's connection is given back once the server has closed it.)
+    std::thread::sleep(Duration::from_millis(300));
     let held: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
     std::thread::sleep(Duration::from_millis(300));
     let r = http(&server, "GET", "/healthz", &[], "");

@@ -158,11 +158,111 @@ pub(crate) fn field_name(path: &str, whole: &str) -> String {
 }
 
 pub(crate) fn body_error(path: String, e: impl std::fmt::Display) -> ApiError {
+    let (field, message) = in_words(&path, "body", &e.to_string());
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_body",
-        format!("{}: {e}", field_name(&path, "body")),
+        format!("{field}: {message}"),
     )
+}
+
+/// A deserializer's complaint about the value at `path`, said for people: the field it
+/// concerns (a missing field is named itself, not its parent) and what is wrong and what
+/// is allowed, without the parser's words (Rust type names, backticks, line and column).
+pub(crate) fn in_words(path: &str, whole: &str, raw: &str) -> (String, String) {
+    // serde_json ends with " at line L column C": the position says nothing to a person
+    // who sent one line of JSON.
+    let msg = match raw.rfind(" at line ") {
+        Some(i) if raw[i..].contains(" column ") => &raw[..i],
+        _ => raw,
+    };
+    let field = field_name(path, whole);
+    let quoted = |m: &str| -> Vec<String> {
+        m.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let list = |names: &[String]| names.join(", ");
+    if let Some(rest) = msg.strip_prefix("missing field ") {
+        let name = quoted(rest).into_iter().next().unwrap_or_default();
+        let field = if field == whole {
+            name
+        } else {
+            format!("{field}.{name}")
+        };
+        return (field, "required".into());
+    }
+    if msg.starts_with("unknown field ") {
+        let names = quoted(msg);
+        let (name, allowed) = names
+            .split_first()
+            .map_or((String::new(), &[][..]), |(a, b)| (a.clone(), b));
+        let field = if field == whole {
+            name
+        } else if field.ends_with(name.as_str()) {
+            field
+        } else {
+            format!("{field}.{name}")
+        };
+        return if allowed.is_empty() {
+            (field, "not a field of this request".into())
+        } else {
+            (
+                field,
+                format!(
+                    "not a field of this request; the fields are {}",
+                    list(allowed)
+                ),
+            )
+        };
+    }
+    if msg.starts_with("unknown variant ") {
+        let names = quoted(msg);
+        if let Some((got, allowed)) = names.split_first() {
+            return (field, format!("{got:?} is not one of: {}", list(allowed)));
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        let expected = rest.split(", expected ").nth(1).unwrap_or("");
+        return (field, format!("must be {}", kind_in_words(expected)));
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ") {
+        let expected = rest.split(", expected ").nth(1).unwrap_or("");
+        return (field, format!("must be {}", kind_in_words(expected)));
+    }
+    if msg.contains("invalid digit") || msg.contains("cannot parse integer") {
+        return (field, "must be a whole number".into());
+    }
+    if msg.contains("number too large") || msg.contains("too large to fit") {
+        return (field, "is too large".into());
+    }
+    if msg.starts_with("provided string was not `true` or `false`") {
+        return (field, "must be true or false".into());
+    }
+    (field, msg.replace('`', ""))
+}
+
+/// What a deserializer expected, in words.
+fn kind_in_words(expected: &str) -> String {
+    let e = expected.trim();
+    let one = |w: &str| w.to_string();
+    match e {
+        "a string" | "string" => one("text"),
+        "a boolean" | "boolean" | "bool" => one("true or false"),
+        "u8" | "u16" | "u32" | "u64" | "usize" => one("a whole number of 0 or more"),
+        "i8" | "i16" | "i32" | "i64" | "isize" | "an integer" => one("a whole number"),
+        "f32" | "f64" | "a number" => one("a number"),
+        "a sequence" | "sequence" => one("a list"),
+        "a map" | "map" => one("an object"),
+        _ if e.starts_with("struct ") => one("an object"),
+        _ if e.starts_with("variant identifier") || e.starts_with("enum ") => {
+            one("one of the listed values")
+        }
+        _ if e.starts_with("a ") || e.starts_with("an ") => e.replace('`', ""),
+        _ => e.replace('`', ""),
+    }
 }
 
 /// A JSON body; a bad one is a 400 naming the field. A body must be sent as
@@ -265,12 +365,30 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let v = serde_path_to_error::deserialize(de).map_err(|e| {
         // A body cut short is the body's fault, wherever the parser stopped.
-        let path = if e.inner().is_eof() {
-            String::new()
-        } else {
-            e.path().to_string()
+        use serde_json::error::Category;
+        let syntax = match e.inner().classify() {
+            Category::Eof => Some("the JSON ends too early"),
+            Category::Syntax => Some("not valid JSON"),
+            Category::Io | Category::Data => None,
         };
-        body_error(path, e.inner())
+        let path = e.path().to_string();
+        let named = field_name(&path, "body");
+        match syntax {
+            // The parser stopped inside a field (a list where one of a few names belongs).
+            Some(_) if named != "body" && e.inner().classify() == Category::Syntax => {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("{named}: not a value this field takes"),
+                )
+            }
+            Some(why) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("body: {why}"),
+            ),
+            None => body_error(path, e.inner()),
+        }
     })?;
     Ok(v)
 }
@@ -286,6 +404,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(QueryParams)
-            .map_err(|e| ApiError::field(&field_name(&e.path().to_string(), "query"), e.inner()))
+            .map_err(|e| {
+                let (field, message) =
+                    in_words(&e.path().to_string(), "query", &e.inner().to_string());
+                ApiError::field(&field, message)
+            })
     }
 }
