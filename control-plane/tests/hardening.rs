@@ -1001,3 +1001,59 @@ fn quotas_bound_tokens_per_user_users_per_org_and_orgs_per_partner() {
         "reseller already manages the most organizations one partner may manage (1)",
     );
 }
+
+#[test]
+fn edges_that_name_themselves_poll_from_a_reserved_share() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &["--max-connections-per-address", "6"]);
+    let edge = http(
+        &server,
+        "POST",
+        "/v1/orgs/acme/edge-credentials",
+        &[
+            ("authorization", &format!("Bearer {admin}")),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name":"envoy-eu"}"#,
+    );
+    assert_eq!(edge.status, 201, "{}", edge.body);
+    let secret = edge.json()["secret"].as_str().unwrap().to_string();
+    let r = http(&server, "GET", "/v1/orgs/acme/status-list", &[], "");
+    let version = r.header("tessera-status-version").unwrap().to_string();
+    let path = format!("/v1/orgs/acme/status-list?since={version}&wait=1");
+    // A stranger on the edge's address holds the address's whole long-poll share (3).
+    let poll = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = connect(&server);
+            c.write_all(poll.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = http(&server, "GET", &path, &[], "");
+    assert_eq!(r.status, 429, "{}", r.body);
+    // The edge's own poll still waits its full time and answers 304.
+    let auth = format!("Bearer {secret}");
+    let r = http(&server, "GET", &path, &[("authorization", &auth)], "");
+    assert_eq!(r.status, 304, "{}", r.body);
+    // A credential that is not an edge's of this org is refused, not counted as anonymous.
+    let r = http(
+        &server,
+        "GET",
+        &path,
+        &[("authorization", "Bearer tse_wrong")],
+        "",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = http(
+        &server,
+        "GET",
+        "/v1/orgs/other/status-list",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert!(matches!(r.status, 401 | 404), "{}: {}", r.status, r.body);
+    drop(held);
+}

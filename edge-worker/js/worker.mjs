@@ -155,8 +155,9 @@ function settings(env) {
 // data is shared between requests (never a promise or a response: workerd forbids I/O
 // objects of one request in another). A document that was never loaded is fetched by the
 // request that finds it missing, and that request (and any arriving meanwhile) waits for
-// it: the only wait there is. Once loaded, a due document is revalidated in the
-// background (ctx.waitUntil) while requests go on with the one in force; at most one
+// it. Once loaded, a due document is revalidated in the background (ctx.waitUntil)
+// while requests go on with the one in force, unless the isolate was quiet for two
+// periods: then the request waits for the fresh document (see refreshSources); at most one
 // fetch per document is in flight. A failed or refused fetch keeps what is in force; the
 // verifier tracks the lists' age and applies the staleness policy
 // (sync.max_staleness_secs) itself.
@@ -214,6 +215,13 @@ async function loaded(entry, s) {
   }
 }
 
+// Waits until the refresh of `entry` in flight ends, or the fetch timeout passes.
+async function settled(entry, s) {
+  while (inFlight(entry, s, Date.now())) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 function listFetch(st, s, uri, entry) {
   return refreshDocument(
     "status list",
@@ -248,8 +256,19 @@ async function refreshSources(st, s, ctx) {
   const start = (entry, ttl, fetchIt) => {
     if (!entry.loaded) {
       first.push(due(entry, ttl, s, now) ? fetchIt() : loaded(entry, s));
-    } else if (due(entry, ttl, s, now)) {
-      ctx.waitUntil(fetchIt());
+      return;
+    }
+    // Under steady traffic a document is at most about one period old, refreshed in the
+    // background. Older than two periods, the isolate was quiet: the document may miss a
+    // revocation made meanwhile (or be past sync.max_staleness_secs), so this request
+    // waits for the refresh instead of deciding on it. A failing fetch waits no one: its
+    // retry is not due, and the staleness policy decides.
+    const quiet = now - entry.fetchedAt >= 2 * ttl;
+    if (due(entry, ttl, s, now)) {
+      if (quiet) first.push(fetchIt());
+      else ctx.waitUntil(fetchIt());
+    } else if (quiet && inFlight(entry, s, now)) {
+      first.push(settled(entry, s));
     }
   };
   for (const [uri, entry] of st.lists) start(entry, s.ttl, () => listFetch(st, s, uri, entry));

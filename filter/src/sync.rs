@@ -34,6 +34,9 @@ pub struct SyncServiceConfig {
     pub jwks_refresh_secs: u64,
     /// Pause after a failed call, seconds.
     pub retry_secs: u64,
+    /// The edge credential sent with the status-list polls (`Authorization: Bearer`), so
+    /// that they hold places of the credential's reserved share at the control plane.
+    pub credential: Option<String>,
 }
 
 /// Whether a plugin configuration is for the sync service (`"role": "sync"`).
@@ -105,8 +108,9 @@ fn urls(obj: &Obj, field: &str) -> Result<Vec<String>, ConfigError> {
     Ok(out)
 }
 
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 9] = [
     "role",
+    "credential",
     "cluster",
     "authority",
     "status_lists",
@@ -143,7 +147,17 @@ impl SyncServiceConfig {
                 "nothing to sync: give status_lists and/or jwks_urls",
             ));
         }
+        let credential = string(obj, "credential")?;
+        if credential.as_deref().is_some_and(|c| {
+            c.is_empty() || c.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        }) {
+            return Err(cerr(
+                "credential",
+                "must be an edge credential (tse_...), without spaces or line breaks",
+            ));
+        }
         Ok(SyncServiceConfig {
+            credential,
             authority: string(obj, "authority")?.unwrap_or_else(|| cluster.clone()),
             cluster,
             status_lists,
@@ -314,10 +328,16 @@ impl Poller {
             if l.healthy {
                 l.last_success = now;
             }
+            let headers = self
+                .config
+                .credential
+                .iter()
+                .map(|c| ("authorization".to_string(), format!("Bearer {c}")))
+                .collect();
             calls.push(Call {
                 target: Target::List(i),
                 path,
-                headers: Vec::new(),
+                headers,
                 timeout_ms: (wait + 5) * 1000,
             });
         }
@@ -594,6 +614,10 @@ mod tests {
                 r#"{"role":"sync","cluster":"c","status_lists":["/a"],"extra":1}"#,
                 "extra",
             ),
+            (
+                r#"{"role":"sync","cluster":"c","status_lists":["/a"],"credential":"tse_a b"}"#,
+                "credential",
+            ),
         ] {
             assert_eq!(
                 SyncServiceConfig::from_json(json).unwrap_err().field,
@@ -606,6 +630,26 @@ mod tests {
         assert_eq!(path_of("http://h:1/a/b?c=d").as_deref(), Some("/a/b?c=d"));
         assert_eq!(path_of("/x").as_deref(), Some("/x"));
         assert_eq!(path_of("http://h"), None);
+    }
+
+    #[test]
+    fn the_edge_credential_goes_with_the_status_list_polls_only() {
+        let c = SyncServiceConfig::from_json(
+            r#"{"role":"sync","cluster":"cp","status_lists":["/v1/orgs/acme/status-list"],
+                "jwks_urls":["/v1/orgs/acme/jwks.json"],"credential":"tse_edge"}"#,
+        )
+        .unwrap();
+        let calls = Poller::new(c).due(100);
+        let auth = |call: &Call| {
+            call.headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(auth(&calls[0]).as_deref(), Some("Bearer tse_edge"));
+        assert_eq!(auth(&calls[1]), None, "the JWKS is public");
+        // Without one, no header.
+        assert!(Poller::new(config()).due(100)[0].headers.is_empty());
     }
 
     #[test]

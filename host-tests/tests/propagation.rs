@@ -81,6 +81,11 @@ fn start_envoy(cp: &ControlPlane, upstream: &EchoUpstream, spec: &EdgeSpec<'_>) 
     let filter = cp.filter_config(spec.fail_policy, spec.max_staleness_secs, usage);
     let mut sync = cp.sync_service_config(CP_CLUSTER, spec.poll_wait_secs);
     sync["jwks_refresh_secs"] = serde_json::Value::from(spec.jwks_refresh_secs);
+    // An edge that reports usage to the control plane also names itself on its status-list
+    // polls with the same credential (they then hold places of its reserved share).
+    if let (Some((secret, _)), None) = (spec.usage, spec.usage_to) {
+        sync["credential"] = serde_json::Value::from(secret);
+    }
     let mut options = EnvoyOptions::new(&envoy)
         .filter(&wasm, &filter)
         .upstream(upstream.addr())

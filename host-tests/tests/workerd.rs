@@ -356,6 +356,66 @@ fn workerd_revocation_within_a_second_by_default() {
     );
 }
 
+/// A worker that had no requests for a while decides the next one on a fresh list: a
+/// token revoked during the quiet spell is refused at the first request after it, and a
+/// valid one is not refused as stale (`status_unavailable`) while the control plane is up,
+/// even past `sync.max_staleness_secs`.
+#[test]
+fn workerd_after_a_quiet_spell_decides_on_a_fresh_list() {
+    const TTL_MS: u64 = 300;
+    let (workerd_bin, bundle) = workerd_tools();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-quiet");
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed]),
+        "status": {"fail_policy": "closed"},
+        "sync": {"max_staleness_secs": 1},
+    });
+    let stub = ControlStub::start().expect("control stub");
+    stub.set_status_list(LIST_PATH, &list_doc(&[0, 0, 0, 0]));
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var(
+            "TESSERA_STATUS_URLS",
+            &json!({ LIST_URI: stub.url(LIST_PATH) }).to_string(),
+        )
+        .var("TESSERA_STATUS_TTL_MS", &TTL_MS.to_string()),
+    );
+    let token = |idx: u64| TokenBuilder::new(now()).status(idx, LIST_URI).sign(&ed);
+    let send = |t: &str| {
+        Request::get("/api")
+            .bearer(t)
+            .send(worker.addr())
+            .expect("request")
+    };
+    let mut list = [0u8, 0, 0, 0];
+    for round in 0..3u64 {
+        let (kept, gone) = (token(0), token(round + 1));
+        let r = send(&gone);
+        assert_eq!(r.status, 200, "round {round}: {}", r.summary());
+        // Quiet: no requests. The token is revoked part-way through.
+        std::thread::sleep(Duration::from_millis(1000));
+        list[usize::try_from(round + 1).unwrap()] = 1;
+        stub.set_status_list(LIST_PATH, &list_doc(&list));
+        std::thread::sleep(Duration::from_millis(1500));
+        // The first request after the quiet spell: refused, not let through once.
+        let r = send(&gone);
+        assert_eq!(r.status, 401, "round {round}: {}", r.summary());
+        assert_eq!(r.reason().as_deref(), Some("revoked"), "round {round}");
+        // Quiet again, past max_staleness_secs: a valid token is allowed, not 503.
+        std::thread::sleep(Duration::from_millis(2500));
+        let r = send(&kept);
+        assert_eq!(r.status, 200, "round {round}: {}", r.summary());
+    }
+}
+
 /// A status list that cannot be fetched: the fail policy decides, as in the filter.
 #[test]
 fn workerd_unreachable_status_list_follows_the_fail_policy() {

@@ -7,7 +7,7 @@ use crate::service::{authn, logs};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 
@@ -15,25 +15,25 @@ use std::net::SocketAddr;
 /// credential of `POST /v1/usage`.
 pub struct BearerSecret(pub String);
 
+/// The secret of an `Authorization: Bearer <secret>` (or `Token <secret>`) value.
+pub(crate) fn bearer_value(v: &HeaderValue) -> Option<String> {
+    let (scheme, secret) = v.to_str().ok()?.trim().split_once(' ')?;
+    let secret = secret.trim();
+    ((scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+        && !secret.is_empty())
+    .then(|| secret.to_string())
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for BearerSecret {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let missing = || ApiError::unauthorized("send Authorization: Bearer <edge credential>");
-        let value = parts
+        parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or_else(missing)?;
-        let value = value.to_str().map_err(|_| missing())?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or_else(missing)?;
-        if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
-            return Err(missing());
-        }
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(missing());
-        }
-        Ok(BearerSecret(token.to_string()))
+            .and_then(bearer_value)
+            .map(BearerSecret)
+            .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <edge credential>"))
     }
 }
 

@@ -149,6 +149,29 @@ pub(super) async fn status_list(
     if p.since.is_some_and(|v| v < 0) {
         return Err(ApiError::field("since", "must be >= 0"));
     }
+    // An edge may name itself with its credential (`Authorization: Bearer`): its long
+    // polls then hold places of the credential's reserved share, which no stranger's
+    // polls can take. A refused credential is refused (and counts against the address's
+    // rate of unauthenticated requests).
+    let edge = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let secret = super::extract::bearer_value(v).unwrap_or_default();
+            let o = org.clone();
+            match s
+                .read(move |tx, _| logs::edge_for_org(tx, &secret, &o))
+                .await
+            {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    return Ok(match s.address_limit().and_then(|l| l.check(peer)) {
+                        Some(too_many) => too_many,
+                        None => e.into_response(),
+                    })
+                }
+            }
+        }
+    };
     // Subscribe before reading the version so no change slips between the two.
     let mut rx = s.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -166,7 +189,7 @@ pub(super) async fn status_list(
             break;
         }
         if place.is_none() && wait > 0 {
-            match s.long_poll_place(peer) {
+            match s.long_poll_place(peer, edge.as_deref()) {
                 Some(p) => place = Some(p),
                 None => return Ok(too_many_polls()),
             }

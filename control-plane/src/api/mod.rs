@@ -59,6 +59,9 @@ struct Inner {
     /// (`tessera serve` sets half its per-address connection share).
     long_polls: server::Shares,
     long_poll_share: std::sync::OnceLock<usize>,
+    /// Long polls held per edge credential (polls that name their edge), and the share.
+    edge_long_polls: server::Shares<String>,
+    edge_long_poll_share: std::sync::OnceLock<usize>,
     /// Password hashes computed or checked at once (argon2id takes 19 MiB and a core
     /// each): one per core, so a flood of sign-ins queues instead of growing memory.
     hashing: tokio::sync::Semaphore,
@@ -68,6 +71,16 @@ struct Inner {
 
 /// How long a password check waits for a free core before answering 503.
 const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A long poll's place, given back when dropped.
+pub(crate) enum PollPlace {
+    Address { _share: server::Share },
+    Edge { _share: server::Share<String> },
+    Uncounted,
+}
+
+/// Long polls one edge credential may hold when `tessera serve` does not say.
+pub const DEFAULT_EDGE_LONG_POLLS: usize = 1024;
 
 /// Noted API uses that make the next one write them at once (else the periodic flush of
 /// `tessera serve`, or a read of the log, does).
@@ -107,6 +120,8 @@ impl AppState {
             limit: std::sync::OnceLock::new(),
             api_uses: Mutex::new(Vec::new()),
             long_polls: server::Shares::default(),
+            edge_long_polls: server::Shares::default(),
+            edge_long_poll_share: std::sync::OnceLock::new(),
             long_poll_share: std::sync::OnceLock::new(),
             quotas: std::sync::OnceLock::new(),
             hashing: tokio::sync::Semaphore::new(
@@ -146,18 +161,44 @@ impl AppState {
         self
     }
 
-    /// A place for a long poll of `peer`, or `None` past its address's share.
+    /// A place for a long poll: an edge that named itself with its credential (`edge`,
+    /// the credential's id) takes one of the credential's reserved share, anyone else one
+    /// of `peer`'s address's share; `None` past it. Without shares set (in-process use),
+    /// a place that counts nothing.
     pub(crate) fn long_poll_place(
         &self,
         peer: Option<std::net::SocketAddr>,
-    ) -> Option<Option<server::Share>> {
+        edge: Option<&str>,
+    ) -> Option<PollPlace> {
+        if let Some(id) = edge {
+            let share = self
+                .inner
+                .edge_long_poll_share
+                .get()
+                .copied()
+                .unwrap_or(DEFAULT_EDGE_LONG_POLLS);
+            return self
+                .inner
+                .edge_long_polls
+                .take_for(id.to_string(), share)
+                .map(|_share| PollPlace::Edge { _share });
+        }
         let Some(share) = self.inner.long_poll_share.get() else {
-            return Some(None);
+            return Some(PollPlace::Uncounted);
         };
         let ip = peer.map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |p| {
             p.ip()
         });
-        self.inner.long_polls.take(ip, *share).map(Some)
+        self.inner
+            .long_polls
+            .take(ip, *share)
+            .map(|_share| PollPlace::Address { _share })
+    }
+
+    /// How many long polls one edge credential may hold (`--max-long-polls-per-edge`).
+    pub fn with_edge_long_poll_share(self, share: usize) -> Self {
+        let _ = self.inner.edge_long_poll_share.set(share.max(1));
+        self
     }
 
     /// Runs password work (argon2id hashing or checking) on a blocking thread, at most one
@@ -585,8 +626,9 @@ pub fn routes() -> Vec<Route> {
             .query::<StatusParams>()
             .answer(200, "The list: JSON, or a signed statuslist+jwt (`format=jwt` or `Accept: application/statuslist+jwt`)", vec![json::<StatusListView>(), status_jwt])
             .answer(304, "Not modified: the list is still at version `since` (or matches `If-None-Match`)", vec![])
-            // Past the address's share of waiting polls, or its rate of signed lists.
-            .error(&[429]),
+            // Past the address's (or the edge credential's) share of waiting polls, or the
+            // address's rate of signed lists; an edge credential that is refused.
+            .error(&[401, 429]),
         route(Method::POST, "/v1/orgs/{org}/keys/rotate", "Rotate the signing key (org admin)", Token, h!(POST, handlers::keys_rotate))
             .body::<RotateKey>(json!({"alg": "ES256"}))
             .ok::<KeyRotated>(200),

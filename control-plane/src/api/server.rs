@@ -23,6 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,22 +176,35 @@ fn over_share() -> hyper::Response<axum::body::Body> {
     resp
 }
 
-/// Open connections per client address (IPv6 by its /64, as the rate limit counts).
-#[derive(Clone, Default)]
-pub struct Shares(Arc<Mutex<HashMap<IpAddr, usize>>>);
+/// Places held per holder: open connections or long polls per client address (IPv6 by
+/// its /64, as the rate limit counts), long polls per edge credential.
+#[derive(Clone)]
+pub struct Shares<K: Hash + Eq + Clone = IpAddr>(Arc<Mutex<HashMap<K, usize>>>);
 
-/// One connection counted against its address; dropping it gives the place back.
-pub struct Share {
-    shares: Shares,
-    key: IpAddr,
+impl<K: Hash + Eq + Clone> Default for Shares<K> {
+    fn default() -> Self {
+        Shares(Arc::default())
+    }
 }
 
-impl Shares {
-    /// Counts one more for `ip`, unless it already holds `max`.
+/// One place counted against its holder; dropping it gives the place back.
+pub struct Share<K: Hash + Eq + Clone = IpAddr> {
+    shares: Shares<K>,
+    key: K,
+}
+
+impl Shares<IpAddr> {
+    /// Counts one more for `ip`'s address, unless it already holds `max`.
     pub fn take(&self, ip: IpAddr, max: usize) -> Option<Share> {
-        let key = super::limit::bucket(ip);
+        self.take_for(super::limit::bucket(ip), max)
+    }
+}
+
+impl<K: Hash + Eq + Clone> Shares<K> {
+    /// Counts one more for `key`, unless it already holds `max`.
+    pub fn take_for(&self, key: K, max: usize) -> Option<Share<K>> {
         let mut map = self.0.lock().ok()?;
-        let n = map.entry(key).or_insert(0);
+        let n = map.entry(key.clone()).or_insert(0);
         if *n >= max.max(1) {
             return None;
         }
@@ -200,17 +214,9 @@ impl Shares {
             key,
         })
     }
-
-    /// How many `ip`'s address holds now.
-    pub fn held(&self, ip: IpAddr) -> usize {
-        let key = super::limit::bucket(ip);
-        self.0
-            .lock()
-            .map_or(0, |m| m.get(&key).copied().unwrap_or(0))
-    }
 }
 
-impl Drop for Share {
+impl<K: Hash + Eq + Clone> Drop for Share<K> {
     fn drop(&mut self) {
         if let Ok(mut map) = self.shares.0.lock() {
             if let Some(n) = map.get_mut(&self.key) {

@@ -223,6 +223,10 @@ struct ServeArgs {
     /// ones are answered 429 and closed, so one client cannot take them all.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections_per_address: u64,
+    /// Status-list long polls one edge credential may hold (edges that send their
+    /// credential with their polls are counted here, not against their address's share).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_long_polls_per_edge: u64,
     /// Tokens one user may hold (any state but deleted); past it, 403 quota_exceeded.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
     max_tokens_per_user: i64,

@@ -12,15 +12,31 @@ use crate::store::{AuthEventQuery, Tx};
 use std::net::IpAddr;
 
 /// Records edge usage events for tokens of the edge's org; allowed uses update last-used.
+/// The edge credential a secret names (not revoked).
+fn edge_of(tx: &mut dyn Tx, secret: &str) -> Result<crate::model::EdgeCredential> {
+    tx.find_edge_by_secret_hash(&crypto::sha256_hex(secret.as_bytes()))?
+        .ok_or_else(|| Error::Unauthenticated("unknown edge credential".into()))
+}
+
+/// The id of the edge credential a secret names, which must be one of `org`'s (an
+/// organization's edges poll that organization's list).
+pub fn edge_for_org(tx: &mut dyn Tx, secret: &str, org: &str) -> Result<String> {
+    let edge = edge_of(tx, secret)?;
+    if edge.org_id != org {
+        return Err(Error::Unauthenticated(format!(
+            "this edge credential is not one of {org}'s"
+        )));
+    }
+    Ok(edge.id)
+}
+
 pub fn record_usage(
     tx: &mut dyn Tx,
     ctx: &Ctx,
     edge_secret: &str,
     batch: UsageBatch,
 ) -> Result<UsageAccepted> {
-    let edge = tx
-        .find_edge_by_secret_hash(&crypto::sha256_hex(edge_secret.as_bytes()))?
-        .ok_or_else(|| Error::Unauthenticated("unknown edge credential".into()))?;
+    let edge = edge_of(tx, edge_secret)?;
     if batch.events.len() > 1000 {
         return Err(Error::field("events", "at most 1000 events per batch"));
     }
