@@ -588,19 +588,21 @@ fn encode_cursor(key: &SqlValue, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::json!([k, id]).to_string())
 }
 
-fn decode_cursor(cursor: &str) -> StoreResult<(SqlValue, String)> {
+/// The sort key and id of a cursor. Anything but `[key, id]` with a key of the sort's type
+/// (text or a whole number) is not a cursor of this listing (as on PostgreSQL).
+fn decode_cursor(cursor: &str, text_key: bool) -> StoreResult<(SqlValue, String)> {
     let bad = || StoreError::BadCursor;
     let json = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let v: serde_json::Value = serde_json::from_slice(&json).map_err(|_| bad())?;
-    let key = match v.get(0) {
-        Some(serde_json::Value::Number(n)) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64().ok_or_else(bad)?),
-        },
-        Some(serde_json::Value::String(t)) => SqlValue::Text(t.clone()),
+    let [key, id] = v.as_array().map(Vec::as_slice).ok_or_else(bad)? else {
+        return Err(bad());
+    };
+    let key = match (key, text_key) {
+        (serde_json::Value::String(t), true) => SqlValue::Text(t.clone()),
+        (serde_json::Value::Number(n), false) => SqlValue::Integer(n.as_i64().ok_or_else(bad)?),
         _ => return Err(bad()),
     };
-    let id = v.get(1).and_then(|x| x.as_str()).ok_or_else(bad)?;
+    let id = id.as_str().ok_or_else(bad)?;
     Ok((key, id.to_string()))
 }
 
@@ -952,7 +954,11 @@ impl Tx for SqliteTx<'_> {
         let mut keyset = String::new();
         let mut offset = q.offset;
         if let Some(cursor) = &q.after {
-            let (key, id) = decode_cursor(cursor)?;
+            let text_key = matches!(
+                q.sort,
+                TokenSort::Name | TokenSort::User | TokenSort::Status
+            );
+            let (key, id) = decode_cursor(cursor, text_key)?;
             let cmp = if q.descending { "<" } else { ">" };
             keyset = format!(" AND ({order}, t.id) {cmp} (:after_key, :after_id)");
             extra.push((":after_key", key));
