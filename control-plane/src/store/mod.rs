@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod migrations;
 pub mod postgres;
+pub(crate) mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountsTx;
