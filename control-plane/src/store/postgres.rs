@@ -51,13 +51,19 @@ impl PgConn {
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
-        let st = self.client.prepare(sql)?;
+        let st = self.client.prepare(&pg_placeholders(sql))?;
         if self.statements.len() >= STATEMENT_CACHE {
             self.statements.clear();
         }
         self.statements.insert(sql.to_string(), st.clone());
         Ok(st)
     }
+}
+
+/// The shared SQL's `?n` placeholders as PostgreSQL's `$n` (no statement has a `?` in a
+/// literal or an operator; a statement written with `$n` is left as it is).
+fn pg_placeholders(sql: &str) -> String {
+    sql.replace('?', "$")
 }
 
 /// The pool's connections: `r2d2_postgres`'s manager keeps no prepared statements, so
@@ -672,7 +678,7 @@ impl Conn for PgTx<'_> {
         if has_nul(&p) {
             return PgTx::exec(self, sql, &p);
         }
-        let r = self.c.client.execute(sql, &p);
+        let r = self.c.client.execute(pg_placeholders(sql).as_str(), &p);
         self.note(r)
     }
 

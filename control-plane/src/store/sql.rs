@@ -18,7 +18,22 @@ use crate::model::{
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-/// What differs in the SQL text of the two engines.
+/// `?n` placeholders for `n` parameters (1-based): `?1, ?2, …`.
+pub(crate) fn placeholders(n: usize) -> String {
+    placeholders_from(1, n)
+}
+
+/// `count` placeholders from `?first`, comma-separated.
+fn placeholders_from(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("?{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What differs in the SQL text of the two engines, beyond placeholders: the shared SQL
+/// numbers its parameters `?1, ?2, …`, which SQLite reads as they are and the PostgreSQL
+/// connection rewrites to `$1, $2, …` once per prepared statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Sqlite,
@@ -26,22 +41,6 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
-    /// The placeholder of parameter `n` (1-based): `?n` or `$n`.
-    pub(crate) fn placeholder(self, n: usize) -> String {
-        match self {
-            Dialect::Sqlite => format!("?{n}"),
-            Dialect::Postgres => format!("${n}"),
-        }
-    }
-
-    /// `count` placeholders from `first`, comma-separated.
-    fn placeholders(self, first: usize, count: usize) -> String {
-        (first..first + count)
-            .map(|n| self.placeholder(n))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     /// ` FOR UPDATE` on a row read inside a PostgreSQL write (SQLite has one writer, whose
     /// transaction already excludes the others).
     fn for_update(self, write: bool) -> &'static str {
@@ -152,7 +151,7 @@ impl Args {
     /// Adds a value; returns its placeholder.
     pub(crate) fn add(&mut self, v: impl Into<Value>) -> String {
         self.values.push(v.into());
-        self.dialect.placeholder(self.values.len())
+        format!("?{}", self.values.len())
     }
 }
 
@@ -221,6 +220,10 @@ pub(crate) trait Conn {
     fn dialect(&self) -> Dialect;
     /// Whether this is a write transaction.
     fn writing(&self) -> bool;
+    /// ` FOR UPDATE` where a row read in this transaction must stay locked until commit.
+    fn lock(&self) -> &'static str {
+        self.dialect().for_update(self.writing())
+    }
     /// Runs a statement (kept prepared); returns the rows it changed.
     fn exec(&mut self, sql: &str, args: &[Value]) -> StoreResult<u64>;
     /// Runs a statement whose text varies (not kept prepared).
@@ -436,6 +439,11 @@ fn status_from_row(r: &dyn SqlRow) -> StoreResult<(i64, u8)> {
     ))
 }
 
+/// A token's IP filter as stored (a JSON array).
+fn ip_allow_text(t: &Token) -> String {
+    serde_json::Value::from(t.ip_allow.clone()).to_string()
+}
+
 /// The searchable owner text of a user, lower-cased as the search folds case.
 fn owner_lc(u: &User) -> String {
     format!("{} {}", u.username, u.display_name).to_lowercase()
@@ -597,14 +605,10 @@ fn auth_event_filter(q: &AuthEventQuery, args: &mut Args) -> String {
 }
 
 /// The audit log's condition: the org, and the target when given.
-fn audit_filter(d: Dialect, target: Option<&str>) -> String {
+fn audit_filter(target: Option<&str>) -> &'static str {
     match target {
-        Some(_) => format!(
-            "org_id = {} AND target = {}",
-            d.placeholder(1),
-            d.placeholder(2)
-        ),
-        None => format!("org_id = {}", d.placeholder(1)),
+        Some(_) => "org_id = ?1 AND target = ?2",
+        None => "org_id = ?1",
     }
 }
 
@@ -622,91 +626,50 @@ const EVENTS_PER_INSERT: usize = 1000;
 
 impl<E: Engine> Tx for E {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>> {
-        let d = self.dialect();
-        let sql = format!(
-            "SELECT value FROM settings WHERE key = {}{}",
-            d.placeholder(1),
-            d.for_update(self.writing())
-        );
+        let sql = format!("SELECT value FROM settings WHERE key = ?1{}", self.lock());
         one(self, &sql, &values![key], |r| get(r, 0))
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO settings (key, value) VALUES ({}) \
+        self.exec(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            self.dialect().placeholders(1, 2)
-        );
-        self.exec(&sql, &values![key, value])?;
+            &values![key, value],
+        )?;
         Ok(())
     }
 
     fn insert_org(&mut self, o: &Org) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO orgs ({ORG_COLS}) VALUES ({})",
-            self.dialect().placeholders(1, 11)
+            placeholders(11)
         );
-        self.exec(
-            &sql,
-            &values![
-                &o.id,
-                &o.name,
-                &o.partner_org_id,
-                o.is_partner,
-                o.is_root,
-                o.max_lifetime_days,
-                &o.audience,
-                o.key_alg.as_str(),
-                o.status_version,
-                o.next_status_idx,
-                o.created_at,
-            ],
-        )?;
+        #[rustfmt::skip]
+        let v = values![
+            &o.id, &o.name, &o.partner_org_id, o.is_partner, o.is_root, o.max_lifetime_days,
+            &o.audience, o.key_alg.as_str(), o.status_version, o.next_status_idx, o.created_at,
+        ];
+        self.exec(&sql, &v)?;
         Ok(())
     }
 
     fn update_org(&mut self, o: &Org) -> StoreResult<()> {
-        let p = |n| self.dialect().placeholder(n);
-        let sql = format!(
-            "UPDATE orgs SET name = {}, partner_org_id = {}, is_partner = {}, is_root = {}, \
-             max_lifetime_days = {}, audience = {}, key_alg = {}, status_version = {}, \
-             next_status_idx = {} WHERE id = {}",
-            p(2),
-            p(3),
-            p(4),
-            p(5),
-            p(6),
-            p(7),
-            p(8),
-            p(9),
-            p(10),
-            p(1)
-        );
+        #[rustfmt::skip]
+        let v = values![
+            &o.id, &o.name, &o.partner_org_id, o.is_partner, o.is_root, o.max_lifetime_days,
+            &o.audience, o.key_alg.as_str(), o.status_version, o.next_status_idx,
+        ];
         self.exec(
-            &sql,
-            &values![
-                &o.id,
-                &o.name,
-                &o.partner_org_id,
-                o.is_partner,
-                o.is_root,
-                o.max_lifetime_days,
-                &o.audience,
-                o.key_alg.as_str(),
-                o.status_version,
-                o.next_status_idx,
-            ],
+            "UPDATE orgs SET name = ?2, partner_org_id = ?3, is_partner = ?4, is_root = ?5, \
+             max_lifetime_days = ?6, audience = ?7, key_alg = ?8, status_version = ?9, \
+             next_status_idx = ?10 WHERE id = ?1",
+            &v,
         )?;
         Ok(())
     }
 
     fn get_org(&mut self, id: &str) -> StoreResult<Option<Org>> {
-        let d = self.dialect();
-        let sql = format!(
-            "SELECT {ORG_COLS} FROM orgs WHERE id = {}{}",
-            d.placeholder(1),
-            d.for_update(self.writing())
-        );
+        let sql = format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1{}", self.lock());
         one(self, &sql, &values![id], org_from_row)
     }
 
@@ -716,10 +679,7 @@ impl<E: Engine> Tx for E {
     }
 
     fn list_managed_orgs(&mut self, partner_org_id: &str) -> StoreResult<Vec<Org>> {
-        let sql = format!(
-            "SELECT {ORG_COLS} FROM orgs WHERE partner_org_id = {} ORDER BY id",
-            self.dialect().placeholder(1)
-        );
+        let sql = format!("SELECT {ORG_COLS} FROM orgs WHERE partner_org_id = ?1 ORDER BY id");
         all(self, &sql, &values![partner_org_id], org_from_row)
     }
 
@@ -731,77 +691,57 @@ impl<E: Engine> Tx for E {
     fn insert_key(&mut self, k: &SigningKey) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO signing_keys ({KEY_COLS}) VALUES ({})",
-            self.dialect().placeholders(1, 8)
+            placeholders(8)
         );
-        self.exec(
-            &sql,
-            &values![
-                &k.kid,
-                &k.org_id,
-                k.alg.as_str(),
-                k.public_jwk.to_string(),
-                k.private_enc.as_slice(),
-                k.created_at,
-                k.retired_at,
-                k.last_exp,
-            ],
-        )?;
+        #[rustfmt::skip]
+        let v = values![
+            &k.kid, &k.org_id, k.alg.as_str(), k.public_jwk.to_string(),
+            k.private_enc.as_slice(), k.created_at, k.retired_at, k.last_exp,
+        ];
+        self.exec(&sql, &v)?;
         Ok(())
     }
 
     fn update_key(&mut self, k: &SigningKey) -> StoreResult<()> {
-        let p = |n| self.dialect().placeholder(n);
-        let sql = format!(
-            "UPDATE signing_keys SET retired_at = {}, last_exp = {} WHERE kid = {}",
-            p(2),
-            p(3),
-            p(1)
-        );
-        self.exec(&sql, &values![&k.kid, k.retired_at, k.last_exp])?;
+        self.exec(
+            "UPDATE signing_keys SET retired_at = ?2, last_exp = ?3 WHERE kid = ?1",
+            &values![&k.kid, k.retired_at, k.last_exp],
+        )?;
         Ok(())
     }
 
     fn get_key(&mut self, kid: &str) -> StoreResult<Option<SigningKey>> {
-        let d = self.dialect();
         let sql = format!(
-            "SELECT {KEY_COLS} FROM signing_keys WHERE kid = {}{}",
-            d.placeholder(1),
-            d.for_update(self.writing())
+            "SELECT {KEY_COLS} FROM signing_keys WHERE kid = ?1{}",
+            self.lock()
         );
         one(self, &sql, &values![kid], key_from_row)
     }
 
     fn list_keys(&mut self, org_id: &str) -> StoreResult<Vec<SigningKey>> {
-        let d = self.dialect();
         let sql = format!(
-            "SELECT {KEY_COLS} FROM signing_keys WHERE org_id = {} \
+            "SELECT {KEY_COLS} FROM signing_keys WHERE org_id = ?1 \
              ORDER BY created_at DESC, {} DESC",
-            d.placeholder(1),
-            d.insertion_order()
+            self.dialect().insertion_order()
         );
         all(self, &sql, &values![org_id], key_from_row)
     }
 
     fn insert_user(&mut self, u: &User) -> StoreResult<()> {
-        let d = self.dialect();
+        #[rustfmt::skip]
         let mut v = values![
-            &u.id,
-            &u.org_id,
-            &u.username,
-            &u.display_name,
-            u.role.as_str(),
-            u.delegated,
+            &u.id, &u.org_id, &u.username, &u.display_name, u.role.as_str(), u.delegated,
             u.created_at,
         ]
         .to_vec();
         let mut cols = USER_COLS.to_string();
-        if d.lowercase_copies() {
+        if self.dialect().lowercase_copies() {
             cols.push_str(", owner_lc");
             v.push(owner_lc(u).into());
         }
         let sql = format!(
             "INSERT INTO users ({cols}) VALUES ({})",
-            d.placeholders(1, v.len())
+            placeholders(v.len())
         );
         self.exec(&sql, &v)?;
         Ok(())
@@ -809,170 +749,92 @@ impl<E: Engine> Tx for E {
 
     fn update_user(&mut self, u: &User) -> StoreResult<()> {
         // The username never changes; the searchable owner text follows the display name.
-        let d = self.dialect();
-        let p = |n| d.placeholder(n);
         let mut v = values![&u.id, &u.display_name, u.role.as_str(), u.delegated].to_vec();
-        let mut set = format!(
-            "display_name = {}, role = {}, delegated = {}",
-            p(2),
-            p(3),
-            p(4)
-        );
-        if d.lowercase_copies() {
-            set.push_str(&format!(", owner_lc = {}", p(5)));
+        let mut set = "display_name = ?2, role = ?3, delegated = ?4".to_string();
+        if self.dialect().lowercase_copies() {
+            set.push_str(", owner_lc = ?5");
             v.push(owner_lc(u).into());
         }
-        self.exec(&format!("UPDATE users SET {set} WHERE id = {}", p(1)), &v)?;
+        self.exec(&format!("UPDATE users SET {set} WHERE id = ?1"), &v)?;
         Ok(())
     }
 
     fn get_user(&mut self, id: &str) -> StoreResult<Option<User>> {
-        let d = self.dialect();
-        let sql = format!(
-            "SELECT {USER_COLS} FROM users WHERE id = {}{}",
-            d.placeholder(1),
-            d.for_update(self.writing())
-        );
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1{}", self.lock());
         one(self, &sql, &values![id], user_from_row)
     }
 
     fn find_user(&mut self, org_id: &str, username: &str) -> StoreResult<Option<User>> {
-        let d = self.dialect();
         let sql = format!(
-            "SELECT {USER_COLS} FROM users WHERE org_id = {} AND username = {}{}",
-            d.placeholder(1),
-            d.placeholder(2),
-            d.for_update(self.writing())
+            "SELECT {USER_COLS} FROM users WHERE org_id = ?1 AND username = ?2{}",
+            self.lock()
         );
         one(self, &sql, &values![org_id, username], user_from_row)
     }
 
     fn list_users(&mut self, org_id: &str) -> StoreResult<Vec<User>> {
-        let sql = format!(
-            "SELECT {USER_COLS} FROM users WHERE org_id = {} ORDER BY username",
-            self.dialect().placeholder(1)
-        );
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE org_id = ?1 ORDER BY username");
         all(self, &sql, &values![org_id], user_from_row)
     }
 
     fn insert_token(&mut self, t: &Token) -> StoreResult<()> {
-        let d = self.dialect();
+        #[rustfmt::skip]
         let mut v = values![
-            &t.id,
-            &t.org_id,
-            &t.user_id,
-            &t.name,
-            &t.description,
-            &t.created_by,
-            t.created_at,
-            t.lifetime_days,
-            t.not_before,
-            t.expires_at,
-            serde_json::Value::from(t.ip_allow.clone()).to_string(),
-            t.scopes.join(" "),
-            t.enabled,
-            t.revoked_at,
-            t.deleted_at,
-            t.minted_at,
-            &t.jwt_sha256,
-            t.status_idx,
-            &t.kid,
-            t.last_used_at,
-            &t.last_used_ip,
+            &t.id, &t.org_id, &t.user_id, &t.name, &t.description, &t.created_by, t.created_at,
+            t.lifetime_days, t.not_before, t.expires_at, ip_allow_text(t), t.scopes.join(" "),
+            t.enabled, t.revoked_at, t.deleted_at, t.minted_at, &t.jwt_sha256, t.status_idx,
+            &t.kid, t.last_used_at, &t.last_used_ip,
         ]
         .to_vec();
         let mut cols = TOKEN_INSERT_COLS.to_string();
-        if d.lowercase_copies() {
+        if self.dialect().lowercase_copies() {
             cols.push_str(", name_lc, description_lc");
             v.push(t.name.to_lowercase().into());
             v.push(t.description.to_lowercase().into());
         }
         let sql = format!(
             "INSERT INTO tokens ({cols}) VALUES ({})",
-            d.placeholders(1, v.len())
+            placeholders(v.len())
         );
         self.exec(&sql, &v)?;
         Ok(())
     }
 
     fn update_token(&mut self, t: &Token) -> StoreResult<()> {
-        let d = self.dialect();
+        #[rustfmt::skip]
         let mut v = values![
-            &t.id,
-            &t.name,
-            &t.description,
-            t.lifetime_days,
-            t.not_before,
-            t.expires_at,
-            serde_json::Value::from(t.ip_allow.clone()).to_string(),
-            t.scopes.join(" "),
-            t.enabled,
-            t.revoked_at,
-            t.deleted_at,
-            t.minted_at,
-            &t.jwt_sha256,
-            t.status_idx,
-            &t.kid,
-            t.last_used_at,
-            &t.last_used_ip,
+            &t.id, &t.name, &t.description, t.lifetime_days, t.not_before, t.expires_at,
+            ip_allow_text(t), t.scopes.join(" "), t.enabled, t.revoked_at, t.deleted_at,
+            t.minted_at, &t.jwt_sha256, t.status_idx, &t.kid, t.last_used_at, &t.last_used_ip,
         ]
         .to_vec();
-        let mut names = vec![
-            "name",
-            "description",
-            "lifetime_days",
-            "not_before",
-            "expires_at",
-            "ip_allow",
-            "scopes",
-            "enabled",
-            "revoked_at",
-            "deleted_at",
-            "minted_at",
-            "jwt_sha256",
-            "status_idx",
-            "kid",
-            "last_used_at",
-            "last_used_ip",
-        ];
-        if d.lowercase_copies() {
-            names.extend(["name_lc", "description_lc"]);
+        let mut set = "name = ?2, description = ?3, lifetime_days = ?4, not_before = ?5, \
+                       expires_at = ?6, ip_allow = ?7, scopes = ?8, enabled = ?9, \
+                       revoked_at = ?10, deleted_at = ?11, minted_at = ?12, jwt_sha256 = ?13, \
+                       status_idx = ?14, kid = ?15, last_used_at = ?16, last_used_ip = ?17"
+            .to_string();
+        if self.dialect().lowercase_copies() {
+            set.push_str(", name_lc = ?18, description_lc = ?19");
             v.push(t.name.to_lowercase().into());
             v.push(t.description.to_lowercase().into());
         }
-        let set: Vec<String> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("{n} = {}", d.placeholder(i + 2)))
-            .collect();
-        let sql = format!(
-            "UPDATE tokens SET {} WHERE id = {}",
-            set.join(", "),
-            d.placeholder(1)
-        );
-        self.exec(&sql, &v)?;
+        self.exec(&format!("UPDATE tokens SET {set} WHERE id = ?1"), &v)?;
         Ok(())
     }
 
     fn get_token(&mut self, id: &str) -> StoreResult<Option<Token>> {
-        let d = self.dialect();
         let sql = format!(
-            "SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = {}{}",
-            d.placeholder(1),
-            d.for_update(self.writing())
+            "SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = ?1{}",
+            self.lock()
         );
         one(self, &sql, &values![id], token_from_row)
     }
 
     fn set_last_used(&mut self, id: &str, at: i64, ip: Option<&str>) -> StoreResult<()> {
-        let p = |n| self.dialect().placeholder(n);
-        let sql = format!(
-            "UPDATE tokens SET last_used_at = {}, last_used_ip = {} WHERE id = {}",
-            p(2),
-            p(3),
-            p(1)
-        );
-        self.exec(&sql, &values![id, at, ip])?;
+        self.exec(
+            "UPDATE tokens SET last_used_at = ?2, last_used_ip = ?3 WHERE id = ?1",
+            &values![id, at, ip],
+        )?;
         Ok(())
     }
 
@@ -1053,9 +915,8 @@ impl<E: Engine> Tx for E {
             }
         };
         let sql = format!(
-            "SELECT {TOKEN_COLS} FROM tokens t WHERE {col} = {} AND t.deleted_at IS NULL \
-             AND t.revoked_at IS NULL ORDER BY t.created_at, t.id",
-            self.dialect().placeholder(1)
+            "SELECT {TOKEN_COLS} FROM tokens t WHERE {col} = ?1 AND t.deleted_at IS NULL \
+             AND t.revoked_at IS NULL ORDER BY t.created_at, t.id"
         );
         all(self, &sql, &values![arg], token_from_row)
     }
@@ -1068,31 +929,23 @@ impl<E: Engine> Tx for E {
         token_id: &str,
         version: i64,
     ) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO status_entries (org_id, idx, value, token_id, version) VALUES ({}) \
-             ON CONFLICT (org_id, idx) DO UPDATE SET value = excluded.value, version = excluded.version",
-            self.dialect().placeholders(1, 5)
-        );
-        self.exec(&sql, &values![org_id, idx, value, token_id, version])?;
+        self.exec(
+            "INSERT INTO status_entries (org_id, idx, value, token_id, version) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (org_id, idx) \
+             DO UPDATE SET value = excluded.value, version = excluded.version",
+            &values![org_id, idx, value, token_id, version],
+        )?;
         Ok(())
     }
 
     fn status_entries(&mut self, org_id: &str) -> StoreResult<Vec<(i64, u8)>> {
-        let sql = format!(
-            "SELECT idx, value FROM status_entries WHERE org_id = {} AND value != 0",
-            self.dialect().placeholder(1)
-        );
-        all(self, &sql, &values![org_id], status_from_row)
+        let sql = "SELECT idx, value FROM status_entries WHERE org_id = ?1 AND value != 0";
+        all(self, sql, &values![org_id], status_from_row)
     }
 
     fn status_changes_since(&mut self, org_id: &str, version: i64) -> StoreResult<Vec<(i64, u8)>> {
-        let d = self.dialect();
-        let sql = format!(
-            "SELECT idx, value FROM status_entries WHERE org_id = {} AND version > {}",
-            d.placeholder(1),
-            d.placeholder(2)
-        );
-        all(self, &sql, &values![org_id, version], status_from_row)
+        let sql = "SELECT idx, value FROM status_entries WHERE org_id = ?1 AND version > ?2";
+        all(self, sql, &values![org_id, version], status_from_row)
     }
 
     fn insert_auth_event(&mut self, e: &AuthEvent) -> StoreResult<()> {
@@ -1100,10 +953,9 @@ impl<E: Engine> Tx for E {
     }
 
     fn insert_auth_events(&mut self, events: &[AuthEvent]) -> StoreResult<()> {
-        let d = self.dialect();
         for chunk in events.chunks(EVENTS_PER_INSERT) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", d.placeholders(i * 10 + 1, 10)))
+                .map(|i| format!("({})", placeholders_from(i * 10 + 1, 10)))
                 .collect();
             let sql = format!(
                 "INSERT INTO auth_events ({AUTH_EVENT_COLS}) VALUES {}",
@@ -1111,17 +963,10 @@ impl<E: Engine> Tx for E {
             );
             let mut v = Vec::with_capacity(chunk.len() * 10);
             for e in chunk {
+                #[rustfmt::skip]
                 v.extend(values![
-                    &e.org_id,
-                    &e.token_id,
-                    &e.user_id,
-                    e.at,
-                    &e.ip,
-                    &e.outcome,
-                    &e.reason,
-                    &e.method,
-                    &e.path,
-                    &e.source,
+                    &e.org_id, &e.token_id, &e.user_id, e.at, &e.ip, &e.outcome, &e.reason,
+                    &e.method, &e.path, &e.source,
                 ]);
             }
             if chunk.len() == 1 {
@@ -1135,16 +980,13 @@ impl<E: Engine> Tx for E {
     }
 
     fn delete_auth_events_before(&mut self, cutoff: i64, limit: u64) -> StoreResult<u64> {
-        let d = self.dialect();
         // (id, at): PostgreSQL's table is partitioned on `at`.
-        let sql = format!(
-            "DELETE FROM auth_events WHERE (id, at) IN \
-             (SELECT id, at FROM auth_events WHERE at < {} LIMIT {})",
-            d.placeholder(1),
-            d.placeholder(2)
-        );
         let limit = limit.min(i64::MAX as u64) as i64;
-        self.exec(&sql, &values![cutoff, limit])
+        self.exec(
+            "DELETE FROM auth_events WHERE (id, at) IN \
+             (SELECT id, at FROM auth_events WHERE at < ?1 LIMIT ?2)",
+            &values![cutoff, limit],
+        )
     }
 
     fn list_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>> {
@@ -1169,7 +1011,7 @@ impl<E: Engine> Tx for E {
     fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64> {
         let sql = format!(
             "SELECT count(*) FROM audit_log WHERE {}",
-            audit_filter(self.dialect(), target)
+            audit_filter(target)
         );
         Ok(one(self, &sql, &audit_args(org_id, target), |r| {
             get::<i64>(r, 0)
@@ -1178,22 +1020,14 @@ impl<E: Engine> Tx for E {
     }
 
     fn insert_audit(&mut self, a: &AuditEntry) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO audit_log (at, org_id, actor, action, target, detail, credential) \
-             VALUES ({})",
-            self.dialect().placeholders(1, 7)
-        );
+        #[rustfmt::skip]
+        let v = values![
+            a.at, &a.org_id, &a.actor, &a.action, &a.target, a.detail.to_string(), &a.credential,
+        ];
         self.exec(
-            &sql,
-            &values![
-                a.at,
-                &a.org_id,
-                &a.actor,
-                &a.action,
-                &a.target,
-                a.detail.to_string(),
-                &a.credential,
-            ],
+            "INSERT INTO audit_log (at, org_id, actor, action, target, detail, credential) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &v,
         )?;
         Ok(())
     }
@@ -1212,7 +1046,7 @@ impl<E: Engine> Tx for E {
         let sql = format!(
             "SELECT {AUDIT_COLS} FROM audit_log WHERE {} \
              ORDER BY id DESC LIMIT {limit} OFFSET {offset}",
-            audit_filter(self.dialect(), target)
+            audit_filter(target)
         );
         all(self, &sql, &args.values, audit_from_row)
     }
@@ -1220,20 +1054,15 @@ impl<E: Engine> Tx for E {
     fn insert_edge(&mut self, e: &EdgeCredential) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO edge_credentials ({EDGE_COLS}) VALUES ({})",
-            self.dialect().placeholders(1, 5)
+            placeholders(5)
         );
-        self.exec(
-            &sql,
-            &values![&e.id, &e.org_id, &e.name, &e.secret_sha256, e.created_at],
-        )?;
+        let v = values![&e.id, &e.org_id, &e.name, &e.secret_sha256, e.created_at];
+        self.exec(&sql, &v)?;
         Ok(())
     }
 
     fn find_edge_by_secret_hash(&mut self, hash: &str) -> StoreResult<Option<EdgeCredential>> {
-        let sql = format!(
-            "SELECT {EDGE_COLS} FROM edge_credentials WHERE secret_sha256 = {}",
-            self.dialect().placeholder(1)
-        );
+        let sql = format!("SELECT {EDGE_COLS} FROM edge_credentials WHERE secret_sha256 = ?1");
         one(self, &sql, &values![hash], edge_from_row)
     }
 
