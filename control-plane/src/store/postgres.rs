@@ -20,7 +20,7 @@
 //! - The authentication log is partitioned by day; retention drops whole partitions.
 
 use super::migrations::MIGRATIONS;
-use super::sql::{like_pattern, Args, Conn, Dialect, Engine, SqlRow, TextCondition, Value};
+use super::sql::{like_pattern, one, Args, Conn, Dialect, Engine, SqlRow, TextCondition, Value};
 use super::{Store, StoreError, StoreResult, TokenQuery, Tx};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -32,8 +32,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-mod accounts;
 
 /// Statements kept prepared per connection (each is parsed and planned once, and a query
 /// then costs one round trip instead of two).
@@ -558,18 +556,7 @@ pub(crate) struct PgTx<'a> {
     instance: &'a str,
 }
 
-type Params<'p> = [&'p (dyn ToSql + Sync)];
-
 impl PgTx<'_> {
-    /// ` FOR UPDATE` inside a write transaction: the row stays locked until commit.
-    fn lock(&self) -> &'static str {
-        if self.write {
-            " FOR UPDATE"
-        } else {
-            ""
-        }
-    }
-
     fn note<T>(&mut self, r: Result<T, postgres::Error>) -> StoreResult<T> {
         r.map_err(|e| {
             let e = StoreError::from(e);
@@ -580,21 +567,23 @@ impl PgTx<'_> {
         })
     }
 
-    fn rows(&mut self, sql: &str, p: &Params) -> StoreResult<Vec<Row>> {
-        if has_nul(p) {
+    fn rows(&mut self, sql: &str, args: &[Value]) -> StoreResult<Vec<Row>> {
+        if has_nul(args) {
             // No stored text holds a NUL (PostgreSQL refuses them), so nothing matches;
             // sending it would abort the transaction.
             return Ok(Vec::new());
         }
+        let p = refs(args);
         let r = self
             .c
             .statement(sql)
-            .and_then(|st| self.c.client.query(&st, p));
+            .and_then(|st| self.c.client.query(&st, &p));
         self.note(r)
     }
 
-    fn exec(&mut self, sql: &str, p: &Params) -> StoreResult<u64> {
-        if has_nul(p) {
+    /// Runs a statement, kept prepared when `prepared`.
+    fn run(&mut self, sql: &str, args: &[Value], prepared: bool) -> StoreResult<u64> {
+        if has_nul(args) {
             if sql.trim_start().starts_with("INSERT") {
                 return Err(StoreError::Conflict(
                     "text with a NUL character cannot be stored".into(),
@@ -602,42 +591,22 @@ impl PgTx<'_> {
             }
             return Ok(0);
         }
-        let r = self
-            .c
-            .statement(sql)
-            .and_then(|st| self.c.client.execute(&st, p));
+        let p = refs(args);
+        let r = if prepared {
+            self.c
+                .statement(sql)
+                .and_then(|st| self.c.client.execute(&st, &p))
+        } else {
+            self.c.client.execute(pg_placeholders(sql).as_str(), &p)
+        };
         self.note(r)
-    }
-
-    fn one<T>(
-        &mut self,
-        sql: &str,
-        p: &Params,
-        f: impl Fn(&Row) -> StoreResult<T>,
-    ) -> StoreResult<Option<T>> {
-        self.rows(sql, p)?.first().map(f).transpose()
-    }
-
-    fn all<T>(
-        &mut self,
-        sql: &str,
-        p: &Params,
-        f: impl Fn(&Row) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        self.rows(sql, p)?.iter().map(f).collect()
     }
 }
 
 /// Whether a text parameter holds a NUL character (PostgreSQL's text cannot; SQLite's can).
-fn has_nul(p: &Params) -> bool {
-    let mut buf = bytes::BytesMut::new();
-    p.iter().any(|v| {
-        buf.clear();
-        matches!(
-            v.to_sql_checked(&postgres::types::Type::TEXT, &mut buf),
-            Ok(postgres::types::IsNull::No)
-        ) && buf.contains(&0)
-    })
+fn has_nul(args: &[Value]) -> bool {
+    args.iter()
+        .any(|v| matches!(v, Value::Text(s) if s.contains('\0')))
 }
 
 /// A text search matching at most this many tokens is driven from the trigram indexes (the
@@ -670,16 +639,11 @@ impl Conn for PgTx<'_> {
     }
 
     fn exec(&mut self, sql: &str, args: &[Value]) -> StoreResult<u64> {
-        PgTx::exec(self, sql, &refs(args))
+        self.run(sql, args, true)
     }
 
     fn exec_once(&mut self, sql: &str, args: &[Value]) -> StoreResult<u64> {
-        let p = refs(args);
-        if has_nul(&p) {
-            return PgTx::exec(self, sql, &p);
-        }
-        let r = self.c.client.execute(pg_placeholders(sql).as_str(), &p);
-        self.note(r)
+        self.run(sql, args, false)
     }
 
     fn each(
@@ -688,7 +652,7 @@ impl Conn for PgTx<'_> {
         args: &[Value],
         f: &mut dyn FnMut(&dyn SqlRow) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        for r in self.rows(sql, &refs(args))? {
+        for r in self.rows(sql, args)? {
             f(&r)?;
         }
         Ok(())
@@ -765,7 +729,9 @@ impl Engine for PgTx<'_> {
                 text_ids("$1", true),
                 TEXT_DRIVE_MAX + 1
             );
-            let n = self.one(&probe, &[&pattern], |r| get::<i64>(r, 0))?;
+            let n = one(self, &probe, &[Value::from(pattern.as_str())], |r| {
+                super::sql::get::<i64>(r, 0)
+            })?;
             n.unwrap_or(0) <= TEXT_DRIVE_MAX
         };
         let p = args.add(pattern);
@@ -798,7 +764,11 @@ impl Engine for PgTx<'_> {
 
     fn announce(&mut self) -> StoreResult<()> {
         let instance = self.instance;
-        PgTx::exec(self, "SELECT pg_notify($1, $2)", &[&CHANNEL, &instance])?;
+        self.run(
+            "SELECT pg_notify(?1, ?2)",
+            &[Value::from(CHANNEL), Value::from(instance)],
+            true,
+        )?;
         Ok(())
     }
 }

@@ -134,6 +134,8 @@ macro_rules! values {
     ($($v:expr),* $(,)?) => { [$(Value::from($v)),*] };
 }
 
+mod accounts;
+
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {
     dialect: Dialect,
@@ -281,7 +283,7 @@ pub(crate) struct TextCondition {
 }
 
 /// What an engine adds to [`Conn`]: the rest of `Tx` is written once, below.
-pub(crate) trait Engine: Conn + super::AccountsTx {
+pub(crate) trait Engine: Conn {
     /// The condition of the search text `q.q` (present), its arguments added to `args`.
     fn text_condition(
         &mut self,
