@@ -630,3 +630,118 @@ fn log_filters_and_pages_match_the_reference() {
         );
     }
 }
+
+/// Both plans of a text search (driven from the trigram index when at most 1,000 tokens
+/// match, filtered along the sort order otherwise; SQLite's FTS5 and PostgreSQL's pg_trgm) find the same rows in the same order, keyset
+/// cursors page through either without loss or overlap, and a cursor of another listing
+/// is refused.
+#[test]
+fn text_search_plans_agree_and_cursors_page_through_both() {
+    let (s, _db) = store();
+    let broad = 1100usize;
+    run::<_, StoreError>(s.as_ref(), true, |tx| {
+        tx.insert_org(&org("o", None, false))?;
+        tx.insert_user(&User {
+            id: "u".into(),
+            org_id: "o".into(),
+            username: "ula".into(),
+            display_name: "Ula Ünal".into(),
+            role: Role::parse("user").unwrap(),
+            delegated: false,
+            created_at: 0,
+        })?;
+        let tokens: Vec<Token> = (0..broad + 50)
+            .map(|i| Token {
+                id: format!("t{i:05}"),
+                org_id: "o".into(),
+                user_id: "u".into(),
+                name: if i < broad {
+                    format!("Wide-{i:05}")
+                } else {
+                    format!("NARROW-{i:05}")
+                },
+                description: String::new(),
+                created_by: "u".into(),
+                // Equal creation times in pairs, so the id breaks ties.
+                created_at: (i / 2) as i64,
+                lifetime_days: None,
+                not_before: None,
+                expires_at: 9_999_999_999,
+                ip_allow: Vec::new(),
+                scopes: vec!["read".into()],
+                enabled: true,
+                revoked_at: None,
+                deleted_at: None,
+                minted_at: None,
+                jwt_sha256: None,
+                status_idx: None,
+                kid: None,
+                last_used_at: None,
+                last_used_ip: None,
+            })
+            .collect();
+        for t in &tokens {
+            tx.insert_token(t)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let query = |q: &str, after: Option<String>| TokenQuery {
+        scope: TokenScope::Org("o".into()),
+        q: Some(q.into()),
+        statuses: Vec::new(),
+        user: None,
+        expires_before: None,
+        expires_after: None,
+        sort: TokenSort::CreatedAt,
+        descending: true,
+        limit: 70,
+        offset: 0,
+        after,
+        count: true,
+        now: 0,
+    };
+    // "ünal" matches the owner's display name, folded beyond ASCII: every token.
+    for (q, expected) in [
+        ("wide", broad),
+        ("narrow", 50),
+        ("row-0", 50),
+        ("ÜNAL", broad + 50),
+    ] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = run::<_, StoreError>(s.as_ref(), false, |tx| {
+                tx.search_tokens(&query(q, after.clone()))
+            })
+            .unwrap();
+            assert_eq!(page.total, Some(expected as i64), "{q}");
+            seen.extend(page.hits.iter().map(|h| h.token.id.clone()));
+            match page.hits.last() {
+                Some(h) if page.hits.len() == 70 => after = Some(h.cursor.clone()),
+                _ => break,
+            }
+        }
+        let mut want = seen.clone();
+        want.sort_by(|a, b| b.cmp(a));
+        assert_eq!(seen.len(), expected, "{q}: every match once");
+        assert_eq!(seen, want, "{q}: newest first, then id");
+    }
+    let bad = run::<_, StoreError>(s.as_ref(), false, |tx| {
+        tx.search_tokens(&query("wide", Some("not-a-cursor".into())))
+    });
+    assert_eq!(bad.unwrap_err(), StoreError::BadCursor);
+    // A cursor of a name-sorted listing (a text key) given to a time-sorted one.
+    let by_name = run::<_, StoreError>(s.as_ref(), false, |tx| {
+        tx.search_tokens(&TokenQuery {
+            sort: TokenSort::Name,
+            ..query("narrow", None)
+        })
+    })
+    .unwrap();
+    let foreign = by_name.hits[0].cursor.clone();
+    let bad = run::<_, StoreError>(s.as_ref(), false, |tx| {
+        tx.search_tokens(&query("narrow", Some(foreign)))
+    });
+    assert_eq!(bad.unwrap_err(), StoreError::BadCursor);
+}

@@ -488,8 +488,8 @@ fn add_functions(conn: &Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
     use crate::model::AuthEvent;
-    use crate::store::{AuthEventQuery, TokenScope, TokenSort};
-    use rusqlite::{params, OptionalExtension};
+    use crate::store::AuthEventQuery;
+    use rusqlite::OptionalExtension;
 
     #[test]
     fn migrates_to_latest_and_reopens() {
@@ -585,81 +585,6 @@ mod tests {
             let got = super::super::run::<_, StoreError>(&s, false, |tx| tx.get_setting("a"));
             assert_eq!(got.unwrap(), Some(v));
         }
-    }
-
-    /// Both plans of a text search (driven from the trigram index when it matches at most
-    /// `FTS_DRIVE_MAX` tokens, filtered along the sort order otherwise) find the same rows
-    /// in the same order, and keyset cursors page through either without loss or overlap.
-    #[test]
-    fn text_search_plans_agree_and_cursors_page_through_both() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let broad = FTS_DRIVE_MAX as usize + 100;
-        {
-            let w = s.writer.lock().unwrap();
-            w.conn
-                .execute_batch(
-                    "INSERT INTO orgs VALUES ('o', 'o', NULL, 0, 0, 365, 'aud', 'ES256', 0, 0, 0);
-                     INSERT INTO users VALUES ('u', 'o', 'ula', 'Ula', 'user', 0, 0);",
-                )
-                .unwrap();
-            let mut st = w
-                .conn
-                .prepare(
-                    "INSERT INTO tokens (id, org_id, user_id, name, description, created_by, \
-                     created_at, expires_at, ip_allow, scopes, enabled) \
-                     VALUES (?1, 'o', 'u', ?2, '', 'u', ?3, 9999999999, '[]', 'read', 1)",
-                )
-                .unwrap();
-            for i in 0..broad + 50 {
-                let name = if i < broad {
-                    format!("wide-{i:05}")
-                } else {
-                    format!("narrow-{i:05}")
-                };
-                // Equal creation times in pairs, so the id breaks ties.
-                st.execute(params![format!("t{i:05}"), name, (i / 2) as i64])
-                    .unwrap();
-            }
-        }
-        let query = |q: &str, after: Option<String>| TokenQuery {
-            scope: TokenScope::Org("o".into()),
-            q: Some(q.into()),
-            statuses: Vec::new(),
-            user: None,
-            expires_before: None,
-            expires_after: None,
-            sort: TokenSort::CreatedAt,
-            descending: true,
-            limit: 70,
-            offset: 0,
-            after,
-            count: true,
-            now: 0,
-        };
-        for (q, expected) in [("wide", broad), ("narrow", 50), ("row-0", 50)] {
-            let mut seen = Vec::new();
-            let mut after = None;
-            loop {
-                let page = super::super::run::<_, StoreError>(&s, false, |tx| {
-                    tx.search_tokens(&query(q, after.clone()))
-                })
-                .unwrap();
-                assert_eq!(page.total, Some(expected as i64), "{q}");
-                seen.extend(page.hits.iter().map(|h| h.token.id.clone()));
-                match page.hits.last() {
-                    Some(h) if page.hits.len() == 70 => after = Some(h.cursor.clone()),
-                    _ => break,
-                }
-            }
-            let mut want = seen.clone();
-            want.sort_by(|a, b| b.cmp(a));
-            assert_eq!(seen.len(), expected, "{q}: every match once");
-            assert_eq!(seen, want, "{q}: newest first, then id");
-        }
-        let bad = super::super::run::<_, StoreError>(&s, false, |tx| {
-            tx.search_tokens(&query("wide", Some("not-a-cursor".into())))
-        });
-        assert_eq!(bad.unwrap_err(), StoreError::BadCursor);
     }
 
     /// Retention deletes the events older than the kept days (in slices), and only them.
