@@ -21,7 +21,7 @@
 
 use super::migrations::MIGRATIONS;
 use super::sql::{like_pattern, one, Args, Conn, Dialect, Engine, SqlRow, TextCondition, Value};
-use super::{Store, StoreError, StoreResult, TokenQuery, Tx};
+use super::{Store, StoreError, StoreResult, Tx};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use postgres::fallible_iterator::FallibleIterator;
@@ -715,12 +715,7 @@ impl Engine for PgTx<'_> {
     /// or the owner's "username display name" through the trigram indexes, driven from them
     /// when it matches at most [`TEXT_DRIVE_MAX`] tokens; shorter text within each of name,
     /// description, username and display name. Case is folded by the lower-cased copies.
-    fn text_condition(
-        &mut self,
-        _q: &TokenQuery,
-        text: &str,
-        args: &mut Args,
-    ) -> StoreResult<TextCondition> {
+    fn text_condition(&mut self, text: &str, args: &mut Args) -> StoreResult<TextCondition> {
         let pattern = like_pattern(text);
         let long = text.chars().count() >= 3;
         let driven = long && {

@@ -284,13 +284,8 @@ pub(crate) struct TextCondition {
 
 /// What an engine adds to [`Conn`]: the rest of `Tx` is written once, below.
 pub(crate) trait Engine: Conn {
-    /// The condition of the search text `q.q` (present), its arguments added to `args`.
-    fn text_condition(
-        &mut self,
-        q: &TokenQuery,
-        text: &str,
-        args: &mut Args,
-    ) -> StoreResult<TextCondition>;
+    /// The condition of a search's text (`TokenQuery::q`), its arguments added to `args`.
+    fn text_condition(&mut self, text: &str, args: &mut Args) -> StoreResult<TextCondition>;
 
     /// See [`Tx::announce_edges_changed`].
     fn announce(&mut self) -> StoreResult<()> {
@@ -845,7 +840,7 @@ impl<E: Engine> Tx for E {
         let mut wh = vec!["t.deleted_at IS NULL".to_string()];
         let mut needs_owner = scope_filter(&q.scope, &mut args, &mut wh);
         let text = match q.q.as_deref() {
-            Some(text) => self.text_condition(q, text, &mut args)?,
+            Some(text) => self.text_condition(text, &mut args)?,
             None => TextCondition::default(),
         };
         needs_owner |= text.needs_owner;

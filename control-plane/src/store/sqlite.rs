@@ -3,7 +3,7 @@
 
 use super::migrations::MIGRATIONS;
 use super::sql::{like_pattern, Args, Conn, Dialect, Engine, SqlRow, TextCondition, Value};
-use super::{Store, StoreError, StoreResult, TokenQuery, Tx};
+use super::{Store, StoreError, StoreResult, Tx};
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -416,12 +416,7 @@ impl Engine for SqliteTx<'_> {
     /// folding; one phrase, so the words must appear as given), driven from it when it
     /// matches at most [`FTS_DRIVE_MAX`] tokens; shorter text is matched with LIKE on each
     /// of name, description, username and display name.
-    fn text_condition(
-        &mut self,
-        _q: &TokenQuery,
-        text: &str,
-        args: &mut Args,
-    ) -> StoreResult<TextCondition> {
+    fn text_condition(&mut self, text: &str, args: &mut Args) -> StoreResult<TextCondition> {
         if text.chars().count() < 3 {
             let p = args.add(like_pattern(text));
             return Ok(TextCondition {
