@@ -1,10 +1,13 @@
 //! Storage behind two traits: `Store` opens transactions, `Tx` is what one transaction can
-//! do. All business logic runs against `dyn Tx`, so a PostgreSQL backend only has to
-//! implement these two traits. Every API change runs in exactly one transaction.
+//! do. All business logic runs against `dyn Tx`. Every API change runs in exactly one
+//! transaction. `sql.rs` implements `Tx` once for both backends over a small connection
+//! abstraction (`sql::Conn`); `sqlite.rs` and `postgres.rs` keep what only their engine
+//! has.
 
 pub mod accounts;
 pub mod migrations;
 pub mod postgres;
+pub(crate) mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountsTx;

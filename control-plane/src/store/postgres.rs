@@ -20,25 +20,18 @@
 //! - The authentication log is partitioned by day; retention drops whole partitions.
 
 use super::migrations::MIGRATIONS;
-use super::{
-    AuthEventQuery, Store, StoreError, StoreResult, TokenHit, TokenHits, TokenQuery, TokenScope,
-    TokenSort, Tx,
-};
-use crate::model::{
-    AuditEntry, AuthEvent, EdgeCredential, KeyAlg, Org, Role, SigningKey, Token, User,
-};
+use super::sql::{like_pattern, one, Args, Conn, Dialect, Engine, SqlRow, TextCondition, Value};
+use super::{Store, StoreError, StoreResult, Tx};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use base64::Engine as _;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::{FromSql, ToSql};
+use postgres::types::{FromSql, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Row};
 use r2d2::Pool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-mod accounts;
 
 /// Statements kept prepared per connection (each is parsed and planned once, and a query
 /// then costs one round trip instead of two).
@@ -56,13 +49,19 @@ impl PgConn {
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
-        let st = self.client.prepare(sql)?;
+        let st = self.client.prepare(&pg_placeholders(sql))?;
         if self.statements.len() >= STATEMENT_CACHE {
             self.statements.clear();
         }
         self.statements.insert(sql.to_string(), st.clone());
         Ok(st)
     }
+}
+
+/// The shared SQL's `?n` placeholders as PostgreSQL's `$n` (no statement has a `?` in a
+/// literal or an operator; a statement written with `$n` is left as it is).
+fn pg_placeholders(sql: &str) -> String {
+    sql.replace('?', "$")
 }
 
 /// The pool's connections: `r2d2_postgres`'s manager keeps no prepared statements, so
@@ -104,9 +103,6 @@ const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261;
 const PARTITION_LOCK: i64 = 0x0074_6573_7365_7262;
 /// The NOTIFY channel of status-list and key-set changes.
 pub const CHANNEL: &str = "tessera_edges";
-/// Rows per multi-row INSERT of authentication events (10 parameters each; PostgreSQL
-/// allows 65535 per statement).
-const EVENTS_PER_INSERT: usize = 1000;
 /// Daily partitions of the authentication log created ahead of today.
 const PARTITIONS_AHEAD: i64 = 7;
 const DAY: i64 = 86_400;
@@ -185,10 +181,6 @@ impl From<postgres::Error> for StoreError {
 fn get<'a, T: FromSql<'a>>(r: &'a Row, i: usize) -> StoreResult<T> {
     r.try_get(i)
         .map_err(|e| StoreError::Corrupt(format!("postgres: column {i}: {e}")))
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("postgres: column {what}"))
 }
 
 impl PostgresStore {
@@ -564,18 +556,7 @@ pub(crate) struct PgTx<'a> {
     instance: &'a str,
 }
 
-type Params<'p> = [&'p (dyn ToSql + Sync)];
-
 impl PgTx<'_> {
-    /// ` FOR UPDATE` inside a write transaction: the row stays locked until commit.
-    fn lock(&self) -> &'static str {
-        if self.write {
-            " FOR UPDATE"
-        } else {
-            ""
-        }
-    }
-
     fn note<T>(&mut self, r: Result<T, postgres::Error>) -> StoreResult<T> {
         r.map_err(|e| {
             let e = StoreError::from(e);
@@ -586,21 +567,23 @@ impl PgTx<'_> {
         })
     }
 
-    fn rows(&mut self, sql: &str, p: &Params) -> StoreResult<Vec<Row>> {
-        if has_nul(p) {
+    fn rows(&mut self, sql: &str, args: &[Value]) -> StoreResult<Vec<Row>> {
+        if has_nul(args) {
             // No stored text holds a NUL (PostgreSQL refuses them), so nothing matches;
             // sending it would abort the transaction.
             return Ok(Vec::new());
         }
+        let p = refs(args);
         let r = self
             .c
             .statement(sql)
-            .and_then(|st| self.c.client.query(&st, p));
+            .and_then(|st| self.c.client.query(&st, &p));
         self.note(r)
     }
 
-    fn exec(&mut self, sql: &str, p: &Params) -> StoreResult<u64> {
-        if has_nul(p) {
+    /// Runs a statement, kept prepared when `prepared`.
+    fn run(&mut self, sql: &str, args: &[Value], prepared: bool) -> StoreResult<u64> {
+        if has_nul(args) {
             if sql.trim_start().starts_with("INSERT") {
                 return Err(StoreError::Conflict(
                     "text with a NUL character cannot be stored".into(),
@@ -608,261 +591,22 @@ impl PgTx<'_> {
             }
             return Ok(0);
         }
-        let r = self
-            .c
-            .statement(sql)
-            .and_then(|st| self.c.client.execute(&st, p));
+        let p = refs(args);
+        let r = if prepared {
+            self.c
+                .statement(sql)
+                .and_then(|st| self.c.client.execute(&st, &p))
+        } else {
+            self.c.client.execute(pg_placeholders(sql).as_str(), &p)
+        };
         self.note(r)
-    }
-
-    fn one<T>(
-        &mut self,
-        sql: &str,
-        p: &Params,
-        f: impl Fn(&Row) -> StoreResult<T>,
-    ) -> StoreResult<Option<T>> {
-        self.rows(sql, p)?.first().map(f).transpose()
-    }
-
-    fn all<T>(
-        &mut self,
-        sql: &str,
-        p: &Params,
-        f: impl Fn(&Row) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        self.rows(sql, p)?.iter().map(f).collect()
     }
 }
 
 /// Whether a text parameter holds a NUL character (PostgreSQL's text cannot; SQLite's can).
-fn has_nul(p: &Params) -> bool {
-    let mut buf = bytes::BytesMut::new();
-    p.iter().any(|v| {
-        buf.clear();
-        matches!(
-            v.to_sql_checked(&postgres::types::Type::TEXT, &mut buf),
-            Ok(postgres::types::IsNull::No)
-        ) && buf.contains(&0)
-    })
-}
-
-/// The derived token status in SQL; must agree with `Token::status` (tested, as SQLite's).
-fn status_sql(now: &str) -> String {
-    format!(
-        "(CASE WHEN t.revoked_at IS NOT NULL OR t.deleted_at IS NOT NULL THEN 'revoked' \
-         WHEN t.expires_at <= {now} THEN 'expired' \
-         WHEN NOT t.enabled THEN 'disabled' \
-         WHEN t.jwt_sha256 IS NULL THEN 'pending' \
-         ELSE 'enabled' END) COLLATE \"C\""
-    )
-}
-
-const TOKEN_COLS: &str =
-    "t.id, t.org_id, t.user_id, t.name, t.description, t.created_by, t.created_at, \
-     t.lifetime_days, t.not_before, t.expires_at, t.ip_allow, t.scopes, t.enabled, t.revoked_at, \
-     t.deleted_at, t.minted_at, t.jwt_sha256, t.status_idx, t.kid, t.last_used_at, t.last_used_ip";
-
-const ORG_COLS: &str = "id, name, partner_org_id, is_partner, is_root, max_lifetime_days, audience, key_alg, status_version, next_status_idx, created_at";
-
-const KEY_COLS: &str =
-    "kid, org_id, alg, public_jwk, private_enc, created_at, retired_at, last_exp";
-
-const USER_COLS: &str = "id, org_id, username, display_name, role, delegated, created_at";
-
-fn org_from_row(r: &Row) -> StoreResult<Org> {
-    let alg: String = get(r, 7)?;
-    Ok(Org {
-        id: get(r, 0)?,
-        name: get(r, 1)?,
-        partner_org_id: get(r, 2)?,
-        is_partner: get(r, 3)?,
-        is_root: get(r, 4)?,
-        max_lifetime_days: get(r, 5)?,
-        audience: get(r, 6)?,
-        key_alg: KeyAlg::parse(&alg).ok_or_else(|| corrupt("key_alg"))?,
-        status_version: get(r, 8)?,
-        next_status_idx: get(r, 9)?,
-        created_at: get(r, 10)?,
-    })
-}
-
-fn key_from_row(r: &Row) -> StoreResult<SigningKey> {
-    let alg: String = get(r, 2)?;
-    let jwk: String = get(r, 3)?;
-    Ok(SigningKey {
-        kid: get(r, 0)?,
-        org_id: get(r, 1)?,
-        alg: KeyAlg::parse(&alg).ok_or_else(|| corrupt("alg"))?,
-        public_jwk: serde_json::from_str(&jwk).map_err(|_| corrupt("public_jwk"))?,
-        private_enc: get(r, 4)?,
-        created_at: get(r, 5)?,
-        retired_at: get(r, 6)?,
-        last_exp: get(r, 7)?,
-    })
-}
-
-fn user_from_row(r: &Row) -> StoreResult<User> {
-    let role: String = get(r, 4)?;
-    Ok(User {
-        id: get(r, 0)?,
-        org_id: get(r, 1)?,
-        username: get(r, 2)?,
-        display_name: get(r, 3)?,
-        role: Role::parse(&role).ok_or_else(|| corrupt("role"))?,
-        delegated: get(r, 5)?,
-        created_at: get(r, 6)?,
-    })
-}
-
-fn token_from_row(r: &Row) -> StoreResult<Token> {
-    let ip: String = get(r, 10)?;
-    let scopes: String = get(r, 11)?;
-    Ok(Token {
-        id: get(r, 0)?,
-        org_id: get(r, 1)?,
-        user_id: get(r, 2)?,
-        name: get(r, 3)?,
-        description: get(r, 4)?,
-        created_by: get(r, 5)?,
-        created_at: get(r, 6)?,
-        lifetime_days: get(r, 7)?,
-        not_before: get(r, 8)?,
-        expires_at: get(r, 9)?,
-        ip_allow: serde_json::from_str(&ip).map_err(|_| corrupt("ip_allow"))?,
-        scopes: scopes.split_whitespace().map(str::to_string).collect(),
-        enabled: get(r, 12)?,
-        revoked_at: get(r, 13)?,
-        deleted_at: get(r, 14)?,
-        minted_at: get(r, 15)?,
-        jwt_sha256: get(r, 16)?,
-        status_idx: get(r, 17)?,
-        kid: get(r, 18)?,
-        last_used_at: get(r, 19)?,
-        last_used_ip: get(r, 20)?,
-    })
-}
-
-fn auth_event_from_row(r: &Row) -> StoreResult<AuthEvent> {
-    Ok(AuthEvent {
-        id: get(r, 0)?,
-        org_id: get(r, 1)?,
-        token_id: get(r, 2)?,
-        user_id: get(r, 3)?,
-        at: get(r, 4)?,
-        ip: get(r, 5)?,
-        outcome: get(r, 6)?,
-        reason: get(r, 7)?,
-        method: get(r, 8)?,
-        path: get(r, 9)?,
-        source: get(r, 10)?,
-    })
-}
-
-/// The searchable owner text of a user, lower-cased as the search folds case.
-fn owner_lc(u: &User) -> String {
-    format!("{} {}", u.username, u.display_name).to_lowercase()
-}
-
-/// A SQL statement's positional parameters, collected while its text is built.
-#[derive(Default)]
-struct Args {
-    values: Vec<Box<dyn ToSql + Sync>>,
-}
-
-impl Args {
-    /// Adds a value; returns its placeholder (`$n`).
-    fn add(&mut self, v: impl ToSql + Sync + 'static) -> String {
-        self.values.push(Box::new(v));
-        format!("${}", self.values.len())
-    }
-
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.values.iter().map(|b| b.as_ref()).collect()
-    }
-}
-
-/// The SQL a sort orders by (also the keyset key), and whether that key is text.
-fn sort_key_sql(sort: TokenSort, args: &mut Args, now: i64) -> (String, bool) {
-    match sort {
-        TokenSort::Name => ("lower(t.name)".into(), true),
-        TokenSort::CreatedAt => ("t.created_at".into(), false),
-        TokenSort::ExpiresAt => ("t.expires_at".into(), false),
-        TokenSort::LastUsedAt => ("coalesce(t.last_used_at, -1)".into(), false),
-        TokenSort::User => ("u.username".into(), true),
-        TokenSort::Status => (status_sql(&args.add(now)), true),
-    }
-}
-
-fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .to_lowercase()
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
-/// A token search's WHERE clause (its arguments go to `args`).
-fn token_filter(q: &TokenQuery, args: &mut Args, driven: bool) -> String {
-    let mut wh = vec!["t.deleted_at IS NULL".to_string()];
-    match &q.scope {
-        TokenScope::Org(org) => wh.push(format!("t.org_id = {}", args.add(org.clone()))),
-        TokenScope::User(user) => wh.push(format!("t.user_id = {}", args.add(user.clone()))),
-        TokenScope::Partner {
-            user_id,
-            partner_org_id,
-        } => {
-            let u = args.add(user_id.clone());
-            let o = args.add(partner_org_id.clone());
-            wh.push(format!(
-                "(t.user_id = {u} OR (u.delegated AND t.org_id IN \
-                 (SELECT id FROM orgs WHERE partner_org_id = {o})))"
-            ));
-        }
-    }
-    if let Some(text) = &q.q {
-        let p = args.add(like_pattern(text));
-        if driven {
-            // Few matches: looked up through the trigram indexes (see TEXT_DRIVE_MAX).
-            wh.push(format!("t.id IN ({})", text_ids(&p, false)));
-        } else if text.chars().count() >= 3 {
-            // As SQLite's trigram index: the text as given, case-insensitively, within the
-            // name, the description, or the owner's "username display name".
-            wh.push(format!(
-                "(t.name_lc LIKE {p} ESCAPE '\\' OR t.description_lc LIKE {p} ESCAPE '\\' \
-                 OR u.owner_lc LIKE {p} ESCAPE '\\')"
-            ));
-        } else {
-            // As SQLite's short search: each of name, description, username, display name.
-            wh.push(format!(
-                "(t.name_lc LIKE {p} ESCAPE '\\' OR t.description_lc LIKE {p} ESCAPE '\\' \
-                 OR split_part(u.owner_lc, ' ', 1) LIKE {p} ESCAPE '\\' \
-                 OR substr(u.owner_lc, length(split_part(u.owner_lc, ' ', 1)) + 2) LIKE {p} ESCAPE '\\')"
-            ));
-        }
-    }
-    if !q.statuses.is_empty() {
-        let names: Vec<String> = q
-            .statuses
-            .iter()
-            .map(|s| args.add(s.as_str().to_string()))
-            .collect();
-        let now = args.add(q.now);
-        wh.push(format!("{} IN ({})", status_sql(&now), names.join(", ")));
-    }
-    if let Some(user) = &q.user {
-        let u = args.add(user.clone());
-        wh.push(format!(
-            "t.user_id IN (SELECT id FROM users WHERE id = {u} OR username = {u})"
-        ));
-    }
-    if let Some(before) = q.expires_before {
-        wh.push(format!("t.expires_at < {}", args.add(before)));
-    }
-    if let Some(after) = q.expires_after {
-        wh.push(format!("t.expires_at >= {}", args.add(after)));
-    }
-    wh.join(" AND ")
+fn has_nul(args: &[Value]) -> bool {
+    args.iter()
+        .any(|v| matches!(v, Value::Text(s) if s.contains('\0')))
 }
 
 /// A text search matching at most this many tokens is driven from the trigram indexes (the
@@ -884,583 +628,142 @@ fn text_ids(p: &str, all: bool) -> String {
     )
 }
 
-/// A keyset cursor: the row's sort key and id, as base64url of JSON (opaque to clients).
-fn encode_cursor(key: &serde_json::Value, id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::json!([key, id]).to_string())
-}
-
-/// The sort key and id of a cursor; a cursor whose key is not of the sort's type is not
-/// one of this listing's.
-fn decode_cursor(cursor: &str, text_key: bool) -> StoreResult<(CursorKey, String)> {
-    let bad = || StoreError::BadCursor;
-    let json = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let v: serde_json::Value = serde_json::from_slice(&json).map_err(|_| bad())?;
-    let key = match (v.get(0), text_key) {
-        (Some(serde_json::Value::String(t)), true) => CursorKey::Text(t.clone()),
-        (Some(serde_json::Value::Number(n)), false) => CursorKey::Int(n.as_i64().ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    let id = v.get(1).and_then(|x| x.as_str()).ok_or_else(bad)?;
-    if v.as_array().map(Vec::len) != Some(2) {
-        return Err(bad());
-    }
-    Ok((key, id.to_string()))
-}
-
-enum CursorKey {
-    Int(i64),
-    Text(String),
-}
-
-fn auth_event_filter(q: &AuthEventQuery, args: &mut Args) -> String {
-    let mut wh = vec!["TRUE".to_string()];
-    if let Some(v) = &q.org_id {
-        wh.push(format!("org_id = {}", args.add(v.clone())));
-    }
-    if let Some(v) = &q.token_id {
-        wh.push(format!("token_id = {}", args.add(v.clone())));
-    }
-    if let Some(v) = &q.user_id {
-        wh.push(format!("user_id = {}", args.add(v.clone())));
-    }
-    if let Some(v) = &q.outcome {
-        wh.push(format!("outcome = {}", args.add(v.clone())));
-    }
-    if let Some(v) = q.since {
-        wh.push(format!("at >= {}", args.add(v)));
-    }
-    if let Some(v) = q.until {
-        wh.push(format!("at < {}", args.add(v)));
-    }
-    wh.join(" AND ")
-}
-
-const AUTH_EVENT_COLS: &str =
-    "org_id, token_id, user_id, at, ip, outcome, reason, method, path, source";
-
-impl Tx for PgTx<'_> {
-    fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>> {
-        let sql = format!("SELECT value FROM settings WHERE key = $1{}", self.lock());
-        self.one(&sql, &[&key], |r| get(r, 0))
+/// `sql.rs`'s statements on this connection.
+impl Conn for PgTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
     }
 
-    fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&key, &value],
-        )?;
-        Ok(())
+    fn writing(&self) -> bool {
+        self.write
     }
 
-    fn insert_org(&mut self, o: &Org) -> StoreResult<()> {
-        self.exec(
-            &format!("INSERT INTO orgs ({ORG_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
-            &[
-                &o.id, &o.name, &o.partner_org_id, &o.is_partner, &o.is_root, &o.max_lifetime_days,
-                &o.audience, &o.key_alg.as_str(), &o.status_version, &o.next_status_idx, &o.created_at,
-            ],
-        )?;
-        Ok(())
+    fn exec(&mut self, sql: &str, args: &[Value]) -> StoreResult<u64> {
+        self.run(sql, args, true)
     }
 
-    fn update_org(&mut self, o: &Org) -> StoreResult<()> {
-        self.exec(
-            "UPDATE orgs SET name = $2, partner_org_id = $3, is_partner = $4, is_root = $5, \
-             max_lifetime_days = $6, audience = $7, key_alg = $8, status_version = $9, \
-             next_status_idx = $10 WHERE id = $1",
-            &[
-                &o.id,
-                &o.name,
-                &o.partner_org_id,
-                &o.is_partner,
-                &o.is_root,
-                &o.max_lifetime_days,
-                &o.audience,
-                &o.key_alg.as_str(),
-                &o.status_version,
-                &o.next_status_idx,
-            ],
-        )?;
-        Ok(())
+    fn exec_once(&mut self, sql: &str, args: &[Value]) -> StoreResult<u64> {
+        self.run(sql, args, false)
     }
 
-    fn get_org(&mut self, id: &str) -> StoreResult<Option<Org>> {
-        let sql = format!("SELECT {ORG_COLS} FROM orgs WHERE id = $1{}", self.lock());
-        self.one(&sql, &[&id], org_from_row)
-    }
-
-    fn list_orgs(&mut self) -> StoreResult<Vec<Org>> {
-        self.all(
-            &format!("SELECT {ORG_COLS} FROM orgs ORDER BY id"),
-            &[],
-            org_from_row,
-        )
-    }
-
-    fn list_managed_orgs(&mut self, partner_org_id: &str) -> StoreResult<Vec<Org>> {
-        self.all(
-            &format!("SELECT {ORG_COLS} FROM orgs WHERE partner_org_id = $1 ORDER BY id"),
-            &[&partner_org_id],
-            org_from_row,
-        )
-    }
-
-    fn any_org(&mut self) -> StoreResult<Option<Org>> {
-        self.one(
-            &format!("SELECT {ORG_COLS} FROM orgs ORDER BY is_root DESC, id LIMIT 1"),
-            &[],
-            org_from_row,
-        )
-    }
-
-    fn insert_key(&mut self, k: &SigningKey) -> StoreResult<()> {
-        self.exec(
-            &format!(
-                "INSERT INTO signing_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
-            &[
-                &k.kid,
-                &k.org_id,
-                &k.alg.as_str(),
-                &k.public_jwk.to_string(),
-                &k.private_enc,
-                &k.created_at,
-                &k.retired_at,
-                &k.last_exp,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn update_key(&mut self, k: &SigningKey) -> StoreResult<()> {
-        self.exec(
-            "UPDATE signing_keys SET retired_at = $2, last_exp = $3 WHERE kid = $1",
-            &[&k.kid, &k.retired_at, &k.last_exp],
-        )?;
-        Ok(())
-    }
-
-    fn get_key(&mut self, kid: &str) -> StoreResult<Option<SigningKey>> {
-        let sql = format!(
-            "SELECT {KEY_COLS} FROM signing_keys WHERE kid = $1{}",
-            self.lock()
-        );
-        self.one(&sql, &[&kid], key_from_row)
-    }
-
-    fn list_keys(&mut self, org_id: &str) -> StoreResult<Vec<SigningKey>> {
-        self.all(
-            &format!(
-                "SELECT {KEY_COLS} FROM signing_keys WHERE org_id = $1 ORDER BY created_at DESC, seq DESC"
-            ),
-            &[&org_id],
-            key_from_row,
-        )
-    }
-
-    fn insert_user(&mut self, u: &User) -> StoreResult<()> {
-        self.exec(
-            &format!(
-                "INSERT INTO users ({USER_COLS}, owner_lc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
-            &[
-                &u.id,
-                &u.org_id,
-                &u.username,
-                &u.display_name,
-                &u.role.as_str(),
-                &u.delegated,
-                &u.created_at,
-                &owner_lc(u),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn update_user(&mut self, u: &User) -> StoreResult<()> {
-        // The username never changes; the searchable owner text follows the display name.
-        self.exec(
-            "UPDATE users SET display_name = $2, role = $3, delegated = $4, \
-             owner_lc = $5 WHERE id = $1",
-            &[
-                &u.id,
-                &u.display_name,
-                &u.role.as_str(),
-                &u.delegated,
-                &owner_lc(u),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn get_user(&mut self, id: &str) -> StoreResult<Option<User>> {
-        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1{}", self.lock());
-        self.one(&sql, &[&id], user_from_row)
-    }
-
-    fn find_user(&mut self, org_id: &str, username: &str) -> StoreResult<Option<User>> {
-        let sql = format!(
-            "SELECT {USER_COLS} FROM users WHERE org_id = $1 AND username = $2{}",
-            self.lock()
-        );
-        self.one(&sql, &[&org_id, &username], user_from_row)
-    }
-
-    fn list_users(&mut self, org_id: &str) -> StoreResult<Vec<User>> {
-        self.all(
-            &format!("SELECT {USER_COLS} FROM users WHERE org_id = $1 ORDER BY username"),
-            &[&org_id],
-            user_from_row,
-        )
-    }
-
-    fn insert_token(&mut self, t: &Token) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO tokens (id, org_id, user_id, name, description, created_by, created_at, lifetime_days, \
-             not_before, expires_at, ip_allow, scopes, enabled, revoked_at, deleted_at, minted_at, jwt_sha256, \
-             status_idx, kid, last_used_at, last_used_ip, name_lc, description_lc) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
-            &[
-                &t.id, &t.org_id, &t.user_id, &t.name, &t.description, &t.created_by, &t.created_at,
-                &t.lifetime_days, &t.not_before, &t.expires_at,
-                &serde_json::Value::from(t.ip_allow.clone()).to_string(), &t.scopes.join(" "),
-                &t.enabled, &t.revoked_at, &t.deleted_at, &t.minted_at, &t.jwt_sha256, &t.status_idx,
-                &t.kid, &t.last_used_at, &t.last_used_ip, &t.name.to_lowercase(),
-                &t.description.to_lowercase(),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn update_token(&mut self, t: &Token) -> StoreResult<()> {
-        self.exec(
-            "UPDATE tokens SET name = $2, description = $3, lifetime_days = $4, not_before = $5, \
-             expires_at = $6, ip_allow = $7, scopes = $8, enabled = $9, revoked_at = $10, \
-             deleted_at = $11, minted_at = $12, jwt_sha256 = $13, status_idx = $14, kid = $15, \
-             last_used_at = $16, last_used_ip = $17, name_lc = $18, description_lc = $19 WHERE id = $1",
-            &[
-                &t.id, &t.name, &t.description, &t.lifetime_days, &t.not_before, &t.expires_at,
-                &serde_json::Value::from(t.ip_allow.clone()).to_string(), &t.scopes.join(" "),
-                &t.enabled, &t.revoked_at, &t.deleted_at, &t.minted_at, &t.jwt_sha256,
-                &t.status_idx, &t.kid, &t.last_used_at, &t.last_used_ip,
-                &t.name.to_lowercase(), &t.description.to_lowercase(),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn get_token(&mut self, id: &str) -> StoreResult<Option<Token>> {
-        let sql = format!(
-            "SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1{}",
-            self.lock()
-        );
-        self.one(&sql, &[&id], token_from_row)
-    }
-
-    fn set_last_used(&mut self, id: &str, at: i64, ip: Option<&str>) -> StoreResult<()> {
-        self.exec(
-            "UPDATE tokens SET last_used_at = $2, last_used_ip = $3 WHERE id = $1",
-            &[&id, &at, &ip],
-        )?;
-        Ok(())
-    }
-
-    fn search_tokens(&mut self, q: &TokenQuery) -> StoreResult<TokenHits> {
-        let mut args = Args::default();
-        let driven = match q.q.as_deref() {
-            Some(text) if text.chars().count() >= 3 => {
-                let probe = format!(
-                    "SELECT count(*) FROM ({} LIMIT {}) m",
-                    text_ids("$1", true),
-                    TEXT_DRIVE_MAX + 1
-                );
-                let pattern = like_pattern(text);
-                let n = self.one(&probe, &[&pattern], |r| get::<i64>(r, 0))?;
-                n.unwrap_or(0) <= TEXT_DRIVE_MAX
-            }
-            _ => false,
-        };
-        let where_sql = token_filter(q, &mut args, driven);
-        let count_args = args.values.len();
-        let (order, text_key) = sort_key_sql(q.sort, &mut args, q.now);
-        let dir = if q.descending { "DESC" } else { "ASC" };
-        let from = "FROM tokens t JOIN users u ON u.id = t.user_id";
-        let total = if q.count {
-            let sql = format!("SELECT count(*) {from} WHERE {where_sql}");
-            let refs = &args.refs()[..count_args];
-            let row = self.rows(&sql, refs)?;
-            Some(match row.first() {
-                Some(r) => get::<i64>(r, 0)?,
-                None => 0,
-            })
-        } else {
-            None
-        };
-        let mut keyset = String::new();
-        let mut offset = q.offset;
-        if let Some(cursor) = &q.after {
-            let (key, id) = decode_cursor(cursor, text_key)?;
-            let k = match key {
-                CursorKey::Int(n) => args.add(n),
-                CursorKey::Text(s) => args.add(s),
-            };
-            let i = args.add(id);
-            let cmp = if q.descending { "<" } else { ">" };
-            keyset = format!(" AND ({order}, t.id) {cmp} ({k}, {i})");
-            offset = 0;
-        }
-        let limit = args.add(q.limit.max(0));
-        let offset = args.add(offset.max(0));
-        let sql = format!(
-            "SELECT {TOKEN_COLS}, u.username, {order} {from} WHERE {where_sql}{keyset} \
-             ORDER BY {order} {dir}, t.id {dir} LIMIT {limit} OFFSET {offset}"
-        );
-        let refs = args.refs();
-        let rows = self.rows(&sql, &refs)?;
-        let mut hits = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let token = token_from_row(r)?;
-            let username: String = get(r, 21)?;
-            let key = if text_key {
-                serde_json::json!(get::<String>(r, 22)?)
-            } else {
-                serde_json::json!(get::<i64>(r, 22)?)
-            };
-            hits.push(TokenHit {
-                cursor: encode_cursor(&key, &token.id),
-                token,
-                username,
-            });
-        }
-        Ok(TokenHits { hits, total })
-    }
-
-    fn live_unrevoked_tokens(&mut self, scope: &TokenScope) -> StoreResult<Vec<Token>> {
-        let (clause, arg) = match scope {
-            TokenScope::Org(org) => ("t.org_id = $1", org.clone()),
-            TokenScope::User(user) => ("t.user_id = $1", user.clone()),
-            TokenScope::Partner { .. } => {
-                return Err(StoreError::Backend(
-                    "revoke-all never spans a partner's customers".into(),
-                ))
-            }
-        };
-        self.all(
-            &format!(
-                "SELECT {TOKEN_COLS} FROM tokens t WHERE {clause} AND t.deleted_at IS NULL \
-                 AND t.revoked_at IS NULL ORDER BY t.created_at, t.id"
-            ),
-            &[&arg],
-            token_from_row,
-        )
-    }
-
-    fn set_status(
+    fn each(
         &mut self,
-        org_id: &str,
-        idx: i64,
-        value: u8,
-        token_id: &str,
-        version: i64,
+        sql: &str,
+        args: &[Value],
+        f: &mut dyn FnMut(&dyn SqlRow) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO status_entries (org_id, idx, value, token_id, version) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (org_id, idx) DO UPDATE SET value = excluded.value, version = excluded.version",
-            &[&org_id, &idx, &i16::from(value), &token_id, &version],
-        )?;
-        Ok(())
-    }
-
-    fn status_entries(&mut self, org_id: &str) -> StoreResult<Vec<(i64, u8)>> {
-        self.all(
-            "SELECT idx, value FROM status_entries WHERE org_id = $1 AND value != 0",
-            &[&org_id],
-            status_row,
-        )
-    }
-
-    fn status_changes_since(&mut self, org_id: &str, version: i64) -> StoreResult<Vec<(i64, u8)>> {
-        self.all(
-            "SELECT idx, value FROM status_entries WHERE org_id = $1 AND version > $2",
-            &[&org_id, &version],
-            status_row,
-        )
-    }
-
-    fn insert_auth_event(&mut self, e: &AuthEvent) -> StoreResult<()> {
-        self.insert_auth_events(std::slice::from_ref(e))
-    }
-
-    fn insert_auth_events(&mut self, events: &[AuthEvent]) -> StoreResult<()> {
-        for chunk in events.chunks(EVENTS_PER_INSERT) {
-            let mut sql = format!("INSERT INTO auth_events ({AUTH_EVENT_COLS}) VALUES ");
-            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 10);
-            for (i, e) in chunk.iter().enumerate() {
-                let b = i * 10;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10
-                ));
-                params.extend_from_slice(&[
-                    &e.org_id,
-                    &e.token_id,
-                    &e.user_id,
-                    &e.at,
-                    &e.ip,
-                    &e.outcome,
-                    &e.reason,
-                    &e.method,
-                    &e.path,
-                    &e.source,
-                ]);
-            }
-            // Not kept prepared: its text varies with the batch size.
-            if has_nul(&params) {
-                return Err(StoreError::Conflict(
-                    "text with a NUL character cannot be stored".into(),
-                ));
-            }
-            let r = self.c.client.execute(sql.as_str(), &params);
-            self.note(r)?;
+        for r in self.rows(sql, args)? {
+            f(&r)?;
         }
-        Ok(())
-    }
-
-    fn delete_auth_events_before(&mut self, cutoff: i64, limit: u64) -> StoreResult<u64> {
-        let limit = limit.min(i64::MAX as u64) as i64;
-        self.exec(
-            "DELETE FROM auth_events WHERE (id, at) IN \
-             (SELECT id, at FROM auth_events WHERE at < $1 LIMIT $2)",
-            &[&cutoff, &limit],
-        )
-    }
-
-    fn list_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>> {
-        let mut args = Args::default();
-        let wh = auth_event_filter(q, &mut args);
-        let limit = args.add(q.limit.max(0));
-        let offset = args.add(q.offset.max(0));
-        let sql = format!(
-            "SELECT id, {AUTH_EVENT_COLS} FROM auth_events WHERE {wh} \
-             ORDER BY at DESC, id DESC LIMIT {limit} OFFSET {offset}"
-        );
-        let refs = args.refs();
-        self.all(&sql, &refs, auth_event_from_row)
-    }
-
-    fn count_auth_events(&mut self, q: &AuthEventQuery) -> StoreResult<i64> {
-        let mut args = Args::default();
-        let wh = auth_event_filter(q, &mut args);
-        let refs = args.refs();
-        let n = self.one(
-            &format!("SELECT count(*) FROM auth_events WHERE {wh}"),
-            &refs,
-            |r| get::<i64>(r, 0),
-        )?;
-        Ok(n.unwrap_or(0))
-    }
-
-    fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64> {
-        let n = self.one(
-            "SELECT count(*) FROM audit_log WHERE org_id = $1 AND ($2::text IS NULL OR target = $2)",
-            &[&org_id, &target],
-            |r| get::<i64>(r, 0),
-        )?;
-        Ok(n.unwrap_or(0))
-    }
-
-    fn insert_audit(&mut self, a: &AuditEntry) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO audit_log (at, org_id, actor, action, target, detail, credential) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &a.at,
-                &a.org_id,
-                &a.actor,
-                &a.action,
-                &a.target,
-                &a.detail.to_string(),
-                &a.credential,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn list_audit(
-        &mut self,
-        org_id: &str,
-        target: Option<&str>,
-        limit: i64,
-        offset: i64,
-    ) -> StoreResult<Vec<AuditEntry>> {
-        self.all(
-            "SELECT id, at, org_id, actor, action, target, detail, credential FROM audit_log \
-             WHERE org_id = $1 AND ($2::text IS NULL OR target = $2) ORDER BY id DESC LIMIT $3 OFFSET $4",
-            &[&org_id, &target, &limit.max(0), &offset.max(0)],
-            |r| {
-                let detail: String = get(r, 6)?;
-                Ok(AuditEntry {
-                    id: get(r, 0)?,
-                    at: get(r, 1)?,
-                    org_id: get(r, 2)?,
-                    actor: get(r, 3)?,
-                    action: get(r, 4)?,
-                    target: get(r, 5)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                    credential: get(r, 7)?,
-                })
-            },
-        )
-    }
-
-    fn insert_edge(&mut self, e: &EdgeCredential) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO edge_credentials (id, org_id, name, secret_sha256, created_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&e.id, &e.org_id, &e.name, &e.secret_sha256, &e.created_at],
-        )?;
-        Ok(())
-    }
-
-    fn find_edge_by_secret_hash(&mut self, hash: &str) -> StoreResult<Option<EdgeCredential>> {
-        self.one(
-            "SELECT id, org_id, name, secret_sha256, created_at FROM edge_credentials WHERE secret_sha256 = $1",
-            &[&hash],
-            |r| {
-                Ok(EdgeCredential {
-                    id: get(r, 0)?,
-                    org_id: get(r, 1)?,
-                    name: get(r, 2)?,
-                    secret_sha256: get(r, 3)?,
-                    created_at: get(r, 4)?,
-                })
-            },
-        )
-    }
-
-    fn announce_edges_changed(&mut self) -> StoreResult<()> {
-        let instance = self.instance;
-        self.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &instance])?;
         Ok(())
     }
 }
 
-fn status_row(r: &Row) -> StoreResult<(i64, u8)> {
-    let v: i16 = get(r, 1)?;
-    Ok((
-        get(r, 0)?,
-        u8::try_from(v).map_err(|_| corrupt("status_entries.value"))?,
-    ))
+fn refs(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+/// A parameter as the statement's column type wants it (an integer into SMALLINT or
+/// INTEGER columns is narrowed, refused when out of range).
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(n) => match *ty {
+                Type::INT2 => i16::try_from(*n)?.to_sql_checked(ty, out),
+                Type::INT4 => i32::try_from(*n)?.to_sql_checked(ty, out),
+                _ => n.to_sql_checked(ty, out),
+            },
+            Value::Text(s) => s.to_sql_checked(ty, out),
+            Value::Bool(b) => b.to_sql_checked(ty, out),
+            Value::Bytes(b) => b.to_sql_checked(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+impl SqlRow for Row {
+    fn int(&self, i: usize) -> StoreResult<Option<i64>> {
+        match self.columns().get(i).map(|c| c.type_().clone()) {
+            Some(Type::INT2) => Ok(get::<Option<i16>>(self, i)?.map(i64::from)),
+            Some(Type::INT4) => Ok(get::<Option<i32>>(self, i)?.map(i64::from)),
+            _ => get(self, i),
+        }
+    }
+    fn text(&self, i: usize) -> StoreResult<Option<String>> {
+        get(self, i)
+    }
+    fn boolean(&self, i: usize) -> StoreResult<Option<bool>> {
+        get(self, i)
+    }
+    fn bytes(&self, i: usize) -> StoreResult<Option<Vec<u8>>> {
+        get(self, i)
+    }
+}
+
+impl Engine for PgTx<'_> {
+    /// As SQLite's: text of 3 characters or more is found within the name, the description
+    /// or the owner's "username display name" through the trigram indexes, driven from them
+    /// when it matches at most [`TEXT_DRIVE_MAX`] tokens; shorter text within each of name,
+    /// description, username and display name. Case is folded by the lower-cased copies.
+    fn text_condition(&mut self, text: &str, args: &mut Args) -> StoreResult<TextCondition> {
+        let pattern = like_pattern(text);
+        let long = text.chars().count() >= 3;
+        let driven = long && {
+            let probe = format!(
+                "SELECT count(*) FROM ({} LIMIT {}) m",
+                text_ids("$1", true),
+                TEXT_DRIVE_MAX + 1
+            );
+            let n = one(self, &probe, &[Value::from(pattern.as_str())], |r| {
+                super::sql::get::<i64>(r, 0)
+            })?;
+            n.unwrap_or(0) <= TEXT_DRIVE_MAX
+        };
+        let p = args.add(pattern);
+        let (where_sql, needs_owner) = if driven {
+            (format!("t.id IN ({})", text_ids(&p, false)), false)
+        } else if long {
+            (
+                format!(
+                    "(t.name_lc LIKE {p} ESCAPE '\\' OR t.description_lc LIKE {p} ESCAPE '\\' \
+                     OR u.owner_lc LIKE {p} ESCAPE '\\')"
+                ),
+                true,
+            )
+        } else {
+            (
+                format!(
+                    "(t.name_lc LIKE {p} ESCAPE '\\' OR t.description_lc LIKE {p} ESCAPE '\\' \
+                     OR split_part(u.owner_lc, ' ', 1) LIKE {p} ESCAPE '\\' \
+                     OR substr(u.owner_lc, length(split_part(u.owner_lc, ' ', 1)) + 2) LIKE {p} ESCAPE '\\')"
+                ),
+                true,
+            )
+        };
+        Ok(TextCondition {
+            where_sql: Some(where_sql),
+            from: None,
+            needs_owner,
+        })
+    }
+
+    fn announce(&mut self) -> StoreResult<()> {
+        let instance = self.instance;
+        self.run(
+            "SELECT pg_notify(?1, ?2)",
+            &[Value::from(CHANNEL), Value::from(instance)],
+            true,
+        )?;
+        Ok(())
+    }
 }
