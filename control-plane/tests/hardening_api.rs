@@ -284,6 +284,91 @@ async fn usage_reports_cannot_set_impossible_last_use() {
     assert_eq!(row.last_used_at, None);
 }
 
+/// The demo's last step (issue 24): a token used and revoked within the same second, its
+/// uses reported after the revoke, was shown as never used. Times are whole seconds, so a
+/// use in the revoke's own second counts; one a second after it does not. Through the edge
+/// reports and through the API alike.
+#[tokio::test]
+async fn a_use_in_the_second_of_the_revoke_is_the_last_use() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let secret = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "edge-same-second"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = |token: String, at: i64| {
+        let w = &w;
+        let secret = secret.clone();
+        async move {
+            let r = w
+                .call(
+                    "POST",
+                    "/v1/usage",
+                    Some(&secret),
+                    Some(
+                        json!({"events": [{"token_id": token, "at": at, "ip": "192.0.2.1",
+                                            "outcome": "allow", "method": "GET", "path": "/"}]}),
+                    ),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    let revoke = |id: String| {
+        let w = &w;
+        let ada = ada.clone();
+        async move {
+            let r = w
+                .call("POST", &format!("/v1/tokens/{id}/revoke"), Some(&ada), None)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    let ula = w.uid("ula");
+
+    // Edge: used at t, revoked at t (the same second), reported after the revoke.
+    let same = w.token_in_state(&ula, "enabled").await;
+    let t = w.now();
+    revoke(same.clone()).await;
+    report(same.clone(), t).await;
+    assert_eq!(
+        last_used(&w, &same).await,
+        json!(tessera_control_plane::timefmt::format(t)),
+        "a use in the second of the revoke was dropped"
+    );
+    // A use reported for the second after the revoke is not the token's.
+    let after = w.token_in_state(&ula, "enabled").await;
+    revoke(after.clone()).await;
+    w.advance(1);
+    report(after.clone(), w.now()).await;
+    assert_eq!(last_used(&w, &after).await, Value::Null);
+
+    // API: a use noted, the token revoked in the same second, the uses written after.
+    let jwt = w.login(&ula).await;
+    let id = common::decode_jwt(&jwt).1["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = w.now();
+    let r = w.call("GET", "/v1/me", Some(&jwt), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    revoke(id.clone()).await;
+    w.state.flush_api_uses().await.unwrap();
+    assert_eq!(
+        last_used(&w, &id).await,
+        json!(tessera_control_plane::timefmt::format(t)),
+        "an API use in the second of the revoke was dropped"
+    );
+}
+
 #[tokio::test]
 async fn the_last_admin_of_an_org_keeps_the_role() {
     let w = World::new().await;
