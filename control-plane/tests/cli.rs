@@ -490,3 +490,247 @@ fn serve_logs_start_up_to_stderr_as_text_or_json() {
         "{err}"
     );
 }
+
+// ---- The first hour (issue 24) ----
+
+/// Runs shell lines copied from the documentation, as a person pastes them, in a fresh
+/// directory with `tessera` on the PATH. The only changes: `127.0.0.1:8080` becomes a free
+/// port (other tests share the machine), `tessera serve &` listens there and is waited for
+/// (a person types the next line later), and lines that build are left out (the test has
+/// the binary). stdout and stderr of the whole script; panics when a line fails.
+fn run_as_written(
+    what: &str,
+    lines: &[String],
+    after: &str,
+) -> (String, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut script = String::from("set -eu -o pipefail\n");
+    for line in lines {
+        if line.trim_start().starts_with("cargo ") {
+            continue;
+        }
+        let line = line.replace("127.0.0.1:8080", &addr);
+        if line.trim() == "tessera serve &" {
+            script.push_str(&format!(
+                "tessera serve --listen {addr} 2>serve.log &\n\
+                 SERVE=$!; trap 'kill $SERVE' EXIT\n\
+                 for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.05; done\n"
+            ));
+        } else {
+            script.push_str(&line);
+            script.push('\n');
+        }
+    }
+    script.push_str(after);
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("TESSERA_URL", format!("http://{addr}"))
+        .env_remove("TESSERA_TOKEN")
+        .env_remove("TESSERA_TOKEN_FILE")
+        .env_remove("TESSERA_MASTER_KEY")
+        .env_remove("TESSERA_MASTER_KEY_FILE")
+        .env_remove("TESSERA_DB")
+        .env_remove("TESSERA_CA_CERT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    (stdout, stderr, dir)
+}
+
+/// The lines of the first ```sh block after `heading` in `text`.
+fn sh_block(text: &str, heading: &str) -> Vec<String> {
+    let from = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"));
+    text[from..]
+        .lines()
+        .skip_while(|l| l.trim() != "```sh")
+        .skip(1)
+        .take_while(|l| l.trim() != "```")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_readme_quick_start_runs_as_written() {
+    if Command::new("jq").arg("--version").output().is_err() {
+        panic!("jq is needed: the README's example uses it");
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut lines = sh_block(&readme, "## Quick start");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("TESSERA_TOKEN=$(tessera admin bootstrap")));
+    lines.extend(sh_block(&readme, "### With the CLI"));
+    assert!(lines.iter().any(|l| l.contains("tokens revoke")));
+    let (stdout, _, dir) =
+        run_as_written("README quick start", &lines, "printf 'ID=%s\\n' \"$ID\"\n");
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(id.starts_with("tok_"), "{stdout}");
+    // The token went through its whole life: downloaded, exchanged, revoked and exported.
+    let csv = std::fs::read_to_string(dir.path().join("revoked.csv")).unwrap();
+    assert!(csv.contains(id), "{csv}");
+}
+
+#[test]
+fn the_envoy_sync_example_header_runs_as_written() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/envoy/envoy-sync.yaml"
+    ))
+    .unwrap();
+    // The commented commands, from the master key up to the edge credential.
+    let lines: Vec<String> = yaml
+        .lines()
+        .skip_while(|l| !l.contains("tessera admin gen-master-key"))
+        .take_while(|l| !l.contains("cargo xtask"))
+        .map(|l| l.trim_start_matches('#').trim_start().to_string())
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("TESSERA_TOKEN=$(tessera admin bootstrap")));
+    assert!(lines.iter().any(|l| l.contains("tessera edges create")));
+    let (stdout, _, _dir) = run_as_written("envoy-sync.yaml's header", &lines, "tessera whoami\n");
+    assert!(stdout.contains("\"secret\""), "{stdout}");
+    assert!(stdout.contains("alice"), "{stdout}");
+}
+
+#[test]
+fn bootstrap_prints_the_token_alone_on_stdout_and_the_rest_on_stderr() {
+    let dir = Scratch::new();
+    let out = tessera(
+        &dir,
+        &["admin", "bootstrap", "--org", "acme", "--admin", "alice"],
+        None,
+        None,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // One line, the JWT: `$(...)` captures exactly the token.
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("eyJ") && stdout.ends_with('\n'),
+        "{stdout}"
+    );
+    assert_eq!(stdout.trim().split('.').count(), 3, "{stdout}");
+    // The person reads the rest: the sign-in link on a line of its own, real line breaks.
+    assert!(!stderr.contains("\\n"), "a literal \\n: {stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("/#/bootstrap/") && !l.contains(' ')),
+        "{stderr}"
+    );
+    assert!(stderr.contains("shown once"), "{stderr}");
+
+    // -o json keeps everything, for scripts.
+    let dir = Scratch::new();
+    let out = ok(tessera(
+        &dir,
+        &[
+            "admin",
+            "bootstrap",
+            "--org",
+            "acme",
+            "--admin",
+            "alice",
+            "-o",
+            "json",
+        ],
+        None,
+        None,
+    )
+    .output()
+    .unwrap());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for key in [
+        "org",
+        "user",
+        "username",
+        "token_id",
+        "token",
+        "base_url",
+        "sign_in_link",
+    ] {
+        assert!(v[key].is_string(), "{key}: {v}");
+    }
+}
+
+#[test]
+fn a_token_that_cannot_be_a_header_is_named_and_explained() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let url = "http://127.0.0.1:9"; // never reached: the token is refused first
+    let cases = [
+        (
+            format!("{admin}\nhttp://127.0.0.1:8080/#/bootstrap/abc"),
+            "TESSERA_TOKEN holds more than one line: set it to the token alone",
+        ),
+        (
+            format!("{admin} x"),
+            "TESSERA_TOKEN holds a space at character",
+        ),
+        (
+            format!("{admin}\u{1}"),
+            "TESSERA_TOKEN holds the character \\u{1} at character",
+        ),
+        (
+            format!("{admin}é"),
+            "TESSERA_TOKEN holds the character \\u{e9} at character",
+        ),
+    ];
+    for (token, want) in cases {
+        let out = tessera(&dir, &["whoami"], Some(&token), Some(url))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "want {want:?} in {err}");
+        assert!(!err.contains("header value"), "{err}");
+        assert!(
+            !err.contains(&admin),
+            "the token reached the message: {err}"
+        );
+    }
+    // The same through --token.
+    let out = tessera(
+        &dir,
+        &["whoami", "--token", &format!("{admin}\nmore")],
+        None,
+        Some(url),
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token holds more than one line"), "{err}");
+}

@@ -284,6 +284,91 @@ async fn usage_reports_cannot_set_impossible_last_use() {
     assert_eq!(row.last_used_at, None);
 }
 
+/// The demo's last step (issue 24): a token used and revoked within the same second, its
+/// uses reported after the revoke, was shown as never used. Times are whole seconds, so a
+/// use in the revoke's own second counts; one a second after it does not. Through the edge
+/// reports and through the API alike.
+#[tokio::test]
+async fn a_use_in_the_second_of_the_revoke_is_the_last_use() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let secret = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "edge-same-second"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = |token: String, at: i64| {
+        let w = &w;
+        let secret = secret.clone();
+        async move {
+            let r = w
+                .call(
+                    "POST",
+                    "/v1/usage",
+                    Some(&secret),
+                    Some(
+                        json!({"events": [{"token_id": token, "at": at, "ip": "192.0.2.1",
+                                            "outcome": "allow", "method": "GET", "path": "/"}]}),
+                    ),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    let revoke = |id: String| {
+        let w = &w;
+        let ada = ada.clone();
+        async move {
+            let r = w
+                .call("POST", &format!("/v1/tokens/{id}/revoke"), Some(&ada), None)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    let ula = w.uid("ula");
+
+    // Edge: used at t, revoked at t (the same second), reported after the revoke.
+    let same = w.token_in_state(&ula, "enabled").await;
+    let t = w.now();
+    revoke(same.clone()).await;
+    report(same.clone(), t).await;
+    assert_eq!(
+        last_used(&w, &same).await,
+        json!(tessera_control_plane::timefmt::format(t)),
+        "a use in the second of the revoke was dropped"
+    );
+    // A use reported for the second after the revoke is not the token's.
+    let after = w.token_in_state(&ula, "enabled").await;
+    revoke(after.clone()).await;
+    w.advance(1);
+    report(after.clone(), w.now()).await;
+    assert_eq!(last_used(&w, &after).await, Value::Null);
+
+    // API: a use noted, the token revoked in the same second, the uses written after.
+    let jwt = w.login(&ula).await;
+    let id = common::decode_jwt(&jwt).1["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = w.now();
+    let r = w.call("GET", "/v1/me", Some(&jwt), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    revoke(id.clone()).await;
+    w.state.flush_api_uses().await.unwrap();
+    assert_eq!(
+        last_used(&w, &id).await,
+        json!(tessera_control_plane::timefmt::format(t)),
+        "an API use in the second of the revoke was dropped"
+    );
+}
+
 #[tokio::test]
 async fn the_last_admin_of_an_org_keeps_the_role() {
     let w = World::new().await;
@@ -609,4 +694,111 @@ async fn api_uses_and_refusals_reach_the_auth_log_and_last_use() {
     let refused = &log["events"][0];
     assert_eq!(refused["source"], "api", "{log}");
     assert_eq!(refused["reason"], "suspended", "{log}");
+}
+
+/// A token that authenticates but is then refused is logged as what it got: a `deny` with
+/// the answer's reason, never an `allow` (issue 24), and a refused use is no "last used".
+#[tokio::test]
+async fn api_refusals_after_authentication_are_logged_as_deny() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let ula = w.uid("ula");
+    let events_of = |id: String| {
+        let w = &w;
+        let ada = ada.clone();
+        async move {
+            let log = w
+                .call(
+                    "GET",
+                    &format!("/v1/tokens/{id}/auth-log"),
+                    Some(&ada),
+                    None,
+                )
+                .await
+                .json();
+            log["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["source"] == "api")
+                .map(|e| {
+                    (
+                        e["path"].as_str().unwrap().to_string(),
+                        e["outcome"].as_str().unwrap().to_string(),
+                        e["reason"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let id_of = |jwt: &str| {
+        common::decode_jwt(jwt).1["jti"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // No tessera:manage on a management route: 403 management_scope_required.
+    let read_only = w.no_manage_token(&ula).await;
+    let r = w.call("GET", "/v1/tokens", Some(&read_only), None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["reason"], "management_scope_required");
+    // The identity route it may call: an allow.
+    let r = w.call("GET", "/v1/me", Some(&read_only), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = id_of(&read_only);
+    let mut seen = events_of(id.clone()).await;
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("/v1/me".into(), "allow".into(), String::new()),
+            (
+                "/v1/tokens".into(),
+                "deny".into(),
+                "management_scope_required".into()
+            ),
+        ],
+        "{seen:?}"
+    );
+
+    // An access token on a management route: 403 access_token_not_allowed, logged on the
+    // API token it was exchanged for.
+    let jwt = w.login(&ula).await;
+    let access = w.access_token(&jwt).await;
+    let r = w.call("GET", "/v1/tokens", Some(&access), None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let reason = r.json()["reason"].as_str().unwrap().to_string();
+    let seen = events_of(id_of(&jwt)).await;
+    assert!(
+        seen.contains(&("/v1/tokens".into(), "deny".into(), reason.clone())),
+        "{reason}: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|(p, o, _)| p == "/v1/tokens" && o == "allow"),
+        "{seen:?}"
+    );
+
+    // A management token refused by the rules: a user reading another user's log.
+    let manage = w.login(&ula).await;
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/auth-log?user={}", w.uid("ned")),
+            Some(&manage),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let seen = events_of(id_of(&manage)).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].0.as_str(), seen[0].1.as_str()),
+        ("/v1/auth-log", "deny")
+    );
+    assert!(!seen[0].2.is_empty(), "{seen:?}");
+    // Refused uses are not uses: the token was never used.
+    assert_eq!(last_used(&w, &id_of(&manage)).await, Value::Null);
 }

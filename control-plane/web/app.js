@@ -557,10 +557,17 @@ async function editDialog(t) {
 // ---------------------------------------------------------------------------------------
 // Authentication log
 
+// The authentication log's CSV columns: the fields of an event of GET /v1/auth-log.
+const AUTH_LOG_CSV = ["at", "outcome", "reason", "token", "user", "ip", "method", "path", "source"];
+
 function csvCell(v) {
   let s = v === null || v === undefined ? "" : String(v);
   if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`; // never a formula in a spreadsheet
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+function authLogCsv(events) {
+  return [AUTH_LOG_CSV.join(","), ...events.map((e) => AUTH_LOG_CSV.map((c) => csvCell(e[c])).join(","))].join("\r\n") + "\r\n";
 }
 
 async function showAuthLog() {
@@ -582,10 +589,9 @@ async function showAuthLog() {
   let events;
   try { events = (await api("GET", `${path}${qs({ ...(f.token ? { outcome: f.outcome, since: query.since, until: query.until } : query), page: f.page, per_page: 50 })}`)).events; }
   catch (e) { render("Authentication log", form, errorBox(e)); return; }
-  const cols = ["at", "outcome", "reason", "token_id", "user_id", "ip", "method", "path", "source"];
   const csv = el("button", {
     type: "button", id: "auth-csv", onclick: () => {
-      const text = [cols.join(","), ...events.map((e) => cols.map((c) => csvCell(e[c])).join(","))].join("\r\n") + "\r\n";
+      const text = authLogCsv(events);
       const a = el("a", { href: "data:text/csv;charset=utf-8," + encodeURIComponent(text), download: "auth-log.csv" });
       document.body.append(a); a.click(); a.remove();
     },
@@ -594,7 +600,7 @@ async function showAuthLog() {
     el("thead", {}, el("tr", {}, ...["When", "Outcome", "Token", "User", "From", "Request", "Source"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, ...events.map((e) => el("tr", {},
       el("td", {}, fmtTime(e.at)), el("td", {}, e.outcome, e.reason ? el("div", { class: "sub" }, e.reason) : null),
-      el("td", {}, el("code", {}, e.token_id)), el("td", {}, e.user_id), el("td", { "data-column": "ip" }, e.ip || "—"),
+      el("td", { "data-column": "token" }, el("code", {}, e.token)), el("td", { "data-column": "user" }, e.user), el("td", { "data-column": "ip" }, e.ip || "—"),
       el("td", {}, [e.method, e.path].filter(Boolean).join(" ") || "—"), el("td", {}, e.source))))));
   const pager = el("nav", { class: "pager", "aria-label": "Pages" },
     el("button", { type: "button", disabled: f.page <= 1, onclick: () => go(f.page - 1) }, "Previous"),

@@ -1,5 +1,6 @@
 //! The mesh examples (`istio/`, `envoy-gateway/`) and the systemd unit, checked without a
-//! cluster: every manifest parses, every field is one the resource documents (lists
+//! cluster: every manifest parses as Kubernetes reads it (YAML 1.1: an unquoted `0000` is
+//! the integer 0, see `yaml11`), every field is one the resource documents (lists
 //! below, written down from the references), the enums hold documented values, and the
 //! embedded plugin configuration loads through the filter's real loader
 //! (`tessera_filter::load_filter_config`, what `on_configure` runs).
@@ -23,15 +24,172 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-/// Every YAML document of a file, as JSON values.
+/// Every YAML document of a file, as JSON values, read the way Kubernetes reads them.
 fn documents(rel: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| {
-            <Value as serde::Deserialize>::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{rel} is not valid YAML: {e}"))
-        })
-        .collect()
+    yaml11::read(&text).unwrap_or_else(|e| panic!("{rel} is not valid YAML: {e}"))
+}
+
+/// A YAML reading faithful to the one `kubectl` and the API server use (go-yaml, YAML 1.1,
+/// then JSON): a *plain* (unquoted) scalar is resolved by the YAML 1.1 rules, so
+/// `sha256: 0000` is the octal integer 0, `yes`/`on`/`off` are booleans, `0x1f` is 31,
+/// `1:20` is 80 and `~` is null; quoted and block scalars stay strings. A YAML 1.2 reader
+/// (serde_yaml and its forks) keeps `0000` a string, so a test reading with one passes a
+/// manifest the cluster refuses. Mapping keys become JSON strings (`on:` is `"true"`), as
+/// sigs.k8s.io/yaml makes them.
+mod yaml11 {
+    use saphyr_parser::{Event, Parser, ScalarStyle};
+    use serde_json::{Map, Number, Value};
+    use std::collections::HashMap;
+
+    enum Open {
+        Seq(Vec<Value>, usize),
+        Map(Map<String, Value>, Option<String>, usize),
+    }
+
+    /// Every document of `text`.
+    pub fn read(text: &str) -> Result<Vec<Value>, String> {
+        let mut docs = Vec::new();
+        let mut stack: Vec<Open> = Vec::new();
+        let mut anchors: HashMap<usize, Value> = HashMap::new();
+        for event in Parser::new_from_str(text) {
+            let (event, span) = event.map_err(|e| e.to_string())?;
+            let (value, anchor) = match event {
+                Event::SequenceStart(anchor, _) => {
+                    stack.push(Open::Seq(Vec::new(), anchor));
+                    continue;
+                }
+                Event::MappingStart(anchor, _) => {
+                    stack.push(Open::Map(Map::new(), None, anchor));
+                    continue;
+                }
+                Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                    Some(Open::Seq(items, anchor)) => (Value::Array(items), anchor),
+                    Some(Open::Map(map, _, anchor)) => (Value::Object(map), anchor),
+                    None => return Err("unbalanced collection".into()),
+                },
+                Event::Scalar(text, style, anchor, tag) => {
+                    let tagged_str =
+                        tag.is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
+                    let v = if style == ScalarStyle::Plain && !tagged_str {
+                        resolve(&text)
+                    } else {
+                        Value::String(text.into_owned())
+                    };
+                    (v, anchor)
+                }
+                Event::Alias(id) => (
+                    anchors
+                        .get(&id)
+                        .cloned()
+                        .ok_or_else(|| format!("line {}: unknown alias", span.start.line()))?,
+                    0,
+                ),
+                _ => continue,
+            };
+            if anchor != 0 {
+                anchors.insert(anchor, value.clone());
+            }
+            match stack.last_mut() {
+                None => docs.push(value),
+                Some(Open::Seq(items, _)) => items.push(value),
+                Some(Open::Map(map, key, _)) => match key.take() {
+                    None => *key = Some(key_text(value)),
+                    Some(k) => {
+                        map.insert(k, value);
+                    }
+                },
+            }
+        }
+        Ok(docs)
+    }
+
+    /// A mapping key as JSON has it: a string, whatever YAML made of it.
+    fn key_text(v: Value) -> String {
+        match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
+    }
+
+    /// A plain scalar by the YAML 1.1 types (null, bool, int in its four bases, float).
+    pub fn resolve(s: &str) -> Value {
+        match s {
+            "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+            "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+                return Value::Bool(true)
+            }
+            "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off"
+            | "OFF" => return Value::Bool(false),
+            _ => {}
+        }
+        if let Some(n) = int(s) {
+            return Value::Number(n.into());
+        }
+        match float(s) {
+            Some(f) => match Number::from_f64(f) {
+                Some(n) => Value::Number(n),
+                // JSON has no infinity: shown as what YAML made of it, never a string.
+                None => serde_json::json!({ "!!float": s }),
+            },
+            None => Value::String(s.to_string()),
+        }
+    }
+
+    fn int(s: &str) -> Option<i64> {
+        let (neg, body) = match s.as_bytes().first()? {
+            b'-' => (true, &s[1..]),
+            b'+' => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let digits = body.replace('_', "");
+        if digits.is_empty() {
+            return None;
+        }
+        let magnitude = if let Some(b) = digits.strip_prefix("0b") {
+            i64::from_str_radix(b, 2).ok()?
+        } else if let Some(h) = digits.strip_prefix("0x") {
+            i64::from_str_radix(h, 16).ok()?
+        } else if digits.len() > 1 && digits.starts_with('0') {
+            i64::from_str_radix(&digits[1..], 8).ok()?
+        } else if digits.contains(':') {
+            // Sexagesimal: 1:20 is 80.
+            let mut n: i64 = 0;
+            for (i, part) in digits.split(':').enumerate() {
+                let p: i64 = part.parse().ok()?;
+                if part.is_empty() || (i > 0 && p > 59) {
+                    return None;
+                }
+                n = n.checked_mul(60)?.checked_add(p)?;
+            }
+            n
+        } else if digits.bytes().all(|b| b.is_ascii_digit()) {
+            digits.parse().ok()?
+        } else {
+            return None;
+        };
+        Some(if neg { -magnitude } else { magnitude })
+    }
+
+    fn float(s: &str) -> Option<f64> {
+        let t = s.replace('_', "");
+        let body = t.trim_start_matches(['-', '+']);
+        match body {
+            ".inf" | ".Inf" | ".INF" => return Some(f64::INFINITY),
+            ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+            _ => {}
+        }
+        let ok = body.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+            && body.bytes().any(|b| b.is_ascii_digit())
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+        if ok {
+            t.parse().ok()
+        } else {
+            None
+        }
+    }
 }
 
 /// A schema: `"string"`, `"int"`, `"bool"`, `"duration"`, `"any"` (free-form, e.g. the
@@ -186,11 +344,12 @@ fn envoy_extension_policy() -> Value {
             "wasm": [{
                 "name": "string",
                 "rootID": "string",
+                // `WasmCodeSourceType`: HTTP or Image, nothing else (no ConfigMap).
                 "code": {
-                    "type": {"enum": ["HTTP", "Image", "ConfigMap"]},
-                    "http": {"url": "string", "sha256": "string"},
-                    "image": {"url": "string", "sha256": "string", "pullSecretRef": "any"},
-                    "configMap": "any",
+                    "type": {"enum": ["HTTP", "Image"]},
+                    "http": {"url": "string", "sha256": "string", "tls": "any"},
+                    "image": {"url": "string", "sha256": "string", "pullSecretRef": "any",
+                              "tls": "any"},
                     "pullPolicy": {"enum": ["IfNotPresent", "Always"]},
                 },
                 "config": "any",
@@ -213,15 +372,46 @@ fn schema_of(kind: &str) -> Value {
     }
 }
 
+/// The rules a CRD states beside its field list (`x-kubernetes-validations`).
+fn rules(path: &str, doc: &Value, errors: &mut Vec<String>) {
+    if doc["kind"] == "EnvoyExtensionPolicy" {
+        // `WasmCodeSource`: "If type is HTTP, http field needs to be set", and the same for
+        // Image; the other source must be absent.
+        for (i, wasm) in doc["spec"]["wasm"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let code = &wasm["code"];
+            for (kind, field) in [("HTTP", "http"), ("Image", "image")] {
+                if (code["type"] == kind) != code.get(field).is_some() {
+                    errors.push(format!(
+                        "{path}.spec.wasm[{i}].code: `{field}` is set exactly when type is {kind}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Checks documents against the field lists and rules; the errors.
+fn problems(rel: &str, docs: &[Value]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let path = format!("{rel}#{i}");
+        check(&path, doc, &schema_of(kind), &mut errors);
+        rules(&path, doc, &mut errors);
+    }
+    errors
+}
+
 /// Checks a file's documents; returns them.
 fn checked(rel: &str) -> Vec<Value> {
     let docs = documents(rel);
     assert!(!docs.is_empty(), "{rel} is empty");
-    let mut errors = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
-        let kind = doc["kind"].as_str().unwrap_or_default();
-        check(&format!("{rel}#{i}"), doc, &schema_of(kind), &mut errors);
-    }
+    let errors = problems(rel, &docs);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     docs
 }
@@ -246,6 +436,77 @@ fn every_field_is_documented_and_bad_fields_are_caught() {
     assert!(errors
         .iter()
         .any(|e| e.contains("bad.spec.sha: not a documented field")));
+}
+
+#[test]
+fn plain_scalars_are_read_as_yaml_1_1_as_kubernetes_does() {
+    let docs = yaml11::read(
+        "a: 0000\nb: '0000'\nc: \"0755\"\nd: 0755\ne: yes\nf: off\ng: ~\nh: 0x1f\ni: 1:20\n\
+         j: 1_000\nk: 1.5\nl: abc\nm: !!str 0000\nn: |\n  0000\non: x\np: [0, '0', 010]\n\
+         q: &x 7\nr: *x\ns: 08\nt: .inf\n",
+    )
+    .unwrap();
+    assert_eq!(
+        docs,
+        vec![
+            json!({"a": 0, "b": "0000", "c": "0755", "d": 493, "e": true, "f": false,
+                    "g": null, "h": 31, "i": 80, "j": 1000, "k": 1.5, "l": "abc",
+                    "m": "0000", "false": "0000\n", "true": "x", "p": [0, "0", 8], "q": 7,
+                    "r": 7, "s": 8.0, "t": {"!!float": ".inf"}})
+        ]
+    );
+}
+
+/// The placeholder digest, unquoted, is the integer 0 to Kubernetes: the check says so.
+#[test]
+fn an_unquoted_zero_led_digest_is_refused() {
+    for rel in [
+        "istio/wasmplugin.yaml",
+        "envoy-gateway/envoyextensionpolicy.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir().join(rel)).unwrap();
+        let unquoted = text.replace(&format!("\"{}\"", "0".repeat(64)), &"0".repeat(64));
+        assert_ne!(unquoted, text, "{rel}: the placeholder digest is quoted");
+        let errors = problems(rel, &yaml11::read(&unquoted).unwrap());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("sha256: expected string, found 0")),
+            "{rel}: {errors:?}"
+        );
+    }
+}
+
+/// No Envoy Gateway CRD has a ConfigMap code source; a type without its source is refused.
+#[test]
+fn envoy_gateway_code_sources_are_http_or_image() {
+    let rel = "envoy-gateway/envoyextensionpolicy.yaml";
+    let mut doc = documents(rel).remove(0);
+    doc["spec"]["wasm"][0]["code"] = json!({"type": "ConfigMap", "configMap": {"name": "x"}});
+    let errors = problems(rel, std::slice::from_ref(&doc));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("\"ConfigMap\" is not one of")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("configMap: not a documented field")),
+        "{errors:?}"
+    );
+    doc["spec"]["wasm"][0]["code"] = json!({"type": "HTTP", "image": {"url": "r/x:1"}});
+    let errors = problems(rel, &[doc]);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("`http` is set exactly when type is HTTP"))
+            && errors
+                .iter()
+                .any(|e| e.contains("`image` is set exactly when type is Image")),
+        "{errors:?}"
+    );
 }
 
 #[test]

@@ -551,6 +551,54 @@ async fn scenarios(
             ));
         }
     }
+    // Its Token and User columns are filled (issue 24: the page read fields the API does
+    // not send), in the table and in the CSV the page makes.
+    let row = ui
+        .js(
+            "const r = [...document.querySelectorAll('#auth-log tbody tr')]
+               .find(r => r.querySelector('td[data-column=ip]').textContent === '127.0.0.1');
+             return [r.querySelector('td[data-column=token]').textContent,
+                     r.querySelector('td[data-column=user]').textContent];",
+            vec![],
+        )
+        .await;
+    if row[0] != id.as_str() || row[1].as_str().is_none_or(|u| !u.starts_with("usr_")) {
+        return Err(format!(
+            "5: the log row of 127.0.0.1 shows token and user {row}, not {id} and its user"
+        ));
+    }
+    let csv = ui
+        .js(
+            "const click = HTMLAnchorElement.prototype.click;
+             let text = '';
+             HTMLAnchorElement.prototype.click = function () {
+               text = decodeURIComponent(this.href.slice(this.href.indexOf(',') + 1));
+             };
+             try { document.getElementById('auth-csv').click(); }
+             finally { HTMLAnchorElement.prototype.click = click; }
+             return text;",
+            vec![],
+        )
+        .await;
+    let csv = csv.as_str().unwrap_or("");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map(|h| h.iter().map(str::to_string).collect())
+        .unwrap_or_default();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let filled = reader.records().flatten().any(|r| {
+        col("ip").and_then(|i| r.get(i)) == Some("127.0.0.1")
+            && col("token").and_then(|i| r.get(i)) == Some(id.as_str())
+            && col("user")
+                .and_then(|i| r.get(i))
+                .is_some_and(|u| u.starts_with("usr_"))
+    });
+    if !filled {
+        return Err(format!(
+            "5: the log's CSV has no row of 127.0.0.1 with token {id} and its user:\n{csv}"
+        ));
+    }
     ui.page("auth-log").await;
 
     // 6. The admin revokes it; bob's Refresh shows Revoked; Envoy refuses the token.

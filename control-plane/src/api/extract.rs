@@ -1,7 +1,7 @@
 //! Extractors: the authenticated caller, the edge credential, the peer address, and JSON
 //! bodies and query strings that refuse bad input naming the field.
 
-use super::{ActingSlot, ApiError, ApiResult, AppState};
+use super::{ActingSlot, ApiError, ApiResult, AppState, PendingUse};
 use crate::policy::Actor;
 use crate::service::{authn, logs};
 use axum::body::Bytes;
@@ -82,9 +82,13 @@ impl FromRequestParts<AppState> for Caller {
             })
             .await?;
         // Every use, and every refusal of a known token, goes to the authentication log
-        // (written in batches, off the request's path).
+        // (written in batches, off the request's path), with the decision the request
+        // ends with (`api_use_log`: a later 401/403 makes it a deny).
         if let Some(e) = used {
-            s.note_api_use(e);
+            match parts.extensions.get::<PendingUse>() {
+                Some(pending) => pending.put(e),
+                None => s.note_api_use(e),
+            }
         }
         let actor = actor.map_err(|deny| ApiError::refused(&deny))?;
         if let Some(slot) = parts.extensions.get::<ActingSlot>() {

@@ -17,7 +17,7 @@ use crate::crypto::MasterKey;
 use crate::policy::Actor;
 use crate::service::{self, Ctx, Verifiers};
 use crate::store::{Store, Tx};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -728,6 +728,10 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            api_use_log,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             same_origin_writes,
         ))
         .layer(axum::middleware::from_fn(request_log))
@@ -805,6 +809,56 @@ impl ActingSlot {
     fn get(&self) -> Option<(String, String)> {
         self.0.lock().ok().and_then(|s| s.clone())
     }
+}
+
+/// The use of an API token in a request, filled in by the authenticating extractor and
+/// noted once the answer is known ([`api_use_log`]).
+#[derive(Clone, Default)]
+pub struct PendingUse(Arc<Mutex<Option<crate::model::AuthEvent>>>);
+
+impl PendingUse {
+    pub(crate) fn put(&self, e: crate::model::AuthEvent) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(e);
+        }
+    }
+
+    fn take(&self) -> Option<crate::model::AuthEvent> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// Notes each API use in the authentication log with the decision the caller got: a token
+/// that authenticated but was then refused (403: no `tessera:manage` on a management route,
+/// an access token there, a role or creator bound; 401: revoked meanwhile) is a `deny` with
+/// the reason of the answer, not an `allow`.
+async fn api_use_log(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let pending = PendingUse::default();
+    req.extensions_mut().insert(pending.clone());
+    let resp = next.run(req).await;
+    if let Some(mut e) = pending.take() {
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let answered = resp
+                .extensions()
+                .get::<error::RefusalReason>()
+                .and_then(|r| r.0);
+            let fallback = if status == StatusCode::FORBIDDEN {
+                "forbidden"
+            } else {
+                "unauthorized"
+            };
+            e.reason = Some(
+                answered
+                    .map(str::to_string)
+                    .or(e.reason.take())
+                    .unwrap_or_else(|| fallback.to_string()),
+            );
+            e.outcome = "deny".into();
+        }
+        s.note_api_use(e);
+    }
+    resp
 }
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);

@@ -79,6 +79,9 @@ pub async fn run(cli: Cli) -> CliResult {
                 Some(path) => Some(read_secret(path, "--token-file")?),
                 None => cli.token.clone(),
             };
+            if let Some(t) = &token {
+                check_token(t, token_source(cli.token_file.as_deref(), t))?;
+            }
             let command = match command {
                 Command::Exchange {
                     api_token: Some(dash),
@@ -90,6 +93,53 @@ pub async fn run(cli: Cli) -> CliResult {
             commands::run(client, token, cli.output, command).await
         }
     }
+}
+
+/// Where the token came from, as the person gave it: `--token-file`, `TESSERA_TOKEN` or
+/// `--token`.
+fn token_source(file: Option<&std::path::Path>, token: &str) -> &'static str {
+    if file.is_some() {
+        "--token-file"
+    } else if std::env::var("TESSERA_TOKEN").is_ok_and(|v| v == token) {
+        "TESSERA_TOKEN"
+    } else {
+        "--token"
+    }
+}
+
+/// Refuses a token that cannot travel in an `Authorization` header, saying what is wrong
+/// with it (rather than the HTTP library's "failed to parse header value").
+fn check_token(token: &str, source: &str) -> Result<(), String> {
+    let token_alone = "set it to the token alone";
+    if token.trim().is_empty() {
+        return Err(format!("{source} is empty: {token_alone}"));
+    }
+    if token.trim().contains(['\n', '\r']) {
+        return Err(format!(
+            "{source} holds more than one line: {token_alone} (a JWT is one line, eyJ...)"
+        ));
+    }
+    if token != token.trim() {
+        return Err(format!(
+            "{source} has spaces or a line break around the token: {token_alone}"
+        ));
+    }
+    if let Some((i, c)) = token
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| !c.is_ascii_graphic())
+    {
+        let shown = match c {
+            ' ' => "a space".to_string(),
+            '\t' => "a tab".to_string(),
+            c => format!("the character {}", c.escape_default()),
+        };
+        return Err(format!(
+            "{source} holds {shown} at character {}, which no token has: {token_alone}",
+            i + 1
+        ));
+    }
+    Ok(())
 }
 
 /// A secret from a file, or from stdin for `-`: its first line, without surrounding

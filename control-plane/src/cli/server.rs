@@ -109,21 +109,23 @@ pub(super) fn bootstrap(
             "{}",
             json!({"org": b.org.id, "user": b.user.id, "username": b.user.username, "token_id": b.token.id, "token": b.jwt, "base_url": base, "sign_in_link": b.link.url, "sign_in_link_expires_at": b.link.expires_at})
         )?,
+        // stdout carries the token alone, so `export TESSERA_TOKEN=$(tessera admin
+        // bootstrap ...)` holds just the JWT; everything else is for the person, on stderr.
         _ => {
             render::note(&format!(
-                "Organization {} (issuer {base}/v1/orgs/{}), admin {} ({}).\nThis admin token is shown once; it expires {}:",
-                b.org.id,
-                b.org.id,
-                b.user.username,
-                b.user.id,
+                "Organization {} (issuer {base}/v1/orgs/{}), admin {} ({}).",
+                b.org.id, b.org.id, b.user.username, b.user.id,
+            ));
+            render::note(&format!(
+                "This admin token (on stdout) is shown once; it expires {}.",
                 timefmt::format(b.token.expires_at)
             ));
-            writeln!(stdout, "{}", b.jwt)?;
             render::note(&format!(
                 "One-time sign-in link for the web page (set a password; expires {}):",
                 b.link.expires_at
             ));
-            writeln!(stdout, "{}", b.link.url)?;
+            render::note(&b.link.url);
+            writeln!(stdout, "{}", b.jwt)?;
         }
     }
     Ok(())

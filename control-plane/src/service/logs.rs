@@ -112,7 +112,7 @@ pub fn record_usage(
         let at = at.min(ctx.now);
         let usable = token.deleted_at.is_none()
             && token.jwt_sha256.is_some()
-            && token.revoked_at.is_none_or(|r| at < r);
+            && used_before_revoke(at, token.revoked_at);
         if e.outcome == UsageOutcome::Allow && usable && token.last_used_at.is_none_or(|l| l < at) {
             tx.set_last_used(&token.id, at, ip.as_deref())?;
             token.last_used_at = Some(at);
@@ -248,8 +248,15 @@ pub fn api_use(
     })
 }
 
+/// Whether a use at `at` may have come before the revoke at `revoked_at`. Both are whole
+/// seconds, so a use in the revoke's own second counts: a token used and revoked within
+/// the same second was used (the demo's last step showed it as never used).
+fn used_before_revoke(at: i64, revoked_at: Option<i64>) -> bool {
+    revoked_at.is_none_or(|r| at <= r)
+}
+
 /// Writes a batch of API uses: one authentication-log row each, and each token's last use
-/// from its latest allowed one (never for a revoked or deleted token).
+/// from its latest allowed one (never for a deleted token, nor a use after its revoke).
 pub fn record_api_uses(tx: &mut dyn Tx, uses: &[AuthEvent]) -> Result<()> {
     // Ordered: tokens are read (and locked, on PostgreSQL) in one global order, so the
     // flushes of several replicas cannot deadlock.
@@ -268,7 +275,8 @@ pub fn record_api_uses(tx: &mut dyn Tx, uses: &[AuthEvent]) -> Result<()> {
         let Some(token) = tx.get_token(id)? else {
             continue;
         };
-        let usable = token.deleted_at.is_none() && token.revoked_at.is_none();
+        // The API accepted the use, so the token was not revoked when it was made.
+        let usable = token.deleted_at.is_none() && used_before_revoke(e.at, token.revoked_at);
         if usable && token.last_used_at.is_none_or(|l| l < e.at) {
             tx.set_last_used(&token.id, e.at, e.ip.as_deref())?;
         }
