@@ -39,8 +39,9 @@ fn tessera(dir: &Scratch, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Bootstraps `acme` with admin `alice` on the scratch database; the admin token.
-fn bootstrap(dir: &Scratch) -> String {
+/// Bootstraps `acme` with admin `alice` on the scratch database: the JSON the command
+/// prints (`token`, `sign_in_link`, ...).
+fn bootstrap_json(dir: &Scratch) -> Value {
     let out = tessera(
         dir,
         &[
@@ -59,8 +60,23 @@ fn bootstrap(dir: &Scratch) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["token"].as_str().unwrap().to_string()
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Bootstraps `acme` with admin `alice`; the admin token.
+fn bootstrap(dir: &Scratch) -> String {
+    bootstrap_json(dir)["token"].as_str().unwrap().to_string()
+}
+
+/// The secret of the bootstrap's sign-in link.
+fn link_secret(v: &Value) -> String {
+    v["sign_in_link"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn serve(dir: &Scratch, extra: &[&str]) -> Server {
@@ -545,31 +561,8 @@ const PASSWORD: &str = "correct horse battery staple";
 /// Bootstraps `acme`/`alice`, starts the server and sets her password through the
 /// bootstrap's sign-in link: the server and the admin token.
 fn ready(dir: &Scratch, extra: &[&str]) -> (Server, String) {
-    let out = tessera(
-        dir,
-        &[
-            "admin",
-            "bootstrap",
-            "--org",
-            "acme",
-            "--admin",
-            "alice",
-            "-o",
-            "json",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let secret = v["sign_in_link"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap();
+    let v = bootstrap_json(dir);
+    let secret = link_secret(&v);
     let server = serve(dir, extra);
     let r = post_json(
         &server,
@@ -853,27 +846,7 @@ fn sign_in_fields_refuse_invisible_characters_and_unknown_orgs_stay_out_of_the_l
 fn a_weak_password_is_refused_with_the_rule_and_leaves_the_link_usable() {
     let dir = Scratch::new();
     let server = serve(&dir, &[]);
-    let out = tessera(
-        &dir,
-        &[
-            "admin",
-            "bootstrap",
-            "--org",
-            "acme",
-            "--admin",
-            "alice",
-            "-o",
-            "json",
-        ],
-    );
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let secret = v["sign_in_link"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap();
+    let secret = link_secret(&bootstrap_json(&dir));
     for weak in ["aaaaaaaaaa", "1234567890", "password12"] {
         let r = post_json(
             &server,
