@@ -802,3 +802,86 @@ async fn api_refusals_after_authentication_are_logged_as_deny() {
     // Refused uses are not uses: the token was never used.
     assert_eq!(last_used(&w, &id_of(&manage)).await, Value::Null);
 }
+
+/// Input that was quietly changed or answered with nothing is refused, saying what to do.
+#[tokio::test]
+async fn lenient_input_is_refused_in_words() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let create = |body: serde_json::Value| w.call("POST", "/v1/tokens", Some(&ada), Some(body));
+    // A block written with host bits is neither widened nor narrowed without a word.
+    let r = create(json!({"name": "ci", "ip_allow": ["10.0.0.1/8"]})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.starts_with("ip_allow[0]: "), "{msg}");
+    assert!(
+        msg.contains("10.0.0.0/8") && msg.contains("10.0.0.1"),
+        "{msg}"
+    );
+    let r = create(json!({"name": "ci", "ip_allow": ["10.0.0.0/40"]})).await;
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("from 0 to 32"), "{msg}");
+    assert!(!msg.contains("..="), "{msg}");
+    let r = create(json!({"name": "ci", "ip_allow": ["10.0.0.0/8", "192.0.2.7"]})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A scope given twice.
+    let r = create(json!({"name": "ci2", "scopes": ["read", "write", "read"]})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("scopes[2]: \\\"read\\\" is listed twice"),
+        "{}",
+        r.text()
+    );
+    // A time window that ends before it starts.
+    let r = w
+        .call(
+            "GET",
+            "/v1/auth-log?since=2026-12-07T10:00:00Z&until=2026-12-06T10:00:00Z",
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["message"].as_str().unwrap().starts_with("until: "),
+        "{}",
+        r.text()
+    );
+    // A revoked edge credential is told so, not "unknown".
+    let edge = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "envoy-eu"})),
+        )
+        .await
+        .json();
+    let (id, secret) = (
+        edge["id"].as_str().unwrap().to_string(),
+        edge["secret"].as_str().unwrap().to_string(),
+    );
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/orgs/acme/edge-credentials/{id}/revoke"),
+            Some(&ada),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(json!({"events": []})),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(
+        r.text().contains("envoy-eu") && r.text().contains("was revoked"),
+        "{}",
+        r.text()
+    );
+}

@@ -33,7 +33,10 @@ impl fmt::Display for CidrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CidrError::Address => f.write_str("is not an IP address or CIDR"),
-            CidrError::Prefix { max } => write!(f, "prefix length must be 0..={max}"),
+            CidrError::Prefix { max } => write!(
+                f,
+                "the prefix length after the / must be a whole number from 0 to {max}"
+            ),
         }
     }
 }

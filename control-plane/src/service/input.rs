@@ -139,9 +139,26 @@ pub fn check_username(field: &str, name: &str) -> Result<()> {
 /// host bits are cleared (`10.0.0.1/8` is stored as `10.0.0.0/8`), a single host is shown
 /// bare.
 pub fn check_cidr(field: &str, s: &str) -> Result<String> {
-    s.parse::<Cidr>()
-        .map(|c| c.to_string())
-        .map_err(|e| Error::field(field, format!("{s:?} {e}")))
+    let c = s
+        .parse::<Cidr>()
+        .map_err(|e| Error::field(field, format!("{s:?} {e}")))?;
+    // A block written with host bits (10.0.0.1/8) is refused rather than silently widened
+    // or narrowed: the user meant either the block or the one address.
+    let written = s
+        .split('/')
+        .next()
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok());
+    if written.is_some_and(|a| a != c.address()) {
+        return Err(Error::field(
+            field,
+            format!(
+                "{s:?} has bits set past its /{} prefix: write the block as {c}, or one address as {}",
+                c.prefix(),
+                s.split('/').next().unwrap_or(s)
+            ),
+        ));
+    }
+    Ok(c.to_string())
 }
 
 pub fn check_ip_allow(list: &[String]) -> Result<Vec<String>> {
@@ -168,9 +185,13 @@ pub fn check_scopes(list: &[String]) -> Result<Vec<String>> {
                 "printable ASCII without spaces, '\"' or '\\'",
             ));
         }
-        if !out.contains(s) {
-            out.push(s.clone());
+        if out.contains(s) {
+            return Err(Error::field(
+                &format!("scopes[{i}]"),
+                format!("{s:?} is listed twice; give each scope once"),
+            ));
         }
+        out.push(s.clone());
     }
     Ok(out)
 }

@@ -14,8 +14,20 @@ use std::net::IpAddr;
 /// Records edge usage events for tokens of the edge's org; allowed uses update last-used.
 /// The edge credential a secret names (not revoked).
 fn edge_of(tx: &mut dyn Tx, secret: &str) -> Result<crate::model::EdgeCredential> {
-    tx.find_edge_by_secret_hash(&crypto::sha256_hex(secret.as_bytes()))?
-        .ok_or_else(|| Error::Unauthenticated("unknown edge credential".into()))
+    let hash = crypto::sha256_hex(secret.as_bytes());
+    if let Some(edge) = tx.find_edge_by_secret_hash(&hash)? {
+        return Ok(edge);
+    }
+    // A revoked credential keeps its hash behind a prefix no SHA-256 hex has.
+    Err(Error::Unauthenticated(
+        match tx.find_edge_by_secret_hash(&format!("revoked:{hash}"))? {
+            Some(e) => format!(
+                "the edge credential {:?} of {} was revoked; an admin of {} can create a new one",
+                e.name, e.org_id, e.org_id
+            ),
+            None => "unknown edge credential".into(),
+        },
+    ))
 }
 
 /// The id of the edge credential a secret names, which must be one of `org`'s (an
@@ -137,13 +149,27 @@ fn log_query(p: &LogParams) -> Result<(AuthEventQuery, Page)> {
         }
     }
     let page = Page::parse(p.page, p.per_page, 100, MAX_LOG_PAGE)?;
+    let since = optional_time("since", p.since.as_deref())?;
+    let until = optional_time("until", p.until.as_deref())?;
+    if let (Some(a), Some(b)) = (since, until) {
+        if a > b {
+            return Err(Error::field(
+                "until",
+                format!(
+                    "{} is before since ({}): nothing can match; swap them",
+                    crate::timefmt::format(b),
+                    crate::timefmt::format(a)
+                ),
+            ));
+        }
+    }
     let q = AuthEventQuery {
         org_id: None,
         token_id: p.token.clone().filter(|s| !s.is_empty()),
         user_id: p.user.clone().filter(|s| !s.is_empty()),
         outcome: p.outcome.clone().filter(|s| !s.is_empty()),
-        since: optional_time("since", p.since.as_deref())?,
-        until: optional_time("until", p.until.as_deref())?,
+        since,
+        until,
         limit: page.per_page,
         offset: page.offset(),
     };

@@ -287,10 +287,10 @@ impl<C: Conn> AccountsTx for C {
     }
 
     fn revoke_edge(&mut self, id: &str, at: i64) -> StoreResult<()> {
-        // The stored hash is replaced by a value no SHA-256 hex can equal, so the secret
-        // stops authenticating in the same commit.
+        // The stored hash is put behind a prefix no SHA-256 hex has, so the secret stops
+        // authenticating in the same commit, and a later use can still be told "revoked".
         self.exec(
-            "UPDATE edge_credentials SET revoked_at = ?2, secret_sha256 = 'revoked:' || id \
+            "UPDATE edge_credentials SET revoked_at = ?2, secret_sha256 = 'revoked:' || secret_sha256 \
              WHERE id = ?1 AND revoked_at IS NULL",
             &values![id, at],
         )?;
