@@ -135,9 +135,10 @@ pub fn check_username(field: &str, name: &str) -> Result<()> {
     }
 }
 
-/// A CIDR or a bare address (a single host), parsed by core (the verifier's own parser):
-/// host bits are cleared (`10.0.0.1/8` is stored as `10.0.0.0/8`), a single host is shown
-/// bare.
+/// A CIDR or a bare address (a single host), parsed by core (the verifier's own parser);
+/// a single host is shown bare. A block written with host bits (`10.0.0.1/8`) is refused
+/// with both readings offered: core would match it as `10.0.0.0/8`, which may not be what
+/// the person meant.
 pub fn check_cidr(field: &str, s: &str) -> Result<String> {
     let c = s
         .parse::<Cidr>()
