@@ -1030,3 +1030,46 @@ fn edges_that_name_themselves_poll_from_a_reserved_share() {
     assert!(matches!(r.status, 401 | 404), "{}: {}", r.status, r.body);
     drop(held);
 }
+
+#[test]
+fn serve_on_an_empty_database_says_how_to_begin() {
+    let dir = Scratch::new();
+    let mut child = dir
+        .command(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .env("TESSERA_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server {
+        child,
+        addr: String::new(),
+    };
+    // Read on a thread, so that a server that never says it fails the test in 20 s.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("choose your password") {
+            break;
+        }
+    }
+    drop(server);
+    assert!(said.contains("no organization yet"), "{said}");
+    assert!(
+        said.contains("tessera admin bootstrap --org <organization> --admin <your username>"),
+        "{said}"
+    );
+}

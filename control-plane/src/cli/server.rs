@@ -168,6 +168,10 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         }
         None => stored_base_url(store.as_ref())?.unwrap_or_else(|| format!("http://{addr}")),
     };
+    let empty = store
+        .read(|tx| tx.any_org())
+        .map_err(|e: StoreError| e.to_string())?
+        .is_none();
     let state = AppState::new(
         store,
         Config {
@@ -205,6 +209,19 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         )
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("stdout: {e}"))?;
+        if empty {
+            // A first start: nobody can sign in yet, and the page cannot say why. On
+            // stderr, beside the log, and never fatal (a closed stream is the reader's
+            // business).
+            tracing::warn!("the database has no organization yet");
+            let _ = writeln!(
+                io::stderr().lock(),
+                "tessera: this database has no organization yet, so nobody can sign in. \
+                 Create the first one and its admin with the same database:\n  \
+                 tessera admin bootstrap --org <organization> --admin <your username>\n\
+                 then open the sign-in link it prints to choose your password."
+            );
+        }
     }
     if let Some(limit) = state.address_limit().cloned() {
         tokio::spawn(async move {
