@@ -734,3 +734,51 @@ fn a_token_that_cannot_be_a_header_is_named_and_explained() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--token holds more than one line"), "{err}");
 }
+
+/// What the API does to users, edge credentials and the audit log, the CLI does too.
+#[test]
+fn users_edges_and_the_audit_log_from_the_cli() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[], &[]);
+    let run = |args: &[&str]| {
+        ok(tessera(&dir, args, Some(&admin), Some(&server.url))
+            .output()
+            .unwrap())
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&run(&a)).unwrap()
+    };
+    let bob = json(&["users", "create", "--org", "acme", "bob", "--role", "user"]);
+    let bob_id = bob["id"]
+        .as_str()
+        .or(bob["user"]["id"].as_str())
+        .unwrap()
+        .to_string();
+    let link = json(&["users", "reset-link", &bob_id]);
+    assert!(link.to_string().contains("/#/reset/"), "{link}");
+    let v = json(&["users", "disable", &bob_id]);
+    assert_eq!(v["state"], "disabled", "{v}");
+    let v = json(&["users", "enable", &bob_id]);
+    assert_ne!(v["state"], "disabled", "{v}");
+    let v = json(&["users", "delete", &bob_id]);
+    assert_eq!(v["state"], "deleted", "{v}");
+
+    let edge = json(&["edges", "create", "--org", "acme", "envoy-eu"]);
+    let edge_id = edge["id"].as_str().unwrap().to_string();
+    let table = run(&["edges", "list", "--org", "acme"]);
+    assert!(
+        table.contains("envoy-eu") && table.contains(&edge_id),
+        "{table}"
+    );
+    run(&["edges", "revoke", "--org", "acme", &edge_id]);
+    let listed = json(&["edges", "list", "--org", "acme"]);
+    assert!(listed.to_string().contains("revoked_at"), "{listed}");
+
+    let log = run(&["audit-log", "--org", "acme"]);
+    for action in ["user.delete", "user.disable", "user.enable", "edge.revoke"] {
+        assert!(log.contains(action), "{action} not in:\n{log}");
+    }
+}

@@ -27,6 +27,69 @@ pub(super) async fn run(
                 .ok_json()?;
             show(out, &v)
         }
+        Command::Edges(EdgesCmd::List { org }) => {
+            let v = client(token)?
+                .get(&format!("/v1/orgs/{}/edge-credentials", encode(&org)))
+                .await?
+                .ok_json()?;
+            show_list(
+                out,
+                v.get("edges")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &["name", "id", "org", "created_at", "revoked_at"],
+            )
+        }
+        Command::Edges(EdgesCmd::Revoke { org, id }) => {
+            let v = client(token)?
+                .json(
+                    "POST",
+                    &format!(
+                        "/v1/orgs/{}/edge-credentials/{}/revoke",
+                        encode(&org),
+                        encode(&id)
+                    ),
+                    &json!({}),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        Command::AuditLog {
+            org,
+            target,
+            page,
+            per_page,
+        } => {
+            let mut query = Vec::new();
+            if let Some(o) = org {
+                query.push(format!("org={}", encode(&o)));
+            }
+            if let Some(t) = target {
+                query.push(format!("target={}", encode(&t)));
+            }
+            if let Some(p) = page {
+                query.push(format!("page={p}"));
+            }
+            if let Some(p) = per_page {
+                query.push(format!("per_page={p}"));
+            }
+            let path = if query.is_empty() {
+                "/v1/audit-log".to_string()
+            } else {
+                format!("/v1/audit-log?{}", query.join("&"))
+            };
+            let v = client(token)?.get(&path).await?.ok_json()?;
+            show_list(
+                out,
+                v.get("entries")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &["at", "actor", "action", "target", "credential"],
+            )
+        }
         Command::Exchange { api_token } => {
             let t = api_token
                 .or(token)
@@ -394,5 +457,33 @@ async fn users(c: &Client, out: Output, cmd: UsersCmd) -> CliResult {
                 .ok_json()?;
             show(out, &v)
         }
+        UsersCmd::Disable { id } => user_action(c, out, &id, "POST", "disable").await,
+        UsersCmd::Enable { id } => user_action(c, out, &id, "POST", "enable").await,
+        UsersCmd::ResetLink { id } => user_action(c, out, &id, "POST", "reset-link").await,
+        UsersCmd::Delete { id } => {
+            let v = c
+                .send(
+                    "DELETE",
+                    &format!("/v1/users/{}", encode(&id)),
+                    "application/json",
+                    Vec::new(),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
     }
+}
+
+/// `POST /v1/users/{id}/{action}`, the answer shown.
+async fn user_action(c: &Client, out: Output, id: &str, method: &str, action: &str) -> CliResult {
+    let v = c
+        .json(
+            method,
+            &format!("/v1/users/{}/{action}", encode(id)),
+            &json!({}),
+        )
+        .await?
+        .ok_json()?;
+    show(out, &v)
 }

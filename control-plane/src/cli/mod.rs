@@ -223,6 +223,19 @@ enum Command {
     },
     /// Show the authenticated user.
     Whoami,
+    /// The audit log of management actions (org admins).
+    AuditLog {
+        /// The organization (default: your own).
+        #[arg(long)]
+        org: Option<String>,
+        /// Only entries about this id (a user, token or credential).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        page: Option<i64>,
+        #[arg(long)]
+        per_page: Option<i64>,
+    },
 }
 
 #[derive(Args)]
@@ -521,13 +534,46 @@ enum UsersCmd {
         #[arg(long)]
         delegated: Option<bool>,
     },
+    /// Disable a user: their sessions end, their tokens are suspended until enabled again.
+    Disable {
+        /// The user's id.
+        id: String,
+    },
+    /// Enable a disabled user again (their suspended tokens come back).
+    Enable {
+        /// The user's id.
+        id: String,
+    },
+    /// Delete a user: their tokens are revoked; this cannot be undone.
+    Delete {
+        /// The user's id.
+        id: String,
+    },
+    /// A one-time link for the user to set a new password (shown once).
+    ResetLink {
+        /// The user's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum EdgesCmd {
+    /// Create an edge credential; its secret is shown once.
     Create {
         #[arg(long)]
         org: String,
         name: String,
+    },
+    /// The organization's edge credentials (never their secrets).
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke an edge credential: the edges using it stop reporting at once.
+    Revoke {
+        #[arg(long)]
+        org: String,
+        /// The edge credential's id (from `edges list`).
+        id: String,
     },
 }
