@@ -106,7 +106,9 @@ pub(super) fn routes() -> Vec<Route> {
         .body::<AcceptLink>(
             json!({"secret": "<from the link>", "password": "correct horse battery"}),
         )
-        .ok::<SessionView>(200),
+        .ok::<SessionView>(200)
+        // Secrets that name no usable link count against the address's rate.
+        .error(&[429]),
         route(
             Method::POST,
             "/v1/users/{id}/reset-link",
