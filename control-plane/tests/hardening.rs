@@ -682,6 +682,7 @@ fn a_burst_of_wrong_passwords_is_counted_in_full_and_locks_the_owner_out_briefly
     let (server, admin) = ready(&dir, &[]);
     // 24 connections opened first, then every request sent at the same moment.
     let start = std::sync::Barrier::new(24);
+    let began = Instant::now();
     let codes: Vec<u16> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..24)
             .map(|i| {
@@ -705,21 +706,33 @@ fn a_burst_of_wrong_passwords_is_counted_in_full_and_locks_the_owner_out_briefly
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let took = began.elapsed();
     let checked = codes.iter().filter(|c| **c == 401).count();
     let throttled = codes.iter().filter(|c| **c == 429).count();
     assert_eq!(checked + throttled, 24, "{codes:?}");
+    // The allowance is 3; the first delay (1 s) lets one more through only if the burst
+    // itself lasted that long (a very loaded machine).
+    let allowance = if took < Duration::from_secs(1) { 3 } else { 4 };
     assert!(
-        checked <= 3,
-        "{checked} wrong passwords were checked: {codes:?}"
+        checked <= allowance,
+        "{checked} wrong passwords were checked in {took:?}: {codes:?}"
     );
     let failed = audit_actions(&server, &admin)
         .into_iter()
         .filter(|e| e["action"] == "session.sign_in_failed")
         .count();
     assert_eq!(failed, checked, "every checked attempt is in the audit log");
-    // The owner is locked out for the short delay the allowance sets, not the longest.
-    std::thread::sleep(Duration::from_millis(2100));
-    let r = sign_in(&server, "acme", "alice", PASSWORD);
+    // The owner is locked out for the short delays the allowance sets (1 s, 2 s), not
+    // the longest (15 min): they are back in within seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = sign_in(&server, "acme", "alice", PASSWORD);
+        if r.status == 200 || Instant::now() > deadline {
+            break r;
+        }
+        assert_eq!(r.status, 429, "{}", r.body);
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
