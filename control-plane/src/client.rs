@@ -41,7 +41,17 @@ impl Reply {
     }
 
     pub fn error_text(&self) -> String {
-        match self.json() {
+        let json = self.json();
+        if self.status == 401
+            && json
+                .as_ref()
+                .is_ok_and(|v| v.get("reason").and_then(Value::as_str) == Some("token_missing"))
+        {
+            return "401: no API token was given: set TESSERA_TOKEN to your token (or pass \
+                    --token-file FILE); `tessera admin bootstrap` prints the first one"
+                .to_string();
+        }
+        match json {
             Ok(v) => format!(
                 "{} {}: {}",
                 self.status,

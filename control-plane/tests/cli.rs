@@ -782,3 +782,34 @@ fn users_edges_and_the_audit_log_from_the_cli() {
         assert!(log.contains(action), "{action} not in:\n{log}");
     }
 }
+
+/// Two first-hour trips: a negative number is an argument, not an unknown flag, and a
+/// missing token is said in the CLI's terms.
+#[test]
+fn the_cli_says_what_to_do_about_a_bad_lifetime_and_a_missing_token() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[], &[]);
+    let out = tessera(
+        &dir,
+        &["tokens", "create", "--name", "x", "--lifetime-days", "-5"],
+        Some(&admin),
+        Some(&server.url),
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("unexpected argument"), "{err}");
+    assert!(
+        err.contains("-5 days is not offered: choose 30, 60, 90, 180 or 365 days"),
+        "{err}"
+    );
+    let out = tessera(&dir, &["whoami"], None, Some(&server.url))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("set TESSERA_TOKEN"), "{err}");
+    assert!(!err.contains("Authorization: Bearer"), "{err}");
+}

@@ -396,7 +396,7 @@ enum TokensCmd {
         #[arg(long)]
         user: Option<String>,
         /// 30, 60, 90, 180 or 365.
-        #[arg(long, conflicts_with = "expires_at")]
+        #[arg(long, conflicts_with = "expires_at", allow_negative_numbers = true)]
         lifetime_days: Option<i64>,
         /// A custom expiry (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
@@ -440,7 +440,7 @@ enum TokensCmd {
         description: Option<String>,
         #[arg(long)]
         expires_at: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         lifetime_days: Option<i64>,
         #[arg(long)]
         not_before: Option<String>,

@@ -59,7 +59,10 @@ fn expiry(
             if !LIFETIMES.contains(&days) {
                 return Err(Error::field(
                     "lifetime_days",
-                    format!("one of {LIFETIMES:?}, or give expires_at"),
+                    format!(
+                        "{days} days is not offered: choose {}, or give expires_at",
+                        in_words(&LIFETIMES)
+                    ),
                 ));
             }
             if days > org.max_lifetime_days {
@@ -638,4 +641,14 @@ pub fn delete(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<Del
         id: token.id,
         deleted: true,
     })
+}
+
+/// `30, 60, 90, 180 or 365 days`.
+fn in_words(days: &[i64]) -> String {
+    let all: Vec<String> = days.iter().map(i64::to_string).collect();
+    match all.split_last() {
+        Some((last, [])) => format!("{last} days"),
+        Some((last, rest)) => format!("{} or {last} days", rest.join(", ")),
+        None => String::new(),
+    }
 }
