@@ -1070,6 +1070,13 @@ async fn another_orgs_user_id_is_answered_like_an_unknown_one() {
             r.text()
         );
     }
+    // By username: ada's own org's users are found by name, gus is not (his name means
+    // nothing in acme).
+    let r = w.call("GET", "/v1/users/ula", Some(&ada), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], w.uid("ula"));
+    let r = w.call("GET", "/v1/users/gus", Some(&ada), None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
     // The root admin and globex's own admins still see gus.
     let r = w
         .call("GET", &format!("/v1/users/{gus}"), Some(&root), None)

@@ -641,7 +641,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/orgs/{org}/users", "Create a user (org admin)", Token, h!(POST, handlers::users_create))
             .body::<CreateUser>(json!({"username": "bob", "display_name": "Bob", "role": "user", "delegated": false}))
             .ok::<UserView>(201),
-        route(Method::GET, "/v1/users/{id}", "One user (self or org admin)", Token, h!(GET, handlers::users_get))
+        route(Method::GET, "/v1/users/{id}", "One user, by id or by username in your organization (self or org admin)", Token, h!(GET, handlers::users_get))
             .ok::<UserView>(200),
         route(Method::PATCH, "/v1/users/{id}", "Change a user (org admin; self: display_name, delegated)", Token, h!(PATCH, handlers::users_update))
             .body::<UpdateUser>(json!({"display_name": "Bob B.", "delegated": true}))

@@ -237,12 +237,22 @@ pub fn live_user(tx: &mut dyn Tx, user_id: &str) -> Result<User> {
     Ok(user)
 }
 
-/// A user that is not deleted, looked up for `actor`: a user of an organization the
+/// A user that is not deleted, looked up for `actor` by id or by username (in the
+/// caller's organization): a user of an organization the
 /// caller has nothing to do with (not theirs, not managed by their partner org, and the
 /// caller not in the root org) is answered like an unknown id, 404, as a token id is, so
 /// ids do not tell which organization they belong to.
 pub fn user_for(tx: &mut dyn Tx, actor: &Actor, user_id: &str) -> Result<User> {
-    let user = live_user(tx, user_id)?;
+    // An id, or a username of the caller's own organization (as the page and the CLI
+    // show them).
+    let id = match tx.get_user(user_id)? {
+        Some(u) => u.id,
+        None => tx
+            .find_user(&actor.org.id, user_id)?
+            .map(|u| u.id)
+            .ok_or_else(|| Error::not_found(format!("no user {user_id:?}")))?,
+    };
+    let user = live_user(tx, &id)?;
     if user.org_id != actor.org.id && !actor.org.is_root {
         let org = load_org(tx, &user.org_id)?;
         if org.partner_org_id.as_deref() != Some(actor.org.id.as_str()) {
