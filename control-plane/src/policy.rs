@@ -127,8 +127,14 @@ pub fn relation(actor: &Actor, owner: &User, owner_org: &Org) -> Relation {
 /// The role × relation × action matrix. `Err` carries the reason given with the 403.
 pub fn allowed(role: Role, relation: Relation, action: Action) -> std::result::Result<(), String> {
     use Action::*;
-    if matches!(action, Download | Regenerate) && relation != Relation::Own {
+    if action == Download && relation != Relation::Own {
         return Err("only the token's own user may download it".into());
+    }
+    if action == Regenerate && relation != Relation::Own {
+        return Err(
+            "only the token's own user may regenerate it (the new JWT is theirs to see); you may revoke or disable it"
+                .into(),
+        );
     }
     let ok = match (role, relation) {
         (Role::Admin, Relation::Own) => true,

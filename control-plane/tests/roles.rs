@@ -266,6 +266,23 @@ async fn a_forbidden_answer_gives_a_reason() {
         r.json()["message"],
         "only the token's own user may download it"
     );
+    // Regenerating is refused in its own words, saying what the admin may do instead.
+    let enabled = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{enabled}/regenerate"),
+            Some(&w.jwt("ada")),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with("only the token's own user may regenerate it"),
+        "{msg}"
+    );
+    assert!(msg.contains("revoke or disable"), "{msg}");
     // Delegation is the user's to give: once uma withdraws it, the partner loses access.
     let uma = w.uid("uma");
     let r = w
