@@ -126,6 +126,13 @@ fn closed_after(mut c: TcpStream) -> Duration {
 /// (lower-cased names) and body.
 fn http(s: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
     let mut c = connect(s);
+    c.write_all(request(s, method, path, headers, body).as_bytes())
+        .unwrap();
+    answer(c)
+}
+
+/// The text of a request that asks to close the connection after its answer.
+fn request(s: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         s.addr,
@@ -136,7 +143,11 @@ fn http(s: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &s
     }
     req.push_str("\r\n");
     req.push_str(body);
-    c.write_all(req.as_bytes()).unwrap();
+    req
+}
+
+/// Reads the answer until the server closes the connection.
+fn answer(mut c: TcpStream) -> Resp {
     let mut raw = String::new();
     c.read_to_string(&mut raw).unwrap();
     parse(&raw)
@@ -689,18 +700,17 @@ fn a_burst_of_wrong_passwords_is_counted_in_full_and_locks_the_owner_out_briefly
                 let (server, start) = (&server, &start);
                 sc.spawn(move || {
                     let mut c = connect(server);
-                    let body = json!({"org": "acme", "username": "alice", "password": format!("guess number {i}")})
-                        .to_string();
-                    let req = format!(
-                        "POST /v1/session HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        server.addr,
-                        body.len()
+                    let body = json!({"org": "acme", "username": "alice", "password": format!("guess number {i}")});
+                    let req = request(
+                        server,
+                        "POST",
+                        "/v1/session",
+                        &[("content-type", "application/json")],
+                        &body.to_string(),
                     );
                     start.wait();
                     c.write_all(req.as_bytes()).unwrap();
-                    let mut raw = String::new();
-                    c.read_to_string(&mut raw).unwrap();
-                    parse(&raw).status
+                    answer(c).status
                 })
             })
             .collect();

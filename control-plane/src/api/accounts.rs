@@ -12,7 +12,7 @@ use crate::service::views::{OrgView, UserView};
 use crate::service::{authority, input, Ctx, Error};
 use axum::extract::{MatchedPath, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::Json;
@@ -310,6 +310,14 @@ async fn sign_in(
     input::check_text("username", &req.username, 200, false)?;
     check_len("password", &req.password, accounts::PASSWORD_MAX)?;
     let ip = client_ip(peer);
+    // A delayed attempt is refused on a read, without a write.
+    let (org, user, addr) = (req.org.clone(), req.username.clone(), ip.clone());
+    let wait = s
+        .read(move |tx, ctx| sessions::waiting(tx, ctx, &org, &user, addr.as_deref()))
+        .await?;
+    if let Some(wait) = wait {
+        return Ok(too_many(wait));
+    }
     let (org, user, addr) = (req.org.clone(), req.username.clone(), ip.clone());
     // Then the throttle reservation, committed before any password work.
     let found = s
@@ -347,16 +355,12 @@ async fn sign_in(
 
 /// 429 with `Retry-After`.
 fn too_many(wait: i64) -> Response {
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
+    ApiError::retry_after(
         "too_many_requests",
+        Some("sign_in_throttled"),
         format!("too many failed sign-ins; try again in {wait} s"),
-    );
-    e.reason = Some("sign_in_throttled");
-    let mut resp = e.into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
-    resp
+        u64::try_from(wait).unwrap_or(1),
+    )
 }
 
 async fn session_get(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<SessionView>> {

@@ -45,6 +45,22 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// A 429 with `Retry-After` (whole seconds, at least 1): `code` is the error, `reason`
+    /// the stable reason when there is one.
+    pub fn retry_after(
+        code: &'static str,
+        reason: Option<&'static str>,
+        message: impl Into<String>,
+        secs: u64,
+    ) -> Response {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+        e.reason = reason;
+        let mut resp = e.into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        resp
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,

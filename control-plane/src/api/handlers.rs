@@ -245,16 +245,12 @@ pub(super) async fn status_list(
 
 /// 429: the address already holds its share of waiting long polls.
 fn too_many_polls() -> Response {
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
+    ApiError::retry_after(
         "too_many_requests",
+        Some("too_many_long_polls"),
         "too many status-list long polls from this address are waiting; retry in 1 s",
-    );
-    e.reason = Some("too_many_long_polls");
-    let mut resp = e.into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
+        1,
+    )
 }
 
 fn set_version_headers(h: &mut HeaderMap, etag: &str, version: i64) {

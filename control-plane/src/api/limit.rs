@@ -7,7 +7,7 @@
 use super::ApiError;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::http::{Request, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -102,18 +102,15 @@ impl AddressLimit {
     }
 }
 
-/// 429 with `Retry-After` (whole seconds, at least 1).
+/// 429 `rate_limited` with `Retry-After`.
 fn too_many(wait_secs: u64) -> Response<Body> {
     let wait = wait_secs.max(1);
-    let mut resp = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
+    ApiError::retry_after(
         "rate_limited",
+        None,
         format!("too many requests from this address; retry in {wait} s"),
+        wait,
     )
-    .into_response_body();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-    resp
 }
 
 impl ApiError {

@@ -155,23 +155,16 @@ pub async fn serve(
 }
 
 /// The answer to a connection past its address's share: 429, then the connection closes.
-fn over_share() -> hyper::Response<axum::body::Body> {
-    let mut resp = hyper::Response::new(axum::body::Body::from(
-        r#"{"error":"too_many_requests","reason":"too_many_connections","message":"too many open connections from this address; close some and retry"}"#,
-    ));
-    *resp.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
-    let h = resp.headers_mut();
-    h.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+fn over_share() -> axum::response::Response {
+    let mut resp = super::ApiError::retry_after(
+        "too_many_requests",
+        Some("too_many_connections"),
+        "too many open connections from this address; close some and retry",
+        1,
     );
-    h.insert(
-        hyper::header::RETRY_AFTER,
-        hyper::header::HeaderValue::from_static("1"),
-    );
-    h.insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("close"),
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
     );
     resp
 }

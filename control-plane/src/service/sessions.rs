@@ -79,6 +79,27 @@ pub fn delay_after(failures: i64, free: i64) -> i64 {
     }
 }
 
+/// Seconds the attempt must wait, if a throttle row is delaying it: a read, done before
+/// the reservation so that attempts refused anyway cost no write (the reservation checks
+/// again, atomically).
+pub fn waiting(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org: &str,
+    username: &str,
+    ip: Option<&str>,
+) -> Result<Option<i64>> {
+    let mut wait = 0;
+    for (k, _) in throttle_keys(org, username, ip) {
+        if let Some(t) = tx.get_throttle(&k)? {
+            if ctx.now - t.last_at < FORGET_SECS {
+                wait = wait.max(t.locked_until - ctx.now);
+            }
+        }
+    }
+    Ok((wait > 0).then_some(wait))
+}
+
 /// Reserves one attempt, atomically on both backends and across replicas: the throttle
 /// rows are locked (address, then account, always in that order), and if any of them is
 /// delaying, the attempt is refused without being counted; otherwise it is counted as a
