@@ -80,7 +80,8 @@ tasks:
       options: --smoke        every part once, briefly; checks every answer (no speed
                               assertion), writes no BENCHMARKS.md
                --only P,Q     only these parts (envoy, workerd, propagation,
-                              control-plane, footprint, ed25519); writes
+                              control-plane, replicas, sign-in, footprint, ed25519,
+                              soak); writes
                               target/bench/BENCHMARKS-partial.md
                --configs A,B  only these Envoy configurations (ids as in BENCHMARKS.md)
                --seconds N    measured seconds per configuration and round (default 10)
@@ -589,6 +590,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
         bench::Part::Propagation,
         bench::Part::ControlPlane,
         bench::Part::Replicas,
+        bench::Part::SignIn,
         bench::Part::Soak,
     ]) {
         println!("not needed by the selected parts");

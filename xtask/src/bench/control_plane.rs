@@ -38,13 +38,13 @@ use tessera_control_plane::crypto::MasterKey;
 use tessera_control_plane::model::Role;
 use tessera_control_plane::policy::{Actor, Credential};
 use tessera_control_plane::service::{self, Ctx, Error as ServiceError, Result as ServiceResult};
-use tessera_control_plane::store::sqlite::SqliteStore;
-use tessera_control_plane::store::{Store, TokenQuery, TokenScope, TokenSort};
+use tessera_control_plane::store::{self, DbLocation, TokenQuery, TokenScope, TokenSort};
 use tessera_control_plane::timefmt;
 use tessera_host_tests::{ControlPlane, ControlPlaneOptions, Request, Response};
 
+use super::stats::{self, median, percentile_or_nan};
 use super::wrk::{cpu_count, cpu_ticks, process_ticks};
-use super::{median, Inputs, Plan, Section};
+use super::{Inputs, Plan, Section};
 use crate::tools::{self, Result};
 
 /// Events per `POST /v1/usage` (the filter's default `max_batch`).
@@ -358,17 +358,6 @@ fn json_of(r: &Response, what: &str) -> Result<Value> {
     })
 }
 
-/// The `p`-th percentile (nearest rank) of `values`.
-pub(super) fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
 fn min_max(values: &[f64]) -> (f64, f64) {
     values
         .iter()
@@ -471,8 +460,10 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
         .ok_or("no bootstrap admin alice")?
         .to_owned();
     let started = Instant::now();
-    let sqlite = SqliteStore::open(cp.db_path()).map_err(api_err("opening the database"))?;
-    let store: &dyn Store = &sqlite;
+    // The store the server opens (the same `store::open`), so the bench seeds whatever
+    // backend it runs on through one path.
+    let store = store::open(&DbLocation::Sqlite(cp.db_path().to_path_buf()))
+        .map_err(api_err("opening the database"))?;
     let ctx_at = |now: i64| Ctx::new(&base_url, &master, now, 1800);
 
     let (admin, boot) = store
@@ -584,7 +575,7 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
     }
     let seconds = started.elapsed().as_secs_f64();
     // Closing the last connection checkpoints the WAL into the database file.
-    drop(sqlite);
+    drop(store);
     let db_bytes = ["", "-wal"]
         .iter()
         .map(|suffix| {
@@ -897,10 +888,10 @@ fn measure_create(cp: &ControlPlane, plan: &Plan, sizes: &Sizes) -> Result<Vec<V
                 run.rate(),
                 run.ops,
                 run.secs,
-                1000.0 * percentile(&run.lat_a, 50.0),
-                1000.0 * percentile(&run.lat_a, 99.0),
-                1000.0 * percentile(&run.lat_b, 50.0),
-                1000.0 * percentile(&run.lat_b, 99.0),
+                1000.0 * percentile_or_nan(&run.lat_a, 50.0),
+                1000.0 * percentile_or_nan(&run.lat_a, 99.0),
+                1000.0 * percentile_or_nan(&run.lat_b, 50.0),
+                1000.0 * percentile_or_nan(&run.lat_b, 99.0),
                 run.cpu
                     .map(|(s, m)| format!(", cpu: server {s:.2}, machine {m:.2}"))
                     .unwrap_or_default()
@@ -960,18 +951,6 @@ struct Scale {
     export_bytes: usize,
 }
 
-/// Resident memory of process `pid` (KiB), from `/proc/<pid>/status`.
-fn rss_kib(pid: Option<u32>) -> u64 {
-    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
     let alice = cp.token_of("alice").ok_or("no bootstrap admin alice")?;
     // Every token of the org, as the export must return them (nothing writes meanwhile).
@@ -994,12 +973,12 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
     }
     println!(
         "  GET /v1/me with {orgs} more organizations: p50 {:.2} ms, p99 {:.2} ms ({reps} calls)",
-        1000.0 * percentile(&me_many_orgs, 50.0),
-        1000.0 * percentile(&me_many_orgs, 99.0)
+        1000.0 * percentile_or_nan(&me_many_orgs, 50.0),
+        1000.0 * percentile_or_nan(&me_many_orgs, 99.0)
     );
     let exports = 4;
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let rss_before_kib = rss_kib(cp.pid());
+    let rss_before_kib = cp.pid().and_then(stats::rss_kib).unwrap_or(0);
     let rss_peak = std::sync::atomic::AtomicU64::new(rss_before_kib);
     let export_bytes = std::sync::atomic::AtomicUsize::new(0);
     let (me_during_exports, export_rows) = std::thread::scope(|scope| -> Result<_> {
@@ -1007,7 +986,10 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
             let (stop, rss_peak) = (&stop, &rss_peak);
             scope.spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    rss_peak.fetch_max(rss_kib(cp.pid()), std::sync::atomic::Ordering::Relaxed);
+                    rss_peak.fetch_max(
+                        cp.pid().and_then(stats::rss_kib).unwrap_or(0),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
@@ -1065,8 +1047,8 @@ fn measure_scale(cp: &ControlPlane, plan: &Plan) -> Result<Scale> {
         "  GET /v1/me while {exports} CSV exports of {} rows run: p50 {:.2} ms, p99 {:.2} ms \
          ({} exports completed meanwhile)",
         count(expected_rows),
-        1000.0 * percentile(&me_during_exports, 50.0),
-        1000.0 * percentile(&me_during_exports, 99.0),
+        1000.0 * percentile_or_nan(&me_during_exports, 50.0),
+        1000.0 * percentile_or_nan(&me_during_exports, 99.0),
         export_rows.len()
     );
     let rss_peak_kib = rss_peak.load(std::sync::atomic::Ordering::Relaxed);
@@ -1261,8 +1243,8 @@ fn measure_usage(
                 run.rate(),
                 count(run.ops),
                 run.secs,
-                1000.0 * percentile(&run.lat_a, 50.0),
-                1000.0 * percentile(&run.lat_a, 99.0),
+                1000.0 * percentile_or_nan(&run.lat_a, 50.0),
+                1000.0 * percentile_or_nan(&run.lat_a, 99.0),
                 run.cpu
                     .map(|(s, m)| format!(", cpu: server {s:.2}, machine {m:.2}"))
                     .unwrap_or_default()
@@ -1367,7 +1349,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
 }
 
 fn scale_report(s: &Scale) -> String {
-    let ms = |v: &[f64], p: f64| format!("{:.2}", 1000.0 * percentile(v, p));
+    let ms = |v: &[f64], p: f64| format!("{:.2}", 1000.0 * percentile_or_nan(v, p));
     format!(
         "\n### Cost against the size of the data\n\n\
          | measure | p50 ms | p99 ms | calls |\n|---|---:|---:|---:|\n\
@@ -1414,8 +1396,8 @@ fn raw_results(
                     "ops": r.ops,
                     "seconds": r.secs,
                     "rate": r.rate(),
-                    "p50_ms": [1000.0 * percentile(&r.lat_a, 50.0), 1000.0 * percentile(&r.lat_b, 50.0)],
-                    "p99_ms": [1000.0 * percentile(&r.lat_a, 99.0), 1000.0 * percentile(&r.lat_b, 99.0)],
+                    "p50_ms": [1000.0 * percentile_or_nan(&r.lat_a, 50.0), 1000.0 * percentile_or_nan(&r.lat_b, 50.0)],
+                    "p99_ms": [1000.0 * percentile_or_nan(&r.lat_a, 99.0), 1000.0 * percentile_or_nan(&r.lat_b, 99.0)],
                     "cpu_server_machine": r.cpu.map(|(s, m)| vec![s, m]),
                 })
             })
@@ -1628,10 +1610,10 @@ fn report(
             md,
             "| {clients} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} |",
             med_range(&rates, 1),
-            percentile(&a, 50.0),
-            percentile(&a, 99.0),
-            percentile(&b, 50.0),
-            percentile(&b, 99.0),
+            percentile_or_nan(&a, 50.0),
+            percentile_or_nan(&a, 99.0),
+            percentile_or_nan(&b, 50.0),
+            percentile_or_nan(&b, 99.0),
             cpu_cell(runs, |c| c.0),
             cpu_cell(runs, |c| c.1),
             runs.iter()
@@ -1739,8 +1721,8 @@ fn report(
             md,
             "| {senders} | {} | {:.1} / {:.1} | {} | {} | {} |",
             med_range(&rates, 0),
-            percentile(&a, 50.0),
-            percentile(&a, 99.0),
+            percentile_or_nan(&a, 50.0),
+            percentile_or_nan(&a, 99.0),
             cpu_cell(runs, |c| c.0),
             cpu_cell(runs, |c| c.1),
             runs.iter()
@@ -1837,10 +1819,7 @@ mod tests {
     }
 
     #[test]
-    fn stats() {
-        assert!((percentile(&[1.0, 2.0, 3.0, 4.0], 50.0) - 2.0).abs() < 1e-9);
-        assert!((percentile(&[1.0, 2.0, 3.0, 4.0], 99.0) - 4.0).abs() < 1e-9);
-        assert!(percentile(&[], 50.0).is_nan());
+    fn figures() {
         assert_eq!(count(100_000), "100,000");
         assert_eq!(count(999), "999");
         assert_eq!(med_range(&[1.0, 3.0, 2.0], 1), "2.0 (1.0–3.0)");

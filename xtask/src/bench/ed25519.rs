@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use super::{median, Inputs, Plan, Section};
+use super::stats::median;
+use super::{Inputs, Plan, Section};
 use crate::tools::{self, Result};
 use crate::wasm::WasmModule;
 

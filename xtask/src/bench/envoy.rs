@@ -23,12 +23,13 @@ use serde_json::{json, Value};
 use tessera_host_tests::{Envoy, EnvoyOptions, Request};
 use tessera_testkit::{jwks, now, Alg, TestKey, TokenBuilder, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
+use super::stats::median;
 use super::tokens;
 use super::wrk::{
     self, disturbed, measure_wrk, pin_server, run_wrk, wrk_command, Sample, CONNECTIONS, SATURATED,
     SERVER_CPU, WRK_CPU,
 };
-use super::{fmt_ratio, median, Inputs, Plan, Section, TargetRow};
+use super::{fmt_ratio, Inputs, Plan, Section, TargetRow};
 use crate::tools::{self, Result};
 use crate::wasm::WasmModule;
 

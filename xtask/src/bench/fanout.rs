@@ -23,11 +23,7 @@ pub struct FanOut {
 
 impl FanOut {
     pub fn percentile(&self, p: f64) -> f64 {
-        if self.ms.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * (self.ms.len() as f64 - 1.0)).round() as usize;
-        self.ms[rank.min(self.ms.len() - 1)]
+        super::stats::percentile_or_nan(&self.ms, p)
     }
 }
 

@@ -22,7 +22,8 @@ use tessera_testkit::{
 };
 
 use super::envoy::HUGE_LIST;
-use super::{median, Inputs, Plan, Section, TargetRow};
+use super::stats::{self, median};
+use super::{Inputs, Plan, Section, TargetRow};
 use crate::tools::{self, Result};
 
 /// The module size target, in bytes (400 KB, decimal).
@@ -80,14 +81,6 @@ struct Start {
     rss: Option<u64>,
 }
 
-/// Resident set size of a process, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 struct Fixture {
     key: TestKey,
     token: String,
@@ -137,7 +130,7 @@ fn start_once(inputs: &Inputs<'_>, fixture: &Fixture, setup: Setup) -> Result<St
     }
     let mut start = Start {
         ready,
-        rss: rss_bytes(envoy.pid()),
+        rss: stats::rss_kib(envoy.pid()).map(|kib| kib * 1024),
         ..Start::default()
     };
     if matches!(setup, Setup::Tessera(_)) {
@@ -332,10 +325,5 @@ mod tests {
         assert_eq!(section.targets[0].met, Some(false));
         assert_eq!(section.targets[1].measured, "3.00 MiB");
         assert_eq!(section.targets[1].met, Some(true));
-    }
-
-    #[test]
-    fn rss_is_read_for_this_process() {
-        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
     }
 }

@@ -7,6 +7,8 @@
 //! - [`control_plane`]: the control plane's throughput;
 //! - `replicas`: the control plane on SQLite, on PostgreSQL, and as 3 replicas on one
 //!   PostgreSQL, and 1,000 long polls over the replicas answered after one revoke;
+//! - `signin`: a flood of junk sign-ins and link accepts from 64 addresses (memory, another
+//!   user's latency) and a burst of wrong passwords against one account;
 //! - [`footprint`]: module size, VM start time, memory per VM with a 10M-index list;
 //! - [`ed25519`]: the Ed25519 candidates for the filter, timed inside V8.
 //!
@@ -22,7 +24,9 @@ mod fanout;
 pub mod footprint;
 pub mod propagation;
 mod replicas;
+mod signin;
 mod soak;
+pub mod stats;
 mod tokens;
 pub mod workerd;
 mod wrk;
@@ -34,6 +38,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use crate::tools::{self, Result};
+use stats::median;
 
 pub use envoy::FLOOR;
 
@@ -45,18 +50,20 @@ pub enum Part {
     Propagation,
     ControlPlane,
     Replicas,
+    SignIn,
     Footprint,
     Ed25519,
     Soak,
 }
 
 impl Part {
-    pub const ALL: [Part; 8] = [
+    pub const ALL: [Part; 9] = [
         Part::Envoy,
         Part::Workerd,
         Part::Propagation,
         Part::ControlPlane,
         Part::Replicas,
+        Part::SignIn,
         Part::Footprint,
         Part::Ed25519,
         Part::Soak,
@@ -69,6 +76,7 @@ impl Part {
             Part::Propagation => "propagation",
             Part::ControlPlane => "control-plane",
             Part::Replicas => "replicas",
+            Part::SignIn => "sign-in",
             Part::Footprint => "footprint",
             Part::Ed25519 => "ed25519",
             Part::Soak => "soak",
@@ -258,16 +266,6 @@ pub fn work_dir(root: &Path) -> PathBuf {
     root.join("target").join("bench")
 }
 
-pub fn median(values: &[f64]) -> f64 {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 pub fn output_line(cmd: &mut Command) -> String {
     let out = cmd.stdin(Stdio::null()).output();
     match out {
@@ -423,6 +421,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan) -> Result<()> {
             Part::Propagation => propagation::run(inputs, plan, &part_dir)?,
             Part::ControlPlane => control_plane::run(inputs, plan, &part_dir)?,
             Part::Replicas => replicas::run(inputs, plan, &part_dir)?,
+            Part::SignIn => signin::run(inputs, plan)?,
             Part::Footprint => footprint::run(inputs, plan, &part_dir)?,
             Part::Ed25519 => ed25519::run(inputs, plan, &part_dir)?,
             Part::Soak => soak::run(inputs, plan, &part_dir)?,
@@ -544,13 +543,6 @@ fn report(inputs: &Inputs<'_>, plan: &Plan, env: &Environment, sections: &[Secti
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < 1e-9);
-        assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-9);
-        assert!(median(&[]).is_nan());
-    }
 
     #[test]
     fn plans() {

@@ -29,6 +29,7 @@ use tessera_host_tests::{
     ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy, EnvoyOptions, Request,
 };
 
+use super::stats::percentile;
 use super::{Inputs, Plan, Section, TargetRow};
 use crate::tools::Result;
 
@@ -196,20 +197,6 @@ fn wait_allowed(envoy: SocketAddr, jwt: &str, limit: Duration) -> Result<()> {
     }
 }
 
-/// The nearest-rank percentile: the smallest value such that at least `pct` % of the
-/// values are ≤ it, i.e. the value of rank ⌈pct · n / 100⌉ (1-based) in sorted order.
-/// `None` for no values; `pct` is clamped to 1..=100.
-fn percentile<T: Copy + Ord>(values: &[T], pct: usize) -> Option<T> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let pct = pct.clamp(1, 100);
-    let rank = (pct * sorted.len()).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
-}
-
 /// `12.3 ms`, `0.84 ms`, `1.20 s`.
 fn fmt_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
@@ -228,10 +215,10 @@ fn stats_row(label: &str, values: &[Duration]) -> String {
     format!(
         "| {label} | {} | {} | {} | {} | {} |",
         values.len(),
-        p(50),
-        p(90),
-        p(99),
-        p(100)
+        p(50.0),
+        p(90.0),
+        p(99.0),
+        p(100.0)
     )
 }
 
@@ -483,7 +470,7 @@ pub(super) fn measure(
     write_samples(dir, &samples)?;
     let p99 = percentile(
         &samples.iter().map(|s| s.after_answer).collect::<Vec<_>>(),
-        99,
+        99.0,
     )
     .unwrap_or_default();
     println!(
@@ -721,7 +708,7 @@ fn report(
     let _ = writeln!(md);
 
     let row = |what: String, values: &[Duration]| {
-        let p99 = percentile(values, 99).unwrap_or_default();
+        let p99 = percentile(values, 99.0).unwrap_or_default();
         TargetRow {
             measure: format!("Propagation p99 (revoke answer → first 401, {what})"),
             measured: fmt_duration(p99),
@@ -746,27 +733,6 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<u32> = (1..=100).rev().collect();
-        assert_eq!(percentile(&v, 50), Some(50));
-        assert_eq!(percentile(&v, 90), Some(90));
-        assert_eq!(percentile(&v, 99), Some(99));
-        assert_eq!(percentile(&v, 100), Some(100));
-        assert_eq!(percentile(&v, 0), Some(1), "clamped to the smallest rank");
-        // 400 samples: p99 is the 396th, p50 the 200th.
-        let v: Vec<u32> = (1..=400).collect();
-        assert_eq!(percentile(&v, 99), Some(396));
-        assert_eq!(percentile(&v, 50), Some(200));
-        // Small sets: rank ⌈p·n/100⌉.
-        assert_eq!(percentile(&[7u32], 99), Some(7));
-        assert_eq!(percentile(&[3u32, 1, 2, 5, 4], 50), Some(3));
-        assert_eq!(percentile(&[3u32, 1, 2, 5, 4], 99), Some(5));
-        assert_eq!(percentile(&[1u32, 2], 50), Some(1));
-        assert_eq!(percentile::<u32>(&[], 50), None);
-        assert_eq!(percentile(&[ms(5), ms(1), ms(3)], 50), Some(ms(3)));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use tessera_host_tests::{ControlPlane, ControlPlaneOptions, PgCluster, PgOptions, Request};
 
-use super::control_plane::{pairs_run, percentile, usage_run, with_cpu, Run};
+use super::control_plane::{pairs_run, usage_run, with_cpu, Run};
+use super::stats::{median, percentile_or_nan};
 use super::{fanout, propagation, Inputs, Plan, Section, TargetRow};
 use crate::postgres;
 use crate::tools::{self, Result};
@@ -125,7 +126,7 @@ fn measure(plan: &Plan, setups: &[Setup; 3]) -> Result<Rates> {
                 plan.rounds,
                 s.name,
                 run.rate(),
-                1000.0 * percentile(&run.lat_a, 99.0)
+                1000.0 * percentile_or_nan(&run.lat_a, 99.0)
             );
             rates.pairs[k].push(run);
 
@@ -147,7 +148,7 @@ fn measure(plan: &Plan, setups: &[Setup; 3]) -> Result<Rates> {
                 plan.rounds,
                 s.name,
                 run.rate(),
-                1000.0 * percentile(&run.lat_a, 99.0)
+                1000.0 * percentile_or_nan(&run.lat_a, 99.0)
             );
             rates.usage[k].push(run);
         }
@@ -196,19 +197,10 @@ fn fan_out(plan: &Plan, s: &Setup) -> Result<Vec<fanout::FanOut>> {
     Ok(results)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
-}
-
 fn range(v: &[f64]) -> String {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.0} ({lo:.0}–{hi:.0})", median(v.to_vec()))
+    format!("{:.0} ({lo:.0}–{hi:.0})", median(v))
 }
 
 pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
@@ -289,7 +281,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     let all: Vec<f64> = fan.iter().flat_map(|f| f.ms.iter().copied()).collect();
     let mut sorted = all.clone();
     sorted.sort_by(f64::total_cmp);
-    let pct = |p: f64| percentile(&sorted, p);
+    let pct = |p: f64| percentile_or_nan(&sorted, p);
     let polls = fan.first().map_or(0, |f| f.polls);
     body.push_str(&format!(
         "\n**Long-poll fan-out.** {polls} status-list long polls (`?since=<v>&wait=30`) \
@@ -312,28 +304,28 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
          max {:.1} ms; × {} workerds (background refresh about every second): p50 {:.0} ms, \
          p99 {:.0} ms.\n",
         propagation::ENVOYS,
-        percentile(&envoy_ms, 50.0),
-        percentile(&envoy_ms, 99.0),
+        percentile_or_nan(&envoy_ms, 50.0),
+        percentile_or_nan(&envoy_ms, 99.0),
         max(&envoy_ms),
         propagation::WORKERDS,
-        percentile(&workerd_ms, 50.0),
-        percentile(&workerd_ms, 99.0),
+        percentile_or_nan(&workerd_ms, 50.0),
+        percentile_or_nan(&workerd_ms, 99.0),
     ));
     body.push_str(
         "\nNot measured here: search at 1M tokens on PostgreSQL (seeding a million tokens \
          through the API takes longer than this run; the control-plane part measures \
          search on SQLite).\n",
     );
-    let usage_ratio = median(usage_rates[2].clone()) / median(usage_rates[0].clone());
+    let usage_ratio = median(&usage_rates[2]) / median(&usage_rates[0]);
     let targets = vec![
         TargetRow {
             measure: format!(
                 "Revoke through replica 1 → refused at every Envoy ({}), p99",
                 propagation::ENVOYS
             ),
-            measured: format!("{:.1} ms", percentile(&envoy_ms, 99.0)),
+            measured: format!("{:.1} ms", percentile_or_nan(&envoy_ms, 99.0)),
             target: "≤ 100 ms".into(),
-            met: (!plan.smoke).then_some(percentile(&envoy_ms, 99.0) <= 100.0),
+            met: (!plan.smoke).then_some(percentile_or_nan(&envoy_ms, 99.0) <= 100.0),
         },
         TargetRow {
             measure: "Revoke → all 1,000 long polls answered, across 3 replicas (p99)".into(),

@@ -30,6 +30,7 @@ use serde_json::json;
 use tessera_host_tests::workerd::{Origin, Workerd, WorkerdOptions};
 use tessera_host_tests::{ControlPlane, ControlPlaneOptions, Envoy, EnvoyOptions, Request};
 
+use super::stats::{percentile, rss_kib, status_kib};
 use super::{Inputs, Plan, Section, TargetRow};
 use crate::tools::Result;
 
@@ -110,17 +111,6 @@ struct MemorySample {
     anon: Vec<Option<u64>>,
 }
 
-/// A `kB` figure of `/proc/<pid>/status`.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmRSS:")
-}
-
 fn send(edge: &Edge, jwt: &str) -> std::io::Result<tessera_host_tests::Response> {
     Request::get(PATH)
         .bearer(jwt)
@@ -168,16 +158,6 @@ fn time_to_refusal(edge: &Edge, jwt: &str, t0: Instant) -> Option<Duration> {
         }
         thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
-    let mut v = values.to_vec();
-    v.sort();
-    if v.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    Some(v[rank.clamp(1, v.len()) - 1])
 }
 
 fn ms(d: Option<Duration>) -> String {

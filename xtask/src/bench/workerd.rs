@@ -40,12 +40,13 @@ use tessera_testkit::{
     jwks, now, tamper_signature, Alg, TestKey, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
 };
 
+use super::stats::median;
 use super::tokens;
 use super::wrk::{
     self, disturbed, measure_wrk, pin_server, run_wrk, wrk_command, Sample, CONNECTIONS, SATURATED,
     SERVER_CPU, WRK_CPU,
 };
-use super::{fmt_ratio, median, Inputs, Plan, Section, TargetRow};
+use super::{fmt_ratio, Inputs, Plan, Section, TargetRow};
 use crate::edge::{self, JOSE_VERSION};
 use crate::tools::{self, Result};
 

@@ -6,7 +6,8 @@ use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{median, ChildGuard};
+use super::stats::median;
+use super::ChildGuard;
 use crate::tools::{self, Result};
 
 /// The core the server under test (Envoy, workerd) is pinned to.
