@@ -58,6 +58,14 @@ pub fn openapi(base_url: &str) -> OpenApi {
         let mut op = OperationBuilder::new()
             .summary(Some(r.summary))
             .operation_id(Some(format!("{} {}", r.method, r.path)));
+        // The command that does the same, for people reading the document.
+        if let Some(crate::api::CliCommand::Command(words)) = r.cli {
+            op = op.extensions(Some(
+                utoipa::openapi::extensions::ExtensionsBuilder::new()
+                    .add("x-tessera-cli", format!("tessera {words}"))
+                    .build(),
+            ));
+        }
         for name in r
             .path
             .split('/')

@@ -8,7 +8,7 @@ mod common;
 use common::backend::Scratch;
 use common::World;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use tessera_control_plane::client::Client;
@@ -812,4 +812,129 @@ fn the_cli_says_what_to_do_about_a_bad_lifetime_and_a_missing_token() {
     assert!(!out.status.success());
     assert!(err.contains("set TESSERA_TOKEN"), "{err}");
     assert!(!err.contains("Authorization: Bearer"), "{err}");
+}
+
+/// The CLI in people's terms: `whoami` as lines, not JSON; logs with names; a user set
+/// up entirely from the command line (create, link accepted, logs filtered by username);
+/// `revoke-all` as a count and one id a line.
+#[test]
+fn the_cli_shows_names_and_covers_links_and_the_org_auth_log() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[], &[]);
+    let run = |args: &[&str]| {
+        ok(tessera(&dir, args, Some(&admin), Some(&server.url))
+            .output()
+            .unwrap())
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&run(&a)).unwrap()
+    };
+
+    let me = run(&["whoami"]);
+    assert!(!me.contains('{'), "{me}");
+    assert!(
+        me.lines()
+            .any(|l| l.starts_with("user.username") && l.ends_with(" alice")),
+        "{me}"
+    );
+
+    // bob sets his password from the command line, with what the admin handed him.
+    let bob = json(&["users", "create", "--org", "acme", "bob", "--role", "user"]);
+    let link = bob["link"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no link in {bob}"))
+        .to_string();
+    let mut accept = tessera(&dir, &["links", "accept"], None, Some(&server.url))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    accept
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{link}\ncorrect horse battery staple of bob\n").as_bytes())
+        .unwrap();
+    let said = ok(accept.wait_with_output().unwrap());
+    assert!(said.contains("Password set for bob"), "{said}");
+    // The same link again: used, said in words.
+    let mut again = tessera(&dir, &["links", "accept"], None, Some(&server.url))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    again
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{link}\ncorrect horse battery staple of bob\n").as_bytes())
+        .unwrap();
+    let out = again.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already used"), "{err}");
+
+    // Two tokens for bob; revoke-all says how many and lists one id a line.
+    for name in ["ci-one", "ci-two"] {
+        run(&["tokens", "create", "--name", name, "--user", "bob"]);
+    }
+    let out = tessera(
+        &dir,
+        &["tokens", "revoke-all", "--user", "bob"],
+        Some(&admin),
+        Some(&server.url),
+    )
+    .output()
+    .unwrap();
+    let table = ok(out.clone());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 tokens revoked."),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert_eq!(lines[0], "ID");
+    assert!(lines[1..].iter().all(|l| l.starts_with("tok_")), "{table}");
+
+    // The admin's own calls are in the org's authentication log, by name, and the
+    // filter takes a username.
+    let log = run(&["auth-log", "--user", "alice"]);
+    let header = log.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("USERNAME") && header.contains("TOKEN_NAME"),
+        "{log}"
+    );
+    assert!(log.lines().skip(1).any(|l| l.contains("alice")), "{log}");
+    let v = json(&["auth-log", "--user", "alice"]);
+    assert!(v["total"].as_i64().unwrap() > 0, "{v}");
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["username"] == "alice"),
+        "{v}"
+    );
+    let v = json(&["auth-log", "--user", "bob"]);
+    assert_eq!(v["total"], 0, "{v}");
+    let own = json(&["whoami"])["token"].as_str().unwrap().to_string();
+    let v = json(&["auth-log", "--token-id", &own]);
+    assert!(v["total"].as_i64().unwrap() > 0, "{v}");
+
+    // The audit log names who acted and on whom.
+    let audit = run(&["audit-log"]);
+    let created = audit
+        .lines()
+        .find(|l| l.contains("user.create"))
+        .unwrap_or_else(|| panic!("no user.create in:\n{audit}"));
+    assert!(
+        created.contains("alice") && created.contains("bob"),
+        "{created}"
+    );
 }

@@ -16,6 +16,11 @@ let prefs = {};       // remembered choices (GET/PUT /v1/me/prefs)
 // ---------------------------------------------------------------------------------------
 // DOM and API helpers
 
+/** A name for people with its id beneath it (the id alone when there is no name). */
+function named(name, id) {
+  return name ? [name, el("div", { class: "sub" }, el("code", {}, id))] : [el("code", {}, id)];
+}
+
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -600,7 +605,8 @@ async function showAuthLog() {
     el("thead", {}, el("tr", {}, ...["When", "Outcome", "Token", "User", "From", "Request", "Source"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, ...events.map((e) => el("tr", {},
       el("td", {}, fmtTime(e.at)), el("td", {}, e.outcome, e.reason ? el("div", { class: "sub" }, e.reason) : null),
-      el("td", { "data-column": "token" }, el("code", {}, e.token)), el("td", { "data-column": "user" }, e.user), el("td", { "data-column": "ip" }, e.ip || "—"),
+      el("td", { "data-column": "token", "data-id": e.token }, ...named(e.token_name, e.token)),
+      el("td", { "data-column": "user", "data-id": e.user, title: e.user }, e.username || e.user), el("td", { "data-column": "ip" }, e.ip || "—"),
       el("td", {}, [e.method, e.path].filter(Boolean).join(" ") || "—"), el("td", {}, e.source))))));
   const pager = el("nav", { class: "pager", "aria-label": "Pages" },
     el("button", { type: "button", disabled: f.page <= 1, onclick: () => go(f.page - 1) }, "Previous"),
@@ -691,8 +697,9 @@ async function showAudit() {
   render("Audit log", tableWrap(el("table", { id: "audit" },
     el("thead", {}, el("tr", {}, ...["When", "Action", "Actor", "Credential", "Target", "Detail"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, ...entries.map((a) => el("tr", {},
-      el("td", {}, fmtTime(a.at)), el("td", {}, a.action), el("td", {}, a.actor), el("td", {}, el("code", {}, a.credential || "—")),
-      el("td", {}, el("code", {}, a.target)), el("td", {}, el("code", {}, JSON.stringify(a.detail)))))))),
+      el("td", {}, fmtTime(a.at)), el("td", {}, a.action), el("td", { "data-column": "actor", title: a.actor }, a.actor_name || a.actor),
+      el("td", {}, el("code", {}, a.credential || "—")),
+      el("td", { "data-column": "target" }, ...named(a.target_name, a.target)), el("td", {}, el("code", {}, JSON.stringify(a.detail)))))))),
   el("nav", { class: "pager", "aria-label": "Pages" },
     el("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous"),
     el("span", {}, `Page ${page}`),

@@ -557,14 +557,22 @@ async fn scenarios(
         .js(
             "const r = [...document.querySelectorAll('#auth-log tbody tr')]
                .find(r => r.querySelector('td[data-column=ip]').textContent === '127.0.0.1');
-             return [r.querySelector('td[data-column=token]').textContent,
-                     r.querySelector('td[data-column=user]').textContent];",
+             const t = r.querySelector('td[data-column=token]'), u = r.querySelector('td[data-column=user]');
+             return [t.dataset.id, t.textContent, u.dataset.id, u.textContent];",
             vec![],
         )
         .await;
-    if row[0] != id.as_str() || row[1].as_str().is_none_or(|u| !u.starts_with("usr_")) {
+    // Names for people, the ids beside them (issue 24, item 9).
+    let token_text = row[1].as_str().unwrap_or_default();
+    if row[0] != id.as_str()
+        || !token_text.starts_with("bob-ci")
+        || !token_text.contains(id.as_str())
+        || row[2].as_str().is_none_or(|u| !u.starts_with("usr_"))
+        || row[3] != t["username"]
+    {
         return Err(format!(
-            "5: the log row of 127.0.0.1 shows token and user {row}, not {id} and its user"
+            "5: the log row of 127.0.0.1 shows token and user {row}, not bob-ci ({id}) and {}",
+            t["username"]
         ));
     }
     let csv = ui
@@ -786,6 +794,26 @@ async fn scenarios(
     ] {
         ui.goto(&format!("/{hash}")).await;
         ui.title(title).await;
+        if hash == "#/audit" {
+            // Who acted, by name (the id is the cell's title).
+            let actors = ui
+                .js(
+                    "return [...document.querySelectorAll('#audit td[data-column=actor]')]
+                       .map(c => [c.textContent, c.title]);",
+                    vec![],
+                )
+                .await;
+            let named = actors.as_array().is_some_and(|rows| {
+                rows.iter().any(|r| {
+                    r[0] == "alice" && r[1].as_str().is_some_and(|id| id.starts_with("usr_"))
+                })
+            });
+            if !named {
+                return Err(format!(
+                    "the audit log shows its actors as {actors}, not alice"
+                ));
+            }
+        }
         ui.page(name).await;
     }
     ui.click("#new-edge").await;

@@ -63,6 +63,13 @@ macro_rules! h {
     };
 }
 
+/// Why the browser's session routes have no command: the CLI authenticates with a token.
+const WEB_SIGN_IN: &str =
+    "the web page's sign-in; the command line authenticates with a token (TESSERA_TOKEN)";
+/// Why the page's remembered choices have no command.
+const WEB_PREFS: &str =
+    "the web page's remembered choices (hidden columns), nothing a command uses";
+
 pub(super) fn routes() -> Vec<Route> {
     use Auth::*;
     vec![
@@ -77,7 +84,8 @@ pub(super) fn routes() -> Vec<Route> {
             json!({"org": "acme", "username": "bob", "password": "correct horse battery"}),
         )
         .ok::<SessionView>(200)
-        .error(&[401, 429]),
+        .error(&[401, 429])
+        .no_cli(WEB_SIGN_IN),
         route(
             Method::GET,
             "/v1/session",
@@ -86,7 +94,8 @@ pub(super) fn routes() -> Vec<Route> {
             h!(GET, session_get),
         )
         .ok::<SessionView>(200)
-        .error(&[400]),
+        .error(&[400])
+        .no_cli(WEB_SIGN_IN),
         route(
             Method::DELETE,
             "/v1/session",
@@ -95,7 +104,8 @@ pub(super) fn routes() -> Vec<Route> {
             h!(DELETE, sign_out),
         )
         .ok::<SignedOut>(200)
-        .error(&[400]),
+        .error(&[400])
+        .no_cli(WEB_SIGN_IN),
         route(
             Method::POST,
             "/v1/links/accept",
@@ -108,7 +118,8 @@ pub(super) fn routes() -> Vec<Route> {
         )
         .ok::<SessionView>(200)
         // Secrets that name no usable link count against the address's rate.
-        .error(&[429]),
+        .error(&[429])
+        .cli("links accept"),
         route(
             Method::POST,
             "/v1/users/{id}/reset-link",
@@ -116,7 +127,8 @@ pub(super) fn routes() -> Vec<Route> {
             Token,
             h!(POST, reset_link),
         )
-        .ok::<UserView>(200),
+        .ok::<UserView>(200)
+        .cli("users reset-link"),
         route(
             Method::POST,
             "/v1/users/{id}/disable",
@@ -124,7 +136,8 @@ pub(super) fn routes() -> Vec<Route> {
             Token,
             h!(POST, user_disable),
         )
-        .ok::<UserView>(200),
+        .ok::<UserView>(200)
+        .cli("users disable"),
         route(
             Method::POST,
             "/v1/users/{id}/enable",
@@ -132,7 +145,8 @@ pub(super) fn routes() -> Vec<Route> {
             Token,
             h!(POST, user_enable),
         )
-        .ok::<UserView>(200),
+        .ok::<UserView>(200)
+        .cli("users enable"),
         route(
             Method::DELETE,
             "/v1/users/{id}",
@@ -140,7 +154,8 @@ pub(super) fn routes() -> Vec<Route> {
             Token,
             h!(DELETE, user_delete),
         )
-        .ok::<UserView>(200),
+        .ok::<UserView>(200)
+        .cli("users delete"),
         route(
             Method::GET,
             "/v1/orgs/{org}/edge-credentials",
@@ -148,7 +163,8 @@ pub(super) fn routes() -> Vec<Route> {
             Token,
             h!(GET, edges_list),
         )
-        .ok::<EdgeList>(200),
+        .ok::<EdgeList>(200)
+        .cli("edges list"),
         route(
             Method::POST,
             "/v1/orgs/{org}/edge-credentials/{id}/revoke",
@@ -156,7 +172,8 @@ pub(super) fn routes() -> Vec<Route> {
             Token,
             h!(POST, edge_revoke),
         )
-        .ok::<EdgeView>(200),
+        .ok::<EdgeView>(200)
+        .cli("edges revoke"),
         route(
             Method::GET,
             "/v1/me/prefs",
@@ -164,7 +181,8 @@ pub(super) fn routes() -> Vec<Route> {
             Token,
             h!(GET, prefs_get),
         )
-        .ok::<Prefs>(200),
+        .ok::<Prefs>(200)
+        .no_cli(WEB_PREFS),
         route(
             Method::PUT,
             "/v1/me/prefs",
@@ -173,7 +191,8 @@ pub(super) fn routes() -> Vec<Route> {
             h!(PUT, prefs_put),
         )
         .body::<Prefs>(json!({"prefs": {"hidden_columns": ["description"]}}))
-        .ok::<Prefs>(200),
+        .ok::<Prefs>(200)
+        .no_cli(WEB_PREFS),
     ]
 }
 

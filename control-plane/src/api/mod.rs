@@ -446,7 +446,19 @@ pub struct Route {
     pub errors: Vec<u16>,
     /// Whole route under the per-address rate limit of unauthenticated requests.
     pub limited: bool,
+    /// The `tessera` command that does the same, or why there is none; `None` only
+    /// while unmapped, which a test refuses.
+    pub cli: Option<CliCommand>,
     pub handler: MethodRouter<AppState>,
+}
+
+/// Where the command line does what a route does (`x-tessera-cli` in `/openapi.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CliCommand {
+    /// `tessera <words>`, e.g. `tokens create`.
+    Command(&'static str),
+    /// No command, and why: a route only the edges or the web page call.
+    NotForPeople(&'static str),
 }
 
 /// A reference to `T`'s named schema, registering it and what it refers to.
@@ -511,6 +523,7 @@ fn route(
         answers: Vec::new(),
         errors,
         limited: false,
+        cli: None,
         handler,
     }
 }
@@ -572,6 +585,18 @@ impl Route {
         self.error(&[429])
     }
 
+    /// `tessera <words>` does what this route does.
+    fn cli(mut self, words: &'static str) -> Self {
+        self.cli = Some(CliCommand::Command(words));
+        self
+    }
+
+    /// No command does this, because of `why` (a route of the edges or the web page).
+    fn no_cli(mut self, why: &'static str) -> Self {
+        self.cli = Some(CliCommand::NotForPeople(why));
+        self
+    }
+
     /// A route that touches nothing and cannot fail.
     fn infallible(mut self) -> Self {
         self.errors.clear();
@@ -608,94 +633,94 @@ pub fn routes() -> Vec<Route> {
     };
     let mut routes = vec![
         route(Method::GET, "/healthz", "Liveness", Public, h!(GET, handlers::health))
-            .ok::<Health>(200).infallible(),
+            .ok::<Health>(200).infallible().no_cli("a probe for load balancers and orchestrators"),
         route(Method::GET, "/openapi.json", "This description", Public, h!(GET, handlers::openapi))
-            .answer(200, "The OpenAPI 3.1 document", vec![openapi]).infallible(),
+            .answer(200, "The OpenAPI 3.1 document", vec![openapi]).infallible().no_cli("read by tools; `curl <url>/openapi.json`"),
         route(Method::GET, "/v1/me", "The authenticated user and organization", Token, h!(GET, handlers::me))
-            .ok::<Me>(200),
+            .ok::<Me>(200).cli("whoami"),
         route(Method::GET, "/v1/orgs", "Organizations visible to the caller", Token, h!(GET, handlers::orgs_list))
-            .ok::<OrgList>(200),
+            .ok::<OrgList>(200).cli("orgs list"),
         route(Method::POST, "/v1/orgs", "Create an organization (root admin; partner admin for customers)", Token, h!(POST, handlers::orgs_create))
             .body::<CreateOrg>(json!({"id": "acme", "name": "Acme", "partner": false, "managed_by": null, "key_alg": "EdDSA", "max_lifetime_days": 365, "audience": "tessera"}))
-            .ok::<OrgView>(201),
+            .ok::<OrgView>(201).cli("orgs create"),
         route(Method::GET, "/v1/orgs/{org}", "One organization", Token, h!(GET, handlers::orgs_get))
-            .ok::<OrgView>(200),
+            .ok::<OrgView>(200).cli("orgs show"),
         route(Method::GET, "/v1/orgs/{org}/jwks.json", "The organization's public keys (JWKS)", Public, h!(GET, handlers::jwks))
-            .answer(200, "The JWK Set", vec![jwk_set]),
+            .answer(200, "The JWK Set", vec![jwk_set]).no_cli("read by edges and resource servers that verify tokens"),
         route(Method::GET, "/v1/orgs/{org}/status-list", "Token status list (raw JSON, or statuslist+jwt); ETag; long-poll with since/wait", Public, h!(GET, handlers::status_list))
             .query::<StatusParams>()
             .answer(200, "The list: JSON, or a signed statuslist+jwt (`format=jwt` or `Accept: application/statuslist+jwt`)", vec![json::<StatusListView>(), status_jwt])
             .answer(304, "Not modified: the list is still at version `since` (or matches `If-None-Match`)", vec![])
             // Past the address's (or the edge credential's) share of waiting polls, or the
             // address's rate of signed lists; an edge credential that is refused.
-            .error(&[401, 429]),
+            .error(&[401, 429]).no_cli("polled by the edges"),
         route(Method::POST, "/v1/orgs/{org}/keys/rotate", "Rotate the signing key (org admin)", Token, h!(POST, handlers::keys_rotate))
             .body::<RotateKey>(json!({"alg": "ES256"}))
-            .ok::<KeyRotated>(200),
+            .ok::<KeyRotated>(200).cli("orgs rotate-key"),
         route(Method::POST, "/v1/orgs/{org}/edge-credentials", "Create an edge credential for /v1/usage (org admin); the secret is shown once", Token, h!(POST, handlers::edges_create))
             .body::<CreateEdge>(json!({"name": "edge-eu-1"}))
-            .ok::<EdgeCreated>(201),
+            .ok::<EdgeCreated>(201).cli("edges create"),
         route(Method::GET, "/v1/orgs/{org}/users", "Users of an organization (org admin)", Token, h!(GET, handlers::users_list))
             .query::<PageParams>()
-            .ok::<UserList>(200),
+            .ok::<UserList>(200).cli("users list"),
         route(Method::POST, "/v1/orgs/{org}/users", "Create a user (org admin)", Token, h!(POST, handlers::users_create))
             .body::<CreateUser>(json!({"username": "bob", "display_name": "Bob", "role": "user", "delegated": false}))
-            .ok::<UserView>(201),
+            .ok::<UserView>(201).cli("users create"),
         route(Method::GET, "/v1/users/{id}", "One user, by id or by username in your organization (self or org admin)", Token, h!(GET, handlers::users_get))
-            .ok::<UserView>(200),
+            .ok::<UserView>(200).cli("users show"),
         route(Method::PATCH, "/v1/users/{id}", "Change a user (org admin; self: display_name, delegated)", Token, h!(PATCH, handlers::users_update))
             .body::<UpdateUser>(json!({"display_name": "Bob B.", "delegated": true}))
-            .ok::<UserView>(200),
+            .ok::<UserView>(200).cli("users update"),
         route(Method::GET, "/v1/tokens", "Search API tokens", Token, h!(GET, handlers::tokens_search))
             .query::<SearchParams>()
-            .ok::<TokenPage>(200),
+            .ok::<TokenPage>(200).cli("tokens list"),
         route(Method::POST, "/v1/tokens", "Create an API token (Pending until its user downloads it)", Token, h!(POST, handlers::tokens_create))
             .body::<CreateToken>(json!({"name": "ci", "description": "CI pipeline", "user": null, "lifetime_days": 90, "not_before": null, "ip_allow": ["10.0.0.0/8"], "scopes": ["read"], "enabled": true}))
-            .ok::<TokenView>(201),
+            .ok::<TokenView>(201).cli("tokens create"),
         route(Method::GET, "/v1/tokens.csv", "Export API tokens as CSV (same filters as search)", Token, h!(GET, handlers::tokens_csv))
             .query::<SearchParams>()
-            .answer(200, "Every matching token, one row each, streamed (columns as in `TokenView`)", vec![csv]),
+            .answer(200, "Every matching token, one row each, streamed (columns as in `TokenView`)", vec![csv]).cli("tokens export"),
         route(Method::POST, "/v1/tokens/revoke-all", "Revoke every token of a user, or of an org (org admin)", Token, h!(POST, handlers::tokens_revoke_all))
             .body::<RevokeAll>(json!({"user": "bob"}))
-            .ok::<RevokedAll>(200),
+            .ok::<RevokedAll>(200).cli("tokens revoke-all"),
         route(Method::GET, "/v1/tokens/{id}", "One API token", Token, h!(GET, handlers::tokens_get))
-            .ok::<TokenView>(200),
+            .ok::<TokenView>(200).cli("tokens show"),
         route(Method::PATCH, "/v1/tokens/{id}", "Edit; changing a field inside the JWT revokes the outstanding JWT (back to Pending)", Token, h!(PATCH, handlers::tokens_edit))
             .body::<EditToken>(json!({"name": "ci-2", "description": "", "ip_allow": [], "expires_at": "2030-01-01T00:00:00Z", "not_before": null, "scopes": ["read"], "enabled": true}))
-            .ok::<Edited>(200),
+            .ok::<Edited>(200).cli("tokens edit"),
         route(Method::DELETE, "/v1/tokens/{id}", "Delete (cannot be undone; the JWT stays revoked)", Token, h!(DELETE, handlers::tokens_delete))
-            .ok::<Deleted>(200),
+            .ok::<Deleted>(200).cli("tokens delete"),
         route(Method::POST, "/v1/tokens/{id}/download", "Mint and return the JWT, once (owner only)", Token, h!(POST, handlers::tokens_download))
-            .ok::<Minted>(200),
+            .ok::<Minted>(200).cli("tokens download"),
         route(Method::POST, "/v1/tokens/{id}/regenerate", "Mint a new JWT; the previous one is revoked (owner only)", Token, h!(POST, handlers::tokens_regenerate))
-            .ok::<Minted>(200),
+            .ok::<Minted>(200).cli("tokens regenerate"),
         route(Method::POST, "/v1/tokens/{id}/revoke", "Revoke (final)", Token, h!(POST, handlers::tokens_revoke))
-            .ok::<TokenView>(200),
+            .ok::<TokenView>(200).cli("tokens revoke"),
         route(Method::POST, "/v1/tokens/{id}/enable", "Enable a disabled token", Token, h!(POST, handlers::tokens_enable))
-            .ok::<TokenView>(200),
+            .ok::<TokenView>(200).cli("tokens enable"),
         route(Method::POST, "/v1/tokens/{id}/disable", "Disable (suspend) a token; reversible", Token, h!(POST, handlers::tokens_disable))
-            .ok::<TokenView>(200),
+            .ok::<TokenView>(200).cli("tokens disable"),
         route(Method::GET, "/v1/tokens/{id}/auth-log", "Authentication log of one token", Token, h!(GET, handlers::tokens_auth_log))
             .query::<LogParams>()
-            .ok::<AuthEvents>(200),
+            .ok::<AuthEvents>(200).cli("tokens auth-log"),
         route(Method::GET, "/v1/auth-log", "Authentication log of the caller's tokens (the org's, for admins)", Token, h!(GET, handlers::auth_log))
             .query::<LogParams>()
-            .ok::<AuthEvents>(200),
+            .ok::<AuthEvents>(200).cli("auth-log"),
         route(Method::GET, "/v1/audit-log", "Audit log of management actions (org admin)", Token, h!(GET, handlers::audit_log))
             .query::<AuditParams>()
             .ok::<AuditEntries>(200)
             // `org` names an organization that may not exist.
-            .error(&[404]),
+            .error(&[404]).cli("audit-log"),
         route(Method::POST, "/v1/auth/accesstoken", "Exchange an API token for a short-lived at+jwt (JSON, or RFC 8693 form)", Public, h!(POST, handlers::exchange))
             .body::<ExchangeJson>(json!({"refreshToken": "<api token>"}))
             .form::<ExchangeForm>()
             .ok::<AccessToken>(200)
-            .limited(),
+            .limited().cli("exchange"),
         route(Method::POST, "/v1/usage", "Usage events from an edge (edge credential)", Edge, h!(POST, handlers::usage))
             .body::<UsageBatch>(json!({"events": [{"token_id": "tok_0123", "at": 1_767_225_600, "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]}))
             .ok::<UsageAccepted>(200)
             // A refused edge credential counts against the per-address rate.
-            .error(&[429]),
+            .error(&[429]).no_cli("sent by the edges with their edge credential"),
     ];
     routes.extend(accounts::routes());
     routes

@@ -1,7 +1,10 @@
 //! The client commands: each builds its API request, sends it, and renders the answer.
 
 use super::render::{self, Output};
-use super::{encode, CliResult, Client, Command, EdgesCmd, OrgsCmd, TokensCmd, UsersCmd};
+use super::{
+    encode, query_string, CliResult, Client, Command, EdgesCmd, LinksCmd, OrgsCmd, TokensCmd,
+    UsersCmd,
+};
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
 
@@ -62,32 +65,48 @@ pub(super) async fn run(
             page,
             per_page,
         } => {
-            let mut query = Vec::new();
-            if let Some(o) = org {
-                query.push(format!("org={}", encode(&o)));
+            let query = query_string(&[
+                ("org", org),
+                ("target", target),
+                ("page", page.map(|p| p.to_string())),
+                ("per_page", per_page.map(|p| p.to_string())),
+            ]);
+            let v = client(token)?
+                .get(&format!("/v1/audit-log{query}"))
+                .await?
+                .ok_json()?;
+            let entries = v
+                .get("entries")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            if out == Output::Json {
+                return show(out, &v);
             }
-            if let Some(t) = target {
-                query.push(format!("target={}", encode(&t)));
-            }
-            if let Some(p) = page {
-                query.push(format!("page={p}"));
-            }
-            if let Some(p) = per_page {
-                query.push(format!("per_page={p}"));
-            }
-            let path = if query.is_empty() {
-                "/v1/audit-log".to_string()
-            } else {
-                format!("/v1/audit-log?{}", query.join("&"))
-            };
-            let v = client(token)?.get(&path).await?.ok_json()?;
+            // People read names: who acted and on what, by name where there is one (the
+            // ids stay in their own columns, and in `-o json`).
+            let rows: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    let named = |name: &str, id: &str| {
+                        e.get(name)
+                            .filter(|n| !n.is_null())
+                            .or_else(|| e.get(id))
+                            .cloned()
+                            .unwrap_or(Value::Null)
+                    };
+                    let mut row = e.clone();
+                    if let Some(m) = row.as_object_mut() {
+                        m.insert("by".into(), named("actor_name", "actor"));
+                        m.insert("on".into(), named("target_name", "target"));
+                    }
+                    row
+                })
+                .collect();
             show_list(
                 out,
-                v.get("entries")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]),
-                &["at", "actor", "action", "target", "credential"],
+                &rows,
+                &["at", "by", "action", "on", "target", "credential"],
             )
         }
         Command::Exchange { api_token } => {
@@ -106,6 +125,39 @@ pub(super) async fn run(
                 o => show(o, &v),
             }
         }
+        Command::AuthLog(filters) => {
+            let v = client(token)?
+                .get(&format!("/v1/auth-log{}", filters.query()))
+                .await?
+                .ok_json()?;
+            show_events(out, &v)
+        }
+        Command::Links(LinksCmd::Accept) => {
+            let secret = stdin_line("the link (or its secret)")?;
+            // The web page's link is `<base>/#/link/<secret>`: its last part is the secret.
+            let secret = secret.rsplit('/').next().unwrap_or_default().to_string();
+            let password = stdin_line("the new password")?;
+            let v = client(None)?
+                .json(
+                    "POST",
+                    "/v1/links/accept",
+                    &json!({"secret": secret, "password": password}),
+                )
+                .await?
+                .ok_json()?;
+            match out {
+                Output::Table => {
+                    let who = v.pointer("/user/username").and_then(Value::as_str);
+                    let org = v.pointer("/org/id").and_then(Value::as_str);
+                    show_line(&format!(
+                        "Password set for {} of {}: sign in on the web page, or create a token there.",
+                        who.unwrap_or("you"),
+                        org.unwrap_or("your organization")
+                    ))
+                }
+                o => show(o, &v),
+            }
+        }
         Command::Whoami => {
             let v = client(token)?.get("/v1/me").await?.ok_json()?;
             show(out, &v)
@@ -114,6 +166,46 @@ pub(super) async fn run(
             Err("serve and admin commands run in this process, not against --url".into())
         }
     }
+}
+
+/// An authentication log's events as a table (JSON: the whole answer, with its total).
+fn show_events(out: Output, v: &Value) -> CliResult {
+    if out == Output::Json {
+        return show(out, v);
+    }
+    let list = v
+        .get("events")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    show_list(
+        out,
+        list,
+        &[
+            "at",
+            "username",
+            "token_name",
+            "outcome",
+            "reason",
+            "ip",
+            "method",
+            "path",
+            "source",
+        ],
+    )
+}
+
+/// One line of stdin, trimmed; an empty one is an error naming `what`.
+fn stdin_line(what: &str) -> Result<String, String> {
+    let mut line = String::new();
+    io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading {what} from stdin: {e}"))?;
+    let line = line.trim().to_string();
+    if line.is_empty() {
+        return Err(format!("give {what} on stdin, one line each"));
+    }
+    Ok(line)
 }
 
 fn show(out: Output, v: &Value) -> CliResult {
@@ -226,7 +318,23 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
                 .json("POST", "/v1/tokens/revoke-all", &body)
                 .await?
                 .ok_json()?;
-            show(out, &v)
+            if out == Output::Json {
+                return show(out, &v);
+            }
+            // One id a line under a count, so a thousand ids stay readable and greppable.
+            let ids: Vec<Value> = v
+                .get("ids")
+                .and_then(Value::as_array)
+                .map(|ids| ids.iter().map(|id| json!({ "id": id })).collect())
+                .unwrap_or_default();
+            if out == Output::Table {
+                render::note(&format!(
+                    "{} token{} revoked.",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" }
+                ));
+            }
+            show_list(out, &ids, &["id"])
         }
         TokensCmd::Edit {
             id,
@@ -282,16 +390,7 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
         }
         TokensCmd::AuthLog { id } => {
             let v = c.get(&id_path(&id, "/auth-log")).await?.ok_json()?;
-            let list = v
-                .get("events")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            show_list(
-                out,
-                &list,
-                &["at", "outcome", "reason", "ip", "method", "path", "source"],
-            )
+            show_events(out, &v)
         }
     }
 }

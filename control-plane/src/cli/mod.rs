@@ -221,7 +221,7 @@ enum Command {
         /// --token-file or --token). Given here it shows in the process list: prefer `-`.
         api_token: Option<String>,
     },
-    /// Show the authenticated user.
+    /// Show who you are: your user, organization and the token you used.
     Whoami,
     /// The audit log of management actions (org admins).
     AuditLog {
@@ -231,11 +231,80 @@ enum Command {
         /// Only entries about this id (a user, token or credential).
         #[arg(long)]
         target: Option<String>,
+        /// The page to show, from 1.
         #[arg(long)]
         page: Option<i64>,
+        /// Entries per page (at most 500).
         #[arg(long)]
         per_page: Option<i64>,
     },
+    /// The authentication log: where and when tokens were used or refused (your own
+    /// tokens; every token of the organization for its admins).
+    AuthLog(LogFilters),
+    /// One-time links (invitations and password resets).
+    #[command(subcommand)]
+    Links(LinksCmd),
+}
+
+/// The filters of an authentication log.
+#[derive(Args, Default)]
+struct LogFilters {
+    /// Only this token (its id). Not `--token`, which is the token you authenticate with.
+    #[arg(long = "token-id", id = "token_id")]
+    token_id: Option<String>,
+    /// Only this user's tokens (a username or a user id).
+    #[arg(long)]
+    user: Option<String>,
+    /// Only `allow` or only `deny`.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Up to this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// The page to show, from 1.
+    #[arg(long)]
+    page: Option<i64>,
+    /// Events per page (at most 500).
+    #[arg(long)]
+    per_page: Option<i64>,
+}
+
+impl LogFilters {
+    fn query(&self) -> String {
+        query_string(&[
+            ("token", self.token_id.clone()),
+            ("user", self.user.clone()),
+            ("outcome", self.outcome.clone()),
+            ("since", self.since.clone()),
+            ("until", self.until.clone()),
+            ("page", self.page.map(|p| p.to_string())),
+            ("per_page", self.per_page.map(|p| p.to_string())),
+        ])
+    }
+}
+
+/// `?k=v&...` of the given pairs (percent-encoded), or nothing when none is set.
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+#[derive(Subcommand)]
+enum LinksCmd {
+    /// Use a one-time link you were given: set your password. The secret and the new
+    /// password are read from stdin, one per line, so they never show in the process
+    /// list; the link itself (the web page's address) works too.
+    Accept,
 }
 
 #[derive(Args)]
@@ -259,6 +328,7 @@ impl DbArgs {
 struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
+    /// The address and port to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
     /// The URL clients and edges reach this service at (token issuers derive from it).
@@ -322,12 +392,16 @@ enum AdminCmd {
     Bootstrap {
         #[command(flatten)]
         db: DbArgs,
+        /// The organization's id (letters, digits, `-` and `_`), e.g. `acme`.
         #[arg(long)]
         org: String,
+        /// The organization's name as people read it (default: its id).
         #[arg(long, default_value = "")]
         org_name: String,
+        /// The admin's username.
         #[arg(long)]
         admin: String,
+        /// The organization's signing algorithm: EdDSA or ES256.
         #[arg(long, default_value = "EdDSA")]
         alg: String,
         /// Stored for `serve`; default: the stored one, else http://127.0.0.1:8080.
@@ -347,158 +421,203 @@ struct Filters {
     /// Text in name, description or user.
     #[arg(long)]
     q: Option<String>,
+    /// Only tokens in these states: pending, enabled, disabled, revoked, expired
+    /// (comma-separated).
     #[arg(long)]
     status: Option<String>,
+    /// Only this user's tokens (a username or a user id).
     #[arg(long)]
     user: Option<String>,
+    /// Only tokens that expire before this time (RFC 3339 or YYYY-MM-DD).
     #[arg(long)]
     expires_before: Option<String>,
     /// name, created_at, expires_at, last_used_at, user, status; '-' first for descending.
     #[arg(long, allow_hyphen_values = true)]
     sort: Option<String>,
+    /// The page to show, from 1.
     #[arg(long)]
     page: Option<i64>,
+    /// Tokens per page (at most 500).
     #[arg(long)]
     per_page: Option<i64>,
 }
 
 impl Filters {
     fn query(&self) -> String {
-        let mut parts = Vec::new();
-        let mut add = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                parts.push(format!("{k}={}", encode(&v)));
-            }
-        };
-        add("q", self.q.clone());
-        add("status", self.status.clone());
-        add("user", self.user.clone());
-        add("expires_before", self.expires_before.clone());
-        add("sort", self.sort.clone());
-        add("page", self.page.map(|p| p.to_string()));
-        add("per_page", self.per_page.map(|p| p.to_string()));
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", parts.join("&"))
-        }
+        query_string(&[
+            ("q", self.q.clone()),
+            ("status", self.status.clone()),
+            ("user", self.user.clone()),
+            ("expires_before", self.expires_before.clone()),
+            ("sort", self.sort.clone()),
+            ("page", self.page.map(|p| p.to_string())),
+            ("per_page", self.per_page.map(|p| p.to_string())),
+        ])
     }
 }
 
 #[derive(Subcommand)]
 enum TokensCmd {
+    /// Create an API token; it stays pending until its owner downloads it.
     Create {
+        /// A name people recognise, e.g. `ci-deploy`.
         #[arg(long)]
         name: String,
+        /// What the token is for.
         #[arg(long, default_value = "")]
         description: String,
         /// The owner (user id or username); default: you.
         #[arg(long)]
         user: Option<String>,
-        /// 30, 60, 90, 180 or 365.
+        /// 30, 60, 90, 180 or 365 (within your organization's maximum).
         #[arg(long, conflicts_with = "expires_at", allow_negative_numbers = true)]
         lifetime_days: Option<i64>,
         /// A custom expiry (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
         expires_at: Option<String>,
+        /// Not valid before this time (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
         not_before: Option<String>,
-        /// Repeatable.
+        /// A scope the token carries; repeatable.
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// Allowed client CIDR; repeatable.
         #[arg(long = "ip")]
         ips: Vec<String>,
+        /// Create it disabled (enable it later with `tokens enable`).
         #[arg(long)]
         disabled: bool,
     },
+    /// Search tokens (yours; the organization's for admins).
     List(Filters),
+    /// One token.
     Show {
+        /// The token's id.
         id: String,
     },
-    /// Print the JWT (once).
+    /// Print the JWT (once; the owner only).
     Download {
+        /// The token's id.
         id: String,
     },
+    /// Mint a new JWT for the token; the previous one is revoked (the owner only).
     Regenerate {
+        /// The token's id.
         id: String,
     },
+    /// Revoke a token: refused at every edge within a second; cannot be undone.
     Revoke {
+        /// The token's id.
         id: String,
     },
+    /// Revoke every token of a user, or of a whole organization (org admins).
     RevokeAll {
+        /// The user (a username or a user id).
         #[arg(long, required_unless_present = "org", conflicts_with = "org")]
         user: Option<String>,
+        /// The organization's id.
         #[arg(long)]
         org: Option<String>,
     },
+    /// Change a token; changing what its JWT carries revokes the JWT (back to pending).
     Edit {
+        /// The token's id.
         id: String,
+        /// A new name.
         #[arg(long)]
         name: Option<String>,
+        /// A new description.
         #[arg(long)]
         description: Option<String>,
+        /// A new expiry (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
         expires_at: Option<String>,
+        /// A new lifetime from now: 30, 60, 90, 180 or 365 days.
         #[arg(long, allow_negative_numbers = true)]
         lifetime_days: Option<i64>,
+        /// Not valid before this time (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
         not_before: Option<String>,
         /// Replaces the scopes; repeatable.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Remove every scope.
         #[arg(long)]
         clear_scopes: bool,
         /// Replaces the IP filter; repeatable.
         #[arg(long = "ip")]
         ips: Vec<String>,
+        /// Remove the IP filter (usable from any address).
         #[arg(long)]
         clear_ips: bool,
+        /// Enable the token.
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
+        /// Disable the token.
         #[arg(long)]
         disable: bool,
     },
+    /// Enable a disabled token.
     Enable {
+        /// The token's id.
         id: String,
     },
+    /// Disable (suspend) a token; `tokens enable` brings it back.
     Disable {
+        /// The token's id.
         id: String,
     },
+    /// Delete a token (its JWT stays revoked); cannot be undone.
     Delete {
+        /// The token's id.
         id: String,
     },
     /// CSV of the matching tokens.
     Export(Filters),
     /// Authentication log of one token.
     AuthLog {
+        /// The token's id.
         id: String,
     },
 }
 
 #[derive(Subcommand)]
 enum OrgsCmd {
+    /// The organizations you can see.
     List,
+    /// One organization.
     Show {
+        /// The organization's id.
         id: String,
     },
+    /// Create an organization (root admins; partner admins create their customers').
     Create {
+        /// The new organization's id (letters, digits, `-` and `_`), e.g. `acme`.
         id: String,
+        /// Its name as people read it (default: its id).
         #[arg(long)]
         name: Option<String>,
+        /// A partner organization, which may manage customer organizations.
         #[arg(long)]
         partner: bool,
+        /// The partner organization that manages this one.
         #[arg(long)]
         managed_by: Option<String>,
+        /// Its signing algorithm: EdDSA (default) or ES256.
         #[arg(long)]
         alg: Option<String>,
+        /// The longest token lifetime its users may choose, in days (1 to 400; default 365).
         #[arg(long)]
         max_lifetime_days: Option<i64>,
+        /// The `aud` its tokens carry (default: tessera).
         #[arg(long)]
         audience: Option<String>,
     },
+    /// Rotate the organization's signing key; tokens signed with the old key keep working.
     RotateKey {
+        /// The organization's id.
         id: String,
+        /// The new key's algorithm: EdDSA or ES256 (default: the current one).
         #[arg(long)]
         alg: Option<String>,
     },
@@ -506,52 +625,66 @@ enum OrgsCmd {
 
 #[derive(Subcommand)]
 enum UsersCmd {
+    /// The users of an organization (org admins).
     List {
+        /// The organization's id.
         #[arg(long)]
         org: String,
     },
+    /// One user.
     Show {
+        /// The user (a username or a user id).
         id: String,
     },
+    /// Create a user; prints a one-time link for them to set their password.
     Create {
+        /// The organization's id.
         #[arg(long)]
         org: String,
+        /// The new user's username.
         username: String,
         /// admin, user, partner or readonly.
         #[arg(long)]
         role: String,
+        /// Their name as people read it.
         #[arg(long)]
         display_name: Option<String>,
+        /// Let the managing partner organization act for this user.
         #[arg(long)]
         delegated: bool,
     },
+    /// Change a user (org admins; users may change their own display name and delegation).
     Update {
+        /// The user (a username or a user id).
         id: String,
+        /// admin, user, partner or readonly.
         #[arg(long)]
         role: Option<String>,
+        /// Their name as people read it.
         #[arg(long)]
         display_name: Option<String>,
+        /// Let the managing partner organization act for this user (true or false).
         #[arg(long)]
         delegated: Option<bool>,
     },
     /// Disable a user: their sessions end, their tokens are suspended until enabled again.
     Disable {
-        /// The user's id.
+        /// The user (a username or a user id).
         id: String,
     },
     /// Enable a disabled user again (their suspended tokens come back).
     Enable {
-        /// The user's id.
+        /// The user (a username or a user id).
         id: String,
     },
     /// Delete a user: their tokens are revoked; this cannot be undone.
     Delete {
-        /// The user's id.
+        /// The user (a username or a user id).
         id: String,
     },
     /// A one-time link for the user to set a new password (shown once).
     ResetLink {
-        /// The user's id.
+        /// The user (a username or a user id).
         id: String,
     },
 }
@@ -560,20 +693,122 @@ enum UsersCmd {
 enum EdgesCmd {
     /// Create an edge credential; its secret is shown once.
     Create {
+        /// The organization's id.
         #[arg(long)]
         org: String,
+        /// A name for the edge, e.g. `envoy-eu-1`.
         name: String,
     },
     /// The organization's edge credentials (never their secrets).
     List {
+        /// The organization's id.
         #[arg(long)]
         org: String,
     },
     /// Revoke an edge credential: the edges using it stop reporting at once.
     Revoke {
+        /// The organization's id.
         #[arg(long)]
         org: String,
         /// The edge credential's id (from `edges list`).
         id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use crate::api::{routes, CliCommand};
+    use clap::CommandFactory;
+
+    /// `tessera <words>`'s subcommand, if it exists.
+    fn find(words: &str) -> Option<clap::Command> {
+        let mut cmd = Cli::command();
+        for w in words.split(' ') {
+            cmd = cmd.find_subcommand(w)?.clone();
+        }
+        Some(cmd)
+    }
+
+    /// Every subcommand under `cmd`, with its full name.
+    fn walk(prefix: &str, cmd: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands() {
+            let name = format!("{prefix} {}", sub.get_name()).trim().to_string();
+            out.push((name.clone(), sub.clone()));
+            walk(&name, sub, out);
+        }
+    }
+
+    #[test]
+    fn every_api_operation_has_a_command_or_a_reason() {
+        let mut missing = Vec::new();
+        let mut named = std::collections::BTreeSet::new();
+        for r in routes() {
+            match r.cli {
+                None => missing.push(format!("{} {}: no command and no reason", r.method, r.path)),
+                Some(CliCommand::Command(words)) => {
+                    if find(words).is_none() {
+                        missing.push(format!(
+                            "{} {}: `tessera {words}` does not exist",
+                            r.method, r.path
+                        ));
+                    }
+                    named.insert(words);
+                }
+                Some(CliCommand::NotForPeople(why)) => {
+                    assert!(why.len() > 10, "{} {}: say why", r.method, r.path)
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+        // And every client command is one an operation names (serve, admin and help are
+        // not API clients).
+        let mut all = Vec::new();
+        walk("", &Cli::command(), &mut all);
+        let unnamed: Vec<&str> = all
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| {
+                let top = n.split(' ').next().unwrap_or_default();
+                !["serve", "admin", "help"].contains(&top)
+                    && !n.ends_with(" help")
+                    && find(n).is_some_and(|c| !c.has_subcommands())
+                    && !named.contains(n)
+            })
+            .collect();
+        assert!(
+            unnamed.is_empty(),
+            "commands no operation names: {unnamed:?}"
+        );
+    }
+
+    #[test]
+    fn every_command_and_argument_says_what_it_is() {
+        let mut all = Vec::new();
+        walk("", &Cli::command(), &mut all);
+        let mut bare = Vec::new();
+        for (name, cmd) in &all {
+            if name == "help" || name.ends_with(" help") {
+                continue;
+            }
+            if cmd.get_about().is_none() {
+                bare.push(format!("`tessera {name}` has no help text"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) || arg.is_global_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    bare.push(format!("`tessera {name}`: `{id}` has no help text"));
+                }
+            }
+        }
+        for arg in Cli::command().get_arguments() {
+            if arg.get_help().is_none() && !["help", "version"].contains(&arg.get_id().as_str()) {
+                bare.push(format!("global `{}` has no help text", arg.get_id()));
+            }
+        }
+        assert!(bare.is_empty(), "{}", bare.join("\n"));
+    }
 }

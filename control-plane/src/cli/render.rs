@@ -117,18 +117,42 @@ pub fn one(w: &mut dyn Write, out: Output, v: &Value) -> io::Result<()> {
                 let keys: Vec<&str> = m.keys().map(String::as_str).collect();
                 return list(w, out, std::slice::from_ref(v), &keys);
             }
-            let width = m.keys().map(|k| k.chars().count()).max().unwrap_or(0);
-            for (k, val) in m {
+            // Nested objects (`/v1/me`'s user and org) as `user.username` lines.
+            let mut lines = Vec::new();
+            flatten("", v, &mut lines);
+            let width = lines
+                .iter()
+                .map(|(k, _)| k.chars().count())
+                .max()
+                .unwrap_or(0);
+            for (k, val) in lines {
                 writeln!(
                     w,
                     "{:width$}  {}",
-                    escape_controls(k),
-                    escape_controls(&cell(Some(val)))
+                    escape_controls(&k),
+                    escape_controls(&val)
                 )?;
             }
             Ok(())
         }
         _ => writeln!(w, "{}", escape_json_text(&v.to_string())),
+    }
+}
+
+/// `(dotted key, cell)` of every non-object value under `v`, in order.
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, val) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, val, out);
+            }
+        }
+        other => out.push((prefix.to_string(), cell(Some(other)))),
     }
 }
 
@@ -304,6 +328,21 @@ mod tests {
         let rows = [json!({"a": "x", "b": 1}), json!({"a": "longer", "b": null})];
         let text = render(|w| list(w, Output::Table, &rows, &["a", "b"]));
         assert_eq!(text, "A       B\nx       1\nlonger\n");
+    }
+
+    #[test]
+    fn nested_objects_are_dotted_lines_not_json() {
+        let me = json!({
+            "user": {"id": "usr_1", "username": "bob", "role": "user"},
+            "org": {"id": "acme", "name": "Acme"},
+            "token": "tok_1",
+        });
+        let text = render(|w| one(w, Output::Table, &me));
+        assert!(!text.contains('{'), "{text}");
+        assert!(text.contains("user.username  bob\n"), "{text}");
+        assert!(text.contains("org.name       Acme\n"), "{text}");
+        assert!(text.contains("token          tok_1\n"), "{text}");
+        assert_eq!(text.lines().count(), 6);
     }
 
     /// A writer that is a closed pipe.

@@ -9,6 +9,7 @@ use crate::crypto;
 use crate::model::{AuthEvent, Role};
 use crate::policy::{self, Action, Actor};
 use crate::store::{AuthEventQuery, Tx};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Records edge usage events for tokens of the edge's org; allowed uses update last-used.
@@ -176,13 +177,55 @@ fn log_query(p: &LogParams) -> Result<(AuthEventQuery, Page)> {
     Ok((q, page))
 }
 
+/// The names of the users and tokens a page of a log refers to, each read once.
+#[derive(Default)]
+struct Names {
+    users: HashMap<String, Option<String>>,
+    tokens: HashMap<String, Option<String>>,
+}
+
+impl Names {
+    fn user(&mut self, tx: &mut dyn Tx, id: &str) -> Result<Option<String>> {
+        if let Some(n) = self.users.get(id) {
+            return Ok(n.clone());
+        }
+        let name = tx.get_user(id)?.map(|u| u.username);
+        self.users.insert(id.to_string(), name.clone());
+        Ok(name)
+    }
+
+    fn token(&mut self, tx: &mut dyn Tx, id: &str) -> Result<Option<String>> {
+        if let Some(n) = self.tokens.get(id) {
+            return Ok(n.clone());
+        }
+        let name = tx.get_token(id)?.map(|t| t.name);
+        self.tokens.insert(id.to_string(), name.clone());
+        Ok(name)
+    }
+
+    /// The name of whatever an audit entry's target id names (by its prefix).
+    fn any(&mut self, tx: &mut dyn Tx, id: &str) -> Result<Option<String>> {
+        if id.starts_with("usr_") {
+            self.user(tx, id)
+        } else if id.starts_with("tok_") {
+            self.token(tx, id)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 fn events(tx: &mut dyn Tx, q: &AuthEventQuery, page: Page) -> Result<AuthEvents> {
+    let mut names = Names::default();
+    let mut views = Vec::new();
+    for e in tx.list_auth_events(q)? {
+        let mut v = AuthEventView::new(&e);
+        v.username = names.user(tx, &e.user_id)?;
+        v.token_name = names.token(tx, &e.token_id)?;
+        views.push(v);
+    }
     Ok(AuthEvents {
-        events: tx
-            .list_auth_events(q)?
-            .iter()
-            .map(AuthEventView::new)
-            .collect(),
+        events: views,
         total: tx.count_auth_events(q)?,
         page: page.page,
         per_page: page.per_page,
@@ -206,6 +249,15 @@ pub fn token_auth_log(
 pub fn auth_log(tx: &mut dyn Tx, actor: &Actor, p: &LogParams) -> Result<AuthEvents> {
     let (mut q, page) = log_query(p)?;
     q.org_id = Some(actor.org.id.clone());
+    // `user` is an id or a username of the caller's organization, as the page and the
+    // CLI show them; a username names its id here (a user of no org matches nothing).
+    if let Some(named) = q.user_id.clone() {
+        if named == actor.user.username {
+            q.user_id = Some(actor.user.id.clone());
+        } else if let Some(u) = tx.find_user(&actor.org.id, &named)? {
+            q.user_id = Some(u.id);
+        }
+    }
     if actor.user.role != Role::Admin {
         if q.user_id.as_deref().is_some_and(|u| u != actor.user.id) {
             return Err(Error::forbidden(format!(
@@ -225,12 +277,16 @@ pub fn audit_log(tx: &mut dyn Tx, actor: &Actor, p: &AuditParams) -> Result<Audi
     let org = load_org(tx, &org_id)?;
     policy::require_org_admin(actor, &org, false)?;
     let page = Page::parse(p.page, p.per_page, 100, MAX_LOG_PAGE)?;
+    let mut names = Names::default();
+    let mut entries = Vec::new();
+    for a in tx.list_audit(&org_id, p.target.as_deref(), page.per_page, page.offset())? {
+        let mut v = AuditEntryView::new(a);
+        v.actor_name = names.any(tx, &v.actor)?;
+        v.target_name = names.any(tx, &v.target)?;
+        entries.push(v);
+    }
     Ok(AuditEntries {
-        entries: tx
-            .list_audit(&org_id, p.target.as_deref(), page.per_page, page.offset())?
-            .into_iter()
-            .map(AuditEntryView::new)
-            .collect(),
+        entries,
         total: tx.count_audit(&org_id, p.target.as_deref())?,
         page: page.page,
         per_page: page.per_page,

@@ -285,7 +285,11 @@ pub struct UsageAccepted {
 pub struct AuthEventView {
     pub id: i64,
     pub token: String,
+    /// The token's name (none once the token is deleted).
+    pub token_name: Option<String>,
     pub user: String,
+    /// The user's username (none once the user is gone).
+    pub username: Option<String>,
     pub org: String,
     pub at: String,
     pub ip: Option<String>,
@@ -301,7 +305,9 @@ impl AuthEventView {
         AuthEventView {
             id: e.id,
             token: e.token_id.clone(),
+            token_name: None,
             user: e.user_id.clone(),
+            username: None,
             org: e.org_id.clone(),
             at: timefmt::format(e.at),
             ip: e.ip.clone(),
@@ -321,8 +327,12 @@ pub struct AuditEntryView {
     pub at: String,
     pub org: String,
     pub actor: String,
+    /// The acting user's username (none for the operator's commands).
+    pub actor_name: Option<String>,
     pub action: String,
     pub target: String,
+    /// The target's name, when it is a user (username) or a token (its name).
+    pub target_name: Option<String>,
     /// What changed, as recorded by the action.
     #[schema(value_type = Object)]
     pub detail: Value,
@@ -338,8 +348,10 @@ impl AuditEntryView {
             at: timefmt::format(a.at),
             org: a.org_id,
             actor: a.actor,
+            actor_name: None,
             action: a.action,
             target: a.target,
+            target_name: None,
             detail: a.detail,
             credential: a.credential,
         }
