@@ -901,3 +901,62 @@ async fn csv_export_quotes_fields() {
         400
     );
 }
+
+/// A revoked or expired token is not `enabled` in the API or the CSV, whatever its
+/// switch was (issue 24: the CSV said `enabled,true` for a revoked token).
+#[tokio::test]
+async fn revoked_and_expired_tokens_are_not_enabled() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let uid = w.uid("ada");
+    let expiring = w.token_in_state(&uid, "enabled").await;
+    let revoked = w.token_in_state(&uid, "enabled").await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{revoked}/revoke"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Past the fixture's lifetime (the longest the org offers); the other tokens are
+    // made after, so they live on.
+    w.advance(401 * 86_400);
+    let ada = w.login(&uid).await;
+    for (state, enabled) in [
+        ("enabled", true),
+        ("pending", true),
+        ("disabled", false),
+        ("revoked", false),
+        ("expired", false),
+    ] {
+        let id = match state {
+            "revoked" => revoked.clone(),
+            "expired" => expiring.clone(),
+            s => w.token_in_state(&uid, s).await,
+        };
+        let r = w
+            .call("GET", &format!("/v1/tokens/{id}"), Some(&ada), None)
+            .await;
+        assert_eq!(r.status, 200, "{state}");
+        let v = r.json();
+        assert_eq!(v["status"], state, "{v}");
+        assert_eq!(v["enabled"], enabled, "{state}: {v}");
+        let csv = w
+            .call(
+                "GET",
+                &format!("/v1/tokens.csv?status={state}"),
+                Some(&ada),
+                None,
+            )
+            .await
+            .text();
+        let rows = tessera_control_plane::csv::parse(&csv);
+        let col = rows[0].iter().position(|c| c == "enabled").unwrap();
+        assert!(
+            rows[1..].iter().all(|r| r[col] == enabled.to_string()),
+            "{state}: {csv}"
+        );
+    }
+}

@@ -16,6 +16,15 @@ let prefs = {};       // remembered choices (GET/PUT /v1/me/prefs)
 // ---------------------------------------------------------------------------------------
 // DOM and API helpers
 
+/** Previous / "Page 2 of 7 · 312 events" / Next; `go(n)` shows page n. */
+function pagerOf(page, total, perPage, noun, go) {
+  const pages = Math.max(1, Math.ceil(total / perPage));
+  return el("nav", { class: "pager", "aria-label": "Pages" },
+    el("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous"),
+    el("span", { class: "pager-where" }, `Page ${page} of ${pages} · ${total} ${noun}`),
+    el("button", { type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, "Next"));
+}
+
 /** A name for people with its id beneath it (the id alone when there is no name). */
 function named(name, id) {
   return name ? [name, el("div", { class: "sub" }, el("code", {}, id))] : [el("code", {}, id)];
@@ -394,11 +403,7 @@ async function showTokens() {
   const rows = page.tokens.map((t) => el("tr", { "data-token": t.id },
     ...cols.map(([k]) => el("td", { "data-column": k }, ...cell(k, t))),
     el("td", {}, el("div", { class: "actions" }, ...rowActions(t)))));
-  const pages = Math.max(1, Math.ceil(page.total / page.per_page));
-  const pager = el("nav", { class: "pager", "aria-label": "Pages" },
-    el("button", { type: "button", disabled: f.page <= 1, onclick: () => apply(f.page - 1) }, "Previous"),
-    el("span", {}, `Page ${page.page} of ${pages} · ${page.total} tokens`),
-    el("button", { type: "button", disabled: f.page >= pages, onclick: () => apply(f.page + 1) }, "Next"));
+  const pager = pagerOf(page.page, page.total, page.per_page, "tokens", apply);
   const table = tableWrap(el("table", { id: "tokens" },
     el("caption", { class: "skip" }, "API tokens"), el("thead", {}, head), el("tbody", {}, ...rows)));
   render("API tokens", buttons, filters,
@@ -591,8 +596,8 @@ async function showAuthLog() {
   form.addEventListener("submit", (ev) => { ev.preventDefault(); go(1); });
   const query = { user: f.user, outcome: f.outcome, since: dateToRfc3339(f.since, false), until: dateToRfc3339(f.until, true) };
   const path = f.token ? `/v1/tokens/${encodeURIComponent(f.token)}/auth-log` : "/v1/auth-log";
-  let events;
-  try { events = (await api("GET", `${path}${qs({ ...(f.token ? { outcome: f.outcome, since: query.since, until: query.until } : query), page: f.page, per_page: 50 })}`)).events; }
+  let events, total;
+  try { ({ events, total } = await api("GET", `${path}${qs({ ...(f.token ? { outcome: f.outcome, since: query.since, until: query.until } : query), page: f.page, per_page: 50 })}`)); }
   catch (e) { render("Authentication log", form, errorBox(e)); return; }
   const csv = el("button", {
     type: "button", id: "auth-csv", onclick: () => {
@@ -608,10 +613,7 @@ async function showAuthLog() {
       el("td", { "data-column": "token", "data-id": e.token }, ...named(e.token_name, e.token)),
       el("td", { "data-column": "user", "data-id": e.user, title: e.user }, e.username || e.user), el("td", { "data-column": "ip" }, e.ip || "—"),
       el("td", {}, [e.method, e.path].filter(Boolean).join(" ") || "—"), el("td", {}, e.source))))));
-  const pager = el("nav", { class: "pager", "aria-label": "Pages" },
-    el("button", { type: "button", disabled: f.page <= 1, onclick: () => go(f.page - 1) }, "Previous"),
-    el("span", {}, `Page ${f.page}`),
-    el("button", { type: "button", disabled: events.length < 50, onclick: () => go(f.page + 1) }, "Next"));
+  const pager = pagerOf(f.page, total, 50, "events", go);
   render(f.token ? `Authentication log of ${f.token}` : "Authentication log", form, el("div", { class: "toolbar" }, csv),
     events.length ? table : el("p", { class: "notice" }, "No event matches."), pager);
 }
@@ -690,8 +692,8 @@ async function showUsers() {
 async function showAudit() {
   const p = new URLSearchParams(location.hash.split("?")[1] || "");
   const page = Number(p.get("page") || 1);
-  let entries;
-  try { entries = (await api("GET", `/v1/audit-log${qs({ page, per_page: 50 })}`)).entries; }
+  let entries, total;
+  try { ({ entries, total } = await api("GET", `/v1/audit-log${qs({ page, per_page: 50 })}`)); }
   catch (e) { render("Audit log", errorBox(e)); return; }
   const go = (n) => { history.replaceState(null, "", `#/audit${qs({ page: n > 1 ? n : "" })}`); showAudit(); };
   render("Audit log", tableWrap(el("table", { id: "audit" },
@@ -700,10 +702,7 @@ async function showAudit() {
       el("td", {}, fmtTime(a.at)), el("td", {}, a.action), el("td", { "data-column": "actor", title: a.actor }, a.actor_name || a.actor),
       el("td", {}, el("code", {}, a.credential || "—")),
       el("td", { "data-column": "target" }, ...named(a.target_name, a.target)), el("td", {}, el("code", {}, JSON.stringify(a.detail)))))))),
-  el("nav", { class: "pager", "aria-label": "Pages" },
-    el("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous"),
-    el("span", {}, `Page ${page}`),
-    el("button", { type: "button", disabled: entries.length < 50, onclick: () => go(page + 1) }, "Next")));
+  pagerOf(page, total, 50, "entries", go));
 }
 
 async function showOrg() {

@@ -575,6 +575,33 @@ async fn scenarios(
             t["username"]
         ));
     }
+    // The pager counts (issue 24, item 10): the total and the pages, and a button that
+    // cannot be used looks it; the page has an icon.
+    let pager = ui
+        .js(
+            "const p = document.querySelector('main .pager');
+             const prev = p.querySelector('button');
+             return [p.querySelector('.pager-where').textContent, prev.disabled,
+                     getComputedStyle(prev).opacity,
+                     !!document.querySelector('link[rel=icon]')];",
+            vec![],
+        )
+        .await;
+    let where_ = pager[0].as_str().unwrap_or_default();
+    let opacity: f64 = pager[2]
+        .as_str()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(1.0);
+    if !where_.starts_with("Page 1 of 1 · ")
+        || !where_.ends_with(" events")
+        || pager[1] != true
+        || opacity >= 0.9
+        || pager[3] != true
+    {
+        return Err(format!(
+            "5: the log's pager (text, disabled, opacity, icon) is {pager}"
+        ));
+    }
     let csv = ui
         .js(
             "const click = HTMLAnchorElement.prototype.click;

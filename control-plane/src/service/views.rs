@@ -130,6 +130,8 @@ pub struct TokenView {
     pub description: String,
     /// `pending`, `enabled`, `disabled`, `revoked` or `expired`.
     pub status: String,
+    /// Whether the token authenticates (or will, once downloaded): false when it is
+    /// disabled, revoked or expired.
     pub enabled: bool,
     pub scopes: Vec<String>,
     pub ip_allow: Vec<String>,
@@ -155,7 +157,12 @@ impl TokenView {
             name: t.name.clone(),
             description: t.description.clone(),
             status: t.status(now).as_str().to_string(),
-            enabled: t.enabled,
+            // A revoked or expired token never works again, whatever its switch says.
+            enabled: t.enabled
+                && !matches!(
+                    t.status(now),
+                    crate::model::TokenStatus::Revoked | crate::model::TokenStatus::Expired
+                ),
             scopes: t.scopes.clone(),
             ip_allow: t.ip_allow.clone(),
             lifetime_days: t.lifetime_days,
