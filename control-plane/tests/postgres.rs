@@ -11,10 +11,16 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 use tessera_control_plane::model::{AuthEvent, KeyAlg, Org};
 use tessera_control_plane::store::migrations;
-use tessera_control_plane::store::postgres::PostgresStore;
+use tessera_control_plane::store::postgres::{Connect, PostgresStore};
 use tessera_control_plane::store::{run, AuthEventQuery, Store, StoreError, StoreResult};
 
 const NEEDS: &str = "needs PostgreSQL: run through cargo xtask test";
+
+/// A client as the store connects (the URL's sslmode and sslrootcert, over rustls).
+fn connect(url: &str) -> Result<postgres::Client, String> {
+    let c = Connect::parse(url)?;
+    c.open().map_err(|e| c.explain(&e))
+}
 
 /// A database of its own, dropped (with its connections) at the end, also on failure.
 struct Db {
@@ -34,17 +40,21 @@ impl Db {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        let mut c = connect(&admin).expect("admin connection");
         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .unwrap();
         c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        let base = admin
-            .split('?')
-            .next()
-            .and_then(|a| a.rsplit_once('/'))
+        // The admin URL's database replaced, its parameters (sslmode, sslrootcert) kept.
+        let (path, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let base = path
+            .rsplit_once('/')
             .map(|(b, _)| b.to_string())
             .expect("admin URL ends in /database");
-        let url = format!("{base}/{name}");
+        let url = if query.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{name}?{query}")
+        };
         Db { admin, name, url }
     }
 
@@ -53,17 +63,17 @@ impl Db {
     }
 
     fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+        connect(&self.url).unwrap()
     }
 
     fn admin(&self) -> postgres::Client {
-        postgres::Client::connect(&self.admin, postgres::NoTls).unwrap()
+        connect(&self.admin).unwrap()
     }
 }
 
 impl Drop for Db {
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+        if let Ok(mut c) = connect(&self.admin) {
             // One statement per call: DROP DATABASE refuses to run in a multi-statement
             // (implicitly transactional) query.
             let _ = c.batch_execute(&format!(

@@ -2,7 +2,8 @@
 //!
 //! - Driver: the synchronous `postgres` client with an `r2d2` pool (`r2d2_postgres`); the
 //!   `Store` trait is synchronous and runs on blocking threads, like the SQLite backend.
-//!   No TLS yet: connections are plain TCP or a Unix socket (see ARCHITECTURE.md).
+//! - TLS over rustls as the URL's `sslmode` and `sslrootcert` say (`tls.rs`): `prefer`
+//!   (the default) and `require` encrypt, `verify-full` also checks the CA and host name.
 //! - Read transactions are `REPEATABLE READ, READ ONLY` snapshots (as SQLite's readers);
 //!   write transactions are `READ COMMITTED`, and every getter that reads one row inside a
 //!   write takes `FOR UPDATE`, so the services' read-modify-write (status-list index
@@ -26,12 +27,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 use r2d2::Pool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub mod tls;
+pub use tls::Connect;
 
 /// Statements kept prepared per connection (each is parsed and planned once, and a query
 /// then costs one round trip instead of two).
@@ -67,7 +71,7 @@ fn pg_placeholders(sql: &str) -> String {
 /// The pool's connections: `r2d2_postgres`'s manager keeps no prepared statements, so
 /// this one (the same three calls) wraps each client with its statement cache.
 pub(crate) struct Manager {
-    config: postgres::Config,
+    connect: Connect,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -76,7 +80,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
         Ok(PgConn {
-            client: self.config.connect(NoTls)?,
+            client: self.connect.open()?,
             statements: HashMap::new(),
         })
     }
@@ -110,7 +114,7 @@ const DAY: i64 = 86_400;
 pub struct PostgresStore {
     /// `None` only while dropping.
     pool: Option<Pool<Manager>>,
-    config: postgres::Config,
+    connect: Connect,
     /// Set on drop: the LISTEN thread ends.
     stop: Arc<AtomicBool>,
     /// This store's NOTIFY payload: its own notifications are not remote changes (its
@@ -191,16 +195,8 @@ impl PostgresStore {
     }
 
     fn open_here(url: &str) -> StoreResult<Self> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("--db: not a PostgreSQL URL: {e}")))?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(StoreError::Backend(
-                "--db: sslmode=require, but this build speaks to PostgreSQL without TLS \
-                 (use a Unix socket, loopback or a private network)"
-                    .into(),
-            ));
-        }
+        let mut connect = Connect::parse(url).map_err(StoreError::Backend)?;
+        let config = &mut connect.config;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -209,9 +205,9 @@ impl PostgresStore {
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
-        migrate(&config)?;
+        migrate(&connect)?;
         let manager = Manager {
-            config: config.clone(),
+            connect: connect.clone(),
         };
         // Every checkout is tested (a connection broken by a restart of the server is
         // discarded, and a new one opened), and fails after CHECKOUT_TIMEOUT.
@@ -226,7 +222,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(format!("getrandom: {e}")))?;
         Ok(PostgresStore {
             pool: Some(pool),
-            config,
+            connect,
             stop: Arc::new(AtomicBool::new(false)),
             instance: URL_SAFE_NO_PAD.encode(id),
         })
@@ -279,10 +275,10 @@ impl PostgresStore {
 
 /// Applies the missing migrations, once, under an advisory lock (replicas starting
 /// together wait for the first to finish, then find nothing to do).
-fn migrate(config: &postgres::Config) -> StoreResult<()> {
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|e| unavailable("cannot connect", e))?;
+fn migrate(connect: &Connect) -> StoreResult<()> {
+    let mut client = connect
+        .open()
+        .map_err(|e| unavailable("cannot connect", connect.explain(&e)))?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
     let r = migrate_locked(&mut client);
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
@@ -344,12 +340,12 @@ impl Store for PostgresStore {
         }
     }
     fn watch_remote_changes(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        let config = self.config.clone();
+        let connect = self.connect.clone();
         let stop = self.stop.clone();
         let instance = self.instance.clone();
         // The first LISTEN is in place before this returns: a change committed after it
         // is never missed. (If it fails, the thread retries, and wakes once it listens.)
-        let first = off_runtime(|| match config.connect(NoTls) {
+        let first = off_runtime(|| match connect.open() {
             Ok(mut c) => match c.batch_execute(&format!("LISTEN {CHANNEL}")) {
                 Ok(()) => Some(c),
                 Err(e) => {
@@ -364,7 +360,7 @@ impl Store for PostgresStore {
         });
         let spawned = std::thread::Builder::new()
             .name("tessera-pg-listen".into())
-            .spawn(move || listen(config, stop, instance, wake, first));
+            .spawn(move || listen(connect, stop, instance, wake, first));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "postgres: cannot start the LISTEN thread");
         }
@@ -456,7 +452,7 @@ impl PostgresStore {
 /// was lost, and again once listening anew), reconnecting with a backoff until the store
 /// is dropped.
 fn listen(
-    config: postgres::Config,
+    connect: Connect,
     stop: Arc<AtomicBool>,
     instance: String,
     wake: Box<dyn Fn() + Send + Sync>,
@@ -472,7 +468,7 @@ fn listen(
         let mut client = match first.take() {
             Some(c) => c,
             None => {
-                let connected = config.connect(NoTls).and_then(|mut c| {
+                let connected = connect.open().and_then(|mut c| {
                     c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
                     Ok(c)
                 });
