@@ -364,23 +364,50 @@ fn unreachable_database_is_unavailable_and_the_store_recovers() {
             db.name
         ))
         .unwrap();
-    rx.recv_timeout(Duration::from_secs(15))
+    rx.recv_timeout(Duration::from_secs(60))
         .expect("the watcher was not woken by the lost connection");
-    let r = run::<_, StoreError>(&s, false, |tx| tx.get_setting("k"));
-    match r {
-        Err(StoreError::Unavailable(m)) => assert!(m.contains("postgres"), "{m}"),
-        other => panic!("want Unavailable, got {other:?}"),
-    }
+    // Every answer meanwhile is Unavailable; once the store's probe has found the database
+    // unreachable, the answer comes without taking a connection (it says so). The lost
+    // LISTEN connection started the probe; a request that found its connection gone would
+    // too. (The loop's bound is a safety net, not a measure.)
+    let mut answers = 0;
+    let fast = loop {
+        match run::<_, StoreError>(&s, false, |tx| tx.get_setting("k")) {
+            Err(StoreError::Unavailable(m)) if m.contains("reconnecting in the background") => {
+                break m
+            }
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("postgres"), "{m}"),
+            other => panic!("want Unavailable, got {other:?}"),
+        }
+        answers += 1;
+        assert!(answers < 100, "the store never knew the database was down");
+    };
+    assert!(
+        fast.contains("not currently accepting connections"),
+        "{fast}"
+    );
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {} ALLOW_CONNECTIONS true",
             db.name
         ))
         .unwrap();
-    let got = run::<_, StoreError>(&s, false, |tx| tx.get_setting("k")).expect("recovered");
+    // The probe finds the database back, and the store serves again (the pool replaces
+    // its broken connections).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        match run::<_, StoreError>(&s, false, |tx| tx.get_setting("k")) {
+            Ok(v) => break v,
+            Err(StoreError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("the store did not recover: {e}"),
+        }
+    };
     assert_eq!(got.as_deref(), Some("1"));
-    // The watcher listens again and says so with a wake.
-    rx.recv_timeout(Duration::from_secs(15))
+    // The watcher listens again and says so with a wake (it wakes once when the
+    // connection is lost and once when it listens anew).
+    rx.recv_timeout(Duration::from_secs(60))
         .expect("the watcher did not reconnect");
     drop(s);
 }

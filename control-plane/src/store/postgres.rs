@@ -12,6 +12,10 @@
 //! - A deadlock or serialization failure (40P01/40001), a lost connection or a pool
 //!   checkout that times out is `StoreError::Unavailable` (the API answers 503); a
 //!   constraint violation is `Conflict`.
+//! - Fail fast while the database is down: a lost connection or a checkout that timed out
+//!   starts a background probe; while the probe cannot connect the store is marked down and
+//!   every transaction is answered `Unavailable` at once, without waiting for a connection,
+//!   until the probe connects again ([`Health`]).
 //! - Migrations are the numbered `MIGRATIONS` (their PostgreSQL texts), recorded in
 //!   `tessera_migrations`, applied under an advisory lock so that replicas starting
 //!   together migrate once.
@@ -31,7 +35,7 @@ use postgres::{Client, Row};
 use r2d2::Pool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod tls;
@@ -115,6 +119,8 @@ pub struct PostgresStore {
     /// `None` only while dropping.
     pool: Option<Pool<Manager>>,
     connect: Connect,
+    /// Whether the database is known to be unreachable.
+    health: Arc<Health>,
     /// Set on drop: the LISTEN thread ends.
     stop: Arc<AtomicBool>,
     /// This store's NOTIFY payload: its own notifications are not remote changes (its
@@ -150,6 +156,88 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("postgres: {what}: {e}"))
+}
+
+/// How often the probe tries to connect while the database is down.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// What the store knows of its database's reachability. A lost connection (or a checkout
+/// that timed out) is a suspicion: one probe thread connects to find out. While it cannot,
+/// the store is `down` and answers at once; its first successful connection clears it.
+#[derive(Default)]
+struct Health {
+    down: AtomicBool,
+    probing: AtomicBool,
+    /// Why the last probe failed (for the answer's log detail).
+    last: Mutex<String>,
+}
+
+impl Health {
+    /// `Unavailable` at once while the database is known to be down.
+    fn check(&self) -> StoreResult<()> {
+        if !self.down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let last = self.last.lock().map(|l| l.clone()).unwrap_or_default();
+        Err(StoreError::Unavailable(format!(
+            "postgres: the database is unreachable; reconnecting in the background (last attempt: {last})"
+        )))
+    }
+
+    /// A connection was lost: start the probe (one at a time) unless it runs.
+    fn suspect(self: &Arc<Self>, connect: &Connect, stop: &Arc<AtomicBool>) {
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (health, connect, stop) = (self.clone(), connect.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("tessera-pg-probe".into())
+            .spawn(move || health.probe(&connect, &stop));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "postgres: cannot start the reconnect probe");
+            self.probing.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn probe(&self, connect: &Connect, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            let tried = connect
+                .open()
+                .and_then(|mut c| c.simple_query("SELECT 1").map(|_| ()));
+            match tried {
+                Ok(()) => {
+                    if self.down.swap(false, Ordering::SeqCst) {
+                        tracing::info!("postgres: the database is reachable again");
+                    }
+                    break;
+                }
+                // Too many connections or out of resources: the server runs, and the
+                // pool's open connections may serve; not "down".
+                Err(e) if e.code().is_some_and(|c| c.code().starts_with("53")) => break,
+                Err(e) => {
+                    if let Ok(mut last) = self.last.lock() {
+                        *last = connect.explain(&e);
+                    }
+                    if !self.down.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(error = %connect.explain(&e), "postgres: the database is unreachable; requests are answered 503 until it is back");
+                    }
+                }
+            }
+            std::thread::sleep(PROBE_EVERY);
+        }
+        self.probing.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether `e` says the connection (or the server) is gone, rather than that a statement
+/// failed.
+fn connection_lost(e: &postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        // Connection exceptions; admin or crash shutdown, cannot connect now.
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 impl From<postgres::Error> for StoreError {
@@ -222,6 +310,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(format!("getrandom: {e}")))?;
         Ok(PostgresStore {
             pool: Some(pool),
+            health: Arc::new(Health::default()),
             connect,
             stop: Arc::new(AtomicBool::new(false)),
             instance: URL_SAFE_NO_PAD.encode(id),
@@ -342,6 +431,7 @@ impl Store for PostgresStore {
     fn watch_remote_changes(&self, wake: Box<dyn Fn() + Send + Sync>) {
         let connect = self.connect.clone();
         let stop = self.stop.clone();
+        let health = self.health.clone();
         let instance = self.instance.clone();
         // The first LISTEN is in place before this returns: a change committed after it
         // is never missed. (If it fails, the thread retries, and wakes once it listens.)
@@ -360,7 +450,7 @@ impl Store for PostgresStore {
         });
         let spawned = std::thread::Builder::new()
             .name("tessera-pg-listen".into())
-            .spawn(move || listen(connect, stop, instance, wake, first));
+            .spawn(move || listen(connect, stop, health, instance, wake, first));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "postgres: cannot start the LISTEN thread");
         }
@@ -377,23 +467,45 @@ impl PostgresStore {
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        let mut pooled = self.checkout()?;
+        self.health.check()?;
+        let mut pooled = match self.checkout() {
+            Ok(p) => p,
+            Err(e) => {
+                self.suspect();
+                return Err(e);
+            }
+        };
         let conn = &mut *pooled;
-        conn.client.batch_execute(if write {
+        let begun = conn.client.batch_execute(if write {
             "BEGIN ISOLATION LEVEL READ COMMITTED"
         } else {
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-        })?;
+        });
+        if let Err(e) = begun {
+            if connection_lost(&e) {
+                self.suspect();
+            }
+            return Err(e.into());
+        }
         let mut tx = PgTx {
             c: conn,
             write,
             failed: None,
+            lost: false,
             instance: &self.instance,
         };
         let r = f(&mut tx);
         let failed = tx.failed.take();
+        if tx.lost {
+            self.suspect();
+        }
         match (r, failed) {
-            (Ok(()), None) => Ok(conn.client.batch_execute("COMMIT")?),
+            (Ok(()), None) => conn.client.batch_execute("COMMIT").map_err(|e| {
+                if connection_lost(&e) {
+                    self.suspect();
+                }
+                e.into()
+            }),
             (Ok(()), Some(e)) => {
                 // A statement failed and the body went on: PostgreSQL has aborted the
                 // transaction, so nothing of it may be reported as committed.
@@ -405,6 +517,10 @@ impl PostgresStore {
                 Err(e)
             }
         }
+    }
+
+    fn suspect(&self) {
+        self.health.suspect(&self.connect, &self.stop);
     }
 
     fn prune_here(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
@@ -454,6 +570,7 @@ impl PostgresStore {
 fn listen(
     connect: Connect,
     stop: Arc<AtomicBool>,
+    health: Arc<Health>,
     instance: String,
     wake: Box<dyn Fn() + Send + Sync>,
     mut first: Option<Client>,
@@ -497,6 +614,8 @@ fn listen(
             Err(e) => {
                 tracing::warn!(error = %e, "postgres: LISTEN connection lost; reconnecting");
                 lost = true;
+                // The server may be gone: find out now rather than at the next request.
+                health.suspect(&connect, &stop);
                 // Notifications may have been missed.
                 wake();
             }
@@ -548,6 +667,8 @@ pub(crate) struct PgTx<'a> {
     write: bool,
     /// The first statement error, kept even when the body ignored it.
     failed: Option<StoreError>,
+    /// Whether a statement failed because the connection is gone.
+    lost: bool,
     /// The store's NOTIFY payload.
     instance: &'a str,
 }
@@ -555,6 +676,7 @@ pub(crate) struct PgTx<'a> {
 impl PgTx<'_> {
     fn note<T>(&mut self, r: Result<T, postgres::Error>) -> StoreResult<T> {
         r.map_err(|e| {
+            self.lost |= connection_lost(&e);
             let e = StoreError::from(e);
             if self.failed.is_none() {
                 self.failed = Some(e.clone());
