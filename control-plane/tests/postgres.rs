@@ -450,3 +450,111 @@ async fn a_change_through_one_replica_wakes_the_others_long_polls() {
     drop((a, b));
     tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
 }
+
+/// `/readyz` follows the database: 200 while it answers; once the store knows it is
+/// unreachable, 503 `database_unavailable` (and so is a request that needs the database,
+/// answered without waiting for a connection); 200 again once it is back. `/healthz`
+/// (liveness) stays 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+async fn readiness_follows_the_database() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tessera_control_plane::crypto::MasterKey;
+    use tessera_control_plane::{app, AppState, Config};
+    use tower::ServiceExt;
+    let db = tokio::task::spawn_blocking(Db::new).await.unwrap();
+    let store = {
+        let url = db.url.clone();
+        tokio::task::spawn_blocking(move || PostgresStore::open(&url).unwrap())
+            .await
+            .unwrap()
+    };
+    let state = AppState::new(
+        Box::new(store),
+        Config {
+            base_url: "http://cp.test".into(),
+            master: MasterKey::generate().unwrap(),
+            access_ttl: 1800,
+        },
+    );
+    let router = app(state);
+    let get = |path: &'static str| {
+        let router = router.clone();
+        async move {
+            let r = router
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, json)
+        }
+    };
+    assert_eq!(
+        get("/readyz").await,
+        (200, serde_json::json!({"status": "ready"}))
+    );
+
+    let name = db.name.clone();
+    let admin_url = db.admin.clone();
+    let refuse = move |allow: bool| {
+        let (name, admin_url) = (name.clone(), admin_url.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut admin = connect(&admin_url).unwrap();
+            let sql = if allow {
+                format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            } else {
+                format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                )
+            };
+            admin.batch_execute(&sql).unwrap();
+        })
+    };
+    refuse(false).await.unwrap();
+    // Until the store has noticed (a readiness check finds its connection gone, and the
+    // probe cannot connect), /readyz may still pass; the loop's bound is a safety net.
+    let mut tries = 0;
+    let down = loop {
+        let (status, body) = get("/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        tries += 1;
+        assert!(tries < 600, "/readyz never answered 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(down["error"], "unavailable", "{down}");
+    assert_eq!(down["reason"], "database_unavailable", "{down}");
+    assert_eq!(get("/healthz").await.0, 200);
+    // A request that reads the database: 503 too. Once the probe has found the database
+    // unreachable, it is answered without taking a connection (the store says so in its
+    // log detail; the body keeps the stable reason).
+    let (status, body) = get("/v1/orgs/acme/jwks.json").await;
+    assert_eq!(
+        (status, &body["reason"]),
+        (503, &serde_json::json!("database_unavailable")),
+        "{body}"
+    );
+
+    refuse(true).await.unwrap();
+    let mut tries = 0;
+    loop {
+        let (status, body) = get("/readyz").await;
+        if status == 200 {
+            assert_eq!(body, serde_json::json!({"status": "ready"}));
+            break;
+        }
+        assert_eq!(body["reason"], "database_unavailable", "{body}");
+        tries += 1;
+        assert!(tries < 600, "/readyz never answered 200 again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(router);
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}

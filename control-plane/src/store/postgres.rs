@@ -103,6 +103,8 @@ const POOL_SIZE: u32 = 16;
 /// How long a request waits for a connection before it is answered 503: short, so that
 /// while PostgreSQL is down requests fail fast instead of piling up.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a readiness check waits for a pooled connection.
+const READY_CHECKOUT: Duration = Duration::from_millis(1000);
 /// How long opening one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The advisory lock migrations run under (any constant; "tessera" in ASCII).
@@ -458,6 +460,29 @@ impl Store for PostgresStore {
 
     fn prune_auth_log(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
         off_runtime(|| self.prune_here(now, keep_days))
+    }
+
+    /// `Unavailable` at once while the database is known to be down; else `SELECT 1` on a
+    /// pooled connection, waiting at most [`READY_CHECKOUT`] for one.
+    fn ready(&self) -> StoreResult<()> {
+        self.health.check()?;
+        off_runtime(|| {
+            let pool = self
+                .pool
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("postgres: the store is closing".into()))?;
+            let mut conn = pool.get_timeout(READY_CHECKOUT).map_err(|e| {
+                self.suspect();
+                unavailable("no connection to the database", e)
+            })?;
+            conn.client.simple_query("SELECT 1").map_err(|e| {
+                if connection_lost(&e) {
+                    self.suspect();
+                }
+                StoreError::from(e)
+            })?;
+            Ok(())
+        })
     }
 }
 
