@@ -11,10 +11,16 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 use tessera_control_plane::model::{AuthEvent, KeyAlg, Org};
 use tessera_control_plane::store::migrations;
-use tessera_control_plane::store::postgres::PostgresStore;
+use tessera_control_plane::store::postgres::{Connect, PostgresStore};
 use tessera_control_plane::store::{run, AuthEventQuery, Store, StoreError, StoreResult};
 
 const NEEDS: &str = "needs PostgreSQL: run through cargo xtask test";
+
+/// A client as the store connects (the URL's sslmode and sslrootcert, over rustls).
+fn connect(url: &str) -> Result<postgres::Client, String> {
+    let c = Connect::parse(url)?;
+    c.open().map_err(|e| c.explain(&e))
+}
 
 /// A database of its own, dropped (with its connections) at the end, also on failure.
 struct Db {
@@ -34,17 +40,21 @@ impl Db {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        let mut c = connect(&admin).expect("admin connection");
         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .unwrap();
         c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        let base = admin
-            .split('?')
-            .next()
-            .and_then(|a| a.rsplit_once('/'))
+        // The admin URL's database replaced, its parameters (sslmode, sslrootcert) kept.
+        let (path, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let base = path
+            .rsplit_once('/')
             .map(|(b, _)| b.to_string())
             .expect("admin URL ends in /database");
-        let url = format!("{base}/{name}");
+        let url = if query.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{name}?{query}")
+        };
         Db { admin, name, url }
     }
 
@@ -53,17 +63,17 @@ impl Db {
     }
 
     fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+        connect(&self.url).unwrap()
     }
 
     fn admin(&self) -> postgres::Client {
-        postgres::Client::connect(&self.admin, postgres::NoTls).unwrap()
+        connect(&self.admin).unwrap()
     }
 }
 
 impl Drop for Db {
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+        if let Ok(mut c) = connect(&self.admin) {
             // One statement per call: DROP DATABASE refuses to run in a multi-statement
             // (implicitly transactional) query.
             let _ = c.batch_execute(&format!(
@@ -354,23 +364,50 @@ fn unreachable_database_is_unavailable_and_the_store_recovers() {
             db.name
         ))
         .unwrap();
-    rx.recv_timeout(Duration::from_secs(15))
+    rx.recv_timeout(Duration::from_secs(60))
         .expect("the watcher was not woken by the lost connection");
-    let r = run::<_, StoreError>(&s, false, |tx| tx.get_setting("k"));
-    match r {
-        Err(StoreError::Unavailable(m)) => assert!(m.contains("postgres"), "{m}"),
-        other => panic!("want Unavailable, got {other:?}"),
-    }
+    // Every answer meanwhile is Unavailable; once the store's probe has found the database
+    // unreachable, the answer comes without taking a connection (it says so). The lost
+    // LISTEN connection started the probe; a request that found its connection gone would
+    // too. (The loop's bound is a safety net, not a measure.)
+    let mut answers = 0;
+    let fast = loop {
+        match run::<_, StoreError>(&s, false, |tx| tx.get_setting("k")) {
+            Err(StoreError::Unavailable(m)) if m.contains("reconnecting in the background") => {
+                break m
+            }
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("postgres"), "{m}"),
+            other => panic!("want Unavailable, got {other:?}"),
+        }
+        answers += 1;
+        assert!(answers < 100, "the store never knew the database was down");
+    };
+    assert!(
+        fast.contains("not currently accepting connections"),
+        "{fast}"
+    );
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {} ALLOW_CONNECTIONS true",
             db.name
         ))
         .unwrap();
-    let got = run::<_, StoreError>(&s, false, |tx| tx.get_setting("k")).expect("recovered");
+    // The probe finds the database back, and the store serves again (the pool replaces
+    // its broken connections).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        match run::<_, StoreError>(&s, false, |tx| tx.get_setting("k")) {
+            Ok(v) => break v,
+            Err(StoreError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("the store did not recover: {e}"),
+        }
+    };
     assert_eq!(got.as_deref(), Some("1"));
-    // The watcher listens again and says so with a wake.
-    rx.recv_timeout(Duration::from_secs(15))
+    // The watcher listens again and says so with a wake (it wakes once when the
+    // connection is lost and once when it listens anew).
+    rx.recv_timeout(Duration::from_secs(60))
         .expect("the watcher did not reconnect");
     drop(s);
 }
@@ -411,5 +448,113 @@ async fn a_change_through_one_replica_wakes_the_others_long_polls() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(a.edge_changes(), a0 + 1, "A counted its own notification");
     drop((a, b));
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
+
+/// `/readyz` follows the database: 200 while it answers; once the store knows it is
+/// unreachable, 503 `database_unavailable` (and so is a request that needs the database,
+/// answered without waiting for a connection); 200 again once it is back. `/healthz`
+/// (liveness) stays 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run through cargo xtask test"]
+async fn readiness_follows_the_database() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tessera_control_plane::crypto::MasterKey;
+    use tessera_control_plane::{app, AppState, Config};
+    use tower::ServiceExt;
+    let db = tokio::task::spawn_blocking(Db::new).await.unwrap();
+    let store = {
+        let url = db.url.clone();
+        tokio::task::spawn_blocking(move || PostgresStore::open(&url).unwrap())
+            .await
+            .unwrap()
+    };
+    let state = AppState::new(
+        Box::new(store),
+        Config {
+            base_url: "http://cp.test".into(),
+            master: MasterKey::generate().unwrap(),
+            access_ttl: 1800,
+        },
+    );
+    let router = app(state);
+    let get = |path: &'static str| {
+        let router = router.clone();
+        async move {
+            let r = router
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, json)
+        }
+    };
+    assert_eq!(
+        get("/readyz").await,
+        (200, serde_json::json!({"status": "ready"}))
+    );
+
+    let name = db.name.clone();
+    let admin_url = db.admin.clone();
+    let refuse = move |allow: bool| {
+        let (name, admin_url) = (name.clone(), admin_url.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut admin = connect(&admin_url).unwrap();
+            let sql = if allow {
+                format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            } else {
+                format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                )
+            };
+            admin.batch_execute(&sql).unwrap();
+        })
+    };
+    refuse(false).await.unwrap();
+    // Until the store has noticed (a readiness check finds its connection gone, and the
+    // probe cannot connect), /readyz may still pass; the loop's bound is a safety net.
+    let mut tries = 0;
+    let down = loop {
+        let (status, body) = get("/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        tries += 1;
+        assert!(tries < 600, "/readyz never answered 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(down["error"], "unavailable", "{down}");
+    assert_eq!(down["reason"], "database_unavailable", "{down}");
+    assert_eq!(get("/healthz").await.0, 200);
+    // A request that reads the database: 503 too. Once the probe has found the database
+    // unreachable, it is answered without taking a connection (the store says so in its
+    // log detail; the body keeps the stable reason).
+    let (status, body) = get("/v1/orgs/acme/jwks.json").await;
+    assert_eq!(
+        (status, &body["reason"]),
+        (503, &serde_json::json!("database_unavailable")),
+        "{body}"
+    );
+
+    refuse(true).await.unwrap();
+    let mut tries = 0;
+    loop {
+        let (status, body) = get("/readyz").await;
+        if status == 200 {
+            assert_eq!(body, serde_json::json!({"status": "ready"}));
+            break;
+        }
+        assert_eq!(body["reason"], "database_unavailable", "{body}");
+        tries += 1;
+        assert!(tries < 600, "/readyz never answered 200 again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(router);
     tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
 }

@@ -7,6 +7,11 @@
 //! root every server command runs as the `postgres` system user (`runuser`), which owns the
 //! data directory. Authentication is `trust` on loopback only: the cluster lives as long
 //! as one test run and holds nothing but test data.
+//!
+//! With [`PgOptions::tls`] the server also speaks TLS with a certificate for `127.0.0.1`
+//! and `localhost` signed by a CA made at start ([`PgCluster::ca_file`]), and
+//! [`PgCluster::url`] asks for `sslmode=verify-full` with that CA; with
+//! [`PgOptions::hostssl_only`] its `pg_hba.conf` takes TCP connections only over TLS.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -83,6 +88,10 @@ pub struct PgOptions {
     pub fsync: bool,
     /// `max_connections` of the server.
     pub max_connections: u32,
+    /// `ssl = on` with a run-time CA and server certificate; URLs ask for `verify-full`.
+    pub tls: bool,
+    /// `pg_hba.conf` takes TCP clients only over TLS (`hostssl`); needs `tls`.
+    pub hostssl_only: bool,
 }
 
 impl Default for PgOptions {
@@ -90,6 +99,8 @@ impl Default for PgOptions {
         PgOptions {
             fsync: true,
             max_connections: 300,
+            tls: false,
+            hostssl_only: false,
         }
     }
 }
@@ -102,6 +113,8 @@ pub struct PgCluster {
     port: u16,
     as_postgres: bool,
     running: bool,
+    /// The CA file of a cluster with TLS.
+    ca: Option<PathBuf>,
 }
 
 impl PgCluster {
@@ -120,6 +133,7 @@ impl PgCluster {
             port: free_port()?,
             as_postgres,
             running: false,
+            ca: None,
         };
         if as_postgres {
             // The server runs as `postgres`: it must own its directory and reach it.
@@ -148,13 +162,29 @@ impl PgCluster {
             .output()
             .map_err(|e| format!("initdb: {e}"))?;
         check("initdb", &out)?;
-        let conf = format!(
+        let mut conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = {}\nmax_connections = {}\nlog_min_messages = warning\nlog_line_prefix = '%m [%p] '\n",
             cluster.port,
             cluster.dir.path().display(),
             if options.fsync { "on" } else { "off" },
             options.max_connections,
         );
+        if options.tls {
+            cluster.ca = Some(cluster.make_certificates(&data)?);
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        }
+        if options.hostssl_only {
+            if !options.tls {
+                return Err("PgOptions::hostssl_only needs tls".into());
+            }
+            // Unix-socket clients (psql of these helpers) stay trusted; TCP needs TLS.
+            let hba = data.join("pg_hba.conf");
+            std::fs::write(
+                &hba,
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .map_err(|e| format!("could not write {}: {e}", hba.display()))?;
+        }
         let auto = data.join("postgresql.auto.conf");
         std::fs::write(&auto, conf)
             .map_err(|e| format!("could not write {}: {e}", auto.display()))?;
@@ -166,6 +196,63 @@ impl PgCluster {
         }
         cluster.start_server()?;
         Ok(cluster)
+    }
+
+    /// A CA and a server certificate for `127.0.0.1` and `localhost` it signed: the
+    /// server's in the data directory (its key of mode 0600 owned by the server's user,
+    /// as PostgreSQL demands), the CA's certificate beside it, readable by all. Returns the
+    /// CA file.
+    fn make_certificates(&self, data: &Path) -> Result<PathBuf, String> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let fail = |e: rcgen::Error| format!("making the test CA: {e}");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Tessera test PostgreSQL CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(fail)?)
+            .map_err(fail)?;
+        let key = KeyPair::generate().map_err(fail)?;
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .map_err(fail)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tessera test postgres");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &ca).map_err(fail)?;
+        let write = |path: &Path, text: &str, mode: u32| -> Result<(), String> {
+            std::fs::write(path, text)
+                .and_then(|()| {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                })
+                .map_err(|e| format!("could not write {}: {e}", path.display()))
+        };
+        write(&data.join("server.crt"), &cert.pem(), 0o644)?;
+        write(&data.join("server.key"), &key.serialize_pem(), 0o600)?;
+        let ca_file = self.dir.path().join("ca.crt");
+        write(&ca_file, &ca.pem(), 0o644)?;
+        if self.as_postgres {
+            let out = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .output()
+                .map_err(|e| format!("chown: {e}"))?;
+            check("chown", &out)?;
+        }
+        Ok(ca_file)
+    }
+
+    /// The CA that signed the server's certificate (a cluster with [`PgOptions::tls`]).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -224,8 +311,18 @@ impl PgCluster {
         self.port
     }
 
-    /// The URL of database `db` as the superuser.
+    /// The URL of database `db` as the superuser; on a cluster with TLS it asks for
+    /// `sslmode=verify-full` with the cluster's CA.
     pub fn url(&self, db: &str) -> String {
+        let plain = self.plain_url(db);
+        match &self.ca {
+            Some(ca) => format!("{plain}?sslmode=verify-full&sslrootcert={}", ca.display()),
+            None => plain,
+        }
+    }
+
+    /// The URL of database `db` as the superuser, without TLS parameters.
+    pub fn plain_url(&self, db: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
     }
 
@@ -234,12 +331,16 @@ impl PgCluster {
         self.url("postgres")
     }
 
-    /// Runs SQL through `psql` as the superuser on database `db`.
+    /// Runs SQL through `psql` as the superuser on database `db`, over the Unix socket
+    /// (whatever the cluster's TLS settings).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let psql = self.bin.join("psql");
         let out = Command::new(psql)
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url(db))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", SUPERUSER, "-d", db])
             .args(["-c", sql])
             .output()
             .map_err(|e| format!("psql: {e}"))?;

@@ -320,11 +320,14 @@ fn test(root: &Path) -> Result<()> {
     ));
     {
         // fsync off: the tests kill processes, never the machine, and every acknowledged
-        // commit is in the WAL the server wrote before answering.
+        // commit is in the WAL the server wrote before answering. TLS on: the suite
+        // connects with sslmode=verify-full and the cluster's run-time CA, as production
+        // should.
         let cluster = postgres::start_cluster(
             root,
             &tessera_host_tests::PgOptions {
                 fsync: false,
+                tls: true,
                 ..Default::default()
             },
         )?;

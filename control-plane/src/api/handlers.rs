@@ -12,8 +12,8 @@ use crate::service::input::{
 };
 use crate::service::views::{
     AuditEntries, AuthEvents, Deleted, EdgeCreated, Edited, Health, KeyRotated, Me, Minted,
-    OrgList, OrgView, RevokedAll, StatusListView, TokenPage, TokenView, UsageAccepted, UserList,
-    UserView,
+    OrgList, OrgView, Ready, RevokedAll, StatusListView, TokenPage, TokenView, UsageAccepted,
+    UserList, UserView,
 };
 use crate::service::{self, authn, keys, logs, orgs, tokens, users};
 use axum::extract::{Path, Request, State};
@@ -30,6 +30,11 @@ fn created<T>(v: T) -> (StatusCode, Json<T>) {
 
 pub(super) async fn health() -> Json<Health> {
     Json(Health { ok: true })
+}
+
+pub(super) async fn ready(State(s): State<AppState>) -> ApiResult<Json<Ready>> {
+    s.ready().await?;
+    Ok(Json(Ready { status: "ready" }))
 }
 
 pub(super) async fn openapi(State(s): State<AppState>) -> Json<utoipa::openapi::OpenApi> {

@@ -67,7 +67,13 @@ struct Inner {
     hashing: tokio::sync::Semaphore,
     /// Tokens per user, users per org, orgs per partner (`tessera serve` sets them).
     quotas: std::sync::OnceLock<service::quotas::Quotas>,
+    /// The last readiness check of the database and when it ran: `/readyz` callers within
+    /// [`READY_REUSE`] of it share it, and concurrent ones wait for one check.
+    readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
+
+/// How long one readiness check of the database answers `/readyz` for.
+const READY_REUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long a password check waits for a free core before answering 503.
 const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -123,6 +129,7 @@ impl AppState {
             edge_long_polls: server::Shares::default(),
             edge_long_poll_share: std::sync::OnceLock::new(),
             long_poll_share: std::sync::OnceLock::new(),
+            readiness: tokio::sync::Mutex::new(None),
             quotas: std::sync::OnceLock::new(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -276,6 +283,37 @@ impl AppState {
         .await
         .map_err(|e| ApiError::internal(format!("worker: {e}")))?
         .map_err(|e| ApiError::from(service::Error::from(e)))
+    }
+
+    /// Whether the database answers (`/readyz`): [`Store::ready`] on a blocking thread, at
+    /// most once per [`READY_REUSE`] whoever asks. Any failure is "unavailable".
+    pub async fn ready(&self) -> ApiResult<()> {
+        let mut last = self.inner.readiness.lock().await;
+        let fresh = last
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < READY_REUSE)
+            .map(|(_, r)| r.clone());
+        let result = match fresh {
+            Some(r) => r,
+            None => {
+                let st = self.clone();
+                let r = tokio::task::spawn_blocking(move || st.inner.store.ready())
+                    .await
+                    .map_err(|e| ApiError::internal(format!("worker: {e}")))?
+                    .map_err(|e| match e {
+                        crate::store::StoreError::Unavailable(m) => m,
+                        other => other.to_string(),
+                    });
+                *last = Some((std::time::Instant::now(), r.clone()));
+                r
+            }
+        };
+        drop(last);
+        result.map_err(|m| {
+            ApiError::from(service::Error::Store(
+                crate::store::StoreError::Unavailable(m),
+            ))
+        })
     }
 
     /// The server stops: long polls answer now instead of at their deadline.
@@ -634,6 +672,13 @@ pub fn routes() -> Vec<Route> {
     let mut routes = vec![
         route(Method::GET, "/healthz", "Liveness", Public, h!(GET, handlers::health))
             .ok::<Health>(200).infallible().no_cli("a probe for load balancers and orchestrators"),
+        // Readiness: the database answers. Public and cheap (one check per half second
+        // whoever asks), under the per-address rate limit like the other public routes
+        // that cost work.
+        route(Method::GET, "/readyz", "Readiness: 200 when the database answers, 503 database_unavailable otherwise", Public, h!(GET, handlers::ready))
+            .ok::<Ready>(200)
+            .limited()
+            .no_cli("a probe for load balancers and orchestrators"),
         route(Method::GET, "/openapi.json", "This description", Public, h!(GET, handlers::openapi))
             .answer(200, "The OpenAPI 3.1 document", vec![openapi]).infallible().no_cli("read by tools; `curl <url>/openapi.json`"),
         route(Method::GET, "/v1/me", "The authenticated user and organization", Token, h!(GET, handlers::me))

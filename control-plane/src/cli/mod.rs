@@ -310,7 +310,10 @@ enum LinksCmd {
 #[derive(Args)]
 struct DbArgs {
     /// The database: a SQLite file (a path or sqlite:///path), or PostgreSQL
-    /// (postgres://user@host:port/db).
+    /// (postgres://user@host:port/db). TLS to PostgreSQL: add `?sslmode=verify-full&sslrootcert=/path/ca.pem`
+    /// (the CA and the host name are checked); `require` encrypts without checking (the CA
+    /// is checked when `sslrootcert` is given), `prefer` (the default) encrypts when the
+    /// server offers it, `disable` never does.
     #[arg(long, env = "TESSERA_DB", default_value = "./tessera.db")]
     db: String,
     /// A file holding the master key (64 hex digits or base64 of 32 bytes).

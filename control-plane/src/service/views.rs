@@ -415,6 +415,14 @@ pub struct Health {
     pub ok: bool,
 }
 
+/// Readiness (`/readyz`): the database answers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready` (a database that does not answer is a 503).
+    #[schema(example = "ready")]
+    pub status: &'static str,
+}
+
 /// An organization's public keys, as a JWK Set (RFC 7517).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Jwks {

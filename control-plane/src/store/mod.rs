@@ -378,6 +378,12 @@ pub trait Store: Send + Sync {
         let _ = wake;
     }
 
+    /// Whether the database answers now (readiness): a trivial read. PostgreSQL answers
+    /// at once while it is known to be down, and waits for a connection only briefly.
+    fn ready(&self) -> StoreResult<()> {
+        self.transaction(false, &mut |tx| tx.get_setting("base_url").map(|_| ()))
+    }
+
     /// Removes the authentication-log events older than `keep_days` days before `now`
     /// (Unix seconds) and prepares for the days ahead (PostgreSQL: drops whole daily
     /// partitions, creates the next days' ones). Returns how many events were removed.

@@ -2,7 +2,8 @@
 //!
 //! - Driver: the synchronous `postgres` client with an `r2d2` pool (`r2d2_postgres`); the
 //!   `Store` trait is synchronous and runs on blocking threads, like the SQLite backend.
-//!   No TLS yet: connections are plain TCP or a Unix socket (see ARCHITECTURE.md).
+//! - TLS over rustls as the URL's `sslmode` and `sslrootcert` say (`tls.rs`): `prefer`
+//!   (the default) and `require` encrypt, `verify-full` also checks the CA and host name.
 //! - Read transactions are `REPEATABLE READ, READ ONLY` snapshots (as SQLite's readers);
 //!   write transactions are `READ COMMITTED`, and every getter that reads one row inside a
 //!   write takes `FOR UPDATE`, so the services' read-modify-write (status-list index
@@ -11,6 +12,10 @@
 //! - A deadlock or serialization failure (40P01/40001), a lost connection or a pool
 //!   checkout that times out is `StoreError::Unavailable` (the API answers 503); a
 //!   constraint violation is `Conflict`.
+//! - Fail fast while the database is down: a lost connection or a checkout that timed out
+//!   starts a background probe; while the probe cannot connect the store is marked down and
+//!   every transaction is answered `Unavailable` at once, without waiting for a connection,
+//!   until the probe connects again ([`Health`]).
 //! - Migrations are the numbered `MIGRATIONS` (their PostgreSQL texts), recorded in
 //!   `tessera_migrations`, applied under an advisory lock so that replicas starting
 //!   together migrate once.
@@ -26,12 +31,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 use r2d2::Pool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub mod tls;
+pub use tls::Connect;
 
 /// Statements kept prepared per connection (each is parsed and planned once, and a query
 /// then costs one round trip instead of two).
@@ -67,7 +75,7 @@ fn pg_placeholders(sql: &str) -> String {
 /// The pool's connections: `r2d2_postgres`'s manager keeps no prepared statements, so
 /// this one (the same three calls) wraps each client with its statement cache.
 pub(crate) struct Manager {
-    config: postgres::Config,
+    connect: Connect,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -76,7 +84,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
         Ok(PgConn {
-            client: self.config.connect(NoTls)?,
+            client: self.connect.open()?,
             statements: HashMap::new(),
         })
     }
@@ -95,6 +103,8 @@ const POOL_SIZE: u32 = 16;
 /// How long a request waits for a connection before it is answered 503: short, so that
 /// while PostgreSQL is down requests fail fast instead of piling up.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a readiness check waits for a pooled connection.
+const READY_CHECKOUT: Duration = Duration::from_millis(1000);
 /// How long opening one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The advisory lock migrations run under (any constant; "tessera" in ASCII).
@@ -110,7 +120,9 @@ const DAY: i64 = 86_400;
 pub struct PostgresStore {
     /// `None` only while dropping.
     pool: Option<Pool<Manager>>,
-    config: postgres::Config,
+    connect: Connect,
+    /// Whether the database is known to be unreachable.
+    health: Arc<Health>,
     /// Set on drop: the LISTEN thread ends.
     stop: Arc<AtomicBool>,
     /// This store's NOTIFY payload: its own notifications are not remote changes (its
@@ -146,6 +158,88 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("postgres: {what}: {e}"))
+}
+
+/// How often the probe tries to connect while the database is down.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// What the store knows of its database's reachability. A lost connection (or a checkout
+/// that timed out) is a suspicion: one probe thread connects to find out. While it cannot,
+/// the store is `down` and answers at once; its first successful connection clears it.
+#[derive(Default)]
+struct Health {
+    down: AtomicBool,
+    probing: AtomicBool,
+    /// Why the last probe failed (for the answer's log detail).
+    last: Mutex<String>,
+}
+
+impl Health {
+    /// `Unavailable` at once while the database is known to be down.
+    fn check(&self) -> StoreResult<()> {
+        if !self.down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let last = self.last.lock().map(|l| l.clone()).unwrap_or_default();
+        Err(StoreError::Unavailable(format!(
+            "postgres: the database is unreachable; reconnecting in the background (last attempt: {last})"
+        )))
+    }
+
+    /// A connection was lost: start the probe (one at a time) unless it runs.
+    fn suspect(self: &Arc<Self>, connect: &Connect, stop: &Arc<AtomicBool>) {
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (health, connect, stop) = (self.clone(), connect.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("tessera-pg-probe".into())
+            .spawn(move || health.probe(&connect, &stop));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "postgres: cannot start the reconnect probe");
+            self.probing.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn probe(&self, connect: &Connect, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            let tried = connect
+                .open()
+                .and_then(|mut c| c.simple_query("SELECT 1").map(|_| ()));
+            match tried {
+                Ok(()) => {
+                    if self.down.swap(false, Ordering::SeqCst) {
+                        tracing::info!("postgres: the database is reachable again");
+                    }
+                    break;
+                }
+                // Too many connections or out of resources: the server runs, and the
+                // pool's open connections may serve; not "down".
+                Err(e) if e.code().is_some_and(|c| c.code().starts_with("53")) => break,
+                Err(e) => {
+                    if let Ok(mut last) = self.last.lock() {
+                        *last = connect.explain(&e);
+                    }
+                    if !self.down.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(error = %connect.explain(&e), "postgres: the database is unreachable; requests are answered 503 until it is back");
+                    }
+                }
+            }
+            std::thread::sleep(PROBE_EVERY);
+        }
+        self.probing.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether `e` says the connection (or the server) is gone, rather than that a statement
+/// failed.
+fn connection_lost(e: &postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        // Connection exceptions; admin or crash shutdown, cannot connect now.
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 impl From<postgres::Error> for StoreError {
@@ -191,16 +285,8 @@ impl PostgresStore {
     }
 
     fn open_here(url: &str) -> StoreResult<Self> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("--db: not a PostgreSQL URL: {e}")))?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(StoreError::Backend(
-                "--db: sslmode=require, but this build speaks to PostgreSQL without TLS \
-                 (use a Unix socket, loopback or a private network)"
-                    .into(),
-            ));
-        }
+        let mut connect = Connect::parse(url).map_err(StoreError::Backend)?;
+        let config = &mut connect.config;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -209,9 +295,9 @@ impl PostgresStore {
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
-        migrate(&config)?;
+        migrate(&connect)?;
         let manager = Manager {
-            config: config.clone(),
+            connect: connect.clone(),
         };
         // Every checkout is tested (a connection broken by a restart of the server is
         // discarded, and a new one opened), and fails after CHECKOUT_TIMEOUT.
@@ -226,7 +312,8 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(format!("getrandom: {e}")))?;
         Ok(PostgresStore {
             pool: Some(pool),
-            config,
+            health: Arc::new(Health::default()),
+            connect,
             stop: Arc::new(AtomicBool::new(false)),
             instance: URL_SAFE_NO_PAD.encode(id),
         })
@@ -279,10 +366,10 @@ impl PostgresStore {
 
 /// Applies the missing migrations, once, under an advisory lock (replicas starting
 /// together wait for the first to finish, then find nothing to do).
-fn migrate(config: &postgres::Config) -> StoreResult<()> {
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|e| unavailable("cannot connect", e))?;
+fn migrate(connect: &Connect) -> StoreResult<()> {
+    let mut client = connect
+        .open()
+        .map_err(|e| unavailable("cannot connect", connect.explain(&e)))?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
     let r = migrate_locked(&mut client);
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
@@ -344,12 +431,13 @@ impl Store for PostgresStore {
         }
     }
     fn watch_remote_changes(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        let config = self.config.clone();
+        let connect = self.connect.clone();
         let stop = self.stop.clone();
+        let health = self.health.clone();
         let instance = self.instance.clone();
         // The first LISTEN is in place before this returns: a change committed after it
         // is never missed. (If it fails, the thread retries, and wakes once it listens.)
-        let first = off_runtime(|| match config.connect(NoTls) {
+        let first = off_runtime(|| match connect.open() {
             Ok(mut c) => match c.batch_execute(&format!("LISTEN {CHANNEL}")) {
                 Ok(()) => Some(c),
                 Err(e) => {
@@ -364,7 +452,7 @@ impl Store for PostgresStore {
         });
         let spawned = std::thread::Builder::new()
             .name("tessera-pg-listen".into())
-            .spawn(move || listen(config, stop, instance, wake, first));
+            .spawn(move || listen(connect, stop, health, instance, wake, first));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "postgres: cannot start the LISTEN thread");
         }
@@ -372,6 +460,29 @@ impl Store for PostgresStore {
 
     fn prune_auth_log(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
         off_runtime(|| self.prune_here(now, keep_days))
+    }
+
+    /// `Unavailable` at once while the database is known to be down; else `SELECT 1` on a
+    /// pooled connection, waiting at most [`READY_CHECKOUT`] for one.
+    fn ready(&self) -> StoreResult<()> {
+        self.health.check()?;
+        off_runtime(|| {
+            let pool = self
+                .pool
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("postgres: the store is closing".into()))?;
+            let mut conn = pool.get_timeout(READY_CHECKOUT).map_err(|e| {
+                self.suspect();
+                unavailable("no connection to the database", e)
+            })?;
+            conn.client.simple_query("SELECT 1").map_err(|e| {
+                if connection_lost(&e) {
+                    self.suspect();
+                }
+                StoreError::from(e)
+            })?;
+            Ok(())
+        })
     }
 }
 
@@ -381,23 +492,45 @@ impl PostgresStore {
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        let mut pooled = self.checkout()?;
+        self.health.check()?;
+        let mut pooled = match self.checkout() {
+            Ok(p) => p,
+            Err(e) => {
+                self.suspect();
+                return Err(e);
+            }
+        };
         let conn = &mut *pooled;
-        conn.client.batch_execute(if write {
+        let begun = conn.client.batch_execute(if write {
             "BEGIN ISOLATION LEVEL READ COMMITTED"
         } else {
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-        })?;
+        });
+        if let Err(e) = begun {
+            if connection_lost(&e) {
+                self.suspect();
+            }
+            return Err(e.into());
+        }
         let mut tx = PgTx {
             c: conn,
             write,
             failed: None,
+            lost: false,
             instance: &self.instance,
         };
         let r = f(&mut tx);
         let failed = tx.failed.take();
+        if tx.lost {
+            self.suspect();
+        }
         match (r, failed) {
-            (Ok(()), None) => Ok(conn.client.batch_execute("COMMIT")?),
+            (Ok(()), None) => conn.client.batch_execute("COMMIT").map_err(|e| {
+                if connection_lost(&e) {
+                    self.suspect();
+                }
+                e.into()
+            }),
             (Ok(()), Some(e)) => {
                 // A statement failed and the body went on: PostgreSQL has aborted the
                 // transaction, so nothing of it may be reported as committed.
@@ -409,6 +542,10 @@ impl PostgresStore {
                 Err(e)
             }
         }
+    }
+
+    fn suspect(&self) {
+        self.health.suspect(&self.connect, &self.stop);
     }
 
     fn prune_here(&self, now: i64, keep_days: i64) -> StoreResult<u64> {
@@ -456,8 +593,9 @@ impl PostgresStore {
 /// was lost, and again once listening anew), reconnecting with a backoff until the store
 /// is dropped.
 fn listen(
-    config: postgres::Config,
+    connect: Connect,
     stop: Arc<AtomicBool>,
+    health: Arc<Health>,
     instance: String,
     wake: Box<dyn Fn() + Send + Sync>,
     mut first: Option<Client>,
@@ -472,7 +610,7 @@ fn listen(
         let mut client = match first.take() {
             Some(c) => c,
             None => {
-                let connected = config.connect(NoTls).and_then(|mut c| {
+                let connected = connect.open().and_then(|mut c| {
                     c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
                     Ok(c)
                 });
@@ -501,6 +639,8 @@ fn listen(
             Err(e) => {
                 tracing::warn!(error = %e, "postgres: LISTEN connection lost; reconnecting");
                 lost = true;
+                // The server may be gone: find out now rather than at the next request.
+                health.suspect(&connect, &stop);
                 // Notifications may have been missed.
                 wake();
             }
@@ -552,6 +692,8 @@ pub(crate) struct PgTx<'a> {
     write: bool,
     /// The first statement error, kept even when the body ignored it.
     failed: Option<StoreError>,
+    /// Whether a statement failed because the connection is gone.
+    lost: bool,
     /// The store's NOTIFY payload.
     instance: &'a str,
 }
@@ -559,6 +701,7 @@ pub(crate) struct PgTx<'a> {
 impl PgTx<'_> {
     fn note<T>(&mut self, r: Result<T, postgres::Error>) -> StoreResult<T> {
         r.map_err(|e| {
+            self.lost |= connection_lost(&e);
             let e = StoreError::from(e);
             if self.failed.is_none() {
                 self.failed = Some(e.clone());

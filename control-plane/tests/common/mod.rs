@@ -236,36 +236,7 @@ impl World {
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> Resp {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", ctype);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        send(&self.app, method, path, token, ctype, body, headers).await
     }
 
     /// The org's status list, decoded: one value per index.
@@ -486,5 +457,46 @@ pub fn signature_verifies(jwks: &Value, jwt: &str) -> bool {
     match verifier.begin(&req, 0, None) {
         Step::Verify(pending) => verifier.verify_signature(&pending),
         Step::Done(_) => false,
+    }
+}
+
+/// One request through `app` (a [`World`]'s, or another router over its state).
+pub async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    ctype: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", ctype);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
     }
 }
