@@ -736,21 +736,44 @@ fn a_token_that_cannot_be_a_header_is_named_and_explained() {
 }
 
 /// What the API does to users, edge credentials and the audit log, the CLI does too.
+/// `tessera <args>` with `token` against `server`, which must succeed: its stdout.
+fn as_admin(dir: &Scratch, token: &str, server: &Server, args: &[&str]) -> String {
+    ok(tessera(dir, args, Some(token), Some(&server.url))
+        .output()
+        .unwrap())
+}
+
+/// [`as_admin`] with `-o json`, parsed.
+fn as_admin_json(dir: &Scratch, token: &str, server: &Server, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&as_admin(dir, token, server, &a)).unwrap()
+}
+
+/// `tessera links accept` with the link and a new password on its stdin.
+fn accept_link(dir: &Scratch, server: &Server, link: &str, password: &str) -> Output {
+    let mut child = tessera(dir, &["links", "accept"], None, Some(&server.url))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{link}\n{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn users_edges_and_the_audit_log_from_the_cli() {
     let dir = Scratch::new();
     let admin = bootstrap(&dir);
     let server = serve(&dir, &[], &[]);
-    let run = |args: &[&str]| {
-        ok(tessera(&dir, args, Some(&admin), Some(&server.url))
-            .output()
-            .unwrap())
-    };
-    let json = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&run(&a)).unwrap()
-    };
+    let run = |args: &[&str]| as_admin(&dir, &admin, &server, args);
+    let json = |args: &[&str]| as_admin_json(&dir, &admin, &server, args);
     let bob = json(&["users", "create", "--org", "acme", "bob", "--role", "user"]);
     let bob_id = bob["id"]
         .as_str()
@@ -822,16 +845,8 @@ fn the_cli_shows_names_and_covers_links_and_the_org_auth_log() {
     let dir = Scratch::new();
     let admin = bootstrap(&dir);
     let server = serve(&dir, &[], &[]);
-    let run = |args: &[&str]| {
-        ok(tessera(&dir, args, Some(&admin), Some(&server.url))
-            .output()
-            .unwrap())
-    };
-    let json = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&run(&a)).unwrap()
-    };
+    let run = |args: &[&str]| as_admin(&dir, &admin, &server, args);
+    let json = |args: &[&str]| as_admin_json(&dir, &admin, &server, args);
 
     let me = run(&["whoami"]);
     assert!(!me.contains('{'), "{me}");
@@ -847,34 +862,11 @@ fn the_cli_shows_names_and_covers_links_and_the_org_auth_log() {
         .as_str()
         .unwrap_or_else(|| panic!("no link in {bob}"))
         .to_string();
-    let mut accept = tessera(&dir, &["links", "accept"], None, Some(&server.url))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    accept
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{link}\ncorrect horse battery staple of bob\n").as_bytes())
-        .unwrap();
-    let said = ok(accept.wait_with_output().unwrap());
+    let password = "correct horse battery staple of bob";
+    let said = ok(accept_link(&dir, &server, &link, password));
     assert!(said.contains("Password set for bob"), "{said}");
     // The same link again: used, said in words.
-    let mut again = tessera(&dir, &["links", "accept"], None, Some(&server.url))
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    again
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{link}\ncorrect horse battery staple of bob\n").as_bytes())
-        .unwrap();
-    let out = again.wait_with_output().unwrap();
+    let out = accept_link(&dir, &server, &link, password);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already used"), "{err}");
