@@ -271,6 +271,29 @@ async fn disabled_users_are_suspended_and_deleted_ones_revoked() {
             .status,
         404
     );
+    // The name is free again (issue 24: a deleted username could not be reused); the
+    // logs still name the deleted user, as deleted.
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/users",
+            Some(&ada),
+            Some(json!({"username": "ned", "role": "user"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_ne!(r.json()["id"], ned.as_str());
+    let audit = w
+        .call("GET", "/v1/audit-log?per_page=200", Some(&ada), None)
+        .await
+        .json();
+    let deleted = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "user.delete" && e["target"] == ned.as_str())
+        .unwrap_or_else(|| panic!("no user.delete of {ned} in {audit}"));
+    assert_eq!(deleted["target_name"], "ned (deleted)", "{deleted}");
     // Only an admin of the org, never the user themselves.
     let r = w
         .call(

@@ -405,6 +405,11 @@ pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
     account.password_hash = None;
     account.suspended_tokens.clear();
     tx.put_account(&account)?;
+    // The username is free again for a new user; the deleted one keeps it with a mark
+    // no username can contain, so logs still read `bob (deleted)`.
+    let mut retired = user.clone();
+    retired.username = tombstone(&user);
+    tx.retire_username(&retired)?;
     tx.end_user_sessions(&user.id, ctx.now)?;
     tx.void_links(&user.id, None, ctx.now)?;
     audit(
@@ -417,6 +422,28 @@ pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
         json!({"revoked": revoked}),
     )?;
     user_view(tx, &user)
+}
+
+/// The mark between a deleted user's username and their id's tail: never in a username
+/// (`input::check_username`).
+pub const TOMBSTONE_MARK: char = '~';
+
+/// `bob~1d0ddbd755c8`: a deleted user's username, unique in its org and never a live one.
+fn tombstone(user: &User) -> String {
+    let tail = user.id.strip_prefix("usr_").unwrap_or(&user.id);
+    format!(
+        "{}{TOMBSTONE_MARK}{}",
+        user.username,
+        &tail[..tail.len().min(12)]
+    )
+}
+
+/// How people read a username: a deleted user's as `bob (deleted)`.
+pub fn shown_username(username: &str) -> String {
+    match username.split_once(TOMBSTONE_MARK) {
+        Some((name, _)) => format!("{name} (deleted)"),
+        None => username.to_string(),
+    }
 }
 
 /// A live user the caller administers (never the caller themselves).

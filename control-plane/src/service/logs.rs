@@ -189,7 +189,9 @@ impl Names {
         if let Some(n) = self.users.get(id) {
             return Ok(n.clone());
         }
-        let name = tx.get_user(id)?.map(|u| u.username);
+        let name = tx
+            .get_user(id)?
+            .map(|u| super::accounts::shown_username(&u.username));
         self.users.insert(id.to_string(), name.clone());
         Ok(name)
     }

@@ -153,7 +153,7 @@ impl TokenView {
             id: t.id.clone(),
             org: t.org_id.clone(),
             user: t.user_id.clone(),
-            username: username.to_string(),
+            username: super::accounts::shown_username(username),
             name: t.name.clone(),
             description: t.description.clone(),
             status: t.status(now).as_str().to_string(),
