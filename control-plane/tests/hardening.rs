@@ -548,11 +548,11 @@ fn the_readme_exchange_example_runs_as_written() {
     let admin = bootstrap(&dir);
     let server = serve(&dir, &[]);
     assert!(
-        line.contains("eyJ…") && line.contains("http://127.0.0.1:8080"),
+        line.contains("tsr_eyJ…") && line.contains("http://127.0.0.1:8080"),
         "{line}"
     );
     let command = line
-        .replace("eyJ…", &admin)
+        .replace("tsr_eyJ…", &admin)
         .replace("http://127.0.0.1:8080", &format!("http://{}", server.addr));
     let out = Command::new("sh").args(["-c", &command]).output().unwrap();
     let body = String::from_utf8_lossy(&out.stdout);

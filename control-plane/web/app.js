@@ -437,7 +437,8 @@ async function download(t, what) {
   try {
     const m = await api("POST", `/v1/tokens/${encodeURIComponent(t.id)}/${what}`);
     await showSecret(`Your API token “${t.name}”`, m.jwt, `${t.name}.jwt`,
-      "You will not see this token again: copy it or save it as a file now. Afterwards only its id is shown.");
+      "You will not see this token again: copy it or save it as a file now. Afterwards only its id is shown. " +
+      "It starts with tsr_ so that secret scanners can find it if it leaks; the rest is a standard JWT.");
   } catch (e) { toast(e.message); }
   route();
 }

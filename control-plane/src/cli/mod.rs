@@ -116,7 +116,7 @@ fn check_token(token: &str, source: &str) -> Result<(), String> {
     }
     if token.trim().contains(['\n', '\r']) {
         return Err(format!(
-            "{source} holds more than one line: {token_alone} (a JWT is one line, eyJ...)"
+            "{source} holds more than one line: {token_alone} (a token is one line, tsr_eyJ...)"
         ));
     }
     if token != token.trim() {
@@ -416,7 +416,7 @@ enum TokensCmd {
     Show {
         id: String,
     },
-    /// Print the JWT (once).
+    /// Print the token (once): `tsr_` followed by the JWT.
     Download {
         id: String,
     },
