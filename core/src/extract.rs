@@ -169,7 +169,10 @@ mod tests {
         );
         // With and without the prefix, the same token.
         check(
-            &[("authorization", "Bearer tsr_abc"), ("csp-auth-token", "abc")],
+            &[
+                ("authorization", "Bearer tsr_abc"),
+                ("csp-auth-token", "abc"),
+            ],
             Ok(Some(("abc", "authorization"))),
         );
         check(
@@ -177,7 +180,10 @@ mod tests {
             Ok(Some(("abc", "authorization"))),
         );
         check(
-            &[("authorization", "Bearer tsr_abc"), ("csp-auth-token", "tsr_xyz")],
+            &[
+                ("authorization", "Bearer tsr_abc"),
+                ("csp-auth-token", "tsr_xyz"),
+            ],
             Err(Reason::TokenAmbiguous),
         );
         // Only the exact prefix, once: the rest is the token (refused later as malformed).
@@ -189,6 +195,9 @@ mod tests {
             &[("authorization", "Bearer tsr_tsr_abc")],
             Ok(Some(("tsr_abc", "authorization"))),
         );
-        check(&[("authorization", "Bearer tsr_")], Ok(Some(("", "authorization"))));
+        check(
+            &[("authorization", "Bearer tsr_")],
+            Ok(Some(("", "authorization"))),
+        );
     }
 }

@@ -36,8 +36,7 @@ pub const API_TOKEN_PREFIX: &str = "tsr_";
 /// objects in base64url, and a signature of at least 64 bytes (Ed25519 and P-256; RSA is
 /// longer). No checksum: the signature is one that anyone holding the org's public JWKS
 /// checks offline, with no false positive, and the partner endpoint does exactly that.
-pub const API_TOKEN_PATTERN: &str =
-    r"tsr_eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{86,}";
+pub const API_TOKEN_PATTERN: &str = r"tsr_eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{86,}";
 
 /// The compact JWS inside a presented token: the text after [`API_TOKEN_PREFIX`], or the
 /// text itself for a token issued before the prefix (those keep working).

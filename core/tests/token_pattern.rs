@@ -54,7 +54,12 @@ fn issued(f: &Fixture, rng: &mut StdRng) -> String {
     let mut claims = default_claims(NOW);
     claims.sub = word(rng, 40);
     claims.jti = format!("tok_{}", word(rng, 30));
-    claims.scope = Some((0..rng.gen_range(0..6)).map(|_| word(rng, 12)).collect::<Vec<_>>().join(" "));
+    claims.scope = Some(
+        (0..rng.gen_range(0..6))
+            .map(|_| word(rng, 12))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     claims.status = None;
     claims.exp = i64::try_from(NOW).unwrap() + rng.gen_range(60..400 * 86_400);
     let key = &f.keys[rng.gen_range(0..f.keys.len())];
@@ -70,7 +75,10 @@ fn confirmed(f: &Fixture, text: &str) -> bool {
         headers: &headers,
         source_address: Some("127.0.0.1:1"),
     };
-    matches!(f.verifier.check(&req, NOW, None).decision, Decision::Allow(_))
+    matches!(
+        f.verifier.check(&req, NOW, None).decision,
+        Decision::Allow(_)
+    )
 }
 
 fn anchored() -> Regex {

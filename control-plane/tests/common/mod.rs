@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod scanner;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
