@@ -108,7 +108,7 @@ pub(super) async fn run(
         }
         Command::ReportLeak {
             tokens,
-            url,
+            found_at,
             source,
         } => {
             let mut all = Vec::new();
@@ -131,7 +131,7 @@ pub(super) async fn run(
                 .json(
                     "POST",
                     "/v1/leaks",
-                    &json!({"tokens": all, "url": url, "source": source}),
+                    &json!({"tokens": all, "url": found_at, "source": source}),
                 )
                 .await?
                 .ok_json()?;

@@ -228,9 +228,9 @@ enum Command {
         /// the process list: prefer `-`).
         #[arg(required = true)]
         tokens: Vec<String>,
-        /// Where they were found.
+        /// Where they were found (a URL; `--url` is the control plane's).
         #[arg(long)]
-        url: Option<String>,
+        found_at: Option<String>,
         /// What kind of place (a paste, a repository, a log).
         #[arg(long)]
         source: Option<String>,
