@@ -2,6 +2,8 @@
 //! Scanner posts are signed with a P-256 key made at run time, whose public half a tiny
 //! HTTP server on loopback publishes in GitHub's format (the server counts its fetches, and
 //! stops when the test ends, also on failure).
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -184,15 +184,20 @@ fn cli_bootstrap_create_download_revoke() {
 
     // Leaked tokens from the CLI: the org's policy, and a report read from stdin (no
     // sign-in needed).
-    let policy = |args: &[&str]| -> Value {
-        serde_json::from_str(&ok(run(args, &admin))).unwrap()
-    };
+    let policy = |args: &[&str]| -> Value { serde_json::from_str(&ok(run(args, &admin))).unwrap() };
     assert_eq!(
         policy(&["orgs", "leak-policy", "acme", "-o", "json"])["policy"],
         "revoke"
     );
     ok(run(
-        &["tokens", "create", "--name", "leaky", "--lifetime-days", "30"],
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "leaky",
+            "--lifetime-days",
+            "30",
+        ],
         &admin,
     ));
     let list: Value = serde_json::from_str(&ok(run(
@@ -207,7 +212,14 @@ fn cli_bootstrap_create_download_revoke() {
     ok(run(&["whoami"], &leaked));
     let mut report = d.command(BIN);
     report
-        .args(["report-leak", "-", "--found-at", "https://paste.example/1", "-o", "json"])
+        .args([
+            "report-leak",
+            "-",
+            "--found-at",
+            "https://paste.example/1",
+            "-o",
+            "json",
+        ])
         .env("TESSERA_URL", &server.url)
         .env_remove("TESSERA_TOKEN")
         .stdin(Stdio::piped())
@@ -226,7 +238,15 @@ fn cli_bootstrap_create_download_revoke() {
         "the reported token is revoked"
     );
     assert_eq!(
-        policy(&["orgs", "leak-policy", "acme", "--set", "notify_only", "-o", "json"])["policy"],
+        policy(&[
+            "orgs",
+            "leak-policy",
+            "acme",
+            "--set",
+            "notify_only",
+            "-o",
+            "json"
+        ])["policy"],
         "notify_only"
     );
 

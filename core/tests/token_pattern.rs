@@ -160,7 +160,7 @@ fn mutate(rng: &mut StdRng, token: &str) -> String {
         let i = rng.gen_range(0..b.len());
         match rng.gen_range(0..6) {
             // Substitute a base64url character by another: the pattern still matches.
-            0 | 1 | 2 => {
+            0..=2 => {
                 let old = b[i];
                 let mut c = old;
                 while c == old {

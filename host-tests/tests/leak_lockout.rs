@@ -1,13 +1,14 @@
 //! Leak to lockout in real processes: a token in use at two Envoys (two workers each,
-//! synced by the module's sync service from a real `tessera serve`), a secret scanner's
-//! signed post naming it, and the token refused at every worker of every Envoy. The
+//! synced by the module's sync service from a real `tessera serve`) and a workerd running
+//! the edge worker (status list from the same control plane), a secret scanner's signed
+//! post naming it, and the token refused at every worker of every Envoy and at the worker. The
 //! scanner's key is made at run time; its public half is served in GitHub's format by a
 //! loopback server the control plane is pointed at (`--secret-scanning-keys-url`). Every
 //! check polls until it holds on every worker (bounded only as a safety net); the times are
 //! printed, not asserted.
 //!
-//! Needs `TESSERA_ENVOY`, `TESSERA_FILTER_WASM` and `TESSERA_CP_BIN`; `cargo xtask test`
-//! sets all three.
+//! Needs `TESSERA_ENVOY`, `TESSERA_FILTER_WASM`, `TESSERA_WORKERD`,
+//! `TESSERA_EDGE_WORKER_DIR` and `TESSERA_CP_BIN`; `cargo xtask test` sets them all.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use serde_json::json;
 use tessera_core::token::{strip_api_prefix, API_TOKEN_PREFIX};
+use tessera_host_tests::workerd::{workerd_tools, Origin, Workerd, WorkerdOptions};
 use tessera_host_tests::{
     control_plane_path, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, Request,
@@ -86,6 +88,54 @@ fn until_every_worker(envoy: &Envoy, token: &str, want: (u16, &str), since: Inst
     }
 }
 
+fn start_workerd(cp: &ControlPlane, upstream: &EchoUpstream) -> Workerd {
+    let (workerd_bin, bundle) = workerd_tools();
+    let jwks_path = cp.jwks_url().replacen(&cp.url(), "", 1);
+    let jwks = cp
+        .api("GET", &jwks_path, None, None)
+        .unwrap_or_else(|e| panic!("JWKS: {e}"));
+    let config = json!({
+        "issuers": [cp.issuer()],
+        "audiences": ["tessera"],
+        "jwks": jwks,
+        "status": {"required": true, "fail_policy": "closed"},
+    });
+    Workerd::start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var(
+            "TESSERA_STATUS_URLS",
+            &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
+        )
+        .var("TESSERA_STATUS_TTL_MS", "900"),
+    )
+    .unwrap_or_else(|e| panic!("workerd did not start: {e}"))
+}
+
+/// Polls the worker until `token` gets `want`; the time from `since`.
+fn until_worker(worker: &Workerd, token: &str, want: (u16, &str), since: Instant) -> Duration {
+    loop {
+        let got = match worker.send(&Request::get("/api/orders").bearer(token)) {
+            Ok(r) if r.status == 200 && r.upstream().is_some() => (200, "allow".to_string()),
+            Ok(r) => (r.status, r.reason().unwrap_or_else(|| r.summary())),
+            Err(e) => (0, format!("request failed: {e}")),
+        };
+        if got.0 == want.0 && got.1 == want.1 {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < SAFETY_NET,
+            "{want:?} not seen at the worker; last answer {got:?}\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_scanner_post_locks_a_token_out_at_every_edge() {
     // The scanner's key and its published document.
@@ -125,6 +175,9 @@ fn a_scanner_post_locks_a_token_out_at_every_edge() {
         until_every_worker(edge, &token, (200, "allow"), Instant::now());
         until_every_worker(edge, &bare, (200, "allow"), Instant::now());
     }
+    let worker = start_workerd(&cp, &upstream);
+    until_worker(&worker, &token, (200, "allow"), Instant::now());
+    until_worker(&worker, &bare, (200, "allow"), Instant::now());
 
     // The scanner's post, signed over the exact bytes sent.
     let body = json!([{
@@ -161,6 +214,9 @@ fn a_scanner_post_locks_a_token_out_at_every_edge() {
         );
         until_every_worker(edge, &bare, (401, "revoked"), Instant::now());
     }
+    let took = until_worker(&worker, &token, (401, "revoked"), start);
+    println!("[leak] workerd: scanner post -> 401 revoked {took:?} after the post started");
+    until_worker(&worker, &bare, (401, "revoked"), Instant::now());
     // Where it was found is in the audit log, with the notification owed.
     let log = cp
         .api("GET", "/v1/audit-log?per_page=50", Some(&alice), None)
