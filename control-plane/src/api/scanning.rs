@@ -285,20 +285,18 @@ pub(super) async fn github(
             source: m.source.clone(),
         })
         .collect();
-    let st = s.clone();
-    let verdicts = s
-        .write(move |tx, ctx| leaks::report(tx, ctx, st.verifiers(), "github", &found))
-        .await?;
+    let ours = confirm_and_apply(&s, "github", found).await?;
     Ok(Json(ScannerLabels(
         matches
             .into_iter()
-            .zip(verdicts)
-            .map(|(m, v)| ScannerLabel {
+            .zip(ours)
+            .map(|(m, ours)| ScannerLabel {
                 token_hash: crypto::sha256_hex(m.token.as_bytes()),
                 token_type: m.token_type,
-                label: match v {
-                    Verdict::Confirmed => "true_positive",
-                    Verdict::NotOurs => "false_positive",
+                label: if ours {
+                    "true_positive"
+                } else {
+                    "false_positive"
                 }
                 .into(),
             })
@@ -326,8 +324,42 @@ pub(super) async fn report(
             source: r.source.clone(),
         })
         .collect();
-    let st = s.clone();
-    s.write(move |tx, ctx| leaks::report(tx, ctx, st.verifiers(), "report", &found))
-        .await?;
+    confirm_and_apply(&s, "report", found).await?;
     Ok((StatusCode::ACCEPTED, Json(LeakReceived { received })))
+}
+
+/// Which of `found` are ours (a read), then the leak policy for those only (a write, only
+/// when there is one).
+async fn confirm_and_apply(
+    s: &AppState,
+    reporter: &'static str,
+    found: Vec<Found>,
+) -> ApiResult<Vec<bool>> {
+    let st = s.clone();
+    let (found, ours) = s
+        .read(move |tx, ctx| {
+            let ours = leaks::ours(tx, ctx, st.verifiers(), &found)?;
+            Ok((found, ours))
+        })
+        .await?;
+    let confirmed: Vec<Found> = found
+        .into_iter()
+        .zip(&ours)
+        .filter_map(|(f, o)| o.then_some(f))
+        .collect();
+    if !confirmed.is_empty() {
+        let st = s.clone();
+        let verdicts = s
+            .write(move |tx, ctx| leaks::report(tx, ctx, st.verifiers(), reporter, &confirmed))
+            .await?;
+        if verdicts.contains(&Verdict::NotOurs) {
+            // The org's keys changed between the read and the write: the write's answer
+            // is what was acted on.
+            tracing::info!(
+                reporter,
+                "a reported token stopped verifying between read and write"
+            );
+        }
+    }
+    Ok(ours)
 }

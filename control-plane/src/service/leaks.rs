@@ -104,8 +104,29 @@ pub enum Verdict {
     Confirmed,
 }
 
-/// Confirms each reported string and applies the leak policy to the confirmed ones.
-/// `reporter` names who reported (`github`, `report`) in the audit log.
+/// Which reported strings are ours, read only: the handlers ask this in a read, so a
+/// report with nothing of ours in it (the usual junk) costs no write, and write only the
+/// confirmed ones through [`report`].
+pub fn ours(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    verifiers: &Verifiers,
+    found: &[Found],
+) -> Result<Vec<bool>> {
+    if found.len() > MAX_TOKENS_PER_REPORT {
+        return Err(Error::field(
+            "tokens",
+            format!("at most {MAX_TOKENS_PER_REPORT} tokens per request"),
+        ));
+    }
+    found
+        .iter()
+        .map(|f| Ok(confirm(tx, ctx, verifiers, &f.token)?.is_some()))
+        .collect()
+}
+
+/// Confirms each reported string (again, in the write) and applies the leak policy to the
+/// confirmed ones. `reporter` names who reported (`github`, `report`) in the audit log.
 pub fn report(
     tx: &mut dyn Tx,
     ctx: &Ctx,
