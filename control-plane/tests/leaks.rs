@@ -418,3 +418,39 @@ async fn a_public_report_applies_the_org_policy() {
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
 }
+
+#[tokio::test]
+async fn a_leaked_access_token_revokes_its_api_token() {
+    let w = World::new().await;
+    let api_token = w.jwt("ula");
+    let r = w
+        .call(
+            "POST",
+            "/v1/auth/accesstoken",
+            None,
+            Some(json!({"refreshToken": api_token})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let access = r.json()["access_token"].as_str().unwrap().to_string();
+    assert!(
+        !access.starts_with(API_TOKEN_PREFIX),
+        "access tokens stay bare JWTs"
+    );
+    let r = w
+        .call(
+            "POST",
+            "/v1/leaks",
+            None,
+            Some(json!({"tokens": [access], "source": "log"})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    // The API token it came from is revoked, and so the access token too.
+    assert_eq!(me_status(&w, &api_token).await, 401);
+    assert_eq!(me_status(&w, &access).await, 401);
+    let e = &audit(&w, "acme", "token.leaked").await[0];
+    let (_, claims) = decode_jwt(&api_token);
+    assert_eq!(e["target"], claims["jti"]);
+    assert_eq!(e["detail"]["action"], "revoked");
+}
