@@ -140,7 +140,9 @@ async fn a_malformed_body_on_each_route_is_a_400_naming_the_field() {
     let edge_secret = edge["secret"].as_str().unwrap().to_string();
     let mut checked = 0;
     for r in routes() {
-        if r.body.is_none() {
+        // The scanner's route checks the signature headers before it reads a body
+        // (tests/leaks.rs checks its answers).
+        if r.body.is_none() || r.path == "/v1/secret-scanning/github" {
             continue;
         }
         let cred = if r.auth == Auth::Edge {

@@ -636,10 +636,10 @@ fn bootstrap_prints_the_token_alone_on_stdout_and_the_rest_on_stderr() {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    // One line, the JWT: `$(...)` captures exactly the token.
+    // One line, the token (`tsr_` and the JWT): `$(...)` captures exactly the token.
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
-        stdout.starts_with("eyJ") && stdout.ends_with('\n'),
+        stdout.starts_with("tsr_eyJ") && stdout.ends_with('\n'),
         "{stdout}"
     );
     assert_eq!(stdout.trim().split('.').count(), 3, "{stdout}");

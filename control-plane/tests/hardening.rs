@@ -399,6 +399,24 @@ fn unauthenticated_requests_past_the_rate_get_429() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=10).contains(&retry), "Retry-After {retry}");
 
+    // The leak endpoints share the address's bucket: refused before any signature check
+    // or key fetch (the default key URL is GitHub's, which this machine cannot reach).
+    for (path, headers) in [
+        (
+            "/v1/secret-scanning/github",
+            vec![
+                ("content-type", "application/json"),
+                ("github-public-key-identifier", "k"),
+                ("github-public-key-signature", "MEUCIQ=="),
+            ],
+        ),
+        ("/v1/leaks", vec![("content-type", "application/json")]),
+    ] {
+        let r = http(&server, "POST", path, &headers, r#"{"tokens":[]}"#);
+        assert_eq!(r.status, 429, "{path}: {}", r.body);
+        assert!(r.header("retry-after").is_some());
+    }
+
     // A refused edge credential from the same address: 429 too.
     let usage = |secret: &str| {
         http(
@@ -548,11 +566,11 @@ fn the_readme_exchange_example_runs_as_written() {
     let admin = bootstrap(&dir);
     let server = serve(&dir, &[]);
     assert!(
-        line.contains("eyJ…") && line.contains("http://127.0.0.1:8080"),
+        line.contains("tsr_eyJ…") && line.contains("http://127.0.0.1:8080"),
         "{line}"
     );
     let command = line
-        .replace("eyJ…", &admin)
+        .replace("tsr_eyJ…", &admin)
         .replace("http://127.0.0.1:8080", &format!("http://{}", server.addr));
     let out = Command::new("sh").args(["-c", &command]).output().unwrap();
     let body = String::from_utf8_lossy(&out.stdout);

@@ -584,6 +584,88 @@ async fn every_answer_matches_its_documented_schema() {
     )
     .await;
 
+    // Leaked tokens: a signed scanner post (keys from a loopback URL), a public report,
+    // the org's policy.
+    let scanner_key = common::scanner::new_key();
+    let keys = common::scanner::key_server(&[("k1", &scanner_key)]).await;
+    let _ = w.state.clone().with_scanner_keys_url(&keys.url);
+    let t = common::scanner::GITHUB;
+    let post = json!([{"token": "tsr_eyJ9.eyJ9.AA", "type": "tessera_api_token", "url": "https://x", "source": "content"}]);
+    let bytes = post.to_string().into_bytes();
+    let sig = common::scanner::sign(&scanner_key, &bytes);
+    let signed = [
+        ("github-public-key-identifier", "k1"),
+        ("github-public-key-signature", sig.as_str()),
+    ];
+    run.raw(
+        "POST",
+        t,
+        t,
+        None,
+        "application/json",
+        bytes.clone(),
+        &signed,
+        200,
+    )
+    .await;
+    run.raw(
+        "POST",
+        t,
+        t,
+        None,
+        "application/json",
+        bytes.clone(),
+        &[],
+        400,
+    )
+    .await;
+    run.raw(
+        "POST",
+        t,
+        t,
+        None,
+        "application/json",
+        b"[]".to_vec(),
+        &signed,
+        401,
+    )
+    .await;
+    let t = "/v1/leaks";
+    run.call(
+        "POST",
+        t,
+        t,
+        None,
+        Some(json!({"tokens": ["tsr_x"], "url": "https://x"})),
+        202,
+    )
+    .await;
+    run.call("POST", t, t, None, Some(json!({"tokens": "x"})), 400)
+        .await;
+    let t = "/v1/orgs/{org}/leak-policy";
+    run.call("GET", t, "/v1/orgs/acme/leak-policy", Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, "/v1/orgs/acme/leak-policy", Some(&ula), None, 403)
+        .await;
+    run.call(
+        "PUT",
+        t,
+        "/v1/orgs/acme/leak-policy",
+        Some(&ada),
+        Some(json!({"policy": "revoke"})),
+        200,
+    )
+    .await;
+    run.call(
+        "PUT",
+        t,
+        "/v1/orgs/acme/leak-policy",
+        Some(&ada),
+        Some(json!({"policy": "never"})),
+        400,
+    )
+    .await;
+
     // Usage from an edge, and the logs.
     let t = "/v1/usage";
     run.call(

@@ -182,6 +182,74 @@ fn cli_bootstrap_create_download_revoke() {
         "its access token too"
     );
 
+    // Leaked tokens from the CLI: the org's policy, and a report read from stdin (no
+    // sign-in needed).
+    let policy = |args: &[&str]| -> Value { serde_json::from_str(&ok(run(args, &admin))).unwrap() };
+    assert_eq!(
+        policy(&["orgs", "leak-policy", "acme", "-o", "json"])["policy"],
+        "revoke"
+    );
+    ok(run(
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "leaky",
+            "--lifetime-days",
+            "30",
+        ],
+        &admin,
+    ));
+    let list: Value = serde_json::from_str(&ok(run(
+        &["tokens", "list", "--q", "leaky", "-o", "json"],
+        &admin,
+    )))
+    .unwrap();
+    let leaky = list[0]["id"].as_str().unwrap().to_string();
+    let leaked = ok(run(&["tokens", "download", &leaky], &admin))
+        .trim()
+        .to_string();
+    ok(run(&["whoami"], &leaked));
+    let mut report = d.command(BIN);
+    report
+        .args([
+            "report-leak",
+            "-",
+            "--found-at",
+            "https://paste.example/1",
+            "-o",
+            "json",
+        ])
+        .env("TESSERA_URL", &server.url)
+        .env_remove("TESSERA_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = report.spawn().unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{leaked}\nnot-a-token").unwrap();
+    }
+    let received: Value = serde_json::from_str(&ok(child.wait_with_output().unwrap())).unwrap();
+    assert_eq!(received["received"], 2);
+    assert!(
+        !run(&["whoami"], &leaked).status.success(),
+        "the reported token is revoked"
+    );
+    assert_eq!(
+        policy(&[
+            "orgs",
+            "leak-policy",
+            "acme",
+            "--set",
+            "notify_only",
+            "-o",
+            "json"
+        ])["policy"],
+        "notify_only"
+    );
+
     // Table, CSV and edit output.
     let table = ok(run(&["tokens", "list"], &admin));
     assert!(table.lines().next().unwrap().starts_with("ID"));

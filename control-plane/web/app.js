@@ -219,7 +219,8 @@ function showSignIn(message) {
     field("Username", { name: "username", required: true, autocomplete: "username" }),
     field("Password", { name: "password", type: "password", required: true, autocomplete: "current-password" }),
     box,
-    el("p", {}, el("button", { type: "submit", class: "primary" }, "Sign in")));
+    el("p", {}, el("button", { type: "submit", class: "primary" }, "Sign in")),
+    el("p", {}, el("a", { href: "#/report-leak" }, "Found a Tessera token (tsr_…) in public? Report it")));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     box.replaceChildren();
@@ -447,7 +448,8 @@ async function download(t, what) {
   try {
     const m = await api("POST", `/v1/tokens/${encodeURIComponent(t.id)}/${what}`);
     await showSecret(`Your API token “${t.name}”`, m.jwt, `${t.name}.jwt`,
-      "You will not see this token again: copy it or save it as a file now. Afterwards only its id is shown.");
+      "You will not see this token again: copy it or save it as a file now. Afterwards only its id is shown. " +
+      "It starts with tsr_ so that secret scanners can find it if it leaks; the rest is a standard JWT.");
   } catch (e) { toast(e.message); }
   route();
 }
@@ -707,11 +709,25 @@ async function showAudit() {
 
 async function showOrg() {
   const org = session.org;
-  let edges = [], keys = [];
+  let edges = [], keys = [], leakPolicy = "revoke";
   try {
     edges = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/edge-credentials`)).edges;
     keys = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/jwks.json`)).keys || [];
+    leakPolicy = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/leak-policy`)).policy;
   } catch (e) { render("Organization", errorBox(e)); return; }
+  const leakForm = el("form", { id: "leak-policy" },
+    field("When a token of this organization is found in public", {
+      tag: "select", name: "policy", value: leakPolicy,
+      options: [["revoke", "Revoke it, and record who must be told"], ["notify_only", "Keep it working; only record who must be told"]],
+    }, "Reports come from secret scanners (GitHub) and from anyone through the report page; the audit log says where each token was found."),
+    el("p", {}, el("button", { type: "submit" }, "Save")));
+  leakForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api("PUT", `/v1/orgs/${encodeURIComponent(org.id)}/leak-policy`, { policy: new FormData(leakForm).get("policy") });
+      toast(`Leak policy: ${r.policy}.`);
+    } catch (e) { toast(e.message); }
+  });
   const rotate = el("button", {
     type: "button", id: "rotate", onclick: async () => {
       const wrap = el("div", {}, field("Algorithm", { tag: "select", name: "alg", options: [["EdDSA", "EdDSA"], ["ES256", "ES256"]], value: org.key_alg }));
@@ -747,6 +763,8 @@ async function showOrg() {
     el("h2", {}, "Signing keys"),
     el("ul", {}, ...keys.map((k) => el("li", {}, el("code", {}, k.kid), ` ${k.alg || k.kty}`))),
     el("div", { class: "toolbar" }, rotate),
+    el("h2", {}, "Leaked tokens"),
+    leakForm,
     el("h2", {}, "Edge credentials"),
     el("div", { class: "toolbar" }, newEdge),
     edges.length ? tableWrap(el("table", { id: "edges" },
@@ -785,12 +803,44 @@ async function showPartner() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Reporting leaked tokens (no sign-in needed)
+
+function showReportLeak() {
+  setNav();
+  const box = el("div", { role: "status" });
+  const form = el("form", { class: "card", id: "report-leak" },
+    field("Tokens, one per line (up to 1,000)", { tag: "textarea", name: "tokens", required: true, rows: 6, spellcheck: "false", autocomplete: "off" }),
+    field("Where you found them (a URL)", { name: "url", type: "url" }),
+    field("What kind of place", { name: "source" }, "A repository, a paste, a log, a chat…"),
+    box,
+    el("p", {}, el("button", { type: "submit", class: "primary" }, "Report")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    box.replaceChildren();
+    const f = new FormData(form);
+    const tokens = String(f.get("tokens")).split("\n").map((s) => s.trim()).filter((s) => s);
+    try {
+      const r = await api("POST", "/v1/leaks", { tokens, url: f.get("url") || null, source: f.get("source") || null });
+      form.reset();
+      box.replaceChildren(el("p", { class: "notice" }, `Thank you: ${r.received} received. Each one that is a Tessera token is handled by its organization's policy (revoked, by default).`));
+    } catch (e) {
+      let msg = e.message;
+      if (e.status === 429) msg = `${e.message} (wait ${e.headers.get("retry-after")} s)`;
+      box.replaceChildren(el("p", { class: "error", role: "alert" }, msg));
+    }
+  });
+  renderPublic("Report a leaked token", el("p", {}, "Tessera API tokens start with tsr_. Paste what you found; you need no account."), form,
+    el("p", {}, el("a", { href: session ? "#/tokens" : "#/signin" }, session ? "Back to your tokens" : "Sign in")));
+}
+
+// ---------------------------------------------------------------------------------------
 // Routing
 
 async function route() {
   const h = location.hash || "#/tokens";
   const link = /^#\/(invite|reset|bootstrap)\/([0-9a-f]+)$/.exec(h);
   if (link) { showSetPassword(link[1], link[2]); return; }
+  if (h.startsWith("#/report-leak")) { showReportLeak(); return; }
   if (!session) { showSignIn(); return; }
   setNav();
   const page = h.split("?")[0];

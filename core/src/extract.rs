@@ -1,7 +1,12 @@
 //! Finds the token in the request headers, from the configured sources.
+//!
+//! A token may carry the scannable prefix (`tsr_`, [`crate::token::API_TOKEN_PREFIX`]):
+//! extraction removes it, so everything after (size limit, cache, parser, ambiguity) sees
+//! the compact JWS, and a token sent with and without the prefix is one token.
 
 use crate::config::TokenSource;
 use crate::decision::Reason;
+use crate::token::strip_api_prefix;
 
 /// A token found in a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +20,7 @@ pub struct Found<'a> {
 fn from_value<'a>(source: &TokenSource, value: &'a str) -> Option<&'a str> {
     let value = value.trim();
     if source.schemes.is_empty() {
-        return (!value.is_empty()).then_some(value);
+        return (!value.is_empty()).then_some(strip_api_prefix(value));
     }
     let (scheme, rest) = value.split_once([' ', '\t'])?;
     if !source
@@ -26,7 +31,7 @@ fn from_value<'a>(source: &TokenSource, value: &'a str) -> Option<&'a str> {
         return None;
     }
     let token = rest.trim();
-    (!token.is_empty()).then_some(token)
+    (!token.is_empty()).then_some(strip_api_prefix(token))
 }
 
 /// Looks through `headers` (name, value) for a token. Two different tokens are refused;
@@ -149,6 +154,50 @@ mod tests {
         check(
             &[("authorization", "Basic zz, Bearer abc")],
             Ok(Some(("abc", "authorization"))),
+        );
+    }
+
+    #[test]
+    fn the_scannable_prefix_is_removed() {
+        check(
+            &[("authorization", "Bearer tsr_abc")],
+            Ok(Some(("abc", "authorization"))),
+        );
+        check(
+            &[("csp-auth-token", "tsr_abc")],
+            Ok(Some(("abc", "csp-auth-token"))),
+        );
+        // With and without the prefix, the same token.
+        check(
+            &[
+                ("authorization", "Bearer tsr_abc"),
+                ("csp-auth-token", "abc"),
+            ],
+            Ok(Some(("abc", "authorization"))),
+        );
+        check(
+            &[("authorization", "Bearer tsr_abc, Bearer abc")],
+            Ok(Some(("abc", "authorization"))),
+        );
+        check(
+            &[
+                ("authorization", "Bearer tsr_abc"),
+                ("csp-auth-token", "tsr_xyz"),
+            ],
+            Err(Reason::TokenAmbiguous),
+        );
+        // Only the exact prefix, once: the rest is the token (refused later as malformed).
+        check(
+            &[("authorization", "Bearer TSR_abc")],
+            Ok(Some(("TSR_abc", "authorization"))),
+        );
+        check(
+            &[("authorization", "Bearer tsr_tsr_abc")],
+            Ok(Some(("tsr_abc", "authorization"))),
+        );
+        check(
+            &[("authorization", "Bearer tsr_")],
+            Ok(Some(("", "authorization"))),
         );
     }
 }

@@ -22,6 +22,28 @@ pub const TYP_API_TOKEN: &str = "tessera-api+jwt";
 /// `typ` of an access token obtained by exchange (RFC 9068).
 pub const TYP_ACCESS_TOKEN: &str = "at+jwt";
 
+/// The text every API token the control plane issues starts with: `tsr_` and then the
+/// compact JWS, unchanged. The prefix names no org, so one pattern finds every org's tokens;
+/// it is shared with no other product's published token formats (GitHub `ghp_`/`github_pat_`,
+/// GitLab `glpat-`, Stripe `sk_live_`, Slack `xox?-`, among others), and the `eyJ` that
+/// follows it (a JSON object's `{"` in base64url) makes generic `tsr_` identifiers miss.
+/// Removing it gives a standard JWS any JOSE library verifies with the org's JWKS.
+/// Access tokens obtained by exchange are short-lived and stay bare JWTs.
+pub const API_TOKEN_PREFIX: &str = "tsr_";
+
+/// The regular expression a secret scanner registers for Tessera API tokens (documented in
+/// the README and `docs/token-format.md`): the prefix, a header and a payload that are JSON
+/// objects in base64url, and a signature of at least 64 bytes (Ed25519 and P-256; RSA is
+/// longer). No checksum: the signature is one that anyone holding the org's public JWKS
+/// checks offline, with no false positive, and the partner endpoint does exactly that.
+pub const API_TOKEN_PATTERN: &str = r"tsr_eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{86,}";
+
+/// The compact JWS inside a presented token: the text after [`API_TOKEN_PREFIX`], or the
+/// text itself for a token issued before the prefix (those keep working).
+pub fn strip_api_prefix(text: &str) -> &str {
+    text.strip_prefix(API_TOKEN_PREFIX).unwrap_or(text)
+}
+
 /// Normalises a `typ` value as RFC 7515 §4.1.9 suggests: case-insensitive, and an
 /// `application/` prefix may be omitted.
 pub fn normalise_typ(t: &str) -> String {

@@ -60,6 +60,8 @@ pub struct ControlPlaneOptions {
     /// An external database URL (`postgres://…`, created and empty); `None`: a SQLite
     /// file in the temporary directory.
     pub database: Option<String>,
+    /// More arguments for `tessera serve` (e.g. `--secret-scanning-keys-url <url>`).
+    pub serve_args: Vec<String>,
 }
 
 impl ControlPlaneOptions {
@@ -71,6 +73,7 @@ impl ControlPlaneOptions {
             admins: vec!["alice".into(), "bob".into()],
             ready_timeout: Duration::from_secs(30),
             database: None,
+            serve_args: Vec::new(),
         }
     }
 
@@ -274,6 +277,7 @@ impl ControlPlane {
             // Every edge and client of a host test or bench is 127.0.0.1: no per-address
             // share (the bench holds 1,000 long polls from it).
             .args(["--max-connections-per-address", "100000"])
+            .args(&self.options.serve_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -340,6 +340,7 @@ fn abbreviate(token: &str) -> String {
 }
 
 fn decode(jwt: &str) -> (Value, Value) {
+    let jwt = tessera_core::token::strip_api_prefix(jwt);
     let part = |i: usize| -> Value {
         jwt.split('.')
             .nth(i)

@@ -38,6 +38,16 @@ pub struct EchoUpstream {
 impl EchoUpstream {
     /// Binds `127.0.0.1:0` and starts serving.
     pub fn start() -> io::Result<EchoUpstream> {
+        EchoUpstream::start_with(None)
+    }
+
+    /// Like [`EchoUpstream::start`], but every request is answered with `body` (a fixed
+    /// document, such as a key set a test publishes); requests are still recorded.
+    pub fn serving(body: Value) -> io::Result<EchoUpstream> {
+        EchoUpstream::start_with(Some(Arc::new(body)))
+    }
+
+    fn start_with(fixed: Option<Arc<Value>>) -> io::Result<EchoUpstream> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -49,7 +59,7 @@ impl EchoUpstream {
             let seen = Arc::clone(&seen);
             std::thread::Builder::new()
                 .name("echo-accept".into())
-                .spawn(move || accept_loop(listener, stop, conns, seen))?
+                .spawn(move || accept_loop(listener, stop, conns, seen, fixed))?
         };
         Ok(EchoUpstream {
             addr,
@@ -100,6 +110,7 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
     conns: Conns,
     seen: Arc<Mutex<Vec<Value>>>,
+    fixed: Option<Arc<Value>>,
 ) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -111,10 +122,11 @@ fn accept_loop(
         };
         let stop_c = Arc::clone(&stop);
         let seen_c = Arc::clone(&seen);
+        let fixed_c = fixed.clone();
         let spawned = std::thread::Builder::new()
             .name("echo-conn".into())
             .spawn(move || {
-                let _ = serve(stream, &stop_c, &seen_c);
+                let _ = serve(stream, &stop_c, &seen_c, fixed_c.as_deref());
             });
         if let (Ok(handle), Ok(mut list)) = (spawned, conns.lock()) {
             // Reap finished connections so the list stays short.
@@ -132,7 +144,12 @@ fn accept_loop(
     }
 }
 
-fn serve(stream: TcpStream, stop: &AtomicBool, seen: &Mutex<Vec<Value>>) -> io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    stop: &AtomicBool,
+    seen: &Mutex<Vec<Value>>,
+    fixed: Option<&Value>,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(POLL))?;
     stream.set_nodelay(true)?;
     let mut out = stream.try_clone()?;
@@ -166,7 +183,8 @@ fn serve(stream: TcpStream, stop: &AtomicBool, seen: &Mutex<Vec<Value>>) -> io::
             "headers": head.headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
             "body_bytes": body.len(),
         });
-        let payload = serde_json::to_vec(&description).map_err(io::Error::other)?;
+        let payload =
+            serde_json::to_vec(fixed.unwrap_or(&description)).map_err(io::Error::other)?;
         if let Ok(mut s) = seen.lock() {
             s.push(description);
         }

@@ -155,6 +155,7 @@ impl<const N: usize> Drop for StopOnDrop<'_, N> {
 
 /// The status-list index a JWT carries (`status.status_list.idx`).
 fn status_idx(jwt: &str) -> Option<i64> {
+    let jwt = tessera_core::token::strip_api_prefix(jwt);
     let payload = b64url_decode(jwt.split('.').nth(1)?)?;
     let claims: Value = serde_json::from_slice(&payload).ok()?;
     claims["status"]["status_list"]["idx"].as_i64()

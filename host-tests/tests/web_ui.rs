@@ -908,6 +908,56 @@ async fn scenarios(
         "keyboard: Escape closes the dialog",
     )
     .await?;
+
+    // Leaked tokens: the admin sets the org's policy on the Organization page; anyone
+    // reports a token on the public report page (linked from the sign-in page), and it is
+    // revoked by the default policy.
+    ui.goto("/#/org").await;
+    ui.title("Organization acme").await;
+    ui.find("#f-policy option[value='notify_only']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.click("#leak-policy button[type=submit]").await;
+    let policy = || async {
+        cp.api("GET", "/v1/orgs/acme/leak-policy", Some(alice), None)
+            .map(|v| v["policy"].clone())
+            .unwrap_or_default()
+    };
+    wait_for(
+        || async { policy().await == json!("notify_only") },
+        "leak policy saved",
+    )
+    .await?;
+    ui.find("#f-policy option[value='revoke']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.click("#leak-policy button[type=submit]").await;
+    wait_for(
+        || async { policy().await == json!("revoke") },
+        "leak policy back",
+    )
+    .await?;
+    let (leak_id, leaked) = cp.create_and_download(alice, "leaky", &["read"])?;
+    ui.sign_out().await;
+    ui.title("Sign in").await;
+    ui.click("a[href='#/report-leak']").await;
+    ui.title("Report a leaked token").await;
+    ui.fill("#f-tokens", &leaked).await;
+    ui.fill("#f-url", "https://paste.example/ui").await;
+    ui.click("#report-leak button[type=submit]").await;
+    let thanks = ui.text_of("#report-leak .notice").await;
+    if !thanks.contains("1 received") {
+        return Err(format!("report: {thanks}"));
+    }
+    ui.page("report-leak").await;
+    let status = cp.api("GET", &format!("/v1/tokens/{leak_id}"), Some(alice), None)?;
+    if status["status"] != "revoked" {
+        return Err(format!("report: the token is {status}"));
+    }
     Ok(())
 }
 

@@ -665,3 +665,26 @@ pub(super) async fn usage(
             }
         })
 }
+
+pub(super) async fn leak_policy_get(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+) -> ApiResult<Json<service::leaks::LeakPolicyView>> {
+    s.read(move |tx, _| service::leaks::get_policy(tx, &a, &org))
+        .await
+        .map(Json)
+}
+
+pub(super) async fn leak_policy_put(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+    JsonBody(req): JsonBody<service::leaks::SetLeakPolicy>,
+) -> ApiResult<Json<service::leaks::LeakPolicyView>> {
+    s.write_as(a, move |tx, ctx, a| {
+        service::leaks::put_policy(tx, ctx, a, &org, req)
+    })
+    .await
+    .map(Json)
+}

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod limit;
+pub mod scanning;
 pub mod server;
 pub mod web;
 
@@ -70,6 +71,8 @@ struct Inner {
     /// The last readiness check of the database and when it ran: `/readyz` callers within
     /// [`READY_REUSE`] of it share it, and concurrent ones wait for one check.
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// The secret scanner's public keys (`--secret-scanning-keys-url`; GitHub's by default).
+    scanner_keys: std::sync::OnceLock<scanning::ScannerKeys>,
 }
 
 /// How long one readiness check of the database answers `/readyz` for.
@@ -131,6 +134,7 @@ impl AppState {
             long_poll_share: std::sync::OnceLock::new(),
             readiness: tokio::sync::Mutex::new(None),
             quotas: std::sync::OnceLock::new(),
+            scanner_keys: std::sync::OnceLock::new(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -333,6 +337,19 @@ impl AppState {
 
     pub(crate) fn verifiers(&self) -> &Verifiers {
         &self.inner.verifiers
+    }
+
+    /// Where the secret scanner's public keys are fetched from (set once; GitHub's
+    /// published keys otherwise).
+    pub fn with_scanner_keys_url(self, url: &str) -> Self {
+        let _ = self.inner.scanner_keys.set(scanning::ScannerKeys::new(url));
+        self
+    }
+
+    pub(crate) fn scanner_keys(&self) -> &scanning::ScannerKeys {
+        self.inner
+            .scanner_keys
+            .get_or_init(|| scanning::ScannerKeys::new(scanning::GITHUB_KEYS_URL))
     }
 
     /// Runs `f` in one transaction on a blocking thread. A write that changed a status
@@ -761,6 +778,25 @@ pub fn routes() -> Vec<Route> {
             .form::<ExchangeForm>()
             .ok::<AccessToken>(200)
             .limited().cli("exchange"),
+        route(Method::POST, "/v1/secret-scanning/github", "GitHub secret-scanning partner endpoint: found tokens, signed by GitHub; answers each token's label and applies the org's leak policy", Public, h!(POST, scanning::github))
+            .body::<scanning::ScannerMatches>(json!([{"token": "tsr_eyJ…", "type": "tessera_api_token", "url": "https://github.com/octo/repo/blob/main/.env", "source": "content"}]))
+            .ok::<scanning::ScannerLabels>(200)
+            // No or a bad signature; the scanner's keys cannot be fetched (503).
+            .error(&[401])
+            .limited()
+            .no_cli("called by GitHub's secret scanning, signed with GitHub's key"),
+        route(Method::POST, "/v1/leaks", "Report leaked tokens (up to 1,000): each one confirmed as ours gets its org's leak policy", Public, h!(POST, scanning::report))
+            .body::<scanning::LeakReport>(json!({"tokens": ["tsr_eyJ…"], "url": "https://paste.example/abc", "source": "paste"}))
+            .ok::<scanning::LeakReceived>(202)
+            .limited()
+            .cli("report-leak"),
+        route(Method::GET, "/v1/orgs/{org}/leak-policy", "What a confirmed leak of the org's token does (org admin)", Token, h!(GET, handlers::leak_policy_get))
+            .ok::<service::leaks::LeakPolicyView>(200)
+            .cli("orgs leak-policy"),
+        route(Method::PUT, "/v1/orgs/{org}/leak-policy", "Set what a confirmed leak does: revoke (default) or notify_only (org admin)", Token, h!(PUT, handlers::leak_policy_put))
+            .body::<service::leaks::SetLeakPolicy>(json!({"policy": "notify_only"}))
+            .ok::<service::leaks::LeakPolicyView>(200)
+            .cli("orgs leak-policy"),
         route(Method::POST, "/v1/usage", "Usage events from an edge (edge credential)", Edge, h!(POST, handlers::usage))
             .body::<UsageBatch>(json!({"events": [{"token_id": "tok_0123", "at": 1_767_225_600, "ip": "192.0.2.1", "outcome": "allow", "reason": null, "method": "GET", "path": "/v1/things"}]}))
             .ok::<UsageAccepted>(200)

@@ -158,6 +158,37 @@ pub(super) async fn run(
                 o => show(o, &v),
             }
         }
+        Command::ReportLeak {
+            tokens,
+            found_at,
+            source,
+        } => {
+            let mut all = Vec::new();
+            for t in tokens {
+                if t == "-" {
+                    let mut text = String::new();
+                    io::Read::read_to_string(&mut io::stdin().lock(), &mut text)
+                        .map_err(|e| format!("stdin: {e}"))?;
+                    all.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_string),
+                    );
+                } else {
+                    all.push(t);
+                }
+            }
+            let v = client(None)?
+                .json(
+                    "POST",
+                    "/v1/leaks",
+                    &json!({"tokens": all, "url": found_at, "source": source}),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
         Command::Whoami => {
             let v = client(token)?.get("/v1/me").await?.ok_json()?;
             show(out, &v)
@@ -485,6 +516,15 @@ async fn orgs(c: &Client, out: Output, cmd: OrgsCmd) -> CliResult {
                 )
                 .await?
                 .ok_json()?;
+            show(out, &v)
+        }
+        OrgsCmd::LeakPolicy { id, set } => {
+            let path = format!("/v1/orgs/{}/leak-policy", encode(&id));
+            let v = match set {
+                Some(p) => c.json("PUT", &path, &json!({"policy": p})).await?,
+                None => c.get(&path).await?,
+            }
+            .ok_json()?;
             show(out, &v)
         }
     }

@@ -116,7 +116,7 @@ fn check_token(token: &str, source: &str) -> Result<(), String> {
     }
     if token.trim().contains(['\n', '\r']) {
         return Err(format!(
-            "{source} holds more than one line: {token_alone} (a JWT is one line, eyJ...)"
+            "{source} holds more than one line: {token_alone} (a token is one line, tsr_eyJ...)"
         ));
     }
     if token != token.trim() {
@@ -220,6 +220,20 @@ enum Command {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
         /// --token-file or --token). Given here it shows in the process list: prefer `-`.
         api_token: Option<String>,
+    },
+    /// Report tokens found in public (no sign-in needed): each one that is a Tessera
+    /// token gets its organization's leak policy (revoke by default).
+    ReportLeak {
+        /// The tokens; `-` reads them from stdin, one per line (given here they show in
+        /// the process list: prefer `-`).
+        #[arg(required = true)]
+        tokens: Vec<String>,
+        /// Where they were found (a URL; `--url` is the control plane's).
+        #[arg(long)]
+        found_at: Option<String>,
+        /// What kind of place (a paste, a repository, a log).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Show who you are: your user, organization and the token you used.
     Whoami,
@@ -366,6 +380,11 @@ struct ServeArgs {
     /// Tokens one user may hold (any state but deleted); past it, 403 quota_exceeded.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
     max_tokens_per_user: i64,
+    /// Where the secret-scanning partner's public keys are published (GitHub's format:
+    /// `{"public_keys": [{"key_identifier", "key", "is_current"}]}`), for
+    /// POST /v1/secret-scanning/github.
+    #[arg(long, env = "TESSERA_SECRET_SCANNING_KEYS_URL", default_value = crate::api::scanning::GITHUB_KEYS_URL)]
+    secret_scanning_keys_url: String,
     /// Users one organization may have (deleted ones do not count).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
     max_users_per_org: i64,
@@ -498,7 +517,7 @@ enum TokensCmd {
         /// The token's id.
         id: String,
     },
-    /// Print the JWT (once; the owner only).
+    /// Print the token (once; the owner only): `tsr_` followed by the JWT.
     Download {
         /// The token's id.
         id: String,
@@ -623,6 +642,14 @@ enum OrgsCmd {
         /// The new key's algorithm: EdDSA or ES256 (default: the current one).
         #[arg(long)]
         alg: Option<String>,
+    },
+    /// Show, or with --set change, what a confirmed leak of the org's token does.
+    LeakPolicy {
+        /// The organization's id.
+        id: String,
+        /// revoke (the default) or notify_only.
+        #[arg(long)]
+        set: Option<String>,
     },
 }
 

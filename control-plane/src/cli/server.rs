@@ -188,6 +188,7 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
     .with_long_poll_share(
         usize::try_from(args.max_connections_per_address / 2).unwrap_or(usize::MAX),
     )
+    .with_scanner_keys_url(&args.secret_scanning_keys_url)
     .with_edge_long_poll_share(usize::try_from(args.max_long_polls_per_edge).unwrap_or(usize::MAX))
     .with_quotas(crate::service::quotas::Quotas {
         tokens_per_user: args.max_tokens_per_user,

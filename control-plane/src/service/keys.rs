@@ -6,7 +6,9 @@ use crate::crypto;
 use crate::model::{status_value, KeyAlg, SigningKey, Token};
 use crate::store::Tx;
 use serde_json::{json, Value};
-use tessera_core::token::{Audience, Cidr, Claims, Status, StatusListRef, TokenType};
+use tessera_core::token::{
+    Audience, Cidr, Claims, Status, StatusListRef, TokenType, API_TOKEN_PREFIX,
+};
 use tessera_core::{StatusList, TokenStatus};
 
 /// Sets one status-list entry and bumps the org's list version; the entry remembers the
@@ -89,8 +91,9 @@ pub(crate) fn new_key(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str, alg: KeyAlg) -> 
     Ok(key)
 }
 
-/// Mints the JWT of ARCHITECTURE.md for `token` under a fresh status-list index; only its
-/// hash is kept.
+/// Mints the JWT of ARCHITECTURE.md for `token` under a fresh status-list index and returns
+/// it with the scannable prefix (`tsr_`, core's `API_TOKEN_PREFIX`); only the JWT's hash is
+/// kept (the hash of the JWS, which is what core extracts from either form).
 pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<String> {
     let mut org = load_org(tx, &token.org_id)?;
     let idx = org.next_status_idx;
@@ -103,7 +106,7 @@ pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<Stri
     token.minted_at = Some(ctx.now);
     token.status_idx = Some(idx);
     token.kid = Some(kid);
-    Ok(jwt)
+    Ok(format!("{API_TOKEN_PREFIX}{jwt}"))
 }
 
 /// The longest token the verifiers accept by default (core's `max_token_bytes`).

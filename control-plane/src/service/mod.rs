@@ -20,6 +20,7 @@ pub mod authority;
 pub mod error;
 pub mod input;
 pub mod keys;
+pub mod leaks;
 pub mod logs;
 pub mod orgs;
 pub mod quotas;

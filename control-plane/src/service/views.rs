@@ -222,6 +222,8 @@ pub struct TokenPage {
 /// A freshly minted JWT, shown once, with its record.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Minted {
+    /// The API token: `tsr_` followed by the compact JWS (remove the prefix for a JOSE
+    /// library; the API and the edges take either form).
     pub jwt: String,
     pub token: TokenView,
 }

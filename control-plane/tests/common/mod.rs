@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod scanner;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -419,9 +420,10 @@ pub fn longest_lifetime(org: &tessera_control_plane::model::Org) -> i64 {
         .unwrap_or(30)
 }
 
-/// The decoded header and claims of a compact JWS.
+/// The decoded header and claims of a compact JWS (an API token's `tsr_` prefix removed).
 pub fn decode_jwt(jwt: &str) -> (Value, Value) {
     use base64::Engine;
+    let jwt = tessera_core::token::strip_api_prefix(jwt);
     let parts: Vec<&str> = jwt.split('.').collect();
     assert_eq!(parts.len(), 3);
     let d = |p: &str| -> Value {
