@@ -133,23 +133,17 @@ impl std::error::Error for StoreError {}
 pub fn run<T, E: From<StoreError>>(
     store: &dyn Store,
     write: bool,
-    f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    mut f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
 ) -> Result<T, E> {
-    let mut f = Some(f);
     let mut out: Option<Result<T, E>> = None;
-    let r = store.transaction(write, &mut |tx| {
-        let Some(f) = f.take() else {
-            return Err(StoreError::Backend("transaction body ran twice".into()));
-        };
-        match f(tx) {
-            Ok(v) => {
-                out = Some(Ok(v));
-                Ok(())
-            }
-            Err(e) => {
-                out = Some(Err(e));
-                Err(StoreError::Aborted)
-            }
+    let r = store.transaction(write, &mut |tx| match f(tx) {
+        Ok(v) => {
+            out = Some(Ok(v));
+            Ok(())
+        }
+        Err(e) => {
+            out = Some(Err(e));
+            Err(StoreError::Aborted)
         }
     });
     match (r, out) {
@@ -394,7 +388,7 @@ impl dyn Store + '_ {
     /// [`run`] in a write transaction.
     pub fn write<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         run(self, true, f)
     }
@@ -402,7 +396,7 @@ impl dyn Store + '_ {
     /// [`run`] in a read transaction.
     pub fn read<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         run(self, false, f)
     }
