@@ -82,10 +82,34 @@ fn redact_password(url: &str) -> String {
 /// Opens (and migrates) the database `db` names. A new SQLite file is created readable by
 /// its owner only.
 pub fn open(db: &DbLocation) -> StoreResult<Box<dyn Store>> {
+    open_with(db, &OpenOptions::default())
+}
+
+/// What `tessera serve` may tune when it opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// The memory SQLite's page caches may take, MiB, split evenly between the writer
+    /// connection and the readers (`--sqlite-cache-mib`). PostgreSQL ignores it.
+    pub sqlite_cache_mib: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            sqlite_cache_mib: sqlite::DEFAULT_CACHE_MIB,
+        }
+    }
+}
+
+/// [`open`] with options.
+pub fn open_with(db: &DbLocation, options: &OpenOptions) -> StoreResult<Box<dyn Store>> {
     match db {
         DbLocation::Sqlite(path) => {
             sqlite::create_private(path)?;
-            Ok(Box::new(sqlite::SqliteStore::open(path)?))
+            Ok(Box::new(sqlite::SqliteStore::open_with_cache(
+                path,
+                options.sqlite_cache_mib,
+            )?))
         }
         DbLocation::Postgres(url) => Ok(Box::new(postgres::PostgresStore::open(url)?)),
     }
