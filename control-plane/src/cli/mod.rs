@@ -242,7 +242,7 @@ enum Command {
 struct DbArgs {
     /// The database: a SQLite file (a path or sqlite:///path), or PostgreSQL
     /// (postgres://user@host:port/db). TLS to PostgreSQL: add `?sslmode=verify-full&sslrootcert=/path/ca.pem`
-    /// (the CA and the host name are checked); `require` encrypts without checking (the CA
+    /// (the CA and the host name are checked; `verify-ca`: the CA only); `require` encrypts without checking (the CA
     /// is checked when `sslrootcert` is given), `prefer` (the default) encrypts when the
     /// server offers it, `disable` never does.
     #[arg(long, env = "TESSERA_DB", default_value = "./tessera.db")]
