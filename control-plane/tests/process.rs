@@ -340,3 +340,27 @@ fn acknowledged_writes_survive_sigkill() {
         .unwrap();
     assert!(r.ok_json().unwrap()["total"].as_i64().unwrap() >= acked.len() as i64);
 }
+
+/// A bad `--sqlite-cache-mib` is refused before anything opens, naming the flag and what
+/// it takes.
+#[test]
+fn serve_refuses_a_bad_sqlite_cache_budget() {
+    let dir = Scratch::new();
+    for bad in ["0", "-5", "lots", "70000"] {
+        // `=`: a value with a leading `-` is still the flag's value.
+        let flag = format!("--sqlite-cache-mib={bad}");
+        let out = tessera(
+            &dir,
+            &["serve", "--listen", "127.0.0.1:0", &flag],
+            None,
+            None,
+        );
+        assert!(!out.status.success(), "--sqlite-cache-mib {bad} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--sqlite-cache-mib"), "{err}");
+        assert!(
+            bad == "lots" || bad == "-5" || err.contains("1..=65536"),
+            "{err}"
+        );
+    }
+}

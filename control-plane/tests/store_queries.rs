@@ -741,7 +741,7 @@ fn text_search_plans_agree_and_cursors_page_through_both() {
     .unwrap();
     let foreign = by_name.hits[0].cursor.clone();
     let bad = run::<_, StoreError>(s.as_ref(), false, |tx| {
-        tx.search_tokens(&query("narrow", Some(foreign)))
+        tx.search_tokens(&query("narrow", Some(foreign.clone())))
     });
     assert_eq!(bad.unwrap_err(), StoreError::BadCursor);
 }

@@ -357,22 +357,28 @@ impl AppState {
     pub async fn run<T: Send + 'static>(
         &self,
         write: bool,
-        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Clone + Send + 'static,
     ) -> ApiResult<T> {
         let st = self.clone();
         let (result, changed) = tokio::task::spawn_blocking(move || {
             let i = &st.inner;
-            let ctx = Ctx::new(&i.base_url, &i.master, (i.clock)(), i.access_ttl)
-                .with_quotas(i.quotas.get().copied().unwrap_or_default());
+            let now = (i.clock)();
+            // The body may run again when PostgreSQL retries a transaction that lost a
+            // deadlock or a serialization race: each attempt starts from a fresh context
+            // and its own copy of the body.
+            let mut changed = false;
             let r = crate::store::run(i.store.as_ref(), write, |tx| {
-                let v = f(tx, &ctx)?;
-                if ctx.edges_changed() {
+                let ctx = Ctx::new(&i.base_url, &i.master, now, i.access_ttl)
+                    .with_quotas(i.quotas.get().copied().unwrap_or_default());
+                let v = f.clone()(tx, &ctx);
+                changed = ctx.edges_changed();
+                let v = v?;
+                if changed {
                     // Other replicas' long polls learn of it on commit.
                     tx.announce_edges_changed()?;
                 }
                 Ok(v)
             });
-            let changed = ctx.edges_changed();
             (r, changed)
         })
         .await
@@ -388,14 +394,14 @@ impl AppState {
 
     pub async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Clone + Send + 'static,
     ) -> ApiResult<T> {
         self.run(true, f).await
     }
 
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, &Ctx) -> service::Result<T> + Clone + Send + 'static,
     ) -> ApiResult<T> {
         self.run(false, f).await
     }
@@ -406,7 +412,7 @@ impl AppState {
     pub async fn write_as<T: Send + 'static>(
         &self,
         actor: Actor,
-        f: impl FnOnce(&mut dyn Tx, &Ctx, &Actor) -> service::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, &Ctx, &Actor) -> service::Result<T> + Clone + Send + 'static,
     ) -> ApiResult<T> {
         self.write(move |tx, ctx| {
             service::authority::still_valid(tx, ctx, &actor)?;
@@ -420,7 +426,7 @@ impl AppState {
     pub async fn read_as<T: Send + 'static>(
         &self,
         actor: Actor,
-        f: impl FnOnce(&mut dyn Tx, &Ctx, &Actor) -> service::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, &Ctx, &Actor) -> service::Result<T> + Clone + Send + 'static,
     ) -> ApiResult<T> {
         self.read(move |tx, ctx| f(tx, ctx, &actor)).await
     }

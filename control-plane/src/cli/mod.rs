@@ -325,7 +325,7 @@ enum LinksCmd {
 struct DbArgs {
     /// The database: a SQLite file (a path or sqlite:///path), or PostgreSQL
     /// (postgres://user@host:port/db). TLS to PostgreSQL: add `?sslmode=verify-full&sslrootcert=/path/ca.pem`
-    /// (the CA and the host name are checked); `require` encrypts without checking (the CA
+    /// (the CA and the host name are checked; `verify-ca`: the CA only); `require` encrypts without checking (the CA
     /// is checked when `sslrootcert` is given), `prefer` (the default) encrypts when the
     /// server offers it, `disable` never does.
     #[arg(long, env = "TESSERA_DB", default_value = "./tessera.db")]
@@ -402,6 +402,11 @@ struct ServeArgs {
     /// hour (PostgreSQL drops whole daily partitions).
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i64).range(1..=36_500))]
     auth_log_retention_days: i64,
+    /// Memory for SQLite's page caches, MiB, split evenly between the writer connection and
+    /// the 8 readers (SQLite only; the default keeps SQLite's own 2,000 KiB per connection).
+    #[arg(long, env = "TESSERA_SQLITE_CACHE_MIB", default_value_t = crate::store::sqlite::DEFAULT_CACHE_MIB,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    sqlite_cache_mib: u32,
     /// Log lines on stderr as text or JSON (level: TESSERA_LOG or RUST_LOG, default info).
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,

@@ -31,10 +31,11 @@ struct Opened {
     schema_version: i64,
 }
 
-fn open_store(db: &DbArgs) -> Result<Opened, String> {
+fn open_store(db: &DbArgs, options: &store::OpenOptions) -> Result<Opened, String> {
     let master = load_master_key(db)?;
     let location = db.location()?;
-    let store = store::open(&location).map_err(|e| format!("{}: {e}", location.describe()))?;
+    let store = store::open_with(&location, options)
+        .map_err(|e| format!("{}: {e}", location.describe()))?;
     let schema_version = store
         .schema_version()
         .map_err(|e| format!("{}: {e}", location.describe()))?;
@@ -90,7 +91,7 @@ pub(super) fn bootstrap(
         .map(str::to_string)
         .collect();
     let alg = KeyAlg::parse(alg).ok_or("--alg: EdDSA or ES256")?;
-    let Opened { store, master, .. } = open_store(db)?;
+    let Opened { store, master, .. } = open_store(db, &store::OpenOptions::default())?;
     let base = match base_url {
         Some(b) => b.trim_end_matches('/').to_string(),
         None => stored_base_url(store.as_ref())?.unwrap_or_else(|| "http://127.0.0.1:8080".into()),
@@ -152,7 +153,12 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         store,
         master,
         schema_version,
-    } = open_store(&args.db)?;
+    } = open_store(
+        &args.db,
+        &store::OpenOptions {
+            sqlite_cache_mib: args.sqlite_cache_mib,
+        },
+    )?;
     tracing::info!(db = %args.db.location()?.describe(), schema_version, "database opened");
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -197,7 +197,7 @@ pub fn check_scopes(list: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
     pub id: String,
@@ -217,20 +217,20 @@ pub struct CreateOrg {
     pub audience: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     #[serde(default)]
     pub alg: Option<KeyAlg>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEdge {
     pub name: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
@@ -244,7 +244,7 @@ pub struct CreateUser {
     pub invite_days: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default)]
@@ -255,7 +255,7 @@ pub struct UpdateUser {
     pub delegated: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
@@ -283,7 +283,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize, Default, IntoParams)]
+#[derive(Debug, Clone, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
@@ -311,7 +311,7 @@ pub struct SearchParams {
     pub after: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeAll {
     /// Revoke every token of this user (id or username)...
@@ -322,7 +322,7 @@ pub struct RevokeAll {
     pub org: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditToken {
     #[serde(default)]
@@ -353,7 +353,7 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Timest
 /// worker write (`tessera_core::plan`), read as it is.
 pub use tessera_core::plan::{UsageBatch, UsageOutcome, UsageRecord};
 
-#[derive(Debug, Deserialize, Default, IntoParams)]
+#[derive(Debug, Clone, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogParams {
@@ -374,7 +374,7 @@ pub struct LogParams {
 }
 
 /// Paging of a listing that has no other filter.
-#[derive(Debug, Deserialize, Default, IntoParams)]
+#[derive(Debug, Clone, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
@@ -384,7 +384,7 @@ pub struct PageParams {
     pub per_page: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, Default, IntoParams)]
+#[derive(Debug, Clone, Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {

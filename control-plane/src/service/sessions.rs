@@ -149,6 +149,7 @@ fn release_attempt(tx: &mut dyn Tx, ctx: &Ctx, keys: &[(String, i64)]) -> Result
 }
 
 /// What the sign-in read found: the user and their password hash, if any.
+#[derive(Clone)]
 pub struct Candidate {
     pub org: Option<Org>,
     pub user: Option<User>,

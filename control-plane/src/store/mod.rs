@@ -82,10 +82,34 @@ fn redact_password(url: &str) -> String {
 /// Opens (and migrates) the database `db` names. A new SQLite file is created readable by
 /// its owner only.
 pub fn open(db: &DbLocation) -> StoreResult<Box<dyn Store>> {
+    open_with(db, &OpenOptions::default())
+}
+
+/// What `tessera serve` may tune when it opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// The memory SQLite's page caches may take, MiB, split evenly between the writer
+    /// connection and the readers (`--sqlite-cache-mib`). PostgreSQL ignores it.
+    pub sqlite_cache_mib: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            sqlite_cache_mib: sqlite::DEFAULT_CACHE_MIB,
+        }
+    }
+}
+
+/// [`open`] with options.
+pub fn open_with(db: &DbLocation, options: &OpenOptions) -> StoreResult<Box<dyn Store>> {
     match db {
         DbLocation::Sqlite(path) => {
             sqlite::create_private(path)?;
-            Ok(Box::new(sqlite::SqliteStore::open(path)?))
+            Ok(Box::new(sqlite::SqliteStore::open_with_cache(
+                path,
+                options.sqlite_cache_mib,
+            )?))
         }
         DbLocation::Postgres(url) => Ok(Box::new(postgres::PostgresStore::open(url)?)),
     }
@@ -133,23 +157,17 @@ impl std::error::Error for StoreError {}
 pub fn run<T, E: From<StoreError>>(
     store: &dyn Store,
     write: bool,
-    f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    mut f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
 ) -> Result<T, E> {
-    let mut f = Some(f);
     let mut out: Option<Result<T, E>> = None;
-    let r = store.transaction(write, &mut |tx| {
-        let Some(f) = f.take() else {
-            return Err(StoreError::Backend("transaction body ran twice".into()));
-        };
-        match f(tx) {
-            Ok(v) => {
-                out = Some(Ok(v));
-                Ok(())
-            }
-            Err(e) => {
-                out = Some(Err(e));
-                Err(StoreError::Aborted)
-            }
+    let r = store.transaction(write, &mut |tx| match f(tx) {
+        Ok(v) => {
+            out = Some(Ok(v));
+            Ok(())
+        }
+        Err(e) => {
+            out = Some(Err(e));
+            Err(StoreError::Aborted)
         }
     });
     match (r, out) {
@@ -397,7 +415,7 @@ impl dyn Store + '_ {
     /// [`run`] in a write transaction.
     pub fn write<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         run(self, true, f)
     }
@@ -405,7 +423,7 @@ impl dyn Store + '_ {
     /// [`run`] in a read transaction.
     pub fn read<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+        f: impl FnMut(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         run(self, false, f)
     }

@@ -9,9 +9,10 @@
 //!   write takes `FOR UPDATE`, so the services' read-modify-write (status-list index
 //!   allocation on the org row, version bumps, sessions, throttles) is race-free across
 //!   processes: a second writer waits for the first's commit and then reads its result.
-//! - A deadlock or serialization failure (40P01/40001), a lost connection or a pool
-//!   checkout that times out is `StoreError::Unavailable` (the API answers 503); a
-//!   constraint violation is `Conflict`.
+//! - A transaction that lost a deadlock or a serialization race (40P01/40001) is rolled
+//!   back and run again, up to [`ATTEMPTS`] times in all, after a short jittered pause;
+//!   only then, like a lost connection or a pool checkout that times out, it is
+//!   `StoreError::Unavailable` (the API answers 503). A constraint violation is `Conflict`.
 //! - Fail fast while the database is down: a lost connection or a checkout that timed out
 //!   starts a background probe; while the probe cannot connect the store is marked down and
 //!   every transaction is answered `Unavailable` at once, without waiting for a connection,
@@ -229,6 +230,27 @@ impl Health {
         }
         self.probing.store(false, Ordering::SeqCst);
     }
+}
+
+/// Attempts of a transaction that keeps losing deadlocks or serialization races.
+const ATTEMPTS: u32 = 3;
+
+/// Whether `e` is a lost deadlock (40P01) or serialization race (40001).
+fn collision(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| matches!(c.code(), "40P01" | "40001"))
+}
+
+/// The pause before attempt `attempt + 1`: 5 ms doubled per attempt, plus up to as much
+/// again at random, so that two transactions that collided do not collide again in step.
+fn retry_pause(attempt: u32) -> Duration {
+    let base = 5u64 << attempt.min(6);
+    let mut r = [0u8; 2];
+    let jitter = match getrandom::getrandom(&mut r) {
+        Ok(()) => u64::from(u16::from_le_bytes(r)) % (base + 1),
+        Err(_) => base / 2,
+    };
+    Duration::from_millis(base + jitter)
 }
 
 /// Whether `e` says the connection (or the server) is gone, rather than that a statement
@@ -487,17 +509,43 @@ impl Store for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Runs `f` in a transaction, again (up to [`ATTEMPTS`] in all) when it lost a
+    /// deadlock or a serialization race: PostgreSQL aborted it whole, so nothing of it
+    /// was kept, and the body runs anew on a new snapshot.
     fn transaction_here(
         &self,
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        self.health.check()?;
+        let mut attempt = 1;
+        loop {
+            let (r, collided) = self.attempt(write, f);
+            if !collided || r.is_ok() || attempt >= ATTEMPTS {
+                return r;
+            }
+            tracing::debug!(
+                attempt,
+                "postgres: transaction collided with a concurrent one; running it again"
+            );
+            std::thread::sleep(retry_pause(attempt));
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of [`Self::transaction_here`], and whether it lost a race.
+    fn attempt(
+        &self,
+        write: bool,
+        f: &mut dyn FnMut(&mut dyn Tx) -> StoreResult<()>,
+    ) -> (StoreResult<()>, bool) {
+        if let Err(e) = self.health.check() {
+            return (Err(e), false);
+        }
         let mut pooled = match self.checkout() {
             Ok(p) => p,
             Err(e) => {
                 self.suspect();
-                return Err(e);
+                return (Err(e), false);
             }
         };
         let conn = &mut *pooled;
@@ -510,27 +558,33 @@ impl PostgresStore {
             if connection_lost(&e) {
                 self.suspect();
             }
-            return Err(e.into());
+            return (Err(e.into()), false);
         }
         let mut tx = PgTx {
             c: conn,
             write,
             failed: None,
             lost: false,
+            collided: false,
             instance: &self.instance,
         };
         let r = f(&mut tx);
         let failed = tx.failed.take();
+        let collided = tx.collided;
         if tx.lost {
             self.suspect();
         }
-        match (r, failed) {
-            (Ok(()), None) => conn.client.batch_execute("COMMIT").map_err(|e| {
-                if connection_lost(&e) {
-                    self.suspect();
+        let r = match (r, failed) {
+            (Ok(()), None) => match conn.client.batch_execute("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    if connection_lost(&e) {
+                        self.suspect();
+                    }
+                    let lost_race = collision(&e);
+                    return (Err(e.into()), lost_race);
                 }
-                e.into()
-            }),
+            },
             (Ok(()), Some(e)) => {
                 // A statement failed and the body went on: PostgreSQL has aborted the
                 // transaction, so nothing of it may be reported as committed.
@@ -541,7 +595,8 @@ impl PostgresStore {
                 let _ = conn.client.batch_execute("ROLLBACK");
                 Err(e)
             }
-        }
+        };
+        (r, collided)
     }
 
     fn suspect(&self) {
@@ -694,6 +749,9 @@ pub(crate) struct PgTx<'a> {
     failed: Option<StoreError>,
     /// Whether a statement failed because the connection is gone.
     lost: bool,
+    /// Whether a statement lost a deadlock or a serialization race (the transaction may
+    /// run again).
+    collided: bool,
     /// The store's NOTIFY payload.
     instance: &'a str,
 }
@@ -702,6 +760,7 @@ impl PgTx<'_> {
     fn note<T>(&mut self, r: Result<T, postgres::Error>) -> StoreResult<T> {
         r.map_err(|e| {
             self.lost |= connection_lost(&e);
+            self.collided |= collision(&e);
             let e = StoreError::from(e);
             if self.failed.is_none() {
                 self.failed = Some(e.clone());

@@ -44,6 +44,17 @@ const PRUNE_SLICE: u64 = 10_000;
 /// Reader connections the pool keeps (more requests wait for one; a read is short).
 const READERS: u32 = 8;
 
+/// The page-cache budget of a store, MiB (`--sqlite-cache-mib`): SQLite's own default is
+/// 2,000 KiB per connection, so the writer and [`READERS`] readers took up to about 17.6
+/// MiB; 18 keeps that.
+pub const DEFAULT_CACHE_MIB: u32 = 18;
+
+/// The page cache of each connection, KiB, when `mib` is split evenly between the writer
+/// and the readers (at least 64 KiB each).
+pub fn cache_kib_per_connection(mib: u32) -> i64 {
+    (i64::from(mib) * 1024 / i64::from(READERS + 1)).max(64)
+}
+
 /// How long an SQLite call waits for a lock before it fails as unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,12 +89,23 @@ struct Writer {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let mut s = Self::init(Connection::open(path)?)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_MIB)
+    }
+
+    /// [`Self::open`] with a page-cache budget of `cache_mib` MiB for all its connections
+    /// (see [`cache_kib_per_connection`]).
+    pub fn open_with_cache(path: &Path, cache_mib: u32) -> StoreResult<Self> {
+        let kib = cache_kib_per_connection(cache_mib);
+        let writer = Connection::open(path)?;
+        // A negative cache_size is KiB rather than pages.
+        writer.pragma_update(None, "cache_size", -kib)?;
+        let mut s = Self::init(writer)?;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| {
+            .with_init(move |c| {
                 c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 add_functions(c)?;
+                c.pragma_update(None, "cache_size", -kib)?;
                 c.busy_timeout(BUSY_TIMEOUT)
             });
         let pool = Pool::builder()
@@ -485,6 +507,22 @@ mod tests {
     use crate::model::AuthEvent;
     use crate::store::AuthEventQuery;
     use rusqlite::OptionalExtension;
+
+    /// The budget is split evenly: the writer and every reader get the same page cache,
+    /// and the default keeps SQLite's own (2,000 KiB, here 2,048) per connection.
+    #[test]
+    fn the_cache_budget_is_split_between_the_writer_and_the_readers() {
+        assert_eq!(cache_kib_per_connection(DEFAULT_CACHE_MIB), 2048);
+        assert_eq!(cache_kib_per_connection(1), 113);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let s = SqliteStore::open_with_cache(&path, 90).unwrap();
+        let size =
+            |c: &Connection| -> i64 { c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap() };
+        assert_eq!(size(&s.lock_writer().unwrap().conn), -10_240);
+        let reader = s.readers.as_ref().unwrap().get().unwrap();
+        assert_eq!(size(&reader), -10_240);
+    }
 
     #[test]
     fn migrates_to_latest_and_reopens() {
