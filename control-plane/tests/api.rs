@@ -140,7 +140,8 @@ async fn a_malformed_body_on_each_route_is_a_400_naming_the_field() {
     let edge_secret = edge["secret"].as_str().unwrap().to_string();
     let mut checked = 0;
     for r in routes() {
-        if r.body.is_none() {
+        // SCIM routes answer SCIM errors (tests/scim.rs checks their bad bodies).
+        if r.body.is_none() || r.auth == Auth::Scim {
             continue;
         }
         let cred = if r.auth == Auth::Edge {

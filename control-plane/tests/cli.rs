@@ -813,3 +813,45 @@ fn the_cli_says_what_to_do_about_a_bad_lifetime_and_a_missing_token() {
     assert!(err.contains("set TESSERA_TOKEN"), "{err}");
     assert!(!err.contains("Authorization: Bearer"), "{err}");
 }
+
+/// SCIM credentials from the CLI: created (secret and SCIM base URL shown once), listed
+/// without the secret, revoked; the secret works on the SCIM routes until then.
+#[test]
+fn scim_credentials_from_the_cli() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[], &[]);
+    let run = |args: &[&str]| {
+        ok(tessera(&dir, args, Some(&admin), Some(&server.url))
+            .output()
+            .unwrap())
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&run(&a)).unwrap()
+    };
+    let c = json(&["scim", "create", "--org", "acme", "okta"]);
+    let (id, secret) = (c["id"].as_str().unwrap(), c["secret"].as_str().unwrap());
+    // The service's base URL (`--base-url`) and the org's SCIM base under it.
+    assert!(
+        c["base_url"].as_str().unwrap().ends_with("/scim/v2/acme"),
+        "{c}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let users = |secret: &str| {
+        let c = Client::new(&server.url, Some(secret.to_string())).unwrap();
+        rt.block_on(c.get("/scim/v2/acme/Users")).unwrap().status
+    };
+    assert_eq!(users(secret), 200);
+    let table = run(&["scim", "list", "--org", "acme"]);
+    assert!(table.contains("okta") && table.contains(id), "{table}");
+    assert!(!table.contains(secret));
+    run(&["scim", "revoke", "--org", "acme", id]);
+    let listed = json(&["scim", "list", "--org", "acme"]);
+    assert!(listed.to_string().contains("revoked_at"), "{listed}");
+    assert_eq!(users(secret), 401);
+}

@@ -8,6 +8,8 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod limit;
+pub mod scim;
+pub mod scim_docs;
 pub mod server;
 pub mod web;
 
@@ -394,6 +396,8 @@ pub enum Auth {
     /// The session cookie only (the session's own routes).
     Session,
     Edge,
+    /// A SCIM credential (bearer), on the `/scim/v2/{org}` routes.
+    Scim,
 }
 
 impl Auth {
@@ -489,6 +493,8 @@ fn route(
         Auth::Public => {}
         Auth::Token | Auth::Session => errors.extend([401, 403]),
         Auth::Edge => errors.push(401),
+        // A refused credential counts against the per-address rate (429).
+        Auth::Scim => errors.extend([401, 403, 429]),
     }
     // A state-changing request a browser sent from another site: 403 before anything.
     if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) && !errors.contains(&403) {
@@ -698,6 +704,7 @@ pub fn routes() -> Vec<Route> {
             .error(&[429]),
     ];
     routes.extend(accounts::routes());
+    routes.extend(scim::routes());
     routes
 }
 
