@@ -976,6 +976,39 @@ async fn every_answer_matches_its_documented_schema() {
         400,
     )
     .await;
+    let search = json!({"filter": "userName eq \"scimmed\"", "attributes": ["userName"]});
+    for (t, p) in [
+        ("/scim/v2/{org}/.search", "/scim/v2/acme/.search"),
+        (
+            "/scim/v2/{org}/Users/.search",
+            "/scim/v2/acme/Users/.search",
+        ),
+    ] {
+        let r = run
+            .raw(
+                "POST",
+                t,
+                p,
+                sc,
+                scim_json,
+                search.to_string().into_bytes(),
+                &[],
+                200,
+            )
+            .await;
+        assert_eq!(r.json()["totalResults"], 1, "{}", r.text());
+        run.raw(
+            "POST",
+            t,
+            p,
+            sc,
+            scim_json,
+            json!({"filter": "(x)"}).to_string().into_bytes(),
+            &[],
+            400,
+        )
+        .await;
+    }
     let t = "/scim/v2/{org}/Groups";
     run.call("GET", t, "/scim/v2/acme/Groups", sc, None, 200)
         .await;

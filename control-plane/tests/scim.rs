@@ -354,8 +354,16 @@ async fn users_are_provisioned_read_filtered_paged_replaced_patched_and_deleted(
     let created = create_user(&w, &secret, "bjensen").await;
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["userName"], "bjensen");
-    assert_eq!(created["displayName"], "Barbara Jensen");
-    assert_eq!(created["active"], true);
+    // No displayName given: Tessera's display name is derived from the name, and not
+    // shown to the provider as if it had sent it.
+    assert_eq!(created["displayName"], Value::Null, "{created}");
+    let api = w
+        .call("GET", &format!("/v1/users/{id}"), Some(&w.jwt("ada")), None)
+        .await
+        .json();
+    assert_eq!(api["display_name"], "Barbara Jensen", "{api}");
+    // Sent without `active`: unassigned (the account is enabled).
+    assert_eq!(created["active"], Value::Null);
     assert_eq!(created["externalId"], "ext-bjensen");
     assert_eq!(created["meta"]["resourceType"], "User");
     assert_eq!(created["meta"]["version"], "W/\"1\"");
@@ -965,4 +973,105 @@ async fn bad_bodies_are_scim_errors_naming_the_attribute() {
         )
         .await;
     assert_scim_error(&r, 415, None);
+}
+
+#[tokio::test]
+async fn attributes_search_and_unassigned_active() {
+    let w = World::new().await;
+    let (_, secret) = credential(&w).await;
+    let ula = w.uid("ula");
+    // attributes: only those (and id, schemas, meta); excludedAttributes: all but those.
+    let v = scim(
+        &w,
+        "GET",
+        &format!("/Users/{ula}?attributes=userName"),
+        &secret,
+        None,
+    )
+    .await
+    .json();
+    let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["id", "meta", "schemas", "userName"], "{v}");
+    let v = scim(
+        &w,
+        "GET",
+        "/Users?excludedAttributes=meta,active&count=1",
+        &secret,
+        None,
+    )
+    .await
+    .json();
+    let u = &v["Resources"][0];
+    assert!(
+        u.get("meta").is_none() && u.get("active").is_none() && u.get("userName").is_some(),
+        "{v}"
+    );
+    // POST /Users/.search and the root /.search (users, then the role groups).
+    let r = scim(
+        &w,
+        "POST",
+        "/Users/.search",
+        &secret,
+        Some(json!({"filter": "userName eq \"ula\"", "excludedAttributes": ["groups"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["Resources"][0]["id"], ula.as_str());
+    let r = scim(
+        &w,
+        "POST",
+        "/.search",
+        &secret,
+        Some(json!({"filter": "displayName eq \"admin\""})),
+    )
+    .await;
+    assert_eq!(r.json()["totalResults"], 1, "{}", r.text());
+    assert_eq!(r.json()["Resources"][0]["id"], "admin");
+    // Unknown paths and methods under /scim answer SCIM errors.
+    assert_scim_error(&scim(&w, "GET", "/Nope", &secret, None).await, 404, None);
+    assert_scim_error(
+        &scim(&w, "POST", "/Groups", &secret, Some(json!({}))).await,
+        405,
+        None,
+    );
+
+    // `active` removed from an enabled user: unassigned, the account stays enabled; from
+    // a deprovisioned one: refused.
+    let r = scim(
+        &w,
+        "PATCH",
+        &format!("/Users/{ula}"),
+        &secret,
+        Some(patch(json!([{"op": "remove", "path": "active"}]))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["active"], Value::Null);
+    assert_eq!(
+        w.call("GET", "/v1/me", Some(&w.jwt("ula")), None)
+            .await
+            .status,
+        200
+    );
+    let r = scim(
+        &w,
+        "PATCH",
+        &format!("/Users/{ula}"),
+        &secret,
+        Some(patch(
+            json!([{"op": "add", "path": "active", "value": false}]),
+        )),
+    )
+    .await;
+    assert_eq!(r.json()["active"], false);
+    let r = scim(
+        &w,
+        "PATCH",
+        &format!("/Users/{ula}"),
+        &secret,
+        Some(patch(json!([{"op": "remove", "path": "active"}]))),
+    )
+    .await;
+    assert_scim_error(&r, 400, Some("mutability"));
 }

@@ -733,6 +733,7 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed on this route; see /openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn(scim::scim_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api_use_log,

@@ -15,7 +15,7 @@ use crate::service::scim::resource::{
 };
 use crate::service::scim::{
     self, CreateScimCredential, ListParams, ScimCredentialCreated, ScimCredentialList,
-    ScimCredentialView, Versioned,
+    ScimCredentialView, SearchRequest, Versioned,
 };
 use crate::service::{Ctx, Error};
 use crate::store::Tx;
@@ -236,6 +236,33 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScimQuery {
 
 type Scim = Result<Response, Response>;
 
+/// A resource as JSON with `attributes`/`excludedAttributes` applied.
+fn projected<T: Serialize>(r: &T, p: &ListParams) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    crate::service::scim::resource::project(
+        &mut v,
+        p.attributes.as_deref(),
+        p.excluded_attributes.as_deref(),
+    );
+    v
+}
+
+/// A page with `attributes`/`excludedAttributes` applied to each resource.
+fn projected_page<T: Serialize>(
+    page: ListResponse<T>,
+    p: &ListParams,
+) -> ListResponse<serde_json::Value> {
+    let resources: Vec<serde_json::Value> =
+        page.resources.iter().map(|r| projected(r, p)).collect();
+    ListResponse {
+        schemas: page.schemas,
+        total_results: page.total_results,
+        start_index: page.start_index,
+        items_per_page: page.items_per_page,
+        resources,
+    }
+}
+
 // ---- Discovery ----------------------------------------------------------------------
 
 /// A page of discovery documents.
@@ -333,11 +360,54 @@ async fn users_list(
 ) -> Scim {
     let who = presented(&headers, peer);
     let ScimQuery(p) = q?;
-    let page = scim_op(&s, false, org, who, slot, move |tx, ctx, a| {
-        scim::list_users(tx, ctx, a, &p)
+    users_page(s, org, who, slot, p).await
+}
+
+async fn users_page(
+    s: AppState,
+    org: String,
+    who: Presented,
+    slot: Option<Extension<ActingSlot>>,
+    p: ListParams,
+) -> Scim {
+    let (page, p) = scim_op(&s, false, org, who, slot, move |tx, ctx, a| {
+        scim::list_users(tx, ctx, a, &p).map(|page| (page, p))
     })
     .await?;
-    Ok(scim_json(StatusCode::OK, &page, None))
+    Ok(scim_json(StatusCode::OK, &projected_page(page, &p), None))
+}
+
+/// `POST /.search` at the SCIM root: users and groups in one listing.
+async fn search_all(
+    State(s): State<AppState>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
+    slot: Option<Extension<ActingSlot>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Result<ScimBody<SearchRequest>, Response>,
+) -> Scim {
+    let who = presented(&headers, peer);
+    let ScimBody(req) = body?;
+    let p: ListParams = req.into();
+    let (page, p) = scim_op(&s, false, org, who, slot, move |tx, ctx, a| {
+        scim::search_all(tx, ctx, a, &p).map(|page| (page, p))
+    })
+    .await?;
+    Ok(scim_json(StatusCode::OK, &projected_page(page, &p), None))
+}
+
+/// `POST /Users/.search`: the listing, its parameters in the body.
+async fn users_search(
+    State(s): State<AppState>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
+    slot: Option<Extension<ActingSlot>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Result<ScimBody<SearchRequest>, Response>,
+) -> Scim {
+    let who = presented(&headers, peer);
+    let ScimBody(req) = body?;
+    users_page(s, org, who, slot, req.into()).await
 }
 
 async fn users_create(
@@ -364,8 +434,10 @@ async fn users_get(
     slot: Option<Extension<ActingSlot>>,
     Path((org, id)): Path<(String, String)>,
     headers: HeaderMap,
+    q: Result<ScimQuery, Response>,
 ) -> Scim {
     let who = presented(&headers, peer);
+    let ScimQuery(p) = q?;
     let none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -381,6 +453,13 @@ async fn users_get(
             r.headers_mut().insert(header::ETAG, tag);
         }
         return Ok(r);
+    }
+    if p.attributes.is_some() || p.excluded_attributes.is_some() {
+        return Ok(scim_json(
+            StatusCode::OK,
+            &projected(&v.resource, &p),
+            Some(v.version),
+        ));
     }
     Ok(user_answer(StatusCode::OK, v, &o))
 }
@@ -451,11 +530,11 @@ async fn groups_list(
 ) -> Scim {
     let who = presented(&headers, peer);
     let ScimQuery(p) = q?;
-    let page = scim_op(&s, false, org, who, slot, move |tx, ctx, a| {
-        scim::list_groups(tx, ctx, a, &p)
+    let (page, p) = scim_op(&s, false, org, who, slot, move |tx, ctx, a| {
+        scim::list_groups(tx, ctx, a, &p).map(|page| (page, p))
     })
     .await?;
-    Ok(scim_json(StatusCode::OK, &page, None))
+    Ok(scim_json(StatusCode::OK, &projected_page(page, &p), None))
 }
 
 async fn groups_get(
@@ -618,7 +697,14 @@ pub(super) fn routes() -> Vec<Route> {
             .scim_request::<ScimUserResource>(user_example.clone())
             .scim_ok::<ScimUserResource>(201)
             .error(&[409]),
-        route(Method::GET, "/scim/v2/{org}/Users/{id}", "SCIM: one user (ETag; If-None-Match)", Scim, h!(GET, users_get))
+        route(Method::POST, "/scim/v2/{org}/.search", "SCIM: users and groups of the organization in one listing", Scim, h!(POST, search_all))
+            .scim_request::<SearchRequest>(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "displayName eq \"admin\""}))
+            .answer(200, "OK", vec![Body { media_type: SCIM_JSON, schema: super::any_object }]),
+        route(Method::POST, "/scim/v2/{org}/Users/.search", "SCIM: users of the organization, the listing's parameters in the body", Scim, h!(POST, users_search))
+            .scim_request::<SearchRequest>(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "userName eq \"bjensen@example.com\"", "attributes": ["userName"], "startIndex": 1, "count": 10}))
+            .scim_ok::<UserListResponse>(200),
+        route(Method::GET, "/scim/v2/{org}/Users/{id}", "SCIM: one user (ETag; If-None-Match; attributes, excludedAttributes)", Scim, h!(GET, users_get))
+            .scim_query()
             .scim_ok::<ScimUserResource>(200)
             .answer(304, "Not modified: the user is still at the version in If-None-Match", vec![]),
         route(Method::PUT, "/scim/v2/{org}/Users/{id}", "SCIM: replace a user (If-Match); active=false deprovisions", Scim, h!(PUT, users_replace))
@@ -646,4 +732,40 @@ pub(super) fn routes() -> Vec<Route> {
             .scim_ok::<GroupResource>(200)
             .error(&[409]),
     ]
+}
+
+/// What the rest of the API answers on a SCIM path (no such route, a method not served,
+/// a rate limit) becomes a SCIM error with the same status, words and headers.
+pub(super) async fn scim_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Plain {
+        message: String,
+    }
+    let scim_path = req.uri().path().starts_with("/scim/");
+    let resp = next.run(req).await;
+    let plain_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !scim_path || resp.status().as_u16() < 400 || !plain_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let detail = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => serde_json::from_slice::<Plain>(&bytes)
+            .map(|p| p.message)
+            .unwrap_or_else(|_| parts.status.to_string()),
+        Err(_) => parts.status.to_string(),
+    };
+    let mut r = scim_error(parts.status.as_u16(), None, detail);
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    r.extensions_mut().extend(parts.extensions);
+    r
 }

@@ -299,9 +299,11 @@ fn user_resource(ctx: &Ctx, p: &Provisioned) -> ScimUserResource {
         external_id: p.scim.external_id.clone(),
         user_name: p.user.username.clone(),
         name: attrs.name,
-        display_name: Some(p.user.display_name.clone()),
+        // A display name the provider never gave (derived from the name or userName) is
+        // not shown as if it had.
+        display_name: (!attrs.derived_display_name).then(|| p.user.display_name.clone()),
         emails: attrs.emails,
-        active: Some(p.active),
+        active: (!(attrs.active_unset && p.active)).then_some(p.active),
         groups: vec![Member {
             value: p.user.role.as_str().to_string(),
             display: Some(p.user.role.as_str().to_string()),
@@ -351,6 +353,8 @@ fn stored_attrs(r: &ScimUserResource) -> serde_json::Value {
     serde_json::to_value(StoredAttrs {
         name: r.name.clone(),
         emails: r.emails.clone(),
+        derived_display_name: r.display_name.as_ref().is_none_or(|d| d.trim().is_empty()),
+        active_unset: r.active.is_none(),
     })
     .unwrap_or_else(|_| json!({}))
 }
@@ -439,6 +443,38 @@ pub struct ListParams {
     pub start_index: Option<i64>,
     /// Results per page (default 100, at most 1000).
     pub count: Option<i64>,
+    /// Only these attributes (comma-separated), with `id`, `schemas` and `meta`.
+    pub attributes: Option<String>,
+    /// All attributes but these (comma-separated).
+    pub excluded_attributes: Option<String>,
+}
+
+/// A `POST /.search` body (RFC 7644 3.4.3).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchRequest {
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    #[serde(default)]
+    pub excluded_attributes: Vec<String>,
+    pub filter: Option<String>,
+    pub start_index: Option<i64>,
+    pub count: Option<i64>,
+}
+
+impl From<SearchRequest> for ListParams {
+    fn from(r: SearchRequest) -> Self {
+        let joined = |v: Vec<String>| (!v.is_empty()).then(|| v.join(","));
+        ListParams {
+            filter: r.filter,
+            start_index: r.start_index,
+            count: r.count,
+            attributes: joined(r.attributes),
+            excluded_attributes: joined(r.excluded_attributes),
+        }
+    }
 }
 
 fn page<T>(all: Vec<T>, p: &ListParams) -> ListResponse<T> {
@@ -463,6 +499,36 @@ pub fn list_users(
     p: &ListParams,
 ) -> std::result::Result<ListResponse<ScimUserResource>, Fault> {
     let f = p.filter.as_deref().map(filter::parse).transpose()?;
+    Ok(page(user_resources(tx, ctx, actor, f.as_ref())?, p))
+}
+
+/// `POST /.search` at the SCIM root: users, then groups, that match, in one listing.
+pub fn search_all(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    p: &ListParams,
+) -> std::result::Result<ListResponse<serde_json::Value>, Fault> {
+    let f = p.filter.as_deref().map(filter::parse).transpose()?;
+    let mut all: Vec<serde_json::Value> = user_resources(tx, ctx, actor, f.as_ref())?
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect();
+    all.extend(
+        group_resources(tx, ctx, actor, f.as_ref())?
+            .iter()
+            .map(|g| serde_json::to_value(g).unwrap_or_default()),
+    );
+    Ok(page(all, p))
+}
+
+/// Every user of the org (not deleted) the filter matches, by username.
+fn user_resources(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    f: Option<&filter::Filter>,
+) -> std::result::Result<Vec<ScimUserResource>, Fault> {
     let accounts: std::collections::HashMap<String, crate::store::accounts::Account> = tx
         .org_accounts(&actor.org.id)?
         .into_iter()
@@ -493,14 +559,14 @@ pub fn list_users(
             scim: s,
         };
         let r = user_resource(ctx, &p);
-        if let Some(f) = &f {
+        if let Some(f) = f {
             if !f.matches(&serde_json::to_value(&r).unwrap_or_default()) {
                 continue;
             }
         }
         out.push(r);
     }
-    Ok(page(out, p))
+    Ok(out)
 }
 
 /// Checks `If-Match` against the resource's version (412 when it moved).
@@ -556,6 +622,15 @@ pub fn patch_user(
     check_precondition(if_match, p.scim.version)?;
     let mut doc = serde_json::to_value(user_resource(ctx, &p)).map_err(Fault::internal)?;
     patch::apply(&mut doc, &req)?;
+    // `active` unassigned leaves an enabled account as it is; a deprovisioned one stays
+    // shown as such (an unassigned `active` would read as enabled).
+    if !p.active && doc.get("active").is_none_or(serde_json::Value::is_null) {
+        return Err(Fault::new(
+            400,
+            Some("mutability"),
+            "active cannot be removed from a deprovisioned user; send active=true to provision them again".into(),
+        ));
+    }
     let next: ScimUserResource = serde_json::from_value(doc)
         .map_err(|e| Fault::invalid_value(format!("the patched user is not valid: {e}")))?;
     apply(tx, ctx, actor, p, next)
@@ -803,18 +878,27 @@ pub fn list_groups(
     p: &ListParams,
 ) -> std::result::Result<ListResponse<GroupResource>, Fault> {
     let f = p.filter.as_deref().map(filter::parse).transpose()?;
+    Ok(page(group_resources(tx, ctx, actor, f.as_ref())?, p))
+}
+
+fn group_resources(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    f: Option<&filter::Filter>,
+) -> std::result::Result<Vec<GroupResource>, Fault> {
     let users = live_members(tx, &actor.org.id)?;
     let mut out = Vec::new();
     for role in roles_of(&actor.org) {
         let g = group_resource(ctx, &actor.org, role, &users);
-        if let Some(f) = &f {
+        if let Some(f) = f {
             if !f.matches(&serde_json::to_value(&g).unwrap_or_default()) {
                 continue;
             }
         }
         out.push(g);
     }
-    Ok(page(out, p))
+    Ok(out)
 }
 
 pub fn get_group(

@@ -103,6 +103,12 @@ pub struct StoredAttrs {
     pub name: Option<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<Email>,
+    /// The provider gave no displayName: Tessera's display name was derived.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub derived_display_name: bool,
+    /// The provider left `active` unassigned (the account is enabled).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub active_unset: bool,
 }
 
 /// A Group resource: one per role, its members the users holding it.
@@ -247,5 +253,99 @@ impl From<Error> for Fault {
 impl From<StoreError> for Fault {
     fn from(e: StoreError) -> Self {
         Fault::Service(Error::from(e))
+    }
+}
+
+/// The core schemas' URN prefix, which a fully qualified attribute name starts with.
+const CORE_PREFIX: &str = "urn:ietf:params:scim:schemas:core:2.0:";
+
+/// An attribute name of `attributes`/`excludedAttributes`, as `(attribute, sub)`, lower
+/// case, without the core schema's URN.
+fn attribute_name(raw: &str) -> Option<(String, Option<String>)> {
+    let t = raw.trim().to_ascii_lowercase();
+    let t = match t.strip_prefix(CORE_PREFIX) {
+        Some(rest) => rest.split_once(':').map_or(rest, |(_, a)| a).to_string(),
+        None => t,
+    };
+    if t.is_empty() {
+        return None;
+    }
+    Some(match t.split_once('.') {
+        Some((a, s)) => (a.to_string(), Some(s.to_string())),
+        None => (t, None),
+    })
+}
+
+fn names(list: Option<&str>) -> Vec<(String, Option<String>)> {
+    list.map(|l| l.split(',').filter_map(attribute_name).collect())
+        .unwrap_or_default()
+}
+
+/// Applies `attributes` (only these, with those always returned: `id`, `schemas`,
+/// `meta`) or else `excludedAttributes` (all but these; never `id` or `schemas`) to a
+/// resource's JSON (RFC 7644 3.4.2.5, 3.9).
+pub fn project(doc: &mut serde_json::Value, attributes: Option<&str>, excluded: Option<&str>) {
+    let serde_json::Value::Object(m) = doc else {
+        return;
+    };
+    let always = ["id", "schemas", "meta"];
+    let wanted = names(attributes);
+    if !wanted.is_empty() {
+        m.retain(|k, v| {
+            let k = k.to_ascii_lowercase();
+            if always.contains(&k.as_str()) {
+                return true;
+            }
+            let subs: Vec<&String> = wanted
+                .iter()
+                .filter(|(a, _)| *a == k)
+                .filter_map(|(_, s)| s.as_ref())
+                .collect();
+            if !wanted.iter().any(|(a, _)| *a == k) {
+                return false;
+            }
+            let whole = wanted.iter().any(|(a, s)| *a == k && s.is_none());
+            if !whole {
+                keep_subs(v, &subs);
+            }
+            true
+        });
+        return;
+    }
+    for (a, sub) in names(excluded) {
+        if always[..2].contains(&a.as_str()) {
+            continue;
+        }
+        let key = m.keys().find(|k| k.eq_ignore_ascii_case(&a)).cloned();
+        if let Some(key) = key {
+            match sub {
+                None => {
+                    m.remove(&key);
+                }
+                Some(s) => {
+                    if let Some(v) = m.get_mut(&key) {
+                        drop_sub(v, &s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn keep_subs(v: &mut serde_json::Value, subs: &[&String]) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.retain(|k, _| subs.iter().any(|s| k.eq_ignore_ascii_case(s)))
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| keep_subs(i, subs)),
+        _ => {}
+    }
+}
+
+fn drop_sub(v: &mut serde_json::Value, sub: &str) {
+    match v {
+        serde_json::Value::Object(o) => o.retain(|k, _| !k.eq_ignore_ascii_case(sub)),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| drop_sub(i, sub)),
+        _ => {}
     }
 }
