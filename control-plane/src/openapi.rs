@@ -39,6 +39,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden: the caller may not do this, or the token may not be used from here",
         404 => "Not found",
         409 => "Conflict with the current state (a duplicate name, a revoked token, ...)",
+        412 => "Precondition failed: the resource moved past the version in If-Match",
         413 => "The body is larger than 1 MiB",
         500 => "Internal error (the detail is in the server log)",
         503 => "The database is unavailable; try again",
@@ -100,13 +101,23 @@ pub fn openapi(base_url: &str) -> OpenApi {
             }
             op = op.response(a.status.to_string(), resp.build());
         }
+        // SCIM routes answer SCIM errors (RFC 7644 3.12) in their own media type.
+        let (error_type, error_body): (&str, crate::api::SchemaFn) = if r.path.starts_with("/scim/")
+        {
+            (
+                crate::api::scim::SCIM_JSON,
+                schema_ref::<crate::service::scim::resource::ScimErrorBody>,
+            )
+        } else {
+            ("application/json", error_schema)
+        };
         for status in &r.errors {
             let resp = ResponseBuilder::new()
                 .description(reason(*status))
                 .content(
-                    "application/json",
+                    error_type,
                     ContentBuilder::new()
-                        .schema(Some(error_schema(&mut schemas)))
+                        .schema(Some(error_body(&mut schemas)))
                         .build(),
                 )
                 .build();
@@ -124,6 +135,7 @@ pub fn openapi(base_url: &str) -> OpenApi {
             Auth::Token => vec![SecurityRequirement::new("tessera", none()), session],
             Auth::Session => vec![session],
             Auth::Edge => vec![SecurityRequirement::new("edge", none())],
+            Auth::Scim => vec![SecurityRequirement::new("scim", none())],
         };
         op = op.securities(Some(security));
         let item = PathItem::new(method, op.build());
@@ -169,6 +181,17 @@ pub fn openapi(base_url: &str) -> OpenApi {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("An edge credential (tse_...)"))
+                    .build(),
+            ),
+        )
+        .security_scheme(
+            "scim",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A SCIM credential (tsc_...) of the organization in the path",
+                    ))
                     .build(),
             ),
         );

@@ -35,6 +35,9 @@ pub enum Credential {
     /// An access token from exchange (`at+jwt`): calls the APIs behind the data plane,
     /// never manages anything.
     Access { id: String, parent: String },
+    /// A SCIM credential (`service::scim`): acts as the admin who created it, only on
+    /// the `/scim/v2/{org}` routes of that admin's organization.
+    Scim { id: String },
 }
 
 impl Credential {
@@ -46,6 +49,7 @@ impl Credential {
             Credential::Session { id } => format!("session:{id}"),
             Credential::ApiToken { id, .. } => format!("token:{id}"),
             Credential::Access { id, parent } => format!("access:{id} (token:{parent})"),
+            Credential::Scim { id } => format!("scim:{id}"),
         }
     }
 }

@@ -930,3 +930,37 @@ fn the_cli_shows_names_and_covers_links_and_the_org_auth_log() {
         "{created}"
     );
 }
+
+/// SCIM credentials from the CLI: created (secret and SCIM base URL shown once), listed
+/// without the secret, revoked; the secret works on the SCIM routes until then.
+#[test]
+fn scim_credentials_from_the_cli() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[], &[]);
+    let run = |args: &[&str]| as_admin(&dir, &admin, &server, args);
+    let json = |args: &[&str]| as_admin_json(&dir, &admin, &server, args);
+    let c = json(&["scim", "create", "--org", "acme", "okta"]);
+    let (id, secret) = (c["id"].as_str().unwrap(), c["secret"].as_str().unwrap());
+    // The service's base URL (`--base-url`) and the org's SCIM base under it.
+    assert!(
+        c["base_url"].as_str().unwrap().ends_with("/scim/v2/acme"),
+        "{c}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let users = |secret: &str| {
+        let c = Client::new(&server.url, Some(secret.to_string())).unwrap();
+        rt.block_on(c.get("/scim/v2/acme/Users")).unwrap().status
+    };
+    assert_eq!(users(secret), 200);
+    let table = run(&["scim", "list", "--org", "acme"]);
+    assert!(table.contains("okta") && table.contains(id), "{table}");
+    assert!(!table.contains(secret));
+    run(&["scim", "revoke", "--org", "acme", id]);
+    let listed = json(&["scim", "list", "--org", "acme"]);
+    assert!(listed.to_string().contains("revoked_at"), "{listed}");
+    assert_eq!(users(secret), 401);
+}

@@ -866,6 +866,304 @@ async fn every_answer_matches_its_documented_schema() {
     assert_eq!(r.json()["prefs"]["hidden_columns"], json!(["scopes"]));
     run.call("GET", t, t, None, None, 401).await;
 
+    // SCIM: the credentials, discovery, Users and Groups.
+    let t = "/v1/orgs/{org}/scim-credentials";
+    let created = run
+        .call(
+            "POST",
+            t,
+            "/v1/orgs/acme/scim-credentials",
+            Some(&ada),
+            Some(json!({"name": "idp"})),
+            201,
+        )
+        .await;
+    let scim_secret = created.json()["secret"].as_str().unwrap().to_string();
+    let scim_id = created.json()["id"].as_str().unwrap().to_string();
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/scim-credentials",
+        Some(&ula),
+        Some(json!({"name": "idp"})),
+        403,
+    )
+    .await;
+    run.call(
+        "GET",
+        t,
+        "/v1/orgs/acme/scim-credentials",
+        Some(&ada),
+        None,
+        200,
+    )
+    .await;
+    run.call(
+        "GET",
+        t,
+        "/v1/orgs/acme/scim-credentials",
+        Some(&ula),
+        None,
+        403,
+    )
+    .await;
+    let sc = Some(scim_secret.as_str());
+    let scim_json = "application/scim+json";
+    for (t, p) in [
+        (
+            "/scim/v2/{org}/ServiceProviderConfig",
+            "/scim/v2/acme/ServiceProviderConfig".to_string(),
+        ),
+        (
+            "/scim/v2/{org}/ResourceTypes",
+            "/scim/v2/acme/ResourceTypes".to_string(),
+        ),
+        (
+            "/scim/v2/{org}/ResourceTypes/{id}",
+            "/scim/v2/acme/ResourceTypes/User".to_string(),
+        ),
+        (
+            "/scim/v2/{org}/Schemas",
+            "/scim/v2/acme/Schemas".to_string(),
+        ),
+        (
+            "/scim/v2/{org}/Schemas/{id}",
+            "/scim/v2/acme/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group".to_string(),
+        ),
+    ] {
+        run.call("GET", t, &p, None, None, 200).await;
+    }
+    run.call(
+        "GET",
+        "/scim/v2/{org}/ResourceTypes/{id}",
+        "/scim/v2/acme/ResourceTypes/Nope",
+        None,
+        None,
+        404,
+    )
+    .await;
+    run.call(
+        "GET",
+        "/scim/v2/{org}/Schemas/{id}",
+        "/scim/v2/acme/Schemas/nope",
+        None,
+        None,
+        404,
+    )
+    .await;
+    let t = "/scim/v2/{org}/Users";
+    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "scimmed",
+        "name": {"givenName": "S"}, "emails": [{"value": "s@example.com", "type": "work"}]});
+    let r = run
+        .raw(
+            "POST",
+            t,
+            "/scim/v2/acme/Users",
+            sc,
+            scim_json,
+            body.to_string().into_bytes(),
+            &[],
+            201,
+        )
+        .await;
+    let sid = r.json()["id"].as_str().unwrap().to_string();
+    run.raw(
+        "POST",
+        t,
+        "/scim/v2/acme/Users",
+        sc,
+        scim_json,
+        body.to_string().into_bytes(),
+        &[],
+        409,
+    )
+    .await;
+    run.call(
+        "GET",
+        t,
+        "/scim/v2/acme/Users?filter=userName%20eq%20%22scimmed%22&count=5",
+        sc,
+        None,
+        200,
+    )
+    .await;
+    run.call(
+        "GET",
+        t,
+        "/scim/v2/acme/Users?filter=userName%20gt%20%22a%22",
+        sc,
+        None,
+        400,
+    )
+    .await;
+    run.call("GET", t, "/scim/v2/acme/Users", None, None, 401)
+        .await;
+    let t = "/scim/v2/{org}/Users/{id}";
+    let p = format!("/scim/v2/acme/Users/{sid}");
+    let r = run.call("GET", t, &p, sc, None, 200).await;
+    let tag = r.headers["etag"].to_str().unwrap().to_string();
+    run.raw(
+        "GET",
+        t,
+        &p,
+        sc,
+        scim_json,
+        vec![],
+        &[("if-none-match", &tag)],
+        304,
+    )
+    .await;
+    run.call("GET", t, "/scim/v2/acme/Users/usr_nope", sc, None, 404)
+        .await;
+    let put = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "scimmed", "displayName": "Scim Med"});
+    run.raw(
+        "PUT",
+        t,
+        &p,
+        sc,
+        scim_json,
+        put.to_string().into_bytes(),
+        &[],
+        200,
+    )
+    .await;
+    run.raw(
+        "PUT",
+        t,
+        &p,
+        sc,
+        scim_json,
+        put.to_string().into_bytes(),
+        &[("if-match", "W/\"999\"")],
+        412,
+    )
+    .await;
+    let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    run.raw(
+        "PATCH",
+        t,
+        &p,
+        sc,
+        scim_json,
+        deactivate.to_string().into_bytes(),
+        &[],
+        200,
+    )
+    .await;
+    run.raw(
+        "PATCH",
+        t,
+        &p,
+        sc,
+        scim_json,
+        json!({"Operations": [{"op": "move"}]})
+            .to_string()
+            .into_bytes(),
+        &[],
+        400,
+    )
+    .await;
+    let search = json!({"filter": "userName eq \"scimmed\"", "attributes": ["userName"]});
+    for (t, p) in [
+        ("/scim/v2/{org}/.search", "/scim/v2/acme/.search"),
+        (
+            "/scim/v2/{org}/Users/.search",
+            "/scim/v2/acme/Users/.search",
+        ),
+    ] {
+        let r = run
+            .raw(
+                "POST",
+                t,
+                p,
+                sc,
+                scim_json,
+                search.to_string().into_bytes(),
+                &[],
+                200,
+            )
+            .await;
+        assert_eq!(r.json()["totalResults"], 1, "{}", r.text());
+        run.raw(
+            "POST",
+            t,
+            p,
+            sc,
+            scim_json,
+            json!({"filter": "(x)"}).to_string().into_bytes(),
+            &[],
+            400,
+        )
+        .await;
+    }
+    let t = "/scim/v2/{org}/Groups";
+    run.call("GET", t, "/scim/v2/acme/Groups", sc, None, 200)
+        .await;
+    run.call("GET", t, "/scim/v2/acme/Groups?count=x", sc, None, 400)
+        .await;
+    let t = "/scim/v2/{org}/Groups/{id}";
+    run.call("GET", t, "/scim/v2/acme/Groups/readonly", sc, None, 200)
+        .await;
+    run.call("GET", t, "/scim/v2/acme/Groups/nope", sc, None, 404)
+        .await;
+    let add = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": sid}]}]});
+    run.raw(
+        "PATCH",
+        t,
+        "/scim/v2/acme/Groups/readonly",
+        sc,
+        scim_json,
+        add.to_string().into_bytes(),
+        &[],
+        200,
+    )
+    .await;
+    run.raw(
+        "PATCH",
+        t,
+        "/scim/v2/acme/Groups/user",
+        sc,
+        scim_json,
+        json!({"Operations": [{"op": "remove", "path": "members"}]})
+            .to_string()
+            .into_bytes(),
+        &[],
+        400,
+    )
+    .await;
+    let members = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "readonly", "members": [{"value": sid}]});
+    run.raw(
+        "PUT",
+        t,
+        "/scim/v2/acme/Groups/readonly",
+        sc,
+        scim_json,
+        members.to_string().into_bytes(),
+        &[],
+        200,
+    )
+    .await;
+    run.raw(
+        "PUT",
+        t,
+        "/scim/v2/acme/Groups/readonly",
+        sc,
+        scim_json,
+        json!({"displayName": "admin"}).to_string().into_bytes(),
+        &[],
+        400,
+    )
+    .await;
+    let t = "/scim/v2/{org}/Users/{id}";
+    run.call("DELETE", t, &p, sc, None, 204).await;
+    run.call("DELETE", t, &p, sc, None, 404).await;
+    let t = "/v1/orgs/{org}/scim-credentials/{id}/revoke";
+    let p = format!("/v1/orgs/acme/scim-credentials/{scim_id}/revoke");
+    run.call("POST", t, &p, Some(&ada), None, 200).await;
+    run.call("POST", t, &p, Some(&ada), None, 409).await;
+
     // Revocations and the delete, last.
     // ned has the fixture's login token.
     let ned = w.uid("ned");

@@ -22,6 +22,7 @@ mod fuzz;
 mod postgres;
 mod registry;
 mod schemathesis;
+mod scim2_tester;
 mod tools;
 mod wasm;
 
@@ -41,8 +42,8 @@ tasks:
                missing, build the modules, the edge-worker bundle and the
                control plane (target/debug/tessera), then cargo fmt --check, cargo clippy
                -D warnings and cargo test --workspace (including the host tests that run
-               the module in Envoy against the real control plane), schemathesis against
-               a real `tessera serve`, the bench smoke run, then dist, with both images read by skopeo and pushed to and pulled
+               the module in Envoy against the real control plane), schemathesis and
+               scim2-tester against a real `tessera serve`, the bench smoke run, then dist, with both images read by skopeo and pushed to and pulled
                from a loopback docker-registry (Debian skopeo and docker-registry are
                installed if missing), then the data-plane fuzz targets for 20 s each (cp_bodies only in `fuzz`)
   dist [--check]
@@ -55,6 +56,9 @@ tasks:
   schemathesis build the control plane, install schemathesis (PyPI) into tools/venv if
                missing, and run it against a real `tessera serve`'s /openapi.json: no
                5xx, every answer as documented
+  scim2-tester build the control plane, install scim2-tester (PyPI) into tools/venv if
+               missing, and run it against a real `tessera serve`'s SCIM base: every
+               check of discovery and of the User resource passes
   fuzz [--seconds N] [--only T,U] [--record]
                install cargo-fuzz into tools/cargo-fuzz if missing, build the fuzz
                targets in fuzz/ (libFuzzer, no sanitizer, debug assertions) into
@@ -102,6 +106,9 @@ fn main() -> ExitCode {
         ["demo", "--serve"] => demo(&root, true),
         ["schemathesis"] => {
             build_control_plane(&root).and_then(|bin| schemathesis::run(&root, &bin))
+        }
+        ["scim2-tester"] => {
+            build_control_plane(&root).and_then(|bin| scim2_tester::run(&root, &bin))
         }
         ["dist"] => dist_task(&root, &dist::dist_dir(&root), None).map(|_| ()),
         ["dist", "--check"] => {
@@ -362,6 +369,10 @@ fn test(root: &Path) -> Result<()> {
         "[9/{STEPS}] schemathesis against a real `tessera serve` and its /openapi.json"
     ));
     schemathesis::run(root, &cp_bin)?;
+    tools::header(&format!(
+        "[9/{STEPS}] scim2-tester against a real `tessera serve`'s /scim/v2 (issue 23)"
+    ));
+    scim2_tester::run(root, &cp_bin)?;
 
     // The benchmark's code builds in every test run, and each of its configurations is
     // run once (about 30 s; answers checked, no speed asserted, BENCHMARKS.md untouched).

@@ -9,6 +9,8 @@ pub mod extract;
 pub mod handlers;
 pub mod limit;
 pub mod scanning;
+pub mod scim;
+pub mod scim_docs;
 pub mod server;
 pub mod web;
 
@@ -455,6 +457,8 @@ pub enum Auth {
     /// The session cookie only (the session's own routes).
     Session,
     Edge,
+    /// A SCIM credential (bearer), on the `/scim/v2/{org}` routes.
+    Scim,
 }
 
 impl Auth {
@@ -562,6 +566,8 @@ fn route(
         Auth::Public => {}
         Auth::Token | Auth::Session => errors.extend([401, 403]),
         Auth::Edge => errors.push(401),
+        // A refused credential counts against the per-address rate (429).
+        Auth::Scim => errors.extend([401, 403, 429]),
     }
     // A state-changing request a browser sent from another site: 403 before anything.
     if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) && !errors.contains(&403) {
@@ -810,6 +816,7 @@ pub fn routes() -> Vec<Route> {
             .error(&[429]).no_cli("sent by the edges with their edge credential"),
     ];
     routes.extend(accounts::routes());
+    routes.extend(scim::routes());
     routes
 }
 
@@ -838,6 +845,7 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed on this route; see /openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn(scim::scim_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api_use_log,

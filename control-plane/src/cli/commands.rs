@@ -2,8 +2,8 @@
 
 use super::render::{self, Output};
 use super::{
-    encode, query_string, CliResult, Client, Command, EdgesCmd, LinksCmd, OrgsCmd, TokensCmd,
-    UsersCmd,
+    encode, query_string, CliResult, Client, Command, EdgesCmd, LinksCmd, OrgsCmd, ScimCmd,
+    TokensCmd, UsersCmd,
 };
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
@@ -50,6 +50,54 @@ pub(super) async fn run(
                     "POST",
                     &format!(
                         "/v1/orgs/{}/edge-credentials/{}/revoke",
+                        encode(&org),
+                        encode(&id)
+                    ),
+                    &json!({}),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        Command::Scim(ScimCmd::Create { org, name }) => {
+            let v = client(token)?
+                .json(
+                    "POST",
+                    &format!("/v1/orgs/{}/scim-credentials", encode(&org)),
+                    &json!({"name": name}),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        Command::Scim(ScimCmd::List { org }) => {
+            let v = client(token)?
+                .get(&format!("/v1/orgs/{}/scim-credentials", encode(&org)))
+                .await?
+                .ok_json()?;
+            show_list(
+                out,
+                v.get("credentials")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &[
+                    "name",
+                    "id",
+                    "org",
+                    "created_by",
+                    "created_at",
+                    "last_used_at",
+                    "revoked_at",
+                ],
+            )
+        }
+        Command::Scim(ScimCmd::Revoke { org, id }) => {
+            let v = client(token)?
+                .json(
+                    "POST",
+                    &format!(
+                        "/v1/orgs/{}/scim-credentials/{}/revoke",
                         encode(&org),
                         encode(&id)
                     ),

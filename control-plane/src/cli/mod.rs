@@ -215,6 +215,9 @@ enum Command {
     /// Edge credentials (for POST /v1/usage).
     #[command(subcommand)]
     Edges(EdgesCmd),
+    /// SCIM credentials (for an identity provider's provisioning at /scim/v2/<org>).
+    #[command(subcommand)]
+    Scim(ScimCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
@@ -720,6 +723,33 @@ enum UsersCmd {
     /// A one-time link for the user to set a new password (shown once).
     ResetLink {
         /// The user (a username or a user id).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScimCmd {
+    /// Create a SCIM credential acting as you (an admin of the organization); its secret
+    /// is shown once, with the SCIM base URL to give the identity provider.
+    Create {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// What it is for (the identity provider's name).
+        name: String,
+    },
+    /// The organization's SCIM credentials (never their secrets).
+    List {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke a SCIM credential: its next request is refused.
+    Revoke {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The SCIM credential's id (from `scim list`).
         id: String,
     },
 }

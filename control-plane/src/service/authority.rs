@@ -17,6 +17,8 @@ pub const MANAGE_SCOPE: &str = "tessera:manage";
 
 /// Stable reason: an access token (from exchange) was presented to a management route.
 pub const ACCESS_TOKEN_REFUSED: &str = "access_token_not_allowed";
+/// Stable reason: a SCIM credential was presented outside the SCIM routes.
+pub const SCIM_CREDENTIAL_REFUSED: &str = "scim_credential_not_allowed";
 /// Stable reason: an API token without [`MANAGE_SCOPE`] was presented to a management route.
 pub const SCOPE_REQUIRED: &str = "management_scope_required";
 /// Stable reason: a token-authenticated call asked for a token stronger than its own.
@@ -52,6 +54,10 @@ pub fn admit(actor: &Actor, route: &str) -> Result<()> {
             ACCESS_TOKEN_REFUSED,
             "access tokens call the APIs behind the data plane; they manage nothing",
         )),
+        Credential::Scim { .. } => Err(Error::denied(
+            SCIM_CREDENTIAL_REFUSED,
+            "a SCIM credential calls only the /scim/v2 routes of its organization",
+        )),
         Credential::ApiToken { scopes, .. } => {
             if scopes.iter().any(|s| s == MANAGE_SCOPE) {
                 Ok(())
@@ -70,6 +76,7 @@ pub fn admit(actor: &Actor, route: &str) -> Result<()> {
 pub fn still_valid(tx: &mut dyn crate::store::Tx, ctx: &super::Ctx, actor: &Actor) -> Result<()> {
     match &actor.credential {
         Credential::Session { id } => super::sessions::still_open(tx, ctx, id),
+        Credential::Scim { .. } => super::scim::still_valid(tx, actor),
         _ => super::authn::still_valid(tx, ctx, actor),
     }
 }

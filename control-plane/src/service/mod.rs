@@ -12,7 +12,8 @@
 //! - [`logs`]: usage reports from the edges, the authentication and audit logs;
 //! - [`authority`]: what a credential may do (management scope, access tokens, bounds);
 //! - [`accounts`]: passwords, invitation and reset links, sessions, sign-in throttling,
-//!   disabling and deleting users, edge credentials' list and revocation.
+//!   disabling and deleting users, edge credentials' list and revocation;
+//! - [`scim`]: SCIM credentials and SCIM 2.0 provisioning of users and role groups.
 
 pub mod accounts;
 pub mod authn;
@@ -24,6 +25,7 @@ pub mod leaks;
 pub mod logs;
 pub mod orgs;
 pub mod quotas;
+pub mod scim;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

@@ -397,6 +397,54 @@ CREATE INDEX sign_in_links_user ON sign_in_links(user_id, kind);
 CREATE INDEX sign_in_links_user ON sign_in_links(user_id, kind);
 "#,
     },
+    // N (issue 23, SCIM): the SCIM credentials an org admin creates (only the secret's
+    // SHA-256), and the SCIM attributes of provisioned users with their resource version.
+    Migration {
+        sqlite: r#"
+CREATE TABLE scim_credentials (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    created_by TEXT NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX scim_credentials_org ON scim_credentials(org_id);
+CREATE TABLE scim_users (
+    user_id TEXT PRIMARY KEY REFERENCES users(id),
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    external_id TEXT,
+    attrs TEXT NOT NULL DEFAULT '{}',
+    version INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX scim_users_org ON scim_users(org_id);
+"#,
+        postgres: r#"
+CREATE TABLE scim_credentials (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    secret_sha256 TEXT COLLATE "C" NOT NULL UNIQUE,
+    created_by TEXT COLLATE "C" NOT NULL REFERENCES users(id),
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE INDEX scim_credentials_org ON scim_credentials(org_id);
+CREATE TABLE scim_users (
+    user_id TEXT COLLATE "C" PRIMARY KEY REFERENCES users(id),
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    external_id TEXT,
+    attrs TEXT NOT NULL DEFAULT '{}',
+    version BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX scim_users_org ON scim_users(org_id);
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

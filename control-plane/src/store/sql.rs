@@ -135,6 +135,7 @@ macro_rules! values {
 }
 
 mod accounts;
+mod scim;
 
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {
