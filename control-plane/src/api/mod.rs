@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod limit;
+pub mod scopes;
 pub mod server;
 pub mod web;
 
@@ -698,6 +699,7 @@ pub fn routes() -> Vec<Route> {
             .error(&[429]),
     ];
     routes.extend(accounts::routes());
+    routes.extend(scopes::routes());
     routes
 }
 

@@ -215,6 +215,9 @@ enum Command {
     /// Edge credentials (for POST /v1/usage).
     #[command(subcommand)]
     Edges(EdgesCmd),
+    /// The scope catalogue: what tokens may carry, granted to roles and users.
+    #[command(subcommand)]
+    Scopes(ScopesCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
@@ -554,6 +557,71 @@ enum UsersCmd {
         /// The user's id.
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ScopesCmd {
+    /// The organization's scopes and whom they are granted to (org admins).
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Add a scope to the catalogue (org admins).
+    Create {
+        #[arg(long)]
+        org: String,
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Change a scope's description (org admins).
+    Update {
+        #[arg(long)]
+        org: String,
+        name: String,
+        #[arg(long)]
+        description: String,
+    },
+    /// Delete a scope and its grants; live tokens lose it at every edge (org admins).
+    Delete {
+        #[arg(long)]
+        org: String,
+        name: String,
+    },
+    /// Grant a scope to a role or to one user (org admins).
+    Grant {
+        #[arg(long)]
+        org: String,
+        name: String,
+        #[command(flatten)]
+        to: GranteeArgs,
+    },
+    /// Withdraw a scope from a role or a user; their live tokens lose it at every edge.
+    Withdraw {
+        #[arg(long)]
+        org: String,
+        name: String,
+        #[command(flatten)]
+        to: GranteeArgs,
+    },
+    /// The scopes your tokens (or a user's, for an org admin) may carry.
+    Granted {
+        /// A user of your organization (id or username); default: you.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+/// A role or one user.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct GranteeArgs {
+    /// admin, user, partner or readonly.
+    #[arg(long)]
+    role: Option<String>,
+    /// A user of the organization (id or username).
+    #[arg(long)]
+    user: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod logs;
 pub mod orgs;
 pub mod quotas;
+pub mod scopes;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

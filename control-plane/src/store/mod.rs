@@ -7,10 +7,12 @@
 pub mod accounts;
 pub mod migrations;
 pub mod postgres;
+pub mod scopes;
 pub(crate) mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountsTx;
+pub use scopes::ScopesTx;
 
 use std::path::PathBuf;
 
@@ -269,7 +271,7 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx {
+pub trait Tx: AccountsTx + ScopesTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 
