@@ -402,3 +402,92 @@ async fn withdrawing_the_management_scope_narrows_live_tokens_at_the_api_and_exc
     let r = w.call("GET", "/v1/tokens", Some(&ada), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[tokio::test]
+async fn the_status_list_carries_what_was_withdrawn_from_each_live_token() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let list = || async {
+        let r = w.call("GET", "/v1/orgs/acme/status-list", None, None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let version = r.headers["tessera-status-version"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (version, r.text())
+    };
+    let (v0, doc) = list().await;
+    assert!(
+        tessera_core::synced::withdrawn_document(&doc)
+            .unwrap()
+            .is_empty(),
+        "{doc}"
+    );
+    // ula's and ned's login tokens carry write; withdraw it from the user role.
+    let idx = |name: &str| {
+        let (_, claims) = common::decode_jwt(&w.jwt(name));
+        claims["status"]["status_list"]["idx"].as_u64().unwrap()
+    };
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/scopes/write/withdraw",
+            Some(&ada),
+            Some(json!({"role": "user"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (v1, doc) = list().await;
+    assert_ne!(v0, v1, "the version moves, so the edges fetch the list");
+    let withdrawn = tessera_core::synced::withdrawn_document(&doc).unwrap();
+    assert_eq!(withdrawn.scopes().collect::<Vec<_>>(), ["write"]);
+    for (name, lost) in [
+        ("ula", true),
+        ("ned", true),
+        ("ada", false),
+        ("rita", false),
+    ] {
+        assert_eq!(withdrawn.is_withdrawn(idx(name), "write"), lost, "{name}");
+        assert!(!withdrawn.is_withdrawn(idx(name), "read"), "{name}");
+    }
+    // A role change moves the grants with it: ula promoted to admin gets write back, ada
+    // then demoted to user loses it; ned granted it by name gets it back.
+    let r = w
+        .call(
+            "PATCH",
+            &format!("/v1/users/{}", w.uid("ula")),
+            Some(&ada),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call(
+            "PATCH",
+            &format!("/v1/users/{}", w.uid("ada")),
+            Some(&ada),
+            Some(json!({"role": "user"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/scopes/write/grant",
+            Some(&w.jwt("ula")),
+            Some(json!({"user": "ned"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, doc) = list().await;
+    let withdrawn = tessera_core::synced::withdrawn_document(&doc).unwrap();
+    for (name, lost) in [
+        ("ula", false),
+        ("ned", false),
+        ("ada", true),
+        ("uma", true),
+        ("rita", false),
+    ] {
+        assert_eq!(withdrawn.is_withdrawn(idx(name), "write"), lost, "{name}");
+    }
+}

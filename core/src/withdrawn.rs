@@ -166,14 +166,32 @@ impl WithdrawnScopes {
         if obj.len() > MAX_SCOPES {
             return Err(err(format!(": more than {MAX_SCOPES} scopes")));
         }
+        let mut pairs = Vec::with_capacity(obj.len());
+        for (name, lst) in obj {
+            let lst = lst
+                .as_str()
+                .ok_or_else(|| err(format!(".{name}: not a string")))?;
+            pairs.push((name.as_str(), lst));
+        }
+        WithdrawnScopes::from_pairs(pairs)
+    }
+
+    /// From `(scope, lst)` pairs: what [`WithdrawnScopes::from_json`] reads from the JSON
+    /// member, also how a host passes it on without a JSON serializer.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<WithdrawnScopes, WithdrawnError> {
+        let err = |m: String| WithdrawnError(format!("withdrawn{m}"));
         let mut scopes = BTreeMap::new();
         let mut kept = 0usize;
-        for (name, lst) in obj {
+        for (n, (name, lst)) in pairs.into_iter().enumerate() {
+            if n >= MAX_SCOPES {
+                return Err(err(format!(": more than {MAX_SCOPES} scopes")));
+            }
             let at = |m: &str| err(format!(".{name}: {m}"));
             if !crate::token::is_scope_token(name) {
                 return Err(at("the name is not a scope-token"));
             }
-            let lst = lst.as_str().ok_or_else(|| at("not a string"))?;
             let compressed = URL_SAFE_NO_PAD
                 .decode(lst.trim_end_matches('='))
                 .map_err(|_| at("is not valid base64url"))?;
@@ -187,7 +205,7 @@ impl WithdrawnScopes {
             if kept > MAX_KEPT_BYTES {
                 return Err(err(format!(": takes more than {MAX_KEPT_BYTES} bytes")));
             }
-            scopes.insert(name.clone(), indices);
+            scopes.insert(name.to_string(), indices);
         }
         Ok(WithdrawnScopes { scopes })
     }

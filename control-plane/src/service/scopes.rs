@@ -11,9 +11,11 @@ use super::{audit, load_org, Ctx, Error, Result};
 use crate::model::{Role, User};
 use crate::policy::{self, Actor};
 use crate::store::scopes::{GrantRecord, ScopeRecord};
-use crate::store::{StoreError, Tx};
+use crate::store::{StoreError, TokenScope, Tx};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::HashMap;
+use tessera_core::withdrawn::WithdrawnScopes;
 use utoipa::ToSchema;
 
 /// Stable reason: a token was asked for with a scope its user is not granted.
@@ -375,7 +377,7 @@ pub fn delete(
             "users": before.users.iter().map(|u| &u.id).collect::<Vec<_>>(),
         }),
     )?;
-    ctx.mark_edges_changed();
+    grants_changed(tx, ctx, &org.id)?;
     Ok(before)
 }
 
@@ -430,7 +432,7 @@ pub fn grant(
             detail,
         )?;
         // A grant may give back what the edges withdrew.
-        ctx.mark_edges_changed();
+        grants_changed(tx, ctx, &org.id)?;
     }
     one_view(tx, &org.id, name)
 }
@@ -463,6 +465,46 @@ pub fn withdraw(
         name,
         detail,
     )?;
-    ctx.mark_edges_changed();
+    grants_changed(tx, ctx, &org.id)?;
     one_view(tx, &org.id, name)
+}
+
+/// What the edges must withdraw: for every live token with a status index, the scopes
+/// it carries that its user is no longer granted (by role or by name).
+pub fn withdrawn_scopes(tx: &mut dyn Tx, org_id: &str) -> Result<WithdrawnScopes> {
+    let tokens = tx.live_unrevoked_tokens(&TokenScope::Org(org_id.to_string()))?;
+    let mut granted: HashMap<String, Vec<String>> = HashMap::new();
+    let mut entries: Vec<(String, u32)> = Vec::new();
+    for t in tokens {
+        let Some(idx) = t.status_idx.and_then(|i| u32::try_from(i).ok()) else {
+            continue;
+        };
+        if t.scopes.is_empty() {
+            continue;
+        }
+        if !granted.contains_key(&t.user_id) {
+            let now = match tx.get_user(&t.user_id)? {
+                Some(u) => granted_to(tx, &u)?,
+                None => Vec::new(),
+            };
+            granted.insert(t.user_id.clone(), now);
+        }
+        let now = &granted[&t.user_id];
+        for s in t.scopes.iter().filter(|s| !now.contains(s)) {
+            entries.push((s.clone(), idx));
+        }
+    }
+    Ok(WithdrawnScopes::from_entries(
+        entries.iter().map(|(s, i)| (s.as_str(), *i)),
+    ))
+}
+
+/// A change of grants (or of a role) changes what the edges withdraw: the org's
+/// status-list version moves, so every edge fetches the list, and this with it.
+pub(crate) fn grants_changed(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<()> {
+    let mut org = load_org(tx, org_id)?;
+    org.status_version += 1;
+    tx.update_org(&org)?;
+    ctx.mark_edges_changed();
+    Ok(())
 }
