@@ -115,6 +115,15 @@ async fn tokens_too_large_for_the_verifiers_are_refused_at_create_and_edit() {
     // lacks (issue 11's creator bound), which would refuse these before their size.
     let session = w.credential(Cred::Session, &w.uid("ada")).await;
     let scope = |i: usize| format!("{i:03}{}", "s".repeat(147));
+    // In acme's catalogue and granted (issue 22), so that only their size is judged.
+    let all: Vec<String> = (0..100).map(scope).collect();
+    w.state
+        .write(move |tx, ctx| {
+            common::grant_to_every_role(tx, "acme", &all, ctx.now);
+            Ok::<_, tessera_control_plane::service::Error>(())
+        })
+        .await
+        .unwrap();
     // Grow the scopes until creation is refused; the last accepted token fits.
     let mut accepted = None;
     let mut refused = None;

@@ -866,6 +866,91 @@ async fn every_answer_matches_its_documented_schema() {
     assert_eq!(r.json()["prefs"]["hidden_columns"], json!(["scopes"]));
     run.call("GET", t, t, None, None, 401).await;
 
+    // The scope catalogue.
+    let t = "/v1/orgs/{org}/scopes";
+    run.call("GET", t, "/v1/orgs/acme/scopes", Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, "/v1/orgs/acme/scopes", Some(&ula), None, 403)
+        .await;
+    let body = json!({"name": "orders:read", "description": "Read orders"});
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/scopes",
+        Some(&ada),
+        Some(body.clone()),
+        201,
+    )
+    .await;
+    run.call(
+        "POST",
+        t,
+        "/v1/orgs/acme/scopes",
+        Some(&ada),
+        Some(body),
+        409,
+    )
+    .await;
+    let t = "/v1/orgs/{org}/scopes/{name}";
+    let p = "/v1/orgs/acme/scopes/orders:read";
+    run.call(
+        "PATCH",
+        t,
+        p,
+        Some(&ada),
+        Some(json!({"description": "Orders"})),
+        200,
+    )
+    .await;
+    run.call(
+        "PATCH",
+        t,
+        "/v1/orgs/acme/scopes/nope",
+        Some(&ada),
+        Some(json!({"description": ""})),
+        404,
+    )
+    .await;
+    let t = "/v1/orgs/{org}/scopes/{name}/grant";
+    let p = "/v1/orgs/acme/scopes/orders:read/grant";
+    run.call("POST", t, p, Some(&ada), Some(json!({"user": "ula"})), 200)
+        .await;
+    run.call("POST", t, p, Some(&ada), Some(json!({})), 400)
+        .await;
+    let t = "/v1/orgs/{org}/scopes/{name}/withdraw";
+    let p = "/v1/orgs/acme/scopes/orders:read/withdraw";
+    run.call("POST", t, p, Some(&ada), Some(json!({"user": "ula"})), 200)
+        .await;
+    run.call("POST", t, p, Some(&ada), Some(json!({"user": "ula"})), 409)
+        .await;
+    let t = "/v1/me/scopes";
+    run.call("GET", t, t, Some(&ula), None, 200).await;
+    run.call("GET", t, t, None, None, 401).await;
+    let t = "/v1/users/{id}/scopes";
+    run.call("GET", t, "/v1/users/ula/scopes", Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, "/v1/users/nobody/scopes", Some(&ada), None, 404)
+        .await;
+    let t = "/v1/orgs/{org}/scopes/{name}";
+    run.call(
+        "DELETE",
+        t,
+        "/v1/orgs/acme/scopes/orders:read",
+        Some(&ada),
+        None,
+        200,
+    )
+    .await;
+    run.call(
+        "DELETE",
+        t,
+        "/v1/orgs/acme/scopes/tessera:manage",
+        Some(&ada),
+        None,
+        409,
+    )
+    .await;
+
     // SCIM: the credentials, discovery, Users and Groups.
     let t = "/v1/orgs/{org}/scim-credentials";
     let created = run

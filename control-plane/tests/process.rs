@@ -364,3 +364,89 @@ fn serve_refuses_a_bad_sqlite_cache_budget() {
         );
     }
 }
+
+#[test]
+fn cli_scope_catalogue() {
+    let dir = Scratch::new();
+    let d = &dir;
+    let admin = bootstrap(d);
+    let server = serve(d);
+    let run = |args: &[&str]| tessera(d, args, Some(&admin), Some(&server.url));
+    let json = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&ok(run(&a))).unwrap()
+    };
+    // Bootstrap's --scopes start the catalogue, granted to every role.
+    let list = json(&["scopes", "list", "--org", "acme"]);
+    let find = |list: &Value, name: &str| {
+        list["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+    };
+    assert_eq!(find(&list, "tessera:manage").unwrap()["builtin"], true);
+    assert_eq!(
+        find(&list, "write").unwrap()["roles"],
+        serde_json::json!(["admin", "user", "partner", "readonly"])
+    );
+    let made = json(&[
+        "scopes",
+        "create",
+        "--org",
+        "acme",
+        "billing",
+        "--description",
+        "Bills",
+    ]);
+    assert_eq!(made["description"], "Bills");
+    let table = ok(run(&[
+        "scopes",
+        "update",
+        "--org",
+        "acme",
+        "billing",
+        "--description",
+        "Invoices",
+    ]));
+    assert!(table.contains("Invoices"), "{table}");
+    ok(run(&[
+        "users", "create", "--org", "acme", "bob", "--role", "user",
+    ]));
+
+    // Withdrawn from the user role: a token for bob with it is refused, naming it.
+    ok(run(&[
+        "scopes", "withdraw", "--org", "acme", "write", "--role", "user",
+    ]));
+    let refused = run(&[
+        "tokens", "create", "--name", "w", "--user", "bob", "--scope", "write",
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        err.contains("403") && err.contains("\"write\"") && err.contains("bob is granted"),
+        "{err}"
+    );
+    let granted = json(&["scopes", "granted", "--user", "bob"]);
+    assert!(find(&granted, "write").is_none(), "{granted}");
+    // Granted to bob by name: allowed.
+    let g = json(&["scopes", "grant", "--org", "acme", "write", "--user", "bob"]);
+    assert_eq!(g["users"][0]["username"], "bob");
+    ok(run(&[
+        "tokens", "create", "--name", "w", "--user", "bob", "--scope", "write",
+    ]));
+    // Exactly one of --role and --user.
+    assert!(!run(&["scopes", "grant", "--org", "acme", "write"])
+        .status
+        .success());
+    ok(run(&["scopes", "delete", "--org", "acme", "billing"]));
+    let list = json(&["scopes", "list", "--org", "acme"]);
+    assert!(find(&list, "billing").is_none());
+    assert!(
+        !run(&["scopes", "delete", "--org", "acme", "tessera:manage"])
+            .status
+            .success()
+    );
+}

@@ -23,6 +23,7 @@ pub mod status;
 pub mod synced;
 pub mod token;
 pub mod verify;
+pub mod withdrawn;
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -130,6 +131,8 @@ pub struct Verifier {
     inline_keys: jwks::KeySet,
     /// Whether the status lists are current (always true without sync).
     status_fresh: bool,
+    /// Scopes withdrawn from live tokens, per status-list URI (`withdrawn`).
+    withdrawn: Vec<(String, withdrawn::WithdrawnScopes)>,
 }
 
 impl Verifier {
@@ -144,8 +147,26 @@ impl Verifier {
             inline_keys: config.keys.clone(),
             // With sync, nothing is known until the first successful sync.
             status_fresh: config.sync.is_none(),
+            withdrawn: Vec::new(),
             config,
         }
+    }
+
+    /// Replaces the scopes withdrawn from the tokens of the status list at `uri` (an empty
+    /// document forgets them).
+    pub fn set_withdrawn(&mut self, uri: &str, scopes: withdrawn::WithdrawnScopes) {
+        self.withdrawn.retain(|(u, _)| u != uri);
+        if !scopes.is_empty() {
+            self.withdrawn.push((uri.to_string(), scopes));
+        }
+    }
+
+    /// The scopes withdrawn from the tokens of the status list at `uri`, if any.
+    pub fn withdrawn(&self, uri: &str) -> Option<&withdrawn::WithdrawnScopes> {
+        self.withdrawn
+            .iter()
+            .find(|(u, _)| u == uri)
+            .map(|(_, w)| w)
     }
 
     /// Replaces the keys that came from the control plane (configured keys stay).
@@ -431,8 +452,13 @@ impl Verifier {
             }
         }
 
+        // What the catalogue withdrew from the token's index no longer counts.
+        let (idx, withdrawn) = match &v.status {
+            Some(s) => (Some(s.idx), self.withdrawn(&s.uri)),
+            None => (None, None),
+        };
         if let Some(rule) = routes::find(&self.config.routes, req.method, req.path) {
-            if !rule.scopes.iter().all(|s| v.scopes.contains(s)) {
+            if withdrawn::first_missing(&rule.scopes, &v.scopes, idx, withdrawn).is_some() {
                 return self.deny(Reason::InsufficientScope, &rule.scopes);
             }
         }
@@ -441,7 +467,10 @@ impl Verifier {
             user: v.sub.clone(),
             org: v.org.clone(),
             token_id: v.jti.clone(),
-            scopes: v.scopes.clone(),
+            scopes: match withdrawn {
+                Some(_) => withdrawn::held(&v.scopes, idx, withdrawn),
+                None => v.scopes.clone(),
+            },
             token_type: v.typ.clone(),
             parent: v.parent.clone(),
             expires_at: v.exp,

@@ -99,6 +99,19 @@ pub fn status_list_document(text: &str) -> Result<StatusList, String> {
     StatusList::from_lst(lst).map_err(|e| format!("lst: {e}"))
 }
 
+/// The scopes withdrawn from the list's tokens, from the same status-list document: its
+/// optional `withdrawn` member (absent: nothing withdrawn). Errors name the member; the
+/// host keeps what it had.
+pub fn withdrawn_document(text: &str) -> Result<crate::withdrawn::WithdrawnScopes, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    match doc.get("withdrawn") {
+        None | Some(Value::Null) => Ok(crate::withdrawn::WithdrawnScopes::new()),
+        Some(member) => {
+            crate::withdrawn::WithdrawnScopes::from_json(member).map_err(|e| e.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

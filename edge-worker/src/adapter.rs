@@ -19,7 +19,7 @@
 
 use serde_json::Value;
 use tessera_core::config::ClientIpSource;
-use tessera_core::synced::{status_list_document, SyncedKeys};
+use tessera_core::synced::{status_list_document, withdrawn_document, SyncedKeys};
 use tessera_core::{
     CacheUse, ConfigError, Decision, Identity, Outcome, Plan, Request, SignatureRequest, Step,
     TokenCache, UsageRecord, Verifier,
@@ -177,8 +177,12 @@ impl EdgeVerifier {
         now: u64,
     ) -> Result<usize, String> {
         let list = status_list_document(text).map_err(|e| format!("status list {uri}: {e}"))?;
+        // The scopes withdrawn from its tokens come in the same document; a bad member
+        // refuses the whole document, so the last good list and narrowing stay together.
+        let withdrawn = withdrawn_document(text).map_err(|e| format!("status list {uri}: {e}"))?;
         let len = list.len();
         self.verifier.set_status_list(uri, list);
+        self.verifier.set_withdrawn(uri, withdrawn);
         self.mark_list(uri, now);
         Ok(len)
     }
@@ -671,6 +675,40 @@ mod tests {
         assert!(bad(r#"{"bits":2}"#).contains("lst: missing"));
         assert!(bad(r#"{"bits":2,"lst":"!!"}"#).contains("lst: "));
         assert_eq!(check(&mut edge), Some("suspended"));
+    }
+
+    #[test]
+    fn withdrawn_scopes_in_the_status_list_narrow_live_tokens() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let uri = "https://cp.test/v1/orgs/acme/status-list";
+        let mut edge = EdgeVerifier::from_config_json(&config(
+            &key,
+            json!({"routes": [{"path_prefix": "/write", "scopes": ["write"]}]}),
+        ))
+        .unwrap();
+        let token = TokenBuilder::new(now())
+            .claim("scope", "read write")
+            .status(2, uri)
+            .sign(&key);
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        let check =
+            |edge: &mut EdgeVerifier, path: &str| reason(&edge.check("GET", path, &h, None, now()));
+        let lst = status_list_lst(&[0, 0, 0, 0]);
+        edge.set_status_list_json(uri, &json!({"bits": 2, "lst": lst}).to_string(), now())
+            .unwrap();
+        assert_eq!(check(&mut edge, "/write"), None);
+        let narrowed = tessera_core::withdrawn::WithdrawnScopes::from_entries([("write", 2)]);
+        let doc = json!({"bits": 2, "lst": lst, "withdrawn": narrowed.to_json()}).to_string();
+        edge.set_status_list_json(uri, &doc, now()).unwrap();
+        assert_eq!(check(&mut edge, "/write"), Some("insufficient_scope"));
+        assert_eq!(check(&mut edge, "/read"), None);
+        // A bad member refuses the document: the narrowing stays.
+        let bad = json!({"bits": 2, "lst": lst, "withdrawn": {"write": "!!"}}).to_string();
+        assert!(edge_err(&mut edge, uri, &bad).contains("withdrawn.write"));
+        assert_eq!(check(&mut edge, "/write"), Some("insufficient_scope"));
+        edge.set_status_list_json(uri, &json!({"bits": 2, "lst": lst}).to_string(), now())
+            .unwrap();
+        assert_eq!(check(&mut edge, "/write"), None);
     }
 
     /// Staleness as in the filter: `sync.max_staleness_secs` after the oldest list's last

@@ -5,6 +5,7 @@
 
 use tessera_core::jwks::KeyMaterial;
 use tessera_core::synced::SyncedKeys;
+use tessera_core::withdrawn::WithdrawnScopes;
 use tessera_core::{
     CacheUse, Decision, Outcome, Plan, Reason, Reply, Request, SignatureRequest, StatusList, Step,
     TokenCache, UsageRecord, Verifier,
@@ -364,6 +365,16 @@ impl Vm {
                                 &format!("tessera: published list {}: {e}", l.uri),
                             ),
                         }
+                        // The scopes withdrawn from the list's tokens (issue 22), checked
+                        // by the sync before it published them.
+                        let pairs = l.withdrawn.iter().map(|(s, z)| (s.as_str(), z.as_str()));
+                        match WithdrawnScopes::from_pairs(pairs) {
+                            Ok(w) => self.verifier.set_withdrawn(&l.uri, w),
+                            Err(e) => host.log(
+                                Level::Error,
+                                &format!("tessera: published list {}: {e}", l.uri),
+                            ),
+                        }
                     }
                     let (changed, errors) =
                         self.synced_keys.apply_all(&mut self.verifier, &state.jwks);
@@ -620,6 +631,7 @@ mod tests {
             lists: vec![shared::PublishedList {
                 uri: DEFAULT_STATUS_URI.into(),
                 lst: lst.into(),
+                withdrawn: vec![],
             }],
             jwks: vec![jwks(keys).to_string()],
         };

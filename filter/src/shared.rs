@@ -44,6 +44,8 @@ pub struct PublishedList {
     pub uri: String,
     /// The draft's `lst` value.
     pub lst: String,
+    /// The list document's `withdrawn` member (issue 22): `(scope, lst)` pairs.
+    pub withdrawn: Vec<(String, String)>,
 }
 
 /// The published document.
@@ -77,13 +79,20 @@ fn take_str(b: &mut &[u8]) -> Option<String> {
 // A length-prefixed binary form rather than JSON: the module then needs no JSON
 // serializer at all, which keeps it tens of kilobytes smaller.
 impl State {
-    /// Encodes: magic, then `L uri lst` / `J jwks` records with u32 length prefixes.
+    /// Encodes: magic, then `L uri lst` (each followed by its `W scope lst`) / `J jwks`
+    /// records with u32 length prefixes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         for l in &self.lists {
             out.push(b'L');
             put(&mut out, l.uri.as_bytes());
             put(&mut out, l.lst.as_bytes());
+            // `W scope lst` records belong to the list just before them.
+            for (scope, lst) in &l.withdrawn {
+                out.push(b'W');
+                put(&mut out, scope.as_bytes());
+                put(&mut out, lst.as_bytes());
+            }
         }
         for j in &self.jwks {
             out.push(b'J');
@@ -102,7 +111,16 @@ impl State {
                 b'L' => {
                     let uri = take_str(&mut b)?;
                     let lst = take_str(&mut b)?;
-                    st.lists.push(PublishedList { uri, lst });
+                    st.lists.push(PublishedList {
+                        uri,
+                        lst,
+                        withdrawn: Vec::new(),
+                    });
+                }
+                b'W' => {
+                    let scope = take_str(&mut b)?;
+                    let lst = take_str(&mut b)?;
+                    st.lists.last_mut()?.withdrawn.push((scope, lst));
                 }
                 b'J' => st.jwks.push(take_str(&mut b)?),
                 _ => return None,
@@ -139,6 +157,7 @@ mod tests {
             lists: vec![PublishedList {
                 uri: "https://cp/v1/orgs/acme/status-list".into(),
                 lst: "eNrbuRgAAhcBXQ".into(),
+                withdrawn: vec![("write".into(), "eNpjAAAAAgAB".into())],
             }],
             jwks: vec!["{\"keys\":[]}".into()],
         };

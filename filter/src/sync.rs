@@ -195,6 +195,8 @@ pub enum Target {
 struct ListState {
     version: Option<i64>,
     lst: Option<String>,
+    /// The document's `withdrawn` member as `(scope, lst)` pairs, checked by core.
+    withdrawn: Vec<(String, String)>,
     last_success: u64,
     /// The last call succeeded, so a long poll dispatched now continues an unbroken
     /// chain: the control plane would answer it at once on any change.
@@ -278,6 +280,7 @@ impl Poller {
         for (l, uri) in self.lists.iter_mut().zip(&self.config.status_lists) {
             if let Some(p) = state.lists.iter().find(|p| &p.uri == uri) {
                 l.lst = Some(p.lst.clone());
+                l.withdrawn = p.withdrawn.clone();
             }
         }
         // `state()` lists the documents of the JWKS URLs in order, skipping those not yet
@@ -425,9 +428,10 @@ impl Poller {
                     .and_then(|v| {
                         let bits = v.get("bits")?.as_u64()?;
                         let lst = v.get("lst")?.as_str()?.to_string();
-                        (bits == 2).then_some(lst)
+                        let withdrawn = v.get("withdrawn").filter(|w| !w.is_null()).cloned();
+                        (bits == 2).then_some((lst, withdrawn))
                     });
-                let Some(lst) = parsed else {
+                let Some((lst, withdrawn)) = parsed else {
                     l.healthy = false;
                     l.next_attempt = retry;
                     return (
@@ -440,6 +444,21 @@ impl Poller {
                     l.next_attempt = retry;
                     return (Publish::Nothing, Some(format!("{uri}: lst {e}")));
                 }
+                // A bad or oversized withdrawn-scopes member refuses the whole document:
+                // the last good list and narrowing stay published.
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                if let Some(w) = &withdrawn {
+                    if let Err(e) = tessera_core::withdrawn::WithdrawnScopes::from_json(w) {
+                        l.healthy = false;
+                        l.next_attempt = retry;
+                        return (Publish::Nothing, Some(format!("{uri}: {e}")));
+                    }
+                    if let Some(obj) = w.as_object() {
+                        for (scope, lst) in obj {
+                            pairs.push((scope.clone(), lst.as_str().unwrap_or("").to_string()));
+                        }
+                    }
+                }
                 l.version = r
                     .headers
                     .get("tessera-status-version")
@@ -447,8 +466,9 @@ impl Poller {
                 l.last_success = now;
                 l.healthy = true;
                 l.next_attempt = now;
-                let changed = l.lst.as_deref() != Some(lst.as_str());
+                let changed = l.lst.as_deref() != Some(lst.as_str()) || l.withdrawn != pairs;
                 l.lst = Some(lst);
+                l.withdrawn = pairs;
                 if changed {
                     self.version += 1;
                     (Publish::State, None)
@@ -558,6 +578,7 @@ impl Poller {
                     l.lst.as_ref().map(|lst| PublishedList {
                         uri: uri.clone(),
                         lst: lst.clone(),
+                        withdrawn: l.withdrawn.clone(),
                     })
                 })
                 .collect(),
@@ -719,6 +740,25 @@ mod tests {
         );
         assert_eq!(publish, Publish::Nothing);
         assert!(err.is_some());
+
+        // Scopes withdrawn from the list's tokens (issue 22) are published with it; a bad
+        // member refuses the whole document, keeping the last good one.
+        let lst = tessera_core::StatusList::new(8).to_lst();
+        let w = tessera_core::withdrawn::WithdrawnScopes::from_entries([("admin", 3)]);
+        let with = serde_json::json!({"bits": 2, "lst": lst, "withdrawn": w.to_json()}).to_string();
+        let (publish, err) =
+            p.on_response(Target::List(0), &resp(Some(200), &h, with.as_bytes()), 115);
+        assert_eq!((publish, err), (Publish::State, None));
+        let published = p.state().lists[0].withdrawn.clone();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].0, "admin");
+        let bad =
+            serde_json::json!({"bits": 2, "lst": lst, "withdrawn": {"admin": "!!"}}).to_string();
+        let (publish, err) =
+            p.on_response(Target::List(0), &resp(Some(200), &h, bad.as_bytes()), 116);
+        assert_eq!(publish, Publish::Nothing);
+        assert!(err.is_some_and(|e| e.contains("withdrawn.admin")));
+        assert_eq!(p.state().lists[0].withdrawn, published);
     }
 
     #[test]
@@ -732,6 +772,7 @@ mod tests {
             lists: vec![PublishedList {
                 uri: "http://cp:8080/v1/orgs/acme/status-list".into(),
                 lst: lst.clone(),
+                withdrawn: vec![],
             }],
             jwks: vec![doc.clone()],
         };

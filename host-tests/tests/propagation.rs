@@ -221,6 +221,55 @@ fn timed_change(
 // ---------------------------------------------------------------------------------------
 // Tests
 
+/// Issue 22: withdrawing a grant narrows a live token at both workers while a client keeps
+/// sending requests: the lost scope is refused (403 `insufficient_scope`), the kept one
+/// still allowed; granting it back restores it. Polled until seen (generous deadline); the
+/// times are printed, not asserted.
+#[test]
+fn a_withdrawn_scope_is_refused_and_the_kept_one_allowed_on_both_workers() {
+    let cp = control_plane();
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let envoy = start_envoy(&cp, &upstream, &EdgeSpec::default());
+    let alice = cp.admin_token().to_owned();
+    let (_, jwt) = cp
+        .create_and_download(&alice, "narrowed", &["read", "admin"])
+        .expect("create + download");
+    // The filter's routes: /admin needs the `admin` scope, the rest any valid token.
+    let admin_route = Request::get("/admin/users").bearer(&jwt);
+    expect(&envoy, &get(&jwt), &Seen::Allow, "kept scope before");
+    expect(&envoy, &admin_route, &Seen::Allow, "admin scope before");
+    let scope = |action: &str| {
+        let path = format!("/v1/orgs/{}/scopes/admin/{action}", cp.org());
+        cp.api(
+            "POST",
+            &path,
+            Some(&alice),
+            Some(&serde_json::json!({"role": "admin"})),
+        )
+        .unwrap_or_else(|e| panic!("{action}: {e}"));
+    };
+    timed_change(
+        &envoy,
+        "withdraw a grant",
+        || scope("withdraw"),
+        &admin_route,
+        &deny(403, "insufficient_scope"),
+    );
+    expect(
+        &envoy,
+        &get(&jwt),
+        &Seen::Allow,
+        "the kept scope still allowed",
+    );
+    timed_change(
+        &envoy,
+        "grant it back",
+        || scope("grant"),
+        &admin_route,
+        &Seen::Allow,
+    );
+}
+
 #[test]
 fn revoke_disable_enable_regenerate_reach_both_workers() {
     let cp = control_plane();

@@ -127,6 +127,94 @@ fn workerd_with_the_real_control_plane() {
     assert!(took <= bound, "took {took:?}, bound {bound:?}");
 }
 
+/// Issue 22: withdrawing a grant narrows a live token in workerd while a client keeps
+/// sending requests: the lost scope is refused (403 `insufficient_scope`), the kept one
+/// still allowed. Polled until seen (generous deadline); the time is printed.
+#[test]
+fn workerd_narrows_a_live_token_when_a_grant_is_withdrawn() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let cp = ControlPlane::start(&ControlPlaneOptions::new(&control_plane_path()))
+        .unwrap_or_else(|e| panic!("the control plane did not start: {e}"));
+    let admin = cp.admin_token().to_owned();
+    let (_, jwt) = cp
+        .create_and_download(&admin, "narrowed", &["read", "admin"])
+        .unwrap_or_else(|e| panic!("minting a token: {e}"));
+    let jwks_path = cp.jwks_url().replacen(&cp.url(), "", 1);
+    let jwks = cp
+        .api("GET", &jwks_path, None, None)
+        .unwrap_or_else(|e| panic!("JWKS: {e}"));
+    let config = json!({
+        "issuers": [cp.issuer()],
+        "audiences": ["tessera"],
+        "jwks": jwks,
+        "routes": [{"path_prefix": "/admin", "scopes": ["admin"]}],
+        "status": {"required": true, "fail_policy": "closed"},
+    });
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = Workerd::start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var(
+            "TESSERA_STATUS_URLS",
+            &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
+        )
+        .var("TESSERA_STATUS_TTL_MS", &TTL_MS.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("workerd did not start: {e}"));
+    let send = |path: &str| {
+        Request::get(path)
+            .bearer(&jwt)
+            .header("cf-connecting-ip", "203.0.113.9")
+            .send(worker.addr())
+            .expect("request")
+    };
+    let status_reason = |path: &str| {
+        let r = send(path);
+        (r.status, r.reason())
+    };
+    assert_eq!(status_reason("/admin/users"), (200, None));
+    assert_eq!(status_reason("/api/items"), (200, None));
+
+    let path = format!("/v1/orgs/{}/scopes/admin/withdraw", cp.org());
+    cp.api("POST", &path, Some(&admin), Some(&json!({"role": "admin"})))
+        .unwrap_or_else(|e| panic!("withdraw: {e}"));
+    let withdrawn_at = Instant::now();
+    // Poll until the worker has the new list; a generous deadline, no timing assertion.
+    let deadline = withdrawn_at + Duration::from_secs(30);
+    loop {
+        let (status, reason) = status_reason("/admin/users");
+        if status == 403 {
+            assert_eq!(reason.as_deref(), Some("insufficient_scope"));
+            break;
+        }
+        assert_eq!(status, 200, "before the change is seen, still allowed");
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawn scope was still allowed after 30 s\n--- workerd log ---\n{}",
+            worker.log()
+        );
+        // The kept scope keeps working all along.
+        assert_eq!(status_reason("/api/items"), (200, None));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    println!(
+        "grant withdrawn in the control plane → refused by workerd after {:?} (status TTL {TTL_MS} ms)",
+        withdrawn_at.elapsed()
+    );
+    for _ in 0..20 {
+        assert_eq!(status_reason("/api/items"), (200, None));
+        let (status, reason) = status_reason("/admin/users");
+        assert_eq!(
+            (status, reason.as_deref()),
+            (403, Some("insufficient_scope"))
+        );
+    }
+}
+
 /// The regular JWKS refresh: far away, so that only an unknown `kid` brings it forward.
 const JWKS_TTL_MS: u64 = 600_000;
 

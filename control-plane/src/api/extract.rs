@@ -78,7 +78,11 @@ impl FromRequestParts<AppState> for Caller {
                 let verdict =
                     authn::verify_presented(tx, ctx, st.verifiers(), &presented, &accept)?;
                 let used = logs::api_use(&verdict, ctx.now, peer.as_deref(), &method, &path);
-                Ok((authn::actor_of(verdict), used))
+                let mut actor = authn::actor_of(verdict);
+                if let Ok(a) = &mut actor {
+                    authn::narrow_to_grants(tx, a)?;
+                }
+                Ok((actor, used))
             })
             .await?;
         // Every use, and every refusal of a known token, goes to the authentication log

@@ -223,14 +223,20 @@ pub(super) async fn status_list(
     } else {
         let o = org.clone();
         let st = s.clone();
-        let (v, lst) = s
+        let (v, lst, withdrawn) = s
             .read(move |tx, ctx| {
                 let org = crate::service::load_org(tx, &o)?;
-                st.verifiers().encoded_list(tx, ctx, &org)
+                let (v, lst) = st.verifiers().encoded_list(tx, ctx, &org)?;
+                let (_, withdrawn) = st.verifiers().encoded_withdrawn(tx, ctx, &org)?;
+                Ok((v, lst, withdrawn))
             })
             .await?;
-        let body =
-            serde_json::to_string(&StatusListView { bits: 2, lst }).map_err(ApiError::internal)?;
+        let body = serde_json::to_string(&StatusListView {
+            bits: 2,
+            lst,
+            withdrawn,
+        })
+        .map_err(ApiError::internal)?;
         (v, body, "application/json")
     };
     let etag = etag_for(version);

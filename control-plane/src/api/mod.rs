@@ -11,6 +11,7 @@ pub mod limit;
 pub mod scanning;
 pub mod scim;
 pub mod scim_docs;
+pub mod scopes;
 pub mod server;
 pub mod web;
 
@@ -817,6 +818,7 @@ pub fn routes() -> Vec<Route> {
     ];
     routes.extend(accounts::routes());
     routes.extend(scim::routes());
+    routes.extend(scopes::routes());
     routes
 }
 

@@ -2,8 +2,8 @@
 
 use super::render::{self, Output};
 use super::{
-    encode, query_string, CliResult, Client, Command, EdgesCmd, LinksCmd, OrgsCmd, ScimCmd,
-    TokensCmd, UsersCmd,
+    encode, query_string, CliResult, Client, Command, EdgesCmd, GranteeArgs, LinksCmd, OrgsCmd,
+    ScimCmd, ScopesCmd, TokensCmd, UsersCmd,
 };
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
@@ -19,6 +19,7 @@ pub(super) async fn run(
         Command::Tokens(cmd) => tokens(&client(token)?, out, cmd).await,
         Command::Orgs(cmd) => orgs(&client(token)?, out, cmd).await,
         Command::Users(cmd) => users(&client(token)?, out, cmd).await,
+        Command::Scopes(cmd) => scopes(&client(token)?, out, cmd).await,
         Command::Edges(EdgesCmd::Create { org, name }) => {
             let v = client(token)?
                 .json(
@@ -285,6 +286,110 @@ fn stdin_line(what: &str) -> Result<String, String> {
         return Err(format!("give {what} on stdin, one line each"));
     }
     Ok(line)
+}
+
+fn grantee(to: &GranteeArgs) -> Value {
+    match (&to.role, &to.user) {
+        (Some(r), _) => json!({"role": r}),
+        (None, u) => json!({"user": u}),
+    }
+}
+
+/// A scope as a table row: its grants as words.
+fn scope_row(v: &Value) -> Value {
+    let users: Vec<Value> = v["users"]
+        .as_array()
+        .map(|a| a.iter().map(|u| u["username"].clone()).collect())
+        .unwrap_or_default();
+    json!({
+        "name": v["name"], "description": v["description"], "builtin": v["builtin"],
+        "roles": v["roles"], "users": users,
+    })
+}
+
+async fn scopes(c: &Client, out: Output, cmd: ScopesCmd) -> CliResult {
+    let base = |org: &str| format!("/v1/orgs/{}/scopes", encode(org));
+    let one = |org: &str, name: &str, tail: &str| {
+        format!("/v1/orgs/{}/scopes/{}{tail}", encode(org), encode(name))
+    };
+    let v = match cmd {
+        ScopesCmd::List { org } => {
+            let v = c.get(&base(&org)).await?.ok_json()?;
+            let rows: Vec<Value> = v["scopes"]
+                .as_array()
+                .map(|a| a.iter().map(scope_row).collect())
+                .unwrap_or_default();
+            if matches!(out, Output::Json) {
+                return show(out, &v);
+            }
+            return show_list(
+                out,
+                &rows,
+                &["name", "description", "builtin", "roles", "users"],
+            );
+        }
+        ScopesCmd::Granted { user } => {
+            let path = match user {
+                Some(u) => format!("/v1/users/{}/scopes", encode(&u)),
+                None => "/v1/me/scopes".into(),
+            };
+            let v = c.get(&path).await?.ok_json()?;
+            if matches!(out, Output::Json) {
+                return show(out, &v);
+            }
+            return show_list(
+                out,
+                v["scopes"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &["name", "description"],
+            );
+        }
+        ScopesCmd::Create {
+            org,
+            name,
+            description,
+        } => c
+            .json(
+                "POST",
+                &base(&org),
+                &json!({"name": name, "description": description}),
+            )
+            .await?
+            .ok_json()?,
+        ScopesCmd::Update {
+            org,
+            name,
+            description,
+        } => c
+            .json(
+                "PATCH",
+                &one(&org, &name, ""),
+                &json!({"description": description}),
+            )
+            .await?
+            .ok_json()?,
+        ScopesCmd::Delete { org, name } => c
+            .send(
+                "DELETE",
+                &one(&org, &name, ""),
+                "application/json",
+                Vec::new(),
+            )
+            .await?
+            .ok_json()?,
+        ScopesCmd::Grant { org, name, to } => c
+            .json("POST", &one(&org, &name, "/grant"), &grantee(&to))
+            .await?
+            .ok_json()?,
+        ScopesCmd::Withdraw { org, name, to } => c
+            .json("POST", &one(&org, &name, "/withdraw"), &grantee(&to))
+            .await?
+            .ok_json()?,
+    };
+    if matches!(out, Output::Json) {
+        show(out, &v)
+    } else {
+        show(out, &scope_row(&v))
+    }
 }
 
 fn show(out: Output, v: &Value) -> CliResult {

@@ -218,6 +218,9 @@ enum Command {
     /// SCIM credentials (for an identity provider's provisioning at /scim/v2/<org>).
     #[command(subcommand)]
     Scim(ScimCmd),
+    /// The scope catalogue: what tokens may carry, granted to roles and users.
+    #[command(subcommand)]
+    Scopes(ScopesCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
@@ -752,6 +755,84 @@ enum ScimCmd {
         /// The SCIM credential's id (from `scim list`).
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ScopesCmd {
+    /// The organization's scopes and whom they are granted to (org admins).
+    List {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Add a scope to the catalogue (org admins).
+    Create {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The scope's name, e.g. `orders:read`.
+        name: String,
+        /// What the scope lets a token do, in words.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Change a scope's description (org admins).
+    Update {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The scope's name, e.g. `orders:read`.
+        name: String,
+        /// The new description.
+        #[arg(long)]
+        description: String,
+    },
+    /// Delete a scope and its grants; live tokens lose it at every edge (org admins).
+    Delete {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The scope's name, e.g. `orders:read`.
+        name: String,
+    },
+    /// Grant a scope to a role or to one user (org admins).
+    Grant {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The scope's name, e.g. `orders:read`.
+        name: String,
+        #[command(flatten)]
+        to: GranteeArgs,
+    },
+    /// Withdraw a scope from a role or a user; their live tokens lose it at every edge.
+    Withdraw {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The scope's name, e.g. `orders:read`.
+        name: String,
+        #[command(flatten)]
+        to: GranteeArgs,
+    },
+    /// The scopes your tokens (or a user's, for an org admin) may carry.
+    Granted {
+        /// A user of your organization (id or username); default: you.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+/// A role or one user.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct GranteeArgs {
+    /// admin, user, partner or readonly.
+    #[arg(long)]
+    role: Option<String>,
+    /// A user of the organization (id or username).
+    #[arg(long)]
+    user: Option<String>,
 }
 
 #[derive(Subcommand)]

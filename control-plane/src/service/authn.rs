@@ -288,7 +288,19 @@ pub fn authenticate(
     presented: &Presentation<'_>,
 ) -> Result<Actor> {
     let verdict = verify_presented(tx, ctx, verifiers, presented, &[Kind::Api, Kind::Access])?;
-    actor_of(verdict).map_err(|deny| Error::Refused(Box::new(deny)))
+    let mut actor = actor_of(verdict).map_err(|deny| Error::Refused(Box::new(deny)))?;
+    narrow_to_grants(tx, &mut actor)?;
+    Ok(actor)
+}
+
+/// A token speaks only for the scopes its user is still granted (the catalogue can
+/// withdraw what the JWT carries), at the API as at the edges.
+pub fn narrow_to_grants(tx: &mut dyn Tx, actor: &mut Actor) -> Result<()> {
+    if let crate::policy::Credential::ApiToken { scopes, .. } = &mut actor.credential {
+        let granted = super::scopes::granted_to(tx, &actor.user)?;
+        scopes.retain(|s| granted.contains(s));
+    }
+    Ok(())
 }
 
 /// The caller a verdict admits, or core's refusal.
@@ -370,6 +382,13 @@ pub fn exchange(
     let exp = (ctx.now + ctx.access_ttl).min(p.token.expires_at);
     // The parent's claims (its scopes, IP filter and status entry), as a fresh token.
     let mut claims = p.claims.clone();
+    // Only the scopes the user is still granted: what the catalogue withdrew stays withdrawn.
+    let granted = super::scopes::granted_to(tx, &p.user)?;
+    let kept: Vec<&str> = claims
+        .scopes()
+        .filter(|s| granted.iter().any(|g| g == s))
+        .collect();
+    claims.scope = (!kept.is_empty()).then(|| kept.join(" "));
     claims.jti = crypto::new_id("at")?;
     claims.iat = Some(ctx.now);
     claims.nbf = Some(ctx.now);

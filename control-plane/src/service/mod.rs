@@ -26,6 +26,7 @@ pub mod logs;
 pub mod orgs;
 pub mod quotas;
 pub mod scim;
+pub mod scopes;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

@@ -34,7 +34,8 @@ pub fn bootstrap(
 }
 
 /// [`bootstrap`], the admin's token carrying `scopes` besides the management scope (a
-/// token it makes may carry only scopes it has).
+/// token it makes may carry only scopes it has); they are put in the org's scope
+/// catalogue, granted to every role.
 pub fn bootstrap_scoped(
     tx: &mut dyn Tx,
     ctx: &Ctx,
@@ -69,6 +70,7 @@ pub fn bootstrap_scoped(
                 created_at: ctx.now,
             };
             tx.insert_org(&org)?;
+            super::scopes::seed_org(tx, org_id, ctx.now)?;
             new_key(tx, ctx, org_id, alg)?;
             audit(
                 tx,
@@ -82,6 +84,9 @@ pub fn bootstrap_scoped(
             org
         }
     };
+    // The scopes named at bootstrap start the org's catalogue, granted to every role (the
+    // org's admins narrow it later).
+    super::scopes::seed_bootstrap(tx, org_id, &scopes, ctx.now)?;
     let user = match tx.find_user(org_id, admin)? {
         Some(u) if u.role == Role::Admin => u,
         Some(_) => {
@@ -227,6 +232,7 @@ pub fn create_org(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, req: CreateOrg) -> 
         created_at: ctx.now,
     };
     tx.insert_org(&org)?;
+    super::scopes::seed_org(tx, &org.id, ctx.now)?;
     new_key(tx, ctx, &org.id, alg)?;
     audit(
         tx,

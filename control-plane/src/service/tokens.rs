@@ -134,6 +134,7 @@ pub fn create_token(
     }
     let ip_allow = check_ip_allow(&req.ip_allow)?;
     let scopes = check_scopes(&req.scopes)?;
+    super::scopes::check_granted(tx, &owner, &scopes)?;
     authority::bound_token(actor, &scopes, &ip_allow, expires_at)?;
     let token = Token {
         id: crypto::new_id("tok")?,
@@ -559,6 +560,7 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     if let Some(list) = req.scopes {
         let list = check_scopes(&list)?;
         if list != token.scopes {
+            super::scopes::check_granted(tx, &owner, &list)?;
             token.scopes = list;
             changed.push("scopes");
             in_jwt = true;

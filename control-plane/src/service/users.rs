@@ -202,6 +202,10 @@ pub fn update_user(
                 "the admin role, with the user's password,",
             )?;
         }
+        if user.role != role {
+            // The role's grants go with it: the edges narrow the user's live tokens.
+            super::scopes::grants_changed(tx, ctx, &user.org_id)?;
+        }
         user.role = role;
     }
     if let Some(d) = req.delegated {

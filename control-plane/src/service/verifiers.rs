@@ -39,6 +39,8 @@ pub struct OrgVerifier {
     version: i64,
     /// The list encoded at `version`, once asked for (served to every edge polling).
     encoded: Option<(i64, String)>,
+    /// The withdrawn-scopes member at `version` (`None` inside: nothing withdrawn).
+    withdrawn: Option<(i64, Option<Value>)>,
 }
 
 /// Per-org verifiers, built on first use and kept current incrementally.
@@ -124,6 +126,7 @@ fn build(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, keys: Vec<Value>) -> Result<OrgV
         kids,
         version,
         encoded: None,
+        withdrawn: None,
     })
 }
 
@@ -207,5 +210,27 @@ impl Verifiers {
             .ok_or_else(|| Error::internal(format!("no status list for {}", org.id)))?;
         v.encoded = Some((version, lst.clone()));
         Ok((version, lst))
+    }
+
+    /// The org's `withdrawn` member (scopes withdrawn from live tokens' indices) at the
+    /// version `tx` sees; computed once per version. Grants change the version too.
+    pub fn encoded_withdrawn(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &Ctx,
+        org: &Org,
+    ) -> Result<(i64, Option<Value>)> {
+        let entry = self.for_org(tx, ctx, org)?;
+        let mut v = lock(&entry)?;
+        let version = v.version;
+        if let Some((at, doc)) = &v.withdrawn {
+            if *at == version {
+                return Ok((version, doc.clone()));
+            }
+        }
+        let doc = super::scopes::withdrawn_scopes(tx, &org.id)?;
+        let doc = (!doc.is_empty()).then(|| doc.to_json());
+        v.withdrawn = Some((version, doc.clone()));
+        Ok((version, doc))
     }
 }

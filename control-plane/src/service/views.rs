@@ -439,4 +439,10 @@ pub struct Jwks {
 pub struct StatusListView {
     pub bits: u8,
     pub lst: String,
+    /// Tessera's addition (issue 22): scopes withdrawn from live tokens, each a
+    /// base64url-encoded, DEFLATE-compressed bitset (1 bit per status-list index; 1 =
+    /// withdrawn). Absent when nothing is withdrawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub withdrawn: Option<Value>,
 }

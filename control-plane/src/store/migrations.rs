@@ -397,7 +397,7 @@ CREATE INDEX sign_in_links_user ON sign_in_links(user_id, kind);
 CREATE INDEX sign_in_links_user ON sign_in_links(user_id, kind);
 "#,
     },
-    // N (issue 23, SCIM): the SCIM credentials an org admin creates (only the secret's
+    // 7 (issue 23, SCIM): the SCIM credentials an org admin creates (only the secret's
     // SHA-256), and the SCIM attributes of provisioned users with their resource version.
     Migration {
         sqlite: r#"
@@ -443,6 +443,94 @@ CREATE TABLE scim_users (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX scim_users_org ON scim_users(org_id);
+"#,
+    },
+    // 8 (issue 22): the scope catalogue. Every org gets `tessera:manage`, granted to every
+    // role (what any token could carry before); every scope an unrevoked token carries is
+    // put in its org's catalogue and granted to that token's user, so no token minted
+    // before the catalogue stops being editable or regenerable.
+    Migration {
+        sqlite: r#"
+CREATE TABLE scopes (
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    builtin INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+CREATE TABLE scope_grants (
+    org_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, scope, grantee),
+    FOREIGN KEY (org_id, scope) REFERENCES scopes(org_id, name)
+);
+INSERT INTO scopes (org_id, name, description, builtin, created_at)
+SELECT id, 'tessera:manage', 'Call the Tessera management API', 1, created_at FROM orgs;
+INSERT INTO scope_grants (org_id, scope, grantee, created_at)
+SELECT o.id, 'tessera:manage', 'role:' || r.role, o.created_at
+FROM orgs o, (SELECT 'admin' AS role UNION ALL SELECT 'user' UNION ALL SELECT 'partner'
+              UNION ALL SELECT 'readonly') r;
+WITH RECURSIVE split(org_id, user_id, at, word, rest) AS (
+    SELECT org_id, user_id, created_at, '', scopes || ' ' FROM tokens
+    WHERE revoked_at IS NULL AND deleted_at IS NULL
+    UNION ALL
+    SELECT org_id, user_id, at, substr(rest, 1, instr(rest, ' ') - 1),
+           substr(rest, instr(rest, ' ') + 1)
+    FROM split WHERE rest <> ''
+)
+INSERT INTO scopes (org_id, name, description, builtin, created_at)
+SELECT org_id, word, '', 0, MIN(at) FROM split WHERE word <> '' GROUP BY org_id, word
+ON CONFLICT (org_id, name) DO NOTHING;
+WITH RECURSIVE split(org_id, user_id, at, word, rest) AS (
+    SELECT org_id, user_id, created_at, '', scopes || ' ' FROM tokens
+    WHERE revoked_at IS NULL AND deleted_at IS NULL
+    UNION ALL
+    SELECT org_id, user_id, at, substr(rest, 1, instr(rest, ' ') - 1),
+           substr(rest, instr(rest, ' ') + 1)
+    FROM split WHERE rest <> ''
+)
+INSERT INTO scope_grants (org_id, scope, grantee, created_at)
+SELECT org_id, word, 'user:' || user_id, MIN(at) FROM split WHERE word <> ''
+GROUP BY org_id, word, user_id
+ON CONFLICT (org_id, scope, grantee) DO NOTHING;
+"#,
+        postgres: r#"
+CREATE TABLE scopes (
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    name TEXT COLLATE "C" NOT NULL,
+    description TEXT NOT NULL,
+    builtin BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+CREATE TABLE scope_grants (
+    org_id TEXT COLLATE "C" NOT NULL,
+    scope TEXT COLLATE "C" NOT NULL,
+    grantee TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, scope, grantee),
+    FOREIGN KEY (org_id, scope) REFERENCES scopes(org_id, name)
+);
+INSERT INTO scopes (org_id, name, description, builtin, created_at)
+SELECT id, 'tessera:manage', 'Call the Tessera management API', TRUE, created_at FROM orgs;
+INSERT INTO scope_grants (org_id, scope, grantee, created_at)
+SELECT o.id, 'tessera:manage', 'role:' || r.role, o.created_at
+FROM orgs o, (VALUES ('admin'), ('user'), ('partner'), ('readonly')) AS r(role);
+INSERT INTO scopes (org_id, name, description, builtin, created_at)
+SELECT org_id, word, '', FALSE, MIN(created_at)
+FROM (SELECT org_id, created_at, regexp_split_to_table(scopes, ' ') AS word FROM tokens
+      WHERE revoked_at IS NULL AND deleted_at IS NULL) s
+WHERE word <> '' GROUP BY org_id, word
+ON CONFLICT (org_id, name) DO NOTHING;
+INSERT INTO scope_grants (org_id, scope, grantee, created_at)
+SELECT org_id, word, 'user:' || user_id, MIN(created_at)
+FROM (SELECT org_id, user_id, created_at, regexp_split_to_table(scopes, ' ') AS word FROM tokens
+      WHERE revoked_at IS NULL AND deleted_at IS NULL) s
+WHERE word <> '' GROUP BY org_id, word, user_id
+ON CONFLICT (org_id, scope, grantee) DO NOTHING;
 "#,
     },
 ];

@@ -8,11 +8,13 @@ pub mod accounts;
 pub mod migrations;
 pub mod postgres;
 pub mod scim;
+pub mod scopes;
 pub(crate) mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountsTx;
 pub use scim::ScimTx;
+pub use scopes::ScopesTx;
 
 use std::path::PathBuf;
 
@@ -289,7 +291,7 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx + ScimTx {
+pub trait Tx: AccountsTx + ScimTx + ScopesTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

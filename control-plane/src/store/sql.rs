@@ -24,7 +24,7 @@ pub(crate) fn placeholders(n: usize) -> String {
 }
 
 /// `count` placeholders from `?first`, comma-separated.
-fn placeholders_from(first: usize, count: usize) -> String {
+pub(crate) fn placeholders_from(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|n| format!("?{n}"))
         .collect::<Vec<_>>()
@@ -136,6 +136,7 @@ macro_rules! values {
 
 mod accounts;
 mod scim;
+mod scopes;
 
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {

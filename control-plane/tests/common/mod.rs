@@ -17,6 +17,7 @@ use tessera_control_plane::crypto::MasterKey;
 use tessera_control_plane::model::{KeyAlg, Role};
 use tessera_control_plane::policy::{Actor, Credential};
 use tessera_control_plane::service;
+use tessera_control_plane::store::scopes::{GrantRecord, ScopeRecord};
 use tessera_control_plane::store::Tx;
 use tessera_control_plane::{app, AppState, Config};
 use tower::ServiceExt;
@@ -63,6 +64,41 @@ pub fn actor(tx: &mut dyn Tx, user_id: &str) -> Actor {
         org,
         token_id: String::new(),
         credential: Credential::Internal,
+    }
+}
+
+/// The scopes every org of the [`World`] has in its catalogue, granted to every role.
+pub const FIXTURE_SCOPES: [&str; 4] = ["read", "write", "admin", "*"];
+
+/// Puts [`FIXTURE_SCOPES`] in the org's catalogue, granted to every role (for orgs the
+/// tests make themselves, the fixtures' tokens call this first).
+pub fn fixture_scopes(tx: &mut dyn Tx, org: &str, now: i64) {
+    grant_to_every_role(tx, org, &FIXTURE_SCOPES, now);
+}
+
+/// Puts `scopes` in the org's catalogue (if missing), granted to every role.
+pub fn grant_to_every_role(tx: &mut dyn Tx, org: &str, scopes: &[impl AsRef<str>], now: i64) {
+    for scope in scopes {
+        let scope = scope.as_ref();
+        if tx.get_scope(org, scope).unwrap().is_none() {
+            tx.insert_scope(&ScopeRecord {
+                org_id: org.into(),
+                name: scope.into(),
+                description: String::new(),
+                builtin: false,
+                created_at: now,
+            })
+            .unwrap();
+        }
+        for role in ["admin", "user", "partner", "readonly"] {
+            tx.insert_grant(&GrantRecord {
+                org_id: org.into(),
+                scope: scope.into(),
+                grantee: format!("role:{role}"),
+                created_at: now,
+            })
+            .unwrap();
+        }
     }
 }
 
@@ -119,6 +155,17 @@ impl World {
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.text());
+        // The scopes the suites put on tokens, in every org's catalogue, granted to every
+        // role (written to the store, as the orgs' admins would through the API).
+        w.state
+            .write(|tx, ctx| {
+                for org in ["root", "partnerco", "acme"] {
+                    fixture_scopes(tx, org, ctx.now);
+                }
+                Ok::<_, service::Error>(())
+            })
+            .await
+            .unwrap();
         for (org, name, role, delegated) in [
             ("partnerco", "pat", "partner", false),
             ("partnerco", "pam", "user", false),
@@ -193,6 +240,7 @@ impl World {
                 let mut admin = owner.clone();
                 admin.user.role = Role::Admin;
                 admin.user.id = format!("fixture-admin-{}", owner.org.id);
+                fixture_scopes(tx, &owner.org.id, ctx.now);
                 let mut body = create_body(&name, &uid);
                 body.lifetime_days = Some(longest_lifetime(&owner.org));
                 let t = service::tokens::create_token(tx, ctx, &admin, body)?;
@@ -317,6 +365,7 @@ impl World {
         self.state
             .write(move |tx, ctx| {
                 let owner = actor(tx, &uid);
+                fixture_scopes(tx, &owner.org.id, ctx.now);
                 let mut body = create_body(&name, &uid);
                 body.scopes = vec!["read".into()];
                 let t = service::tokens::create_token(tx, ctx, &owner_as_admin(&owner), body)?;
