@@ -604,6 +604,20 @@ async fn users_are_provisioned_read_filtered_paged_replaced_patched_and_deleted(
         log.contains(r#""credential":"scim:"#) || log.contains("scim:scim_"),
         "{log}"
     );
+    // The userName is free again: the provider may provision a new person under it.
+    let again = scim(
+        &w,
+        "POST",
+        "/Users",
+        &secret,
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "barbara.jensen",
+        })),
+    )
+    .await;
+    assert_eq!(again.status, 201, "{}", again.text());
+    assert_ne!(again.json()["id"], id.as_str());
 }
 
 #[tokio::test]

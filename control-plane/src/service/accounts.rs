@@ -394,13 +394,29 @@ pub fn enable_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
 /// Deletes a user: every token revoked, sessions ended, links unusable, sign-in refused.
 /// The record stays (the logs name it), hidden from listings.
 pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> Result<UserView> {
-    let (user, mut account) = managed_user(tx, actor, user_id)?;
+    let (user, _) = managed_user(tx, actor, user_id)?;
     super::users::keep_an_admin(tx, &user, "deleted")?;
+    erase_user(tx, ctx, actor, &user, json!({}))?;
+    user_view(tx, &user)
+}
+
+/// What deleting a user does, however it is asked for (the API, SCIM): every token
+/// revoked (final), sign-in refused, sessions ended, links voided, the username free
+/// again, and a `user.delete` audit entry with `detail` and the revoked tokens. The
+/// caller has checked who may delete whom.
+pub fn erase_user(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    user: &User,
+    mut detail: serde_json::Value,
+) -> Result<()> {
     let mut revoked = Vec::new();
     for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
         revoke_one(tx, ctx, &mut t)?;
         revoked.push(t.id);
     }
+    let mut account = account_of(tx, &user.id)?;
     account.deleted_at = Some(ctx.now);
     account.password_hash = None;
     account.suspended_tokens.clear();
@@ -408,10 +424,13 @@ pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
     // The username is free again for a new user; the deleted one keeps it with a mark
     // no username can contain, so logs still read `bob (deleted)`.
     let mut retired = user.clone();
-    retired.username = tombstone(&user);
-    tx.retire_username(&retired)?;
+    retired.username = tombstone(user);
+    tx.rename_user(&retired)?;
     tx.end_user_sessions(&user.id, ctx.now)?;
     tx.void_links(&user.id, None, ctx.now)?;
+    if let Some(d) = detail.as_object_mut() {
+        d.insert("revoked".into(), json!(revoked));
+    }
     audit(
         tx,
         ctx,
@@ -419,9 +438,8 @@ pub fn delete_user(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> 
         &user.org_id,
         "user.delete",
         &user.id,
-        json!({"revoked": revoked}),
-    )?;
-    user_view(tx, &user)
+        detail,
+    )
 }
 
 /// The mark between a deleted user's username and their id's tail: never in a username

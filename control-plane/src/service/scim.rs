@@ -779,27 +779,7 @@ pub fn delete_user(
     check_precondition(if_match, p.scim.version)?;
     let user = p.user;
     deprovisionable(tx, actor, &user, "deleted")?;
-    let mut revoked = Vec::new();
-    for mut t in tx.live_unrevoked_tokens(&TokenScope::User(user.id.clone()))? {
-        revoke_one(tx, ctx, &mut t)?;
-        revoked.push(t.id);
-    }
-    let mut account = accounts::account_of(tx, &user.id)?;
-    account.deleted_at = Some(ctx.now);
-    account.password_hash = None;
-    account.suspended_tokens.clear();
-    tx.put_account(&account)?;
-    tx.end_user_sessions(&user.id, ctx.now)?;
-    tx.void_links(&user.id, None, ctx.now)?;
-    audit(
-        tx,
-        ctx,
-        &actor.user.id,
-        &user.org_id,
-        "user.delete",
-        &user.id,
-        json!({"revoked": revoked, "via": "scim"}),
-    )?;
+    accounts::erase_user(tx, ctx, actor, &user, json!({"via": "scim"}))?;
     Ok(())
 }
 

@@ -313,9 +313,6 @@ pub trait Tx: AccountsTx + ScimTx + ScopesTx {
 
     fn insert_user(&mut self, user: &User) -> StoreResult<()>;
     fn update_user(&mut self, user: &User) -> StoreResult<()>;
-    /// Gives a deleted user their tombstone username (`user.username`), so the name is
-    /// free for a new user; the searchable owner text follows.
-    fn retire_username(&mut self, user: &User) -> StoreResult<()>;
     fn get_user(&mut self, id: &str) -> StoreResult<Option<User>>;
     fn find_user(&mut self, org_id: &str, username: &str) -> StoreResult<Option<User>>;
     fn list_users(&mut self, org_id: &str) -> StoreResult<Vec<User>>;

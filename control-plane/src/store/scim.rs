@@ -41,7 +41,8 @@ pub trait ScimTx {
     fn revoke_scim_credential(&mut self, id: &str, at: i64) -> StoreResult<()>;
     fn touch_scim_credential(&mut self, id: &str, at: i64) -> StoreResult<()>;
 
-    /// Renames a user (SCIM `userName`); the token search's owner text follows.
+    /// Renames a user (SCIM `userName`, a deleted user's tombstone); the token search's owner
+    /// text follows.
     fn rename_user(&mut self, user: &crate::model::User) -> StoreResult<()>;
 
     fn get_scim_user(&mut self, user_id: &str) -> StoreResult<Option<ScimUser>>;

@@ -758,17 +758,6 @@ impl<E: Engine> Tx for E {
         Ok(())
     }
 
-    fn retire_username(&mut self, u: &User) -> StoreResult<()> {
-        let mut v = values![&u.id, &u.username].to_vec();
-        let mut set = "username = ?2".to_string();
-        if self.dialect().lowercase_copies() {
-            set.push_str(", owner_lc = ?3");
-            v.push(owner_lc(u).into());
-        }
-        self.exec(&format!("UPDATE users SET {set} WHERE id = ?1"), &v)?;
-        Ok(())
-    }
-
     fn get_user(&mut self, id: &str) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1{}", self.lock());
         one(self, &sql, &values![id], user_from_row)
