@@ -17,7 +17,7 @@ pub mod patch;
 pub mod resource;
 
 use super::input::check_text;
-use super::tokens::{apply_enabled, revoke_one};
+use super::tokens::apply_enabled;
 use super::{accounts, audit, load_org, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{Role, User};
