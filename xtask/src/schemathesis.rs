@@ -36,29 +36,7 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
         println!("schemathesis {VERSION}: {}", bin.display());
         return Ok(bin);
     }
-    tools::announce(&format!(
-        "installing {REQUIREMENT} (PyPI) into {} ...",
-        tools::venv_dir(root).display()
-    ));
-    let python = tools::ensure_venv(root)?;
-    tools::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                REQUIREMENT,
-            ])
-            .stdin(Stdio::null()),
-    )
-    .map_err(|e| {
-        format!(
-            "{e}\ncould not install schemathesis from PyPI; try by hand:\n    {} -m pip install {REQUIREMENT}",
-            python.display()
-        )
-    })?;
+    tools::pip_install(root, &format!("schemathesis {VERSION}"), REQUIREMENT)?;
     match installed_version(&bin) {
         Some(v) if v == VERSION => Ok(bin),
         other => Err(format!(

