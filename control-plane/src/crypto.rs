@@ -23,9 +23,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A random identifier with a type prefix, e.g. `tok_5f0c...` (96 random bits).
+/// An identifier with a type prefix, e.g. `tok_0193a1f2c4de5f0c...`: the creation time in
+/// milliseconds (48 bits, hex) then 64 random bits. Ids made later sort after earlier ones,
+/// so listings ordered by a whole-second time and then by id keep creation order within
+/// a second; ids are names, never credentials (every use is authorized on its own).
 pub fn new_id(prefix: &str) -> ApiResult<String> {
-    Ok(format!("{prefix}_{}", hex(&random_bytes::<12>()?)))
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    // 48 bits of milliseconds last until the year 10889.
+    let ms = u64::try_from(ms).unwrap_or(u64::MAX) & 0xFFFF_FFFF_FFFF;
+    Ok(format!("{prefix}_{ms:012x}{}", hex(&random_bytes::<8>()?)))
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -270,6 +278,25 @@ impl UntrustedJws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_later_sort_later() {
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            ids.push(new_id("tok").unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "ids must sort in creation order");
+        assert!(
+            ids.iter()
+                .all(|i| i.len() == "tok_".len() + 28
+                    && i[4..].bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 
     use tessera_core::config::Config;
     use tessera_core::token::{Status, StatusListRef};

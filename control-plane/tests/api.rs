@@ -471,6 +471,29 @@ async fn key_rotation_keeps_old_keys_while_their_tokens_live() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["retired"], json!([old]));
+    let new_kid = r.json()["kid"].as_str().unwrap().to_string();
+    // The admin's listing says which key signs new tokens, and until when the old one
+    // stays published; people without the admin role get none of it.
+    let keys = w.call("GET", "/v1/orgs/acme/keys", Some(&ada), None).await;
+    assert_eq!(keys.status, 200, "{}", keys.text());
+    let keys = keys.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(
+        (keys[0]["kid"].as_str(), &keys[0]["active"], &keys[0]["alg"]),
+        (Some(new_kid.as_str()), &json!(true), &json!("ES256"))
+    );
+    assert!(keys[0]["retired_at"].is_null() && keys[0]["published_until"].is_null());
+    assert_eq!(
+        (keys[1]["kid"].as_str(), &keys[1]["active"]),
+        (Some(old.as_str()), &json!(false))
+    );
+    assert!(keys[1]["retired_at"].is_string() && keys[1]["published_until"].is_string());
+    assert_eq!(
+        w.call("GET", "/v1/orgs/acme/keys", Some(&w.jwt("ned")), None)
+            .await
+            .status,
+        403
+    );
     let jwks = w
         .call("GET", "/v1/orgs/acme/jwks.json", None, None)
         .await
@@ -975,4 +998,145 @@ async fn serves_over_a_real_socket() {
         .unwrap();
     assert_eq!(t["last_used_ip"], "127.0.0.1");
     server.abort();
+}
+
+#[tokio::test]
+async fn an_org_shortens_its_own_lifetime_and_only_its_setters_lengthen_it() {
+    let w = World::new().await;
+    let (ada, root) = (w.jwt("ada"), w.jwt("root-admin"));
+    let patch = |who: &str, body: Value| {
+        let who = who.to_string();
+        let w = &w;
+        async move {
+            w.call("PATCH", "/v1/orgs/acme", Some(&who), Some(body))
+                .await
+        }
+    };
+    // acme's own admin renames it and shortens its lifetime.
+    let r = patch(&ada, json!({"name": "Acme Corp", "max_lifetime_days": 90})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (&r.json()["name"], &r.json()["max_lifetime_days"]),
+        (&json!("Acme Corp"), &json!(90))
+    );
+    // ... but cannot lengthen it again: that is for root and acme's managing partner.
+    let r = patch(&ada, json!({"max_lifetime_days": 200})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("you may shorten it"), "{}", r.text());
+    let r = patch(&root, json!({"max_lifetime_days": 200})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Out of range: the field, the range and the value, in words.
+    let r = patch(&root, json!({"max_lifetime_days": 401})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("max_lifetime_days") && r.text().contains("from 1 to 400, not 401"),
+        "{}",
+        r.text()
+    );
+    // Another org's admin, and a user, get nothing.
+    let r = w
+        .call(
+            "PATCH",
+            "/v1/orgs/partnerco",
+            Some(&ada),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(patch(&w.jwt("ned"), json!({"name": "x"})).await.status, 403);
+    // Each change is in the audit log, with what it was and what it became.
+    let audit = w
+        .call("GET", "/v1/audit-log", Some(&ada), None)
+        .await
+        .json();
+    let updates: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "org.update")
+        .collect();
+    assert_eq!(updates.len(), 2, "{audit}");
+    assert!(updates
+        .iter()
+        .any(|e| e["detail"]["max_lifetime_days"] == json!({"from": 365, "to": 90})));
+}
+
+#[tokio::test]
+async fn the_bootstrap_admin_is_active_and_an_invited_user_is_invited() {
+    let w = World::new().await;
+    let root = w.jwt("root-admin");
+    // The bootstrap admin has no password but holds the token bootstrap printed.
+    let users = w
+        .call("GET", "/v1/orgs/root/users", Some(&root), None)
+        .await
+        .json();
+    let admin = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "root-admin")
+        .unwrap()
+        .clone();
+    assert_eq!(admin["state"], "active", "{users}");
+    // A user just created, with neither a password nor a token, is invited.
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/root/users",
+            Some(&root),
+            Some(json!({"username": "newbie", "role": "user"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = w
+        .call("GET", &format!("/v1/users/{id}"), Some(&root), None)
+        .await;
+    assert_eq!(r.json()["state"], "invited", "{}", r.text());
+}
+
+#[tokio::test]
+async fn tokens_made_in_the_same_second_list_in_the_order_they_were_made() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    // The clock stands still: every token has the same whole-second creation time.
+    let mut made = Vec::new();
+    for i in 0..6 {
+        let r = w
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(&ada),
+                Some(json!({"name": format!("same-second-{i}"), "lifetime_days": 30})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        made.push(r.json()["id"].as_str().unwrap().to_string());
+        // Ids carry milliseconds; two tokens in one millisecond have no order to keep.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    for (sort, expect) in [
+        ("created_at", made.clone()),
+        (
+            "-created_at",
+            made.iter().rev().cloned().collect::<Vec<_>>(),
+        ),
+    ] {
+        let r = w
+            .call(
+                "GET",
+                &format!("/v1/tokens?q=same-second&sort={sort}"),
+                Some(&ada),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let ids: Vec<String> = r.json()["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, expect, "sort={sort}");
+    }
 }

@@ -8,6 +8,10 @@ const COLUMNS = [
   ["name", "Name"], ["owner", "Owner"], ["status", "Status"], ["scopes", "Scopes"],
   ["ip", "IP filter"], ["created", "Created"], ["expires", "Expires"], ["used", "Last used"],
 ];
+// The columns the API can sort by (`GET /v1/tokens?sort=`), by column key.
+const SORT_KEYS = {
+  name: "name", owner: "user", status: "status", created: "created_at", expires: "expires_at", used: "last_used_at",
+};
 const PER_PAGE = 20;
 
 let session = null;   // SessionView
@@ -123,11 +127,13 @@ function qs(params) {
 }
 
 /// A modal dialog; resolves with the value `onSubmit` returns, or null when cancelled.
-function modal(title, body, { submit = "OK", danger = false, onSubmit } = {}) {
+/// `cancel: false` for a dialog with nothing to cancel (a secret already issued): it has
+/// only its submit button.
+function modal(title, body, { submit = "OK", danger = false, onSubmit, cancel: cancellable = true } = {}) {
   return new Promise((resolve) => {
     const err = el("div");
     const form = el("form", { method: "dialog" });
-    const cancel = el("button", { type: "button", onclick: () => { d.close(); resolve(null); } }, "Cancel");
+    const cancel = cancellable ? el("button", { type: "button", onclick: () => { d.close(); resolve(null); } }, "Cancel") : null;
     const ok = el("button", { type: "submit", class: danger ? "primary danger" : "primary" }, submit);
     form.append(el("h2", { id: "dlg-title" }, title), ...[body].flat(), err, el("div", { class: "buttons" }, cancel, ok));
     const d = el("dialog", { "aria-labelledby": "dlg-title" }, form);
@@ -171,7 +177,7 @@ function showSecret(title, secret, filename, note) {
   return modal(title, [
     el("p", { class: "notice", role: "alert" }, note || "You will not see this again: copy it or save it now."),
     area, el("div", { class: "actions" }, copy, save),
-  ], { submit: "Done" });
+  ], { submit: "Done", cancel: false });
 }
 
 /// Puts a server validation message (`field: message`) next to its field, or in `box`.
@@ -327,7 +333,7 @@ function tokenFilters() {
   return {
     q: p.get("q") || "", status: p.get("status") || "", user: p.get("user") || "",
     expires_after: p.get("expires_after") || "", expires_before: p.get("expires_before") || "",
-    page: Number(p.get("page") || 1),
+    sort: p.get("sort") || "", page: Number(p.get("page") || 1),
   };
 }
 
@@ -348,7 +354,7 @@ async function saveHiddenColumns(set) {
 async function showTokens() {
   const f = tokenFilters();
   const query = {
-    q: f.q, status: f.status, user: f.user,
+    q: f.q, status: f.status, user: f.user, sort: f.sort,
     expires_after: dateToRfc3339(f.expires_after, false), expires_before: dateToRfc3339(f.expires_before, true),
   };
   const search = el("input", { id: "q", type: "search", name: "q", value: f.q, placeholder: "name, description, owner" });
@@ -357,18 +363,19 @@ async function showTokens() {
   const before = el("input", { id: "exp-before", type: "date", value: f.expires_before });
   const chosen = new Set(f.status ? f.status.split(",") : []);
   const statusBoxes = STATUSES.map((s) => el("label", {}, el("input", { type: "checkbox", value: s, checked: chosen.has(s) }), s.charAt(0).toUpperCase() + s.slice(1)));
-  const apply = (page = 1) => {
+  const apply = (page = 1, sort = f.sort) => {
     setTokenFilters({
       q: search.value.trim(), user: owner.value.trim(),
       status: statusBoxes.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value).join(","),
-      expires_after: after.value, expires_before: before.value, page,
+      expires_after: after.value, expires_before: before.value, sort, page,
     });
     showTokens();
   };
   const filters = el("form", { class: "toolbar", role: "search", onsubmit: (ev) => { ev.preventDefault(); apply(); } },
     el("div", {}, el("label", { for: "q" }, "Search"), search),
     el("fieldset", {}, el("legend", {}, "Status"), ...statusBoxes),
-    el("div", {}, el("label", { for: "owner" }, "Owner"), owner),
+    // Only those who see other people's tokens have an owner to choose.
+    seesOthersTokens() ? el("div", {}, el("label", { for: "owner" }, "Owner"), owner) : null,
     el("div", {}, el("label", { for: "exp-after" }, "Expires from"), after),
     el("div", {}, el("label", { for: "exp-before" }, "Expires until"), before),
     el("button", { type: "submit" }, "Apply"));
@@ -400,7 +407,8 @@ async function showTokens() {
     return;
   }
   const cols = COLUMNS.filter(([k]) => !hidden.has(k));
-  const head = el("tr", {}, ...cols.map(([, l]) => el("th", { scope: "col" }, l)), el("th", { scope: "col" }, "Actions"));
+  const head = el("tr", {}, ...cols.map(([k, l]) => sortableHeader(k, l, f.sort, (sort) => apply(1, sort))),
+    el("th", { scope: "col" }, "Actions"));
   const rows = page.tokens.map((t) => el("tr", { "data-token": t.id },
     ...cols.map(([k]) => el("td", { "data-column": k }, ...cell(k, t))),
     el("td", {}, el("div", { class: "actions" }, ...rowActions(t)))));
@@ -409,6 +417,26 @@ async function showTokens() {
     el("caption", { class: "skip" }, "API tokens"), el("thead", {}, head), el("tbody", {}, ...rows)));
   render("API tokens", buttons, filters,
     page.tokens.length ? table : el("p", { class: "notice" }, "No token matches."), pager);
+}
+
+/// Whether the signed-in person may see tokens other than their own (admins: their org's;
+/// partners: their customers'); a user's Owner filter could only ever show themselves.
+function seesOthersTokens() { return isAdmin() || isPartner(); }
+
+/// A column header; for a column the API sorts by, a button that sorts by it (ascending,
+/// then descending), with `aria-sort` saying the current order.
+function sortableHeader(key, label, current, sortBy) {
+  const apiKey = SORT_KEYS[key];
+  if (!apiKey) return el("th", { scope: "col" }, label);
+  const desc = current === `-${apiKey}`;
+  const asc = current === apiKey;
+  const next = asc ? `-${apiKey}` : apiKey;
+  const arrow = asc ? " ▲" : desc ? " ▼" : "";
+  return el("th", { scope: "col", "aria-sort": asc ? "ascending" : desc ? "descending" : "none" },
+    el("button", {
+      type: "button", class: "sort", "data-sort": apiKey,
+      title: `Sort by ${label.toLowerCase()}${asc ? ", descending" : ""}`, onclick: () => sortBy(next),
+    }, label, arrow));
 }
 
 function cell(k, t) {
@@ -448,7 +476,7 @@ async function download(t, what) {
   try {
     const m = await api("POST", `/v1/tokens/${encodeURIComponent(t.id)}/${what}`);
     await showSecret(`Your API token “${t.name}”`, m.jwt, `${t.name}.jwt`,
-      "You will not see this token again: copy it or save it as a file now. Afterwards only its id is shown. " +
+      "You will not see this token again: copy it or save it as a file now. Afterwards the page shows only its name and id. " +
       "It starts with tsr_ so that secret scanners can find it if it leaks; the rest is a standard JWT.");
   } catch (e) { toast(e.message); }
   route();
@@ -712,7 +740,7 @@ async function showOrg() {
   let edges = [], keys = [], leakPolicy = "revoke";
   try {
     edges = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/edge-credentials`)).edges;
-    keys = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/jwks.json`)).keys || [];
+    keys = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/keys`)).keys;
     leakPolicy = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/leak-policy`)).policy;
   } catch (e) { render("Organization", errorBox(e)); return; }
   const leakForm = el("form", { id: "leak-policy" },
@@ -727,6 +755,26 @@ async function showOrg() {
       const r = await api("PUT", `/v1/orgs/${encodeURIComponent(org.id)}/leak-policy`, { policy: new FormData(leakForm).get("policy") });
       toast(`Leak policy: ${r.policy}.`);
     } catch (e) { toast(e.message); }
+  });
+  const newOrg = newOrgButton(org);
+  const settingsErr = el("div");
+  const settings = el("form", { id: "org-settings" },
+    field("Name", { name: "name", value: org.name, required: true }),
+    field("Longest token lifetime (days)", { name: "max_lifetime_days", type: "number", min: 1, max: 400, value: org.max_lifetime_days },
+      org.root ? "1 to 400" : org.managed_by
+        ? "1 to 400; you may shorten it, and the managing partner's admins may lengthen it"
+        : "1 to 400; you may shorten it, and root admins may lengthen it"),
+    settingsErr, el("p", {}, el("button", { type: "submit" }, "Save")));
+  settings.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(settings);
+    const d = new FormData(settings);
+    try {
+      const o = await api("PATCH", `/v1/orgs/${encodeURIComponent(org.id)}`, { name: d.get("name"), max_lifetime_days: Number(d.get("max_lifetime_days")) });
+      session.org = o;
+      toast(`Saved: tokens of ${o.name} may live up to ${o.max_lifetime_days} days.`);
+      showOrg();
+    } catch (e) { showFieldError(settings, settingsErr, e); }
   });
   const rotate = el("button", {
     type: "button", id: "rotate", onclick: async () => {
@@ -760,9 +808,19 @@ async function showOrg() {
       el("dt", {}, "Audience"), el("dd", {}, org.audience),
       el("dt", {}, "Maximum token lifetime"), el("dd", {}, `${org.max_lifetime_days} days`),
       el("dt", {}, "Public keys"), el("dd", {}, el("a", { href: org.jwks_uri }, "JWKS"))),
+    el("h2", {}, "Settings"),
+    settings,
     el("h2", {}, "Signing keys"),
-    el("ul", {}, ...keys.map((k) => el("li", {}, el("code", {}, k.kid), ` ${k.alg || k.kty}`))),
+    tableWrap(el("table", { id: "keys" },
+      el("thead", {}, el("tr", {}, ...["Key", "Algorithm", "State", "Created"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...keys.map((k) => el("tr", { "data-kid": k.kid },
+        el("td", {}, el("code", {}, k.kid)), el("td", {}, k.alg),
+        el("td", { "data-column": "state" }, k.active
+          ? el("strong", {}, "Active: signs new tokens")
+          : `Retired ${fmtTime(k.retired_at)}; still published until ${fmtTime(k.published_until)}`),
+        el("td", {}, fmtTime(k.created_at))))))),
     el("div", { class: "toolbar" }, rotate),
+    ...(newOrg ? [el("h2", {}, org.root ? "Organizations" : "Customer organizations"), el("div", { class: "toolbar" }, newOrg)] : []),
     el("h2", {}, "Leaked tokens"),
     leakForm,
     el("h2", {}, "Edge credentials"),
@@ -778,6 +836,35 @@ async function showOrg() {
             showOrg();
           }
         }, "danger"))))))) : el("p", { class: "notice" }, "No edge credential yet."));
+}
+
+/// "New organization": for root admins (any organization) and partner admins (their
+/// customers, managed by them). Null for everyone else.
+function newOrgButton(org) {
+  if (!isAdmin() || !(org.root || org.partner)) return null;
+  return el("button", {
+    type: "button", id: "new-org", onclick: async () => {
+      const wrap = el("div", {},
+        field("Id", { name: "id", required: true }, "Letters, digits, - and _; it appears in the issuer URL."),
+        field("Name", { name: "name" }, "As people read it (default: the id)."),
+        field("Longest token lifetime (days)", { name: "max_lifetime_days", type: "number", min: 1, max: 400, value: 365 }),
+        org.root ? field("Kind", { tag: "select", name: "kind", options: [["customer", "An organization"], ["partner", "A partner, which manages customer organizations"]] }) : null);
+      const made = await modal("New organization", wrap, {
+        submit: "Create", onSubmit: async (box) => {
+          const form = wrap.closest("form");
+          clearFieldErrors(form);
+          const d = new FormData(form);
+          const body = { id: d.get("id"), max_lifetime_days: Number(d.get("max_lifetime_days") || 365) };
+          if (d.get("name")) body.name = d.get("name");
+          if (d.get("kind") === "partner") body.partner = true;
+          if (!org.root) body.managed_by = org.id;
+          try { return await api("POST", "/v1/orgs", body); }
+          catch (e) { showFieldError(form, box, e); return undefined; }
+        },
+      });
+      if (made) toast(`Organization ${made.name} (${made.id}) created.`);
+    },
+  }, "New organization");
 }
 
 async function showPartner() {

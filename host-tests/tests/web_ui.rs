@@ -374,6 +374,10 @@ async fn scenarios(
     ui.sign_in("acme", "bob", pw).await;
     ui.title("API tokens").await;
     ui.page("tokens-empty").await;
+    // A user sees only their own tokens: no Owner filter that could show nobody else.
+    if ui.has("#owner").await {
+        return Err("1: a user's token page offers an Owner filter".into());
+    }
 
     // 2. Bob creates a token: 30 days, scope read, an IP filter. It shows Pending.
     ui.click("#new-token").await;
@@ -423,6 +427,16 @@ async fn scenarios(
     let note = ui.text_of("dialog[open] .notice").await;
     if !note.contains("You will not see this token again") {
         return Err(format!("3: the download note: {note}"));
+    }
+    // The token is already issued: nothing to cancel, so the dialog has only Done.
+    let buttons = ui
+        .js(
+            "return [...document.querySelectorAll('dialog[open] .buttons button')].map(b => b.textContent);",
+            vec![],
+        )
+        .await;
+    if buttons != json!(["Done"]) {
+        return Err(format!("3: the download dialog's buttons are {buttons}"));
     }
     ui.page("download-once").await;
     let jwt = ui.take_secret().await;
@@ -817,6 +831,41 @@ async fn scenarios(
     ui.sign_in("acme", "alice", pw).await;
     ui.title("API tokens").await;
     ui.page("tokens-admin").await;
+    // The admin filters by owner, and sorts by a column: ascending, then descending.
+    ui.find("#owner").await;
+    let names = || async {
+        ui.js(
+            "return [...document.querySelectorAll('#tokens td[data-column=name] strong')].map(s => s.textContent);",
+            vec![],
+        )
+        .await
+    };
+    for (order, reverse) in [("ascending", false), ("descending", true)] {
+        ui.click("#tokens th button[data-sort='name']").await;
+        wait_for(
+            || async {
+                ui.js(
+                    "const h = document.querySelector('#tokens th button[data-sort=name]');
+                     return h && h.parentElement.getAttribute('aria-sort');",
+                    vec![],
+                )
+                .await
+                    == json!(order)
+            },
+            "sorted by name",
+        )
+        .await?;
+        let shown: Vec<String> = serde_json::from_value(names().await).unwrap_or_default();
+        let mut expected = shown.clone();
+        expected.sort_by_key(|n| n.to_lowercase());
+        if reverse {
+            expected.reverse();
+        }
+        if shown.len() < 2 || shown != expected {
+            return Err(format!("sort by name, {order}: {shown:?}"));
+        }
+    }
+    ui.page("tokens-sorted").await;
     for (hash, title, name) in [
         ("#/audit", "Audit log", "audit-log"),
         ("#/org", "Organization acme", "organization"),
@@ -916,6 +965,35 @@ async fn scenarios(
     // revoked by the default policy.
     ui.goto("/#/org").await;
     ui.title("Organization acme").await;
+    // Which key signs new tokens is said in words.
+    let active = ui
+        .text_of("#keys tbody tr:first-child td[data-column=state]")
+        .await;
+    if !active.starts_with("Active") {
+        return Err(format!("org: the first key's state is {active:?}"));
+    }
+    // The admin shortens the org's longest token lifetime on the page.
+    ui.fill("#org-settings #f-max_lifetime_days", "90").await;
+    ui.click("#org-settings button[type=submit]").await;
+    wait_for(
+        || async {
+            cp.api("GET", "/v1/orgs/acme", Some(alice), None)
+                .is_ok_and(|o| o["max_lifetime_days"] == json!(90))
+        },
+        "org lifetime saved",
+    )
+    .await?;
+    ui.title("Organization acme").await;
+    // acme is the root organization, so its admin may lengthen it again too.
+    let back = cp.api(
+        "PATCH",
+        "/v1/orgs/acme",
+        Some(alice),
+        Some(&json!({"max_lifetime_days": 365})),
+    )?;
+    if back["max_lifetime_days"] != json!(365) {
+        return Err(format!("org: lengthening back gave {back}"));
+    }
     ui.find("#f-policy option[value='notify_only']")
         .await
         .click()

@@ -237,7 +237,7 @@ fn test_executables(root: &Path, dir: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
-const TEST_FUZZ_SECONDS: u64 = 20;
+const TEST_FUZZ_SECONDS: u64 = 10;
 
 fn test(root: &Path) -> Result<()> {
     const STEPS: usize = 13;

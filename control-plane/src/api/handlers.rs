@@ -278,6 +278,29 @@ fn not_modified(etag: &str, version: i64) -> Response {
     resp
 }
 
+pub(super) async fn orgs_update(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+    JsonBody(req): JsonBody<service::input::UpdateOrg>,
+) -> ApiResult<Json<OrgView>> {
+    s.write_as(a, move |tx, ctx, a| {
+        orgs::update_org(tx, ctx, a, &org, req).map(|o| OrgView::new(ctx, &o))
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) async fn keys_list(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(org): Path<String>,
+) -> ApiResult<Json<service::views::KeyList>> {
+    s.read_as(a, move |tx, ctx, a| orgs::list_keys(tx, ctx, a, &org))
+        .await
+        .map(Json)
+}
+
 pub(super) async fn keys_rotate(
     State(s): State<AppState>,
     Caller(a): Caller,
@@ -340,7 +363,8 @@ pub(super) async fn users_get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<UserView>> {
     s.read_as(a, move |tx, _, a| {
-        Ok(UserView::new(&users::get_user(tx, a, &id)?))
+        let user = users::get_user(tx, a, &id)?;
+        service::accounts::user_view(tx, &user)
     })
     .await
     .map(Json)

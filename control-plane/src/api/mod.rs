@@ -720,6 +720,9 @@ pub fn routes() -> Vec<Route> {
             .ok::<OrgView>(201).cli("orgs create"),
         route(Method::GET, "/v1/orgs/{org}", "One organization", Token, h!(GET, handlers::orgs_get))
             .ok::<OrgView>(200).cli("orgs show"),
+        route(Method::PATCH, "/v1/orgs/{org}", "Rename an organization or change its longest token lifetime (org admin: shorten only; root or managing partner admin: either way)", Token, h!(PATCH, handlers::orgs_update))
+            .body::<UpdateOrg>(json!({"name": "Acme Corp", "max_lifetime_days": 90}))
+            .ok::<OrgView>(200).cli("orgs update"),
         route(Method::GET, "/v1/orgs/{org}/jwks.json", "The organization's public keys (JWKS)", Public, h!(GET, handlers::jwks))
             .answer(200, "The JWK Set", vec![jwk_set]).no_cli("read by edges and resource servers that verify tokens"),
         route(Method::GET, "/v1/orgs/{org}/status-list", "Token status list (raw JSON, or statuslist+jwt); ETag; long-poll with since/wait", Public, h!(GET, handlers::status_list))
@@ -729,6 +732,8 @@ pub fn routes() -> Vec<Route> {
             // Past the address's (or the edge credential's) share of waiting polls, or the
             // address's rate of signed lists; an edge credential that is refused.
             .error(&[401, 429]).no_cli("polled by the edges"),
+        route(Method::GET, "/v1/orgs/{org}/keys", "The signing keys: which one is active, and until when retired ones stay published (org admin)", Token, h!(GET, handlers::keys_list))
+            .ok::<KeyList>(200).cli("orgs keys"),
         route(Method::POST, "/v1/orgs/{org}/keys/rotate", "Rotate the signing key (org admin)", Token, h!(POST, handlers::keys_rotate))
             .body::<RotateKey>(json!({"alg": "ES256"}))
             .ok::<KeyRotated>(200).cli("orgs rotate-key"),

@@ -656,6 +656,49 @@ async fn orgs(c: &Client, out: Output, cmd: OrgsCmd) -> CliResult {
                     .ok_json()?,
             )
         }
+        OrgsCmd::Update {
+            id,
+            name,
+            max_lifetime_days,
+        } => {
+            let mut m = serde_json::Map::new();
+            if let Some(n) = name {
+                m.insert("name".into(), json!(n));
+            }
+            if let Some(d) = max_lifetime_days {
+                m.insert("max_lifetime_days".into(), json!(d));
+            }
+            let v = c
+                .json(
+                    "PATCH",
+                    &format!("/v1/orgs/{}", encode(&id)),
+                    &Value::Object(m),
+                )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        OrgsCmd::Keys { id } => {
+            let v = c
+                .get(&format!("/v1/orgs/{}/keys", encode(&id)))
+                .await?
+                .ok_json()?;
+            show_list(
+                out,
+                v.get("keys")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &[
+                    "kid",
+                    "alg",
+                    "active",
+                    "created_at",
+                    "retired_at",
+                    "published_until",
+                ],
+            )
+        }
         OrgsCmd::RotateKey { id, alg } => {
             let body = match alg {
                 Some(a) => json!({"alg": a}),

@@ -646,6 +646,23 @@ enum OrgsCmd {
         #[arg(long)]
         audience: Option<String>,
     },
+    /// Rename an organization or change its longest token lifetime (its admins may shorten
+    /// it; root admins and its managing partner's admins may also lengthen it).
+    Update {
+        /// The organization's id.
+        id: String,
+        /// Its new name as people read it.
+        #[arg(long)]
+        name: Option<String>,
+        /// The longest token lifetime its users may choose, in days (1 to 400).
+        #[arg(long)]
+        max_lifetime_days: Option<i64>,
+    },
+    /// The organization's signing keys: the active one, and the retired ones still published.
+    Keys {
+        /// The organization's id.
+        id: String,
+    },
     /// Rotate the organization's signing key; tokens signed with the old key keep working.
     RotateKey {
         /// The organization's id.

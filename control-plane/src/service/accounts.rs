@@ -103,23 +103,26 @@ pub fn account_of(tx: &mut dyn Tx, user_id: &str) -> Result<Account> {
     }))
 }
 
-/// `invited`, `active`, `disabled` or `deleted`.
-pub fn state_of(a: &Account) -> &'static str {
-    if a.deleted_at.is_some() {
+/// `invited` (no password and no token handed out yet: the invitation is all they have),
+/// `active`, `disabled` or `deleted`. A user who works with a token only — the bootstrap
+/// admin, whose token was printed — is active.
+pub fn state_of(tx: &mut dyn Tx, a: &Account) -> Result<&'static str> {
+    Ok(if a.deleted_at.is_some() {
         "deleted"
     } else if a.disabled_at.is_some() {
         "disabled"
-    } else if a.password_hash.is_some() {
+    } else if a.password_hash.is_some() || tx.holds_issued_token(&a.user_id)? {
         "active"
     } else {
         "invited"
-    }
+    })
 }
 
 /// A user as seen by an admin: with their account state.
 pub fn user_view(tx: &mut dyn Tx, user: &User) -> Result<UserView> {
     let mut v = UserView::new(user);
-    v.state = Some(state_of(&account_of(tx, &user.id)?).to_string());
+    let account = account_of(tx, &user.id)?;
+    v.state = Some(state_of(tx, &account)?.to_string());
     Ok(v)
 }
 
@@ -446,14 +449,11 @@ pub fn erase_user(
 /// (`input::check_username`).
 pub const TOMBSTONE_MARK: char = '~';
 
-/// `bob~1d0ddbd755c8`: a deleted user's username, unique in its org and never a live one.
+/// `bob~0193a1f2c4de5f0c1d0ddbd7`: a deleted user's username, unique in its org (the whole
+/// id tail: its start is only the creation time) and never a live one.
 fn tombstone(user: &User) -> String {
     let tail = user.id.strip_prefix("usr_").unwrap_or(&user.id);
-    format!(
-        "{}{TOMBSTONE_MARK}{}",
-        user.username,
-        &tail[..tail.len().min(12)]
-    )
+    format!("{}{TOMBSTONE_MARK}{tail}", user.username)
 }
 
 /// How people read a username: a deleted user's as `bob (deleted)`.

@@ -217,6 +217,19 @@ pub struct CreateOrg {
     pub audience: Option<String>,
 }
 
+/// A change to an organization: only the fields given change.
+#[derive(Debug, Clone, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrg {
+    /// Its name as people read it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The longest token lifetime its users may choose, in days (1 to 400). Its own admins
+    /// may shorten it; lengthening it is for root admins and its managing partner's admins.
+    #[serde(default)]
+    pub max_lifetime_days: Option<i64>,
+}
+
 #[derive(Debug, Clone, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {

@@ -1,8 +1,10 @@
 //! Bootstrap, organizations, key rotation and edge credentials.
 
-use super::input::{check_org_id, check_text, check_username, CreateEdge, CreateOrg, RotateKey};
+use super::input::{
+    check_org_id, check_text, check_username, CreateEdge, CreateOrg, RotateKey, UpdateOrg,
+};
 use super::keys::{mint, new_key};
-use super::views::{EdgeCreated, KeyRotated};
+use super::views::{EdgeCreated, KeyList, KeyRotated, KeyView};
 use super::{audit, load_org, Ctx, Error, Result};
 use crate::crypto;
 use crate::model::{EdgeCredential, KeyAlg, Org, Role, Token, User};
@@ -169,6 +171,69 @@ pub fn bootstrap_scoped(
     })
 }
 
+/// The longest token lifetime any organization may allow, in days.
+pub const MAX_LIFETIME_LIMIT: i64 = 400;
+
+/// Changes an organization's name or its longest token lifetime. Its own admins may rename
+/// it and shorten the lifetime; lengthening it is for those who set it (root admins, and
+/// the managing partner's admins for a customer), so an org never widens its own ceiling.
+/// Tokens already issued keep their expiry; the new ceiling applies to new tokens and edits.
+pub fn update_org(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    org_id: &str,
+    req: UpdateOrg,
+) -> Result<Org> {
+    let mut org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, true)?;
+    let mut changed = serde_json::Map::new();
+    if let Some(name) = req.name {
+        check_text("name", &name, 200, false)?;
+        if name != org.name {
+            changed.insert("name".into(), json!({"from": org.name, "to": name}));
+            org.name = name;
+        }
+    }
+    if let Some(max) = req.max_lifetime_days {
+        if !(1..=MAX_LIFETIME_LIMIT).contains(&max) {
+            return Err(Error::field(
+                "max_lifetime_days",
+                format!("must be a whole number of days from 1 to {MAX_LIFETIME_LIMIT}, not {max}"),
+            ));
+        }
+        let setter =
+            actor.org.is_root || org.partner_org_id.as_deref() == Some(actor.org.id.as_str());
+        if max > org.max_lifetime_days && !setter {
+            return Err(Error::forbidden(format!(
+                "only {} may lengthen this organization's token lifetime beyond {} days; you may shorten it",
+                if org.partner_org_id.is_some() { "admins of its managing partner or the root organization" } else { "root admins" },
+                org.max_lifetime_days
+            )));
+        }
+        if max != org.max_lifetime_days {
+            changed.insert(
+                "max_lifetime_days".into(),
+                json!({"from": org.max_lifetime_days, "to": max}),
+            );
+            org.max_lifetime_days = max;
+        }
+    }
+    if !changed.is_empty() {
+        tx.update_org(&org)?;
+        audit(
+            tx,
+            ctx,
+            &actor.user.id,
+            org_id,
+            "org.update",
+            org_id,
+            json!(changed),
+        )?;
+    }
+    Ok(org)
+}
+
 pub fn create_org(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, req: CreateOrg) -> Result<Org> {
     check_org_id("id", &req.id)?;
     if actor.user.role != Role::Admin || !(actor.org.is_root || actor.org.is_partner) {
@@ -208,7 +273,10 @@ pub fn create_org(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, req: CreateOrg) -> 
     }
     let max = req.max_lifetime_days.unwrap_or(365);
     if !(1..=400).contains(&max) {
-        return Err(Error::field("max_lifetime_days", "must be 1..=400"));
+        return Err(Error::field(
+            "max_lifetime_days",
+            format!("must be a whole number of days from 1 to {MAX_LIFETIME_LIMIT}, not {max}"),
+        ));
     }
     let name = req.name.unwrap_or_else(|| req.id.clone());
     check_text("name", &name, 200, false)?;
@@ -316,6 +384,32 @@ pub fn rotate_key(
         kid: key.kid,
         alg: alg.as_str().to_string(),
         retired,
+    })
+}
+
+/// The org's signing keys for its admins (and its managers): the active one first, then
+/// the retired ones still published, newest first. Keys no longer published are left out.
+pub fn list_keys(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, org_id: &str) -> Result<KeyList> {
+    let org = load_org(tx, org_id)?;
+    policy::require_org_admin(actor, &org, true)?;
+    let mut keys: Vec<_> = tx
+        .list_keys(org_id)?
+        .into_iter()
+        .filter(|k| k.retired_at.is_none() || k.last_exp > ctx.now)
+        .collect();
+    keys.sort_by_key(|k| (k.retired_at.is_some(), std::cmp::Reverse(k.created_at)));
+    Ok(KeyList {
+        keys: keys
+            .into_iter()
+            .map(|k| KeyView {
+                active: k.retired_at.is_none(),
+                alg: k.alg.as_str().to_string(),
+                created_at: timefmt::format(k.created_at),
+                retired_at: k.retired_at.map(timefmt::format),
+                published_until: k.retired_at.map(|_| timefmt::format(k.last_exp)),
+                kid: k.kid,
+            })
+            .collect(),
     })
 }
 

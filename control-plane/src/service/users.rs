@@ -128,7 +128,11 @@ pub fn list_users(
         .collect();
     let mut all = Vec::new();
     for u in tx.list_users(org_id)? {
-        let state = accounts.get(&u.id).map_or("invited", accounts::state_of);
+        let account = accounts.get(&u.id).cloned().unwrap_or_else(|| Account {
+            user_id: u.id.clone(),
+            ..Account::default()
+        });
+        let state = accounts::state_of(tx, &account)?;
         if state == "deleted" {
             continue;
         }

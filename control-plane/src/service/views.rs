@@ -62,8 +62,8 @@ pub struct UserView {
     pub role: String,
     pub delegated: bool,
     pub created_at: String,
-    /// `invited` (no password yet), `active`, `disabled` or `deleted`; absent where the
-    /// answer did not look it up.
+    /// `invited` (neither a password nor a token handed out yet), `active`, `disabled` or
+    /// `deleted`; absent where the answer did not look it up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// A one-time link (invitation or password reset), only in the answer that made it.
@@ -251,6 +251,28 @@ pub struct Deleted {
 pub struct RevokedAll {
     pub revoked: usize,
     pub ids: Vec<String>,
+}
+
+/// One of an organization's signing keys.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    pub kid: String,
+    #[schema(value_type = KeyAlg)]
+    pub alg: String,
+    /// Whether new tokens are signed with it (exactly one key is active).
+    pub active: bool,
+    pub created_at: String,
+    /// When a rotation retired it; absent for the active key.
+    pub retired_at: Option<String>,
+    /// Until when edges still find it in the JWKS (the latest expiry of what it signed);
+    /// absent for the active key.
+    pub published_until: Option<String>,
+}
+
+/// An organization's signing keys, the active one first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
 }
 
 /// A key rotation.

@@ -316,6 +316,9 @@ pub trait Tx: AccountsTx + ScimTx + ScopesTx {
     fn get_user(&mut self, id: &str) -> StoreResult<Option<User>>;
     fn find_user(&mut self, org_id: &str, username: &str) -> StoreResult<Option<User>>;
     fn list_users(&mut self, org_id: &str) -> StoreResult<Vec<User>>;
+    /// Whether the user holds a token that was handed out (downloaded or printed) and is
+    /// not revoked or deleted: a working credential, with or without a password.
+    fn holds_issued_token(&mut self, user_id: &str) -> StoreResult<bool>;
 
     fn insert_token(&mut self, token: &Token) -> StoreResult<()>;
     fn update_token(&mut self, token: &Token) -> StoreResult<()>;

@@ -776,6 +776,12 @@ impl<E: Engine> Tx for E {
         all(self, &sql, &values![org_id], user_from_row)
     }
 
+    fn holds_issued_token(&mut self, user_id: &str) -> StoreResult<bool> {
+        let sql = "SELECT 1 FROM tokens WHERE user_id = ?1 AND minted_at IS NOT NULL \
+                   AND revoked_at IS NULL AND deleted_at IS NULL LIMIT 1";
+        Ok(one(self, sql, &values![user_id], |r| get::<i64>(r, 0))?.is_some())
+    }
+
     fn insert_token(&mut self, t: &Token) -> StoreResult<()> {
         #[rustfmt::skip]
         let mut v = values![
