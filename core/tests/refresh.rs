@@ -174,7 +174,10 @@ fn a_list_not_held_at_all_asks_for_nothing() {
         .sign(&key);
     for o in outcomes(&v, &token) {
         assert_eq!(reason(&o), Some(Reason::StatusUnavailable));
-        assert_eq!(o.refresh, None, "no fetch of ours holds another issuer's list");
+        assert_eq!(
+            o.refresh, None,
+            "no fetch of ours holds another issuer's list"
+        );
     }
 }
 
@@ -183,9 +186,7 @@ fn an_expired_token_beyond_the_list_asks_for_nothing() {
     // Time is checked before status: no list can make an expired token pass.
     let key = TestKey::generate(Alg::EdDSA, "k");
     let v = verifier(&[&key], &[0, 0, 0, 0], "closed");
-    let token = TokenBuilder::new(NOW - 100_000)
-        .status_idx(9)
-        .sign(&key);
+    let token = TokenBuilder::new(NOW - 100_000).status_idx(9).sign(&key);
     for o in outcomes(&v, &token) {
         assert_eq!(reason(&o), Some(Reason::Expired));
         assert_eq!(o.refresh, None);
