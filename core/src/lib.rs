@@ -72,6 +72,41 @@ pub struct Outcome {
     /// The token the decision is about, once its signature verified (for usage records;
     /// a token refused before that has no trustworthy id).
     pub subject: Option<Subject>,
+    /// Fresh data could change this outcome ("refresh needed"): the token names a `kid`
+    /// the verifier does not hold, or a status index beyond the list it holds. Not a
+    /// refusal yet: a host that can fetch that data waits for the fetch (bounded by
+    /// [`REFRESH_WAIT_MS`]) and decides again; the outcome of that second decision is
+    /// final whatever its `refresh` says. A host that cannot fetch (no source, the fetch
+    /// not allowed now, failed or timed out) carries out `decision` as it is, which is
+    /// the stable refusal (`key_unknown`; `status_unavailable` or the fail-open allow).
+    pub refresh: Option<Refresh>,
+}
+
+/// What a host must fetch before an outcome with [`Outcome::refresh`] can change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// The keys: the token's `kid` is in no key set held (a key rotated since the last
+    /// fetch, or a forged kid).
+    Keys,
+    /// The status list published at `uri`: the token's index lies beyond the list held
+    /// (a token minted since the last fetch, or a forged index).
+    StatusList {
+        /// The list's `uri`, as the token carries it.
+        uri: String,
+    },
+}
+
+/// How long a host waits, at most, for the fetch an outcome's [`Outcome::refresh`] asks
+/// for before it carries out the decision as it is (milliseconds).
+pub const REFRESH_WAIT_MS: u64 = 1000;
+
+impl Outcome {
+    /// The same outcome, final: no refresh asked for (what a host carries out once it
+    /// has waited, or cannot).
+    pub fn settled(mut self) -> Outcome {
+        self.refresh = None;
+        self
+    }
 }
 
 /// Who a verified token belongs to, for usage records.
@@ -301,11 +336,13 @@ impl Verifier {
         };
         if let Some(cache) = cache {
             if let Some(v) = cache.get(found.token, now) {
+                let (decision, refresh) = self.authorize(&v, req, now);
                 return Step::Done(Outcome {
-                    decision: self.authorize(&v, req, now),
+                    decision,
                     token_header: Some(token_header),
                     cache: CacheUse::Hit,
                     subject: Some(Subject::of(&v)),
+                    refresh,
                 });
             }
         }
@@ -315,6 +352,10 @@ impl Verifier {
                 token_header: Some(token_header),
                 cache: miss,
                 subject: None,
+                // A kid no key held has: the keys may have rotated since the last fetch.
+                // (A token without a kid is refused the same way, but no keys can help.)
+                refresh: (reason == Reason::KeyUnknown && verify::names_kid(found.token))
+                    .then_some(Refresh::Keys),
             }),
             Ok(p) => {
                 let alg = p.key().alg;
@@ -378,20 +419,22 @@ impl Verifier {
         } else {
             CacheUse::NotUsed
         };
-        let (decision, subject) = match verified {
+        let (decision, subject, refresh) = match verified {
             Ok(v) => {
                 if let Some(cache) = cache {
                     cache.insert(&pending.token, Rc::clone(&v));
                 }
-                (self.authorize(&v, req, now), Some(Subject::of(&v)))
+                let (decision, refresh) = self.authorize(&v, req, now);
+                (decision, Some(Subject::of(&v)), refresh)
             }
-            Err(reason) => (self.deny(reason, &[]), None),
+            Err(reason) => (self.deny(reason, &[]), None, None),
         };
         Outcome {
             decision,
             token_header: Some(pending.token_header),
             cache: cache_use,
             subject,
+            refresh,
         }
     }
 
@@ -401,11 +444,31 @@ impl Verifier {
             token_header,
             cache: CacheUse::NotUsed,
             subject: None,
+            refresh: None,
         }
     }
 
-    /// The per-request checks on a verified token: time, status, address and scopes.
-    fn authorize(&self, v: &VerifiedToken, req: &Request<'_>, now: u64) -> Decision {
+    /// The per-request checks on a verified token: time, status, address and scopes; and
+    /// whether a fresher status list could change the decision (the token's index lies
+    /// beyond the list held).
+    fn authorize(
+        &self,
+        v: &VerifiedToken,
+        req: &Request<'_>,
+        now: u64,
+    ) -> (Decision, Option<Refresh>) {
+        let mut refresh = None;
+        let decision = self.authorize_with(v, req, now, &mut refresh);
+        (decision, refresh)
+    }
+
+    fn authorize_with(
+        &self,
+        v: &VerifiedToken,
+        req: &Request<'_>,
+        now: u64,
+        refresh: &mut Option<Refresh>,
+    ) -> Decision {
         let skew = self.config.clock_skew_secs;
         if now >= v.exp.saturating_add(skew) {
             return self.deny(Reason::Expired, &[]);
@@ -418,12 +481,18 @@ impl Verifier {
 
         let mut status_fail_open = false;
         if let Some(s) = &v.status {
-            let known = self
+            let held = self
                 .config
                 .status_lists
                 .iter()
                 .find(|(uri, _)| *uri == s.uri)
-                .and_then(|(_, list)| list.get(s.idx));
+                .map(|(_, list)| list);
+            let known = held.and_then(|list| list.get(s.idx));
+            // A list is held but ends before the token's index: a list fetched since the
+            // token was minted would hold it.
+            if held.is_some() && known.is_none() {
+                *refresh = Some(Refresh::StatusList { uri: s.uri.clone() });
+            }
             // A stale list still knows what it refused: revocation is final, and a
             // suspension is kept until a fresh list says otherwise. Only "valid" is no
             // longer trusted, so the fail policy decides those.

@@ -287,6 +287,7 @@ mod tests {
                 org: "acme".into(),
                 parent: Some("tok_0".into()),
             }),
+            refresh: None,
         }
     }
 
@@ -296,6 +297,7 @@ mod tests {
             token_header: None,
             cache: CacheUse::Miss,
             subject: None,
+            refresh: None,
         }
     }
 

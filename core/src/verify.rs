@@ -275,6 +275,19 @@ fn segment(text: &str) -> Result<Vec<u8>, Reason> {
         .map_err(|_| Reason::TokenMalformed)
 }
 
+/// Whether the token's header names a `kid` (a string): what tells a token whose key may
+/// have rotated since the keys were fetched from one that names no key at all. Only read
+/// for tokens refused `key_unknown`.
+pub(crate) fn names_kid(token: &str) -> bool {
+    token
+        .split('.')
+        .next()
+        .and_then(|h| segment(h).ok())
+        // The header's own parser: no second JSON reader in the wasm modules.
+        .and_then(|bytes| unique_object(&bytes).ok())
+        .is_some_and(|header| header.get("kid").is_some_and(Value::is_string))
+}
+
 /// Parses the token and selects its key: everything before the signature check.
 pub(crate) fn prepare<'c, 't>(
     config: &'c Config,

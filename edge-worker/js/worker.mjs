@@ -25,8 +25,18 @@
 //                                config's `jwks` (which may then be omitted if the config
 //                                has a `sync` section: 503 keys_unavailable until the first)
 //   TESSERA_JWKS_TTL_MS          how long a fetched JWKS is used before revalidation (30000);
-//                                a token with an unknown kid revalidates it at once (in the
-//                                background, at most once a second per JWKS URL)
+//                                a token with an unknown kid revalidates it at once (at
+//                                most once a second per JWKS URL) and waits for it (below)
+//   TESSERA_STATUS_FORCE_MS      a token whose status index lies beyond the list held
+//                                revalidates that list at once, at most once per this many
+//                                milliseconds per list (100), and waits for it (below)
+//
+// "Fetch and wait" (issue 24): a token that names a kid no key held has, or a status index
+// beyond the list held (minted since the last fetch, or forged), is not refused at once:
+// the request waits until a fetch of that document which left after it arrived has
+// ended — one in flight per document, shared by every request waiting for it, started no
+// more often than the interval above — at most the verifier's refresh_wait_ms() (1 s),
+// then it is decided again, for good (key_unknown; status.fail_policy for the status).
 //   TESSERA_USAGE_URL            if set, usage events are POSTed there in batches
 //   TESSERA_USAGE_TOKEN          bearer credential for TESSERA_USAGE_URL
 //   TESSERA_USAGE_BATCH          events per batch (100)
@@ -102,7 +112,8 @@ function currentState(env) {
   ) {
     return state;
   }
-  const fetchState = (url) => ({ url: String(url), etag: null, loaded: false, fetchedAt: 0, retryAt: 0, refreshingSince: 0, forcedAt: 0 });
+  // endedFor: when the last fetch that has ended (answered or failed) left.
+  const fetchState = (url) => ({ url: String(url), etag: null, loaded: false, fetchedAt: 0, retryAt: 0, refreshingSince: 0, forcedAt: 0, endedFor: 0 });
   const next = {
     configText,
     statusText,
@@ -110,7 +121,7 @@ function currentState(env) {
     maxStaleText,
     verifier: null,
     error: null,
-    lists: new Map(), // status list uri -> { url, etag, loaded, fetchedAt, retryAt, refreshingSince, forcedAt }
+    lists: new Map(), // status list uri -> { url, etag, loaded, fetchedAt, retryAt, refreshingSince, forcedAt, endedFor }
     keySets: new Map(), // JWKS URL -> the same fetch state
     webcrypto: env.TESSERA_WEBCRYPTO !== "off",
     cryptoKeys: new Map(), // public JWK text (from the verifier) -> CryptoKey, or null
@@ -142,6 +153,7 @@ function settings(env) {
   return {
     ttl: number(env.TESSERA_STATUS_TTL_MS, 900),
     jwksTtl: number(env.TESSERA_JWKS_TTL_MS, 30_000),
+    listForceMs: number(env.TESSERA_STATUS_FORCE_MS, 100),
     timeout: number(env.TESSERA_STATUS_TIMEOUT_MS, 3_000),
     usageUrl: env.TESSERA_USAGE_URL || null,
     usageToken: env.TESSERA_USAGE_TOKEN || null,
@@ -194,6 +206,7 @@ async function refreshDocument(kind, name, entry, ttl, s, apply, unchanged) {
     entry.retryAt = Date.now() + Math.min(ttl, 5_000);
   } finally {
     entry.refreshingSince = 0;
+    entry.endedFor = Math.max(entry.endedFor, started);
   }
 }
 
@@ -276,15 +289,46 @@ async function refreshSources(st, s, ctx) {
   if (first.length) await Promise.all(first);
 }
 
-// A token named a kid no key in force has: a key rotated since the last fetch, or a forged
-// kid. Revalidate every JWKS now, in the background, at most once a second per URL.
-function keysMayHaveRotated(st, s, ctx) {
-  const now = Date.now();
-  for (const [url, entry] of st.keySets) {
-    if (!entry.loaded || inFlight(entry, s, now) || now - entry.forcedAt < 1_000) continue;
-    entry.forcedAt = now;
-    ctx.waitUntil(jwksFetch(st, s, url, entry));
+// "Refresh needed" (see the header): waits until a fetch of `entry` that left at or after
+// `arrival` has ended, or `deadline`. Starts that fetch when none is in flight and the
+// interval since the last forced one allows; otherwise waits on the one in flight (or for
+// the interval), so concurrent requests share one fetch and a flood of forged tokens
+// costs the control plane at most one fetch per interval. Only plain data is shared: a
+// request polls the entry, it never awaits another request's promise.
+async function fetchedSince(entry, arrival, deadline, interval, s, ctx, fetchIt) {
+  for (;;) {
+    const now = Date.now();
+    if (entry.endedFor >= arrival || now >= deadline) return;
+    if (!inFlight(entry, s, now) && now - entry.forcedAt >= interval) {
+      entry.forcedAt = now;
+      const done = fetchIt();
+      ctx.waitUntil(done);
+      await Promise.race([done, new Promise((resolve) => setTimeout(resolve, deadline - now))]);
+      continue;
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.min(5, deadline - now))));
   }
+}
+
+// Fetches what `verdict.refresh` asks for; false when this worker has no source for it
+// (a list or keys it does not fetch: the verdict stands).
+async function refreshFor(st, s, ctx, verdict, arrival) {
+  const deadline = arrival + st.verifier.refresh_wait_ms();
+  const waits = [];
+  if (verdict.refresh === "keys") {
+    for (const [url, entry] of st.keySets) {
+      waits.push(fetchedSince(entry, arrival, deadline, 1_000, s, ctx, () => jwksFetch(st, s, url, entry)));
+    }
+  } else if (verdict.refresh === "status_list") {
+    const uri = verdict.refresh_uri;
+    const entry = st.lists.get(uri);
+    if (entry) {
+      waits.push(fetchedSince(entry, arrival, deadline, s.listForceMs, s, ctx, () => listFetch(st, s, uri, entry)));
+    }
+  }
+  if (!waits.length) return false;
+  await Promise.all(waits);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -394,6 +438,7 @@ function forward(request, env, verdict) {
 
 export default {
   async fetch(request, env, ctx) {
+    const arrival = Date.now();
     const st = currentState(env);
     if (!st.verifier) return failClosed();
     if (!env.ORIGIN_SERVICE && !env.ORIGIN) {
@@ -406,9 +451,15 @@ export default {
     const url = new URL(request.url);
     const clientIp = request.headers.get("cf-connecting-ip");
     const nowSecs = Math.floor(Date.now() / 1000);
+    const headers = [...request.headers];
     let verdict;
     try {
-      verdict = await decide(st, request.method, url.pathname + url.search, [...request.headers], clientIp ?? undefined, nowSecs);
+      verdict = await decide(st, request.method, url.pathname + url.search, headers, clientIp ?? undefined, nowSecs);
+      // Refresh needed: fetch (bounded) and decide again; that verdict is final.
+      if (verdict.refresh && (await refreshFor(st, s, ctx, verdict, arrival))) {
+        const again = Math.floor(Date.now() / 1000);
+        verdict = await decide(st, request.method, url.pathname + url.search, headers, clientIp ?? undefined, again);
+      }
     } catch (e) {
       console.error(`tessera: verifier failure: ${e instanceof Error ? e.message : e}`);
       return failClosed();
@@ -416,7 +467,6 @@ export default {
 
     // Usage: every decision about a token whose signature verified (core's record).
     if (verdict.usage) recordUsage(s, ctx, verdict.usage);
-    if (!verdict.allow && verdict.reason === "key_unknown" && st.keySets.size) keysMayHaveRotated(st, s, ctx);
     if (!verdict.allow) {
       return new Response(verdict.body, { status: verdict.status, headers: verdict.headers });
     }

@@ -21,8 +21,8 @@ use serde_json::Value;
 use tessera_core::config::ClientIpSource;
 use tessera_core::synced::{status_list_document, withdrawn_document, SyncedKeys};
 use tessera_core::{
-    CacheUse, ConfigError, Decision, Identity, Outcome, Plan, Request, SignatureRequest, Step,
-    TokenCache, UsageRecord, Verifier,
+    CacheUse, ConfigError, Decision, Identity, Outcome, Plan, Refresh, Request, SignatureRequest,
+    Step, TokenCache, UsageRecord, Verifier,
 };
 
 /// The field named when a configuration's client address source cannot work at the edge.
@@ -48,6 +48,9 @@ pub struct Verdict {
     pub cache: CacheUse,
     /// The usage record, for a decision about a token whose signature verified.
     pub usage: Option<UsageRecord>,
+    /// Core's "refresh needed": the entry may fetch this (keys, or the status list at a
+    /// uri) and decide again, once; `plan` is what stands if it does not.
+    pub refresh: Option<Refresh>,
 }
 
 /// The first half of a two-phase check ([`EdgeVerifier::begin`]).
@@ -384,6 +387,7 @@ impl EdgeVerifier {
             identity,
             cache: outcome.cache,
             usage,
+            refresh: outcome.refresh,
         }
     }
 }
@@ -641,6 +645,55 @@ mod tests {
         assert_eq!(reason(&unknown), Some("ip_not_allowed"));
         let v6 = edge.check("GET", "/", &with(""), Some("2001:db8::1"), now());
         assert_eq!(reason(&v6), Some("ip_not_allowed"));
+    }
+
+    #[test]
+    fn refresh_needed_reaches_the_entry_for_both_signature_paths() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let rotated = TestKey::generate(Alg::EdDSA, "rotated");
+        let uri = "https://cp.test/v1/orgs/acme/status-list";
+        let mut edge = EdgeVerifier::from_config_json(&config(
+            &key,
+            json!({"status": {"fail_policy": "closed"}}),
+        ))
+        .unwrap();
+        let doc = |s: &[u8]| json!({"bits": 2, "lst": status_list_lst(s)}).to_string();
+        edge.set_status_list_json(uri, &doc(&[0, 0, 0, 0]), now())
+            .unwrap();
+        let fresh = TokenBuilder::new(now()).status(6, uri).sign(&key);
+        let new_key = TokenBuilder::new(now()).status(0, uri).sign(&rotated);
+        let h = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
+        let two_phase =
+            |edge: &mut EdgeVerifier, t: &str| match edge.begin("GET", "/", &h(t), None, now()) {
+                Begun::Done(v) => v,
+                Begun::Verify(p) => edge.finish(p, true),
+            };
+        let list = Some(Refresh::StatusList { uri: uri.into() });
+        for v in [
+            edge.check("GET", "/", &h(&fresh), None, now()),
+            two_phase(&mut edge, &fresh),
+        ] {
+            assert_eq!(reason(&v), Some("status_unavailable"));
+            assert_eq!(v.refresh, list);
+        }
+        for v in [
+            edge.check("GET", "/", &h(&new_key), None, now()),
+            two_phase(&mut edge, &new_key),
+        ] {
+            assert_eq!(reason(&v), Some("key_unknown"));
+            assert_eq!(v.refresh, Some(Refresh::Keys));
+        }
+        // Fetched: decided, nothing more to fetch.
+        edge.set_status_list_json(uri, &doc(&[0; 8]), now())
+            .unwrap();
+        edge.track_jwks("https://cp.test/jwks.json");
+        edge.set_jwks_json("https://cp.test/jwks.json", &jwks(&[&rotated]).to_string())
+            .unwrap();
+        for t in [&fresh, &new_key] {
+            let v = two_phase(&mut edge, t);
+            assert_eq!(reason(&v), None);
+            assert_eq!(v.refresh, None);
+        }
     }
 
     #[test]

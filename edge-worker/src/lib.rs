@@ -7,9 +7,14 @@
 //!
 //! ```text
 //! {allow: true,  path, headers_to_set: [[name, value]...], headers_to_remove: [name...],
-//!  user, org, status_fail_open, usage, cache}
-//! {allow: false, status, headers: [[name, value]...], body, reason, usage, cache}
+//!  user, org, status_fail_open, usage, cache, refresh, refresh_uri}
+//! {allow: false, status, headers: [[name, value]...], body, reason, usage, cache,
+//!  refresh, refresh_uri}
 //! ```
+//!
+//! `refresh` is core's "refresh needed" (`null`, `"keys"` or `"status_list"` with the
+//! list's `refresh_uri`): the entry fetches that document, waiting at most
+//! `refresh_wait_ms()`, and decides again; the second verdict is final.
 //!
 //! `usage` is core's usage record as JSON text (`null` when no token's signature
 //! verified): the entry joins records into `{"events": [...]}` unchanged.
@@ -30,7 +35,7 @@
 pub mod adapter;
 
 use js_sys::{Array, Object, Reflect};
-use tessera_core::{CacheUse, Plan};
+use tessera_core::{CacheUse, Plan, Refresh};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -143,6 +148,12 @@ impl EdgeVerifier {
         self.inner.status_fresh(unix_secs(now_secs))
     }
 
+    /// How long a request waits at most for the fetch its verdict's `refresh` asks for,
+    /// in milliseconds (core's bound, the same in Envoy).
+    pub fn refresh_wait_ms(&self) -> f64 {
+        tessera_core::REFRESH_WAIT_MS as f64
+    }
+
     /// Declares that the JWKS at `url` is fetched by the caller (fixes the union's order).
     pub fn track_jwks(&mut self, url: &str) {
         self.inner.track_jwks(url);
@@ -244,6 +255,13 @@ fn verdict_to_js(verdict: adapter::Verdict) -> Object {
         CacheUse::NotUsed => "not_used",
     };
     set(&out, "cache", cache.into());
+    let (refresh, uri) = match verdict.refresh {
+        None => (JsValue::NULL, JsValue::NULL),
+        Some(Refresh::Keys) => (JsValue::from_str("keys"), JsValue::NULL),
+        Some(Refresh::StatusList { uri }) => (JsValue::from_str("status_list"), JsValue::from(uri)),
+    };
+    set(&out, "refresh", refresh);
+    set(&out, "refresh_uri", uri);
     out
 }
 

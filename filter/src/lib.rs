@@ -29,7 +29,12 @@ use crate::request::{Counters, Host, Level, Next, Vm};
 proxy_wasm::main! {{
     // Also installs the SDK's panic hook, which logs panics at critical level.
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root {
+            id,
+            ..Root::default()
+        })
+    });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -58,6 +63,7 @@ struct Metrics {
     usage_sent: Option<u32>,
     usage_dropped: Option<u32>,
     jwks_refresh_requested: Option<u32>,
+    refresh_wait: Option<u32>,
     /// Gauge: this VM's linear memory, in bytes (it never shrinks, so it is the peak).
     vm_memory: Option<u32>,
     /// Gauge: bytes held by the status lists in force.
@@ -111,6 +117,7 @@ impl Metrics {
             usage_sent: counter("tessera.usage_sent"),
             usage_dropped: counter("tessera.usage_dropped"),
             jwks_refresh_requested: counter("tessera.jwks_refresh_requested"),
+            refresh_wait: counter("tessera.refresh_wait"),
             vm_memory: gauge("tessera.vm_memory_bytes"),
             status_list_bytes: gauge("tessera.status_list_bytes"),
         }
@@ -156,6 +163,7 @@ impl Metrics {
         Metrics::add64(self.status_fail_open, c.status_fail_open);
         Metrics::add64(self.usage_dropped, c.usage_dropped);
         Metrics::add64(self.jwks_refresh_requested, c.jwks_refresh_requested);
+        Metrics::add64(self.refresh_wait, c.refresh_wait);
     }
 
     fn add64(id: Option<u32>, n: u64) {
@@ -168,6 +176,13 @@ impl Metrics {
 /// How often the filter role's root context flushes its counters to Envoy's metrics.
 pub const METRICS_FLUSH_MS: u64 = 100;
 
+/// The filter role's tick while requests are paused for fresher keys or status: how soon
+/// a paused request sees what the sync published.
+pub const WAIT_TICK_MS: u64 = 5;
+
+/// The sync service's tick: how soon it sees a worker's request for keys.
+pub const SYNC_TICK_MS: u64 = 50;
+
 /// State shared by every HTTP context of one VM.
 struct Shared {
     vm: RefCell<Vm>,
@@ -178,6 +193,10 @@ struct Shared {
 /// decided by the configuration it receives.
 #[derive(Default)]
 struct Root {
+    /// This root context's id (the effective context restored after waking requests).
+    id: u32,
+    /// The filter role's regular tick, milliseconds.
+    tick_ms: u64,
     shared: Option<Rc<Shared>>,
     sync: Option<SyncRoot>,
     /// Lease-mode sync (filter role with `"sync": {"mode": "lease"}`).
@@ -291,7 +310,8 @@ impl RootContext for Root {
                         calls: HashMap::new(),
                         kick: None,
                     };
-                    if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(200)) {
+                    if let Err(s) = hostcalls::set_tick_period(Duration::from_millis(SYNC_TICK_MS))
+                    {
                         log(
                             LogLevel::Critical,
                             &format!("tessera: sync service cannot set a tick: {s:?}"),
@@ -333,6 +353,7 @@ impl RootContext for Root {
                     );
                     return false;
                 }
+                self.tick_ms = tick;
                 // The lease is first looked at on the first tick, not here: Envoy also
                 // configures the plugin in short-lived VMs to validate it.
                 self.lease = lease.map(LeaseRoot::new);
@@ -367,6 +388,16 @@ impl RootContext for Root {
         let Ok(mut vm) = shared.vm.try_borrow_mut() else {
             return;
         };
+        // Paused requests first (each runs with its own context made effective), then
+        // back to this root context for what follows (metrics, usage calls).
+        if vm.waiting() > 0 {
+            vm.wake(&mut ProxyHost);
+            let _ = hostcalls::set_effective_context(self.id);
+        }
+        if vm.tick_fast && vm.waiting() == 0 {
+            vm.tick_fast = false;
+            let _ = hostcalls::set_tick_period(Duration::from_millis(self.tick_ms.max(1)));
+        }
         let counters = std::mem::take(&mut vm.counters);
         shared.metrics.flush(&counters);
         if std::mem::take(&mut vm.lists_changed) {
@@ -421,11 +452,12 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         if self.sync.is_some() {
             return None;
         }
         Some(Box::new(Http {
+            id: context_id,
             shared: self.shared.clone(),
         }))
     }
@@ -436,10 +468,27 @@ impl RootContext for Root {
 }
 
 struct Http {
+    id: u32,
     shared: Option<Rc<Shared>>,
 }
 
-impl Context for Http {}
+impl Http {
+    fn waiting(&self) -> bool {
+        self.shared
+            .as_ref()
+            .and_then(|s| s.vm.try_borrow().ok().map(|vm| vm.is_waiting(self.id)))
+            .unwrap_or(false)
+    }
+}
+
+impl Context for Http {
+    fn on_done(&mut self) -> bool {
+        if let Some(Ok(mut vm)) = self.shared.as_ref().map(|s| s.vm.try_borrow_mut()) {
+            vm.forget(self.id);
+        }
+        true
+    }
+}
 
 /// [`Host`] over proxy-wasm calls, for one HTTP context.
 pub struct ProxyHost;
@@ -451,6 +500,18 @@ fn status_text(s: proxy_wasm::types::Status) -> String {
 impl Host for ProxyHost {
     fn now_secs(&mut self) -> u64 {
         now_secs()
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        now_ms()
+    }
+
+    fn select_stream(&mut self, stream: u32) -> bool {
+        hostcalls::set_effective_context(stream).is_ok()
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        hostcalls::resume_http_request().map_err(status_text)
     }
 
     fn request_headers(&mut self) -> Result<Vec<(String, String)>, String> {
@@ -545,12 +606,39 @@ impl HttpContext for Http {
         // Envoy does not route traffic through a filter whose configure failed, and a
         // single-threaded VM never re-enters; both guards fail closed if it ever happened.
         let next = match self.shared.as_ref().map(|s| s.vm.try_borrow_mut()) {
-            Some(Ok(mut vm)) => vm.on_request_headers(&mut ProxyHost),
+            Some(Ok(mut vm)) => {
+                let next = vm.on_request_headers(&mut ProxyHost, self.id);
+                // A paused request is decided on the root context's tick: make it short
+                // while anything waits (the root puts it back when nothing does).
+                if next == Next::Wait && !vm.tick_fast {
+                    vm.tick_fast = true;
+                    let _ = hostcalls::set_tick_period(Duration::from_millis(WAIT_TICK_MS));
+                }
+                next
+            }
             _ => request::reply_unavailable(&mut ProxyHost),
         };
         match next {
             Next::Continue => Action::Continue,
-            Next::Stop => Action::Pause,
+            Next::Stop | Next::Wait => Action::Pause,
+        }
+    }
+
+    // While the headers wait for a decision, so does the rest of the request: Envoy would
+    // otherwise take a body chunk's `Continue` as leave to forward the headers too.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        if self.waiting() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.waiting() {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 }
@@ -566,7 +654,8 @@ struct SyncRoot {
 
 impl SyncRoot {
     fn dispatch_due(&mut self) {
-        let now = now_secs();
+        let now_ms = now_ms();
+        let now = now_ms / 1000;
         // A worker met an unknown kid since the last look: refresh the keys now.
         let kick = hostcalls::get_shared_data(request::JWKS_KICK)
             .ok()
@@ -583,7 +672,7 @@ impl SyncRoot {
         let cluster = self.poller.config().cluster.clone();
         let authority = self.poller.config().authority.clone();
         let before = self.poller.meta();
-        for call in self.poller.due(now) {
+        for call in self.poller.due_ms(now_ms) {
             let mut headers: Vec<(&str, &str)> = vec![
                 (":method", "GET"),
                 (":path", call.path.as_str()),
@@ -635,6 +724,7 @@ impl SyncRoot {
             return;
         };
         let now = now_secs();
+        let before = self.poller.meta();
         let r = sync::Response {
             status,
             headers,
@@ -653,7 +743,9 @@ impl SyncRoot {
                 );
             }
         }
-        if publish != sync::Publish::Nothing {
+        // A key fetch that ended changes the meta record too (workers paused for an
+        // unknown kid wait for it), even when the keys did not change.
+        if publish != sync::Publish::Nothing || self.poller.meta() != before {
             if let Err(s) =
                 hostcalls::set_shared_data(shared::META, Some(&self.poller.meta().encode()), None)
             {

@@ -7,8 +7,8 @@ use tessera_core::jwks::KeyMaterial;
 use tessera_core::synced::SyncedKeys;
 use tessera_core::withdrawn::WithdrawnScopes;
 use tessera_core::{
-    CacheUse, Decision, Outcome, Plan, Reason, Reply, Request, SignatureRequest, StatusList, Step,
-    TokenCache, UsageRecord, Verifier,
+    CacheUse, Decision, Outcome, Plan, Reason, Refresh, Reply, Request, SignatureRequest,
+    StatusList, Step, TokenCache, UsageRecord, Verifier, REFRESH_WAIT_MS,
 };
 
 use crate::shared;
@@ -27,6 +27,13 @@ pub enum Level {
 pub trait Host {
     /// Unix seconds.
     fn now_secs(&mut self) -> u64;
+    /// Unix milliseconds.
+    fn now_ms(&mut self) -> u64;
+    /// Makes the paused request `stream` the one the next calls act on (proxy-wasm's
+    /// effective context); false when it is gone (the client left).
+    fn select_stream(&mut self, stream: u32) -> bool;
+    /// Lets the selected paused request go on (upstream).
+    fn resume(&mut self) -> Result<(), String>;
     /// The request headers as received (names lower-case), or an error to log.
     fn request_headers(&mut self) -> Result<Vec<(String, String)>, String>;
     /// The connection's peer address (`source.address`).
@@ -65,6 +72,36 @@ pub enum Next {
     Continue,
     /// A local reply was sent (or the request is refused).
     Stop,
+    /// Paused: the decision waits for fresher keys or status (see [`Vm::wake`]).
+    Wait,
+}
+
+/// How many requests one VM keeps paused at most; past it, a request that would wait is
+/// decided at once on what is held (so a flood of forged tokens costs bounded memory).
+pub const MAX_WAITERS: usize = 1024;
+
+/// A request paused until fresher data arrives (issue 24, item 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiter {
+    /// The proxy-wasm context id of the request.
+    stream: u32,
+    /// Waits for keys (an unknown `kid`); otherwise for a status list.
+    keys: bool,
+    /// When it was first paused, Unix milliseconds.
+    since_ms: u64,
+    /// The published version it was last decided on.
+    version: Option<u64>,
+}
+
+/// Whether a decision may pause the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WaitMode {
+    /// A new request: it may start waiting.
+    First,
+    /// Decided again on newer data, within its bound: it may go on waiting.
+    Again { since_ms: u64 },
+    /// The fetch ended, or the bound passed: the decision is final.
+    Final,
 }
 
 /// The counters, kept in wasm memory and added to the host's metrics on the tick (a host
@@ -85,6 +122,8 @@ pub struct Counters {
     pub usage_dropped: u64,
     /// `tessera.jwks_refresh_requested`: unknown `kid`s that asked the sync for keys.
     pub jwks_refresh_requested: u64,
+    /// `tessera.refresh_wait`: requests paused for fresher keys or status.
+    pub refresh_wait: u64,
 }
 
 impl Counters {
@@ -134,6 +173,14 @@ pub struct Vm {
     last_kick: Option<u64>,
     /// Whether the status-list gauge must be re-recorded (lists changed).
     pub lists_changed: bool,
+    /// Requests paused for fresher keys or status, in the order they paused.
+    waiters: Vec<Waiter>,
+    /// The status-list uris the sync published (what a paused request may wait for).
+    published_lists: Vec<String>,
+    /// Whether the sync publishes key sets (an unknown `kid` may wait for them).
+    keys_synced: bool,
+    /// Whether the host's tick was made short for the waiters (`lib.rs`).
+    pub tick_fast: bool,
 }
 
 impl Vm {
@@ -155,11 +202,99 @@ impl Vm {
             synced_keys: SyncedKeys::default(),
             last_kick: None,
             lists_changed: false,
+            waiters: Vec::new(),
+            published_lists: Vec::new(),
+            keys_synced: false,
+            tick_fast: false,
         }
     }
 
-    /// Handles one request's headers.
-    pub fn on_request_headers(&mut self, host: &mut impl Host) -> Next {
+    /// Handles one request's headers. `stream` names the request if it must pause
+    /// ([`Next::Wait`]): then [`Vm::wake`] decides it later.
+    pub fn on_request_headers(&mut self, host: &mut impl Host, stream: u32) -> Next {
+        self.handle(host, stream, WaitMode::First)
+    }
+
+    /// How many requests are paused.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whether request `stream` is paused (its body must wait too).
+    pub fn is_waiting(&self, stream: u32) -> bool {
+        self.waiters.iter().any(|w| w.stream == stream)
+    }
+
+    /// Request `stream` ended (the client left): forget it.
+    pub fn forget(&mut self, stream: u32) {
+        self.waiters.retain(|w| w.stream != stream);
+    }
+
+    /// Decides the paused requests whose wait is over, on the host's tick: when what the
+    /// sync published moved (decided again; one whose data is still missing goes on
+    /// waiting), when a key fetch that left after the request paused has ended, or when
+    /// [`REFRESH_WAIT_MS`] passed (then final, the fail policy deciding the status). A
+    /// request decided is resumed or answered. Returns how many still wait.
+    pub fn wake(&mut self, host: &mut impl Host) -> usize {
+        if self.waiters.is_empty() {
+            return 0;
+        }
+        let now_ms = host.now_ms();
+        let now = now_ms / 1000;
+        self.refresh_from_sync(host, now);
+        let keys_fetched_ms = host
+            .shared_data(shared::META)
+            .and_then(|b| shared::Meta::decode(&b))
+            .map_or(0, |m| m.keys_fetched_ms);
+        let mut want_keys = false;
+        for w in std::mem::take(&mut self.waiters) {
+            let timed_out = now_ms >= w.since_ms.saturating_add(REFRESH_WAIT_MS);
+            let fetched = w.keys && keys_fetched_ms >= w.since_ms;
+            let moved = self.synced_version != w.version;
+            if !(timed_out || fetched || moved) {
+                want_keys |= w.keys;
+                self.waiters.push(w);
+                continue;
+            }
+            if !host.select_stream(w.stream) {
+                continue;
+            }
+            let mode = if timed_out || fetched {
+                WaitMode::Final
+            } else {
+                WaitMode::Again {
+                    since_ms: w.since_ms,
+                }
+            };
+            if self.handle(host, w.stream, mode) == Next::Continue {
+                if let Err(e) = host.resume() {
+                    host.log(
+                        Level::Error,
+                        &format!("tessera: cannot resume a paused request: {e}"),
+                    );
+                }
+            }
+        }
+        // A kid still unknown and no key fetch since: ask again (once a second per VM).
+        if want_keys {
+            self.request_jwks_refresh(host, now);
+        }
+        self.waiters.len()
+    }
+
+    /// Whether a request may wait for `refresh`: the sync publishes that data, and the
+    /// VM has room.
+    fn can_wait(&self, refresh: &Refresh) -> bool {
+        if self.verifier.config().sync.is_none() || self.waiters.len() >= MAX_WAITERS {
+            return false;
+        }
+        match refresh {
+            Refresh::Keys => self.keys_synced,
+            Refresh::StatusList { uri } => self.published_lists.iter().any(|u| u == uri),
+        }
+    }
+
+    fn handle(&mut self, host: &mut impl Host, stream: u32, mode: WaitMode) -> Next {
         let headers = match host.request_headers() {
             Ok(h) => h,
             Err(e) => {
@@ -211,6 +346,32 @@ impl Vm {
             outcome = self.decide(host, &req, now);
             outcome.cache = first_cache;
         }
+        // Refresh needed: pause until the sync brings fresher keys or status (bounded),
+        // then decide again; nothing is counted or reported for the first decision.
+        if let Some(refresh) = &outcome.refresh {
+            let since_ms = match mode {
+                WaitMode::First => Some(host.now_ms()),
+                WaitMode::Again { since_ms } => Some(since_ms),
+                WaitMode::Final => None,
+            };
+            if let Some(since_ms) = since_ms.filter(|_| self.can_wait(refresh)) {
+                let keys = matches!(refresh, Refresh::Keys);
+                self.waiters.push(Waiter {
+                    stream,
+                    keys,
+                    since_ms,
+                    version: self.synced_version,
+                });
+                if mode == WaitMode::First {
+                    self.counters.refresh_wait += 1;
+                    if keys {
+                        self.request_jwks_refresh(host, now);
+                    }
+                }
+                return Next::Wait;
+            }
+        }
+        let outcome = outcome.settled();
         self.counters.record(&outcome);
         if outcome.decision.reason() == Some(Reason::KeyUnknown) {
             self.request_jwks_refresh(host, now);
@@ -357,6 +518,8 @@ impl Vm {
                 .and_then(|b| shared::State::decode(&b))
             {
                 Some(state) => {
+                    self.published_lists = state.lists.iter().map(|l| l.uri.clone()).collect();
+                    self.keys_synced = !state.jwks.is_empty();
                     for l in &state.lists {
                         match StatusList::from_lst(&l.lst) {
                             Ok(list) => self.verifier.set_status_list(&l.uri, list),
@@ -442,6 +605,12 @@ mod tests {
     #[derive(Default)]
     struct Mock {
         now: u64,
+        /// Milliseconds past `now`.
+        ms: u64,
+        /// Streams the client left.
+        gone: Vec<u32>,
+        selected: Option<u32>,
+        resumed: Vec<u32>,
         headers: Vec<(String, String)>,
         source: Option<String>,
         shared: HashMap<String, Vec<u8>>,
@@ -456,6 +625,18 @@ mod tests {
     impl Host for Mock {
         fn now_secs(&mut self) -> u64 {
             self.now
+        }
+        fn now_ms(&mut self) -> u64 {
+            self.now * 1000 + self.ms
+        }
+        fn select_stream(&mut self, stream: u32) -> bool {
+            self.selected = Some(stream);
+            !self.gone.contains(&stream)
+        }
+        fn resume(&mut self) -> Result<(), String> {
+            let stream = self.selected.ok_or("no stream selected")?;
+            self.resumed.push(stream);
+            Ok(())
         }
         fn request_headers(&mut self) -> Result<Vec<(String, String)>, String> {
             Ok(self.headers.clone())
@@ -552,7 +733,7 @@ mod tests {
         let mut vm = vm(&key, json!({}));
         let token = TokenBuilder::new(now()).sign(&key);
         let mut host = request(Some(&token));
-        assert_eq!(vm.on_request_headers(&mut host), Next::Continue);
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Continue);
         let names: Vec<&str> = host.set.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -568,7 +749,7 @@ mod tests {
         // No IP filter and no usage: the peer address is never read.
         assert_eq!(host.source_reads, 0);
         let mut again = request(Some(&token));
-        vm.on_request_headers(&mut again);
+        vm.on_request_headers(&mut again, 1);
         assert_eq!(
             (
                 vm.counters.allow,
@@ -584,7 +765,7 @@ mod tests {
         let key = TestKey::generate(Alg::EdDSA, "k");
         let mut vm = vm(&key, json!({}));
         let mut host = request(None);
-        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Stop);
         let (status, headers, body) = host.reply.clone().unwrap();
         assert_eq!(status, 401);
         assert!(headers.contains(&("www-authenticate".into(), "Bearer realm=\"tessera\"".into())));
@@ -604,13 +785,13 @@ mod tests {
             .claim("ip_allow", json!(["192.0.2.0/24"]))
             .sign(&key);
         let mut host = request(Some(&inside));
-        assert_eq!(vm.on_request_headers(&mut host), Next::Continue);
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Continue);
         assert_eq!(host.source_reads, 1);
         let outside = TokenBuilder::new(now())
             .claim("ip_allow", json!(["198.51.100.0/24"]))
             .sign(&key);
         let mut host = request(Some(&outside));
-        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Stop);
         assert_eq!(host.reply.as_ref().map(|r| r.0), Some(403));
         assert_eq!(deny_count(&vm, Reason::IpNotAllowed), 1);
         assert_eq!(vm.counters.allow, 1);
@@ -622,7 +803,7 @@ mod tests {
         let mut vm = vm(&key, json!({}));
         let mut host = request(Some(&TokenBuilder::new(now()).sign(&key)));
         host.fail_set = true;
-        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Stop);
         assert_eq!(host.reply.as_ref().map(|r| r.0), Some(500));
     }
 
@@ -639,6 +820,7 @@ mod tests {
         let meta = shared::Meta {
             version,
             last_success: host.now,
+            keys_fetched_ms: 0,
         };
         host.shared.insert(shared::META.into(), meta.encode());
     }
@@ -656,23 +838,23 @@ mod tests {
         let revoked = TokenBuilder::new(now()).status_idx(1).sign(&synced);
         let mut host = request(Some(&revoked));
         // Nothing published yet: the synced key is unknown, and a refresh is asked for.
-        assert_eq!(vm.on_request_headers(&mut host), Next::Stop);
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Stop);
         assert_eq!(deny_count(&vm, Reason::KeyUnknown), 1);
         assert!(host.shared.contains_key(JWKS_KICK));
         // At most once a second per VM.
         host.shared.remove(JWKS_KICK);
-        vm.on_request_headers(&mut host);
+        vm.on_request_headers(&mut host, 1);
         assert!(!host.shared.contains_key(JWKS_KICK));
         assert_eq!(vm.counters.jwks_refresh_requested, 1);
 
         // The poller publishes the keys and the list: index 1 is revoked.
         publish(&mut host, 1, &[&synced], &status_list_lst(&[0, 1]));
-        vm.on_request_headers(&mut host);
+        vm.on_request_headers(&mut host, 1);
         assert_eq!(deny_count(&vm, Reason::Revoked), 1);
         let fine = TokenBuilder::new(now()).status_idx(0).sign(&synced);
         let mut ok = request(Some(&fine));
         ok.shared = host.shared.clone();
-        assert_eq!(vm.on_request_headers(&mut ok), Next::Continue);
+        assert_eq!(vm.on_request_headers(&mut ok, 1), Next::Continue);
         // Usage: the verified token's decisions, with the peer address, query removed.
         let body = vm
             .usage
@@ -693,8 +875,162 @@ mod tests {
         let mut gone = request(Some(&fine));
         gone.shared = ok.shared.clone();
         gone.now += 1;
-        assert_eq!(vm.on_request_headers(&mut gone), Next::Stop);
-        assert_eq!(deny_count(&vm, Reason::KeyUnknown), 3);
+        // Keys are synced now: the unknown kid pauses the request and asks for keys.
+        assert_eq!(vm.on_request_headers(&mut gone, 1), Next::Wait);
         assert_eq!(vm.counters.jwks_refresh_requested, 2);
+        // A key fetch that left after it ended without the kid: refused for good.
+        let mut meta = shared::Meta::decode(&gone.shared[shared::META]).unwrap();
+        meta.keys_fetched_ms = gone.now * 1000;
+        gone.shared.insert(shared::META.into(), meta.encode());
+        assert_eq!(vm.wake(&mut gone), 0);
+        assert_eq!(gone.reply.as_ref().map(|r| r.0), Some(401));
+        assert_eq!(deny_count(&vm, Reason::KeyUnknown), 3);
+    }
+
+    /// A vm that syncs keys and the default list: `(vm, host with v1 published)`, the list
+    /// holding 4 entries, index 1 revoked.
+    fn synced(key: &TestKey, policy: &str) -> (Vm, Mock) {
+        let vm = vm(
+            key,
+            json!({"status": {"fail_policy": policy}, "sync": {"max_staleness_secs": 30}}),
+        );
+        let mut host = request(None);
+        publish(&mut host, 1, &[key], &status_list_lst(&[0, 1, 0, 0]));
+        (vm, host)
+    }
+
+    fn on(host: &Mock, token: &str) -> Mock {
+        let mut h = request(Some(token));
+        h.shared = host.shared.clone();
+        h.now = host.now;
+        h.ms = host.ms;
+        h
+    }
+
+    #[test]
+    fn a_fresh_index_waits_for_the_published_list_then_passes() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let (mut vm, base) = synced(&key, "closed");
+        let fresh = TokenBuilder::new(now()).status_idx(5).sign(&key);
+        let mut host = on(&base, &fresh);
+        assert_eq!(vm.on_request_headers(&mut host, 7), Next::Wait);
+        assert!(vm.is_waiting(7) && !vm.is_waiting(8));
+        assert!(host.reply.is_none() && host.set.is_empty());
+        // Nothing is counted for the first decision, only the wait.
+        assert_eq!(vm.counters.refresh_wait, 1);
+        assert_eq!(deny_count(&vm, Reason::StatusUnavailable), 0);
+        // No key fetch is asked for a status list (the long poll brings it).
+        assert!(!host.shared.contains_key(JWKS_KICK));
+        // Ticks with nothing new: still waiting.
+        host.ms = 300;
+        assert_eq!(vm.wake(&mut host), 1);
+        // The sync publishes the list with index 5: decided again, allowed, resumed.
+        publish(&mut host, 2, &[&key], &status_list_lst(&[0, 1, 0, 0, 0, 0]));
+        assert_eq!(vm.wake(&mut host), 0);
+        assert_eq!(host.resumed, [7]);
+        assert_eq!(
+            host.set.len(),
+            4,
+            "identity headers set on the resumed request"
+        );
+        assert_eq!(vm.counters.allow, 1);
+        assert!(!vm.is_waiting(7));
+    }
+
+    #[test]
+    fn a_forged_index_waits_at_most_the_bound_then_the_fail_policy_decides() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        for (policy, want) in [("closed", Some(503)), ("open", None)] {
+            let (mut vm, base) = synced(&key, policy);
+            let forged = TokenBuilder::new(now()).status_idx(1 << 40).sign(&key);
+            let mut host = on(&base, &forged);
+            assert_eq!(vm.on_request_headers(&mut host, 3), Next::Wait);
+            // Another list version (not holding it): decided again, waits on.
+            publish(&mut host, 2, &[&key], &status_list_lst(&[0, 1, 0, 0, 0]));
+            host.ms = 500;
+            assert_eq!(vm.wake(&mut host), 1, "{policy}");
+            assert!(host.reply.is_none() && host.resumed.is_empty());
+            // The bound passes: final, the fail policy decides.
+            host.ms = 0;
+            host.now += 1;
+            assert_eq!(vm.wake(&mut host), 0, "{policy}");
+            match want {
+                Some(status) => {
+                    assert_eq!(host.reply.as_ref().map(|r| r.0), Some(status));
+                    assert_eq!(deny_count(&vm, Reason::StatusUnavailable), 1);
+                    assert!(host.resumed.is_empty());
+                }
+                None => {
+                    assert_eq!(host.resumed, [3]);
+                    assert_eq!(vm.counters.status_fail_open, 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_kid_waits_for_the_rotated_keys() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let rotated = TestKey::generate(Alg::EdDSA, "rotated");
+        let (mut vm, base) = synced(&key, "closed");
+        let token = TokenBuilder::new(now()).status_idx(0).sign(&rotated);
+        let mut host = on(&base, &token);
+        host.ms = 400;
+        assert_eq!(vm.on_request_headers(&mut host, 9), Next::Wait);
+        assert!(
+            host.shared.contains_key(JWKS_KICK),
+            "the sync is asked for keys"
+        );
+        // A key fetch that left before the request paused does not decide it.
+        let mut meta = shared::Meta::decode(&host.shared[shared::META]).unwrap();
+        meta.keys_fetched_ms = host.now * 1000 + 399;
+        host.shared.insert(shared::META.into(), meta.encode());
+        assert_eq!(vm.wake(&mut host), 1);
+        // The new key set is published: allowed and resumed.
+        publish(
+            &mut host,
+            2,
+            &[&key, &rotated],
+            &status_list_lst(&[0, 1, 0, 0]),
+        );
+        assert_eq!(vm.wake(&mut host), 0);
+        assert_eq!(host.resumed, [9]);
+        assert_eq!(vm.counters.allow, 1);
+    }
+
+    #[test]
+    fn a_request_whose_client_left_is_dropped_and_waiters_are_bounded() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let (mut vm, base) = synced(&key, "closed");
+        let forged = TokenBuilder::new(now()).status_idx(1 << 40).sign(&key);
+        let mut host = on(&base, &forged);
+        for stream in 0..MAX_WAITERS as u32 {
+            assert_eq!(vm.on_request_headers(&mut host, stream), Next::Wait);
+        }
+        // Full: the next one is decided at once on what is held.
+        assert_eq!(vm.on_request_headers(&mut host, 5000), Next::Stop);
+        assert_eq!(host.reply.as_ref().map(|r| r.0), Some(503));
+        vm.forget(0);
+        assert_eq!(vm.waiting(), MAX_WAITERS - 1);
+        host.reply = None;
+        host.gone = (1..MAX_WAITERS as u32).collect();
+        host.now += 2;
+        assert_eq!(vm.wake(&mut host), 0);
+        assert!(host.reply.is_none(), "no answer to a request that is gone");
+    }
+
+    #[test]
+    fn without_synced_data_nothing_waits() {
+        // Inline keys and lists only: an unknown kid and an index beyond the list are
+        // decided at once, as before.
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let other = TestKey::generate(Alg::EdDSA, "other");
+        let mut vm = vm(&key, json!({}));
+        let mut host = request(Some(&TokenBuilder::new(now()).sign(&other)));
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Stop);
+        let mut host = request(Some(&TokenBuilder::new(now()).status_idx(99).sign(&key)));
+        assert_eq!(vm.on_request_headers(&mut host, 2), Next::Stop);
+        assert_eq!(host.reply.as_ref().map(|r| r.0), Some(503));
+        assert_eq!(vm.waiting(), 0);
     }
 }

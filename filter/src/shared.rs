@@ -1,6 +1,7 @@
 //! What the sync service publishes to Envoy's shared data, and how workers read it.
 //!
-//! Two keys: a tiny `META` value (`"<version> <last_success_secs>"`) that workers read on
+//! Two keys: a tiny `META` value (`"<version> <last_success_secs> <keys_fetched_ms>"`)
+//! that workers read on
 //! every request, and the `STATE` document (status lists and JWKS) that they read only
 //! when the version moved. Keeping the per-request read small is what lets every worker
 //! see a revocation at once without copying the lists per request.
@@ -18,21 +19,41 @@ pub struct Meta {
     /// Unix seconds of the oldest of the status lists' last successful syncs; 0 until
     /// every list has synced once.
     pub last_success: u64,
+    /// When the latest JWKS fetch that has ended (answered, refused or failed, for every
+    /// JWKS URL) left, in Unix milliseconds; 0 before the first. A worker that paused a
+    /// request for an unknown `kid` at `t` decides it for good once this is `>= t`: keys
+    /// fetched after the token was minted did not have its kid.
+    pub keys_fetched_ms: u64,
 }
 
 impl Meta {
     /// Encodes as ASCII.
     pub fn encode(&self) -> Vec<u8> {
-        format!("{} {}", self.version, self.last_success).into_bytes()
+        format!(
+            "{} {} {}",
+            self.version, self.last_success, self.keys_fetched_ms
+        )
+        .into_bytes()
     }
 
-    /// Decodes; `None` for anything malformed.
+    /// Decodes; `None` for anything malformed. The third field may be missing (a record
+    /// written before it existed: no key fetch known).
     pub fn decode(b: &[u8]) -> Option<Meta> {
         let s = std::str::from_utf8(b).ok()?;
-        let (v, t) = s.split_once(' ')?;
+        let mut fields = s.split(' ');
+        let version = fields.next()?.parse().ok()?;
+        let last_success = fields.next()?.parse().ok()?;
+        let keys_fetched_ms = match fields.next() {
+            Some(k) => k.parse().ok()?,
+            None => 0,
+        };
+        if fields.next().is_some() {
+            return None;
+        }
         Some(Meta {
-            version: v.parse().ok()?,
-            last_success: t.parse().ok()?,
+            version,
+            last_success,
+            keys_fetched_ms,
         })
     }
 }
@@ -144,9 +165,20 @@ mod tests {
         let m = Meta {
             version: 7,
             last_success: 1_800_000_000,
+            keys_fetched_ms: 1_800_000_000_123,
         };
         assert_eq!(Meta::decode(&m.encode()), Some(m));
-        for bad in [&b""[..], b"7", b"x 1", b"1 y", b"\xff 1"] {
+        let old = Meta::decode(b"7 1800000000").unwrap();
+        assert_eq!(old.keys_fetched_ms, 0);
+        for bad in [
+            &b""[..],
+            b"7",
+            b"x 1",
+            b"1 y",
+            b"\xff 1",
+            b"1 2 z",
+            b"1 2 3 4",
+        ] {
             assert_eq!(Meta::decode(bad), None);
         }
     }

@@ -214,8 +214,18 @@ struct JwksState {
     etag: Option<String>,
     busy: bool,
     next_attempt: u64,
-    /// When a refresh was last brought forward for an unknown `kid`.
+    /// When a refresh was last brought forward for an unknown `kid` (seconds).
     forced_at: Option<u64>,
+    /// The next call is one brought forward for an unknown `kid`.
+    forced: bool,
+    /// An unknown `kid` was met while a call was in flight (that call may predate the
+    /// rotation): one more call, brought forward, once it ends.
+    owed: bool,
+    /// When the call in flight was dispatched (milliseconds).
+    started_ms: u64,
+    /// When the last call that has ended (answered or failed) was dispatched
+    /// (milliseconds; 0 before the first).
+    ended_ms: u64,
 }
 
 /// The sync state machine.
@@ -302,6 +312,13 @@ impl Poller {
     /// and follows a success keeps its list current (a change would end it at once, a
     /// dead control plane fails it), so it counts as a successful sync while it waits.
     pub fn due(&mut self, now: u64) -> Vec<Call> {
+        self.due_ms(now.saturating_mul(1000))
+    }
+
+    /// [`Poller::due`] at `now_ms` (milliseconds): the JWKS calls remember when they left,
+    /// so workers waiting for keys know when a fetch that left after them has ended.
+    pub fn due_ms(&mut self, now_ms: u64) -> Vec<Call> {
+        let now = now_ms / 1000;
         // The control plane answers a long poll by `wait` (304) at the latest; an open
         // poll older than that (plus a little grace) means a hung or partitioned control
         // plane, and stops counting as fresh long before the call's own timeout.
@@ -353,6 +370,10 @@ impl Poller {
                 headers.push(("if-none-match".to_string(), e.clone()));
             }
             j.busy = true;
+            j.started_ms = now_ms;
+            if std::mem::take(&mut j.forced) {
+                j.forced_at = Some(now);
+            }
             calls.push(Call {
                 target: Target::Jwks(i),
                 path: path_of(&self.config.jwks_urls[i]).unwrap_or_default(),
@@ -364,20 +385,39 @@ impl Poller {
     }
 
     /// A worker met a token whose `kid` no key in force has (a key rotated since the last
-    /// refresh, or a forged kid): refresh every JWKS at the next [`Poller::due`], at most
-    /// once a second per JWKS URL whoever asks, so forged kids cannot flood the control
-    /// plane. Returns how many refreshes were brought forward.
+    /// refresh, or a forged kid): refresh every JWKS now, at most once a second per JWKS
+    /// URL whoever asks, so forged kids cannot flood the control plane. A refresh asked
+    /// for within the same second is deferred to the next one (never lost: a worker may
+    /// be waiting for it), and one asked for while a call is in flight follows that call.
+    /// Returns how many refreshes were brought forward.
     pub fn refresh_jwks_now(&mut self, now: u64) -> usize {
         let mut n = 0;
         for j in &mut self.jwks {
-            if j.busy || j.forced_at.is_some_and(|t| now < t + 1) || j.next_attempt <= now {
+            if j.busy {
+                j.owed = true;
                 continue;
             }
-            j.forced_at = Some(now);
-            j.next_attempt = now;
-            n += 1;
+            let earliest = j.forced_at.map_or(now, |t| now.max(t + 1));
+            if j.next_attempt > earliest {
+                j.next_attempt = earliest;
+                j.forced = true;
+                n += 1;
+            }
         }
         n
+    }
+
+    /// A JWKS call ended (answered, refused or failed) at `now`.
+    fn jwks_ended(j: &mut JwksState, now: u64) {
+        j.busy = false;
+        j.ended_ms = j.started_ms;
+        if std::mem::take(&mut j.owed) {
+            let earliest = j.forced_at.map_or(now, |t| now.max(t + 1));
+            if j.next_attempt > earliest {
+                j.next_attempt = earliest;
+                j.forced = true;
+            }
+        }
     }
 
     /// The host could not even dispatch the call (unknown cluster, ...): retry later.
@@ -393,8 +433,8 @@ impl Poller {
             }
             Target::Jwks(i) => {
                 if let Some(j) = self.jwks.get_mut(i) {
-                    j.busy = false;
                     j.next_attempt = retry;
+                    Poller::jwks_ended(j, now);
                 }
             }
         }
@@ -506,7 +546,21 @@ impl Poller {
         let Some(j) = self.jwks.get_mut(i) else {
             return (Publish::Nothing, None);
         };
-        j.busy = false;
+        let ended = Poller::jwks_response_in(j, r, refresh, retry, &url);
+        Poller::jwks_ended(j, now);
+        if ended.0 == Publish::State {
+            self.version += 1;
+        }
+        ended
+    }
+
+    fn jwks_response_in(
+        j: &mut JwksState,
+        r: &Response<'_>,
+        refresh: u64,
+        retry: u64,
+        url: &str,
+    ) -> (Publish, Option<String>) {
         match r.status {
             Some(200) => {
                 let doc = match std::str::from_utf8(r.body)
@@ -529,7 +583,6 @@ impl Poller {
                 let text = String::from_utf8_lossy(r.body).into_owned();
                 if j.doc.as_deref() != Some(text.as_str()) {
                     j.doc = Some(text);
-                    self.version += 1;
                     (Publish::State, None)
                 } else {
                     (Publish::Nothing, None)
@@ -564,6 +617,7 @@ impl Poller {
         Meta {
             version: self.version,
             last_success,
+            keys_fetched_ms: self.jwks.iter().map(|j| j.ended_ms).min().unwrap_or(0),
         }
     }
 
@@ -781,6 +835,7 @@ mod tests {
             Some(Meta {
                 version: 9,
                 last_success: 50,
+                keys_fetched_ms: 0,
             }),
             Some(&published),
         );
@@ -834,7 +889,8 @@ mod tests {
         let key = tessera_testkit::TestKey::generate(tessera_testkit::Alg::EdDSA, "k");
         let doc = tessera_testkit::jwks(&[&key]).to_string();
         let mut p = Poller::new(config());
-        // Busy with the first fetch: nothing to bring forward.
+        // Asked for while the first fetch is in flight (it may predate a rotation): one
+        // more follows it.
         assert_eq!(p.due(100).len(), 2);
         assert_eq!(p.refresh_jwks_now(100), 0);
         p.on_response(
@@ -842,18 +898,45 @@ mod tests {
             &resp(Some(200), &none, doc.as_bytes()),
             100,
         );
-        // Next refresh in 30 s; an unknown kid brings it forward to now.
+        assert!(p.due(100).iter().any(|c| c.target == Target::Jwks(0)));
+        p.on_response(Target::Jwks(0), &resp(Some(304), &none, b""), 100);
+        // Next regular refresh in 30 s. Within the same second as that forced fetch, more
+        // unknown kids are deferred to the next second (a worker may be waiting for them),
+        // never more than one call a second.
         assert!(p.due(100).iter().all(|c| c.target != Target::Jwks(0)));
         assert_eq!(p.refresh_jwks_now(100), 1);
-        let calls = p.due(100);
-        assert!(calls.iter().any(|c| c.target == Target::Jwks(0)));
-        p.on_response(Target::Jwks(0), &resp(Some(304), &none, b""), 100);
-        // Within the same second, more unknown kids change nothing.
-        assert_eq!(p.refresh_jwks_now(100), 0);
+        assert_eq!(p.refresh_jwks_now(100), 0, "already deferred");
         assert!(p.due(100).iter().all(|c| c.target != Target::Jwks(0)));
-        // A second later, one more refresh.
-        assert_eq!(p.refresh_jwks_now(101), 1);
         assert!(p.due(101).iter().any(|c| c.target == Target::Jwks(0)));
+        // Asked for while that call is in flight: one more once it ends, a second later.
+        assert_eq!(p.refresh_jwks_now(101), 0);
+        p.on_response(Target::Jwks(0), &resp(Some(304), &none, b""), 101);
+        assert!(p.due(101).iter().all(|c| c.target != Target::Jwks(0)));
+        assert!(p.due(102).iter().any(|c| c.target == Target::Jwks(0)));
+    }
+
+    #[test]
+    fn workers_learn_when_a_key_fetch_that_left_after_them_ended() {
+        let mut p = Poller::new(config());
+        let none = HashMap::new();
+        assert_eq!(p.meta().keys_fetched_ms, 0);
+        let calls = p.due_ms(100_250);
+        assert!(calls.iter().any(|c| c.target == Target::Jwks(0)));
+        // In flight: not ended yet.
+        assert_eq!(p.meta().keys_fetched_ms, 0);
+        // Failed: ended all the same (a worker waiting decides now, not at its bound).
+        p.on_response(Target::Jwks(0), &resp(None, &none, b""), 100);
+        assert_eq!(p.meta().keys_fetched_ms, 100_250);
+        // A kick brings the next call forward (after retry_secs anyway); it left later.
+        p.refresh_jwks_now(101);
+        assert!(p
+            .due_ms(101_040)
+            .iter()
+            .any(|c| c.target == Target::Jwks(0)));
+        p.on_response(Target::Jwks(0), &resp(Some(304), &none, b""), 101);
+        assert_eq!(p.meta().keys_fetched_ms, 101_040);
+        // Round trip through shared data.
+        assert_eq!(Meta::decode(&p.meta().encode()), Some(p.meta()));
     }
 
     #[test]
