@@ -253,7 +253,10 @@ impl Budget {
         cuts.sort_unstable();
         cuts.dedup();
         let value = |i: u64, held: &[Lease]| -> Option<u64> {
-            let h = held.iter().find(|l| l.first <= i && i <= l.last).map(|l| l.per_window);
+            let h = held
+                .iter()
+                .find(|l| l.first <= i && i <= l.last)
+                .map(|l| l.per_window);
             let n = (lease.first <= i && i <= lease.last).then_some(lease.per_window);
             h.max(n)
         };
@@ -311,11 +314,7 @@ impl Budget {
     /// read the clock in one order and update the shared budget in another cannot reopen
     /// a window that has ended).
     fn current(&self, w: Window, now_ms: u64) -> u64 {
-        let seen = self
-            .spent
-            .iter()
-            .find(|s| s.0 == w)
-            .map_or(0, |s| s.1);
+        let seen = self.spent.iter().find(|s| s.0 == w).map_or(0, |s| s.1);
         w.index(now_ms).max(seen)
     }
 
@@ -328,7 +327,13 @@ impl Budget {
             let i = self.current(w, now_ms);
             let (room, limit) = match self.allowance(w, i) {
                 Some(l) => (self.spent(w, i) < l.per_window, l.limit),
-                None => (false, self.leases.iter().find(|l| l.window == w).map_or(0, |l| l.limit)),
+                None => (
+                    false,
+                    self.leases
+                        .iter()
+                        .find(|l| l.window == w)
+                        .map_or(0, |l| l.limit),
+                ),
             };
             if !room && refusal.is_none() {
                 refusal = Some(Refusal {
@@ -376,11 +381,15 @@ impl Budget {
                 let i = w.index(now_ms);
                 let (left, limit) = match self.allowance(w, i) {
                     Some(l) => (l.per_window.saturating_sub(self.spent(w, i)), l.limit),
-                    None => (0, self.leases.iter().find(|l| l.window == w).map_or(0, |l| l.limit)),
+                    None => (
+                        0,
+                        self.leases
+                            .iter()
+                            .find(|l| l.window == w)
+                            .map_or(0, |l| l.limit),
+                    ),
                 };
-                let reset = w
-                    .end_ms(i)
-                    .map(|e| e.saturating_sub(now_ms).div_ceil(1000));
+                let reset = w.end_ms(i).map(|e| e.saturating_sub(now_ms).div_ceil(1000));
                 (w, limit, left, reset)
             })
             .collect()
@@ -639,7 +648,10 @@ mod tests {
         let Admission::Refuse(r) = b.admit(t + 100) else {
             panic!("admitted past the lease");
         };
-        assert_eq!((r.window, r.limit, r.retry_after), (Window::Second, 6, Some(1)));
+        assert_eq!(
+            (r.window, r.limit, r.retry_after),
+            (Window::Second, 6, Some(1))
+        );
         // The next second has its own allowance.
         assert_eq!(b.admit(t + 600), Admission::Admit);
         // Past the lease's range: nothing left until a new lease comes.
@@ -658,7 +670,10 @@ mod tests {
         // not held yet; a larger one tops the held windows up.
         b.grant(lease(Window::Minute, 3, 12, 1), now);
         let held = |b: &Budget| -> Vec<(u64, u64, u64)> {
-            b.leases().iter().map(|l| (l.first, l.last, l.per_window)).collect()
+            b.leases()
+                .iter()
+                .map(|l| (l.first, l.last, l.per_window))
+                .collect()
         };
         assert_eq!(held(&b), vec![(5, 9, 2), (10, 12, 1)]);
         assert_eq!(b.admit(now), Admission::Admit);
@@ -694,7 +709,13 @@ mod tests {
         b.admit(10);
         let text = b.encode();
         assert_eq!(Budget::decode(&text), Some(b.clone()));
-        for bad in ["", "b2", "b1;L,per_second,1,2", "b1;X,total,0,0", "b1;S,per_year,0,0"] {
+        for bad in [
+            "",
+            "b2",
+            "b1;L,per_second,1,2",
+            "b1;X,total,0,0",
+            "b1;S,per_year,0,0",
+        ] {
             assert_eq!(Budget::decode(bad), None, "{bad:?}");
         }
     }

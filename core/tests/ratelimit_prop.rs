@@ -98,8 +98,8 @@ proptest! {
         let total: u64 = shares.iter().sum();
         prop_assert!(total <= limit, "{shares:?} over {limit}");
         let n = demand.len() as u64;
-        if n > 0 {
-            let base = floor.min(limit / n);
+        if let Some(even) = limit.checked_div(n) {
+            let base = floor.min(even);
             for (s, d) in shares.iter().zip(&demand) {
                 prop_assert!(*s >= base && *s <= base.max(*d), "{s} for demand {d}, floor {base}");
             }

@@ -219,7 +219,10 @@ mod tests {
             panic!("admitted past the budget");
         };
         assert_eq!(reply.status, 429);
-        assert!(reply.headers.iter().any(|(k, v)| *k == "retry-after" && v == "1"));
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "retry-after" && v == "1"));
         // The next second has its own allowance.
         assert_eq!(admit(&mut s, "tok_a", 1_000), Verdict::Admitted);
     }

@@ -517,10 +517,7 @@ mod tests {
     }
 
     impl Host for Mock {
-        fn shared_data_cas(
-            &mut self,
-            key: &str,
-        ) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        fn shared_data_cas(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
             Ok((self.shared.get(key).cloned(), self.cas.get(key).copied()))
         }
         fn set_shared_data_cas(

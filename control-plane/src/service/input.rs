@@ -277,6 +277,10 @@ pub struct CreateToken {
     pub scopes: Vec<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Rate limits and quotas of the token's own (`service::limits`); unset fields take
+    /// the organization's default.
+    #[serde(default)]
+    pub limits: Option<crate::store::limits::RateLimits>,
 }
 
 fn yes() -> bool {
@@ -343,6 +347,10 @@ pub struct EditToken {
     pub scopes: Option<Vec<String>>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Replaces the token's own rate limits and quotas; `{}` leaves only the
+    /// organization's default.
+    #[serde(default)]
+    pub limits: Option<crate::store::limits::RateLimits>,
 }
 
 fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Timestamp>>, D::Error> {
