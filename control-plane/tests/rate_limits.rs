@@ -515,3 +515,71 @@ async fn leases_follow_demand_and_never_sum_past_the_limit_in_any_window() {
     let a_now = held[&("per_second".to_string(), now)]["a"];
     assert!(a_now >= 12, "the busy edge holds {a_now} of 20 per second");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_grants_to_many_edges_share_one_budget() {
+    // Eight edges ask at once, each wanting the whole limit: the grants are store
+    // transactions (serializable on PostgreSQL, retried on conflict), so whichever order
+    // they commit in, no window is leased past the limit.
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let secret = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/edge-credentials",
+            Some(&ada),
+            Some(json!({"name": "fleet"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "shared", "user": w.uid("ula"), "limits": {"per_minute": 100}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["id"].as_str().unwrap().to_string();
+    let minute = u64::try_from(w.now()).unwrap() / 60;
+    let mut calls = Vec::new();
+    for n in 0..8 {
+        let app = w.app.clone();
+        let secret = secret.clone();
+        let body = json!({"events": [], "spend": {"edge": format!("e{n}"), "tokens": [
+            {"token_id": token, "window": "per_minute", "index": minute, "admitted": 100, "refused": 50}]}});
+        calls.push(tokio::spawn(async move {
+            let r = common::send(
+                &app,
+                "POST",
+                "/v1/usage",
+                Some(&secret),
+                "application/json",
+                body.to_string().into_bytes(),
+                &[],
+            )
+            .await;
+            (format!("e{n}"), r)
+        }));
+    }
+    let mut held = Held::new();
+    for c in calls {
+        let (edge, r) = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        note_leases(&mut held, &edge, &r.json(), &token);
+    }
+    let mut granted = 0;
+    for ((window, i), per_edge) in &held {
+        let total: u64 = per_edge.values().sum();
+        assert!(
+            total <= 100,
+            "{window} window {i}: {per_edge:?} sum to {total}"
+        );
+        granted = granted.max(total);
+    }
+    assert!(granted > 0, "nothing was leased: {held:?}");
+}
