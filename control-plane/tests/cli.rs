@@ -964,3 +964,101 @@ fn scim_credentials_from_the_cli() {
     assert!(listed.to_string().contains("revoked_at"), "{listed}");
     assert_eq!(users(secret), 401);
 }
+
+#[test]
+fn rate_limits_from_the_cli() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[], &[]);
+    let json = |args: &[&str]| as_admin_json(&dir, &admin, &server, args);
+    // The org's ceiling and default, one flag set at a time (the others are kept).
+    let v = json(&[
+        "orgs",
+        "rate-limits",
+        "acme",
+        "--ceiling",
+        "--per-second",
+        "100",
+    ]);
+    assert_eq!(v["ceiling"], serde_json::json!({"per_second": 100}), "{v}");
+    let v = json(&[
+        "orgs",
+        "rate-limits",
+        "acme",
+        "--ceiling",
+        "--per-day",
+        "5000",
+    ]);
+    assert_eq!(
+        v["ceiling"],
+        serde_json::json!({"per_second": 100, "per_day": 5000}),
+        "{v}"
+    );
+    let v = json(&[
+        "orgs",
+        "rate-limits",
+        "acme",
+        "--default",
+        "--per-hour",
+        "3000",
+    ]);
+    assert_eq!(v["default"], serde_json::json!({"per_hour": 3000}), "{v}");
+    // Which of the two to change must be said.
+    let out = tessera(
+        &dir,
+        &["orgs", "rate-limits", "acme", "--per-second", "5"],
+        Some(&admin),
+        Some(&server.url),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--default or --ceiling"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A token with its own limits; an edit changes one and keeps the other.
+    let t = json(&[
+        "tokens",
+        "create",
+        "--name",
+        "metered",
+        "--per-second",
+        "50",
+        "--per-minute",
+        "600",
+    ]);
+    let id = t["id"].as_str().unwrap().to_string();
+    json(&["tokens", "edit", &id, "--per-minute", "60"]);
+    let v = json(&["tokens", "rate-limits", &id]);
+    assert_eq!(
+        v["own"],
+        serde_json::json!({"per_second": 50, "per_minute": 60}),
+        "{v}"
+    );
+    assert_eq!(
+        v["effective"],
+        serde_json::json!({"per_second": 50, "per_minute": 60, "per_hour": 3000, "per_day": 5000}),
+        "{v}"
+    );
+    // Above the ceiling: refused, naming the flag's field.
+    let out = tessera(
+        &dir,
+        &["tokens", "edit", &id, "--per-second", "500"],
+        Some(&admin),
+        Some(&server.url),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("limits.per_second"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&["tokens", "edit", &id, "--clear-limits"]);
+    let v = json(&["tokens", "rate-limits", &id]);
+    assert_eq!(v["own"], serde_json::json!({}), "{v}");
+}

@@ -665,6 +665,42 @@ async fn every_answer_matches_its_documented_schema() {
         400,
     )
     .await;
+    // Rate limits (issue 25): the org's defaults and ceiling, a token's limits.
+    let t = "/v1/orgs/{org}/rate-limits";
+    run.call("GET", t, "/v1/orgs/acme/rate-limits", Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, "/v1/orgs/acme/rate-limits", Some(&ula), None, 403)
+        .await;
+    run.call(
+        "PUT",
+        t,
+        "/v1/orgs/acme/rate-limits",
+        Some(&ada),
+        Some(json!({"default": {"per_second": 10}, "ceiling": {"per_second": 100, "per_day": 100_000}})),
+        200,
+    )
+    .await;
+    run.call(
+        "PUT",
+        t,
+        "/v1/orgs/acme/rate-limits",
+        Some(&ada),
+        Some(json!({"ceiling": {"per_second": 0}})),
+        400,
+    )
+    .await;
+    let t = "/v1/tokens/{id}/rate-limits";
+    run.call("GET", t, &tok("/rate-limits"), Some(&ada), None, 200)
+        .await;
+    run.call(
+        "GET",
+        t,
+        "/v1/tokens/tok_unknown/rate-limits",
+        Some(&ada),
+        None,
+        404,
+    )
+    .await;
 
     // Usage from an edge, and the logs.
     let t = "/v1/usage";
@@ -681,6 +717,17 @@ async fn every_answer_matches_its_documented_schema() {
             {"token_id": "tok_unknown", "at": common::T0 - 30, "outcome": "allow",
              "method": "POST", "path": "/"},
         ]})),
+        200,
+    )
+    .await;
+    // With the edge's spend: the answer carries its leases.
+    run.call(
+        "POST",
+        t,
+        t,
+        Some(&edge_secret),
+        Some(json!({"events": [], "spend": {"edge": "envoy-1", "tokens": [
+            {"token_id": tid, "window": "per_second", "index": common::T0, "admitted": 3, "refused": 1}]}})),
         200,
     )
     .await;

@@ -51,11 +51,13 @@ pub enum Reason {
     StatusUnavailable,
     /// Keys come from the control plane and none have arrived yet.
     KeysUnavailable,
+    /// The token's rate limit or quota is spent at this edge for now (`ratelimit`).
+    RateLimited,
 }
 
 impl Reason {
     /// Every reason, in documentation order (used for metrics and tests).
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::TokenMissing,
         Reason::TokenAmbiguous,
         Reason::TokenMalformed,
@@ -78,6 +80,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::StatusUnavailable,
         Reason::KeysUnavailable,
+        Reason::RateLimited,
     ];
 
     /// The stable machine-readable code.
@@ -105,6 +108,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::StatusUnavailable => "status_unavailable",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::RateLimited => "rate_limited",
         }
     }
 
@@ -114,6 +118,7 @@ impl Reason {
             Reason::TokenAmbiguous => 400,
             Reason::IpNotAllowed | Reason::InsufficientScope => 403,
             Reason::StatusUnavailable | Reason::KeysUnavailable => 503,
+            Reason::RateLimited => 429,
             _ => 401,
         }
     }
@@ -125,7 +130,9 @@ impl Reason {
             Reason::TokenAmbiguous => Some("invalid_request"),
             Reason::InsufficientScope => Some("insufficient_scope"),
             Reason::IpNotAllowed => Some("access_denied"),
-            Reason::StatusUnavailable | Reason::KeysUnavailable => Some("temporarily_unavailable"),
+            Reason::StatusUnavailable | Reason::KeysUnavailable | Reason::RateLimited => {
+                Some("temporarily_unavailable")
+            }
             _ => Some("invalid_token"),
         }
     }
@@ -188,7 +195,8 @@ impl Deny {
             // Every other refusal is a request whose token does not enable access, which
             // RFC 6750 §3 answers with a challenge (`ip_not_allowed` without an error
             // code: none of the three fits).
-            Reason::StatusUnavailable | Reason::KeysUnavailable => None,
+            // A 429 says nothing about the token either: its budget is spent for now.
+            Reason::StatusUnavailable | Reason::KeysUnavailable | Reason::RateLimited => None,
             _ => {
                 let mut v = format!("Bearer realm=\"{}\"", quote_safe(realm));
                 if reason.challenge_has_error() {

@@ -18,6 +18,7 @@ pub mod extract;
 pub mod ip;
 pub mod jwks;
 pub mod plan;
+pub mod ratelimit;
 pub mod routes;
 pub mod status;
 pub mod synced;

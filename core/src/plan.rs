@@ -155,6 +155,10 @@ pub struct UsageRecord {
 pub struct UsageBatch {
     /// The records, oldest first.
     pub events: Vec<UsageRecord>,
+    /// What the edge spent of its rate-limit leases (`ratelimit`); the answer carries
+    /// its next leases.
+    #[serde(default)]
+    pub spend: Option<crate::ratelimit::SpendReport>,
 }
 
 impl UsageRecord {

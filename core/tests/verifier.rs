@@ -999,3 +999,43 @@ fn forged_tokens_with_broken_claims_get_the_same_reason_on_both_paths() {
         );
     }
 }
+
+#[test]
+fn an_allowed_token_past_its_lease_is_rate_limited() {
+    // Rate limiting comes after the verifier: an allowed token whose budget at this edge
+    // is spent for the window gets 429 `rate_limited` (core's `ratelimit`).
+    use tessera_core::ratelimit::{refusal_reply, Admission, Budget, Lease, Window};
+    let f = fixture();
+    let v = Verifier::from_config_json(&config(json!({}))).unwrap();
+    let t = TokenBuilder::new(NOW).sign(&f.ed);
+    let headers = vec![("authorization".to_string(), format!("Bearer {t}"))];
+    let req = Request {
+        method: "GET",
+        path: "/",
+        headers: &headers,
+        source_address: None,
+    };
+    let now_ms = NOW * 1000;
+    let mut budget = Budget::new();
+    budget.grant(
+        Lease {
+            window: Window::Minute,
+            first: Window::Minute.index(now_ms),
+            last: Window::Minute.index(now_ms),
+            per_window: 1,
+            limit: 1,
+        },
+        now_ms,
+    );
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let Decision::Allow(_) = v.check(&req, NOW, None).decision else {
+            panic!("the token is valid");
+        };
+        reasons.push(match budget.admit(now_ms) {
+            Admission::Admit => None,
+            Admission::Refuse(r) => Some(refusal_reply(&budget, &r, now_ms).reason),
+        });
+    }
+    assert_eq!(reasons, vec![None, Some(Reason::RateLimited)]);
+}

@@ -7,6 +7,7 @@
 //! context's tick adds the counters to Envoy's metrics and sends usage. Host errors are
 //! mapped, not unwrapped: the module never traps on request input.
 
+pub mod budget;
 pub mod lease;
 pub mod native;
 pub mod request;
@@ -548,6 +549,18 @@ impl Host for ProxyHost {
 
     fn set_shared_data(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
         hostcalls::set_shared_data(key, Some(value), None).map_err(status_text)
+    }
+
+    fn shared_data_cas(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        hostcalls::get_shared_data(key).map_err(status_text)
+    }
+
+    fn set_shared_data_cas(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, String> {
+        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+            Ok(()) => Ok(true),
+            Err(proxy_wasm::types::Status::CasMismatch) => Ok(false),
+            Err(s) => Err(status_text(s)),
+        }
     }
 
     fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {

@@ -7,10 +7,11 @@ use tessera_core::jwks::KeyMaterial;
 use tessera_core::synced::SyncedKeys;
 use tessera_core::withdrawn::WithdrawnScopes;
 use tessera_core::{
-    CacheUse, Decision, Outcome, Plan, Reason, Refresh, Reply, Request, SignatureRequest,
+    CacheUse, Decision, Deny, Outcome, Plan, Reason, Refresh, Reply, Request, SignatureRequest,
     StatusList, Step, TokenCache, UsageRecord, Verifier, REFRESH_WAIT_MS,
 };
 
+use crate::budget;
 use crate::shared;
 use crate::usage;
 
@@ -42,6 +43,16 @@ pub trait Host {
     fn shared_data(&mut self, key: &str) -> Option<Vec<u8>>;
     /// Writes a shared-data value.
     fn set_shared_data(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// A shared-data value with its compare-and-swap value (`crate::budget`).
+    fn shared_data_cas(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        Ok((self.shared_data(key), None))
+    }
+    /// Writes a shared-data value only if its CAS still is `cas`: `Ok(false)` when another
+    /// write came first.
+    fn set_shared_data_cas(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, String> {
+        let _ = cas;
+        self.set_shared_data(key, value).map(|()| true)
+    }
     /// Sets request header `name` to `value`, replacing every value it had.
     fn set_header(&mut self, name: &str, value: &str) -> Result<(), String>;
     /// Removes every value of request header `name`.
@@ -371,18 +382,28 @@ impl Vm {
                 return Next::Wait;
             }
         }
-        let outcome = outcome.settled();
+        let mut outcome = outcome.settled();
+        let limited = self.rate_limit(host, &mut outcome);
         self.counters.record(&outcome);
         if outcome.decision.reason() == Some(Reason::KeyUnknown) {
             self.request_jwks_refresh(host, now);
         }
-        if let Some(buffer) = &mut self.usage {
+        // Rate-limit refusals are counted (`tessera.deny.rate_limited`), never one usage
+        // record each: a flood must not become a flood of records.
+        let usage = self
+            .usage
+            .as_mut()
+            .filter(|_| outcome.decision.reason() != Some(Reason::RateLimited));
+        if let Some(buffer) = usage {
             let client = self.verifier.client_address(&req);
             if let Some(record) = UsageRecord::of(&outcome, &req, client, now) {
                 if !buffer.push(record) {
                     self.counters.usage_dropped += 1;
                 }
             }
+        }
+        if let Some(reply) = limited {
+            return send(host, &reply);
         }
         match self.verifier.plan(&outcome) {
             Plan::Forward { set, remove } => {
@@ -410,6 +431,30 @@ impl Vm {
             }
             Plan::Reply(reply) => send(host, &reply),
         }
+    }
+
+    /// Issue 25: an allowed token with a budget in this process is admitted only within
+    /// it (`crate::budget`, one budget per process shared by its workers). A refusal turns
+    /// the outcome into `rate_limited` (for the counters) and gives the 429 to send.
+    fn rate_limit(&mut self, host: &mut impl Host, outcome: &mut Outcome) -> Option<Reply> {
+        let Decision::Allow(id) = &outcome.decision else {
+            return None;
+        };
+        let token = id.parent.as_deref().unwrap_or(&id.token_id).to_string();
+        let now_ms = host.now_ms();
+        let reply = match budget::admit(&mut HostCas(host), &token, now_ms) {
+            budget::Verdict::Unlimited | budget::Verdict::Admitted => return None,
+            budget::Verdict::Refused(reply) => reply,
+            budget::Verdict::Unavailable(reply) => {
+                host.log(
+                    Level::Warn,
+                    &format!("tessera: the rate-limit budget of {token} is unreadable or contended; refused"),
+                );
+                reply
+            }
+        };
+        outcome.decision = Decision::Deny(Deny::new(Reason::RateLimited, "", &[]));
+        Some(reply)
     }
 
     fn wants_peer(&self) -> bool {
@@ -558,6 +603,18 @@ impl Vm {
     }
 }
 
+/// The host's shared data as `crate::budget` uses it.
+struct HostCas<'a, H: Host>(&'a mut H);
+
+impl<H: Host> budget::Cas for HostCas<'_, H> {
+    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        self.0.shared_data_cas(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, String> {
+        self.0.set_shared_data_cas(key, value, cas)
+    }
+}
+
 fn send(host: &mut impl Host, reply: &Reply) -> Next {
     let headers: Vec<(&str, &str)> = reply
         .headers
@@ -620,9 +677,30 @@ mod tests {
         source_reads: usize,
         fail_set: bool,
         logs: Vec<String>,
+        /// The CAS value of each shared-data key, bumped by every write.
+        cas: HashMap<String, u32>,
     }
 
     impl Host for Mock {
+        fn shared_data_cas(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+            Ok((self.shared.get(key).cloned(), self.cas.get(key).copied()))
+        }
+        fn set_shared_data_cas(
+            &mut self,
+            key: &str,
+            value: &[u8],
+            cas: u32,
+        ) -> Result<bool, String> {
+            match self.cas.get(key) {
+                Some(c) if *c != cas => Ok(false),
+                c => {
+                    let next = c.map_or(1, |c| c + 1);
+                    self.cas.insert(key.to_owned(), next);
+                    self.shared.insert(key.to_owned(), value.to_vec());
+                    Ok(true)
+                }
+            }
+        }
         fn now_secs(&mut self) -> u64 {
             self.now
         }
@@ -758,6 +836,55 @@ mod tests {
             ),
             (2, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_budget_in_shared_data_limits_the_token_with_a_429() {
+        use tessera_core::ratelimit::{Lease, Window};
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut vm = vm(&key, json!({}));
+        let token = TokenBuilder::new(now()).claim("jti", "tok_rl").sign(&key);
+        let mut host = request(Some(&token));
+        let now_ms = now() * 1000;
+        let second = Window::Second.index(now_ms);
+        budget::grant(
+            &mut HostCas(&mut host),
+            "tok_rl",
+            Lease {
+                window: Window::Second,
+                first: second,
+                last: second,
+                per_window: 2,
+                limit: 4,
+            },
+            now_ms,
+        )
+        .unwrap();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            // Each request sees what the previous ones wrote.
+            let mut h = request(Some(&token));
+            h.shared.clone_from(&host.shared);
+            h.cas.clone_from(&host.cas);
+            vm.on_request_headers(&mut h, 1);
+            statuses.push(h.reply.as_ref().map_or(200, |r| r.0));
+            host.shared = h.shared;
+            host.cas = h.cas;
+            if let Some((_, headers, body)) = h.reply {
+                let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                assert_eq!(get("retry-after").as_deref(), Some("1"));
+                assert_eq!(
+                    get("ratelimit-policy").as_deref(),
+                    Some("\"per_second\";q=4;w=1")
+                );
+                assert_eq!(get("ratelimit").as_deref(), Some("\"per_second\";r=0;t=1"));
+                assert!(body.contains("\"reason\":\"rate_limited\""), "{body}");
+                assert!(h.set.is_empty(), "a refused request reaches no upstream");
+            }
+        }
+        assert_eq!(statuses, vec![200, 200, 429]);
+        assert_eq!(deny_count(&vm, Reason::RateLimited), 1);
+        assert_eq!(vm.counters.allow, 2);
     }
 
     #[test]

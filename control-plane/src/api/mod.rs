@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod limit;
+pub mod limits;
 pub mod scanning;
 pub mod scim;
 pub mod scim_docs;
@@ -824,6 +825,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(accounts::routes());
     routes.extend(scim::routes());
     routes.extend(scopes::routes());
+    routes.extend(limits::routes());
     routes
 }
 

@@ -428,9 +428,13 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
             scopes,
             ips,
             disabled,
+            limits,
         } => {
             let mut body = json!({"name": name, "description": description, "scopes": scopes, "ip_allow": ips, "enabled": !disabled});
             let m = body.as_object_mut().ok_or("internal")?;
+            if !limits.members().is_empty() {
+                m.insert("limits".into(), limits.over(None));
+            }
             if let Some(u) = user {
                 m.insert("user".into(), json!(u));
             }
@@ -533,8 +537,17 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
             clear_ips,
             enable,
             disable,
+            limits,
+            clear_limits,
         } => {
             let mut m = Map::new();
+            if clear_limits {
+                m.insert("limits".into(), json!({}));
+            } else if !limits.members().is_empty() {
+                // The flags change those limits only: the others the token has are kept.
+                let now = c.get(&id_path(&id, "/rate-limits")).await?.ok_json()?;
+                m.insert("limits".into(), limits.over(now.get("own")));
+            }
             if let Some(v) = name {
                 m.insert("name".into(), json!(v));
             }
@@ -571,6 +584,10 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
                 Output::Json => show(out, &v),
                 _ => show_token(out, &token),
             }
+        }
+        TokensCmd::RateLimits { id } => {
+            let v = c.get(&id_path(&id, "/rate-limits")).await?.ok_json()?;
+            show(out, &v)
         }
         TokensCmd::AuthLog { id } => {
             let v = c.get(&id_path(&id, "/auth-log")).await?.ok_json()?;
@@ -710,6 +727,34 @@ async fn orgs(c: &Client, out: Output, cmd: OrgsCmd) -> CliResult {
                     &format!("/v1/orgs/{}/keys/rotate", encode(&id)),
                     &body,
                 )
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        OrgsCmd::RateLimits {
+            id,
+            default,
+            ceiling,
+            limits,
+            clear,
+        } => {
+            let path = format!("/v1/orgs/{}/rate-limits", encode(&id));
+            let member = match (default, ceiling) {
+                (true, _) => "default",
+                (_, true) => "ceiling",
+                _ if clear || !limits.members().is_empty() => {
+                    return Err("say which to change: --default or --ceiling".into())
+                }
+                _ => return show(out, &c.get(&path).await?.ok_json()?),
+            };
+            let value = if clear {
+                json!({})
+            } else {
+                let now = c.get(&path).await?.ok_json()?;
+                limits.over(now.get(member))
+            };
+            let v = c
+                .json("PUT", &path, &json!({ member: value }))
                 .await?
                 .ok_json()?;
             show(out, &v)

@@ -489,6 +489,58 @@ impl Filters {
     }
 }
 
+/// Rate limits and quotas, as flags (`tokens create`, `tokens edit`, `orgs rate-limits`).
+#[derive(Args, Default, Clone, Copy)]
+struct LimitFlags {
+    /// Requests per second at most.
+    #[arg(long)]
+    per_second: Option<i64>,
+    /// Requests per minute at most.
+    #[arg(long)]
+    per_minute: Option<i64>,
+    /// Requests per hour at most.
+    #[arg(long)]
+    per_hour: Option<i64>,
+    /// Requests per UTC day at most (a quota).
+    #[arg(long)]
+    per_day: Option<i64>,
+    /// Requests per UTC calendar month at most (a quota).
+    #[arg(long)]
+    per_month: Option<i64>,
+    /// Requests over the token's whole life at most (a quota).
+    #[arg(long)]
+    total: Option<i64>,
+}
+
+impl LimitFlags {
+    /// The flags given, as a `RateLimits` JSON object's members.
+    fn members(&self) -> Vec<(&'static str, i64)> {
+        [
+            ("per_second", self.per_second),
+            ("per_minute", self.per_minute),
+            ("per_hour", self.per_hour),
+            ("per_day", self.per_day),
+            ("per_month", self.per_month),
+            ("total", self.total),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+
+    /// `base` (a `RateLimits` object) with the flags given laid over it.
+    fn over(&self, base: Option<&serde_json::Value>) -> serde_json::Value {
+        let mut m = base
+            .and_then(serde_json::Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in self.members() {
+            m.insert(k.into(), serde_json::json!(v));
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
 #[derive(Subcommand)]
 enum TokensCmd {
     /// Create an API token; it stays pending until its owner downloads it.
@@ -520,6 +572,8 @@ enum TokensCmd {
         /// Create it disabled (enable it later with `tokens enable`).
         #[arg(long)]
         disabled: bool,
+        #[command(flatten)]
+        limits: LimitFlags,
     },
     /// Search tokens (yours; the organization's for admins).
     List(Filters),
@@ -589,6 +643,16 @@ enum TokensCmd {
         /// Disable the token.
         #[arg(long)]
         disable: bool,
+        #[command(flatten)]
+        limits: LimitFlags,
+        /// Remove the token's own rate limits and quotas (the organization's default applies).
+        #[arg(long)]
+        clear_limits: bool,
+    },
+    /// A token's rate limits and quotas: its own, its organization's, and what the edges enforce.
+    RateLimits {
+        /// The token's id.
+        id: String,
     },
     /// Enable a disabled token.
     Enable {
@@ -670,6 +734,23 @@ enum OrgsCmd {
         /// The new key's algorithm: EdDSA or ES256 (default: the current one).
         #[arg(long)]
         alg: Option<String>,
+    },
+    /// Show the organization's default rate limits and quotas and their ceiling, or with
+    /// --default or --ceiling and limit flags change one of them (flags not given are kept).
+    RateLimits {
+        /// The organization's id.
+        id: String,
+        /// The limit flags set the default: what a token gets for a limit it does not set.
+        #[arg(long, conflicts_with = "ceiling")]
+        default: bool,
+        /// The limit flags set the ceiling: the most any token of the organization may have.
+        #[arg(long)]
+        ceiling: bool,
+        #[command(flatten)]
+        limits: LimitFlags,
+        /// Remove every limit of the default or the ceiling (with --default or --ceiling).
+        #[arg(long)]
+        clear: bool,
     },
     /// Show, or with --set change, what a confirmed leak of the org's token does.
     LeakPolicy {

@@ -290,6 +290,10 @@ pub struct CreateToken {
     pub scopes: Vec<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Rate limits and quotas of the token's own (`service::limits`); unset fields take
+    /// the organization's default.
+    #[serde(default)]
+    pub limits: Option<crate::store::limits::RateLimits>,
 }
 
 fn yes() -> bool {
@@ -356,6 +360,10 @@ pub struct EditToken {
     pub scopes: Option<Vec<String>>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Replaces the token's own rate limits and quotas; `{}` leaves only the
+    /// organization's default.
+    #[serde(default)]
+    pub limits: Option<crate::store::limits::RateLimits>,
 }
 
 fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Timestamp>>, D::Error> {

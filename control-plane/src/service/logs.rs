@@ -50,6 +50,7 @@ pub fn record_usage(
     batch: UsageBatch,
 ) -> Result<UsageAccepted> {
     let edge = edge_of(tx, edge_secret)?;
+    let spend = batch.spend.clone();
     if batch.events.len() > 1000 {
         return Err(Error::field("events", "at most 1000 events per batch"));
     }
@@ -134,9 +135,14 @@ pub fn record_usage(
         accepted += 1;
     }
     tx.insert_auth_events(&events)?;
+    let leases = match &spend {
+        Some(report) => super::leases::grant(tx, ctx, &edge.org_id, &edge.id, report)?,
+        None => Vec::new(),
+    };
     Ok(UsageAccepted {
         accepted,
         unknown_tokens: unknown,
+        leases,
     })
 }
 

@@ -22,6 +22,8 @@ pub mod error;
 pub mod input;
 pub mod keys;
 pub mod leaks;
+pub mod leases;
+pub mod limits;
 pub mod logs;
 pub mod orgs;
 pub mod quotas;

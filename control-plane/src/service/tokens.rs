@@ -170,6 +170,7 @@ pub fn create_token(
         &token.id,
         json!({"user": owner.id, "name": token.name}),
     )?;
+    super::limits::set_for_token(tx, ctx, actor, &org, &token.id, req.limits, true)?;
     Ok(TokenView::new(&token, &owner.username, ctx.now))
 }
 
@@ -603,6 +604,9 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
             changed.push("enabled");
         }
         apply_enabled(ctx, tx, &mut token, e)?;
+    }
+    if super::limits::set_for_token(tx, ctx, actor, &org, &token.id, req.limits, false)? {
+        changed.push("limits");
     }
     let jwt_revoked = in_jwt && retire_jwt(ctx, tx, &mut token)?;
     tx.update_token(&token)

@@ -309,6 +309,10 @@ pub struct AccessToken {
 pub struct UsageAccepted {
     pub accepted: usize,
     pub unknown_tokens: Vec<String>,
+    /// The edge's next rate-limit leases, when the batch carried `spend`
+    /// (`service::leases`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<super::leases::LeaseView>,
 }
 
 /// One authentication-log record.

@@ -533,6 +533,63 @@ WHERE word <> '' GROUP BY org_id, word, user_id
 ON CONFLICT (org_id, scope, grantee) DO NOTHING;
 "#,
     },
+    // 9 (issue 25): per-token rate limits and quotas, with each org's defaults and
+    // ceiling: one row per subject (`token:<id>`, `org:default`, `org:ceiling`), a NULL
+    // column meaning "not set here"; and the leases of budget granted to the edges (per
+    // token, window kind, edge and range of windows). Self-contained: no other table
+    // changes.
+    Migration {
+        sqlite: r#"
+CREATE TABLE rate_limits (
+    org_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    per_second INTEGER,
+    per_minute INTEGER,
+    per_hour INTEGER,
+    per_day INTEGER,
+    per_month INTEGER,
+    total INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, subject)
+);
+CREATE TABLE rate_leases (
+    token_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    edge TEXT NOT NULL,
+    first_index INTEGER NOT NULL,
+    last_index INTEGER NOT NULL,
+    per_window INTEGER NOT NULL,
+    demand INTEGER NOT NULL,
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (token_id, kind, edge, first_index)
+);
+"#,
+        postgres: r#"
+CREATE TABLE rate_limits (
+    org_id TEXT COLLATE "C" NOT NULL,
+    subject TEXT COLLATE "C" NOT NULL,
+    per_second BIGINT,
+    per_minute BIGINT,
+    per_hour BIGINT,
+    per_day BIGINT,
+    per_month BIGINT,
+    total BIGINT,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, subject)
+);
+CREATE TABLE rate_leases (
+    token_id TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    edge TEXT COLLATE "C" NOT NULL,
+    first_index BIGINT NOT NULL,
+    last_index BIGINT NOT NULL,
+    per_window BIGINT NOT NULL,
+    demand BIGINT NOT NULL,
+    granted_at BIGINT NOT NULL,
+    PRIMARY KEY (token_id, kind, edge, first_index)
+);
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

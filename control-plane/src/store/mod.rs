@@ -5,6 +5,7 @@
 //! has.
 
 pub mod accounts;
+pub mod limits;
 pub mod migrations;
 pub mod postgres;
 pub mod scim;
@@ -13,6 +14,7 @@ pub(crate) mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountsTx;
+pub use limits::LimitsTx;
 pub use scim::ScimTx;
 pub use scopes::ScopesTx;
 
@@ -291,7 +293,7 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx + ScimTx + ScopesTx {
+pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

@@ -135,6 +135,7 @@ macro_rules! values {
 }
 
 mod accounts;
+mod limits;
 mod scim;
 mod scopes;
 

@@ -1,0 +1,756 @@
+//! Per-token rate limits and quotas at the edge (issue 25): the admission decision for a
+//! token given the budget the edge holds. Pure: no I/O, the time is an argument.
+//!
+//! **The model: a bucket per window, filled only by leases.** The control plane grants an
+//! edge, per limited token and per limited window kind ([`Window`]: second, minute, hour,
+//! UTC day, UTC month, total), a [`Lease`]: "in each window with index `first..=last`
+//! you may admit `per_window` requests". Windows are aligned to the Unix epoch (and UTC
+//! months), so every edge and the control plane name the same windows. The edge admits a
+//! request when, for every window kind the token is limited on, the current window has a
+//! lease and fewer than its `per_window` admissions were made in it; it then counts one
+//! in each. Nothing refills with time: a new window's allowance comes only from a lease.
+//! So an edge never admits more in a window than its lease, and when the control plane
+//! never hands out more than the limit for a window in total, the fleet never admits more
+//! than the limit in that window — by construction, with no call per request.
+//!
+//! Why not GCRA: GCRA (or a time-refilled token bucket) refills from the local clock, so
+//! each edge would need a *rate* share, and a share of a rate bounds a sliding interval
+//! only up to the burst tolerance: with a burst equal to the share, an interval of one
+//! window can see twice the share. Re-apportioning a rate across edges changes it while
+//! the old one may still be spent. A count per named window composes exactly: the sum of
+//! the leases for window `i` bounds what the fleet admits in window `i`.
+//!
+//! **Allowances only grow.** [`Budget::grant`] keeps, for a window index it already holds
+//! an allowance for, the larger of the held and the new one: the control plane tops a
+//! window up only from what no edge holds (a quota's day, a burst of demand) and never
+//! takes back what an edge may already have spent, so a lease re-sent, late, or sent by
+//! another replica can never make the fleet's allowances for a window sum past the limit.
+//!
+//! Within an Envoy process several worker VMs share one [`Budget`] through shared data:
+//! [`Budget::encode`] / [`Budget::decode`] give its compact text, and the filter updates it
+//! with compare-and-swap, so N workers never admit more than the process holds.
+
+use std::fmt::Write as _;
+
+use crate::decision::Reason;
+use crate::plan::Reply;
+
+/// A window kind: the period a limit counts over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Window {
+    Second,
+    Minute,
+    Hour,
+    /// A UTC day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+    /// The token's whole life: one window, index 0.
+    Total,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+impl Window {
+    /// Every kind, shortest first.
+    pub const ALL: [Window; 6] = [
+        Window::Second,
+        Window::Minute,
+        Window::Hour,
+        Window::Day,
+        Window::Month,
+        Window::Total,
+    ];
+
+    /// The name used on the wire and in the `RateLimit-Policy` header (the control
+    /// plane's field names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Second => "per_second",
+            Window::Minute => "per_minute",
+            Window::Hour => "per_hour",
+            Window::Day => "per_day",
+            Window::Month => "per_month",
+            Window::Total => "total",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+
+    fn fixed_ms(self) -> Option<u64> {
+        match self {
+            Window::Second => Some(1000),
+            Window::Minute => Some(60_000),
+            Window::Hour => Some(3_600_000),
+            Window::Day => Some(DAY_MS),
+            Window::Month | Window::Total => None,
+        }
+    }
+
+    /// The index of the window holding `now_ms` (Unix milliseconds).
+    pub fn index(self, now_ms: u64) -> u64 {
+        match self {
+            Window::Month => {
+                let (y, m, _) = civil_from_days(now_ms / DAY_MS);
+                (y - 1970) * 12 + (m - 1)
+            }
+            Window::Total => 0,
+            w => now_ms / w.fixed_ms().unwrap_or(1),
+        }
+    }
+
+    /// When window `index` starts, Unix milliseconds.
+    pub fn start_ms(self, index: u64) -> u64 {
+        match self {
+            Window::Month => days_from_civil(1970 + index / 12, index % 12 + 1) * DAY_MS,
+            Window::Total => 0,
+            w => index.saturating_mul(w.fixed_ms().unwrap_or(1)),
+        }
+    }
+
+    /// When window `index` ends (the next one starts); `None` for [`Window::Total`].
+    pub fn end_ms(self, index: u64) -> Option<u64> {
+        match self {
+            Window::Total => None,
+            w => Some(w.start_ms(index.saturating_add(1))),
+        }
+    }
+
+    /// The window's length in seconds as the `RateLimit-Policy` header's `w` says it
+    /// (a month counts 30 days; `None` for the total).
+    pub fn policy_seconds(self) -> Option<u64> {
+        match self {
+            Window::Month => Some(30 * 86_400),
+            Window::Total => None,
+            w => w.fixed_ms().map(|ms| ms / 1000),
+        }
+    }
+}
+
+/// Year, month (1–12), day (1–31) of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Days since 1970-01-01 of the first day of month `m` (1–12) of year `y` (≥ 1970).
+fn days_from_civil(y: u64, m: u64) -> u64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An allowance the control plane granted an edge for one token and window kind: at
+/// most `per_window` admissions in each window with index `first..=last`. `limit` is the
+/// token's whole limit for the window (for the headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub window: Window,
+    pub first: u64,
+    pub last: u64,
+    pub per_window: u64,
+    pub limit: u64,
+}
+
+/// Why a request was refused, with what the `429` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The window kind whose allowance is spent (the shortest one, when several are).
+    pub window: Window,
+    /// The token's limit for that window.
+    pub limit: u64,
+    /// Seconds until the window ends (at least 1), or until the lease would cover a window
+    /// again; `None` when no window end will help (a spent total quota).
+    pub retry_after: Option<u64>,
+}
+
+/// The outcome of [`Budget::admit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted: forward it.
+    Admit,
+    /// Refuse with 429 `rate_limited`.
+    Refuse(Refusal),
+}
+
+/// What one token's budget holds at one edge: the allowances leased per window kind and
+/// what was admitted in each kind's current window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Non-overlapping per kind, sorted by (window, first).
+    leases: Vec<Lease>,
+    /// Per limited kind: the window index counted in and the admissions made in it.
+    spent: Vec<(Window, u64, u64)>,
+}
+
+/// The most leases one budget keeps (a few per kind); older ranges go first.
+const MAX_LEASES: usize = 24;
+
+impl Budget {
+    pub fn new() -> Budget {
+        Budget::default()
+    }
+
+    /// Whether the token is limited at all here.
+    pub fn is_limited(&self) -> bool {
+        !self.leases.is_empty()
+    }
+
+    /// The leases held, by window kind then range.
+    pub fn leases(&self) -> &[Lease] {
+        &self.leases
+    }
+
+    /// Admissions made in `window`'s current window (as of the last admission).
+    pub fn spent(&self, window: Window, index: u64) -> u64 {
+        self.spent
+            .iter()
+            .find(|(w, i, _)| *w == window && *i == index)
+            .map_or(0, |s| s.2)
+    }
+
+    /// Takes a lease. Allowances only grow: for a window index it already holds an
+    /// allowance for, it keeps the larger of the two (the control plane tops a window up
+    /// only from what no other edge holds, and never takes back what an edge may already
+    /// have spent). Windows before `now_ms`'s are dropped. A lease with `first > last` is
+    /// ignored.
+    pub fn grant(&mut self, lease: Lease, now_ms: u64) {
+        self.forget_past(now_ms);
+        // Windows already over are of no use.
+        let lease = Lease {
+            first: lease.first.max(lease.window.index(now_ms)),
+            ..lease
+        };
+        if lease.first > lease.last {
+            return;
+        }
+        let (mut same, others): (Vec<Lease>, Vec<Lease>) = self
+            .leases
+            .drain(..)
+            .partition(|l| l.window == lease.window);
+        self.leases = others;
+        // Elementary segments between every range boundary of the kind.
+        let mut cuts: Vec<u64> = Vec::with_capacity(2 * same.len() + 2);
+        for l in same.iter().chain(std::iter::once(&lease)) {
+            cuts.push(l.first);
+            cuts.push(l.last.saturating_add(1));
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        let value = |i: u64, held: &[Lease]| -> Option<u64> {
+            let h = held
+                .iter()
+                .find(|l| l.first <= i && i <= l.last)
+                .map(|l| l.per_window);
+            let n = (lease.first <= i && i <= lease.last).then_some(lease.per_window);
+            h.max(n)
+        };
+        let mut merged: Vec<Lease> = Vec::new();
+        for pair in cuts.windows(2) {
+            let (a, b) = (pair[0], pair[1] - 1);
+            let Some(v) = value(a, &same) else { continue };
+            match merged.last_mut() {
+                Some(m) if m.last.saturating_add(1) == a && m.per_window == v => m.last = b,
+                _ => merged.push(Lease {
+                    first: a,
+                    last: b,
+                    per_window: v,
+                    ..lease
+                }),
+            }
+        }
+        same.clear();
+        self.leases.extend(merged);
+        self.leases.sort_by_key(|l| (l.window, l.first));
+        while self.leases.len() > MAX_LEASES {
+            // Keep the nearest ranges: drop the one starting latest.
+            let far = self
+                .leases
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, l)| l.first)
+                .map(|(i, _)| i);
+            if let Some(i) = far {
+                self.leases.remove(i);
+            }
+        }
+    }
+
+    fn forget_past(&mut self, now_ms: u64) {
+        self.leases.retain(|l| l.last >= l.window.index(now_ms));
+    }
+
+    /// The allowance for `window` at index `index`, if a lease covers it.
+    fn allowance(&self, window: Window, index: u64) -> Option<&Lease> {
+        self.leases
+            .iter()
+            .find(|l| l.window == window && l.first <= index && index <= l.last)
+    }
+
+    /// The limited window kinds, shortest first, once each.
+    fn kinds(&self) -> impl Iterator<Item = Window> + '_ {
+        Window::ALL
+            .into_iter()
+            .filter(|w| self.leases.iter().any(|l| l.window == *w))
+    }
+
+    /// The window of kind `w` a request at `now_ms` counts in: the clock's, or a later
+    /// one already counted in (time never goes back within a budget, so worker VMs that
+    /// read the clock in one order and update the shared budget in another cannot reopen
+    /// a window that has ended).
+    fn current(&self, w: Window, now_ms: u64) -> u64 {
+        let seen = self.spent.iter().find(|s| s.0 == w).map_or(0, |s| s.1);
+        w.index(now_ms).max(seen)
+    }
+
+    /// Decides one request at `now_ms`: admitted (and counted in every limited kind's
+    /// current window) only when every limited kind has an allowance left now. A token
+    /// without leases is not limited here and is always admitted.
+    pub fn admit(&mut self, now_ms: u64) -> Admission {
+        let mut refusal: Option<Refusal> = None;
+        for w in self.kinds() {
+            let i = self.current(w, now_ms);
+            let (room, limit) = match self.allowance(w, i) {
+                Some(l) => (self.spent(w, i) < l.per_window, l.limit),
+                None => (
+                    false,
+                    self.leases
+                        .iter()
+                        .find(|l| l.window == w)
+                        .map_or(0, |l| l.limit),
+                ),
+            };
+            if !room && refusal.is_none() {
+                refusal = Some(Refusal {
+                    window: w,
+                    limit,
+                    retry_after: self.retry_after(w, i, now_ms),
+                });
+            }
+        }
+        if let Some(r) = refusal {
+            return Admission::Refuse(r);
+        }
+        for w in Window::ALL {
+            if !self.leases.iter().any(|l| l.window == w) {
+                continue;
+            }
+            let i = self.current(w, now_ms);
+            match self.spent.iter_mut().find(|s| s.0 == w) {
+                Some(s) if s.1 == i => s.2 += 1,
+                Some(s) => *s = (w, i, 1),
+                None => self.spent.push((w, i, 1)),
+            }
+        }
+        Admission::Admit
+    }
+
+    /// Seconds (at least 1) to wait: until the window ends when its allowance is spent,
+    /// one second when no lease covers the window yet (one is on its way); `None` for a
+    /// spent total.
+    fn retry_after(&self, w: Window, index: u64, now_ms: u64) -> Option<u64> {
+        let end = w.end_ms(index)?;
+        let wait_ms = if self.allowance(w, index).is_some() {
+            end.saturating_sub(now_ms)
+        } else {
+            1000
+        };
+        Some(wait_ms.div_ceil(1000).max(1))
+    }
+
+    /// What the headers of an answer at `now_ms` say: per limited kind, (kind, limit,
+    /// remaining in this window at this edge, seconds until the window ends).
+    pub fn status(&self, now_ms: u64) -> Vec<(Window, u64, u64, Option<u64>)> {
+        self.kinds()
+            .map(|w| {
+                let i = w.index(now_ms);
+                let (left, limit) = match self.allowance(w, i) {
+                    Some(l) => (l.per_window.saturating_sub(self.spent(w, i)), l.limit),
+                    None => (
+                        0,
+                        self.leases
+                            .iter()
+                            .find(|l| l.window == w)
+                            .map_or(0, |l| l.limit),
+                    ),
+                };
+                let reset = w.end_ms(i).map(|e| e.saturating_sub(now_ms).div_ceil(1000));
+                (w, limit, left, reset)
+            })
+            .collect()
+    }
+
+    /// The compact text kept in shared data: `b1` then `;L,<kind>,<first>,<last>,<n>,<limit>`
+    /// per lease and `;S,<kind>,<index>,<count>` per count.
+    pub fn encode(&self) -> String {
+        let mut s = String::from("b1");
+        for l in &self.leases {
+            let _ = write!(
+                s,
+                ";L,{},{},{},{},{}",
+                l.window.as_str(),
+                l.first,
+                l.last,
+                l.per_window,
+                l.limit
+            );
+        }
+        for (w, i, n) in &self.spent {
+            let _ = write!(s, ";S,{},{i},{n}", w.as_str());
+        }
+        s
+    }
+
+    /// Reads [`Budget::encode`]'s text; `None` for anything else (never panics).
+    pub fn decode(text: &str) -> Option<Budget> {
+        let mut parts = text.split(';');
+        if parts.next()? != "b1" {
+            return None;
+        }
+        let mut b = Budget::default();
+        for p in parts {
+            let f: Vec<&str> = p.split(',').collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+            match (f.first().copied(), f.get(1).and_then(|w| Window::parse(w))) {
+                (Some("L"), Some(window)) if f.len() == 6 => b.leases.push(Lease {
+                    window,
+                    first: num(2)?,
+                    last: num(3)?,
+                    per_window: num(4)?,
+                    limit: num(5)?,
+                }),
+                (Some("S"), Some(w)) if f.len() == 4 => b.spent.push((w, num(2)?, num(3)?)),
+                _ => return None,
+            }
+        }
+        if b.leases.len() > MAX_LEASES || b.spent.len() > Window::ALL.len() {
+            return None;
+        }
+        b.leases.sort_by_key(|l| (l.window, l.first));
+        Some(b)
+    }
+}
+
+/// The `429` for a refusal: `Retry-After` (RFC 9110 §10.2.3, delay-seconds), and the
+/// `RateLimit-Policy` and `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers-09
+/// (Structured Field lists; one item per limited window, named as the window):
+///
+/// ```text
+/// RateLimit-Policy: "per_second";q=10;w=1, "per_day";q=10000;w=86400
+/// RateLimit: "per_second";r=0;t=1, "per_day";r=9412;t=51000
+/// ```
+///
+/// `q` is the token's limit (the whole fleet's), `r` what this edge has left of its lease
+/// in the current window, `t` the seconds until that window ends. The total quota has no
+/// `w` and no `t`. The body is `{"error":"temporarily_unavailable","reason":"rate_limited"}`.
+pub fn refusal_reply(budget: &Budget, refusal: &Refusal, now_ms: u64) -> Reply {
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("cache-control", "no-store".to_string()),
+    ];
+    if let Some(s) = refusal.retry_after {
+        headers.push(("retry-after", s.to_string()));
+    }
+    let (policy, state) = rate_limit_fields(budget, now_ms);
+    headers.push(("ratelimit-policy", policy));
+    headers.push(("ratelimit", state));
+    let reason = Reason::RateLimited;
+    Reply {
+        status: reason.http_status(),
+        headers,
+        body: crate::decision::Deny::new(reason, "", &[]).body(),
+        reason,
+    }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` values for `budget` at `now_ms` (see
+/// [`refusal_reply`]).
+pub fn rate_limit_fields(budget: &Budget, now_ms: u64) -> (String, String) {
+    let mut policy = String::new();
+    let mut state = String::new();
+    for (w, limit, left, reset) in budget.status(now_ms) {
+        if !policy.is_empty() {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        let _ = write!(policy, "\"{}\";q={limit}", w.as_str());
+        if let Some(secs) = w.policy_seconds() {
+            let _ = write!(policy, ";w={secs}");
+        }
+        let _ = write!(state, "\"{}\";r={left}", w.as_str());
+        if let Some(t) = reset {
+            let _ = write!(state, ";t={t}");
+        }
+    }
+    (policy, state)
+}
+
+/// What an edge sends with a usage batch (`POST /v1/usage`, member `spend`): who it is and,
+/// per limited token and window kind, what it admitted and refused in one window. The
+/// refusals are this count, never one usage record each, so a flood is one number.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SpendReport {
+    /// The edge process's id (stable for its life; at most 64 characters): several edges
+    /// may share one edge credential.
+    pub edge: String,
+    /// At most 1,000 entries.
+    #[serde(default)]
+    pub tokens: Vec<TokenSpend>,
+}
+
+/// One token's spend in one window at one edge.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpend {
+    /// The API token's id (an access token reports its parent's).
+    pub token_id: String,
+    /// The window kind ([`Window::as_str`]).
+    pub window: String,
+    /// The window's index.
+    pub index: u64,
+    /// Requests admitted in it.
+    pub admitted: u64,
+    /// Requests refused `rate_limited` in it.
+    pub refused: u64,
+}
+
+/// How many windows of each kind one lease covers ahead: enough that an edge keeps
+/// admitting between two usage reports, few enough that demand moves shares quickly.
+pub fn lease_span(window: Window) -> u64 {
+    match window {
+        Window::Second => 10,
+        Window::Minute => 2,
+        _ => 1,
+    }
+}
+
+/// How the control plane splits a window's `limit` among edges by demand: each edge's
+/// share for the windows it leases next, given what it wanted (`demand`: what it admitted
+/// plus what it refused in its last full windows). Every edge keeps a floor of
+/// `min(floor, limit / edges)` so an idle edge's first requests never wait for a lease;
+/// the rest goes by demand (largest remainders first). The shares never sum to more than
+/// `limit`, and any unwanted rest stays unleased (a reserve for edges that appear).
+pub fn apportion(limit: u64, demand: &[u64], floor: u64) -> Vec<u64> {
+    let n = demand.len() as u64;
+    if n == 0 {
+        return Vec::new();
+    }
+    let base = floor.min(limit / n);
+    let mut shares = vec![base; demand.len()];
+    let rest = limit - base * n;
+    // What each edge wants beyond its floor.
+    let want: Vec<u64> = demand.iter().map(|d| d.saturating_sub(base)).collect();
+    let wanted: u128 = want.iter().map(|w| u128::from(*w)).sum();
+    if wanted == 0 || rest == 0 {
+        return shares;
+    }
+    let give = u128::from(rest).min(wanted);
+    let mut given: u64 = 0;
+    let mut remainders: Vec<(u128, usize)> = Vec::with_capacity(demand.len());
+    for (i, w) in want.iter().enumerate() {
+        let exact = give * u128::from(*w);
+        let part = u64::try_from(exact / wanted).unwrap_or(0);
+        shares[i] += part;
+        given += part;
+        remainders.push((exact % wanted, i));
+    }
+    // The units the floors left over go to the largest remainders, one each.
+    let mut left = u64::try_from(give).unwrap_or(0).saturating_sub(given);
+    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, i) in remainders {
+        if left == 0 {
+            break;
+        }
+        if shares[i] - base < want[i] {
+            shares[i] += 1;
+            left -= 1;
+        }
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(window: Window, first: u64, last: u64, n: u64) -> Lease {
+        Lease {
+            window,
+            first,
+            last,
+            per_window: n,
+            limit: n * 2,
+        }
+    }
+
+    #[test]
+    fn apportion_keeps_floors_and_follows_demand() {
+        // 90/10 demand over two edges for a limit of 100, floor 5.
+        assert_eq!(apportion(100, &[108, 12], 5), vec![89, 11]);
+        // Nobody asks for more than the floor: the rest stays unleased.
+        assert_eq!(apportion(100, &[0, 0, 0], 5), vec![5, 5, 5]);
+        // More edges than the limit can floor.
+        assert_eq!(apportion(3, &[10, 10, 10, 10], 5), vec![1, 1, 1, 0]);
+        assert_eq!(apportion(0, &[10], 5), vec![0]);
+        assert!(apportion(10, &[], 5).is_empty());
+    }
+
+    #[test]
+    fn windows_are_aligned_to_the_epoch_and_utc_months() {
+        // 2026-12-07T17:00:00Z
+        let t = 1_796_662_800_000;
+        assert_eq!(Window::Second.index(t), t / 1000);
+        assert_eq!(Window::Minute.start_ms(Window::Minute.index(t + 59_999)), t);
+        let m = Window::Month.index(t);
+        assert_eq!(m, (2026 - 1970) * 12 + 11);
+        // December 2026 starts 2026-12-01T00:00:00Z and ends 2027-01-01T00:00:00Z.
+        assert_eq!(Window::Month.start_ms(m), 1_796_083_200_000);
+        assert_eq!(Window::Month.end_ms(m), Some(1_798_761_600_000));
+        // February of a leap year has 29 days.
+        let feb = (2028 - 1970) * 12 + 1;
+        assert_eq!(
+            Window::Month.end_ms(feb).unwrap() - Window::Month.start_ms(feb),
+            29 * DAY_MS
+        );
+        assert_eq!(Window::Total.index(t), 0);
+        assert_eq!(Window::Total.end_ms(0), None);
+        for w in Window::ALL {
+            assert_eq!(Window::parse(w.as_str()), Some(w));
+        }
+    }
+
+    #[test]
+    fn admits_up_to_the_lease_then_refuses_until_the_next_window() {
+        let mut b = Budget::new();
+        let t = 10_000_500; // window 10000 of the seconds, 500 ms in
+        b.grant(lease(Window::Second, 10_000, 10_009, 3), t);
+        for _ in 0..3 {
+            assert_eq!(b.admit(t), Admission::Admit);
+        }
+        let Admission::Refuse(r) = b.admit(t + 100) else {
+            panic!("admitted past the lease");
+        };
+        assert_eq!(
+            (r.window, r.limit, r.retry_after),
+            (Window::Second, 6, Some(1))
+        );
+        // The next second has its own allowance.
+        assert_eq!(b.admit(t + 600), Admission::Admit);
+        // Past the lease's range: nothing left until a new lease comes.
+        let after = 10_010_000;
+        assert!(matches!(b.admit(after), Admission::Refuse(_)));
+        b.grant(lease(Window::Second, 10_010, 10_019, 1), after);
+        assert_eq!(b.admit(after), Admission::Admit);
+    }
+
+    #[test]
+    fn allowances_only_grow() {
+        let mut b = Budget::new();
+        let now = 5 * 60_000;
+        b.grant(lease(Window::Minute, 5, 9, 2), now);
+        // A smaller lease over held windows changes nothing there, and adds the windows
+        // not held yet; a larger one tops the held windows up.
+        b.grant(lease(Window::Minute, 3, 12, 1), now);
+        let held = |b: &Budget| -> Vec<(u64, u64, u64)> {
+            b.leases()
+                .iter()
+                .map(|l| (l.first, l.last, l.per_window))
+                .collect()
+        };
+        assert_eq!(held(&b), vec![(5, 9, 2), (10, 12, 1)]);
+        assert_eq!(b.admit(now), Admission::Admit);
+        assert_eq!(b.admit(now), Admission::Admit);
+        assert!(matches!(b.admit(now), Admission::Refuse(_)));
+        b.grant(lease(Window::Minute, 5, 5, 3), now);
+        assert_eq!(held(&b), vec![(5, 5, 3), (6, 9, 2), (10, 12, 1)]);
+        assert_eq!(b.admit(now), Admission::Admit);
+        assert!(matches!(b.admit(now), Admission::Refuse(_)));
+    }
+
+    #[test]
+    fn every_limited_kind_must_have_room_and_a_refusal_counts_nothing() {
+        let mut b = Budget::new();
+        b.grant(lease(Window::Second, 0, 100, 5), 0);
+        b.grant(lease(Window::Total, 0, 0, 2), 0);
+        assert_eq!(b.admit(0), Admission::Admit);
+        assert_eq!(b.admit(1000), Admission::Admit);
+        let Admission::Refuse(r) = b.admit(2000) else {
+            panic!()
+        };
+        assert_eq!((r.window, r.retry_after), (Window::Total, None));
+        assert_eq!(b.spent(Window::Second, 2), 0);
+    }
+
+    #[test]
+    fn unleased_tokens_are_admitted_and_encode_round_trips() {
+        let mut b = Budget::new();
+        assert_eq!(b.admit(0), Admission::Admit);
+        assert!(!b.is_limited());
+        b.grant(lease(Window::Second, 0, 9, 3), 0);
+        b.grant(lease(Window::Day, 0, 0, 100), 0);
+        b.admit(10);
+        let text = b.encode();
+        assert_eq!(Budget::decode(&text), Some(b.clone()));
+        for bad in [
+            "",
+            "b2",
+            "b1;L,per_second,1,2",
+            "b1;X,total,0,0",
+            "b1;S,per_year,0,0",
+        ] {
+            assert_eq!(Budget::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_refusal_carries_retry_after_and_the_draft_headers() {
+        let mut b = Budget::new();
+        b.grant(lease(Window::Second, 0, 9, 1), 0);
+        b.grant(lease(Window::Day, 0, 0, 50), 0);
+        assert_eq!(b.admit(200), Admission::Admit);
+        let Admission::Refuse(r) = b.admit(300) else {
+            panic!()
+        };
+        let reply = refusal_reply(&b, &r, 300);
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.reason, Reason::RateLimited);
+        let h = |n: &str| {
+            reply
+                .headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(h("retry-after"), Some("1"));
+        assert_eq!(
+            h("ratelimit-policy"),
+            Some("\"per_second\";q=2;w=1, \"per_day\";q=100;w=86400")
+        );
+        assert_eq!(
+            h("ratelimit"),
+            Some("\"per_second\";r=0;t=1, \"per_day\";r=49;t=86400")
+        );
+        assert_eq!(
+            reply.body,
+            "{\"error\":\"temporarily_unavailable\",\"reason\":\"rate_limited\"}"
+        );
+    }
+}
