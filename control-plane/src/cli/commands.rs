@@ -412,6 +412,17 @@ fn show_line(text: &str) -> CliResult {
     Ok(render::line(&mut io::stdout().lock(), text)?)
 }
 
+/// `--grace`: `0`, or a duration such as `30s`, `5m`, `2h`, `7d` (humantime), as seconds.
+fn grace_secs(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    humantime::parse_duration(t)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("--grace: {e}; give e.g. 0, 30s, 5m, 2h or 7d (at most 7 days)"))
+}
+
 fn id_path(id: &str, suffix: &str) -> String {
     format!("/v1/tokens/{}{suffix}", encode(id))
 }
@@ -482,6 +493,37 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
         }
         TokensCmd::Download { id } => mint_cmd(c, out, &id_path(&id, "/download")).await,
         TokensCmd::Regenerate { id } => mint_cmd(c, out, &id_path(&id, "/regenerate")).await,
+        TokensCmd::Rotate {
+            token,
+            grace,
+            deadline,
+            name,
+        } => {
+            let grace_secs = grace_secs(&grace)?;
+            let mut body = json!({"grace_secs": grace_secs});
+            let m = body.as_object_mut().ok_or("internal")?;
+            if let Some(d) = deadline {
+                m.insert("deadline".into(), json!(d));
+            }
+            if let Some(n) = name {
+                m.insert("name".into(), json!(n));
+            }
+            let v = c
+                .json("POST", &id_path(&token, "/rotate"), &body)
+                .await?
+                .ok_json()?;
+            if out == Output::Table {
+                let id = v["successor"]["id"].as_str().unwrap_or("");
+                render::note(&format!(
+                    "The successor is pending: its owner downloads it with `tessera tokens download {id}`."
+                ));
+            }
+            show(out, &v)
+        }
+        TokensCmd::Rotation { token } => {
+            let v = c.get(&id_path(&token, "/rotation")).await?.ok_json()?;
+            show(out, &v)
+        }
         TokensCmd::Revoke { id } => simple(c, out, "POST", &id_path(&id, "/revoke")).await,
         TokensCmd::Enable { id } => simple(c, out, "POST", &id_path(&id, "/enable")).await,
         TokensCmd::Disable { id } => simple(c, out, "POST", &id_path(&id, "/disable")).await,

@@ -538,6 +538,31 @@ enum TokensCmd {
         /// The token's id.
         id: String,
     },
+    /// Rotate a token: make its successor (the same settings, pending until its owner
+    /// downloads it); the token keeps working until the successor's first use plus the
+    /// grace, or the deadline, whichever comes first; then every edge refuses it
+    /// (`rotated`).
+    Rotate {
+        /// The token: its id, or the name of one of your tokens.
+        token: String,
+        /// How long the token keeps working after its successor is first used: `0`, `30s`,
+        /// `5m`, `2h`, `7d` (at most 7 days).
+        #[arg(long)]
+        grace: String,
+        /// Stop the token then at the latest, even if the successor is never used (RFC
+        /// 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long)]
+        deadline: Option<String>,
+        /// The successor's name (default: the token's name followed by ` #2`, ` #3`, ...).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show a token's rotation (as the old token or as its successor): when the successor
+    /// was first used and when the old token stops.
+    Rotation {
+        /// The token: its id, or the name of one of your tokens.
+        token: String,
+    },
     /// Revoke a token: refused at every edge within a second; cannot be undone.
     Revoke {
         /// The token's id.

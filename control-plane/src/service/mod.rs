@@ -13,6 +13,7 @@
 //! - [`authority`]: what a credential may do (management scope, access tokens, bounds);
 //! - [`accounts`]: passwords, invitation and reset links, sessions, sign-in throttling,
 //!   disabling and deleting users, edge credentials' list and revocation;
+//! - [`rotation`]: token rotation with a grace period, ended at every edge;
 //! - [`scim`]: SCIM credentials and SCIM 2.0 provisioning of users and role groups.
 
 pub mod accounts;
@@ -25,6 +26,7 @@ pub mod leaks;
 pub mod logs;
 pub mod orgs;
 pub mod quotas;
+pub mod rotation;
 pub mod scim;
 pub mod scopes;
 pub mod sessions;

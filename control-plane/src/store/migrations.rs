@@ -533,6 +533,42 @@ WHERE word <> '' GROUP BY org_id, word, user_id
 ON CONFLICT (org_id, scope, grantee) DO NOTHING;
 "#,
     },
+    // Token rotation with a grace period (issue 26, `service::rotation`): one row per
+    // rotated token, self-contained (no column added to `tokens`).
+    Migration {
+        sqlite: r#"
+CREATE TABLE token_rotations (
+    token_id TEXT PRIMARY KEY,
+    successor_id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    grace_secs INTEGER NOT NULL,
+    deadline INTEGER,
+    successor_seen_at INTEGER,
+    ends_at INTEGER,
+    ended_at INTEGER,
+    presented_at INTEGER
+);
+CREATE INDEX token_rotations_due ON token_rotations(ended_at, ends_at);
+"#,
+        postgres: r#"
+CREATE TABLE token_rotations (
+    token_id TEXT COLLATE "C" PRIMARY KEY,
+    successor_id TEXT COLLATE "C" NOT NULL UNIQUE,
+    org_id TEXT COLLATE "C" NOT NULL,
+    created_by TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    grace_secs BIGINT NOT NULL,
+    deadline BIGINT,
+    successor_seen_at BIGINT,
+    ends_at BIGINT,
+    ended_at BIGINT,
+    presented_at BIGINT
+);
+CREATE INDEX token_rotations_due ON token_rotations(ended_at, ends_at);
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

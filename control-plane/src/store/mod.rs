@@ -7,12 +7,14 @@
 pub mod accounts;
 pub mod migrations;
 pub mod postgres;
+pub mod rotations;
 pub mod scim;
 pub mod scopes;
 pub(crate) mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountsTx;
+pub use rotations::RotationsTx;
 pub use scim::ScimTx;
 pub use scopes::ScopesTx;
 
@@ -291,7 +293,7 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx + ScimTx + ScopesTx {
+pub trait Tx: AccountsTx + ScimTx + ScopesTx + RotationsTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

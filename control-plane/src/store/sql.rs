@@ -135,6 +135,7 @@ macro_rules! values {
 }
 
 mod accounts;
+mod rotations;
 mod scim;
 mod scopes;
 
