@@ -24,7 +24,12 @@ async fn rotate(w: &World, caller: &str, id: &str, body: Value) -> common::Resp 
 
 async fn token(w: &World, caller: &str, id: &str) -> Value {
     let r = w
-        .call("GET", &format!("/v1/tokens/{id}"), Some(&w.jwt(caller)), None)
+        .call(
+            "GET",
+            &format!("/v1/tokens/{id}"),
+            Some(&w.jwt(caller)),
+            None,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
@@ -65,8 +70,12 @@ async fn edge_secret(w: &World) -> String {
 /// Reports one use of `token_id` at `at`, as an edge does.
 async fn report(w: &World, secret: &str, token_id: &str, at: i64, reason: Option<&str>) {
     let event = match reason {
-        None => json!({"token_id": token_id, "at": at, "ip": "192.0.2.9", "outcome": "allow", "method": "GET", "path": "/x"}),
-        Some(r) => json!({"token_id": token_id, "at": at, "ip": "192.0.2.9", "outcome": "deny", "reason": r, "method": "GET", "path": "/x"}),
+        None => {
+            json!({"token_id": token_id, "at": at, "ip": "192.0.2.9", "outcome": "allow", "method": "GET", "path": "/x"})
+        }
+        Some(r) => {
+            json!({"token_id": token_id, "at": at, "ip": "192.0.2.9", "outcome": "deny", "reason": r, "method": "GET", "path": "/x"})
+        }
     };
     let r = w
         .call(
@@ -157,7 +166,10 @@ async fn the_old_token_works_until_the_successors_first_use_plus_the_grace() {
     // Nothing ends while the successor is unused, however long it takes.
     w.advance(3600);
     assert_eq!(end_due(&w).await, 0);
-    assert_eq!(w.call("GET", "/v1/me", Some(&old_jwt), None).await.status, 200);
+    assert_eq!(
+        w.call("GET", "/v1/me", Some(&old_jwt), None).await.status,
+        200
+    );
 
     // Its first use (reported by an edge) starts the grace.
     let seen = w.now() - 2;
@@ -192,7 +204,10 @@ async fn the_old_token_works_until_the_successors_first_use_plus_the_grace() {
     w.advance(57);
     assert_eq!(end_due(&w).await, 0);
     assert_eq!(status_value(&w, old_idx).await, 0);
-    assert_eq!(w.call("GET", "/v1/me", Some(&old_jwt), None).await.status, 200);
+    assert_eq!(
+        w.call("GET", "/v1/me", Some(&old_jwt), None).await.status,
+        200
+    );
 
     // At its end the entry is `rotated` (3) and the API refuses it with that reason.
     w.advance(1);
@@ -231,6 +246,8 @@ async fn a_deadline_ends_the_old_token_without_any_use_and_grace_zero_at_first_u
     let w = World::new().await;
     let secret = edge_secret(&w).await;
     let (old, _) = live_token(&w, "ula").await;
+    // Made now: a token downloaded later would outlive the fixture credential.
+    let (old2, _) = live_token(&w, "ula").await;
     let deadline = w.now() + 30;
     let r = rotate(
         &w,
@@ -251,7 +268,7 @@ async fn a_deadline_ends_the_old_token_without_any_use_and_grace_zero_at_first_u
     assert_eq!(token(&w, "ula", &old).await["status"], "revoked");
 
     // Grace 0: the successor's first use ends the old token in the same write.
-    let (old, _) = live_token(&w, "ula").await;
+    let old = old2;
     let idx = token(&w, "ula", &old).await["status_idx"].as_i64().unwrap();
     let r = rotate(&w, "ula", &old, json!({"grace_secs": 0})).await;
     assert_eq!(r.status, 201, "{}", r.text());
@@ -340,7 +357,10 @@ async fn grace_and_deadline_bounds_name_the_field() {
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
-        r.json()["message"].as_str().unwrap().starts_with("deadline: "),
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("deadline: "),
         "{}",
         r.text()
     );
@@ -352,7 +372,11 @@ async fn grace_and_deadline_bounds_name_the_field() {
     )
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("before the token expires"), "{}", r.text());
+    assert!(
+        r.text().contains("before the token expires"),
+        "{}",
+        r.text()
+    );
     // The largest grace is accepted.
     let r = rotate(&w, "ula", &tok, json!({"grace_secs": 604_800})).await;
     assert_eq!(r.status, 201, "{}", r.text());

@@ -11,6 +11,8 @@
 //!
 //! Needs `TESSERA_ENVOY`, `TESSERA_FILTER_WASM`, `TESSERA_WORKERD`,
 //! `TESSERA_EDGE_WORKER_DIR` and `TESSERA_CP_BIN`; `cargo xtask test` sets them all.
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -191,7 +193,10 @@ fn a_rotation_with_grace_hands_over_without_a_failed_request_then_rotated_everyw
     // The client: round robin over the three edges with whatever token it holds now.
     let current = Arc::new(Mutex::new(old.clone()));
     let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let (sent, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let client = {
         let (current, stop, sent, failed) =
             (current.clone(), stop.clone(), sent.clone(), failed.clone());
@@ -232,7 +237,9 @@ fn a_rotation_with_grace_hands_over_without_a_failed_request_then_rotated_everyw
         .expect("rotate");
     assert_eq!(rotated["successor"]["status"], "pending", "{rotated}");
     let succ_id = rotated["successor"]["id"].as_str().expect("id").to_owned();
-    let new = cp.download(&alice, &succ_id).expect("download the successor");
+    let new = cp
+        .download(&alice, &succ_id)
+        .expect("download the successor");
 
     // The client switches once every edge knows the successor's status entry (an edge
     // that has not yet seen the new index refuses it fail-closed, which is not the
@@ -267,7 +274,10 @@ fn a_rotation_with_grace_hands_over_without_a_failed_request_then_rotated_everyw
     client.join().expect("client thread");
     let failed = failed.lock().expect("failures").clone();
     let sent = sent.load(Ordering::SeqCst);
-    println!("[rotation] the client sent {sent} requests, {} failed", failed.len());
+    println!(
+        "[rotation] the client sent {sent} requests, {} failed",
+        failed.len()
+    );
     assert!(sent > 30, "the client sent only {sent} requests");
     assert!(failed.is_empty(), "failed requests: {failed:#?}");
 

@@ -14,6 +14,7 @@ pub mod scim_docs;
 pub mod scopes;
 pub mod server;
 pub mod web;
+pub mod webhooks;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
 
@@ -824,6 +825,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(accounts::routes());
     routes.extend(scim::routes());
     routes.extend(scopes::routes());
+    routes.extend(webhooks::routes());
     routes
 }
 

@@ -3,7 +3,7 @@
 use super::render::{self, Output};
 use super::{
     encode, query_string, CliResult, Client, Command, EdgesCmd, GranteeArgs, LinksCmd, OrgsCmd,
-    ScimCmd, ScopesCmd, TokensCmd, UsersCmd,
+    ScimCmd, ScopesCmd, TokensCmd, UsersCmd, WebhooksCmd,
 };
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
@@ -20,6 +20,7 @@ pub(super) async fn run(
         Command::Orgs(cmd) => orgs(&client(token)?, out, cmd).await,
         Command::Users(cmd) => users(&client(token)?, out, cmd).await,
         Command::Scopes(cmd) => scopes(&client(token)?, out, cmd).await,
+        Command::Webhooks(cmd) => webhooks(&client(token)?, out, cmd).await,
         Command::Edges(EdgesCmd::Create { org, name }) => {
             let v = client(token)?
                 .json(
@@ -305,6 +306,70 @@ fn scope_row(v: &Value) -> Value {
         "name": v["name"], "description": v["description"], "builtin": v["builtin"],
         "roles": v["roles"], "users": users,
     })
+}
+
+async fn webhooks(c: &Client, out: Output, cmd: WebhooksCmd) -> CliResult {
+    let base = |org: &str| format!("/v1/orgs/{}/webhooks", encode(org));
+    let one = |org: &str, id: &str| format!("{}/{}", base(org), encode(id));
+    match cmd {
+        WebhooksCmd::Create {
+            org,
+            url,
+            events,
+            description,
+        } => {
+            let body = json!({"url": url, "events": events, "description": description});
+            let v = c.json("POST", &base(&org), &body).await?.ok_json()?;
+            if out == Output::Table {
+                render::note("The secret is shown once: give it to the receiver now.");
+            }
+            show(out, &v)
+        }
+        WebhooksCmd::List { org } => {
+            let v = c.get(&base(&org)).await?.ok_json()?;
+            show_list(
+                out,
+                v.get("webhooks")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &["id", "url", "events", "description", "created_at"],
+            )
+        }
+        WebhooksCmd::Delete { org, id } => {
+            let v = c
+                .json("DELETE", &one(&org, &id), &json!({}))
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        WebhooksCmd::Deliveries { org, id } => {
+            let path = format!("{}/deliveries?per_page=500", one(&org, &id));
+            let v = c.get(&path).await?.ok_json()?;
+            show_list(
+                out,
+                v.get("deliveries")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &[
+                    "id",
+                    "event",
+                    "status",
+                    "attempts",
+                    "created_at",
+                    "next_attempt_at",
+                    "last_status",
+                    "last_error",
+                ],
+            )
+        }
+        WebhooksCmd::Resend { org, id, message } => {
+            let path = format!("{}/deliveries/{}/resend", one(&org, &id), encode(&message));
+            let v = c.json("POST", &path, &json!({})).await?.ok_json()?;
+            show(out, &v)
+        }
+    }
 }
 
 async fn scopes(c: &Client, out: Output, cmd: ScopesCmd) -> CliResult {
@@ -820,4 +885,20 @@ async fn user_action(c: &Client, out: Output, id: &str, method: &str, action: &s
         .await?
         .ok_json()?;
     show(out, &v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grace_secs;
+
+    #[test]
+    fn grace_takes_seconds_and_human_durations() {
+        assert_eq!(grace_secs("0"), Ok(0));
+        assert_eq!(grace_secs("90"), Ok(90));
+        assert_eq!(grace_secs("5m"), Ok(300));
+        assert_eq!(grace_secs("2h 30m"), Ok(9000));
+        assert_eq!(grace_secs("7d"), Ok(604_800));
+        let e = grace_secs("soon").unwrap_err();
+        assert!(e.starts_with("--grace: ") && e.contains("5m"), "{e}");
+    }
 }

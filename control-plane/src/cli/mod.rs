@@ -221,6 +221,10 @@ enum Command {
     /// The scope catalogue: what tokens may carry, granted to roles and users.
     #[command(subcommand)]
     Scopes(ScopesCmd),
+    /// Webhooks: endpoints that receive signed events (Standard Webhooks), and their
+    /// delivery log.
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
@@ -779,6 +783,58 @@ enum ScimCmd {
         org: String,
         /// The SCIM credential's id (from `scim list`).
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// Add an endpoint; its signing secret (`whsec_…`) is shown once.
+    Create {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// Where events are POSTed (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// Only these event types, comma-separated (default: every type): token.revoked,
+        /// token.rotated, token.exposed, token.revoked_but_presented, user.deprovisioned.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// What the endpoint is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// The organization's endpoints (never their secrets).
+    List {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Delete an endpoint: nothing more is sent to it.
+    Delete {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The endpoint's id (from `webhooks list`).
+        id: String,
+    },
+    /// An endpoint's delivery log, newest first.
+    Deliveries {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The endpoint's id (from `webhooks list`).
+        id: String,
+    },
+    /// Send a message again now, with the same webhook-id.
+    Resend {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The endpoint's id (from `webhooks list`).
+        id: String,
+        /// The message's id (the webhook-id, from `webhooks deliveries`).
+        message: String,
     },
 }
 

@@ -302,6 +302,11 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
+    // Webhooks: the outbox is looked at every second (`api::webhooks::run_worker`).
+    tokio::spawn(crate::api::webhooks::run_worker(
+        state.clone(),
+        std::time::Duration::from_secs(1),
+    ));
     let options = ServerOptions {
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         body_timeout: std::time::Duration::from_secs(args.body_timeout),

@@ -387,7 +387,14 @@ pub fn record_api_uses(tx: &mut dyn Tx, ctx: &Ctx, uses: &[AuthEvent]) -> Result
     }
     for e in uses {
         if e.outcome == "deny" && e.reason.as_deref() == Some(ROTATED) {
-            super::rotation::presented_after_end(tx, ctx, &e.token_id, e.at, e.ip.as_deref(), "api")?;
+            super::rotation::presented_after_end(
+                tx,
+                ctx,
+                &e.token_id,
+                e.at,
+                e.ip.as_deref(),
+                "api",
+            )?;
         }
     }
     Ok(())

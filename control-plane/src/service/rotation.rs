@@ -120,7 +120,7 @@ fn next_name(name: &str, attempt: u32) -> String {
         },
         _ => (name, 1),
     };
-    let suffix = format!(" #{}", n + attempt);
+    let suffix = format!(" #{}", n + 1 + attempt);
     let keep: String = base.chars().take(200 - suffix.chars().count()).collect();
     format!("{keep}{suffix}")
 }
@@ -298,7 +298,8 @@ pub fn successor_used(tx: &mut dyn Tx, ctx: &Ctx, token_id: &str, at: i64) -> Re
     if r.successor_seen_at.is_some() || r.ended_at.is_some() {
         return Ok(());
     }
-    let seen = at.clamp(r.created_at, ctx.now);
+    // Not before the rotation, not after now (an edge's clock may run ahead).
+    let seen = at.min(ctx.now).max(r.created_at);
     let end = seen + r.grace_secs;
     r.successor_seen_at = Some(seen);
     r.ends_at = Some(r.deadline.map_or(end, |d| d.min(end)));

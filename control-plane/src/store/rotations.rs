@@ -35,8 +35,7 @@ pub trait RotationsTx {
     /// The rotation of the old token `token_id` (locked in a PostgreSQL write).
     fn rotation_of(&mut self, token_id: &str) -> StoreResult<Option<RotationRecord>>;
     /// The rotation whose successor is `successor_id` (locked in a PostgreSQL write).
-    fn rotation_by_successor(&mut self, successor_id: &str)
-        -> StoreResult<Option<RotationRecord>>;
+    fn rotation_by_successor(&mut self, successor_id: &str) -> StoreResult<Option<RotationRecord>>;
     /// Old tokens whose rotation ends at or before `now` and that are not stopped yet,
     /// at most `limit`, the earliest first.
     fn due_rotations(&mut self, now: i64, limit: i64) -> StoreResult<Vec<String>>;

@@ -138,6 +138,7 @@ mod accounts;
 mod rotations;
 mod scim;
 mod scopes;
+mod webhooks;
 
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {

@@ -69,10 +69,7 @@ impl<C: Conn> RotationsTx for C {
         one(self, &sql, &values![token_id], rotation)
     }
 
-    fn rotation_by_successor(
-        &mut self,
-        successor_id: &str,
-    ) -> StoreResult<Option<RotationRecord>> {
+    fn rotation_by_successor(&mut self, successor_id: &str) -> StoreResult<Option<RotationRecord>> {
         let sql = format!(
             "SELECT {COLS} FROM token_rotations WHERE successor_id = ?1{}",
             self.lock()
