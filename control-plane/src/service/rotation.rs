@@ -35,6 +35,10 @@ const END_BATCH: i64 = 100;
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateToken {
+    /// The successor's name (default: the old name followed by ` #2`, ` #3`, ...). First,
+    /// so that a JSON array (which serde would read field by field) is refused.
+    #[serde(default)]
+    pub name: Option<String>,
     /// How long the old token keeps working after its successor is first used, in
     /// seconds: 0 to 604800 (7 days).
     #[schema(minimum = 0, maximum = 604_800)]
@@ -43,9 +47,6 @@ pub struct RotateToken {
     /// never used. In the future, and before the old token expires.
     #[serde(default)]
     pub deadline: Option<Timestamp>,
-    /// The successor's name (default: the old name followed by ` #2`, ` #3`, ...).
-    #[serde(default)]
-    pub name: Option<String>,
 }
 
 /// A rotation as the API shows it.
