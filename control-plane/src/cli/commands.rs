@@ -314,11 +314,11 @@ async fn webhooks(c: &Client, out: Output, cmd: WebhooksCmd) -> CliResult {
     match cmd {
         WebhooksCmd::Create {
             org,
-            url,
+            endpoint,
             events,
             description,
         } => {
-            let body = json!({"url": url, "events": events, "description": description});
+            let body = json!({"url": endpoint, "events": events, "description": description});
             let v = c.json("POST", &base(&org), &body).await?.ok_json()?;
             if out == Output::Table {
                 render::note("The secret is shown once: give it to the receiver now.");
@@ -489,7 +489,9 @@ fn grace_secs(text: &str) -> Result<u64, String> {
 }
 
 fn id_path(id: &str, suffix: &str) -> String {
-    format!("/v1/tokens/{}{suffix}", encode(id))
+    // A token's name may hold spaces: in a path they are %20 (form encoding's `+` is a
+    // space only in a query; a literal `+` is already %2B).
+    format!("/v1/tokens/{}{suffix}", encode(id).replace('+', "%20"))
 }
 
 async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
@@ -559,7 +561,7 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
         TokensCmd::Download { id } => mint_cmd(c, out, &id_path(&id, "/download")).await,
         TokensCmd::Regenerate { id } => mint_cmd(c, out, &id_path(&id, "/regenerate")).await,
         TokensCmd::Rotate {
-            token,
+            id,
             grace,
             deadline,
             name,
@@ -574,19 +576,19 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
                 m.insert("name".into(), json!(n));
             }
             let v = c
-                .json("POST", &id_path(&token, "/rotate"), &body)
+                .json("POST", &id_path(&id, "/rotate"), &body)
                 .await?
                 .ok_json()?;
             if out == Output::Table {
-                let id = v["successor"]["id"].as_str().unwrap_or("");
+                let succ = v["successor"]["id"].as_str().unwrap_or("");
                 render::note(&format!(
-                    "The successor is pending: its owner downloads it with `tessera tokens download {id}`."
+                    "The successor is pending: its owner downloads it with `tessera tokens download {succ}`."
                 ));
             }
             show(out, &v)
         }
-        TokensCmd::Rotation { token } => {
-            let v = c.get(&id_path(&token, "/rotation")).await?.ok_json()?;
+        TokensCmd::Rotation { id } => {
+            let v = c.get(&id_path(&id, "/rotation")).await?.ok_json()?;
             show(out, &v)
         }
         TokensCmd::Revoke { id } => simple(c, out, "POST", &id_path(&id, "/revoke")).await,

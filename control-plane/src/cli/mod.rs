@@ -548,7 +548,8 @@ enum TokensCmd {
     /// (`rotated`).
     Rotate {
         /// The token: its id, or the name of one of your tokens.
-        token: String,
+        #[arg(value_name = "TOKEN")]
+        id: String,
         /// How long the token keeps working after its successor is first used: `0`, `30s`,
         /// `5m`, `2h`, `7d` (at most 7 days).
         #[arg(long)]
@@ -565,7 +566,8 @@ enum TokensCmd {
     /// was first used and when the old token stops.
     Rotation {
         /// The token: its id, or the name of one of your tokens.
-        token: String,
+        #[arg(value_name = "TOKEN")]
+        id: String,
     },
     /// Revoke a token: refused at every edge within a second; cannot be undone.
     Revoke {
@@ -793,9 +795,10 @@ enum WebhooksCmd {
         /// The organization's id.
         #[arg(long)]
         org: String,
-        /// Where events are POSTed (http:// or https://).
+        /// Where events are POSTed (http:// or https://). (`--url` is the control
+        /// plane's own address.)
         #[arg(long)]
-        url: String,
+        endpoint: String,
         /// Only these event types, comma-separated (default: every type): token.revoked,
         /// token.rotated, token.exposed, token.revoked_but_presented, user.deprovisioned.
         #[arg(long, value_delimiter = ',')]
