@@ -192,6 +192,9 @@ pub mod status_value {
     pub const VALID: u8 = 0;
     pub const REVOKED: u8 = 1;
     pub const SUSPENDED: u8 = 2;
+    /// The draft's application-specific value: the token was rotated and its grace is
+    /// over (`service::rotation`); edges refuse it with reason `rotated`.
+    pub const ROTATED: u8 = 3;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

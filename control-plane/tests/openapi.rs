@@ -702,6 +702,89 @@ async fn every_answer_matches_its_documented_schema() {
     )
     .await;
 
+    // Rotation with a grace period.
+    let rot = w.token_in_state(&ula_id, "enabled").await;
+    let rot_path = format!("/v1/tokens/{rot}/rotate");
+    let t = "/v1/tokens/{id}/rotate";
+    let grace = |g: i64| Some(json!({ "grace_secs": g }));
+    run.call("POST", t, &rot_path, Some(&ula), grace(-1), 400)
+        .await;
+    run.call("POST", t, &rot_path, Some(&ula), grace(300), 201)
+        .await;
+    run.call("POST", t, &rot_path, Some(&ula), grace(300), 409)
+        .await;
+    let t = "/v1/tokens/{id}/rotation";
+    let rotation_path = format!("/v1/tokens/{rot}/rotation");
+    run.call("GET", t, &rotation_path, Some(&ula), None, 200)
+        .await;
+    run.call("GET", t, "/v1/tokens/nope/rotation", Some(&ula), None, 404)
+        .await;
+
+    // Webhooks: an endpoint, an event for it, its delivery log, a resend, deletion.
+    let t = "/v1/orgs/{org}/webhooks";
+    let hooks = "/v1/orgs/acme/webhooks";
+    let r = run
+        .call(
+            "POST",
+            t,
+            hooks,
+            Some(&ada),
+            Some(json!({"url": "https://hooks.example/tessera"})),
+            201,
+        )
+        .await;
+    let hook = r.json()["webhook"]["id"].as_str().unwrap().to_string();
+    run.call(
+        "POST",
+        t,
+        hooks,
+        Some(&ada),
+        Some(json!({"url": "nope"})),
+        400,
+    )
+    .await;
+    run.call("GET", t, hooks, Some(&ada), None, 200).await;
+    run.call("GET", t, hooks, Some(&ula), None, 403).await;
+    let ev = w.token_in_state(&ula_id, "enabled").await;
+    let r = w
+        .call("POST", &format!("/v1/tokens/{ev}/revoke"), Some(&ada), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = "/v1/orgs/{org}/webhooks/{id}/deliveries";
+    let r = run
+        .call(
+            "GET",
+            t,
+            &format!("{hooks}/{hook}/deliveries"),
+            Some(&ada),
+            None,
+            200,
+        )
+        .await;
+    let msg = r.json()["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run.call(
+        "GET",
+        t,
+        &format!("{hooks}/nope/deliveries"),
+        Some(&ada),
+        None,
+        404,
+    )
+    .await;
+    let t = "/v1/orgs/{org}/webhooks/{id}/deliveries/{message}/resend";
+    let resend = |m: &str| format!("{hooks}/{hook}/deliveries/{m}/resend");
+    run.call("POST", t, &resend(&msg), Some(&ada), None, 200)
+        .await;
+    run.call("POST", t, &resend("nope"), Some(&ada), None, 404)
+        .await;
+    let t = "/v1/orgs/{org}/webhooks/{id}";
+    let one = format!("{hooks}/{hook}");
+    run.call("DELETE", t, &one, Some(&ada), None, 200).await;
+    run.call("DELETE", t, &one, Some(&ada), None, 404).await;
+
     // Usage from an edge, and the logs.
     let t = "/v1/usage";
     run.call(

@@ -450,3 +450,81 @@ fn cli_scope_catalogue() {
             .success()
     );
 }
+
+#[test]
+fn cli_rotate_and_webhooks() {
+    let dir = Scratch::new();
+    let d = &dir;
+    let admin = bootstrap(d);
+    let server = serve(d);
+    let run = |args: &[&str]| tessera(d, args, Some(&admin), Some(&server.url));
+    let json = |out: Output| -> Value { serde_json::from_str(&ok(out)).unwrap() };
+
+    // A token of the admin's, downloaded, then rotated by its name with a 5 min grace.
+    let t = json(run(&[
+        "tokens", "create", "--name", "deploy", "--scope", "read", "-o", "json",
+    ]));
+    let id = t["id"].as_str().unwrap().to_string();
+    ok(run(&["tokens", "download", &id]));
+    let r = json(run(&[
+        "tokens", "rotate", "deploy", "--grace", "5m", "-o", "json",
+    ]));
+    assert_eq!(r["token"]["id"], id.as_str());
+    assert_eq!(r["successor"]["name"], "deploy #2");
+    assert_eq!(r["successor"]["status"], "pending");
+    assert_eq!(r["rotation"]["grace_secs"], 300);
+    let shown = json(run(&["tokens", "rotation", &id, "-o", "json"]));
+    assert_eq!(shown["successor"], r["successor"]["id"]);
+    // A second rotation is refused, naming the successor; a bad grace names the flag.
+    let again = run(&["tokens", "rotate", &id, "--grace", "5m"]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(
+        err.contains("already rotated") && err.contains("deploy #2"),
+        "{err}"
+    );
+    let bad = run(&["tokens", "rotate", &id, "--grace", "soon"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--grace"));
+    let long = run(&["tokens", "rotate", "deploy #2", "--grace", "8d"]);
+    assert!(!long.status.success());
+    let err = String::from_utf8_lossy(&long.stderr).to_string();
+    assert!(err.contains("grace_secs"), "{err}");
+
+    // Webhooks: create (secret once), list, the delivery log of a revoke, resend, delete.
+    let w = json(run(&[
+        "webhooks",
+        "create",
+        "--org",
+        "acme",
+        "--endpoint",
+        "http://127.0.0.1:9/never",
+        "--events",
+        "token.revoked,token.rotated",
+        "-o",
+        "json",
+    ]));
+    assert!(w["secret"].as_str().unwrap().starts_with("whsec_"));
+    let hook = w["webhook"]["id"].as_str().unwrap().to_string();
+    let list = ok(run(&["webhooks", "list", "--org", "acme"]));
+    assert!(list.contains(&hook) && !list.contains("whsec_"), "{list}");
+    ok(run(&["tokens", "revoke", &id]));
+    let log = json(run(&[
+        "webhooks",
+        "deliveries",
+        "--org",
+        "acme",
+        &hook,
+        "-o",
+        "json",
+    ]));
+    let msg = log[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(log[0]["event"], "token.revoked");
+    let again = json(run(&[
+        "webhooks", "resend", "--org", "acme", &hook, &msg, "-o", "json",
+    ]));
+    assert_eq!(again["id"], msg.as_str());
+    ok(run(&["webhooks", "delete", "--org", "acme", &hook]));
+    let bad = run(&["webhooks", "create", "--org", "acme", "--endpoint", "x"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("url"));
+}

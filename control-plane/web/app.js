@@ -462,6 +462,7 @@ function rowActions(t) {
   const live = t.status !== "revoked";
   if (t.status === "pending" && can("download", t)) out.push(act("Download", () => download(t, "download")));
   if (["enabled", "disabled"].includes(t.status) && can("regenerate", t) && !isReadonly()) out.push(act("Regenerate", () => regenerate(t)));
+  if (t.status === "enabled" && can("revoke", t) && !isReadonly()) out.push(act("Rotate", () => rotateDialog(t)));
   if (t.status === "enabled" && can("disable", t)) out.push(act("Disable", () => simple(t, "disable")));
   if (t.status === "disabled" && can("enable", t)) out.push(act("Enable", () => simple(t, "enable")));
   if (live && can("edit", t)) out.push(act("Edit", () => editDialog(t)));
@@ -485,6 +486,31 @@ async function download(t, what) {
 async function regenerate(t) {
   const ok = await confirmAction("Regenerate the token?", `The current JWT of “${t.name}” stops working at once; a new one is shown once.`, "Regenerate");
   if (ok) await download(t, "regenerate");
+}
+
+/// Rotation with a grace period (POST /v1/tokens/{id}/rotate): the successor is made
+/// Pending; its owner downloads it here at once. The old token keeps working until the
+/// successor's first use plus the grace, or the deadline, whichever comes first.
+async function rotateDialog(t) {
+  const wrap = el("div", {},
+    el("p", {}, `A successor of “${t.name}” is made with the same settings. “${t.name}” keeps working until the successor is first used plus the grace period, or until the deadline, whichever comes first; then every edge refuses it.`),
+    field("Grace period in seconds", { name: "grace_secs", type: "number", value: "300", min: "0", max: "604800", required: true }, "0 to 604800, i.e. 7 days"),
+    field("Deadline", { name: "deadline", type: "datetime-local" }, "optional: the old token stops then at the latest"));
+  const r = await modal(`Rotate “${t.name}”`, wrap, {
+    submit: "Rotate", onSubmit: async (box) => {
+      const form = wrap.closest("form");
+      clearFieldErrors(form);
+      const body = { grace_secs: Number(form.elements.grace_secs.value) };
+      const d = form.elements.deadline.value;
+      if (d) body.deadline = new Date(d).toISOString().replace(/\.\d{3}Z$/, "Z");
+      try { return await api("POST", `/v1/tokens/${encodeURIComponent(t.id)}/rotate`, body); }
+      catch (e) { showFieldError(form, box, e); return undefined; }
+    },
+  });
+  if (!r) return;
+  toast(`Successor “${r.successor.name}” created; “${t.name}” stops ${r.rotation.grace_secs} s after its first use${r.rotation.deadline ? `, at ${fmtTime(r.rotation.deadline)} at the latest` : ""}.`);
+  if (can("download", r.successor)) await download(r.successor, "download");
+  else route();
 }
 
 async function simple(t, what) {

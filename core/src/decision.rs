@@ -43,6 +43,9 @@ pub enum Reason {
     Revoked,
     /// The status list marks the token suspended (disabled).
     Suspended,
+    /// The status list marks the token rotated: its successor took over and the grace
+    /// period (or the hard deadline) of the rotation has passed.
+    Rotated,
     /// The client address is outside the token's IP filter, or unknown.
     IpNotAllowed,
     /// The route requires a scope the token lacks.
@@ -57,7 +60,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order (used for metrics and tests).
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::TokenMissing,
         Reason::TokenAmbiguous,
         Reason::TokenMalformed,
@@ -76,6 +79,7 @@ impl Reason {
         Reason::TypeMismatch,
         Reason::Revoked,
         Reason::Suspended,
+        Reason::Rotated,
         Reason::IpNotAllowed,
         Reason::InsufficientScope,
         Reason::StatusUnavailable,
@@ -104,6 +108,7 @@ impl Reason {
             Reason::TypeMismatch => "type_mismatch",
             Reason::Revoked => "revoked",
             Reason::Suspended => "suspended",
+            Reason::Rotated => "rotated",
             Reason::IpNotAllowed => "ip_not_allowed",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::StatusUnavailable => "status_unavailable",

@@ -504,9 +504,8 @@ impl Verifier {
             match status {
                 Some(TokenStatus::Valid) => {}
                 Some(TokenStatus::Suspended) => return self.deny(Reason::Suspended, &[]),
-                Some(TokenStatus::Revoked | TokenStatus::Reserved) => {
-                    return self.deny(Reason::Revoked, &[])
-                }
+                Some(TokenStatus::Revoked) => return self.deny(Reason::Revoked, &[]),
+                Some(TokenStatus::Rotated) => return self.deny(Reason::Rotated, &[]),
                 None => match self.config.fail_policy {
                     FailPolicy::Closed => return self.deny(Reason::StatusUnavailable, &[]),
                     FailPolicy::Open => status_fail_open = true,

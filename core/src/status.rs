@@ -17,8 +17,9 @@ pub enum TokenStatus {
     Revoked,
     /// 2: suspended.
     Suspended,
-    /// 3: reserved; treated as revoked by the verifier.
-    Reserved,
+    /// 3: the draft's application-specific value; Tessera's "rotated": the token's
+    /// successor took over and the rotation's grace period is over (final, like revoked).
+    Rotated,
 }
 
 impl TokenStatus {
@@ -28,7 +29,7 @@ impl TokenStatus {
             0 => TokenStatus::Valid,
             1 => TokenStatus::Revoked,
             2 => TokenStatus::Suspended,
-            _ => TokenStatus::Reserved,
+            _ => TokenStatus::Rotated,
         }
     }
 
@@ -38,7 +39,7 @@ impl TokenStatus {
             TokenStatus::Valid => 0,
             TokenStatus::Revoked => 1,
             TokenStatus::Suspended => 2,
-            TokenStatus::Reserved => 3,
+            TokenStatus::Rotated => 3,
         }
     }
 }
@@ -247,7 +248,7 @@ mod tests {
         let mut l = StatusList::new(10);
         l.set(0, TokenStatus::Revoked);
         l.set(5, TokenStatus::Suspended);
-        l.set(7, TokenStatus::Reserved);
+        l.set(7, TokenStatus::Rotated);
         assert_eq!(l.as_bytes()[0], 0b0000_0001);
         assert_eq!(l.as_bytes()[1], 0b1100_1000);
         let back = StatusList::from_lst(&l.to_lst()).unwrap();
@@ -255,7 +256,7 @@ mod tests {
         assert_eq!(back.get(0), Some(TokenStatus::Revoked));
         assert_eq!(back.get(1), Some(TokenStatus::Valid));
         assert_eq!(back.get(5), Some(TokenStatus::Suspended));
-        assert_eq!(back.get(7), Some(TokenStatus::Reserved));
+        assert_eq!(back.get(7), Some(TokenStatus::Rotated));
         assert_eq!(back.get(12), None);
         assert_eq!(back.get(u64::MAX), None);
     }

@@ -32,7 +32,7 @@ fn fixture() -> &'static Fixture {
 
 fn config(extra: Value) -> String {
     let f = fixture();
-    // Index 0 valid, 1 revoked, 2 suspended, 3 reserved; the list holds 8 entries.
+    // Index 0 valid, 1 revoked, 2 suspended, 3 rotated; the list holds 8 entries.
     let lst = tessera_testkit::status_list_lst(&[0, 1, 2, 3, 0, 0, 0, 0]);
     let mut c = json!({
         "issuers": [DEFAULT_ISSUER],
@@ -508,9 +508,9 @@ fn decision_table() {
             Err(Reason::Suspended),
         ),
         case(
-            "reserved value counts as revoked",
+            "value 3 is rotated",
             bearer(t().status_idx(3).sign(&f.ed)),
-            Err(Reason::Revoked),
+            Err(Reason::Rotated),
         ),
         case(
             "idx beyond list",

@@ -282,7 +282,7 @@ fn corpus(t: u64, keys: &[&TestKey], ghost: &TestKey) -> Vec<Probe> {
             tok(TokenBuilder::new(t).status_idx(2)),
         );
         add(
-            "status idx 3 (reserved)",
+            "status idx 3 (rotated)",
             tok(TokenBuilder::new(t).status_idx(3)),
         );
         add(

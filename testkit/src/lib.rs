@@ -572,8 +572,8 @@ pub mod status {
     pub const REVOKED: u8 = 1;
     /// Suspended.
     pub const SUSPENDED: u8 = 2;
-    /// Reserved; a verifier treats it as revoked.
-    pub const RESERVED: u8 = 3;
+    /// Rotated (the draft's application-specific value): refused with reason `rotated`.
+    pub const ROTATED: u8 = 3;
 }
 
 #[cfg(test)]

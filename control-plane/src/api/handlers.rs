@@ -540,6 +540,29 @@ pub(super) async fn tokens_regenerate(
     token_op(s, a, id, tokens::regenerate).await
 }
 
+pub(super) async fn tokens_rotate(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<service::rotation::RotateToken>,
+) -> ApiResult<(StatusCode, Json<service::rotation::Rotated>)> {
+    s.write_as(a, move |tx, ctx, a| {
+        service::rotation::rotate(tx, ctx, a, &id, req.clone())
+    })
+    .await
+    .map(|r| (StatusCode::CREATED, Json(r)))
+}
+
+pub(super) async fn tokens_rotation(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<service::rotation::RotationView>> {
+    s.read_as(a, move |tx, _, a| service::rotation::get(tx, a, &id))
+        .await
+        .map(Json)
+}
+
 pub(super) async fn tokens_revoke(
     State(s): State<AppState>,
     Caller(a): Caller,

@@ -15,6 +15,7 @@ pub mod scim_docs;
 pub mod scopes;
 pub mod server;
 pub mod web;
+pub mod webhooks;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
 
@@ -276,7 +277,7 @@ impl AppState {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write(move |tx, _| service::logs::record_api_uses(tx, &batch))
+        self.write(move |tx, ctx| service::logs::record_api_uses(tx, ctx, &batch))
             .await
     }
 
@@ -775,6 +776,11 @@ pub fn routes() -> Vec<Route> {
             .ok::<Minted>(200).cli("tokens download"),
         route(Method::POST, "/v1/tokens/{id}/regenerate", "Mint a new JWT; the previous one is revoked (owner only)", Token, h!(POST, handlers::tokens_regenerate))
             .ok::<Minted>(200).cli("tokens regenerate"),
+        route(Method::POST, "/v1/tokens/{id}/rotate", "Rotate: a successor with the same settings (Pending until its owner downloads it); the token keeps working until the successor's first use + grace_secs, or the deadline, then every edge refuses it (`rotated`). `id` may also be the name of one of your tokens", Token, h!(POST, handlers::tokens_rotate))
+            .body::<crate::service::rotation::RotateToken>(json!({"grace_secs": 300, "deadline": "2030-01-01T00:00:00Z"}))
+            .ok::<crate::service::rotation::Rotated>(201).cli("tokens rotate"),
+        route(Method::GET, "/v1/tokens/{id}/rotation", "The rotation of a token, as the old token or as the successor", Token, h!(GET, handlers::tokens_rotation))
+            .ok::<crate::service::rotation::RotationView>(200).cli("tokens rotation"),
         route(Method::POST, "/v1/tokens/{id}/revoke", "Revoke (final)", Token, h!(POST, handlers::tokens_revoke))
             .ok::<TokenView>(200).cli("tokens revoke"),
         route(Method::POST, "/v1/tokens/{id}/enable", "Enable a disabled token", Token, h!(POST, handlers::tokens_enable))
@@ -826,6 +832,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(scim::routes());
     routes.extend(scopes::routes());
     routes.extend(limits::routes());
+    routes.extend(webhooks::routes());
     routes
 }
 

@@ -3,7 +3,7 @@
 use super::render::{self, Output};
 use super::{
     encode, query_string, CliResult, Client, Command, EdgesCmd, GranteeArgs, LinksCmd, OrgsCmd,
-    ScimCmd, ScopesCmd, TokensCmd, UsersCmd,
+    ScimCmd, ScopesCmd, TokensCmd, UsersCmd, WebhooksCmd,
 };
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
@@ -20,6 +20,7 @@ pub(super) async fn run(
         Command::Orgs(cmd) => orgs(&client(token)?, out, cmd).await,
         Command::Users(cmd) => users(&client(token)?, out, cmd).await,
         Command::Scopes(cmd) => scopes(&client(token)?, out, cmd).await,
+        Command::Webhooks(cmd) => webhooks(&client(token)?, out, cmd).await,
         Command::Edges(EdgesCmd::Create { org, name }) => {
             let v = client(token)?
                 .json(
@@ -307,6 +308,70 @@ fn scope_row(v: &Value) -> Value {
     })
 }
 
+async fn webhooks(c: &Client, out: Output, cmd: WebhooksCmd) -> CliResult {
+    let base = |org: &str| format!("/v1/orgs/{}/webhooks", encode(org));
+    let one = |org: &str, id: &str| format!("{}/{}", base(org), encode(id));
+    match cmd {
+        WebhooksCmd::Create {
+            org,
+            endpoint,
+            events,
+            description,
+        } => {
+            let body = json!({"url": endpoint, "events": events, "description": description});
+            let v = c.json("POST", &base(&org), &body).await?.ok_json()?;
+            if out == Output::Table {
+                render::note("The secret is shown once: give it to the receiver now.");
+            }
+            show(out, &v)
+        }
+        WebhooksCmd::List { org } => {
+            let v = c.get(&base(&org)).await?.ok_json()?;
+            show_list(
+                out,
+                v.get("webhooks")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &["id", "url", "events", "description", "created_at"],
+            )
+        }
+        WebhooksCmd::Delete { org, id } => {
+            let v = c
+                .json("DELETE", &one(&org, &id), &json!({}))
+                .await?
+                .ok_json()?;
+            show(out, &v)
+        }
+        WebhooksCmd::Deliveries { org, id } => {
+            let path = format!("{}/deliveries?per_page=500", one(&org, &id));
+            let v = c.get(&path).await?.ok_json()?;
+            show_list(
+                out,
+                v.get("deliveries")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                &[
+                    "id",
+                    "event",
+                    "status",
+                    "attempts",
+                    "created_at",
+                    "next_attempt_at",
+                    "last_status",
+                    "last_error",
+                ],
+            )
+        }
+        WebhooksCmd::Resend { org, id, message } => {
+            let path = format!("{}/deliveries/{}/resend", one(&org, &id), encode(&message));
+            let v = c.json("POST", &path, &json!({})).await?.ok_json()?;
+            show(out, &v)
+        }
+    }
+}
+
 async fn scopes(c: &Client, out: Output, cmd: ScopesCmd) -> CliResult {
     let base = |org: &str| format!("/v1/orgs/{}/scopes", encode(org));
     let one = |org: &str, name: &str, tail: &str| {
@@ -412,8 +477,21 @@ fn show_line(text: &str) -> CliResult {
     Ok(render::line(&mut io::stdout().lock(), text)?)
 }
 
+/// `--grace`: `0`, or a duration such as `30s`, `5m`, `2h`, `7d` (humantime), as seconds.
+fn grace_secs(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    humantime::parse_duration(t)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("--grace: {e}; give e.g. 0, 30s, 5m, 2h or 7d (at most 7 days)"))
+}
+
 fn id_path(id: &str, suffix: &str) -> String {
-    format!("/v1/tokens/{}{suffix}", encode(id))
+    // A token's name may hold spaces: in a path they are %20 (form encoding's `+` is a
+    // space only in a query; a literal `+` is already %2B).
+    format!("/v1/tokens/{}{suffix}", encode(id).replace('+', "%20"))
 }
 
 async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
@@ -486,6 +564,37 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
         }
         TokensCmd::Download { id } => mint_cmd(c, out, &id_path(&id, "/download")).await,
         TokensCmd::Regenerate { id } => mint_cmd(c, out, &id_path(&id, "/regenerate")).await,
+        TokensCmd::Rotate {
+            id,
+            grace,
+            deadline,
+            name,
+        } => {
+            let grace_secs = grace_secs(&grace)?;
+            let mut body = json!({"grace_secs": grace_secs});
+            let m = body.as_object_mut().ok_or("internal")?;
+            if let Some(d) = deadline {
+                m.insert("deadline".into(), json!(d));
+            }
+            if let Some(n) = name {
+                m.insert("name".into(), json!(n));
+            }
+            let v = c
+                .json("POST", &id_path(&id, "/rotate"), &body)
+                .await?
+                .ok_json()?;
+            if out == Output::Table {
+                let succ = v["successor"]["id"].as_str().unwrap_or("");
+                render::note(&format!(
+                    "The successor is pending: its owner downloads it with `tessera tokens download {succ}`."
+                ));
+            }
+            show(out, &v)
+        }
+        TokensCmd::Rotation { id } => {
+            let v = c.get(&id_path(&id, "/rotation")).await?.ok_json()?;
+            show(out, &v)
+        }
         TokensCmd::Revoke { id } => simple(c, out, "POST", &id_path(&id, "/revoke")).await,
         TokensCmd::Enable { id } => simple(c, out, "POST", &id_path(&id, "/enable")).await,
         TokensCmd::Disable { id } => simple(c, out, "POST", &id_path(&id, "/disable")).await,
@@ -866,4 +975,20 @@ async fn user_action(c: &Client, out: Output, id: &str, method: &str, action: &s
         .await?
         .ok_json()?;
     show(out, &v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grace_secs;
+
+    #[test]
+    fn grace_takes_seconds_and_human_durations() {
+        assert_eq!(grace_secs("0"), Ok(0));
+        assert_eq!(grace_secs("90"), Ok(90));
+        assert_eq!(grace_secs("5m"), Ok(300));
+        assert_eq!(grace_secs("2h 30m"), Ok(9000));
+        assert_eq!(grace_secs("7d"), Ok(604_800));
+        let e = grace_secs("soon").unwrap_err();
+        assert!(e.starts_with("--grace: ") && e.contains("5m"), "{e}");
+    }
 }

@@ -221,6 +221,10 @@ enum Command {
     /// The scope catalogue: what tokens may carry, granted to roles and users.
     #[command(subcommand)]
     Scopes(ScopesCmd),
+    /// Webhooks: endpoints that receive signed events (Standard Webhooks), and their
+    /// delivery log.
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
@@ -592,6 +596,33 @@ enum TokensCmd {
         /// The token's id.
         id: String,
     },
+    /// Rotate a token: make its successor (the same settings, pending until its owner
+    /// downloads it); the token keeps working until the successor's first use plus the
+    /// grace, or the deadline, whichever comes first; then every edge refuses it
+    /// (`rotated`).
+    Rotate {
+        /// The token: its id, or the name of one of your tokens.
+        #[arg(value_name = "TOKEN")]
+        id: String,
+        /// How long the token keeps working after its successor is first used: `0`, `30s`,
+        /// `5m`, `2h`, `7d` (at most 7 days).
+        #[arg(long)]
+        grace: String,
+        /// Stop the token then at the latest, even if the successor is never used (RFC
+        /// 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long)]
+        deadline: Option<String>,
+        /// The successor's name (default: the token's name followed by ` #2`, ` #3`, ...).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show a token's rotation (as the old token or as its successor): when the successor
+    /// was first used and when the old token stops.
+    Rotation {
+        /// The token: its id, or the name of one of your tokens.
+        #[arg(value_name = "TOKEN")]
+        id: String,
+    },
     /// Revoke a token: refused at every edge within a second; cannot be undone.
     Revoke {
         /// The token's id.
@@ -852,6 +883,59 @@ enum ScimCmd {
         org: String,
         /// The SCIM credential's id (from `scim list`).
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// Add an endpoint; its signing secret (`whsec_…`) is shown once.
+    Create {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// Where events are POSTed (http:// or https://). (`--url` is the control
+        /// plane's own address.)
+        #[arg(long)]
+        endpoint: String,
+        /// Only these event types, comma-separated (default: every type): token.revoked,
+        /// token.rotated, token.exposed, token.revoked_but_presented, user.deprovisioned.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// What the endpoint is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// The organization's endpoints (never their secrets).
+    List {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Delete an endpoint: nothing more is sent to it.
+    Delete {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The endpoint's id (from `webhooks list`).
+        id: String,
+    },
+    /// An endpoint's delivery log, newest first.
+    Deliveries {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The endpoint's id (from `webhooks list`).
+        id: String,
+    },
+    /// Send a message again now, with the same webhook-id.
+    Resend {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The endpoint's id (from `webhooks list`).
+        id: String,
+        /// The message's id (the webhook-id, from `webhooks deliveries`).
+        message: String,
     },
 }
 

@@ -279,6 +279,34 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
+    {
+        // Rotations whose grace or deadline has ended are stopped within 200 ms
+        // (`service::rotation`): a cheap read finds one due, then a write marks it rotated
+        // in the status list, which wakes the edges' long polls.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(200));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                match st.read(crate::service::rotation::any_due).await {
+                    Ok(false) => {}
+                    Ok(true) => match st.write(crate::service::rotation::end_due).await {
+                        Ok(n) => tracing::info!(ended = n, "token rotations ended"),
+                        Err(e) => {
+                            tracing::error!(error = %e.message, "ending token rotations failed")
+                        }
+                    },
+                    Err(e) => tracing::error!(error = %e.message, "reading token rotations failed"),
+                }
+            }
+        });
+    }
+    // Webhooks: the outbox is looked at every second (`api::webhooks::run_worker`).
+    tokio::spawn(crate::api::webhooks::run_worker(
+        state.clone(),
+        std::time::Duration::from_secs(1),
+    ));
     let options = ServerOptions {
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         body_timeout: std::time::Duration::from_secs(args.body_timeout),

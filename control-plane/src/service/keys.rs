@@ -237,7 +237,8 @@ pub fn status_of(value: u8) -> TokenStatus {
         status_value::VALID => TokenStatus::Valid,
         status_value::REVOKED => TokenStatus::Revoked,
         status_value::SUSPENDED => TokenStatus::Suspended,
-        _ => TokenStatus::Reserved,
+        // ROTATED, and nothing else is ever stored.
+        _ => TokenStatus::Rotated,
     }
 }
 

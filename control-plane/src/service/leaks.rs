@@ -289,17 +289,7 @@ fn notification_needed(
     source: &Option<String>,
     action: &str,
 ) -> Result<()> {
-    let mut recipients = vec![t.user_id.clone()];
-    for u in tx.list_users(&t.org_id)? {
-        if u.role == Role::Admin && !recipients.contains(&u.id) {
-            let enabled = tx
-                .get_account(&u.id)?
-                .is_none_or(|a| a.deleted_at.is_none() && a.disabled_at.is_none());
-            if enabled {
-                recipients.push(u.id);
-            }
-        }
-    }
+    let recipients = recipients(tx, t)?;
     audit(
         tx,
         ctx,
@@ -318,6 +308,22 @@ fn notification_needed(
             "action": action,
         }),
     )
+}
+
+/// Who is told about a token: its owner and the org's enabled admins (ids).
+pub(crate) fn recipients(tx: &mut dyn Tx, t: &Token) -> Result<Vec<String>> {
+    let mut recipients = vec![t.user_id.clone()];
+    for u in tx.list_users(&t.org_id)? {
+        if u.role == Role::Admin && !recipients.contains(&u.id) {
+            let enabled = tx
+                .get_account(&u.id)?
+                .is_none_or(|a| a.deleted_at.is_none() && a.disabled_at.is_none());
+            if enabled {
+                recipients.push(u.id);
+            }
+        }
+    }
+    Ok(recipients)
 }
 
 /// The org's leak policy, as the API shows it.

@@ -73,6 +73,8 @@ pub fn record_usage(
         tokens.insert(id.to_string(), t);
     }
     let mut events = Vec::with_capacity(batch.events.len());
+    // First uses (for rotations' grace) and refusals as `rotated` (possible leaks).
+    let (mut first_uses, mut rotated) = (Vec::new(), Vec::new());
     for (n, e) in batch.events.into_iter().enumerate() {
         let f = |name: &str| format!("events[{n}].{name}");
         let at = match i64::try_from(e.at) {
@@ -128,9 +130,17 @@ pub fn record_usage(
             && token.jwt_sha256.is_some()
             && used_before_revoke(at, token.revoked_at);
         if e.outcome == UsageOutcome::Allow && usable && token.last_used_at.is_none_or(|l| l < at) {
+            if token.last_used_at.is_none() {
+                // A token's first use: if it is a rotation's successor, the grace starts.
+                first_uses.push((token.id.clone(), at));
+            }
             tx.set_last_used(&token.id, at, ip.as_deref())?;
             token.last_used_at = Some(at);
             token.last_used_ip = ip;
+        } else if e.outcome == UsageOutcome::Deny
+            && events.last().and_then(|ev| ev.reason.as_deref()) == Some(ROTATED)
+        {
+            rotated.push((token.id.clone(), at, ip));
         }
         accepted += 1;
     }
@@ -139,6 +149,13 @@ pub fn record_usage(
         Some(report) => super::leases::grant(tx, ctx, &edge.org_id, &edge.id, report)?,
         None => Vec::new(),
     };
+    for (id, at) in first_uses {
+        super::rotation::successor_used(tx, ctx, &id, at)?;
+    }
+    let source = format!("edge:{}", edge.id);
+    for (id, at, ip) in rotated {
+        super::rotation::presented_after_end(tx, ctx, &id, at, ip.as_deref(), &source)?;
+    }
     Ok(UsageAccepted {
         accepted,
         unknown_tokens: unknown,
@@ -347,7 +364,7 @@ fn used_before_revoke(at: i64, revoked_at: Option<i64>) -> bool {
 
 /// Writes a batch of API uses: one authentication-log row each, and each token's last use
 /// from its latest allowed one (never for a deleted token, nor a use after its revoke).
-pub fn record_api_uses(tx: &mut dyn Tx, uses: &[AuthEvent]) -> Result<()> {
+pub fn record_api_uses(tx: &mut dyn Tx, ctx: &Ctx, uses: &[AuthEvent]) -> Result<()> {
     // Ordered: tokens are read (and locked, on PostgreSQL) in one global order, so the
     // flushes of several replicas cannot deadlock.
     let mut latest: std::collections::BTreeMap<&str, &AuthEvent> =
@@ -369,7 +386,25 @@ pub fn record_api_uses(tx: &mut dyn Tx, uses: &[AuthEvent]) -> Result<()> {
         let usable = token.deleted_at.is_none() && used_before_revoke(e.at, token.revoked_at);
         if usable && token.last_used_at.is_none_or(|l| l < e.at) {
             tx.set_last_used(&token.id, e.at, e.ip.as_deref())?;
+            if token.last_used_at.is_none() {
+                super::rotation::successor_used(tx, ctx, &token.id, e.at)?;
+            }
+        }
+    }
+    for e in uses {
+        if e.outcome == "deny" && e.reason.as_deref() == Some(ROTATED) {
+            super::rotation::presented_after_end(
+                tx,
+                ctx,
+                &e.token_id,
+                e.at,
+                e.ip.as_deref(),
+                "api",
+            )?;
         }
     }
     Ok(())
 }
+
+/// The reason code of a token refused after its rotation ended.
+const ROTATED: &str = "rotated";

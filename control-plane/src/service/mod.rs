@@ -13,6 +13,8 @@
 //! - [`authority`]: what a credential may do (management scope, access tokens, bounds);
 //! - [`accounts`]: passwords, invitation and reset links, sessions, sign-in throttling,
 //!   disabling and deleting users, edge credentials' list and revocation;
+//! - [`rotation`]: token rotation with a grace period, ended at every edge;
+//! - [`webhooks`]: webhook endpoints, the outbox written with each event, delivery;
 //! - [`scim`]: SCIM credentials and SCIM 2.0 provisioning of users and role groups.
 
 pub mod accounts;
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod logs;
 pub mod orgs;
 pub mod quotas;
+pub mod rotation;
 pub mod scim;
 pub mod scopes;
 pub mod sessions;
@@ -34,6 +37,7 @@ pub mod tokens;
 pub mod users;
 pub mod verifiers;
 pub mod views;
+pub mod webhooks;
 
 pub use error::{Error, Result};
 pub use tessera_core::config::{TYP_ACCESS_TOKEN as TYP_ACCESS, TYP_API_TOKEN as TYP_API};
@@ -128,7 +132,7 @@ pub(crate) fn audit(
     target: &str,
     detail: Value,
 ) -> Result<()> {
-    Ok(tx.insert_audit(&AuditEntry {
+    let entry = AuditEntry {
         id: 0,
         at: ctx.now,
         org_id: org_id.to_string(),
@@ -137,7 +141,10 @@ pub(crate) fn audit(
         target: target.to_string(),
         detail,
         credential: ctx.credential(),
-    })?)
+    };
+    tx.insert_audit(&entry)?;
+    // The webhook events the entry stands for, in the same transaction (the outbox).
+    webhooks::on_audit(tx, ctx, &entry)
 }
 
 pub(crate) fn load_org(tx: &mut dyn Tx, id: &str) -> Result<Org> {

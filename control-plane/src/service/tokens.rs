@@ -77,7 +77,7 @@ fn expiry(
 }
 
 /// A token is made or enabled only for a user who may use it: not deleted, not disabled.
-fn usable_owner(tx: &mut dyn Tx, owner: &User) -> Result<()> {
+pub(crate) fn usable_owner(tx: &mut dyn Tx, owner: &User) -> Result<()> {
     let account = super::accounts::account_of(tx, &owner.id)?;
     if account.deleted_at.is_some() {
         return Err(Error::not_found(format!("no user {:?}", owner.id)));

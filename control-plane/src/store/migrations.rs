@@ -590,6 +590,128 @@ CREATE TABLE rate_leases (
 );
 "#,
     },
+    // Token rotation with a grace period (issue 26, `service::rotation`): one row per
+    // rotated token, self-contained (no column added to `tokens`).
+    Migration {
+        sqlite: r#"
+CREATE TABLE token_rotations (
+    token_id TEXT PRIMARY KEY,
+    successor_id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    grace_secs INTEGER NOT NULL,
+    deadline INTEGER,
+    successor_seen_at INTEGER,
+    ends_at INTEGER,
+    ended_at INTEGER,
+    presented_at INTEGER
+);
+CREATE INDEX token_rotations_due ON token_rotations(ended_at, ends_at);
+"#,
+        postgres: r#"
+CREATE TABLE token_rotations (
+    token_id TEXT COLLATE "C" PRIMARY KEY,
+    successor_id TEXT COLLATE "C" NOT NULL UNIQUE,
+    org_id TEXT COLLATE "C" NOT NULL,
+    created_by TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    grace_secs BIGINT NOT NULL,
+    deadline BIGINT,
+    successor_seen_at BIGINT,
+    ends_at BIGINT,
+    ended_at BIGINT,
+    presented_at BIGINT
+);
+CREATE INDEX token_rotations_due ON token_rotations(ended_at, ends_at);
+"#,
+    },
+    // Webhooks (issue 26, `service::webhooks`): endpoints, the outbox and the delivery log,
+    // self-contained.
+    Migration {
+        sqlite: r#"
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret_sealed BLOB NOT NULL,
+    description TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+CREATE INDEX webhooks_org ON webhooks(org_id, deleted_at);
+CREATE TABLE webhook_outbox (
+    id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at INTEGER NOT NULL,
+    claimed_until INTEGER,
+    delivered_at INTEGER,
+    failed_at INTEGER,
+    last_status INTEGER,
+    last_error TEXT
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox(delivered_at, failed_at, next_at);
+CREATE INDEX webhook_outbox_hook ON webhook_outbox(webhook_id, created_at);
+CREATE TABLE webhook_attempts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT
+);
+CREATE INDEX webhook_attempts_message ON webhook_attempts(message_id, at);
+"#,
+        postgres: r#"
+CREATE TABLE webhooks (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret_sealed BYTEA NOT NULL,
+    description TEXT NOT NULL,
+    created_by TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    deleted_at BIGINT
+);
+CREATE INDEX webhooks_org ON webhooks(org_id, deleted_at);
+CREATE TABLE webhook_outbox (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    webhook_id TEXT COLLATE "C" NOT NULL,
+    org_id TEXT COLLATE "C" NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    next_at BIGINT NOT NULL,
+    claimed_until BIGINT,
+    delivered_at BIGINT,
+    failed_at BIGINT,
+    last_status BIGINT,
+    last_error TEXT
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox(delivered_at, failed_at, next_at);
+CREATE INDEX webhook_outbox_hook ON webhook_outbox(webhook_id, created_at);
+CREATE TABLE webhook_attempts (
+    seq BIGSERIAL PRIMARY KEY,
+    message_id TEXT COLLATE "C" NOT NULL,
+    webhook_id TEXT COLLATE "C" NOT NULL,
+    org_id TEXT COLLATE "C" NOT NULL,
+    at BIGINT NOT NULL,
+    status BIGINT,
+    error TEXT
+);
+CREATE INDEX webhook_attempts_message ON webhook_attempts(message_id, at);
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

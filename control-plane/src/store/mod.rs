@@ -8,15 +8,19 @@ pub mod accounts;
 pub mod limits;
 pub mod migrations;
 pub mod postgres;
+pub mod rotations;
 pub mod scim;
 pub mod scopes;
 pub(crate) mod sql;
 pub mod sqlite;
+pub mod webhooks;
 
 pub use accounts::AccountsTx;
 pub use limits::LimitsTx;
+pub use rotations::RotationsTx;
 pub use scim::ScimTx;
 pub use scopes::ScopesTx;
+pub use webhooks::WebhooksTx;
 
 use std::path::PathBuf;
 
@@ -293,7 +297,7 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx {
+pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx + RotationsTx + WebhooksTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

@@ -136,8 +136,10 @@ macro_rules! values {
 
 mod accounts;
 mod limits;
+mod rotations;
 mod scim;
 mod scopes;
+mod webhooks;
 
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {

@@ -300,7 +300,7 @@ impl World {
                 Some(tessera_core::TokenStatus::Valid) | None => 0,
                 Some(tessera_core::TokenStatus::Revoked) => 1,
                 Some(tessera_core::TokenStatus::Suspended) => 2,
-                Some(tessera_core::TokenStatus::Reserved) => 3,
+                Some(tessera_core::TokenStatus::Rotated) => 3,
             })
             .collect()
     }
