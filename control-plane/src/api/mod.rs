@@ -13,6 +13,7 @@ pub mod scim;
 pub mod scim_docs;
 pub mod scopes;
 pub mod server;
+pub mod sso;
 pub mod web;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
@@ -819,6 +820,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(accounts::routes());
     routes.extend(scim::routes());
     routes.extend(scopes::routes());
+    routes.extend(sso::routes());
     routes
 }
 

@@ -28,6 +28,7 @@ pub mod quotas;
 pub mod scim;
 pub mod scopes;
 pub mod sessions;
+pub mod sso;
 pub mod tokens;
 pub mod users;
 pub mod verifiers;

@@ -11,10 +11,12 @@ pub mod scim;
 pub mod scopes;
 pub(crate) mod sql;
 pub mod sqlite;
+pub mod sso;
 
 pub use accounts::AccountsTx;
 pub use scim::ScimTx;
 pub use scopes::ScopesTx;
+pub use sso::SsoTx;
 
 use std::path::PathBuf;
 
@@ -291,7 +293,7 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx + ScimTx + ScopesTx {
+pub trait Tx: AccountsTx + ScimTx + ScopesTx + SsoTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

@@ -137,6 +137,7 @@ macro_rules! values {
 mod accounts;
 mod scim;
 mod scopes;
+mod sso;
 
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {
