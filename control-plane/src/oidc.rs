@@ -127,6 +127,10 @@ impl RelyingParty {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)
+            // A connection per call: calls are rare (discovery is cached; one code exchange
+            // per sign-in), and a provider may close an idle kept-alive connection just
+            // as it is reused (seen: "connection reset" on the code exchange).
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the single sign-on HTTP client");
@@ -139,14 +143,20 @@ impl RelyingParty {
     }
 
     async fn call(http: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // reqwest writes the body's length and the host itself: a second Content-Length
+        // (oauth2 sets one) makes a strict server drop the connection.
+        parts
+            .headers
+            .remove(openidconnect::http::header::CONTENT_LENGTH);
+        parts.headers.remove(openidconnect::http::header::HOST);
         let mut out = http
             .request(parts.method, parts.uri.to_string())
             .headers(parts.headers)
             .body(body)
             .send()
             .await
-            .map_err(|e| HttpError(format!("{e}")))?;
+            .map_err(|e| HttpError(chain(&e)))?;
         let status = out.status();
         let headers = out.headers().clone();
         let mut bytes = Vec::new();
@@ -184,7 +194,7 @@ impl RelyingParty {
         let m = CoreProviderMetadata::discover_async(url, &client)
             .await
             .map_err(|e| {
-                tracing::warn!(issuer, error = %e, "OpenID Connect discovery failed");
+                tracing::warn!(issuer, error = %chain(&e), "OpenID Connect discovery failed");
                 Refusal::new(
                     "sso_provider_unreachable",
                     format!("the identity provider at {issuer} could not be reached or described itself wrongly; try again later or ask an admin"),
@@ -268,7 +278,7 @@ impl RelyingParty {
             .request_async(&call)
             .await
             .map_err(|e| {
-                tracing::info!(issuer, error = %e, "the identity provider refused the code");
+                tracing::info!(issuer, error = %chain(&e), "the identity provider refused the code");
                 Refusal::new(
                     "sso_code_refused",
                     "the identity provider refused the sign-in code (used already, expired, or not issued for this sign-in); start again",
@@ -376,4 +386,16 @@ fn refusal_of(issuer: &str, e: &ClaimsVerificationError) -> Refusal {
             "the identity provider's ID token was refused",
         ),
     }
+}
+
+/// An error with its sources, for the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }

@@ -10,7 +10,6 @@ mod common;
 
 use common::{World, BASE};
 use serde_json::{json, Value};
-use tessera_control_plane::store::SsoTx;
 
 fn connection(domain: &str) -> Value {
     json!({

@@ -128,4 +128,6 @@ provider.use(async (ctx, next) => {
 
 server.on("request", provider.callback());
 process.stdout.write(`${JSON.stringify({ issuer, client_id: clientId, client_secret: clientSecret })}\n`);
+// Whoever started us may stop reading after that line: a closed pipe is no reason to stop.
+process.stdout.on("error", () => {});
 process.on("SIGTERM", () => process.exit(0));

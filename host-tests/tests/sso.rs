@@ -51,6 +51,8 @@ fn spawn(cmd: &mut Command) -> Group {
 /// The provider: its issuer, client id and secret (from its first line of output).
 struct Provider {
     _child: Group,
+    /// Kept open: the provider may write more, and a closed pipe would stop it.
+    _out: BufReader<std::process::ChildStdout>,
     issuer: String,
     client_id: String,
     client_secret: String,
@@ -70,11 +72,13 @@ impl Provider {
         );
         let out = child.0.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).unwrap();
+        let mut out = BufReader::new(out);
+        out.read_line(&mut line).unwrap();
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("the provider said {line:?}: {e}"));
         Provider {
             _child: child,
+            _out: out,
             issuer: v["issuer"].as_str().unwrap().to_string(),
             client_id: v["client_id"].as_str().unwrap().to_string(),
             client_secret: v["client_secret"].as_str().unwrap().to_string(),
@@ -347,7 +351,7 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
     ui.click("main form button[type=submit]").await;
     ui.title("API tokens").await;
     ui.goto("/#/org").await;
-    ui.title("Organization Acme").await;
+    ui.title("Organization acme").await;
     ui.fill("#f-sso-issuer", &p.issuer).await;
     ui.fill("#f-sso-client-id", &p.client_id).await;
     ui.fill("#f-sso-client-secret", &p.client_secret).await;
