@@ -365,7 +365,7 @@ async fn sign_in(
         .write(move |tx, ctx| {
             let st = sessions::finish_sign_in(tx, ctx, &candidate, &org, &user, ip.as_deref(), ok)?;
             Ok(match st {
-                sessions::Finished::Started(st) => Ok(opened(ctx, st)),
+                sessions::Finished::Started(st) => Ok(opened(ctx, *st)),
                 sessions::Finished::Refused => Err(None),
                 sessions::Finished::SsoRequired(why) => Err(Some(why)),
             })

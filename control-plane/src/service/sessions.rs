@@ -244,7 +244,7 @@ pub fn start_session(tx: &mut dyn Tx, ctx: &Ctx, user: &User) -> Result<Started>
 
 /// How a password sign-in ended ([`finish_sign_in`]).
 pub enum Finished {
-    Started(Started),
+    Started(Box<Started>),
     /// Wrong organization, username or password (or an account that cannot sign in).
     Refused,
     /// The right password, but the user's organization requires single sign-on; why, in
@@ -299,7 +299,7 @@ pub fn finish_sign_in(
                 &user.id,
                 detail,
             )?;
-            Ok(Finished::Started(started))
+            Ok(Finished::Started(Box::new(started)))
         }
         _ => {
             let why = c.blocked.unwrap_or("wrong password");
