@@ -13,6 +13,7 @@ pub mod client;
 pub mod crypto;
 pub mod csv;
 pub mod model;
+pub mod oidc;
 pub mod openapi;
 pub mod policy;
 pub mod service;

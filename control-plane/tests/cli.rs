@@ -1062,3 +1062,65 @@ fn rate_limits_from_the_cli() {
     let v = json(&["tokens", "rate-limits", &id]);
     assert_eq!(v["own"], serde_json::json!({}), "{v}");
 }
+
+/// Single sign-on from the CLI: `sso set` with the client secret from a file (never on the
+/// command line), `sso show` without it, a change that keeps it, `sso delete`.
+#[test]
+fn single_sign_on_from_the_cli() {
+    let dir = Scratch::new();
+    let admin = bootstrap(&dir);
+    let server = serve(&dir, &[], &[]);
+    let json = |args: &[&str]| as_admin_json(&dir, &admin, &server, args);
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "provider-s3cret\n").unwrap();
+    let set = |extra: &[&str]| {
+        let mut a = vec![
+            "sso",
+            "set",
+            "--org",
+            "acme",
+            "--issuer",
+            "https://login.example.com",
+            "--client-id",
+            "tessera",
+            "--domain",
+            "example.com",
+            "--group-role",
+            "tessera-admins=admin",
+        ];
+        a.extend(extra);
+        json(&a)
+    };
+    let v = set(&["--client-secret-file", secret_file.to_str().unwrap()]);
+    assert_eq!(v["client_secret_set"], true, "{v}");
+    assert_eq!(
+        v["group_roles"],
+        serde_json::json!([{"group": "tessera-admins", "role": "admin"}])
+    );
+    assert!(
+        v["redirect_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/v1/sso/callback"),
+        "{v}"
+    );
+    let v = set(&["--require-sso"]);
+    assert_eq!(v["require_sso"], true, "{v}");
+    let shown = as_admin(&dir, &admin, &server, &["sso", "show", "--org", "acme"]);
+    assert!(
+        shown.contains("https://login.example.com") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+    let v = json(&["sso", "delete", "--org", "acme"]);
+    assert_eq!(v["issuer"], "https://login.example.com");
+    let out = tessera(
+        &dir,
+        &["sso", "show", "--org", "acme"],
+        Some(&admin),
+        Some(&server.url),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no single sign-on connection"));
+}

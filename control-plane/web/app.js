@@ -216,11 +216,11 @@ function field(label, attrs, hint) {
 // ---------------------------------------------------------------------------------------
 // Signing in
 
-function showSignIn(message) {
+function showSignIn(message, ssoReason) {
   setNav();
   const box = el("div");
-  if (message) box.append(el("p", { class: "error", role: "alert" }, message));
-  const form = el("form", { class: "card" },
+  if (message) box.append(el("p", { class: "error", role: "alert", "data-sso-reason": ssoReason }, message));
+  const form = el("form", { class: "card", id: "signin-form" },
     field("Organization", { name: "org", required: true, autocomplete: "organization" }),
     field("Username", { name: "username", required: true, autocomplete: "username" }),
     field("Password", { name: "password", type: "password", required: true, autocomplete: "current-password" }),
@@ -240,9 +240,114 @@ function showSignIn(message) {
       box.replaceChildren(el("p", { class: "error", role: "alert" }, msg));
     }
   });
-  renderPublic("Sign in", form);
+  renderPublic("Sign in", form, ssoSignIn());
   if (location.hash && !location.hash.startsWith("#/signin")) history.replaceState(null, "", "#/signin");
   form.querySelector("input").focus();
+}
+
+// ---------------------------------------------------------------------------------------
+// Single sign-on (OpenID Connect): the sign-in page's "Sign in with SSO", the words for a
+// refused sign-in, and the Organization page's connection section.
+
+/// Why a sign-in through the identity provider was refused, by the callback's reason.
+const SSO_REFUSALS = {
+  sso_state_invalid: "This sign-in is unknown or was already used. Start again from this page.",
+  sso_browser_mismatch: "This sign-in was started in another browser (or its cookie is gone). Start again from this page.",
+  sso_login_expired: "The sign-in took longer than 10 minutes. Start again.",
+  sso_provider_refused: "Your identity provider did not sign you in.",
+  sso_provider_unreachable: "Your identity provider could not be reached. Try again later, or ask an admin.",
+  sso_code_refused: "Your identity provider refused the sign-in code (used already, expired, or from another sign-in). Start again.",
+  sso_audience_mismatch: "Your identity provider's ID token was not issued to Tessera (wrong audience). Ask an admin to check the client id.",
+  sso_id_token_expired: "Your identity provider's ID token has expired. Start again; if it persists, ask an admin to check the clocks.",
+  sso_issuer_mismatch: "The ID token came from another identity provider than your organization's.",
+  sso_nonce_mismatch: "The ID token belongs to another sign-in. Start again.",
+  sso_signature_invalid: "The ID token's signature does not verify with your identity provider's keys.",
+  sso_id_token_invalid: "Your identity provider's ID token was refused.",
+  sso_email_missing: "Your identity provider sent no email address.",
+  sso_email_unverified: "Your identity provider says your email address is not verified.",
+  sso_domain_not_allowed: "Your email address is not in a domain your organization signs in with single sign-on.",
+  sso_email_unusable: "Your email address cannot be a Tessera username.",
+  sso_account_exists: "A user with your email address exists but was not created by single sign-on; an admin must delete or rename it first.",
+  sso_account_disabled: "Your account is disabled; ask an admin of your organization.",
+  sso_not_configured: "Your organization no longer signs in with single sign-on.",
+  sso_misconfigured: "Single sign-on is not set up correctly; ask an admin.",
+};
+
+function ssoFailed(reason) {
+  const words = SSO_REFUSALS[reason] || "Signing in through your identity provider failed. Start again.";
+  showSignIn(`Single sign-on refused: ${words}`, reason);
+}
+
+/// The sign-in page's "Sign in with SSO": the email's domain picks the identity provider.
+function ssoSignIn() {
+  const box = el("div", { id: "sso-box" });
+  const form = el("form", { class: "card", id: "sso-form" },
+    el("h2", {}, "Sign in with your company account"),
+    field("Work email", { name: "email", id: "f-sso-email", type: "email", required: true, autocomplete: "email" }),
+    box,
+    el("p", {}, el("button", { type: "submit", id: "sso-start" }, "Sign in with SSO")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    box.replaceChildren();
+    try {
+      const r = await api("GET", `/v1/sso/start${qs({ email: new FormData(form).get("email") })}`);
+      location.assign(r.authorize_url);
+    } catch (e) {
+      let msg = e.message;
+      if (e.status === 429) msg = `${e.message} (wait ${e.headers.get("retry-after")} s)`;
+      box.replaceChildren(el("p", { class: "error", role: "alert" }, msg));
+    }
+  });
+  return form;
+}
+
+/// The Organization page's single sign-on section (the org's own admins).
+async function ssoSection(org) {
+  const path = `/v1/orgs/${encodeURIComponent(org.id)}/sso`;
+  let conn = null;
+  try { conn = await api("GET", path); } catch (e) { if (e.status !== 404) return [el("h2", {}, "Single sign-on"), errorBox(e)]; }
+  const box = el("div");
+  const roles = [["user", "user"], ["readonly", "readonly"], ["admin", "admin"]];
+  const requireBox = el("input", { type: "checkbox", id: "f-sso-require", name: "require_sso", checked: conn ? conn.require_sso : false });
+  const form = el("form", { id: "sso-settings" },
+    field("Issuer URL", { name: "issuer", id: "f-sso-issuer", type: "url", required: true, value: conn ? conn.issuer : "" }, "e.g. https://login.example.com"),
+    field("Client id", { name: "client_id", id: "f-sso-client-id", required: true, value: conn ? conn.client_id : "" }),
+    field("Client secret", { name: "client_secret", id: "f-sso-client-secret", type: "password", required: !conn, autocomplete: "new-password" }, conn ? "stored sealed; leave empty to keep it" : "stored sealed, never shown again"),
+    field("Email domains", { name: "domains", id: "f-sso-domains", required: true, value: conn ? conn.domains.join(", ") : "" }, "comma-separated, e.g. example.com"),
+    field("Role of a new user when no group maps", { tag: "select", name: "default_role", id: "f-sso-default-role", value: conn ? conn.default_role : "user", options: roles }),
+    field("Group → role mappings", { tag: "textarea", name: "group_roles", id: "f-sso-group-roles", rows: 3, value: conn ? conn.group_roles.map((g) => `${g.group}=${g.role}`).join("\n") : "" }, "one group=role per line; the first group the user is in wins"),
+    el("div", {}, requireBox, el("label", { for: "f-sso-require" }, " Require single sign-on (admins keep a break-glass password sign-in, marked in the audit log)")),
+    el("p", {}, "Redirect URI to register at the identity provider: ", el("code", { id: "sso-redirect-uri" }, conn ? conn.redirect_uri : `${location.origin}/v1/sso/callback`)),
+    box,
+    el("p", {}, el("button", { type: "submit", class: "primary", id: "sso-save" }, conn ? "Save" : "Set up single sign-on"),
+      conn ? el("button", { type: "button", class: "danger", id: "sso-delete", onclick: async () => {
+        if (await confirmAction("Delete single sign-on?", "People of this organization sign in with passwords or links again.", "Delete")) {
+          try { await api("DELETE", path); toast("Single sign-on deleted."); } catch (x) { toast(x.message); }
+          showOrg();
+        }
+      } }, "Delete") : null));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(form);
+    box.replaceChildren();
+    const f = new FormData(form);
+    const body = {
+      issuer: f.get("issuer"), client_id: f.get("client_id"),
+      domains: String(f.get("domains")).split(/[\s,]+/).filter((d) => d),
+      require_sso: requireBox.checked, default_role: f.get("default_role"),
+      group_roles: String(f.get("group_roles")).split("\n").map((l) => l.trim()).filter((l) => l).map((l) => {
+        const i = l.lastIndexOf("=");
+        return { group: i < 0 ? l : l.slice(0, i).trim(), role: i < 0 ? "" : l.slice(i + 1).trim() };
+      }),
+    };
+    if (f.get("client_secret")) body.client_secret = f.get("client_secret");
+    try {
+      await api("PUT", path, body);
+      toast("Single sign-on saved.");
+      showOrg();
+    } catch (e) { showFieldError(form, box, e); }
+  });
+  return [el("h2", {}, "Single sign-on"), form];
 }
 
 function showSetPassword(kind, secret) {
@@ -769,6 +874,7 @@ async function showOrg() {
     keys = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/keys`)).keys;
     leakPolicy = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/leak-policy`)).policy;
   } catch (e) { render("Organization", errorBox(e)); return; }
+  const sso = await ssoSection(org);
   const leakForm = el("form", { id: "leak-policy" },
     field("When a token of this organization is found in public", {
       tag: "select", name: "policy", value: leakPolicy,
@@ -849,6 +955,7 @@ async function showOrg() {
     ...(newOrg ? [el("h2", {}, org.root ? "Organizations" : "Customer organizations"), el("div", { class: "toolbar" }, newOrg)] : []),
     el("h2", {}, "Leaked tokens"),
     leakForm,
+    ...sso,
     el("h2", {}, "Edge credentials"),
     el("div", { class: "toolbar" }, newEdge),
     edges.length ? tableWrap(el("table", { id: "edges" },
@@ -954,6 +1061,8 @@ async function route() {
   const link = /^#\/(invite|reset|bootstrap)\/([0-9a-f]+)$/.exec(h);
   if (link) { showSetPassword(link[1], link[2]); return; }
   if (h.startsWith("#/report-leak")) { showReportLeak(); return; }
+  const ssoRefused = /^#\/sso-failed\/([a-z_]+)$/.exec(h);
+  if (ssoRefused) { session = null; ssoFailed(ssoRefused[1]); return; }
   if (!session) { showSignIn(); return; }
   setNav();
   const page = h.split("?")[0];

@@ -13,6 +13,13 @@ pub const CHROMEDRIVER_ENV: &str = "TESSERA_CHROMEDRIVER";
 /// axe-core's `axe.min.js`, injected into every page the tests visit.
 pub const AXE_ENV: &str = "TESSERA_AXE";
 
+/// The OpenID provider the single sign-on tests sign in at: `oidc-provider`'s entry
+/// module (`host-tests/tests/sso.rs` runs `host-tests/oidc/provider.mjs` with it).
+pub const OIDC_PROVIDER_ENV: &str = "TESSERA_OIDC_PROVIDER";
+
+/// The `oidc-provider` release (npm; OpenID Certified) the single sign-on tests run.
+pub const OIDC_PROVIDER_VERSION: &str = "9.13.3";
+
 /// The axe-core release the accessibility check runs (npm package `axe-core`).
 pub const AXE_VERSION: &str = "4.14.1";
 
@@ -72,6 +79,43 @@ pub fn ensure_axe(node_dir: &Path) -> Result<PathBuf> {
              (or {} is missing); remove {} and run again",
             script.display(),
             node_dir.join("node_modules/axe-core").display()
+        )),
+    }
+}
+
+fn installed_oidc_provider_version(node_dir: &Path) -> Option<String> {
+    let manifest =
+        fs::read_to_string(node_dir.join("node_modules/oidc-provider/package.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&manifest).ok()?;
+    v.get("version")?.as_str().map(str::to_string)
+}
+
+/// `oidc-provider` [`OIDC_PROVIDER_VERSION`] in the npm prefix `node_dir`, installed when
+/// missing or at another version (said first). Returns its entry module
+/// (`lib/index.js`), which the provider script imports.
+pub fn ensure_oidc_provider(node_dir: &Path) -> Result<PathBuf> {
+    let entry = tools::absolute(&node_dir.join("node_modules/oidc-provider/lib/index.js"));
+    let installed = installed_oidc_provider_version(node_dir);
+    if installed.as_deref() == Some(OIDC_PROVIDER_VERSION) && entry.exists() {
+        println!("oidc-provider {OIDC_PROVIDER_VERSION}: {}", entry.display());
+        return Ok(entry);
+    }
+    tools::announce(&format!(
+        "installing oidc-provider {OIDC_PROVIDER_VERSION} (npm package oidc-provider, the OpenID \
+         provider the single sign-on tests sign in at) into {} ...",
+        node_dir.display()
+    ));
+    edge::npm_install_exact(node_dir, "oidc-provider", OIDC_PROVIDER_VERSION)?;
+    match installed_oidc_provider_version(node_dir) {
+        Some(v) if v == OIDC_PROVIDER_VERSION && entry.exists() => {
+            println!("oidc-provider {v}: {}", entry.display());
+            Ok(entry)
+        }
+        other => Err(format!(
+            "npm install oidc-provider@{OIDC_PROVIDER_VERSION} finished but it reports version \
+             {other:?} (or {} is missing); remove {} and run again",
+            entry.display(),
+            node_dir.join("node_modules/oidc-provider").display()
         )),
     }
 }

@@ -284,11 +284,13 @@ fn test(root: &Path) -> Result<()> {
     // The web page's tests drive real Chromium and check every page with axe-core.
     let (chromium, chromedriver) = browser::ensure_chromium()?;
     let axe = browser::ensure_axe(&edge::node_dir(root))?;
+    // The single sign-on tests sign in at a real OpenID provider (npm `oidc-provider`).
+    let oidc_provider = browser::ensure_oidc_provider(&edge::node_dir(root))?;
     // The control plane's PostgreSQL backend: its suite again on a real server (step 8),
     // and host tests that start their own clusters (replicas, a killed server).
     let pg_bin = postgres::ensure_postgres()?;
     tools::header(&format!(
-        "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={} and {}={})",
+        "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={} and {}={})",
         tools::ENVOY_ENV,
         envoy.display(),
         tools::FILTER_WASM_ENV,
@@ -304,7 +306,9 @@ fn test(root: &Path) -> Result<()> {
         browser::CHROMEDRIVER_ENV,
         chromedriver.display(),
         browser::AXE_ENV,
-        axe.display()
+        axe.display(),
+        browser::OIDC_PROVIDER_ENV,
+        oidc_provider.display()
     ));
     tools::run(
         cargo(root)
@@ -317,6 +321,7 @@ fn test(root: &Path) -> Result<()> {
             .env(browser::CHROMIUM_ENV, &chromium)
             .env(browser::CHROMEDRIVER_ENV, &chromedriver)
             .env(browser::AXE_ENV, &axe)
+            .env(browser::OIDC_PROVIDER_ENV, &oidc_provider)
             .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1")
             .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin),
     )?;

@@ -84,7 +84,8 @@ pub(super) fn routes() -> Vec<Route> {
             json!({"org": "acme", "username": "bob", "password": "correct horse battery"}),
         )
         .ok::<SessionView>(200)
-        .error(&[401, 429])
+        // 403 sso_required: the organization signs in with single sign-on.
+        .error(&[401, 403, 429])
         .no_cli(WEB_SIGN_IN),
         route(
             Method::GET,
@@ -363,12 +364,17 @@ async fn sign_in(
     let outcome = s
         .write(move |tx, ctx| {
             let st = sessions::finish_sign_in(tx, ctx, &candidate, &org, &user, ip.as_deref(), ok)?;
-            Ok(st.map(|st| opened(ctx, st)))
+            Ok(match st {
+                sessions::Finished::Started(st) => Ok(opened(ctx, *st)),
+                sessions::Finished::Refused => Err(None),
+                sessions::Finished::SsoRequired(why) => Err(Some(why)),
+            })
         })
         .await?;
     match outcome {
-        Some(st) => started(&s, st),
-        None => Err(ApiError::unauthorized(sessions::WRONG_CREDENTIALS)),
+        Ok(st) => started(&s, st),
+        Err(None) => Err(ApiError::unauthorized(sessions::WRONG_CREDENTIALS)),
+        Err(Some(why)) => Err(Error::denied(sessions::SSO_REQUIRED, why).into()),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod scim;
 pub mod scim_docs;
 pub mod scopes;
 pub mod server;
+pub mod sso;
 pub mod web;
 pub mod webhooks;
 
@@ -833,6 +834,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(scopes::routes());
     routes.extend(limits::routes());
     routes.extend(webhooks::routes());
+    routes.extend(sso::routes());
     routes
 }
 

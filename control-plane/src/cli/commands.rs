@@ -3,7 +3,7 @@
 use super::render::{self, Output};
 use super::{
     encode, query_string, CliResult, Client, Command, EdgesCmd, GranteeArgs, LinksCmd, OrgsCmd,
-    ScimCmd, ScopesCmd, TokensCmd, UsersCmd, WebhooksCmd,
+    ScimCmd, ScopesCmd, SsoCmd, TokensCmd, UsersCmd, WebhooksCmd,
 };
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
@@ -21,6 +21,7 @@ pub(super) async fn run(
         Command::Users(cmd) => users(&client(token)?, out, cmd).await,
         Command::Scopes(cmd) => scopes(&client(token)?, out, cmd).await,
         Command::Webhooks(cmd) => webhooks(&client(token)?, out, cmd).await,
+        Command::Sso(cmd) => sso(&client(token)?, out, cmd).await,
         Command::Edges(EdgesCmd::Create { org, name }) => {
             let v = client(token)?
                 .json(
@@ -455,6 +456,55 @@ async fn scopes(c: &Client, out: Output, cmd: ScopesCmd) -> CliResult {
     } else {
         show(out, &scope_row(&v))
     }
+}
+
+/// `tessera sso ...`: the organization's single sign-on connection.
+async fn sso(c: &Client, out: Output, cmd: SsoCmd) -> CliResult {
+    let path = |org: &str| format!("/v1/orgs/{}/sso", encode(org));
+    let v = match cmd {
+        SsoCmd::Show { org } => c.get(&path(&org)).await?.ok_json()?,
+        SsoCmd::Delete { org } => c
+            .send("DELETE", &path(&org), "application/json", Vec::new())
+            .await?
+            .ok_json()?,
+        SsoCmd::Set {
+            org,
+            issuer,
+            client_id,
+            client_secret_file,
+            domains,
+            require_sso,
+            default_role,
+            group_roles,
+        } => {
+            let secret = match &client_secret_file {
+                Some(p) => Some(super::read_secret(p, "--client-secret-file")?),
+                None => None,
+            };
+            let mut mappings = Vec::new();
+            for g in &group_roles {
+                let (group, role) = g.rsplit_once('=').ok_or_else(|| {
+                    format!("--group-role {g:?}: write GROUP=ROLE, e.g. tessera-admins=admin")
+                })?;
+                mappings.push(json!({"group": group, "role": role}));
+            }
+            let mut body = json!({
+                "issuer": issuer,
+                "client_id": client_id,
+                "domains": domains,
+                "require_sso": require_sso,
+                "group_roles": mappings,
+            });
+            if let Some(s) = secret {
+                body["client_secret"] = json!(s);
+            }
+            if let Some(r) = default_role {
+                body["default_role"] = json!(r);
+            }
+            c.json("PUT", &path(&org), &body).await?.ok_json()?
+        }
+    };
+    show(out, &v)
 }
 
 fn show(out: Output, v: &Value) -> CliResult {

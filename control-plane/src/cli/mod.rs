@@ -225,6 +225,9 @@ enum Command {
     /// delivery log.
     #[command(subcommand)]
     Webhooks(WebhooksCmd),
+    /// Single sign-on: the organization's OpenID Connect identity provider (org admins).
+    #[command(subcommand)]
+    Sso(SsoCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
@@ -1015,6 +1018,55 @@ struct GranteeArgs {
     /// A user of the organization (id or username).
     #[arg(long)]
     user: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SsoCmd {
+    /// The organization's single sign-on connection and the redirect URI to register at
+    /// the identity provider (never the client secret).
+    Show {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Create or replace the organization's single sign-on connection.
+    Set {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+        /// The identity provider's issuer URL, e.g. https://login.example.com (discovery
+        /// reads <issuer>/.well-known/openid-configuration).
+        #[arg(long)]
+        issuer: String,
+        /// The client id registered at the identity provider.
+        #[arg(long)]
+        client_id: String,
+        /// A file holding the client secret on its first line (`-` reads it from stdin);
+        /// required the first time, kept when omitted afterwards.
+        #[arg(long)]
+        client_secret_file: Option<PathBuf>,
+        /// An email domain whose people sign in through this provider; repeatable.
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// Refuse password sign-in for the organization's users (admins keep a
+        /// break-glass password sign-in, marked in the audit log).
+        #[arg(long)]
+        require_sso: bool,
+        /// The role of a user created at first sign-in when no group maps: user, readonly,
+        /// admin (partner in a partner organization). Default: user.
+        #[arg(long)]
+        default_role: Option<String>,
+        /// GROUP=ROLE: a user in GROUP (the ID token's `groups` claim) gets ROLE at first
+        /// sign-in; repeatable, the first group that matches wins.
+        #[arg(long = "group-role")]
+        group_roles: Vec<String>,
+    },
+    /// Delete the organization's single sign-on connection (passwords work again).
+    Delete {
+        /// The organization's id.
+        #[arg(long)]
+        org: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -33,6 +33,7 @@ pub mod rotation;
 pub mod scim;
 pub mod scopes;
 pub mod sessions;
+pub mod sso;
 pub mod tokens;
 pub mod users;
 pub mod verifiers;

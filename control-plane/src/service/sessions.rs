@@ -36,6 +36,9 @@ pub const FORGET_SECS: i64 = 3600;
 /// password, and a disabled one.
 pub const WRONG_CREDENTIALS: &str = "wrong organization, username or password";
 
+/// Stable reason: a right password of a user whose organization requires single sign-on.
+pub const SSO_REQUIRED: &str = "sso_required";
+
 /// The address a throttle or a rate limit counts: an IPv4 address whole, an IPv6 one by
 /// its /64 (one subscriber's usual allocation, so rotating through it gains nothing), an
 /// IPv4-mapped IPv6 address as the IPv4 one.
@@ -239,8 +242,18 @@ pub fn start_session(tx: &mut dyn Tx, ctx: &Ctx, user: &User) -> Result<Started>
     })
 }
 
+/// How a password sign-in ended ([`finish_sign_in`]).
+pub enum Finished {
+    Started(Box<Started>),
+    /// Wrong organization, username or password (or an account that cannot sign in).
+    Refused,
+    /// The right password, but the user's organization requires single sign-on; why, in
+    /// words.
+    SsoRequired(String),
+}
+
 /// Phase 3 (a write): records the outcome and, on success, gives the throttle
-/// reservation back and starts the session. A failure is returned as `Ok(None)` so it is
+/// reservation back and starts the session. A failure is returned as `Ok(Finished::Refused)` so it is
 /// committed. A failure against an existing org is in that org's audit log; one naming
 /// no org is logged by the service only (it belongs to no organization).
 pub fn finish_sign_in(
@@ -251,12 +264,32 @@ pub fn finish_sign_in(
     username: &str,
     ip: Option<&str>,
     ok: bool,
-) -> Result<Option<Started>> {
+) -> Result<Finished> {
     match (&c.user, ok) {
         (Some(user), true) => {
             release_attempt(tx, ctx, &throttle_keys(org_name, username, ip))?;
+            // An org that requires single sign-on refuses its users' passwords; its admins
+            // keep a break-glass password sign-in, marked as such in the audit log.
+            if let Some(why) = super::sso::password_refused(tx, user)? {
+                audit(
+                    tx,
+                    ctx,
+                    "anonymous",
+                    &user.org_id,
+                    "session.sign_in_failed",
+                    &user.id,
+                    json!({"ip": ip, "org": org_name, "username": username, "why": "single sign-on required"}),
+                )?;
+                return Ok(Finished::SsoRequired(why));
+            }
+            let break_glass = super::sso::break_glass(tx, user)?;
             let started = start_session(tx, ctx, user)?;
             ctx.act_with(started.actor.credential.label());
+            let detail = if break_glass {
+                json!({"ip": ip, "break_glass": true})
+            } else {
+                json!({"ip": ip})
+            };
             audit(
                 tx,
                 ctx,
@@ -264,9 +297,9 @@ pub fn finish_sign_in(
                 &user.org_id,
                 "session.sign_in",
                 &user.id,
-                json!({"ip": ip}),
+                detail,
             )?;
-            Ok(Some(started))
+            Ok(Finished::Started(Box::new(started)))
         }
         _ => {
             let why = c.blocked.unwrap_or("wrong password");
@@ -293,7 +326,7 @@ pub fn finish_sign_in(
                     "sign-in failed: no such organization"
                 ),
             }
-            Ok(None)
+            Ok(Finished::Refused)
         }
     }
 }
@@ -305,13 +338,15 @@ pub const KEEP_LINKS_SECS: i64 = 30 * 86_400;
 /// Deletes ended and timed-out sessions, throttle rows forgotten and no longer delaying,
 /// and links used or expired more than [`KEEP_LINKS_SECS`] ago (`tessera serve`, hourly).
 pub fn prune(tx: &mut dyn Tx, ctx: &Ctx) -> Result<u64> {
-    Ok(tx.prune_sign_in(&SignInCutoffs {
-        now: ctx.now,
-        sessions_before: ctx.now - IDLE_SECS,
-        started_before: ctx.now - ABSOLUTE_SECS,
-        throttles_before: ctx.now - FORGET_SECS,
-        links_before: ctx.now - KEEP_LINKS_SECS,
-    })?)
+    let sso = tx.prune_sso_logins(ctx.now)?;
+    Ok(sso
+        + tx.prune_sign_in(&SignInCutoffs {
+            now: ctx.now,
+            sessions_before: ctx.now - IDLE_SECS,
+            started_before: ctx.now - ABSOLUTE_SECS,
+            throttles_before: ctx.now - FORGET_SECS,
+            links_before: ctx.now - KEEP_LINKS_SECS,
+        })?)
 }
 
 /// The caller a session cookie names: the session must be open, used within the idle

@@ -590,7 +590,7 @@ CREATE TABLE rate_leases (
 );
 "#,
     },
-    // Token rotation with a grace period (issue 26, `service::rotation`): one row per
+    // 10: token rotation with a grace period (issue 26, `service::rotation`): one row per
     // rotated token, self-contained (no column added to `tokens`).
     Migration {
         sqlite: r#"
@@ -626,7 +626,7 @@ CREATE TABLE token_rotations (
 CREATE INDEX token_rotations_due ON token_rotations(ended_at, ends_at);
 "#,
     },
-    // Webhooks (issue 26, `service::webhooks`): endpoints, the outbox and the delivery log,
+    // 11: webhooks (issue 26, `service::webhooks`): endpoints, the outbox and the delivery log,
     // self-contained.
     Migration {
         sqlite: r#"
@@ -710,6 +710,91 @@ CREATE TABLE webhook_attempts (
     error TEXT
 );
 CREATE INDEX webhook_attempts_message ON webhook_attempts(message_id, at);
+"#,
+    },
+    // 12 (issue 23, single sign-on): each org's OpenID Connect connection (the client
+    // secret sealed with the master key), the email domains routing to it (a domain to one
+    // org), the sign-ins under way (single use) and the identities linked to users.
+    Migration {
+        sqlite: r#"
+CREATE TABLE sso_connections (
+    org_id TEXT PRIMARY KEY REFERENCES orgs(id),
+    issuer TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    secret_enc BLOB NOT NULL,
+    domains TEXT NOT NULL,
+    require_sso INTEGER NOT NULL,
+    default_role TEXT NOT NULL,
+    group_roles TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE sso_domains (
+    domain TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id)
+);
+CREATE INDEX sso_domains_org ON sso_domains(org_id);
+CREATE TABLE sso_logins (
+    state_sha256 TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    verifier_enc BLOB NOT NULL,
+    browser_sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX sso_logins_expires ON sso_logins(expires_at);
+CREATE TABLE sso_identities (
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    email TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_sign_in_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, issuer, subject)
+);
+CREATE INDEX sso_identities_user ON sso_identities(user_id);
+"#,
+        postgres: r#"
+CREATE TABLE sso_connections (
+    org_id TEXT COLLATE "C" PRIMARY KEY REFERENCES orgs(id),
+    issuer TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    secret_enc BYTEA NOT NULL,
+    domains TEXT NOT NULL,
+    require_sso BOOLEAN NOT NULL,
+    default_role TEXT NOT NULL,
+    group_roles TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE sso_domains (
+    domain TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id)
+);
+CREATE INDEX sso_domains_org ON sso_domains(org_id);
+CREATE TABLE sso_logins (
+    state_sha256 TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL,
+    nonce TEXT NOT NULL,
+    verifier_enc BYTEA NOT NULL,
+    browser_sha256 TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX sso_logins_expires ON sso_logins(expires_at);
+CREATE TABLE sso_identities (
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    issuer TEXT COLLATE "C" NOT NULL,
+    subject TEXT COLLATE "C" NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL REFERENCES users(id),
+    email TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_sign_in_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, issuer, subject)
+);
+CREATE INDEX sso_identities_user ON sso_identities(user_id);
 "#,
     },
 ];

@@ -13,6 +13,7 @@ pub mod scim;
 pub mod scopes;
 pub(crate) mod sql;
 pub mod sqlite;
+pub mod sso;
 pub mod webhooks;
 
 pub use accounts::AccountsTx;
@@ -20,6 +21,7 @@ pub use limits::LimitsTx;
 pub use rotations::RotationsTx;
 pub use scim::ScimTx;
 pub use scopes::ScopesTx;
+pub use sso::SsoTx;
 pub use webhooks::WebhooksTx;
 
 use std::path::PathBuf;
@@ -297,7 +299,7 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx + RotationsTx + WebhooksTx {
+pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx + RotationsTx + WebhooksTx + SsoTx {
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

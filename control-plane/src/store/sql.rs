@@ -140,6 +140,7 @@ mod rotations;
 mod scim;
 mod scopes;
 mod webhooks;
+mod sso;
 
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {

@@ -1,0 +1,292 @@
+//! Single sign-on (issue 23): the organization's OpenID Connect connection — only its own
+//! admins set it up, the client secret is sealed and never shown, a domain belongs to one
+//! organization, every change is in the audit log — and the public routes' cheap checks
+//! (no connection for a domain, an unknown state) answered before any network call. The
+//! flow against a real provider is `host-tests/tests/sso.rs`.
+// Test helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{World, BASE};
+use serde_json::{json, Value};
+
+fn connection(domain: &str) -> Value {
+    json!({
+        "issuer": "https://login.example.com/",
+        "client_id": "tessera",
+        "client_secret": "s3cret-from-the-provider",
+        "domains": [domain, "Example.ORG"],
+        "default_role": "readonly",
+        "group_roles": [{"group": "tessera-admins", "role": "admin"}],
+    })
+}
+
+#[tokio::test]
+async fn only_the_orgs_own_admins_set_up_single_sign_on_and_every_change_is_audited() {
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    // Not a user, not the managing root admin.
+    for who in ["ula", "root-admin"] {
+        let r = w
+            .call(
+                "PUT",
+                "/v1/orgs/acme/sso",
+                Some(&w.jwt(who)),
+                Some(connection("example.com")),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{who}: {}", r.text());
+    }
+    let r = w.call("GET", "/v1/orgs/acme/sso", Some(&ada), None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/acme/sso",
+            Some(&ada),
+            Some(connection("example.com")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["issuer"], "https://login.example.com");
+    assert_eq!(v["domains"], json!(["example.com", "example.org"]));
+    assert_eq!(v["client_secret_set"], true);
+    assert_eq!(v["redirect_uri"], format!("{BASE}/v1/sso/callback"));
+    assert!(
+        !r.text().contains("s3cret"),
+        "the secret is never shown: {}",
+        r.text()
+    );
+
+    // A change without the secret keeps it (sealed, opened only for a sign-in).
+    let mut change = connection("example.com");
+    change.as_object_mut().unwrap().remove("client_secret");
+    change["require_sso"] = json!(true);
+    let r = w
+        .call("PUT", "/v1/orgs/acme/sso", Some(&ada), Some(change))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["require_sso"], true);
+    let secret = w
+        .state
+        .read(|tx, ctx| {
+            let c = tx.get_sso_connection("acme")?.unwrap();
+            assert!(!String::from_utf8_lossy(&c.secret_enc).contains("s3cret"));
+            Ok(tessera_control_plane::service::sso::route_org(tx, ctx, "acme")?.client_secret)
+        })
+        .await
+        .unwrap();
+    assert_eq!(secret, "s3cret-from-the-provider");
+
+    // Bad fields are named.
+    for (field, body) in [
+        (
+            "issuer",
+            json!({"issuer": "http://login.example.com", "client_id": "x", "domains": ["a.example"]}),
+        ),
+        (
+            "domains[0]",
+            json!({"issuer": "https://l.example", "client_id": "x", "domains": ["not a domain"]}),
+        ),
+        (
+            "default_role",
+            json!({"issuer": "https://l.example", "client_id": "x", "domains": ["a.example"], "default_role": "partner"}),
+        ),
+    ] {
+        let r = w
+            .call("PUT", "/v1/orgs/acme/sso", Some(&ada), Some(body))
+            .await;
+        assert_eq!(r.status, 400, "{field}: {}", r.text());
+        assert!(
+            r.json()["message"].as_str().unwrap().starts_with(field),
+            "{}",
+            r.text()
+        );
+    }
+
+    // A domain belongs to one organization.
+    let root = w.jwt("root-admin");
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/partnerco/users",
+            Some(&root),
+            Some(json!({"username": "pia", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let pia = w.login(r.json()["id"].as_str().unwrap()).await;
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/partnerco/sso",
+            Some(&pia),
+            Some(connection("example.com")),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("acme"),
+        "{}",
+        r.text()
+    );
+
+    let r = w
+        .call("DELETE", "/v1/orgs/acme/sso", Some(&ada), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w.call("GET", "/v1/orgs/acme/sso", Some(&ada), None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // Free again for another organization.
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/partnerco/sso",
+            Some(&pia),
+            Some(connection("example.com")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = w
+        .call(
+            "GET",
+            "/v1/audit-log?org=acme&per_page=200",
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = r.json();
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .filter(|a| a.starts_with("sso."))
+        .collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    for a in ["sso.create", "sso.update", "sso.delete"] {
+        assert!(actions.contains(&a), "{a} missing: {actions:?}");
+    }
+    assert!(!r.text().contains("s3cret"), "the secret is never logged");
+}
+
+#[tokio::test]
+async fn the_public_routes_refuse_cheaply_before_any_network_call() {
+    let w = World::new().await;
+    // No connection for the domain: said in words, nothing fetched.
+    let r = w
+        .call(
+            "GET",
+            "/v1/sso/start?email=ana%40nowhere.example",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["reason"], "sso_not_configured");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("nowhere.example"));
+    let r = w
+        .call("GET", "/v1/sso/start?email=not-an-email", None, None)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().starts_with("email"));
+
+    // A state no sign-in was started with, and the provider's own refusal: to the page,
+    // with the reason.
+    let r = w
+        .call("GET", "/v1/sso/callback?code=abc&state=forged", None, None)
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.headers["location"], "/#/sso-failed/sso_state_invalid");
+    let r = w
+        .call(
+            "GET",
+            "/v1/sso/callback?error=access_denied&state=x",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/#/sso-failed/sso_provider_refused");
+
+    // A stored sign-in used from another browser (no binding cookie) is refused, and
+    // consumed: the same state is unknown afterwards.
+    let ada = w.jwt("ada");
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/acme/sso",
+            Some(&ada),
+            Some(connection("example.com")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    w.state
+        .write(|tx, ctx| {
+            tessera_control_plane::service::sso::record_login(
+                tx,
+                ctx,
+                "acme",
+                "the-state",
+                "n",
+                "verifier",
+                "browser-secret",
+            )
+        })
+        .await
+        .unwrap();
+    let r = w
+        .call(
+            "GET",
+            "/v1/sso/callback?code=abc&state=the-state",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/#/sso-failed/sso_browser_mismatch");
+    let r = w
+        .raw(
+            "GET",
+            "/v1/sso/callback?code=abc&state=the-state",
+            None,
+            "application/json",
+            Vec::new(),
+            &[("cookie", "tessera_sso=browser-secret")],
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/#/sso-failed/sso_state_invalid");
+    // An expired one.
+    w.state
+        .write(|tx, ctx| {
+            tessera_control_plane::service::sso::record_login(
+                tx,
+                ctx,
+                "acme",
+                "late-state",
+                "n",
+                "verifier",
+                "browser-secret",
+            )
+        })
+        .await
+        .unwrap();
+    w.advance(tessera_control_plane::service::sso::LOGIN_TTL_SECS + 1);
+    let r = w
+        .raw(
+            "GET",
+            "/v1/sso/callback?code=abc&state=late-state",
+            None,
+            "application/json",
+            Vec::new(),
+            &[("cookie", "tessera_sso=browser-secret")],
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/#/sso-failed/sso_login_expired");
+}
