@@ -139,8 +139,8 @@ mod limits;
 mod rotations;
 mod scim;
 mod scopes;
-mod webhooks;
 mod sso;
+mod webhooks;
 
 /// A statement's parameters, collected while its text is built.
 pub(crate) struct Args {
