@@ -231,6 +231,8 @@ async fn the_worker_signs_retries_and_resends_with_the_same_id() {
     let worker = tokio::spawn(tessera_control_plane::api::webhooks::run_worker(
         w.state.clone(),
         Duration::from_millis(50),
+        // The receiver is on loopback, which the default refuses (tested below).
+        tessera_control_plane::api::webhooks::Destinations::Any,
     ));
     let tok = w.token_in_state(&w.uid("ula"), "enabled").await;
     let r = w
@@ -297,4 +299,55 @@ async fn the_worker_signs_retries_and_resends_with_the_same_id() {
     assert_eq!(h["webhook-id"], first["id"].as_str().unwrap());
     assert!(verifies(&secret, &h, &body));
     worker.abort();
+}
+
+/// By default the control plane delivers only to public addresses: an org admin's webhook
+/// at a loopback address (an IP literal here, and `localhost`, a name resolving to one) is
+/// never connected to, and the delivery log says why and how the operator allows it.
+#[tokio::test]
+async fn a_webhook_into_the_operators_own_network_is_refused_by_default() {
+    let w = World::new().await;
+    let (url, seen) = receiver(0).await;
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let mut hooks = Vec::new();
+    for u in [&url, &by_name] {
+        let r = create(&w, "ada", "acme", json!({"url": u})).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        hooks.push(r.json()["webhook"]["id"].as_str().unwrap().to_string());
+    }
+    let worker = tokio::spawn(tessera_control_plane::api::webhooks::run_worker(
+        w.state.clone(),
+        Duration::from_millis(50),
+        tessera_control_plane::api::webhooks::Destinations::Public,
+    ));
+    let tok = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{tok}/revoke"),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for hook in &hooks {
+        let mut waited = 0;
+        let first = loop {
+            let d = deliveries(&w, hook).await;
+            if d.first().is_some_and(|m| m["attempts"] == 1) {
+                break d[0].clone();
+            }
+            waited += 1;
+            assert!(waited < 400, "no attempt: {d:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert!(first["last_status"].is_null(), "{first}");
+        let error = first["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("not a public internet address") || error.contains("resolves only to"),
+            "{first}"
+        );
+    }
+    worker.abort();
+    assert!(seen.lock().unwrap().is_empty(), "the receiver was reached");
 }

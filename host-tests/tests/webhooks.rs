@@ -171,8 +171,10 @@ fn events_survive_a_sigkill_between_the_event_and_its_delivery() {
     let addr = port_holder.local_addr().expect("addr");
     drop(port_holder);
 
-    let mut cp = ControlPlane::start(&ControlPlaneOptions::new(&control_plane_path()))
-        .unwrap_or_else(|e| panic!("control plane: {e}"));
+    // The receiver is on loopback: allowed only with the operator's flag.
+    let mut options = ControlPlaneOptions::new(&control_plane_path());
+    options.serve_args = vec!["--webhook-private-destinations".into()];
+    let mut cp = ControlPlane::start(&options).unwrap_or_else(|e| panic!("control plane: {e}"));
     let alice = cp.admin_token().to_owned();
     let created = cp
         .api(

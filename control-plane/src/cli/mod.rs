@@ -398,6 +398,11 @@ struct ServeArgs {
     /// POST /v1/secret-scanning/github.
     #[arg(long, env = "TESSERA_SECRET_SCANNING_KEYS_URL", default_value = crate::api::scanning::GITHUB_KEYS_URL)]
     secret_scanning_keys_url: String,
+    /// Let webhooks be delivered to loopback, private, link-local and other non-public
+    /// addresses (receivers inside your own network, tests). Off by default, so an org admin
+    /// cannot point a webhook at the operator's internal services.
+    #[arg(long, env = "TESSERA_WEBHOOK_PRIVATE_DESTINATIONS")]
+    webhook_private_destinations: bool,
     /// Users one organization may have (deleted ones do not count).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
     max_users_per_org: i64,

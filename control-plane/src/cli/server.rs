@@ -306,6 +306,11 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
     tokio::spawn(crate::api::webhooks::run_worker(
         state.clone(),
         std::time::Duration::from_secs(1),
+        if args.webhook_private_destinations {
+            crate::api::webhooks::Destinations::Any
+        } else {
+            crate::api::webhooks::Destinations::Public
+        },
     ));
     let options = ServerOptions {
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
