@@ -400,6 +400,11 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
     }
     let (ana_id, _) = user(cp, &admin, &ana)?.ok_or("3: ana was not created")?;
     let count = users(cp, &admin)?.len();
+    // She has no password and no token, yet she is in: active, not "invited".
+    let state = cp.api("GET", &format!("/v1/users/{ana_id}"), Some(&admin), None)?;
+    if state["state"] != json!("active") {
+        return Err(format!("3: the SSO user's state: {state}"));
+    }
 
     // 4. Returning sign-in: the same user, no new one.
     ui.sign_out().await;

@@ -103,15 +103,15 @@ pub fn account_of(tx: &mut dyn Tx, user_id: &str) -> Result<Account> {
     }))
 }
 
-/// `invited` (no password and no token handed out yet: the invitation is all they have),
-/// `active`, `disabled` or `deleted`. A user who works with a token only — the bootstrap
-/// admin, whose token was printed — is active.
+/// `invited` (no password, no token handed out and no single sign-on yet: the invitation
+/// is all they have), `active`, `disabled` or `deleted`. A user who works with a token only
+/// (the bootstrap admin, whose token was printed) or signs in through SSO is active.
 pub fn state_of(tx: &mut dyn Tx, a: &Account) -> Result<&'static str> {
     Ok(if a.deleted_at.is_some() {
         "deleted"
     } else if a.disabled_at.is_some() {
         "disabled"
-    } else if a.password_hash.is_some() || tx.holds_issued_token(&a.user_id)? {
+    } else if a.password_hash.is_some() || tx.holds_credential(&a.user_id)? {
         "active"
     } else {
         "invited"

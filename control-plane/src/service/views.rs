@@ -62,8 +62,8 @@ pub struct UserView {
     pub role: String,
     pub delegated: bool,
     pub created_at: String,
-    /// `invited` (neither a password nor a token handed out yet), `active`, `disabled` or
-    /// `deleted`; absent where the answer did not look it up.
+    /// `invited` (no password, token handed out or single sign-on yet), `active`, `disabled`
+    /// or `deleted`; absent where the answer did not look it up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// A one-time link (invitation or password reset), only in the answer that made it.

@@ -324,9 +324,9 @@ pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx + RotationsTx + Webhooks
     fn get_user(&mut self, id: &str) -> StoreResult<Option<User>>;
     fn find_user(&mut self, org_id: &str, username: &str) -> StoreResult<Option<User>>;
     fn list_users(&mut self, org_id: &str) -> StoreResult<Vec<User>>;
-    /// Whether the user holds a token that was handed out (downloaded or printed) and is
-    /// not revoked or deleted: a working credential, with or without a password.
-    fn holds_issued_token(&mut self, user_id: &str) -> StoreResult<bool>;
+    /// Whether the user has a way in besides a password: a token that was handed out
+    /// (downloaded or printed) and is not revoked or deleted, or a single sign-on identity.
+    fn holds_credential(&mut self, user_id: &str) -> StoreResult<bool>;
 
     fn insert_token(&mut self, token: &Token) -> StoreResult<()>;
     fn update_token(&mut self, token: &Token) -> StoreResult<()>;

@@ -780,9 +780,10 @@ impl<E: Engine> Tx for E {
         all(self, &sql, &values![org_id], user_from_row)
     }
 
-    fn holds_issued_token(&mut self, user_id: &str) -> StoreResult<bool> {
+    fn holds_credential(&mut self, user_id: &str) -> StoreResult<bool> {
         let sql = "SELECT 1 FROM tokens WHERE user_id = ?1 AND minted_at IS NOT NULL \
-                   AND revoked_at IS NULL AND deleted_at IS NULL LIMIT 1";
+                   AND revoked_at IS NULL AND deleted_at IS NULL \
+                   UNION ALL SELECT 1 FROM sso_identities WHERE user_id = ?1 LIMIT 1";
         Ok(one(self, sql, &values![user_id], |r| get::<i64>(r, 0))?.is_some())
     }
 
