@@ -330,6 +330,47 @@ async fn every_answer_matches_its_documented_schema() {
     run.call("GET", t, "/v1/orgs/acme", Some(&ada), None, 200)
         .await;
     run.call("GET", t, "/v1/orgs/acme", None, None, 401).await;
+    run.call(
+        "PATCH",
+        t,
+        "/v1/orgs/acme",
+        Some(&ada),
+        Some(json!({"name": "Acme Corp", "max_lifetime_days": 200})),
+        200,
+    )
+    .await;
+    run.call(
+        "PATCH",
+        t,
+        "/v1/orgs/acme",
+        Some(&ada),
+        Some(json!({"max_lifetime_days": 400})),
+        403,
+    )
+    .await;
+    run.call(
+        "PATCH",
+        t,
+        "/v1/orgs/acme",
+        Some(&root),
+        Some(json!({"max_lifetime_days": 0})),
+        400,
+    )
+    .await;
+    run.call(
+        "PATCH",
+        t,
+        "/v1/orgs/acme",
+        Some(&root),
+        Some(json!({"max_lifetime_days": 365})),
+        200,
+    )
+    .await;
+    let t = "/v1/orgs/{org}/keys";
+    run.call("GET", t, "/v1/orgs/acme/keys", Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, "/v1/orgs/acme/keys", Some(&ula), None, 403)
+        .await;
     let t = "/v1/orgs/{org}/keys/rotate";
     run.call(
         "POST",
