@@ -390,18 +390,7 @@ fn note_leases(held: &mut Held, edge: &str, answer: &Value, token: &str) {
 async fn leases_follow_demand_and_never_sum_past_the_limit_in_any_window() {
     let w = World::new().await;
     let ada = w.jwt("ada");
-    let secret = w
-        .call(
-            "POST",
-            "/v1/orgs/acme/edge-credentials",
-            Some(&ada),
-            Some(json!({"name": "fleet"})),
-        )
-        .await
-        .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let secret = w.edge_secret("ada", "acme", "fleet").await;
     let r = w
         .call(
             "POST",
@@ -523,18 +512,7 @@ async fn simultaneous_grants_to_many_edges_share_one_budget() {
     // they commit in, no window is leased past the limit.
     let w = World::new().await;
     let ada = w.jwt("ada");
-    let secret = w
-        .call(
-            "POST",
-            "/v1/orgs/acme/edge-credentials",
-            Some(&ada),
-            Some(json!({"name": "fleet"})),
-        )
-        .await
-        .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let secret = w.edge_secret("ada", "acme", "fleet").await;
     let r = w
         .call(
             "POST",

@@ -192,6 +192,20 @@ impl World {
         w
     }
 
+    /// A new edge credential of `org`, made by `admin` (a username): its secret.
+    pub async fn edge_secret(&self, admin: &str, org: &str, name: &str) -> String {
+        let r = self
+            .call(
+                "POST",
+                &format!("/v1/orgs/{org}/edge-credentials"),
+                Some(&self.jwt(admin)),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["secret"].as_str().unwrap().to_string()
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.load(Ordering::SeqCst)
     }
