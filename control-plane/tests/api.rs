@@ -1140,3 +1140,50 @@ async fn tokens_made_in_the_same_second_list_in_the_order_they_were_made() {
         assert_eq!(ids, expect, "sort={sort}");
     }
 }
+
+/// The partner page asks for one customer organization's tokens at a time (`org=`), a page
+/// at a time, instead of fetching 200 and filtering in the browser; the filter narrows
+/// what the caller may see, never widens it.
+#[tokio::test]
+async fn a_partner_lists_one_customer_organizations_tokens_by_org() {
+    let w = World::new().await;
+    let pat = w.jwt("pat");
+    let ids = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["org"].as_str().unwrap().to_string(),
+                    t["username"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let r = w
+        .call("GET", "/v1/tokens?org=acme&per_page=20", Some(&pat), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = ids(&r.json());
+    // Only the delegating user's token of acme: not pat's own, not ula's.
+    assert_eq!(
+        got,
+        vec![("acme".to_string(), "uma".to_string())],
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["total"], 1);
+    let r = w
+        .call("GET", "/v1/tokens?org=partnerco", Some(&pat), None)
+        .await;
+    assert!(ids(&r.json())
+        .iter()
+        .all(|(o, u)| o == "partnerco" && u == "pat"));
+    // A user asking for another organization's tokens sees none of them.
+    let r = w
+        .call("GET", "/v1/tokens?org=partnerco", Some(&w.jwt("ula")), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 0, "{}", r.text());
+}

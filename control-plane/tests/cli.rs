@@ -1106,6 +1106,22 @@ fn single_sign_on_from_the_cli() {
     );
     let v = set(&["--require-sso"]);
     assert_eq!(v["require_sso"], true, "{v}");
+    // The operator's list of domain claims (acme is the root org: its claim needs no
+    // approval); withdrawn and approved again from the command line.
+    let claims = json(&["sso", "domains"]);
+    assert_eq!(claims[0]["domain"], "example.com", "{claims}");
+    assert_eq!(claims[0]["state"], "approved", "{claims}");
+    let v = json(&["sso", "withdraw", "example.com", "--org", "acme"]);
+    assert_eq!(v["state"], "pending", "{v}");
+    let pending = json(&["sso", "domains", "--pending"]);
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    let v = json(&["sso", "approve", "example.com", "--org", "acme"]);
+    assert_eq!(v["state"], "approved", "{v}");
+    let table = as_admin(&dir, &admin, &server, &["sso", "domains"]);
+    assert!(
+        table.contains("example.com") && table.contains("approved"),
+        "{table}"
+    );
     let shown = as_admin(&dir, &admin, &server, &["sso", "show", "--org", "acme"]);
     assert!(
         shown.contains("https://login.example.com") && !shown.contains("s3cret"),

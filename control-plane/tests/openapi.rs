@@ -1442,6 +1442,30 @@ async fn every_answer_matches_its_documented_schema() {
         .await;
     run.call("GET", t, "/v1/orgs/acme/sso", Some(&ada), None, 200)
         .await;
+    // acme's claim of example.com routes sign-ins once the operator approved it.
+    let t = "/v1/sso/domains";
+    run.call("GET", t, "/v1/sso/domains", Some(&ada), None, 403)
+        .await;
+    run.call(
+        "GET",
+        t,
+        "/v1/sso/domains?pending=true",
+        Some(&root),
+        None,
+        200,
+    )
+    .await;
+    let t = "/v1/sso/domains/{domain}/approve";
+    let acme = json!({"org": "acme"});
+    for (domain, who, want) in [
+        ("example.com", &ada, 403),
+        ("unclaimed.example", &root, 404),
+        ("example.com", &root, 200),
+    ] {
+        let p = format!("/v1/sso/domains/{domain}/approve");
+        run.call("POST", t, &p, Some(who), Some(acme.clone()), want)
+            .await;
+    }
     let t = "/v1/sso/start";
     let r = run
         .call(
@@ -1475,6 +1499,11 @@ async fn every_answer_matches_its_documented_schema() {
     let t = "/v1/sso/callback";
     run.call("GET", t, "/v1/sso/callback?code=c&state=s", None, None, 303)
         .await;
+    let t = "/v1/sso/domains/{domain}/withdraw";
+    let p = "/v1/sso/domains/example.com/withdraw";
+    run.call("POST", t, p, Some(&ada), Some(acme.clone()), 403)
+        .await;
+    run.call("POST", t, p, Some(&root), Some(acme), 200).await;
     let t = "/v1/orgs/{org}/sso";
     run.call("DELETE", t, "/v1/orgs/acme/sso", Some(&ada), None, 200)
         .await;

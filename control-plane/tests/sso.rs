@@ -53,6 +53,8 @@ async fn only_the_orgs_own_admins_set_up_single_sign_on_and_every_change_is_audi
     let v = r.json();
     assert_eq!(v["issuer"], "https://login.example.com");
     assert_eq!(v["domains"], json!(["example.com", "example.org"]));
+    // Claimed, not yet approved by the operator.
+    assert_eq!(v["pending_domains"], json!(["example.com", "example.org"]));
     assert_eq!(v["client_secret_set"], true);
     assert_eq!(v["redirect_uri"], format!("{BASE}/v1/sso/callback"));
     assert!(
@@ -107,8 +109,18 @@ async fn only_the_orgs_own_admins_set_up_single_sign_on_and_every_change_is_audi
         );
     }
 
-    // A domain belongs to one organization.
+    // A domain belongs to one organization: once the operator approved acme's claim,
+    // another organization cannot claim it.
     let root = w.jwt("root-admin");
+    let r = w
+        .call(
+            "POST",
+            "/v1/sso/domains/example.com/approve",
+            Some(&root),
+            Some(json!({"org": "acme"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = w
         .call(
             "POST",
@@ -129,7 +141,10 @@ async fn only_the_orgs_own_admins_set_up_single_sign_on_and_every_change_is_audi
         .await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(
-        r.json()["message"].as_str().unwrap().contains("acme"),
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("example.com already signs in through another organization"),
         "{}",
         r.text()
     );
@@ -168,8 +183,13 @@ async fn only_the_orgs_own_admins_set_up_single_sign_on_and_every_change_is_audi
         .map(|e| e["action"].as_str().unwrap())
         .filter(|a| a.starts_with("sso."))
         .collect();
-    assert_eq!(actions.len(), 3, "{actions:?}");
-    for a in ["sso.create", "sso.update", "sso.delete"] {
+    assert_eq!(actions.len(), 4, "{actions:?}");
+    for a in [
+        "sso.create",
+        "sso.update",
+        "sso.domain_approve",
+        "sso.delete",
+    ] {
         assert!(actions.contains(&a), "{a} missing: {actions:?}");
     }
     assert!(!r.text().contains("s3cret"), "the secret is never logged");
@@ -289,4 +309,234 @@ async fn the_public_routes_refuse_cheaply_before_any_network_call() {
         )
         .await;
     assert_eq!(r.headers["location"], "/#/sso-failed/sso_login_expired");
+}
+
+/// The email domain an org admin types is only a claim: it sends nobody to that org's
+/// identity provider until the operator (a root admin) approves it, so an admin cannot
+/// squat another company's domain (phish its people, or block it from routing them).
+#[tokio::test]
+async fn a_domain_routes_sign_ins_only_once_the_operator_approved_the_claim() {
+    use tessera_control_plane::service::sso;
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let root = w.jwt("root-admin");
+    let routed = |email: &'static str| {
+        let state = w.state.clone();
+        async move {
+            state
+                .read(move |tx, ctx| Ok(sso::route_email(tx, ctx, email).map(|r| r.org_id)))
+                .await
+                .unwrap()
+        }
+    };
+    // A squatter (a customer org's admin) claims a domain first; so does its real owner.
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/acme/sso",
+            Some(&ada),
+            Some(connection("victim.example")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/partnerco/users",
+            Some(&root),
+            Some(json!({"username": "pia", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let pia_id = r.json()["id"].as_str().unwrap().to_string();
+    let pia = w.login(&pia_id).await;
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/partnerco/sso",
+            Some(&pia),
+            Some(json!({
+                "issuer": "https://idp.victim.example",
+                "client_id": "tessera",
+                "client_secret": "other-secret",
+                "domains": ["victim.example"],
+                "require_sso": true,
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "a pending claim blocks nobody: {}", r.text());
+    assert_eq!(r.json()["pending_domains"], json!(["victim.example"]));
+
+    // Nobody is routed by a pending claim, and the public answer does not tell that
+    // someone claimed it.
+    let e = routed("ana@victim.example").await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no organization signs in victim.example"),
+        "{e}"
+    );
+    let r = w
+        .call(
+            "GET",
+            "/v1/sso/start?email=ana%40victim.example",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["reason"], "sso_not_configured");
+
+    // "Require SSO" does not lock anyone out while no domain is approved.
+    let pia_user = pia_id.clone();
+    let refused = w
+        .state
+        .read(move |tx, _| {
+            let u = tx.get_user(&pia_user)?.unwrap();
+            let mut plain = u.clone();
+            plain.role = tessera_control_plane::model::Role::User;
+            sso::password_refused(tx, &plain)
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused, None);
+
+    // Only the operator sees and decides claims.
+    for who in [&ada, &pia] {
+        let r = w.call("GET", "/v1/sso/domains", Some(who), None).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        let r = w
+            .call(
+                "POST",
+                "/v1/sso/domains/victim.example/approve",
+                Some(who),
+                Some(json!({"org": "acme"})),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{}", r.text());
+    }
+    let r = w
+        .call("GET", "/v1/sso/domains?pending=true", Some(&root), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let claims: Vec<(String, String, String)> = r.json()["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["domain"].as_str().unwrap().to_string(),
+                c["org"].as_str().unwrap().to_string(),
+                c["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        claims.contains(&("victim.example".into(), "acme".into(), "pending".into()))
+            && claims.contains(&(
+                "victim.example".into(),
+                "partnerco".into(),
+                "pending".into()
+            )),
+        "{claims:?}"
+    );
+    assert!(r.json()["domains"][0]["org_name"].is_string());
+
+    // A claim that does not exist, and a bad domain, are named.
+    let r = w
+        .call(
+            "POST",
+            "/v1/sso/domains/unclaimed.example/approve",
+            Some(&root),
+            Some(json!({"org": "acme"})),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            "/v1/sso/domains/not_a_domain/approve",
+            Some(&root),
+            Some(json!({"org": "acme"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // The operator approves the real owner's claim: its people are routed, and its
+    // "require SSO" takes effect; the other claim cannot be approved too.
+    let r = w
+        .call(
+            "POST",
+            "/v1/sso/domains/victim.example/approve",
+            Some(&root),
+            Some(json!({"org": "partnerco"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "approved");
+    assert_eq!(r.json()["approved_by"], w.uid("root-admin"));
+    assert_eq!(routed("ana@victim.example").await.unwrap(), "partnerco");
+    let pia_user = pia_id.clone();
+    let refused = w
+        .state
+        .read(move |tx, _| {
+            let mut u = tx.get_user(&pia_user)?.unwrap();
+            u.role = tessera_control_plane::model::Role::User;
+            sso::password_refused(tx, &u)
+        })
+        .await
+        .unwrap();
+    assert!(refused.unwrap().contains("victim.example"));
+    let r = w
+        .call(
+            "POST",
+            "/v1/sso/domains/victim.example/approve",
+            Some(&root),
+            Some(json!({"org": "acme"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().contains("withdraw"));
+
+    // Withdrawn: nobody is routed any more, and the claim is pending again.
+    let r = w
+        .call(
+            "POST",
+            "/v1/sso/domains/victim.example/withdraw",
+            Some(&root),
+            Some(json!({"org": "partnerco"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "pending");
+    assert!(routed("ana@victim.example").await.is_err());
+
+    // Both decisions are in the claiming org's audit log and in the operator's.
+    for (log, who) in [("partnerco", &pia), ("root", &root)] {
+        let r = w
+            .call(
+                "GET",
+                &format!("/v1/audit-log?org={log}&per_page=200"),
+                Some(who),
+                None,
+            )
+            .await;
+        let text = r.text();
+        assert!(
+            text.contains("sso.domain_approve") && text.contains("sso.domain_withdraw"),
+            "{log}: {text}"
+        );
+    }
+
+    // The operator's own organization needs no approval.
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/root/sso",
+            Some(&root),
+            Some(connection("operator.example")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["pending_domains"], json!([]));
+    assert_eq!(routed("ops@operator.example").await.unwrap(), "root");
 }

@@ -96,6 +96,17 @@ function render(title, ...content) {
   renderPublic(title, ...content);
 }
 
+/// Bumped on every navigation: a page that is still loading when the person moves on must
+/// not draw over the page they moved to.
+let pageGen = 0;
+
+/// A `render` bound to the current navigation: it draws nothing once the person has moved
+/// to another page (each page function starts with `const render = renderer();`).
+function renderer() {
+  const gen = pageGen;
+  return (title, ...content) => { if (gen === pageGen) render(title, ...content); };
+}
+
 function renderPublic(title, ...content) {
   const m = main();
   m.replaceChildren(el("h1", {}, title), ...content);
@@ -347,7 +358,39 @@ async function ssoSection(org) {
       showOrg();
     } catch (e) { showFieldError(form, box, e); }
   });
-  return [el("h2", {}, "Single sign-on"), form];
+  const pending = conn && conn.pending_domains.length
+    ? [el("p", { id: "sso-pending", class: "note", role: "status" },
+      `Waiting for the operator's approval: ${conn.pending_domains.join(", ")}. People with these addresses are not sent to your identity provider until a root admin approves each domain`,
+      conn.require_sso ? ", and “Require single sign-on” takes effect only once one is approved." : ".")]
+    : [];
+  return [el("h2", {}, "Single sign-on"), ...pending, form, ...(org.root ? await domainClaims() : [])];
+}
+
+/// The operator's (root admins') list of email-domain claims, with Approve and Withdraw:
+/// a claim sends people to an organization's identity provider only once approved.
+async function domainClaims() {
+  let claims = [];
+  try { claims = (await api("GET", "/v1/sso/domains")).domains; } catch (e) { return [el("h3", {}, "Email domain claims"), errorBox(e)]; }
+  const decide = (c, verb) => act(verb === "approve" ? "Approve" : "Withdraw", async () => {
+    const sure = verb === "approve"
+      ? await confirmAction(`Approve ${c.domain} for ${c.org_name}?`, `People with an address at ${c.domain} will sign in through ${c.org_name}'s identity provider, which creates their users. Approve only a domain you know ${c.org_name} owns.`, "Approve")
+      : await confirmAction(`Withdraw ${c.domain} from ${c.org_name}?`, `People with an address at ${c.domain} will no longer be sent to ${c.org_name}'s identity provider.`, "Withdraw");
+    if (!sure) return;
+    try {
+      await api("POST", `/v1/sso/domains/${encodeURIComponent(c.domain)}/${verb}`, { org: c.org });
+      toast(verb === "approve" ? `${c.domain} approved for ${c.org_name}.` : `${c.domain} withdrawn from ${c.org_name}.`);
+    } catch (x) { toast(x.message); }
+    showOrg();
+  });
+  return [el("h3", {}, "Email domain claims"),
+    el("p", {}, "Organizations claim the email domains of their single sign-on; a claim routes nobody until you approve it. Approve a domain only for the organization that owns it."),
+    claims.length ? tableWrap(el("table", { id: "domain-claims" },
+      el("thead", {}, el("tr", {}, ...["Domain", "Organization", "State", "Claimed", "Approved by", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...claims.map((c) => el("tr", { "data-domain": c.domain, "data-org": c.org },
+        el("td", {}, c.domain), el("td", { title: c.org }, c.org_name),
+        el("td", { "data-column": "state" }, c.state), el("td", {}, fmtTime(c.claimed_at)),
+        el("td", {}, c.state === "approved" ? (c.approved_by_name || "before approvals existed") : "—"),
+        el("td", {}, decide(c, c.state === "approved" ? "withdraw" : "approve"))))))) : el("p", { id: "no-domain-claims" }, "No organization claims a domain.")];
 }
 
 function showSetPassword(kind, secret) {
@@ -457,6 +500,7 @@ async function saveHiddenColumns(set) {
 }
 
 async function showTokens() {
+  const render = renderer();
   const f = tokenFilters();
   const query = {
     q: f.q, status: f.status, user: f.user, sort: f.sort,
@@ -742,6 +786,7 @@ function authLogCsv(events) {
 }
 
 async function showAuthLog() {
+  const render = renderer();
   const p = new URLSearchParams(location.hash.split("?")[1] || "");
   const f = { token: p.get("token") || "", user: p.get("user") || "", outcome: p.get("outcome") || "", since: p.get("since") || "", until: p.get("until") || "", page: Number(p.get("page") || 1) };
   const form = el("form", { class: "toolbar", role: "search" },
@@ -783,6 +828,7 @@ async function showAuthLog() {
 // Admin pages
 
 async function showUsers() {
+  const render = renderer();
   const org = session.org.id;
   let users;
   try { users = (await api("GET", `/v1/orgs/${encodeURIComponent(org)}/users`)).users; }
@@ -851,6 +897,7 @@ async function showUsers() {
 }
 
 async function showAudit() {
+  const render = renderer();
   const p = new URLSearchParams(location.hash.split("?")[1] || "");
   const page = Number(p.get("page") || 1);
   let entries, total;
@@ -867,6 +914,7 @@ async function showAudit() {
 }
 
 async function showOrg() {
+  const render = renderer();
   const org = session.org;
   let edges = [], keys = [], leakPolicy = "revoke";
   try {
@@ -1001,25 +1049,41 @@ function newOrgButton(org) {
 }
 
 async function showPartner() {
-  let orgs, tokens;
+  const render = renderer();
+  let orgs;
   try {
     orgs = (await api("GET", "/v1/orgs")).orgs.filter((o) => o.managed_by === session.org.id);
-    tokens = (await api("GET", `/v1/tokens${qs({ per_page: 200 })}`)).tokens.filter((t) => t.org !== session.org.id);
   } catch (e) { render("Customers", errorBox(e)); return; }
-  const sections = orgs.map((o) => {
-    const mine = tokens.filter((t) => t.org === o.id);
-    const users = [...new Map(mine.map((t) => [t.user, t.username])).entries()];
-    return el("section", { "data-org": o.id }, el("h2", {}, `${o.name} (${o.id})`),
-      users.length ? el("p", {}, "Delegating users: ", users.map(([, n]) => n).join(", ")) : el("p", { class: "notice" }, "No delegating user has a token yet."),
-      mine.length ? tableWrap(el("table", {},
-        el("thead", {}, el("tr", {}, ...["Token", "Owner", "Status", "Expires", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, ...mine.map((t) => el("tr", { "data-token": t.id },
-          el("td", {}, t.name), el("td", {}, t.username), el("td", {}, badge(t.status)), el("td", {}, fmtTime(t.expires_at)),
-          el("td", {}, el("div", { class: "actions" }, ...rowActions(t)))))))) : null);
-  });
+  const sections = await Promise.all(orgs.map(customerSection));
   render("Customers", el("p", {}, "Tokens of delegating users of the organizations you manage. You may create and revoke them, never download them."),
     el("div", { class: "toolbar" }, el("button", { type: "button", class: "primary", onclick: newTokenDialog }, "New API token for a customer user")),
     ...(sections.length ? sections : [el("p", { class: "notice" }, "You manage no customer organization.")]));
+}
+
+/// Rows per page of one customer organization's tokens on the partner page.
+const CUSTOMER_PAGE = 20;
+
+/// One customer organization's section of the partner page: its tokens a page at a time,
+/// asked from the server by organization (`/v1/tokens?org=`), never filtered here.
+async function customerSection(o) {
+  const section = el("section", { "data-org": o.id });
+  const heading = el("h2", {}, `${o.name} (${o.id})`);
+  const fill = async (page) => {
+    let r;
+    try { r = await api("GET", `/v1/tokens${qs({ org: o.id, page, per_page: CUSTOMER_PAGE })}`); }
+    catch (e) { section.replaceChildren(heading, errorBox(e)); return; }
+    const users = [...new Set(r.tokens.map((t) => t.username))];
+    section.replaceChildren(...[heading,
+      r.total ? el("p", {}, "Delegating users: ", users.join(", "), r.total > r.tokens.length ? " (on this page)" : "") : el("p", { class: "notice" }, "No delegating user has a token yet."),
+      r.total ? tableWrap(el("table", {},
+        el("thead", {}, el("tr", {}, ...["Token", "Owner", "Status", "Expires", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ...r.tokens.map((t) => el("tr", { "data-token": t.id },
+          el("td", {}, t.name), el("td", {}, t.username), el("td", {}, badge(t.status)), el("td", {}, fmtTime(t.expires_at)),
+          el("td", {}, el("div", { class: "actions" }, ...rowActions(t)))))))) : null,
+      r.total > CUSTOMER_PAGE ? pagerOf(page, r.total, CUSTOMER_PAGE, "tokens", fill) : null].filter(Boolean));
+  };
+  await fill(1);
+  return section;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1057,6 +1121,7 @@ function showReportLeak() {
 // Routing
 
 async function route() {
+  pageGen++;
   const h = location.hash || "#/tokens";
   const link = /^#\/(invite|reset|bootstrap)\/([0-9a-f]+)$/.exec(h);
   if (link) { showSetPassword(link[1], link[2]); return; }

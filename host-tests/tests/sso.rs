@@ -170,6 +170,24 @@ impl Ui {
         }
     }
 
+    /// Waits until the element `css` reads `want`.
+    async fn wait_text(&self, css: &str, want: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = match self.c.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if got == want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{css} reads {got:?}, want {want:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The signed-in session as the page sees it (`null` when signed out).
     async fn session(&self) -> Value {
         self.c
@@ -380,6 +398,24 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
     {
         return Err(format!("1: the connection saved is {conn}"));
     }
+
+    // 1b. The operator's list of domain claims, on the same page (alice is a root admin):
+    //     the root organization's own domain needs no approval. Withdrawn from the page, it
+    //     routes nobody; approved again, it does.
+    let state_cell = format!("#domain-claims tr[data-domain='{DOMAIN}'] td[data-column=state]");
+    let action = format!("#domain-claims tr[data-domain='{DOMAIN}'] button");
+    ui.wait_text(&state_cell, "approved").await?;
+    ui.click(&action).await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.wait_text(&state_cell, "pending").await?;
+    let claims = cp.api("GET", "/v1/sso/domains?pending=true", Some(&admin), None)?;
+    if claims["domains"][0]["domain"] != json!(DOMAIN) {
+        return Err(format!("1b: pending claims after Withdraw: {claims}"));
+    }
+    ui.text_of("#sso-pending").await;
+    ui.click(&action).await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.wait_text(&state_cell, "approved").await?;
     ui.sign_out().await;
 
     // 2. A domain with no connection: said in the sign-in form, nothing leaves for a provider.
@@ -545,6 +581,16 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
         d["why"] == json!("single sign-on required")
     }) {
         return Err("10: carol's refused sign-in is not in the audit log".into());
+    }
+    // The refusals at the ID-token step (6, 7) are in the org's log, with the reason.
+    for why in ["sso_audience_mismatch", "sso_id_token_expired"] {
+        if !has("session.sign_in_failed", &|d| {
+            d["why"] == json!(why) && d["sso"] == json!(true)
+        }) {
+            return Err(format!(
+                "10: the refused sign-in {why} is not in the audit log"
+            ));
+        }
     }
     for action in ["sso.create", "sso.update"] {
         if !has(action, &|_| true) {

@@ -13,7 +13,10 @@ use super::extract::{Caller, JsonBody, PeerAddr, QueryParams};
 use super::{route, ApiError, ApiResult, AppState, Auth, Route};
 use crate::oidc::RelyingParty;
 use crate::service::sessions;
-use crate::service::sso::{self, Refusal, SetSso, SsoView, BROWSER_COOKIE, CALLBACK_PATH};
+use crate::service::sso::{
+    self, DomainClaim, DomainClaimList, DomainDecision, Refusal, SetSso, SsoView, BROWSER_COOKIE,
+    CALLBACK_PATH,
+};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +53,17 @@ pub(super) fn routes() -> Vec<Route> {
             .error(&[409]).cli("sso set"),
         route(Method::DELETE, "/v1/orgs/{org}/sso", "Delete the organization's single sign-on connection: its people sign in with passwords again (its own admins)", Token, h!(DELETE, delete))
             .ok::<SsoView>(200).cli("sso delete"),
+        route(Method::GET, "/v1/sso/domains", "Every organization's claims of email domains for single sign-on: a claim routes sign-ins only once approved (the operator: root admins)", Token, h!(GET, domains))
+            .query::<DomainsParams>()
+            .ok::<DomainClaimList>(200).cli("sso domains"),
+        route(Method::POST, "/v1/sso/domains/{domain}/approve", "Approve an organization's claim of an email domain: people with such addresses sign in through its identity provider (the operator: root admins)", Token, h!(POST, approve))
+            .body::<DomainDecision>(json!({"org": "acme"}))
+            .ok::<DomainClaim>(200)
+            // Another organization holds the domain approved.
+            .error(&[409]).cli("sso approve"),
+        route(Method::POST, "/v1/sso/domains/{domain}/withdraw", "Withdraw the approval of an organization's claim of an email domain: the claim is pending again and routes no sign-in (the operator: root admins)", Token, h!(POST, withdraw))
+            .body::<DomainDecision>(json!({"org": "acme"}))
+            .ok::<DomainClaim>(200).cli("sso withdraw"),
         route(Method::GET, "/v1/sso/start", "Start signing in through the identity provider of the email's domain: answers the provider's authorization URL and sets a 10-minute cookie binding the sign-in to this browser", Public, h!(GET, start))
             .query::<StartParams>()
             .ok::<SsoStarted>(200)
@@ -68,6 +82,54 @@ pub(super) fn routes() -> Vec<Route> {
 fn rp() -> &'static RelyingParty {
     static RP: OnceLock<RelyingParty> = OnceLock::new();
     RP.get_or_init(RelyingParty::new)
+}
+
+/// Which claims to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DomainsParams {
+    /// Only the claims waiting for approval.
+    #[serde(default)]
+    pending: bool,
+}
+
+async fn domains(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    QueryParams(p): QueryParams<DomainsParams>,
+) -> ApiResult<Json<DomainClaimList>> {
+    s.read_as(a, move |tx, ctx, a| {
+        sso::list_domains(tx, ctx, a, p.pending)
+    })
+    .await
+    .map(Json)
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(domain): Path<String>,
+    JsonBody(req): JsonBody<DomainDecision>,
+) -> ApiResult<Json<DomainClaim>> {
+    s.write_as(a, move |tx, ctx, a| {
+        sso::approve_domain(tx, ctx, a, &domain, req)
+    })
+    .await
+    .map(Json)
+}
+
+async fn withdraw(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(domain): Path<String>,
+    JsonBody(req): JsonBody<DomainDecision>,
+) -> ApiResult<Json<DomainClaim>> {
+    s.write_as(a, move |tx, ctx, a| {
+        sso::withdraw_domain(tx, ctx, a, &domain, req)
+    })
+    .await
+    .map(Json)
 }
 
 /// The sign-in's start.
@@ -322,9 +384,27 @@ async fn finish(
             &resumed.nonce,
             now,
         )
-        .await
-        .map_err(|r| r.reason)?;
+        .await;
     let ip = client_ip(peer);
+    let who = match who {
+        Ok(w) => w,
+        Err(refusal) => {
+            // In the org's audit log too, not only the service log: an admin sees why
+            // their people's sign-ins fail (wrong audience, clock, keys).
+            let (org_id, issuer, ip) = (r.org_id.clone(), r.issuer.clone(), ip.clone());
+            let reason = refusal.reason;
+            let logged = s
+                .write(move |tx, ctx| {
+                    sso::refused_at_provider(tx, ctx, &org_id, &issuer, ip.as_deref(), reason)
+                })
+                .await;
+            if let Err(e) = logged {
+                tracing::error!(error = %e.message, "single sign-on: auditing a refusal failed");
+            }
+            tracing::info!(reason, "single sign-on refused: {}", refusal.message);
+            return Err(reason);
+        }
+    };
     let org_id = r.org_id.clone();
     let outcome = s
         .write(move |tx, ctx| {

@@ -461,10 +461,39 @@ async fn scopes(c: &Client, out: Output, cmd: ScopesCmd) -> CliResult {
 /// `tessera sso ...`: the organization's single sign-on connection.
 async fn sso(c: &Client, out: Output, cmd: SsoCmd) -> CliResult {
     let path = |org: &str| format!("/v1/orgs/{}/sso", encode(org));
+    let verb = match &cmd {
+        SsoCmd::Withdraw { .. } => "withdraw",
+        _ => "approve",
+    };
     let v = match cmd {
         SsoCmd::Show { org } => c.get(&path(&org)).await?.ok_json()?,
         SsoCmd::Delete { org } => c
             .send("DELETE", &path(&org), "application/json", Vec::new())
+            .await?
+            .ok_json()?,
+        SsoCmd::Domains { pending } => {
+            let q = if pending { "?pending=true" } else { "" };
+            let v = c.get(&format!("/v1/sso/domains{q}")).await?.ok_json()?;
+            let rows = v["domains"].as_array().cloned().unwrap_or_default();
+            return show_list(
+                out,
+                &rows,
+                &[
+                    "domain",
+                    "org_name",
+                    "org",
+                    "state",
+                    "claimed_at",
+                    "approved_by_name",
+                ],
+            );
+        }
+        SsoCmd::Approve { domain, org } | SsoCmd::Withdraw { domain, org } => c
+            .json(
+                "POST",
+                &format!("/v1/sso/domains/{}/{verb}", encode(&domain)),
+                &json!({ "org": org }),
+            )
             .await?
             .ok_json()?,
         SsoCmd::Set {

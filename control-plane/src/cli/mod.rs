@@ -473,6 +473,10 @@ struct Filters {
     /// Only this user's tokens (a username or a user id).
     #[arg(long)]
     user: Option<String>,
+    /// Only tokens of this organization (its id): for a partner, one customer
+    /// organization.
+    #[arg(long)]
+    org: Option<String>,
     /// Only tokens that expire before this time (RFC 3339 or YYYY-MM-DD).
     #[arg(long)]
     expires_before: Option<String>,
@@ -493,6 +497,7 @@ impl Filters {
             ("q", self.q.clone()),
             ("status", self.status.clone()),
             ("user", self.user.clone()),
+            ("org", self.org.clone()),
             ("expires_before", self.expires_before.clone()),
             ("sort", self.sort.clone()),
             ("page", self.page.map(|p| p.to_string())),
@@ -1069,6 +1074,29 @@ enum SsoCmd {
     /// Delete the organization's single sign-on connection (passwords work again).
     Delete {
         /// The organization's id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Every organization's claims of email domains (root admins): a claim sends people
+    /// to the organization's identity provider only once approved.
+    Domains {
+        /// Only the claims waiting for approval.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Approve an organization's claim of an email domain (root admins).
+    Approve {
+        /// The domain, e.g. example.com.
+        domain: String,
+        /// The claiming organization's id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Withdraw the approval of an organization's claim of an email domain (root admins).
+    Withdraw {
+        /// The domain, e.g. example.com.
+        domain: String,
+        /// The claiming organization's id.
         #[arg(long)]
         org: String,
     },

@@ -310,6 +310,10 @@ pub struct SearchParams {
     pub status: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Only tokens of this organization (its id): a partner's customer organization, or
+    /// the caller's own.
+    #[serde(default)]
+    pub org: Option<String>,
     #[serde(default)]
     pub expires_before: Option<String>,
     /// Only tokens expiring at or after this time (RFC 3339).

@@ -41,6 +41,7 @@ pub fn check_tokens(tx: &mut dyn Tx, ctx: &Ctx, owner: &User) -> Result<()> {
             q: None,
             statuses: Vec::new(),
             user: None,
+            org: None,
             expires_before: None,
             expires_after: None,
             sort: TokenSort::CreatedAt,

@@ -75,7 +75,13 @@ pub struct SsoView {
     pub client_id: String,
     /// Always true: a secret is stored (sealed); it is never shown.
     pub client_secret_set: bool,
+    /// Every email domain the connection claims.
     pub domains: Vec<String>,
+    /// The claimed domains still waiting for the operator's approval (a root admin's):
+    /// people with such addresses are not sent to this provider yet.
+    pub pending_domains: Vec<String>,
+    /// Password sign-in is refused for the organization's users (admins keep a
+    /// break-glass path); in effect once at least one domain is approved.
     pub require_sso: bool,
     pub default_role: Role,
     pub group_roles: Vec<GroupRole>,
@@ -103,20 +109,36 @@ fn default_role_of(c: &SsoConnection) -> Role {
     Role::parse(&c.default_role).unwrap_or(Role::User)
 }
 
-fn view(ctx: &Ctx, c: &SsoConnection) -> SsoView {
-    SsoView {
+fn view(tx: &mut dyn Tx, ctx: &Ctx, c: &SsoConnection) -> Result<SsoView> {
+    let pending_domains = tx
+        .sso_domain_claims(Some(&c.org_id), true)?
+        .into_iter()
+        .map(|d| d.domain)
+        .collect();
+    Ok(SsoView {
         org: c.org_id.clone(),
         issuer: c.issuer.clone(),
         client_id: c.client_id.clone(),
         client_secret_set: !c.secret_enc.is_empty(),
         domains: c.domains.clone(),
+        pending_domains,
         require_sso: c.require_sso,
         default_role: default_role_of(c),
         group_roles: group_roles_of(c),
         redirect_uri: redirect_uri(ctx),
         created_at: crate::timefmt::format(c.created_at),
         updated_at: crate::timefmt::format(c.updated_at),
-    }
+    })
+}
+
+/// The org's approved domains: the ones that route sign-ins to its connection.
+fn approved_domains(tx: &mut dyn Tx, org_id: &str) -> Result<Vec<String>> {
+    Ok(tx
+        .sso_domain_claims(Some(org_id), false)?
+        .into_iter()
+        .filter(|d| d.approved_at.is_some())
+        .map(|d| d.domain)
+        .collect())
 }
 
 /// An issuer URL we fetch from: https, or http on a loopback host (a provider on the same
@@ -195,7 +217,7 @@ pub fn get(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, org_id: &str) -> Result<Ss
             org.id, org.id
         ))
     })?;
-    Ok(view(ctx, &c))
+    view(tx, ctx, &c)
 }
 
 /// Creates or changes the org's connection (its own admins only), audited as
@@ -235,10 +257,12 @@ pub fn set(
     for (i, d) in req.domains.iter().enumerate() {
         let field = format!("domains[{i}]");
         let d = check_domain(&field, d)?;
+        // Claiming a domain another org holds approved is refused; a pending claim of
+        // another org blocks nobody (claims route nothing until a root admin approves).
         if let Some(owner) = tx.sso_domain_owner(&d)? {
             if owner != org.id {
                 return Err(Error::conflict(format!(
-                    "{field}: {d} already signs in through organization {owner}'s connection"
+                    "{field}: {d} already signs in through another organization's connection; ask the operator (a root admin) if it is yours"
                 )));
             }
         }
@@ -293,6 +317,13 @@ pub fn set(
         updated_at: ctx.now,
     };
     tx.put_sso_connection(&c)?;
+    // The operator's own organization needs nobody's approval.
+    if org.is_root {
+        for d in tx.sso_domain_claims(Some(&org.id), true)? {
+            tx.set_sso_domain_approved(&d.domain, &org.id, Some((ctx.now, &actor.user.id)))?;
+        }
+    }
+    let view = view(tx, ctx, &c)?;
     let action = if old.is_some() {
         "sso.update"
     } else {
@@ -310,12 +341,13 @@ pub fn set(
             "client_id": c.client_id,
             "client_secret_changed": req.client_secret.is_some(),
             "domains": c.domains,
+            "pending_domains": view.pending_domains,
             "require_sso": c.require_sso,
             "default_role": c.default_role,
             "group_roles": req.group_roles,
         }),
     )?;
-    Ok(view(ctx, &c))
+    Ok(view)
 }
 
 /// Deletes the org's connection (its own admins only): its people sign in with passwords
@@ -339,6 +371,196 @@ pub fn delete(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, org_id: &str) -> Result
         json!({"issuer": before.issuer, "domains": before.domains}),
     )?;
     Ok(before)
+}
+
+/// An organization's claim of an email domain, as the operator sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DomainClaim {
+    pub domain: String,
+    /// The claiming organization's id and name.
+    pub org: String,
+    pub org_name: String,
+    /// `pending` (routes nothing yet) or `approved` (sign-ins with this domain go to the
+    /// organization's identity provider).
+    pub state: String,
+    pub claimed_at: String,
+    pub approved_at: Option<String>,
+    /// The root admin who approved it, by name and id (absent for claims approved before
+    /// approvals existed).
+    pub approved_by: Option<String>,
+    pub approved_by_name: Option<String>,
+}
+
+/// Domain claims, by domain then organization.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DomainClaimList {
+    pub domains: Vec<DomainClaim>,
+}
+
+/// Which organization's claim an approval or withdrawal is about.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainDecision {
+    /// The claiming organization's id.
+    pub org: String,
+}
+
+/// `a`, and `b` when it is another org.
+fn dedup<'a>(a: &'a str, b: &'a str) -> Vec<&'a str> {
+    if a == b {
+        vec![a]
+    } else {
+        vec![a, b]
+    }
+}
+
+/// Domain approvals are the operator's: an admin of the root organization.
+fn require_operator(actor: &Actor) -> Result<()> {
+    if actor.org.is_root && actor.user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "only the operator (an admin of the root organization) approves email domains for single sign-on",
+        ))
+    }
+}
+
+fn claim_view(tx: &mut dyn Tx, c: crate::store::sso::SsoDomainClaim) -> Result<DomainClaim> {
+    let org_name = tx
+        .get_org(&c.org_id)?
+        .map_or_else(|| c.org_id.clone(), |o| o.name);
+    let approved_by_name = match &c.approved_by {
+        Some(u) => tx.get_user(u)?.map(|u| u.display_name),
+        None => None,
+    };
+    Ok(DomainClaim {
+        domain: c.domain,
+        org: c.org_id,
+        org_name,
+        state: if c.approved_at.is_some() {
+            "approved"
+        } else {
+            "pending"
+        }
+        .to_string(),
+        claimed_at: crate::timefmt::format(c.claimed_at),
+        approved_at: c.approved_at.map(crate::timefmt::format),
+        approved_by: c.approved_by,
+        approved_by_name,
+    })
+}
+
+/// Every organization's domain claims (the operator only), pending ones alone when
+/// `pending_only`.
+pub fn list_domains(
+    tx: &mut dyn Tx,
+    _ctx: &Ctx,
+    actor: &Actor,
+    pending_only: bool,
+) -> Result<DomainClaimList> {
+    require_operator(actor)?;
+    let claims = tx.sso_domain_claims(None, pending_only)?;
+    let domains = claims
+        .into_iter()
+        .map(|c| claim_view(tx, c))
+        .collect::<Result<_>>()?;
+    Ok(DomainClaimList { domains })
+}
+
+fn find_claim(
+    tx: &mut dyn Tx,
+    domain: &str,
+    org_id: &str,
+) -> Result<crate::store::sso::SsoDomainClaim> {
+    tx.sso_domain_claims(Some(org_id), false)?
+        .into_iter()
+        .find(|c| c.domain == domain)
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "organization {org_id} does not claim {domain}; its admins add it to the organization's single sign-on connection first"
+            ))
+        })
+}
+
+/// Approves `org`'s claim of `domain` (the operator only, with an unlimited credential):
+/// from now on people with such addresses are sent to that organization's provider.
+/// Refused while another organization holds the domain approved. Audited in the claiming
+/// organization's log as `sso.domain_approve`.
+pub fn approve_domain(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    domain: &str,
+    req: DomainDecision,
+) -> Result<DomainClaim> {
+    require_operator(actor)?;
+    super::authority::require_unlimited(
+        tx,
+        actor,
+        "sso_domain",
+        "approving a domain, which sends its people to an identity provider that makes users,",
+    )?;
+    let domain = check_domain("domain", domain)?;
+    let org = load_org(tx, req.org.trim())?;
+    let claim = find_claim(tx, &domain, &org.id)?;
+    if claim.approved_at.is_none() {
+        if let Some(owner) = tx.sso_domain_owner(&domain)? {
+            let name = tx
+                .get_org(&owner)?
+                .map_or_else(|| owner.clone(), |o| o.name);
+            return Err(Error::conflict(format!(
+                "{domain} is approved for organization {name} ({owner}); withdraw that approval first"
+            )));
+        }
+        tx.set_sso_domain_approved(&domain, &org.id, Some((ctx.now, &actor.user.id)))?;
+        // In the claiming org's log (its admins see it) and the operator's own.
+        for log in dedup(&org.id, &actor.org.id) {
+            audit(
+                tx,
+                ctx,
+                &actor.user.id,
+                log,
+                "sso.domain_approve",
+                &org.id,
+                json!({"domain": domain, "org": org.id}),
+            )?;
+        }
+    }
+    let claim = find_claim(tx, &domain, &org.id)?;
+    claim_view(tx, claim)
+}
+
+/// Withdraws the approval of `org`'s claim of `domain` (the operator only): the claim is
+/// pending again and sign-ins with such addresses stop going to that provider. Audited
+/// as `sso.domain_withdraw`.
+pub fn withdraw_domain(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    domain: &str,
+    req: DomainDecision,
+) -> Result<DomainClaim> {
+    require_operator(actor)?;
+    let domain = check_domain("domain", domain)?;
+    let org = load_org(tx, req.org.trim())?;
+    let claim = find_claim(tx, &domain, &org.id)?;
+    if claim.approved_at.is_some() {
+        tx.set_sso_domain_approved(&domain, &org.id, None)?;
+        // In the claiming org's log (its admins see it) and the operator's own.
+        for log in dedup(&org.id, &actor.org.id) {
+            audit(
+                tx,
+                ctx,
+                &actor.user.id,
+                log,
+                "sso.domain_withdraw",
+                &org.id,
+                json!({"domain": domain, "org": org.id}),
+            )?;
+        }
+    }
+    let claim = find_claim(tx, &domain, &org.id)?;
+    claim_view(tx, claim)
 }
 
 /// What a sign-in needs from the connection: where to go, as whom, and the secret.
@@ -514,6 +736,27 @@ fn refuse(
     Ok(Err(r))
 }
 
+/// A sign-in the provider's answer failed (the code exchange or the ID token's checks),
+/// in the org's audit log as `session.sign_in_failed` with the reason.
+pub fn refused_at_provider(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org_id: &str,
+    issuer: &str,
+    ip: Option<&str>,
+    reason: &'static str,
+) -> Result<()> {
+    audit(
+        tx,
+        ctx,
+        "anonymous",
+        org_id,
+        "session.sign_in_failed",
+        org_id,
+        json!({"ip": ip, "sso": true, "issuer": issuer, "why": reason}),
+    )
+}
+
 /// The end of a sign-in (a write): the user linked to the identity, or one created just in
 /// time (role from the group mapping, else the default), then a session exactly as a
 /// password sign-in starts one. Refusals are committed with their audit entry.
@@ -588,7 +831,8 @@ pub fn complete(
                 );
             }
             let domain = email_domain("email", &email).ok();
-            if !domain.is_some_and(|d| c.domains.contains(&d)) {
+            let approved = approved_domains(tx, org_id)?;
+            if !domain.is_some_and(|d| approved.contains(&d)) {
                 return refuse(
                     tx,
                     ctx,
@@ -600,7 +844,7 @@ pub fn complete(
                         format!(
                             "{email} is not in a domain {} signs in ({})",
                             org.name,
-                            c.domains.join(", ")
+                            approved.join(", ")
                         ),
                     ),
                 );
@@ -703,10 +947,15 @@ pub fn password_refused(tx: &mut dyn Tx, user: &User) -> Result<Option<String>> 
     if !c.require_sso || user.role == Role::Admin {
         return Ok(None);
     }
+    // Until a domain is approved nobody can reach the provider: passwords keep working.
+    let approved = approved_domains(tx, &user.org_id)?;
+    if approved.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(format!(
         "organization {} signs in with single sign-on: use \"Sign in with SSO\" with your work email ({})",
         user.org_id,
-        c.domains.join(", ")
+        approved.join(", ")
     )))
 }
 
@@ -715,7 +964,8 @@ pub fn break_glass(tx: &mut dyn Tx, user: &User) -> Result<bool> {
     Ok(user.role == Role::Admin
         && tx
             .get_sso_connection(&user.org_id)?
-            .is_some_and(|c| c.require_sso))
+            .is_some_and(|c| c.require_sso)
+        && !approved_domains(tx, &user.org_id)?.is_empty())
 }
 
 /// Deletes sign-ins that expired (`tessera serve`, hourly, with the other sign-in rows).

@@ -239,6 +239,7 @@ pub fn token_query(ctx: &Ctx, actor: &Actor, p: &SearchParams) -> Result<TokenQu
         q: p.q.clone().filter(|s| !s.is_empty()),
         statuses,
         user: p.user.clone().filter(|s| !s.is_empty()),
+        org: p.org.clone().filter(|s| !s.is_empty()),
         expires_before,
         expires_after,
         sort,

@@ -797,6 +797,46 @@ CREATE TABLE sso_identities (
 CREATE INDEX sso_identities_user ON sso_identities(user_id);
 "#,
     },
+    // 13 (issue 23, domain ownership): an org's claim of an email domain routes sign-ins
+    // only once the operator (a root admin) approved it; several orgs may claim a domain,
+    // one holds it approved. Claims made before approvals existed are kept approved, so no
+    // organization that signs in today is locked out by the upgrade.
+    Migration {
+        sqlite: r#"
+CREATE TABLE sso_domain_claims (
+    domain TEXT NOT NULL,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    claimed_at INTEGER NOT NULL,
+    approved_at INTEGER,
+    approved_by TEXT,
+    PRIMARY KEY (domain, org_id)
+);
+CREATE UNIQUE INDEX sso_domain_claims_approved ON sso_domain_claims(domain)
+    WHERE approved_at IS NOT NULL;
+CREATE INDEX sso_domain_claims_org ON sso_domain_claims(org_id);
+INSERT INTO sso_domain_claims (domain, org_id, claimed_at, approved_at, approved_by)
+    SELECT d.domain, d.org_id, c.created_at, c.created_at, NULL
+    FROM sso_domains d JOIN sso_connections c ON c.org_id = d.org_id;
+DROP TABLE sso_domains;
+"#,
+        postgres: r#"
+CREATE TABLE sso_domain_claims (
+    domain TEXT COLLATE "C" NOT NULL,
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    claimed_at BIGINT NOT NULL,
+    approved_at BIGINT,
+    approved_by TEXT COLLATE "C",
+    PRIMARY KEY (domain, org_id)
+);
+CREATE UNIQUE INDEX sso_domain_claims_approved ON sso_domain_claims(domain)
+    WHERE approved_at IS NOT NULL;
+CREATE INDEX sso_domain_claims_org ON sso_domain_claims(org_id);
+INSERT INTO sso_domain_claims (domain, org_id, claimed_at, approved_at, approved_by)
+    SELECT d.domain, d.org_id, c.created_at, c.created_at, NULL
+    FROM sso_domains d JOIN sso_connections c ON c.org_id = d.org_id;
+DROP TABLE sso_domains;
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

@@ -252,6 +252,8 @@ pub struct TokenQuery {
     pub statuses: Vec<TokenStatus>,
     /// A user id or username.
     pub user: Option<String>,
+    /// Only tokens of this organization (within the scope).
+    pub org: Option<String>,
     pub expires_before: Option<i64>,
     /// Only tokens expiring at or after this time.
     pub expires_after: Option<i64>,

@@ -536,6 +536,9 @@ fn field_filters(q: &TokenQuery, args: &mut Args, wh: &mut Vec<String>) {
             "t.user_id IN (SELECT id FROM users WHERE id = {u} OR username = {u})"
         ));
     }
+    if let Some(org) = &q.org {
+        wh.push(format!("t.org_id = {}", args.add(org)));
+    }
     if let Some(before) = q.expires_before {
         wh.push(format!("t.expires_at < {}", args.add(before)));
     }

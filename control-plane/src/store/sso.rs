@@ -28,6 +28,19 @@ pub struct SsoConnection {
     pub updated_at: i64,
 }
 
+/// An organization's claim of an email domain. It routes sign-ins only once approved by
+/// the operator (a root admin); at most one claim of a domain is approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoDomainClaim {
+    pub domain: String,
+    pub org_id: String,
+    pub claimed_at: i64,
+    /// When a root admin approved it (`None`: pending).
+    pub approved_at: Option<i64>,
+    /// The approving user's id (`None` for a claim approved before approvals existed).
+    pub approved_by: Option<String>,
+}
+
 /// A sign-in under way: created by `/v1/sso/start`, taken (and so deleted) by the callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SsoLogin {
@@ -57,12 +70,28 @@ pub struct SsoIdentity {
 
 pub trait SsoTx {
     fn get_sso_connection(&mut self, org_id: &str) -> StoreResult<Option<SsoConnection>>;
-    /// Inserts or replaces the org's connection and its domains.
+    /// Inserts or replaces the org's connection, and its domain claims: claims of domains
+    /// no longer listed are dropped, new ones start pending, kept ones keep their state.
     fn put_sso_connection(&mut self, c: &SsoConnection) -> StoreResult<()>;
-    /// Deletes the org's connection and its domains; whether there was one.
+    /// Deletes the org's connection and its domain claims; whether there was one.
     fn delete_sso_connection(&mut self, org_id: &str) -> StoreResult<bool>;
-    /// The org whose connection claims `domain` (lower case).
+    /// The org whose approved claim holds `domain` (lower case).
     fn sso_domain_owner(&mut self, domain: &str) -> StoreResult<Option<String>>;
+    /// Domain claims, by domain then org: of one org, or of all orgs; only pending ones
+    /// when `pending_only`.
+    fn sso_domain_claims(
+        &mut self,
+        org_id: Option<&str>,
+        pending_only: bool,
+    ) -> StoreResult<Vec<SsoDomainClaim>>;
+    /// Approves (`Some((at, by))`) or withdraws the approval of (`None`) the org's claim of
+    /// `domain`; whether the claim exists.
+    fn set_sso_domain_approved(
+        &mut self,
+        domain: &str,
+        org_id: &str,
+        approved: Option<(i64, &str)>,
+    ) -> StoreResult<bool>;
 
     fn insert_sso_login(&mut self, l: &SsoLogin) -> StoreResult<()>;
     /// Takes the sign-in whose state hashes to `state_sha256`: it is deleted in the same

@@ -1,13 +1,14 @@
 //! `SsoTx`, written once over [`Conn`] (tables from the single sign-on migration).
 
-use super::{get, one, placeholders, Conn, SqlRow, Value};
-use crate::store::sso::{SsoConnection, SsoIdentity, SsoLogin, SsoTx};
+use super::{all, get, one, placeholders, Conn, SqlRow, Value};
+use crate::store::sso::{SsoConnection, SsoDomainClaim, SsoIdentity, SsoLogin, SsoTx};
 use crate::store::StoreResult;
 
 const CONN_COLS: &str = "org_id, issuer, client_id, secret_enc, domains, require_sso, \
                          default_role, group_roles, created_at, updated_at";
 const LOGIN_COLS: &str =
     "state_sha256, org_id, nonce, verifier_enc, browser_sha256, created_at, expires_at";
+const CLAIM_COLS: &str = "domain, org_id, claimed_at, approved_at, approved_by";
 const IDENTITY_COLS: &str = "org_id, issuer, subject, user_id, email, created_at, last_sign_in_at";
 
 fn connection(r: &dyn SqlRow) -> StoreResult<SsoConnection> {
@@ -23,6 +24,16 @@ fn connection(r: &dyn SqlRow) -> StoreResult<SsoConnection> {
         group_roles: get(r, 7)?,
         created_at: get(r, 8)?,
         updated_at: get(r, 9)?,
+    })
+}
+
+fn claim(r: &dyn SqlRow) -> StoreResult<SsoDomainClaim> {
+    Ok(SsoDomainClaim {
+        domain: get(r, 0)?,
+        org_id: get(r, 1)?,
+        claimed_at: get(r, 2)?,
+        approved_at: get(r, 3)?,
+        approved_by: get(r, 4)?,
     })
 }
 
@@ -81,14 +92,19 @@ impl<C: Conn> SsoTx for C {
             c.updated_at
         ];
         self.exec(&sql, &v)?;
-        self.exec(
-            "DELETE FROM sso_domains WHERE org_id = ?1",
-            &values![&c.org_id],
-        )?;
+        for old in self.sso_domain_claims(Some(&c.org_id), false)? {
+            if !c.domains.contains(&old.domain) {
+                self.exec(
+                    "DELETE FROM sso_domain_claims WHERE domain = ?1 AND org_id = ?2",
+                    &values![&old.domain, &c.org_id],
+                )?;
+            }
+        }
         for d in &c.domains {
             self.exec(
-                "INSERT INTO sso_domains (domain, org_id) VALUES (?1, ?2)",
-                &values![d, &c.org_id],
+                "INSERT INTO sso_domain_claims (domain, org_id, claimed_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (domain, org_id) DO NOTHING",
+                &values![d, &c.org_id, c.updated_at],
             )?;
         }
         Ok(())
@@ -96,7 +112,7 @@ impl<C: Conn> SsoTx for C {
 
     fn delete_sso_connection(&mut self, org_id: &str) -> StoreResult<bool> {
         self.exec(
-            "DELETE FROM sso_domains WHERE org_id = ?1",
+            "DELETE FROM sso_domain_claims WHERE org_id = ?1",
             &values![org_id],
         )?;
         let n = self.exec(
@@ -109,10 +125,57 @@ impl<C: Conn> SsoTx for C {
     fn sso_domain_owner(&mut self, domain: &str) -> StoreResult<Option<String>> {
         one(
             self,
-            "SELECT org_id FROM sso_domains WHERE domain = ?1",
+            "SELECT org_id FROM sso_domain_claims WHERE domain = ?1 AND approved_at IS NOT NULL",
             &values![domain],
             |r| get(r, 0),
         )
+    }
+
+    fn sso_domain_claims(
+        &mut self,
+        org_id: Option<&str>,
+        pending_only: bool,
+    ) -> StoreResult<Vec<SsoDomainClaim>> {
+        let pending = if pending_only {
+            " AND approved_at IS NULL"
+        } else {
+            ""
+        };
+        match org_id {
+            Some(o) => all(
+                self,
+                &format!(
+                    "SELECT {CLAIM_COLS} FROM sso_domain_claims WHERE org_id = ?1{pending} \
+                     ORDER BY domain, org_id"
+                ),
+                &values![o],
+                claim,
+            ),
+            None => all(
+                self,
+                &format!(
+                    "SELECT {CLAIM_COLS} FROM sso_domain_claims WHERE 1 = 1{pending} \
+                     ORDER BY domain, org_id"
+                ),
+                &values![],
+                claim,
+            ),
+        }
+    }
+
+    fn set_sso_domain_approved(
+        &mut self,
+        domain: &str,
+        org_id: &str,
+        approved: Option<(i64, &str)>,
+    ) -> StoreResult<bool> {
+        let (at, by) = approved.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+        let n = self.exec(
+            "UPDATE sso_domain_claims SET approved_at = ?3, approved_by = ?4 \
+             WHERE domain = ?1 AND org_id = ?2",
+            &values![domain, org_id, at, by],
+        )?;
+        Ok(n > 0)
     }
 
     fn insert_sso_login(&mut self, l: &SsoLogin) -> StoreResult<()> {
