@@ -540,3 +540,51 @@ async fn a_domain_routes_sign_ins_only_once_the_operator_approved_the_claim() {
     assert_eq!(r.json()["pending_domains"], json!([]));
     assert_eq!(routed("ops@operator.example").await.unwrap(), "root");
 }
+
+/// Upgrading a database that has a connection with domains (schema 12, when domains were
+/// first come): migration 13 keeps those domains approved, so the upgrade locks nobody
+/// out, and they keep routing.
+#[test]
+fn the_upgrade_keeps_existing_domains_approved_and_routing() {
+    use tessera_control_plane::store::migrations::MIGRATIONS;
+    use tessera_control_plane::store::sqlite::SqliteStore;
+    use tessera_control_plane::store::{run, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v12.db");
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        let tx = c.transaction().unwrap();
+        for m in &MIGRATIONS[..12] {
+            tx.execute_batch(m.sqlite).unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO orgs (id, name, partner_org_id, is_partner, is_root, max_lifetime_days, \
+                 audience, key_alg, status_version, next_status_idx, created_at) \
+             VALUES ('acme', 'Acme', NULL, 0, 0, 365, 'tessera', 'EdDSA', 0, 0, 1000); \
+             INSERT INTO sso_connections (org_id, issuer, client_id, secret_enc, domains, \
+                 require_sso, default_role, group_roles, created_at, updated_at) \
+             VALUES ('acme', 'https://login.acme.example', 'tessera', x'00', \
+                 'acme.example acme.example.org', 1, 'user', '[]', 1000, 1000); \
+             INSERT INTO sso_domains (domain, org_id) VALUES ('acme.example', 'acme'); \
+             INSERT INTO sso_domains (domain, org_id) VALUES ('acme.example.org', 'acme'); \
+             PRAGMA user_version = 12;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let (owner, claims) = run::<_, tessera_control_plane::store::StoreError>(&store, false, |tx| {
+        Ok((
+            tx.sso_domain_owner("acme.example.org")?,
+            tx.sso_domain_claims(Some("acme"), false)?,
+        ))
+    })
+    .unwrap();
+    assert_eq!(owner.as_deref(), Some("acme"));
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    for c in &claims {
+        assert_eq!(c.approved_at, Some(1000), "{c:?}");
+        assert_eq!(c.approved_by, None, "{c:?}");
+    }
+}
