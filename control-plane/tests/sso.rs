@@ -547,8 +547,8 @@ async fn a_domain_routes_sign_ins_only_once_the_operator_approved_the_claim() {
 #[test]
 fn the_upgrade_keeps_existing_domains_approved_and_routing() {
     use tessera_control_plane::store::migrations::MIGRATIONS;
+    use tessera_control_plane::store::run;
     use tessera_control_plane::store::sqlite::SqliteStore;
-    use tessera_control_plane::store::{run, Store};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v12.db");
     {
