@@ -23,6 +23,7 @@ use tessera_host_tests::{
 };
 
 const CHROMIUM_ENV: &str = "TESSERA_CHROMIUM";
+const AXE_ENV: &str = "TESSERA_AXE";
 const CHROMEDRIVER_ENV: &str = "TESSERA_CHROMEDRIVER";
 const OIDC_PROVIDER_ENV: &str = "TESSERA_OIDC_PROVIDER";
 const DOMAIN: &str = "example.com";
@@ -89,6 +90,8 @@ impl Provider {
 struct Ui {
     c: Client,
     base: String,
+    /// axe-core's source, injected into a page to check it.
+    axe: String,
 }
 
 impl Ui {
@@ -168,6 +171,31 @@ impl Ui {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// axe-core's serious and critical findings on the page as it is now.
+    async fn axe_findings(&self) -> Vec<String> {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let loaded = self
+            .c
+            .execute("return typeof window.axe", vec![])
+            .await
+            .unwrap();
+        if loaded != json!("object") {
+            self.c.execute(&self.axe, vec![]).await.unwrap();
+        }
+        let found = self
+            .c
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document).then(r => done(r.violations
+                     .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => v.id + ' (' + v.impact + '): ' + v.nodes.map(n => n.target.join(' ')).join(', '))));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(found).unwrap_or_default()
     }
 
     /// Waits until the element `css` reads `want`.
@@ -253,10 +281,11 @@ async fn single_sign_on_in_chromium_against_a_real_openid_provider() {
             panic!("{e} (cargo xtask test installs Chromium, chromedriver and oidc-provider)")
         })
     };
-    let (chromium, chromedriver, module) = (
+    let (chromium, chromedriver, module, axe) = (
         need(CHROMIUM_ENV),
         need(CHROMEDRIVER_ENV),
         need(OIDC_PROVIDER_ENV),
+        need(AXE_ENV),
     );
     let mut options = ControlPlaneOptions::new(&control_plane_path());
     options.admins = vec!["alice".into()];
@@ -298,7 +327,11 @@ async fn single_sign_on_in_chromium_against_a_real_openid_provider() {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a WebDriver session in Chromium");
-    let ui = Ui { c, base: cp.url() };
+    let ui = Ui {
+        c,
+        base: cp.url(),
+        axe: std::fs::read_to_string(&axe).expect("axe-core's source"),
+    };
     let result = cases(&ui, &cp, &provider).await;
     let _ = ui.c.clone().close().await;
     println!(
@@ -416,6 +449,12 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
     ui.click(&action).await;
     ui.click("dialog[open] button[type=submit]").await;
     ui.wait_text(&state_cell, "approved").await?;
+    let findings = ui.axe_findings().await;
+    if !findings.is_empty() {
+        return Err(format!(
+            "1b: axe-core on the Organization page: {findings:?}"
+        ));
+    }
     ui.sign_out().await;
 
     // 2. A domain with no connection: said in the sign-in form, nothing leaves for a provider.
@@ -468,6 +507,13 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
     ui.start_sso(&format!("wrong-aud@{DOMAIN}")).await;
     ui.provider_login("wrong-aud").await;
     expect_refusal(ui, "6", "sso_audience_mismatch", "audience").await?;
+    // The single sign-on screens pass axe-core: the sign-in page with its refusal, and
+    // the Organization page's section (checked in 1b's page by the web page test's axe
+    // run as well).
+    let findings = ui.axe_findings().await;
+    if !findings.is_empty() {
+        return Err(format!("6: axe-core on the refused sign-in: {findings:?}"));
+    }
 
     // 7. An expired ID token: refused.
     ui.forget_provider(&p.issuer).await;
