@@ -1187,3 +1187,120 @@ async fn a_partner_lists_one_customer_organizations_tokens_by_org() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["total"], 0, "{}", r.text());
 }
+
+/// A token's page draws its uses per hour or day from `GET /v1/tokens/{id}/usage`: every
+/// slice of the window (zeros included), allowed and refused apart, and the networks the
+/// uses came from (/24, /64); only those who may read the token's log see it.
+#[tokio::test]
+async fn a_tokens_usage_per_hour_and_day_with_its_networks() {
+    let w = World::new().await;
+    let secret = w.edge_secret("ada", "acme", "edge-usage").await;
+    let tok = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let now = w.now();
+    let hour = |h: i64| (now / 3600 - h) * 3600;
+    let mut events = Vec::new();
+    for (h, ip, outcome, n) in [
+        (0, "192.0.2.7", "allow", 3),
+        (0, "192.0.2.99", "deny", 1),
+        (2, "198.51.100.4", "allow", 2),
+        (30, "2001:db8:1:2::5", "allow", 1),
+        (60, "192.0.2.1", "allow", 4),
+    ] {
+        for _ in 0..n {
+            events.push(
+                json!({"token_id": tok, "at": hour(h), "ip": ip, "outcome": outcome,
+                               "method": "GET", "path": "/x"}),
+            );
+        }
+    }
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(json!({ "events": events })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let ula = w.jwt("ula");
+    let r = w
+        .call("GET", &format!("/v1/tokens/{tok}/usage"), Some(&ula), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let u = r.json();
+    assert_eq!(u["bucket"], "hour");
+    let series = u["series"].as_array().unwrap();
+    assert_eq!(series.len(), 48, "48 hours by default, empty ones too");
+    let last = &series[47];
+    assert_eq!(
+        (last["allowed"].as_i64(), last["refused"].as_i64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(series[45]["allowed"], 2);
+    assert_eq!(series[17]["allowed"], 1, "30 hours ago");
+    // 60 hours ago is outside the 48-hour window.
+    assert_eq!(
+        (u["allowed"].as_i64(), u["refused"].as_i64()),
+        (Some(6), Some(1))
+    );
+    let nets: Vec<(&str, i64)> = u["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["network"].as_str().unwrap(), n["uses"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        nets,
+        vec![
+            ("192.0.2.0/24", 4),
+            ("198.51.100.0/24", 2),
+            ("2001:db8:1:2::/64", 1)
+        ]
+    );
+
+    // Per day over 4 days: the 60-hour-old uses are in.
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/tokens/{tok}/usage?bucket=day&buckets=4"),
+            Some(&ula),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let u = r.json();
+    assert_eq!(u["series"].as_array().unwrap().len(), 4);
+    assert_eq!(u["allowed"], 10, "{u}");
+
+    // Words for bad input; nobody else's token.
+    for (q, field) in [
+        ("bucket=week", "bucket"),
+        ("buckets=0", "buckets"),
+        ("bucket=day&buckets=401", "buckets"),
+    ] {
+        let r = w
+            .call(
+                "GET",
+                &format!("/v1/tokens/{tok}/usage?{q}"),
+                Some(&ula),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert!(
+            r.json()["message"].as_str().unwrap().starts_with(field),
+            "{}",
+            r.text()
+        );
+    }
+    let r = w
+        .call(
+            "GET",
+            &format!("/v1/tokens/{tok}/usage"),
+            Some(&w.jwt("ned")),
+            None,
+        )
+        .await;
+    assert!(matches!(r.status.as_u16(), 403 | 404), "{}", r.text());
+}

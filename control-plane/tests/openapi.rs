@@ -571,6 +571,12 @@ async fn every_answer_matches_its_documented_schema() {
     .await;
     run.call("GET", t, &tok("/auth-log?page=0"), Some(&ada), None, 400)
         .await;
+    let t = "/v1/tokens/{id}/usage";
+    run.call("GET", t, &tok("/usage?bucket=day"), Some(&ada), None, 200)
+        .await;
+    run.call("GET", t, &tok("/usage?bucket=week"), Some(&ada), None, 400)
+        .await;
+    run.call("GET", t, &tok("/usage"), None, None, 401).await;
 
     // The exchange, by JSON and by the RFC 8693 form; the fresh JWT is the API token.
     let regenerated = run

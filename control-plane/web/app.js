@@ -590,7 +590,7 @@ function sortableHeader(key, label, current, sortBy) {
 
 function cell(k, t) {
   switch (k) {
-    case "name": return [el("strong", {}, t.name), t.description ? el("div", { class: "sub" }, t.description) : null];
+    case "name": return [el("a", { href: `#/token/${encodeURIComponent(t.id)}`, class: "token-link" }, el("strong", {}, t.name)), t.description ? el("div", { class: "sub" }, t.description) : null];
     case "owner": return [t.username];
     case "status": return [badge(t.status)];
     case "scopes": return [t.scopes.length ? t.scopes.join(" ") : "—"];
@@ -600,6 +600,86 @@ function cell(k, t) {
     case "used": return t.last_used_at ? [fmtTime(t.last_used_at), el("div", { class: "sub" }, `from ${t.last_used_ip || "?"}`)] : ["never"];
     default: return [];
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// One token's page: what it is, and a chart of its uses (GET /v1/tokens/{id}/usage).
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+/// A bar per slice of time, allowed below and refused stacked on top; each bar says its
+/// numbers on hover (`title`), the whole chart in its label, and a table holds the same
+/// numbers for screen readers and copying. Plain SVG: no library, no build step.
+function usageChart(u) {
+  const W = 720, H = 180, top = 10, bottom = 24, n = u.series.length;
+  const max = Math.max(1, ...u.series.map((p) => p.allowed + p.refused));
+  const step = W / n, bar = Math.max(1, step * 0.8);
+  const y = (v) => (H - bottom) - (v / max) * (H - bottom - top);
+  const when = (p) => fmtTime(p.start).replace(u.bucket === "day" ? / \d\d:\d\d(:\d\d)? UTC$/ : /:00 UTC$/, u.bucket === "day" ? "" : " UTC");
+  const bars = u.series.map((p, i) => {
+    const x = i * step + (step - bar) / 2;
+    const g = svg("g", { "data-start": p.start },
+      svg("title", {}, `${when(p)}: ${p.allowed} allowed, ${p.refused} refused`));
+    if (p.allowed) g.append(svg("rect", { class: "bar-allowed", x, y: y(p.allowed), width: bar, height: (H - bottom) - y(p.allowed) }));
+    if (p.refused) g.append(svg("rect", { class: "bar-refused", x, y: y(p.allowed + p.refused), width: bar, height: y(p.allowed) - y(p.allowed + p.refused) }));
+    return g;
+  });
+  const label = `Uses of ${u.name} per ${u.bucket} from ${fmtTime(u.since)} to ${fmtTime(u.until)}: ${u.allowed} allowed, ${u.refused} refused; busiest ${u.bucket}: ${max === 1 && !u.allowed && !u.refused ? 0 : max} uses.`;
+  return svg("svg", { id: "usage-chart", viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": label },
+    svg("line", { x1: 0, x2: W, y1: H - bottom, y2: H - bottom, class: "axis" }),
+    svg("text", { x: 0, y: H - 6, class: "axis-label" }, when(u.series[0])),
+    svg("text", { x: W, y: H - 6, class: "axis-label", "text-anchor": "end" }, when(u.series[n - 1])),
+    svg("text", { x: 0, y: top + 2, class: "axis-label" }, `${max}`),
+    ...bars);
+}
+
+async function showToken(id) {
+  const render = renderer();
+  const bucket = /[?&]bucket=day\b/.test(location.hash) ? "day" : "hour";
+  let t, u = null, usageErr = null;
+  try { t = await api("GET", `/v1/tokens/${encodeURIComponent(id)}`); } catch (e) { render("API token", errorBox(e)); return; }
+  if (can("authlog", t)) {
+    try { u = await api("GET", `/v1/tokens/${encodeURIComponent(t.id)}/usage${qs({ bucket })}`); } catch (e) { usageErr = e; }
+  }
+  const other = bucket === "day" ? "hour" : "day";
+  const uses = u ? [
+    el("p", { id: "usage-summary" }, `${u.allowed} allowed and ${u.refused} refused from ${fmtTime(u.since)} to ${fmtTime(u.until)}, per ${u.bucket}. `,
+      el("a", { href: `#/token/${encodeURIComponent(t.id)}?bucket=${other}`, id: "usage-bucket" }, other === "day" ? "Per day, last 30 days" : "Per hour, last 48 hours")),
+    el("figure", { class: "chart" }, usageChart(u),
+      el("figcaption", {}, el("span", { class: "key allowed" }, "allowed"), " ", el("span", { class: "key refused" }, "refused"))),
+    el("details", {}, el("summary", {}, "The same numbers as a table"),
+      tableWrap(el("table", { id: "usage-table" },
+        el("thead", {}, el("tr", {}, ...["From", "Allowed", "Refused"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ...u.series.filter((p) => p.allowed || p.refused).map((p) => el("tr", {},
+          el("td", {}, fmtTime(p.start)), el("td", {}, String(p.allowed)), el("td", {}, String(p.refused)))))))),
+    el("h2", {}, "Networks it was used from"),
+    u.networks.length ? tableWrap(el("table", { id: "usage-networks" },
+      el("thead", {}, el("tr", {}, ...["Network", "Uses", "Last used"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...u.networks.map((nw) => el("tr", {},
+        el("td", {}, el("code", {}, nw.network)), el("td", {}, String(nw.uses)), el("td", {}, fmtTime(nw.last_used_at)))))))
+      : el("p", { class: "notice" }, "No use in this window."),
+  ] : [usageErr ? errorBox(usageErr) : el("p", { class: "notice" }, "You may not read this token's authentication log.")];
+  render(`API token ${t.name}`,
+    el("dl", { id: "token-facts" },
+      el("dt", {}, "Id"), el("dd", {}, el("code", {}, t.id)),
+      el("dt", {}, "Owner"), el("dd", {}, ...named(t.username, t.user)),
+      el("dt", {}, "Status"), el("dd", {}, badge(t.status)),
+      el("dt", {}, "Description"), el("dd", {}, t.description || "—"),
+      el("dt", {}, "Scopes"), el("dd", {}, t.scopes.length ? t.scopes.join(" ") : "—"),
+      el("dt", {}, "Addresses"), el("dd", {}, t.ip_allow.length ? t.ip_allow.join(", ") : "any address"),
+      el("dt", {}, "Created"), el("dd", {}, fmtTime(t.created_at)),
+      el("dt", {}, "Expires"), el("dd", {}, fmtTime(t.expires_at)),
+      el("dt", {}, "Last used"), el("dd", {}, t.last_used_at ? `${fmtTime(t.last_used_at)} from ${t.last_used_ip || "?"}` : "never")),
+    el("div", { class: "actions" }, ...rowActions(t)),
+    el("h2", {}, "Uses"),
+    ...uses);
 }
 
 function act(label, handler, cls) {
@@ -1131,6 +1211,8 @@ async function route() {
   if (!session) { showSignIn(); return; }
   setNav();
   const page = h.split("?")[0];
+  const one = /^#\/token\/([^?]+)$/.exec(page);
+  if (one) { await showToken(decodeURIComponent(one[1])); main().focus(); return; }
   const pages = {
     "#/tokens": showTokens, "#/auth-log": showAuthLog, "#/users": showUsers, "#/audit": showAudit,
     "#/org": showOrg, "#/partner": showPartner,

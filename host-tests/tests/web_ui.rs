@@ -866,6 +866,50 @@ async fn scenarios(
         }
     }
     ui.page("tokens-sorted").await;
+    // A token's own page: its facts and the chart of its uses (plain SVG, with a table of
+    // the same numbers), reached from its name in the list; axe-core checks it.
+    let first = ui
+        .js(
+            "const a = document.querySelector('#tokens a.token-link'); return a ? a.textContent : null;",
+            vec![],
+        )
+        .await;
+    let first = first
+        .as_str()
+        .ok_or("no token link in the list")?
+        .to_string();
+    ui.click("#tokens a.token-link").await;
+    ui.title(&format!("API token {first}")).await;
+    ui.find("#usage-chart").await;
+    let label = ui
+        .js(
+            "return document.getElementById('usage-chart').getAttribute('aria-label');",
+            vec![],
+        )
+        .await;
+    if !label
+        .as_str()
+        .is_some_and(|l| l.contains("per hour") && l.contains("allowed"))
+    {
+        return Err(format!("token page: the chart says {label}"));
+    }
+    ui.page("token-detail").await;
+    ui.click("#usage-bucket").await;
+    wait_for(
+        || async {
+            ui.js(
+                "const c = document.getElementById('usage-chart'); return c ? c.getAttribute('aria-label') : '';",
+                vec![],
+            )
+            .await
+            .as_str()
+            .is_some_and(|l| l.contains("per day"))
+        },
+        "the chart per day",
+    )
+    .await?;
+    ui.goto("/#/tokens").await;
+    ui.title("API tokens").await;
     for (hash, title, name) in [
         ("#/audit", "Audit log", "audit-log"),
         ("#/org", "Organization acme", "organization"),

@@ -599,6 +599,18 @@ pub(super) async fn tokens_auth_log(
         .map(Json)
 }
 
+pub(super) async fn tokens_usage(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    QueryParams(p): QueryParams<logs::UsageParams>,
+) -> ApiResult<Json<crate::service::views::TokenUsage>> {
+    s.flush_api_uses().await?;
+    s.read_as(a, move |tx, ctx, a| logs::token_usage(tx, ctx, a, &id, &p))
+        .await
+        .map(Json)
+}
+
 pub(super) async fn auth_log(
     State(s): State<AppState>,
     Caller(a): Caller,

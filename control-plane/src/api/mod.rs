@@ -791,6 +791,9 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/v1/tokens/{id}/auth-log", "Authentication log of one token", Token, h!(GET, handlers::tokens_auth_log))
             .query::<LogParams>()
             .ok::<AuthEvents>(200).cli("tokens auth-log"),
+        route(Method::GET, "/v1/tokens/{id}/usage", "One token's uses per hour or day, allowed and refused, and the networks they came from (from the authentication log)", Token, h!(GET, handlers::tokens_usage))
+            .query::<crate::service::logs::UsageParams>()
+            .ok::<crate::service::views::TokenUsage>(200).cli("tokens usage"),
         route(Method::GET, "/v1/auth-log", "Authentication log of the caller's tokens (the org's, for admins)", Token, h!(GET, handlers::auth_log))
             .query::<LogParams>()
             .ok::<AuthEvents>(200).cli("auth-log"),

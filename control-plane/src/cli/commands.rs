@@ -781,6 +781,39 @@ async fn tokens(c: &Client, out: Output, cmd: TokensCmd) -> CliResult {
             let v = c.get(&id_path(&id, "/auth-log")).await?.ok_json()?;
             show_events(out, &v)
         }
+        TokensCmd::Usage {
+            id,
+            bucket,
+            buckets,
+        } => {
+            let q = query_string(&[
+                ("bucket", bucket),
+                ("buckets", buckets.map(|b| b.to_string())),
+            ]);
+            let v = c
+                .get(&format!("{}{q}", id_path(&id, "/usage")))
+                .await?
+                .ok_json()?;
+            if out != Output::Table {
+                return show(out, &v);
+            }
+            let series = v["series"].as_array().cloned().unwrap_or_default();
+            show_list(out, &series, &["start", "allowed", "refused"])?;
+            render::note(&format!(
+                "{}: {} allowed, {} refused per {} from {} to {}",
+                v["name"].as_str().unwrap_or_default(),
+                v["allowed"],
+                v["refused"],
+                v["bucket"].as_str().unwrap_or_default(),
+                v["since"].as_str().unwrap_or_default(),
+                v["until"].as_str().unwrap_or_default()
+            ));
+            let nets = v["networks"].as_array().cloned().unwrap_or_default();
+            if !nets.is_empty() {
+                show_list(out, &nets, &["network", "uses", "last_used_at"])?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -720,6 +720,18 @@ enum TokensCmd {
         /// The token's id.
         id: String,
     },
+    /// One token's uses per hour or day (allowed and refused) and the networks they came
+    /// from.
+    Usage {
+        /// The token's id.
+        id: String,
+        /// hour (default) or day.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// How many hours (1 to 744, default 48) or days (1 to 400, default 30) back.
+        #[arg(long)]
+        buckets: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]

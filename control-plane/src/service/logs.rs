@@ -3,7 +3,10 @@
 use super::input::{
     check_text, optional_time, AuditParams, LogParams, Page, UsageBatch, UsageOutcome,
 };
-use super::views::{AuditEntries, AuditEntryView, AuthEventView, AuthEvents, UsageAccepted};
+use super::views::{
+    AuditEntries, AuditEntryView, AuthEventView, AuthEvents, TokenUsage, UsageAccepted,
+    UsageNetwork, UsagePoint,
+};
 use super::{load_org, token_for, Ctx, Error, Result, SKEW};
 use crate::crypto;
 use crate::model::{AuthEvent, Role};
@@ -268,6 +271,131 @@ pub fn token_auth_log(
     let (mut q, page) = log_query(p)?;
     q.token_id = Some(token.id);
     events(tx, &q, page)
+}
+
+/// Which slices a token's usage is counted in (`GET /v1/tokens/{id}/usage`).
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// `hour` (default) or `day`.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// How many slices back from now: hours 1 to 744 (default 48), days 1 to 400 (default
+    /// 30).
+    #[serde(default)]
+    pub buckets: Option<i64>,
+}
+
+/// Most networks listed in a token's usage.
+const MAX_NETWORKS: usize = 50;
+
+/// The network an address belongs to, as people group them: an IPv4 /24, an IPv6 /64.
+pub fn network_of(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => {
+            let o = a.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        Ok(IpAddr::V6(a)) => {
+            let s = a.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        Err(_) => "unknown".to_string(),
+    }
+}
+
+/// A token's uses per hour or day over a window ending now, allowed and refused, with the
+/// networks they came from (whoever may read the token's authentication log).
+pub fn token_usage(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    actor: &Actor,
+    id: &str,
+    p: &UsageParams,
+) -> Result<TokenUsage> {
+    let (token, _, _) = token_for(tx, actor, id, Action::ReadAuthLog)?;
+    let (bucket, secs, default, max) = match p.bucket.as_deref().unwrap_or("hour") {
+        "hour" => ("hour", 3_600, 48, 744),
+        "day" => ("day", 86_400, 30, 400),
+        other => {
+            return Err(Error::field(
+                "bucket",
+                format!("hour or day, not {other:?}"),
+            ))
+        }
+    };
+    let n = p.buckets.unwrap_or(default);
+    if !(1..=max).contains(&n) {
+        return Err(Error::field(
+            "buckets",
+            format!("a whole number of {bucket}s from 1 to {max}, not {n}"),
+        ));
+    }
+    // Slices aligned on the hour or the (UTC) day; the last one holds now.
+    let until = (ctx.now / secs + 1) * secs;
+    let since = until - n * secs;
+    let q = AuthEventQuery {
+        token_id: Some(token.id.clone()),
+        since: Some(since),
+        until: Some(until),
+        limit: 1_000,
+        ..AuthEventQuery::default()
+    };
+    let mut series: Vec<UsagePoint> = (0..n)
+        .map(|i| UsagePoint {
+            start: crate::timefmt::format(since + i * secs),
+            allowed: 0,
+            refused: 0,
+        })
+        .collect();
+    let (mut allowed, mut refused) = (0, 0);
+    for (start, outcome, count) in tx.auth_event_buckets(&q, secs)? {
+        let Some(point) = usize::try_from((start - since) / secs)
+            .ok()
+            .and_then(|i| series.get_mut(i))
+        else {
+            continue;
+        };
+        if outcome == "allow" {
+            point.allowed += count;
+            allowed += count;
+        } else {
+            point.refused += count;
+            refused += count;
+        }
+    }
+    let mut nets: HashMap<String, (i64, i64)> = HashMap::new();
+    for (ip, count, last) in tx.auth_event_addresses(&q)? {
+        let net = ip
+            .as_deref()
+            .map_or_else(|| "unknown".to_string(), network_of);
+        let e = nets.entry(net).or_insert((0, last));
+        e.0 += count;
+        e.1 = e.1.max(last);
+    }
+    let mut networks: Vec<(String, (i64, i64))> = nets.into_iter().collect();
+    networks.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(&b.0)));
+    networks.truncate(MAX_NETWORKS);
+    Ok(TokenUsage {
+        token: token.id,
+        name: token.name,
+        bucket: bucket.to_string(),
+        since: crate::timefmt::format(since),
+        until: crate::timefmt::format(until),
+        series,
+        allowed,
+        refused,
+        networks: networks
+            .into_iter()
+            .map(|(network, (uses, last))| UsageNetwork {
+                network,
+                uses,
+                last_used_at: crate::timefmt::format(last),
+            })
+            .collect(),
+    })
 }
 
 /// All of the caller's tokens; an admin sees the whole org.

@@ -472,3 +472,40 @@ pub struct StatusListView {
     #[schema(value_type = Option<Object>)]
     pub withdrawn: Option<Value>,
 }
+
+/// One slice of time of a token's uses.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsagePoint {
+    /// The slice's start (RFC 3339); it lasts one `bucket`.
+    pub start: String,
+    pub allowed: i64,
+    pub refused: i64,
+}
+
+/// A network a token was used from (an IPv4 /24 or an IPv6 /64).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageNetwork {
+    /// e.g. `203.0.113.0/24`; `unknown` for uses the edge could not place.
+    pub network: String,
+    pub uses: i64,
+    pub last_used_at: String,
+}
+
+/// A token's uses over time, from the authentication log: per hour or per day, allowed
+/// and refused, and the networks it was used from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenUsage {
+    pub token: String,
+    pub name: String,
+    /// `hour` or `day`.
+    pub bucket: String,
+    /// The window: from `since` (inclusive) to `until` (exclusive), RFC 3339.
+    pub since: String,
+    pub until: String,
+    /// Every slice of the window, oldest first, zeros included.
+    pub series: Vec<UsagePoint>,
+    pub allowed: i64,
+    pub refused: i64,
+    /// The networks of the window's uses, most recently used first (at most 50).
+    pub networks: Vec<UsageNetwork>,
+}

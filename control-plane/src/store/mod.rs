@@ -368,6 +368,19 @@ pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx + RotationsTx + Webhooks
     fn list_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<Vec<AuthEvent>>;
     /// How many events the query matches, ignoring its limit and offset.
     fn count_auth_events(&mut self, query: &AuthEventQuery) -> StoreResult<i64>;
+    /// Events matching `query` counted per `bucket_secs`-long slice of time and outcome:
+    /// `(slice start, outcome, count)`, oldest first (`limit`/`offset` unused).
+    fn auth_event_buckets(
+        &mut self,
+        query: &AuthEventQuery,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<(i64, String, i64)>>;
+    /// The addresses of events matching `query`: `(ip, count, last at)`, most recent
+    /// first, at most `query.limit`.
+    fn auth_event_addresses(
+        &mut self,
+        query: &AuthEventQuery,
+    ) -> StoreResult<Vec<(Option<String>, i64, i64)>>;
     /// How many audit entries `list_audit` pages through.
     fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64>;
 

@@ -1021,6 +1021,39 @@ impl<E: Engine> Tx for E {
         Ok(one(self, &sql, &args.values, |r| get::<i64>(r, 0))?.unwrap_or(0))
     }
 
+    fn auth_event_buckets(
+        &mut self,
+        q: &AuthEventQuery,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<(i64, String, i64)>> {
+        let mut args = Args::new(self.dialect());
+        let wh = auth_event_filter(q, &mut args);
+        let b = args.add(bucket_secs.max(1));
+        let sql = format!(
+            "SELECT (at / {b}) * {b}, outcome, count(*) FROM auth_events WHERE {wh} \
+             GROUP BY 1, 2 ORDER BY 1, 2"
+        );
+        all(self, &sql, &args.values, |r| {
+            Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?))
+        })
+    }
+
+    fn auth_event_addresses(
+        &mut self,
+        q: &AuthEventQuery,
+    ) -> StoreResult<Vec<(Option<String>, i64, i64)>> {
+        let mut args = Args::new(self.dialect());
+        let wh = auth_event_filter(q, &mut args);
+        let limit = args.add(q.limit.max(0));
+        let sql = format!(
+            "SELECT ip, count(*), max(at) FROM auth_events WHERE {wh} \
+             GROUP BY ip ORDER BY 3 DESC LIMIT {limit}"
+        );
+        all(self, &sql, &args.values, |r| {
+            Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?))
+        })
+    }
+
     fn count_audit(&mut self, org_id: &str, target: Option<&str>) -> StoreResult<i64> {
         let sql = format!(
             "SELECT count(*) FROM audit_log WHERE {}",
