@@ -405,7 +405,7 @@ function setNav() {
   const nav = document.getElementById("nav");
   const who = document.getElementById("who");
   if (!session) { nav.hidden = true; nav.replaceChildren(); who.replaceChildren(); return; }
-  const links = [["#/tokens", "API tokens"], ["#/auth-log", "Authentication log"]];
+  const links = [["#/tokens", "API tokens"], ["#/auth-log", "Authentication log"], ["#/notifications", "Notifications"]];
   if (isPartner()) links.push(["#/partner", "Customers"]);
   if (isAdmin()) links.push(["#/users", "Users"], ["#/audit", "Audit log"], ["#/org", "Organization"]);
   nav.replaceChildren(...links.map(([h, t]) => el("a", { href: h, "aria-current": location.hash.startsWith(h) ? "page" : null }, t)));
@@ -1000,6 +1000,49 @@ function newOrgButton(org) {
   }, "New organization");
 }
 
+// ---------------------------------------------------------------------------------------
+// Notifications: the caller's mail address and the events mailed to them
+
+const EVENT_WORDS = {
+  "token.expiring": "A token of mine, or of my organization if I am an admin, expires in 30, 7 or 1 days",
+  "token.exposed": "A token was found exposed (in a public repository, a paste, a report)",
+  "token.revoked": "A token was revoked by someone else",
+  "token.used_from_new_network": "A token was used from a network it was not used from in 30 days",
+  "token.revoked_but_presented": "A replaced token was presented after its rotation ended",
+};
+
+async function showNotifications() {
+  let n;
+  try { n = await api("GET", "/v1/me/notifications"); } catch (e) { render("Notifications", errorBox(e)); return; }
+  const err = el("div");
+  const boxes = n.events.map((e) => el("div", { class: "check" },
+    el("input", { type: "checkbox", id: `f-mail-${e.event}`, name: "mail", value: e.event, checked: e.mail }),
+    el("label", { for: `f-mail-${e.event}` }, EVENT_WORDS[e.event] || e.event, el("span", { class: "hint" }, ` (${e.event})`))));
+  const source = { own: "the address you gave", scim: "from your identity provider (SCIM)", sso: "from your latest single sign-on" }[n.email_source] || "";
+  const form = el("form", { id: "notifications" },
+    field("Mail address", { name: "email", type: "email", value: n.email_source === "own" ? n.email : "", autocomplete: "email" },
+      n.email && n.email_source !== "own" ? `empty: ${n.email}, ${source}` : "where Tessera mails you; empty: your identity provider's, if any"),
+    el("fieldset", {}, el("legend", {}, "Mail me when"), ...boxes),
+    err, el("p", {}, el("button", { type: "submit", class: "primary" }, "Save")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(form);
+    const d = new FormData(form);
+    const on = new Set(d.getAll("mail"));
+    try {
+      const r = await api("PUT", "/v1/me/notifications", { email: d.get("email"), muted: n.events.map((e) => e.event).filter((e) => !on.has(e)) });
+      toast(r.email ? `Saved: mail goes to ${r.email}.` : "Saved: no address, so no mail.");
+      showNotifications();
+    } catch (e) { showFieldError(form, err, e); }
+  });
+  render("Notifications",
+    el("p", {}, n.mail_configured
+      ? (n.email ? `Mail about tokens goes to ${n.email} (${source}).` : "You have no mail address here, so Tessera cannot mail you.")
+      : "This Tessera server sends no mail (its operator has not configured SMTP); your choices are kept for when it does."),
+    el("p", { class: "hint" }, "Mail names the token and says what to do; it never contains a token or a sign-in link. Webhooks are set per organization by its admins."),
+    form);
+}
+
 async function showPartner() {
   let orgs, tokens;
   try {
@@ -1068,7 +1111,7 @@ async function route() {
   const page = h.split("?")[0];
   const pages = {
     "#/tokens": showTokens, "#/auth-log": showAuthLog, "#/users": showUsers, "#/audit": showAudit,
-    "#/org": showOrg, "#/partner": showPartner,
+    "#/org": showOrg, "#/partner": showPartner, "#/notifications": showNotifications,
   };
   await (pages[page] || showTokens)();
   main().focus();

@@ -75,6 +75,8 @@ pub fn record_usage(
     let mut events = Vec::with_capacity(batch.events.len());
     // First uses (for rotations' grace) and refusals as `rotated` (possible leaks).
     let (mut first_uses, mut rotated) = (Vec::new(), Vec::new());
+    // Allowed uses with their addresses (new networks).
+    let mut sightings = Vec::new();
     for (n, e) in batch.events.into_iter().enumerate() {
         let f = |name: &str| format!("events[{n}].{name}");
         let at = match i64::try_from(e.at) {
@@ -86,14 +88,14 @@ pub fn record_usage(
                 ))
             }
         };
-        let ip = match &e.ip {
+        let addr = match &e.ip {
             Some(ip) => Some(
                 ip.parse::<IpAddr>()
-                    .map_err(|_| Error::field(&f("ip"), "not an IP address"))?
-                    .to_string(),
+                    .map_err(|_| Error::field(&f("ip"), "not an IP address"))?,
             ),
             None => None,
         };
+        let ip = addr.map(|a| a.to_string());
         if let Some(reason) = &e.reason {
             check_text(&f("reason"), reason, 100, true)?;
         }
@@ -129,6 +131,14 @@ pub fn record_usage(
         let usable = token.deleted_at.is_none()
             && token.jwt_sha256.is_some()
             && used_before_revoke(at, token.revoked_at);
+        if let (UsageOutcome::Allow, true, Some(addr)) = (e.outcome, usable, addr) {
+            sightings.push(super::notifications::Sighting {
+                token_id: token.id.clone(),
+                org_id: token.org_id.clone(),
+                ip: addr,
+                at,
+            });
+        }
         if e.outcome == UsageOutcome::Allow && usable && token.last_used_at.is_none_or(|l| l < at) {
             if token.last_used_at.is_none() {
                 // A token's first use: if it is a rotation's successor, the grace starts.
@@ -149,6 +159,7 @@ pub fn record_usage(
         Some(report) => super::leases::grant(tx, ctx, &edge.org_id, &edge.id, report)?,
         None => Vec::new(),
     };
+    super::notifications::networks_seen(tx, ctx, &edge, &sightings)?;
     for (id, at) in first_uses {
         super::rotation::successor_used(tx, ctx, &id, at)?;
     }
