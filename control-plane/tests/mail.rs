@@ -430,3 +430,178 @@ async fn token_events_are_mailed_to_the_owner_and_the_admins_through_a_real_smtp
     assert_eq!(v["events"].as_array().unwrap().len(), 5);
     drop(smtpd);
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+const MASTER: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// Kills `tessera serve` when dropped, so a failing assertion leaves no process behind.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tessera(
+    dir: &common::backend::Scratch,
+    args: &[&str],
+    token: Option<&str>,
+    url: &str,
+) -> String {
+    let mut cmd = dir.command(BIN);
+    cmd.args(args)
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .env("TESSERA_URL", url)
+        .env_remove("TESSERA_TOKEN")
+        .stdin(Stdio::null());
+    if let Some(t) = token {
+        cmd.env("TESSERA_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn tessera_serve_with_smtp_url_mails_a_leaked_tokens_owner() {
+    use std::io::BufRead as _;
+    let smtpd_port = free_port();
+    let smtpd = Smtpd::start(smtpd_port);
+    let dir = common::backend::Scratch::new();
+    let d = &dir;
+    let boot: Value = serde_json::from_str(&tessera(
+        d,
+        &[
+            "admin",
+            "bootstrap",
+            "--org",
+            "acme",
+            "--admin",
+            "alice",
+            "--base-url",
+            "http://cp.test",
+            "-o",
+            "json",
+        ],
+        None,
+        "",
+    ))
+    .unwrap();
+    let admin = boot["token"].as_str().unwrap().to_string();
+    // A wrong --smtp-url stops the server before it listens, naming the flag.
+    let bad = d
+        .command(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--smtp-url",
+            "ftp://127.0.0.1:1",
+            "--smtp-from",
+            "t@example.test",
+        ])
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--smtp-url"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let mut child = d
+        .command(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--smtp-url", &format!("smtp://127.0.0.1:{smtpd_port}")])
+        .args(["--smtp-from", "Tessera <tessera@example.test>"])
+        .env("TESSERA_MASTER_KEY", MASTER)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Served(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let run = |args: &[&str]| tessera(d, args, Some(&admin), &url);
+
+    let set: Value = serde_json::from_str(&run(&[
+        "notifications",
+        "set",
+        "--email",
+        "alice@example.test",
+        "--mute",
+        "token.expiring,token.revoked",
+        "--unmute",
+        "token.revoked",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(set["email"], "alice@example.test");
+    assert_eq!(set["mail_configured"], true);
+    let muted: Vec<&str> = set["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mail"] == false)
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(muted, vec!["token.expiring"]);
+    let shown = run(&["notifications", "show"]);
+    assert!(shown.contains("alice@example.test"), "{shown}");
+    assert!(shown.contains("muted"), "{shown}");
+
+    run(&[
+        "tokens",
+        "create",
+        "--name",
+        "leaky",
+        "--lifetime-days",
+        "30",
+    ]);
+    let list: Value =
+        serde_json::from_str(&run(&["tokens", "list", "--q", "leaky", "-o", "json"])).unwrap();
+    let leaky = list[0]["id"].as_str().unwrap().to_string();
+    let jwt = run(&["tokens", "download", &leaky]).trim().to_string();
+    // Reported by anyone: revoked, and alice is mailed within the worker's second.
+    tessera(
+        d,
+        &["report-leak", &jwt, "--found-at", "https://paste.example/1"],
+        None,
+        &url,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mails = loop {
+        let m = smtpd.messages();
+        if !m.is_empty() || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let m = &mails[0];
+    assert_eq!(m.rcpt, "alice@example.test");
+    assert!(
+        m.subject.contains("\"leaky\" was found exposed"),
+        "{}",
+        m.raw
+    );
+    assert!(m.body.contains(&format!("(id {leaky})")), "{}", m.body);
+    assert!(m.body.contains("https://paste.example/1"), "{}", m.body);
+    assert!(!m.raw.contains(&jwt) && !m.raw.contains("eyJ"), "{}", m.raw);
+    drop(server);
+}
