@@ -1015,9 +1015,10 @@ async function showNotifications() {
   let n;
   try { n = await api("GET", "/v1/me/notifications"); } catch (e) { render("Notifications", errorBox(e)); return; }
   const err = el("div");
+  const boxId = (event) => `f-mail-${event.replace(/[^a-z_]/g, "-")}`;
   const boxes = n.events.map((e) => el("div", { class: "check" },
-    el("input", { type: "checkbox", id: `f-mail-${e.event}`, name: "mail", value: e.event, checked: e.mail }),
-    el("label", { for: `f-mail-${e.event}` }, EVENT_WORDS[e.event] || e.event, el("span", { class: "hint" }, ` (${e.event})`))));
+    el("input", { type: "checkbox", id: boxId(e.event), name: "mail", value: e.event, checked: e.mail }),
+    el("label", { for: boxId(e.event) }, EVENT_WORDS[e.event] || e.event, el("span", { class: "hint" }, ` (${e.event})`))));
   const source = { own: "the address you gave", scim: "from your identity provider (SCIM)", sso: "from your latest single sign-on" }[n.email_source] || "";
   const form = el("form", { id: "notifications" },
     field("Mail address", { name: "email", type: "email", value: n.email_source === "own" ? n.email : "", autocomplete: "email" },
