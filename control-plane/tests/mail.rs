@@ -24,6 +24,7 @@ const DAY: i64 = 86_400;
 /// A running aiosmtpd, killed when dropped (so also when an assertion fails).
 struct Smtpd {
     child: Child,
+    port: u16,
     maildir: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -75,6 +76,7 @@ impl Smtpd {
             .expect("start aiosmtpd");
         let mut s = Smtpd {
             child,
+            port,
             maildir,
             _dir: dir,
         };
@@ -604,4 +606,132 @@ fn tessera_serve_with_smtp_url_mails_a_leaked_tokens_owner() {
     assert!(m.body.contains("https://paste.example/1"), "{}", m.body);
     assert!(!m.raw.contains(&jwt) && !m.raw.contains("eyJ"), "{}", m.raw);
     drop(server);
+}
+
+#[tokio::test]
+async fn with_mail_invitation_and_reset_links_are_only_mailed_to_their_user() {
+    let smtpd = Smtpd::start(free_port());
+    let port = smtpd.port;
+    let w = World::new().await;
+    let _ = w.state.clone().with_mail();
+    let server = MailServer::new(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Tessera <tessera@example.test>",
+    )
+    .unwrap();
+    // Creating a user needs their address: the invitation goes there, and only there.
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/users",
+            Some(&w.jwt("ada")),
+            Some(json!({"username": "bea", "role": "user"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("email: required"));
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/acme/users",
+            Some(&w.jwt("ada")),
+            Some(json!({"username": "bea", "role": "user", "email": "bea@example.test"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let made = r.json();
+    assert!(made.get("link").is_none(), "{made}");
+    assert_eq!(made["link_mailed_to"], "bea@example.test");
+    let bea = made["id"].as_str().unwrap().to_string();
+    // The store keeps no usable link: the message's body is sealed until it is sent.
+    let waiting = {
+        let bea = bea.clone();
+        w.state
+            .read(move |tx, _| Ok(tx.list_mail(&bea, 10)?))
+            .await
+            .unwrap()
+    };
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].body.starts_with("sealed:"), "{:?}", waiting[0]);
+    assert!(!waiting[0].body.contains("#/invite/"));
+    assert_eq!(deliver_due(&w.state, &server).await, 1);
+    let mails = smtpd.messages();
+    let invite = find(&mails, "bea@example.test", "your invitation to acme");
+    let secret = invite
+        .body
+        .split("http://cp.test/#/invite/")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no invitation link in {}", invite.body))
+        .to_string();
+    // Sent: the body is blanked; the mailed link works, once.
+    let sent = w
+        .state
+        .read(move |tx, _| Ok(tx.list_mail(&bea, 10)?))
+        .await
+        .unwrap();
+    assert!(sent[0].sent_at.is_some() && !sent[0].body.contains(&secret));
+    let r = w
+        .call(
+            "POST",
+            "/v1/links/accept",
+            None,
+            Some(json!({"secret": secret, "password": "bea's long password"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The user's own address is the one the admin gave (theirs to change).
+    let bea = made["id"].as_str().unwrap().to_string();
+    let address = w
+        .state
+        .read(move |tx, _| service::mail::address_of(tx, &bea))
+        .await
+        .unwrap();
+    assert_eq!(address, Some(("bea@example.test".to_string(), "own")));
+
+    // A reset: mailed to the user's address, not in the answer; a user with no address
+    // cannot be reset (nobody could receive the link but the admin).
+    set_email(&w, "ula", json!({"email": "ula@example.test"})).await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/users/{}/reset-link", w.uid("ula")),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(v.get("link").is_none(), "{v}");
+    assert_eq!(v["link_mailed_to"], "ula@example.test");
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/users/{}/reset-link", w.uid("ned")),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("ned has no mail address"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(deliver_due(&w.state, &server).await, 1);
+    let mails = smtpd.messages();
+    let reset = find(&mails, "ula@example.test", "reset your password (acme)");
+    assert!(
+        reset.body.contains("http://cp.test/#/reset/"),
+        "{}",
+        reset.body
+    );
+    assert!(reset.body.starts_with("Hello ula,"), "{}", reset.body);
+    assert!(!mails.iter().any(|m| m.rcpt.contains("ada")), "{mails:#?}");
 }

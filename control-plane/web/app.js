@@ -792,6 +792,7 @@ async function showUsers() {
   const linkOf = async (what, u) => {
     try {
       const r = await api("POST", `/v1/users/${encodeURIComponent(u.id)}/${what}`);
+      if (r.link_mailed_to) { toast(`The reset link was mailed to ${u.username} (${r.link_mailed_to}), and to nobody else.`); return; }
       await showSecret(`Password-reset link for ${u.username}`, r.link.url, `reset-${u.username}.txt`, `Give this link to ${u.username}; it works once, until ${fmtTime(r.link.expires_at)}.`);
     } catch (e) { toast(e.message); }
   };
@@ -828,6 +829,7 @@ async function showUsers() {
       const wrap = el("div", {},
         field("Username", { name: "username", required: true }), field("Display name", { name: "display_name" }),
         field("Role", { tag: "select", name: "role", options: roles, value: "user" }),
+        field("Mail address", { name: "email", type: "email", autocomplete: "off" }, "the invitation is mailed there when this server sends mail"),
         field("Invitation valid for (days)", { name: "invite_days", type: "number", value: "7", min: 1, max: 30 }));
       const made = await modal("New user", wrap, {
         submit: "Create and invite", onSubmit: async (box) => {
@@ -836,11 +838,13 @@ async function showUsers() {
           const d = new FormData(form);
           const body = { username: d.get("username"), role: d.get("role"), invite_days: Number(d.get("invite_days") || 7) };
           if (d.get("display_name")) body.display_name = d.get("display_name");
+          if (d.get("email")) body.email = d.get("email");
           try { return await api("POST", `/v1/orgs/${encodeURIComponent(org)}/users`, body); }
           catch (e) { showFieldError(form, box, e); return undefined; }
         },
       });
-      if (made && !made.link) toast(`${made.username} was created; an admin of their organization sends the invitation.`);
+      if (made && made.link_mailed_to) toast(`${made.username} was created; the invitation was mailed to ${made.link_mailed_to}, and to nobody else.`);
+      else if (made && !made.link) toast(`${made.username} was created; an admin of their organization sends the invitation.`);
       else if (made) await showSecret(`Invitation for ${made.username}`, made.link.url, `invite-${made.username}.txt`, `Give this link to ${made.username}; it works once, until ${fmtTime(made.link.expires_at)}.`);
       showUsers();
     },

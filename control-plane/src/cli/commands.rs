@@ -1014,10 +1014,14 @@ async fn users(c: &Client, out: Output, cmd: UsersCmd) -> CliResult {
             role,
             display_name,
             delegated,
+            email,
         } => {
             let mut body = json!({"username": username, "role": role, "delegated": delegated});
             if let (Some(d), Some(m)) = (display_name, body.as_object_mut()) {
                 m.insert("display_name".into(), json!(d));
+            }
+            if let (Some(e), Some(m)) = (email, body.as_object_mut()) {
+                m.insert("email".into(), json!(e));
             }
             let v = c
                 .json("POST", &format!("/v1/orgs/{}/users", encode(&org)), &body)

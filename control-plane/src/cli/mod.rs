@@ -846,7 +846,8 @@ enum UsersCmd {
         /// The user (a username or a user id).
         id: String,
     },
-    /// Create a user; prints a one-time link for them to set their password.
+    /// Create a user; prints a one-time link for them to set their password (mails it
+    /// to them instead when the server sends mail).
     Create {
         /// The organization's id.
         #[arg(long)]
@@ -862,6 +863,10 @@ enum UsersCmd {
         /// Let the managing partner organization act for this user.
         #[arg(long)]
         delegated: bool,
+        /// Their mail address. When the server sends mail, the invitation is mailed
+        /// there (and not printed), so it is then required.
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Change a user (org admins; users may change their own display name and delegation).
     Update {

@@ -2,8 +2,13 @@
 //! (`--smtp-url`), the events people act on — a token about to expire, a token found
 //! exposed, revoked, used from a new network, or presented after its rotation ended — are
 //! mailed to the token's owner and the org's admins, in plain words: the token by name and
-//! id, what happened, and what to do, with links to the web page. Never a token, never a
-//! link that signs anyone in.
+//! id, what happened, and what to do, with links to the web page. Never a token.
+//!
+//! **Links reach only their user** (issue 22): with mail, an invitation
+//! (`users::create_user`, which then needs the new user's address) and a password reset
+//! (`accounts::reset_link`, which needs the user's address) are mailed to the user
+//! ([`mail_link`]) and never put in the answer; their outbox body is sealed with the master
+//! key (the store keeps no usable link) and blanked once sent.
 //!
 //! **Outbox.** Like the webhooks': [`on_audit`] runs inside `service::audit`, so a message
 //! row per recipient is written in the transaction that made the event (`mail_outbox`),
@@ -25,6 +30,7 @@ use crate::policy::Actor;
 use crate::store::notifications::{MailRecord, MailSettings};
 use crate::store::Tx;
 use crate::timefmt;
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -81,6 +87,99 @@ pub struct SetNotifications {
     /// `token.revoked_but_presented`.
     #[serde(default)]
     pub muted: Option<Vec<String>>,
+}
+
+/// A mail address as given for `field` (at most 254 characters, one address).
+pub fn check_address(field: &str, email: &str) -> Result<String> {
+    super::input::check_text(field, email, 254, false)?;
+    email.parse::<lettre::Address>().map_err(|e| {
+        Error::field(
+            field,
+            format!("not an email address ({e}); give one like name@example.com"),
+        )
+    })?;
+    Ok(email.to_string())
+}
+
+/// Sets `user`'s own address (an admin creating the user gives it; the user changes it).
+pub(crate) fn set_address(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    user: &crate::model::User,
+    email: &str,
+) -> Result<()> {
+    let mut s = tx
+        .get_mail_settings(&user.id)?
+        .unwrap_or_else(|| MailSettings {
+            user_id: user.id.clone(),
+            org_id: user.org_id.clone(),
+            ..MailSettings::default()
+        });
+    s.email = Some(email.to_string());
+    s.updated_at = ctx.now;
+    tx.put_mail_settings(&s)?;
+    Ok(())
+}
+
+/// The prefix of a body stored sealed with the master key (a one-time link's mail: the
+/// store keeps no usable link, so the text is sealed until sent and blanked after).
+const SEALED: &str = "sealed:";
+
+/// Mails `user` their one-time link (invitation or reset) at `to`. The body holds the
+/// link, so it is stored sealed with the master key and blanked once sent.
+pub(crate) fn mail_link(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    user: &crate::model::User,
+    to: &str,
+    link: &super::views::LinkView,
+) -> Result<()> {
+    let (event, subject, what) = if link.kind == "invite" {
+        (
+            "user.invite",
+            format!("Tessera: your invitation to {}", user.org_id),
+            format!(
+                "You are invited to Tessera, where the organization {} keeps its API tokens, \
+                 as {}. Open this link to choose your password (it works once, until {}):",
+                user.org_id, user.username, link.expires_at
+            ),
+        )
+    } else {
+        (
+            "user.reset_link",
+            format!("Tessera: reset your password ({})", user.org_id),
+            format!(
+                "An administrator of {} reset the password of your account {}. Your sessions \
+                 ended. Open this link to choose a new password (it works once, until {}):",
+                user.org_id, user.username, link.expires_at
+            ),
+        )
+    };
+    let body = format!(
+        "Hello {},\n\n{what}\n\n{}\n\nThe link is yours alone: it was mailed only to \
+         you, nobody else was shown it, and whoever opens it first sets the password. If you \
+         did not expect it, do not open it, and tell an administrator of {}.\n\n-- \nTessera, {}\n",
+        user.username, link.url, user.org_id, ctx.base_url
+    );
+    let id = crypto::new_id("mail")?;
+    let sealed = ctx.master.seal(&format!("mail:{id}"), body.as_bytes())?;
+    tx.insert_mail(&MailRecord {
+        id,
+        org_id: user.org_id.clone(),
+        user_id: user.id.clone(),
+        to_addr: to.to_string(),
+        event: event.to_string(),
+        subject,
+        body: format!("{SEALED}{}", STANDARD.encode(sealed)),
+        created_at: ctx.now,
+        attempts: 0,
+        next_at: ctx.now,
+        claimed_until: None,
+        sent_at: None,
+        failed_at: None,
+        last_error: None,
+    })?;
+    Ok(())
 }
 
 /// The address mail to `user_id` goes to, and where it comes from.
@@ -152,14 +251,7 @@ pub fn put_settings(
         s.email = if email.is_empty() {
             None
         } else {
-            super::input::check_text("email", email, 254, false)?;
-            email.parse::<lettre::Address>().map_err(|e| {
-                Error::field(
-                    "email",
-                    format!("not an email address ({e}); give one like name@example.com"),
-                )
-            })?;
-            Some(email.to_string())
+            Some(check_address("email", email)?)
         };
     }
     if let Some(muted) = &req.muted {
@@ -606,9 +698,20 @@ pub fn any_due(tx: &mut dyn Tx, ctx: &Ctx) -> Result<bool> {
     Ok(tx.any_due_mail(ctx.now)?)
 }
 
-/// Claims the due messages for one worker.
+/// Claims the due messages for one worker (sealed bodies opened).
 pub fn claim(tx: &mut dyn Tx, ctx: &Ctx) -> Result<Vec<MailRecord>> {
-    Ok(tx.claim_mail(ctx.now, ctx.now + CLAIM_SECS, CLAIM_BATCH)?)
+    let mut claimed = tx.claim_mail(ctx.now, ctx.now + CLAIM_SECS, CLAIM_BATCH)?;
+    for m in &mut claimed {
+        if let Some(text) = m.body.strip_prefix(SEALED) {
+            let sealed = STANDARD.decode(text).map_err(|_| {
+                Error::internal(format!("mail {}: a sealed body that is not base64", m.id))
+            })?;
+            let opened = ctx.master.open(&format!("mail:{}", m.id), &sealed)?;
+            m.body = String::from_utf8(opened)
+                .map_err(|_| Error::internal(format!("mail {}: a body that is not UTF-8", m.id)))?;
+        }
+    }
+    Ok(claimed)
 }
 
 /// Records an attempt: sent, failed for good (`permanent`), or retried after the webhooks'
@@ -632,6 +735,10 @@ pub fn record(
         None => {
             m.sent_at = Some(ctx.now);
             m.last_error = None;
+            // A one-time link is kept nowhere once it is on its way.
+            if m.body.starts_with(SEALED) {
+                m.body = "(a one-time link, not kept once sent)".into();
+            }
         }
         Some(err) => {
             m.last_error = Some(err);

@@ -161,7 +161,7 @@ impl<C: Conn> NotificationsTx for C {
     fn update_mail(&mut self, m: &MailRecord) -> StoreResult<()> {
         self.exec(
             "UPDATE mail_outbox SET attempts = ?2, next_at = ?3, claimed_until = ?4, \
-             sent_at = ?5, failed_at = ?6, last_error = ?7 WHERE id = ?1",
+             sent_at = ?5, failed_at = ?6, last_error = ?7, body = ?8 WHERE id = ?1",
             &values![
                 &m.id,
                 m.attempts,
@@ -169,7 +169,8 @@ impl<C: Conn> NotificationsTx for C {
                 m.claimed_until,
                 m.sent_at,
                 m.failed_at,
-                &m.last_error
+                &m.last_error,
+                &m.body
             ],
         )?;
         Ok(())
