@@ -154,8 +154,8 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// One pass of the worker: a read looks for due messages; when there are, a write claims
-/// them, they are sent one after the other (one SMTP connection is reused), and each
-/// outcome is written back. How many were sent.
+/// them, they are sent one after the other (an SMTP connection each), and each outcome is
+/// written back. How many were sent.
 pub async fn deliver_due(state: &AppState, server: &MailServer) -> usize {
     match state.read(mail::any_due).await {
         Ok(true) => {}
