@@ -1255,7 +1255,7 @@ async fn a_tokens_usage_per_hour_and_day_with_its_networks() {
         vec![
             ("192.0.2.0/24", 4),
             ("198.51.100.0/24", 2),
-            ("2001:db8:1:2::/64", 1)
+            ("2001:db8:1::/48", 1)
         ]
     );
 

@@ -1043,6 +1043,26 @@ async fn every_answer_matches_its_documented_schema() {
     let r = run.call("GET", t, t, Some(&ada), None, 200).await;
     assert_eq!(r.json()["prefs"]["hidden_columns"], json!(["scopes"]));
     run.call("GET", t, t, None, None, 401).await;
+    // Notification settings (the caller's mail address and muted events).
+    let t = "/v1/me/notifications";
+    let r = run
+        .call(
+            "PUT",
+            t,
+            t,
+            Some(&ula),
+            Some(json!({"email": "ula@example.com", "muted": ["token.expiring"]})),
+            200,
+        )
+        .await;
+    assert_eq!(r.json()["email"], "ula@example.com");
+    run.call("PUT", t, t, Some(&ula), Some(json!({"email": "no"})), 400)
+        .await;
+    run.call("PUT", t, t, Some(&ula), Some(json!({"muted": ["x"]})), 400)
+        .await;
+    let r = run.call("GET", t, t, Some(&ula), None, 200).await;
+    assert_eq!(r.json()["events"][0]["mail"], false);
+    run.call("GET", t, t, None, None, 401).await;
 
     // The scope catalogue.
     let t = "/v1/orgs/{org}/scopes";

@@ -448,7 +448,7 @@ function setNav() {
   const nav = document.getElementById("nav");
   const who = document.getElementById("who");
   if (!session) { nav.hidden = true; nav.replaceChildren(); who.replaceChildren(); return; }
-  const links = [["#/tokens", "API tokens"], ["#/auth-log", "Authentication log"]];
+  const links = [["#/tokens", "API tokens"], ["#/auth-log", "Authentication log"], ["#/notifications", "Notifications"]];
   if (isPartner()) links.push(["#/partner", "Customers"]);
   if (isAdmin()) links.push(["#/users", "Users"], ["#/audit", "Audit log"], ["#/org", "Organization"]);
   nav.replaceChildren(...links.map(([h, t]) => el("a", { href: h, "aria-current": location.hash.startsWith(h) ? "page" : null }, t)));
@@ -918,6 +918,7 @@ async function showUsers() {
   const linkOf = async (what, u) => {
     try {
       const r = await api("POST", `/v1/users/${encodeURIComponent(u.id)}/${what}`);
+      if (r.link_mailed_to) { toast(`The reset link was mailed to ${u.username} (${r.link_mailed_to}), and to nobody else.`); return; }
       await showSecret(`Password-reset link for ${u.username}`, r.link.url, `reset-${u.username}.txt`, `Give this link to ${u.username}; it works once, until ${fmtTime(r.link.expires_at)}.`);
     } catch (e) { toast(e.message); }
   };
@@ -954,6 +955,7 @@ async function showUsers() {
       const wrap = el("div", {},
         field("Username", { name: "username", required: true }), field("Display name", { name: "display_name" }),
         field("Role", { tag: "select", name: "role", options: roles, value: "user" }),
+        field("Mail address", { name: "email", type: "email", autocomplete: "off" }, "the invitation is mailed there when this server sends mail"),
         field("Invitation valid for (days)", { name: "invite_days", type: "number", value: "7", min: 1, max: 30 }));
       const made = await modal("New user", wrap, {
         submit: "Create and invite", onSubmit: async (box) => {
@@ -962,11 +964,13 @@ async function showUsers() {
           const d = new FormData(form);
           const body = { username: d.get("username"), role: d.get("role"), invite_days: Number(d.get("invite_days") || 7) };
           if (d.get("display_name")) body.display_name = d.get("display_name");
+          if (d.get("email")) body.email = d.get("email");
           try { return await api("POST", `/v1/orgs/${encodeURIComponent(org)}/users`, body); }
           catch (e) { showFieldError(form, box, e); return undefined; }
         },
       });
-      if (made && !made.link) toast(`${made.username} was created; an admin of their organization sends the invitation.`);
+      if (made && made.link_mailed_to) toast(`${made.username} was created; the invitation was mailed to ${made.link_mailed_to}, and to nobody else.`);
+      else if (made && !made.link) toast(`${made.username} was created; an admin of their organization sends the invitation.`);
       else if (made) await showSecret(`Invitation for ${made.username}`, made.link.url, `invite-${made.username}.txt`, `Give this link to ${made.username}; it works once, until ${fmtTime(made.link.expires_at)}.`);
       showUsers();
     },
@@ -1128,6 +1132,50 @@ function newOrgButton(org) {
   }, "New organization");
 }
 
+// ---------------------------------------------------------------------------------------
+// Notifications: the caller's mail address and the events mailed to them
+
+const EVENT_WORDS = {
+  "token.expiring": "A token of mine, or of my organization if I am an admin, expires in 30, 7 or 1 days",
+  "token.exposed": "A token was found exposed (in a public repository, a paste, a report)",
+  "token.revoked": "A token was revoked by someone else",
+  "token.used_from_new_network": "A token was used from a network it was not used from in 30 days",
+  "token.revoked_but_presented": "A replaced token was presented after its rotation ended",
+};
+
+async function showNotifications() {
+  let n;
+  try { n = await api("GET", "/v1/me/notifications"); } catch (e) { render("Notifications", errorBox(e)); return; }
+  const err = el("div");
+  const boxId = (event) => `f-mail-${event.replace(/[^a-z_]/g, "-")}`;
+  const boxes = n.events.map((e) => el("div", { class: "check" },
+    el("input", { type: "checkbox", id: boxId(e.event), name: "mail", value: e.event, checked: e.mail }),
+    el("label", { for: boxId(e.event) }, EVENT_WORDS[e.event] || e.event, el("span", { class: "hint" }, ` (${e.event})`))));
+  const source = { own: "the address you gave", scim: "from your identity provider (SCIM)", sso: "from your latest single sign-on" }[n.email_source] || "";
+  const form = el("form", { id: "notifications" },
+    field("Mail address", { name: "email", type: "email", value: n.email_source === "own" ? n.email : "", autocomplete: "email" },
+      n.email && n.email_source !== "own" ? `empty: ${n.email}, ${source}` : "where Tessera mails you; empty: your identity provider's, if any"),
+    el("fieldset", {}, el("legend", {}, "Mail me when"), ...boxes),
+    err, el("p", {}, el("button", { type: "submit", class: "primary" }, "Save")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(form);
+    const d = new FormData(form);
+    const on = new Set(d.getAll("mail"));
+    try {
+      const r = await api("PUT", "/v1/me/notifications", { email: d.get("email"), muted: n.events.map((e) => e.event).filter((e) => !on.has(e)) });
+      toast(r.email ? `Saved: mail goes to ${r.email}.` : "Saved: no address, so no mail.");
+      showNotifications();
+    } catch (e) { showFieldError(form, err, e); }
+  });
+  render("Notifications",
+    el("p", {}, n.mail_configured
+      ? (n.email ? `Mail about tokens goes to ${n.email} (${source}).` : "You have no mail address here, so Tessera cannot mail you.")
+      : "This Tessera server sends no mail (its operator has not configured SMTP); your choices are kept for when it does."),
+    el("p", { class: "hint" }, "Mail names the token and says what to do; it never contains a token or a sign-in link. Webhooks are set per organization by its admins."),
+    form);
+}
+
 async function showPartner() {
   const render = renderer();
   let orgs;
@@ -1215,7 +1263,7 @@ async function route() {
   if (one) { await showToken(decodeURIComponent(one[1])); main().focus(); return; }
   const pages = {
     "#/tokens": showTokens, "#/auth-log": showAuthLog, "#/users": showUsers, "#/audit": showAudit,
-    "#/org": showOrg, "#/partner": showPartner,
+    "#/org": showOrg, "#/partner": showPartner, "#/notifications": showNotifications,
   };
   await (pages[page] || showTokens)();
   main().focus();

@@ -938,6 +938,38 @@ async fn scenarios(
         }
         ui.page(name).await;
     }
+    // Notifications: the caller's mail address and the events mailed to them.
+    ui.goto("/#/notifications").await;
+    ui.title("Notifications").await;
+    ui.fill("#f-email", "alice@example.test").await;
+    ui.click("#f-mail-token-used_from_new_network").await;
+    ui.click("#notifications button[type=submit]").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = ui.fetch("GET", "/v1/me/notifications", None).await;
+        let muted: Vec<&str> = v["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["mail"] == false)
+                    .filter_map(|e| e["event"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if status == 200
+            && v["email"] == "alice@example.test"
+            && muted == ["token.used_from_new_network"]
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the notifications form saved {status} {v}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ui.page("notifications").await;
+    ui.goto("/#/org").await;
+    ui.title("Organization acme").await;
     ui.click("#new-edge").await;
     ui.fill("dialog[open] #f-name", "edge-ui").await;
     ui.click("dialog[open] button[type=submit]").await;

@@ -14,6 +14,7 @@
 //!   `target/dist/` (`dist` module), checked by skopeo and a local registry in `test`
 //!   (`registry` module).
 
+mod aiosmtpd;
 mod bench;
 mod browser;
 mod dist;
@@ -38,8 +39,8 @@ usage: cargo xtask <task>
 tasks:
   build-wasm   build the proxy-wasm filter (release) to target/wasm/tessera_filter.wasm
                and the edge-worker bundle to target/wasm/edge-worker/
-  test         install Envoy 1.40.0 into tools/venv and workerd into tools/node if
-               missing, build the modules, the edge-worker bundle and the
+  test         install Envoy 1.40.0 and aiosmtpd (the mail test's SMTP server) into
+               tools/venv and workerd into tools/node if missing, build the modules, the edge-worker bundle and the
                control plane (target/debug/tessera), then cargo fmt --check, cargo clippy
                -D warnings and cargo test --workspace (including the host tests that run
                the module in Envoy against the real control plane), schemathesis and
@@ -289,8 +290,10 @@ fn test(root: &Path) -> Result<()> {
     // The control plane's PostgreSQL backend: its suite again on a real server (step 8),
     // and host tests that start their own clusters (replicas, a killed server).
     let pg_bin = postgres::ensure_postgres()?;
+    // The mail test sends through a real SMTP server (PyPI `aiosmtpd`), in steps 7 and 8.
+    let smtpd = aiosmtpd::ensure(root)?;
     tools::header(&format!(
-        "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={} and {}={})",
+        "[7/{STEPS}] cargo test --workspace --no-fail-fast (with {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={}, {}={} and {}={})",
         tools::ENVOY_ENV,
         envoy.display(),
         tools::FILTER_WASM_ENV,
@@ -308,7 +311,9 @@ fn test(root: &Path) -> Result<()> {
         browser::AXE_ENV,
         axe.display(),
         browser::OIDC_PROVIDER_ENV,
-        oidc_provider.display()
+        oidc_provider.display(),
+        aiosmtpd::ENV,
+        smtpd.display()
     ));
     tools::run(
         cargo(root)
@@ -322,13 +327,16 @@ fn test(root: &Path) -> Result<()> {
             .env(browser::CHROMEDRIVER_ENV, &chromedriver)
             .env(browser::AXE_ENV, &axe)
             .env(browser::OIDC_PROVIDER_ENV, &oidc_provider)
+            .env(aiosmtpd::ENV, &smtpd)
             .env("TESSERA_REQUIRE_SYSTEMD_ANALYZE", "1")
             .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin),
     )?;
 
     tools::header(&format!(
-        "[8/{STEPS}] the control plane's suite on PostgreSQL ({}=<a throwaway cluster>)",
-        tessera_host_tests::postgres::ENV_TEST_POSTGRES
+        "[8/{STEPS}] the control plane's suite on PostgreSQL ({}=<a throwaway cluster>, {}={})",
+        tessera_host_tests::postgres::ENV_TEST_POSTGRES,
+        aiosmtpd::ENV,
+        smtpd.display()
     ));
     {
         // fsync off: the tests kill processes, never the machine, and every acknowledged
@@ -355,7 +363,8 @@ fn test(root: &Path) -> Result<()> {
                         tessera_host_tests::postgres::ENV_TEST_POSTGRES,
                         cluster.admin_url(),
                     )
-                    .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin),
+                    .env(tessera_host_tests::postgres::ENV_PG_BIN, &pg_bin)
+                    .env(aiosmtpd::ENV, &smtpd),
             );
             if let Err(e) = ok {
                 failed.push(e);

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod handlers;
 pub mod limit;
 pub mod limits;
+pub mod mail;
 pub mod scanning;
 pub mod scim;
 pub mod scim_docs;
@@ -79,6 +80,8 @@ struct Inner {
     readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
     /// The secret scanner's public keys (`--secret-scanning-keys-url`; GitHub's by default).
     scanner_keys: std::sync::OnceLock<scanning::ScannerKeys>,
+    /// Set when the server sends mail (`--smtp-url`): events write the mail outbox.
+    mail: std::sync::OnceLock<bool>,
 }
 
 /// How long one readiness check of the database answers `/readyz` for.
@@ -141,6 +144,7 @@ impl AppState {
             readiness: tokio::sync::Mutex::new(None),
             quotas: std::sync::OnceLock::new(),
             scanner_keys: std::sync::OnceLock::new(),
+            mail: std::sync::OnceLock::new(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -352,6 +356,12 @@ impl AppState {
         self
     }
 
+    /// Events are mailed from now on (`tessera serve --smtp-url`; the mail worker sends).
+    pub fn with_mail(self) -> Self {
+        let _ = self.inner.mail.set(true);
+        self
+    }
+
     pub(crate) fn scanner_keys(&self) -> &scanning::ScannerKeys {
         self.inner
             .scanner_keys
@@ -375,7 +385,8 @@ impl AppState {
             let mut changed = false;
             let r = crate::store::run(i.store.as_ref(), write, |tx| {
                 let ctx = Ctx::new(&i.base_url, &i.master, now, i.access_ttl)
-                    .with_quotas(i.quotas.get().copied().unwrap_or_default());
+                    .with_quotas(i.quotas.get().copied().unwrap_or_default())
+                    .with_mail(i.mail.get().copied().unwrap_or(false));
                 let v = f.clone()(tx, &ctx);
                 changed = ctx.edges_changed();
                 let v = v?;
@@ -837,6 +848,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(scopes::routes());
     routes.extend(limits::routes());
     routes.extend(webhooks::routes());
+    routes.extend(mail::routes());
     routes.extend(sso::routes());
     routes
 }

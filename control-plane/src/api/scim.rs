@@ -163,7 +163,8 @@ async fn scim_op<T: Send + 'static>(
         let mut changed = false;
         let r = crate::store::run(i.store.as_ref(), write, |tx| -> Result<T, Fault> {
             let ctx = Ctx::new(&i.base_url, &i.master, now, i.access_ttl)
-                .with_quotas(i.quotas.get().copied().unwrap_or_default());
+                .with_quotas(i.quotas.get().copied().unwrap_or_default())
+                .with_mail(i.mail.get().copied().unwrap_or(false));
             let actor = scim::authenticate(tx, &org, &secret)?;
             let label = actor.credential.label();
             if let Ok(mut a) = seen.lock() {

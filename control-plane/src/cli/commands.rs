@@ -2,8 +2,8 @@
 
 use super::render::{self, Output};
 use super::{
-    encode, query_string, CliResult, Client, Command, EdgesCmd, GranteeArgs, LinksCmd, OrgsCmd,
-    ScimCmd, ScopesCmd, SsoCmd, TokensCmd, UsersCmd, WebhooksCmd,
+    encode, query_string, CliResult, Client, Command, EdgesCmd, GranteeArgs, LinksCmd,
+    NotificationsCmd, OrgsCmd, ScimCmd, ScopesCmd, SsoCmd, TokensCmd, UsersCmd, WebhooksCmd,
 };
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
@@ -22,6 +22,7 @@ pub(super) async fn run(
         Command::Scopes(cmd) => scopes(&client(token)?, out, cmd).await,
         Command::Webhooks(cmd) => webhooks(&client(token)?, out, cmd).await,
         Command::Sso(cmd) => sso(&client(token)?, out, cmd).await,
+        Command::Notifications(cmd) => notifications(&client(token)?, out, cmd).await,
         Command::Edges(EdgesCmd::Create { org, name }) => {
             let v = client(token)?
                 .json(
@@ -371,6 +372,60 @@ async fn webhooks(c: &Client, out: Output, cmd: WebhooksCmd) -> CliResult {
             show(out, &v)
         }
     }
+}
+
+async fn notifications(c: &Client, out: Output, cmd: NotificationsCmd) -> CliResult {
+    const PATH: &str = "/v1/me/notifications";
+    let v = match cmd {
+        NotificationsCmd::Show => c.get(PATH).await?.ok_json()?,
+        NotificationsCmd::Set {
+            email,
+            mute,
+            unmute,
+        } => {
+            let mut body = json!({});
+            if let Some(e) = email {
+                body["email"] = json!(e);
+            }
+            if !mute.is_empty() || !unmute.is_empty() {
+                // The muted list is replaced whole: start from what is muted now.
+                let now = c.get(PATH).await?.ok_json()?;
+                let mut muted: Vec<String> = now["events"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|e| e["mail"] == false)
+                            .filter_map(|e| e["event"].as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for m in mute {
+                    if !muted.contains(&m) {
+                        muted.push(m);
+                    }
+                }
+                muted.retain(|m| !unmute.contains(m));
+                body["muted"] = json!(muted);
+            }
+            c.json("PUT", PATH, &body).await?.ok_json()?
+        }
+    };
+    if matches!(out, Output::Json) {
+        return show(out, &v);
+    }
+    let mut flat = json!({
+        "email": v["email"],
+        "email_source": v["email_source"],
+        "mail_configured": v["mail_configured"],
+    });
+    if let Some(events) = v["events"].as_array() {
+        for e in events {
+            if let Some(name) = e["event"].as_str() {
+                flat[name] = json!(if e["mail"] == true { "mailed" } else { "muted" });
+            }
+        }
+    }
+    show(out, &flat)
 }
 
 async fn scopes(c: &Client, out: Output, cmd: ScopesCmd) -> CliResult {
@@ -1021,10 +1076,14 @@ async fn users(c: &Client, out: Output, cmd: UsersCmd) -> CliResult {
             role,
             display_name,
             delegated,
+            email,
         } => {
             let mut body = json!({"username": username, "role": role, "delegated": delegated});
             if let (Some(d), Some(m)) = (display_name, body.as_object_mut()) {
                 m.insert("display_name".into(), json!(d));
+            }
+            if let (Some(e), Some(m)) = (email, body.as_object_mut()) {
+                m.insert("email".into(), json!(e));
             }
             let v = c
                 .json("POST", &format!("/v1/orgs/{}/users", encode(&org)), &body)

@@ -228,6 +228,9 @@ enum Command {
     /// Single sign-on: the organization's OpenID Connect identity provider (org admins).
     #[command(subcommand)]
     Sso(SsoCmd),
+    /// Your mail address and which events about tokens are mailed to you.
+    #[command(subcommand)]
+    Notifications(NotificationsCmd),
     /// Exchange an API token for a short-lived access token.
     Exchange {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
@@ -327,6 +330,26 @@ fn query_string(pairs: &[(&str, Option<String>)]) -> String {
 }
 
 #[derive(Subcommand)]
+enum NotificationsCmd {
+    /// Your mail address (and where it comes from) and the events mailed to you.
+    Show,
+    /// Change your mail address or the events mailed to you.
+    Set {
+        /// The address to mail; "" removes it (your identity provider's is used, if any).
+        #[arg(long)]
+        email: Option<String>,
+        /// Mail no more about these events, comma-separated: token.expiring,
+        /// token.exposed, token.revoked, token.used_from_new_network,
+        /// token.revoked_but_presented.
+        #[arg(long, value_delimiter = ',')]
+        mute: Vec<String>,
+        /// Mail again about these events, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        unmute: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum LinksCmd {
     /// Use a one-time link you were given: set your password. The secret and the new
     /// password are read from stdin, one per line, so they never show in the process
@@ -403,6 +426,15 @@ struct ServeArgs {
     /// cannot point a webhook at the operator's internal services.
     #[arg(long, env = "TESSERA_WEBHOOK_PRIVATE_DESTINATIONS")]
     webhook_private_destinations: bool,
+    /// The SMTP server that mails people about their tokens (expiring, exposed, revoked,
+    /// used from a new network): smtps://[user:pass@]host[:465] (TLS),
+    /// smtp://[user:pass@]host[:587]?tls=required (STARTTLS), or smtp://host:port
+    /// (unencrypted: loopback only). Without it, no mail is sent. Needs --smtp-from.
+    #[arg(long, env = "TESSERA_SMTP_URL", requires = "smtp_from")]
+    smtp_url: Option<String>,
+    /// The sender of Tessera's mail, e.g. "Tessera <tessera@example.com>".
+    #[arg(long, env = "TESSERA_SMTP_FROM", requires = "smtp_url")]
+    smtp_from: Option<String>,
     /// Users one organization may have (deleted ones do not count).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
     max_users_per_org: i64,
@@ -831,7 +863,8 @@ enum UsersCmd {
         /// The user (a username or a user id).
         id: String,
     },
-    /// Create a user; prints a one-time link for them to set their password.
+    /// Create a user; prints a one-time link for them to set their password (mails it
+    /// to them instead when the server sends mail).
     Create {
         /// The organization's id.
         #[arg(long)]
@@ -847,6 +880,10 @@ enum UsersCmd {
         /// Let the managing partner organization act for this user.
         #[arg(long)]
         delegated: bool,
+        /// Their mail address. When the server sends mail, the invitation is mailed
+        /// there (and not printed), so it is then required.
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Change a user (org admins; users may change their own display name and delegation).
     Update {
@@ -922,8 +959,9 @@ enum WebhooksCmd {
         /// plane's own address.)
         #[arg(long)]
         endpoint: String,
-        /// Only these event types, comma-separated (default: every type): token.revoked,
-        /// token.rotated, token.exposed, token.revoked_but_presented, user.deprovisioned.
+        /// Only these event types, comma-separated (default: every type): token.expiring,
+        /// token.revoked, token.rotated, token.exposed, token.revoked_but_presented,
+        /// token.used_from_new_network, user.deprovisioned.
         #[arg(long, value_delimiter = ',')]
         events: Vec<String>,
         /// What the endpoint is for.

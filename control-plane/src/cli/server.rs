@@ -178,6 +178,11 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         .read(|tx| tx.any_org())
         .map_err(|e: StoreError| e.to_string())?
         .is_none();
+    // Mail (`--smtp-url`): checked before anything listens, so a wrong flag stops here.
+    let mail = match (&args.smtp_url, &args.smtp_from) {
+        (Some(url), Some(from)) => Some(crate::api::mail::MailServer::new(url, from)?),
+        _ => None,
+    };
     let state = AppState::new(
         store,
         Config {
@@ -302,6 +307,46 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
+    {
+        // Tokens close to expiry are announced (`token.expiring`, `service::notifications`):
+        // every minute a cheap read looks for one owed a notice, then a write claims and
+        // raises them.
+        let st = state.clone();
+        tokio::spawn(async move {
+            use crate::service::notifications;
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(
+                notifications::EXPIRING_TICK_SECS,
+            ));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                match st.read(notifications::any_expiring).await {
+                    Ok(false) => {}
+                    Ok(true) => match st.write(notifications::warn_expiring).await {
+                        Ok(n) => tracing::info!(warned = n, "tokens about to expire announced"),
+                        Err(e) => {
+                            tracing::error!(error = %e.message, "announcing expiring tokens failed")
+                        }
+                    },
+                    Err(e) => tracing::error!(error = %e.message, "reading expiring tokens failed"),
+                }
+            }
+        });
+    }
+    // Mail: the outbox is looked at every second (`api::mail::run_worker`).
+    let state = match mail {
+        Some(server) => {
+            let state = state.with_mail();
+            tracing::info!(?server, "mail is sent for token events");
+            tokio::spawn(crate::api::mail::run_worker(
+                state.clone(),
+                std::time::Duration::from_secs(1),
+                server,
+            ));
+            state
+        }
+        None => state,
+    };
     // Webhooks: the outbox is looked at every second (`api::webhooks::run_worker`).
     tokio::spawn(crate::api::webhooks::run_worker(
         state.clone(),

@@ -202,6 +202,22 @@ pub fn reset_link(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> R
             user.username
         )));
     }
+    // With mail, the link goes to the user's own address only; without one, no link.
+    let mail_to = if ctx.mail {
+        match super::mail::address_of(tx, &user.id)? {
+            Some((a, _)) => Some(a),
+            None => {
+                return Err(Error::conflict(format!(
+                    "{} has no mail address, and this server mails reset links to their user \
+                     only: they give one under Notifications, or their identity provider \
+                     sends one",
+                    user.username
+                )))
+            }
+        }
+    } else {
+        None
+    };
     let mut voided = Vec::new();
     let takeover = user.id != actor.user.id && account.password_hash.is_some();
     if takeover {
@@ -221,10 +237,16 @@ pub fn reset_link(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, user_id: &str) -> R
         &org.id,
         "user.reset_link",
         &user.id,
-        json!({"expires_at": link.expires_at, "sessions_ended": takeover, "pending_revoked": voided}),
+        json!({"expires_at": link.expires_at, "sessions_ended": takeover, "pending_revoked": voided, "mailed": mail_to.is_some()}),
     )?;
     let mut v = user_view(tx, &user)?;
-    v.link = Some(link);
+    match mail_to {
+        Some(to) => {
+            super::mail::mail_link(tx, ctx, &user, &to, &link)?;
+            v.link_mailed_to = Some(to);
+        }
+        None => v.link = Some(link),
+    }
     Ok(v)
 }
 

@@ -255,6 +255,11 @@ pub struct CreateUser {
     /// Days the invitation link stays usable (1 to 30; default 7).
     #[serde(default)]
     pub invite_days: Option<i64>,
+    /// The new user's mail address (theirs to change afterwards). When this server sends
+    /// mail, the invitation is mailed there and never shown to whoever creates the user,
+    /// so it is then required.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

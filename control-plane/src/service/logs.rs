@@ -78,6 +78,8 @@ pub fn record_usage(
     let mut events = Vec::with_capacity(batch.events.len());
     // First uses (for rotations' grace) and refusals as `rotated` (possible leaks).
     let (mut first_uses, mut rotated) = (Vec::new(), Vec::new());
+    // Allowed uses with their addresses (new networks).
+    let mut sightings = Vec::new();
     for (n, e) in batch.events.into_iter().enumerate() {
         let f = |name: &str| format!("events[{n}].{name}");
         let at = match i64::try_from(e.at) {
@@ -89,14 +91,14 @@ pub fn record_usage(
                 ))
             }
         };
-        let ip = match &e.ip {
+        let addr = match &e.ip {
             Some(ip) => Some(
                 ip.parse::<IpAddr>()
-                    .map_err(|_| Error::field(&f("ip"), "not an IP address"))?
-                    .to_string(),
+                    .map_err(|_| Error::field(&f("ip"), "not an IP address"))?,
             ),
             None => None,
         };
+        let ip = addr.map(|a| a.to_string());
         if let Some(reason) = &e.reason {
             check_text(&f("reason"), reason, 100, true)?;
         }
@@ -132,6 +134,14 @@ pub fn record_usage(
         let usable = token.deleted_at.is_none()
             && token.jwt_sha256.is_some()
             && used_before_revoke(at, token.revoked_at);
+        if let (UsageOutcome::Allow, true, Some(addr)) = (e.outcome, usable, addr) {
+            sightings.push(super::notifications::Sighting {
+                token_id: token.id.clone(),
+                org_id: token.org_id.clone(),
+                ip: addr,
+                at,
+            });
+        }
         if e.outcome == UsageOutcome::Allow && usable && token.last_used_at.is_none_or(|l| l < at) {
             if token.last_used_at.is_none() {
                 // A token's first use: if it is a rotation's successor, the grace starts.
@@ -152,6 +162,7 @@ pub fn record_usage(
         Some(report) => super::leases::grant(tx, ctx, &edge.org_id, &edge.id, report)?,
         None => Vec::new(),
     };
+    super::notifications::networks_seen(tx, ctx, &edge, &sightings)?;
     for (id, at) in first_uses {
         super::rotation::successor_used(tx, ctx, &id, at)?;
     }
@@ -289,22 +300,6 @@ pub struct UsageParams {
 
 /// Most networks listed in a token's usage.
 const MAX_NETWORKS: usize = 50;
-
-/// The network an address belongs to, as people group them: an IPv4 /24, an IPv6 /64.
-pub fn network_of(ip: &str) -> String {
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) => {
-            let o = a.octets();
-            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
-        }
-        Ok(IpAddr::V6(a)) => {
-            let s = a.segments();
-            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-            format!("{net}/64")
-        }
-        Err(_) => "unknown".to_string(),
-    }
-}
 
 /// A token's uses per hour or day over a window ending now, allowed and refused, with the
 /// networks they came from (whoever may read the token's authentication log).

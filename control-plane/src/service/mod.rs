@@ -15,6 +15,8 @@
 //!   disabling and deleting users, edge credentials' list and revocation;
 //! - [`rotation`]: token rotation with a grace period, ended at every edge;
 //! - [`webhooks`]: webhook endpoints, the outbox written with each event, delivery;
+//! - [`notifications`]: `token.expiring` and `token.used_from_new_network`, raised once;
+//! - [`mail`]: the mail written with each event people act on, and users' mail settings;
 //! - [`scim`]: SCIM credentials and SCIM 2.0 provisioning of users and role groups.
 
 pub mod accounts;
@@ -27,6 +29,8 @@ pub mod leaks;
 pub mod leases;
 pub mod limits;
 pub mod logs;
+pub mod mail;
+pub mod notifications;
 pub mod orgs;
 pub mod quotas;
 pub mod rotation;
@@ -72,6 +76,9 @@ pub struct Ctx<'a> {
     credential: RefCell<String>,
     /// How many tokens, users and customer orgs may be held.
     pub quotas: quotas::Quotas,
+    /// Whether the server sends mail (`tessera serve --smtp-url`): events then write the
+    /// mail outbox too (`mail::on_audit`).
+    pub mail: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -84,7 +91,14 @@ impl<'a> Ctx<'a> {
             edges_changed: Cell::new(false),
             credential: RefCell::new(String::new()),
             quotas: quotas::Quotas::default(),
+            mail: false,
         }
+    }
+
+    /// The same context, mailing events when `mail` is set.
+    pub fn with_mail(mut self, mail: bool) -> Self {
+        self.mail = mail;
+        self
     }
 
     /// The same context with these quotas.
@@ -144,8 +158,10 @@ pub(crate) fn audit(
         credential: ctx.credential(),
     };
     tx.insert_audit(&entry)?;
-    // The webhook events the entry stands for, in the same transaction (the outbox).
-    webhooks::on_audit(tx, ctx, &entry)
+    // The webhook events the entry stands for, in the same transaction (the outbox), and
+    // the mail it calls for.
+    webhooks::on_audit(tx, ctx, &entry)?;
+    mail::on_audit(tx, ctx, &entry)
 }
 
 pub(crate) fn load_org(tx: &mut dyn Tx, id: &str) -> Result<Org> {

@@ -30,6 +30,17 @@ pub fn create_user(
         ));
     }
     let days = accounts::invite_days(req.invite_days)?;
+    let email = match req.email.as_deref().map(str::trim) {
+        Some(e) if !e.is_empty() => Some(super::mail::check_address("email", e)?),
+        _ => None,
+    };
+    if ctx.mail && email.is_none() {
+        return Err(Error::field(
+            "email",
+            "required: this server mails the invitation to the new user, and to nobody else; \
+             give their address",
+        ));
+    }
     // The invitation sets a password: never through a limited token.
     authority::require_unlimited(
         tx,
@@ -64,8 +75,19 @@ pub fn create_user(
         org_id,
         "user.create",
         &user.id,
-        json!({"role": user.role.as_str(), "link": reaches}),
+        json!({"role": user.role.as_str(), "link": reaches && !ctx.mail, "mailed": ctx.mail}),
     )?;
+    if let Some(e) = &email {
+        super::mail::set_address(tx, ctx, &user, e)?;
+    }
+    // With mail, the invitation goes to the new user's address only, whoever creates them.
+    if let (true, Some(to)) = (ctx.mail, &email) {
+        let link = accounts::invite(tx, ctx, &user, Some(days))?;
+        super::mail::mail_link(tx, ctx, &user, to, &link)?;
+        let mut view = accounts::user_view(tx, &user)?;
+        view.link_mailed_to = Some(to.clone());
+        return Ok(view);
+    }
     let link = if reaches {
         Some(accounts::invite(tx, ctx, &user, Some(days))?)
     } else {

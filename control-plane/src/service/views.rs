@@ -66,9 +66,14 @@ pub struct UserView {
     /// or `deleted`; absent where the answer did not look it up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
-    /// A one-time link (invitation or password reset), only in the answer that made it.
+    /// A one-time link (invitation or password reset), only in the answer that made it,
+    /// and only when this server sends no mail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkView>,
+    /// Where the one-time link was mailed instead (when this server sends mail, a link
+    /// reaches only its user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_mailed_to: Option<String>,
 }
 
 /// A one-time sign-in link: shown once, only its hash is kept.
@@ -92,6 +97,7 @@ impl UserView {
             created_at: timefmt::format(u.created_at),
             state: None,
             link: None,
+            link_mailed_to: None,
         }
     }
 }
@@ -482,7 +488,7 @@ pub struct UsagePoint {
     pub refused: i64,
 }
 
-/// A network a token was used from (an IPv4 /24 or an IPv6 /64).
+/// A network a token was used from (an IPv4 /24 or an IPv6 /48, as `token.used_from_new_network` names them).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UsageNetwork {
     /// e.g. `203.0.113.0/24`; `unknown` for uses the edge could not place.

@@ -27,12 +27,22 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 /// The event types an endpoint may ask for.
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 7] = [
+    "token.expiring",
     "token.revoked",
     "token.rotated",
     "token.exposed",
     "token.revoked_but_presented",
+    "token.used_from_new_network",
     "user.deprovisioned",
+];
+
+/// The events a `notification.needed` audit entry may stand for (its `event`).
+const NOTICE_EVENTS: [&str; 4] = [
+    "token.exposed",
+    "token.revoked_but_presented",
+    "token.expiring",
+    "token.used_from_new_network",
 ];
 
 /// Seconds from a failed attempt to the next: 5 s, 5 min, 30 min, 2 h, 5 h, then 10 h
@@ -54,8 +64,9 @@ const MAX_WEBHOOKS: usize = 20;
 pub struct CreateWebhook {
     /// Where messages are POSTed: an `http` or `https` URL.
     pub url: String,
-    /// The event types to receive (empty: every type): `token.revoked`, `token.rotated`,
-    /// `token.exposed`, `token.revoked_but_presented`, `user.deprovisioned`.
+    /// The event types to receive (empty: every type): `token.expiring`, `token.revoked`,
+    /// `token.rotated`, `token.exposed`, `token.revoked_but_presented`,
+    /// `token.used_from_new_network`, `user.deprovisioned`.
     #[serde(default)]
     pub events: Vec<String>,
     #[serde(default)]
@@ -366,13 +377,11 @@ fn events_of(e: &AuditEntry) -> Vec<(&'static str, Value)> {
             "token.rotated",
             base(json!({"token": e.target, "successor": d["successor"]})),
         )],
-        "notification.needed" => match d["event"].as_str() {
-            Some("token.exposed") => vec![("token.exposed", base(d.clone()))],
-            Some("token.revoked_but_presented") => {
-                vec![("token.revoked_but_presented", base(d.clone()))]
-            }
-            _ => Vec::new(),
-        },
+        "notification.needed" => d["event"]
+            .as_str()
+            .and_then(|ev| NOTICE_EVENTS.iter().find(|t| **t == ev))
+            .map(|t| vec![(*t, base(d.clone()))])
+            .unwrap_or_default(),
         "user.disable" | "user.delete" => vec![(
             "user.deprovisioned",
             base(json!({"user": e.target, "how": e.action.trim_start_matches("user.")})),

@@ -837,6 +837,105 @@ INSERT INTO sso_domain_claims (domain, org_id, claimed_at, approved_at, approved
 DROP TABLE sso_domains;
 "#,
     },
+    // 14 (issue 26, notifications): the notices sent per token (`token.expiring` at 30, 7
+    // and 1 days: the row is the claim, so each is sent once across restarts and replicas)
+    // with the index the expiry scan reads, and the networks each token was used from
+    // (`token.used_from_new_network`, the last 32 per token); the mail outbox and each
+    // user's mail settings (`service::mail`).
+    Migration {
+        sqlite: r#"
+CREATE TABLE token_notices (
+    token_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    days INTEGER NOT NULL,
+    org_id TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    PRIMARY KEY (token_id, kind, days)
+);
+CREATE INDEX tokens_expiring ON tokens(expires_at) WHERE revoked_at IS NULL AND deleted_at IS NULL;
+CREATE TABLE token_networks (
+    token_id TEXT NOT NULL,
+    network TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    first_seen_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    alerted_at INTEGER,
+    edge_id TEXT NOT NULL,
+    PRIMARY KEY (token_id, network)
+);
+CREATE TABLE mail_outbox (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    to_addr TEXT NOT NULL,
+    event TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at INTEGER NOT NULL,
+    claimed_until INTEGER,
+    sent_at INTEGER,
+    failed_at INTEGER,
+    last_error TEXT
+);
+CREATE INDEX mail_outbox_due ON mail_outbox(sent_at, failed_at, next_at);
+CREATE INDEX mail_outbox_user ON mail_outbox(user_id, created_at);
+CREATE TABLE mail_settings (
+    user_id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    email TEXT,
+    muted TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#,
+        postgres: r#"
+CREATE TABLE token_notices (
+    token_id TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    days BIGINT NOT NULL,
+    org_id TEXT COLLATE "C" NOT NULL,
+    sent_at BIGINT NOT NULL,
+    PRIMARY KEY (token_id, kind, days)
+);
+CREATE INDEX tokens_expiring ON tokens(expires_at) WHERE revoked_at IS NULL AND deleted_at IS NULL;
+CREATE TABLE token_networks (
+    token_id TEXT COLLATE "C" NOT NULL,
+    network TEXT COLLATE "C" NOT NULL,
+    org_id TEXT COLLATE "C" NOT NULL,
+    first_seen_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    alerted_at BIGINT,
+    edge_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (token_id, network)
+);
+CREATE TABLE mail_outbox (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    to_addr TEXT NOT NULL,
+    event TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    next_at BIGINT NOT NULL,
+    claimed_until BIGINT,
+    sent_at BIGINT,
+    failed_at BIGINT,
+    last_error TEXT
+);
+CREATE INDEX mail_outbox_due ON mail_outbox(sent_at, failed_at, next_at);
+CREATE INDEX mail_outbox_user ON mail_outbox(user_id, created_at);
+CREATE TABLE mail_settings (
+    user_id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL,
+    email TEXT,
+    muted TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

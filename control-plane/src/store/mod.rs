@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod limits;
 pub mod migrations;
+pub mod notifications;
 pub mod postgres;
 pub mod rotations;
 pub mod scim;
@@ -18,6 +19,7 @@ pub mod webhooks;
 
 pub use accounts::AccountsTx;
 pub use limits::LimitsTx;
+pub use notifications::NotificationsTx;
 pub use rotations::RotationsTx;
 pub use scim::ScimTx;
 pub use scopes::ScopesTx;
@@ -301,7 +303,9 @@ pub struct AuthEventQuery {
 
 /// One transaction's operations. Getters return `Ok(None)` when the record is absent.
 /// What concerns people signing in is in the supertrait [`AccountsTx`].
-pub trait Tx: AccountsTx + ScimTx + ScopesTx + LimitsTx + RotationsTx + WebhooksTx + SsoTx {
+pub trait Tx:
+    AccountsTx + ScimTx + ScopesTx + LimitsTx + RotationsTx + WebhooksTx + SsoTx + NotificationsTx
+{
     fn get_setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 

@@ -136,6 +136,7 @@ macro_rules! values {
 
 mod accounts;
 mod limits;
+mod notifications;
 mod rotations;
 mod scim;
 mod scopes;
