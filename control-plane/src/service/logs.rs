@@ -365,7 +365,8 @@ pub fn token_usage(
     for (ip, count, last) in tx.auth_event_addresses(&q)? {
         let net = ip
             .as_deref()
-            .map_or_else(|| "unknown".to_string(), network_of);
+            .and_then(|i| i.parse::<IpAddr>().ok())
+            .map_or_else(|| "unknown".to_string(), super::notifications::network_of);
         let e = nets.entry(net).or_insert((0, last));
         e.0 += count;
         e.1 = e.1.max(last);
