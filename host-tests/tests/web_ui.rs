@@ -459,6 +459,40 @@ async fn scenarios(
     }
     ui.page("tokens-enabled").await;
 
+    // 3b. Bob, a user, manages his own token (issue 22, owners_manage_tokens on by
+    //     default): the Edit dialog says before saving which changes revoke the JWT; he
+    //     saves a description (the JWT keeps working), then disables and enables it.
+    ui.click(&format!("tr[data-token='{id}'] button[data-action='edit']"))
+        .await;
+    ui.find("dialog[open] #edit-effect").await;
+    ui.fill("dialog[open] #f-description", "bob's CI").await;
+    edit_effect_says(ui, "The current JWT keeps working").await?;
+    ui.fill("dialog[open] #f-ip_allow", "127.0.0.2").await;
+    edit_effect_says(ui, "saving revokes the current JWT").await?;
+    ui.page("edit-says-jwt-revoked").await;
+    ui.fill("dialog[open] #f-ip_allow", "127.0.0.1").await;
+    edit_effect_says(ui, "The current JWT keeps working").await?;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.title("API tokens").await;
+    let t = cp.api("GET", &format!("/v1/tokens/{id}"), Some(alice), None)?;
+    if t["description"] != "bob's CI" || t["status"] != "enabled" {
+        return Err(format!("3b: after bob's edit the token is {t}"));
+    }
+    ui.click(&format!(
+        "tr[data-token='{id}'] button[data-action='disable']"
+    ))
+    .await;
+    wait_for(
+        || async { ui.badge(&id).await == "Disabled" },
+        "3b: Disabled",
+    )
+    .await?;
+    ui.click(&format!(
+        "tr[data-token='{id}'] button[data-action='enable']"
+    ))
+    .await;
+    wait_for(|| async { ui.badge(&id).await == "Enabled" }, "3b: Enabled").await?;
+
     // 4. Search, hide a column (still hidden after a reload), CSV equals the table.
     cp.api(
         "POST",
@@ -1039,6 +1073,15 @@ async fn scenarios(
         return Err(format!("report: the token is {status}"));
     }
     Ok(())
+}
+
+/// Waits until the open Edit dialog's note on the JWT contains `want`.
+async fn edit_effect_says(ui: &Ui, want: &str) -> Result<(), String> {
+    wait_for(
+        || async { ui.text_of("dialog[open] #edit-effect").await.contains(want) },
+        &format!("3b: the Edit dialog says {want:?}"),
+    )
+    .await
 }
 
 /// Polls `cond` for up to 10 s.
