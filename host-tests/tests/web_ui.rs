@@ -1028,6 +1028,25 @@ async fn scenarios(
     if back["max_lifetime_days"] != json!(365) {
         return Err(format!("org: lengthening back gave {back}"));
     }
+    // Whether owners manage their own tokens: shown, and turned off and on again here.
+    ui.find("#org-owners-manage").await;
+    for (on, words) in [(false, "No: only admins"), (true, "Yes: they edit")] {
+        ui.click("#org-settings #f-owners-manage").await;
+        ui.click("#org-settings button[type=submit]").await;
+        wait_for(
+            || async {
+                cp.api("GET", "/v1/orgs/acme", Some(alice), None)
+                    .is_ok_and(|o| o["owners_manage_tokens"] == json!(on))
+            },
+            "org owners_manage_tokens saved",
+        )
+        .await?;
+        wait_for(
+            || async { ui.text_of("#org-owners-manage").await.starts_with(words) },
+            "org owners_manage_tokens shown",
+        )
+        .await?;
+    }
     ui.find("#f-policy option[value='notify_only']")
         .await
         .click()
