@@ -74,6 +74,10 @@ pub struct Org {
     pub status_version: i64,
     pub next_status_idx: i64,
     pub created_at: i64,
+    /// Whether a token's owner (role `user` or `partner`) may edit, enable, disable and
+    /// delete their own tokens (`policy::allowed`); revoking, regenerating and rotating
+    /// them stay theirs either way. On unless the org's admins turn it off.
+    pub owners_manage_tokens: bool,
 }
 
 #[derive(Debug, Clone)]

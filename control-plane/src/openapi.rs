@@ -87,7 +87,8 @@ pub fn openapi(base_url: &str) -> OpenApi {
             let mut body = RequestBodyBuilder::new().required(Some(Required::True));
             for b in &r.request {
                 let mut c = content(b, &mut schemas);
-                if b.media_type == "application/json" {
+                // The example is the JSON body's, or the only body's (a form).
+                if b.media_type == "application/json" || r.request.len() == 1 {
                     c.example = r.body.clone();
                 }
                 body = body.content(b.media_type, c);

@@ -128,8 +128,27 @@ pub fn relation(actor: &Actor, owner: &User, owner_org: &Org) -> Relation {
     }
 }
 
-/// The role × relation × action matrix. `Err` carries the reason given with the 403.
-pub fn allowed(role: Role, relation: Relation, action: Action) -> std::result::Result<(), String> {
+/// What a token's owner with the role `user` or `partner` may do to their own tokens only
+/// while their org lets owners manage them (`Org::owners_manage_tokens`, on by default).
+/// Nothing here reaches beyond the owner's own tokens, and nothing loosens more than the
+/// owner could by creating a new token: an edit goes through the same checks as a create
+/// (granted scopes, the org's longest lifetime, the acting credential's bounds).
+pub const OWNER_MANAGES: [Action; 4] = [
+    Action::Edit,
+    Action::Enable,
+    Action::Disable,
+    Action::Delete,
+];
+
+/// The role × relation × action matrix; `owners_manage_tokens` is the owner's org's
+/// setting (it matters only to [`OWNER_MANAGES`] on one's own tokens). `Err` carries the
+/// reason given with the 403.
+pub fn allowed(
+    role: Role,
+    relation: Relation,
+    action: Action,
+    owners_manage_tokens: bool,
+) -> std::result::Result<(), String> {
     use Action::*;
     if action == Download && relation != Relation::Own {
         return Err("only the token's own user may download it".into());
@@ -147,7 +166,7 @@ pub fn allowed(role: Role, relation: Relation, action: Action) -> std::result::R
             matches!(
                 action,
                 Create | Read | Download | Regenerate | Revoke | RevokeAllOfUser | ReadAuthLog
-            )
+            ) || (owners_manage_tokens && OWNER_MANAGES.contains(&action))
         }
         (Role::Partner, Relation::DelegatedCustomer) => {
             matches!(action, Create | Read | Revoke | RevokeAllOfUser)
@@ -172,6 +191,10 @@ pub fn allowed(role: Role, relation: Relation, action: Action) -> std::result::R
                 action.as_str()
             )
         }
+        (Role::User | Role::Partner, Relation::Own) if OWNER_MANAGES.contains(&action) => format!(
+            "your organization lets token owners create, regenerate and revoke their tokens but not {} them (owners_manage_tokens is off); ask an org admin",
+            action.as_str()
+        ),
         (_, Relation::Own) => format!(
             "the {} role cannot {} tokens; ask an org admin",
             role.as_str(),
@@ -181,7 +204,13 @@ pub fn allowed(role: Role, relation: Relation, action: Action) -> std::result::R
 }
 
 pub fn check(actor: &Actor, owner: &User, owner_org: &Org, action: Action) -> Result<()> {
-    allowed(actor.user.role, relation(actor, owner, owner_org), action).map_err(Error::forbidden)
+    allowed(
+        actor.user.role,
+        relation(actor, owner, owner_org),
+        action,
+        owner_org.owners_manage_tokens,
+    )
+    .map_err(Error::forbidden)
 }
 
 /// Org-level management (users, keys, edge credentials, audit log, revoke-all of an org):

@@ -335,7 +335,7 @@ async fn every_answer_matches_its_documented_schema() {
         t,
         "/v1/orgs/acme",
         Some(&ada),
-        Some(json!({"name": "Acme Corp", "max_lifetime_days": 200})),
+        Some(json!({"name": "Acme Corp", "max_lifetime_days": 200, "owners_manage_tokens": true})),
         200,
     )
     .await;
@@ -871,6 +871,43 @@ async fn every_answer_matches_its_documented_schema() {
         Some(&edge_secret),
         Some(json!({"events": [{"token_id": tid}]})),
         400,
+    )
+    .await;
+    // Introspection (RFC 7662) by an edge credential: active, inactive, and refusals.
+    let t = "/v1/introspect";
+    let introspect_form = |token: &str| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token)
+            .finish()
+            .into_bytes()
+    };
+    let ctype = "application/x-www-form-urlencoded";
+    for (token, credential, status) in [
+        (ula.as_str(), Some(edge_secret.as_str()), 200),
+        ("not-a-jwt", Some(edge_secret.as_str()), 200),
+        ("", Some(edge_secret.as_str()), 400),
+        (ula.as_str(), None, 401),
+        (ula.as_str(), Some("tse_wrong"), 401),
+    ] {
+        run.raw(
+            "POST",
+            t,
+            t,
+            credential,
+            ctype,
+            introspect_form(token),
+            &[],
+            status,
+        )
+        .await;
+    }
+    run.call(
+        "POST",
+        t,
+        t,
+        Some(&edge_secret),
+        Some(json!({"token": ula})),
+        415,
     )
     .await;
     let t = "/v1/auth-log";

@@ -103,6 +103,7 @@ fn org(id: &str) -> Org {
         status_version: 0,
         next_status_idx: 0,
         created_at: 0,
+        owners_manage_tokens: true,
     }
 }
 

@@ -528,3 +528,88 @@ fn cli_rotate_and_webhooks() {
     let bad = run(&["webhooks", "create", "--org", "acme", "--endpoint", "x"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("url"));
 }
+
+/// `tessera introspect` (the token from a file or stdin, never argv; an edge credential
+/// authenticates) and `tessera orgs update --owners-manage-tokens`, through the binary.
+#[test]
+fn cli_introspect_and_owners_manage_tokens() {
+    let dir = Scratch::new();
+    let d = &dir;
+    let admin = bootstrap(d);
+    let server = serve(d);
+    let run = |args: &[&str], token: &str| tessera(d, args, Some(token), Some(&server.url));
+    let json_of = |out: Output| -> Value { serde_json::from_str(&ok(out)).unwrap() };
+
+    let edge = json_of(run(
+        &["edges", "create", "--org", "acme", "rs-1", "-o", "json"],
+        &admin,
+    ));
+    let secret = edge["secret"].as_str().unwrap().to_string();
+    let made = json_of(run(
+        &[
+            "tokens", "create", "--name", "probe", "--scope", "read", "-o", "json",
+        ],
+        &admin,
+    ));
+    let id = made["id"].as_str().unwrap().to_string();
+    let jwt = ok(run(&["tokens", "download", &id], &admin))
+        .trim()
+        .to_string();
+    // From a file.
+    let file = d.path().join("token.txt");
+    std::fs::write(&file, format!("{jwt}\n")).unwrap();
+    let v = json_of(run(
+        &["introspect", file.to_str().unwrap(), "-o", "json"],
+        &secret,
+    ));
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["scope"], "read");
+    assert_eq!(v["jti"], id.as_str());
+    // From stdin (the default), after a revoke: inactive, with the reason.
+    ok(run(&["tokens", "revoke", &id], &admin));
+    let mut cmd = d.command(BIN);
+    cmd.args(["introspect", "-o", "json"])
+        .env("TESSERA_URL", &server.url)
+        .env("TESSERA_TOKEN", &secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write as _;
+        writeln!(child.stdin.take().unwrap(), "{jwt}").unwrap();
+    }
+    let v = json_of(child.wait_with_output().unwrap());
+    assert_eq!(v, json!({"active": false, "reason": "revoked"}));
+    // A Tessera token is not an edge credential: refused, and the message says so.
+    let refused = run(&["introspect", file.to_str().unwrap()], &admin);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The org's setting, on by default, off and back, shown by `orgs show`.
+    let show = || json_of(run(&["orgs", "show", "acme", "-o", "json"], &admin));
+    assert_eq!(show()["owners_manage_tokens"], true);
+    let v = json_of(run(
+        &[
+            "orgs",
+            "update",
+            "acme",
+            "--owners-manage-tokens",
+            "false",
+            "-o",
+            "json",
+        ],
+        &admin,
+    ));
+    assert_eq!(v["owners_manage_tokens"], false);
+    assert_eq!(show()["owners_manage_tokens"], false);
+    ok(run(
+        &["orgs", "update", "acme", "--owners-manage-tokens", "true"],
+        &admin,
+    ));
+    assert_eq!(show()["owners_manage_tokens"], true);
+}

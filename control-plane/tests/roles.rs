@@ -28,14 +28,16 @@ const ACTIONS: [&str; 11] = [
 /// does not exist, so that its existence does not leak).
 /// Actors: ada = acme admin, ula = acme user, rita = acme readonly, pat = partner super
 /// user of partnerco, which manages acme. uma (acme) delegates to the partner, ned (acme)
-/// does not; pam is pat's colleague; root-admin is in an unrelated org.
+/// does not; pam is pat's colleague; root-admin is in an unrelated org. Owners manage their
+/// own tokens (edit, enable, disable, delete): every org's default (`owners_manage_tokens`);
+/// [`OWNERS_OFF`] is the same matrix's owner rows with it turned off.
 const MATRIX: &[(&str, &str, &str)] = &[
     //                      c r d g v a e n s x l
     ("ada", "own", /*     */ "y y y y y y y y y y y"),
     ("ada", "ned", /*     */ "y y - - y y y y y y y"),
     ("ada", "uma", /*     */ "y y - - y y y y y y y"),
     ("ada", "root-admin", /* */ "- n n n n - n n n n n"),
-    ("ula", "own", /*     */ "y y y y y y - - - - y"),
+    ("ula", "own", /*     */ "y y y y y y y y y y y"),
     ("ula", "ned", /*     */ "- - - - - - - - - - -"),
     ("ula", "uma", /*     */ "- - - - - - - - - - -"),
     ("ula", "root-admin", /* */ "- n n n n - n n n n n"),
@@ -43,7 +45,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("rita", "ned", /*    */ "- - - - - - - - - - -"),
     ("rita", "uma", /*    */ "- - - - - - - - - - -"),
     ("rita", "root-admin", /**/ "- n n n n - n n n n n"),
-    ("pat", "own", /*     */ "y y y y y y - - - - y"),
+    ("pat", "own", /*     */ "y y y y y y y y y y y"),
     ("pat", "pam", /*     */ "- - - - - - - - - - -"),
     ("pat", "ned", /*     */ "- n n n n - n n n n n"),
     ("pat", "uma", /*     */ "y y - - y y - - - - -"),
@@ -129,13 +131,119 @@ fn want(kind: Cred, e: &str, action: &str) -> (u16, String) {
     }
 }
 
+/// The owner cells with `owners_manage_tokens` off in acme and partnerco: owners keep
+/// create, read, download, regenerate, revoke, revoke-all and their log; edit, enable,
+/// disable and delete are the admins' (an admin's own tokens are unchanged). A readonly
+/// owner is the same either way.
+const OWNERS_OFF: &[(&str, &str, &str)] = &[
+    //                      c r d g v a e n s x l
+    ("ada", "own", /*     */ "y y y y y y y y y y y"),
+    ("ula", "own", /*     */ "y y y y y y - - - - y"),
+    ("rita", "own", /*    */ "- y y - - - - - - - y"),
+    ("pat", "own", /*     */ "y y y y y y - - - - y"),
+    ("ada", "ula", /*     */ "y y - - y y y y y y y"),
+    ("pat", "uma", /*     */ "y y - - y y - - - - -"),
+];
+
 #[tokio::test]
 async fn every_role_action_credential_cell() {
     let w = World::new().await;
+    run_matrix(&w, MATRIX).await;
+}
+
+#[tokio::test]
+async fn owner_cells_when_the_org_turns_owners_management_off() {
+    let w = World::new().await;
+    // The org's admins (here the root's, which manages both) turn it off; audited.
+    for org in ["acme", "partnerco"] {
+        let r = w
+            .call(
+                "PATCH",
+                &format!("/v1/orgs/{org}"),
+                Some(&w.jwt("root-admin")),
+                Some(json!({"owners_manage_tokens": false})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["owners_manage_tokens"], false);
+    }
+    run_matrix(&w, OWNERS_OFF).await;
+    // Revoke-all in the matrix revoked the fixtures' tokens: fresh ones.
+    let (ula, ada) = (w.login(&w.uid("ula")).await, w.login(&w.uid("ada")).await);
+    // The refusal says why, and what the owner may still do.
+    let id = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{id}/disable"),
+            Some(&ula),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("owners_manage_tokens is off"), "{msg}");
+    // acme's admin turns it back on: ula disables her token again.
+    let r = w
+        .call(
+            "PATCH",
+            "/v1/orgs/acme",
+            Some(&ada),
+            Some(json!({"owners_manage_tokens": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{id}/disable"),
+            Some(&ula),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Only an admin of the org changes it; each change is in the audit log, from → to.
+    for who in ["ula", "pat"] {
+        let jwt = w.login(&w.uid(who)).await;
+        let r = w
+            .call(
+                "PATCH",
+                "/v1/orgs/acme",
+                Some(&jwt),
+                Some(json!({"owners_manage_tokens": false})),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{who}: {}", r.text());
+    }
+    let log = w
+        .call(
+            "GET",
+            "/v1/audit-log?org=acme&target=acme&per_page=200",
+            Some(&ada),
+            None,
+        )
+        .await
+        .json();
+    let changes: Vec<serde_json::Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "org.update")
+        .map(|e| e["detail"]["owners_manage_tokens"].clone())
+        .collect();
+    assert!(
+        changes.contains(&json!({"from": true, "to": false}))
+            && changes.contains(&json!({"from": false, "to": true})),
+        "{changes:?}"
+    );
+}
+
+/// Every cell of `rows`, with every kind of credential.
+async fn run_matrix(w: &World, rows: &[(&str, &str, &str)]) {
     let mut cells = std::collections::BTreeMap::<String, usize>::new();
     let mut wrong = Vec::new();
     for kind in Cred::ALL {
-        for (actor, owner, row) in MATRIX {
+        for (actor, owner, row) in rows {
             let expect: Vec<&str> = row.split_whitespace().collect();
             assert_eq!(expect.len(), ACTIONS.len(), "row {actor}/{owner}");
             let owner_id = if *owner == "own" {
@@ -156,7 +264,7 @@ async fn every_role_action_credential_cell() {
                     Some(a) => a.clone(),
                     None => w.credential(kind, &w.uid(actor)).await,
                 };
-                let got = perform(&w, &auth, &owner_id, action).await;
+                let got = perform(w, &auth, &owner_id, action).await;
                 let want = want(kind, e, action);
                 *cells.entry(format!("{kind:?}")).or_default() += 1;
                 if got != want {
@@ -168,7 +276,7 @@ async fn every_role_action_credential_cell() {
         }
     }
     for kind in Cred::ALL {
-        assert_eq!(cells[&format!("{kind:?}")], MATRIX.len() * ACTIONS.len());
+        assert_eq!(cells[&format!("{kind:?}")], rows.len() * ACTIONS.len());
     }
     assert!(
         wrong.is_empty(),
@@ -648,6 +756,99 @@ async fn a_limited_token_never_downloads_or_regenerates_a_stronger_jwt() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// An owner edits their own token only within the credential they act with: a limited
+/// token of theirs changes the name and description, but cannot widen the IP filter,
+/// lengthen the expiry or add a scope it lacks (`exceeds_creator`, naming the field); a
+/// session can. Disabling, enabling and deleting their own token loosen nothing.
+#[tokio::test]
+async fn an_owner_edits_their_token_only_within_the_acting_credential() {
+    let w = World::new().await;
+    let ula = w.uid("ula");
+    let limited = token_of(&w, "ula", &["read", "tessera:manage"], &["10.0.0.0/8"], 30).await;
+    // A token within the limited one's bounds, made and downloaded through it.
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&limited),
+            Some(json!({"name": "inside", "scopes": ["read"], "ip_allow": ["10.1.0.0/16"], "lifetime_days": 30})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{id}/download"),
+            Some(&limited),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let patch = |body: serde_json::Value| {
+        let path = format!("/v1/tokens/{id}");
+        let limited = limited.clone();
+        let w = &w;
+        async move { w.call("PATCH", &path, Some(&limited), Some(body)).await }
+    };
+    let r = patch(json!({"name": "renamed", "description": "mine"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["jwt_revoked"], false);
+    for (body, field) in [
+        (json!({"ip_allow": []}), "ip_allow"),
+        (json!({"lifetime_days": 365}), "expires_at"),
+        (json!({"scopes": ["read", "write"]}), "scopes"),
+    ] {
+        let r = patch(body.clone()).await;
+        assert_eq!(r.status, 403, "{body}: {}", r.text());
+        assert_eq!(r.json()["reason"], "exceeds_creator", "{body}");
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{field}: ")),
+            "{body}: {}",
+            r.text()
+        );
+    }
+    // The owner's session is bounded by the role and the catalogue only.
+    let session = w.credential(Cred::Session, &ula).await;
+    let r = w
+        .call_as(
+            "PATCH",
+            &format!("/v1/tokens/{id}"),
+            &session,
+            Some(json!({"ip_allow": [], "scopes": ["read", "write"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["jwt_revoked"], true);
+    assert_eq!(r.json()["token"]["status"], "pending");
+    // Disable, enable, delete through the limited token.
+    let other = w.token_in_state(&ula, "enabled").await;
+    for (method, op, status) in [
+        ("POST", "disable", "disabled"),
+        ("POST", "enable", "enabled"),
+        ("DELETE", "", "revoked"),
+    ] {
+        let path = if op.is_empty() {
+            format!("/v1/tokens/{other}")
+        } else {
+            format!("/v1/tokens/{other}/{op}")
+        };
+        let body = (method == "POST").then(|| json!({}));
+        let r = w.call(method, &path, Some(&limited), body).await;
+        assert_eq!(r.status, 200, "{op}: {}", r.text());
+        let got = r.json();
+        assert_eq!(
+            got["status"].as_str().or(got["token"]["status"].as_str()),
+            Some(status),
+            "{op}: {}",
+            r.text()
+        );
+    }
 }
 
 // Links reach only their user.

@@ -44,6 +44,7 @@ fn org(id: &str, partner: Option<&str>, is_partner: bool) -> Org {
         status_version: 0,
         next_status_idx: 0,
         created_at: 0,
+        owners_manage_tokens: true,
     }
 }
 

@@ -469,7 +469,10 @@ function can(action, t) {
   if (action === "download" || action === "regenerate") return own;
   if (role === "admin") return own || sameOrg;
   if (role === "user" || role === "partner") {
-    if (own) return ["revoke", "authlog"].includes(action);
+    // Owners edit, enable, disable and delete their own tokens unless their org turned
+    // that off (`owners_manage_tokens`); revoking stays theirs either way.
+    const manages = session.org.owners_manage_tokens ? ["edit", "enable", "disable", "delete"] : [];
+    if (own) return ["revoke", "authlog", ...manages].includes(action);
     if (role === "partner" && !sameOrg) return action === "revoke";
     return false;
   }
@@ -835,8 +838,31 @@ async function newTokenDialog() {
   route();
 }
 
+// The token fields inside the JWT (`tokens::edit`): changing one revokes the current JWT
+// and the token goes back to Pending. Name, description and rate limits are not in it.
+const JWT_FIELDS = { scopes: "scopes", ip_allow: "IP filter", lifetime_days: "expiry", expires_at: "expiry", not_before: "start" };
+const FIELD_NAMES = { name: "name", description: "description", ...JWT_FIELDS };
+
+/// What saving `body` (an edit of `t`) does to the current JWT, in words.
+function editEffect(body, t) {
+  const changed = [...new Set(Object.keys(body).map((k) => FIELD_NAMES[k] || k))];
+  if (!changed.length) return "Nothing changed yet.";
+  const inJwt = [...new Set(Object.keys(body).filter((k) => k in JWT_FIELDS).map((k) => JWT_FIELDS[k]))];
+  const what = `Saving changes the ${changed.join(", ")}.`;
+  if (!inJwt.length) return `${what} The current JWT keeps working.`;
+  if (t.status === "pending") return `${what} The token has no JWT yet; its owner downloads one with these settings.`;
+  return `${what} The ${inJwt.join(", ")} ${inJwt.length > 1 ? "are" : "is"} inside the JWT: saving revokes the current JWT at once, and the token is Pending until its owner downloads a new one.`;
+}
+
 async function editDialog(t) {
-  const wrap = el("div", {}, ...tokenForm(t));
+  const effect = el("p", { class: "notice", id: "edit-effect", "aria-live": "polite" });
+  const wrap = el("div", {}, ...tokenForm(t),
+    el("p", { class: "hint" }, "Changing the scopes, the expiry or the IP filter revokes the current JWT (they are inside it); the name and the description do not."),
+    effect);
+  const update = () => { effect.textContent = editEffect(tokenBody(wrap.closest("form"), t), t); };
+  wrap.addEventListener("input", update);
+  wrap.addEventListener("change", update);
+  queueMicrotask(update);
   const r = await modal(`Edit “${t.name}”`, wrap, {
     submit: "Save", onSubmit: async (box) => {
       const form = wrap.closest("form");
@@ -1022,21 +1048,27 @@ async function showOrg() {
   });
   const newOrg = newOrgButton(org);
   const settingsErr = el("div");
+  const ownersBox = el("input", { type: "checkbox", id: "f-owners-manage", name: "owners_manage_tokens", checked: org.owners_manage_tokens });
   const settings = el("form", { id: "org-settings" },
     field("Name", { name: "name", value: org.name, required: true }),
     field("Longest token lifetime (days)", { name: "max_lifetime_days", type: "number", min: 1, max: 400, value: org.max_lifetime_days },
       org.root ? "1 to 400" : org.managed_by
         ? "1 to 400; you may shorten it, and the managing partner's admins may lengthen it"
         : "1 to 400; you may shorten it, and root admins may lengthen it"),
+    el("div", {}, ownersBox, el("label", { for: "f-owners-manage" },
+      " Token owners may edit, disable, enable and delete their own tokens",
+      el("span", { class: "hint" }, " (off: only admins do; owners still create, regenerate, rotate and revoke theirs)"))),
     settingsErr, el("p", {}, el("button", { type: "submit" }, "Save")));
   settings.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     clearFieldErrors(settings);
     const d = new FormData(settings);
     try {
-      const o = await api("PATCH", `/v1/orgs/${encodeURIComponent(org.id)}`, { name: d.get("name"), max_lifetime_days: Number(d.get("max_lifetime_days")) });
+      const o = await api("PATCH", `/v1/orgs/${encodeURIComponent(org.id)}`, {
+        name: d.get("name"), max_lifetime_days: Number(d.get("max_lifetime_days")), owners_manage_tokens: ownersBox.checked,
+      });
       session.org = o;
-      toast(`Saved: tokens of ${o.name} may live up to ${o.max_lifetime_days} days.`);
+      toast(`Saved: tokens of ${o.name} may live up to ${o.max_lifetime_days} days; ${o.owners_manage_tokens ? "owners manage their own tokens" : "only admins edit, disable, enable and delete tokens"}.`);
       showOrg();
     } catch (e) { showFieldError(settings, settingsErr, e); }
   });
@@ -1071,6 +1103,9 @@ async function showOrg() {
       el("dt", {}, "Issuer"), el("dd", {}, el("code", {}, org.issuer)),
       el("dt", {}, "Audience"), el("dd", {}, org.audience),
       el("dt", {}, "Maximum token lifetime"), el("dd", {}, `${org.max_lifetime_days} days`),
+      el("dt", {}, "Owners manage their tokens"), el("dd", { id: "org-owners-manage" }, org.owners_manage_tokens
+        ? "Yes: they edit, disable, enable and delete their own tokens"
+        : "No: only admins edit, disable, enable and delete tokens"),
       el("dt", {}, "Public keys"), el("dd", {}, el("a", { href: org.jwks_uri }, "JWKS"))),
     el("h2", {}, "Settings"),
     settings,

@@ -459,6 +459,40 @@ async fn scenarios(
     }
     ui.page("tokens-enabled").await;
 
+    // 3b. Bob, a user, manages his own token (issue 22, owners_manage_tokens on by
+    //     default): the Edit dialog says before saving which changes revoke the JWT; he
+    //     saves a description (the JWT keeps working), then disables and enables it.
+    ui.click(&format!("tr[data-token='{id}'] button[data-action='edit']"))
+        .await;
+    ui.find("dialog[open] #edit-effect").await;
+    ui.fill("dialog[open] #f-description", "bob's CI").await;
+    edit_effect_says(ui, "The current JWT keeps working").await?;
+    ui.fill("dialog[open] #f-ip_allow", "127.0.0.2").await;
+    edit_effect_says(ui, "saving revokes the current JWT").await?;
+    ui.page("edit-says-jwt-revoked").await;
+    ui.fill("dialog[open] #f-ip_allow", "127.0.0.1").await;
+    edit_effect_says(ui, "The current JWT keeps working").await?;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.title("API tokens").await;
+    let t = cp.api("GET", &format!("/v1/tokens/{id}"), Some(alice), None)?;
+    if t["description"] != "bob's CI" || t["status"] != "enabled" {
+        return Err(format!("3b: after bob's edit the token is {t}"));
+    }
+    ui.click(&format!(
+        "tr[data-token='{id}'] button[data-action='disable']"
+    ))
+    .await;
+    wait_for(
+        || async { ui.badge(&id).await == "Disabled" },
+        "3b: Disabled",
+    )
+    .await?;
+    ui.click(&format!(
+        "tr[data-token='{id}'] button[data-action='enable']"
+    ))
+    .await;
+    wait_for(|| async { ui.badge(&id).await == "Enabled" }, "3b: Enabled").await?;
+
     // 4. Search, hide a column (still hidden after a reload), CSV equals the table.
     cp.api(
         "POST",
@@ -1070,6 +1104,25 @@ async fn scenarios(
     if back["max_lifetime_days"] != json!(365) {
         return Err(format!("org: lengthening back gave {back}"));
     }
+    // Whether owners manage their own tokens: shown, and turned off and on again here.
+    ui.find("#org-owners-manage").await;
+    for (on, words) in [(false, "No: only admins"), (true, "Yes: they edit")] {
+        ui.click("#org-settings #f-owners-manage").await;
+        ui.click("#org-settings button[type=submit]").await;
+        wait_for(
+            || async {
+                cp.api("GET", "/v1/orgs/acme", Some(alice), None)
+                    .is_ok_and(|o| o["owners_manage_tokens"] == json!(on))
+            },
+            "org owners_manage_tokens saved",
+        )
+        .await?;
+        wait_for(
+            || async { ui.text_of("#org-owners-manage").await.starts_with(words) },
+            "org owners_manage_tokens shown",
+        )
+        .await?;
+    }
     ui.find("#f-policy option[value='notify_only']")
         .await
         .click()
@@ -1115,6 +1168,15 @@ async fn scenarios(
         return Err(format!("report: the token is {status}"));
     }
     Ok(())
+}
+
+/// Waits until the open Edit dialog's note on the JWT contains `want`.
+async fn edit_effect_says(ui: &Ui, want: &str) -> Result<(), String> {
+    wait_for(
+        || async { ui.text_of("dialog[open] #edit-effect").await.contains(want) },
+        &format!("3b: the Edit dialog says {want:?}"),
+    )
+    .await
 }
 
 /// Polls `cond` for up to 10 s.

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod introspect;
 pub mod limit;
 pub mod limits;
 pub mod mail;
@@ -630,6 +631,14 @@ impl Route {
         self
     }
 
+    /// An `application/x-www-form-urlencoded` request body of type `T` as the operation's
+    /// only body, with an example (its fields as an object). A bad body is a 400 (413 when
+    /// too large, 415 when not a form).
+    fn form_only<T: ToSchema>(mut self, example: Value) -> Self {
+        self.body = Some(example);
+        self.form::<T>().error(&[400, 413, 415])
+    }
+
     /// Query parameters from the handler's query type; bad ones are a 400.
     fn query<T: IntoParams>(mut self) -> Self {
         self.query = Some(|| T::into_params(|| Some(ParameterIn::Query)));
@@ -734,8 +743,8 @@ pub fn routes() -> Vec<Route> {
             .ok::<OrgView>(201).cli("orgs create"),
         route(Method::GET, "/v1/orgs/{org}", "One organization", Token, h!(GET, handlers::orgs_get))
             .ok::<OrgView>(200).cli("orgs show"),
-        route(Method::PATCH, "/v1/orgs/{org}", "Rename an organization or change its longest token lifetime (org admin: shorten only; root or managing partner admin: either way)", Token, h!(PATCH, handlers::orgs_update))
-            .body::<UpdateOrg>(json!({"name": "Acme Corp", "max_lifetime_days": 90}))
+        route(Method::PATCH, "/v1/orgs/{org}", "Rename an organization, change its longest token lifetime (org admin: shorten only; root or managing partner admin: either way), or say whether token owners edit, enable, disable and delete their own tokens (`owners_manage_tokens`, org admin)", Token, h!(PATCH, handlers::orgs_update))
+            .body::<UpdateOrg>(json!({"name": "Acme Corp", "max_lifetime_days": 90, "owners_manage_tokens": true}))
             .ok::<OrgView>(200).cli("orgs update"),
         route(Method::GET, "/v1/orgs/{org}/jwks.json", "The organization's public keys (JWKS)", Public, h!(GET, handlers::jwks))
             .answer(200, "The JWK Set", vec![jwk_set]).no_cli("read by edges and resource servers that verify tokens"),
@@ -850,6 +859,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(webhooks::routes());
     routes.extend(mail::routes());
     routes.extend(sso::routes());
+    routes.extend(introspect::routes());
     routes
 }
 

@@ -241,6 +241,15 @@ pub(super) async fn run(
                 .ok_json()?;
             show(out, &v)
         }
+        Command::Introspect { file, client_ip } => {
+            let from = if file.as_os_str() == "-" {
+                "stdin".to_string()
+            } else {
+                file.display().to_string()
+            };
+            let jwt = super::read_secret(&file, "the token to introspect")?;
+            introspect(client, token, out, &jwt, client_ip, &from).await
+        }
         Command::Whoami => {
             let v = client(token)?.get("/v1/me").await?.ok_json()?;
             show(out, &v)
@@ -249,6 +258,37 @@ pub(super) async fn run(
             Err("serve and admin commands run in this process, not against --url".into())
         }
     }
+}
+
+/// `tessera introspect`: `POST /v1/introspect` with the token read from `from` (a file or
+/// stdin), authenticated by the edge credential in `credential`.
+async fn introspect(
+    client: impl Fn(Option<String>) -> Result<Client, String>,
+    credential: Option<String>,
+    out: Output,
+    jwt: &str,
+    client_ip: Option<String>,
+    from: &str,
+) -> CliResult {
+    let credential = credential.ok_or(
+        "authenticate with an edge credential of the token's organization: TESSERA_TOKEN=tse_... or --token-file",
+    )?;
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", jwt);
+    if let Some(ip) = &client_ip {
+        form.append_pair("client_ip", ip);
+    }
+    let v = client(Some(credential))?
+        .send(
+            "POST",
+            "/v1/introspect",
+            "application/x-www-form-urlencoded",
+            form.finish().into_bytes(),
+        )
+        .await?
+        .ok_json()
+        .map_err(|e| format!("introspecting the token from {from}: {e}"))?;
+    show(out, &v)
 }
 
 /// An authentication log's events as a table (JSON: the whole answer, with its total).
@@ -953,6 +993,7 @@ async fn orgs(c: &Client, out: Output, cmd: OrgsCmd) -> CliResult {
             id,
             name,
             max_lifetime_days,
+            owners_manage_tokens,
         } => {
             let mut m = serde_json::Map::new();
             if let Some(n) = name {
@@ -960,6 +1001,9 @@ async fn orgs(c: &Client, out: Output, cmd: OrgsCmd) -> CliResult {
             }
             if let Some(d) = max_lifetime_days {
                 m.insert("max_lifetime_days".into(), json!(d));
+            }
+            if let Some(on) = owners_manage_tokens {
+                m.insert("owners_manage_tokens".into(), json!(on));
             }
             let v = c
                 .json(

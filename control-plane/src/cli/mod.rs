@@ -88,6 +88,12 @@ pub async fn run(cli: Cli) -> CliResult {
                 } if dash == "-" => Command::Exchange {
                     api_token: Some(read_secret(std::path::Path::new("-"), "stdin")?),
                 },
+                Command::Introspect { file, .. }
+                    if file.as_os_str() == "-"
+                        && cli.token_file.as_deref() == Some(std::path::Path::new("-")) =>
+                {
+                    return Err("--token-file - and the token to introspect cannot both come from stdin: give one of them as a file".into());
+                }
                 c => c,
             };
             commands::run(client, token, cli.output, command).await
@@ -236,6 +242,20 @@ enum Command {
         /// The API token; `-` reads it from stdin (default: the token of TESSERA_TOKEN,
         /// --token-file or --token). Given here it shows in the process list: prefer `-`.
         api_token: Option<String>,
+    },
+    /// RFC 7662 introspection: whether a token is active as the organization's edges see
+    /// it, with its scopes, subject and expiry (or the reason it is not). Authenticate with
+    /// an edge credential of the token's organization (TESSERA_TOKEN or --token-file).
+    Introspect {
+        /// A file holding the token to introspect on its first line; `-` (the default)
+        /// reads it from stdin. Never the token itself: a command line is visible to every
+        /// local user.
+        #[arg(default_value = "-", value_name = "FILE")]
+        file: PathBuf,
+        /// The address the token's client called from, for its IP filter (without it, a
+        /// token with an IP filter is inactive).
+        #[arg(long)]
+        client_ip: Option<String>,
     },
     /// Report tokens found in public (no sign-in needed): each one that is a Tessera
     /// token gets its organization's leak policy (revoke by default).
@@ -798,8 +818,9 @@ enum OrgsCmd {
         #[arg(long)]
         audience: Option<String>,
     },
-    /// Rename an organization or change its longest token lifetime (its admins may shorten
-    /// it; root admins and its managing partner's admins may also lengthen it).
+    /// Rename an organization, change its longest token lifetime (its admins may shorten
+    /// it; root admins and its managing partner's admins may also lengthen it), or say
+    /// whether token owners manage their own tokens.
     Update {
         /// The organization's id.
         id: String,
@@ -809,6 +830,11 @@ enum OrgsCmd {
         /// The longest token lifetime its users may choose, in days (1 to 400).
         #[arg(long)]
         max_lifetime_days: Option<i64>,
+        /// Whether a token's owner may edit, enable, disable and delete their own tokens
+        /// (true or false; on by default). Off, owners still create, download, regenerate,
+        /// rotate and revoke them, and org admins do the rest.
+        #[arg(long)]
+        owners_manage_tokens: Option<bool>,
     },
     /// The organization's signing keys: the active one, and the retired ones still published.
     Keys {

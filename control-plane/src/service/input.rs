@@ -228,6 +228,10 @@ pub struct UpdateOrg {
     /// may shorten it; lengthening it is for root admins and its managing partner's admins.
     #[serde(default)]
     pub max_lifetime_days: Option<i64>,
+    /// Whether a token's owner may edit, enable, disable and delete their own tokens (on by
+    /// default). Off, owners still create, download, regenerate, rotate and revoke them.
+    #[serde(default)]
+    pub owners_manage_tokens: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, ToSchema)]

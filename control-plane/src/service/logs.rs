@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 /// Records edge usage events for tokens of the edge's org; allowed uses update last-used.
 /// The edge credential a secret names (not revoked).
-fn edge_of(tx: &mut dyn Tx, secret: &str) -> Result<crate::model::EdgeCredential> {
+pub(crate) fn edge_of(tx: &mut dyn Tx, secret: &str) -> Result<crate::model::EdgeCredential> {
     let hash = crypto::sha256_hex(secret.as_bytes());
     if let Some(edge) = tx.find_edge_by_secret_hash(&hash)? {
         return Ok(edge);

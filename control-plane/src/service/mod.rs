@@ -24,6 +24,7 @@ pub mod authn;
 pub mod authority;
 pub mod error;
 pub mod input;
+pub mod introspect;
 pub mod keys;
 pub mod leaks;
 pub mod leases;

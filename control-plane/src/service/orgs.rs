@@ -70,6 +70,7 @@ pub fn bootstrap_scoped(
                 status_version: 0,
                 next_status_idx: 0,
                 created_at: ctx.now,
+                owners_manage_tokens: true,
             };
             tx.insert_org(&org)?;
             super::scopes::seed_org(tx, org_id, ctx.now)?;
@@ -174,8 +175,9 @@ pub fn bootstrap_scoped(
 /// The longest token lifetime any organization may allow, in days.
 pub const MAX_LIFETIME_LIMIT: i64 = 400;
 
-/// Changes an organization's name or its longest token lifetime. Its own admins may rename
-/// it and shorten the lifetime; lengthening it is for those who set it (root admins, and
+/// Changes an organization's name, its longest token lifetime or whether owners manage
+/// their own tokens. Its own admins may rename it, shorten the lifetime and turn owners'
+/// management on or off; lengthening the lifetime is for those who set it (root admins, and
 /// the managing partner's admins for a customer), so an org never widens its own ceiling.
 /// Tokens already issued keep their expiry; the new ceiling applies to new tokens and edits.
 pub fn update_org(
@@ -217,6 +219,15 @@ pub fn update_org(
                 json!({"from": org.max_lifetime_days, "to": max}),
             );
             org.max_lifetime_days = max;
+        }
+    }
+    if let Some(on) = req.owners_manage_tokens {
+        if on != org.owners_manage_tokens {
+            changed.insert(
+                "owners_manage_tokens".into(),
+                json!({"from": org.owners_manage_tokens, "to": on}),
+            );
+            org.owners_manage_tokens = on;
         }
     }
     if !changed.is_empty() {
@@ -298,6 +309,7 @@ pub fn create_org(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, req: CreateOrg) -> 
         status_version: 0,
         next_status_idx: 0,
         created_at: ctx.now,
+        owners_manage_tokens: true,
     };
     tx.insert_org(&org)?;
     super::scopes::seed_org(tx, &org.id, ctx.now)?;

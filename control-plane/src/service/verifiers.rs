@@ -23,6 +23,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use tessera_core::config::{ClientIpSource, TokenSource};
 use tessera_core::jwks::KeySet;
 use tessera_core::token::TokenType;
+use tessera_core::withdrawn::WithdrawnScopes;
 use tessera_core::{Config, Deny, FailPolicy, Reason, Verifier};
 
 /// The `WWW-Authenticate` realm of the API (also core's default).
@@ -41,6 +42,9 @@ pub struct OrgVerifier {
     encoded: Option<(i64, String)>,
     /// The withdrawn-scopes member at `version` (`None` inside: nothing withdrawn).
     withdrawn: Option<(i64, Option<Value>)>,
+    /// The version whose withdrawn scopes the verifier holds (`Verifier::set_withdrawn`),
+    /// for introspection; the API's own authentication narrows by the grants instead.
+    withdrawn_held: Option<i64>,
 }
 
 /// Per-org verifiers, built on first use and kept current incrementally.
@@ -127,6 +131,7 @@ fn build(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, keys: Vec<Value>) -> Result<OrgV
         version,
         encoded: None,
         withdrawn: None,
+        withdrawn_held: None,
     })
 }
 
@@ -222,15 +227,60 @@ impl Verifiers {
     ) -> Result<(i64, Option<Value>)> {
         let entry = self.for_org(tx, ctx, org)?;
         let mut v = lock(&entry)?;
-        let version = v.version;
-        if let Some((at, doc)) = &v.withdrawn {
-            if *at == version {
-                return Ok((version, doc.clone()));
-            }
-        }
-        let doc = super::scopes::withdrawn_scopes(tx, &org.id)?;
-        let doc = (!doc.is_empty()).then(|| doc.to_json());
-        v.withdrawn = Some((version, doc.clone()));
-        Ok((version, doc))
+        let doc = withdrawn_at(&mut v, tx, org)?;
+        Ok((v.version, doc))
     }
+
+    /// Decides a token as the org's edges do (RFC 7662 introspection): the org's verifier
+    /// — its issuer, audience, published keys and status list — at the version `tx` sees,
+    /// holding the very `withdrawn` member the edges poll at that version, with `client`
+    /// (`ip:port`) as the client address for the IP filter (none: a token with an IP filter
+    /// is refused, as core refuses it at an edge that cannot tell the client). The token is
+    /// presented as `Authorization: Bearer <token>`, so core's extractor removes the `tsr_`
+    /// prefix as at every edge. The outcome is final: the control plane holds the newest
+    /// keys and list, so a refresh could change nothing.
+    pub fn judge(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &Ctx,
+        org: &Org,
+        token: &str,
+        client: Option<&str>,
+    ) -> Result<tessera_core::Outcome> {
+        let entry = self.for_org(tx, ctx, org)?;
+        let mut v = lock(&entry)?;
+        if v.withdrawn_held != Some(v.version) {
+            let doc = withdrawn_at(&mut v, tx, org)?;
+            let scopes = match &doc {
+                Some(d) => WithdrawnScopes::from_json(d).map_err(|e| {
+                    Error::internal(format!("withdrawn scopes of {}: {}", org.id, e.0))
+                })?,
+                None => WithdrawnScopes::new(),
+            };
+            v.verifier.set_withdrawn(&ctx.status_uri(&org.id), scopes);
+            v.withdrawn_held = Some(v.version);
+        }
+        let headers = [("authorization".to_string(), format!("Bearer {token}"))];
+        let req = tessera_core::Request {
+            method: "POST",
+            path: "/v1/introspect",
+            headers: &headers,
+            source_address: client,
+        };
+        let now = u64::try_from(ctx.now).unwrap_or(0);
+        Ok(v.verifier.check(&req, now, None).settled())
+    }
+}
+
+/// The org's `withdrawn` member at the version `v` is at; computed once per version.
+fn withdrawn_at(v: &mut OrgVerifier, tx: &mut dyn Tx, org: &Org) -> Result<Option<Value>> {
+    if let Some((at, doc)) = &v.withdrawn {
+        if *at == v.version {
+            return Ok(doc.clone());
+        }
+    }
+    let doc = super::scopes::withdrawn_scopes(tx, &org.id)?;
+    let doc = (!doc.is_empty()).then(|| doc.to_json());
+    v.withdrawn = Some((v.version, doc.clone()));
+    Ok(doc)
 }

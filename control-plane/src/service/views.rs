@@ -29,6 +29,9 @@ pub struct OrgView {
     pub jwks_uri: String,
     pub status_list_uri: String,
     pub created_at: String,
+    /// Whether a token's owner may edit, enable, disable and delete their own tokens (off:
+    /// only an org admin does; owners still create, download, regenerate, rotate, revoke).
+    pub owners_manage_tokens: bool,
 }
 
 impl OrgView {
@@ -47,6 +50,7 @@ impl OrgView {
             issuer,
             status_list_uri: ctx.status_uri(&o.id),
             created_at: timefmt::format(o.created_at),
+            owners_manage_tokens: o.owners_manage_tokens,
         }
     }
 }

@@ -936,6 +936,17 @@ CREATE TABLE mail_settings (
 );
 "#,
     },
+    // 15 (issue 22, owners manage their own tokens): whether an org lets a token's owner
+    // (a `user` or `partner`) edit, enable, disable and delete their own tokens; on for
+    // every org, existing ones included.
+    Migration {
+        sqlite: r#"
+ALTER TABLE orgs ADD COLUMN owners_manage_tokens INTEGER NOT NULL DEFAULT 1;
+"#,
+        postgres: r#"
+ALTER TABLE orgs ADD COLUMN owners_manage_tokens BOOLEAN NOT NULL DEFAULT TRUE;
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

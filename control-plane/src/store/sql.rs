@@ -302,7 +302,7 @@ pub(crate) trait Engine: Conn {
 
 // ---- Columns and row mappers -------------------------------------------------------
 
-pub(crate) const ORG_COLS: &str = "id, name, partner_org_id, is_partner, is_root, max_lifetime_days, audience, key_alg, status_version, next_status_idx, created_at";
+pub(crate) const ORG_COLS: &str = "id, name, partner_org_id, is_partner, is_root, max_lifetime_days, audience, key_alg, status_version, next_status_idx, created_at, owners_manage_tokens";
 pub(crate) const KEY_COLS: &str =
     "kid, org_id, alg, public_jwk, private_enc, created_at, retired_at, last_exp";
 pub(crate) const USER_COLS: &str =
@@ -335,6 +335,7 @@ pub(crate) fn org_from_row(r: &dyn SqlRow) -> StoreResult<Org> {
         status_version: get(r, 8)?,
         next_status_idx: get(r, 9)?,
         created_at: get(r, 10)?,
+        owners_manage_tokens: get(r, 11)?,
     })
 }
 
@@ -649,12 +650,13 @@ impl<E: Engine> Tx for E {
     fn insert_org(&mut self, o: &Org) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO orgs ({ORG_COLS}) VALUES ({})",
-            placeholders(11)
+            placeholders(12)
         );
         #[rustfmt::skip]
         let v = values![
             &o.id, &o.name, &o.partner_org_id, o.is_partner, o.is_root, o.max_lifetime_days,
             &o.audience, o.key_alg.as_str(), o.status_version, o.next_status_idx, o.created_at,
+            o.owners_manage_tokens,
         ];
         self.exec(&sql, &v)?;
         Ok(())
@@ -665,11 +667,12 @@ impl<E: Engine> Tx for E {
         let v = values![
             &o.id, &o.name, &o.partner_org_id, o.is_partner, o.is_root, o.max_lifetime_days,
             &o.audience, o.key_alg.as_str(), o.status_version, o.next_status_idx,
+            o.owners_manage_tokens,
         ];
         self.exec(
             "UPDATE orgs SET name = ?2, partner_org_id = ?3, is_partner = ?4, is_root = ?5, \
              max_lifetime_days = ?6, audience = ?7, key_alg = ?8, status_version = ?9, \
-             next_status_idx = ?10 WHERE id = ?1",
+             next_status_idx = ?10, owners_manage_tokens = ?11 WHERE id = ?1",
             &v,
         )?;
         Ok(())

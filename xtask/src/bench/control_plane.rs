@@ -44,7 +44,7 @@ use tessera_host_tests::{ControlPlane, ControlPlaneOptions, Request, Response};
 
 use super::stats::{self, median, percentile_or_nan};
 use super::wrk::{cpu_count, cpu_ticks, process_ticks};
-use super::{Inputs, Plan, Section};
+use super::{Inputs, Plan, Section, TargetRow};
 use crate::tools::{self, Result};
 
 /// Events per `POST /v1/usage` (the filter's default `max_batch`).
@@ -1274,6 +1274,176 @@ fn measure_usage(
 }
 
 // ---------------------------------------------------------------------------------------
+// Introspection (RFC 7662)
+
+/// The issue's bound on introspection's p99 with 8 clients, milliseconds.
+const INTROSPECT_P99_MS: f64 = 2.0;
+
+/// One `POST /v1/introspect` of `token` with the edge credential `edge`: the seconds it
+/// took, after checking the token is active (so every call verified a signature).
+fn introspect_call(cp: &ControlPlane, edge: &str, token: &str) -> Result<f64> {
+    // A token is base64url, dots and the `tsr_` prefix: nothing to percent-encode.
+    let body = format!("token={token}");
+    let req = request(cp, "POST", "/v1/introspect", edge)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    let (r, secs) = timed(cp, &req, 200)?;
+    let v = json_of(&r, "POST /v1/introspect")?;
+    if v.get("active") != Some(&Value::Bool(true)) {
+        return Err(format!("POST /v1/introspect: the token is not active: {v}"));
+    }
+    Ok(secs)
+}
+
+/// `tokens.len()` threads, each introspecting its own token until `seconds` pass (or
+/// `calls` each).
+fn introspect_run(
+    cp: &ControlPlane,
+    edge: &str,
+    tokens: &[&str],
+    seconds: f64,
+    calls: Option<usize>,
+) -> Result<Run> {
+    let barrier = Barrier::new(tokens.len() + 1);
+    let (results, secs) = std::thread::scope(|s| {
+        let handles: Vec<_> = tokens
+            .iter()
+            .map(|token| {
+                let barrier = &barrier;
+                s.spawn(move || -> Result<Vec<f64>> {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut lat = Vec::new();
+                    loop {
+                        let done = match calls {
+                            Some(c) => lat.len() >= c,
+                            None => start.elapsed().as_secs_f64() >= seconds,
+                        };
+                        if done {
+                            return Ok(lat);
+                        }
+                        lat.push(introspect_call(cp, edge, token)?);
+                    }
+                })
+            })
+            .collect();
+        release_and_join(&barrier, handles, "introspection client")
+    });
+    let mut run = Run {
+        ops: 0,
+        secs,
+        lat_a: Vec::new(),
+        lat_b: Vec::new(),
+        cpu: None,
+    };
+    for r in results {
+        let lat = r?;
+        run.ops += lat.len();
+        run.lat_a.extend(lat);
+    }
+    Ok(run)
+}
+
+/// Introspection by an edge credential, with 1 and `max_clients` clients, each asking
+/// about its own admin's token (Ed25519, active: the org's verifier checks the signature,
+/// the status list and the withdrawn scopes on every call; it keeps no cache).
+fn measure_introspect(cp: &ControlPlane, plan: &Plan, sizes: &Sizes) -> Result<Vec<Vec<Run>>> {
+    let edge = cp.edge_credential(cp.admin_token(), "bench-introspection")?;
+    let tokens: Vec<&str> = (1..=sizes.max_clients())
+        .map(|c| {
+            cp.token_of(&format!("bench-{c}"))
+                .ok_or_else(|| format!("no bootstrap admin bench-{c}"))
+        })
+        .collect::<Result<_>>()?;
+    let calls = sizes.pairs_per_client;
+    let mut runs: Vec<Vec<Run>> = sizes.clients.iter().map(|_| Vec::new()).collect();
+    for round in 1..=plan.rounds {
+        for (k, &clients) in sizes.clients.iter().enumerate() {
+            let tokens = &tokens[..clients];
+            if plan.warmup > 0 {
+                introspect_run(cp, &edge, tokens, plan.warmup as f64, None)?;
+            }
+            let (mut run, cpu) = with_cpu(cp.pid(), || {
+                introspect_run(cp, &edge, tokens, plan.seconds as f64, calls)
+            })?;
+            run.cpu = cpu;
+            println!(
+                "  round {round}/{}: {clients} client(s): {:.0} calls/s ({} calls in {:.2} s), \
+                 p50 {:.2} ms p99 {:.2} ms{}",
+                plan.rounds,
+                run.rate(),
+                run.ops,
+                run.secs,
+                1000.0 * percentile_or_nan(&run.lat_a, 50.0),
+                1000.0 * percentile_or_nan(&run.lat_a, 99.0),
+                run.cpu
+                    .map(|(s, m)| format!(", cpu: server {s:.2}, machine {m:.2}"))
+                    .unwrap_or_default()
+            );
+            runs[k].push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// The introspection table and the issue's target row.
+fn introspect_report(plan: &Plan, sizes: &Sizes, runs: &[Vec<Run>]) -> (String, TargetRow) {
+    let ms = |v: &[f64]| v.iter().map(|x| 1000.0 * x).collect::<Vec<f64>>();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "**Introspection** (`POST /v1/introspect`, RFC 7662, with an edge credential)\n\n\
+         Each client (a thread) asks, in a loop, about its own admin's bootstrap token \
+         (Ed25519, active), on a connection of its own per call; every answer must be 200 \
+         with `active: true`. The org's verifier checks the signature, the times, the \
+         status list and the withdrawn scopes on every call (no cache); one read transaction \
+         per call. Same server and database as above ({} tokens), {} s per configuration \
+         and round after {} s of warm-up.\n",
+        count(sizes.tokens),
+        plan.seconds,
+        plan.warmup
+    );
+    let _ = writeln!(
+        md,
+        "| clients | calls/s | p50 / p99 ms | server CPU (cores) | machine CPU (cores) | calls per round |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---|");
+    let mut p99_max_clients = f64::NAN;
+    for (clients, runs) in sizes.clients.iter().zip(runs) {
+        let rates: Vec<f64> = runs.iter().map(Run::rate).collect();
+        let a: Vec<f64> = runs.iter().flat_map(|r| ms(&r.lat_a)).collect();
+        let p99 = percentile_or_nan(&a, 99.0);
+        if *clients == sizes.max_clients() {
+            p99_max_clients = p99;
+        }
+        let _ = writeln!(
+            md,
+            "| {clients} | {} | {:.2} / {:.2} | {} | {} | {} |",
+            med_range(&rates, 0),
+            percentile_or_nan(&a, 50.0),
+            p99,
+            cpu_cell(runs, |c| c.0),
+            cpu_cell(runs, |c| c.1),
+            runs.iter()
+                .map(|r| r.ops.to_string())
+                .collect::<Vec<_>>()
+                .join(" / "),
+        );
+    }
+    let row = TargetRow {
+        measure: format!(
+            "Introspection p99 ({} clients, `POST /v1/introspect`)",
+            sizes.max_clients()
+        ),
+        measured: format!("{p99_max_clients:.2} ms"),
+        target: format!("≤ {INTROSPECT_P99_MS} ms with 8 clients"),
+        met: (!plan.smoke && p99_max_clients.is_finite())
+            .then_some(p99_max_clients <= INTROSPECT_P99_MS),
+    };
+    (md, row)
+}
+
+// ---------------------------------------------------------------------------------------
 // The part
 
 pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
@@ -1327,6 +1497,9 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     println!("usage ingestion (batches of {BATCH}):");
     let usage =
         measure_usage(&cp, plan, &sizes, &seeded.ids).map_err(|e| format!("{e}\n{}", tail(&cp)))?;
+    println!("introspection (RFC 7662):");
+    let introspection =
+        measure_introspect(&cp, plan, &sizes).map_err(|e| format!("{e}\n{}", tail(&cp)))?;
     let pid_alive = cp.is_running();
     drop(cp);
     if !pid_alive {
@@ -1345,6 +1518,9 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         inputs, plan, &sizes, &fs_type, &seeded, &search, &create, &rebuild, &usage,
     );
     section.body.push_str(&scale_report(&scale));
+    let (md, row) = introspect_report(plan, &sizes, &introspection);
+    section.body.push_str(&md);
+    section.targets.push(row);
     Ok(section)
 }
 
@@ -1579,6 +1755,7 @@ fn report(
          POST /v1/tokens  +  POST /v1/tokens/<id>/download     # per client, in a loop\n\
          POST /v1/usage  (Authorization: Bearer <edge credential>, {BATCH} events)\n\
          GET  /v1/auth-log?since=<s>&until=<s+1>&per_page={LOG_PER_PAGE}&page=<n>\n\
+         POST /v1/introspect  (Authorization: Bearer <edge credential>, form token=<admin token>)\n\
          ```\n",
         maxc = sizes.max_clients(),
         pages = search.walk_pages,
