@@ -475,6 +475,7 @@ fn seed(cp: &mut ControlPlane, sizes: &Sizes) -> Result<Seeded> {
                 q: None,
                 statuses: Vec::new(),
                 user: None,
+                org: None,
                 expires_before: None,
                 expires_after: None,
                 sort: TokenSort::CreatedAt,
