@@ -702,15 +702,26 @@ pub enum Step {
 /// so the fleet's admissions stay within the leases the control plane counted; never
 /// waits for a token of an organization without limits.
 pub fn decide(holding: Option<&mut Holding>, org: OrgMode, now_ms: u64) -> Step {
+    if needs_lease(holding.as_deref(), org, now_ms) {
+        return Step::Ask;
+    }
     match holding {
-        None if org == OrgMode::Unlimited => Step::Pass,
-        None => Step::Ask,
-        Some(Holding::Unlimited) => Step::Pass,
-        Some(Holding::Budget(b)) if !b.is_limited() || !b.covers(now_ms) => Step::Ask,
         Some(Holding::Budget(b)) => match b.admit(now_ms) {
             Admission::Admit => Step::Admitted,
             Admission::Refuse(r) => Step::Refused(r),
         },
+        _ => Step::Pass,
+    }
+}
+
+/// Whether [`decide`] would ask for a lease (without deciding anything): the edge holds
+/// nothing for the token and the org may limit it, or holds a budget without a lease for
+/// now.
+pub fn needs_lease(holding: Option<&Holding>, org: OrgMode, now_ms: u64) -> bool {
+    match holding {
+        None => org != OrgMode::Unlimited,
+        Some(Holding::Unlimited) => false,
+        Some(Holding::Budget(b)) => !b.is_limited() || !b.covers(now_ms),
     }
 }
 
@@ -823,6 +834,20 @@ impl UsageAnswer {
             Some(v) => Some(v.as_bool()?),
         };
         Some(answer)
+    }
+
+    /// The answer to a report that carried `spend`, as an edge takes a 2xx body: what it
+    /// says, and whether it was readable. One that does not say `limited` (or cannot be
+    /// read) comes from a control plane that grants no leases, so no token is limited:
+    /// the edge stops asking.
+    pub fn of_report(body: &[u8]) -> (UsageAnswer, bool) {
+        let parsed = UsageAnswer::from_json(body);
+        let readable = parsed.is_some();
+        let mut answer = parsed.unwrap_or_default();
+        if answer.limited.is_none() {
+            answer.limited = Some(false);
+        }
+        (answer, readable)
     }
 
     /// What the answer says of the organization.
@@ -1188,6 +1213,14 @@ mod tests {
         );
         let plain = UsageAnswer::from_json(br#"{"accepted":0,"unknown_tokens":[]}"#).unwrap();
         assert_eq!(plain.org_mode(), OrgMode::Unknown);
+        // As the answer to a report: a control plane that grants no leases limits nothing.
+        let (a, readable) = UsageAnswer::of_report(br#"{"accepted":0,"unknown_tokens":[]}"#);
+        assert!(readable);
+        assert_eq!(a.org_mode(), OrgMode::Unlimited);
+        let (a, readable) = UsageAnswer::of_report(b"");
+        assert!(!readable);
+        assert_eq!(a.org_mode(), OrgMode::Unlimited);
+        assert_eq!(UsageAnswer::of_report(body).0.org_mode(), OrgMode::Limited);
         for bad in [
             &b""[..],
             b"7",

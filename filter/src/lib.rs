@@ -336,24 +336,25 @@ impl Context for Root {
                             Ok(Some(b)) => b,
                             _ => Vec::new(),
                         };
-                        match tessera_core::ratelimit::UsageAnswer::from_json(&body) {
-                            Some(answer) => {
-                                let applied = budget::apply(&mut ProxyCas, &answer, now_ms());
-                                Metrics::add64(shared.metrics.rl_leases, applied.leases);
-                                if applied.failed > 0 {
-                                    log(
-                                        LogLevel::Warn,
-                                        &format!(
-                                            "tessera: {} rate-limit leases could not be stored",
-                                            applied.failed
-                                        ),
-                                    );
-                                }
-                            }
-                            None => log(
+                        let (answer, readable) =
+                            tessera_core::ratelimit::UsageAnswer::of_report(&body);
+                        if !readable {
+                            log(
                                 LogLevel::Warn,
-                                "tessera: the usage answer carries no readable leases",
-                            ),
+                                "tessera: the usage answer carries no readable leases; \
+                                 no token is limited by this control plane",
+                            );
+                        }
+                        let applied = budget::apply(&mut ProxyCas, &answer, now_ms());
+                        Metrics::add64(shared.metrics.rl_leases, applied.leases);
+                        if applied.failed > 0 {
+                            log(
+                                LogLevel::Warn,
+                                &format!(
+                                    "tessera: {} rate-limit leases could not be stored",
+                                    applied.failed
+                                ),
+                            );
                         }
                     }
                     Some(asked) => {

@@ -1,10 +1,11 @@
 //! Per-token rate limits enforced across a fleet (issue 25), in real processes: a real
-//! `tessera serve` and two Envoys (`--concurrency 2`, synced by the module's sync service,
-//! usage and spend reported to the control plane). The org sets a default of 50 requests
-//! per minute and a token limited only by that default is downloaded after the Envoys
+//! `tessera serve`, two Envoys (`--concurrency 2`, synced by the module's sync service,
+//! usage and spend reported to the control plane) and a workerd running the edge worker
+//! (the same lease protocol per isolate). The org sets a default of 50 requests per
+//! minute and a token limited only by that default is downloaded after the edges
 //! started, so its first requests find either a lease granted ahead (a recently
 //! downloaded token) or ask for one. A client sends far more than the limit, spread over
-//! every edge; then one Envoy is SIGKILLed and the client goes on at the survivor.
+//! every edge; then one Envoy is SIGKILLed and the client goes on at the survivors.
 //!
 //! Asserted: in no minute window does the fleet admit more than 50 (requests whose send
 //! and answer fall in different windows may count in either; the check is that some
@@ -14,8 +15,8 @@
 //! least 90 % of the limit in one window while both Envoys share it (the client goes on
 //! until it does, bounded by a safety net). The figures are printed.
 //!
-//! Needs `TESSERA_ENVOY`, `TESSERA_FILTER_WASM` and `TESSERA_CP_BIN`; `cargo xtask test`
-//! sets them all.
+//! Needs `TESSERA_ENVOY`, `TESSERA_FILTER_WASM`, `TESSERA_WORKERD`,
+//! `TESSERA_EDGE_WORKER_DIR` and `TESSERA_CP_BIN`; `cargo xtask test` sets them all.
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use tessera_host_tests::workerd::{workerd_tools, Origin, Workerd, WorkerdOptions};
 use tessera_host_tests::{
     control_plane_path, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, Request,
@@ -60,6 +62,38 @@ fn start_envoy(cp: &ControlPlane, upstream: &EchoUpstream, secret: &str) -> Envo
         .sync_service(&sync)
         .concurrency(2);
     Envoy::start(&options).unwrap_or_else(|e| panic!("envoy did not start: {e}"))
+}
+
+fn start_workerd(cp: &ControlPlane, upstream: &EchoUpstream, secret: &str) -> Workerd {
+    let (workerd_bin, bundle) = workerd_tools();
+    let jwks_path = cp.jwks_url().replacen(&cp.url(), "", 1);
+    let jwks = cp
+        .api("GET", &jwks_path, None, None)
+        .unwrap_or_else(|e| panic!("JWKS: {e}"));
+    let config = json!({
+        "issuers": [cp.issuer()],
+        "audiences": ["tessera"],
+        "jwks": jwks,
+        "status": {"required": true, "fail_policy": "closed"},
+    });
+    Workerd::start(
+        &WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            Origin::Url(format!("http://{}", upstream.addr())),
+        )
+        .var(
+            "TESSERA_STATUS_URLS",
+            &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
+        )
+        .var("TESSERA_STATUS_TTL_MS", "900")
+        .var("TESSERA_USAGE_URL", &format!("{}/v1/usage", cp.url()))
+        .var("TESSERA_USAGE_TOKEN", secret)
+        .var("TESSERA_USAGE_FLUSH_MS", "200")
+        .var("TESSERA_USAGE_BATCH", "500"),
+    )
+    .unwrap_or_else(|e| panic!("workerd did not start: {e}"))
 }
 
 fn unix_ms() -> u64 {
@@ -166,9 +200,12 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     let mut envoys: Vec<Option<Envoy>> = (0..2)
         .map(|_| Some(start_envoy(&cp, &upstream, &secret)))
         .collect();
+    let worker = start_workerd(&cp, &upstream, &secret);
+    // Edges 0 and 1 are the Envoys, 2 the worker.
     let addrs: Vec<SocketAddr> = envoys
         .iter()
         .map(|e| e.as_ref().expect("started").addr())
+        .chain([worker.addr()])
         .collect();
 
     // A token limited only by the org's default, downloaded now.
@@ -187,7 +224,7 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     assert_eq!(limits["effective"]["per_minute"], LIMIT, "{limits}");
 
     // The client: CLIENTS threads, round robin over the live Envoys.
-    let live = Arc::new(Mutex::new(vec![true, true]));
+    let live = Arc::new(Mutex::new(vec![true; addrs.len()]));
     let stop = Arc::new(AtomicBool::new(false));
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
     let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
@@ -256,7 +293,7 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
         })
         .collect();
 
-    // Both Envoys share the limit until the fleet has admitted FLOOR in one window.
+    // The whole fleet shares the limit until it has admitted FLOOR in one window.
     let floor_at = loop {
         std::thread::sleep(Duration::from_millis(100));
         let windows = per_window(&answers.lock().expect("answers"), |a| a.status == 200);
@@ -276,7 +313,7 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     };
     let shared_phase = started.elapsed();
     println!(
-        "[rate limits] both Envoys: {} admitted in minute window {} (limit {LIMIT}); SIGKILL after {shared_phase:?}",
+        "[rate limits] the whole fleet: {} admitted in minute window {} (limit {LIMIT}); SIGKILL after {shared_phase:?}",
         floor_at.1, floor_at.0
     );
 
@@ -330,13 +367,15 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     };
     println!(
         "[rate limits] {} requests in {:?}: Envoy 0 admitted {} refused {}, Envoy 1 (killed \
-         after {shared_phase:?}) admitted {} refused {}",
+         after {shared_phase:?}) admitted {} refused {}, workerd admitted {} refused {}",
         answers.len(),
         started.elapsed(),
         count(0, 200),
         count(0, 429),
         count(1, 200),
-        count(1, 429)
+        count(1, 429),
+        count(2, 200),
+        count(2, 429)
     );
     println!(
         "[rate limits] {broken_admitted} requests admitted by the killed Envoy lost their answer"
@@ -349,10 +388,9 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
 
     // Never above the limit in any window, across the fleet, SIGKILL included.
     within_limit(&windows).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        count(0, 429) + count(1, 429) > 0,
-        "the client never went over the limit"
-    );
+    for edge in 0..addrs.len() {
+        assert!(count(edge, 429) > 0, "edge {edge} never refused");
+    }
     // Every refusal is the specified 429.
     let faults: Vec<&Answer> = answers
         .iter()
