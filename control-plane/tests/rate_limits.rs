@@ -561,3 +561,116 @@ async fn simultaneous_grants_to_many_edges_share_one_budget() {
     }
     assert!(granted > 0, "nothing was leased: {held:?}");
 }
+
+#[tokio::test]
+async fn an_org_default_is_leased_ahead_and_an_edge_learns_which_tokens_are_unlimited() {
+    // An edge holds nothing for a token until the control plane answers it: the answer
+    // says whether the org limits tokens at all (`limited`), leases every token the org's
+    // defaults limit that was used or downloaded lately — before its first request
+    // reaches the edge — and names `unlimited` the tokens the edge asked about that have
+    // no limit. Core's parser (what the filter and the worker run) reads the answer.
+    use tessera_core::ratelimit::{OrgMode, UsageAnswer};
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let secret = w.edge_secret("ada", "acme", "fleet").await;
+    let downloaded = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let pending = w.token_in_state(&w.uid("ula"), "pending").await;
+    let ask = |wanted: &[&str]| json!({"events": [], "spend": {"edge": "e1", "tokens": [], "wanted": wanted}});
+    let mine = |answer: &Value, id: &str| -> Vec<(String, u64, u64)> {
+        answer["leases"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|l| l["token_id"] == id)
+            .map(|l| {
+                (
+                    l["window"].as_str().unwrap().to_string(),
+                    l["per_window"].as_u64().unwrap(),
+                    l["limit"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    // No limits anywhere: nothing is leased, the asked token is unlimited.
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(ask(&[&downloaded])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = r.json();
+    assert_eq!(a["limited"], false, "{a}");
+    assert_eq!(a["unlimited"], json!([downloaded]), "{a}");
+    assert!(a.get("leases").is_none(), "{a}");
+    let parsed = UsageAnswer::from_json(r.text().as_bytes()).unwrap();
+    assert_eq!(parsed.org_mode(), OrgMode::Unlimited);
+    // A batch without spend says nothing of limits.
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(json!({"events": []})),
+        )
+        .await;
+    assert!(r.json().get("limited").is_none(), "{}", r.text());
+
+    // The org sets a default: the recently downloaded token is leased unasked; the
+    // pending one only when asked; an id of no token of the org is unlimited.
+    let r = w
+        .call(
+            "PUT",
+            "/v1/orgs/acme/rate-limits",
+            Some(&ada),
+            Some(json!({"default": {"per_minute": 50}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w
+        .call("POST", "/v1/usage", Some(&secret), Some(ask(&[])))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = r.json();
+    assert_eq!(a["limited"], true, "{a}");
+    assert_eq!(
+        mine(&a, &downloaded),
+        vec![("per_minute".to_string(), 2, 50)],
+        "{a}"
+    );
+    assert!(mine(&a, &pending).is_empty(), "{a}");
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(ask(&[&pending, "tok_of_nobody"])),
+        )
+        .await;
+    let a = r.json();
+    assert_eq!(mine(&a, &pending), vec![("per_minute".to_string(), 2, 50)]);
+    assert_eq!(a["unlimited"], json!(["tok_of_nobody"]), "{a}");
+    let parsed = UsageAnswer::from_json(r.text().as_bytes()).unwrap();
+    assert_eq!(parsed.org_mode(), OrgMode::Limited);
+    assert!(parsed
+        .leases
+        .iter()
+        .any(|l| l.token_id == pending && l.lease().is_some()));
+
+    // Too many asks name the field.
+    let many: Vec<String> = (0..1001).map(|n| format!("tok_{n}")).collect();
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(json!({"events": [], "spend": {"edge": "e1", "wanted": many}})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(error_field(&r.json()), "spend.wanted");
+}

@@ -228,6 +228,15 @@ impl UsageRecord {
 
     /// A batch as `POST /v1/usage` takes it: `{"events":[...]}`.
     pub fn batch_json(records: &[UsageRecord]) -> String {
+        UsageRecord::batch_json_with(records, None)
+    }
+
+    /// [`UsageRecord::batch_json`] with the edge's rate-limit `spend` (the answer then
+    /// carries its leases).
+    pub fn batch_json_with(
+        records: &[UsageRecord],
+        spend: Option<&crate::ratelimit::SpendReport>,
+    ) -> String {
         let mut out = String::from("{\"events\":[");
         for (i, r) in records.iter().enumerate() {
             if i > 0 {
@@ -235,13 +244,18 @@ impl UsageRecord {
             }
             r.write_json(&mut out);
         }
-        out.push_str("]}");
+        out.push(']');
+        if let Some(spend) = spend {
+            out.push_str(",\"spend\":");
+            spend.write_json(&mut out);
+        }
+        out.push('}');
         out
     }
 }
 
 /// Appends `s` as a JSON string literal.
-fn json_str(out: &mut String, s: &str) {
+pub(crate) fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

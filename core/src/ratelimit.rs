@@ -129,6 +129,24 @@ impl Window {
     }
 }
 
+/// Sorts a short list in place (`after(a, b)`: `a` goes after `b`). A budget holds a few
+/// dozen leases at most, and the standard library's sorts cost the filter module several
+/// kilobytes per element type.
+fn insertion_sort<T: Copy>(v: &mut [T], after: impl Fn(&T, &T) -> bool) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && after(&v[j - 1], &v[j]) {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
+
+/// Leases by window kind, then first window.
+fn sort_leases(leases: &mut [Lease]) {
+    insertion_sort(leases, |a, b| (a.window, a.first) > (b.window, b.first));
+}
+
 /// Year, month (1–12), day (1–31) of a day count since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, for non-negative days).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -188,14 +206,24 @@ pub enum Admission {
     Refuse(Refusal),
 }
 
+/// Admissions and refusals counted in one window of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Count {
+    window: Window,
+    index: u64,
+    admitted: u64,
+    refused: u64,
+}
+
 /// What one token's budget holds at one edge: the allowances leased per window kind and
-/// what was admitted in each kind's current window.
+/// what was admitted and refused in each kind's latest window and the one before it
+/// (what the edge reports as its spend and demand).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
     /// Non-overlapping per kind, sorted by (window, first).
     leases: Vec<Lease>,
-    /// Per limited kind: the window index counted in and the admissions made in it.
-    spent: Vec<(Window, u64, u64)>,
+    /// Per kind at most two: the latest window counted in, and the one counted before it.
+    counts: Vec<Count>,
 }
 
 /// The most leases one budget keeps (a few per kind); older ranges go first.
@@ -211,17 +239,79 @@ impl Budget {
         !self.leases.is_empty()
     }
 
+    /// Whether every limited kind has a lease covering the window a request at `now_ms`
+    /// counts in (an allowance of 0 covers too). Otherwise the edge holds no lease for
+    /// now — its leases ran out while no answer came — and asks before admitting.
+    pub fn covers(&self, now_ms: u64) -> bool {
+        self.kinds()
+            .all(|w| self.allowance(w, self.current(w, now_ms)).is_some())
+    }
+
     /// The leases held, by window kind then range.
     pub fn leases(&self) -> &[Lease] {
         &self.leases
     }
 
-    /// Admissions made in `window`'s current window (as of the last admission).
+    /// Admissions made in window `index` of kind `window` (the latest two windows counted
+    /// in are kept).
     pub fn spent(&self, window: Window, index: u64) -> u64 {
-        self.spent
+        self.count(window, index).map_or(0, |c| c.admitted)
+    }
+
+    /// Refusals counted in window `index` of kind `window`.
+    pub fn refused(&self, window: Window, index: u64) -> u64 {
+        self.count(window, index).map_or(0, |c| c.refused)
+    }
+
+    fn count(&self, window: Window, index: u64) -> Option<&Count> {
+        self.counts
             .iter()
-            .find(|(w, i, _)| *w == window && *i == index)
-            .map_or(0, |s| s.2)
+            .find(|c| c.window == window && c.index == index)
+    }
+
+    /// The count of window `index` of kind `w`, made the latest (the one before it stays
+    /// as the previous; older ones go). `index` is never before the latest
+    /// ([`Budget::current`]).
+    fn count_mut(&mut self, w: Window, index: u64) -> &mut Count {
+        let latest = self
+            .counts
+            .iter()
+            .filter(|c| c.window == w)
+            .map(|c| c.index)
+            .max();
+        if latest != Some(index) {
+            if let Some(latest) = latest {
+                self.counts.retain(|c| c.window != w || c.index == latest);
+            }
+            self.counts.push(Count {
+                window: w,
+                index,
+                admitted: 0,
+                refused: 0,
+            });
+        }
+        let at = self
+            .counts
+            .iter()
+            .position(|c| c.window == w && c.index == index)
+            .unwrap_or(self.counts.len() - 1);
+        &mut self.counts[at]
+    }
+
+    /// What this edge reports of the token (`SpendReport`): per kind, what it admitted and
+    /// refused in the latest window counted in and the one before it.
+    pub fn spend(&self, token_id: &str) -> Vec<TokenSpend> {
+        self.counts
+            .iter()
+            .filter(|c| c.admitted > 0 || c.refused > 0)
+            .map(|c| TokenSpend {
+                token_id: token_id.to_string(),
+                window: c.window.as_str().to_string(),
+                index: c.index,
+                admitted: c.admitted,
+                refused: c.refused,
+            })
+            .collect()
     }
 
     /// Takes a lease. Allowances only grow: for a window index it already holds an
@@ -250,7 +340,7 @@ impl Budget {
             cuts.push(l.first);
             cuts.push(l.last.saturating_add(1));
         }
-        cuts.sort_unstable();
+        insertion_sort(&mut cuts, |a, b| a > b);
         cuts.dedup();
         let value = |i: u64, held: &[Lease]| -> Option<u64> {
             let h = held
@@ -276,7 +366,7 @@ impl Budget {
         }
         same.clear();
         self.leases.extend(merged);
-        self.leases.sort_by_key(|l| (l.window, l.first));
+        sort_leases(&mut self.leases);
         while self.leases.len() > MAX_LEASES {
             // Keep the nearest ranges: drop the one starting latest.
             let far = self
@@ -314,13 +404,21 @@ impl Budget {
     /// read the clock in one order and update the shared budget in another cannot reopen
     /// a window that has ended).
     fn current(&self, w: Window, now_ms: u64) -> u64 {
-        let seen = self.spent.iter().find(|s| s.0 == w).map_or(0, |s| s.1);
+        let seen = self
+            .counts
+            .iter()
+            .filter(|c| c.window == w)
+            .map(|c| c.index)
+            .max()
+            .unwrap_or(0);
         w.index(now_ms).max(seen)
     }
 
     /// Decides one request at `now_ms`: admitted (and counted in every limited kind's
-    /// current window) only when every limited kind has an allowance left now. A token
-    /// without leases is not limited here and is always admitted.
+    /// current window) only when every limited kind has an allowance left now. A refusal
+    /// admits nothing and is counted as a refusal in every limited kind's current window
+    /// (the demand the edge reports). A budget without leases limits nothing and always
+    /// admits (the adapters ask for a lease first: [`decide`]).
     pub fn admit(&mut self, now_ms: u64) -> Admission {
         let mut refusal: Option<Refusal> = None;
         for w in self.kinds() {
@@ -343,21 +441,20 @@ impl Budget {
                 });
             }
         }
-        if let Some(r) = refusal {
-            return Admission::Refuse(r);
-        }
-        for w in Window::ALL {
-            if !self.leases.iter().any(|l| l.window == w) {
-                continue;
-            }
+        let kinds: Vec<Window> = self.kinds().collect();
+        for w in kinds {
             let i = self.current(w, now_ms);
-            match self.spent.iter_mut().find(|s| s.0 == w) {
-                Some(s) if s.1 == i => s.2 += 1,
-                Some(s) => *s = (w, i, 1),
-                None => self.spent.push((w, i, 1)),
+            let c = self.count_mut(w, i);
+            if refusal.is_some() {
+                c.refused = c.refused.saturating_add(1);
+            } else {
+                c.admitted = c.admitted.saturating_add(1);
             }
         }
-        Admission::Admit
+        match refusal {
+            Some(r) => Admission::Refuse(r),
+            None => Admission::Admit,
+        }
     }
 
     /// Seconds (at least 1) to wait: until the window ends when its allowance is spent,
@@ -396,7 +493,7 @@ impl Budget {
     }
 
     /// The compact text kept in shared data: `b1` then `;L,<kind>,<first>,<last>,<n>,<limit>`
-    /// per lease and `;S,<kind>,<index>,<count>` per count.
+    /// per lease and `;C,<kind>,<index>,<admitted>,<refused>` per count.
     pub fn encode(&self) -> String {
         let mut s = String::from("b1");
         for l in &self.leases {
@@ -410,8 +507,15 @@ impl Budget {
                 l.limit
             );
         }
-        for (w, i, n) in &self.spent {
-            let _ = write!(s, ";S,{},{i},{n}", w.as_str());
+        for c in &self.counts {
+            let _ = write!(
+                s,
+                ";C,{},{},{},{}",
+                c.window.as_str(),
+                c.index,
+                c.admitted,
+                c.refused
+            );
         }
         s
     }
@@ -434,14 +538,19 @@ impl Budget {
                     per_window: num(4)?,
                     limit: num(5)?,
                 }),
-                (Some("S"), Some(w)) if f.len() == 4 => b.spent.push((w, num(2)?, num(3)?)),
+                (Some("C"), Some(window)) if f.len() == 5 => b.counts.push(Count {
+                    window,
+                    index: num(2)?,
+                    admitted: num(3)?,
+                    refused: num(4)?,
+                }),
                 _ => return None,
             }
         }
-        if b.leases.len() > MAX_LEASES || b.spent.len() > Window::ALL.len() {
+        if b.leases.len() > MAX_LEASES || b.counts.len() > 2 * Window::ALL.len() {
             return None;
         }
-        b.leases.sort_by_key(|l| (l.window, l.first));
+        sort_leases(&mut b.leases);
         Some(b)
     }
 }
@@ -500,6 +609,257 @@ pub fn rate_limit_fields(budget: &Budget, now_ms: u64) -> (String, String) {
     (policy, state)
 }
 
+/// What an edge holds of one token: the control plane's word that it has no limit, or a
+/// budget. Holding nothing (no entry) means the edge has not heard of the token yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// The control plane answered that the token has no limit (its own or its org's).
+    Unlimited,
+    /// Leases and counts.
+    Budget(Budget),
+}
+
+impl Holding {
+    /// The shared-data text: `u1` for [`Holding::Unlimited`], else [`Budget::encode`].
+    pub fn encode(&self) -> String {
+        match self {
+            Holding::Unlimited => "u1".to_string(),
+            Holding::Budget(b) => b.encode(),
+        }
+    }
+
+    /// Reads [`Holding::encode`]'s text; `None` for anything else (never panics).
+    pub fn decode(text: &str) -> Option<Holding> {
+        if text == "u1" {
+            return Some(Holding::Unlimited);
+        }
+        Budget::decode(text).map(Holding::Budget)
+    }
+
+    /// Takes a lease ([`Budget::grant`]); a token held as unlimited becomes limited.
+    pub fn grant(&mut self, lease: Lease, now_ms: u64) {
+        if let Holding::Unlimited = self {
+            *self = Holding::Budget(Budget::new());
+        }
+        if let Holding::Budget(b) = self {
+            b.grant(lease, now_ms);
+        }
+    }
+}
+
+/// What an edge knows of its organization's limits, from the last usage answer that
+/// carried it (`limited`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrgMode {
+    /// No answer yet: the edge has not reached the control plane since it started.
+    Unknown,
+    /// No token of the organization is limited: a token the edge holds nothing for is
+    /// admitted without asking.
+    Unlimited,
+    /// Some or every token is limited: a token the edge holds nothing for waits for its
+    /// lease (or the control plane's word that it is unlimited) before it is admitted.
+    Limited,
+}
+
+impl OrgMode {
+    /// The text kept in shared data (`L`, `U`; nothing for unknown).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgMode::Unknown => "",
+            OrgMode::Unlimited => "U",
+            OrgMode::Limited => "L",
+        }
+    }
+
+    /// Reads [`OrgMode::as_str`]; anything else is [`OrgMode::Unknown`].
+    pub fn parse(text: &[u8]) -> OrgMode {
+        match text {
+            b"U" => OrgMode::Unlimited,
+            b"L" => OrgMode::Limited,
+            _ => OrgMode::Unknown,
+        }
+    }
+}
+
+/// What an edge does with one request of an allowed token ([`decide`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Not limited: forward, nothing to count.
+    Pass,
+    /// Counted in the budget: forward (the budget changed; write it back).
+    Admitted,
+    /// Spent: answer [`refusal_reply`] (the refusal was counted in the budget; writing it
+    /// back is only a demand hint).
+    Refused(Refusal),
+    /// The edge holds no lease of the token and its organization limits tokens (or the
+    /// edge does not know yet): ask the control plane at once and decide again when the
+    /// answer is in; when it cannot wait longer, [`unleased`] decides.
+    Ask,
+}
+
+/// The admission decision for a token given what the edge holds of it (`None`: nothing)
+/// and what it knows of the organization. Never admits a limited token without a lease,
+/// so the fleet's admissions stay within the leases the control plane counted; never
+/// waits for a token of an organization without limits.
+pub fn decide(holding: Option<&mut Holding>, org: OrgMode, now_ms: u64) -> Step {
+    if needs_lease(holding.as_deref(), org, now_ms) {
+        return Step::Ask;
+    }
+    match holding {
+        Some(Holding::Budget(b)) => match b.admit(now_ms) {
+            Admission::Admit => Step::Admitted,
+            Admission::Refuse(r) => Step::Refused(r),
+        },
+        _ => Step::Pass,
+    }
+}
+
+/// Whether [`decide`] would ask for a lease (without deciding anything): the edge holds
+/// nothing for the token and the org may limit it, or holds a budget without a lease for
+/// now.
+pub fn needs_lease(holding: Option<&Holding>, org: OrgMode, now_ms: u64) -> bool {
+    match holding {
+        None => org != OrgMode::Unlimited,
+        Some(Holding::Unlimited) => false,
+        Some(Holding::Budget(b)) => !b.is_limited() || !b.covers(now_ms),
+    }
+}
+
+/// The final word on a request still without a lease when it cannot wait longer
+/// ([`Step::Ask`] after the wait): `None` admits — only when the edge has never reached
+/// the control plane (it knows of no limit, and no lease could exist) — otherwise the 429
+/// to answer, `Retry-After: 1`, without `RateLimit` fields (no lease to describe).
+pub fn unleased(org: OrgMode) -> Option<Reply> {
+    if org == OrgMode::Unknown {
+        return None;
+    }
+    Some(unavailable_reply())
+}
+
+/// The 429 `rate_limited` with `Retry-After: 1` and no `RateLimit` fields: no lease yet,
+/// or the edge could not read or update the budget.
+pub fn unavailable_reply() -> Reply {
+    let reason = Reason::RateLimited;
+    Reply {
+        status: reason.http_status(),
+        headers: vec![
+            ("content-type", "application/json".to_string()),
+            ("cache-control", "no-store".to_string()),
+            ("retry-after", "1".to_string()),
+        ],
+        body: crate::decision::Deny::new(reason, "", &[]).body(),
+        reason,
+    }
+}
+
+/// What an edge reads from the answer to a usage batch that carried `spend` (the control
+/// plane's `UsageAccepted`; other members are ignored).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageAnswer {
+    /// Its next leases.
+    pub leases: Vec<LeaseGrant>,
+    /// Tokens it reported or asked about that have no limit.
+    pub unlimited: Vec<String>,
+    /// Whether any token of its organization is limited (absent when the batch carried no
+    /// `spend`).
+    pub limited: Option<bool>,
+}
+
+/// One lease as the usage answer carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub token_id: String,
+    pub window: String,
+    pub first: u64,
+    pub last: u64,
+    pub per_window: u64,
+    pub limit: u64,
+}
+
+impl LeaseGrant {
+    /// The lease, `None` for an unknown window kind.
+    pub fn lease(&self) -> Option<Lease> {
+        Some(Lease {
+            window: Window::parse(&self.window)?,
+            first: self.first,
+            last: self.last,
+            per_window: self.per_window,
+            limit: self.limit,
+        })
+    }
+}
+
+impl UsageAnswer {
+    /// Parses the answer; `None` when it is not one (never panics). Read through
+    /// `serde_json::Value`, which the filter module links anyway (a derived
+    /// deserializer added tens of kilobytes to it).
+    pub fn from_json(body: &[u8]) -> Option<UsageAnswer> {
+        use serde_json::Value;
+        let text = std::str::from_utf8(body).ok()?;
+        let Value::Object(mut doc) = serde_json::from_str::<Value>(text).ok()? else {
+            return None;
+        };
+        let mut list = |name: &str| -> Option<Vec<Value>> {
+            match doc.remove(name) {
+                None | Some(Value::Null) => Some(Vec::new()),
+                Some(Value::Array(a)) => Some(a),
+                Some(_) => None,
+            }
+        };
+        let (leases, unlimited) = (list("leases")?, list("unlimited")?);
+        let mut answer = UsageAnswer::default();
+        for l in leases {
+            let Value::Object(mut l) = l else { return None };
+            let mut text = |k: &str| match l.remove(k) {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            };
+            let (token_id, window) = (text("token_id")?, text("window")?);
+            let num = |k: &str| l.get(k).and_then(Value::as_u64);
+            answer.leases.push(LeaseGrant {
+                token_id,
+                window,
+                first: num("first")?,
+                last: num("last")?,
+                per_window: num("per_window")?,
+                limit: num("limit")?,
+            });
+        }
+        for id in unlimited {
+            let Value::String(id) = id else { return None };
+            answer.unlimited.push(id);
+        }
+        answer.limited = match doc.get("limited") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_bool()?),
+        };
+        Some(answer)
+    }
+
+    /// The answer to a report that carried `spend`, as an edge takes a 2xx body: what it
+    /// says, and whether it was readable. One that does not say `limited` (or cannot be
+    /// read) comes from a control plane that grants no leases, so no token is limited:
+    /// the edge stops asking.
+    pub fn of_report(body: &[u8]) -> (UsageAnswer, bool) {
+        let parsed = UsageAnswer::from_json(body);
+        let readable = parsed.is_some();
+        let mut answer = parsed.unwrap_or_default();
+        if answer.limited.is_none() {
+            answer.limited = Some(false);
+        }
+        (answer, readable)
+    }
+
+    /// What the answer says of the organization.
+    pub fn org_mode(&self) -> OrgMode {
+        match self.limited {
+            Some(true) => OrgMode::Limited,
+            Some(false) => OrgMode::Unlimited,
+            None => OrgMode::Unknown,
+        }
+    }
+}
+
 /// What an edge sends with a usage batch (`POST /v1/usage`, member `spend`): who it is and,
 /// per limited token and window kind, what it admitted and refused in one window. The
 /// refusals are this count, never one usage record each, so a flood is one number.
@@ -513,7 +873,46 @@ pub struct SpendReport {
     /// At most 1,000 entries.
     #[serde(default)]
     pub tokens: Vec<TokenSpend>,
+    /// Tokens the edge holds nothing for and was asked to admit (at most 1,000): the
+    /// answer carries their leases, or names them `unlimited`.
+    #[serde(default)]
+    pub wanted: Vec<String>,
 }
+
+impl SpendReport {
+    /// The JSON the edge sends (written by hand, like the usage records: the filter
+    /// module needs no JSON serializer otherwise).
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"edge\":");
+        crate::plan::json_str(out, &self.edge);
+        out.push_str(",\"tokens\":[");
+        for (i, t) in self.tokens.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"token_id\":");
+            crate::plan::json_str(out, &t.token_id);
+            out.push_str(",\"window\":");
+            crate::plan::json_str(out, &t.window);
+            let _ = write!(
+                out,
+                ",\"index\":{},\"admitted\":{},\"refused\":{}}}",
+                t.index, t.admitted, t.refused
+            );
+        }
+        out.push_str("],\"wanted\":[");
+        for (i, t) in self.wanted.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            crate::plan::json_str(out, t);
+        }
+        out.push_str("]}");
+    }
+}
+
+/// The most tokens one spend report names (each list), as the control plane accepts.
+pub const MAX_REPORTED: usize = 1000;
 
 /// One token's spend in one window at one edge.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -717,6 +1116,121 @@ mod tests {
             "b1;S,per_year,0,0",
         ] {
             assert_eq!(Budget::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_counted_and_the_spend_names_the_latest_two_windows() {
+        let mut b = Budget::new();
+        b.grant(lease(Window::Second, 0, 9, 2), 0);
+        for t in [0, 10, 20, 1000, 1010, 1020, 1030, 2000] {
+            b.admit(t);
+        }
+        // Window 0 is gone; window 1 admitted 2 and refused 2; window 2 admitted 1.
+        assert_eq!(
+            (b.spent(Window::Second, 0), b.refused(Window::Second, 0)),
+            (0, 0)
+        );
+        assert_eq!(
+            (b.spent(Window::Second, 1), b.refused(Window::Second, 1)),
+            (2, 2)
+        );
+        assert_eq!(
+            (b.spent(Window::Second, 2), b.refused(Window::Second, 2)),
+            (1, 0)
+        );
+        let spend: Vec<(u64, u64, u64)> = b
+            .spend("tok_a")
+            .iter()
+            .map(|t| (t.index, t.admitted, t.refused))
+            .collect();
+        assert_eq!(spend, vec![(1, 2, 2), (2, 1, 0)]);
+        assert_eq!(Budget::decode(&b.encode()), Some(b.clone()));
+        let report = SpendReport {
+            edge: "envoy-1\"x".into(),
+            tokens: b.spend("tok_a"),
+            wanted: vec!["tok_b".into()],
+        };
+        let mut json = String::new();
+        report.write_json(&mut json);
+        let back: SpendReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn a_token_held_as_nothing_is_asked_for_unless_the_org_has_no_limits() {
+        let now = 5_000;
+        assert_eq!(decide(None, OrgMode::Unlimited, now), Step::Pass);
+        assert_eq!(decide(None, OrgMode::Limited, now), Step::Ask);
+        assert_eq!(decide(None, OrgMode::Unknown, now), Step::Ask);
+        let mut h = Holding::Unlimited;
+        assert_eq!(decide(Some(&mut h), OrgMode::Limited, now), Step::Pass);
+        // A budget that holds no lease any more, or none for now, asks again.
+        let mut h = Holding::Budget(Budget::new());
+        assert_eq!(decide(Some(&mut h), OrgMode::Limited, now), Step::Ask);
+        h.grant(lease(Window::Second, 5, 6, 1), now);
+        assert_eq!(decide(Some(&mut h), OrgMode::Limited, 7_000), Step::Ask);
+        // A lease turns the unlimited token into a limited one.
+        let mut h = Holding::Unlimited;
+        h.grant(lease(Window::Second, 5, 5, 1), now);
+        assert_eq!(decide(Some(&mut h), OrgMode::Limited, now), Step::Admitted);
+        assert!(matches!(
+            decide(Some(&mut h), OrgMode::Limited, now),
+            Step::Refused(_)
+        ));
+        for h in [Holding::Unlimited, h] {
+            assert_eq!(Holding::decode(&h.encode()), Some(h.clone()));
+        }
+        assert_eq!(Holding::decode("u2"), None);
+        // After the wait: admitted only by an edge that never reached the control plane.
+        assert_eq!(unleased(OrgMode::Unknown), None);
+        let reply = unleased(OrgMode::Limited).unwrap();
+        assert_eq!((reply.status, reply.reason), (429, Reason::RateLimited));
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "retry-after" && v == "1"));
+        for m in [OrgMode::Unknown, OrgMode::Unlimited, OrgMode::Limited] {
+            assert_eq!(OrgMode::parse(m.as_str().as_bytes()), m);
+        }
+    }
+
+    #[test]
+    fn the_usage_answer_is_read_leniently_and_never_panics() {
+        let body = br#"{"accepted":1,"unknown_tokens":[],"leases":[{"token_id":"tok_a","window":"per_minute","first":3,"last":4,"per_window":7,"limit":50}],"unlimited":["tok_b"],"limited":true}"#;
+        let a = UsageAnswer::from_json(body).unwrap();
+        assert_eq!(a.org_mode(), OrgMode::Limited);
+        assert_eq!(a.unlimited, vec!["tok_b".to_string()]);
+        assert_eq!(
+            a.leases[0].lease(),
+            Some(Lease {
+                window: Window::Minute,
+                first: 3,
+                last: 4,
+                per_window: 7,
+                limit: 50
+            })
+        );
+        let plain = UsageAnswer::from_json(br#"{"accepted":0,"unknown_tokens":[]}"#).unwrap();
+        assert_eq!(plain.org_mode(), OrgMode::Unknown);
+        // As the answer to a report: a control plane that grants no leases limits nothing.
+        let (a, readable) = UsageAnswer::of_report(br#"{"accepted":0,"unknown_tokens":[]}"#);
+        assert!(readable);
+        assert_eq!(a.org_mode(), OrgMode::Unlimited);
+        let (a, readable) = UsageAnswer::of_report(b"");
+        assert!(!readable);
+        assert_eq!(a.org_mode(), OrgMode::Unlimited);
+        assert_eq!(UsageAnswer::of_report(body).0.org_mode(), OrgMode::Limited);
+        for bad in [
+            &b""[..],
+            b"7",
+            b"[]",
+            b"{\"leases\":7}",
+            b"{\"leases\":[{\"token_id\":1}]}",
+            b"{\"limited\":\"yes\"}",
+            b"\xff",
+        ] {
+            assert_eq!(UsageAnswer::from_json(bad), None);
         }
     }
 

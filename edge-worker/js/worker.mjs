@@ -41,6 +41,16 @@
 //   TESSERA_USAGE_TOKEN          bearer credential for TESSERA_USAGE_URL
 //   TESSERA_USAGE_BATCH          events per batch (100)
 //   TESSERA_USAGE_FLUSH_MS       a batch is sent at the latest this long after the last (10000)
+//
+// Rate limits (issue 25), with usage reports on: the isolate plays the Envoy process's
+// part of the lease protocol. Its usage batches carry its spend (what each limited token
+// admitted and refused in the latest windows) at least once a second while requests come
+// (min(TESSERA_USAGE_FLUSH_MS, 1000)), and their answers' leases are merged; an allowed
+// request is admitted only within the lease its token's budget holds, else 429
+// rate_limited with Retry-After and the RateLimit-Policy / RateLimit fields. A token the
+// isolate holds no lease for (in an org that limits tokens, or before the first answer)
+// waits while a report naming it goes at once — at most refresh_wait_ms() (1 s) — then is
+// refused 429 if still without one (admitted only when the isolate never got an answer).
 //   TESSERA_WEBCRYPTO            "auto" (default): signatures are checked with crypto.subtle
 //                                where the runtime has the algorithm, else in Rust;
 //                                "off": always in Rust. The decisions are the same.
@@ -124,6 +134,7 @@ function currentState(env) {
     lists: new Map(), // status list uri -> { url, etag, loaded, fetchedAt, retryAt, refreshingSince, forcedAt, endedFor }
     keySets: new Map(), // JWKS URL -> the same fetch state
     webcrypto: env.TESSERA_WEBCRYPTO !== "off",
+    rateLimits: false, // whether the verifier was told to limit (usage reports on)
     cryptoKeys: new Map(), // public JWK text (from the verifier) -> CryptoKey, or null
   };
   try {
@@ -399,27 +410,93 @@ async function decide(st, method, pathAndQuery, headers, clientIp, nowSecs) {
 
 // ---------------------------------------------------------------------------------------
 // Usage reports: core's records (JSON text), batched per isolate, sent with ctx.waitUntil
-// so no request waits.
+// so no request waits. With rate limits on, a batch carries the isolate's spend at least
+// once a second while requests come (sent even without records), and its answer's leases
+// are merged (issue 25).
 
-const usage = { events: [], lastFlush: 0 };
+const usage = { events: [], lastFlush: 0, lastSpend: 0, askingSince: 0 };
 
-function recordUsage(s, ctx, record) {
-  if (!s.usageUrl) return;
-  usage.events.push(record);
-  const now = Date.now();
-  if (usage.events.length < s.usageBatch && now - usage.lastFlush < s.usageFlushMs) return;
-  const events = usage.events.splice(0, 1000);
-  usage.lastFlush = now;
+// POSTs a batch; with `spend`, merges the answer's leases. Resolves when done (never
+// rejects).
+async function sendUsage(st, s, events, spend, timeoutMs) {
   const headers = { "content-type": "application/json" };
   if (s.usageToken) headers.authorization = `Bearer ${s.usageToken}`;
-  ctx.waitUntil(
-    fetch(s.usageUrl, { method: "POST", headers, body: `{"events":[${events.join(",")}]}` })
-      .then((resp) => {
-        if (!resp.ok) console.error(`tessera: usage report: HTTP ${resp.status}`);
-        return resp.body?.cancel();
-      })
-      .catch((e) => console.error(`tessera: usage report: ${e instanceof Error ? e.message : e}`)),
-  );
+  const body = `{"events":[${events.join(",")}]${spend ? `,"spend":${spend}` : ""}}`;
+  const init = { method: "POST", headers, body };
+  if (timeoutMs && typeof AbortSignal !== "undefined" && typeof AbortSignal.timeout === "function") {
+    init.signal = AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs)));
+  }
+  try {
+    const resp = await fetch(s.usageUrl, init);
+    if (!resp.ok) {
+      console.error(`tessera: usage report: HTTP ${resp.status}`);
+      await resp.body?.cancel();
+      return;
+    }
+    if (!spend) {
+      await resp.body?.cancel();
+      return;
+    }
+    try {
+      st.verifier.apply_usage_answer(await resp.text(), Date.now());
+    } catch (e) {
+      console.error(`tessera: ${e instanceof Error ? e.message : e}`);
+    }
+  } catch (e) {
+    console.error(`tessera: usage report: ${e instanceof Error ? e.message : e}`);
+  }
+}
+
+function recordUsage(st, s, ctx, record) {
+  if (!s.usageUrl) return;
+  if (record) usage.events.push(record);
+  const now = Date.now();
+  const spendDue = st.rateLimits && now - usage.lastSpend >= Math.min(s.usageFlushMs, 1000);
+  if (!spendDue && (usage.events.length === 0 || (usage.events.length < s.usageBatch && now - usage.lastFlush < s.usageFlushMs))) return;
+  const events = usage.events.splice(0, 1000);
+  usage.lastFlush = now;
+  let spend;
+  if (spendDue) {
+    usage.lastSpend = now;
+    spend = st.verifier.spend_report();
+  }
+  ctx.waitUntil(sendUsage(st, s, events, spend, s.timeout));
+}
+
+// A request of a token the isolate holds no lease for: sends a report naming it at once
+// (one at a time; a request that finds one in flight waits for it, then sends its own if
+// its token still has none) and waits for the answer, at most refresh_wait_ms().
+async function askLease(st, s, token) {
+  const deadline = Date.now() + st.verifier.refresh_wait_ms();
+  while (Date.now() < deadline && st.verifier.lease_pending(token, Date.now())) {
+    if (usage.askingSince === 0 && st.verifier.asking()) {
+      usage.askingSince = Date.now();
+      usage.lastSpend = usage.askingSince;
+      try {
+        const events = usage.events.splice(0, 1000);
+        await sendUsage(st, s, events, st.verifier.spend_report(), deadline - Date.now());
+      } finally {
+        usage.askingSince = 0;
+      }
+    } else {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+}
+
+// The rate limit of an allowed verdict: null to forward, or the 429 to answer.
+async function rateLimit(st, s, verdict) {
+  if (!verdict.allow || !verdict.limit_token || !s.usageUrl) return null;
+  if (!st.rateLimits) {
+    st.verifier.enable_rate_limits(`workerd-${crypto.randomUUID()}`);
+    st.rateLimits = true;
+  }
+  let rl = st.verifier.rate_limit(verdict.limit_token, Date.now(), true);
+  if (rl.step === "ask") {
+    await askLease(st, s, verdict.limit_token);
+    rl = st.verifier.rate_limit(verdict.limit_token, Date.now(), false);
+  }
+  return rl.step === "refuse" ? rl : null;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -465,8 +542,19 @@ export default {
       return failClosed();
     }
 
-    // Usage: every decision about a token whose signature verified (core's record).
-    if (verdict.usage) recordUsage(s, ctx, verdict.usage);
+    let limited;
+    try {
+      limited = await rateLimit(st, s, verdict);
+    } catch (e) {
+      console.error(`tessera: rate limit failure: ${e instanceof Error ? e.message : e}`);
+      return failClosed();
+    }
+    // Usage: every decision about a token whose signature verified (core's record); a
+    // rate-limit refusal is counted in the spend instead.
+    recordUsage(st, s, ctx, limited ? null : verdict.usage);
+    if (limited) {
+      return new Response(limited.body, { status: limited.status, headers: limited.headers });
+    }
     if (!verdict.allow) {
       return new Response(verdict.body, { status: verdict.status, headers: verdict.headers });
     }

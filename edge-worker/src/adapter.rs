@@ -15,14 +15,23 @@
 //! - status lists and JWKS fetched by the entry are applied by core's rule
 //!   ([`tessera_core::synced`]), as the filter applies what its sync service publishes,
 //!   and status freshness follows `sync.max_staleness_secs` (see
-//!   [`EdgeVerifier::status_fresh`]).
+//!   [`EdgeVerifier::status_fresh`]);
+//! - rate limits (issue 25) per isolate, with the filter's lease protocol: what the filter
+//!   keeps per Envoy process in shared data is kept here per isolate ([`RateLimits`]),
+//!   and core decides ([`tessera_core::ratelimit::decide`]).
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tessera_core::config::ClientIpSource;
+use tessera_core::ratelimit::{
+    decide, needs_lease, refusal_reply, unleased, Holding, OrgMode, SpendReport, Step as Admission,
+    UsageAnswer, MAX_REPORTED,
+};
 use tessera_core::synced::{status_list_document, withdrawn_document, SyncedKeys};
 use tessera_core::{
-    CacheUse, ConfigError, Decision, Identity, Outcome, Plan, Refresh, Request, SignatureRequest,
-    Step, TokenCache, UsageRecord, Verifier,
+    CacheUse, ConfigError, Decision, Identity, Outcome, Plan, Refresh, Reply, Request,
+    SignatureRequest, Step, TokenCache, UsageRecord, Verifier,
 };
 
 /// The field named when a configuration's client address source cannot work at the edge.
@@ -51,7 +60,46 @@ pub struct Verdict {
     /// Core's "refresh needed": the entry may fetch this (keys, or the status list at a
     /// uri) and decide again, once; `plan` is what stands if it does not.
     pub refresh: Option<Refresh>,
+    /// For an allowed token: the API token whose rate limits it counts against (its own
+    /// id, or the parent of an exchanged access token); see [`EdgeVerifier::rate_limit`].
+    pub limit_token: Option<String>,
 }
+
+/// What the rate limit does with an allowed request ([`EdgeVerifier::rate_limit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateLimit {
+    /// Forward it.
+    Go,
+    /// Answer this 429 (`rate_limited`); no usage record (refusals are counted).
+    Refuse(Reply),
+    /// The isolate holds no lease of the token: send a report at once (its `wanted`
+    /// names the token), wait for the answer (at most core's `REFRESH_WAIT_MS`), apply it,
+    /// and ask again with `may_wait` false.
+    Ask,
+}
+
+/// Rate limits at one isolate: what the Envoy filter keeps per process in shared data
+/// (`filter/src/budget.rs`), kept per isolate, with the same report and answer.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    /// This isolate's id in its spend reports; `None` while it sends no usage reports
+    /// (then no lease can come, and nothing is limited here).
+    edge: Option<String>,
+    /// What the isolate holds per token.
+    holdings: BTreeMap<String, Holding>,
+    /// From the last answer that carried it (`None`: no answer yet).
+    mode: Option<OrgMode>,
+    /// Tokens held nothing for that requests asked a lease of.
+    wanted: Vec<String>,
+    /// Tokens whose wait ran out, and until when (Unix ms) they are decided at once.
+    gave_up: Vec<(String, u64)>,
+}
+
+/// The most tokens an isolate holds something for (beyond, the marks of unlimited tokens
+/// are forgotten first).
+pub const MAX_HOLDINGS: usize = 4096;
+/// How long after a token's wait ran out its requests are decided without waiting.
+pub const GAVE_UP_MS: u64 = 5_000;
 
 /// The first half of a two-phase check ([`EdgeVerifier::begin`]).
 #[derive(Debug)]
@@ -102,6 +150,8 @@ pub struct EdgeVerifier {
     lists: Vec<(String, Option<u64>)>,
     /// Staleness without a `sync` section.
     default_max_staleness_secs: u64,
+    /// Rate limits (issue 25).
+    limits: RateLimits,
 }
 
 impl EdgeVerifier {
@@ -146,6 +196,7 @@ impl EdgeVerifier {
             keys_in_force: Vec::new(),
             lists: Vec::new(),
             default_max_staleness_secs: DEFAULT_MAX_STALENESS_SECS,
+            limits: RateLimits::default(),
         };
         edge.rebuild_keys();
         Ok(edge)
@@ -381,6 +432,9 @@ impl EdgeVerifier {
             Decision::Allow(identity) => Some(identity),
             Decision::Deny(_) => None,
         };
+        let limit_token = identity
+            .as_ref()
+            .map(|i| i.parent.as_ref().unwrap_or(&i.token_id).clone());
         Verdict {
             plan,
             path: request.path.to_owned(),
@@ -388,7 +442,138 @@ impl EdgeVerifier {
             cache: outcome.cache,
             usage,
             refresh: outcome.refresh,
+            limit_token,
         }
+    }
+
+    /// Turns rate limiting on: this isolate sends usage reports, as `edge` (an id unique
+    /// to the isolate, at most 64 characters) in their `spend`.
+    pub fn enable_rate_limits(&mut self, edge: &str) {
+        self.limits.edge = Some(edge.chars().take(64).collect());
+    }
+
+    /// The rate-limit decision for an allowed request of `token` (a verdict's
+    /// `limit_token`) at `now_ms`, by the filter's rules: within the budget the isolate
+    /// holds; a token it holds nothing for (in an org that limits tokens, or before the
+    /// first answer) asks for a lease, and is refused 429 after the wait (`may_wait`
+    /// false) unless the isolate never got an answer at all.
+    pub fn rate_limit(&mut self, token: &str, now_ms: u64, may_wait: bool) -> RateLimit {
+        let l = &mut self.limits;
+        if l.edge.is_none() {
+            return RateLimit::Go;
+        }
+        let mode = l.mode.unwrap_or(OrgMode::Unknown);
+        match decide(l.holdings.get_mut(token), mode, now_ms) {
+            Admission::Pass | Admission::Admitted => RateLimit::Go,
+            Admission::Refused(r) => match l.holdings.get(token) {
+                Some(Holding::Budget(b)) => RateLimit::Refuse(refusal_reply(b, &r, now_ms)),
+                _ => RateLimit::Go,
+            },
+            Admission::Ask => {
+                if !l.wanted.iter().any(|t| t == token) && l.wanted.len() < MAX_REPORTED {
+                    l.wanted.push(token.to_owned());
+                }
+                l.gave_up.retain(|(_, until)| *until > now_ms);
+                let gave_up = l.gave_up.iter().any(|(t, _)| t == token);
+                if may_wait && !gave_up {
+                    return RateLimit::Ask;
+                }
+                if !may_wait && !gave_up && l.gave_up.len() < MAX_REPORTED {
+                    l.gave_up
+                        .push((token.to_owned(), now_ms.saturating_add(GAVE_UP_MS)));
+                }
+                match unleased(mode) {
+                    None => RateLimit::Go,
+                    Some(reply) => RateLimit::Refuse(reply),
+                }
+            }
+        }
+    }
+
+    /// Whether the isolate has tokens to ask leases of (a report should go now).
+    pub fn asking(&self) -> bool {
+        !self.limits.wanted.is_empty()
+    }
+
+    /// Whether a request of `token` would still ask for a lease ([`RateLimit::Ask`]),
+    /// without deciding anything: the entry waits while this holds (bounded).
+    pub fn lease_pending(&self, token: &str, now_ms: u64) -> bool {
+        let l = &self.limits;
+        l.edge.is_some()
+            && needs_lease(
+                l.holdings.get(token),
+                l.mode.unwrap_or(OrgMode::Unknown),
+                now_ms,
+            )
+    }
+
+    /// The `spend` member of the next usage batch (JSON), or `None` while rate limiting
+    /// is off: per token held as a budget, what was admitted and refused in the latest
+    /// windows; budgets with nothing counted and the tokens asked for under `wanted`.
+    pub fn spend_report(&mut self) -> Option<String> {
+        let l = &mut self.limits;
+        let edge = l.edge.clone()?;
+        let mut report = SpendReport {
+            edge,
+            tokens: Vec::new(),
+            wanted: Vec::new(),
+        };
+        for (id, h) in &l.holdings {
+            if let Holding::Budget(b) = h {
+                let spend = b.spend(id);
+                if spend.is_empty() {
+                    report.wanted.push(id.clone());
+                } else if report.tokens.len() + spend.len() <= MAX_REPORTED {
+                    report.tokens.extend(spend);
+                }
+            }
+        }
+        for id in std::mem::take(&mut l.wanted) {
+            if !report.wanted.contains(&id) {
+                report.wanted.push(id);
+            }
+        }
+        report.wanted.truncate(MAX_REPORTED);
+        let mut json = String::new();
+        report.write_json(&mut json);
+        Some(json)
+    }
+
+    /// Merges the 2xx answer to a batch that carried `spend` (the control plane's JSON):
+    /// its leases into the budgets, `unlimited` tokens marked so, the org's mode. Returns
+    /// the leases merged, or an error when it is unreadable — then, as for an answer that
+    /// does not say `limited`, no lease will come from that control plane and no token is
+    /// limited here ([`UsageAnswer::of_report`]).
+    pub fn apply_usage_answer(&mut self, text: &str, now_ms: u64) -> Result<usize, String> {
+        let (answer, readable) = UsageAnswer::of_report(text.as_bytes());
+        let l = &mut self.limits;
+        l.mode = Some(answer.org_mode());
+        if !readable {
+            return Err(
+                "the usage answer carries no readable leases; no token is limited".to_string(),
+            );
+        }
+        if l.holdings.len() >= MAX_HOLDINGS {
+            l.holdings.retain(|_, h| !matches!(h, Holding::Unlimited));
+        }
+        let mut merged = 0;
+        for g in &answer.leases {
+            let Some(lease) = g.lease() else { continue };
+            if l.holdings.len() >= MAX_HOLDINGS && !l.holdings.contains_key(&g.token_id) {
+                continue;
+            }
+            l.holdings
+                .entry(g.token_id.clone())
+                .or_insert_with(|| Holding::Budget(Default::default()))
+                .grant(lease, now_ms);
+            merged += 1;
+        }
+        for id in answer.unlimited {
+            if l.holdings.len() < MAX_HOLDINGS || l.holdings.contains_key(&id) {
+                l.holdings.insert(id, Holding::Unlimited);
+            }
+        }
+        Ok(merged)
     }
 }
 
@@ -514,6 +699,72 @@ mod tests {
             Plan::Forward { .. } => None,
             Plan::Reply(r) => Some(r.reason.as_str()),
         }
+    }
+
+    #[test]
+    fn rate_limits_follow_the_leases_an_isolate_is_answered() {
+        // The filter's protocol per isolate: a token held nothing for asks, the answer's
+        // lease admits up to its allowance, then 429 with the draft's fields; the spend
+        // report names what was admitted and refused.
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut edge = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        let token = TokenBuilder::new(now())
+            .claim("jti", "tok_w")
+            .status_idx(0)
+            .sign(&key);
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        let v = edge.check("GET", "/x", &h, None, now());
+        assert_eq!(v.limit_token.as_deref(), Some("tok_w"));
+        let now_ms = now() * 1000;
+        // Without usage reports nothing is limited here.
+        assert_eq!(edge.rate_limit("tok_w", now_ms, true), RateLimit::Go);
+        assert_eq!(edge.spend_report(), None);
+        edge.enable_rate_limits("workerd-1");
+        assert!(edge.lease_pending("tok_w", now_ms));
+        assert_eq!(edge.rate_limit("tok_w", now_ms, true), RateLimit::Ask);
+        let report: Value = serde_json::from_str(&edge.spend_report().unwrap()).unwrap();
+        assert_eq!(report["edge"], "workerd-1");
+        assert_eq!(report["wanted"], json!(["tok_w"]));
+        let minute = now_ms / 60_000;
+        let answer = json!({"accepted": 0, "unknown_tokens": [], "limited": true,
+            "leases": [{"token_id": "tok_w", "window": "per_minute", "first": minute,
+                        "last": minute + 1, "per_window": 2, "limit": 9}],
+            "unlimited": ["tok_free"]});
+        assert_eq!(edge.apply_usage_answer(&answer.to_string(), now_ms), Ok(1));
+        assert!(!edge.lease_pending("tok_w", now_ms));
+        assert!(!edge.lease_pending("tok_free", now_ms));
+        assert_eq!(edge.rate_limit("tok_w", now_ms, false), RateLimit::Go);
+        assert_eq!(edge.rate_limit("tok_w", now_ms, false), RateLimit::Go);
+        let RateLimit::Refuse(reply) = edge.rate_limit("tok_w", now_ms, false) else {
+            panic!("admitted past the lease");
+        };
+        assert_eq!((reply.status, reply.reason.as_str()), (429, "rate_limited"));
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "ratelimit-policy" && v == "\"per_minute\";q=9;w=60"));
+        assert_eq!(edge.rate_limit("tok_free", now_ms, true), RateLimit::Go);
+        let report: Value = serde_json::from_str(&edge.spend_report().unwrap()).unwrap();
+        assert_eq!(
+            report["tokens"],
+            json!([{"token_id": "tok_w", "window": "per_minute", "index": minute,
+                    "admitted": 2, "refused": 1}])
+        );
+        // A token still without a lease after its wait: refused, then decided at once.
+        assert_eq!(edge.rate_limit("tok_new", now_ms, true), RateLimit::Ask);
+        assert!(matches!(
+            edge.rate_limit("tok_new", now_ms, false),
+            RateLimit::Refuse(_)
+        ));
+        assert!(matches!(
+            edge.rate_limit("tok_new", now_ms + 10, true),
+            RateLimit::Refuse(_)
+        ));
+        // A control plane that grants no leases (its answer does not say `limited`, or
+        // cannot be read): nothing is limited any more for tokens held nothing for.
+        assert!(edge.apply_usage_answer("not json", now_ms).is_err());
+        assert!(!edge.lease_pending("tok_other", now_ms));
+        assert_eq!(edge.rate_limit("tok_other", now_ms, true), RateLimit::Go);
     }
 
     #[test]

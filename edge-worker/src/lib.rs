@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! {allow: true,  path, headers_to_set: [[name, value]...], headers_to_remove: [name...],
-//!  user, org, status_fail_open, usage, cache, refresh, refresh_uri}
+//!  limit_token, user, org, status_fail_open, usage, cache, refresh, refresh_uri}
 //! {allow: false, status, headers: [[name, value]...], body, reason, usage, cache,
 //!  refresh, refresh_uri}
 //! ```
@@ -18,6 +18,11 @@
 //!
 //! `usage` is core's usage record as JSON text (`null` when no token's signature
 //! verified): the entry joins records into `{"events": [...]}` unchanged.
+//!
+//! `limit_token` (issue 25) is the API token an allowed request counts against: the entry
+//! asks `rate_limit(limit_token, now_ms, may_wait)` before forwarding, adds
+//! `spend_report()` to its usage batches and hands their answers to
+//! `apply_usage_answer(...)` (the Envoy filter's lease protocol, per isolate).
 //!
 //! `begin` / `finish` split the same check around the signature, so the entry can verify
 //! it with WebCrypto (`crypto.subtle`) and fall back to `check` (pure Rust) when the
@@ -168,6 +173,57 @@ impl EdgeVerifier {
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             .map_err(|e| JsError::new(&e))
     }
+
+    /// Turns rate limiting on (the isolate sends usage reports), as `edge` in its spend.
+    pub fn enable_rate_limits(&mut self, edge: &str) {
+        self.inner.enable_rate_limits(edge);
+    }
+
+    /// The rate-limit decision for an allowed verdict's `limit_token` at `now_ms`:
+    /// `{step: "go"}`, `{step: "ask"}` (send a report now, wait for its answer, apply it,
+    /// then ask again with `may_wait` false), or `{step: "refuse", status, headers, body,
+    /// reason}`.
+    pub fn rate_limit(&mut self, token: &str, now_ms: f64, may_wait: bool) -> Object {
+        let out = Object::new();
+        match self.inner.rate_limit(token, unix_ms(now_ms), may_wait) {
+            adapter::RateLimit::Go => set(&out, "step", "go".into()),
+            adapter::RateLimit::Ask => set(&out, "step", "ask".into()),
+            adapter::RateLimit::Refuse(reply) => {
+                set(&out, "step", "refuse".into());
+                set(&out, "status", reply.status.into());
+                set(&out, "headers", pairs(&reply.headers).into());
+                set(&out, "body", reply.body.into());
+                set(&out, "reason", reply.reason.as_str().into());
+            }
+        }
+        out
+    }
+
+    /// Whether tokens wait to be asked about (a report naming them should go now).
+    pub fn asking(&self) -> bool {
+        self.inner.asking()
+    }
+
+    /// Whether a request of `token` would still ask for a lease (nothing is decided): the
+    /// entry waits while this holds, at most `refresh_wait_ms()`.
+    pub fn lease_pending(&self, token: &str, now_ms: f64) -> bool {
+        self.inner.lease_pending(token, unix_ms(now_ms))
+    }
+
+    /// The `spend` member (JSON text) for the next usage batch, or `undefined` while rate
+    /// limiting is off. Takes the tokens asked for.
+    pub fn spend_report(&mut self) -> Option<String> {
+        self.inner.spend_report()
+    }
+
+    /// Merges the answer (JSON text) to a batch that carried `spend`; returns the leases
+    /// merged, throws when it is unreadable (nothing changes).
+    pub fn apply_usage_answer(&mut self, text: &str, now_ms: f64) -> Result<u32, JsError> {
+        self.inner
+            .apply_usage_answer(text, unix_ms(now_ms))
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .map_err(|e| JsError::new(&e))
+    }
 }
 
 /// A check waiting for the caller's signature verdict (see `EdgeVerifier.begin`).
@@ -229,6 +285,8 @@ fn verdict_to_js(verdict: adapter::Verdict) -> Object {
                     .collect::<Array>()
                     .into(),
             );
+            let limit = verdict.limit_token.map_or(JsValue::NULL, JsValue::from);
+            set(&out, "limit_token", limit);
             if let Some(identity) = verdict.identity {
                 set(&out, "user", identity.user.into());
                 set(&out, "org", identity.org.into());
@@ -273,6 +331,11 @@ fn unix_secs(now: f64) -> u64 {
     } else {
         0
     }
+}
+
+/// Milliseconds as a whole number (0 for anything that is not a finite positive number).
+fn unix_ms(now: f64) -> u64 {
+    unix_secs(now)
 }
 
 fn set(obj: &Object, key: &str, value: JsValue) {

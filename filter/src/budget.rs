@@ -1,33 +1,63 @@
 //! One rate-limit budget per token per Envoy process (issue 25), shared by the process's
-//! worker VMs through shared data with compare-and-swap.
+//! worker VMs through shared data with compare-and-swap, and fed by the leases the
+//! control plane answers the process's usage reports with.
 //!
-//! A limited token's [`tessera_core::ratelimit::Budget`] lives under `tessera.rl.<token id>`
-//! as its compact text. A worker admits a request by reading the text and its CAS value,
-//! deciding with core ([`Budget::admit`]) and writing the new text back *with that CAS*;
-//! when another worker wrote in between, the write is refused (`CasMismatch`) and the
-//! worker reads again and decides again. So each admission is counted exactly once in the
-//! one shared budget, and N workers never admit more than the process holds (without CAS
-//! a Wasm limiter admits anywhere in `[limit/workers, limit×workers]`:
-//! istio-ecosystem/wasm-extensions#43). A refusal writes nothing. Leases from the control
-//! plane are merged the same way ([`grant`]). Shared data's CAS guards only keys that
-//! exist, so a budget is created with [`crate::lease::CREATE_ONLY`], which succeeds only
-//! while the key is missing.
+//! **Admission.** What a process holds of a token ([`Holding`]: a budget, or the control
+//! plane's word that the token is unlimited) lives under `tessera.rl.<token id>` as its
+//! compact text. A worker admits a request by reading the text and its CAS value,
+//! deciding with core ([`tessera_core::ratelimit::decide`]) and writing the new text back
+//! *with that CAS*; when another worker wrote in between, the write is refused
+//! (`CasMismatch`) and the worker reads again and decides again. So each admission is
+//! counted exactly once in the one shared budget, and N workers never admit more than the
+//! process holds (without CAS a Wasm limiter admits anywhere in
+//! `[limit/workers, limit×workers]`: istio-ecosystem/wasm-extensions#43). A refusal is
+//! written back once, without retrying: its count is only the demand the process reports.
+//!
+//! **A token the process holds nothing for** is admitted at once only when the last usage
+//! answer said no token of the organization is limited ([`MODE`]); otherwise the request
+//! waits for a lease that the process asks for at once ([`Verdict::Ask`]; the request path
+//! pauses it and the root context sends a report naming it), see ARCHITECTURE.md "Rate
+//! limits and quotas".
+//!
+//! **Leases.** A root context that sends a usage batch adds the process's spend to it
+//! ([`report`]: per token in [`INDEX`], what was admitted and refused in the latest
+//! windows, and the tokens asked for) and merges the answer ([`apply`]: each lease into
+//! its token's holding by CAS, `unlimited` tokens marked so, the organization's mode
+//! stored, and [`VERSION`] bumped so paused requests are decided again). One root context
+//! per process sends the periodic report ([`take_turn`]), so the control plane sees one
+//! report per process per interval whatever `--concurrency` is. Shared data's CAS guards
+//! only keys that exist, so a key is created with [`crate::lease::CREATE_ONLY`], which
+//! succeeds only while the key is missing.
 //!
 //! Everything here is host-free behind [`Cas`]; `lib.rs` implements it with
 //! `get_shared_data` / `set_shared_data`.
 
-use tessera_core::ratelimit::{refusal_reply, Admission, Budget, Lease};
+use tessera_core::ratelimit::{
+    decide, refusal_reply, unavailable_reply, Holding, Lease, OrgMode, SpendReport, Step,
+    UsageAnswer, MAX_REPORTED,
+};
 use tessera_core::Reply;
 
 use crate::lease::CREATE_ONLY;
 
-/// Shared-data key prefix of the budgets.
+/// Shared-data key prefix of the holdings.
 pub const PREFIX: &str = "tessera.rl.";
+/// The token ids the process holds something for, space-separated (at most
+/// [`MAX_REPORTED`]): what its reports name.
+pub const INDEX: &str = "tessera.ratelimit.index";
+/// The organization's mode from the last answer that carried it (`L`, `U`).
+pub const MODE: &str = "tessera.ratelimit.mode";
+/// The process's edge id in its reports, made once by its first root context.
+pub const EDGE: &str = "tessera.ratelimit.edge";
+/// When (Unix ms) a root context last took the periodic report's turn.
+pub const TURN: &str = "tessera.ratelimit.turn";
+/// Bumped after each merged answer: paused requests are decided again when it moves.
+pub const VERSION: &str = "tessera.ratelimit.version";
 /// How many times a worker reads again after losing a compare-and-swap before it refuses
 /// (fail closed: the budget is that contended).
 pub const MAX_TRIES: usize = 32;
 
-/// The shared-data key of a token's budget.
+/// The shared-data key of a token's holding.
 pub fn key(token_id: &str) -> String {
     format!("{PREFIX}{token_id}")
 }
@@ -43,92 +73,299 @@ pub trait Cas {
 /// What the budget said about one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The process holds no budget for the token: it is not limited here.
-    Unlimited,
+    /// The token is not limited here (the control plane said so, or the organization
+    /// limits no token): forward, nothing counted.
+    Pass,
     /// Counted in the shared budget: forward.
     Admitted,
     /// Spent: answer this 429 (`rate_limited`).
     Refused(Reply),
+    /// The process holds no lease of the token and must ask for one before admitting it.
+    Ask,
     /// The budget could not be read or updated (unreadable, or contended past
     /// [`MAX_TRIES`]): refuse, fail closed, with this 429.
     Unavailable(Reply),
 }
 
-/// The 429 when the budget cannot be updated: `Retry-After: 1`, no lease to describe.
-fn busy() -> Reply {
-    let reason = tessera_core::Reason::RateLimited;
-    Reply {
-        status: reason.http_status(),
-        headers: vec![
-            ("content-type", "application/json".to_string()),
-            ("cache-control", "no-store".to_string()),
-            ("retry-after", "1".to_string()),
-        ],
-        body: tessera_core::Deny::new(reason, "", &[]).body(),
-        reason,
+/// The organization's mode as the process knows it.
+pub fn mode(shared: &mut dyn Cas) -> OrgMode {
+    match shared.get(MODE) {
+        Ok((Some(b), _)) => OrgMode::parse(&b),
+        _ => OrgMode::Unknown,
     }
 }
 
-/// Decides one request of `token_id` at `now_ms` against the process's shared budget.
-pub fn admit(shared: &mut impl Cas, token_id: &str, now_ms: u64) -> Verdict {
+/// Decides one request of `token_id` at `now_ms` against the process's shared holding.
+/// `reports`: whether this process reports usage (without reports no lease can come, so
+/// a token it holds nothing for passes).
+pub fn admit(shared: &mut dyn Cas, token_id: &str, now_ms: u64, reports: bool) -> Verdict {
     let key = key(token_id);
     for _ in 0..MAX_TRIES {
         let (bytes, cas) = match shared.get(&key) {
-            Ok((None, _)) => return Verdict::Unlimited,
-            Ok((Some(b), Some(cas))) => (b, cas),
-            Ok((Some(_), None)) | Err(_) => return Verdict::Unavailable(busy()),
-        };
-        let Some(mut budget) = std::str::from_utf8(&bytes).ok().and_then(Budget::decode) else {
-            return Verdict::Unavailable(busy());
-        };
-        match budget.admit(now_ms) {
-            Admission::Refuse(r) => {
-                return Verdict::Refused(refusal_reply(&budget, &r, now_ms));
+            Ok((None, _)) => {
+                let org = if reports {
+                    mode(shared)
+                } else {
+                    OrgMode::Unlimited
+                };
+                return match decide(None, org, now_ms) {
+                    Step::Pass => Verdict::Pass,
+                    _ => Verdict::Ask,
+                };
             }
-            Admission::Admit => match shared.set(&key, budget.encode().as_bytes(), cas) {
+            Ok((Some(b), Some(cas))) => (b, cas),
+            Ok((Some(_), None)) | Err(_) => return Verdict::Unavailable(unavailable_reply()),
+        };
+        let Some(mut holding) = std::str::from_utf8(&bytes).ok().and_then(Holding::decode) else {
+            return Verdict::Unavailable(unavailable_reply());
+        };
+        match decide(Some(&mut holding), OrgMode::Limited, now_ms) {
+            Step::Pass => return Verdict::Pass,
+            Step::Ask => return Verdict::Ask,
+            Step::Refused(r) => {
+                let Holding::Budget(budget) = &holding else {
+                    return Verdict::Unavailable(unavailable_reply());
+                };
+                // The refusal's count is a demand hint: one try, lost if contended.
+                let _ = shared.set(&key, holding.encode().as_bytes(), cas);
+                return Verdict::Refused(refusal_reply(budget, &r, now_ms));
+            }
+            Step::Admitted => match shared.set(&key, holding.encode().as_bytes(), cas) {
                 Ok(true) => return Verdict::Admitted,
                 Ok(false) => continue,
-                Err(_) => return Verdict::Unavailable(busy()),
+                Err(_) => return Verdict::Unavailable(unavailable_reply()),
             },
         }
     }
-    Verdict::Unavailable(busy())
+    Verdict::Unavailable(unavailable_reply())
 }
 
-/// Merges `lease` into the token's shared budget (creating it), by compare-and-swap.
-pub fn grant(
-    shared: &mut impl Cas,
+/// Changes the token's shared holding with `change` by compare-and-swap (creating it from
+/// `None`, and adding the token to [`INDEX`]).
+fn update(
+    shared: &mut dyn Cas,
     token_id: &str,
-    lease: Lease,
-    now_ms: u64,
+    change: &dyn Fn(Option<Holding>) -> Holding,
 ) -> Result<(), String> {
     let key = key(token_id);
     for _ in 0..MAX_TRIES {
-        let (budget, cas) = match shared.get(&key)? {
-            (None, _) => (Budget::new(), CREATE_ONLY),
-            (Some(b), Some(cas)) => (
-                std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(Budget::decode)
-                    .unwrap_or_default(),
-                cas,
-            ),
-            (Some(_), None) => return Err("a budget without a CAS value".into()),
+        let (holding, cas) = match shared.get(&key)? {
+            (None, _) => (None, CREATE_ONLY),
+            (Some(b), Some(cas)) => (std::str::from_utf8(&b).ok().and_then(Holding::decode), cas),
+            (Some(_), None) => return Err("a holding without a CAS value".into()),
         };
-        let mut budget = budget;
-        budget.grant(lease, now_ms);
-        if shared.set(&key, budget.encode().as_bytes(), cas)? {
+        let created = cas == CREATE_ONLY;
+        if shared.set(&key, change(holding).encode().as_bytes(), cas)? {
+            if created {
+                index_add(shared, token_id)?;
+            }
             return Ok(());
         }
     }
     Err(format!("the budget of {token_id} stayed contended"))
 }
 
+/// Merges `lease` into the token's shared holding (creating it), by compare-and-swap.
+pub fn grant(
+    shared: &mut dyn Cas,
+    token_id: &str,
+    lease: Lease,
+    now_ms: u64,
+) -> Result<(), String> {
+    update(shared, token_id, &|h| {
+        let mut h = h.unwrap_or(Holding::Budget(Default::default()));
+        h.grant(lease, now_ms);
+        h
+    })
+}
+
+/// Records the control plane's word that the token has no limit.
+pub fn unlimited(shared: &mut dyn Cas, token_id: &str) -> Result<(), String> {
+    update(shared, token_id, &|_| Holding::Unlimited)
+}
+
+/// The ids in [`INDEX`].
+pub fn index(shared: &mut dyn Cas) -> Vec<String> {
+    match shared.get(INDEX) {
+        Ok((Some(b), _)) => String::from_utf8_lossy(&b)
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds `token_id` to [`INDEX`] (while it has room).
+fn index_add(shared: &mut dyn Cas, token_id: &str) -> Result<(), String> {
+    for _ in 0..MAX_TRIES {
+        let (text, cas) = match shared.get(INDEX)? {
+            (None, _) => (String::new(), CREATE_ONLY),
+            (Some(b), Some(cas)) => (String::from_utf8_lossy(&b).into_owned(), cas),
+            (Some(_), None) => return Err("the budget index has no CAS value".into()),
+        };
+        let ids: Vec<&str> = text.split(' ').filter(|s| !s.is_empty()).collect();
+        if ids.contains(&token_id) || ids.len() >= MAX_REPORTED {
+            return Ok(());
+        }
+        let next = if text.is_empty() {
+            token_id.to_string()
+        } else {
+            format!("{text} {token_id}")
+        };
+        if shared.set(INDEX, next.as_bytes(), cas)? {
+            return Ok(());
+        }
+    }
+    Err("the budget index stayed contended".into())
+}
+
+/// The process's edge id: the one its first root context stored, else `candidate`
+/// (stored now).
+pub fn edge_id(shared: &mut dyn Cas, candidate: &str) -> String {
+    for _ in 0..4 {
+        match shared.get(EDGE) {
+            Ok((Some(b), _)) if !b.is_empty() => return String::from_utf8_lossy(&b).into_owned(),
+            Ok(_) => {
+                let _ = shared.set(EDGE, candidate.as_bytes(), CREATE_ONLY);
+            }
+            Err(_) => break,
+        }
+    }
+    candidate.to_string()
+}
+
+/// A shared number and the CAS to replace it with ([`CREATE_ONLY`] when missing);
+/// `None` when unreadable.
+fn number(shared: &mut dyn Cas, key: &str) -> Option<(Option<u64>, u32)> {
+    match shared.get(key) {
+        Ok((None, _)) => Some((None, CREATE_ONLY)),
+        Ok((Some(b), Some(cas))) => Some((
+            std::str::from_utf8(&b).ok().and_then(|t| t.parse().ok()),
+            cas,
+        )),
+        _ => None,
+    }
+}
+
+/// Whether this root context sends the process's periodic report now: the last turn
+/// started `interval_ms` or more ago and this context took the turn (by CAS).
+pub fn take_turn(shared: &mut dyn Cas, now_ms: u64, interval_ms: u64) -> bool {
+    let Some((last, cas)) = number(shared, TURN) else {
+        return false;
+    };
+    if last.is_some_and(|t| now_ms.saturating_sub(t) < interval_ms && t <= now_ms) {
+        return false;
+    }
+    matches!(
+        shared.set(TURN, now_ms.to_string().as_bytes(), cas),
+        Ok(true)
+    )
+}
+
+/// The version paused requests compare ([`VERSION`]).
+pub fn version(shared: &mut dyn Cas) -> u64 {
+    number(shared, VERSION).and_then(|(v, _)| v).unwrap_or(0)
+}
+
+fn bump_version(shared: &mut dyn Cas) {
+    for _ in 0..MAX_TRIES {
+        let Some((v, cas)) = number(shared, VERSION) else {
+            return;
+        };
+        let next = v.unwrap_or(0).wrapping_add(1);
+        if matches!(
+            shared.set(VERSION, next.to_string().as_bytes(), cas),
+            Ok(true)
+        ) {
+            return;
+        }
+    }
+}
+
+/// The process's spend report: per token in [`INDEX`] held as a budget, what it admitted
+/// and refused in the latest windows (a budget with nothing counted is named in
+/// `wanted`, so the answer says whether it is still limited), and the tokens `asked`.
+pub fn report(shared: &mut dyn Cas, edge: &str, asked: &[String]) -> SpendReport {
+    let mut tokens = Vec::new();
+    let mut wanted: Vec<String> = Vec::new();
+    for id in index(shared) {
+        let holding = match shared.get(&key(&id)) {
+            Ok((Some(b), _)) => std::str::from_utf8(&b).ok().and_then(Holding::decode),
+            _ => None,
+        };
+        if let Some(Holding::Budget(b)) = holding {
+            let spend = b.spend(&id);
+            if spend.is_empty() {
+                wanted.push(id);
+            } else if tokens.len() + spend.len() <= MAX_REPORTED {
+                tokens.extend(spend);
+            }
+        }
+    }
+    for id in asked {
+        if !wanted.contains(id) {
+            wanted.push(id.clone());
+        }
+    }
+    wanted.truncate(MAX_REPORTED);
+    SpendReport {
+        edge: edge.to_string(),
+        tokens,
+        wanted,
+    }
+}
+
+/// What merging an answer did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Leases merged.
+    pub leases: u64,
+    /// Tokens marked unlimited.
+    pub unlimited: u64,
+    /// Leases or marks that could not be written (contended or refused by the host).
+    pub failed: u64,
+}
+
+/// Merges a usage answer into the process's shared holdings, stores the organization's
+/// mode, and bumps [`VERSION`].
+pub fn apply(shared: &mut dyn Cas, answer: &UsageAnswer, now_ms: u64) -> Applied {
+    let mut applied = Applied::default();
+    let mode = answer.org_mode();
+    if mode != OrgMode::Unknown {
+        let cas = match shared.get(MODE) {
+            Ok((_, Some(cas))) => cas,
+            _ => CREATE_ONLY,
+        };
+        let _ = shared.set(MODE, mode.as_str().as_bytes(), cas);
+    }
+    for g in &answer.leases {
+        let ok = match g.lease() {
+            Some(lease) => grant(shared, &g.token_id, lease, now_ms).is_ok(),
+            None => false,
+        };
+        if ok {
+            applied.leases += 1;
+        } else {
+            applied.failed += 1;
+        }
+    }
+    for id in &answer.unlimited {
+        if unlimited(shared, id).is_ok() {
+            applied.unlimited += 1;
+        } else {
+            applied.failed += 1;
+        }
+    }
+    bump_version(shared);
+    applied
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use tessera_core::ratelimit::Window;
+    use tessera_core::ratelimit::{LeaseGrant, Window};
 
     /// Envoy's shared data as its CAS behaves: every write bumps the key's CAS; a write
     /// with another key's CAS is refused; any CAS is accepted for a missing key.
@@ -187,9 +424,22 @@ mod tests {
     }
 
     #[test]
-    fn a_token_without_a_budget_is_unlimited_here() {
+    fn a_token_held_as_nothing_passes_only_where_no_token_is_limited() {
         let mut s = Shared::default();
-        assert_eq!(admit(&mut s, "tok_a", 5), Verdict::Unlimited);
+        // No reports: no lease can come, nothing is limited.
+        assert_eq!(admit(&mut s, "tok_a", 5, false), Verdict::Pass);
+        // Reports, but no answer yet, or an org that limits tokens: ask first.
+        assert_eq!(admit(&mut s, "tok_a", 5, true), Verdict::Ask);
+        s.set(MODE, b"L", CREATE_ONLY).unwrap();
+        assert_eq!(admit(&mut s, "tok_a", 5, true), Verdict::Ask);
+        let cas = s.get(MODE).unwrap().1.unwrap();
+        s.set(MODE, b"U", cas).unwrap();
+        assert_eq!(admit(&mut s, "tok_a", 5, true), Verdict::Pass);
+        // The control plane's word that a token is unlimited.
+        unlimited(&mut s, "tok_b").unwrap();
+        let cas = s.get(MODE).unwrap().1.unwrap();
+        s.set(MODE, b"L", cas).unwrap();
+        assert_eq!(admit(&mut s, "tok_b", 5, true), Verdict::Pass);
     }
 
     #[test]
@@ -205,17 +455,17 @@ mod tests {
                 shared: &mut s,
                 snapshot: Some(snapshot.clone()),
             };
-            if admit(&mut w, "tok_a", 10) == Verdict::Admitted {
+            if admit(&mut w, "tok_a", 10, true) == Verdict::Admitted {
                 admitted += 1;
             }
         }
         for _ in 0..10 {
-            if admit(&mut s, "tok_a", 20) == Verdict::Admitted {
+            if admit(&mut s, "tok_a", 20, true) == Verdict::Admitted {
                 admitted += 1;
             }
         }
         assert_eq!(admitted, 5);
-        let Verdict::Refused(reply) = admit(&mut s, "tok_a", 30) else {
+        let Verdict::Refused(reply) = admit(&mut s, "tok_a", 30, true) else {
             panic!("admitted past the budget");
         };
         assert_eq!(reply.status, 429);
@@ -224,7 +474,7 @@ mod tests {
             .iter()
             .any(|(k, v)| *k == "retry-after" && v == "1"));
         // The next second has its own allowance.
-        assert_eq!(admit(&mut s, "tok_a", 1_000), Verdict::Admitted);
+        assert_eq!(admit(&mut s, "tok_a", 1_000, true), Verdict::Admitted);
     }
 
     #[test]
@@ -232,13 +482,74 @@ mod tests {
         let mut s = Shared::default();
         grant(&mut s, "tok_b", lease(1), 0).unwrap();
         grant(&mut s, "tok_b", lease(2), 0).unwrap();
-        assert_eq!(admit(&mut s, "tok_b", 0), Verdict::Admitted);
-        assert_eq!(admit(&mut s, "tok_b", 0), Verdict::Admitted);
-        assert!(matches!(admit(&mut s, "tok_b", 0), Verdict::Refused(_)));
+        assert_eq!(admit(&mut s, "tok_b", 0, true), Verdict::Admitted);
+        assert_eq!(admit(&mut s, "tok_b", 0, true), Verdict::Admitted);
+        assert!(matches!(
+            admit(&mut s, "tok_b", 0, true),
+            Verdict::Refused(_)
+        ));
         s.map.insert(key("tok_c"), (b"garbage".to_vec(), 99));
-        let Verdict::Unavailable(reply) = admit(&mut s, "tok_c", 0) else {
+        let Verdict::Unavailable(reply) = admit(&mut s, "tok_c", 0, true) else {
             panic!("an unreadable budget must refuse");
         };
         assert_eq!(reply.reason, tessera_core::Reason::RateLimited);
+    }
+
+    #[test]
+    fn the_report_names_spend_and_asks_and_the_answer_merges() {
+        let mut s = Shared::default();
+        let edge = edge_id(&mut s, "envoy-a");
+        // A second root context of the process adopts the first one's id.
+        assert_eq!(edge_id(&mut s, "envoy-b"), edge);
+        let answer = UsageAnswer {
+            leases: vec![LeaseGrant {
+                token_id: "tok_a".into(),
+                window: "per_second".into(),
+                first: 0,
+                last: 9,
+                per_window: 1,
+                limit: 3,
+            }],
+            unlimited: vec!["tok_u".into()],
+            limited: Some(true),
+        };
+        assert_eq!(version(&mut s), 0);
+        let applied = apply(&mut s, &answer, 0);
+        assert_eq!(
+            (applied.leases, applied.unlimited, applied.failed),
+            (1, 1, 0)
+        );
+        assert_eq!(version(&mut s), 1);
+        assert_eq!(mode(&mut s), OrgMode::Limited);
+        assert_eq!(index(&mut s), vec!["tok_a".to_string(), "tok_u".into()]);
+        // Nothing spent yet: the budget is named so the answer says it still is limited.
+        let r = report(&mut s, &edge, &["tok_new".into()]);
+        assert_eq!(r.edge, "envoy-a");
+        assert!(r.tokens.is_empty());
+        assert_eq!(r.wanted, vec!["tok_a".to_string(), "tok_new".into()]);
+        assert_eq!(admit(&mut s, "tok_a", 10, true), Verdict::Admitted);
+        assert!(matches!(
+            admit(&mut s, "tok_a", 20, true),
+            Verdict::Refused(_)
+        ));
+        let r = report(&mut s, &edge, &[]);
+        let t: Vec<(&str, u64, u64, u64)> = r
+            .tokens
+            .iter()
+            .map(|t| (t.window.as_str(), t.index, t.admitted, t.refused))
+            .collect();
+        assert_eq!(t, vec![("per_second", 0, 1, 1)]);
+        assert!(r.wanted.is_empty());
+    }
+
+    #[test]
+    fn one_root_context_takes_the_turn_per_interval() {
+        let mut s = Shared::default();
+        assert!(take_turn(&mut s, 1_000, 200));
+        assert!(!take_turn(&mut s, 1_100, 200));
+        assert!(take_turn(&mut s, 1_200, 200));
+        // A turn stamped in the future (a clock stepped back) does not stall reports.
+        s.map.insert(TURN.into(), (b"9999999".to_vec(), 77));
+        assert!(take_turn(&mut s, 1_300, 200));
     }
 }

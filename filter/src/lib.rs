@@ -65,6 +65,14 @@ struct Metrics {
     usage_dropped: Option<u32>,
     jwks_refresh_requested: Option<u32>,
     refresh_wait: Option<u32>,
+    rl_admitted: Option<u32>,
+    rl_refused: Option<u32>,
+    rl_asked: Option<u32>,
+    rl_unleased: Option<u32>,
+    rl_unavailable: Option<u32>,
+    /// Leases merged from usage answers, and reports sent with spend.
+    rl_leases: Option<u32>,
+    rl_reports: Option<u32>,
     /// Gauge: this VM's linear memory, in bytes (it never shrinks, so it is the peak).
     vm_memory: Option<u32>,
     /// Gauge: bytes held by the status lists in force.
@@ -119,6 +127,13 @@ impl Metrics {
             usage_dropped: counter("tessera.usage_dropped"),
             jwks_refresh_requested: counter("tessera.jwks_refresh_requested"),
             refresh_wait: counter("tessera.refresh_wait"),
+            rl_admitted: counter("tessera.ratelimit.admitted"),
+            rl_refused: counter("tessera.ratelimit.refused"),
+            rl_asked: counter("tessera.ratelimit.asked"),
+            rl_unleased: counter("tessera.ratelimit.unleased"),
+            rl_unavailable: counter("tessera.ratelimit.unavailable"),
+            rl_leases: counter("tessera.ratelimit.leases"),
+            rl_reports: counter("tessera.ratelimit.reports"),
             vm_memory: gauge("tessera.vm_memory_bytes"),
             status_list_bytes: gauge("tessera.status_list_bytes"),
         }
@@ -165,6 +180,11 @@ impl Metrics {
         Metrics::add64(self.usage_dropped, c.usage_dropped);
         Metrics::add64(self.jwks_refresh_requested, c.jwks_refresh_requested);
         Metrics::add64(self.refresh_wait, c.refresh_wait);
+        Metrics::add64(self.rl_admitted, c.rl_admitted);
+        Metrics::add64(self.rl_refused, c.rl_refused);
+        Metrics::add64(self.rl_asked, c.rl_asked);
+        Metrics::add64(self.rl_unleased, c.rl_unleased);
+        Metrics::add64(self.rl_unavailable, c.rl_unavailable);
     }
 
     fn add64(id: Option<u32>, n: u64) {
@@ -204,6 +224,49 @@ struct Root {
     lease: Option<LeaseRoot>,
     /// In-flight usage call (filter role).
     usage_call: Option<u32>,
+    /// Whether it carries the rate-limit spend, and the tokens it asked leases of (asked
+    /// again if it fails).
+    usage_spend: Option<Vec<String>>,
+    /// The process's edge id in spend reports (read or made on first use).
+    rl_edge: Option<String>,
+}
+
+/// Shared data through proxy-wasm calls, as `budget` uses it.
+struct ProxyCas;
+
+impl budget::Cas for ProxyCas {
+    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        hostcalls::get_shared_data(key).map_err(|s| format!("{s:?}"))
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, String> {
+        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+            Ok(()) => Ok(true),
+            Err(proxy_wasm::types::Status::CasMismatch) => Ok(false),
+            Err(s) => Err(format!("{s:?}")),
+        }
+    }
+}
+
+/// An edge id for this process's spend reports: Envoy's node id (when set) and the time
+/// in nanoseconds when the first root context made it (the module has no randomness).
+fn new_edge_id() -> String {
+    let nanos = hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let node = match hostcalls::get_property(vec!["node", "id"]) {
+        Ok(Some(b)) => String::from_utf8_lossy(&b)
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(30)
+            .collect::<String>(),
+        _ => String::new(),
+    };
+    if node.is_empty() {
+        format!("envoy-{nanos:x}")
+    } else {
+        format!("envoy-{node}-{nanos:x}")
+    }
 }
 
 fn now_ms() -> u64 {
@@ -256,12 +319,55 @@ impl Context for Root {
         }
         if self.usage_call == Some(token_id) {
             self.usage_call = None;
+            let spend = self.usage_spend.take();
+            let ok = status.is_some_and(|s| (200..300).contains(&s));
             if let Some(shared) = &self.shared {
                 let Ok(mut vm) = shared.vm.try_borrow_mut() else {
                     return;
                 };
+                // The answer to a report carries the process's next leases.
+                match spend {
+                    Some(_) if ok => {
+                        let body = match hostcalls::get_buffer(
+                            BufferType::HttpCallResponseBody,
+                            0,
+                            body_size,
+                        ) {
+                            Ok(Some(b)) => b,
+                            _ => Vec::new(),
+                        };
+                        let (answer, readable) =
+                            tessera_core::ratelimit::UsageAnswer::of_report(&body);
+                        if !readable {
+                            log(
+                                LogLevel::Warn,
+                                "tessera: the usage answer carries no readable leases; \
+                                 no token is limited by this control plane",
+                            );
+                        }
+                        let applied = budget::apply(&mut ProxyCas, &answer, now_ms());
+                        Metrics::add64(shared.metrics.rl_leases, applied.leases);
+                        if applied.failed > 0 {
+                            log(
+                                LogLevel::Warn,
+                                &format!(
+                                    "tessera: {} rate-limit leases could not be stored",
+                                    applied.failed
+                                ),
+                            );
+                        }
+                    }
+                    Some(asked) => {
+                        for t in asked {
+                            if !vm.wanted.contains(&t) && vm.wanted.len() < request::MAX_WANTED {
+                                vm.wanted.push(t);
+                            }
+                        }
+                    }
+                    None => {}
+                }
                 if let Some(buffer) = vm.usage.as_mut() {
-                    if status.is_some_and(|s| (200..300).contains(&s)) {
+                    if ok {
                         Metrics::add(shared.metrics.usage_sent, buffer.acknowledged());
                     } else {
                         log(
@@ -416,12 +522,34 @@ impl RootContext for Root {
         else {
             return;
         };
+        if vm.usage.is_none() {
+            return;
+        }
+        // The rate-limit report: at once when a request of this VM asked for a lease, and
+        // periodically from one root context of the process.
+        let now = now_ms();
+        let spend = if !vm.wanted.is_empty()
+            || budget::take_turn(&mut ProxyCas, now, settings.flush_interval_ms)
+        {
+            let edge = self
+                .rl_edge
+                .get_or_insert_with(|| budget::edge_id(&mut ProxyCas, &new_edge_id()))
+                .clone();
+            let asked = std::mem::take(&mut vm.wanted);
+            let report = budget::report(&mut ProxyCas, &edge, &asked);
+            Some((report, asked))
+        } else {
+            None
+        };
         let Some(buffer) = vm.usage.as_mut() else {
             return;
         };
-        let Some(body) =
-            buffer.take_batch(now_ms(), settings.flush_interval_ms, settings.max_batch)
-        else {
+        let Some(body) = buffer.take_batch(
+            now,
+            settings.flush_interval_ms,
+            settings.max_batch,
+            spend.as_ref().map(|(r, _)| r),
+        ) else {
             return;
         };
         let auth = format!("Bearer {}", settings.credential);
@@ -439,7 +567,13 @@ impl RootContext for Root {
             vec![],
             Duration::from_secs(5),
         ) {
-            Ok(token) => self.usage_call = Some(token),
+            Ok(token) => {
+                self.usage_call = Some(token);
+                if let Some((_, asked)) = spend {
+                    Metrics::bump(shared.metrics.rl_reports);
+                    self.usage_spend = Some(asked);
+                }
+            }
             Err(s) => {
                 log(
                     LogLevel::Warn,
@@ -449,6 +583,9 @@ impl RootContext for Root {
                     ),
                 );
                 Metrics::add(shared.metrics.usage_dropped, buffer.failed());
+                if let Some((_, asked)) = spend {
+                    vm.wanted = asked;
+                }
             }
         }
     }

@@ -102,6 +102,9 @@ struct Waiter {
     since_ms: u64,
     /// The published version it was last decided on.
     version: Option<u64>,
+    /// Waits for a rate-limit lease: the lease version ([`budget::VERSION`]) it was last
+    /// decided on.
+    lease: Option<u64>,
 }
 
 /// Whether a decision may pause the request.
@@ -135,6 +138,17 @@ pub struct Counters {
     pub jwks_refresh_requested: u64,
     /// `tessera.refresh_wait`: requests paused for fresher keys or status.
     pub refresh_wait: u64,
+    /// `tessera.ratelimit.admitted`: requests counted in a rate-limit budget.
+    pub rl_admitted: u64,
+    /// `tessera.ratelimit.refused`: requests refused because the budget was spent.
+    pub rl_refused: u64,
+    /// `tessera.ratelimit.asked`: requests paused to ask for a lease of their token.
+    pub rl_asked: u64,
+    /// `tessera.ratelimit.unleased`: requests refused without a lease after their wait.
+    pub rl_unleased: u64,
+    /// `tessera.ratelimit.unavailable`: requests refused because the budget could not be
+    /// read or updated.
+    pub rl_unavailable: u64,
 }
 
 impl Counters {
@@ -192,6 +206,28 @@ pub struct Vm {
     keys_synced: bool,
     /// Whether the host's tick was made short for the waiters (`lib.rs`).
     pub tick_fast: bool,
+    /// Tokens held nothing for that requests asked a lease of: the root context names
+    /// them in its next report, at once (at most [`MAX_WANTED`]).
+    pub wanted: Vec<String>,
+    /// Tokens whose wait for a lease ran out, and until when (Unix ms) their requests are
+    /// decided at once rather than paused again (the control plane is not answering).
+    gave_up: Vec<(String, u64)>,
+}
+
+/// The most tokens one VM asks leases of at a time.
+pub const MAX_WANTED: usize = 256;
+/// How long, after a request's wait for a lease ran out, the token's requests are decided
+/// without waiting (still asking for the lease).
+pub const GAVE_UP_MS: u64 = 5_000;
+
+/// What the rate limit does with an allowed request.
+enum Limit {
+    /// Forward it.
+    Go,
+    /// Answer this 429.
+    Refuse(Reply),
+    /// Paused until a lease of its token arrives.
+    Wait,
 }
 
 impl Vm {
@@ -217,6 +253,8 @@ impl Vm {
             published_lists: Vec::new(),
             keys_synced: false,
             tick_fast: false,
+            wanted: Vec::new(),
+            gave_up: Vec::new(),
         }
     }
 
@@ -257,11 +295,19 @@ impl Vm {
             .shared_data(shared::META)
             .and_then(|b| shared::Meta::decode(&b))
             .map_or(0, |m| m.keys_fetched_ms);
+        let lease_version = if self.waiters.iter().any(|w| w.lease.is_some()) {
+            budget::version(&mut HostCas(host))
+        } else {
+            0
+        };
         let mut want_keys = false;
         for w in std::mem::take(&mut self.waiters) {
             let timed_out = now_ms >= w.since_ms.saturating_add(REFRESH_WAIT_MS);
             let fetched = w.keys && keys_fetched_ms >= w.since_ms;
-            let moved = self.synced_version != w.version;
+            let moved = match w.lease {
+                Some(v) => v != lease_version,
+                None => self.synced_version != w.version,
+            };
             if !(timed_out || fetched || moved) {
                 want_keys |= w.keys;
                 self.waiters.push(w);
@@ -372,6 +418,7 @@ impl Vm {
                     keys,
                     since_ms,
                     version: self.synced_version,
+                    lease: None,
                 });
                 if mode == WaitMode::First {
                     self.counters.refresh_wait += 1;
@@ -383,7 +430,11 @@ impl Vm {
             }
         }
         let mut outcome = outcome.settled();
-        let limited = self.rate_limit(host, &mut outcome);
+        let limited = match self.rate_limit(host, &mut outcome, stream, mode) {
+            Limit::Go => None,
+            Limit::Refuse(reply) => Some(reply),
+            Limit::Wait => return Next::Wait,
+        };
         self.counters.record(&outcome);
         if outcome.decision.reason() == Some(Reason::KeyUnknown) {
             self.request_jwks_refresh(host, now);
@@ -433,19 +484,76 @@ impl Vm {
         }
     }
 
-    /// Issue 25: an allowed token with a budget in this process is admitted only within
-    /// it (`crate::budget`, one budget per process shared by its workers). A refusal turns
-    /// the outcome into `rate_limited` (for the counters) and gives the 429 to send.
-    fn rate_limit(&mut self, host: &mut impl Host, outcome: &mut Outcome) -> Option<Reply> {
+    /// Issue 25: an allowed token is admitted only within the budget its process holds
+    /// (`crate::budget`, one budget per process shared by its workers). A token the
+    /// process holds nothing for, in an organization that limits tokens, pauses while the
+    /// root context asks for its lease (at once), and is decided again when an answer is
+    /// merged; after [`REFRESH_WAIT_MS`] without a lease it is refused (core's
+    /// `ratelimit::unleased`). A refusal turns the outcome into `rate_limited` (for the
+    /// counters) and gives the 429 to send.
+    fn rate_limit(
+        &mut self,
+        host: &mut impl Host,
+        outcome: &mut Outcome,
+        stream: u32,
+        mode: WaitMode,
+    ) -> Limit {
         let Decision::Allow(id) = &outcome.decision else {
-            return None;
+            return Limit::Go;
         };
         let token = id.parent.as_deref().unwrap_or(&id.token_id).to_string();
         let now_ms = host.now_ms();
-        let reply = match budget::admit(&mut HostCas(host), &token, now_ms) {
-            budget::Verdict::Unlimited | budget::Verdict::Admitted => return None,
-            budget::Verdict::Refused(reply) => reply,
+        let reports = self.usage.is_some();
+        let reply = match budget::admit(&mut HostCas(host), &token, now_ms, reports) {
+            budget::Verdict::Pass => return Limit::Go,
+            budget::Verdict::Admitted => {
+                self.counters.rl_admitted += 1;
+                return Limit::Go;
+            }
+            budget::Verdict::Refused(reply) => {
+                self.counters.rl_refused += 1;
+                reply
+            }
+            budget::Verdict::Ask => {
+                if reports && !self.wanted.contains(&token) && self.wanted.len() < MAX_WANTED {
+                    self.wanted.push(token.clone());
+                }
+                self.gave_up.retain(|(_, until)| *until > now_ms);
+                let gave_up = self.gave_up.iter().any(|(t, _)| *t == token);
+                let since_ms = match mode {
+                    WaitMode::First if !gave_up => Some(now_ms),
+                    WaitMode::Again { since_ms } => Some(since_ms),
+                    _ => None,
+                };
+                if mode == WaitMode::Final && !gave_up && self.gave_up.len() < MAX_WANTED {
+                    self.gave_up
+                        .push((token.clone(), now_ms.saturating_add(GAVE_UP_MS)));
+                }
+                let room = self.waiters.len() < MAX_WAITERS;
+                if let Some(since_ms) = since_ms.filter(|_| reports && room) {
+                    let lease = Some(budget::version(&mut HostCas(host)));
+                    self.waiters.push(Waiter {
+                        stream,
+                        keys: false,
+                        since_ms,
+                        version: self.synced_version,
+                        lease,
+                    });
+                    if mode == WaitMode::First {
+                        self.counters.rl_asked += 1;
+                    }
+                    return Limit::Wait;
+                }
+                match tessera_core::ratelimit::unleased(budget::mode(&mut HostCas(host))) {
+                    None => return Limit::Go,
+                    Some(reply) => {
+                        self.counters.rl_unleased += 1;
+                        reply
+                    }
+                }
+            }
             budget::Verdict::Unavailable(reply) => {
+                self.counters.rl_unavailable += 1;
                 host.log(
                     Level::Warn,
                     &format!("tessera: the rate-limit budget of {token} is unreadable or contended; refused"),
@@ -454,7 +562,7 @@ impl Vm {
             }
         };
         outcome.decision = Decision::Deny(Deny::new(Reason::RateLimited, "", &[]));
-        Some(reply)
+        Limit::Refuse(reply)
     }
 
     fn wants_peer(&self) -> bool {
@@ -887,6 +995,98 @@ mod tests {
         assert_eq!(vm.counters.allow, 2);
     }
 
+    /// A VM reporting usage whose org limits tokens, and a valid token.
+    fn reporting_vm(key: &TestKey, jti: &str) -> (Vm, Mock, String) {
+        let usage = json!({"cluster": "cp", "credential": "edge-secret"});
+        let vm = vm(
+            key,
+            json!({"sync": {"max_staleness_secs": 30, "usage": usage}}),
+        );
+        let token = TokenBuilder::new(now())
+            .claim("jti", jti)
+            .status_idx(0)
+            .sign(key);
+        let mut host = request(Some(&token));
+        publish(&mut host, 1, &[], &status_list_lst(&[0]));
+        host.shared.insert(budget::MODE.into(), b"L".to_vec());
+        (vm, host, token)
+    }
+
+    #[test]
+    fn a_token_without_a_lease_waits_for_the_one_asked_at_once() {
+        use tessera_core::ratelimit::{LeaseGrant, UsageAnswer};
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let (mut vm, mut host, token) = reporting_vm(&key, "tok_new");
+        assert_eq!(vm.on_request_headers(&mut host, 7), Next::Wait);
+        assert_eq!(vm.wanted, vec!["tok_new".to_string()]);
+        assert_eq!(vm.counters.rl_asked, 1);
+        // Nothing counted yet, nothing reported, no answer sent.
+        assert_eq!(vm.counters.allow, 0);
+        assert!(host.reply.is_none());
+        // Still no answer: it waits on.
+        assert_eq!(vm.wake(&mut host), 1);
+        // The answer brings a lease: decided again, admitted and counted in the budget.
+        let now_ms = host.now * 1000;
+        let minute = tessera_core::ratelimit::Window::Minute.index(now_ms);
+        let answer = UsageAnswer {
+            leases: vec![LeaseGrant {
+                token_id: "tok_new".into(),
+                window: "per_minute".into(),
+                first: minute,
+                last: minute + 1,
+                per_window: 1,
+                limit: 50,
+            }],
+            unlimited: vec![],
+            limited: Some(true),
+        };
+        budget::apply(&mut HostCas(&mut host), &answer, now_ms);
+        assert_eq!(vm.wake(&mut host), 0);
+        assert_eq!(host.resumed, vec![7]);
+        assert_eq!((vm.counters.allow, vm.counters.rl_admitted), (1, 1));
+        // The next one finds the budget spent: 429 with the draft's fields.
+        let mut next = request(Some(&token));
+        next.shared = host.shared.clone();
+        next.cas = host.cas.clone();
+        assert_eq!(vm.on_request_headers(&mut next, 8), Next::Stop);
+        let (status, headers, _) = next.reply.clone().unwrap();
+        assert_eq!(status, 429);
+        assert!(headers.contains(&("ratelimit-policy".into(), "\"per_minute\";q=50;w=60".into())));
+        assert_eq!(vm.counters.rl_refused, 1);
+    }
+
+    #[test]
+    fn without_an_answer_a_limited_org_refuses_and_an_unknown_one_admits() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let (mut vm, mut host, token) = reporting_vm(&key, "tok_wait");
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Wait);
+        host.now += 2;
+        assert_eq!(vm.wake(&mut host), 0);
+        let (status, headers, body) = host.reply.clone().unwrap();
+        assert_eq!(status, 429);
+        assert!(headers.contains(&("retry-after".into(), "1".into())));
+        assert!(body.contains("rate_limited"));
+        assert_eq!(vm.counters.rl_unleased, 1);
+        // The token's next requests are decided at once while the control plane is
+        // silent (still asked for).
+        let mut again = request(Some(&token));
+        again.shared = host.shared.clone();
+        again.now = host.now;
+        assert_eq!(vm.on_request_headers(&mut again, 2), Next::Stop);
+        assert_eq!(vm.counters.rl_unleased, 2);
+        assert!(vm.wanted.contains(&"tok_wait".to_string()));
+
+        // An edge that never reached the control plane knows of no limit: admitted after
+        // the wait.
+        let (mut vm, mut host, _) = reporting_vm(&key, "tok_unknown");
+        host.shared.remove(budget::MODE);
+        assert_eq!(vm.on_request_headers(&mut host, 1), Next::Wait);
+        host.now += 2;
+        assert_eq!(vm.wake(&mut host), 0);
+        assert_eq!(host.resumed, vec![1]);
+        assert_eq!(vm.counters.allow, 1);
+    }
+
     #[test]
     fn refusals_reply_and_count_by_reason() {
         let key = TestKey::generate(Alg::EdDSA, "k");
@@ -980,14 +1180,16 @@ mod tests {
         assert_eq!(deny_count(&vm, Reason::Revoked), 1);
         let fine = TokenBuilder::new(now()).status_idx(0).sign(&synced);
         let mut ok = request(Some(&fine));
+        host.shared.insert(budget::MODE.into(), b"U".to_vec());
         ok.shared = host.shared.clone();
         assert_eq!(vm.on_request_headers(&mut ok, 1), Next::Continue);
+        // The org limits no token (the last usage answer said so): nothing waits.
         // Usage: the verified token's decisions, with the peer address, query removed.
         let body = vm
             .usage
             .as_mut()
             .unwrap()
-            .take_batch(u64::MAX, 0, 10)
+            .take_batch(u64::MAX, 0, 10, None)
             .unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let events = v["events"].as_array().unwrap();

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 
+use tessera_core::ratelimit::SpendReport;
 use tessera_core::UsageRecord as Record;
 
 /// A bounded queue of records.
@@ -46,24 +47,33 @@ impl Buffer {
         self.records.is_empty()
     }
 
+    /// Whether a batch is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     /// The next batch to send at `now_ms`, if one is due: nothing is in flight, and either
-    /// `max_batch` records wait or the oldest has waited `interval_ms`.
+    /// `max_batch` records wait or the oldest has waited `interval_ms` — or `spend` is
+    /// given (the rate-limit report goes now, with whatever records wait, even none).
     pub fn take_batch(
         &mut self,
         now_ms: u64,
         interval_ms: u64,
         max_batch: usize,
+        spend: Option<&SpendReport>,
     ) -> Option<String> {
-        if self.in_flight.is_some() || self.records.is_empty() {
+        if self.in_flight.is_some() || (self.records.is_empty() && spend.is_none()) {
             return None;
         }
-        if self.records.len() < max_batch && now_ms.saturating_sub(self.last_flush_ms) < interval_ms
+        if spend.is_none()
+            && self.records.len() < max_batch
+            && now_ms.saturating_sub(self.last_flush_ms) < interval_ms
         {
             return None;
         }
         let n = self.records.len().min(max_batch);
         let batch: Vec<Record> = self.records.drain(..n).collect();
-        let body = Record::batch_json(&batch);
+        let body = Record::batch_json_with(&batch, spend);
         self.in_flight = Some(batch);
         self.last_flush_ms = now_ms;
         Some(body)
@@ -116,18 +126,37 @@ mod tests {
         }
         // Not enough records, not long enough.
         b.last_flush_ms = 1000;
-        assert_eq!(b.take_batch(1500, 1000, 5), None);
+        assert_eq!(b.take_batch(1500, 1000, 5, None), None);
         // Long enough.
-        let body = b.take_batch(2000, 1000, 5).unwrap();
+        let body = b.take_batch(2000, 1000, 5, None).unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["events"].as_array().unwrap().len(), 3);
         assert_eq!(v["events"][0]["token_id"], "tok_0");
         assert!(v["events"][0].get("reason").is_none());
         // One batch in flight at a time.
         b.push(rec(9));
-        assert_eq!(b.take_batch(9000, 1000, 1), None);
+        assert_eq!(b.take_batch(9000, 1000, 1, None), None);
         assert_eq!(b.acknowledged(), 3);
-        assert!(b.take_batch(9000, 1000, 1).is_some());
+        assert!(b.take_batch(9000, 1000, 1, None).is_some());
+    }
+
+    #[test]
+    fn a_spend_report_goes_at_once_even_without_records() {
+        let mut b = Buffer::new(10);
+        b.last_flush_ms = 1000;
+        let spend = SpendReport {
+            edge: "envoy-1".into(),
+            tokens: vec![],
+            wanted: vec!["tok_a".into()],
+        };
+        let body = b.take_batch(1001, 1000, 5, Some(&spend)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["events"].as_array().map(Vec::len), Some(0));
+        assert_eq!(v["spend"]["wanted"][0], "tok_a");
+        assert!(b.in_flight());
+        assert_eq!(b.take_batch(9000, 1000, 5, Some(&spend)), None);
+        assert_eq!(b.acknowledged(), 0);
+        assert!(!b.in_flight());
     }
 
     #[test]
@@ -152,7 +181,7 @@ mod tests {
         let mut b = Buffer::new(3);
         assert!(b.push(rec(0)) && b.push(rec(1)) && b.push(rec(2)));
         assert!(!b.push(rec(3)), "full buffer drops");
-        assert!(b.take_batch(10_000, 1000, 2).is_some());
+        assert!(b.take_batch(10_000, 1000, 2, None).is_some());
         assert_eq!(b.len(), 1);
         assert!(b.push(rec(4)));
         // Only room for one of the two failed records.

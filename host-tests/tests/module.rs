@@ -13,7 +13,13 @@ use wasmparser::{Parser, Payload};
 /// (issue 25: `core::ratelimit`, `filter/src/budget.rs`): 414,741 bytes with both
 /// (2026-12-07, clean build). Over issue 6's 400 KB target by 15 KB: to be won back
 /// (measure with a size profiler first; opt-level "s" for the module trades speed).
-const MAX_MODULE_BYTES: u64 = 420_000;
+/// Raised by 10 KB when the filter began to enforce the limits (issue 25: the spend report
+/// and the merge of the leases in the root context, the wait for a token's first lease):
+/// 428,161 bytes (2026-12-07), after trimming what a per-symbol size diff showed (the
+/// standard library's sorts in `Budget::grant`, a `dyn` budget interface instead of two
+/// instantiations, the usage answer read through `serde_json::Value`, which the module
+/// links anyway, rather than a derived deserializer).
+const MAX_MODULE_BYTES: u64 = 430_000;
 
 #[test]
 fn module_imports_only_the_proxy_wasm_abi_and_is_small() {

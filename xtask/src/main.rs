@@ -600,6 +600,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
         bench::Part::Soak,
         bench::Part::Propagation,
         bench::Part::Replicas,
+        bench::Part::Quota,
     ]) {
         (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
     } else {
@@ -620,6 +621,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
         bench::Part::Replicas,
         bench::Part::SignIn,
         bench::Part::Soak,
+        bench::Part::Quota,
     ]) {
         println!("not needed by the selected parts");
         PathBuf::new()

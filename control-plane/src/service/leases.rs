@@ -14,7 +14,7 @@
 //! every token with limits of its own, before any request of that token reaches it.
 
 use super::{Ctx, Error, Result};
-use crate::store::limits::LeaseRecord;
+use crate::store::limits::{LeaseRecord, ORG_CEILING, ORG_DEFAULT};
 use crate::store::Tx;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +51,12 @@ fn check_report(report: &SpendReport) -> Result<()> {
             format!("at most {MAX_REPORTED} entries per report"),
         ));
     }
+    if report.wanted.len() > MAX_REPORTED {
+        return Err(Error::field(
+            "spend.wanted",
+            format!("at most {MAX_REPORTED} entries per report"),
+        ));
+    }
     for (n, t) in report.tokens.iter().enumerate() {
         if Window::parse(&t.window).is_none() {
             return Err(Error::field(
@@ -62,15 +68,34 @@ fn check_report(report: &SpendReport) -> Result<()> {
     Ok(())
 }
 
+/// How recently a token must have been used or downloaded for an org's default limits
+/// (or ceiling) to be leased for it ahead of its requests.
+pub const RECENT_SECS: i64 = 86_400;
+/// The most such tokens leased ahead per report (the rest are asked for by the edges).
+pub const MAX_AHEAD: i64 = 200;
+
+/// What a grant answers an edge.
+#[derive(Debug, Default)]
+pub struct Granted {
+    pub leases: Vec<LeaseView>,
+    /// Tokens it reported or asked about that have no limit (or are not its org's).
+    pub unlimited: Vec<String>,
+    /// Whether any token of the org is limited.
+    pub limited: bool,
+}
+
 /// Grants `edge` (the edge credential's id and the process's id) its next leases of every
-/// token it reported and every token of `org_id` with limits of its own.
+/// token it reported or asked about, every token of `org_id` with limits of its own, and —
+/// when the org sets defaults or a ceiling, which limit every token — its tokens used or
+/// downloaded in the last [`RECENT_SECS`] (at most [`MAX_AHEAD`]), so that a token's
+/// first request at an edge finds a lease there (an edge asks for one it lacks).
 pub fn grant(
     tx: &mut dyn Tx,
     ctx: &Ctx,
     org_id: &str,
     edge: &str,
     report: &SpendReport,
-) -> Result<Vec<LeaseView>> {
+) -> Result<Granted> {
     check_report(report)?;
     let edge = format!("{edge}/{}", report.edge);
     // What this edge wanted per (token, kind): its busiest reported window.
@@ -81,28 +106,49 @@ pub fn grant(
             *d = (*d).max(t.admitted.saturating_add(t.refused));
         }
     }
-    let mut ids: BTreeSet<String> = wanted.keys().map(|(t, _)| t.clone()).collect();
-    for (subject, _) in tx.list_token_limits(org_id)? {
+    // The tokens the edge named: each is answered, a lease or `unlimited`.
+    let named: BTreeSet<String> = wanted
+        .keys()
+        .map(|(t, _)| t.clone())
+        .chain(report.wanted.iter().cloned())
+        .collect();
+    let mut ids = named.clone();
+    let own = tx.list_token_limits(org_id)?;
+    for (subject, _) in &own {
         if let Some(id) = subject.strip_prefix("token:") {
             ids.insert(id.to_string());
         }
     }
+    let default = tx.get_limits(org_id, ORG_DEFAULT)?.unwrap_or_default();
+    let ceiling = tx.get_limits(org_id, ORG_CEILING)?.unwrap_or_default();
+    let every_token = !default.is_empty() || !ceiling.is_empty();
+    if every_token {
+        ids.extend(tx.recent_tokens(org_id, ctx.now - RECENT_SECS, MAX_AHEAD)?);
+    }
     let now_ms = u64::try_from(ctx.now).unwrap_or(0).saturating_mul(1000);
-    let mut out = Vec::new();
+    let mut out = Granted {
+        limited: every_token || !own.is_empty(),
+        ..Granted::default()
+    };
     for id in ids {
-        let Some(token) = tx.get_token(&id)? else {
-            continue;
-        };
-        if token.org_id != org_id || token.revoked_at.is_some() || token.deleted_at.is_some() {
-            continue;
+        let mut leased = false;
+        let token = tx.get_token(&id)?;
+        if let Some(token) =
+            token.filter(|t| t.org_id == org_id && t.revoked_at.is_none() && t.deleted_at.is_none())
+        {
+            let limits = super::limits::effective_for(tx, org_id, &token.id)?;
+            for (w, limit) in Window::ALL.into_iter().zip(limits.values()) {
+                let Some(limit) = limit.and_then(|l| u64::try_from(l).ok()) else {
+                    continue;
+                };
+                let demand = wanted.get(&(id.clone(), w)).copied().unwrap_or(0);
+                out.leases
+                    .extend(grant_one(tx, ctx, &id, w, limit, &edge, demand, now_ms)?);
+                leased = true;
+            }
         }
-        let limits = super::limits::effective_for(tx, org_id, &id)?;
-        for (w, limit) in Window::ALL.into_iter().zip(limits.values()) {
-            let Some(limit) = limit.and_then(|l| u64::try_from(l).ok()) else {
-                continue;
-            };
-            let demand = wanted.get(&(id.clone(), w)).copied().unwrap_or(0);
-            out.extend(grant_one(tx, ctx, &id, w, limit, &edge, demand, now_ms)?);
+        if !leased && named.contains(&id) {
+            out.unlimited.push(id);
         }
     }
     Ok(out)

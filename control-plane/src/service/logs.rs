@@ -158,9 +158,15 @@ pub fn record_usage(
         accepted += 1;
     }
     tx.insert_auth_events(&events)?;
-    let leases = match &spend {
-        Some(report) => super::leases::grant(tx, ctx, &edge.org_id, &edge.id, report)?,
-        None => Vec::new(),
+    let granted = match &spend {
+        Some(report) => Some(super::leases::grant(
+            tx,
+            ctx,
+            &edge.org_id,
+            &edge.id,
+            report,
+        )?),
+        None => None,
     };
     super::notifications::networks_seen(tx, ctx, &edge, &sightings)?;
     for (id, at) in first_uses {
@@ -170,10 +176,16 @@ pub fn record_usage(
     for (id, at, ip) in rotated {
         super::rotation::presented_after_end(tx, ctx, &id, at, ip.as_deref(), &source)?;
     }
+    let (leases, unlimited, limited) = match granted {
+        Some(g) => (g.leases, g.unlimited, Some(g.limited)),
+        None => (Vec::new(), Vec::new(), None),
+    };
     Ok(UsageAccepted {
         accepted,
         unknown_tokens: unknown,
         leases,
+        unlimited,
+        limited,
     })
 }
 

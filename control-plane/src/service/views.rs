@@ -323,6 +323,15 @@ pub struct UsageAccepted {
     /// (`service::leases`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<super::leases::LeaseView>,
+    /// Tokens the batch's `spend` reported or asked about (`wanted`) that have no limit:
+    /// the edge admits them without a lease.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unlimited: Vec<String>,
+    /// When the batch carried `spend`: whether any token of the edge's organization is
+    /// limited (when so, an edge asks for a lease of a token it holds nothing for before
+    /// admitting it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<bool>,
 }
 
 /// One authentication-log record.

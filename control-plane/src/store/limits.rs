@@ -121,4 +121,8 @@ pub trait LimitsTx {
     ) -> StoreResult<()>;
     /// Every token subject of the organization with limits of its own, by subject.
     fn list_token_limits(&mut self, org_id: &str) -> StoreResult<Vec<(String, RateLimits)>>;
+    /// The ids of at most `limit` of the organization's downloaded, unrevoked tokens used
+    /// or downloaded at or after `since`, the most recent first (the tokens an org's
+    /// default limits are leased for ahead of their requests).
+    fn recent_tokens(&mut self, org_id: &str, since: i64, limit: i64) -> StoreResult<Vec<String>>;
 }

@@ -10,7 +10,10 @@
 //! - `signin`: a flood of junk sign-ins and link accepts from 64 addresses (memory, another
 //!   user's latency) and a burst of wrong passwords against one account;
 //! - [`footprint`]: module size, VM start time, memory per VM with a 10M-index list;
-//! - [`ed25519`]: the Ed25519 candidates for the filter, timed inside V8.
+//! - [`ed25519`]: the Ed25519 candidates for the filter, timed inside V8;
+//! - `quota`: per-token rate limits across a fleet of Envoys and workerds (issue 25):
+//!   admitted above the limit, the share of the limit admitted under skewed demand,
+//!   calls to the control plane per request, and the throughput cost of a limit.
 //!
 //! Everything runs on loopback; every server a part starts is stopped by it. The full run
 //! (every part) writes `BENCHMARKS.md`; `--only` runs some parts and writes
@@ -23,6 +26,7 @@ pub mod envoy;
 mod fanout;
 pub mod footprint;
 pub mod propagation;
+mod quota;
 mod replicas;
 mod signin;
 mod soak;
@@ -54,10 +58,11 @@ pub enum Part {
     Footprint,
     Ed25519,
     Soak,
+    Quota,
 }
 
 impl Part {
-    pub const ALL: [Part; 9] = [
+    pub const ALL: [Part; 10] = [
         Part::Envoy,
         Part::Workerd,
         Part::Propagation,
@@ -67,6 +72,7 @@ impl Part {
         Part::Footprint,
         Part::Ed25519,
         Part::Soak,
+        Part::Quota,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +86,7 @@ impl Part {
             Part::Footprint => "footprint",
             Part::Ed25519 => "ed25519",
             Part::Soak => "soak",
+            Part::Quota => "quota",
         }
     }
 
@@ -425,6 +432,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan) -> Result<()> {
             Part::Footprint => footprint::run(inputs, plan, &part_dir)?,
             Part::Ed25519 => ed25519::run(inputs, plan, &part_dir)?,
             Part::Soak => soak::run(inputs, plan, &part_dir)?,
+            Part::Quota => quota::run(inputs, plan, &part_dir)?,
         };
         println!(
             "bench part {} done in {:.0} s",

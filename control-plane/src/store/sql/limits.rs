@@ -124,4 +124,16 @@ impl<C: Conn> LimitsTx for C {
             Ok((get(r, 0)?, limits(r, 1)?))
         })
     }
+
+    fn recent_tokens(&mut self, org_id: &str, since: i64, limit: i64) -> StoreResult<Vec<String>> {
+        all(
+            self,
+            "SELECT id FROM tokens WHERE org_id = ?1 AND deleted_at IS NULL \
+             AND revoked_at IS NULL AND jwt_sha256 IS NOT NULL \
+             AND (last_used_at >= ?2 OR minted_at >= ?2) \
+             ORDER BY COALESCE(last_used_at, minted_at) DESC, id LIMIT ?3",
+            &values![org_id, since, limit],
+            |r| get(r, 0),
+        )
+    }
 }
