@@ -147,13 +147,6 @@ fn with_unknown_kid(jwt: &str) -> String {
     )
 }
 
-fn tamper(jwt: &str) -> String {
-    let mut t = jwt.to_string();
-    let last = t.pop().unwrap();
-    t.push(if last == 'A' { 'B' } else { 'A' });
-    t
-}
-
 #[tokio::test]
 async fn introspection_agrees_with_an_edge_on_every_token_state() {
     let w = World::new().await;
@@ -226,7 +219,11 @@ async fn introspection_agrees_with_an_edge_on_every_token_state() {
     cases.push(("IP filter, no client named".into(), pinned, None));
     cases.push(("another org's token".into(), w.jwt("root-admin"), None));
     cases.push(("another org's token (partner)".into(), w.jwt("pat"), None));
-    cases.push(("signature altered".into(), tamper(&ula), None));
+    cases.push((
+        "signature altered".into(),
+        tessera_testkit::tamper_signature(&ula),
+        None,
+    ));
     cases.push(("garbage".into(), "not-a-jwt".into(), None));
     cases.push(("three parts of garbage".into(), "a.b.c".into(), None));
     // A user disabled: their tokens are suspended.
