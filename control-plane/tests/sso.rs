@@ -22,6 +22,33 @@ fn connection(domain: &str) -> Value {
     })
 }
 
+/// An admin `pia` of the partner org, made by the root admin: (user id, JWT).
+async fn partner_admin(w: &World) -> (String, String) {
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/partnerco/users",
+            Some(&w.jwt("root-admin")),
+            Some(json!({"username": "pia", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let jwt = w.login(&id).await;
+    (id, jwt)
+}
+
+/// `POST /v1/sso/domains/{domain}/{verb}` for `org`'s claim, as `who`.
+async fn decide(w: &World, who: &str, verb: &str, domain: &str, org: &str) -> common::Resp {
+    w.call(
+        "POST",
+        &format!("/v1/sso/domains/{domain}/{verb}"),
+        Some(who),
+        Some(json!({ "org": org })),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn only_the_orgs_own_admins_set_up_single_sign_on_and_every_change_is_audited() {
     let w = World::new().await;
@@ -112,25 +139,9 @@ async fn only_the_orgs_own_admins_set_up_single_sign_on_and_every_change_is_audi
     // A domain belongs to one organization: once the operator approved acme's claim,
     // another organization cannot claim it.
     let root = w.jwt("root-admin");
-    let r = w
-        .call(
-            "POST",
-            "/v1/sso/domains/example.com/approve",
-            Some(&root),
-            Some(json!({"org": "acme"})),
-        )
-        .await;
+    let r = decide(&w, &root, "approve", "example.com", "acme").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = w
-        .call(
-            "POST",
-            "/v1/orgs/partnerco/users",
-            Some(&root),
-            Some(json!({"username": "pia", "role": "admin"})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let pia = w.login(r.json()["id"].as_str().unwrap()).await;
+    let (_, pia) = partner_admin(&w).await;
     let r = w
         .call(
             "PUT",
@@ -339,17 +350,7 @@ async fn a_domain_routes_sign_ins_only_once_the_operator_approved_the_claim() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = w
-        .call(
-            "POST",
-            "/v1/orgs/partnerco/users",
-            Some(&root),
-            Some(json!({"username": "pia", "role": "admin"})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let pia_id = r.json()["id"].as_str().unwrap().to_string();
-    let pia = w.login(&pia_id).await;
+    let (pia_id, pia) = partner_admin(&w).await;
     let r = w
         .call(
             "PUT",
@@ -404,14 +405,7 @@ async fn a_domain_routes_sign_ins_only_once_the_operator_approved_the_claim() {
     for who in [&ada, &pia] {
         let r = w.call("GET", "/v1/sso/domains", Some(who), None).await;
         assert_eq!(r.status, 403, "{}", r.text());
-        let r = w
-            .call(
-                "POST",
-                "/v1/sso/domains/victim.example/approve",
-                Some(who),
-                Some(json!({"org": "acme"})),
-            )
-            .await;
+        let r = decide(&w, who, "approve", "victim.example", "acme").await;
         assert_eq!(r.status, 403, "{}", r.text());
     }
     let r = w
@@ -442,35 +436,14 @@ async fn a_domain_routes_sign_ins_only_once_the_operator_approved_the_claim() {
     assert!(r.json()["domains"][0]["org_name"].is_string());
 
     // A claim that does not exist, and a bad domain, are named.
-    let r = w
-        .call(
-            "POST",
-            "/v1/sso/domains/unclaimed.example/approve",
-            Some(&root),
-            Some(json!({"org": "acme"})),
-        )
-        .await;
+    let r = decide(&w, &root, "approve", "unclaimed.example", "acme").await;
     assert_eq!(r.status, 404, "{}", r.text());
-    let r = w
-        .call(
-            "POST",
-            "/v1/sso/domains/not_a_domain/approve",
-            Some(&root),
-            Some(json!({"org": "acme"})),
-        )
-        .await;
+    let r = decide(&w, &root, "approve", "not_a_domain", "acme").await;
     assert_eq!(r.status, 400, "{}", r.text());
 
     // The operator approves the real owner's claim: its people are routed, and its
     // "require SSO" takes effect; the other claim cannot be approved too.
-    let r = w
-        .call(
-            "POST",
-            "/v1/sso/domains/victim.example/approve",
-            Some(&root),
-            Some(json!({"org": "partnerco"})),
-        )
-        .await;
+    let r = decide(&w, &root, "approve", "victim.example", "partnerco").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["state"], "approved");
     assert_eq!(r.json()["approved_by"], w.uid("root-admin"));
@@ -486,26 +459,12 @@ async fn a_domain_routes_sign_ins_only_once_the_operator_approved_the_claim() {
         .await
         .unwrap();
     assert!(refused.unwrap().contains("victim.example"));
-    let r = w
-        .call(
-            "POST",
-            "/v1/sso/domains/victim.example/approve",
-            Some(&root),
-            Some(json!({"org": "acme"})),
-        )
-        .await;
+    let r = decide(&w, &root, "approve", "victim.example", "acme").await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.json()["message"].as_str().unwrap().contains("withdraw"));
 
     // Withdrawn: nobody is routed any more, and the claim is pending again.
-    let r = w
-        .call(
-            "POST",
-            "/v1/sso/domains/victim.example/withdraw",
-            Some(&root),
-            Some(json!({"org": "partnerco"})),
-        )
-        .await;
+    let r = decide(&w, &root, "withdraw", "victim.example", "partnerco").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["state"], "pending");
     assert!(routed("ana@victim.example").await.is_err());
