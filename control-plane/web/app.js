@@ -777,6 +777,40 @@ async function revokeAllDialog() {
   route();
 }
 
+/// The token dialog's scopes: a checkbox per scope of the organization's catalogue that the
+/// token's owner is granted (`GET /v1/me/scopes`, or `/v1/users/{user}/scopes` for someone
+/// else), with its description. A scope the token carries that is no longer granted stays
+/// listed and checked, marked, so that saving other changes keeps the token as it is.
+function scopePicker(t) {
+  const list = el("div", { class: "scope-list" }, el("p", { class: "hint" }, "Loading the scopes…"));
+  const box = el("fieldset", { id: "f-scopes", class: "scopes" }, el("legend", {}, "Scopes"), list);
+  box.load = async (owner) => {
+    const who = owner || (t && t.user !== session.user.id ? t.user : null);
+    let granted;
+    try { granted = (await api("GET", who ? `/v1/users/${encodeURIComponent(who)}/scopes` : "/v1/me/scopes")).scopes; }
+    catch (e) {
+      delete box.dataset.loaded;
+      list.replaceChildren(el("p", { class: "hint" }, t
+        ? `The scopes could not be listed (${e.message}); saving keeps the token's scopes.`
+        : `The scopes could not be listed (${e.message}); the token carries none.`));
+      return;
+    }
+    const held = new Set(t ? t.scopes : []);
+    const names = new Set(granted.map((g) => g.name));
+    const rows = [...granted.map((g) => [g.name, g.description]),
+      ...[...held].filter((n) => !names.has(n)).map((n) => [n, "no longer granted to the owner; uncheck to drop it"])];
+    list.replaceChildren(...(rows.length
+      ? rows.map(([name, description], i) => el("div", { class: "scope" },
+        el("input", { type: "checkbox", id: `f-scope-${i}`, name: "scopes", value: name, checked: held.has(name) }),
+        el("label", { for: `f-scope-${i}` }, el("code", {}, name), description ? el("span", { class: "hint" }, ` ${description}`) : null)))
+      : [el("p", { class: "hint" }, "The owner is granted no scope; the token carries none.")]));
+    box.dataset.loaded = "1";
+    box.dispatchEvent(new Event("change", { bubbles: true }));
+  };
+  box.load(null);
+  return box;
+}
+
 function tokenForm(t) {
   const lifetime = field("Lifetime", {
     tag: "select", name: "lifetime_days", id: "f-lifetime",
@@ -791,9 +825,13 @@ function tokenForm(t) {
     field("Name", { name: "name", required: true, value: t && t.name }),
     field("Description", { name: "description", tag: "textarea", rows: 2, value: t && t.description }),
   ];
-  if (!t && (isAdmin() || isPartner())) parts.push(field("For user", { name: "user", id: "f-user" }, "username or user id; empty: yourself"));
-  parts.push(lifetime, custom,
-    field("Scopes", { name: "scopes", value: t ? t.scopes.join(" ") : "" }, "separated by spaces"),
+  const picker = scopePicker(t);
+  if (!t && (isAdmin() || isPartner())) {
+    const forUser = field("For user", { name: "user", id: "f-user" }, "username or user id; empty: yourself");
+    forUser.querySelector("input").addEventListener("change", (ev) => picker.load(ev.target.value.trim() || null));
+    parts.push(forUser);
+  }
+  parts.push(lifetime, custom, picker,
     field("IP filter", { name: "ip_allow", tag: "textarea", rows: 2, value: t ? t.ip_allow.join("\n") : "" }, "addresses or CIDRs, one per line; empty: any address"));
   return parts;
 }
@@ -805,7 +843,7 @@ function tokenBody(form, t) {
   const list = (v, re) => String(v || "").split(re).map((s) => s.trim()).filter(Boolean);
   const body = {
     name: f.get("name"), description: f.get("description") || "",
-    scopes: list(f.get("scopes"), /\s+/), ip_allow: list(f.get("ip_allow"), /[\s,]+/),
+    scopes: f.getAll("scopes").map(String).sort(), ip_allow: list(f.get("ip_allow"), /[\s,]+/),
   };
   const lt = f.get("lifetime_days");
   if (lt === "custom") body.expires_at = f.get("expires_at") ? dateToRfc3339(f.get("expires_at"), true) : "";
@@ -817,7 +855,9 @@ function tokenBody(form, t) {
   const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
   if (body.name === t.name) delete body.name;
   if (body.description === t.description) delete body.description;
-  if (same(body.scopes, t.scopes)) delete body.scopes;
+  // Until the picker has listed the scopes, an edit leaves them as they are.
+  const picked = form.querySelector("#f-scopes");
+  if (!(picked && picked.dataset.loaded === "1") || same(body.scopes, [...t.scopes].sort())) delete body.scopes;
   if (same(body.ip_allow, t.ip_allow)) delete body.ip_allow;
   if (lt === "custom" && f.get("expires_at") === t.expires_at.slice(0, 10)) delete body.expires_at;
   return body;

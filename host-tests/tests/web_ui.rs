@@ -389,7 +389,8 @@ async fn scenarios(
         .click()
         .await
         .unwrap();
-    ui.fill("dialog[open] #f-scopes", "read").await;
+    // Scopes are picked from what bob is granted, each with its description.
+    ui.click("dialog[open] #f-scopes input[value='read']").await;
     ui.click("dialog[open] button[type=submit]").await;
     let msg = ui.text_of("dialog[open] .field-error").await;
     if !msg.starts_with("ip_allow[0]:") {
