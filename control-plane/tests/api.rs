@@ -1326,3 +1326,38 @@ async fn a_tokens_usage_per_hour_and_day_with_its_networks() {
         .await;
     assert!(matches!(r.status.as_u16(), 403 | 404), "{}", r.text());
 }
+
+/// Owners enable and disable their own tokens, but a suspension by an admin is lifted by
+/// an admin only: the person it was meant to stop cannot undo it.
+#[tokio::test]
+async fn an_owner_never_lifts_an_admins_suspension_of_their_token() {
+    let w = World::new().await;
+    let tok = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let (ula, ada) = (w.jwt("ula"), w.jwt("ada"));
+    let post = |who: &str, what: &str| {
+        let path = format!("/v1/tokens/{tok}/{what}");
+        let who = who.to_string();
+        let w = &w;
+        async move { w.call("POST", &path, Some(&who), None).await }
+    };
+    // Her own suspension, her own to lift.
+    assert_eq!(post(&ula, "disable").await.status, 200);
+    assert_eq!(post(&ula, "enable").await.status, 200);
+    // The admin's is not.
+    assert_eq!(post(&ada, "disable").await.status, 200);
+    let r = post(&ula, "enable").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("ada disabled this token"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(post(&ada, "enable").await.status, 200);
+    let r = w
+        .call("GET", &format!("/v1/tokens/{tok}"), Some(&ula), None)
+        .await;
+    assert_eq!(r.json()["status"], "enabled");
+}

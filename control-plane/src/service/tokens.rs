@@ -479,6 +479,9 @@ fn set_enabled(
     }
     if enabled {
         usable_owner(tx, &owner)?;
+        if !token.enabled && actor.user.id == owner.id && actor.user.role != Role::Admin {
+            suspended_by_owner(tx, &token)?;
+        }
     }
     apply_enabled(ctx, tx, &mut token, enabled)?;
     tx.update_token(&token)?;
@@ -496,6 +499,31 @@ fn set_enabled(
         json!({}),
     )?;
     Ok(TokenView::new(&token, &owner.username, ctx.now))
+}
+
+/// An owner enables again only a token they disabled themselves: a suspension by an admin
+/// (the last `token.disable` of the token in the audit log was not the owner's) is lifted
+/// by an admin, never by the person it was meant to stop.
+fn suspended_by_owner(tx: &mut dyn Tx, token: &Token) -> Result<()> {
+    let mut offset = 0;
+    loop {
+        let page = tx.list_audit(&token.org_id, Some(&token.id), 100, offset)?;
+        if let Some(e) = page.iter().find(|e| e.action == "token.disable") {
+            if e.actor == token.user_id {
+                return Ok(());
+            }
+            let who = tx
+                .get_user(&e.actor)?
+                .map_or_else(|| e.actor.clone(), |u| u.username);
+            return Err(Error::forbidden(format!(
+                "{who} disabled this token; only an admin of the organization enables it again"
+            )));
+        }
+        if page.len() < 100 {
+            return Ok(());
+        }
+        offset += 100;
+    }
 }
 
 /// Disabled is "suspended" in the status list: reversible, unlike revoked.

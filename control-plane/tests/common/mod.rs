@@ -263,7 +263,12 @@ impl World {
                     service::tokens::download(tx, ctx, &owner, &id)?;
                 }
                 if st == "disabled" {
-                    service::tokens::disable(tx, ctx, &admin, &id)?;
+                    // By its owner where the owner may (so that the owner may enable it
+                    // again: an admin's suspension is lifted by an admin only), else by
+                    // an admin.
+                    if service::tokens::disable(tx, ctx, &owner, &id).is_err() {
+                        service::tokens::disable(tx, ctx, &admin, &id)?;
+                    }
                 }
                 Ok(id)
             })
