@@ -417,6 +417,24 @@ async fn a_public_report_applies_the_org_policy() {
         .call("POST", "/v1/leaks", None, Some(json!({"tokens": many})))
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
+
+    // Found again the same day: in the audit log again, but people are told once a day.
+    let again = json!({"tokens": [acme_token], "url": "https://paste.example/def"});
+    let (leaked, told) = (
+        audit(&w, "acme", "token.leaked").await.len(),
+        audit(&w, "acme", "notification.needed").await.len(),
+    );
+    let r = w.call("POST", "/v1/leaks", None, Some(again.clone())).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(audit(&w, "acme", "token.leaked").await.len(), leaked + 1);
+    assert_eq!(audit(&w, "acme", "notification.needed").await.len(), told);
+    w.advance(86_401);
+    let r = w.call("POST", "/v1/leaks", None, Some(again)).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        audit(&w, "acme", "notification.needed").await.len(),
+        told + 1
+    );
 }
 
 #[tokio::test]

@@ -268,11 +268,27 @@ fn leaked(tx: &mut dyn Tx, ctx: &Ctx, reporter: &str, f: &Found, c: &Confirmed) 
             "jti": c.jti,
         }),
     )?;
-    // Only a leak that left a token working, or that stopped one, is news to people.
+    // Only a leak that left a token working, or that stopped one, is news to people; a
+    // token left working by `notify_only` is told about once a day however often the
+    // scanners find it again (every report stays in the audit log).
     if let Some(t) = live_record {
-        notification_needed(tx, ctx, &actor, &t, reporter, &url, &source, action)?;
+        if policy == LeakPolicy::Revoke || !told_within_a_day(tx, ctx, &t)? {
+            notification_needed(tx, ctx, &actor, &t, reporter, &url, &source, action)?;
+        }
     }
     Ok(())
+}
+
+/// Most recent audit entries of a token read to find its last exposure notice.
+const RECENT_ENTRIES: i64 = 200;
+
+/// Whether the owner and admins were told of `t`'s exposure in the last 24 hours.
+fn told_within_a_day(tx: &mut dyn Tx, ctx: &Ctx, t: &Token) -> Result<bool> {
+    Ok(tx
+        .list_audit(&t.org_id, Some(&t.id), RECENT_ENTRIES, 0)?
+        .iter()
+        .take_while(|e| e.at > ctx.now - 86_400)
+        .any(|e| e.action == "notification.needed" && e.detail["event"] == "token.exposed"))
 }
 
 /// Records that the owner and the org's admins must be told of an exposed token. The
