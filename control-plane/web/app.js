@@ -194,7 +194,7 @@ function showSecret(title, secret, filename, note) {
 /// Puts a server validation message (`field: message`) next to its field, or in `box`.
 function showFieldError(form, box, e) {
   const msg = e instanceof ApiError ? e.message : String(e);
-  const m = /^(?:body\.)?([a-z_]+)(?:\[\d+\])?: (.*)$/s.exec(msg);
+  const m = /^(?:body\.)?([a-z_]+(?:\.[a-z_]+)?)(?:\[\d+\])?: (.*)$/s.exec(msg);
   const input = m && form.querySelector(`[name="${m[1]}"]`);
   if (input) {
     const id = `${input.id || m[1]}-error`;
@@ -651,6 +651,10 @@ async function showToken(id) {
   if (can("authlog", t)) {
     try { u = await api("GET", `/v1/tokens/${encodeURIComponent(t.id)}/usage${qs({ bucket })}`); } catch (e) { usageErr = e; }
   }
+  let limits = null;
+  try { limits = await api("GET", `/v1/tokens/${encodeURIComponent(t.id)}/rate-limits`); } catch { limits = null; }
+  const limitWords = !limits ? "—" : LIMIT_FIELDS.filter(([k]) => limits.effective[k] != null).map(([k, label]) =>
+    `${limits.effective[k]} ${label}${limits.own[k] != null ? "" : " (organization default)"}`).join(", ") || "none";
   const other = bucket === "day" ? "hour" : "day";
   const uses = u ? [
     el("p", { id: "usage-summary" }, `${u.allowed} allowed and ${u.refused} refused from ${fmtTime(u.since)} to ${fmtTime(u.until)}, per ${u.bucket}. `,
@@ -677,6 +681,7 @@ async function showToken(id) {
       el("dt", {}, "Description"), el("dd", {}, t.description || "—"),
       el("dt", {}, "Scopes"), el("dd", {}, t.scopes.length ? t.scopes.join(" ") : "—"),
       el("dt", {}, "Addresses"), el("dd", {}, t.ip_allow.length ? t.ip_allow.join(", ") : "any address"),
+      el("dt", {}, "Rate limits"), el("dd", { id: "token-limits" }, limitWords),
       el("dt", {}, "Created"), el("dd", {}, fmtTime(t.created_at)),
       el("dt", {}, "Expires"), el("dd", {}, fmtTime(t.expires_at)),
       el("dt", {}, "Last used"), el("dd", {}, t.last_used_at ? `${fmtTime(t.last_used_at)} from ${t.last_used_ip || "?"}` : "never")),
@@ -811,6 +816,41 @@ function scopePicker(t) {
   return box;
 }
 
+// A token's rate limits and quota (`limits` of a create or an edit; not in the JWT).
+const LIMIT_FIELDS = [["per_second", "per second"], ["per_minute", "per minute"], ["per_hour", "per hour"],
+  ["per_day", "per day"], ["per_month", "per month"], ["total", "in total"]];
+
+/// The token dialog's rate limits: empty fields take the organization's default. For an
+/// edit, the token's own values are read first (`GET /v1/tokens/{id}/rate-limits`); until
+/// then an edit leaves them as they are.
+function limitFields(t) {
+  const inputs = LIMIT_FIELDS.map(([k, label]) => field(`Requests ${label}`, { name: `limits.${k}`, id: `f-limit-${k}`, type: "number", min: 1 }));
+  const box = el("fieldset", { id: "f-limits", class: "scopes" }, el("legend", {}, "Rate limits and quota"),
+    el("p", { class: "hint" }, "Enforced at every edge. Empty: the organization's default, if any. Changing them never revokes the JWT."),
+    el("div", { class: "limit-grid" }, ...inputs));
+  box.own = {};
+  if (!t) { box.dataset.loaded = "1"; return box; }
+  (async () => {
+    try {
+      box.own = (await api("GET", `/v1/tokens/${encodeURIComponent(t.id)}/rate-limits`)).own || {};
+      for (const [k] of LIMIT_FIELDS) if (box.own[k] != null) box.querySelector(`[name="limits.${k}"]`).value = String(box.own[k]);
+      box.dataset.loaded = "1";
+      box.dispatchEvent(new Event("change", { bubbles: true }));
+    } catch (e) { box.append(el("p", { class: "hint" }, `The rate limits could not be read (${e.message}); saving keeps them.`)); }
+  })();
+  return box;
+}
+
+/// The limits the dialog's fields say (only the filled ones).
+function limitsOf(f) {
+  const out = {};
+  for (const [k] of LIMIT_FIELDS) {
+    const v = String(f.get(`limits.${k}`) || "").trim();
+    if (v !== "") out[k] = Number(v);
+  }
+  return out;
+}
+
 function tokenForm(t) {
   const lifetime = field("Lifetime", {
     tag: "select", name: "lifetime_days", id: "f-lifetime",
@@ -831,7 +871,7 @@ function tokenForm(t) {
     forUser.querySelector("input").addEventListener("change", (ev) => picker.load(ev.target.value.trim() || null));
     parts.push(forUser);
   }
-  parts.push(lifetime, custom, picker,
+  parts.push(lifetime, custom, picker, limitFields(t),
     field("IP filter", { name: "ip_allow", tag: "textarea", rows: 2, value: t ? t.ip_allow.join("\n") : "" }, "addresses or CIDRs, one per line; empty: any address"));
   return parts;
 }
@@ -848,10 +888,14 @@ function tokenBody(form, t) {
   const lt = f.get("lifetime_days");
   if (lt === "custom") body.expires_at = f.get("expires_at") ? dateToRfc3339(f.get("expires_at"), true) : "";
   else body.lifetime_days = Number(lt);
+  const limits = limitsOf(f);
   if (!t) {
     if (f.get("user")) body.user = f.get("user");
+    if (Object.keys(limits).length) body.limits = limits;
     return body;
   }
+  const limitBox = form.querySelector("#f-limits");
+  if (limitBox && limitBox.dataset.loaded === "1" && JSON.stringify(limits) !== JSON.stringify(Object.fromEntries(LIMIT_FIELDS.map(([k]) => [k, limitBox.own[k]]).filter(([, v]) => v != null)))) body.limits = limits;
   const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
   if (body.name === t.name) delete body.name;
   if (body.description === t.description) delete body.description;
@@ -881,7 +925,7 @@ async function newTokenDialog() {
 // The token fields inside the JWT (`tokens::edit`): changing one revokes the current JWT
 // and the token goes back to Pending. Name, description and rate limits are not in it.
 const JWT_FIELDS = { scopes: "scopes", ip_allow: "IP filter", lifetime_days: "expiry", expires_at: "expiry", not_before: "start" };
-const FIELD_NAMES = { name: "name", description: "description", ...JWT_FIELDS };
+const FIELD_NAMES = { name: "name", description: "description", limits: "rate limits", ...JWT_FIELDS };
 
 /// What saving `body` (an edit of `t`) does to the current JWT, in words.
 function editEffect(body, t) {

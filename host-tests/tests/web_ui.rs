@@ -398,6 +398,18 @@ async fn scenarios(
     }
     ui.page("new-token-error").await;
     ui.fill("dialog[open] #f-ip_allow", "127.0.0.1").await;
+    // A rate limit over the largest allowed is refused next to its field, in words (0
+    // never leaves the page: the field's own minimum is 1).
+    ui.fill("dialog[open] #f-limit-per_minute", "2000000000000")
+        .await;
+    ui.click("dialog[open] button[type=submit]").await;
+    let msg = ui
+        .text_of("dialog[open] #f-limit-per_minute + .field-error")
+        .await;
+    if !msg.starts_with("limits.per_minute: must be a whole number") {
+        return Err(format!("2: the rate limit's error: {msg:?}"));
+    }
+    ui.fill("dialog[open] #f-limit-per_minute", "").await;
     ui.click("dialog[open] button[type=submit]").await;
     ui.title("API tokens").await;
     let row = ui.find("#tokens tbody tr").await;
@@ -916,6 +928,10 @@ async fn scenarios(
     ui.click("#tokens a.token-link").await;
     ui.title(&format!("API token {first}")).await;
     ui.find("#usage-chart").await;
+    let limits = ui.text_of("#token-limits").await;
+    if limits.is_empty() {
+        return Err("token page: no rate limits line".into());
+    }
     let label = ui
         .js(
             "return document.getElementById('usage-chart').getAttribute('aria-label');",
