@@ -547,3 +547,87 @@ fn the_upgrade_keeps_existing_domains_approved_and_routing() {
         assert_eq!(c.approved_by, None, "{c:?}");
     }
 }
+
+/// With `sync_roles`, the role follows the identity provider's groups at every sign-in
+/// (audited, the grants going with it); without it, only the first sign-in reads them. The
+/// last enabled admin is never demoted by a sign-in.
+#[tokio::test]
+async fn roles_follow_the_groups_at_every_sign_in_when_the_connection_says_so() {
+    use tessera_control_plane::service::sso::{self, Verified};
+    let w = World::new().await;
+    let root = w.jwt("root-admin");
+    let mut conn = connection("operator.example");
+    conn["sync_roles"] = json!(true);
+    let r = w
+        .call("PUT", "/v1/orgs/root/sso", Some(&root), Some(conn.clone()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["sync_roles"], true);
+    let sign_in = |subject: &'static str, groups: &[&str]| {
+        let who = Verified {
+            issuer: "https://login.example.com".into(),
+            subject: subject.into(),
+            email: Some(format!("{subject}@operator.example")),
+            email_verified: Some(true),
+            name: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let state = w.state.clone();
+        async move {
+            state
+                .write(move |tx, ctx| {
+                    let started = sso::complete(tx, ctx, "root", &who, None)?;
+                    Ok(started.map(|s| s.actor.user.role.as_str().to_string()))
+                })
+                .await
+                .unwrap()
+                .expect("signed in")
+        }
+    };
+    // First sign-in in the admins' group: admin. Out of it later: the default role.
+    assert_eq!(sign_in("ops", &["tessera-admins"]).await, "admin");
+    assert_eq!(sign_in("ops", &["staff"]).await, "readonly");
+    assert_eq!(sign_in("ops", &["tessera-admins"]).await, "admin");
+    let r = w
+        .call(
+            "GET",
+            "/v1/audit-log?org=root&per_page=200",
+            Some(&root),
+            None,
+        )
+        .await;
+    let synced = r.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "user.update" && e["detail"]["via"] == "sso")
+        .count();
+    assert_eq!(synced, 2, "{}", r.text());
+
+    // Without it the role stays what Tessera has.
+    conn["sync_roles"] = json!(false);
+    conn.as_object_mut().unwrap().remove("client_secret");
+    let r = w
+        .call("PUT", "/v1/orgs/root/sso", Some(&root), Some(conn.clone()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sign_in("ops", &["staff"]).await, "admin");
+
+    // The last enabled admin stays one: root-admin leaves, ops is then the only admin.
+    conn["sync_roles"] = json!(true);
+    let r = w
+        .call("PUT", "/v1/orgs/root/sso", Some(&root), Some(conn))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let root_admin = w.uid("root-admin");
+    w.state
+        .write(move |tx, ctx| {
+            let mut a = tessera_control_plane::service::accounts::account_of(tx, &root_admin)?;
+            a.disabled_at = Some(ctx.now);
+            tx.put_account(&a)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(sign_in("ops", &["staff"]).await, "admin");
+}

@@ -320,6 +320,7 @@ async function ssoSection(org) {
   const box = el("div");
   const roles = [["user", "user"], ["readonly", "readonly"], ["admin", "admin"]];
   const requireBox = el("input", { type: "checkbox", id: "f-sso-require", name: "require_sso", checked: conn ? conn.require_sso : false });
+  const syncBox = el("input", { type: "checkbox", id: "f-sso-sync", name: "sync_roles", checked: conn ? conn.sync_roles : false });
   const form = el("form", { id: "sso-settings" },
     field("Issuer URL", { name: "issuer", id: "f-sso-issuer", type: "url", required: true, value: conn ? conn.issuer : "" }, "e.g. https://login.example.com"),
     field("Client id", { name: "client_id", id: "f-sso-client-id", required: true, value: conn ? conn.client_id : "" }),
@@ -327,6 +328,7 @@ async function ssoSection(org) {
     field("Email domains", { name: "domains", id: "f-sso-domains", required: true, value: conn ? conn.domains.join(", ") : "" }, "comma-separated, e.g. example.com"),
     field("Role of a new user when no group maps", { tag: "select", name: "default_role", id: "f-sso-default-role", value: conn ? conn.default_role : "user", options: roles }),
     field("Group → role mappings", { tag: "textarea", name: "group_roles", id: "f-sso-group-roles", rows: 3, value: conn ? conn.group_roles.map((g) => `${g.group}=${g.role}`).join("\n") : "" }, "one group=role per line; the first group the user is in wins"),
+    el("div", {}, syncBox, el("label", { for: "f-sso-sync" }, " Roles follow the groups at every sign-in (off: only at the first; the last admin is never demoted)")),
     el("div", {}, requireBox, el("label", { for: "f-sso-require" }, " Require single sign-on (admins keep a break-glass password sign-in, marked in the audit log)")),
     el("p", {}, "Redirect URI to register at the identity provider: ", el("code", { id: "sso-redirect-uri" }, conn ? conn.redirect_uri : `${location.origin}/v1/sso/callback`)),
     box,
@@ -345,7 +347,7 @@ async function ssoSection(org) {
     const body = {
       issuer: f.get("issuer"), client_id: f.get("client_id"),
       domains: String(f.get("domains")).split(/[\s,]+/).filter((d) => d),
-      require_sso: requireBox.checked, default_role: f.get("default_role"),
+      require_sso: requireBox.checked, sync_roles: syncBox.checked, default_role: f.get("default_role"),
       group_roles: String(f.get("group_roles")).split("\n").map((l) => l.trim()).filter((l) => l).map((l) => {
         const i = l.lastIndexOf("=");
         return { group: i < 0 ? l : l.slice(0, i).trim(), role: i < 0 ? "" : l.slice(i + 1).trim() };

@@ -600,6 +600,7 @@ async fn sso(c: &Client, out: Output, cmd: SsoCmd) -> CliResult {
             require_sso,
             default_role,
             group_roles,
+            sync_roles,
         } => {
             let secret = match &client_secret_file {
                 Some(p) => Some(super::read_secret(p, "--client-secret-file")?),
@@ -618,6 +619,7 @@ async fn sso(c: &Client, out: Output, cmd: SsoCmd) -> CliResult {
                 "domains": domains,
                 "require_sso": require_sso,
                 "group_roles": mappings,
+                "sync_roles": sync_roles,
             });
             if let Some(s) = secret {
                 body["client_secret"] = json!(s);

@@ -1146,6 +1146,10 @@ enum SsoCmd {
         /// sign-in; repeatable, the first group that matches wins.
         #[arg(long = "group-role")]
         group_roles: Vec<String>,
+        /// Set the role from the groups at every sign-in, not only at the first (the
+        /// organization's last enabled admin is never demoted).
+        #[arg(long)]
+        sync_roles: bool,
     },
     /// Delete the organization's single sign-on connection (passwords work again).
     Delete {

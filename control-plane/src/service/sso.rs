@@ -65,6 +65,12 @@ pub struct SetSso {
     /// Group → role mappings, in order: the first group the user is in gives the role.
     #[serde(default)]
     pub group_roles: Vec<GroupRole>,
+    /// Set the role from the groups at every sign-in (a user in no mapped group gets the
+    /// default role), so that a change at the identity provider reaches Tessera at the
+    /// next sign-in; off (the default), the groups decide the role at the first sign-in
+    /// and Tessera's admins manage it afterwards. The last enabled admin is never demoted.
+    #[serde(default)]
+    pub sync_roles: bool,
 }
 
 /// The organization's connection (never its secret).
@@ -85,6 +91,8 @@ pub struct SsoView {
     pub require_sso: bool,
     pub default_role: Role,
     pub group_roles: Vec<GroupRole>,
+    /// The role follows the groups at every sign-in.
+    pub sync_roles: bool,
     /// The redirect URI to register at the provider.
     pub redirect_uri: String,
     pub created_at: String,
@@ -125,6 +133,7 @@ fn view(tx: &mut dyn Tx, ctx: &Ctx, c: &SsoConnection) -> Result<SsoView> {
         require_sso: c.require_sso,
         default_role: default_role_of(c),
         group_roles: group_roles_of(c),
+        sync_roles: c.sync_roles,
         redirect_uri: redirect_uri(ctx),
         created_at: crate::timefmt::format(c.created_at),
         updated_at: crate::timefmt::format(c.updated_at),
@@ -313,6 +322,7 @@ pub fn set(
         require_sso: req.require_sso,
         default_role: default_role.as_str().to_string(),
         group_roles: serde_json::to_string(&req.group_roles).map_err(Error::internal)?,
+        sync_roles: req.sync_roles,
         created_at: old.as_ref().map_or(ctx.now, |o| o.created_at),
         updated_at: ctx.now,
     };
@@ -345,6 +355,7 @@ pub fn set(
             "require_sso": c.require_sso,
             "default_role": c.default_role,
             "group_roles": req.group_roles,
+            "sync_roles": c.sync_roles,
         }),
     )?;
     Ok(view)
@@ -715,6 +726,55 @@ pub struct Verified {
     pub groups: Vec<String>,
 }
 
+/// The role the connection's mapping gives someone in `groups`: the first mapped group's,
+/// else the default.
+fn role_from_groups(c: &SsoConnection, groups: &[String]) -> Role {
+    group_roles_of(c)
+        .into_iter()
+        .find(|g| groups.contains(&g.group))
+        .map_or_else(|| default_role_of(c), |g| g.role)
+}
+
+/// A returning sign-in with `sync_roles`: the role follows the groups (audited
+/// `user.update` with `"via": "sso"`, the role's grants going with it to every edge),
+/// except that the org's last enabled admin is never demoted (audited
+/// `sso.role_sync_skipped`).
+fn sync_role(tx: &mut dyn Tx, ctx: &Ctx, mut u: User, who: &Verified) -> Result<User> {
+    let Some(c) = tx.get_sso_connection(&u.org_id)? else {
+        return Ok(u);
+    };
+    let want = role_from_groups(&c, &who.groups);
+    if want == u.role {
+        return Ok(u);
+    }
+    if u.role == Role::Admin && super::users::keep_an_admin(tx, &u, "demoted").is_err() {
+        audit(
+            tx,
+            ctx,
+            &u.id,
+            &u.org_id,
+            "sso.role_sync_skipped",
+            &u.id,
+            json!({"role": u.role.as_str(), "groups_give": want.as_str(), "why": "the last enabled admin of the organization is never demoted"}),
+        )?;
+        return Ok(u);
+    }
+    let from = u.role;
+    u.role = want;
+    tx.update_user(&u)?;
+    super::scopes::grants_changed(tx, ctx, &u.org_id)?;
+    audit(
+        tx,
+        ctx,
+        &u.id,
+        &u.org_id,
+        "user.update",
+        &u.id,
+        json!({"role": want.as_str(), "from": from.as_str(), "via": "sso", "groups": who.groups}),
+    )?;
+    Ok(u)
+}
+
 /// A refused end of sign-in, in the org's audit log (committed with it).
 fn refuse(
     tx: &mut dyn Tx,
@@ -804,7 +864,11 @@ pub fn complete(
                 );
             };
             tx.touch_sso_identity(org_id, &who.issuer, &who.subject, ctx.now)?;
-            u
+            if c.sync_roles {
+                sync_role(tx, ctx, u, who)?
+            } else {
+                u
+            }
         }
         None => {
             // A first sign-in: the address must be one of the connection's domains and not
@@ -870,10 +934,7 @@ pub fn complete(
                 );
             }
             super::quotas::check_users(tx, ctx, &org)?;
-            let role = group_roles_of(&c)
-                .into_iter()
-                .find(|g| who.groups.contains(&g.group))
-                .map_or_else(|| default_role_of(&c), |g| g.role);
+            let role = role_from_groups(&c, &who.groups);
             let display_name = who
                 .name
                 .clone()

@@ -947,6 +947,16 @@ ALTER TABLE orgs ADD COLUMN owners_manage_tokens INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE orgs ADD COLUMN owners_manage_tokens BOOLEAN NOT NULL DEFAULT TRUE;
 "#,
     },
+    // 16 (issue 23, roles from groups): whether a connection's group mapping sets the
+    // role at every sign-in, not only at the first.
+    Migration {
+        sqlite: r#"
+ALTER TABLE sso_connections ADD COLUMN sync_roles INTEGER NOT NULL DEFAULT 0;
+"#,
+        postgres: r#"
+ALTER TABLE sso_connections ADD COLUMN sync_roles BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

@@ -24,6 +24,8 @@ pub struct SsoConnection {
     pub default_role: String,
     /// `[[group, role], ...]` as JSON text: the first group the user is in gives the role.
     pub group_roles: String,
+    /// The mapping sets the role at every sign-in (else only at the first).
+    pub sync_roles: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -5,7 +5,7 @@ use crate::store::sso::{SsoConnection, SsoDomainClaim, SsoIdentity, SsoLogin, Ss
 use crate::store::StoreResult;
 
 const CONN_COLS: &str = "org_id, issuer, client_id, secret_enc, domains, require_sso, \
-                         default_role, group_roles, created_at, updated_at";
+                         default_role, group_roles, created_at, updated_at, sync_roles";
 const LOGIN_COLS: &str =
     "state_sha256, org_id, nonce, verifier_enc, browser_sha256, created_at, expires_at";
 const CLAIM_COLS: &str = "domain, org_id, claimed_at, approved_at, approved_by";
@@ -24,6 +24,7 @@ fn connection(r: &dyn SqlRow) -> StoreResult<SsoConnection> {
         group_roles: get(r, 7)?,
         created_at: get(r, 8)?,
         updated_at: get(r, 9)?,
+        sync_roles: get(r, 10)?,
     })
 }
 
@@ -76,8 +77,9 @@ impl<C: Conn> SsoTx for C {
              issuer = excluded.issuer, client_id = excluded.client_id, \
              secret_enc = excluded.secret_enc, domains = excluded.domains, \
              require_sso = excluded.require_sso, default_role = excluded.default_role, \
-             group_roles = excluded.group_roles, updated_at = excluded.updated_at",
-            placeholders(10)
+             group_roles = excluded.group_roles, updated_at = excluded.updated_at, \
+             sync_roles = excluded.sync_roles",
+            placeholders(11)
         );
         let v = values![
             &c.org_id,
@@ -89,7 +91,8 @@ impl<C: Conn> SsoTx for C {
             &c.default_role,
             &c.group_roles,
             c.created_at,
-            c.updated_at
+            c.updated_at,
+            c.sync_roles
         ];
         self.exec(&sql, &v)?;
         for old in self.sso_domain_claims(Some(&c.org_id), false)? {
