@@ -119,7 +119,11 @@ function errorBox(e) {
 
 /// A scrollable table, reachable by keyboard (a narrow window scrolls it sideways).
 function tableWrap(table) {
-  const label = { tokens: "API tokens", "auth-log": "Authentication events", users: "Users", audit: "Audit entries", edges: "Edge credentials" }[table.id] || "Tokens";
+  const label = {
+    tokens: "API tokens", "auth-log": "Authentication events", users: "Users", audit: "Audit entries", edges: "Edge credentials",
+    keys: "Signing keys", "domain-claims": "Email domain claims", "usage-table": "Uses per slice of time",
+    "usage-networks": "Networks the token was used from", "scim-credentials": "SCIM credentials",
+  }[table.id] || "Tokens";
   return el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": label }, table);
 }
 
@@ -328,8 +332,8 @@ async function ssoSection(org) {
     field("Email domains", { name: "domains", id: "f-sso-domains", required: true, value: conn ? conn.domains.join(", ") : "" }, "comma-separated, e.g. example.com"),
     field("Role of a new user when no group maps", { tag: "select", name: "default_role", id: "f-sso-default-role", value: conn ? conn.default_role : "user", options: roles }),
     field("Group → role mappings", { tag: "textarea", name: "group_roles", id: "f-sso-group-roles", rows: 3, value: conn ? conn.group_roles.map((g) => `${g.group}=${g.role}`).join("\n") : "" }, "one group=role per line; the first group the user is in wins"),
-    el("div", {}, syncBox, el("label", { for: "f-sso-sync" }, " Roles follow the groups at every sign-in (off: only at the first; the last admin is never demoted)")),
-    el("div", {}, requireBox, el("label", { for: "f-sso-require" }, " Require single sign-on (admins keep a break-glass password sign-in, marked in the audit log)")),
+    el("div", { class: "check" }, syncBox, el("label", { for: "f-sso-sync" }, " Roles follow the groups at every sign-in (off: only at the first; the last admin is never demoted)")),
+    el("div", { class: "check" }, requireBox, el("label", { for: "f-sso-require" }, " Require single sign-on (admins keep a break-glass password sign-in, marked in the audit log)")),
     el("p", {}, "Redirect URI to register at the identity provider: ", el("code", { id: "sso-redirect-uri" }, conn ? conn.redirect_uri : `${location.origin}/v1/sso/callback`)),
     box,
     el("p", {}, el("button", { type: "submit", class: "primary", id: "sso-save" }, conn ? "Save" : "Set up single sign-on"),
@@ -1112,9 +1116,10 @@ async function showAudit() {
 async function showOrg() {
   const render = renderer();
   const org = session.org;
-  let edges = [], keys = [], leakPolicy = "revoke";
+  let edges = [], keys = [], scim = [], leakPolicy = "revoke";
   try {
     edges = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/edge-credentials`)).edges;
+    scim = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/scim-credentials`)).credentials;
     keys = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/keys`)).keys;
     leakPolicy = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/leak-policy`)).policy;
   } catch (e) { render("Organization", errorBox(e)); return; }
@@ -1141,7 +1146,7 @@ async function showOrg() {
       org.root ? "1 to 400" : org.managed_by
         ? "1 to 400; you may shorten it, and the managing partner's admins may lengthen it"
         : "1 to 400; you may shorten it, and root admins may lengthen it"),
-    el("div", {}, ownersBox, el("label", { for: "f-owners-manage" },
+    el("div", { class: "check" }, ownersBox, el("label", { for: "f-owners-manage" },
       " Token owners may edit, disable, enable and delete their own tokens",
       el("span", { class: "hint" }, " (off: only admins do; owners still create, regenerate, rotate and revoke theirs)"))),
     settingsErr, el("p", {}, el("button", { type: "submit" }, "Save")));
@@ -1221,7 +1226,44 @@ async function showOrg() {
             try { await api("POST", `/v1/orgs/${encodeURIComponent(org.id)}/edge-credentials/${encodeURIComponent(e.id)}/revoke`); } catch (x) { toast(x.message); }
             showOrg();
           }
-        }, "danger"))))))) : el("p", { class: "notice" }, "No edge credential yet."));
+        }, "danger"))))))) : el("p", { class: "notice" }, "No edge credential yet."),
+    ...scimSection(org, scim));
+}
+
+/// The Organization page's SCIM section: the credentials an identity provider provisions
+/// users with (`/scim/v2/<org>`), their last use, New (the secret shown once) and Revoke.
+function scimSection(org, creds) {
+  const base = `/v1/orgs/${encodeURIComponent(org.id)}/scim-credentials`;
+  const create = el("button", {
+    type: "button", id: "new-scim", onclick: async () => {
+      const wrap = el("div", {}, field("Name", { name: "name", id: "f-scim-name", required: true }, "the identity provider, e.g. okta"));
+      const r = await modal("New SCIM credential", wrap, {
+        submit: "Create", onSubmit: async (box) => {
+          const form = wrap.closest("form");
+          clearFieldErrors(form);
+          try { return await api("POST", base, { name: new FormData(form).get("name") }); }
+          catch (e) { showFieldError(form, box, e); return undefined; }
+        },
+      });
+      if (r) await showSecret(`SCIM credential ${r.name}`, r.secret, `${r.name}.scim-secret`,
+        `This secret is shown once. Give your identity provider the SCIM base URL ${r.base_url} and this secret as its bearer token; it provisions users as you.`);
+      showOrg();
+    },
+  }, "New SCIM credential");
+  return [el("h2", {}, "SCIM provisioning"),
+    el("p", {}, "Your identity provider creates, updates and deactivates users through SCIM 2.0; a deactivated user's tokens stop working at every edge."),
+    el("div", { class: "toolbar" }, create),
+    creds.length ? tableWrap(el("table", { id: "scim-credentials" },
+      el("thead", {}, el("tr", {}, ...["Name", "Created", "Last used", "State", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...creds.map((c) => el("tr", { "data-scim": c.id },
+        el("td", {}, ...named(c.name, c.id)), el("td", {}, fmtTime(c.created_at)), el("td", {}, c.last_used_at ? fmtTime(c.last_used_at) : "never"),
+        el("td", { "data-column": "state" }, c.revoked_at ? `revoked ${fmtTime(c.revoked_at)}` : "active"),
+        el("td", {}, c.revoked_at ? "" : act("Revoke", async () => {
+          if (await confirmAction(`Revoke ${c.name}?`, "Your identity provider's next SCIM request is refused. This is final.", "Revoke")) {
+            try { await api("POST", `${base}/${encodeURIComponent(c.id)}/revoke`); } catch (x) { toast(x.message); }
+            showOrg();
+          }
+        }, "danger"))))))) : el("p", { class: "notice", id: "no-scim" }, "No SCIM credential yet.")];
 }
 
 /// "New organization": for root admins (any organization) and partner admins (their

@@ -1027,6 +1027,27 @@ async fn scenarios(
     ui.find("dialog[open] #secret-value").await;
     ui.page("edge-secret").await;
     ui.take_secret().await;
+    // SCIM on the same page: a credential made (secret shown once), listed, revoked.
+    ui.click("#new-scim").await;
+    ui.fill("dialog[open] #f-scim-name", "okta").await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.find("dialog[open] #secret-value").await;
+    ui.take_secret().await;
+    let state = "#scim-credentials tbody tr:first-child td[data-column=state]";
+    wait_for(
+        || async { ui.text_of(state).await == "active" },
+        "the SCIM credential listed",
+    )
+    .await?;
+    ui.page("scim-credentials").await;
+    ui.click("#scim-credentials tbody tr:first-child button[data-action=revoke]")
+        .await;
+    ui.click("dialog[open] button[type=submit]").await;
+    wait_for(
+        || async { ui.text_of(state).await.starts_with("revoked") },
+        "the SCIM credential revoked",
+    )
+    .await?;
     // A narrow (mobile) window.
     ui.c.set_window_size(390, 844).await.unwrap();
     ui.goto("/#/tokens").await;
