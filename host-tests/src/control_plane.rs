@@ -412,6 +412,34 @@ impl ControlPlane {
         format!("{}/jwks.json", self.issuer())
     }
 
+    /// A workerd edge worker synced from this control plane: the org's issuer, its JWKS
+    /// (read now), the status list required and polled every 900 ms, fail closed; its
+    /// origin is `upstream`. Callers add their own bindings (usage reports, ...).
+    pub fn workerd_options(&self, upstream: SocketAddr) -> crate::workerd::WorkerdOptions {
+        let (workerd_bin, bundle) = crate::workerd::workerd_tools();
+        let jwks_path = self.jwks_url().replacen(&self.url(), "", 1);
+        let jwks = self
+            .api("GET", &jwks_path, None, None)
+            .unwrap_or_else(|e| panic!("JWKS: {e}"));
+        let config = json!({
+            "issuers": [self.issuer()],
+            "audiences": ["tessera"],
+            "jwks": jwks,
+            "status": {"required": true, "fail_policy": "closed"},
+        });
+        crate::workerd::WorkerdOptions::new(
+            &workerd_bin,
+            &bundle,
+            &config,
+            crate::workerd::Origin::Url(format!("http://{upstream}")),
+        )
+        .var(
+            "TESSERA_STATUS_URLS",
+            &json!({ self.status_list_uri(): self.status_list_uri() }).to_string(),
+        )
+        .var("TESSERA_STATUS_TTL_MS", "900")
+    }
+
     /// The first admin's token.
     pub fn admin_token(&self) -> &str {
         &self.admins[0].2

@@ -18,7 +18,7 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use serde_json::json;
 use tessera_core::token::{strip_api_prefix, API_TOKEN_PREFIX};
-use tessera_host_tests::workerd::{workerd_tools, Origin, Workerd, WorkerdOptions};
+use tessera_host_tests::workerd::Workerd;
 use tessera_host_tests::{
     control_plane_path, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, Request,
@@ -89,31 +89,8 @@ fn until_every_worker(envoy: &Envoy, token: &str, want: (u16, &str), since: Inst
 }
 
 fn start_workerd(cp: &ControlPlane, upstream: &EchoUpstream) -> Workerd {
-    let (workerd_bin, bundle) = workerd_tools();
-    let jwks_path = cp.jwks_url().replacen(&cp.url(), "", 1);
-    let jwks = cp
-        .api("GET", &jwks_path, None, None)
-        .unwrap_or_else(|e| panic!("JWKS: {e}"));
-    let config = json!({
-        "issuers": [cp.issuer()],
-        "audiences": ["tessera"],
-        "jwks": jwks,
-        "status": {"required": true, "fail_policy": "closed"},
-    });
-    Workerd::start(
-        &WorkerdOptions::new(
-            &workerd_bin,
-            &bundle,
-            &config,
-            Origin::Url(format!("http://{}", upstream.addr())),
-        )
-        .var(
-            "TESSERA_STATUS_URLS",
-            &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
-        )
-        .var("TESSERA_STATUS_TTL_MS", "900"),
-    )
-    .unwrap_or_else(|e| panic!("workerd did not start: {e}"))
+    Workerd::start(&cp.workerd_options(upstream.addr()))
+        .unwrap_or_else(|e| panic!("workerd did not start: {e}"))
 }
 
 /// Polls the worker until `token` gets `want`; the time from `since`.

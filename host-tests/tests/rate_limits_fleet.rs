@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tessera_host_tests::workerd::{workerd_tools, Origin, Workerd, WorkerdOptions};
+use tessera_host_tests::workerd::Workerd;
 use tessera_host_tests::{
     control_plane_path, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, Request,
@@ -65,33 +65,12 @@ fn start_envoy(cp: &ControlPlane, upstream: &EchoUpstream, secret: &str) -> Envo
 }
 
 fn start_workerd(cp: &ControlPlane, upstream: &EchoUpstream, secret: &str) -> Workerd {
-    let (workerd_bin, bundle) = workerd_tools();
-    let jwks_path = cp.jwks_url().replacen(&cp.url(), "", 1);
-    let jwks = cp
-        .api("GET", &jwks_path, None, None)
-        .unwrap_or_else(|e| panic!("JWKS: {e}"));
-    let config = json!({
-        "issuers": [cp.issuer()],
-        "audiences": ["tessera"],
-        "jwks": jwks,
-        "status": {"required": true, "fail_policy": "closed"},
-    });
     Workerd::start(
-        &WorkerdOptions::new(
-            &workerd_bin,
-            &bundle,
-            &config,
-            Origin::Url(format!("http://{}", upstream.addr())),
-        )
-        .var(
-            "TESSERA_STATUS_URLS",
-            &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
-        )
-        .var("TESSERA_STATUS_TTL_MS", "900")
-        .var("TESSERA_USAGE_URL", &format!("{}/v1/usage", cp.url()))
-        .var("TESSERA_USAGE_TOKEN", secret)
-        .var("TESSERA_USAGE_FLUSH_MS", "200")
-        .var("TESSERA_USAGE_BATCH", "500"),
+        &cp.workerd_options(upstream.addr())
+            .var("TESSERA_USAGE_URL", &format!("{}/v1/usage", cp.url()))
+            .var("TESSERA_USAGE_TOKEN", secret)
+            .var("TESSERA_USAGE_FLUSH_MS", "200")
+            .var("TESSERA_USAGE_BATCH", "500"),
     )
     .unwrap_or_else(|e| panic!("workerd did not start: {e}"))
 }

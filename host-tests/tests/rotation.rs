@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tessera_host_tests::workerd::{workerd_tools, Origin, Workerd, WorkerdOptions};
+use tessera_host_tests::workerd::Workerd;
 use tessera_host_tests::{
     control_plane_path, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, Request,
@@ -53,32 +53,11 @@ fn start_envoy(cp: &ControlPlane, upstream: &EchoUpstream, usage_secret: &str) -
 }
 
 fn start_workerd(cp: &ControlPlane, upstream: &EchoUpstream, usage_secret: &str) -> Workerd {
-    let (workerd_bin, bundle) = workerd_tools();
-    let jwks_path = cp.jwks_url().replacen(&cp.url(), "", 1);
-    let jwks = cp
-        .api("GET", &jwks_path, None, None)
-        .unwrap_or_else(|e| panic!("JWKS: {e}"));
-    let config = json!({
-        "issuers": [cp.issuer()],
-        "audiences": ["tessera"],
-        "jwks": jwks,
-        "status": {"required": true, "fail_policy": "closed"},
-    });
     Workerd::start(
-        &WorkerdOptions::new(
-            &workerd_bin,
-            &bundle,
-            &config,
-            Origin::Url(format!("http://{}", upstream.addr())),
-        )
-        .var(
-            "TESSERA_STATUS_URLS",
-            &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
-        )
-        .var("TESSERA_STATUS_TTL_MS", "900")
-        .var("TESSERA_USAGE_URL", &format!("{}/v1/usage", cp.url()))
-        .var("TESSERA_USAGE_TOKEN", usage_secret)
-        .var("TESSERA_USAGE_BATCH", "1"),
+        &cp.workerd_options(upstream.addr())
+            .var("TESSERA_USAGE_URL", &format!("{}/v1/usage", cp.url()))
+            .var("TESSERA_USAGE_TOKEN", usage_secret)
+            .var("TESSERA_USAGE_BATCH", "1"),
     )
     .unwrap_or_else(|e| panic!("workerd did not start: {e}"))
 }
