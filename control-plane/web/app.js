@@ -456,7 +456,7 @@ function setNav() {
   if (!session) { nav.hidden = true; nav.replaceChildren(); who.replaceChildren(); return; }
   const links = [["#/tokens", "API tokens"], ["#/auth-log", "Authentication log"], ["#/notifications", "Notifications"]];
   if (isPartner()) links.push(["#/partner", "Customers"]);
-  if (isAdmin()) links.push(["#/users", "Users"], ["#/audit", "Audit log"], ["#/org", "Organization"]);
+  if (isAdmin()) links.push(["#/users", "Users"], ["#/audit", "Audit log"], ["#/webhooks", "Webhooks"], ["#/org", "Organization"]);
   nav.replaceChildren(...links.map(([h, t]) => el("a", { href: h, "aria-current": location.hash.startsWith(h) ? "page" : null }, t)));
   nav.hidden = false;
   who.replaceChildren(
@@ -1266,6 +1266,109 @@ function scimSection(org, creds) {
         }, "danger"))))))) : el("p", { class: "notice", id: "no-scim" }, "No SCIM credential yet.")];
 }
 
+/// The event types an endpoint may ask for, in the words of its checkbox.
+const WEBHOOK_EVENTS = [
+  ["token.expiring", "A token expires in 30, 7 or 1 days"],
+  ["token.revoked", "A token was revoked"],
+  ["token.rotated", "A token was rotated"],
+  ["token.exposed", "A token was found in public"],
+  ["token.revoked_but_presented", "A revoked or replaced token was still presented"],
+  ["token.used_from_new_network", "A token was used from a new network"],
+  ["user.deprovisioned", "A user was disabled or deleted"],
+];
+
+/// Webhooks (org admins): the endpoints, New (the signing secret shown once), Delete, and a
+/// delivery log per endpoint (`#/webhooks/<id>`).
+async function showWebhooks() {
+  const render = renderer();
+  const org = session.org;
+  const base = `/v1/orgs/${encodeURIComponent(org.id)}/webhooks`;
+  let hooks;
+  try { hooks = (await api("GET", base)).webhooks; } catch (e) { render("Webhooks", errorBox(e)); return; }
+  const create = el("button", {
+    type: "button", class: "primary", id: "new-webhook", onclick: async () => {
+      const boxes = WEBHOOK_EVENTS.map(([ev, words]) => {
+        const id = `f-event-${ev.replace(/[._]/g, "-")}`;
+        return el("div", { class: "check" }, el("input", { type: "checkbox", id, name: "events", value: ev }),
+          el("label", { for: id }, ` ${words} `, el("code", {}, ev)));
+      });
+      const wrap = el("div", {},
+        field("URL", { name: "url", id: "f-webhook-url", type: "url", required: true }, "https://… where your receiver listens"),
+        el("fieldset", { id: "f-events" }, el("legend", {}, "Events (none checked: every event)"), ...boxes),
+        field("Description", { name: "description", id: "f-webhook-description" }, "optional, e.g. security team"));
+      const r = await modal("New webhook endpoint", wrap, {
+        submit: "Create", onSubmit: async (box) => {
+          const form = wrap.closest("form");
+          clearFieldErrors(form);
+          const d = new FormData(form);
+          try { return await api("POST", base, { url: d.get("url"), events: d.getAll("events"), description: d.get("description") || "" }); }
+          catch (e) { showFieldError(form, box, e); return undefined; }
+        },
+      });
+      if (r) await showSecret(`Signing secret of ${r.webhook.url}`, r.secret, "webhook-secret.txt",
+        "This signing secret is shown once. Give it to your receiver now: it checks each message's webhook-signature header with it (Standard Webhooks).");
+      showWebhooks();
+    },
+  }, "New endpoint");
+  render("Webhooks",
+    el("p", {}, "Tessera POSTs each event to your endpoints, signed as the Standard Webhooks specification says, and retries a failed delivery for 37 hours with the same webhook-id."),
+    el("div", { class: "toolbar" }, create),
+    hooks.length ? tableWrap(el("table", { id: "webhooks" },
+      el("thead", {}, el("tr", {}, ...["Endpoint", "Events", "Created", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...hooks.map((w) => el("tr", { "data-webhook": w.id },
+        el("td", {}, el("a", { href: `#/webhooks/${encodeURIComponent(w.id)}` }, w.url),
+          w.description ? el("div", { class: "sub" }, w.description) : null, el("div", { class: "sub" }, el("code", {}, w.id))),
+        el("td", {}, w.events.length ? w.events.join(", ") : "every event"),
+        el("td", {}, fmtTime(w.created_at)),
+        el("td", {}, el("a", { class: "button", href: `#/webhooks/${encodeURIComponent(w.id)}`, "data-action": "deliveries" }, "Delivery log"), " ",
+          act("Delete", async () => {
+            if (await confirmAction(`Delete the endpoint ${w.url}?`, "Nothing more is sent to it, pending messages included. This is final.", "Delete")) {
+              try { await api("DELETE", `${base}/${encodeURIComponent(w.id)}`); } catch (x) { toast(x.message); }
+              showWebhooks();
+            }
+          }, "danger"))))))) : el("p", { class: "notice", id: "no-webhooks" }, "No webhook endpoint yet."));
+}
+
+/// One endpoint's delivery log, newest first, 50 a page: each message's event, state,
+/// attempts, last answer and body, with Resend (the same webhook-id, sent now).
+async function showDeliveries(id) {
+  const render = renderer();
+  const org = session.org;
+  const hook = `/v1/orgs/${encodeURIComponent(org.id)}/webhooks/${encodeURIComponent(id)}`;
+  const p = new URLSearchParams(location.hash.split("?")[1] || "");
+  const page = Number(p.get("page") || 1);
+  let endpoint, deliveries;
+  try {
+    endpoint = (await api("GET", `/v1/orgs/${encodeURIComponent(org.id)}/webhooks`)).webhooks.find((w) => w.id === id);
+    deliveries = (await api("GET", `${hook}/deliveries${qs({ page, per_page: 50 })}`)).deliveries;
+  } catch (e) { render("Delivery log", errorBox(e)); return; }
+  const go = (n) => { history.replaceState(null, "", `#/webhooks/${encodeURIComponent(id)}${qs({ page: n > 1 ? n : "" })}`); showDeliveries(id); };
+  const when = (d) => d.status === "delivered" ? `delivered ${fmtTime(d.delivered_at)}`
+    : d.status === "failed" ? `gave up ${fmtTime(d.failed_at)}`
+      : `next try ${fmtTime(d.next_attempt_at)}`;
+  const answer = (d) => d.last_status ? `HTTP ${d.last_status}` : d.last_error || "—";
+  render(`Delivery log of ${endpoint ? endpoint.url : id}`,
+    el("p", {}, el("a", { href: "#/webhooks" }, "All webhook endpoints")),
+    deliveries.length ? tableWrap(el("table", { id: "deliveries" },
+      el("thead", {}, el("tr", {}, ...["Event", "State", "Attempts", "Last answer", "Created", "Message", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...deliveries.map((d) => el("tr", { "data-message": d.id },
+        el("td", {}, d.event),
+        el("td", { "data-column": "state" }, badge(d.status), el("div", { class: "sub" }, when(d))),
+        el("td", { "data-column": "attempts" }, String(d.attempts)),
+        el("td", { "data-column": "answer" }, answer(d)),
+        el("td", {}, fmtTime(d.created_at)),
+        el("td", {}, el("details", {}, el("summary", {}, el("code", {}, d.id)), el("pre", {}, JSON.stringify(d.payload, null, 2)))),
+        el("td", {}, act("Resend", async () => {
+          try { await api("POST", `${hook}/deliveries/${encodeURIComponent(d.id)}/resend`); toast(`${d.event}: sent again now, with the same webhook-id.`); }
+          catch (x) { toast(x.message); }
+          showDeliveries(id);
+        }))))))) : el("p", { class: "notice", id: "no-deliveries" }, page > 1 ? "No older message." : "Nothing sent to this endpoint yet."),
+    el("nav", { class: "pager", "aria-label": "Pages" },
+      el("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Newer"),
+      el("span", { class: "pager-where" }, `Page ${page}`),
+      el("button", { type: "button", disabled: deliveries.length < 50, onclick: () => go(page + 1) }, "Older")));
+}
+
 /// "New organization": for root admins (any organization) and partner admins (their
 /// customers, managed by them). Null for everyone else.
 function newOrgButton(org) {
@@ -1424,9 +1527,12 @@ async function route() {
   const page = h.split("?")[0];
   const one = /^#\/token\/([^?]+)$/.exec(page);
   if (one) { await showToken(decodeURIComponent(one[1])); main().focus(); return; }
+  const hook = /^#\/webhooks\/([^?]+)$/.exec(page);
+  if (hook) { await showDeliveries(decodeURIComponent(hook[1])); main().focus(); return; }
   const pages = {
     "#/tokens": showTokens, "#/auth-log": showAuthLog, "#/users": showUsers, "#/audit": showAudit,
     "#/org": showOrg, "#/partner": showPartner, "#/notifications": showNotifications,
+    "#/webhooks": showWebhooks,
   };
   await (pages[page] || showTokens)();
   main().focus();

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+mod receiver;
+use receiver::{verifies, Receiver};
+use std::net::TcpListener;
 use tessera_host_tests::{
     control_plane_path, lookup_tool, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, Request, TempDir,
@@ -268,6 +271,12 @@ impl Ui {
         self.click("main form button[type=submit]").await;
     }
 
+    /// Reloads the page and waits until `css` is on it (the page rendered again).
+    async fn reload(&self, css: &str) {
+        self.c.refresh().await.unwrap();
+        self.find(css).await;
+    }
+
     /// The secret shown in the open dialog, then closes it.
     async fn take_secret(&self) -> String {
         let v = self
@@ -305,6 +314,8 @@ async fn the_web_page_in_chromium() {
     let (envoy_bin, wasm) = tools();
     let mut options = ControlPlaneOptions::new(&control_plane_path());
     options.admins = vec!["alice".into()];
+    // The webhook receiver of the Webhooks page's scenario listens on loopback.
+    options.serve_args = vec!["--webhook-private-destinations".into()];
     let cp = ControlPlane::start(&options).unwrap();
     let alice = cp.admin_token().to_string();
     let driver = Driver::start(&chromedriver);
@@ -1048,6 +1059,7 @@ async fn scenarios(
         "the SCIM credential revoked",
     )
     .await?;
+    webhooks(ui, cp, alice).await?;
     // A narrow (mobile) window.
     ui.c.set_window_size(390, 844).await.unwrap();
     ui.goto("/#/tokens").await;
@@ -1205,6 +1217,108 @@ async fn scenarios(
     if status["status"] != "revoked" {
         return Err(format!("report: the token is {status}"));
     }
+    Ok(())
+}
+
+/// The Webhooks page: an endpoint made for `token.revoked` on a loopback port where nothing
+/// listens yet (its signing secret shown once), a revoke whose delivery fails there, the
+/// delivery log showing the failure; then a receiver on that port, Resend clicked: the
+/// message arrives signed with the secret the page showed, and a second Resend sends it
+/// again with the same webhook-id. Last, the endpoint deleted from the page.
+async fn webhooks(ui: &mut Ui, cp: &ControlPlane, alice: &str) -> Result<(), String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("a free port: {e}"))?;
+    ui.goto("/#/webhooks").await;
+    ui.title("Webhooks").await;
+    ui.click("#new-webhook").await;
+    ui.fill(
+        "dialog[open] #f-webhook-url",
+        &format!("http://{port}/hook"),
+    )
+    .await;
+    ui.click("dialog[open] #f-event-token-revoked").await;
+    ui.fill("dialog[open] #f-webhook-description", "security team")
+        .await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.find("dialog[open] #secret-value").await;
+    let secret = ui.take_secret().await;
+    if !secret.starts_with("whsec_") {
+        return Err(format!("webhook secret: {secret:?}"));
+    }
+    let row = "#webhooks tbody tr:first-child";
+    wait_for(
+        || async { ui.text_of(&format!("{row} td:nth-child(2)")).await == "token.revoked" },
+        "the endpoint listed with its event",
+    )
+    .await?;
+    ui.page("webhooks").await;
+    let (id, _) = cp.create_and_download(alice, "hooked", &["read"])?;
+    cp.revoke(alice, &id)?;
+    ui.click(&format!("{row} a[data-action=deliveries]")).await;
+    let answer = "#deliveries tbody tr:first-child td[data-column=answer]";
+    // The first attempt fails (nothing listens); the page shows why after a reload.
+    wait_for(
+        || async {
+            ui.reload("#deliveries, #no-deliveries").await;
+            ui.has(answer).await && !ui.text_of(answer).await.starts_with('—')
+        },
+        "the failed first attempt in the delivery log",
+    )
+    .await?;
+    let state = ui
+        .text_of("#deliveries tbody tr:first-child td[data-column=state]")
+        .await;
+    if !state.starts_with("Pending") || !state.contains("next try") {
+        return Err(format!("delivery state after a failure: {state:?}"));
+    }
+    let why = ui.text_of(answer).await;
+    if why != format!("could not connect to {port}: connection refused") {
+        return Err(format!("the failed attempt is told as {why:?}"));
+    }
+    ui.page("webhook-deliveries").await;
+    let receiver = Receiver::start(port);
+    ui.click("#deliveries tbody tr:first-child button[data-action=resend]")
+        .await;
+    wait_for(
+        || async { !receiver.received().is_empty() },
+        "the resent message received",
+    )
+    .await?;
+    wait_for(
+        || async {
+            ui.reload("#deliveries, #no-deliveries").await;
+            ui.has("#deliveries tbody tr:first-child").await
+                && ui
+                    .text_of("#deliveries tbody tr:first-child td[data-column=state]")
+                    .await
+                    .starts_with("Delivered")
+        },
+        "the delivery shown as delivered",
+    )
+    .await?;
+    let before = receiver.received().len();
+    ui.click("#deliveries tbody tr:first-child button[data-action=resend]")
+        .await;
+    wait_for(
+        || async { receiver.received().len() > before },
+        "the message sent again",
+    )
+    .await?;
+    let got = receiver.received();
+    let ids: Vec<_> = got.iter().map(|r| r.header("webhook-id")).collect();
+    if !got.iter().all(|r| verifies(&secret, r))
+        || ids.windows(2).any(|w| w[0] != w[1])
+        || !got[0].body.contains("\"token.revoked\"")
+        || !got[0].body.contains(&id)
+    {
+        return Err(format!("webhook messages: {got:?}"));
+    }
+    ui.click("a[href='#/webhooks']").await;
+    ui.title("Webhooks").await;
+    ui.click(&format!("{row} button[data-action=delete]")).await;
+    ui.click("dialog[open] button[type=submit]").await;
+    ui.find("#no-webhooks").await;
     Ok(())
 }
 

@@ -201,24 +201,34 @@ async fn send(http: &reqwest::Client, d: &Delivery) -> (Option<u16>, Option<Stri
         .await;
     match r {
         Ok(resp) => (Some(resp.status().as_u16()), None),
-        Err(e) => (None, Some(with_causes(&e))),
+        Err(e) => (None, Some(in_words(&e))),
     }
 }
 
-/// An error with its causes ("error sending request …: … resolves only to …"), for the
-/// delivery log: reqwest's own message alone never says why.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
+/// Why a POST got no answer, for the delivery log, in an operator's words: "could not
+/// connect to host:port: connection refused", "no answer within 10 s", with the deepest
+/// cause (the OS's or our resolver's "resolves only to …") rather than reqwest's layers.
+fn in_words(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(c) = root.source() {
+        root = c;
     }
-    text
+    let mut why = root.to_string();
+    if let Some(i) = why.find(" (os error") {
+        why.truncate(i);
+    }
+    let why = why.to_lowercase();
+    let place = e
+        .url()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .unwrap_or_else(|| "the endpoint".into());
+    if e.is_timeout() {
+        format!("no answer from {place} within {} s", DELIVERY_TIMEOUT.as_secs())
+    } else if e.is_connect() {
+        format!("could not connect to {place}: {why}")
+    } else {
+        format!("the request to {place} failed: {why}")
+    }
 }
 
 /// Where webhooks may be delivered (`tessera serve --webhook-private-destinations`).
