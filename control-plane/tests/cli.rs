@@ -22,47 +22,27 @@ const MASTER: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c
 // ---------------------------------------------------------------------------------------
 // https
 
-/// A CA made at run time, and a server certificate it signed for 127.0.0.1 and localhost.
+/// The run-time CA (`common::TestPki`) and a rustls server configuration with its
+/// certificate.
 struct Pki {
     ca_pem: String,
     server: rustls::ServerConfig,
 }
 
 fn make_pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Tessera test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "tessera test server");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let cert = params.signed_by(&key, &ca).unwrap();
-
+    let pki = common::TestPki::new();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![cert.der().clone(), ca.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            vec![pki.cert_der.clone().into(), pki.ca_der.clone().into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
         )
         .unwrap();
     Pki {
-        ca_pem: ca.pem(),
+        ca_pem: pki.ca_pem,
         server,
     }
 }

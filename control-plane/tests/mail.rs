@@ -63,10 +63,17 @@ fn free_port() -> u16 {
 impl Smtpd {
     /// aiosmtpd on 127.0.0.1:`port`, keeping messages in a Maildir.
     fn start(port: u16) -> Smtpd {
+        Smtpd::start_with(port, &[])
+    }
+
+    /// [`Smtpd::start`] with more of aiosmtpd's flags (`--tlscert …` for STARTTLS,
+    /// `--smtpscert …` for SMTPS).
+    fn start_with(port: u16, flags: &[&str]) -> Smtpd {
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("maildir");
         let child = Command::new(aiosmtpd())
             .args(["-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdin(Stdio::null())
@@ -216,6 +223,82 @@ fn find<'a>(mails: &'a [Mail], rcpt: &str, subject_part: &str) -> &'a Mail {
             .collect::<Vec<_>>()
     );
     found[0]
+}
+
+/// STARTTLS and SMTPS against a real aiosmtpd whose certificate a CA made at run time
+/// signed: without that CA the server is not trusted and nothing is sent (the outbox says
+/// why); with it (`--smtp-ca`, [`MailServer::with_ca`]) the mail goes. `--smtp-ca` with a
+/// plain `smtp://` URL, or with a file that holds no PEM certificate, is refused naming the
+/// flag.
+#[tokio::test]
+async fn mail_goes_over_starttls_and_smtps_checked_against_the_operators_ca() {
+    const FROM: &str = "Tessera <tessera@example.test>";
+    let _ = aiosmtpd();
+    let pki = common::TestPki::new();
+    let ca = pki.ca_pem.as_bytes();
+    let e = MailServer::with_ca("smtp://127.0.0.1:2525", FROM, Some(ca)).unwrap_err();
+    assert!(e.starts_with("--smtp-ca: the --smtp-url has no TLS"), "{e}");
+    let e = MailServer::with_ca("smtps://127.0.0.1:2525", FROM, Some(b"hello")).unwrap_err();
+    assert!(e.starts_with("--smtp-ca: not a PEM file"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let w = World::new().await;
+    set_email(&w, "ula", json!({"email": "ula@example.test"})).await;
+    let _ = w.state.clone().with_mail();
+    for (mode, flags) in [
+        ("starttls", ["--tlscert", cert, "--tlskey", key]),
+        ("smtps", ["--smtpscert", cert, "--smtpskey", key]),
+    ] {
+        let port = free_port();
+        let smtpd = Smtpd::start_with(port, &flags);
+        let url = match mode {
+            "smtps" => format!("smtps://127.0.0.1:{port}"),
+            _ => format!("smtp://127.0.0.1:{port}?tls=required"),
+        };
+        // ada revokes ula's token: one mail to ula.
+        let name = format!("{mode}-token");
+        let (id, _) = token(&w, &name, 90 * DAY).await;
+        let r = w
+            .call(
+                "POST",
+                &format!("/v1/tokens/{id}/revoke"),
+                Some(&w.jwt("ada")),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let untrusted = MailServer::new(&url, FROM).unwrap();
+        assert_eq!(
+            deliver_due(&w.state, &untrusted).await,
+            0,
+            "{mode}: mail sent to a server whose certificate nobody vouched for"
+        );
+        let why = outbox(&w, "ula")
+            .await
+            .into_iter()
+            .find(|m| m.sent_at.is_none())
+            .and_then(|m| m.last_error)
+            .unwrap_or_default();
+        assert!(why.to_lowercase().contains("certificate"), "{mode}: {why}");
+        assert!(smtpd.messages().is_empty(), "{mode}");
+        w.advance(5);
+        let trusted = MailServer::with_ca(&url, FROM, Some(ca)).unwrap();
+        assert_eq!(deliver_due(&w.state, &trusted).await, 1, "{mode}");
+        let mails = smtpd.messages();
+        assert_eq!(mails.len(), 1, "{mode}: {mails:#?}");
+        assert!(
+            mails[0].rcpt.contains("ula@example.test"),
+            "{mode}: {mails:#?}"
+        );
+        assert!(
+            mails[0].subject.contains(&name) || mails[0].body.contains(&name),
+            "{mode}: {mails:#?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter};
 use axum::Json;
 use lettre::message::{header::ContentType, Mailbox};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 use std::time::Duration;
@@ -80,6 +81,13 @@ impl MailServer {
     /// `smtp://host:587?tls=required`, `smtp://127.0.0.1:2525`), `from` an address
     /// (`Tessera <tessera@example.com>`). The message names the flag at fault.
     pub fn new(url: &str, from: &str) -> Result<MailServer, String> {
+        MailServer::with_ca(url, from, None)
+    }
+
+    /// [`MailServer::new`], trusting also the CA certificates of `ca_pem` (`--smtp-ca`, a
+    /// PEM file's content) beside the system's, for a server whose certificate a private CA
+    /// signed. Only with TLS (`smtps://` or `?tls=required`).
+    pub fn with_ca(url: &str, from: &str, ca_pem: Option<&[u8]>) -> Result<MailServer, String> {
         // lettre's rustls uses the process's provider (ring), as reqwest does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let parsed = reqwest::Url::parse(url).map_err(|e| {
@@ -108,10 +116,33 @@ impl MailServer {
                 "--smtp-url: mail to this server may travel unencrypted; use smtps:// or ?tls=required"
             );
         }
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("--smtp-url: {e}"))?
-            .timeout(Some(SEND_TIMEOUT))
-            .build();
+            .timeout(Some(SEND_TIMEOUT));
+        if let Some(pem) = ca_pem {
+            if !tls_required {
+                return Err("--smtp-ca: the --smtp-url has no TLS to verify; give smtps://host or smtp://host:587?tls=required".into());
+            }
+            const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+            let not_pem = || {
+                "--smtp-ca: not a PEM file of CA certificates (-----BEGIN CERTIFICATE----- …)"
+                    .to_string()
+            };
+            if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+                return Err(not_pem());
+            }
+            let ca = Certificate::from_pem(pem).map_err(|_| not_pem())?;
+            let params = TlsParameters::builder(host.to_string())
+                .add_root_certificate(ca)
+                .build_rustls()
+                .map_err(|e| format!("--smtp-ca: {e}"))?;
+            builder = builder.tls(if parsed.scheme() == "smtps" {
+                Tls::Wrapper(params)
+            } else {
+                Tls::Required(params)
+            });
+        }
+        let transport = builder.build();
         let from: Mailbox = from.parse().map_err(|e| {
             format!("--smtp-from: {e}; give an address such as \"Tessera <tessera@example.com>\"")
         })?;

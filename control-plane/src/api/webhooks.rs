@@ -223,7 +223,10 @@ fn in_words(e: &reqwest::Error) -> String {
         .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
         .unwrap_or_else(|| "the endpoint".into());
     if e.is_timeout() {
-        format!("no answer from {place} within {} s", DELIVERY_TIMEOUT.as_secs())
+        format!(
+            "no answer from {place} within {} s",
+            DELIVERY_TIMEOUT.as_secs()
+        )
     } else if e.is_connect() {
         format!("could not connect to {place}: {why}")
     } else {

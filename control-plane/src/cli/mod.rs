@@ -455,6 +455,10 @@ struct ServeArgs {
     /// The sender of Tessera's mail, e.g. "Tessera <tessera@example.com>".
     #[arg(long, env = "TESSERA_SMTP_FROM", requires = "smtp_url")]
     smtp_from: Option<String>,
+    /// A PEM file of the CA certificates that signed the SMTP server's certificate, trusted
+    /// beside the system's (a private CA). Only with TLS in --smtp-url.
+    #[arg(long, env = "TESSERA_SMTP_CA", requires = "smtp_url")]
+    smtp_ca: Option<std::path::PathBuf>,
     /// Users one organization may have (deleted ones do not count).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
     max_users_per_org: i64,

@@ -180,7 +180,20 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         .is_none();
     // Mail (`--smtp-url`): checked before anything listens, so a wrong flag stops here.
     let mail = match (&args.smtp_url, &args.smtp_from) {
-        (Some(url), Some(from)) => Some(crate::api::mail::MailServer::new(url, from)?),
+        (Some(url), Some(from)) => {
+            let ca = match &args.smtp_ca {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| format!("--smtp-ca: cannot read {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            Some(crate::api::mail::MailServer::with_ca(
+                url,
+                from,
+                ca.as_deref(),
+            )?)
+        }
         _ => None,
     };
     let state = AppState::new(
