@@ -439,6 +439,16 @@ async fn the_status_list_carries_what_was_withdrawn_from_each_live_token() {
     assert_eq!(r.status, 200, "{}", r.text());
     let (v1, doc) = list().await;
     assert_ne!(v0, v1, "the version moves, so the edges fetch the list");
+    // The signed form carries the same document, under the org's signature.
+    let r = w
+        .call("GET", "/v1/orgs/acme/status-list?format=jwt", None, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, claims) = common::decode_jwt(&r.text());
+    let plain: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert!(plain["withdrawn"].is_object(), "{doc}");
+    assert_eq!(claims["status_list"]["withdrawn"], plain["withdrawn"]);
+    assert_eq!(claims["status_list"]["lst"], plain["lst"]);
     let withdrawn = tessera_core::synced::withdrawn_document(&doc).unwrap();
     assert_eq!(withdrawn.scopes().collect::<Vec<_>>(), ["write"]);
     for (name, lost) in [

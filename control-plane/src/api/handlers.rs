@@ -216,8 +216,13 @@ pub(super) async fn status_list(
             return Ok(limited);
         }
         let o = org.clone();
+        let st = s.clone();
         let (v, j) = s
-            .write(move |tx, ctx| keys::status_list_jwt(tx, ctx, &o))
+            .write(move |tx, ctx| {
+                let org = crate::service::load_org(tx, &o)?;
+                let (_, withdrawn) = st.verifiers().encoded_withdrawn(tx, ctx, &org)?;
+                keys::status_list_jwt(tx, ctx, &org.id, withdrawn)
+            })
             .await?;
         (v, j, "application/statuslist+jwt")
     } else {

@@ -248,9 +248,19 @@ pub fn status_list(tx: &mut dyn Tx, org_id: &str) -> Result<(i64, Value)> {
     Ok((version, json!({"bits": 2, "lst": list.to_lst()})))
 }
 
-/// The status list as a signed `statuslist+jwt`.
-pub fn status_list_jwt(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str) -> Result<(i64, String)> {
-    let (version, list) = status_list(tx, org_id)?;
+/// The status list as a signed `statuslist+jwt`. `withdrawn` (the scopes withdrawn from
+/// live tokens, as the JSON form carries them) joins the `status_list` claim beside `bits`
+/// and `lst`, so a consumer of the signed form narrows tokens exactly as the edges do.
+pub fn status_list_jwt(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org_id: &str,
+    withdrawn: Option<Value>,
+) -> Result<(i64, String)> {
+    let (version, mut list) = status_list(tx, org_id)?;
+    if let (Some(w), Some(obj)) = (withdrawn, list.as_object_mut()) {
+        obj.insert("withdrawn".into(), w);
+    }
     let ttl = 300;
     let exp = ctx.now + 86_400;
     let claims = json!({
