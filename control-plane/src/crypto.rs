@@ -221,6 +221,23 @@ pub fn sign_token(
     jwt_compact_sign(alg, secret, &header, claims)
 }
 
+/// The length of the compact JWS [`sign_token`] would make, computed without a key: the
+/// header's and the claims' JSON (jwt-compact writes compact JSON, so the length does not
+/// depend on member order), base64url without padding, and a signature of 64 bytes (both
+/// Ed25519 and ES256's fixed-size `r || s`).
+pub fn token_len(alg: KeyAlg, kid: &str, typ: TokenType, claims: &Claims) -> ApiResult<usize> {
+    let header = serde_json::json!({"alg": alg.as_str(), "kid": kid, "typ": typ.as_str()});
+    let b64 = |n: usize| (n * 4).div_ceil(3);
+    let header = serde_json::to_vec(&header)
+        .map_err(ApiError::internal)?
+        .len();
+    let claims = serde_json::to_vec(claims)
+        .map_err(ApiError::internal)?
+        .len();
+    const SIGNATURE: usize = 64;
+    Ok(b64(header) + 1 + b64(claims) + 1 + b64(SIGNATURE))
+}
+
 /// Signs any JSON-object `claims` (e.g. a `statuslist+jwt`) as a compact JWS with header
 /// `{alg, kid, typ}`, with jwt-compact. Tessera tokens go through [`sign_token`].
 pub fn sign_jws(
@@ -392,6 +409,44 @@ mod tests {
             let raw = UntrustedJws::parse(&raw.unwrap()).unwrap();
             assert_eq!(raw.claims.get("sub"), Some(&json!("u")));
             assert!(sign_jws(alg, &k.kid, &k.secret, "x", &json!([1])).is_err());
+        }
+    }
+
+    /// The computed length is the signed token's, for both algorithms and claims of every
+    /// size (escaped characters, IP filters, the exchange's extra claims, no status).
+    #[test]
+    fn the_computed_length_is_the_signed_tokens() {
+        let now = 1_800_000_000;
+        for alg in [KeyAlg::EdDSA, KeyAlg::ES256] {
+            let k = generate_key(alg).unwrap();
+            let mut c = claims(now);
+            for step in 0..40 {
+                for typ in [TokenType::Api, TokenType::Access] {
+                    let jwt = sign_token(alg, &k.kid, &k.secret, typ, &c).unwrap();
+                    assert_eq!(
+                        token_len(alg, &k.kid, typ, &c).unwrap(),
+                        jwt.len(),
+                        "{alg:?} {step}"
+                    );
+                }
+                c.scope = Some(format!(
+                    "{} s{step}\"é/",
+                    c.scope.clone().unwrap_or_default()
+                ));
+                c.ip_allow
+                    .push(format!("10.{step}.0.0/16").parse().unwrap());
+                if let Some(st) = c.status.as_mut() {
+                    st.status_list.idx = u64::from(u32::MAX) >> (step % 30);
+                }
+                if step == 20 {
+                    c.parent = Some("tok_parent".into());
+                    c.client_id = Some("tok_parent".into());
+                }
+                if step == 30 {
+                    c.status = None;
+                    c.nbf = None;
+                }
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::{load_org, Ctx, Error, Result, SKEW, TYP_STATUS_LIST};
 use crate::crypto;
-use crate::model::{status_value, KeyAlg, SigningKey, Token};
+use crate::model::{status_value, KeyAlg, Org, SigningKey, Token};
 use crate::store::Tx;
 use serde_json::{json, Value};
 use tessera_core::token::{
@@ -23,9 +23,22 @@ pub(crate) fn set_status(
     token_id: &str,
 ) -> Result<()> {
     let mut org = load_org(tx, org_id)?;
+    set_status_of(ctx, tx, &mut org, idx, value, token_id)
+}
+
+/// [`set_status`] with the org row this transaction already loaded (and locked), which is
+/// written back with the new version (and whatever else the caller changed in it).
+fn set_status_of(
+    ctx: &Ctx,
+    tx: &mut dyn Tx,
+    org: &mut Org,
+    idx: i64,
+    value: u8,
+    token_id: &str,
+) -> Result<()> {
     org.status_version += 1;
-    tx.update_org(&org)?;
-    tx.set_status(org_id, idx, value, token_id, org.status_version)?;
+    tx.update_org(org)?;
+    tx.set_status(&org.id, idx, value, token_id, org.status_version)?;
     ctx.mark_edges_changed();
     Ok(())
 }
@@ -93,14 +106,17 @@ pub(crate) fn new_key(tx: &mut dyn Tx, ctx: &Ctx, org_id: &str, alg: KeyAlg) -> 
 
 /// Mints the JWT of ARCHITECTURE.md for `token` under a fresh status-list index and returns
 /// it with the scannable prefix (`tsr_`, core's `API_TOKEN_PREFIX`); only the JWT's hash is
-/// kept (the hash of the JWS, which is what core extracts from either form).
-pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<String> {
-    let mut org = load_org(tx, &token.org_id)?;
+/// kept (the hash of the JWS, which is what core extracts from either form). `org` is the
+/// token's org as this transaction loaded it (locked), and is written back once with the
+/// index taken and the list's new version.
+pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, org: &mut Org, token: &mut Token) -> Result<String> {
+    if org.id != token.org_id {
+        return Err(Error::internal("minting a token under another org"));
+    }
     let idx = org.next_status_idx;
     org.next_status_idx += 1;
-    tx.update_org(&org)?;
-    set_status(ctx, tx, &org.id, idx, status_value::VALID, &token.id)?;
-    let claims = claims_of(ctx, &org, token, idx)?;
+    set_status_of(ctx, tx, org, idx, status_value::VALID, &token.id)?;
+    let claims = claims_of(ctx, org, token, idx)?;
     let (jwt, kid) = sign_claims(tx, ctx, &org.id, TokenType::Api, &claims)?;
     token.jwt_sha256 = Some(crypto::sha256_hex(jwt.as_bytes()));
     token.minted_at = Some(ctx.now);
@@ -112,19 +128,18 @@ pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<Stri
 /// The longest token the verifiers accept by default (core's `max_token_bytes`).
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
-/// Refuses a token whose JWT would be longer than the verifiers accept: a trial JWT is
-/// signed with the org's active key, at the largest status index and with the claims an
-/// exchanged access token adds, and measured. The
-/// error names the larger of the two lists that make a JWT long (`scopes`, `ip_allow`).
-pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, token: &Token) -> Result<()> {
-    let org = load_org(tx, &token.org_id)?;
+/// Refuses a token whose JWT would be longer than the verifiers accept. The length is
+/// computed, not measured on a signed trial ([`crypto::token_len`]): the claims with the
+/// largest status index and what an exchanged access token adds, under the org's active
+/// key id. The error names the larger of the two lists that make a JWT long (`scopes`,
+/// `ip_allow`).
+pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, token: &Token) -> Result<()> {
     // An access token exchanged from it carries the same claims and its parent's id twice.
-    let mut claims = claims_of(ctx, &org, token, i64::from(u32::MAX))?;
+    let mut claims = claims_of(ctx, org, token, i64::from(u32::MAX))?;
     claims.parent = Some(token.id.clone());
     claims.client_id = Some(token.id.clone());
     let key = active_key(tx, &org.id)?;
-    let secret = ctx.master.open(&key.kid, &key.private_enc)?;
-    let len = crypto::sign_token(key.alg, &key.kid, &secret, TokenType::Api, &claims)?.len();
+    let len = crypto::token_len(key.alg, &key.kid, TokenType::Api, &claims)?;
     if len <= MAX_TOKEN_BYTES {
         return Ok(());
     }
@@ -140,7 +155,7 @@ pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, token: &Token) -> Resul
 }
 
 /// The claims of `token`'s JWT under status index `idx`.
-fn claims_of(ctx: &Ctx, org: &crate::model::Org, token: &Token, idx: i64) -> Result<Claims> {
+fn claims_of(ctx: &Ctx, org: &Org, token: &Token, idx: i64) -> Result<Claims> {
     let ip_allow = token
         .ip_allow
         .iter()
@@ -170,17 +185,16 @@ fn claims_of(ctx: &Ctx, org: &crate::model::Org, token: &Token, idx: i64) -> Res
 }
 
 /// Marks the outstanding JWT revoked in the status list and returns the token to Pending.
-pub(crate) fn retire_jwt(ctx: &Ctx, tx: &mut dyn Tx, token: &mut Token) -> Result<bool> {
+/// `org` is the token's org as this transaction holds it (see [`mint`]).
+pub(crate) fn retire_jwt(
+    ctx: &Ctx,
+    tx: &mut dyn Tx,
+    org: &mut Org,
+    token: &mut Token,
+) -> Result<bool> {
     let had = token.jwt_sha256.is_some();
     if let Some(idx) = token.status_idx {
-        set_status(
-            ctx,
-            tx,
-            &token.org_id,
-            idx,
-            status_value::REVOKED,
-            &token.id,
-        )?;
+        set_status_of(ctx, tx, org, idx, status_value::REVOKED, &token.id)?;
     }
     token.jwt_sha256 = None;
     token.minted_at = None;

@@ -148,7 +148,8 @@ pub fn bootstrap_scoped(
         last_used_ip: None,
     };
     tx.insert_token(&token)?;
-    let jwt = mint(tx, ctx, &mut token)?;
+    let mut org = super::load_org(tx, org_id)?;
+    let jwt = mint(tx, ctx, &mut org, &mut token)?;
     tx.update_token(&token)?;
     audit(
         tx,

@@ -230,7 +230,7 @@ pub fn rotate(
         last_used_at: None,
         last_used_ip: None,
     };
-    super::keys::check_mintable(tx, ctx, &successor)?;
+    super::keys::check_mintable(tx, ctx, &org, &successor)?;
     // A default name taken already (`ci #2` from an earlier rotation) moves on; a name
     // the caller chose is theirs to change.
     let mut attempt = 0;

@@ -159,7 +159,7 @@ pub fn create_token(
         last_used_at: None,
         last_used_ip: None,
     };
-    super::keys::check_mintable(tx, ctx, &token)?;
+    super::keys::check_mintable(tx, ctx, &org, &token)?;
     insert_unique(tx, &token, &owner)?;
     audit(
         tx,
@@ -321,7 +321,7 @@ pub fn export_batch(
 
 /// Mints the token's JWT once. The owner only; the token becomes Enabled.
 pub fn download(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<Minted> {
-    let (mut token, owner, _) = token_for(tx, actor, id, Action::Download)?;
+    let (mut token, owner, mut org) = token_for(tx, actor, id, Action::Download)?;
     match token.status(ctx.now) {
         TokenStatus::Pending => {}
         TokenStatus::Enabled => {
@@ -334,7 +334,7 @@ pub fn download(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<M
     // A limited token never brings down a JWT stronger than itself: refused, naming the
     // field and the most it may be (download it with a session, or edit it first).
     authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
-    let jwt = mint(tx, ctx, &mut token)?;
+    let jwt = mint(tx, ctx, &mut org, &mut token)?;
     tx.update_token(&token)?;
     audit(
         tx,
@@ -353,15 +353,16 @@ pub fn download(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<M
 
 /// Mints a new JWT for the same record; the previous one is revoked in the status list.
 pub fn regenerate(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str) -> Result<Minted> {
-    let (mut token, owner, _) = token_for(tx, actor, id, Action::Regenerate)?;
+    let (mut token, owner, mut org) = token_for(tx, actor, id, Action::Regenerate)?;
     match token.status(ctx.now) {
         TokenStatus::Pending | TokenStatus::Enabled => {}
         s => return Err(Error::conflict(format!("the token is {}", s.as_str()))),
     }
     authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
     let old_idx = token.status_idx;
-    retire_jwt(ctx, tx, &mut token)?;
-    let jwt = mint(tx, ctx, &mut token)?;
+    // One org row for both status changes: the old JWT's entry revoked, the new one's taken.
+    retire_jwt(ctx, tx, &mut org, &mut token)?;
+    let jwt = mint(tx, ctx, &mut org, &mut token)?;
     tx.update_token(&token)?;
     audit(
         tx,
@@ -623,7 +624,7 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     }
     if in_jwt {
         authority::bound_token(actor, &token.scopes, &token.ip_allow, token.expires_at)?;
-        super::keys::check_mintable(tx, ctx, &token)?;
+        super::keys::check_mintable(tx, ctx, &org, &token)?;
     }
     if let Some(e) = req.enabled {
         if e != token.enabled {
@@ -637,7 +638,11 @@ pub fn edit(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor, id: &str, req: EditToken)
     if super::limits::set_for_token(tx, ctx, actor, &org, &token.id, req.limits, false)? {
         changed.push("limits");
     }
-    let jwt_revoked = in_jwt && retire_jwt(ctx, tx, &mut token)?;
+    // The org row read again: enabling or disabling above may have moved its list version.
+    let jwt_revoked = in_jwt && {
+        let mut org = load_org(tx, &token.org_id)?;
+        retire_jwt(ctx, tx, &mut org, &mut token)?
+    };
     tx.update_token(&token)
         .map_err(|e| duplicate_name(e, &owner, &token.name))?;
     audit(
