@@ -1361,3 +1361,64 @@ async fn an_owner_never_lifts_an_admins_suspension_of_their_token() {
         .await;
     assert_eq!(r.json()["status"], "enabled");
 }
+
+/// The long polls one change wakes share one store read of their org's version per change
+/// (`AppState::poll_version`): 50 polls waiting on the same list, a revoke, and every poll
+/// answered with the new version, after at most one read per change seen (not one or two
+/// per poll).
+#[tokio::test]
+async fn the_polls_a_change_wakes_share_one_version_read() {
+    let w = World::new().await;
+    let id = w.token_in_state(&w.uid("ula"), "enabled").await;
+    let r = w.call("GET", "/v1/orgs/acme/status-list", None, None).await;
+    let version: i64 = r.headers["tessera-status-version"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (changes, reads) = (w.state.edge_changes(), w.state.poll_version_reads());
+    let polls: Vec<_> = (0..50)
+        .map(|_| {
+            let app = w.app.clone();
+            tokio::spawn(async move {
+                use tower::ServiceExt;
+                let req = axum::http::Request::get(format!(
+                    "/v1/orgs/acme/status-list?since={version}&wait=30"
+                ))
+                .body(axum::body::Body::empty())
+                .unwrap();
+                let resp = app.oneshot(req).await.unwrap();
+                let v: i64 = resp.headers()["tessera-status-version"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (resp.status(), v)
+            })
+        })
+        .collect();
+    // Let the polls begin waiting (a poll that starts late reads the new version at once:
+    // the count below holds either way).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = w
+        .call(
+            "POST",
+            &format!("/v1/tokens/{id}/revoke"),
+            Some(&w.jwt("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for p in polls {
+        let (status, v) = p.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(v > version, "{v} after {version}");
+    }
+    let seen = w.state.edge_changes() - changes;
+    let made = w.state.poll_version_reads() - reads;
+    assert!(seen >= 1);
+    assert!(
+        made <= seen + 1,
+        "{made} version reads for 50 polls and {seen} changes"
+    );
+}

@@ -184,8 +184,9 @@ pub(super) async fn status_list(
     // Held while this poll waits: one address holds at most its share of long polls.
     let mut place = None;
     loop {
-        let o = org.clone();
-        let version = s.read(move |tx, _| keys::status_version(tx, &o)).await?;
+        // One read per org per change on this process, shared by every poll it woke.
+        let generation = *rx.borrow_and_update();
+        let version = s.poll_version(generation, &org).await?;
         // Any difference answers at once: a client ahead of us (a database restored from
         // a backup, another deployment) must get our list, not wait for a version that
         // may never come.

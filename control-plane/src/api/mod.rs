@@ -83,7 +83,24 @@ struct Inner {
     scanner_keys: std::sync::OnceLock<scanning::ScannerKeys>,
     /// Set when the server sends mail (`--smtp-url`): events write the mail outbox.
     mail: std::sync::OnceLock<bool>,
+    /// The status-list versions long polls read, per org, for one value of `changes`: all
+    /// the polls woken by one change share one store read per org ([`AppState::poll_version`]).
+    poll_versions: Mutex<PollVersions>,
+    /// Store reads of a version made for long polls (tests and figures).
+    poll_version_reads: std::sync::atomic::AtomicU64,
 }
+
+/// One generation of shared version reads: the value of `changes` they are for, and a cell
+/// per org filled by the first poll that asks.
+#[derive(Default)]
+struct PollVersions {
+    generation: u64,
+    by_org: std::collections::HashMap<String, Arc<tokio::sync::OnceCell<i64>>>,
+}
+
+/// Orgs one generation shares reads for; past it (a flood of polls for made-up orgs) a
+/// poll reads for itself, so the map stays small.
+const POLL_VERSIONS_MAX: usize = 4096;
 
 /// How long one readiness check of the database answers `/readyz` for.
 const READY_REUSE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -146,6 +163,8 @@ impl AppState {
             quotas: std::sync::OnceLock::new(),
             scanner_keys: std::sync::OnceLock::new(),
             mail: std::sync::OnceLock::new(),
+            poll_versions: Mutex::new(PollVersions::default()),
+            poll_version_reads: std::sync::atomic::AtomicU64::new(0),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -458,6 +477,53 @@ impl AppState {
     /// A receiver of the change counter (long polls wait on it).
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
+    }
+
+    /// The status-list version of `org` for a long poll that has seen change `generation`
+    /// (the value of [`AppState::subscribe`]'s receiver): the first poll of a generation
+    /// reads it from the store, every other poll of that generation on this process gets
+    /// the same answer. A change committed after that read bumps the generation (and wakes
+    /// the polls), so no poll keeps an answer older than the change it waits for. A failed
+    /// read is not shared: the next poll tries again.
+    pub(crate) async fn poll_version(&self, generation: u64, org: &str) -> ApiResult<i64> {
+        let cell = {
+            let mut v = self
+                .inner
+                .poll_versions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if generation > v.generation {
+                v.generation = generation;
+                v.by_org.clear();
+            }
+            if generation < v.generation
+                || (v.by_org.len() >= POLL_VERSIONS_MAX && !v.by_org.contains_key(org))
+            {
+                None
+            } else {
+                Some(v.by_org.entry(org.to_string()).or_default().clone())
+            }
+        };
+        let read = || async {
+            self.inner
+                .poll_version_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let o = org.to_string();
+            self.read(move |tx, _| service::keys::status_version(tx, &o))
+                .await
+        };
+        match cell {
+            Some(cell) => cell.get_or_try_init(read).await.copied(),
+            None => read().await,
+        }
+    }
+
+    /// How many store reads long polls have made for a version (see
+    /// [`AppState::poll_version`]).
+    pub fn poll_version_reads(&self) -> u64 {
+        self.inner
+            .poll_version_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
