@@ -52,7 +52,7 @@ pub fn bootstrap_scoped(
     check_username("admin", admin)?;
     let org = match tx.get_org(org_id)? {
         Some(o) => o,
-        None => create_first_org(tx, ctx, "bootstrap", org_id, org_name, alg)?,
+        None => create_by_operator(tx, ctx, "bootstrap", org_id, org_name, alg)?,
     };
     // The scopes named at bootstrap start the org's catalogue, granted to every role (the
     // org's admins narrow it later).
@@ -144,7 +144,7 @@ pub fn bootstrap_scoped(
 /// Its catalogue holds the built-in scope, and it gets its first signing key. A setup
 /// secret still open is voided first (which locks its row, so a setup in flight and a
 /// bootstrap are ordered, and the later one sees the earlier one's organization).
-pub(crate) fn create_first_org(
+pub(crate) fn create_by_operator(
     tx: &mut dyn Tx,
     ctx: &Ctx,
     by: &str,

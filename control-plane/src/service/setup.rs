@@ -193,7 +193,7 @@ pub fn complete(
     check(tx, ctx, &req.secret)?;
     void(tx, ctx)?;
     let org =
-        super::orgs::create_first_org(tx, ctx, "setup", &req.org, &req.org_name, KeyAlg::EdDSA)?;
+        super::orgs::create_by_operator(tx, ctx, "setup", &req.org, &req.org_name, KeyAlg::EdDSA)?;
     let user = User {
         id: crypto::new_id("usr")?,
         org_id: org.id.clone(),
