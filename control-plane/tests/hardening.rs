@@ -1072,24 +1072,27 @@ fn edges_that_name_themselves_poll_from_a_reserved_share() {
     drop(held);
 }
 
-#[test]
-fn serve_on_an_empty_database_says_how_to_begin() {
-    let dir = Scratch::new();
+/// Starts `tessera serve` on the scratch database; its stderr lines arrive on the receiver
+/// (read on a thread, which ends when the server closes stderr).
+fn serve_empty(dir: &Scratch) -> (Server, std::sync::mpsc::Receiver<String>) {
     let mut child = dir
         .command(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("TESSERA_MASTER_KEY", MASTER)
         .env("TESSERA_LOG", "error")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
-    let server = Server {
-        child,
-        addr: String::new(),
-    };
-    // Read on a thread, so that a server that never says it fails the test in 20 s.
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -1098,19 +1101,89 @@ fn serve_on_an_empty_database_says_how_to_begin() {
             }
         }
     });
+    (Server { child, addr }, rx)
+}
+
+/// The stderr lines up to the end of the first-run note (20 s at most, or until stderr
+/// closes), and the setup link in them (empty when none).
+fn first_run_note(rx: &std::sync::mpsc::Receiver<String>) -> (String, String) {
     let mut said = String::new();
+    let mut link = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         said.push_str(&line);
         said.push('\n');
+        if let Some(at) = line.find("http://").filter(|_| line.contains("/#/setup/")) {
+            link = line[at..].trim().to_string();
+        }
         if line.contains("choose your password") {
             break;
         }
     }
-    drop(server);
+    (said, link)
+}
+
+/// On an empty database `tessera serve` says so in plain words and prints a one-time setup
+/// link (and the CLI way); the link's form creates the first organization and admin once;
+/// a restart on a still-empty database prints a new link and voids the old one; once an
+/// organization exists, none is printed.
+#[test]
+fn serve_on_an_empty_database_prints_a_setup_link() {
+    let dir = Scratch::new();
+    let (server, rx) = serve_empty(&dir);
+    let (said, first) = first_run_note(&rx);
     assert!(said.contains("no organization yet"), "{said}");
+    assert!(said.contains("one-time setup link"), "{said}");
     assert!(
         said.contains("tessera admin bootstrap --org <organization> --admin <your username>"),
+        "{said}"
+    );
+    let prefix = format!("http://{}/#/setup/", server.addr);
+    assert!(first.starts_with(&prefix), "{first:?} in {said}");
+    let first_secret = first[prefix.len()..].to_string();
+    assert_eq!(first_secret.len(), 64, "{first}");
+    let r = http(&server, "GET", "/v1/setup", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["needed"], true);
+    drop(server);
+
+    // A restart on the still-empty database: a new link; the first one is void.
+    let (server, rx) = serve_empty(&dir);
+    let (_, second) = first_run_note(&rx);
+    let second_secret = second.rsplit('/').next().unwrap_or_default().to_string();
+    assert_eq!(second_secret.len(), 64, "{second}");
+    assert_ne!(first_secret, second_secret);
+    let setup = |secret: &str| {
+        json!({"secret": secret, "org": "acme", "username": "alice",
+               "email": "alice@example.com", "password": PASSWORD})
+    };
+    let r = post_json(&server, "/v1/setup", &setup(&first_secret));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("secret: this setup link is not valid"));
+    let r = post_json(&server, "/v1/setup", &setup(&second_secret));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r
+        .header("set-cookie")
+        .is_some_and(|c| c.starts_with("tessera_session=")));
+    // The admin signs in with the password chosen; the link is used.
+    assert_eq!(sign_in(&server, "acme", "alice", PASSWORD).status, 200);
+    let r = post_json(&server, "/v1/setup", &setup(&second_secret));
+    assert_eq!(r.status, 409, "{}", r.body);
+    drop(server);
+
+    // Set up: a restart prints no link. The note is written before the server answers its
+    // first request, so once it answered, stopping it and reading stderr to its end sees
+    // everything it said.
+    let (server, rx) = serve_empty(&dir);
+    let r = http(&server, "GET", "/v1/setup", &[], "");
+    assert_eq!(r.json()["needed"], false, "{}", r.body);
+    drop(server);
+    let (said, link) = first_run_note(&rx);
+    assert!(
+        link.is_empty() && !said.contains("no organization"),
         "{said}"
     );
 }

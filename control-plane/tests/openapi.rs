@@ -1600,6 +1600,35 @@ async fn every_answer_matches_its_documented_schema() {
     run.call("DELETE", t, &tok(""), Some(&ada), None, 200).await;
     run.call("DELETE", t, &tok(""), Some(&ula), None, 404).await;
 
+    // First run (issue 24): on a router over an empty database of its own, the setup link
+    // `tessera serve` issues creates the first organization once.
+    let t = "/v1/setup";
+    run.call("GET", t, t, None, None, 200).await;
+    let (empty_store, _empty_db) = common::backend::world_store().await;
+    let empty = tessera_control_plane::AppState::new(
+        empty_store,
+        tessera_control_plane::Config {
+            base_url: common::BASE.into(),
+            master: tessera_control_plane::crypto::MasterKey::generate().unwrap(),
+            access_ttl: 1800,
+        },
+    );
+    let (link, _) = empty.write(service::setup::issue).await.unwrap().unwrap();
+    run.via = Some(tessera_control_plane::app(empty.clone()));
+    run.call("GET", t, t, None, None, 200).await;
+    let setup = |secret: &str| {
+        Some(
+            json!({"secret": secret, "org": "first", "username": "alice",
+                    "password": "correct horse battery staple"}),
+        )
+    };
+    run.call("POST", t, t, None, setup(&"ab".repeat(32)), 400)
+        .await;
+    let secret = link.rsplit('/').next().unwrap().to_string();
+    run.call("POST", t, t, None, setup(&secret), 200).await;
+    run.call("POST", t, t, None, setup(&secret), 409).await;
+    run.via = None;
+
     // The per-address rate limit of public routes (as `tessera serve` sets it), on a
     // router of its own over the same state: past the burst, 429.
     run.via = Some(tessera_control_plane::app(w.state.clone().with_rate_limit(

@@ -1301,3 +1301,234 @@ async fn another_orgs_user_id_is_answered_like_an_unknown_one() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 22: the scope catalogue's routes, every role with every credential, limited and
+// unlimited.
+
+/// The scope routes, each on acme's catalogue (a fresh scope per cell where it needs one):
+/// list, define, describe, delete, grant to a role, grant to a user, withdraw, the caller's
+/// own scopes and ula's.
+const SCOPE_ACTIONS: [&str; 9] = [
+    "list",
+    "define",
+    "describe",
+    "delete",
+    "grant-role",
+    "grant-user",
+    "withdraw",
+    "mine",
+    "of-ula",
+];
+
+/// (actor, expectation per action in `SCOPE_ACTIONS` order: `y` allowed, `-` 403
+/// `forbidden`, `n` 404, `g` allowed to a session and an unlimited token but refused 403
+/// `exceeds_creator` naming `grant` to a token limited by an IP filter or a lifetime
+/// shorter than the org's longest). Actors: ada = acme admin, ula = acme user, rita = acme
+/// readonly, pat = partnerco's partner user, padm = partnerco's admin (partnerco manages
+/// acme), root-admin = the root org's admin. The catalogue is its own org's admins' only:
+/// neither the managing partner's admins nor the root's manage acme's.
+const SCOPE_MATRIX: &[(&str, &str)] = &[
+    //               l d u x g G w m o
+    ("ada", /*    */ "y y y y g g y y y"),
+    ("ula", /*    */ "- - - - - - - y y"),
+    ("rita", /*   */ "- - - - - - - y -"),
+    ("pat", /*    */ "- - - - - - - y n"),
+    ("padm", /*   */ "- - - - - - - y n"),
+    ("root-admin", "- - - - - - - y n"),
+];
+
+/// A fresh scope in acme's catalogue, granted to the `user` role when `granted`.
+async fn fresh_scope(w: &World, granted: bool) -> String {
+    let name = w.unique("sc");
+    let n = name.clone();
+    w.state
+        .write(move |tx, ctx| {
+            tx.insert_scope(&tessera_control_plane::store::scopes::ScopeRecord {
+                org_id: "acme".into(),
+                name: n.clone(),
+                description: String::new(),
+                builtin: false,
+                created_at: ctx.now,
+            })?;
+            if granted {
+                tx.insert_grant(&tessera_control_plane::store::scopes::GrantRecord {
+                    org_id: "acme".into(),
+                    scope: n.clone(),
+                    grantee: "role:user".into(),
+                    created_at: ctx.now,
+                })?;
+            }
+            Ok::<_, service::Error>(())
+        })
+        .await
+        .unwrap();
+    name
+}
+
+/// Performs a scope action as `auth`: (status, reason or error, message). A grant that is
+/// refused leaves no grant of its scope behind.
+async fn scope_action(w: &World, auth: &Auth, action: &str) -> (u16, String, String) {
+    let mut granting = None;
+    let cat = "/v1/orgs/acme/scopes";
+    let r = match action {
+        "list" => w.call_as("GET", cat, auth, None).await,
+        "define" => {
+            w.call_as(
+                "POST",
+                cat,
+                auth,
+                Some(json!({"name": w.unique("def"), "description": "d"})),
+            )
+            .await
+        }
+        "describe" => {
+            let s = fresh_scope(w, false).await;
+            w.call_as(
+                "PATCH",
+                &format!("{cat}/{s}"),
+                auth,
+                Some(json!({"description": "changed"})),
+            )
+            .await
+        }
+        "delete" => {
+            let s = fresh_scope(w, true).await;
+            w.call_as("DELETE", &format!("{cat}/{s}"), auth, None).await
+        }
+        "grant-role" => {
+            let s = fresh_scope(w, false).await;
+            granting = Some(s.clone());
+            w.call_as(
+                "POST",
+                &format!("{cat}/{s}/grant"),
+                auth,
+                Some(json!({"role": "user"})),
+            )
+            .await
+        }
+        "grant-user" => {
+            let s = fresh_scope(w, false).await;
+            granting = Some(s.clone());
+            w.call_as(
+                "POST",
+                &format!("{cat}/{s}/grant"),
+                auth,
+                Some(json!({"user": "ula"})),
+            )
+            .await
+        }
+        "withdraw" => {
+            let s = fresh_scope(w, true).await;
+            w.call_as(
+                "POST",
+                &format!("{cat}/{s}/withdraw"),
+                auth,
+                Some(json!({"role": "user"})),
+            )
+            .await
+        }
+        "mine" => w.call_as("GET", "/v1/me/scopes", auth, None).await,
+        "of-ula" => {
+            w.call_as(
+                "GET",
+                &format!("/v1/users/{}/scopes", w.uid("ula")),
+                auth,
+                None,
+            )
+            .await
+        }
+        other => panic!("no scope action {other}"),
+    };
+    if let Some(scope) = granting.filter(|_| !r.status.is_success()) {
+        let grants = w
+            .state
+            .read(|tx, _| Ok::<_, service::Error>(tx.list_grants("acme")?))
+            .await
+            .unwrap();
+        assert!(
+            !grants.iter().any(|g| g.scope == scope),
+            "a refused grant of {scope} was made: {}",
+            r.text()
+        );
+    }
+    let v = r.json();
+    (
+        r.status.as_u16(),
+        v["reason"]
+            .as_str()
+            .or(v["error"].as_str())
+            .unwrap_or("")
+            .to_string(),
+        v["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Every scope route × every role × every credential (a session; tokens unlimited, limited
+/// by an IP filter, by a 30-day lifetime, by scopes; a token without the management scope;
+/// an access token): each cell's status, reason and, for a limit, the message naming it.
+/// Defining, describing, deleting and withdrawing give nobody anything, so any credential
+/// of an org admin may; a grant widens what the grantee's tokens carry, from any address
+/// and with no end, so only a session or an unlimited token gives one.
+#[tokio::test]
+async fn every_scope_route_with_every_role_and_credential() {
+    let mut w = World::new().await;
+    let r = w
+        .call(
+            "POST",
+            "/v1/orgs/partnerco/users",
+            Some(&w.jwt("root-admin")),
+            Some(json!({"username": "padm", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let padm = r.json()["id"].as_str().unwrap().to_string();
+    w.users.insert("padm".into(), padm);
+    let mut wrong = Vec::new();
+    let mut cells = 0;
+    for kind in ACTING {
+        for (actor, row) in SCOPE_MATRIX {
+            let expect: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(expect.len(), SCOPE_ACTIONS.len(), "row {actor}");
+            let auth = acting(&w, kind, actor).await;
+            for (action, e) in SCOPE_ACTIONS.iter().zip(expect) {
+                let ok = if action.starts_with("define") {
+                    201
+                } else {
+                    200
+                };
+                let limit = match kind {
+                    Acting::LimitedIp => "grant: a scope grant works from any address",
+                    _ => "grant: a scope grant does not expire",
+                };
+                let want: (u16, &str, &str) = match (kind, e) {
+                    (Acting::NoManage, _) => (403, "management_scope_required", ""),
+                    (Acting::Access, _) => (403, "access_token_not_allowed", ""),
+                    (Acting::LimitedIp | Acting::Limited30Days, "g") => {
+                        (403, "exceeds_creator", limit)
+                    }
+                    (_, "y" | "g") => (ok, "", ""),
+                    (_, "n") => (404, "not_found", ""),
+                    _ => (403, "forbidden", ""),
+                };
+                let got = scope_action(&w, &auth, action).await;
+                cells += 1;
+                if got.0 != want.0 || got.1 != want.1 || !got.2.starts_with(want.2) {
+                    wrong.push(format!(
+                        "{kind:?} {actor} {action}: got {got:?}, want {want:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        cells,
+        ACTING.len() * SCOPE_MATRIX.len() * SCOPE_ACTIONS.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}

@@ -15,6 +15,7 @@ const SORT_KEYS = {
 const PER_PAGE = 20;
 
 let session = null;   // SessionView
+let setupNeeded = false; // the database has no organization yet (GET /v1/setup)
 let prefs = {};       // remembered choices (GET/PUT /v1/me/prefs)
 
 // ---------------------------------------------------------------------------------------
@@ -233,6 +234,7 @@ function field(label, attrs, hint) {
 
 function showSignIn(message, ssoReason) {
   setNav();
+  if (setupNeeded) { showFirstRun(); return; }
   const box = el("div");
   if (message) box.append(el("p", { class: "error", role: "alert", "data-sso-reason": ssoReason }, message));
   const form = el("form", { class: "card", id: "signin-form" },
@@ -257,6 +259,81 @@ function showSignIn(message, ssoReason) {
   });
   renderPublic("Sign in", form, ssoSignIn());
   if (location.hash && !location.hash.startsWith("#/signin")) history.replaceState(null, "", "#/signin");
+  form.querySelector("input").focus();
+}
+
+// ---------------------------------------------------------------------------------------
+// First run: a database without any organization. Nobody can sign in yet, so the sign-in
+// page says how to begin; the setup link `tessera serve` printed opens the setup form.
+
+const SETUP_LINK = /#\/setup\/([0-9a-f]+)\s*$/;
+
+function showFirstRun() {
+  setNav();
+  const box = el("div");
+  const form = el("form", { class: "card", id: "first-run-form" },
+    field("Setup link", { name: "link", required: true }, `it begins with ${location.origin}/#/setup/`),
+    box,
+    el("p", {}, el("button", { type: "submit", class: "primary" }, "Continue")));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(form);
+    box.replaceChildren();
+    const text = String(new FormData(form).get("link") || "").trim();
+    const m = SETUP_LINK.exec(text) || /^([0-9a-f]{64})$/.exec(text);
+    if (!m) {
+      showFieldError(form, box, "link: paste the whole link tessera serve printed when it started, such as " +
+        `${location.origin}/#/setup/0123…`);
+      return;
+    }
+    location.hash = `#/setup/${m[1]}`;
+  });
+  renderPublic("Set up Tessera",
+    el("p", {}, "This Tessera has no organization yet, so nobody can sign in. When ", el("code", {}, "tessera serve"),
+      " started on this empty database, it printed a one-time setup link in its log. Open that link, or paste it here, to create the first organization and its admin."),
+    form,
+    el("p", {}, "Or, on the server and with the same database, run ",
+      el("code", {}, "tessera admin bootstrap --org <organization> --admin <your username>"),
+      " and open the sign-in link it prints. A restart of ", el("code", {}, "tessera serve"), " on an empty database prints a new setup link."));
+  if (location.hash && !location.hash.startsWith("#/signin")) history.replaceState(null, "", "#/signin");
+}
+
+function showSetup(secret) {
+  setNav();
+  const box = el("div");
+  const form = el("form", { class: "card", id: "setup-form" },
+    el("p", {}, "You become the first organization's admin and are signed in. This link works once."),
+    field("Organization", { name: "org", required: true, autocomplete: "organization" }, "its id, used to sign in: a-z, 0-9 and -"),
+    field("Organization name", { name: "org_name" }, "optional, shown on the pages"),
+    field("Your username", { name: "username", required: true, autocomplete: "username" }),
+    field("Email", { name: "email", type: "email", autocomplete: "email" }, "optional, for notifications"),
+    el("p", { id: "password-rule" }, "Choose a password of at least 10 characters that is not a common password, a word with a few changes, your name, or a pattern such as aaaa or 1234. A few unrelated words make a good one."),
+    field("Password", { name: "password", type: "password", required: true, autocomplete: "new-password" }),
+    field("Repeat the password", { name: "again", id: "f-again", type: "password", required: true, autocomplete: "new-password" }),
+    box,
+    el("p", {}, el("button", { type: "submit", class: "primary" }, "Create and sign in")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(form);
+    box.replaceChildren();
+    const f = new FormData(form);
+    if (f.get("password") !== f.get("again")) {
+      box.replaceChildren(el("p", { class: "error", role: "alert" }, "The two passwords differ."));
+      return;
+    }
+    try {
+      session = await api("POST", "/v1/setup", {
+        secret, org: f.get("org"), org_name: f.get("org_name"), username: f.get("username"),
+        email: f.get("email"), password: f.get("password"),
+      });
+      setupNeeded = false;
+      history.replaceState(null, "", "#/tokens");
+      await afterSignIn();
+    } catch (e) {
+      showFieldError(form, box, e);
+    }
+  });
+  renderPublic("Create the first organization", form);
   form.querySelector("input").focus();
 }
 
@@ -433,7 +510,7 @@ function showSetPassword(kind, secret) {
 async function afterSignIn() {
   try { prefs = (await api("GET", "/v1/me/prefs")).prefs || {}; } catch { prefs = {}; }
   setNav();
-  if (!location.hash || location.hash.startsWith("#/signin") || /^#\/(invite|reset|bootstrap)\//.test(location.hash)) {
+  if (!location.hash || location.hash.startsWith("#/signin") || /^#\/(invite|reset|bootstrap|setup)\//.test(location.hash)) {
     history.replaceState(null, "", "#/tokens");
   }
   route();
@@ -1519,6 +1596,8 @@ async function route() {
   const h = location.hash || "#/tokens";
   const link = /^#\/(invite|reset|bootstrap)\/([0-9a-f]+)$/.exec(h);
   if (link) { showSetPassword(link[1], link[2]); return; }
+  const setup = /^#\/setup\/([0-9a-f]+)$/.exec(h);
+  if (setup) { showSetup(setup[1]); return; }
   if (h.startsWith("#/report-leak")) { showReportLeak(); return; }
   const ssoRefused = /^#\/sso-failed\/([a-z_]+)$/.exec(h);
   if (ssoRefused) { session = null; ssoFailed(ssoRefused[1]); return; }
@@ -1540,6 +1619,7 @@ async function route() {
 
 async function start() {
   try { session = await api("GET", "/v1/session"); } catch { session = null; }
+  if (!session) { try { setupNeeded = (await api("GET", "/v1/setup")).needed === true; } catch { setupNeeded = false; } }
   if (session) { try { prefs = (await api("GET", "/v1/me/prefs")).prefs || {}; } catch { prefs = {}; } }
   window.addEventListener("hashchange", route);
   route();

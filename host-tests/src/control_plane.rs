@@ -53,7 +53,8 @@ pub struct ControlPlaneOptions {
     /// The organization id.
     pub org: String,
     /// Admins to bootstrap, the first one being [`ControlPlane::admin_token`]'s. Each gets
-    /// a one-time admin token ([`ControlPlane::token_of`]).
+    /// a one-time admin token ([`ControlPlane::token_of`]). None: the database stays empty
+    /// and `serve` prints its first-run setup link ([`ControlPlane::setup_link`]).
     pub admins: Vec<String>,
     /// How long to wait for `/healthz` (a safety net, default 30 s).
     pub ready_timeout: Duration,
@@ -110,11 +111,9 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl ControlPlane {
-    /// Bootstraps a fresh database and starts `tessera serve` on a free loopback port.
+    /// Bootstraps a fresh database (unless no admin is named) and starts `tessera serve` on
+    /// a free loopback port.
     pub fn start(options: &ControlPlaneOptions) -> Result<ControlPlane, String> {
-        if options.admins.is_empty() {
-            return Err("at least one admin is needed".into());
-        }
         let dir = TempDir::new("cp").map_err(|e| format!("temp dir: {e}"))?;
         let key = Command::new(&options.bin)
             .args(["admin", "gen-master-key"])
@@ -443,6 +442,15 @@ impl ControlPlane {
     /// The first admin's token.
     pub fn admin_token(&self) -> &str {
         &self.admins[0].2
+    }
+
+    /// The last first-run setup link the server printed (a start on an empty database).
+    pub fn setup_link(&self) -> Option<String> {
+        self.log().lines().rev().find_map(|l| {
+            l.find("http://")
+                .filter(|_| l.contains("/#/setup/"))
+                .map(|at| l[at..].trim().to_string())
+        })
     }
 
     /// The bootstrap token of admin `username`.

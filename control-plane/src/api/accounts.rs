@@ -258,13 +258,13 @@ pub(super) fn admitted(parts: &Parts, actor: Actor) -> ApiResult<Actor> {
     Ok(actor)
 }
 
-fn client_ip(peer: Option<String>) -> Option<String> {
+pub(super) fn client_ip(peer: Option<String>) -> Option<String> {
     peer.and_then(|p| p.parse::<std::net::SocketAddr>().ok())
         .map(|a| a.ip().to_string())
 }
 
 /// The answer that starts a session: the view and the cookie.
-fn started(s: &AppState, (secret, view): (String, SessionView)) -> ApiResult<Response> {
+pub(super) fn started(s: &AppState, (secret, view): (String, SessionView)) -> ApiResult<Response> {
     let secure = if s.base_url().starts_with("https://") {
         "; Secure"
     } else {
@@ -302,7 +302,7 @@ fn session_view(ctx: &Ctx, a: &Actor, csrf: String, created_at: i64) -> SessionV
 }
 
 /// The cookie's secret and the view of a session just started.
-fn opened(ctx: &Ctx, st: Started) -> (String, SessionView) {
+pub(super) fn opened(ctx: &Ctx, st: Started) -> (String, SessionView) {
     let view = session_view(
         ctx,
         &st.actor,

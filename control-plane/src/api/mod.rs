@@ -16,6 +16,7 @@ pub mod scim;
 pub mod scim_docs;
 pub mod scopes;
 pub mod server;
+pub mod setup;
 pub mod sso;
 pub mod web;
 pub mod webhooks;
@@ -919,6 +920,7 @@ pub fn routes() -> Vec<Route> {
             .error(&[429]).no_cli("sent by the edges with their edge credential"),
     ];
     routes.extend(accounts::routes());
+    routes.extend(setup::routes());
     routes.extend(scim::routes());
     routes.extend(scopes::routes());
     routes.extend(limits::routes());

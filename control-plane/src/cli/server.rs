@@ -234,18 +234,41 @@ async fn serve_logged(args: ServeArgs) -> Result<(), String> {
         )
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("stdout: {e}"))?;
-        if empty {
-            // A first start: nobody can sign in yet, and the page cannot say why. On
-            // stderr, beside the log, and never fatal (a closed stream is the reader's
-            // business).
-            tracing::warn!("the database has no organization yet");
-            let _ = writeln!(
-                io::stderr().lock(),
+    }
+    if empty {
+        // A first start: nobody can sign in yet. A one-time setup link (its secret's hash
+        // stored, replacing any earlier one) lets the operator create the first
+        // organization and admin in the browser. On stderr, beside the log (the secret
+        // never goes to the structured log), and never fatal.
+        let issued = state.write(crate::service::setup::issue).await;
+        let said = match issued {
+            Ok(Some((link, expires))) => {
+                tracing::warn!(
+                    expires_at = %expires,
+                    "the database has no organization yet; a one-time setup link was printed"
+                );
+                format!(
+                    "tessera: this database has no organization yet, so nobody can sign in.\n\
+                     Open this one-time setup link in a browser to create the first organization \
+                     and its admin (it works once, until {expires}; each start on an empty \
+                     database prints a new one and voids the old):\n  {link}\n\
+                     Or, with the same database: \
+                     tessera admin bootstrap --org <organization> --admin <your username>\n\
+                     then open the sign-in link it prints to choose your password."
+                )
+            }
+            Ok(None) => String::new(),
+            Err(e) => {
+                tracing::error!(error = %e.message, "issuing the setup link failed");
                 "tessera: this database has no organization yet, so nobody can sign in. \
                  Create the first one and its admin with the same database:\n  \
                  tessera admin bootstrap --org <organization> --admin <your username>\n\
                  then open the sign-in link it prints to choose your password."
-            );
+                    .to_string()
+            }
+        };
+        if !said.is_empty() {
+            let _ = writeln!(io::stderr().lock(), "{said}");
         }
     }
     if let Some(limit) = state.address_limit().cloned() {

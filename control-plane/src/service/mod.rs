@@ -4,6 +4,7 @@
 //! returns a typed view (`views`) or a [`Error`]. Nothing here knows HTTP.
 //!
 //! - [`orgs`]: bootstrap, organizations, signing keys, edge credentials;
+//! - [`setup`]: the first-run setup link (the first organization and admin in the browser);
 //! - [`keys`]: minting and signing, JWKS, status lists;
 //! - [`users`]: users of an organization;
 //! - [`tokens`]: the API-token lifecycle and search;
@@ -38,6 +39,7 @@ pub mod rotation;
 pub mod scim;
 pub mod scopes;
 pub mod sessions;
+pub mod setup;
 pub mod sso;
 pub mod tokens;
 pub mod users;

@@ -52,40 +52,7 @@ pub fn bootstrap_scoped(
     check_username("admin", admin)?;
     let org = match tx.get_org(org_id)? {
         Some(o) => o,
-        None => {
-            let is_root = tx.list_orgs()?.is_empty();
-            let org = Org {
-                id: org_id.to_string(),
-                name: if org_name.is_empty() {
-                    org_id.to_string()
-                } else {
-                    org_name.to_string()
-                },
-                partner_org_id: None,
-                is_partner: is_root,
-                is_root,
-                max_lifetime_days: 365,
-                audience: "tessera".into(),
-                key_alg: alg,
-                status_version: 0,
-                next_status_idx: 0,
-                created_at: ctx.now,
-                owners_manage_tokens: true,
-            };
-            tx.insert_org(&org)?;
-            super::scopes::seed_org(tx, org_id, ctx.now)?;
-            new_key(tx, ctx, org_id, alg)?;
-            audit(
-                tx,
-                ctx,
-                "bootstrap",
-                org_id,
-                "org.create",
-                org_id,
-                json!({"root": is_root}),
-            )?;
-            org
-        }
+        None => create_by_operator(tx, ctx, "bootstrap", org_id, org_name, alg)?,
     };
     // The scopes named at bootstrap start the org's catalogue, granted to every role (the
     // org's admins narrow it later).
@@ -171,6 +138,55 @@ pub fn bootstrap_scoped(
         jwt,
         link,
     })
+}
+
+/// Creates an organization made by the operator (`tessera admin bootstrap`, or the
+/// first-run setup link, named by `by` in the audit log): the root one if it is the first.
+/// Its catalogue holds the built-in scope, and it gets its first signing key. A setup
+/// secret still open is voided first (which locks its row, so a setup in flight and a
+/// bootstrap are ordered, and the later one sees the earlier one's organization).
+pub(crate) fn create_by_operator(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    by: &str,
+    org_id: &str,
+    org_name: &str,
+    alg: KeyAlg,
+) -> Result<Org> {
+    check_org_id("org", org_id)?;
+    super::setup::void(tx, ctx)?;
+    let is_root = tx.list_orgs()?.is_empty();
+    let org = Org {
+        id: org_id.to_string(),
+        name: if org_name.is_empty() {
+            org_id.to_string()
+        } else {
+            org_name.to_string()
+        },
+        partner_org_id: None,
+        is_partner: is_root,
+        is_root,
+        max_lifetime_days: 365,
+        audience: "tessera".into(),
+        key_alg: alg,
+        status_version: 0,
+        next_status_idx: 0,
+        created_at: ctx.now,
+        owners_manage_tokens: true,
+    };
+    tx.insert_org(&org)?;
+    super::scopes::seed_org(tx, org_id, ctx.now)?;
+    new_key(tx, ctx, org_id, alg)?;
+    audit(
+        tx,
+        ctx,
+        by,
+        org_id,
+        "org.create",
+        org_id,
+        json!({"root": is_root}),
+    )?;
+    Ok(org)
 }
 
 /// The longest token lifetime any organization may allow, in days.

@@ -413,6 +413,10 @@ pub fn grant(
 ) -> Result<ScopeView> {
     let org = load_org(tx, org_id)?;
     policy::require_org_admin(actor, &org, false)?;
+    // A grant lets the grantee's tokens carry the scope from any address and for as long
+    // as the org allows, like the admin role: bound by the role only, so a token limited
+    // by an IP filter or a short lifetime does not give it (issue 22).
+    super::authority::require_unlimited(tx, actor, "grant", "a scope grant")?;
     load_scope(tx, &org.id, name)?;
     let (grantee, detail) = grantee_of(tx, &org.id, &req)?;
     let added = tx.insert_grant(&GrantRecord {
