@@ -534,6 +534,7 @@ impl Verifier {
 
         Decision::Allow(Identity {
             user: v.sub.clone(),
+            username: v.username.clone(),
             org: v.org.clone(),
             token_id: v.jti.clone(),
             scopes: match withdrawn {

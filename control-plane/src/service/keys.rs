@@ -100,7 +100,7 @@ pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, token: &mut Token) -> Result<Stri
     org.next_status_idx += 1;
     tx.update_org(&org)?;
     set_status(ctx, tx, &org.id, idx, status_value::VALID, &token.id)?;
-    let claims = claims_of(ctx, &org, token, idx)?;
+    let claims = claims_of(tx, ctx, &org, token, idx)?;
     let (jwt, kid) = sign_claims(tx, ctx, &org.id, TokenType::Api, &claims)?;
     token.jwt_sha256 = Some(crypto::sha256_hex(jwt.as_bytes()));
     token.minted_at = Some(ctx.now);
@@ -119,7 +119,7 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, token: &Token) -> Result<()> {
     let org = load_org(tx, &token.org_id)?;
     // An access token exchanged from it carries the same claims and its parent's id twice.
-    let mut claims = claims_of(ctx, &org, token, i64::from(u32::MAX))?;
+    let mut claims = claims_of(tx, ctx, &org, token, i64::from(u32::MAX))?;
     claims.parent = Some(token.id.clone());
     claims.client_id = Some(token.id.clone());
     let key = active_key(tx, &org.id)?;
@@ -139,8 +139,16 @@ pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, token: &Token) -> Resul
     ))
 }
 
-/// The claims of `token`'s JWT under status index `idx`.
-fn claims_of(ctx: &Ctx, org: &crate::model::Org, token: &Token, idx: i64) -> Result<Claims> {
+/// The claims of `token`'s JWT under status index `idx`, with its owner's username as
+/// `preferred_username` (for the identity headers; `sub` stays the authority).
+fn claims_of(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    org: &crate::model::Org,
+    token: &Token,
+    idx: i64,
+) -> Result<Claims> {
+    let owner = super::load_user(tx, &token.user_id)?;
     let ip_allow = token
         .ip_allow
         .iter()
@@ -150,6 +158,7 @@ fn claims_of(ctx: &Ctx, org: &crate::model::Org, token: &Token, idx: i64) -> Res
     Ok(Claims {
         iss: ctx.issuer(&org.id),
         sub: token.user_id.clone(),
+        preferred_username: Some(owner.username),
         org: org.id.clone(),
         jti: token.id.clone(),
         aud: Audience::One(org.audience.clone()),
