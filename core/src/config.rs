@@ -531,12 +531,12 @@ fn identity_headers(
     raw: RawIdentityHeaders,
     token_sources: &[TokenSource],
 ) -> Result<IdentityHeaders, ConfigError> {
-    let values = [raw.user, raw.username, raw.org, raw.token_id, raw.scopes];
-    let mut headers = Vec::with_capacity(5);
-    for (i, value) in values.iter().enumerate() {
+    // The names sent so far, with their member's index.
+    let mut sent: Vec<(usize, String)> = Vec::with_capacity(5);
+    let mut member = |i: usize, value: Option<&serde_json::Value>| {
         let field = format!("identity_headers.{}", IDENTITY_FIELDS[i]);
         // Only the username is off unless asked for: the default stays the four it was.
-        let h = identity_header(&field, value.as_ref(), DEFAULT_IDENTITY_NAMES[i], i != 1)?;
+        let h = identity_header(&field, value, DEFAULT_IDENTITY_NAMES[i], i != 1)?;
         if let Some(j) = token_sources.iter().position(|s| s.header == h.name) {
             return Err(ConfigError::new(
                 field,
@@ -544,29 +544,25 @@ fn identity_headers(
             ));
         }
         if h.send {
-            if let Some(j) = (0..i).find(|&j| {
-                let other: &IdentityHeader = &headers[j];
-                other.send && other.name == h.name
-            }) {
+            if let Some((j, _)) = sent.iter().find(|(_, name)| *name == h.name) {
                 return Err(ConfigError::new(
                     field,
                     format!(
                         "{:?} is already sent as identity_headers.{}; each header carries one value",
-                        h.name, IDENTITY_FIELDS[j]
+                        h.name, IDENTITY_FIELDS[*j]
                     ),
                 ));
             }
+            sent.push((i, h.name.clone()));
         }
-        headers.push(h);
-    }
-    let mut it = headers.into_iter();
-    let mut next = || it.next().expect("five identity headers");
+        Ok(h)
+    };
     Ok(IdentityHeaders {
-        user: next(),
-        username: next(),
-        org: next(),
-        token_id: next(),
-        scopes: next(),
+        user: member(0, raw.user.as_ref())?,
+        username: member(1, raw.username.as_ref())?,
+        org: member(2, raw.org.as_ref())?,
+        token_id: member(3, raw.token_id.as_ref())?,
+        scopes: member(4, raw.scopes.as_ref())?,
     })
 }
 
@@ -786,7 +782,8 @@ impl ConfigBuilder {
     /// as a document's `identity_headers` is, each member given as
     /// `{"header": name, "send": bool}`.
     pub fn identity_headers(mut self, headers: IdentityHeaders) -> Self {
-        let member = |h: IdentityHeader| Some(serde_json::json!({"header": h.name, "send": h.send}));
+        let member =
+            |h: IdentityHeader| Some(serde_json::json!({"header": h.name, "send": h.send}));
         self.identity_headers = Some(RawIdentityHeaders {
             user: member(headers.user),
             username: member(headers.username),
@@ -1422,7 +1419,8 @@ mod tests {
         let key = TestKey::generate(Alg::EdDSA, "k1");
         let b = base(&key);
         let load = |v: serde_json::Value| {
-            Config::from_json(&with(b.clone(), &["identity_headers"], v)).map(|c| c.identity_headers)
+            Config::from_json(&with(b.clone(), &["identity_headers"], v))
+                .map(|c| c.identity_headers)
         };
         let h = load(json!({"user": "X-User-Id", "username": true, "org": false,
             "token_id": {"header": "x-tok"}, "scopes": {"send": false}}))
@@ -1434,7 +1432,10 @@ mod tests {
         assert_eq!(h.scopes, IdentityHeader::off("x-tessera-scopes"));
         assert_eq!(h.strip(), ["x-tessera-org", "x-tessera-scopes"]);
         // null is the default; an empty object too.
-        assert_eq!(load(json!({"user": null})).unwrap(), IdentityHeaders::default());
+        assert_eq!(
+            load(json!({"user": null})).unwrap(),
+            IdentityHeaders::default()
+        );
         assert_eq!(load(json!({})).unwrap(), IdentityHeaders::default());
         assert_eq!(IdentityHeaders::default().strip(), ["x-tessera-username"]);
         // Two headers off under one name are stripped once.
@@ -1448,22 +1449,86 @@ mod tests {
 
         let sources = json!([{"header": "x-api-key"}]);
         let cases: Vec<(serde_json::Value, &str, &str)> = vec![
-            (json!({"user": "bad header"}), "identity_headers.user", "not a valid HTTP header name"),
-            (json!({"org": ":path"}), "identity_headers.org", "not a valid HTTP header name"),
-            (json!({"user": "Host"}), "identity_headers.user", "not allowed"),
-            (json!({"username": "authorization"}), "identity_headers.username", "reserved"),
-            (json!({"scopes": "Cookie"}), "identity_headers.scopes", "reserved"),
-            (json!({"token_id": "x-forwarded-for"}), "identity_headers.token_id", "reserved"),
-            (json!({"org": "x-envoy-original-path"}), "identity_headers.org", "reserved"),
-            (json!({"org": {"header": "proxy-authorization", "send": false}}), "identity_headers.org", "reserved"),
-            (json!({"org": "x-tessera-user"}), "identity_headers.org", "already sent as identity_headers.user"),
-            (json!({"username": true, "scopes": "x-tessera-username"}), "identity_headers.scopes", "already sent as identity_headers.username"),
-            (json!({"user": 7}), "identity_headers.user", "must be a header name, true, false"),
-            (json!({"user": ["x"]}), "identity_headers.user", "must be a header name, true, false"),
-            (json!({"user": {"name": "x"}}), "identity_headers.user.name", "allowed: header, send"),
-            (json!({"user": {"header": 1}}), "identity_headers.user.header", "a string"),
-            (json!({"user": {"send": "yes"}}), "identity_headers.user.send", "true or false"),
-            (json!({"email": "x-mail"}), "identity_headers.email", "unknown field"),
+            (
+                json!({"user": "bad header"}),
+                "identity_headers.user",
+                "not a valid HTTP header name",
+            ),
+            (
+                json!({"org": ":path"}),
+                "identity_headers.org",
+                "not a valid HTTP header name",
+            ),
+            (
+                json!({"user": "Host"}),
+                "identity_headers.user",
+                "not allowed",
+            ),
+            (
+                json!({"username": "authorization"}),
+                "identity_headers.username",
+                "reserved",
+            ),
+            (
+                json!({"scopes": "Cookie"}),
+                "identity_headers.scopes",
+                "reserved",
+            ),
+            (
+                json!({"token_id": "x-forwarded-for"}),
+                "identity_headers.token_id",
+                "reserved",
+            ),
+            (
+                json!({"org": "x-envoy-original-path"}),
+                "identity_headers.org",
+                "reserved",
+            ),
+            (
+                json!({"org": {"header": "proxy-authorization", "send": false}}),
+                "identity_headers.org",
+                "reserved",
+            ),
+            (
+                json!({"org": "x-tessera-user"}),
+                "identity_headers.org",
+                "already sent as identity_headers.user",
+            ),
+            (
+                json!({"username": true, "scopes": "x-tessera-username"}),
+                "identity_headers.scopes",
+                "already sent as identity_headers.username",
+            ),
+            (
+                json!({"user": 7}),
+                "identity_headers.user",
+                "must be a header name, true, false",
+            ),
+            (
+                json!({"user": ["x"]}),
+                "identity_headers.user",
+                "must be a header name, true, false",
+            ),
+            (
+                json!({"user": {"name": "x"}}),
+                "identity_headers.user.name",
+                "allowed: header, send",
+            ),
+            (
+                json!({"user": {"header": 1}}),
+                "identity_headers.user.header",
+                "a string",
+            ),
+            (
+                json!({"user": {"send": "yes"}}),
+                "identity_headers.user.send",
+                "true or false",
+            ),
+            (
+                json!({"email": "x-mail"}),
+                "identity_headers.email",
+                "unknown field",
+            ),
         ];
         for (v, field, message) in cases {
             match load(v.clone()) {
@@ -1475,12 +1540,22 @@ mod tests {
             }
         }
         // A name that is also a token source, sent or not.
-        for v in [json!({"user": "X-Api-Key"}), json!({"username": {"header": "x-api-key", "send": false}})] {
+        for v in [
+            json!({"user": "X-Api-Key"}),
+            json!({"username": {"header": "x-api-key", "send": false}}),
+        ] {
             let mut doc = with(b.clone(), &["identity_headers"], v.clone());
-            doc = with(serde_json::from_str(&doc).unwrap(), &["token_sources"], sources.clone());
+            doc = with(
+                serde_json::from_str(&doc).unwrap(),
+                &["token_sources"],
+                sources.clone(),
+            );
             let e = Config::from_json(&doc).unwrap_err();
             assert!(e.field.starts_with("identity_headers."), "{v} -> {e}");
-            assert!(e.message.contains("also a token source (token_sources[0])"), "{e}");
+            assert!(
+                e.message.contains("also a token source (token_sources[0])"),
+                "{e}"
+            );
         }
     }
 

@@ -825,6 +825,21 @@ mod tests {
         assert_eq!(v.cache, CacheUse::Miss);
     }
 
+    /// The wait bound the worker's JS reads (`refresh_wait_ms()`) is the configuration's
+    /// `max_wait_ms`, default core's `REFRESH_WAIT_MS`; out of range is refused naming it.
+    #[test]
+    fn the_wait_bound_is_the_configured_max_wait_ms() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let default = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        assert_eq!(default.max_wait_ms(), tessera_core::REFRESH_WAIT_MS);
+        let set = EdgeVerifier::from_config_json(&config(&key, json!({"max_wait_ms": 300})));
+        assert_eq!(set.unwrap().max_wait_ms(), 300);
+        match EdgeVerifier::from_config_json(&config(&key, json!({"max_wait_ms": 20_000}))) {
+            Ok(_) => panic!("max_wait_ms 20000 accepted"),
+            Err(e) => assert!(e.to_string().starts_with("max_wait_ms: "), "{e}"),
+        }
+    }
+
     #[test]
     fn the_isolate_cache_is_kept_between_requests() {
         let key = TestKey::generate(Alg::ES256, "k");

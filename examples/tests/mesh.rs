@@ -308,7 +308,9 @@ fn check(path: &str, value: &Value, errors: &mut Vec<String>) {
         match e.kind() {
             jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
                 for name in unexpected {
-                    errors.push(format!("{at}.{name}: unknown field (not in the {kind} CRD)"));
+                    errors.push(format!(
+                        "{at}.{name}: unknown field (not in the {kind} CRD)"
+                    ));
                 }
             }
             _ => errors.push(format!("{at}: {e}")),
@@ -418,7 +420,9 @@ fn unknown_fields_and_wrong_types_are_refused_naming_the_field() {
     let errors = problems(rel, &[policy]);
     assert_eq!(
         errors,
-        [format!("{rel}#0.spec.wasm[0].failopen: unknown field (not in the EnvoyExtensionPolicy CRD)")]
+        [format!(
+            "{rel}#0.spec.wasm[0].failopen: unknown field (not in the EnvoyExtensionPolicy CRD)"
+        )]
     );
     // The plugin configuration is free-form to Kubernetes (the filter's loader checks it).
     let mut free = documents("istio/wasmplugin.yaml").remove(0);
@@ -430,10 +434,18 @@ fn unknown_fields_and_wrong_types_are_refused_naming_the_field() {
 /// rewrite made unknown fields refusable without touching the free-form parts.
 #[test]
 fn the_vendored_schemas_are_structural_and_strict() {
-    for kind in ["WasmPlugin", "ServiceEntry", "DestinationRule", "EnvoyExtensionPolicy"] {
+    for kind in [
+        "WasmPlugin",
+        "ServiceEntry",
+        "DestinationRule",
+        "EnvoyExtensionPolicy",
+    ] {
         let s = schema_of(kind);
         assert_eq!(s["properties"]["spec"]["type"], "object", "{kind}");
-        assert_eq!(s["properties"]["spec"]["additionalProperties"], false, "{kind}");
+        assert_eq!(
+            s["properties"]["spec"]["additionalProperties"], false,
+            "{kind}"
+        );
     }
     let wasm = schema_of("WasmPlugin");
     let plugin_config = &wasm["properties"]["spec"]["properties"]["pluginConfig"];
