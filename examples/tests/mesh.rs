@@ -318,27 +318,139 @@ fn check(path: &str, value: &Value, errors: &mut Vec<String>) {
     }
 }
 
-/// The rules a CRD states beside its field list (`x-kubernetes-validations`).
+/// The CEL rules (`x-kubernetes-validations`) of the vendored CRDs that the examples'
+/// fields meet, written out (no CEL evaluator is at hand); each message is the CRD's own.
 fn rules(path: &str, doc: &Value, errors: &mut Vec<String>) {
-    if doc["kind"] == "EnvoyExtensionPolicy" {
-        // `WasmCodeSource`: "If type is HTTP, http field needs to be set", and the same for
-        // Image; the other source must be absent.
-        for (i, wasm) in doc["spec"]["wasm"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let code = &wasm["code"];
-            for (kind, field) in [("HTTP", "http"), ("Image", "image")] {
-                if (code["type"] == kind) != code.get(field).is_some() {
+    let spec = &doc["spec"];
+    match doc["kind"].as_str() {
+        Some("EnvoyExtensionPolicy") => {
+            // `WasmCodeSource`: "self.type == 'HTTP' ? has(self.http) : !has(self.http)",
+            // and the same for Image.
+            for (i, wasm) in spec["wasm"].as_array().into_iter().flatten().enumerate() {
+                let code = &wasm["code"];
+                for (kind, field) in [("HTTP", "http"), ("Image", "image")] {
+                    if (code["type"] == kind) != code.get(field).is_some() {
+                        errors.push(format!(
+                            "{path}.spec.wasm[{i}].code: `{field}` is set exactly when type is {kind}"
+                        ));
+                    }
+                }
+            }
+        }
+        Some("WasmPlugin") => {
+            let set = ["selector", "targetRef", "targetRefs"]
+                .iter()
+                .filter(|f| spec.get(**f).is_some())
+                .count();
+            if set > 1 {
+                errors.push(format!(
+                    "{path}.spec: only one of targetRefs or selector can be set"
+                ));
+            }
+            if let Some(url) = spec["url"].as_str() {
+                let scheme = url.split_once("://").map_or("", |(s, _)| s);
+                if !["", "http", "https", "oci", "file"].contains(&scheme) {
                     errors.push(format!(
-                        "{path}.spec.wasm[{i}].code: `{field}` is set exactly when type is {kind}"
+                        "{path}.spec.url: url must have schema one of [http, https, file, oci]"
                     ));
                 }
             }
         }
+        Some("ServiceEntry") => {
+            let ports: Vec<&Value> = spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| &p["number"])
+                .collect();
+            if ports
+                .iter()
+                .enumerate()
+                .any(|(i, p)| ports[..i].contains(p))
+            {
+                errors.push(format!(
+                    "{path}.spec.ports: port number cannot be duplicated"
+                ));
+            }
+            if spec["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|h| h == "*")
+            {
+                errors.push(format!("{path}.spec.hosts: hostname cannot be wildcard"));
+            }
+        }
+        Some("DestinationRule") => {
+            // Every duration the examples set: "duration(self) >= duration('1ms')".
+            let policy = &spec["trafficPolicy"];
+            let mut pools = vec![("trafficPolicy".to_string(), &policy["connectionPool"])];
+            for (i, p) in policy["portLevelSettings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                pools.push((
+                    format!("trafficPolicy.portLevelSettings[{i}]"),
+                    &p["connectionPool"],
+                ));
+            }
+            for (at, pool) in pools {
+                if let Some(v) = pool["http"].get("idleTimeout") {
+                    if !v
+                        .as_str()
+                        .and_then(go_duration_ns)
+                        .is_some_and(|ns| ns >= 1e6)
+                    {
+                        errors.push(format!(
+                            "{path}.spec.{at}.connectionPool.http.idleTimeout: must be a valid duration greater than 1ms"
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {}
     }
+}
+
+/// A Go duration (`time.ParseDuration`, what CEL's `duration()` reads) in nanoseconds:
+/// one or more decimal numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`),
+/// an optional sign first. `None` when it is not one.
+fn go_duration_ns(s: &str) -> Option<f64> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0.0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    Some(if neg { -total } else { total })
 }
 
 /// Checks documents against their CRD schemas and rules; the errors.
@@ -424,6 +536,39 @@ fn unknown_fields_and_wrong_types_are_refused_naming_the_field() {
             "{rel}#0.spec.wasm[0].failopen: unknown field (not in the EnvoyExtensionPolicy CRD)"
         )]
     );
+    // The CRDs' CEL rules the examples meet, written out: each refusal in the CRD's words.
+    let mut wasm = documents("istio/wasmplugin.yaml").remove(0);
+    wasm["spec"]["targetRefs"] = json!([{"kind": "Service", "name": "orders"}]);
+    wasm["spec"]["url"] = json!("ftp://registry.example.com/x");
+    let errors = problems("w", &[wasm]);
+    assert_eq!(
+        errors,
+        [
+            "w#0.spec: only one of targetRefs or selector can be set",
+            "w#0.spec.url: url must have schema one of [http, https, file, oci]",
+        ],
+    );
+    let mut entries = documents("istio/serviceentry.yaml");
+    let port = entries[0]["spec"]["ports"][0].clone();
+    entries[0]["spec"]["ports"] = json!([port.clone(), port]);
+    entries[1]["spec"]["trafficPolicy"]["portLevelSettings"][0]["connectionPool"]["http"]
+        ["idleTimeout"] = json!("120");
+    let errors = problems("s", &entries);
+    assert_eq!(
+        errors,
+        [
+            "s#0.spec.ports: port number cannot be duplicated",
+            "s#1.spec.trafficPolicy.portLevelSettings[0].connectionPool.http.idleTimeout: must be a valid duration greater than 1ms",
+        ],
+    );
+    assert_eq!(go_duration_ns("120s"), Some(120e9));
+    assert_eq!(go_duration_ns("1h2m0.5s"), Some(3720.5e9));
+    assert_eq!(go_duration_ns("1.5ms"), Some(1.5e6));
+    assert_eq!(go_duration_ns("500us"), Some(5e5));
+    for bad in ["120", "", "s", "1d", "1 s"] {
+        assert_eq!(go_duration_ns(bad), None, "{bad}");
+    }
+
     // The plugin configuration is free-form to Kubernetes (the filter's loader checks it).
     let mut free = documents("istio/wasmplugin.yaml").remove(0);
     free["spec"]["pluginConfig"]["anything"] = json!({"x": 1});
