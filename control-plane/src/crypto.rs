@@ -323,6 +323,7 @@ mod tests {
         Claims {
             iss: "https://cp/v1/orgs/acme".into(),
             sub: "usr_1".into(),
+            preferred_username: Some("alice".into()),
             org: "acme".into(),
             jti: "tok_1".into(),
             aud: "tessera".into(),

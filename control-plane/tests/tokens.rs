@@ -76,6 +76,8 @@ async fn every_lifecycle_transition() {
     );
     assert_eq!(c["iss"], format!("{BASE}/v1/orgs/acme"));
     assert_eq!(c["sub"], w.uid("ula"));
+    // The owner's username, for the identity headers (`sub` stays the id).
+    assert_eq!(c["preferred_username"], "ula");
     assert_eq!(c["org"], "acme");
     assert_eq!(c["jti"], id.as_str());
     assert_eq!(c["aud"], "tessera");
@@ -545,9 +547,18 @@ async fn exchange_for_access_tokens() {
         1800
     );
     assert!(c["jti"].as_str().unwrap().starts_with("at_"));
-    for k in ["iss", "sub", "org", "aud", "scope", "ip_allow"] {
+    for k in [
+        "iss",
+        "sub",
+        "preferred_username",
+        "org",
+        "aud",
+        "scope",
+        "ip_allow",
+    ] {
         assert_eq!(c[k], parent[k], "{k}");
     }
+    assert!(c["preferred_username"].is_string());
     verify_with_jwks(&w, "acme", &at).await;
     assert_eq!(me_status(&w, &at).await, 200);
 

@@ -71,6 +71,8 @@ struct RawConfig {
     realm: Option<String>,
     #[serde(default)]
     sync: Option<RawSync>,
+    #[serde(default)]
+    max_wait_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -124,17 +126,21 @@ struct RawRoute {
     scopes: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// Each member: a header name (sent under it), `true`/`false` (sent or not, under the
+/// default name) or `{"header": name, "send": bool}`; read by [`identity_header`].
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIdentityHeaders {
     #[serde(default)]
-    user: Option<String>,
+    user: Option<serde_json::Value>,
     #[serde(default)]
-    org: Option<String>,
+    username: Option<serde_json::Value>,
     #[serde(default)]
-    token_id: Option<String>,
+    org: Option<serde_json::Value>,
     #[serde(default)]
-    scopes: Option<String>,
+    token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    scopes: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -188,23 +194,131 @@ pub struct RouteRule {
     pub scopes: Vec<String>,
 }
 
-/// Names of the identity headers added on allow (lower-case).
+/// One identity header: the name it goes under, and whether it is sent upstream. A header
+/// that is not sent is still removed from the client's request (a client never gets to
+/// speak for the verifier under an identity header's name).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdentityHeaders {
-    /// Carries `sub`.
-    pub user: String,
-    /// Carries `org`.
-    pub org: String,
-    /// Carries `jti`.
-    pub token_id: String,
-    /// Carries the scopes, space-separated.
-    pub scopes: String,
+pub struct IdentityHeader {
+    /// Lower-case header name.
+    pub name: String,
+    /// Whether the value is sent upstream on allow.
+    pub send: bool,
 }
 
+impl IdentityHeader {
+    /// Sent under `name` (lower-cased by validation).
+    pub fn sent(name: impl Into<String>) -> IdentityHeader {
+        IdentityHeader {
+            name: name.into(),
+            send: true,
+        }
+    }
+
+    /// Not sent; `name` is still removed from the client's request.
+    pub fn off(name: impl Into<String>) -> IdentityHeader {
+        IdentityHeader {
+            name: name.into(),
+            send: false,
+        }
+    }
+}
+
+/// The identity headers of an allowed request: which are sent upstream and under which
+/// names (`identity_headers`). The default is `x-tessera-user` (`sub`), `x-tessera-org`,
+/// `x-tessera-token-id` (`jti`) and `x-tessera-scopes` sent, `x-tessera-username`
+/// (`preferred_username`) not sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// Carries `sub`, the user id.
+    pub user: IdentityHeader,
+    /// Carries `preferred_username`, the username at issuance (a token without it sends
+    /// no value: the client's copy is removed all the same).
+    pub username: IdentityHeader,
+    /// Carries `org`.
+    pub org: IdentityHeader,
+    /// Carries `jti`.
+    pub token_id: IdentityHeader,
+    /// Carries the scopes, space-separated.
+    pub scopes: IdentityHeader,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            user: IdentityHeader::sent(DEFAULT_IDENTITY_NAMES[0]),
+            username: IdentityHeader::off(DEFAULT_IDENTITY_NAMES[1]),
+            org: IdentityHeader::sent(DEFAULT_IDENTITY_NAMES[2]),
+            token_id: IdentityHeader::sent(DEFAULT_IDENTITY_NAMES[3]),
+            scopes: IdentityHeader::sent(DEFAULT_IDENTITY_NAMES[4]),
+        }
+    }
+}
+
+/// The members of `identity_headers`, in the order the headers are set.
+pub const IDENTITY_FIELDS: [&str; 5] = ["user", "username", "org", "token_id", "scopes"];
+
+/// The default header name of each member of [`IDENTITY_FIELDS`].
+pub const DEFAULT_IDENTITY_NAMES: [&str; 5] = [
+    "x-tessera-user",
+    "x-tessera-username",
+    "x-tessera-org",
+    "x-tessera-token-id",
+    "x-tessera-scopes",
+];
+
+/// Names an identity header may not take: the request's credentials, routing, framing and
+/// hop-by-hop headers, and the headers a host reads the client address from. A proxy or the
+/// upstream reads these for something else; replacing or removing them would break the
+/// request or the verifier's own checks.
+pub const RESERVED_HEADER_NAMES: [&str; 22] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "cf-connecting-ip",
+    "x-request-id",
+];
+
 impl IdentityHeaders {
-    /// All four names.
-    pub fn all(&self) -> [&str; 4] {
-        [&self.user, &self.org, &self.token_id, &self.scopes]
+    /// The five headers with their member names, in [`IDENTITY_FIELDS`] order.
+    pub fn all(&self) -> [(&'static str, &IdentityHeader); 5] {
+        [
+            ("user", &self.user),
+            ("username", &self.username),
+            ("org", &self.org),
+            ("token_id", &self.token_id),
+            ("scopes", &self.scopes),
+        ]
+    }
+
+    /// The names of the headers not sent, removed from every allowed request: each once,
+    /// leaving out a name a sent header sets anyway.
+    pub fn strip(&self) -> Vec<&str> {
+        let all = self.all();
+        let mut out: Vec<&str> = Vec::new();
+        for (_, h) in all.iter().filter(|(_, h)| !h.send) {
+            let set_anyway = all.iter().any(|(_, o)| o.send && o.name == h.name);
+            if !set_anyway && !out.contains(&h.name.as_str()) {
+                out.push(&h.name);
+            }
+        }
+        out
     }
 }
 
@@ -268,7 +382,7 @@ pub struct Config {
     pub client_ip: ClientIpSource,
     /// Scope rules.
     pub routes: Vec<RouteRule>,
-    /// Identity header names.
+    /// The identity headers: which are sent, under which names.
     pub identity_headers: IdentityHeaders,
     /// Keep the token header when forwarding.
     pub forward_token: bool,
@@ -284,7 +398,14 @@ pub struct Config {
     pub realm: String,
     /// Live sync settings; `None` means everything comes from this document.
     pub sync: Option<SyncSettings>,
+    /// The longest a request waits, paused, for fresher keys, a fresher status list or a
+    /// rate-limit lease before it is decided on what the host holds (milliseconds;
+    /// `max_wait_ms`, default [`crate::REFRESH_WAIT_MS`]).
+    pub max_wait_ms: u64,
 }
+
+/// The range `max_wait_ms` must lie in (milliseconds).
+pub const MAX_WAIT_MS_RANGE: (u64, u64) = (1, 10_000);
 
 pub use crate::token::{normalise_typ, TYP_ACCESS_TOKEN, TYP_API_TOKEN};
 
@@ -341,6 +462,108 @@ fn bounded(
         ));
     }
     Ok(v)
+}
+
+/// One member of `identity_headers` (`field` is its path), read from its document form:
+/// absent or null (the default), a header name (sent under it), `true`/`false` (sent or
+/// not, under the default name) or `{"header": name, "send": bool}` (each optional).
+fn identity_header(
+    field: &str,
+    value: Option<&serde_json::Value>,
+    default_name: &str,
+    default_send: bool,
+) -> Result<IdentityHeader, ConfigError> {
+    use serde_json::Value;
+    let (name, send) = match value {
+        None | Some(Value::Null) => (default_name, default_send),
+        Some(Value::String(name)) => (name.as_str(), true),
+        Some(Value::Bool(send)) => (default_name, *send),
+        Some(Value::Object(m)) => {
+            let mut name = default_name;
+            let mut send = true;
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("header", Value::String(n)) => name = n,
+                    ("header", _) => {
+                        return Err(ConfigError::new(
+                            format!("{field}.header"),
+                            "must be a header name (a string)",
+                        ))
+                    }
+                    ("send", Value::Bool(b)) => send = *b,
+                    ("send", _) => {
+                        return Err(ConfigError::new(
+                            format!("{field}.send"),
+                            "must be true or false",
+                        ))
+                    }
+                    (other, _) => {
+                        return Err(ConfigError::new(
+                            format!("{field}.{other}"),
+                            "is not a field here (allowed: header, send)",
+                        ))
+                    }
+                }
+            }
+            (name, send)
+        }
+        Some(_) => {
+            return Err(ConfigError::new(
+                field,
+                "must be a header name, true, false, or {\"header\": <name>, \"send\": <bool>}",
+            ))
+        }
+    };
+    let name = header_name(field, name)?;
+    if RESERVED_HEADER_NAMES.contains(&name.as_str()) || name.starts_with("x-envoy-") {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{name:?} is reserved (credentials, routing, framing or the client address); choose another name"
+            ),
+        ));
+    }
+    Ok(IdentityHeader { name, send })
+}
+
+/// Validates `identity_headers` against itself and the token sources.
+fn identity_headers(
+    raw: RawIdentityHeaders,
+    token_sources: &[TokenSource],
+) -> Result<IdentityHeaders, ConfigError> {
+    // The names sent so far, with their member's index.
+    let mut sent: Vec<(usize, String)> = Vec::with_capacity(5);
+    let mut member = |i: usize, value: Option<&serde_json::Value>| {
+        let field = format!("identity_headers.{}", IDENTITY_FIELDS[i]);
+        // Only the username is off unless asked for: the default stays the four it was.
+        let h = identity_header(&field, value, DEFAULT_IDENTITY_NAMES[i], i != 1)?;
+        if let Some(j) = token_sources.iter().position(|s| s.header == h.name) {
+            return Err(ConfigError::new(
+                field,
+                format!("{:?} is also a token source (token_sources[{j}])", h.name),
+            ));
+        }
+        if h.send {
+            if let Some((j, _)) = sent.iter().find(|(_, name)| *name == h.name) {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "{:?} is already sent as identity_headers.{}; each header carries one value",
+                        h.name, IDENTITY_FIELDS[*j]
+                    ),
+                ));
+            }
+            sent.push((i, h.name.clone()));
+        }
+        Ok(h)
+    };
+    Ok(IdentityHeaders {
+        user: member(0, raw.user.as_ref())?,
+        username: member(1, raw.username.as_ref())?,
+        org: member(2, raw.org.as_ref())?,
+        token_id: member(3, raw.token_id.as_ref())?,
+        scopes: member(4, raw.scopes.as_ref())?,
+    })
 }
 
 impl Config {
@@ -445,6 +668,7 @@ pub struct ConfigBuilder {
     status_lists: Vec<(String, Result<StatusList, ConfigError>)>,
     realm: Option<String>,
     sync: Option<RawSync>,
+    max_wait_ms: Option<u64>,
 }
 
 impl ConfigBuilder {
@@ -554,14 +778,26 @@ impl ConfigBuilder {
         rules.into_iter().fold(self, ConfigBuilder::route)
     }
 
-    /// The identity header names (default: `x-tessera-user`, `-org`, `-token-id`, `-scopes`).
+    /// The identity headers (default: [`IdentityHeaders::default`]); validated by `build`
+    /// as a document's `identity_headers` is, each member given as
+    /// `{"header": name, "send": bool}`.
     pub fn identity_headers(mut self, headers: IdentityHeaders) -> Self {
+        let member =
+            |h: IdentityHeader| Some(serde_json::json!({"header": h.name, "send": h.send}));
         self.identity_headers = Some(RawIdentityHeaders {
-            user: Some(headers.user),
-            org: Some(headers.org),
-            token_id: Some(headers.token_id),
-            scopes: Some(headers.scopes),
+            user: member(headers.user),
+            username: member(headers.username),
+            org: member(headers.org),
+            token_id: member(headers.token_id),
+            scopes: member(headers.scopes),
         });
+        self
+    }
+
+    /// The longest a paused request waits for fresher keys, status or a rate-limit lease,
+    /// in milliseconds, [`MAX_WAIT_MS_RANGE`] (default [`crate::REFRESH_WAIT_MS`]).
+    pub fn max_wait_ms(mut self, ms: u64) -> Self {
+        self.max_wait_ms = Some(ms);
         self
     }
 
@@ -728,6 +964,7 @@ impl ConfigBuilder {
             status_lists,
             realm: raw.realm,
             sync: raw.sync,
+            max_wait_ms: raw.max_wait_ms,
         }
     }
 
@@ -880,48 +1117,8 @@ impl ConfigBuilder {
             });
         }
 
-        let identity_headers = {
-            let h = self.identity_headers.unwrap_or(RawIdentityHeaders {
-                user: None,
-                org: None,
-                token_id: None,
-                scopes: None,
-            });
-            let ih = IdentityHeaders {
-                user: header_name(
-                    "identity_headers.user",
-                    h.user.as_deref().unwrap_or("x-tessera-user"),
-                )?,
-                org: header_name(
-                    "identity_headers.org",
-                    h.org.as_deref().unwrap_or("x-tessera-org"),
-                )?,
-                token_id: header_name(
-                    "identity_headers.token_id",
-                    h.token_id.as_deref().unwrap_or("x-tessera-token-id"),
-                )?,
-                scopes: header_name(
-                    "identity_headers.scopes",
-                    h.scopes.as_deref().unwrap_or("x-tessera-scopes"),
-                )?,
-            };
-            let names = ih.all();
-            for (i, a) in names.iter().enumerate() {
-                if names[..i].contains(a) {
-                    return Err(ConfigError::new(
-                        "identity_headers",
-                        format!("header {a:?} is used twice"),
-                    ));
-                }
-                if token_sources.iter().any(|s| s.header == *a) {
-                    return Err(ConfigError::new(
-                        "identity_headers",
-                        format!("header {a:?} is also a token source"),
-                    ));
-                }
-            }
-            ih
-        };
+        let identity_headers =
+            identity_headers(self.identity_headers.unwrap_or_default(), &token_sources)?;
 
         let cache_size = bounded("cache_size", self.cache_size, 1024, 0, 1_000_000)? as usize;
 
@@ -1020,6 +1217,15 @@ impl ConfigBuilder {
             }
         };
 
+        let (min_wait, max_wait) = MAX_WAIT_MS_RANGE;
+        let max_wait_ms = bounded(
+            "max_wait_ms",
+            self.max_wait_ms,
+            crate::REFRESH_WAIT_MS,
+            min_wait,
+            max_wait,
+        )?;
+
         Ok(Config {
             issuers: self.issuers,
             audiences: self.audiences,
@@ -1039,6 +1245,7 @@ impl ConfigBuilder {
             status_lists,
             realm,
             sync,
+            max_wait_ms,
         })
     }
 }
@@ -1081,7 +1288,8 @@ mod tests {
         assert_eq!(c.fail_policy, FailPolicy::Closed);
         assert!(c.status_required);
         assert!(c.forward_token);
-        assert_eq!(c.identity_headers.user, "x-tessera-user");
+        assert_eq!(c.identity_headers, IdentityHeaders::default());
+        assert_eq!(c.max_wait_ms, crate::REFRESH_WAIT_MS);
     }
 
     #[test]
@@ -1183,7 +1391,12 @@ mod tests {
                     &["identity_headers"],
                     json!({"user": "authorization"}),
                 ),
-                "identity_headers",
+                "identity_headers.user",
+            ),
+            (with(b.clone(), &["max_wait_ms"], json!(0)), "max_wait_ms"),
+            (
+                with(b.clone(), &["max_wait_ms"], json!(10_001)),
+                "max_wait_ms",
             ),
             (with(b.clone(), &["realm"], json!("a\"b")), "realm"),
             (with(b.clone(), &["jwks"], json!({"keys": []})), "jwks.keys"),
@@ -1198,6 +1411,167 @@ mod tests {
                 Err(e) => assert_eq!(e.field, field, "{json} -> {e}"),
             }
         }
+    }
+
+    /// Every form of a member, and every refusal naming the member and what is allowed.
+    #[test]
+    fn identity_headers_are_chosen_named_and_validated() {
+        let key = TestKey::generate(Alg::EdDSA, "k1");
+        let b = base(&key);
+        let load = |v: serde_json::Value| {
+            Config::from_json(&with(b.clone(), &["identity_headers"], v))
+                .map(|c| c.identity_headers)
+        };
+        let h = load(json!({"user": "X-User-Id", "username": true, "org": false,
+            "token_id": {"header": "x-tok"}, "scopes": {"send": false}}))
+        .unwrap();
+        assert_eq!(h.user, IdentityHeader::sent("x-user-id"));
+        assert_eq!(h.username, IdentityHeader::sent("x-tessera-username"));
+        assert_eq!(h.org, IdentityHeader::off("x-tessera-org"));
+        assert_eq!(h.token_id, IdentityHeader::sent("x-tok"));
+        assert_eq!(h.scopes, IdentityHeader::off("x-tessera-scopes"));
+        assert_eq!(h.strip(), ["x-tessera-org", "x-tessera-scopes"]);
+        // null is the default; an empty object too.
+        assert_eq!(
+            load(json!({"user": null})).unwrap(),
+            IdentityHeaders::default()
+        );
+        assert_eq!(load(json!({})).unwrap(), IdentityHeaders::default());
+        assert_eq!(IdentityHeaders::default().strip(), ["x-tessera-username"]);
+        // Two headers off under one name are stripped once.
+        let h = load(json!({"user": {"header": "x-id", "send": false},
+            "username": {"header": "x-id", "send": false}}))
+        .unwrap();
+        assert_eq!(h.strip(), ["x-id"]);
+        // Off under the name another header is sent under: that one replaces it anyway.
+        let h = load(json!({"user": false, "username": "x-tessera-user"})).unwrap();
+        assert!(h.strip().is_empty());
+
+        let sources = json!([{"header": "x-api-key"}]);
+        let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+            (
+                json!({"user": "bad header"}),
+                "identity_headers.user",
+                "not a valid HTTP header name",
+            ),
+            (
+                json!({"org": ":path"}),
+                "identity_headers.org",
+                "not a valid HTTP header name",
+            ),
+            (
+                json!({"user": "Host"}),
+                "identity_headers.user",
+                "not allowed",
+            ),
+            (
+                json!({"username": "authorization"}),
+                "identity_headers.username",
+                "reserved",
+            ),
+            (
+                json!({"scopes": "Cookie"}),
+                "identity_headers.scopes",
+                "reserved",
+            ),
+            (
+                json!({"token_id": "x-forwarded-for"}),
+                "identity_headers.token_id",
+                "reserved",
+            ),
+            (
+                json!({"org": "x-envoy-original-path"}),
+                "identity_headers.org",
+                "reserved",
+            ),
+            (
+                json!({"org": {"header": "proxy-authorization", "send": false}}),
+                "identity_headers.org",
+                "reserved",
+            ),
+            (
+                json!({"org": "x-tessera-user"}),
+                "identity_headers.org",
+                "already sent as identity_headers.user",
+            ),
+            (
+                json!({"username": true, "scopes": "x-tessera-username"}),
+                "identity_headers.scopes",
+                "already sent as identity_headers.username",
+            ),
+            (
+                json!({"user": 7}),
+                "identity_headers.user",
+                "must be a header name, true, false",
+            ),
+            (
+                json!({"user": ["x"]}),
+                "identity_headers.user",
+                "must be a header name, true, false",
+            ),
+            (
+                json!({"user": {"name": "x"}}),
+                "identity_headers.user.name",
+                "allowed: header, send",
+            ),
+            (
+                json!({"user": {"header": 1}}),
+                "identity_headers.user.header",
+                "a string",
+            ),
+            (
+                json!({"user": {"send": "yes"}}),
+                "identity_headers.user.send",
+                "true or false",
+            ),
+            (
+                json!({"email": "x-mail"}),
+                "identity_headers.email",
+                "unknown field",
+            ),
+        ];
+        for (v, field, message) in cases {
+            match load(v.clone()) {
+                Ok(h) => panic!("accepted {v}: {h:?}"),
+                Err(e) => {
+                    assert_eq!(e.field, field, "{v} -> {e}");
+                    assert!(e.message.contains(message), "{v} -> {e}");
+                }
+            }
+        }
+        // A name that is also a token source, sent or not.
+        for v in [
+            json!({"user": "X-Api-Key"}),
+            json!({"username": {"header": "x-api-key", "send": false}}),
+        ] {
+            let mut doc = with(b.clone(), &["identity_headers"], v.clone());
+            doc = with(
+                serde_json::from_str(&doc).unwrap(),
+                &["token_sources"],
+                sources.clone(),
+            );
+            let e = Config::from_json(&doc).unwrap_err();
+            assert!(e.field.starts_with("identity_headers."), "{v} -> {e}");
+            assert!(
+                e.message.contains("also a token source (token_sources[0])"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_wait_ms_is_bounded_and_named() {
+        let key = TestKey::generate(Alg::EdDSA, "k1");
+        let b = base(&key);
+        let c = Config::from_json(&with(b.clone(), &["max_wait_ms"], json!(250))).unwrap();
+        assert_eq!(c.max_wait_ms, 250);
+        for bad in [json!(0), json!(10_001)] {
+            let e = Config::from_json(&with(b.clone(), &["max_wait_ms"], bad)).unwrap_err();
+            assert_eq!(e.field, "max_wait_ms");
+            assert!(e.message.contains("out of range 1..=10000"), "{e}");
+        }
+        let e = Config::from_json(&with(b, &["max_wait_ms"], json!("1s"))).unwrap_err();
+        assert_eq!(e.field, "max_wait_ms");
     }
 
     #[test]
@@ -1300,13 +1674,26 @@ mod tests {
             ),
             (
                 ok().identity_headers(IdentityHeaders {
-                    user: "x-u".into(),
-                    org: "x-o".into(),
-                    token_id: "x-u".into(),
-                    scopes: "x-s".into(),
+                    user: IdentityHeader::sent("x-u"),
+                    org: IdentityHeader::sent("x-o"),
+                    token_id: IdentityHeader::sent("x-u"),
+                    scopes: IdentityHeader::sent("x-s"),
+                    ..IdentityHeaders::default()
                 }),
                 doc(json!({"identity_headers": {"user": "x-u", "org": "x-o", "token_id": "x-u", "scopes": "x-s"}})),
             ),
+            (
+                ok().identity_headers(IdentityHeaders {
+                    user: IdentityHeader::off("x-tessera-user"),
+                    username: IdentityHeader::sent("X-User"),
+                    org: IdentityHeader::off("x-org"),
+                    ..IdentityHeaders::default()
+                }),
+                doc(json!({"identity_headers": {"user": false, "username": "X-User",
+                    "org": {"header": "x-org", "send": false}}})),
+            ),
+            (ok().max_wait_ms(250), doc(json!({"max_wait_ms": 250}))),
+            (ok().max_wait_ms(0), doc(json!({"max_wait_ms": 0}))),
             (ok().cache_size(2_000_000), doc(json!({"cache_size": 2_000_000}))),
             (
                 ok().fail_policy(FailPolicy::Open)

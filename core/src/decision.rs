@@ -164,6 +164,9 @@ impl fmt::Display for Reason {
 pub struct Identity {
     /// `sub`: the user.
     pub user: String,
+    /// `preferred_username`: the user's username when the token was issued, if the token
+    /// carries it (tokens minted before it was added do not).
+    pub username: Option<String>,
     /// `org`: the organization.
     pub org: String,
     /// `jti`: the token id.

@@ -75,9 +75,9 @@ pub struct Outcome {
     pub subject: Option<Subject>,
     /// Fresh data could change this outcome ("refresh needed"): the token names a `kid`
     /// the verifier does not hold, or a status index beyond the list it holds. Not a
-    /// refusal yet: a host that can fetch that data waits for the fetch (bounded by
-    /// [`REFRESH_WAIT_MS`]) and decides again; the outcome of that second decision is
-    /// final whatever its `refresh` says. A host that cannot fetch (no source, the fetch
+    /// refusal yet: a host that can fetch that data waits for the fetch (bounded by the
+    /// configuration's `max_wait_ms`, default [`REFRESH_WAIT_MS`]) and decides again; the
+    /// outcome of that second decision is final whatever its `refresh` says. A host that cannot fetch (no source, the fetch
     /// not allowed now, failed or timed out) carries out `decision` as it is, which is
     /// the stable refusal (`key_unknown`; `status_unavailable` or the fail-open allow).
     pub refresh: Option<Refresh>,
@@ -98,7 +98,9 @@ pub enum Refresh {
 }
 
 /// How long a host waits, at most, for the fetch an outcome's [`Outcome::refresh`] asks
-/// for before it carries out the decision as it is (milliseconds).
+/// for (or for a rate-limit lease) before it carries out the decision as it is, when the
+/// configuration does not say (`max_wait_ms`, [`config::Config::max_wait_ms`];
+/// milliseconds).
 pub const REFRESH_WAIT_MS: u64 = 1000;
 
 impl Outcome {
@@ -534,6 +536,7 @@ impl Verifier {
 
         Decision::Allow(Identity {
             user: v.sub.clone(),
+            username: v.username.clone(),
             org: v.org.clone(),
             token_id: v.jti.clone(),
             scopes: match withdrawn {

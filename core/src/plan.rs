@@ -3,10 +3,12 @@
 //!
 //! - a refusal is a [`Reply`]: status, headers (RFC 6750 `WWW-Authenticate`,
 //!   `cache-control: no-store`) and the JSON body;
-//! - an allowed request gets the identity headers *set*: every value the client sent
-//!   under those names is replaced by ours, so exactly our values reach the upstream
-//!   (one rule, one host call per header whether or not the client sent it), and the
-//!   token's header is removed when it is not forwarded;
+//! - an allowed request gets the identity headers that are sent (`identity_headers`)
+//!   *set*: every value the client sent under those names is replaced by ours, so exactly
+//!   our values reach the upstream (one rule, one host call per header whether or not the
+//!   client sent it); every identity header *not* sent (turned off, or the username of a
+//!   token without one) is *removed*, so a client can never speak under an identity
+//!   header's name; and the token's header is removed when it is not forwarded;
 //! - a decision about a verified token becomes one [`UsageRecord`], the wire type every
 //!   host reports to the control plane.
 
@@ -26,7 +28,8 @@ pub enum Plan {
     Forward {
         /// Headers to set, replacing every value the request carries under that name.
         set: Vec<(String, String)>,
-        /// Header names to remove (all values): the token's header when not forwarded.
+        /// Header names to remove (all values): the token's header when not forwarded, and
+        /// the identity headers not sent (turned off, or without a value for this token).
         remove: Vec<String>,
     },
     /// Answer locally.
@@ -58,16 +61,30 @@ pub fn plan(config: &Config, outcome: &Outcome) -> Plan {
     match &outcome.decision {
         Decision::Allow(id) => {
             let h = &config.identity_headers;
-            let set = vec![
-                (h.user.clone(), header_safe(&id.user)),
-                (h.org.clone(), header_safe(&id.org)),
-                (h.token_id.clone(), header_safe(&id.token_id)),
-                (h.scopes.clone(), header_safe(&id.scopes.join(" "))),
+            let scopes = id.scopes.join(" ");
+            let values = [
+                Some(id.user.as_str()),
+                id.username.as_deref(),
+                Some(id.org.as_str()),
+                Some(id.token_id.as_str()),
+                Some(scopes.as_str()),
             ];
-            let remove = match (&outcome.token_header, config.forward_token) {
+            let mut set = Vec::with_capacity(values.len());
+            let mut remove = match (&outcome.token_header, config.forward_token) {
                 (Some(t), false) => vec![t.clone()],
                 _ => Vec::new(),
             };
+            for ((_, header), value) in h.all().into_iter().zip(values) {
+                match (header.send, value) {
+                    (true, Some(v)) => set.push((header.name.clone(), header_safe(v))),
+                    // Sent, but this token has no value (a username minted before the
+                    // claim existed): the client's copy must not pass for ours.
+                    (true, None) => remove.push(header.name.clone()),
+                    (false, _) => {}
+                }
+            }
+            // The headers not sent: whatever the client put under their names goes too.
+            remove.extend(h.strip().into_iter().map(str::to_string));
             Plan::Forward { set, remove }
         }
         Decision::Deny(d) => {
@@ -290,6 +307,7 @@ mod tests {
         Outcome {
             decision: Decision::Allow(Identity {
                 user: "alice\r\nx-evil: 1".into(),
+                username: Some("alice.smith".into()),
                 org: "acme".into(),
                 token_id: "tok_1".into(),
                 scopes: vec!["read".into(), "write".into()],
@@ -331,7 +349,8 @@ mod tests {
                     ("x-tessera-token-id".into(), "tok_1".into()),
                     ("x-tessera-scopes".into(), "read write".into()),
                 ],
-                remove: vec![],
+                // The username is not sent by default: the client's copy is removed.
+                remove: vec!["x-tessera-username".into()],
             }
         );
     }
@@ -340,9 +359,75 @@ mod tests {
     fn token_removed_when_not_forwarded() {
         let c = config(r#","forward_token":false"#);
         match plan(&c, &allow(Some("csp-auth-token"), false)) {
-            Plan::Forward { remove, .. } => assert_eq!(remove, vec!["csp-auth-token".to_string()]),
+            Plan::Forward { remove, .. } => assert_eq!(
+                remove,
+                vec!["csp-auth-token".to_string(), "x-tessera-username".into()]
+            ),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn forward(p: Plan) -> (Vec<(String, String)>, Vec<String>) {
+        match p {
+            Plan::Forward { set, remove } => (set, remove),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Some headers off, some renamed, the username on: exactly the sent ones are set, in
+    /// the documented order, and every other identity name is removed once.
+    #[test]
+    fn configured_identity_headers_set_what_is_sent_and_strip_the_rest() {
+        let c = config(
+            r#","identity_headers":{"user":false,"username":"X-Who","org":{"header":"x-tenant","send":false},"token_id":"x-token","scopes":{"send":false}}"#,
+        );
+        let (set, remove) = forward(plan(&c, &allow(None, false)));
+        assert_eq!(
+            set,
+            owned(&[("x-who", "alice.smith"), ("x-token", "tok_1")])
+        );
+        assert_eq!(remove, ["x-tessera-user", "x-tenant", "x-tessera-scopes"]);
+
+        // A token without a username sends none, and the client's copy still goes.
+        let mut old = allow(None, false);
+        if let Decision::Allow(id) = &mut old.decision {
+            id.username = None;
+        }
+        let (set, remove) = forward(plan(&c, &old));
+        assert_eq!(set, owned(&[("x-token", "tok_1")]));
+        assert_eq!(
+            remove,
+            ["x-who", "x-tessera-user", "x-tenant", "x-tessera-scopes"]
+        );
+
+        // The username under the user's default name, the user id off: one header, set,
+        // never also removed.
+        let c = config(r#","identity_headers":{"user":false,"username":"x-tessera-user"}"#);
+        let (set, remove) = forward(plan(&c, &allow(None, false)));
+        assert_eq!(
+            set,
+            owned(&[
+                ("x-tessera-user", "alice.smith"),
+                ("x-tessera-org", "acme"),
+                ("x-tessera-token-id", "tok_1"),
+                ("x-tessera-scopes", "read write"),
+            ])
+        );
+        assert!(remove.is_empty(), "{remove:?}");
+    }
+
+    /// A refusal touches no header: the request does not go upstream.
+    #[test]
+    fn a_refusal_sets_and_strips_nothing() {
+        let c = config(r#","identity_headers":{"username":true,"org":false}"#);
+        assert!(matches!(plan(&c, &deny(Reason::Expired)), Plan::Reply(_)));
     }
 
     #[test]

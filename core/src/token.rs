@@ -168,8 +168,13 @@ pub struct Status {
 pub struct Claims {
     /// The issuing org's issuer URL (`<control-plane-base>/v1/orgs/<org-id>`).
     pub iss: String,
-    /// The user the token belongs to.
+    /// The user the token belongs to (the user id).
     pub sub: String,
+    /// The user's username when the token was issued (OpenID Connect's registered claim);
+    /// only for people to read (the identity headers), never an authority: `sub` is.
+    /// Tokens minted before it was added have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
     /// The organization (tenant) id.
     pub org: String,
     /// The token id.
@@ -257,6 +262,7 @@ mod tests {
         let c = Claims {
             iss: "https://cp/v1/orgs/acme".into(),
             sub: "usr_1".into(),
+            preferred_username: Some("alice".into()),
             org: "acme".into(),
             jti: "tok_1".into(),
             aud: "tessera".into(),
@@ -281,7 +287,8 @@ mod tests {
         assert_eq!(
             v,
             json!({
-                "iss": "https://cp/v1/orgs/acme", "sub": "usr_1", "org": "acme", "jti": "tok_1",
+                "iss": "https://cp/v1/orgs/acme", "sub": "usr_1", "preferred_username": "alice",
+                "org": "acme", "jti": "tok_1",
                 "aud": "tessera", "iat": 10, "exp": 20, "scope": "read write",
                 "ip_allow": ["10.0.0.0/8", "::1"],
                 "status": {"status_list": {"idx": 3, "uri": "https://cp/v1/orgs/acme/status-list"}},

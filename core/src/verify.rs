@@ -109,6 +109,8 @@ pub struct VerifiedToken {
     pub status: Option<StatusRef>,
     /// Parent API token, for access tokens.
     pub parent: Option<String>,
+    /// `preferred_username`, if the token carries it.
+    pub username: Option<String>,
 }
 
 fn string_claim(m: &Map<String, Value>, name: &str) -> Result<String, Reason> {
@@ -467,6 +469,10 @@ fn static_claims(config: &Config, parsed: &Parsed, now: u64) -> Result<VerifiedT
         return Err(Reason::ClaimMissing);
     }
     let parent = optional_string(m, "parent")?;
+    // The username at issuance, for the identity headers; tokens minted before it existed
+    // have none. Like every claim that reaches a header, it must be a string without
+    // control characters.
+    let username = optional_string(m, "preferred_username")?;
 
     Ok(VerifiedToken {
         sub,
@@ -479,5 +485,6 @@ fn static_claims(config: &Config, parsed: &Parsed, now: u64) -> Result<VerifiedT
         ip_allow,
         status,
         parent,
+        username,
     })
 }

@@ -1039,3 +1039,46 @@ fn an_allowed_token_past_its_lease_is_rate_limited() {
     }
     assert_eq!(reasons, vec![None, Some(Reason::RateLimited)]);
 }
+
+/// `preferred_username` reaches the identity (and so the username header) as signed; a
+/// token without it has none; one that is not a string without control characters is
+/// refused like any claim that reaches a header, on both signature paths.
+#[test]
+fn the_username_claim_is_read_when_present() {
+    let f = fixture();
+    let v = Verifier::from_config_json(&config(json!({}))).unwrap();
+    let decide = |token: String| {
+        let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+        let req = Request {
+            method: "GET",
+            path: "/items",
+            headers: &headers,
+            source_address: None,
+        };
+        let plain = v.check(&req, NOW, None).decision;
+        assert_eq!(plain, two_phase(&v, &req).decision);
+        plain
+    };
+    let with = |value: Value| {
+        TokenBuilder::new(NOW)
+            .claim("preferred_username", value)
+            .sign(&f.ed)
+    };
+    match decide(with(json!("alice.smith"))) {
+        Decision::Allow(id) => {
+            assert_eq!(id.username.as_deref(), Some("alice.smith"));
+            assert_eq!(id.user, "alice");
+        }
+        other => panic!("{other:?}"),
+    }
+    match decide(TokenBuilder::new(NOW).sign(&f.ed)) {
+        Decision::Allow(id) => assert_eq!(id.username, None),
+        other => panic!("{other:?}"),
+    }
+    for bad in [json!(7), json!(["a"]), json!("a\r\nx-evil: 1")] {
+        match decide(with(bad.clone())) {
+            Decision::Deny(d) => assert_eq!(d.reason, Reason::ClaimMissing, "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}

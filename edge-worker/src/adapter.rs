@@ -73,7 +73,7 @@ pub enum RateLimit {
     /// Answer this 429 (`rate_limited`); no usage record (refusals are counted).
     Refuse(Reply),
     /// The isolate holds no lease of the token: send a report at once (its `wanted`
-    /// names the token), wait for the answer (at most core's `REFRESH_WAIT_MS`), apply it,
+    /// names the token), wait for the answer (at most the configuration's `max_wait_ms`), apply it,
     /// and ask again with `may_wait` false.
     Ask,
 }
@@ -273,6 +273,12 @@ impl EdgeVerifier {
             .sync
             .as_ref()
             .map_or(self.default_max_staleness_secs, |s| s.max_staleness_secs)
+    }
+
+    /// The longest a request waits for a refresh or a rate-limit lease, milliseconds (the
+    /// configuration's `max_wait_ms`).
+    pub fn max_wait_ms(&self) -> u64 {
+        self.verifier().config().max_wait_ms
     }
 
     /// Whether the fetched status lists are current at `now`, by the filter's rule: the
@@ -807,7 +813,8 @@ mod tests {
         );
         match &v.plan {
             Plan::Forward { set, remove } => {
-                assert!(remove.is_empty());
+                // The username is not sent by default: the client's copy is removed.
+                assert_eq!(remove, &["x-tessera-username"]);
                 assert_eq!(set[0], ("x-tessera-user".into(), "alice".into()));
                 assert_eq!(set[3], ("x-tessera-scopes".into(), "read".into()));
             }
@@ -816,6 +823,21 @@ mod tests {
         // The usage record carries the normalised path, without the query.
         assert_eq!(v.usage.map(|u| u.path), Some("/api/things".to_string()));
         assert_eq!(v.cache, CacheUse::Miss);
+    }
+
+    /// The wait bound the worker's JS reads (`refresh_wait_ms()`) is the configuration's
+    /// `max_wait_ms`, default core's `REFRESH_WAIT_MS`; out of range is refused naming it.
+    #[test]
+    fn the_wait_bound_is_the_configured_max_wait_ms() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let default = EdgeVerifier::from_config_json(&config(&key, json!({}))).unwrap();
+        assert_eq!(default.max_wait_ms(), tessera_core::REFRESH_WAIT_MS);
+        let set = EdgeVerifier::from_config_json(&config(&key, json!({"max_wait_ms": 300})));
+        assert_eq!(set.unwrap().max_wait_ms(), 300);
+        match EdgeVerifier::from_config_json(&config(&key, json!({"max_wait_ms": 20_000}))) {
+            Ok(_) => panic!("max_wait_ms 20000 accepted"),
+            Err(e) => assert!(e.to_string().starts_with("max_wait_ms: "), "{e}"),
+        }
     }
 
     #[test]

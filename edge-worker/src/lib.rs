@@ -153,10 +153,11 @@ impl EdgeVerifier {
         self.inner.status_fresh(unix_secs(now_secs))
     }
 
-    /// How long a request waits at most for the fetch its verdict's `refresh` asks for,
-    /// in milliseconds (core's bound, the same in Envoy).
+    /// How long a request waits at most for the fetch its verdict's `refresh` asks for, or
+    /// for a rate-limit lease, in milliseconds: the configuration's `max_wait_ms` (the same
+    /// field bounds the wait in Envoy).
     pub fn refresh_wait_ms(&self) -> f64 {
-        tessera_core::REFRESH_WAIT_MS as f64
+        self.inner.max_wait_ms() as f64
     }
 
     /// Declares that the JWKS at `url` is fetched by the caller (fixes the union's order).

@@ -8,7 +8,7 @@ use tessera_core::synced::SyncedKeys;
 use tessera_core::withdrawn::WithdrawnScopes;
 use tessera_core::{
     CacheUse, Decision, Deny, Outcome, Plan, Reason, Refresh, Reply, Request, SignatureRequest,
-    StatusList, Step, TokenCache, UsageRecord, Verifier, REFRESH_WAIT_MS,
+    StatusList, Step, TokenCache, UsageRecord, Verifier,
 };
 
 use crate::budget;
@@ -282,7 +282,8 @@ impl Vm {
     /// Decides the paused requests whose wait is over, on the host's tick: when what the
     /// sync published moved (decided again; one whose data is still missing goes on
     /// waiting), when a key fetch that left after the request paused has ended, or when
-    /// [`REFRESH_WAIT_MS`] passed (then final, the fail policy deciding the status). A
+    /// the configuration's `max_wait_ms` passed (then final, the fail policy deciding the
+    /// status). A
     /// request decided is resumed or answered. Returns how many still wait.
     pub fn wake(&mut self, host: &mut impl Host) -> usize {
         if self.waiters.is_empty() {
@@ -291,6 +292,7 @@ impl Vm {
         let now_ms = host.now_ms();
         let now = now_ms / 1000;
         self.refresh_from_sync(host, now);
+        let max_wait_ms = self.verifier.config().max_wait_ms;
         let keys_fetched_ms = host
             .shared_data(shared::META)
             .and_then(|b| shared::Meta::decode(&b))
@@ -302,7 +304,7 @@ impl Vm {
         };
         let mut want_keys = false;
         for w in std::mem::take(&mut self.waiters) {
-            let timed_out = now_ms >= w.since_ms.saturating_add(REFRESH_WAIT_MS);
+            let timed_out = now_ms >= w.since_ms.saturating_add(max_wait_ms);
             let fetched = w.keys && keys_fetched_ms >= w.since_ms;
             let moved = match w.lease {
                 Some(v) => v != lease_version,
@@ -488,7 +490,7 @@ impl Vm {
     /// (`crate::budget`, one budget per process shared by its workers). A token the
     /// process holds nothing for, in an organization that limits tokens, pauses while the
     /// root context asks for its lease (at once), and is decided again when an answer is
-    /// merged; after [`REFRESH_WAIT_MS`] without a lease it is refused (core's
+    /// merged; after `max_wait_ms` without a lease it is refused (core's
     /// `ratelimit::unleased`). A refusal turns the outcome into `rate_limited` (for the
     /// counters) and gives the 429 to send.
     fn rate_limit(
@@ -931,7 +933,9 @@ mod tests {
             ]
         );
         assert_ne!(host.set[0].1, "spoofed");
-        assert!(host.removed.is_empty() && host.reply.is_none());
+        // The username header is not sent by default: a client's copy is removed.
+        assert_eq!(host.removed, ["x-tessera-username"]);
+        assert!(host.reply.is_none());
         // No IP filter and no usage: the peer address is never read.
         assert_eq!(host.source_reads, 0);
         let mut again = request(Some(&token));
@@ -1295,6 +1299,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `max_wait_ms` bounds the wait: a forged index is decided for good once it passed,
+    /// not before (the mock clock, no timing).
+    #[test]
+    fn the_configured_max_wait_ms_bounds_the_wait() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let mut vm = vm(
+            &key,
+            json!({"max_wait_ms": 250, "sync": {"max_staleness_secs": 30}}),
+        );
+        let mut base = request(None);
+        publish(&mut base, 1, &[&key], &status_list_lst(&[0, 1, 0, 0]));
+        let forged = TokenBuilder::new(now()).status_idx(1 << 40).sign(&key);
+        let mut host = on(&base, &forged);
+        let start = host.ms;
+        assert_eq!(vm.on_request_headers(&mut host, 3), Next::Wait);
+        host.ms = start + 249;
+        assert_eq!(vm.wake(&mut host), 1, "still within max_wait_ms");
+        assert!(host.reply.is_none());
+        host.ms = start + 250;
+        assert_eq!(vm.wake(&mut host), 0, "max_wait_ms passed: final");
+        assert_eq!(host.reply.as_ref().map(|r| r.0), Some(503));
+        assert_eq!(deny_count(&vm, Reason::StatusUnavailable), 1);
     }
 
     #[test]

@@ -58,6 +58,20 @@ fn bad_plugin_configs_stop_envoy_and_name_the_field() {
             }),
             field: "issuer",
         },
+        BadConfig {
+            name: "a reserved identity header name",
+            config: with(&|m| {
+                m.insert("identity_headers".into(), json!({"username": "Cookie"}));
+            }),
+            field: "identity_headers.username",
+        },
+        BadConfig {
+            name: "max_wait_ms out of range",
+            config: with(&|m| {
+                m.insert("max_wait_ms".into(), json!(0));
+            }),
+            field: "max_wait_ms",
+        },
     ];
 
     // The good configuration starts (so a failure below is about the change).

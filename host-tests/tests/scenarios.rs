@@ -6,7 +6,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use common::{finish, run_table, scenario_table, Case, Outcome, ScenarioKeys, Via, Www, ALICE};
+use common::{
+    configured_identity_cases, configured_identity_headers, finish, run_table, scenario_table,
+    Case, Outcome, ScenarioKeys, Via, Www, ALICE,
+};
 use serde_json::{json, Value};
 use tessera_host_tests::{tools, EchoUpstream, Envoy, EnvoyOptions, Request};
 use tessera_testkit::{
@@ -214,5 +217,37 @@ fn scenarios_x_forwarded_for_and_token_removal() {
         .upstream(upstream.addr());
     let envoy = start(&options);
     let (failures, _) = run_table("xff", &envoy, &cases);
+    finish(&failures);
+}
+
+/// A non-default `identity_headers` in a real Envoy: exactly the configured headers reach
+/// the upstream, with the token's values, and every client-sent copy under an identity
+/// header's name (sent or not) is replaced or removed.
+#[test]
+fn scenarios_configured_identity_headers() {
+    let (envoy_bin, wasm) = tools();
+    let t = now();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-ids");
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed]),
+        "identity_headers": configured_identity_headers(),
+        "status": {"lists": status_lists()},
+    });
+    let cases = configured_identity_cases(t, &ed);
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let options = EnvoyOptions::new(&envoy_bin)
+        .filter(&wasm, &config)
+        .upstream(upstream.addr());
+    let envoy = start(&options);
+    let (mut failures, _) = run_table("identity headers", &envoy, &cases);
+    if upstream.request_count() != cases.len() {
+        failures.push(format!(
+            "the upstream saw {} requests, want {}",
+            upstream.request_count(),
+            cases.len()
+        ));
+    }
     finish(&failures);
 }

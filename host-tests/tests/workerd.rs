@@ -11,7 +11,10 @@ use tessera_host_tests::workerd;
 
 use std::time::{Duration, Instant};
 
-use common::{finish, run_table, scenario_table, Case, ScenarioKeys, Www, ALICE};
+use common::{
+    configured_identity_cases, configured_identity_headers, finish, run_table, scenario_table,
+    Case, ScenarioKeys, Www, ALICE,
+};
 use serde_json::{json, Value};
 // `crate::` names the workerd module uses.
 #[allow(unused_imports)]
@@ -198,6 +201,39 @@ fn workerd_service_binding_forwards_normalised_path_without_token() {
     assert_eq!(denied.status, 401);
     assert_eq!(denied.reason().as_deref(), Some("token_missing"));
     assert_eq!(upstream.request_count(), 1);
+}
+
+/// A non-default `identity_headers` in a real workerd: the same cases as in Envoy, the
+/// same headers at the origin.
+#[test]
+fn workerd_configured_identity_headers() {
+    let (workerd_bin, bundle) = workerd_tools();
+    let t = now();
+    let ed = TestKey::generate(Alg::EdDSA, "ed-ids");
+    let config = json!({
+        "issuers": [DEFAULT_ISSUER],
+        "audiences": [DEFAULT_AUDIENCE],
+        "jwks": jwks(&[&ed]),
+        "identity_headers": configured_identity_headers(),
+        "status": {"lists": status_lists()},
+    });
+    let cases = configured_identity_cases(t, &ed);
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let worker = start(&WorkerdOptions::new(
+        &workerd_bin,
+        &bundle,
+        &config,
+        Origin::Url(format!("http://{}", upstream.addr())),
+    ));
+    let (mut failures, _) = run_table("workerd identity headers", &worker, &cases);
+    if upstream.request_count() != cases.len() {
+        failures.push(format!(
+            "the upstream saw {} requests, want {}",
+            upstream.request_count(),
+            cases.len()
+        ));
+    }
+    finish(&failures);
 }
 
 /// A configuration the worker cannot honour fails closed (500 `filter_error`) and the log

@@ -46,6 +46,8 @@ fn workerd_with_the_real_control_plane() {
         "jwks": jwks,
         "routes": [{"path_prefix": "/admin", "scopes": ["admin"]}],
         "status": {"required": true, "fail_policy": "closed"},
+        // The username the control plane minted (`preferred_username`) goes upstream too.
+        "identity_headers": {"username": true},
     });
 
     let upstream = EchoUpstream::start().expect("echo upstream");
@@ -78,6 +80,10 @@ fn workerd_with_the_real_control_plane() {
     assert_eq!(ok.status, 200, "{}", ok.summary());
     assert_eq!(ok.upstream_header("x-tessera-token-id"), [id.as_str()]);
     assert_eq!(ok.upstream_header("x-tessera-scopes"), ["read"]);
+    // The id for machines, the name for people: the token was minted for admin `alice`.
+    assert_eq!(ok.upstream_header("x-tessera-username"), ["alice"]);
+    let user = ok.upstream_header("x-tessera-user");
+    assert!(user.len() == 1 && user[0].starts_with("usr_"), "{user:?}");
     let scoped = send("/admin/x");
     assert_eq!(scoped.status, 403, "{}", scoped.summary());
     assert_eq!(scoped.reason().as_deref(), Some("insufficient_scope"));

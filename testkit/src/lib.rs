@@ -340,6 +340,7 @@ pub fn default_claims(now: u64) -> Claims {
     Claims {
         iss: DEFAULT_ISSUER.into(),
         sub: "alice".into(),
+        preferred_username: None,
         org: "acme".into(),
         jti: "tok_1".into(),
         aud: DEFAULT_AUDIENCE.into(),

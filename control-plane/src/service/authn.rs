@@ -395,6 +395,8 @@ pub fn exchange(
     claims.exp = exp;
     claims.parent = Some(p.token.id.clone());
     claims.client_id = Some(p.token.id.clone());
+    // The owner's username now (the API token may predate the claim, or a rename).
+    claims.preferred_username = Some(p.user.username.clone());
     let (jwt, _) = sign_claims(tx, ctx, &p.org.id, TokenType::Access, &claims)?;
     log_event(tx, ctx, &p.token, ip.clone(), "allow", None, "exchange")?;
     tx.set_last_used(&p.token.id, ctx.now, ip.as_deref())?;

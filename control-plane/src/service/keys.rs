@@ -116,7 +116,7 @@ pub(crate) fn mint(tx: &mut dyn Tx, ctx: &Ctx, org: &mut Org, token: &mut Token)
     let idx = org.next_status_idx;
     org.next_status_idx += 1;
     set_status_of(ctx, tx, org, idx, status_value::VALID, &token.id)?;
-    let claims = claims_of(ctx, org, token, idx)?;
+    let claims = claims_of(tx, ctx, org, token, idx)?;
     let (jwt, kid) = sign_claims(tx, ctx, &org.id, TokenType::Api, &claims)?;
     token.jwt_sha256 = Some(crypto::sha256_hex(jwt.as_bytes()));
     token.minted_at = Some(ctx.now);
@@ -135,7 +135,7 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 /// `ip_allow`).
 pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, token: &Token) -> Result<()> {
     // An access token exchanged from it carries the same claims and its parent's id twice.
-    let mut claims = claims_of(ctx, org, token, i64::from(u32::MAX))?;
+    let mut claims = claims_of(tx, ctx, org, token, i64::from(u32::MAX))?;
     claims.parent = Some(token.id.clone());
     claims.client_id = Some(token.id.clone());
     let key = active_key(tx, &org.id)?;
@@ -154,8 +154,10 @@ pub(crate) fn check_mintable(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, token: &Toke
     ))
 }
 
-/// The claims of `token`'s JWT under status index `idx`.
-fn claims_of(ctx: &Ctx, org: &Org, token: &Token, idx: i64) -> Result<Claims> {
+/// The claims of `token`'s JWT under status index `idx`, with its owner's username as
+/// `preferred_username` (for the identity headers; `sub` stays the authority).
+fn claims_of(tx: &mut dyn Tx, ctx: &Ctx, org: &Org, token: &Token, idx: i64) -> Result<Claims> {
+    let owner = super::load_user(tx, &token.user_id)?;
     let ip_allow = token
         .ip_allow
         .iter()
@@ -165,6 +167,7 @@ fn claims_of(ctx: &Ctx, org: &Org, token: &Token, idx: i64) -> Result<Claims> {
     Ok(Claims {
         iss: ctx.issuer(&org.id),
         sub: token.user_id.clone(),
+        preferred_username: Some(owner.username),
         org: org.id.clone(),
         jti: token.id.clone(),
         aud: Audience::One(org.audience.clone()),

@@ -331,6 +331,64 @@ impl ScenarioKeys {
     }
 }
 
+/// A non-default `identity_headers`: the user id off, the username on under `X-Who`, the
+/// org renamed `x-tenant`, the token id as it was, the scopes off under `x-perm`.
+pub fn configured_identity_headers() -> Value {
+    json!({"user": false, "username": "X-Who", "org": "x-tenant",
+           "scopes": {"header": "x-perm", "send": false}})
+}
+
+/// The cases both hosts answer under [`configured_identity_headers`] (tokens signed with
+/// `key` at `t`): exactly the sent headers reach the upstream, with the token's values,
+/// whatever the client sent under any identity header's name, sent or not; a token without
+/// `preferred_username` sends no username, and the client's copy is still removed.
+pub fn configured_identity_cases(t: u64, key: &TestKey) -> Vec<Case> {
+    let named = TokenBuilder::new(t)
+        .claim("preferred_username", json!("alice.smith"))
+        .sign(key);
+    let unnamed = TokenBuilder::new(t).sign(key);
+    let spoofed = |token: &str| {
+        Request::get("/api/things")
+            .bearer(token)
+            .header("x-tessera-user", "mallory")
+            .header("x-who", "mallory")
+            .header("X-Who", "eve")
+            .header("x-tenant", "evil")
+            .header("x-tessera-token-id", "tok_evil")
+            .header("x-perm", "admin")
+    };
+    // Every identity name, and the default names no longer in use: exactly these values.
+    let exact = |name: &str, request: Request, who: &[&str]| {
+        let mut case = Case::allow(name, request, ALICE);
+        case.upstream.clear();
+        case.upstream("x-who", who)
+            .upstream("x-tenant", &["acme"])
+            .upstream("x-tessera-token-id", &["tok_1"])
+            .upstream("x-tessera-user", &[])
+            .upstream("x-perm", &[])
+            .upstream("x-tessera-username", &[])
+            .upstream("x-tessera-org", &[])
+            .upstream("x-tessera-scopes", &[])
+    };
+    vec![
+        exact(
+            "configured identity headers: username on, user id and scopes off, org renamed",
+            Request::get("/api/things").bearer(&named),
+            &["alice.smith"],
+        ),
+        exact(
+            "configured identity headers: every client copy replaced or removed",
+            spoofed(&named),
+            &["alice.smith"],
+        ),
+        exact(
+            "configured identity headers: a token without a username sends none",
+            spoofed(&unnamed),
+            &[],
+        ),
+    ]
+}
+
 /// The scenario table both hosts must answer alike (at time `t`, with `ScenarioKeys::config`);
 /// each host's test adds only the cases about its own client address.
 pub fn scenario_table(t: u64, keys: &ScenarioKeys) -> Vec<Case> {
