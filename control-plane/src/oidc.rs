@@ -10,14 +10,14 @@
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
     CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
-    CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client, ClientId, ClientSecret,
     CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    HttpResponse, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+    HttpResponse, IdTokenFields, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -102,7 +102,7 @@ impl std::error::Error for HttpError {}
 /// The relying party: one HTTP client and the discovery cache. Cheap to share.
 pub struct RelyingParty {
     http: reqwest::Client,
-    discovered: Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>,
+    discovered: Mutex<HashMap<String, (Instant, ProviderMetadataWithLogout)>>,
 }
 
 impl Default for RelyingParty {
@@ -176,7 +176,11 @@ impl RelyingParty {
 
     /// The provider's metadata and keys (discovery), reused for [`DISCOVERY_TTL`]; `fresh`
     /// fetches them again whatever the cache holds.
-    async fn discover(&self, issuer: &str, fresh: bool) -> Result<CoreProviderMetadata, Refusal> {
+    async fn discover(
+        &self,
+        issuer: &str,
+        fresh: bool,
+    ) -> Result<ProviderMetadataWithLogout, Refusal> {
         if !fresh {
             if let Ok(cache) = self.discovered.lock() {
                 if let Some((at, m)) = cache.get(issuer) {
@@ -191,7 +195,7 @@ impl RelyingParty {
         })?;
         let http = self.http.clone();
         let client = move |req: HttpRequest| Self::call(http.clone(), req);
-        let m = CoreProviderMetadata::discover_async(url, &client)
+        let m = ProviderMetadataWithLogout::discover_async(url, &client)
             .await
             .map_err(|e| {
                 tracing::warn!(issuer, error = %chain(&e), "OpenID Connect discovery failed");
@@ -207,7 +211,7 @@ impl RelyingParty {
     }
 
     fn client(
-        m: CoreProviderMetadata,
+        m: ProviderMetadataWithLogout,
         client_id: &str,
         secret: &str,
         redirect_uri: &str,
@@ -220,6 +224,29 @@ impl RelyingParty {
             Some(ClientSecret::new(secret.to_string())),
         )
         .set_redirect_uri(redirect))
+    }
+
+    /// Where to send the browser to end its session at the provider too (OpenID Connect
+    /// RP-Initiated Logout 1.0): the provider's `end_session_endpoint` with `client_id`
+    /// and `post_logout_redirect_uri` (which the provider must have registered for the
+    /// client). `None` when the provider publishes no such endpoint or cannot be reached:
+    /// the Tessera session is ended either way.
+    pub async fn end_session_url(
+        &self,
+        issuer: &str,
+        client_id: &str,
+        back_to: &str,
+    ) -> Option<String> {
+        let m = self.discover(issuer, false).await.ok()?;
+        let endpoint = m.additional_metadata().end_session_endpoint.clone()?;
+        let back = PostLogoutRedirectUrl::new(back_to.to_string()).ok()?;
+        Some(
+            LogoutRequest::from(endpoint)
+                .set_client_id(ClientId::new(client_id.to_string()))
+                .set_post_logout_redirect_uri(back)
+                .http_get_url()
+                .to_string(),
+        )
     }
 
     /// Discovery, then the authorization URL with fresh `state`, `nonce` and PKCE (S256).

@@ -411,7 +411,8 @@ async function ssoSection(org) {
     field("Group → role mappings", { tag: "textarea", name: "group_roles", id: "f-sso-group-roles", rows: 3, value: conn ? conn.group_roles.map((g) => `${g.group}=${g.role}`).join("\n") : "" }, "one group=role per line; the first group the user is in wins"),
     el("div", { class: "check" }, syncBox, el("label", { for: "f-sso-sync" }, " Roles follow the groups at every sign-in (off: only at the first; the last admin is never demoted)")),
     el("div", { class: "check" }, requireBox, el("label", { for: "f-sso-require" }, " Require single sign-on (admins keep a break-glass password sign-in, marked in the audit log)")),
-    el("p", {}, "Redirect URI to register at the identity provider: ", el("code", { id: "sso-redirect-uri" }, conn ? conn.redirect_uri : `${location.origin}/v1/sso/callback`)),
+    el("p", {}, "Redirect URI to register at the identity provider: ", el("code", { id: "sso-redirect-uri" }, conn ? conn.redirect_uri : `${location.origin}/v1/sso/callback`),
+      "; and, so that signing out here signs people out there too, the post-logout redirect URI ", el("code", { id: "sso-logout-uri" }, `${location.origin}/`), "."),
     box,
     el("p", {}, el("button", { type: "submit", class: "primary", id: "sso-save" }, conn ? "Save" : "Set up single sign-on"),
       conn ? el("button", { type: "button", class: "danger", id: "sso-delete", onclick: async () => {
@@ -517,8 +518,12 @@ async function afterSignIn() {
 }
 
 async function signOut() {
-  try { await api("DELETE", "/v1/session"); } catch { /* already ended */ }
+  let out = {};
+  try { out = await api("DELETE", "/v1/session"); } catch { /* already ended */ }
   session = null;
+  // Signed in through the identity provider: end its session too; it sends the browser
+  // back here.
+  if (out && out.provider_sign_out_url) { location.assign(out.provider_sign_out_url); return; }
   history.replaceState(null, "", "#/signin");
   showSignIn("You are signed out.");
 }

@@ -45,6 +45,8 @@ const provider = new Provider(issuer, {
     client_id: clientId,
     client_secret: clientSecret,
     redirect_uris: [redirectUri],
+    // Where the provider's logout (RP-Initiated Logout) may send the browser back: the page.
+    post_logout_redirect_uris: [new URL("/", redirectUri).href],
     grant_types: ["authorization_code"],
     response_types: ["code"],
     token_endpoint_auth_method: "client_secret_basic",

@@ -228,10 +228,36 @@ impl Ui {
             .unwrap()
     }
 
-    async fn sign_out(&self) {
+    /// Signs out; a session signed in through the provider ends there too: the page sends
+    /// the browser to the provider's logout confirmation, which sends it back here. Answers
+    /// whether it went through the provider.
+    async fn sign_out(&self) -> bool {
         self.goto("/#/tokens").await;
         self.click("#who button").await;
-        self.title("Sign in").await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut via_provider = false;
+        loop {
+            if let Ok(yes) = self
+                .c
+                .find(Locator::Css("button[name=logout][value=yes]"))
+                .await
+            {
+                if yes.click().await.is_ok() {
+                    via_provider = true;
+                }
+            }
+            let here = self.c.current_url().await.map(|u| u.to_string());
+            let on_page = here.as_ref().is_ok_and(|u| u.starts_with(&self.base));
+            if on_page {
+                if let Ok(h) = self.c.find(Locator::Css("main h1")).await {
+                    if h.text().await.unwrap_or_default() == "Sign in" {
+                        return via_provider;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "signing out: still at {here:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Forgets the provider's session (its cookies on its own host), so the next sign-in
@@ -455,7 +481,7 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
             "1b: axe-core on the Organization page: {findings:?}"
         ));
     }
-    ui.sign_out().await;
+    let _ = ui.sign_out().await;
 
     // 2. A domain with no connection: said in the sign-in form, nothing leaves for a provider.
     ui.start_sso("someone@nowhere.example").await;
@@ -481,15 +507,20 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
         return Err(format!("3: the SSO user's state: {state}"));
     }
 
-    // 4. Returning sign-in: the same user, no new one.
-    ui.sign_out().await;
+    // 4. Signing out ends the provider's session too (RP-Initiated Logout: the provider's
+    //    confirmation, then back to the page), so the provider asks for a login again; the
+    //    returning sign-in is the same user, no new one.
+    if !ui.sign_out().await {
+        return Err("4: signing out did not go through the provider".into());
+    }
     ui.start_sso(&ana).await;
+    ui.provider_login("ana").await;
     ui.title("API tokens").await;
     let s = ui.session().await;
     if s["user"]["id"] != json!(ana_id) || users(cp, &admin)?.len() != count {
         return Err(format!("4: returning sign-in gave {s}"));
     }
-    ui.sign_out().await;
+    let _ = ui.sign_out().await;
 
     // 5. A user in a mapped group: created as admin.
     ui.forget_provider(&p.issuer).await;
@@ -500,7 +531,7 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
     if s["user"]["role"] != json!("admin") {
         return Err(format!("5: the mapped user signed in as {s}"));
     }
-    ui.sign_out().await;
+    let _ = ui.sign_out().await;
 
     // 6. An ID token for another audience, signed by the provider's own key: refused.
     ui.forget_provider(&p.issuer).await;
@@ -541,7 +572,7 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
     let first = ui.held_callback().await;
     ui.goto(&first).await;
     ui.title("API tokens").await;
-    ui.sign_out().await;
+    let _ = ui.sign_out().await;
     ui.goto(&first).await;
     expect_refusal(
         ui,
@@ -550,7 +581,9 @@ async fn cases(ui: &Ui, cp: &ControlPlane, p: &Provider) -> Result<(), String> {
         "already used",
     )
     .await?;
+    // Signing out ended the provider's session too: it asks for the login again.
     ui.start_sso(&format!("hold-1@{DOMAIN}")).await;
+    ui.provider_login("hold-1").await;
     let second = ui.held_callback().await;
     let old_code = param(&first, "code").ok_or("9: no code")?;
     ui.goto(&replace_param(&second, "code", &old_code)).await;

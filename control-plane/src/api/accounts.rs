@@ -55,6 +55,12 @@ pub struct SessionView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignedOut {
     pub signed_out: bool,
+    /// For a session signed in through single sign-on: where to send the browser so that
+    /// the identity provider ends its own session too (its `end_session_endpoint`, with
+    /// `client_id` and `post_logout_redirect_uri` set to this page). Absent when the
+    /// provider publishes no such endpoint or cannot be reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_sign_out_url: Option<String>,
 }
 
 macro_rules! h {
@@ -100,7 +106,7 @@ pub(super) fn routes() -> Vec<Route> {
         route(
             Method::DELETE,
             "/v1/session",
-            "Sign out: ends the session on the server",
+            "Sign out: ends the session on the server (and, for a single sign-on session, answers where the browser ends the provider's session too)",
             Session,
             h!(DELETE, sign_out),
         )
@@ -404,9 +410,24 @@ async fn session_get(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<
 }
 
 async fn sign_out(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Response> {
-    s.write_as(a, |tx, ctx, a| sessions::sign_out(tx, ctx, a))
+    let provider = s
+        .write_as(a, |tx, ctx, a| sessions::sign_out(tx, ctx, a))
         .await?;
-    let mut resp = Json(SignedOut { signed_out: true }).into_response();
+    // Discovery is cached; a provider that cannot be reached only costs the redirect.
+    let provider_sign_out_url = match provider {
+        Some(p) => {
+            let back = format!("{}/", s.base_url());
+            super::sso::rp()
+                .end_session_url(&p.issuer, &p.client_id, &back)
+                .await
+        }
+        None => None,
+    };
+    let mut resp = Json(SignedOut {
+        signed_out: true,
+        provider_sign_out_url,
+    })
+    .into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static("tessera_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
@@ -446,7 +467,7 @@ async fn accept_link(
     let st = s
         .write(move |tx, ctx| {
             let user = accounts::accept_link(tx, ctx, &secret, hash)?;
-            let st = sessions::start_session(tx, ctx, &user)?;
+            let st = sessions::start_session(tx, ctx, &user, None)?;
             ctx.act_with(st.actor.credential.label());
             crate::service::audit(
                 tx,

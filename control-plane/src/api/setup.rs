@@ -83,7 +83,7 @@ async fn complete(
     let st = s
         .write(move |tx, ctx| {
             let user = setup::complete(tx, ctx, &req, hash.clone(), ip.as_deref())?;
-            let st = sessions::start_session(tx, ctx, &user)?;
+            let st = sessions::start_session(tx, ctx, &user, None)?;
             ctx.act_with(st.actor.credential.label());
             crate::service::audit(
                 tx,

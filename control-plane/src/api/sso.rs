@@ -79,7 +79,7 @@ pub(super) fn routes() -> Vec<Route> {
 }
 
 /// The one relying party of this process (HTTP client and discovery cache).
-fn rp() -> &'static RelyingParty {
+pub(super) fn rp() -> &'static RelyingParty {
     static RP: OnceLock<RelyingParty> = OnceLock::new();
     RP.get_or_init(RelyingParty::new)
 }

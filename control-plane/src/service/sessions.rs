@@ -213,8 +213,14 @@ pub struct Started {
     pub actor: Actor,
 }
 
-/// Starts a session for `user` (after a password or a one-time link).
-pub fn start_session(tx: &mut dyn Tx, ctx: &Ctx, user: &User) -> Result<Started> {
+/// Starts a session for `user` (after a password or a one-time link, or through the
+/// identity provider whose issuer is `sso_issuer`).
+pub fn start_session(
+    tx: &mut dyn Tx,
+    ctx: &Ctx,
+    user: &User,
+    sso_issuer: Option<&str>,
+) -> Result<Started> {
     let secret = crypto::hex(&crypto::random_bytes::<32>().map_err(Error::internal)?);
     let session = Session {
         id: crypto::new_id("ses").map_err(Error::internal)?,
@@ -224,6 +230,7 @@ pub fn start_session(tx: &mut dyn Tx, ctx: &Ctx, user: &User) -> Result<Started>
         created_at: ctx.now,
         last_seen_at: ctx.now,
         ended_at: None,
+        sso_issuer: sso_issuer.map(str::to_owned),
     };
     tx.insert_session(&session)?;
     let org = super::load_org(tx, &user.org_id)?;
@@ -283,7 +290,7 @@ pub fn finish_sign_in(
                 return Ok(Finished::SsoRequired(why));
             }
             let break_glass = super::sso::break_glass(tx, user)?;
-            let started = start_session(tx, ctx, user)?;
+            let started = start_session(tx, ctx, user, None)?;
             ctx.act_with(started.actor.credential.label());
             let detail = if break_glass {
                 json!({"ip": ip, "break_glass": true})
@@ -422,11 +429,20 @@ pub fn touch(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor) -> Result<()> {
     Ok(())
 }
 
-/// Ends the caller's session on the server.
-pub fn sign_out(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor) -> Result<()> {
+/// The identity provider a session signed out of was signed in through, for ending the
+/// provider's session too (OpenID Connect RP-Initiated Logout).
+pub struct ProviderSession {
+    pub issuer: String,
+    pub client_id: String,
+}
+
+/// Ends the caller's session on the server; answers the identity provider it was signed in
+/// through, when its org's connection still names that provider.
+pub fn sign_out(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor) -> Result<Option<ProviderSession>> {
     let Credential::Session { id } = &actor.credential else {
         return Err(Error::bad_request("not signed in with a session"));
     };
+    let issuer = tx.session_by_id(id)?.and_then(|s| s.sso_issuer);
     tx.end_session(id, ctx.now)?;
     audit(
         tx,
@@ -437,7 +453,16 @@ pub fn sign_out(tx: &mut dyn Tx, ctx: &Ctx, actor: &Actor) -> Result<()> {
         &actor.user.id,
         json!({}),
     )?;
-    Ok(())
+    let Some(issuer) = issuer else {
+        return Ok(None);
+    };
+    Ok(tx
+        .get_sso_connection(&actor.user.org_id)?
+        .filter(|c| c.issuer == issuer)
+        .map(|c| ProviderSession {
+            issuer,
+            client_id: c.client_id,
+        }))
 }
 
 /// The CSRF token of the caller's session.

@@ -985,7 +985,7 @@ pub fn complete(
             ),
         );
     }
-    let started = sessions::start_session(tx, ctx, &user)?;
+    let started = sessions::start_session(tx, ctx, &user, Some(&who.issuer))?;
     ctx.act_with(started.actor.credential.label());
     audit(
         tx,

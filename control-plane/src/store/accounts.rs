@@ -44,6 +44,9 @@ pub struct Session {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub ended_at: Option<i64>,
+    /// The issuer of the identity provider the session was signed in through (single
+    /// sign-on); `None` for a password or a one-time link.
+    pub sso_issuer: Option<String>,
 }
 
 /// Failed sign-ins for one key (`user:<id>` or `addr:<ip>`).

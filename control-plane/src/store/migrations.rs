@@ -957,6 +957,17 @@ ALTER TABLE sso_connections ADD COLUMN sync_roles INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sso_connections ADD COLUMN sync_roles BOOLEAN NOT NULL DEFAULT FALSE;
 "#,
     },
+    // 17 (issue 23, provider logout): the identity provider a session was signed in
+    // through (its issuer; NULL for a password or link sign-in), so signing out can end
+    // the provider's session too.
+    Migration {
+        sqlite: r#"
+ALTER TABLE sessions ADD COLUMN sso_issuer TEXT;
+"#,
+        postgres: r#"
+ALTER TABLE sessions ADD COLUMN sso_issuer TEXT;
+"#,
+    },
 ];
 
 /// The schema version this binary migrates to.

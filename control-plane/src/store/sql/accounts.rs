@@ -10,7 +10,8 @@ use crate::store::{StoreError, StoreResult};
 
 const ACCOUNT_COLS: &str =
     "a.user_id, a.password_hash, a.disabled_at, a.deleted_at, a.suspended_tokens, a.prefs";
-const SESSION_COLS: &str = "id, secret_sha256, user_id, csrf, created_at, last_seen_at, ended_at";
+const SESSION_COLS: &str =
+    "id, secret_sha256, user_id, csrf, created_at, last_seen_at, ended_at, sso_issuer";
 const LINK_COLS: &str = "secret_sha256, user_id, kind, created_at, expires_at, used_at";
 const THROTTLE_COLS: &str = "key, failures, locked_until, last_at";
 const EDGE_COLS: &str = "id, org_id, name, secret_sha256, created_at, revoked_at";
@@ -37,6 +38,7 @@ fn session(r: &dyn SqlRow) -> StoreResult<Session> {
         created_at: get(r, 4)?,
         last_seen_at: get(r, 5)?,
         ended_at: get(r, 6)?,
+        sso_issuer: get(r, 7)?,
     })
 }
 
@@ -166,11 +168,12 @@ impl<C: Conn> AccountsTx for C {
     fn insert_session(&mut self, s: &Session) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO sessions ({SESSION_COLS}) VALUES ({})",
-            placeholders(7)
+            placeholders(8)
         );
         #[rustfmt::skip]
         let v = values![
             &s.id, &s.secret_sha256, &s.user_id, &s.csrf, s.created_at, s.last_seen_at, s.ended_at,
+            &s.sso_issuer,
         ];
         self.exec(&sql, &v)?;
         Ok(())
