@@ -154,20 +154,29 @@ pub(super) fn near_miss(
     rng: &mut impl Rng,
 ) -> Option<String> {
     let ranges = mutable_ranges(token)?;
-    let positions: Vec<usize> = match region {
-        Region::Header => ranges[0].clone().collect(),
-        Region::Payload => ranges[1].clone().collect(),
-        Region::Signature => ranges[2].clone().collect(),
-        Region::Anywhere => ranges.iter().flat_map(|r| r.clone()).collect(),
+    let chosen: &[Range<usize>] = match region {
+        Region::Header => &ranges[0..1],
+        Region::Payload => &ranges[1..2],
+        Region::Signature => &ranges[2..3],
+        Region::Anywhere => &ranges[..],
     };
+    let room: usize = chosen.iter().map(|r| r.len()).sum();
     let mut bytes = token.as_bytes().to_vec();
-    for &at in rand::seq::index::sample(rng, positions.len(), k.min(positions.len()))
-        .iter()
-        .map(|i| &positions[i])
-    {
+    for mut i in rand::seq::index::sample(rng, room, k.min(room)) {
+        // The i-th character of the chosen ranges, taken in order.
+        let Some(at) = chosen.iter().find_map(|r| {
+            if i < r.len() {
+                Some(r.start + i)
+            } else {
+                i -= r.len();
+                None
+            }
+        }) else {
+            continue;
+        };
         let old = bytes[at];
         bytes[at] = loop {
-            let c = ALPHABET[rng.gen_range(0..ALPHABET.len())];
+            let c = ALPHABET[usize::from(rng.gen::<u8>() & 63)];
             if c != old {
                 break c;
             }
@@ -185,8 +194,15 @@ fn mutation_count(rng: &mut impl Rng) -> usize {
     }
 }
 
-fn random_part(rng: &mut impl Rng, len: usize, out: &mut String) {
-    out.extend((0..len).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])));
+/// `len` random base64url characters: one random byte each, its low 6 bits picking one of
+/// the 64 (uniform, as 64 divides 256).
+fn random_part(rng: &mut impl Rng, len: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + len, 0);
+    rng.fill_bytes(&mut out[start..]);
+    for b in &mut out[start..] {
+        *b = ALPHABET[usize::from(*b & 63)];
+    }
 }
 
 /// A random string matching the published pattern: `tsr_eyJ` and 1–120 characters, `.eyJ`
@@ -198,15 +214,16 @@ pub(super) fn random_candidate(rng: &mut impl Rng) -> String {
         rng.gen_range(1..=800),
         rng.gen_range(86..=342),
     );
-    let mut out = String::with_capacity(API_TOKEN_PREFIX.len() + h + p + s + 8);
-    out.push_str(API_TOKEN_PREFIX);
-    out.push_str("eyJ");
+    let mut out = Vec::with_capacity(API_TOKEN_PREFIX.len() + h + p + s + 8);
+    out.extend_from_slice(API_TOKEN_PREFIX.as_bytes());
+    out.extend_from_slice(b"eyJ");
     random_part(rng, h, &mut out);
-    out.push_str(".eyJ");
+    out.extend_from_slice(b".eyJ");
     random_part(rng, p, &mut out);
-    out.push('.');
+    out.push(b'.');
     random_part(rng, s, &mut out);
-    out
+    // Only ASCII was pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The published pattern, anchored (a candidate must be all of one match).
@@ -265,7 +282,7 @@ fn confirm_share(
         let size = left.min(MAX_TOKENS_PER_REPORT as u64);
         let mut found = Vec::with_capacity(size as usize);
         for _ in 0..size {
-            let token = if run.candidates % 2 == 0 {
+            let token = if run.candidates.is_multiple_of(2) {
                 run.random += 1;
                 random_candidate(&mut rng)
             } else {
@@ -1024,16 +1041,9 @@ fn fmt_signed(secs: f64) -> String {
     }
 }
 
+/// [`super::control_plane::count`] for the u64 counters here.
 fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    super::control_plane::count(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Everything the part measured.
@@ -1464,13 +1474,5 @@ mod tests {
         assert!(counts.iter().all(|k| (1..=16).contains(k)));
         let ones = counts.iter().filter(|k| **k == 1).count();
         assert!((4_000..6_000).contains(&ones), "{ones}");
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(10_000), "10,000");
-        assert_eq!(thousands(10_000_000), "10,000,000");
     }
 }
