@@ -12,6 +12,9 @@
 //!   an external PostgreSQL database, with further replicas ([`ControlPlane::replica`]);
 //! - [`PgCluster`] — a throwaway PostgreSQL cluster (`initdb` in a directory, its own
 //!   port, SIGKILL and restart);
+//! - [`scanner`] — a secret scanner speaking GitHub's partner protocol, its key made at
+//!   run time and published on loopback; [`webhook`] — a loopback webhook receiver and
+//!   the Standard Webhooks signature check;
 //! - [`demo`] — the walk-through behind `cargo xtask demo`.
 //!
 //! The tools come from the environment: `TESSERA_ENVOY` (the Envoy binary) and
@@ -32,9 +35,11 @@ pub mod counting_proxy;
 pub mod demo;
 mod envoy;
 pub mod postgres;
+pub mod scanner;
 mod stalled;
 mod tmp;
 mod upstream;
+pub mod webhook;
 mod wire;
 pub mod workerd;
 

@@ -12,12 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::{EncodePublicKey as _, LineEnding};
-use serde_json::json;
 use tessera_core::token::{strip_api_prefix, API_TOKEN_PREFIX};
+use tessera_host_tests::scanner::{Scanner, TOKEN_TYPE};
 use tessera_host_tests::workerd::Workerd;
 use tessera_host_tests::{
     control_plane_path, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
@@ -115,28 +111,11 @@ fn until_worker(worker: &Workerd, token: &str, want: (u16, &str), since: Instant
 
 #[test]
 fn a_scanner_post_locks_a_token_out_at_every_edge() {
-    // The scanner's key and its published document.
-    let key = loop {
-        if let Ok(k) = SigningKey::from_slice(&{
-            let mut b = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-            b
-        }) {
-            break k;
-        }
-    };
-    let keys = EchoUpstream::serving(json!({"public_keys": [{
-        "key_identifier": "scanner-1",
-        "key": key.verifying_key().to_public_key_pem(LineEnding::LF).expect("PEM"),
-        "is_current": true,
-    }]}))
-    .expect("key server");
+    // The scanner's key, made now, and its published document.
+    let scanner = Scanner::start().expect("scanner key server");
 
     let mut options = ControlPlaneOptions::new(&control_plane_path());
-    options.serve_args = vec![
-        "--secret-scanning-keys-url".into(),
-        format!("http://{}/meta/public_keys/secret_scanning", keys.addr()),
-    ];
+    options.serve_args = vec!["--secret-scanning-keys-url".into(), scanner.keys_url()];
     let cp = ControlPlane::start(&options).unwrap_or_else(|e| panic!("control plane: {e}"));
     let upstream = EchoUpstream::start().expect("echo upstream");
     let edges = [start_envoy(&cp, &upstream), start_envoy(&cp, &upstream)];
@@ -157,30 +136,19 @@ fn a_scanner_post_locks_a_token_out_at_every_edge() {
     until_worker(&worker, &bare, (200, "allow"), Instant::now());
 
     // The scanner's post, signed over the exact bytes sent.
-    let body = json!([{
-        "token": token,
-        "type": "tessera_api_token",
-        "url": "https://github.com/octo/repo/blob/main/.env",
-        "source": "content",
-    }])
-    .to_string();
-    let sig: Signature = key.sign(body.as_bytes());
-    let sig = base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes());
     let start = Instant::now();
-    let r = Request::new("POST", "/v1/secret-scanning/github")
-        .header("host", &cp.addr().to_string())
-        .header("content-type", "application/json")
-        .header("github-public-key-identifier", "scanner-1")
-        .header("github-public-key-signature", &sig)
-        .body(body)
-        .send(cp.addr())
+    let r = scanner
+        .post(
+            cp.addr(),
+            &[(&token, "https://github.com/octo/repo/blob/main/.env")],
+        )
         .expect("scanner post");
     let answered = start.elapsed();
     assert_eq!(r.status, 200, "{}", r.summary());
     let labels = r.json().expect("JSON labels");
     assert_eq!(labels[0]["label"], "true_positive", "{labels}");
-    assert_eq!(labels[0]["token_type"], "tessera_api_token");
-    assert_eq!(keys.request_count(), 1, "the keys were fetched once");
+    assert_eq!(labels[0]["token_type"], TOKEN_TYPE);
+    assert_eq!(scanner.keys_fetched(), 1, "the keys were fetched once");
 
     for (i, edge) in edges.iter().enumerate() {
         let took = until_every_worker(edge, &token, (401, "revoked"), start);

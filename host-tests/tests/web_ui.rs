@@ -11,12 +11,11 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-mod receiver;
-use receiver::{verifies, Receiver};
-use std::net::TcpListener;
+use tessera_host_tests::webhook::{verifies, Receiver};
 use tessera_host_tests::{
     control_plane_path, lookup_tool, tools, ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy,
     EnvoyOptions, Request, TempDir,
@@ -1355,7 +1354,7 @@ async fn webhooks(ui: &mut Ui, cp: &ControlPlane, alice: &str) -> Result<(), Str
         return Err(format!("the failed attempt is told as {why:?}"));
     }
     ui.page("webhook-deliveries").await;
-    let receiver = Receiver::start(port);
+    let receiver = Receiver::start(port).map_err(|e| format!("the webhook receiver: {e}"))?;
     ui.click("#deliveries tbody tr:first-child button[data-action=resend]")
         .await;
     wait_for(

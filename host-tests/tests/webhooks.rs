@@ -4,7 +4,8 @@
 //! fails (connection refused), then the control plane SIGKILLed, the receiver started on
 //! that port, and the control plane restarted on the same database: every message is
 //! delivered after the restart, none lost, each signed as the Standard Webhooks
-//! specification says (checked here with an HMAC of our own, not the server's code).
+//! specification says (checked with the harness's own HMAC, `tessera_host_tests::webhook`,
+//! not the server's code).
 //! A last event is made and the control plane killed at once, whether or not its worker
 //! got to it: it too arrives after the restart. Polls have a safety net only.
 //!
@@ -12,13 +13,11 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod receiver;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use receiver::{verifies, Receiver};
 use serde_json::{json, Value};
+use tessera_host_tests::webhook::{verifies, Receiver};
 use tessera_host_tests::{control_plane_path, ControlPlane, ControlPlaneOptions};
 
 /// A safety net for polling, not a measure (the first retry comes 5 s after a failure).
@@ -88,7 +87,7 @@ fn events_survive_a_sigkill_between_the_event_and_its_delivery() {
     }
     // The crash, with both messages owed.
     cp.kill();
-    let receiver = Receiver::start(addr);
+    let receiver = Receiver::start(addr).expect("receiver port");
     cp.restart().expect("restart");
     // A third event, and a crash at once after it (its delivery may or may not have begun).
     let (third, _) = cp

@@ -601,6 +601,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
         bench::Part::Propagation,
         bench::Part::Replicas,
         bench::Part::Quota,
+        bench::Part::Leaks,
     ]) {
         (edge::ensure_workerd(root)?, edge::build_edge_worker(root)?)
     } else {
@@ -622,6 +623,7 @@ fn bench(root: &Path, args: &[&str]) -> Result<()> {
         bench::Part::SignIn,
         bench::Part::Soak,
         bench::Part::Quota,
+        bench::Part::Leaks,
     ]) {
         println!("not needed by the selected parts");
         PathBuf::new()

@@ -377,7 +377,7 @@ fn med_range(values: &[f64], decimals: usize) -> String {
 }
 
 /// Thousands separators for counts.
-fn count(n: usize) -> String {
+pub(super) fn count(n: usize) -> String {
     let digits = n.to_string();
     let mut groups: Vec<&str> = Vec::new();
     let mut end = digits.len();

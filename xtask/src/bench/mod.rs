@@ -13,7 +13,11 @@
 //! - [`ed25519`]: the Ed25519 candidates for the filter, timed inside V8;
 //! - `quota`: per-token rate limits across a fleet of Envoys and workerds (issue 25):
 //!   admitted above the limit, the share of the limit admitted under skewed demand,
-//!   calls to the control plane per request, and the throughput cost of a limit.
+//!   calls to the control plane per request, and the throughput cost of a limit;
+//! - `leaks`: leak to lockout (issue 26): a secret scanner's signed post → the first 401
+//!   at 2 Envoys and a workerd, first use from a new network → the webhook received, and
+//!   false positives among 10⁷ random and near-miss strings put through the scanner
+//!   endpoint's confirmation in-process.
 //!
 //! Everything runs on loopback; every server a part starts is stopped by it. The full run
 //! (every part) writes `BENCHMARKS.md`; `--only` runs some parts and writes
@@ -25,6 +29,7 @@ pub mod ed25519;
 pub mod envoy;
 mod fanout;
 pub mod footprint;
+mod leaks;
 pub mod propagation;
 mod quota;
 mod replicas;
@@ -59,10 +64,11 @@ pub enum Part {
     Ed25519,
     Soak,
     Quota,
+    Leaks,
 }
 
 impl Part {
-    pub const ALL: [Part; 10] = [
+    pub const ALL: [Part; 11] = [
         Part::Envoy,
         Part::Workerd,
         Part::Propagation,
@@ -73,6 +79,7 @@ impl Part {
         Part::Ed25519,
         Part::Soak,
         Part::Quota,
+        Part::Leaks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +94,7 @@ impl Part {
             Part::Ed25519 => "ed25519",
             Part::Soak => "soak",
             Part::Quota => "quota",
+            Part::Leaks => "leaks",
         }
     }
 
@@ -433,6 +441,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan) -> Result<()> {
             Part::Ed25519 => ed25519::run(inputs, plan, &part_dir)?,
             Part::Soak => soak::run(inputs, plan, &part_dir)?,
             Part::Quota => quota::run(inputs, plan, &part_dir)?,
+            Part::Leaks => leaks::run(inputs, plan, &part_dir)?,
         };
         println!(
             "bench part {} done in {:.0} s",

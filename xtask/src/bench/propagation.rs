@@ -94,32 +94,37 @@ pub(super) struct Sample {
 }
 
 /// What one poller saw.
-struct Polled {
+pub(super) struct Polled {
     /// Arrival of the last 200.
-    last_allow: Instant,
+    pub(super) last_allow: Instant,
     /// Arrival of the first `401 revoked`.
-    first_revoked: Instant,
-    requests: u64,
-    started: Instant,
+    pub(super) first_revoked: Instant,
+    pub(super) requests: u64,
+    pub(super) started: Instant,
 }
 
 /// The answer to one data-plane request, classified.
-enum Seen {
+pub(super) enum Seen {
     Allow,
     Revoked,
     Other(String),
 }
 
-fn classify(envoy: SocketAddr, request: &Request) -> Seen {
+pub(super) fn classify(envoy: SocketAddr, request: &Request) -> Seen {
+    classify_as(envoy, request, "revoked")
+}
+
+/// [`classify`] with `Seen::Revoked` standing for a 401 with reason `reason`.
+fn classify_as(envoy: SocketAddr, request: &Request, reason: &str) -> Seen {
     match request.send(envoy) {
         Ok(r) if r.status == 200 => Seen::Allow,
-        Ok(r) if r.status == 401 && r.reason().as_deref() == Some("revoked") => Seen::Revoked,
+        Ok(r) if r.status == 401 && r.reason().as_deref() == Some(reason) => Seen::Revoked,
         Ok(r) => Seen::Other(r.summary()),
         Err(e) => Seen::Other(format!("request failed: {e}")),
     }
 }
 
-fn data_plane_request(jwt: &str) -> Request {
+pub(super) fn data_plane_request(jwt: &str) -> Request {
     Request::get(PATH)
         .bearer(jwt)
         .timeout(Duration::from_secs(5))
@@ -130,9 +135,21 @@ fn data_plane_request(jwt: &str) -> Request {
 /// its first 200, so the caller revokes only once every poller is in its loop. Anything
 /// but 200 before the 401 (or 200 never seen) is an error, and so is no 401 within
 /// [`LIMIT`].
-fn poll_until_revoked(
+pub(super) fn poll_until_revoked(
     envoy: SocketAddr,
     request: &Request,
+    ready: &AtomicUsize,
+    abort: &AtomicBool,
+) -> Result<Polled> {
+    poll_until_refused(envoy, request, "revoked", LIMIT, ready, abort)
+}
+
+/// [`poll_until_revoked`] waiting for a 401 with reason `reason`, for at most `limit`.
+pub(super) fn poll_until_refused(
+    envoy: SocketAddr,
+    request: &Request,
+    reason: &str,
+    limit: Duration,
     ready: &AtomicUsize,
     abort: &AtomicBool,
 ) -> Result<Polled> {
@@ -143,7 +160,7 @@ fn poll_until_revoked(
         if abort.load(Ordering::Relaxed) {
             return Err("stopped: the revoke call failed".into());
         }
-        let seen = classify(envoy, request);
+        let seen = classify_as(envoy, request, reason);
         let at = Instant::now();
         requests += 1;
         match seen {
@@ -155,7 +172,9 @@ fn poll_until_revoked(
             }
             Seen::Revoked => {
                 let Some(last_allow) = last_allow else {
-                    return Err("401 revoked before any 200 (before the revoke call)".into());
+                    return Err(format!(
+                        "401 {reason} before any 200 (before the revoke call)"
+                    ));
                 };
                 return Ok(Polled {
                     last_allow,
@@ -166,21 +185,21 @@ fn poll_until_revoked(
             }
             Seen::Other(what) => {
                 return Err(format!(
-                    "unexpected answer while waiting for 401 revoked (after {requests} \
+                    "unexpected answer while waiting for 401 {reason} (after {requests} \
                      requests): {what}"
                 ))
             }
         }
-        if at.duration_since(started) > LIMIT {
+        if at.duration_since(started) > limit {
             return Err(format!(
-                "no 401 revoked within {LIMIT:?} of polling ({requests} requests, all 200)"
+                "no 401 {reason} within {limit:?} of polling ({requests} requests, all 200)"
             ));
         }
     }
 }
 
 /// Sends `jwt` to `envoy` until it answers 200, for at most `limit`.
-fn wait_allowed(envoy: SocketAddr, jwt: &str, limit: Duration) -> Result<()> {
+pub(super) fn wait_allowed(envoy: SocketAddr, jwt: &str, limit: Duration) -> Result<()> {
     let start = Instant::now();
     let request = data_plane_request(jwt);
     loop {
@@ -198,7 +217,7 @@ fn wait_allowed(envoy: SocketAddr, jwt: &str, limit: Duration) -> Result<()> {
 }
 
 /// `12.3 ms`, `0.84 ms`, `1.20 s`.
-fn fmt_duration(d: Duration) -> String {
+pub(super) fn fmt_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     if ms >= 1000.0 {
         format!("{:.2} s", ms / 1e3)
@@ -210,7 +229,7 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 /// One table row: `| label | n | p50 | p90 | p99 | max |`.
-fn stats_row(label: &str, values: &[Duration]) -> String {
+pub(super) fn stats_row(label: &str, values: &[Duration]) -> String {
     let p = |pct| percentile(values, pct).map_or("—".to_owned(), fmt_duration);
     format!(
         "| {label} | {} | {} | {} | {} | {} |",
@@ -222,7 +241,7 @@ fn stats_row(label: &str, values: &[Duration]) -> String {
     )
 }
 
-fn load_average() -> String {
+pub(super) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
