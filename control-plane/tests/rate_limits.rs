@@ -414,9 +414,9 @@ async fn leases_follow_demand_and_never_sum_past_the_limit_in_any_window() {
         json!({"events": [], "spend": {"edge": edge, "tokens": tokens}})
     };
 
-    // A first report naming nothing already brings a small lease of every window (1:
-    // an edge that wanted nothing gets no floor it would leave unspent): the token's
-    // first request at that edge need not wait.
+    // A first report naming nothing already brings a small lease of every window (a
+    // quarter of the usual floor, at least 1, for an edge that wanted nothing yet): the
+    // token's first request at that edge need not wait.
     let r = w
         .call("POST", "/v1/usage", Some(&secret), Some(report("a", &[])))
         .await;
@@ -438,8 +438,8 @@ async fn leases_follow_demand_and_never_sum_past_the_limit_in_any_window() {
         windows,
         vec![
             ("per_second", 1, 20),
-            ("per_minute", 1, 600),
-            ("per_day", 1, 5000)
+            ("per_minute", 7, 600),
+            ("per_day", 62, 5000)
         ]
     );
 
@@ -639,8 +639,8 @@ async fn an_org_default_is_leased_ahead_and_an_edge_learns_which_tokens_are_unli
     assert_eq!(r.status, 200, "{}", r.text());
     let a = r.json();
     assert_eq!(a["limited"], true, "{a}");
-    // An edge that wanted nothing yet keeps 1 per window (its first request need not
-    // wait; `apportion` gives no idle edge a floor it would leave unspent).
+    // An edge that wanted nothing yet keeps a quarter of the floor, at least 1 (its first
+    // request need not wait; `apportion` gives no edge a floor it would leave unspent).
     assert_eq!(
         mine(&a, &downloaded),
         vec![("per_minute".to_string(), 1, 50)],
@@ -657,7 +657,7 @@ async fn an_org_default_is_leased_ahead_and_an_edge_learns_which_tokens_are_unli
         )
         .await;
     let a = r.json();
-    assert_eq!(mine(&a, &pending), vec![("per_minute".to_string(), 2, 50)]);
+    assert_eq!(mine(&a, &pending), vec![("per_minute".to_string(), 1, 50)]);
     assert_eq!(a["unlimited"], json!(["tok_of_nobody"]), "{a}");
     let parsed = UsageAnswer::from_json(r.text().as_bytes()).unwrap();
     assert_eq!(parsed.org_mode(), OrgMode::Limited);

@@ -1085,21 +1085,29 @@ pub fn lease_span(window: Window) -> u64 {
 
 /// How the control plane splits a window's `limit` among edges by demand: each edge's
 /// share for the windows it leases next, given what it wanted (`demand`: what it admitted
-/// plus what it refused in its busiest recent window). Every edge first keeps a floor of
-/// `min(floor, limit / edges, max(demand, 1))` — an edge that wanted little keeps only
-/// what it wanted (at least 1, so an idle edge's first request need not wait), never a
-/// floor it would leave unspent — and the rest goes by what each wants beyond its floor
-/// (largest remainders first). So when the fleet wants more than the limit, every share
+/// plus what it refused in its busiest recent window). With `cap = min(floor, limit /
+/// edges)`, every edge first keeps a floor: an edge that wanted something keeps
+/// `min(cap, demand)` — never a floor it would leave unspent — and an edge that wanted
+/// nothing yet a quarter of the cap (at least 1, at most the cap), so its first requests
+/// need not wait; the rest goes by what each wants beyond its floor (largest remainders
+/// first). So when the fleet wants more than the limit, every share
 /// but the floors follows demand and the demand-heavy edges get all the rest. The shares
 /// never sum to more than `limit`, and any unwanted rest stays unleased (a reserve for
 /// top-ups and edges that appear).
 pub fn apportion(limit: u64, demand: &[u64], floor: u64) -> Vec<u64> {
+    /// An edge's floor in [`apportion`].
+    fn edge_floor(cap: u64, demand: u64) -> u64 {
+        match demand {
+            0 => cap.min((cap / 4).max(1)),
+            d => cap.min(d),
+        }
+    }
     let n = demand.len() as u64;
     if n == 0 {
         return Vec::new();
     }
     let cap = floor.min(limit / n);
-    let mut shares: Vec<u64> = demand.iter().map(|d| cap.min((*d).max(1))).collect();
+    let mut shares: Vec<u64> = demand.iter().map(|d| edge_floor(cap, *d)).collect();
     let rest = limit - shares.iter().sum::<u64>();
     // What each edge wants beyond its floor.
     let want: Vec<u64> = demand

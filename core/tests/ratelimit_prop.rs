@@ -85,9 +85,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
     /// The control plane's split never leases more than the limit in total, gives each
-    /// edge its floor (`min(floor, limit / edges, max(demand, 1))`: never more than it
-    /// wanted, at least 1 while that fits) and never more than the larger of its floor and
-    /// what it wanted, and hands out the whole limit when the demand covers it.
+    /// edge its floor (of `cap = min(floor, limit / edges)`: `min(cap, demand)`, or a
+    /// quarter of the cap, at least 1 and at most the cap, to an edge that wanted nothing)
+    /// and never more than the larger of its floor and what it wanted, and hands out the
+    /// whole limit when the demand covers it.
     #[test]
     fn apportioned_shares_never_exceed_the_limit(
         limit in 0u64..100_000,
@@ -100,7 +101,11 @@ proptest! {
         prop_assert!(total <= limit, "{shares:?} over {limit}");
         let n = demand.len() as u64;
         if let Some(even) = limit.checked_div(n) {
-            let bases: Vec<u64> = demand.iter().map(|d| floor.min(even).min((*d).max(1))).collect();
+            let cap = floor.min(even);
+            let bases: Vec<u64> = demand
+                .iter()
+                .map(|d| if *d == 0 { cap.min((cap / 4).max(1)) } else { cap.min(*d) })
+                .collect();
             for ((s, d), base) in shares.iter().zip(&demand).zip(&bases) {
                 prop_assert!(*s >= *base && *s <= (*base).max(*d), "{s} for demand {d}, floor {base}");
             }
