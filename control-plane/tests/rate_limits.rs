@@ -648,6 +648,19 @@ async fn an_org_default_is_leased_ahead_and_an_edge_learns_which_tokens_are_unli
     );
     assert_eq!(a["edges"], 1, "{a}");
     assert!(mine(&a, &pending).is_empty(), "{a}");
+    // Reported again while idle, and still holding a lease that reaches into the next
+    // minute: not re-granted (no new lease, no row rewritten), and still not unlimited.
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(ask(&[&downloaded])),
+        )
+        .await;
+    let again = r.json();
+    assert!(mine(&again, &downloaded).is_empty(), "{again}");
+    assert_eq!(again["unlimited"], Value::Null, "{again}");
     let r = w
         .call(
             "POST",

@@ -470,7 +470,7 @@ impl Budget {
                 (None, Some(edges)) => Some(fallback_share(limit, edges)),
                 (None, None) => None,
             };
-            if !allowance.is_some_and(|a| self.spent(w, i) < a) && refusal.is_none() {
+            if allowance.is_none_or(|a| self.spent(w, i) >= a) && refusal.is_none() {
                 refusal = Some(Refusal {
                     window: w,
                     limit,

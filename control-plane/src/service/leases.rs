@@ -85,9 +85,9 @@ pub struct Granted {
     pub unlimited: Vec<String>,
     /// Whether any token of the org is limited.
     pub limited: bool,
-    /// How many edges (this one included) hold leases of the tokens answered and reported
-    /// within [`ACTIVE_SECS`]: what an edge divides a limit by when the control plane is
-    /// lost (its fallback).
+    /// How many edges (this one included) hold leases of the tokens answered that reach
+    /// the current window: what an edge divides a limit by when the control plane is lost
+    /// (its fallback).
     pub edges: u64,
 }
 
@@ -193,10 +193,10 @@ fn grant_one(
     let cur_i = i64::try_from(cur).map_err(Error::internal)?;
     tx.forget_leases(token_id, kind, cur_i)?;
     let rows = tx.leases_from(token_id, kind, cur_i)?;
-    for r in rows
-        .iter()
-        .filter(|r| r.granted_at >= ctx.now - ACTIVE_SECS)
-    {
+    // Every edge holding a lease that reaches the current window (an idle edge's row is
+    // rewritten only now and then, so its age says nothing): more edges than are alive
+    // only makes the fallback's share smaller.
+    for r in &rows {
         active.insert(r.edge.clone());
     }
     let first = cur;

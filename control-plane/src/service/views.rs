@@ -333,7 +333,7 @@ pub struct UsageAccepted {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limited: Option<bool>,
     /// When the batch carried `spend`: how many edges (this one included) hold leases of
-    /// the tokens answered and reported in the last 30 s. An edge that loses the control
+    /// the tokens answered that reach the current window. An edge that loses the control
     /// plane divides each limit by it (its fallback).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edges: Option<u64>,
