@@ -1090,10 +1090,12 @@ pub fn lease_span(window: Window) -> u64 {
 /// `min(cap, demand)` — never a floor it would leave unspent — and an edge that wanted
 /// nothing yet a quarter of the cap (at least 1, at most the cap), so its first requests
 /// need not wait; the rest goes by what each wants beyond its floor (largest remainders
-/// first). So when the fleet wants more than the limit, every share
-/// but the floors follows demand and the demand-heavy edges get all the rest. The shares
-/// never sum to more than `limit`, and any unwanted rest stays unleased (a reserve for
-/// top-ups and edges that appear).
+/// first); what is still left goes evenly, at most `cap` each, to the edges that want
+/// something (headroom for demand that grows before the next report). So when the fleet
+/// wants more than the limit, every share but the floors follows demand and the
+/// demand-heavy edges get all the rest. The shares never sum to more than `limit`, and
+/// any rest beyond the headroom stays unleased (a reserve for top-ups and edges that
+/// appear).
 pub fn apportion(limit: u64, demand: &[u64], floor: u64) -> Vec<u64> {
     /// An edge's floor in [`apportion`].
     fn edge_floor(cap: u64, demand: u64) -> u64 {
@@ -1144,6 +1146,18 @@ pub fn apportion(limit: u64, demand: &[u64], floor: u64) -> Vec<u64> {
     }
     for (s, e) in shares.iter_mut().zip(extra) {
         *s += e;
+    }
+    // Headroom: what no one wanted is split evenly among the edges that want something,
+    // at most `cap` each, so demand that grows between two reports is not refused while
+    // the limit has room (when the fleet wants more than the limit, nothing is left).
+    let left = limit - shares.iter().sum::<u64>();
+    let wanting = demand.iter().filter(|d| **d > 0).count() as u64;
+    if let Some(each) = left.checked_div(wanting).map(|e| e.min(cap)) {
+        for (s, d) in shares.iter_mut().zip(demand) {
+            if *d > 0 {
+                *s += each;
+            }
+        }
     }
     shares
 }
