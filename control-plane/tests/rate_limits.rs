@@ -8,6 +8,7 @@ mod common;
 
 use common::World;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 async fn audit_actions(w: &World, admin: &str, target: &str) -> Vec<(String, Value)> {
     let log = w
@@ -413,7 +414,8 @@ async fn leases_follow_demand_and_never_sum_past_the_limit_in_any_window() {
         json!({"events": [], "spend": {"edge": edge, "tokens": tokens}})
     };
 
-    // A first report naming nothing already brings a small lease of every window: the
+    // A first report naming nothing already brings a small lease of every window (a
+    // quarter of the usual floor, at least 1, for an edge that wanted nothing yet): the
     // token's first request at that edge need not wait.
     let r = w
         .call("POST", "/v1/usage", Some(&secret), Some(report("a", &[])))
@@ -436,8 +438,8 @@ async fn leases_follow_demand_and_never_sum_past_the_limit_in_any_window() {
         windows,
         vec![
             ("per_second", 1, 20),
-            ("per_minute", 30, 600),
-            ("per_day", 250, 5000)
+            ("per_minute", 7, 600),
+            ("per_day", 62, 5000)
         ]
     );
 
@@ -637,12 +639,28 @@ async fn an_org_default_is_leased_ahead_and_an_edge_learns_which_tokens_are_unli
     assert_eq!(r.status, 200, "{}", r.text());
     let a = r.json();
     assert_eq!(a["limited"], true, "{a}");
+    // An edge that wanted nothing yet keeps a quarter of the floor, at least 1 (its first
+    // request need not wait; `apportion` gives no edge a floor it would leave unspent).
     assert_eq!(
         mine(&a, &downloaded),
-        vec![("per_minute".to_string(), 2, 50)],
+        vec![("per_minute".to_string(), 1, 50)],
         "{a}"
     );
+    assert_eq!(a["edges"], 1, "{a}");
     assert!(mine(&a, &pending).is_empty(), "{a}");
+    // Reported again while idle, and still holding a lease that reaches into the next
+    // minute: not re-granted (no new lease, no row rewritten), and still not unlimited.
+    let r = w
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&secret),
+            Some(ask(&[&downloaded])),
+        )
+        .await;
+    let again = r.json();
+    assert!(mine(&again, &downloaded).is_empty(), "{again}");
+    assert_eq!(again["unlimited"], Value::Null, "{again}");
     let r = w
         .call(
             "POST",
@@ -652,7 +670,7 @@ async fn an_org_default_is_leased_ahead_and_an_edge_learns_which_tokens_are_unli
         )
         .await;
     let a = r.json();
-    assert_eq!(mine(&a, &pending), vec![("per_minute".to_string(), 2, 50)]);
+    assert_eq!(mine(&a, &pending), vec![("per_minute".to_string(), 1, 50)]);
     assert_eq!(a["unlimited"], json!(["tok_of_nobody"]), "{a}");
     let parsed = UsageAnswer::from_json(r.text().as_bytes()).unwrap();
     assert_eq!(parsed.org_mode(), OrgMode::Limited);
@@ -673,4 +691,149 @@ async fn an_org_default_is_leased_ahead_and_an_edge_learns_which_tokens_are_unli
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(error_field(&r.json()), "spend.wanted");
+}
+
+/// Six simulated edges over `seconds` of the test clock: each reports its spend every
+/// second (core's `Budget`, fed by the answers' leases, as the filter and the worker keep
+/// it), then admits its share of a steady offered load of 1.2× `limit` per window, 90 % of
+/// it at the first edge and the rest spread evenly. Returns the admissions per window and
+/// the leases noted per window and edge.
+async fn simulate_fleet(window: &str, limit: u64, seconds: u64) -> (BTreeMap<u64, u64>, Held) {
+    use tessera_core::ratelimit::{Admission, Budget, Lease, Window};
+    let w = World::new().await;
+    let ada = w.jwt("ada");
+    let secret = w.edge_secret("ada", "acme", "fleet").await;
+    let r = w
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&ada),
+            Some(json!({"name": "skewed", "user": w.uid("ula"), "limits": {window: limit}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["id"].as_str().unwrap().to_string();
+    let kind = Window::parse(window).unwrap();
+    let window_secs = kind.policy_seconds().unwrap();
+    let edges = 6;
+    let per_sec = 1.2 * limit as f64 / window_secs as f64;
+    let rates: Vec<f64> = (0..edges)
+        .map(|e| {
+            if e == 0 {
+                per_sec * 0.9
+            } else {
+                per_sec * 0.1 / (edges - 1) as f64
+            }
+        })
+        .collect();
+    let mut budgets: Vec<Budget> = (0..edges).map(|_| Budget::new()).collect();
+    let mut owed = vec![0.0f64; edges];
+    let mut admitted: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut held = Held::new();
+    let mut edges_said = 0;
+    for _ in 0..seconds {
+        let now_ms = u64::try_from(w.now()).unwrap() * 1000;
+        for (e, budget) in budgets.iter_mut().enumerate() {
+            let spend: Vec<Value> = budget
+                .spend(&token)
+                .iter()
+                .map(|t| {
+                    json!({"token_id": t.token_id, "window": t.window, "index": t.index,
+                           "admitted": t.admitted, "refused": t.refused})
+                })
+                .collect();
+            let wanted = if spend.is_empty() {
+                vec![token.clone()]
+            } else {
+                Vec::new()
+            };
+            let edge = format!("e{e}");
+            let body =
+                json!({"events": [], "spend": {"edge": edge, "tokens": spend, "wanted": wanted}});
+            let r = w.call("POST", "/v1/usage", Some(&secret), Some(body)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let answer = r.json();
+            // Every edge learns how many share the limit (its fallback's divisor).
+            edges_said = answer["edges"].as_u64().unwrap();
+            note_leases(&mut held, &edge, &answer, &token);
+            for l in answer["leases"].as_array().cloned().unwrap_or_default() {
+                let n = |k: &str| l[k].as_u64().unwrap();
+                budget.grant(
+                    Lease {
+                        window: kind,
+                        first: n("first"),
+                        last: n("last"),
+                        per_window: n("per_window"),
+                        limit: n("limit"),
+                    },
+                    now_ms,
+                );
+            }
+        }
+        // The second's requests, spread over it after the reports.
+        for (e, budget) in budgets.iter_mut().enumerate() {
+            owed[e] += rates[e];
+            let n = owed[e].floor() as u64;
+            owed[e] -= n as f64;
+            for j in 0..n {
+                let t = now_ms + 100 + j * 800 / n.max(1);
+                if budget.admit(t) == Admission::Admit {
+                    *admitted.entry(kind.index(t)).or_insert(0) += 1;
+                }
+            }
+        }
+        w.advance(1);
+    }
+    assert_eq!(edges_said, edges as u64);
+    (admitted, held)
+}
+
+/// The share of the limit the fleet admits in each complete window after the first two
+/// (the leases follow the demand the edges report), as the quota bench measures it.
+fn shares(admitted: &BTreeMap<u64, u64>, limit: u64) -> Vec<f64> {
+    let windows: Vec<u64> = admitted.values().copied().collect();
+    // The first window is partial, the next one follows the first demand; the last is
+    // partial too.
+    windows[2..windows.len() - 1]
+        .iter()
+        .map(|n| *n as f64 / limit as f64)
+        .collect()
+}
+
+fn assert_never_leased_past(held: &Held, limit: u64) {
+    for ((window, i), per_edge) in held {
+        let total: u64 = per_edge.values().sum();
+        assert!(
+            total <= limit,
+            "{window} window {i}: {per_edge:?} sum to {total}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_skewed_fleet_uses_99_percent_of_a_per_minute_limit() {
+    let limit = 600;
+    let (admitted, held) = simulate_fleet("per_minute", limit, 6 * 60).await;
+    assert_never_leased_past(&held, limit);
+    let s = shares(&admitted, limit);
+    println!("per-minute share per window: {s:?} (admitted {admitted:?})");
+    assert!(admitted.values().all(|n| *n <= limit), "{admitted:?}");
+    assert!(s.len() >= 2, "{admitted:?}");
+    assert!(s.iter().all(|x| *x >= 0.99), "{s:?}");
+}
+
+#[tokio::test]
+async fn a_skewed_fleet_uses_90_percent_of_a_per_second_limit() {
+    let limit = 50;
+    let (admitted, held) = simulate_fleet("per_second", limit, 60).await;
+    assert_never_leased_past(&held, limit);
+    let s = shares(&admitted, limit);
+    let least = s.iter().copied().fold(f64::MAX, f64::min);
+    let mean = s.iter().sum::<f64>() / s.len() as f64;
+    println!(
+        "per-second share: least {least:.3}, mean {mean:.3} over {} windows",
+        s.len()
+    );
+    assert!(admitted.values().all(|n| *n <= limit), "{admitted:?}");
+    assert!(least >= 0.90, "{s:?}");
 }

@@ -75,13 +75,19 @@ struct RawConfig {
     max_wait_ms: Option<u64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSync {
     #[serde(default)]
     max_staleness_secs: Option<u64>,
     #[serde(default)]
     usage: Option<RawUsage>,
+    // The rate limits' fallback (kept in this section: a section of its own cost the
+    // filter module about 3 KB of deserializer).
+    #[serde(default)]
+    fallback_after_ms: Option<u64>,
+    #[serde(default)]
+    fallback_edges: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -350,6 +356,28 @@ pub struct UsageSettings {
     pub max_buffer: usize,
 }
 
+/// Rate limits when the control plane is lost (issue 25; `sync.fallback_after_ms` and
+/// `sync.fallback_edges` in the document): after `fallback_after_ms` without an answer to
+/// a report, the edge admits on a local share of each limit (`limit ÷ edges`, the edge
+/// count the control plane last said unless `fallback_edges` sets it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// How long without an answer (with a report unanswered) before the fallback.
+    pub fallback_after_ms: u64,
+    /// The edges the limit is divided by in the fallback; `None`: as the control plane
+    /// last said.
+    pub fallback_edges: Option<u64>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            fallback_after_ms: 1000,
+            fallback_edges: None,
+        }
+    }
+}
+
 /// Live status lists and keys published by the host's sync service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncSettings {
@@ -402,6 +430,8 @@ pub struct Config {
     /// rate-limit lease before it is decided on what the host holds (milliseconds;
     /// `max_wait_ms`, default [`crate::REFRESH_WAIT_MS`]).
     pub max_wait_ms: u64,
+    /// Rate limits' fallback when the control plane is lost.
+    pub rate_limits: RateLimitSettings,
 }
 
 /// The range `max_wait_ms` must lie in (milliseconds).
@@ -849,10 +879,25 @@ impl ConfigBuilder {
         self
     }
 
+    /// The rate limits' fallback when the control plane is lost.
+    /// (`sync.fallback_after_ms` and `sync.fallback_edges`: a `sync` section is made).
+    pub fn rate_limits(mut self, r: RateLimitSettings) -> Self {
+        let sync = self.sync.get_or_insert_with(RawSync::default);
+        sync.fallback_after_ms = Some(r.fallback_after_ms);
+        sync.fallback_edges = r.fallback_edges;
+        self
+    }
+
     /// Live sync: keys and status lists arrive later through the host (then keys may be
     /// left out).
     pub fn sync(mut self, sync: SyncSettings) -> Self {
+        let (fallback_after_ms, fallback_edges) = self
+            .sync
+            .as_ref()
+            .map_or((None, None), |s| (s.fallback_after_ms, s.fallback_edges));
         self.sync = Some(RawSync {
+            fallback_after_ms,
+            fallback_edges,
             max_staleness_secs: Some(sync.max_staleness_secs),
             usage: sync.usage.map(|u| RawUsage {
                 cluster: u.cluster,
@@ -1157,6 +1202,20 @@ impl ConfigBuilder {
             ));
         }
 
+        let raw = self.sync.as_ref();
+        let rate_limits = RateLimitSettings {
+            fallback_after_ms: bounded(
+                "sync.fallback_after_ms",
+                raw.and_then(|s| s.fallback_after_ms),
+                1000,
+                100,
+                60_000,
+            )?,
+            fallback_edges: match raw.and_then(|s| s.fallback_edges) {
+                None => None,
+                Some(n) => Some(bounded("sync.fallback_edges", Some(n), 1, 1, 10_000)?),
+            },
+        };
         let sync = match self.sync {
             None => None,
             Some(s) => {
@@ -1246,6 +1305,7 @@ impl ConfigBuilder {
             realm,
             sync,
             max_wait_ms,
+            rate_limits,
         })
     }
 }
@@ -1735,6 +1795,20 @@ mod tests {
                     "usage": {"cluster": "cp", "authority": "cp.example", "credential": "tse_1",
                         "flush_interval_ms": 500, "max_batch": 10, "max_buffer": 100}}}).to_string(),
             ),
+            (
+                ok().rate_limits(RateLimitSettings {
+                    fallback_after_ms: 50,
+                    fallback_edges: Some(4),
+                }),
+                doc(json!({"sync": {"fallback_after_ms": 50, "fallback_edges": 4}})),
+            ),
+            (
+                ok().rate_limits(RateLimitSettings {
+                    fallback_after_ms: 2000,
+                    fallback_edges: Some(0),
+                }),
+                doc(json!({"sync": {"fallback_after_ms": 2000, "fallback_edges": 0}})),
+            ),
         ];
         let mut refused = 0;
         for (builder, json) in cases {
@@ -1750,5 +1824,37 @@ mod tests {
             }
         }
         assert!(refused >= 15, "{refused}");
+    }
+
+    #[test]
+    fn the_rate_limit_fallback_is_validated_naming_its_field() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        for (field, value) in [
+            ("fallback_after_ms", 99),
+            ("fallback_after_ms", 60_001),
+            ("fallback_edges", 0),
+            ("fallback_edges", 10_001),
+        ] {
+            let mut doc = base(&key);
+            doc["sync"] = json!({ field: value });
+            let err = Config::from_json(&doc.to_string()).unwrap_err();
+            assert_eq!(err.field, format!("sync.{field}"), "{err:?}");
+        }
+        let mut doc = base(&key);
+        doc["sync"] = json!({"fallback_edges": 3});
+        let c = Config::from_json(&doc.to_string()).unwrap();
+        assert_eq!(
+            c.rate_limits,
+            RateLimitSettings {
+                fallback_after_ms: 1000,
+                fallback_edges: Some(3)
+            }
+        );
+        assert_eq!(
+            Config::from_json(&base(&key).to_string())
+                .unwrap()
+                .rate_limits,
+            RateLimitSettings::default()
+        );
     }
 }

@@ -224,6 +224,9 @@ pub struct Budget {
     leases: Vec<Lease>,
     /// Per kind at most two: the latest window counted in, and the one counted before it.
     counts: Vec<Count>,
+    /// Per kind, the limit its latest lease named: kept after the leases ran out, so the
+    /// fallback ([`decide_lost`]) knows what to share.
+    known: Vec<(Window, u64)>,
 }
 
 /// The most leases one budget keeps (a few per kind); older ranges go first.
@@ -320,6 +323,8 @@ impl Budget {
     /// have spent). Windows before `now_ms`'s are dropped. A lease with `first > last` is
     /// ignored.
     pub fn grant(&mut self, lease: Lease, now_ms: u64) {
+        self.known.retain(|(w, _)| *w != lease.window);
+        self.known.push((lease.window, lease.limit));
         self.forget_past(now_ms);
         // Windows already over are of no use.
         let lease = Lease {
@@ -420,28 +425,59 @@ impl Budget {
     /// (the demand the edge reports). A budget without leases limits nothing and always
     /// admits (the adapters ask for a lease first: [`decide`]).
     pub fn admit(&mut self, now_ms: u64) -> Admission {
+        self.admit_on(now_ms, None)
+    }
+
+    /// The limit of kind `w` as last leased.
+    fn limit_of(&self, w: Window) -> u64 {
+        self.known
+            .iter()
+            .find(|(k, _)| *k == w)
+            .map(|(_, l)| *l)
+            .or_else(|| self.leases.iter().find(|l| l.window == w).map(|l| l.limit))
+            .unwrap_or(0)
+    }
+
+    /// Whether a limit of any kind was ever leased here (what the fallback can share).
+    pub fn knows_limits(&self) -> bool {
+        !self.known.is_empty() || self.is_limited()
+    }
+
+    /// The limited kinds: with `share_of` (the fallback), every kind a limit is known of.
+    fn kinds_on(&self, share_of: Option<u64>) -> Vec<Window> {
+        match share_of {
+            None => self.kinds().collect(),
+            Some(_) => Window::ALL
+                .into_iter()
+                .filter(|w| {
+                    self.known.iter().any(|(k, _)| k == w)
+                        || self.leases.iter().any(|l| l.window == *w)
+                })
+                .collect(),
+        }
+    }
+
+    /// [`Budget::admit`], or with `share_of` = `Some(edges)` the fallback's rule: a window
+    /// no lease covers allows `limit ÷ edges` ([`fallback_share`]) instead of nothing.
+    pub fn admit_on(&mut self, now_ms: u64, share_of: Option<u64>) -> Admission {
+        let kinds = self.kinds_on(share_of);
         let mut refusal: Option<Refusal> = None;
-        for w in self.kinds() {
+        for &w in &kinds {
             let i = self.current(w, now_ms);
-            let (room, limit) = match self.allowance(w, i) {
-                Some(l) => (self.spent(w, i) < l.per_window, l.limit),
-                None => (
-                    false,
-                    self.leases
-                        .iter()
-                        .find(|l| l.window == w)
-                        .map_or(0, |l| l.limit),
-                ),
+            let limit = self.limit_of(w);
+            let allowance = match (self.allowance(w, i), share_of) {
+                (Some(l), _) => Some(l.per_window),
+                (None, Some(edges)) => Some(fallback_share(limit, edges)),
+                (None, None) => None,
             };
-            if !room && refusal.is_none() {
+            if allowance.is_none_or(|a| self.spent(w, i) >= a) && refusal.is_none() {
                 refusal = Some(Refusal {
                     window: w,
                     limit,
-                    retry_after: self.retry_after(w, i, now_ms),
+                    retry_after: self.retry_after(w, i, now_ms, share_of.is_some()),
                 });
             }
         }
-        let kinds: Vec<Window> = self.kinds().collect();
         for w in kinds {
             let i = self.current(w, now_ms);
             let c = self.count_mut(w, i);
@@ -460,9 +496,9 @@ impl Budget {
     /// Seconds (at least 1) to wait: until the window ends when its allowance is spent,
     /// one second when no lease covers the window yet (one is on its way); `None` for a
     /// spent total.
-    fn retry_after(&self, w: Window, index: u64, now_ms: u64) -> Option<u64> {
+    fn retry_after(&self, w: Window, index: u64, now_ms: u64, shared: bool) -> Option<u64> {
         let end = w.end_ms(index)?;
-        let wait_ms = if self.allowance(w, index).is_some() {
+        let wait_ms = if shared || self.allowance(w, index).is_some() {
             end.saturating_sub(now_ms)
         } else {
             1000
@@ -473,18 +509,13 @@ impl Budget {
     /// What the headers of an answer at `now_ms` say: per limited kind, (kind, limit,
     /// remaining in this window at this edge, seconds until the window ends).
     pub fn status(&self, now_ms: u64) -> Vec<(Window, u64, u64, Option<u64>)> {
-        self.kinds()
+        self.kinds_on(Some(1))
+            .into_iter()
             .map(|w| {
                 let i = w.index(now_ms);
                 let (left, limit) = match self.allowance(w, i) {
                     Some(l) => (l.per_window.saturating_sub(self.spent(w, i)), l.limit),
-                    None => (
-                        0,
-                        self.leases
-                            .iter()
-                            .find(|l| l.window == w)
-                            .map_or(0, |l| l.limit),
-                    ),
+                    None => (0, self.limit_of(w)),
                 };
                 let reset = w.end_ms(i).map(|e| e.saturating_sub(now_ms).div_ceil(1000));
                 (w, limit, left, reset)
@@ -493,7 +524,8 @@ impl Budget {
     }
 
     /// The compact text kept in shared data: `b1` then `;L,<kind>,<first>,<last>,<n>,<limit>`
-    /// per lease and `;C,<kind>,<index>,<admitted>,<refused>` per count.
+    /// per lease, `;C,<kind>,<index>,<admitted>,<refused>` per count and `;K,<kind>,<limit>`
+    /// per limit known.
     pub fn encode(&self) -> String {
         let mut s = String::from("b1");
         for l in &self.leases {
@@ -516,6 +548,9 @@ impl Budget {
                 c.admitted,
                 c.refused
             );
+        }
+        for (w, limit) in &self.known {
+            let _ = write!(s, ";K,{},{limit}", w.as_str());
         }
         s
     }
@@ -544,10 +579,14 @@ impl Budget {
                     admitted: num(3)?,
                     refused: num(4)?,
                 }),
+                (Some("K"), Some(window)) if f.len() == 3 => b.known.push((window, num(2)?)),
                 _ => return None,
             }
         }
-        if b.leases.len() > MAX_LEASES || b.counts.len() > 2 * Window::ALL.len() {
+        if b.leases.len() > MAX_LEASES
+            || b.counts.len() > 2 * Window::ALL.len()
+            || b.known.len() > Window::ALL.len()
+        {
             return None;
         }
         sort_leases(&mut b.leases);
@@ -725,6 +764,103 @@ pub fn needs_lease(holding: Option<&Holding>, org: OrgMode, now_ms: u64) -> bool
     }
 }
 
+/// The fallback's share of `limit` at one edge: `limit ÷ edges`, rounded down (so the
+/// edges' shares never sum past the limit).
+pub fn fallback_share(limit: u64, edges: u64) -> u64 {
+    limit / edges.max(1)
+}
+
+/// The decision while the control plane is lost ([`Contact::lost`]), for a request
+/// [`decide`] would have paused to ask for a lease: no lease can come, so the edge
+/// decides alone. A budget admits within its leases where they still cover the window,
+/// and within [`fallback_share`] of the limit its leases named (`edges`: the edges
+/// sharing it) where they do not; a token the edge knows no limit of (it held nothing
+/// for it, or only the word that it is unlimited) passes — the edge cannot know its
+/// limit, as before its first answer ([`unleased`]).
+pub fn decide_lost(holding: Option<&mut Holding>, now_ms: u64, edges: u64) -> Step {
+    match holding {
+        Some(Holding::Budget(b)) if b.knows_limits() => match b.admit_on(now_ms, Some(edges)) {
+            Admission::Admit => Step::Admitted,
+            Admission::Refuse(r) => Step::Refused(r),
+        },
+        _ => Step::Pass,
+    }
+}
+
+/// What an edge knows of its contact with the control plane, for the fallback: when a
+/// report was last answered, when the first report since then left (unanswered, or
+/// failed), and how many edges the control plane said share the limits. The filter keeps
+/// it in shared data ([`Contact::encode`]), the worker per isolate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Contact {
+    /// Unix ms of the last answer; 0: never answered.
+    pub heard: u64,
+    /// Unix ms the first report since the last answer was sent; 0: none waits.
+    pub unanswered: u64,
+    /// The edges sharing the organization's limits, from the last answer that said; 0:
+    /// never said.
+    pub edges: u64,
+}
+
+/// How long a report may wait for its answer before the fallback starts, at most: an
+/// answer on a working control plane takes milliseconds, so the fallback never starts
+/// merely because a report is in flight when `fallback_after_ms` has passed.
+pub const ANSWER_GRACE_MS: u64 = 200;
+
+impl Contact {
+    /// A report is sent at `now_ms`.
+    pub fn sent(&mut self, now_ms: u64) {
+        if self.unanswered == 0 {
+            self.unanswered = now_ms.max(1);
+        }
+    }
+
+    /// A report was answered at `now_ms` (`edges`: the count the answer said, if any).
+    pub fn answered(&mut self, now_ms: u64, edges: Option<u64>) {
+        self.heard = now_ms.max(1);
+        self.unanswered = 0;
+        if let Some(e) = edges.filter(|e| *e > 0) {
+            self.edges = e;
+        }
+    }
+
+    /// Whether the control plane is lost at `now_ms`: it answered before (an edge that
+    /// never reached it knows no limit), nothing was heard for `after_ms`, and a report
+    /// has been waiting for its answer (or failed) for [`ANSWER_GRACE_MS`] or `after_ms`,
+    /// whichever is shorter.
+    pub fn lost(&self, now_ms: u64, after_ms: u64) -> bool {
+        self.heard != 0
+            && self.unanswered != 0
+            && now_ms.saturating_sub(self.heard) >= after_ms
+            && now_ms.saturating_sub(self.unanswered) >= after_ms.min(ANSWER_GRACE_MS)
+    }
+
+    /// The edges a limit is divided by in the fallback: `configured`, else the control
+    /// plane's last count, else 1.
+    pub fn edges(&self, configured: Option<u64>) -> u64 {
+        configured.unwrap_or(self.edges).max(1)
+    }
+
+    /// The shared-data text: `<heard>,<unanswered>,<edges>`.
+    pub fn encode(&self) -> String {
+        format!("{},{},{}", self.heard, self.unanswered, self.edges)
+    }
+
+    /// Reads [`Contact::encode`]'s text; anything else is the default (never heard).
+    pub fn decode(text: &[u8]) -> Contact {
+        let text = std::str::from_utf8(text).unwrap_or("");
+        let n: Vec<u64> = text.split(',').filter_map(|v| v.parse().ok()).collect();
+        match n[..] {
+            [heard, unanswered, edges] => Contact {
+                heard,
+                unanswered,
+                edges,
+            },
+            _ => Contact::default(),
+        }
+    }
+}
+
 /// The final word on a request still without a lease when it cannot wait longer
 /// ([`Step::Ask`] after the wait): `None` admits — only when the edge has never reached
 /// the control plane (it knows of no limit, and no lease could exist) — otherwise the 429
@@ -763,6 +899,8 @@ pub struct UsageAnswer {
     /// Whether any token of its organization is limited (absent when the batch carried no
     /// `spend`).
     pub limited: Option<bool>,
+    /// How many edges share the organization's limits (the fallback's divisor).
+    pub edges: Option<u64>,
 }
 
 /// One lease as the usage answer carries it.
@@ -832,6 +970,10 @@ impl UsageAnswer {
         answer.limited = match doc.get("limited") {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_bool()?),
+        };
+        answer.edges = match doc.get("edges") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64()?),
         };
         Some(answer)
     }
@@ -943,44 +1085,78 @@ pub fn lease_span(window: Window) -> u64 {
 
 /// How the control plane splits a window's `limit` among edges by demand: each edge's
 /// share for the windows it leases next, given what it wanted (`demand`: what it admitted
-/// plus what it refused in its last full windows). Every edge keeps a floor of
-/// `min(floor, limit / edges)` so an idle edge's first requests never wait for a lease;
-/// the rest goes by demand (largest remainders first). The shares never sum to more than
-/// `limit`, and any unwanted rest stays unleased (a reserve for edges that appear).
+/// plus what it refused in its busiest recent window). With `cap = min(floor, limit /
+/// edges)`, every edge first keeps a floor: an edge that wanted something keeps
+/// `min(cap, demand)` — never a floor it would leave unspent — and an edge that wanted
+/// nothing yet a quarter of the cap (at least 1, at most the cap), so its first requests
+/// need not wait; the rest goes by what each wants beyond its floor (largest remainders
+/// first); what is still left goes evenly, at most `cap` each, to the edges that want
+/// something (headroom for demand that grows before the next report). So when the fleet
+/// wants more than the limit, every share but the floors follows demand and the
+/// demand-heavy edges get all the rest. The shares never sum to more than `limit`, and
+/// any rest beyond the headroom stays unleased (a reserve for top-ups and edges that
+/// appear).
 pub fn apportion(limit: u64, demand: &[u64], floor: u64) -> Vec<u64> {
+    /// An edge's floor in [`apportion`].
+    fn edge_floor(cap: u64, demand: u64) -> u64 {
+        match demand {
+            0 => cap.min((cap / 4).max(1)),
+            d => cap.min(d),
+        }
+    }
     let n = demand.len() as u64;
     if n == 0 {
         return Vec::new();
     }
-    let base = floor.min(limit / n);
-    let mut shares = vec![base; demand.len()];
-    let rest = limit - base * n;
+    let cap = floor.min(limit / n);
+    let mut shares: Vec<u64> = demand.iter().map(|d| edge_floor(cap, *d)).collect();
+    let rest = limit - shares.iter().sum::<u64>();
     // What each edge wants beyond its floor.
-    let want: Vec<u64> = demand.iter().map(|d| d.saturating_sub(base)).collect();
+    let want: Vec<u64> = demand
+        .iter()
+        .zip(&shares)
+        .map(|(d, base)| d.saturating_sub(*base))
+        .collect();
     let wanted: u128 = want.iter().map(|w| u128::from(*w)).sum();
     if wanted == 0 || rest == 0 {
         return shares;
     }
     let give = u128::from(rest).min(wanted);
     let mut given: u64 = 0;
+    let mut extra = vec![0u64; demand.len()];
     let mut remainders: Vec<(u128, usize)> = Vec::with_capacity(demand.len());
     for (i, w) in want.iter().enumerate() {
         let exact = give * u128::from(*w);
         let part = u64::try_from(exact / wanted).unwrap_or(0);
-        shares[i] += part;
+        extra[i] = part;
         given += part;
         remainders.push((exact % wanted, i));
     }
-    // The units the floors left over go to the largest remainders, one each.
+    // The units the division left over go to the largest remainders, one each.
     let mut left = u64::try_from(give).unwrap_or(0).saturating_sub(given);
-    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    insertion_sort(&mut remainders, |a, b| (b.0, a.1) > (a.0, b.1));
     for (_, i) in remainders {
         if left == 0 {
             break;
         }
-        if shares[i] - base < want[i] {
-            shares[i] += 1;
+        if extra[i] < want[i] {
+            extra[i] += 1;
             left -= 1;
+        }
+    }
+    for (s, e) in shares.iter_mut().zip(extra) {
+        *s += e;
+    }
+    // Headroom: what no one wanted is split evenly among the edges that want something,
+    // at most `cap` each, so demand that grows between two reports is not refused while
+    // the limit has room (when the fleet wants more than the limit, nothing is left).
+    let left = limit - shares.iter().sum::<u64>();
+    let wanting = demand.iter().filter(|d| **d > 0).count() as u64;
+    if let Some(each) = left.checked_div(wanting).map(|e| e.min(cap)) {
+        for (s, d) in shares.iter_mut().zip(demand) {
+            if *d > 0 {
+                *s += each;
+            }
         }
     }
     shares
@@ -1004,8 +1180,14 @@ mod tests {
     fn apportion_keeps_floors_and_follows_demand() {
         // 90/10 demand over two edges for a limit of 100, floor 5.
         assert_eq!(apportion(100, &[108, 12], 5), vec![89, 11]);
-        // Nobody asks for more than the floor: the rest stays unleased.
-        assert_eq!(apportion(100, &[0, 0, 0], 5), vec![5, 5, 5]);
+        // Idle edges keep 1 each, not the floor; the rest stays unleased.
+        assert_eq!(apportion(100, &[0, 0, 0], 5), vec![1, 1, 1]);
+        // An edge that wants less than the floor keeps what it wants: the busy edge gets
+        // all the rest (1.2× the limit, 90 % on one of 6 edges).
+        assert_eq!(
+            apportion(600, &[648, 14, 15, 14, 15, 14], 30),
+            vec![528, 14, 15, 14, 15, 14]
+        );
         // More edges than the limit can floor.
         assert_eq!(apportion(3, &[10, 10, 10, 10], 5), vec![1, 1, 1, 0]);
         assert_eq!(apportion(0, &[10], 5), vec![0]);
@@ -1266,5 +1448,108 @@ mod tests {
             reply.body,
             "{\"error\":\"temporarily_unavailable\",\"reason\":\"rate_limited\"}"
         );
+    }
+
+    #[test]
+    fn the_contact_says_when_the_control_plane_is_lost() {
+        let mut c = Contact::default();
+        // Never answered: never lost (the edge knows no limit to share).
+        c.sent(1_000);
+        assert!(!c.lost(10_000, 1000));
+        c.answered(10_000, Some(4));
+        assert_eq!((c.edges(None), c.edges(Some(2))), (4, 2));
+        // Nothing waits for an answer: not lost, however long since the last one.
+        assert!(!c.lost(19_000, 1000));
+        // A report in flight after the interval: lost only once it had time to be
+        // answered.
+        c.sent(19_000);
+        assert!(!c.lost(19_199, 1000));
+        assert!(c.lost(19_200, 1000));
+        c.answered(19_300, None);
+        assert_eq!(c.edges, 4);
+        assert!(!c.lost(19_300, 1000));
+        // Reports failing since 19 400: lost once nothing was heard for the interval.
+        c.sent(19_400);
+        c.sent(19_600);
+        assert_eq!(c.unanswered, 19_400);
+        assert!(!c.lost(20_299, 1000));
+        assert!(c.lost(20_300, 1000));
+        assert_eq!(Contact::decode(c.encode().as_bytes()), c);
+        assert_eq!(Contact::decode(b"1,2"), Contact::default());
+        assert_eq!(Contact::default().edges(None), 1);
+    }
+
+    #[test]
+    fn while_lost_leases_still_rule_their_windows_and_the_share_the_others() {
+        let minute = 60_000;
+        let mut h = Holding::Budget(Budget::new());
+        h.grant(
+            Lease {
+                window: Window::Minute,
+                first: 1,
+                last: 1,
+                per_window: 3,
+                limit: 40,
+            },
+            minute,
+        );
+        // Within the lease's window, the lease.
+        for _ in 0..3 {
+            assert_eq!(decide_lost(Some(&mut h), minute, 4), Step::Admitted);
+        }
+        assert!(matches!(
+            decide_lost(Some(&mut h), minute + 10, 4),
+            Step::Refused(_)
+        ));
+        // The next window has no lease: the edge would ask; lost, it takes 40 ÷ 4.
+        let next = 2 * minute;
+        assert_eq!(decide(Some(&mut h), OrgMode::Limited, next), Step::Ask);
+        let admitted = (0..20)
+            .filter(|_| decide_lost(Some(&mut h), next, 4) == Step::Admitted)
+            .count();
+        assert_eq!(admitted, 10);
+        let Step::Refused(r) = decide_lost(Some(&mut h), next + 30_000, 4) else {
+            panic!("admitted past the share");
+        };
+        assert_eq!(
+            (r.window, r.limit, r.retry_after),
+            (Window::Minute, 40, Some(30))
+        );
+        let Holding::Budget(b) = &h else { panic!() };
+        let reply = refusal_reply(b, &r, next + 30_000);
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "ratelimit-policy" && v == "\"per_minute\";q=40;w=60"));
+        // The limit is kept in the shared text after its leases ran out.
+        assert_eq!(Holding::decode(&h.encode()), Some(h.clone()));
+        // What the edge knows no limit of passes.
+        assert_eq!(decide_lost(None, next, 4), Step::Pass);
+        assert_eq!(
+            decide_lost(Some(&mut Holding::Unlimited), next, 4),
+            Step::Pass
+        );
+        // Answered again: leases take over.
+        let later = 3 * minute;
+        h.grant(
+            Lease {
+                window: Window::Minute,
+                first: 3,
+                last: 4,
+                per_window: 1,
+                limit: 40,
+            },
+            later,
+        );
+        assert_eq!(
+            decide(Some(&mut h), OrgMode::Limited, later),
+            Step::Admitted
+        );
+        assert!(matches!(
+            decide(Some(&mut h), OrgMode::Limited, later),
+            Step::Refused(_)
+        ));
+        assert_eq!(fallback_share(5, 6), 0);
+        assert_eq!(fallback_share(50, 0), 50);
     }
 }

@@ -76,9 +76,13 @@ impl<'de> Deserialize<'de> for UniqueObject {
     }
 }
 
-/// Parses one JSON object with unique member names, or `token_malformed`.
+/// Parses one JSON object with unique member names, or `token_malformed`. Read as text
+/// (JSON that is not UTF-8 is malformed either way): every other parse in the wasm
+/// modules reads text, and a second, byte-slice instance of serde_json's parser cost the
+/// filter module about 10 KB.
 fn unique_object(bytes: &[u8]) -> Result<Map<String, Value>, Reason> {
-    serde_json::from_slice::<UniqueObject>(bytes)
+    let text = std::str::from_utf8(bytes).map_err(|_| Reason::TokenMalformed)?;
+    serde_json::from_str::<UniqueObject>(text)
         .map(|o| o.0)
         .map_err(|_| Reason::TokenMalformed)
 }

@@ -84,9 +84,11 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
-    /// The control plane's split never leases more than the limit in total, never gives
-    /// an edge more than its floor plus what it wanted, and hands out the whole limit
-    /// when the demand covers it.
+    /// The control plane's split never leases more than the limit in total, gives each
+    /// edge its floor (of `cap = min(floor, limit / edges)`: `min(cap, demand)`, or a
+    /// quarter of the cap, at least 1 and at most the cap, to an edge that wanted nothing)
+    /// and never more than the larger of its floor and what it wanted plus the cap (its
+    /// headroom), and hands out the whole limit when the demand covers it.
     #[test]
     fn apportioned_shares_never_exceed_the_limit(
         limit in 0u64..100_000,
@@ -99,12 +101,16 @@ proptest! {
         prop_assert!(total <= limit, "{shares:?} over {limit}");
         let n = demand.len() as u64;
         if let Some(even) = limit.checked_div(n) {
-            let base = floor.min(even);
-            for (s, d) in shares.iter().zip(&demand) {
-                prop_assert!(*s >= base && *s <= base.max(*d), "{s} for demand {d}, floor {base}");
+            let cap = floor.min(even);
+            let bases: Vec<u64> = demand
+                .iter()
+                .map(|d| if *d == 0 { cap.min((cap / 4).max(1)) } else { cap.min(*d) })
+                .collect();
+            for ((s, d), base) in shares.iter().zip(&demand).zip(&bases) {
+                prop_assert!(*s >= *base && *s <= (*base).max(*d) + cap, "{s} for demand {d}, floor {base}");
             }
-            let wanted: u64 = demand.iter().map(|d| d.saturating_sub(base)).sum();
-            if wanted >= limit - base * n {
+            let wanted: u64 = demand.iter().zip(&bases).map(|(d, b)| d.saturating_sub(*b)).sum();
+            if wanted >= limit - bases.iter().sum::<u64>() {
                 prop_assert_eq!(total, limit, "{:?} leaves some of {} unleased", shares, limit);
             }
         }

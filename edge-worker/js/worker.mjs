@@ -135,6 +135,7 @@ function currentState(env) {
     keySets: new Map(), // JWKS URL -> the same fetch state
     webcrypto: env.TESSERA_WEBCRYPTO !== "off",
     rateLimits: false, // whether the verifier was told to limit (usage reports on)
+    rlLost: false, // whether the control plane was lost at the last rate-limit decision
     cryptoKeys: new Map(), // public JWK text (from the verifier) -> CryptoKey, or null
   };
   try {
@@ -458,7 +459,7 @@ function recordUsage(st, s, ctx, record) {
   let spend;
   if (spendDue) {
     usage.lastSpend = now;
-    spend = st.verifier.spend_report();
+    spend = st.verifier.spend_report(Date.now());
   }
   ctx.waitUntil(sendUsage(st, s, events, spend, s.timeout));
 }
@@ -474,7 +475,7 @@ async function askLease(st, s, token) {
       usage.lastSpend = usage.askingSince;
       try {
         const events = usage.events.splice(0, 1000);
-        await sendUsage(st, s, events, st.verifier.spend_report(), deadline - Date.now());
+        await sendUsage(st, s, events, st.verifier.spend_report(Date.now()), deadline - Date.now());
       } finally {
         usage.askingSince = 0;
       }
@@ -496,7 +497,23 @@ async function rateLimit(st, s, verdict) {
     await askLease(st, s, verdict.limit_token);
     rl = st.verifier.rate_limit(verdict.limit_token, Date.now(), false);
   }
+  noteFallback(st);
   return rl.step === "refuse" ? rl : null;
+}
+
+// Says when the rate limits fall back to a local share (no answer from the control plane
+// for sync.fallback_after_ms) and when its leases take over again, with the
+// isolate's counters {admitted, refused, asked, unleased, fallback, lost}.
+function noteFallback(st) {
+  const c = st.verifier.rate_limit_counters(Date.now());
+  if (c.lost === st.rlLost) return;
+  st.rlLost = c.lost;
+  const counters = JSON.stringify(c);
+  if (c.lost) {
+    console.warn(`tessera: no answer from the control plane: rate limits fall back to a local share ${counters}`);
+  } else {
+    console.log(`tessera: the control plane answers again: rate limits follow its leases ${counters}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tessera_core::config::ClientIpSource;
 use tessera_core::ratelimit::{
-    decide, needs_lease, refusal_reply, unleased, Holding, OrgMode, SpendReport, Step as Admission,
-    UsageAnswer, MAX_REPORTED,
+    decide, decide_lost, needs_lease, refusal_reply, unleased, Contact, Holding, OrgMode,
+    SpendReport, Step as Admission, UsageAnswer, MAX_REPORTED,
 };
 use tessera_core::synced::{status_list_document, withdrawn_document, SyncedKeys};
 use tessera_core::{
@@ -93,6 +93,27 @@ pub struct RateLimits {
     wanted: Vec<String>,
     /// Tokens whose wait ran out, and until when (Unix ms) they are decided at once.
     gave_up: Vec<(String, u64)>,
+    /// The isolate's contact with the control plane (the fallback when it is lost).
+    contact: Contact,
+    /// What the isolate decided, per outcome (the filter's `tessera.ratelimit.*` stats).
+    counters: RateLimitCounters,
+}
+
+/// The isolate's rate-limit counters, as the filter's `tessera.ratelimit.*` stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitCounters {
+    /// Counted in a budget and forwarded.
+    pub admitted: u64,
+    /// Refused: the budget (or the fallback's share) was spent.
+    pub refused: u64,
+    /// Paused to ask for a lease.
+    pub asked: u64,
+    /// Refused without a lease after the wait.
+    pub unleased: u64,
+    /// Decided on the local share while the control plane was lost.
+    pub fallback: u64,
+    /// Whether the control plane was lost at the last decision or report.
+    pub lost: bool,
 }
 
 /// The most tokens an isolate holds something for (beyond, the marks of unlimited tokens
@@ -464,15 +485,31 @@ impl EdgeVerifier {
     /// first answer) asks for a lease, and is refused 429 after the wait (`may_wait`
     /// false) unless the isolate never got an answer at all.
     pub fn rate_limit(&mut self, token: &str, now_ms: u64, may_wait: bool) -> RateLimit {
+        let fallback = self.verifier.config().rate_limits;
         let l = &mut self.limits;
         if l.edge.is_none() {
             return RateLimit::Go;
         }
         let mode = l.mode.unwrap_or(OrgMode::Unknown);
-        match decide(l.holdings.get_mut(token), mode, now_ms) {
-            Admission::Pass | Admission::Admitted => RateLimit::Go,
+        let mut step = decide(l.holdings.get_mut(token), mode, now_ms);
+        l.counters.lost = l.contact.lost(now_ms, fallback.fallback_after_ms);
+        if step == Admission::Ask && l.counters.lost {
+            // No lease can come: the local share decides.
+            let edges = l.contact.edges(fallback.fallback_edges);
+            step = decide_lost(l.holdings.get_mut(token), now_ms, edges);
+            l.counters.fallback += 1;
+        }
+        match step {
+            Admission::Pass => RateLimit::Go,
+            Admission::Admitted => {
+                l.counters.admitted += 1;
+                RateLimit::Go
+            }
             Admission::Refused(r) => match l.holdings.get(token) {
-                Some(Holding::Budget(b)) => RateLimit::Refuse(refusal_reply(b, &r, now_ms)),
+                Some(Holding::Budget(b)) => {
+                    l.counters.refused += 1;
+                    RateLimit::Refuse(refusal_reply(b, &r, now_ms))
+                }
                 _ => RateLimit::Go,
             },
             Admission::Ask => {
@@ -482,6 +519,7 @@ impl EdgeVerifier {
                 l.gave_up.retain(|(_, until)| *until > now_ms);
                 let gave_up = l.gave_up.iter().any(|(t, _)| t == token);
                 if may_wait && !gave_up {
+                    l.counters.asked += 1;
                     return RateLimit::Ask;
                 }
                 if !may_wait && !gave_up && l.gave_up.len() < MAX_REPORTED {
@@ -490,10 +528,21 @@ impl EdgeVerifier {
                 }
                 match unleased(mode) {
                     None => RateLimit::Go,
-                    Some(reply) => RateLimit::Refuse(reply),
+                    Some(reply) => {
+                        l.counters.unleased += 1;
+                        RateLimit::Refuse(reply)
+                    }
                 }
             }
         }
+    }
+
+    /// The isolate's rate-limit counters (and whether the control plane is lost at
+    /// `now_ms`).
+    pub fn rate_limit_counters(&mut self, now_ms: u64) -> RateLimitCounters {
+        let after = self.verifier.config().rate_limits.fallback_after_ms;
+        self.limits.counters.lost = self.limits.contact.lost(now_ms, after);
+        self.limits.counters
     }
 
     /// Whether the isolate has tokens to ask leases of (a report should go now).
@@ -505,7 +554,9 @@ impl EdgeVerifier {
     /// without deciding anything: the entry waits while this holds (bounded).
     pub fn lease_pending(&self, token: &str, now_ms: u64) -> bool {
         let l = &self.limits;
+        let after = self.verifier.config().rate_limits.fallback_after_ms;
         l.edge.is_some()
+            && !l.contact.lost(now_ms, after)
             && needs_lease(
                 l.holdings.get(token),
                 l.mode.unwrap_or(OrgMode::Unknown),
@@ -516,9 +567,10 @@ impl EdgeVerifier {
     /// The `spend` member of the next usage batch (JSON), or `None` while rate limiting
     /// is off: per token held as a budget, what was admitted and refused in the latest
     /// windows; budgets with nothing counted and the tokens asked for under `wanted`.
-    pub fn spend_report(&mut self) -> Option<String> {
+    pub fn spend_report(&mut self, now_ms: u64) -> Option<String> {
         let l = &mut self.limits;
         let edge = l.edge.clone()?;
+        l.contact.sent(now_ms);
         let mut report = SpendReport {
             edge,
             tokens: Vec::new(),
@@ -553,6 +605,7 @@ impl EdgeVerifier {
     pub fn apply_usage_answer(&mut self, text: &str, now_ms: u64) -> Result<usize, String> {
         let (answer, readable) = UsageAnswer::of_report(text.as_bytes());
         let l = &mut self.limits;
+        l.contact.answered(now_ms, answer.edges);
         l.mode = Some(answer.org_mode());
         if !readable {
             return Err(
@@ -724,11 +777,11 @@ mod tests {
         let now_ms = now() * 1000;
         // Without usage reports nothing is limited here.
         assert_eq!(edge.rate_limit("tok_w", now_ms, true), RateLimit::Go);
-        assert_eq!(edge.spend_report(), None);
+        assert_eq!(edge.spend_report(now_ms), None);
         edge.enable_rate_limits("workerd-1");
         assert!(edge.lease_pending("tok_w", now_ms));
         assert_eq!(edge.rate_limit("tok_w", now_ms, true), RateLimit::Ask);
-        let report: Value = serde_json::from_str(&edge.spend_report().unwrap()).unwrap();
+        let report: Value = serde_json::from_str(&edge.spend_report(now_ms).unwrap()).unwrap();
         assert_eq!(report["edge"], "workerd-1");
         assert_eq!(report["wanted"], json!(["tok_w"]));
         let minute = now_ms / 60_000;
@@ -750,7 +803,7 @@ mod tests {
             .iter()
             .any(|(k, v)| *k == "ratelimit-policy" && v == "\"per_minute\";q=9;w=60"));
         assert_eq!(edge.rate_limit("tok_free", now_ms, true), RateLimit::Go);
-        let report: Value = serde_json::from_str(&edge.spend_report().unwrap()).unwrap();
+        let report: Value = serde_json::from_str(&edge.spend_report(now_ms).unwrap()).unwrap();
         assert_eq!(
             report["tokens"],
             json!([{"token_id": "tok_w", "window": "per_minute", "index": minute,
@@ -771,6 +824,55 @@ mod tests {
         assert!(edge.apply_usage_answer("not json", now_ms).is_err());
         assert!(!edge.lease_pending("tok_other", now_ms));
         assert_eq!(edge.rate_limit("tok_other", now_ms, true), RateLimit::Go);
+    }
+
+    #[test]
+    fn a_lost_control_plane_turns_asks_into_the_local_share() {
+        let key = TestKey::generate(Alg::EdDSA, "k");
+        let doc = config(&key, json!({"sync": {"fallback_after_ms": 500}}));
+        let mut edge = EdgeVerifier::from_config_json(&doc).unwrap();
+        edge.enable_rate_limits("workerd-1");
+        let t0 = now() * 1000;
+        let minute = t0 / 60_000;
+        assert!(edge.spend_report(t0).is_some());
+        let answer = json!({"accepted": 0, "unknown_tokens": [], "limited": true, "edges": 5,
+            "leases": [{"token_id": "tok_w", "window": "per_minute", "first": minute,
+                        "last": minute, "per_window": 1, "limit": 20}]});
+        assert_eq!(edge.apply_usage_answer(&answer.to_string(), t0), Ok(1));
+        // The next minute has no lease: ask, and the report goes unanswered.
+        let next = (minute + 1) * 60_000;
+        assert_eq!(edge.rate_limit("tok_w", next, true), RateLimit::Ask);
+        assert!(edge.spend_report(next).is_some());
+        assert!(edge.lease_pending("tok_w", next + 199));
+        assert!(!edge.rate_limit_counters(next + 199).lost);
+        // Lost: no waiting, 20 ÷ 5 edges admitted, then refused; unknown tokens pass.
+        let at = next + 200;
+        assert!(!edge.lease_pending("tok_w", at));
+        for _ in 0..4 {
+            assert_eq!(edge.rate_limit("tok_w", at, true), RateLimit::Go);
+        }
+        assert!(matches!(
+            edge.rate_limit("tok_w", at, true),
+            RateLimit::Refuse(_)
+        ));
+        assert_eq!(edge.rate_limit("tok_other", at, true), RateLimit::Go);
+        let c = edge.rate_limit_counters(at);
+        assert_eq!(
+            (c.lost, c.fallback, c.admitted, c.refused, c.asked),
+            (true, 6, 4, 1, 1)
+        );
+        // Answered again: its leases rule.
+        let again = json!({"accepted": 0, "unknown_tokens": [], "limited": true,
+            "leases": [{"token_id": "tok_w", "window": "per_minute", "first": minute + 1,
+                        "last": minute + 2, "per_window": 5, "limit": 20}]});
+        assert_eq!(edge.apply_usage_answer(&again.to_string(), at + 50), Ok(1));
+        assert!(!edge.rate_limit_counters(at + 50).lost);
+        assert_eq!(edge.rate_limit("tok_w", at + 50, true), RateLimit::Go);
+        assert!(matches!(
+            edge.rate_limit("tok_w", at + 50, true),
+            RateLimit::Refuse(_)
+        ));
+        assert_eq!(edge.rate_limit_counters(at + 50).fallback, 6);
     }
 
     #[test]

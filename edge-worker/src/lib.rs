@@ -21,7 +21,7 @@
 //!
 //! `limit_token` (issue 25) is the API token an allowed request counts against: the entry
 //! asks `rate_limit(limit_token, now_ms, may_wait)` before forwarding, adds
-//! `spend_report()` to its usage batches and hands their answers to
+//! `spend_report(now_ms)` to its usage batches and hands their answers to
 //! `apply_usage_answer(...)` (the Envoy filter's lease protocol, per isolate).
 //!
 //! `begin` / `finish` split the same check around the signature, so the entry can verify
@@ -211,10 +211,30 @@ impl EdgeVerifier {
         self.inner.lease_pending(token, unix_ms(now_ms))
     }
 
-    /// The `spend` member (JSON text) for the next usage batch, or `undefined` while rate
-    /// limiting is off. Takes the tokens asked for.
-    pub fn spend_report(&mut self) -> Option<String> {
-        self.inner.spend_report()
+    /// The `spend` member (JSON text) for the next usage batch sent at `now_ms`, or
+    /// `undefined` while rate limiting is off. Takes the tokens asked for; the report
+    /// counts as unanswered until `apply_usage_answer` (the fallback's clock).
+    pub fn spend_report(&mut self, now_ms: f64) -> Option<String> {
+        self.inner.spend_report(unix_ms(now_ms))
+    }
+
+    /// The isolate's rate-limit counters at `now_ms`: `{admitted, refused, asked,
+    /// unleased, fallback, lost}` (`fallback`: requests decided on the local share while
+    /// the control plane was lost; `lost`: whether it is lost now).
+    pub fn rate_limit_counters(&mut self, now_ms: f64) -> Object {
+        let c = self.inner.rate_limit_counters(unix_ms(now_ms));
+        let out = Object::new();
+        for (k, v) in [
+            ("admitted", c.admitted),
+            ("refused", c.refused),
+            ("asked", c.asked),
+            ("unleased", c.unleased),
+            ("fallback", c.fallback),
+        ] {
+            set(&out, k, (v as f64).into());
+        }
+        set(&out, "lost", c.lost.into());
+        out
     }
 
     /// Merges the answer (JSON text) to a batch that carried `spend`; returns the leases

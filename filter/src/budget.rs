@@ -32,9 +32,10 @@
 //! Everything here is host-free behind [`Cas`]; `lib.rs` implements it with
 //! `get_shared_data` / `set_shared_data`.
 
+use tessera_core::config::RateLimitSettings;
 use tessera_core::ratelimit::{
-    decide, refusal_reply, unavailable_reply, Holding, Lease, OrgMode, SpendReport, Step,
-    UsageAnswer, MAX_REPORTED,
+    decide, decide_lost, refusal_reply, unavailable_reply, Contact, Holding, Lease, OrgMode,
+    SpendReport, Step, UsageAnswer, MAX_REPORTED,
 };
 use tessera_core::Reply;
 
@@ -53,6 +54,10 @@ pub const EDGE: &str = "tessera.ratelimit.edge";
 pub const TURN: &str = "tessera.ratelimit.turn";
 /// Bumped after each merged answer: paused requests are decided again when it moves.
 pub const VERSION: &str = "tessera.ratelimit.version";
+/// The process's contact with the control plane ([`Contact::encode`]): when a report was
+/// last answered, when the first unanswered one since then left, the edges the control
+/// plane counts. The fallback is read from it.
+pub const CONTACT: &str = "tessera.ratelimit.contact";
 /// How many times a worker reads again after losing a compare-and-swap before it refuses
 /// (fail closed: the budget is that contended).
 pub const MAX_TRIES: usize = 32;
@@ -97,47 +102,93 @@ pub fn mode(shared: &mut dyn Cas) -> OrgMode {
 
 /// Decides one request of `token_id` at `now_ms` against the process's shared holding.
 /// `reports`: whether this process reports usage (without reports no lease can come, so
-/// a token it holds nothing for passes).
-pub fn admit(shared: &mut dyn Cas, token_id: &str, now_ms: u64, reports: bool) -> Verdict {
+/// a token it holds nothing for passes). A request that would ask for a lease while the
+/// control plane is lost ([`lost`]) is decided on the local share instead
+/// ([`decide_lost`]); the second member says so.
+pub fn admit(
+    shared: &mut dyn Cas,
+    token_id: &str,
+    now_ms: u64,
+    reports: bool,
+    fallback: &RateLimitSettings,
+) -> (Verdict, bool) {
     let key = key(token_id);
+    let mut edges: Option<Option<u64>> = None;
     for _ in 0..MAX_TRIES {
-        let (bytes, cas) = match shared.get(&key) {
-            Ok((None, _)) => {
-                let org = if reports {
-                    mode(shared)
-                } else {
-                    OrgMode::Unlimited
-                };
-                return match decide(None, org, now_ms) {
-                    Step::Pass => Verdict::Pass,
-                    _ => Verdict::Ask,
-                };
+        let (mut holding, cas) = match shared.get(&key) {
+            Ok((None, _)) => (None, CREATE_ONLY),
+            Ok((Some(b), Some(cas))) => {
+                match std::str::from_utf8(&b).ok().and_then(Holding::decode) {
+                    Some(h) => (Some(h), cas),
+                    None => return (Verdict::Unavailable(unavailable_reply()), false),
+                }
             }
-            Ok((Some(b), Some(cas))) => (b, cas),
-            Ok((Some(_), None)) | Err(_) => return Verdict::Unavailable(unavailable_reply()),
+            Ok((Some(_), None)) | Err(_) => {
+                return (Verdict::Unavailable(unavailable_reply()), false)
+            }
         };
-        let Some(mut holding) = std::str::from_utf8(&bytes).ok().and_then(Holding::decode) else {
-            return Verdict::Unavailable(unavailable_reply());
+        let org = match (&holding, reports) {
+            (Some(_), _) => OrgMode::Limited,
+            (None, true) => mode(shared),
+            (None, false) => OrgMode::Unlimited,
         };
-        match decide(Some(&mut holding), OrgMode::Limited, now_ms) {
-            Step::Pass => return Verdict::Pass,
-            Step::Ask => return Verdict::Ask,
-            Step::Refused(r) => {
-                let Holding::Budget(budget) = &holding else {
-                    return Verdict::Unavailable(unavailable_reply());
-                };
+        let mut step = decide(holding.as_mut(), org, now_ms);
+        if step == Step::Ask {
+            let lost_edges = *edges.get_or_insert_with(|| lost(shared, now_ms, fallback));
+            match lost_edges {
+                Some(n) => step = decide_lost(holding.as_mut(), now_ms, n),
+                None => return (Verdict::Ask, false),
+            }
+        }
+        let local = edges.is_some_and(|e| e.is_some());
+        let verdict = match (step, holding) {
+            (Step::Refused(r), Some(h @ Holding::Budget(_))) => {
                 // The refusal's count is a demand hint: one try, lost if contended.
-                let _ = shared.set(&key, holding.encode().as_bytes(), cas);
-                return Verdict::Refused(refusal_reply(budget, &r, now_ms));
+                let _ = shared.set(&key, h.encode().as_bytes(), cas);
+                let Holding::Budget(budget) = &h else {
+                    return (Verdict::Unavailable(unavailable_reply()), local);
+                };
+                Verdict::Refused(refusal_reply(budget, &r, now_ms))
             }
-            Step::Admitted => match shared.set(&key, holding.encode().as_bytes(), cas) {
-                Ok(true) => return Verdict::Admitted,
+            (Step::Admitted, Some(h)) => match shared.set(&key, h.encode().as_bytes(), cas) {
+                Ok(true) => Verdict::Admitted,
                 Ok(false) => continue,
-                Err(_) => return Verdict::Unavailable(unavailable_reply()),
+                Err(_) => Verdict::Unavailable(unavailable_reply()),
             },
+            (Step::Ask, _) => Verdict::Ask,
+            (Step::Pass, _) => Verdict::Pass,
+            _ => Verdict::Unavailable(unavailable_reply()),
+        };
+        return (verdict, local);
+    }
+    (Verdict::Unavailable(unavailable_reply()), false)
+}
+
+/// The process's contact with the control plane, and its CAS ([`CREATE_ONLY`] when
+/// missing).
+pub fn contact(shared: &mut dyn Cas) -> (Contact, u32) {
+    match shared.get(CONTACT) {
+        Ok((Some(b), Some(cas))) => (Contact::decode(&b), cas),
+        _ => (Contact::default(), CREATE_ONLY),
+    }
+}
+
+/// `Some(edges)` to divide limits by when the control plane is lost at `now_ms`.
+pub fn lost(shared: &mut dyn Cas, now_ms: u64, fallback: &RateLimitSettings) -> Option<u64> {
+    let (c, _) = contact(shared);
+    c.lost(now_ms, fallback.fallback_after_ms)
+        .then(|| c.edges(fallback.fallback_edges))
+}
+
+/// Changes the process's contact by compare-and-swap (best effort).
+pub fn touch(shared: &mut dyn Cas, change: &dyn Fn(&mut Contact)) {
+    for _ in 0..MAX_TRIES {
+        let (mut c, cas) = contact(shared);
+        change(&mut c);
+        if !matches!(shared.set(CONTACT, c.encode().as_bytes(), cas), Ok(false)) {
+            return;
         }
     }
-    Verdict::Unavailable(unavailable_reply())
 }
 
 /// Changes the token's shared holding with `change` by compare-and-swap (creating it from
@@ -268,7 +319,8 @@ pub fn version(shared: &mut dyn Cas) -> u64 {
     number(shared, VERSION).and_then(|(v, _)| v).unwrap_or(0)
 }
 
-fn bump_version(shared: &mut dyn Cas) {
+/// Bumps [`VERSION`]: paused requests are decided again.
+pub fn bump_version(shared: &mut dyn Cas) {
     for _ in 0..MAX_TRIES {
         let Some((v, cas)) = number(shared, VERSION) else {
             return;
@@ -331,6 +383,7 @@ pub struct Applied {
 /// mode, and bumps [`VERSION`].
 pub fn apply(shared: &mut dyn Cas, answer: &UsageAnswer, now_ms: u64) -> Applied {
     let mut applied = Applied::default();
+    touch(shared, &|c| c.answered(now_ms, answer.edges));
     let mode = answer.org_mode();
     if mode != OrgMode::Unknown {
         let cas = match shared.get(MODE) {
@@ -366,6 +419,11 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use tessera_core::ratelimit::{LeaseGrant, Window};
+
+    const FB: RateLimitSettings = RateLimitSettings {
+        fallback_after_ms: 1000,
+        fallback_edges: None,
+    };
 
     /// Envoy's shared data as its CAS behaves: every write bumps the key's CAS; a write
     /// with another key's CAS is refused; any CAS is accepted for a missing key.
@@ -427,19 +485,19 @@ mod tests {
     fn a_token_held_as_nothing_passes_only_where_no_token_is_limited() {
         let mut s = Shared::default();
         // No reports: no lease can come, nothing is limited.
-        assert_eq!(admit(&mut s, "tok_a", 5, false), Verdict::Pass);
+        assert_eq!(admit(&mut s, "tok_a", 5, false, &FB).0, Verdict::Pass);
         // Reports, but no answer yet, or an org that limits tokens: ask first.
-        assert_eq!(admit(&mut s, "tok_a", 5, true), Verdict::Ask);
+        assert_eq!(admit(&mut s, "tok_a", 5, true, &FB).0, Verdict::Ask);
         s.set(MODE, b"L", CREATE_ONLY).unwrap();
-        assert_eq!(admit(&mut s, "tok_a", 5, true), Verdict::Ask);
+        assert_eq!(admit(&mut s, "tok_a", 5, true, &FB).0, Verdict::Ask);
         let cas = s.get(MODE).unwrap().1.unwrap();
         s.set(MODE, b"U", cas).unwrap();
-        assert_eq!(admit(&mut s, "tok_a", 5, true), Verdict::Pass);
+        assert_eq!(admit(&mut s, "tok_a", 5, true, &FB).0, Verdict::Pass);
         // The control plane's word that a token is unlimited.
         unlimited(&mut s, "tok_b").unwrap();
         let cas = s.get(MODE).unwrap().1.unwrap();
         s.set(MODE, b"L", cas).unwrap();
-        assert_eq!(admit(&mut s, "tok_b", 5, true), Verdict::Pass);
+        assert_eq!(admit(&mut s, "tok_b", 5, true, &FB).0, Verdict::Pass);
     }
 
     #[test]
@@ -455,17 +513,17 @@ mod tests {
                 shared: &mut s,
                 snapshot: Some(snapshot.clone()),
             };
-            if admit(&mut w, "tok_a", 10, true) == Verdict::Admitted {
+            if admit(&mut w, "tok_a", 10, true, &FB).0 == Verdict::Admitted {
                 admitted += 1;
             }
         }
         for _ in 0..10 {
-            if admit(&mut s, "tok_a", 20, true) == Verdict::Admitted {
+            if admit(&mut s, "tok_a", 20, true, &FB).0 == Verdict::Admitted {
                 admitted += 1;
             }
         }
         assert_eq!(admitted, 5);
-        let Verdict::Refused(reply) = admit(&mut s, "tok_a", 30, true) else {
+        let Verdict::Refused(reply) = admit(&mut s, "tok_a", 30, true, &FB).0 else {
             panic!("admitted past the budget");
         };
         assert_eq!(reply.status, 429);
@@ -474,7 +532,10 @@ mod tests {
             .iter()
             .any(|(k, v)| *k == "retry-after" && v == "1"));
         // The next second has its own allowance.
-        assert_eq!(admit(&mut s, "tok_a", 1_000, true), Verdict::Admitted);
+        assert_eq!(
+            admit(&mut s, "tok_a", 1_000, true, &FB).0,
+            Verdict::Admitted
+        );
     }
 
     #[test]
@@ -482,14 +543,14 @@ mod tests {
         let mut s = Shared::default();
         grant(&mut s, "tok_b", lease(1), 0).unwrap();
         grant(&mut s, "tok_b", lease(2), 0).unwrap();
-        assert_eq!(admit(&mut s, "tok_b", 0, true), Verdict::Admitted);
-        assert_eq!(admit(&mut s, "tok_b", 0, true), Verdict::Admitted);
+        assert_eq!(admit(&mut s, "tok_b", 0, true, &FB).0, Verdict::Admitted);
+        assert_eq!(admit(&mut s, "tok_b", 0, true, &FB).0, Verdict::Admitted);
         assert!(matches!(
-            admit(&mut s, "tok_b", 0, true),
+            admit(&mut s, "tok_b", 0, true, &FB).0,
             Verdict::Refused(_)
         ));
         s.map.insert(key("tok_c"), (b"garbage".to_vec(), 99));
-        let Verdict::Unavailable(reply) = admit(&mut s, "tok_c", 0, true) else {
+        let Verdict::Unavailable(reply) = admit(&mut s, "tok_c", 0, true, &FB).0 else {
             panic!("an unreadable budget must refuse");
         };
         assert_eq!(reply.reason, tessera_core::Reason::RateLimited);
@@ -512,6 +573,7 @@ mod tests {
             }],
             unlimited: vec!["tok_u".into()],
             limited: Some(true),
+            edges: Some(2),
         };
         assert_eq!(version(&mut s), 0);
         let applied = apply(&mut s, &answer, 0);
@@ -527,9 +589,9 @@ mod tests {
         assert_eq!(r.edge, "envoy-a");
         assert!(r.tokens.is_empty());
         assert_eq!(r.wanted, vec!["tok_a".to_string(), "tok_new".into()]);
-        assert_eq!(admit(&mut s, "tok_a", 10, true), Verdict::Admitted);
+        assert_eq!(admit(&mut s, "tok_a", 10, true, &FB).0, Verdict::Admitted);
         assert!(matches!(
-            admit(&mut s, "tok_a", 20, true),
+            admit(&mut s, "tok_a", 20, true, &FB).0,
             Verdict::Refused(_)
         ));
         let r = report(&mut s, &edge, &[]);
@@ -551,5 +613,91 @@ mod tests {
         // A turn stamped in the future (a clock stepped back) does not stall reports.
         s.map.insert(TURN.into(), (b"9999999".to_vec(), 77));
         assert!(take_turn(&mut s, 1_300, 200));
+    }
+
+    #[test]
+    fn a_lost_control_plane_turns_asks_into_the_local_share() {
+        let mut s = Shared::default();
+        let minute = 60_000;
+        let answer = UsageAnswer {
+            leases: vec![LeaseGrant {
+                token_id: "tok_a".into(),
+                window: "per_minute".into(),
+                first: 1,
+                last: 1,
+                per_window: 2,
+                limit: 12,
+            }],
+            unlimited: vec![],
+            limited: Some(true),
+            edges: Some(3),
+        };
+        touch(&mut s, &|c| c.sent(minute));
+        apply(&mut s, &answer, minute);
+        assert_eq!(contact(&mut s).0.edges, 3);
+        assert_eq!(
+            admit(&mut s, "tok_a", minute, true, &FB),
+            (Verdict::Admitted, false)
+        );
+        // The next minute has no lease: a report is sent and goes unanswered.
+        let next = 2 * minute;
+        touch(&mut s, &|c| c.sent(next));
+        assert_eq!(
+            admit(&mut s, "tok_a", next, true, &FB),
+            (Verdict::Ask, false)
+        );
+        // Nothing heard for a minute, but the report only just left.
+        assert_eq!(lost(&mut s, next + 199, &FB), None);
+        // Lost once it had time to be answered: 12 ÷ 3 edges, then refused; an unknown
+        // token passes.
+        let at = next + 1_000;
+        assert_eq!(lost(&mut s, at, &FB), Some(3));
+        for _ in 0..4 {
+            assert_eq!(
+                admit(&mut s, "tok_a", at, true, &FB),
+                (Verdict::Admitted, true)
+            );
+        }
+        assert!(matches!(
+            admit(&mut s, "tok_a", at, true, &FB),
+            (Verdict::Refused(_), true)
+        ));
+        assert_eq!(
+            admit(&mut s, "tok_new", at, true, &FB),
+            (Verdict::Pass, true)
+        );
+        // The configured count wins over the control plane's.
+        let two = RateLimitSettings {
+            fallback_edges: Some(2),
+            ..FB
+        };
+        assert_eq!(lost(&mut s, at, &two), Some(2));
+        assert_eq!(
+            admit(&mut s, "tok_a", at, true, &two),
+            (Verdict::Admitted, true)
+        );
+        // Answered again: the lease rules, the share no more.
+        let again = UsageAnswer {
+            leases: vec![LeaseGrant {
+                token_id: "tok_a".into(),
+                window: "per_minute".into(),
+                first: 2,
+                last: 3,
+                per_window: 1,
+                limit: 12,
+            }],
+            edges: None,
+            ..answer
+        };
+        apply(&mut s, &again, at + 10);
+        assert_eq!(lost(&mut s, at + 10, &FB), None);
+        assert!(matches!(
+            admit(&mut s, "tok_a", at + 10, true, &FB),
+            (Verdict::Refused(_), false)
+        ));
+        assert_eq!(
+            admit(&mut s, "tok_a", 3 * minute, true, &FB),
+            (Verdict::Admitted, false)
+        );
     }
 }

@@ -70,6 +70,8 @@ struct Metrics {
     rl_asked: Option<u32>,
     rl_unleased: Option<u32>,
     rl_unavailable: Option<u32>,
+    rl_fallback: Option<u32>,
+    rl_lost: Option<u32>,
     /// Leases merged from usage answers, and reports sent with spend.
     rl_leases: Option<u32>,
     rl_reports: Option<u32>,
@@ -132,6 +134,8 @@ impl Metrics {
             rl_asked: counter("tessera.ratelimit.asked"),
             rl_unleased: counter("tessera.ratelimit.unleased"),
             rl_unavailable: counter("tessera.ratelimit.unavailable"),
+            rl_fallback: counter("tessera.ratelimit.fallback"),
+            rl_lost: gauge("tessera.ratelimit.lost"),
             rl_leases: counter("tessera.ratelimit.leases"),
             rl_reports: counter("tessera.ratelimit.reports"),
             vm_memory: gauge("tessera.vm_memory_bytes"),
@@ -185,6 +189,7 @@ impl Metrics {
         Metrics::add64(self.rl_asked, c.rl_asked);
         Metrics::add64(self.rl_unleased, c.rl_unleased);
         Metrics::add64(self.rl_unavailable, c.rl_unavailable);
+        Metrics::add64(self.rl_fallback, c.rl_fallback);
     }
 
     fn add64(id: Option<u32>, n: u64) {
@@ -229,6 +234,9 @@ struct Root {
     usage_spend: Option<Vec<String>>,
     /// The process's edge id in spend reports (read or made on first use).
     rl_edge: Option<String>,
+    /// Whether this root context last saw the control plane lost (the rate limits'
+    /// fallback; logged and set in `tessera.ratelimit.lost` when it changes).
+    rl_lost: bool,
 }
 
 /// Shared data through proxy-wasm calls, as `budget` uses it.
@@ -356,6 +364,11 @@ impl Context for Root {
                                 ),
                             );
                         }
+                    }
+                    None if ok => {
+                        // Any answer is word from the control plane.
+                        let now = now_ms();
+                        budget::touch(&mut ProxyCas, &|c| c.answered(now, None));
                     }
                     Some(asked) => {
                         for t in asked {
@@ -510,6 +523,30 @@ impl RootContext for Root {
         if std::mem::take(&mut vm.lists_changed) {
             shared.metrics.record_memory(&vm.verifier);
         }
+        if vm.usage.is_some() {
+            let fallback = vm.verifier.config().rate_limits;
+            let lost = budget::lost(&mut ProxyCas, now_ms(), &fallback);
+            if lost.is_some() != self.rl_lost {
+                self.rl_lost = lost.is_some();
+                if let Some(id) = shared.metrics.rl_lost {
+                    let _ = hostcalls::record_metric(id, u64::from(self.rl_lost));
+                }
+                if self.rl_lost {
+                    log(
+                        LogLevel::Warn,
+                        "tessera: no answer from the control plane: rate limits fall back \
+                         to a local share of each limit (tessera.ratelimit.lost)",
+                    );
+                } else {
+                    log(
+                        LogLevel::Info,
+                        "tessera: the control plane answers again: rate limits follow its leases",
+                    );
+                }
+                // Requests paused for a lease are decided again, on the share.
+                budget::bump_version(&mut ProxyCas);
+            }
+        }
         if self.usage_call.is_some() {
             return;
         }
@@ -570,6 +607,7 @@ impl RootContext for Root {
             Ok(token) => {
                 self.usage_call = Some(token);
                 if let Some((_, asked)) = spend {
+                    budget::touch(&mut ProxyCas, &|c| c.sent(now));
                     Metrics::bump(shared.metrics.rl_reports);
                     self.usage_spend = Some(asked);
                 }
@@ -584,6 +622,7 @@ impl RootContext for Root {
                 );
                 Metrics::add(shared.metrics.usage_dropped, buffer.failed());
                 if let Some((_, asked)) = spend {
+                    budget::touch(&mut ProxyCas, &|c| c.sent(now));
                     vm.wanted = asked;
                 }
             }

@@ -149,6 +149,9 @@ pub struct Counters {
     /// `tessera.ratelimit.unavailable`: requests refused because the budget could not be
     /// read or updated.
     pub rl_unavailable: u64,
+    /// `tessera.ratelimit.fallback`: requests decided on the local share while the
+    /// control plane was lost.
+    pub rl_fallback: u64,
 }
 
 impl Counters {
@@ -506,7 +509,13 @@ impl Vm {
         let token = id.parent.as_deref().unwrap_or(&id.token_id).to_string();
         let now_ms = host.now_ms();
         let reports = self.usage.is_some();
-        let reply = match budget::admit(&mut HostCas(host), &token, now_ms, reports) {
+        let fallback = self.verifier.config().rate_limits;
+        let (verdict, local) =
+            budget::admit(&mut HostCas(host), &token, now_ms, reports, &fallback);
+        if local {
+            self.counters.rl_fallback += 1;
+        }
+        let reply = match verdict {
             budget::Verdict::Pass => return Limit::Go,
             budget::Verdict::Admitted => {
                 self.counters.rl_admitted += 1;
@@ -1043,6 +1052,7 @@ mod tests {
             }],
             unlimited: vec![],
             limited: Some(true),
+            edges: Some(2),
         };
         budget::apply(&mut HostCas(&mut host), &answer, now_ms);
         assert_eq!(vm.wake(&mut host), 0);

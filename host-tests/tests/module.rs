@@ -19,7 +19,10 @@ use wasmparser::{Parser, Payload};
 /// standard library's sorts in `Budget::grant`, a `dyn` budget interface instead of two
 /// instantiations, the usage answer read through `serde_json::Value`, which the module
 /// links anyway, rather than a derived deserializer).
-const MAX_MODULE_BYTES: u64 = 430_000;
+/// Lowered to 425,000 (issue 25's fallback added about 5 KB: 433,063 bytes): 423,966
+/// bytes (2026-12-08) with the standard library built `optimize_for_size` (xtask) and one
+/// serde_json parser instead of two (`core::verify::unique_object` reads text).
+const MAX_MODULE_BYTES: u64 = 425_000;
 
 #[test]
 fn module_imports_only_the_proxy_wasm_abi_and_is_small() {

@@ -20,7 +20,7 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,10 +118,14 @@ fn refusal_fault(r: &tessera_host_tests::Response) -> Option<String> {
 /// Admissions per minute window: `(definite, ambiguous)` where an ambiguous one was sent
 /// in the window before and answered in this one (it may count in either). `admitted`
 /// tells the requests admitted.
-fn per_window(answers: &[Answer], admitted: impl Fn(&Answer) -> bool) -> BTreeMap<u64, (u64, u64)> {
+fn per_window(
+    answers: &[Answer],
+    window_ms: u64,
+    admitted: impl Fn(&Answer) -> bool,
+) -> BTreeMap<u64, (u64, u64)> {
     let mut w: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for a in answers.iter().filter(|a| admitted(a)) {
-        let (s, r) = (a.sent / 60_000, a.received / 60_000);
+        let (s, r) = (a.sent / window_ms, a.received / window_ms);
         if s == r {
             w.entry(s).or_default().0 += 1;
         } else {
@@ -133,29 +137,146 @@ fn per_window(answers: &[Answer], admitted: impl Fn(&Answer) -> bool) -> BTreeMa
 }
 
 /// Whether the ambiguous admissions can be assigned so that no window admits more than
-/// the limit (each one to its window or the one before): greedily, oldest window first,
-/// as many as fit go to the earlier window.
-fn within_limit(windows: &BTreeMap<u64, (u64, u64)>) -> Result<(), String> {
+/// its bound (`bound(window)`; each one to its window or the one before): greedily,
+/// oldest window first, as many as fit go to the earlier window.
+fn within_limit(
+    windows: &BTreeMap<u64, (u64, u64)>,
+    bound: impl Fn(u64) -> u64,
+) -> Result<(), String> {
     let mut carried: u64 = 0;
     let mut prev: Option<u64> = None;
     for (&i, &(definite, ambiguous)) in windows {
         // What the window before left room for, if it is the window before.
         let room = match prev {
-            Some(p) if p + 1 == i => LIMIT.saturating_sub(carried),
+            Some(p) if p + 1 == i => bound(p).saturating_sub(carried),
             _ => 0,
         };
         let to_prev = ambiguous.min(room);
         let here = definite + (ambiguous - to_prev);
-        if here > LIMIT {
+        if here > bound(i) {
             return Err(format!(
-                "minute window {i}: {definite} admitted in it and {ambiguous} that straddle \
-                 its start (at most {room} of them fit the window before): over {LIMIT}"
+                "window {i}: {definite} admitted in it and {ambiguous} that straddle \
+                 its start (at most {room} of them fit the window before): over {}",
+                bound(i)
             ));
         }
         carried = here;
         prev = Some(i);
     }
     Ok(())
+}
+
+/// The `x-client-seq` of every request that reached the upstream (the edges admitted it).
+fn reached(upstream: &EchoUpstream) -> HashSet<u64> {
+    upstream
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r["headers"].as_array()?.iter().find_map(|h| {
+                (h[0].as_str()?.eq_ignore_ascii_case("x-client-seq"))
+                    .then(|| h[1].as_str()?.parse::<u64>().ok())?
+            })
+        })
+        .collect()
+}
+
+/// The client: [`CLIENTS`] threads, each sending one request at a time, round robin over
+/// the live edges, recording every answer (a broken connection to an edge marked dead
+/// counts as an answer with status 0; anything else unexpected is a failure).
+struct Client {
+    live: Arc<Mutex<Vec<bool>>>,
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    started: Instant,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Client {
+    fn start(addrs: &[SocketAddr], token: &str) -> Client {
+        let live = Arc::new(Mutex::new(vec![true; addrs.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
+        let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads = (0..CLIENTS)
+            .map(|c| {
+                let seq = seq.clone();
+                let (live, stop, answers, failures, addrs, token) = (
+                    live.clone(),
+                    stop.clone(),
+                    answers.clone(),
+                    failures.clone(),
+                    addrs.to_vec(),
+                    token.to_owned(),
+                );
+                std::thread::spawn(move || {
+                    let mut n = c;
+                    while !stop.load(Ordering::SeqCst) {
+                        let edges: Vec<usize> = {
+                            let live = live.lock().expect("live");
+                            (0..addrs.len()).filter(|i| live[*i]).collect()
+                        };
+                        let edge = edges[n % edges.len()];
+                        n += 1;
+                        let seq = seq.fetch_add(1, Ordering::SeqCst);
+                        let sent = unix_ms();
+                        let got = Request::get("/api/orders")
+                            .bearer(&token)
+                            .header("x-client-seq", &seq.to_string())
+                            .send(addrs[edge]);
+                        let received = unix_ms();
+                        let answer = |status: u16, refusal_fault: Option<String>| Answer {
+                            seq,
+                            edge,
+                            sent,
+                            received,
+                            status,
+                            refusal_fault,
+                        };
+                        match got {
+                            Ok(r) if r.status == 200 && r.upstream().is_some() => {
+                                answers.lock().expect("answers").push(answer(200, None))
+                            }
+                            Ok(r) if r.status == 429 => answers
+                                .lock()
+                                .expect("answers")
+                                .push(answer(429, refusal_fault(&r))),
+                            Ok(r) => failures
+                                .lock()
+                                .expect("failures")
+                                .push(format!("edge {edge}: {}", r.summary())),
+                            // The killed Envoy's connections break: it may have admitted
+                            // the request before (the upstream tells), between `sent` and now.
+                            Err(_) if !live.lock().expect("live")[edge] => {
+                                answers.lock().expect("answers").push(answer(0, None))
+                            }
+                            Err(e) => failures
+                                .lock()
+                                .expect("failures")
+                                .push(format!("edge {edge}: request failed: {e}")),
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Client {
+            live,
+            stop,
+            answers,
+            failures,
+            started: Instant::now(),
+            threads,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("client thread");
+        }
+    }
 }
 
 #[test]
@@ -203,79 +324,21 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     assert_eq!(limits["effective"]["per_minute"], LIMIT, "{limits}");
 
     // The client: CLIENTS threads, round robin over the live Envoys.
-    let live = Arc::new(Mutex::new(vec![true; addrs.len()]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
-    let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let seq = seq.clone();
-            let (live, stop, answers, failures, addrs, token) = (
-                live.clone(),
-                stop.clone(),
-                answers.clone(),
-                failures.clone(),
-                addrs.clone(),
-                token.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut n = c;
-                while !stop.load(Ordering::SeqCst) {
-                    let edges: Vec<usize> = {
-                        let live = live.lock().expect("live");
-                        (0..addrs.len()).filter(|i| live[*i]).collect()
-                    };
-                    let edge = edges[n % edges.len()];
-                    n += 1;
-                    let seq = seq.fetch_add(1, Ordering::SeqCst);
-                    let sent = unix_ms();
-                    let got = Request::get("/api/orders")
-                        .bearer(&token)
-                        .header("x-client-seq", &seq.to_string())
-                        .send(addrs[edge]);
-                    let received = unix_ms();
-                    let answer = |status: u16, refusal_fault: Option<String>| Answer {
-                        seq,
-                        edge,
-                        sent,
-                        received,
-                        status,
-                        refusal_fault,
-                    };
-                    match got {
-                        Ok(r) if r.status == 200 && r.upstream().is_some() => {
-                            answers.lock().expect("answers").push(answer(200, None))
-                        }
-                        Ok(r) if r.status == 429 => answers
-                            .lock()
-                            .expect("answers")
-                            .push(answer(429, refusal_fault(&r))),
-                        Ok(r) => failures
-                            .lock()
-                            .expect("failures")
-                            .push(format!("edge {edge}: {}", r.summary())),
-                        // The killed Envoy's connections break: it may have admitted
-                        // the request before (the upstream tells), between `sent` and now.
-                        Err(_) if !live.lock().expect("live")[edge] => {
-                            answers.lock().expect("answers").push(answer(0, None))
-                        }
-                        Err(e) => failures
-                            .lock()
-                            .expect("failures")
-                            .push(format!("edge {edge}: request failed: {e}")),
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
+    let client = Client::start(&addrs, &token);
+    let (live, stop, answers, failures, started) = (
+        client.live.clone(),
+        client.stop.clone(),
+        client.answers.clone(),
+        client.failures.clone(),
+        client.started,
+    );
 
     // The whole fleet shares the limit until it has admitted FLOOR in one window.
     let floor_at = loop {
         std::thread::sleep(Duration::from_millis(100));
-        let windows = per_window(&answers.lock().expect("answers"), |a| a.status == 200);
+        let windows = per_window(&answers.lock().expect("answers"), 60_000, |a| {
+            a.status == 200
+        });
         let shared_long_enough = started.elapsed() >= SHARED_AT_LEAST;
         if let Some((i, (n, _))) = windows.iter().find(|(_, (n, _))| *n >= FLOOR) {
             if shared_long_enough {
@@ -301,26 +364,14 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     let killed = envoys[1].take().expect("second envoy");
     drop(killed);
     std::thread::sleep(AFTER_KILL);
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().expect("client thread");
-    }
+    client.stop();
     let answers = answers.lock().expect("answers").clone();
     let failures = failures.lock().expect("failures").clone();
     assert!(failures.is_empty(), "unexpected answers: {failures:#?}");
 
     // What the edges admitted: every request that reached the upstream (also those whose
     // answer the SIGKILL broke). Each answered 200 is among them, and nothing else is.
-    let reached: std::collections::HashSet<u64> = upstream
-        .requests()
-        .iter()
-        .filter_map(|r| {
-            r["headers"].as_array()?.iter().find_map(|h| {
-                (h[0].as_str()?.eq_ignore_ascii_case("x-client-seq"))
-                    .then(|| h[1].as_str()?.parse::<u64>().ok())?
-            })
-        })
-        .collect();
+    let reached = reached(&upstream);
     for a in &answers {
         match a.status {
             200 => assert!(
@@ -337,7 +388,7 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
         .count();
 
     // The figures.
-    let windows = per_window(&answers, |a| reached.contains(&a.seq));
+    let windows = per_window(&answers, 60_000, |a| reached.contains(&a.seq));
     let count = |edge: usize, status: u16| {
         answers
             .iter()
@@ -366,7 +417,7 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     }
 
     // Never above the limit in any window, across the fleet, SIGKILL included.
-    within_limit(&windows).unwrap_or_else(|e| panic!("{e}"));
+    within_limit(&windows, |_| LIMIT).unwrap_or_else(|e| panic!("{e}"));
     for edge in 0..addrs.len() {
         assert!(count(edge, 429) > 0, "edge {edge} never refused");
     }
@@ -407,5 +458,191 @@ fn a_fleet_of_envoys_never_admits_more_than_the_limit_in_any_window() {
     assert_eq!(
         survivor.counter("tessera.deny.rate_limited").unwrap_or(0),
         count(0, 429)
+    );
+}
+
+/// The fallback test's limit: requests per second across the fleet (per-second leases
+/// cover 10 s, so the edges run out of them soon after the control plane is gone).
+const PER_SECOND: u64 = 20;
+/// How long the control plane stays dead: past every lease the edges held.
+const OUTAGE: Duration = Duration::from_secs(13);
+/// How long the client goes on once leases rule again.
+const AFTER_RESTART: Duration = Duration::from_secs(3);
+
+/// The `tessera.ratelimit.lost` gauge of both Envoys, and whether the worker's log says
+/// the fallback started (`started`) or ended.
+fn lost_everywhere(envoys: &[Envoy], worker: &Workerd, started: bool) -> bool {
+    let needle = if started {
+        "rate limits fall back to a local share"
+    } else {
+        "the control plane answers again"
+    };
+    envoys
+        .iter()
+        .all(|e| e.counter("tessera.ratelimit.lost") == Some(u64::from(started)))
+        && worker.log().contains(needle)
+}
+
+/// A control-plane SIGKILL mid-run: each edge falls back to a local share of the limit
+/// (limit ÷ the 3 edges the control plane counted) once its leases run out, says so
+/// (`tessera.ratelimit.lost`, `tessera.ratelimit.fallback`, the worker's log and
+/// counters), nothing panics and no request fails; the fleet stays within the fallback's
+/// own bound (a window some edges hold leases for admits at most the limit plus every
+/// edge's share; one nobody holds a lease for, at most the edges' shares); after the
+/// control plane restarts on the same database, leases rule again: no more decisions on
+/// the share, and every window after that is within the limit.
+#[test]
+fn a_lost_control_plane_leaves_each_edge_its_share_until_it_returns() {
+    let mut cp = ControlPlane::start(&ControlPlaneOptions::new(&control_plane_path()))
+        .unwrap_or_else(|e| panic!("control plane: {e}"));
+    let upstream = EchoUpstream::start().expect("echo upstream");
+    let alice = cp.admin_token().to_owned();
+    let secret = cp
+        .edge_credential(&alice, "fallback-edges")
+        .expect("edge credential");
+    cp.api(
+        "PUT",
+        &format!("/v1/orgs/{}/rate-limits", cp.org()),
+        Some(&alice),
+        Some(&json!({"default": {"per_second": PER_SECOND}})),
+    )
+    .unwrap_or_else(|e| panic!("org default: {e}"));
+    let envoys: Vec<Envoy> = (0..2)
+        .map(|_| start_envoy(&cp, &upstream, &secret))
+        .collect();
+    let worker = start_workerd(&cp, &upstream, &secret);
+    let addrs: Vec<SocketAddr> = envoys
+        .iter()
+        .map(Envoy::addr)
+        .chain([worker.addr()])
+        .collect();
+    let (_, token) = cp
+        .create_and_download(&alice, "metered", &["read"])
+        .expect("create + download");
+    let share = PER_SECOND / addrs.len() as u64;
+
+    let client = Client::start(&addrs, &token);
+    let (answers, failures) = (client.answers.clone(), client.failures.clone());
+    // Every edge admits on leases first.
+    let poll = |what: &str, done: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !done() {
+            assert!(t.elapsed() < SAFETY_NET, "{what} never happened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    poll("admissions at every edge", &|| {
+        let a = answers.lock().expect("answers");
+        (0..addrs.len()).all(|e| a.iter().any(|x| x.edge == e && x.status == 200))
+    });
+    std::thread::sleep(SHARED_AT_LEAST);
+
+    // SIGKILL the control plane.
+    let killed_at = unix_ms();
+    cp.kill();
+    poll("the fallback at every edge", &|| {
+        lost_everywhere(&envoys, &worker, true)
+    });
+    let fallback_seen = unix_ms() - killed_at;
+    std::thread::sleep(OUTAGE);
+    let fallback_counts: Vec<u64> = envoys
+        .iter()
+        .map(|e| e.counter("tessera.ratelimit.fallback").unwrap_or(0))
+        .collect();
+
+    // Restart on the same database: leases rule again.
+    cp.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    let restarted_at = unix_ms();
+    poll("leases ruling again at every edge", &|| {
+        lost_everywhere(&envoys, &worker, false)
+    });
+    let resumed_at = unix_ms();
+    let counts_at_resume: Vec<u64> = envoys
+        .iter()
+        .map(|e| e.counter("tessera.ratelimit.fallback").unwrap_or(0))
+        .collect();
+    std::thread::sleep(AFTER_RESTART);
+    client.stop();
+    let answers = answers.lock().expect("answers").clone();
+    let failures = failures.lock().expect("failures").clone();
+    assert!(failures.is_empty(), "unexpected answers: {failures:#?}");
+
+    // Nothing panicked, and every edge still serves.
+    for (n, e) in envoys.iter().enumerate() {
+        assert!(
+            !e.log().contains("panicked"),
+            "envoy {n} panicked:\n{}",
+            e.log()
+        );
+    }
+    assert!(!worker.log().contains("panicked"), "{}", worker.log());
+    println!(
+        "[fallback] in force at every edge {fallback_seen} ms after the SIGKILL; Envoy \
+         decisions on the share during the outage: {fallback_counts:?}"
+    );
+    assert!(
+        fallback_counts.iter().all(|n| *n > 0),
+        "an Envoy never decided on its share: {fallback_counts:?}"
+    );
+    let worker_counts = worker
+        .log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("rate limits fall back to a local share"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    println!("[fallback] the worker: {worker_counts}");
+
+    // Within the fallback's own bound in every window; within the limit before the kill
+    // and once leases rule again (from the window after the resumption).
+    let reached = reached(&upstream);
+    for a in &answers {
+        match a.status {
+            200 => assert!(reached.contains(&a.seq), "200 unseen upstream: {a:?}"),
+            429 => assert!(!reached.contains(&a.seq), "refused but forwarded: {a:?}"),
+            s => panic!("status {s}: {a:?}"),
+        }
+    }
+    let windows = per_window(&answers, 1000, |a| reached.contains(&a.seq));
+    let (kill_w, resume_w) = (killed_at / 1000, resumed_at / 1000);
+    let bound = |i: u64| {
+        if i < kill_w || i > resume_w {
+            PER_SECOND
+        } else {
+            PER_SECOND + share * addrs.len() as u64
+        }
+    };
+    let mut outage = Vec::new();
+    for (i, (definite, ambiguous)) in &windows {
+        if (kill_w..=resume_w).contains(i) {
+            outage.push(definite + ambiguous);
+        }
+    }
+    println!(
+        "[fallback] per second during the outage and until leases ruled again: {outage:?} \
+         (limit {PER_SECOND}, share {share} at each of {} edges); restart took {} ms, \
+         leases ruled {} ms after it",
+        addrs.len(),
+        restarted_at - killed_at,
+        resumed_at - restarted_at
+    );
+    within_limit(&windows, bound).unwrap_or_else(|e| panic!("{e}"));
+    // Admission went on during the outage and after the restart.
+    let admitted_in = |from: u64, to: u64| {
+        answers
+            .iter()
+            .filter(|a| a.status == 200 && a.sent >= from && a.received < to)
+            .count()
+    };
+    assert!(admitted_in(killed_at + 11_000, restarted_at) > 0);
+    assert!(admitted_in(resumed_at, u64::MAX) > 0);
+    // Leases rule again: no decision on the share since.
+    let counts_now: Vec<u64> = envoys
+        .iter()
+        .map(|e| e.counter("tessera.ratelimit.fallback").unwrap_or(0))
+        .collect();
+    assert_eq!(
+        counts_now, counts_at_resume,
+        "decided on the share after resuming"
     );
 }

@@ -192,7 +192,13 @@ pub(crate) fn cargo_build(root: &Path, toolchain: &Toolchain, package: &str) -> 
         // Size over speed for the modules (the native release profile is opt-level 3).
         .args(["--config", "profile.release.opt-level=\"z\""]);
     if matches!(toolchain, Toolchain::Debian) {
-        cmd.arg("-Zbuild-std=std,panic_abort");
+        // std's `optimize_for_size` picks its smaller implementations (sorts, formatting):
+        // with a serde_json parser made one (`core::verify::unique_object`), it took the
+        // filter module from 433,063 to 423,966 bytes.
+        cmd.args([
+            "-Zbuild-std=std,panic_abort",
+            "-Zbuild-std-features=optimize_for_size",
+        ]);
     }
     cmd
 }

@@ -23,6 +23,9 @@ use utoipa::ToSchema;
 
 /// Edges that reported within this many seconds share a token's limit.
 pub const ACTIVE_SECS: i64 = 30;
+/// An edge's floor is at most `limit / FLOOR_PARTS` (and never more than it wanted:
+/// `core::ratelimit::apportion`).
+pub const FLOOR_PARTS: u64 = 20;
 /// The most tokens one report may name.
 pub const MAX_REPORTED: usize = 1000;
 
@@ -82,6 +85,10 @@ pub struct Granted {
     pub unlimited: Vec<String>,
     /// Whether any token of the org is limited.
     pub limited: bool,
+    /// How many edges (this one included) hold leases of the tokens answered that reach
+    /// the current window: what an edge divides a limit by when the control plane is lost
+    /// (its fallback).
+    pub edges: u64,
 }
 
 /// Grants `edge` (the edge credential's id and the process's id) its next leases of every
@@ -130,6 +137,7 @@ pub fn grant(
         limited: every_token || !own.is_empty(),
         ..Granted::default()
     };
+    let mut active: BTreeSet<String> = BTreeSet::from([edge.clone()]);
     for id in ids {
         let mut leased = false;
         let token = tx.get_token(&id)?;
@@ -142,8 +150,17 @@ pub fn grant(
                     continue;
                 };
                 let demand = wanted.get(&(id.clone(), w)).copied().unwrap_or(0);
-                out.leases
-                    .extend(grant_one(tx, ctx, &id, w, limit, &edge, demand, now_ms)?);
+                out.leases.extend(grant_one(
+                    tx,
+                    ctx,
+                    &id,
+                    w,
+                    limit,
+                    &edge,
+                    demand,
+                    now_ms,
+                    &mut active,
+                )?);
                 leased = true;
             }
         }
@@ -151,10 +168,14 @@ pub fn grant(
             out.unlimited.push(id);
         }
     }
+    out.edges = active.len() as u64;
     Ok(out)
 }
 
-/// The lease of one token and window kind for `edge`, and every lease it holds of them.
+/// The lease of one token and window kind for `edge`, and every lease it holds of them;
+/// nothing when the edge wanted none of it and still holds a lease reaching far enough
+/// ahead (an idle token is not re-granted, and its row not rewritten, on every report).
+/// Adds the edges active on the token to `active`.
 #[allow(clippy::too_many_arguments)]
 fn grant_one(
     tx: &mut dyn Tx,
@@ -165,14 +186,31 @@ fn grant_one(
     edge: &str,
     demand: u64,
     now_ms: u64,
+    active: &mut BTreeSet<String>,
 ) -> Result<Vec<LeaseView>> {
     let kind = w.as_str();
     let cur = w.index(now_ms);
     let cur_i = i64::try_from(cur).map_err(Error::internal)?;
     tx.forget_leases(token_id, kind, cur_i)?;
     let rows = tx.leases_from(token_id, kind, cur_i)?;
+    // Every edge holding a lease that reaches the current window (an idle edge's row is
+    // rewritten only now and then, so its age says nothing): more edges than are alive
+    // only makes the fallback's share smaller.
+    for r in &rows {
+        active.insert(r.edge.clone());
+    }
     let first = cur;
     let last = cur + lease_span(w) - 1;
+    // Idle here: re-granted only once the lease held reaches less than half its span
+    // ahead (the idle edge keeps a lease for now and the next windows without a write).
+    let ahead = cur + lease_span(w) / 2;
+    if demand == 0
+        && rows
+            .iter()
+            .any(|r| r.edge == edge && r.first as u64 <= cur && r.last as u64 >= ahead)
+    {
+        return Ok(Vec::new());
+    }
     // Per edge, the largest allowance it holds for each window of the range.
     let held = |e: &str, i: u64| -> u64 {
         rows.iter()
@@ -210,7 +248,7 @@ fn grant_one(
         })
         .collect();
     demands.push(demand);
-    let floor = (limit / 20).max(1);
+    let floor = (limit / FLOOR_PARTS).max(1);
     let share = apportion(limit, &demands, floor)
         .last()
         .copied()

@@ -176,9 +176,9 @@ pub fn record_usage(
     for (id, at, ip) in rotated {
         super::rotation::presented_after_end(tx, ctx, &id, at, ip.as_deref(), &source)?;
     }
-    let (leases, unlimited, limited) = match granted {
-        Some(g) => (g.leases, g.unlimited, Some(g.limited)),
-        None => (Vec::new(), Vec::new(), None),
+    let (leases, unlimited, limited, edges) = match granted {
+        Some(g) => (g.leases, g.unlimited, Some(g.limited), Some(g.edges)),
+        None => (Vec::new(), Vec::new(), None, None),
     };
     Ok(UsageAccepted {
         accepted,
@@ -186,6 +186,7 @@ pub fn record_usage(
         leases,
         unlimited,
         limited,
+        edges,
     })
 }
 

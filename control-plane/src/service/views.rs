@@ -332,6 +332,11 @@ pub struct UsageAccepted {
     /// admitting it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limited: Option<bool>,
+    /// When the batch carried `spend`: how many edges (this one included) hold leases of
+    /// the tokens answered that reach the current window. An edge that loses the control
+    /// plane divides each limit by it (its fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edges: Option<u64>,
 }
 
 /// One authentication-log record.
