@@ -21,8 +21,12 @@ use wasmparser::{Parser, Payload};
 /// links anyway, rather than a derived deserializer).
 /// Lowered to 425,000 (issue 25's fallback added about 5 KB: 433,063 bytes): 423,966
 /// bytes (2026-12-08) with the standard library built `optimize_for_size` (xtask) and one
-/// serde_json parser instead of two (`core::verify::unique_object` reads text).
-const MAX_MODULE_BYTES: u64 = 425_000;
+/// serde_json parser instead of two (`core::verify::unique_object` reads text). The
+/// configurable identity headers and the `preferred_username` claim (issue 24) added
+/// about 5.7 KB on top: 429,670 bytes (2026-12-08), so the limit is 430,000 again. Over
+/// issue 6's 400 KB by 30 KB; a per-symbol profile shows about 66 KB in the configuration's
+/// deserialization (serde_path_to_error) and 8 KB in float formatting: the next places.
+const MAX_MODULE_BYTES: u64 = 430_000;
 
 #[test]
 fn module_imports_only_the_proxy_wasm_abi_and_is_small() {
