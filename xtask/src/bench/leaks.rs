@@ -49,7 +49,7 @@ use tessera_control_plane::timefmt;
 use tessera_core::token::{API_TOKEN_PATTERN, API_TOKEN_PREFIX};
 use tessera_host_tests::scanner::Scanner;
 use tessera_host_tests::webhook::{self, Receiver};
-use tessera_host_tests::workerd::{Origin, Workerd, WorkerdOptions};
+use tessera_host_tests::workerd::Workerd;
 use tessera_host_tests::{ControlPlane, ControlPlaneOptions, EchoUpstream, Envoy, EnvoyOptions};
 
 use super::propagation::{
@@ -909,23 +909,7 @@ pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
         .map(|n| Envoy::start(&envoy_options).map_err(|e| format!("leaks: Envoy {}: {e}", n + 1)))
         .collect::<Result<_>>()?;
     let origin = EchoUpstream::start().map_err(|e| format!("leaks: origin: {e}"))?;
-    let worker_config = json!({
-        "issuers": [cp.issuer()],
-        "audiences": ["tessera"],
-        "status": {"required": true, "fail_policy": "closed"},
-        "sync": {"max_staleness_secs": MAX_STALENESS_SECS},
-    });
-    let worker_options = WorkerdOptions::new(
-        inputs.workerd,
-        inputs.edge_bundle,
-        &worker_config,
-        Origin::Url(format!("http://{}", origin.addr())),
-    )
-    .var("TESSERA_JWKS_URLS", &json!([cp.jwks_url()]).to_string())
-    .var(
-        "TESSERA_STATUS_URLS",
-        &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
-    );
+    let worker_options = super::propagation::synced_worker(inputs, &cp, origin.addr());
     let workers: Vec<Workerd> = (0..WORKERDS)
         .map(|n| {
             Workerd::start(&worker_options).map_err(|e| format!("leaks: workerd {}: {e}", n + 1))

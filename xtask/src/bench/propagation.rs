@@ -248,6 +248,33 @@ pub(super) fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A workerd edge worker that fetches its keys and status list from `cp` itself (status
+/// refresh at the worker's default period, fail closed), its origin at `origin`: the
+/// workers of this part and of `leaks`.
+pub(super) fn synced_worker(
+    inputs: &Inputs<'_>,
+    cp: &ControlPlane,
+    origin: SocketAddr,
+) -> WorkerdOptions {
+    let worker_config = json!({
+        "issuers": [cp.issuer()],
+        "audiences": ["tessera"],
+        "status": {"required": true, "fail_policy": "closed"},
+        "sync": {"max_staleness_secs": MAX_STALENESS_SECS},
+    });
+    WorkerdOptions::new(
+        inputs.workerd,
+        inputs.edge_bundle,
+        &worker_config,
+        Origin::Url(format!("http://{origin}")),
+    )
+    .var("TESSERA_JWKS_URLS", &json!([cp.jwks_url()]).to_string())
+    .var(
+        "TESSERA_STATUS_URLS",
+        &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
+    )
+}
+
 pub fn run(inputs: &Inputs<'_>, plan: &Plan, dir: &Path) -> Result<Section> {
     let revokes = if plan.smoke {
         SMOKE_REVOKES
@@ -316,23 +343,7 @@ pub(super) fn measure(
     // The edge workers: keys and the status list from the same control plane, fetched
     // by the worker itself (status refresh at its default period).
     let origin = EchoUpstream::start().map_err(|e| format!("propagation: origin: {e}"))?;
-    let worker_config = json!({
-        "issuers": [cp.issuer()],
-        "audiences": ["tessera"],
-        "status": {"required": true, "fail_policy": "closed"},
-        "sync": {"max_staleness_secs": MAX_STALENESS_SECS},
-    });
-    let worker_options = WorkerdOptions::new(
-        inputs.workerd,
-        inputs.edge_bundle,
-        &worker_config,
-        Origin::Url(format!("http://{}", origin.addr())),
-    )
-    .var("TESSERA_JWKS_URLS", &json!([cp.jwks_url()]).to_string())
-    .var(
-        "TESSERA_STATUS_URLS",
-        &json!({ cp.status_list_uri(): cp.status_list_uri() }).to_string(),
-    );
+    let worker_options = synced_worker(inputs, cp, origin.addr());
     let workers: Vec<Workerd> = (0..WORKERDS)
         .map(|i| {
             Workerd::start(&worker_options)
