@@ -467,17 +467,7 @@ async fn accept_link(
     let st = s
         .write(move |tx, ctx| {
             let user = accounts::accept_link(tx, ctx, &secret, hash)?;
-            let st = sessions::start_session(tx, ctx, &user, None)?;
-            ctx.act_with(st.actor.credential.label());
-            crate::service::audit(
-                tx,
-                ctx,
-                &user.id,
-                &user.org_id,
-                "session.sign_in",
-                &user.id,
-                json!({"link": true}),
-            )?;
+            let st = sessions::start_session(tx, ctx, &user, None, json!({"link": true}))?;
             Ok(opened(ctx, st))
         })
         .await?;

@@ -83,17 +83,7 @@ async fn complete(
     let st = s
         .write(move |tx, ctx| {
             let user = setup::complete(tx, ctx, &req, hash.clone(), ip.as_deref())?;
-            let st = sessions::start_session(tx, ctx, &user, None)?;
-            ctx.act_with(st.actor.credential.label());
-            crate::service::audit(
-                tx,
-                ctx,
-                &user.id,
-                &user.org_id,
-                "session.sign_in",
-                &user.id,
-                json!({"setup": true}),
-            )?;
+            let st = sessions::start_session(tx, ctx, &user, None, json!({"setup": true}))?;
             Ok(opened(ctx, st))
         })
         .await?;

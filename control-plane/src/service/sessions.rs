@@ -213,13 +213,15 @@ pub struct Started {
     pub actor: Actor,
 }
 
-/// Starts a session for `user` (after a password or a one-time link, or through the
-/// identity provider whose issuer is `sso_issuer`).
+/// Starts a session for `user` (after a password, a one-time link or the first-run setup,
+/// or through the identity provider whose issuer is `sso_issuer`), acts as it for the rest
+/// of the transaction, and records the sign-in (`session.sign_in` with `detail`: how).
 pub fn start_session(
     tx: &mut dyn Tx,
     ctx: &Ctx,
     user: &User,
     sso_issuer: Option<&str>,
+    detail: serde_json::Value,
 ) -> Result<Started> {
     let secret = crypto::hex(&crypto::random_bytes::<32>().map_err(Error::internal)?);
     let session = Session {
@@ -242,6 +244,16 @@ pub fn start_session(
             id: session.id.clone(),
         },
     };
+    ctx.act_with(actor.credential.label());
+    audit(
+        tx,
+        ctx,
+        &user.id,
+        &user.org_id,
+        "session.sign_in",
+        &user.id,
+        detail,
+    )?;
     Ok(Started {
         secret,
         session,
@@ -290,22 +302,12 @@ pub fn finish_sign_in(
                 return Ok(Finished::SsoRequired(why));
             }
             let break_glass = super::sso::break_glass(tx, user)?;
-            let started = start_session(tx, ctx, user, None)?;
-            ctx.act_with(started.actor.credential.label());
             let detail = if break_glass {
                 json!({"ip": ip, "break_glass": true})
             } else {
                 json!({"ip": ip})
             };
-            audit(
-                tx,
-                ctx,
-                &user.id,
-                &user.org_id,
-                "session.sign_in",
-                &user.id,
-                detail,
-            )?;
+            let started = start_session(tx, ctx, user, None, detail)?;
             Ok(Finished::Started(Box::new(started)))
         }
         _ => {

@@ -985,17 +985,8 @@ pub fn complete(
             ),
         );
     }
-    let started = sessions::start_session(tx, ctx, &user, Some(&who.issuer))?;
-    ctx.act_with(started.actor.credential.label());
-    audit(
-        tx,
-        ctx,
-        &user.id,
-        org_id,
-        "session.sign_in",
-        &user.id,
-        json!({"ip": ip, "sso": true, "issuer": who.issuer}),
-    )?;
+    let detail = json!({"ip": ip, "sso": true, "issuer": who.issuer});
+    let started = sessions::start_session(tx, ctx, &user, Some(&who.issuer), detail)?;
     Ok(Ok(started))
 }
 
