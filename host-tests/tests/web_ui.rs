@@ -497,8 +497,14 @@ async fn scenarios(
     edit_effect_says(ui, "The current JWT keeps working").await?;
     ui.click("dialog[open] button[type=submit]").await;
     ui.title("API tokens").await;
+    // The list's title was there before the save: wait for the save itself.
+    let saved = || async {
+        cp.api("GET", &format!("/v1/tokens/{id}"), Some(alice), None)
+            .is_ok_and(|t| t["description"] == "bob's CI")
+    };
+    wait_for(saved, "3b: bob's edit saved").await?;
     let t = cp.api("GET", &format!("/v1/tokens/{id}"), Some(alice), None)?;
-    if t["description"] != "bob's CI" || t["status"] != "enabled" {
+    if t["status"] != "enabled" {
         return Err(format!("3b: after bob's edit the token is {t}"));
     }
     ui.click(&format!(
