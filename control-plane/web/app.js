@@ -307,9 +307,7 @@ function showSetup(secret) {
     field("Organization name", { name: "org_name" }, "optional, shown on the pages"),
     field("Your username", { name: "username", required: true, autocomplete: "username" }),
     field("Email", { name: "email", type: "email", autocomplete: "email" }, "optional, for notifications"),
-    el("p", { id: "password-rule" }, "Choose a password of at least 10 characters that is not a common password, a word with a few changes, your name, or a pattern such as aaaa or 1234. A few unrelated words make a good one."),
-    field("Password", { name: "password", type: "password", required: true, autocomplete: "new-password" }),
-    field("Repeat the password", { name: "again", id: "f-again", type: "password", required: true, autocomplete: "new-password" }),
+    ...passwordFields("Password", ""),
     box,
     el("p", {}, el("button", { type: "submit", class: "primary" }, "Create and sign in")));
   form.addEventListener("submit", async (ev) => {
@@ -317,10 +315,7 @@ function showSetup(secret) {
     clearFieldErrors(form);
     box.replaceChildren();
     const f = new FormData(form);
-    if (f.get("password") !== f.get("again")) {
-      box.replaceChildren(el("p", { class: "error", role: "alert" }, "The two passwords differ."));
-      return;
-    }
+    if (passwordsDiffer(f, box)) return;
     try {
       session = await api("POST", "/v1/setup", {
         secret, org: f.get("org"), org_name: f.get("org_name"), username: f.get("username"),
@@ -477,14 +472,29 @@ async function domainClaims() {
         el("td", {}, decide(c, c.state === "approved" ? "withdraw" : "approve"))))))) : el("p", { id: "no-domain-claims" }, "No organization claims a domain.")];
 }
 
+/// The password rule in words, a password field and its repetition (the first-run setup
+/// and the invitation and reset links).
+function passwordFields(label, more) {
+  return [
+    el("p", { id: "password-rule" }, `Choose a password of at least 10 characters that is not a common password, a word with a few changes, your name, or a pattern such as aaaa or 1234. A few unrelated words make a good one.${more}`),
+    field(label, { name: "password", type: "password", required: true, autocomplete: "new-password" }),
+    field("Repeat the password", { name: "again", id: "f-again", type: "password", required: true, autocomplete: "new-password" }),
+  ];
+}
+
+/// Whether the two passwords of `f` differ (then said in `box`).
+function passwordsDiffer(f, box) {
+  if (f.get("password") === f.get("again")) return false;
+  box.replaceChildren(el("p", { class: "error", role: "alert" }, "The two passwords differ."));
+  return true;
+}
+
 function showSetPassword(kind, secret) {
   setNav();
   const titles = { invite: "Accept your invitation", reset: "Reset your password", bootstrap: "Set the admin password" };
   const box = el("div");
   const form = el("form", { class: "card" },
-    el("p", { id: "password-rule" }, "Choose a password of at least 10 characters that is not a common password, a word with a few changes, your name, or a pattern such as aaaa or 1234. A few unrelated words make a good one. This link works once."),
-    field("New password", { name: "password", type: "password", required: true, minlength: "10", autocomplete: "new-password", "aria-describedby": "password-rule" }),
-    field("Repeat the password", { name: "again", id: "f-again", type: "password", required: true, autocomplete: "new-password" }),
+    ...passwordFields("New password", " This link works once."),
     box,
     el("p", {}, el("button", { type: "submit", class: "primary" }, "Set password and sign in")));
   form.addEventListener("submit", async (ev) => {
@@ -492,10 +502,7 @@ function showSetPassword(kind, secret) {
     clearFieldErrors(form);
     box.replaceChildren();
     const f = new FormData(form);
-    if (f.get("password") !== f.get("again")) {
-      box.replaceChildren(el("p", { class: "error", role: "alert" }, "The two passwords differ."));
-      return;
-    }
+    if (passwordsDiffer(f, box)) return;
     try {
       session = await api("POST", "/v1/links/accept", { secret, password: f.get("password") });
       history.replaceState(null, "", "#/tokens");
